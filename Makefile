@@ -1,0 +1,118 @@
+# cllm: build the library, the binaries, the tests and the man pages.
+#
+#   make                  binaries into build/ (CUDA backend too when nvcc is found)
+#   make check            the whole CPU test suite (unit tests under ASan+UBSan too)
+#   make setup            Debian packages the build needs, and the default model
+#   make install PREFIX=/usr/local [DESTDIR=...]
+#   make STATIC=1         third-party libraries linked statically (for a bare GPU machine)
+#   make SAN=1            ASan+UBSan build (into build-san/)
+#   make CUDA=0|1         force the CUDA backend off or on (default: on when nvcc exists)
+
+VERSION := 0.1.0
+PREFIX  ?= /usr/local
+CC      ?= cc
+NVCC    ?= nvcc
+
+ifeq ($(SAN),1)
+BUILD   ?= build-san
+else
+BUILD   ?= build
+endif
+
+ifndef CUDA
+CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+endif
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+# No FMA contraction: dequantisation must equal numpy's d*q+m bit for bit, and
+# reductions must not change with the compiler's mood.
+CFLAGS   += -std=c11 -D_GNU_SOURCE -ffp-contract=off -fno-strict-aliasing $(WARN) -pthread \
+            -Ilibcore -Iformats -Ikernels -DCLLM_VERSION='"$(VERSION)"' -MMD -MP
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+THIRD    := -lmsgpackc -lzstd -ljansson -lpcre2-8 -lopenblas
+ifeq ($(STATIC),1)
+# Static third-party libraries; libc, libm and libpthread stay dynamic (glibc).
+# OpenBLAS from Debian is built with gfortran, so its static archive needs libgfortran.
+LIBS     := -Wl,-Bstatic $(THIRD) -lgfortran -lquadmath -Wl,-Bdynamic -lm -lpthread -ldl
+else
+LIBS     := $(THIRD) -lm -lpthread
+endif
+
+ifeq ($(CUDA),1)
+CFLAGS   += -DCLLM_CUDA=1
+CUDA_ARCH ?= 90
+NVFLAGS  := -O2 -arch=sm_$(CUDA_ARCH) -Ilibcore -Iformats -Ikernels -Xcompiler -Wall -MMD -MP
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+LIBS     += -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -lrt -lstdc++
+CU_SRC   := $(wildcard kernels/cuda/*.cu)
+else
+CU_SRC   :=
+endif
+
+LIB_SRC  := $(wildcard libcore/*.c) $(wildcard formats/*.c) $(wildcard kernels/cpu/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+CMD_SRC  := $(wildcard cmd/cllm-*.c)
+BINS     := $(CMD_SRC:cmd/%.c=$(BUILD)/%)
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+MANS     := $(wildcard man/*.1 man/*.5 man/*.7)
+
+all: $(BINS) $(TESTS) $(TOOLS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/libcllm.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/cllm-%: $(BUILD)/obj/cmd/cllm-%.o $(BUILD)/libcllm.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libcllm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcllm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The whole CPU suite: unit tests and shell tests on the normal build, then the
+# unit tests and the bad-input tests again under ASan+UBSan.
+check: all
+	tests/run.sh $(BUILD)
+	$(MAKE) --no-print-directory SAN=1 all
+	CLLM_SAN=1 tests/run.sh build-san unit bad
+
+# Benchmarks print ratios and rates; they are not tests.
+bench: all
+	scripts/bench-stream.sh $(BUILD)
+
+setup:
+	@scripts/setup.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	           $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	for m in $(MANS); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all check bench setup install clean
+.SECONDARY:
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

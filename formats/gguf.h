@@ -1,0 +1,77 @@
+/* gguf.h: read and write GGUF v2/v3 model files.
+ *
+ * The reader parses the whole header (metadata of every value type, tensor
+ * infos) with every count, size and offset checked against the file size before
+ * anything is allocated; tensor data is read on demand and dequantized to fp32.
+ * Strings are copied out with a terminating NUL added (lengths are kept, so an
+ * embedded NUL is not lost).
+ */
+#ifndef CLLM_GGUF_H
+#define CLLM_GGUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum cllm_gguf_vtype {
+    GGUF_T_U8 = 0, GGUF_T_I8 = 1, GGUF_T_U16 = 2, GGUF_T_I16 = 3, GGUF_T_U32 = 4,
+    GGUF_T_I32 = 5, GGUF_T_F32 = 6, GGUF_T_BOOL = 7, GGUF_T_STR = 8, GGUF_T_ARR = 9,
+    GGUF_T_U64 = 10, GGUF_T_I64 = 11, GGUF_T_F64 = 12,
+};
+
+enum cllm_ggml_type {
+    GGML_T_F32 = 0, GGML_T_F16 = 1, GGML_T_Q4_0 = 2, GGML_T_Q4_1 = 3,
+    GGML_T_Q8_0 = 8, GGML_T_BF16 = 30,
+};
+
+typedef struct cllm_gguf_str {
+    const char *s;   /* NUL-terminated copy */
+    size_t len;      /* bytes, without the added NUL */
+} cllm_gguf_str;
+
+typedef struct cllm_gguf cllm_gguf;
+
+typedef struct cllm_gguf_tensor {
+    const char *name;
+    int n_dims;
+    int64_t ne[4];     /* ggml order: ne[0] fastest varying */
+    int type;          /* enum cllm_ggml_type */
+    uint64_t offset;   /* from the start of the data section */
+    uint64_t nbytes;
+} cllm_gguf_tensor;
+
+/* Open and parse path. Returns 0 or a CLLM_E* code (message names the file). */
+int cllm_gguf_open(cllm_gguf **out, const char *path);
+void cllm_gguf_close(cllm_gguf *g);
+
+uint32_t cllm_gguf_version(const cllm_gguf *g);
+int cllm_gguf_n_kv(const cllm_gguf *g);
+const char *cllm_gguf_key(const cllm_gguf *g, int i);
+/* Index of key, or -1. */
+int cllm_gguf_find(const cllm_gguf *g, const char *key);
+/* Value type of entry i; for arrays also the element type and count. */
+int cllm_gguf_kv_type(const cllm_gguf *g, int i);
+int cllm_gguf_arr_info(const cllm_gguf *g, int i, int *elem_type, uint64_t *n);
+
+/* Typed getters. Each returns 0, CLLM_EFORMAT when the key is absent or of
+ * another type (message names key and types). Integer getters accept any
+ * integer type whose value fits; float getters accept f32/f64. */
+int cllm_gguf_get_int(const cllm_gguf *g, const char *key, int64_t *out);
+int cllm_gguf_get_float(const cllm_gguf *g, const char *key, double *out);
+int cllm_gguf_get_bool(const cllm_gguf *g, const char *key, int *out);
+int cllm_gguf_get_str(const cllm_gguf *g, const char *key, cllm_gguf_str *out);
+int cllm_gguf_get_arr_str(const cllm_gguf *g, const char *key, const cllm_gguf_str **out, size_t *n);
+/* Integer arrays of any integer element type, widened to int32 (range checked). */
+int cllm_gguf_get_arr_i32(const cllm_gguf *g, const char *key, const int32_t **out, size_t *n);
+/* Float arrays (f32). */
+int cllm_gguf_get_arr_f32(const cllm_gguf *g, const char *key, const float **out, size_t *n);
+
+int cllm_gguf_n_tensors(const cllm_gguf *g);
+const cllm_gguf_tensor *cllm_gguf_tensor_at(const cllm_gguf *g, int i);
+const cllm_gguf_tensor *cllm_gguf_find_tensor(const cllm_gguf *g, const char *name);
+/* Read tensor t and dequantize it to fp32 into dst (numel floats). */
+int cllm_gguf_read_f32(cllm_gguf *g, const cllm_gguf_tensor *t, float *dst, size_t numel);
+
+/* Dequantize n elements of type from src (n a multiple of the block size). */
+int cllm_dequantize(int type, const void *src, float *dst, size_t n);
+
+#endif

@@ -1,0 +1,90 @@
+/* err.c: the per-thread error message and checked allocation. */
+#include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char errbuf[1024];
+
+int cllm_error(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int cllm_error_prefix(int code, const char *fmt, ...) {
+    char prefix[512], old[sizeof errbuf];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, errbuf, sizeof old);
+    snprintf(errbuf, sizeof errbuf, "%s%s", prefix, old);
+    return code;
+}
+
+const char *cllm_errmsg(void) { return errbuf; }
+
+const char *cllm_strerror(int code) {
+    switch (code) {
+    case CLLM_OK: return "success";
+    case CLLM_EIO: return "input/output error";
+    case CLLM_ENOMEM: return "out of memory";
+    case CLLM_EFORMAT: return "malformed input";
+    case CLLM_ETRUNC: return "truncated input";
+    case CLLM_ESCHEMA: return "record does not match its schema";
+    case CLLM_EINVAL: return "invalid argument";
+    case CLLM_ELIMIT: return "input exceeds a size limit";
+    case CLLM_EUNSUP: return "unsupported";
+    case CLLM_EOF: return "end of input";
+    case CLLM_EINTR: return "interrupted";
+    default: return "unknown error";
+    }
+}
+
+void *cllm_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) cllm_error(CLLM_ENOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *cllm_calloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) cllm_error(CLLM_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *cllm_realloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) cllm_error(CLLM_ENOMEM, "out of memory allocating %zu bytes", n);
+    return q;
+}
+
+char *cllm_strdup(const char *s) { return cllm_strndup(s, strlen(s)); }
+
+char *cllm_strndup(const char *s, size_t n) {
+    char *p = cllm_malloc(n + 1);
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+int cllm_grow(void **p, size_t *cap, size_t need, size_t elem_size) {
+    if (need <= *cap) return 0;
+    size_t ncap = *cap ? *cap : 16;
+    while (ncap < need) {
+        if (cllm_mul_size(ncap, 2, &ncap)) return cllm_error(CLLM_ENOMEM, "array size overflow");
+    }
+    size_t bytes;
+    if (cllm_mul_size(ncap, elem_size, &bytes)) return cllm_error(CLLM_ENOMEM, "array size overflow");
+    void *q = cllm_realloc(*p, bytes);
+    if (!q) return CLLM_ENOMEM;
+    *p = q;
+    *cap = ncap;
+    return 0;
+}
