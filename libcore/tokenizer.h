@@ -32,6 +32,12 @@ typedef struct cllm_tokenizer_spec {
 } cllm_tokenizer_spec;
 
 int cllm_tokenizer_new(cllm_tokenizer **out, const cllm_tokenizer_spec *spec);
+
+struct cllm_gguf;
+/* Build from a GGUF file's tokenizer.ggml.* metadata. */
+int cllm_tokenizer_from_gguf(cllm_tokenizer **out, const struct cllm_gguf *g);
+/* Build from a HF model directory (tokenizer.json, tokenizer_config.json). */
+int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir);
 void cllm_tokenizer_free(cllm_tokenizer *t);
 
 /* Encode len bytes of text. Special tokens are recognised when parse_special.
