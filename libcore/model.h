@@ -71,9 +71,14 @@ typedef struct cllm_model {
     float *lm_head;        /* (V, C); == tok_emb when cfg.tied */
     cllm_layer_weights *layers; /* [L] */
     struct cllm_tokenizer *tok; /* NULL when the file carries none */
+    struct cllm_model_src *src; /* opaque: what the source file said beyond the
+                                   weights (GGUF metadata, HF directory), kept so
+                                   cllm_model_save can copy the tokenizer through;
+                                   NULL for a model made by cllm_model_alloc */
 } cllm_model;
 
-/* Allocate params for cfg, build the tensor table and the pointers above.
+/* Allocate params for cfg, build the tensor table and the pointers above
+ * (cfg->rope_dim 0 is taken as head_dim; m->src and m->tok stay NULL).
  * The weights are zero. Returns 0 or a CLLM_E* code. */
 int cllm_model_alloc(cllm_model *m, const cllm_config *cfg);
 
