@@ -1,0 +1,30 @@
+/* rope.c: rotary position embedding, HF LLaMA half-split layout.
+ *
+ * Mirrors HF's LlamaRotaryEmbedding in fp32: inv_freq[i] = 1 / theta^(2i/D)
+ * (the exponent 2i/D is an fp32 division, the power and the reciprocal are
+ * fp32), angle = (float)pos * inv_freq[i] (one fp32 product), then cos/sin of
+ * the fp32 angle. Rows are rotated as (x[i], x[i + D/2]) pairs.
+ */
+#include <math.h>
+
+#include "kernels.h"
+
+/* x (T, NH, HS) in place; pos (T) */
+void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim, float theta) {
+    int half = rope_dim / 2;
+    for (int t = 0; t < T; t++) {
+        float p = (float)pos[t];
+        for (int i = 0; i < half; i++) {
+            float expo = (float)(2 * i) / (float)rope_dim;
+            float inv_freq = 1.0f / powf(theta, expo);
+            float ang = p * inv_freq;
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < NH; h++) {
+                float *v = x + ((size_t)t * NH + h) * HS;
+                float a = v[i], b = v[i + half];
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
