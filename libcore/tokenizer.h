@@ -50,6 +50,13 @@ int cllm_tokenizer_decode(const cllm_tokenizer *t, const int32_t *ids, size_t n,
 /* Bytes of one token (for streaming output); special tokens give their text. */
 int cllm_tokenizer_token_bytes(const cllm_tokenizer *t, int32_t id, char *buf, size_t cap, size_t *len);
 
+/* Id of the token whose stored (byte-mapped) text is text[0..len), or -1. */
+int32_t cllm_tokenizer_find(const cllm_tokenizer *t, const char *text, size_t len);
+/* Stored text of a token (NUL-terminated, byte-mapped for normal tokens), or NULL. */
+const char *cllm_tokenizer_token_text(const cllm_tokenizer *t, int32_t id, size_t *len);
+/* CLLM_TOK_* type of a token, or -1 when id is out of range. */
+int cllm_tokenizer_token_type(const cllm_tokenizer *t, int32_t id);
+
 size_t cllm_tokenizer_vocab(const cllm_tokenizer *t);
 int cllm_tokenizer_eos(const cllm_tokenizer *t);
 int cllm_tokenizer_bos(const cllm_tokenizer *t);
