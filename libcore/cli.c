@@ -1,0 +1,119 @@
+/* cli.c: shared command-line helpers (see cli.h). */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+
+volatile sig_atomic_t cllm_interrupted = 0;
+static const char *prog_name = "cllm";
+
+static void on_signal(int sig) {
+    if (cllm_interrupted) { /* a second signal: stop now */
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    cllm_interrupted = sig;
+}
+
+void cllm_cli_init(const char *prog) {
+    const char *slash = strrchr(prog, '/');
+    prog_name = slash ? slash + 1 : prog;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+const char *cllm_cli_prog(void) { return prog_name; }
+
+static void verror(const char *fmt, va_list ap) {
+    fflush(stdout);
+    fprintf(stderr, "%s: ", prog_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void cllm_cli_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror(fmt, ap);
+    va_end(ap);
+}
+
+int cllm_cli_fail(void) {
+    const char *m = cllm_errmsg();
+    cllm_cli_error("%s", *m ? m : "failed");
+    return CLLM_EXIT_FAIL;
+}
+
+int cllm_cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try '%s --help' for more information.\n", prog_name);
+    return CLLM_EXIT_USAGE;
+}
+
+int cllm_cli_int(const char *opt, const char *s, long long min, long long max, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return cllm_cli_usage_error("option %s: '%s' is not an integer", opt, s);
+    if (v < min || v > max)
+        return cllm_cli_usage_error("option %s: %lld is out of range [%lld, %lld]", opt, v, min, max);
+    *out = v;
+    return 0;
+}
+
+int cllm_cli_double(const char *opt, const char *s, double min, double max, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return cllm_cli_usage_error("option %s: '%s' is not a number", opt, s);
+    if (v < min || v > max)
+        return cllm_cli_usage_error("option %s: %g is out of range [%g, %g]", opt, v, min, max);
+    *out = v;
+    return 0;
+}
+
+int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n) {
+    char *end;
+    errno = 0;
+    long long a = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '/') return cllm_cli_usage_error("option %s: '%s' is not of the form i/N", opt, s);
+    const char *q = end + 1;
+    long long b = strtoll(q, &end, 10);
+    if (errno || end == q || *end) return cllm_cli_usage_error("option %s: '%s' is not of the form i/N", opt, s);
+    if (b < 1 || a < 0 || a >= b) return cllm_cli_usage_error("option %s: shard %lld/%lld needs 0 <= i < N", opt, a, b);
+    *i = a;
+    *n = b;
+    return 0;
+}
+
+void cllm_cli_version(void) { printf("%s (cllm) %s\n", prog_name, CLLM_VERSION); }
+
+int cllm_cli_finish(int status) {
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (errno != EPIPE) cllm_cli_error("write error: %s", strerror(errno));
+        return status ? status : CLLM_EXIT_FAIL;
+    }
+    if (fclose(stdout) != 0 && errno != EPIPE) {
+        cllm_cli_error("write error: %s", strerror(errno));
+        return status ? status : CLLM_EXIT_FAIL;
+    }
+    return status;
+}
+
+int cllm_cli_interrupted_status(void) { return 128 + (int)cllm_interrupted; }

@@ -1,0 +1,49 @@
+/* cli.h: what every cllm binary shares: its name in messages, option value
+ * parsing that rejects bad values instead of clamping, signal handling, and the
+ * exit-status conventions.
+ *
+ * Exit status: 0 success, 1 runtime failure (bad input, I/O, out of memory),
+ * 2 usage error, 130/143 after SIGINT/SIGTERM (the record in hand is finished
+ * and the stream closed without its end record, so readers see it as cut).
+ */
+#ifndef CLLM_CLI_H
+#define CLLM_CLI_H
+
+#include <signal.h>
+#include <stdint.h>
+
+enum { CLLM_EXIT_OK = 0, CLLM_EXIT_FAIL = 1, CLLM_EXIT_USAGE = 2 };
+
+/* Set by the SIGINT/SIGTERM handler: the signal number, 0 while none came. */
+extern volatile sig_atomic_t cllm_interrupted;
+
+/* Remember the program name and install the signal handlers. */
+void cllm_cli_init(const char *prog);
+const char *cllm_cli_prog(void);
+
+/* "prog: message\n" on stderr (stdout flushed first so data and errors keep
+ * their order). */
+void cllm_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "prog: <libcllm's last error message>". Returns CLLM_EXIT_FAIL. */
+int cllm_cli_fail(void);
+/* Usage error: message plus "Try 'prog --help'". Returns CLLM_EXIT_USAGE. */
+int cllm_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parse option values: 0 on success, else a usage error is printed and
+ * CLLM_EXIT_USAGE returned. */
+int cllm_cli_int(const char *opt, const char *s, long long min, long long max, long long *out);
+int cllm_cli_double(const char *opt, const char *s, double min, double max, double *out);
+/* "i/N" with 0 <= i < N. */
+int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n);
+
+/* Print "prog (cllm) VERSION" to stdout. */
+void cllm_cli_version(void);
+
+/* Flush and close stdout, reporting delayed write errors: the status to exit
+ * with (status unchanged when all is well). */
+int cllm_cli_finish(int status);
+
+/* Exit status for an interrupted run: 128 + signal. */
+int cllm_cli_interrupted_status(void);
+
+#endif
