@@ -74,4 +74,53 @@ int cllm_gguf_read_f32(cllm_gguf *g, const cllm_gguf_tensor *t, float *dst, size
 /* Dequantize n elements of type from src (n a multiple of the block size). */
 int cllm_dequantize(int type, const void *src, float *dst, size_t n);
 
+/* ---- additions beyond the first interface ---- */
+
+/* Name of a ggml tensor type ("Q4_1"), or NULL when the id is unknown. */
+const char *cllm_ggml_type_name(int type);
+/* Name of a metadata value type ("u32", "string"), or "?" when unknown. */
+const char *cllm_gguf_vtype_name(int vtype);
+/* The path the file was opened with. */
+const char *cllm_gguf_path(const cllm_gguf *g);
+/* Bytes of the whole file; start of the tensor data section; alignment. */
+uint64_t cllm_gguf_file_size(const cllm_gguf *g);
+uint64_t cllm_gguf_data_offset(const cllm_gguf *g);
+uint32_t cllm_gguf_alignment(const cllm_gguf *g);
+/* Close the file but keep every parsed value (metadata, tensor infos): a
+ * cllm_gguf_read_f32 afterwards fails with CLLM_EINVAL. */
+void cllm_gguf_drop_file(cllm_gguf *g);
+/* Read a tensor's raw bytes (t->nbytes of them) as stored. */
+int cllm_gguf_read_raw(cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_t nbytes);
+/* Convert n floats to F16 (IEEE binary16, round to nearest even) or BF16
+ * (round to nearest even, NaN kept quiet) bit patterns. */
+void cllm_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+void cllm_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+
+/* Writer. Metadata entries are kept in insertion order; setting a key that is
+ * already there replaces its value in place. Tensors are given as fp32 and are
+ * converted on write to F32, F16 or BF16; the data pointer is borrowed until
+ * cllm_gguf_writer_write returns. The file is written to a temporary name next
+ * to path and renamed into place, GGUF v3, alignment 32 (or general.alignment
+ * when set). */
+typedef struct cllm_gguf_writer cllm_gguf_writer;
+int cllm_gguf_writer_new(cllm_gguf_writer **out);
+void cllm_gguf_writer_free(cllm_gguf_writer *w);
+/* Copy entry i of g (any type) as is. */
+int cllm_gguf_writer_copy_kv(cllm_gguf_writer *w, const cllm_gguf *g, int i);
+int cllm_gguf_writer_set_u32(cllm_gguf_writer *w, const char *key, uint32_t v);
+int cllm_gguf_writer_set_i32(cllm_gguf_writer *w, const char *key, int32_t v);
+int cllm_gguf_writer_set_f32(cllm_gguf_writer *w, const char *key, float v);
+int cllm_gguf_writer_set_bool(cllm_gguf_writer *w, const char *key, int v);
+int cllm_gguf_writer_set_str(cllm_gguf_writer *w, const char *key, const char *s, size_t len);
+int cllm_gguf_writer_set_arr_str(cllm_gguf_writer *w, const char *key, const char *const *s,
+                                 const size_t *lens, size_t n);
+int cllm_gguf_writer_set_arr_i32(cllm_gguf_writer *w, const char *key, const int32_t *v, size_t n);
+int cllm_gguf_writer_set_arr_f32(cllm_gguf_writer *w, const char *key, const float *v, size_t n);
+/* Remove a key if present (0 either way). */
+int cllm_gguf_writer_remove(cllm_gguf_writer *w, const char *key);
+/* ne in ggml order (ne[0] fastest), n_dims 1..4, type F32/F16/BF16. */
+int cllm_gguf_writer_add_tensor(cllm_gguf_writer *w, const char *name, int n_dims,
+                                const int64_t *ne, int type, const float *data);
+int cllm_gguf_writer_write(cllm_gguf_writer *w, const char *path);
+
 #endif
