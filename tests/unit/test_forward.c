@@ -1,0 +1,237 @@
+/* test_forward.c: the CPU forward pass against HF transformers (golden logits
+ * from tests/golden/forward_golden.py), KV-cache rollback and several
+ * sequences, thread-count invariance, argument errors.
+ *
+ * Tolerance: relative error <= 1e-4 per logits row, with
+ * relerr = max_i |ours_i - hf_i| / max_i |hf_i| (see row_relerr in
+ * fwd_testutil.h). For rows stored partially (SmolLM2: top-5 and 64 fixed ids
+ * per position), the scale is the largest stored |hf_i|, which is <= the
+ * row's, so the check is stricter than on the full row.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "err.h"
+#include "forward.h"
+#include "fwd_testutil.h"
+#include "kernels.h"
+#include "model.h"
+
+#define TOL 1e-4
+
+static void test_tiny_golden(const cllm_model *m) {
+    golden g;
+    if (golden_load(&g, "tests/golden/tiny_logits.bin")) { CHECK(0); return; }
+    CHECK_EQ_INT(g.V, m->cfg.vocab);
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, m, 64));
+    CHECK_OK(cllm_kv_init(&kv, &m->cfg, 1, 128));
+    double worst = 0;
+    for (int i = 0; i < g.n; i++) {
+        golden_prompt *p = &g.p[i];
+        CHECK_OK(cllm_forward(&f, &kv, 0, 0, p->tokens, p->T, 0));
+        CHECK_EQ_INT(p->n_full, p->T);
+        for (int t = 0; t < p->T; t++) {
+            double e = row_relerr(f.logits + (size_t)t * g.V, p->full + (size_t)t * g.V, g.V);
+            if (e > worst) worst = e;
+            CHECK_MSG(e <= TOL, "tiny prompt %d position %d: relerr %.3g", i, t, e);
+            CHECK_EQ_INT(f.argmax[t], p->top_ids[(size_t)t * g.K]);
+        }
+    }
+    printf("tiny-qwen2: worst row relerr %.3g over %d prompts\n", worst, g.n);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    golden_free(&g);
+    TEST_OK("tiny_golden");
+}
+
+/* Forward of a sequence in pieces, with rollbacks and other sequences in
+ * between, equals the forward in one go. */
+static void test_rollback(const cllm_model *m) {
+    int V = m->cfg.vocab, N = 40;
+    int tok[41], junk[8];
+    cllm_rng r;
+    cllm_rng_seed(&r, 99);
+    for (int i = 0; i < 41; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    for (int i = 0; i < 8; i++) junk[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, m, 64));
+    CHECK_OK(cllm_kv_init(&kv, &m->cfg, 3, 64));
+    float *one = malloc((size_t)N * V * sizeof(float));
+    float *pcs = malloc((size_t)N * V * sizeof(float));
+    CHECK_OK(cllm_forward(&f, &kv, 0, 0, tok, N, 0));
+    memcpy(one, f.logits, (size_t)N * V * sizeof(float));
+
+    /* sequence 1 in pieces: [0,10), junk, rollback, [10,11), [11,25), junk, [25,40) */
+#define PIECE(pos, T) do { CHECK_OK(cllm_forward(&f, &kv, 1, pos, tok + (pos), T, 0)); \
+        memcpy(pcs + (size_t)(pos) * V, f.logits, (size_t)(T) * V * sizeof(float)); } while (0)
+    PIECE(0, 10);
+    CHECK_OK(cllm_forward(&f, &kv, 1, 10, junk, 6, 0));
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), 16);
+    CHECK_OK(cllm_kv_rollback(&kv, 1, 10));
+    CHECK_OK(cllm_forward(&f, &kv, 2, 0, junk, 8, 8));         /* another sequence */
+    PIECE(10, 1);
+    PIECE(11, 14);
+    CHECK_OK(cllm_forward(&f, &kv, 1, 25, junk, 3, 3));
+    CHECK_OK(cllm_forward(&f, &kv, 2, 8, tok, 5, 5));
+    PIECE(25, 15);                                             /* pos < len: implicit rollback */
+#undef PIECE
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), N);
+    double worst = 0;
+    for (int t = 0; t < N; t++) {
+        double e = row_relerr(pcs + (size_t)t * V, one + (size_t)t * V, V);
+        if (e > worst) worst = e;
+        CHECK_MSG(e <= 1e-5, "position %d: pieces vs one go relerr %.3g", t, e);
+    }
+    /* The next token after the same 40 tokens, in sequence 0 and in sequence 1
+     * (caches built in one go and in pieces: equal up to rounding). */
+    CHECK_OK(cllm_forward(&f, &kv, 0, N, tok + N, 1, 0));
+    memcpy(one, f.logits, (size_t)V * sizeof(float));
+    CHECK_OK(cllm_forward(&f, &kv, 1, N, tok + N, 1, 0));
+    double e1 = row_relerr(f.logits, one, V);
+    CHECK_MSG(e1 <= 1e-5, "next token, sequence 1 vs 0: relerr %.3g", e1);
+    printf("rollback: worst relerr pieces vs one go %.3g\n", worst);
+    free(one);
+    free(pcs);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    TEST_OK("kv_rollback");
+}
+
+/* The result must not depend on the thread count (every output element is
+ * reduced by one thread in a fixed order). */
+static void test_threads(const cllm_model *m) {
+    int V = m->cfg.vocab, N = 48;
+    int tok[48];
+    for (int i = 0; i < N; i++) tok[i] = (i * 37 + 5) % V;
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, m, 64));
+    CHECK_OK(cllm_kv_init(&kv, &m->cfg, 1, 64));
+    float *a = malloc((size_t)N * V * sizeof(float));
+    kernels_set_threads(1);
+    CHECK_OK(cllm_forward(&f, &kv, 0, 0, tok, N, 0));
+    memcpy(a, f.logits, (size_t)N * V * sizeof(float));
+    kernels_set_threads(3);
+    CHECK_OK(cllm_forward(&f, &kv, 0, 0, tok, N, 0));
+    double e = row_relerr(f.logits, a, N * V);
+    CHECK_MSG(e <= 1e-6, "1 vs 3 threads: relerr %.3g", e);
+    kernels_set_threads(2);
+    free(a);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    TEST_OK("threads");
+}
+
+static void test_errors(const cllm_model *m) {
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, m, 8));
+    CHECK_OK(cllm_kv_init(&kv, &m->cfg, 2, 16));
+    int tok[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    CHECK_OK(cllm_forward(&f, &kv, 0, 0, tok, 4, 4));
+    int bad[2] = {1, m->cfg.vocab};
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 0, 4, bad, 2, 0), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 0), 4);                        /* unchanged */
+    bad[1] = -1;
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 0, 4, bad, 2, 0), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 0, 0, tok, 9, 0), CLLM_EINVAL);   /* T > max_T */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 0, 5, tok, 1, 0), CLLM_EINVAL);   /* gap */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 2, 0, tok, 1, 0), CLLM_EINVAL);   /* no such seq */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 0, 4, tok, 2, 3), CLLM_EINVAL);   /* lm_from > T */
+    CHECK_OK(cllm_forward(&f, &kv, 0, 4, tok, 8, 8));
+    CHECK_OK(cllm_forward(&f, &kv, 0, 12, tok, 4, 4));
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 0, 16, tok, 1, 0), CLLM_ELIMIT);  /* cache full */
+    CHECK_EQ_INT(cllm_kv_rollback(&kv, 0, 17), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_kv_rollback(&kv, 0, -1), CLLM_EINVAL);
+    CHECK_OK(cllm_kv_rollback(&kv, 0, 0));
+    CHECK_EQ_INT(cllm_kv_len(&kv, 0), 0);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    TEST_OK("errors");
+}
+
+/* SmolLM2-135M-Instruct from its GGUF against HF fp32 on the same
+ * dequantized weights. */
+static void test_smollm2_golden(void) {
+    cllm_model m;
+    const char *path = test_model_path();
+    int rc = cllm_model_load(&m, path);
+    if (rc == CLLM_EUNSUP) {   /* loader not there yet in this build */
+        printf("skip smollm2_golden: %s\n", cllm_errmsg());
+        return;
+    }
+    CHECK_OK(rc);
+    if (rc) return;
+    golden g;
+    if (golden_load(&g, "tests/golden/smollm2_logits.bin")) { CHECK(0); cllm_model_free(&m); return; }
+    CHECK_EQ_INT(g.V, m.cfg.vocab);
+    cllm_fwd f;
+    cllm_kv kv;
+    int maxT = 0;
+    for (int i = 0; i < g.n; i++) if (g.p[i].T > maxT) maxT = g.p[i].T;
+    CHECK_OK(cllm_fwd_init(&f, &m, maxT));
+    CHECK_OK(cllm_kv_init(&kv, &m.cfg, 1, maxT));
+    double worst = 0;
+    float *ref = malloc((size_t)(g.K + g.NF) * sizeof(float));
+    float *ours = malloc((size_t)(g.K + g.NF) * sizeof(float));
+    for (int i = 0; i < g.n && !check_failures; i++) {
+        golden_prompt *p = &g.p[i];
+        CHECK_OK(cllm_forward(&f, &kv, 0, 0, p->tokens, p->T, 0));
+        for (int t = 0; t < p->T; t++) {
+            const float *row = f.logits + (size_t)t * g.V;
+            for (int k = 0; k < g.K; k++) {
+                ref[k] = p->top_vals[(size_t)t * g.K + k];
+                ours[k] = row[p->top_ids[(size_t)t * g.K + k]];
+            }
+            for (int k = 0; k < g.NF; k++) {
+                ref[g.K + k] = p->fixed_vals[(size_t)t * g.NF + k];
+                ours[g.K + k] = row[g.fixed_ids[k]];
+            }
+            double e = row_relerr(ours, ref, g.K + g.NF);
+            if (e > worst) worst = e;
+            CHECK_MSG(e <= TOL, "prompt %d position %d: relerr %.3g", i, t, e);
+            int top = p->top_ids[(size_t)t * g.K];
+            float margin = p->top_vals[(size_t)t * g.K] - p->top_vals[(size_t)t * g.K + 1];
+            if (f.argmax[t] != top)
+                printf("prompt %d position %d: argmax %d vs HF %d (HF top-2 margin %.3g)\n",
+                       i, t, f.argmax[t], top, margin);
+            CHECK_MSG(f.argmax[t] == top || margin < 1e-3f, "prompt %d position %d: argmax %d vs %d",
+                      i, t, f.argmax[t], top);
+        }
+        for (int r = 0; r < p->n_full; r++) {
+            int t = p->T - p->n_full + r;
+            double e = row_relerr(f.logits + (size_t)t * g.V, p->full + (size_t)r * g.V, g.V);
+            if (e > worst) worst = e;
+            CHECK_MSG(e <= TOL, "prompt %d last position %d (full row): relerr %.3g", i, t, e);
+        }
+    }
+    printf("smollm2: worst relerr %.3g over %d prompts (tolerance %g)\n", worst, g.n, TOL);
+    free(ref);
+    free(ours);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    golden_free(&g);
+    cllm_model_free(&m);
+    TEST_OK("smollm2_golden");
+}
+
+int main(void) {
+    kernels_set_threads(2);
+    cllm_model m;
+    if (tiny_load(&m, "tests/golden/tiny-qwen2")) {
+        CHECK(0);
+        TEST_END();
+    }
+    test_tiny_golden(&m);
+    test_rollback(&m);
+    test_threads(&m);
+    test_errors(&m);
+    cllm_model_free(&m);
+    test_smollm2_golden();
+    TEST_END();
+}
