@@ -1,0 +1,371 @@
+/* test_tokenizer.c: the tokenizer against HF `tokenizers` golden ids, plus unit
+ * tests of the BPE on a tiny hand-made vocab and of the prompt templates.
+ *
+ * Golden (tests/golden/tokenizer_golden.py): tests/golden/tokenizer_ids.txt has
+ * one "TAG ids..." line per string: q<i>/a<i> for GSM8K test line i (read at
+ * test time from $CLLM_DATA/gsm8k_test.jsonl), h<i> for line i of
+ * tests/golden/tokenizer_hard.jsonl, chat for the chat prompt of "hello".
+ * Without the model file the golden part is skipped with a note.
+ */
+#include "check.h"
+
+#include "err.h"
+#include "gguf.h"
+#include "tokenizer.h"
+#include "tokenizer_int.h"
+
+#include <jansson.h>
+#include <time.h>
+
+/* SmolLM2-135M-Instruct's tokenizer content hash: it changes only when the
+ * hash definition or the tokenizer data changes. */
+#define SMOLLM2_HASH "daac54284b581638"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int ids_eq(const int32_t *a, size_t na, const int32_t *b, size_t nb, size_t *pos) {
+    size_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    *pos = i;
+    return na == nb && i == na;
+}
+
+/* ---- tiny vocab ------------------------------------------------------------ */
+
+static void test_tiny(void) {
+    /* bytes: a b c ! and space (as U+0120), plus merges */
+    static const char *toks[] = { "a", "b", "c", "!", "\xc4\xa0", "ab", "abc", "aa", "\xc4\xa0" "a", "<s>", "<s>x",
+                                  "bc", "<u>" };
+    static const int32_t types[] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 1, 4 };
+    static const char *merges[] = { "a a", "a b", "ab c", "\xc4\xa0 a", "b c" };
+    cllm_tokenizer_spec sp = { .tokens = toks, .n_tokens = 13, .token_types = types, .merges = merges,
+                               .n_merges = 5, .pre = "gpt2", .bos_id = 9, .eos_id = 9, .pad_id = -1 };
+    cllm_tokenizer *t = NULL;
+    CHECK_OK(cllm_tokenizer_new(&t, &sp));
+    if (!t) return;
+    struct { const char *s; int ps; int32_t ids[8]; size_t n; } cases[] = {
+        { "aaa", 1, { 7, 0 }, 2 },          /* leftmost of equal ranks: (aa)(a) */
+        { "abc", 1, { 6 }, 1 },             /* a b -> ab (rank 1) before b c (rank 4), then ab c */
+        { "bc", 1, { 11 }, 1 },
+        { "a a", 1, { 0, 8 }, 2 },          /* " a" is one piece */
+        { "<s>x<s>", 1, { 10, 9 }, 2 },     /* longest special at a position */
+        { "<s>", 0, { 0 }, 0 },             /* parse_special off: '<', 's', '>' have no token: dropped */
+        { "a<u>b", 0, { 0, 12, 1 }, 3 },    /* user-defined tokens match even without parse_special */
+        { "a\x01" "b", 1, { 0, 1 }, 2 },    /* 0x01 has no token: dropped ("a" then "\x01b" piece) */
+        { "", 1, { 0 }, 0 },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int32_t *ids = NULL;
+        size_t n = 0, pos;
+        CHECK_OK(cllm_tokenizer_encode(t, cases[k].s, strlen(cases[k].s), cases[k].ps, &ids, &n));
+        CHECK_MSG(ids_eq(ids, n, cases[k].ids, cases[k].n, &pos), "tiny case %zu (\"%s\"): differs at %zu", k,
+                  cases[k].s, pos);
+        free(ids);
+    }
+    char *txt;
+    size_t len;
+    int32_t dec[] = { 8, 6, 4, 10 };
+    CHECK_OK(cllm_tokenizer_decode(t, dec, 4, &txt, &len));
+    CHECK_STR(txt, " aabc <s>x");
+    CHECK_EQ_INT(len, 10);
+    free(txt);
+    int32_t bad[] = { 13 };
+    CHECK(cllm_tokenizer_decode(t, bad, 1, &txt, &len) == CLLM_EINVAL);
+    char buf[4];
+    CHECK(cllm_tokenizer_token_bytes(t, 10, buf, 2, &len) == CLLM_ELIMIT && len == 4);
+    CHECK_OK(cllm_tokenizer_token_bytes(t, 4, buf, sizeof buf, &len));
+    CHECK(len == 1 && buf[0] == ' ');
+    CHECK(cllm_tokenizer_is_eog(t, 9) && !cllm_tokenizer_is_eog(t, 0));
+    CHECK_EQ_INT(cllm_tokenizer_find(t, "abc", 3), 6);
+    CHECK_EQ_INT(cllm_tokenizer_find(t, "abd", 3), -1);
+    CHECK_EQ_INT(strlen(cllm_tokenizer_hash(t)), 16);
+    /* no chat template and no <|im_start|>: chat is unsupported */
+    char *out = NULL;
+    CHECK(cllm_chat_apply(t, "hi", &out) == CLLM_EUNSUP && !out);
+    cllm_tokenizer_free(t);
+
+    /* bad specs */
+    static const char *bad_merges[] = { "a z" };
+    cllm_tokenizer_spec b2 = sp;
+    b2.merges = bad_merges;
+    b2.n_merges = 1;
+    CHECK(cllm_tokenizer_new(&t, &b2) == CLLM_EFORMAT && !t);
+    b2 = sp;
+    b2.pre = "no-such-pre";
+    CHECK(cllm_tokenizer_new(&t, &b2) == CLLM_EUNSUP && !t);
+    TEST_OK("tokenizer_tiny_bpe");
+}
+
+static void test_templates(void) {
+    const char *f[] = { "question", "answer" }, *v[] = { "What is 2+2?", "4" };
+    char *out = NULL;
+    CHECK_OK(cllm_template_apply(NULL, "gsm8k", f, v, 2, &out));
+    CHECK_STR(out, "Question:\nWhat is 2+2?\nAnswer:\nLet's think step by step.\n");
+    free(out);
+    CHECK_OK(cllm_template_apply(NULL, "Q: {question}\\nA: {answer} {{x}}", f, v, 2, &out));
+    CHECK_STR(out, "Q: What is 2+2?\nA: 4 {x}");
+    free(out);
+    CHECK_OK(cllm_template_apply(NULL, "raw", f, v, 2, &out));
+    CHECK_STR(out, "What is 2+2?");
+    free(out);
+    out = NULL;
+    CHECK(cllm_template_apply(NULL, "{nope}", f, v, 2, &out) == CLLM_EINVAL && !out);
+    CHECK(cllm_template_apply(NULL, "nosuchname", f, v, 2, &out) == CLLM_EINVAL && !out);
+
+    /* default system prompt detection */
+    int chatml;
+    char *sys = NULL;
+    const char *qwen2 = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                        "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+                        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+                        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    CHECK_OK(cllm_chat_template_scan(qwen2, &chatml, &sys));
+    CHECK(chatml);
+    CHECK_STR(sys, "You are a helpful assistant.");
+    free(sys);
+    const char *nosys = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                        "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+                        "{% if messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + "
+                        "messages[0]['content'] + '<|im_end|>\\n' }}{% endif %}";
+    CHECK_OK(cllm_chat_template_scan(nosys, &chatml, &sys));
+    CHECK(chatml && sys == NULL);
+    CHECK_OK(cllm_chat_template_scan("{{ bos_token }}[INST]", &chatml, &sys));
+    CHECK(!chatml && sys == NULL);
+    TEST_OK("tokenizer_templates");
+}
+
+/* ---- the real tokenizer ------------------------------------------------- */
+
+typedef struct golden { char tag[16]; int32_t *ids; size_t n; } golden;
+
+static golden *read_golden(const char *path, size_t *count) {
+    FILE *f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "cannot open %s\n", path); return NULL; }
+    golden *g = NULL;
+    size_t n = 0, cap = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    while (getline(&line, &lcap, f) > 0) {
+        if (line[0] == '#') continue;
+        if (n == cap) { cap = cap ? cap * 2 : 4096; g = realloc(g, cap * sizeof *g); }
+        golden *e = &g[n++];
+        memset(e, 0, sizeof *e);
+        char *p = line;
+        size_t k = 0;
+        while (*p && *p != ' ' && *p != '\n' && k + 1 < sizeof e->tag) e->tag[k++] = *p++;
+        size_t icap = 0;
+        for (;;) {
+            while (*p == ' ') p++;
+            if (*p < '0' || *p > '9') break;
+            if (e->n == icap) { icap = icap ? icap * 2 : 64; e->ids = realloc(e->ids, icap * sizeof *e->ids); }
+            e->ids[e->n++] = (int32_t)strtol(p, &p, 10);
+        }
+    }
+    free(line);
+    fclose(f);
+    *count = n;
+    return g;
+}
+
+typedef struct str { char *s; size_t n; char tag[16]; } str;
+
+static str *read_strings(size_t *count) {
+    str *v = NULL;
+    size_t n = 0, cap = 0;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/gsm8k_test.jsonl", test_data_dir());
+    const char *files[2] = { path, "tests/golden/tokenizer_hard.jsonl" };
+    for (int fi = 0; fi < 2; fi++) {
+        FILE *f = fopen(files[fi], "r");
+        if (!f) { fprintf(stderr, "cannot open %s\n", files[fi]); continue; }
+        char *line = NULL;
+        size_t lcap = 0, ln = 0;
+        ssize_t got;
+        while ((got = getline(&line, &lcap, f)) > 0) {
+            json_error_t err;
+            json_t *j = json_loadb(line, (size_t)got, JSON_ALLOW_NUL, &err);
+            if (!j) { fprintf(stderr, "%s:%zu: %s\n", files[fi], ln + 1, err.text); ln++; continue; }
+            const char *keys[2] = { fi ? "s" : "question", fi ? NULL : "answer" };
+            for (int k = 0; k < 2 && keys[k]; k++) {
+                json_t *s = json_object_get(j, keys[k]);
+                if (n == cap) { cap = cap ? cap * 2 : 4096; v = realloc(v, cap * sizeof *v); }
+                v[n].n = json_string_length(s);
+                v[n].s = malloc(v[n].n + 1);
+                memcpy(v[n].s, json_string_value(s), v[n].n);
+                v[n].s[v[n].n] = 0;
+                snprintf(v[n].tag, sizeof v[n].tag, "%s%zu", fi ? "h" : (k ? "a" : "q"), ln);
+                n++;
+            }
+            json_decref(j);
+            ln++;
+        }
+        free(line);
+        fclose(f);
+    }
+    *count = n;
+    return v;
+}
+
+/* The bytes that have no single-byte token are dropped by encoding. */
+static size_t strip_dropped(const cllm_tokenizer *t, const char *s, size_t n, char *o) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char u[2];
+        unsigned b = (unsigned char)s[i];
+        size_t ul;
+        /* GPT-2 byte map */
+        unsigned cp = b;
+        if (!((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae))) {
+            unsigned m = 0;
+            for (unsigned c = 0; c < b; c++)
+                if (!((c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae))) m++;
+            cp = 0x100 + m;
+        }
+        if (cp < 0x80) { u[0] = (char)cp; ul = 1; }
+        else { u[0] = (char)(0xc0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3f)); ul = 2; }
+        if (cllm_tokenizer_find(t, u, ul) >= 0) o[k++] = s[i];
+    }
+    return k;
+}
+
+static int roundtrip(const cllm_tokenizer *t, const char *s, size_t n, const char *what) {
+    int32_t *ids = NULL;
+    size_t ni = 0, len = 0;
+    char *txt = NULL;
+    int ok = 1;
+    CHECK_OK(cllm_tokenizer_encode(t, s, n, 1, &ids, &ni));
+    CHECK_OK(cllm_tokenizer_decode(t, ids, ni, &txt, &len));
+    char *want = malloc(n + 1);
+    size_t wn = strip_dropped(t, s, n, want);
+    if (!txt || len != wn || memcmp(txt, want, wn)) {
+        fprintf(stderr, "roundtrip of %s differs (%zu vs %zu bytes)\n", what, len, wn);
+        ok = 0;
+    }
+    free(want);
+    free(txt);
+    free(ids);
+    return ok;
+}
+
+static void test_real(void) {
+    cllm_gguf *g = NULL;
+    cllm_tokenizer *t = NULL, *t2 = NULL;
+    FILE *mf = fopen(test_model_path(), "rb");
+    if (!mf) {
+        printf("skip tokenizer_golden: no model at %s (make setup)\n", test_model_path());
+        return;
+    }
+    fclose(mf);
+    CHECK_OK(cllm_gguf_open(&g, test_model_path()));
+    if (!g) return;
+    CHECK_OK(cllm_tokenizer_from_gguf(&t, g));
+    CHECK_OK(cllm_tokenizer_from_gguf(&t2, g));
+    if (!t || !t2) goto out;
+    CHECK_EQ_INT(cllm_tokenizer_vocab(t), 49152);
+    CHECK_EQ_INT(cllm_tokenizer_bos(t), 1);
+    CHECK_EQ_INT(cllm_tokenizer_eos(t), 2);
+    CHECK_EQ_INT(cllm_tokenizer_pad(t), 2);
+    CHECK(cllm_tokenizer_is_eog(t, 2) && cllm_tokenizer_is_eog(t, 0) && !cllm_tokenizer_is_eog(t, 1));
+    CHECK_STR(cllm_tokenizer_hash(t), cllm_tokenizer_hash(t2));
+    CHECK_STR(cllm_tokenizer_hash(t), SMOLLM2_HASH);
+    TEST_OK("tokenizer_gguf_load_hash");
+
+    size_t ng = 0, ns = 0;
+    golden *gold = read_golden("tests/golden/tokenizer_ids.txt", &ng);
+    str *strs = read_strings(&ns);
+    CHECK_MSG(ns == 2 * 1319 + 52, "read %zu strings", ns);
+    CHECK_MSG(ng == ns + 1, "read %zu golden lines for %zu strings", ng, ns);
+    size_t mism = 0, ntok = 0, nbytes = 0, rt_bad = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < ns && i < ng; i++) {
+        int32_t *ids = NULL;
+        size_t n = 0, pos;
+        CHECK_OK(cllm_tokenizer_encode(t, strs[i].s, strs[i].n, 1, &ids, &n));
+        ntok += n;
+        nbytes += strs[i].n;
+        if (strcmp(gold[i].tag, strs[i].tag)) {
+            CHECK_MSG(0, "golden line %zu is %s, string is %s", i, gold[i].tag, strs[i].tag);
+        } else if (!ids_eq(ids, n, gold[i].ids, gold[i].n, &pos)) {
+            if (!mism++) {
+                fprintf(stderr, "first mismatch: %s at token %zu: got %d, want %d (%zu vs %zu tokens)\n  text: %.200s\n",
+                        strs[i].tag, pos, pos < n ? ids[pos] : -1, pos < gold[i].n ? gold[i].ids[pos] : -1, n,
+                        gold[i].n, strs[i].s);
+            }
+        }
+        free(ids);
+    }
+    double dt = now_s() - t0;
+    CHECK_MSG(mism == 0, "%zu of %zu strings differ from the golden", mism, ns);
+    printf("encoded %zu strings (%zu bytes, %zu tokens) in %.3f s\n", ns, nbytes, ntok, dt);
+    TEST_OK("tokenizer_golden_equal");
+
+    /* GSM8K alone, timed */
+    t0 = now_s();
+    for (size_t i = 0; i < ns && i < 2 * 1319; i++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK_OK(cllm_tokenizer_encode(t, strs[i].s, strs[i].n, 1, &ids, &n));
+        free(ids);
+    }
+    dt = now_s() - t0;
+    printf("GSM8K test (2638 strings) encoded in %.3f s\n", dt);
+    const char *san = getenv("CLLM_SAN");
+    if (!(san && *san && strcmp(san, "0"))) CHECK_MSG(dt < 1.0, "GSM8K took %.3f s", dt);
+    TEST_OK("tokenizer_gsm8k_speed");
+
+    for (size_t i = 0; i < ns; i++) rt_bad += !roundtrip(t, strs[i].s, strs[i].n, strs[i].tag);
+    CHECK_EQ_INT(rt_bad, 0);
+    /* invalid UTF-8: defined, no crash, bytes survive */
+    static const char *inval[] = { "\xe2\x82", "a\xc3\x28z", "\xed\xa0\x80 surrogate", "\xf4\x90\x80\x80",
+                                   "\x80\x80\x80", "12\xe2\x82" "34 x\xff\xfey", "\xc0\xaf", "<|im_\xe2\x82start|>" };
+    for (size_t i = 0; i < sizeof inval / sizeof inval[0]; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "invalid utf-8 #%zu", i);
+        CHECK(roundtrip(t, inval[i], strlen(inval[i]), what));
+    }
+    TEST_OK("tokenizer_roundtrip");
+
+    /* chat template */
+    char *chat = NULL;
+    CHECK_OK(cllm_chat_apply(t, "hello", &chat));
+    CHECK_STR(chat, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                    "<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n");
+    if (chat && ng == ns + 1) {
+        int32_t *ids = NULL;
+        size_t n = 0, pos;
+        CHECK_OK(cllm_tokenizer_encode(t, chat, strlen(chat), 1, &ids, &n));
+        CHECK_STR(gold[ns].tag, "chat");
+        CHECK_MSG(ids_eq(ids, n, gold[ns].ids, gold[ns].n, &pos), "chat ids differ at %zu", pos);
+        free(ids);
+        /* without parse_special the markers are text */
+        CHECK_OK(cllm_tokenizer_encode(t, chat, strlen(chat), 0, &ids, &n));
+        CHECK(n > 0 && ids[0] != 1);
+        free(ids);
+    }
+    free(chat);
+    const char *fld[] = { "question" }, *val[] = { "hello" };
+    CHECK_OK(cllm_template_apply(t, "chat", fld, val, 1, &chat));
+    CHECK(chat && strstr(chat, "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"));
+    free(chat);
+    TEST_OK("tokenizer_chat_template");
+
+    for (size_t i = 0; i < ng; i++) free(gold[i].ids);
+    for (size_t i = 0; i < ns; i++) free(strs[i].s);
+    free(gold);
+    free(strs);
+out:
+    cllm_tokenizer_free(t);
+    cllm_tokenizer_free(t2);
+    cllm_gguf_close(g);
+}
+
+int main(void) {
+    test_tiny();
+    test_templates();
+    test_real();
+    TEST_END();
+}
