@@ -15,6 +15,7 @@
 #include "tokenizer_int.h"
 
 #include <jansson.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* SmolLM2-135M-Instruct's tokenizer content hash: it changes only when the
@@ -251,6 +252,96 @@ static int roundtrip(const cllm_tokenizer *t, const char *s, size_t n, const cha
     return ok;
 }
 
+
+/* ---- HF directory --------------------------------------------------------- */
+
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+/* A tokenizer.json + tokenizer_config.json equal to the GGUF's tokenizer, in
+ * the layout HF writes (merges as "a b" strings; the [a, b] pair layout that
+ * tokenizers >= 0.20 writes was checked by hand, see docs/TOKENIZER.md). */
+static int write_hf_dir(const cllm_gguf *g, const char *dir) {
+    const cllm_gguf_str *toks, *merges;
+    const int32_t *types;
+    size_t nt, nm, ny;
+    cllm_gguf_str tmpl;
+    if (cllm_gguf_get_arr_str(g, "tokenizer.ggml.tokens", &toks, &nt) ||
+        cllm_gguf_get_arr_str(g, "tokenizer.ggml.merges", &merges, &nm) ||
+        cllm_gguf_get_arr_i32(g, "tokenizer.ggml.token_type", &types, &ny) ||
+        cllm_gguf_get_str(g, "tokenizer.chat_template", &tmpl))
+        return -1;
+    json_t *vocab = json_object(), *jm = json_array(), *added = json_array();
+    for (size_t i = 0; i < nt; i++) {
+        json_object_setn_new(vocab, toks[i].s, toks[i].len, json_integer((json_int_t)i));
+        if (types[i] == 3)
+            json_array_append_new(added, json_pack("{s:I,s:s,s:b,s:b}", "id", (json_int_t)i, "content", toks[i].s,
+                                                   "special", 1, "normalized", 0));
+    }
+    for (size_t i = 0; i < nm; i++) json_array_append_new(jm, json_stringn(merges[i].s, merges[i].len));
+    json_t *tj = json_pack("{s:s,s:o,s:n,s:{s:s,s:[{s:s,s:b},{s:s,s:b,s:b,s:b}]},s:{s:s,s:n,s:b,s:b,s:o,s:o},s:{s:s}}",
+                           "version", "1.0", "added_tokens", added, "normalizer",
+                           "pre_tokenizer", "type", "Sequence", "pretokenizers",
+                           "type", "Digits", "individual_digits", 1,
+                           "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1,
+                           "model", "type", "BPE", "unk_token", "fuse_unk", 0, "byte_fallback", 0, "vocab", vocab,
+                           "merges", jm, "decoder", "type", "ByteLevel");
+    json_t *cfg = json_pack("{s:s,s:{s:s},s:s,s:s}", "bos_token", "<|im_start|>", "eos_token", "content", "<|im_end|>",
+                            "pad_token", "<|im_end|>", "chat_template", tmpl.s);
+    char path[1024];
+    int rc = 0;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (!tj || json_dump_file(tj, path, JSON_COMPACT)) rc = -1;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (!cfg || json_dump_file(cfg, path, JSON_COMPACT)) rc = -1;
+    json_decref(tj);
+    json_decref(cfg);
+    return rc;
+}
+
+static void test_hf_errors(void) {
+    static const struct { const char *json; int rc; } cases[] = {
+        { "{}", CLLM_EFORMAT },
+        { "[1]", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"normalizer\":{\"type\":\"Lowercase\"}}", CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true}}", CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"Metaspace\"}}", CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0},\"merges\":[]}}", CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1},\"merges\":[]}}", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":99999999999},\"merges\":[]}}", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}}", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[7]}}", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"added_tokens\":[{\"id\":\"x\"}]}", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\"}}", CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[[\"a\",\"b\"]]},"
+          "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"|\"},\"behavior\":\"Isolated\"}}", 0 },
+    };
+    mkdir("tests/tmp", 0777);
+    mkdir("tests/tmp/hf-bad", 0777);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cllm_tokenizer *t = NULL;
+        CHECK(write_text("tests/tmp/hf-bad/tokenizer.json", cases[i].json) == 0);
+        int rc = cllm_tokenizer_from_hf_dir(&t, "tests/tmp/hf-bad");
+        CHECK_MSG(rc == cases[i].rc, "hf case %zu: rc %d (%s)", i, rc, cllm_errmsg());
+        if (rc == 0 && t) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            CHECK_OK(cllm_tokenizer_encode(t, "ab|ab", 5, 1, &ids, &n));
+            CHECK(n == 2 && ids[0] == 2 && ids[1] == 2); /* '|' has no token: dropped */
+            free(ids);
+        }
+        CHECK(rc == 0 || !t);
+        cllm_tokenizer_free(t);
+    }
+    cllm_tokenizer *t = NULL;
+    CHECK(cllm_tokenizer_from_hf_dir(&t, "tests/tmp/no-such-dir") == CLLM_EIO && !t);
+    TEST_OK("tokenizer_hf_errors");
+}
+
 static void test_real(void) {
     cllm_gguf *g = NULL;
     cllm_tokenizer *t = NULL, *t2 = NULL;
@@ -302,6 +393,36 @@ static void test_real(void) {
     CHECK_MSG(mism == 0, "%zu of %zu strings differ from the golden", mism, ns);
     printf("encoded %zu strings (%zu bytes, %zu tokens) in %.3f s\n", ns, nbytes, ntok, dt);
     TEST_OK("tokenizer_golden_equal");
+
+    /* the same tokenizer from a HF directory: same hash, same ids */
+    cllm_tokenizer *th = NULL;
+    mkdir("tests/tmp", 0777);
+    mkdir("tests/tmp/hf-smollm2", 0777);
+    CHECK(write_hf_dir(g, "tests/tmp/hf-smollm2") == 0);
+    CHECK_OK(cllm_tokenizer_from_hf_dir(&th, "tests/tmp/hf-smollm2"));
+    if (th) {
+        CHECK_STR(cllm_tokenizer_hash(th), SMOLLM2_HASH);
+        CHECK_EQ_INT(cllm_tokenizer_bos(th), 1);
+        CHECK_EQ_INT(cllm_tokenizer_eos(th), 2);
+        CHECK_EQ_INT(cllm_tokenizer_pad(th), 2);
+        size_t hm = 0;
+        for (size_t i = 0; i < ns && i < ng; i++) {
+            int32_t *ids = NULL;
+            size_t n = 0, pos;
+            CHECK_OK(cllm_tokenizer_encode(th, strs[i].s, strs[i].n, 1, &ids, &n));
+            hm += !ids_eq(ids, n, gold[i].ids, gold[i].n, &pos);
+            free(ids);
+        }
+        CHECK_MSG(hm == 0, "HF-directory tokenizer: %zu strings differ", hm);
+        char *c1 = NULL, *c2 = NULL;
+        CHECK_OK(cllm_chat_apply(th, "hello", &c1));
+        CHECK_OK(cllm_chat_apply(t, "hello", &c2));
+        CHECK_STR(c1, c2);
+        free(c1);
+        free(c2);
+    }
+    cllm_tokenizer_free(th);
+    TEST_OK("tokenizer_hf_dir");
 
     /* GSM8K alone, timed */
     t0 = now_s();
@@ -366,6 +487,7 @@ out:
 int main(void) {
     test_tiny();
     test_templates();
+    test_hf_errors();
     test_real();
     TEST_END();
 }
