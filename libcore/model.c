@@ -10,11 +10,22 @@
  */
 #include "model.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "err.h"
+#include "gguf.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+static void cllm_model_src_free(struct cllm_model_src *s);
 
 /* Add one tensor to the table being built; *off advances by its size. */
 static int add_tensor(cllm_model *m, int *i, size_t *off, const char *name, int n_dims,
@@ -140,15 +151,654 @@ void cllm_model_free(cllm_model *m) {
     free(m->params);
     free(m->tensors);
     free(m->layers);
+    if (m->tok) cllm_tokenizer_free(m->tok);
+    cllm_model_src_free(m->src);
     memset(m, 0, sizeof *m);
+}
+
+
+/* ======================================================================
+ * Loading and saving.
+ *
+ * GGUF <-> HF names: token_embd <-> model.embed_tokens, output_norm <-> model.norm,
+ * output <-> lm_head, blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output,
+ * ffn_norm, ffn_gate, ffn_up, ffn_down} <-> model.layers.N.{input_layernorm,
+ * self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj}.
+ * ggml shapes are reversed: an HF (rows, cols) matrix is ne = [cols, rows] with
+ * the same bytes. For arch "llama" the converter permuted the Q and K rows
+ * (and biases) of each head for adjacent-pair RoPE:
+ *     W_gguf[h*HS + 2i + t] = W_hf[h*HS + t*HS/2 + i]   (i < HS/2, t in {0,1})
+ * the loader applies the inverse and the GGUF writer applies it again, so the
+ * model in memory is always in HF order. qwen2 files are not permuted.
+ * ====================================================================== */
+
+struct cllm_model_src {
+    cllm_gguf *g;      /* metadata of a GGUF source (file closed), or NULL */
+    char *hf_dir;      /* a HF source directory, or NULL */
+};
+
+static void cllm_model_src_free(struct cllm_model_src *s) {
+    if (!s) return;
+    cllm_gguf_close(s->g);
+    free(s->hf_dir);
+    free(s);
+}
+
+/* Does this architecture store Q/K permuted for adjacent-pair RoPE? */
+static int arch_permuted(const char *arch) { return !strcmp(arch, "llama") || !strcmp(arch, "mistral"); }
+static int arch_supported(const char *arch) { return arch_permuted(arch) || !strcmp(arch, "qwen2"); }
+
+/* Map an HF tensor name to its GGUF name; *perm = 1 for Q, 2 for K rows (weights
+ * and biases), 0 otherwise. Returns -1 for a name outside the layout. */
+static int hf_to_gguf_name(const char *hf, char *out, size_t cap, int *perm) {
+    static const char *const map[][2] = {
+        {"input_layernorm.weight", "attn_norm.weight"}, {"self_attn.q_proj.weight", "attn_q.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"}, {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.k_proj.bias", "attn_k.bias"}, {"self_attn.v_proj.weight", "attn_v.weight"},
+        {"self_attn.v_proj.bias", "attn_v.bias"}, {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"post_attention_layernorm.weight", "ffn_norm.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"}, {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    *perm = 0;
+    if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, cap, "token_embd.weight") < (int)cap ? 0 : -1;
+    if (!strcmp(hf, "model.norm.weight")) return snprintf(out, cap, "output_norm.weight") < (int)cap ? 0 : -1;
+    if (!strcmp(hf, "lm_head.weight")) return snprintf(out, cap, "output.weight") < (int)cap ? 0 : -1;
+    int l, nch = 0;
+    if (sscanf(hf, "model.layers.%d.%n", &l, &nch) != 1 || nch == 0) return -1;
+    const char *rest = hf + nch;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(rest, map[i][0])) {
+            if (strstr(rest, "q_proj")) *perm = 1;
+            if (strstr(rest, "k_proj")) *perm = 2;
+            return snprintf(out, cap, "blk.%d.%s", l, map[i][1]) < (int)cap ? 0 : -1;
+        }
+    return -1;
+}
+
+/* Shape comment: rows = NHX*HS (NHX heads of HS rows each), cols per row.
+ * to_hf: dst[h*HS + t*HS/2 + i] = src[h*HS + 2i + t]; else the inverse. */
+static void permute_rows(float *dst, const float *src, int nhx, int hs, size_t cols, int to_hf) {
+    int half = hs / 2;
+    for (int h = 0; h < nhx; h++)
+        for (int i = 0; i < half; i++)
+            for (int t = 0; t < 2; t++) {
+                size_t g = (size_t)h * hs + 2 * i + t, f = (size_t)h * hs + (size_t)t * half + i;
+                if (to_hf) memcpy(dst + f * cols, src + g * cols, cols * sizeof(float));
+                else memcpy(dst + g * cols, src + f * cols, cols * sizeof(float));
+            }
+}
+
+static const char *base_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    const char *b = path + n;
+    while (b > path && b[-1] != '/') b--;
+    return b;
+}
+
+/* Integer hyperparameter {arch}.key, required or with a default (def >= 0). */
+static int gguf_hparam(const cllm_gguf *g, const char *arch, const char *key, int64_t def, int *out) {
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    int64_t v;
+    if (cllm_gguf_find(g, full) < 0) {
+        if (def < 0) return cllm_error(CLLM_EFORMAT, "%s: missing metadata key %s", cllm_gguf_path(g), full);
+        *out = (int)def;
+        return 0;
+    }
+    int rc = cllm_gguf_get_int(g, full, &v);
+    if (rc) return rc;
+    if (v <= 0 || v > (1 << 24))
+        return cllm_error(CLLM_EFORMAT, "%s: %s = %lld is out of range", cllm_gguf_path(g), full, (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int gguf_fparam(const cllm_gguf *g, const char *arch, const char *key, double def, float *out) {
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    double v = def;
+    if (cllm_gguf_find(g, full) >= 0) {
+        int rc = cllm_gguf_get_float(g, full, &v);
+        if (rc) return rc;
+    }
+    if (!(v > 0) || v > 1e12)
+        return cllm_error(CLLM_EFORMAT, "%s: %s = %g is out of range", cllm_gguf_path(g), full, v);
+    *out = (float)v;
+    return 0;
+}
+
+static int gguf_token_id(const cllm_gguf *g, const char *key, int vocab, int *out) {
+    *out = -1;
+    if (cllm_gguf_find(g, key) < 0) return 0;
+    int64_t v;
+    int rc = cllm_gguf_get_int(g, key, &v);
+    if (rc) return rc;
+    if (v < 0 || v >= vocab)
+        return cllm_error(CLLM_EFORMAT, "%s: %s = %lld is not a token id (vocab %d)", cllm_gguf_path(g), key,
+                          (long long)v, vocab);
+    *out = (int)v;
+    return 0;
+}
+
+static int load_gguf(cllm_model *m, const char *path) {
+    cllm_gguf *g;
+    int rc = cllm_gguf_open(&g, path);
+    if (rc) return rc;
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    cllm_gguf_str s;
+    float *tmp = NULL;
+    if ((rc = cllm_gguf_get_str(g, "general.architecture", &s))) goto fail;
+    if (!arch_supported(s.s)) {
+        rc = cllm_error(CLLM_EUNSUP, "%s: architecture \"%.40s\" is not supported (llama, mistral, qwen2)", path, s.s);
+        goto fail;
+    }
+    snprintf(c.arch, sizeof c.arch, "%s", s.s);
+    if (cllm_gguf_find(g, "general.name") >= 0 && !cllm_gguf_get_str(g, "general.name", &s))
+        snprintf(c.name, sizeof c.name, "%s", s.s);
+    else
+        snprintf(c.name, sizeof c.name, "%s", base_name(path));
+    const char *A = c.arch;
+    if ((rc = gguf_hparam(g, A, "block_count", -1, &c.n_layer)) ||
+        (rc = gguf_hparam(g, A, "embedding_length", -1, &c.d_model)) ||
+        (rc = gguf_hparam(g, A, "feed_forward_length", -1, &c.d_ff)) ||
+        (rc = gguf_hparam(g, A, "attention.head_count", -1, &c.n_head)) ||
+        (rc = gguf_hparam(g, A, "attention.head_count_kv", c.n_head, &c.n_head_kv)) ||
+        (rc = gguf_hparam(g, A, "context_length", 2048, &c.max_ctx)) ||
+        (rc = gguf_hparam(g, A, "attention.key_length", c.d_model / c.n_head, &c.head_dim)) ||
+        (rc = gguf_hparam(g, A, "rope.dimension_count", c.head_dim, &c.rope_dim)) ||
+        (rc = gguf_fparam(g, A, "rope.freq_base", 10000.0, &c.rope_theta)) ||
+        (rc = gguf_fparam(g, A, "attention.layer_norm_rms_epsilon", 1e-5, &c.rms_eps)))
+        goto fail;
+    {
+        char k[160];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", A);
+        cllm_gguf_str st;
+        if (cllm_gguf_find(g, k) >= 0 && !cllm_gguf_get_str(g, k, &st) && strcmp(st.s, "none")) {
+            rc = cllm_error(CLLM_EUNSUP, "%s: RoPE scaling \"%.40s\" is not supported", path, st.s);
+            goto fail;
+        }
+    }
+    const cllm_gguf_tensor *emb = cllm_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2) {
+        rc = cllm_error(CLLM_EFORMAT, "%s: no 2-D tensor token_embd.weight", path);
+        goto fail;
+    }
+    if (emb->ne[1] > (1 << 24)) { rc = cllm_error(CLLM_EFORMAT, "%s: vocabulary of %lld tokens is too large", path, (long long)emb->ne[1]); goto fail; }
+    c.vocab = (int)emb->ne[1];
+    {
+        int v2;
+        if ((rc = gguf_hparam(g, A, "vocab_size", c.vocab, &v2))) goto fail;
+        if (v2 != c.vocab) {
+            rc = cllm_error(CLLM_EFORMAT, "%s: %s.vocab_size %d disagrees with token_embd.weight rows %d", path, A, v2, c.vocab);
+            goto fail;
+        }
+    }
+    c.tied = cllm_gguf_find_tensor(g, "output.weight") == NULL;
+    c.qkv_bias = cllm_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    if ((rc = gguf_token_id(g, "tokenizer.ggml.bos_token_id", c.vocab, &c.bos_id)) ||
+        (rc = gguf_token_id(g, "tokenizer.ggml.eos_token_id", c.vocab, &c.eos_id)) ||
+        (rc = gguf_token_id(g, "tokenizer.ggml.padding_token_id", c.vocab, &c.pad_id)))
+        goto fail;
+    if ((rc = cllm_model_alloc(m, &c))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
+
+    /* Every GGUF tensor must be one of the model's, and every model tensor present. */
+    int permuted = arch_permuted(A);
+    char gname[96];
+    int perm;
+    for (int i = 0; i < cllm_gguf_n_tensors(g); i++) {
+        const cllm_gguf_tensor *t = cllm_gguf_tensor_at(g, i);
+        int found = 0;
+        for (int j = 0; j < m->n_tensors && !found; j++)
+            found = !hf_to_gguf_name(m->tensors[j].name, gname, sizeof gname, &perm) && !strcmp(gname, t->name);
+        if (!found) { rc = cllm_error(CLLM_EUNSUP, "%s: unexpected tensor %s for a %s model", path, t->name, A); goto fail; }
+    }
+    size_t maxn = 0;
+    for (int j = 0; j < m->n_tensors; j++) if (m->tensors[j].numel > maxn) maxn = m->tensors[j].numel;
+    for (int j = 0; j < m->n_tensors; j++) {
+        const cllm_tensor_info *ti = &m->tensors[j];
+        if (hf_to_gguf_name(ti->name, gname, sizeof gname, &perm)) { rc = cllm_error(CLLM_EINVAL, "no GGUF name for %s", ti->name); goto fail; }
+        const cllm_gguf_tensor *t = cllm_gguf_find_tensor(g, gname);
+        if (!t) { rc = cllm_error(CLLM_EFORMAT, "%s: missing tensor %s", path, gname); goto fail; }
+        /* ggml ne = [cols, rows] for a matrix, [n] for a vector. */
+        int ok = ti->n_dims == 2 ? (t->n_dims == 2 && t->ne[0] == ti->shape[1] && t->ne[1] == ti->shape[0])
+                                 : (t->n_dims == 1 && t->ne[0] == ti->shape[0]);
+        if (!ok) {
+            rc = cllm_error(CLLM_EFORMAT, "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld] (ggml order)", path,
+                            gname, (long long)t->ne[0], (long long)t->ne[1],
+                            (long long)(ti->n_dims == 2 ? ti->shape[1] : ti->shape[0]), (long long)(ti->n_dims == 2 ? ti->shape[0] : 1));
+            goto fail;
+        }
+        float *dst = m->params + ti->offset;
+        if (perm && permuted) {
+            if (!tmp && !(tmp = cllm_malloc(maxn * sizeof(float)))) { rc = CLLM_ENOMEM; goto fail; }
+            if ((rc = cllm_gguf_read_f32(g, t, tmp, ti->numel))) goto fail;
+            permute_rows(dst, tmp, perm == 1 ? c.n_head : c.n_head_kv, c.head_dim,
+                         ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, 1);
+        } else if ((rc = cllm_gguf_read_f32(g, t, dst, ti->numel))) goto fail;
+    }
+    free(tmp);
+    tmp = NULL;
+    cllm_gguf_drop_file(g);
+    if (cllm_gguf_find(g, "tokenizer.ggml.tokens") >= 0) {
+        if ((rc = cllm_tokenizer_from_gguf(&m->tok, g))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
+    }
+    m->src = cllm_calloc(1, sizeof *m->src);
+    if (!m->src) { rc = CLLM_ENOMEM; goto fail; }
+    m->src->g = g;
+    return 0;
+fail:
+    free(tmp);
+    cllm_gguf_close(g);
+    cllm_model_free(m);
+    return rc;
+}
+
+/* ---- HF directory ---- */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = cllm_malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int json_int_field(json_t *cfg, const char *path, const char *key, int64_t def, int *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v || json_is_null(v)) {
+        if (def < 0) return cllm_error(CLLM_EFORMAT, "%s: missing %s", path, key);
+        *out = (int)def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > (1 << 24))
+        return cllm_error(CLLM_EFORMAT, "%s: %s is not an integer in 1..2^24", path, key);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int json_float_field(json_t *cfg, const char *path, const char *key, double def, float *out) {
+    json_t *v = json_object_get(cfg, key);
+    double d = def;
+    if (v && !json_is_null(v)) {
+        if (!json_is_number(v)) return cllm_error(CLLM_EFORMAT, "%s: %s is not a number", path, key);
+        d = json_number_value(v);
+    }
+    if (!(d > 0) || d > 1e12) return cllm_error(CLLM_EFORMAT, "%s: %s = %g is out of range", path, key, d);
+    *out = (float)d;
+    return 0;
+}
+
+static int json_token_field(json_t *cfg, const char *key, int *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (json_is_array(v)) v = json_array_get(v, 0);  /* eos_token_id may be a list */
+    *out = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < INT32_MAX
+               ? (int)json_integer_value(v) : -1;
+    return 0;
+}
+
+/* The tokenizer of a HF directory is built by the tokenizer module when it has
+ * a HF loader linked in (weak so this file links while it is being written). */
+extern int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir) __attribute__((weak));
+
+static int load_hf(cllm_model *m, const char *dir) {
+    char *cfgp = path_join(dir, "config.json");
+    if (!cfgp) return CLLM_ENOMEM;
+    json_error_t je;
+    json_t *cfg = json_load_file(cfgp, 0, &je);
+    cllm_st *st = NULL;
+    int rc = 0;
+    if (!cfg) { rc = cllm_error(CLLM_EFORMAT, "%s: %s (line %d)", cfgp, je.text, je.line); goto out; }
+    if (!json_is_object(cfg)) { rc = cllm_error(CLLM_EFORMAT, "%s: not a JSON object", cfgp); goto out; }
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    const char *mt = json_string_value(json_object_get(cfg, "model_type"));
+    if (!mt) { rc = cllm_error(CLLM_EFORMAT, "%s: no model_type", cfgp); goto out; }
+    if (!arch_supported(mt)) { rc = cllm_error(CLLM_EUNSUP, "%s: model_type \"%.40s\" is not supported (llama, mistral, qwen2)", cfgp, mt); goto out; }
+    snprintf(c.arch, sizeof c.arch, "%s", mt);
+    snprintf(c.name, sizeof c.name, "%s", base_name(dir));
+    if ((rc = json_int_field(cfg, cfgp, "num_hidden_layers", -1, &c.n_layer)) ||
+        (rc = json_int_field(cfg, cfgp, "hidden_size", -1, &c.d_model)) ||
+        (rc = json_int_field(cfg, cfgp, "intermediate_size", -1, &c.d_ff)) ||
+        (rc = json_int_field(cfg, cfgp, "num_attention_heads", -1, &c.n_head)) ||
+        (rc = json_int_field(cfg, cfgp, "num_key_value_heads", c.n_head, &c.n_head_kv)) ||
+        (rc = json_int_field(cfg, cfgp, "vocab_size", -1, &c.vocab)) ||
+        (rc = json_int_field(cfg, cfgp, "max_position_embeddings", 2048, &c.max_ctx)) ||
+        (rc = json_int_field(cfg, cfgp, "head_dim", c.d_model / c.n_head, &c.head_dim)) ||
+        (rc = json_float_field(cfg, cfgp, "rms_norm_eps", 1e-6, &c.rms_eps)))
+        goto out;
+    /* rope_theta at the top (transformers 4) or in rope_parameters (transformers 5). */
+    json_t *rp = json_object_get(cfg, "rope_parameters");
+    if (json_is_object(rp) && json_object_get(rp, "rope_theta")) {
+        if ((rc = json_float_field(rp, cfgp, "rope_theta", 10000.0, &c.rope_theta))) goto out;
+        const char *rt = json_string_value(json_object_get(rp, "rope_type"));
+        if (rt && strcmp(rt, "default")) { rc = cllm_error(CLLM_EUNSUP, "%s: rope_type \"%.40s\" is not supported", cfgp, rt); goto out; }
+    } else if ((rc = json_float_field(cfg, cfgp, "rope_theta", 10000.0, &c.rope_theta))) goto out;
+    json_t *rs = json_object_get(cfg, "rope_scaling");
+    if (rs && !json_is_null(rs)) {
+        const char *rt = json_string_value(json_object_get(rs, "rope_type"));
+        if (!rt) rt = json_string_value(json_object_get(rs, "type"));
+        if (!rt || strcmp(rt, "default")) { rc = cllm_error(CLLM_EUNSUP, "%s: rope_scaling is not supported", cfgp); goto out; }
+    }
+    c.rope_dim = c.head_dim;
+    json_token_field(cfg, "bos_token_id", &c.bos_id);
+    json_token_field(cfg, "eos_token_id", &c.eos_id);
+    json_token_field(cfg, "pad_token_id", &c.pad_id);
+    const char *act = json_string_value(json_object_get(cfg, "hidden_act"));
+    if (act && strcmp(act, "silu")) { rc = cllm_error(CLLM_EUNSUP, "%s: hidden_act \"%.40s\" is not supported (silu)", cfgp, act); goto out; }
+
+    if ((rc = cllm_st_open_dir(&st, dir))) goto out;
+    json_t *tie = json_object_get(cfg, "tie_word_embeddings");
+    int has_head = cllm_st_find(st, "lm_head.weight") != NULL;
+    c.tied = tie ? json_is_true(tie) : !has_head;
+    if (c.tied && has_head) c.tied = 0;  /* an explicit lm_head wins; it may equal the embedding */
+    c.qkv_bias = cllm_st_find(st, "model.layers.0.self_attn.q_proj.bias") != NULL;
+    if ((rc = cllm_model_alloc(m, &c))) { cllm_error_prefix(rc, "%s: ", cfgp); goto out; }
+    for (int i = 0; i < cllm_st_n_tensors(st); i++) {
+        const cllm_st_tensor *t = cllm_st_tensor_at(st, i);
+        if (!cllm_model_tensor(m, t->name) && !strstr(t->name, "rotary_emb.inv_freq")) {
+            rc = cllm_error(CLLM_EUNSUP, "%s: unexpected tensor %s for a %s model", dir, t->name, c.arch);
+            goto out;
+        }
+    }
+    for (int j = 0; j < m->n_tensors; j++) {
+        const cllm_tensor_info *ti = &m->tensors[j];
+        const cllm_st_tensor *t = cllm_st_find(st, ti->name);
+        if (!t) { rc = cllm_error(CLLM_EFORMAT, "%s: missing tensor %s", dir, ti->name); goto out; }
+        int ok = t->n_dims == ti->n_dims && t->shape[0] == ti->shape[0] && (ti->n_dims == 1 || t->shape[1] == ti->shape[1]);
+        if (!ok) {
+            rc = cllm_error(CLLM_EFORMAT, "%s: tensor %s has the wrong shape (expected [%lld, %lld])", dir, ti->name,
+                            (long long)ti->shape[0], (long long)ti->shape[1]);
+            goto out;
+        }
+        if ((rc = cllm_st_read_f32(st, t, m->params + ti->offset, ti->numel))) goto out;
+    }
+    char *tokp = path_join(dir, "tokenizer.json");
+    if (!tokp) { rc = CLLM_ENOMEM; goto out; }
+    int has_tok = access(tokp, R_OK) == 0;
+    free(tokp);
+    if (has_tok && cllm_tokenizer_from_hf_dir) {
+        if ((rc = cllm_tokenizer_from_hf_dir(&m->tok, dir))) { cllm_error_prefix(rc, "%s: ", dir); goto out; }
+    }
+    m->src = cllm_calloc(1, sizeof *m->src);
+    if (!m->src || !(m->src->hf_dir = cllm_strdup(dir))) { rc = CLLM_ENOMEM; goto out; }
+out:
+    cllm_st_close(st);
+    json_decref(cfg);
+    free(cfgp);
+    if (rc) cllm_model_free(m);
+    return rc;
 }
 
 int cllm_model_load(cllm_model *m, const char *path) {
     memset(m, 0, sizeof *m);
-    return cllm_error(CLLM_EUNSUP, "%s: model loading not implemented yet", path);
+    struct stat sb;
+    if (stat(path, &sb)) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return load_hf(m, path);
+    return load_gguf(m, path);
+}
+
+/* ---- saving ---- */
+
+/* dtype string -> ggml type; -1 when unknown. */
+static int parse_dtype(const char *dtype) {
+    if (!dtype || !strcmp(dtype, "f32")) return GGML_T_F32;
+    if (!strcmp(dtype, "f16")) return GGML_T_F16;
+    if (!strcmp(dtype, "bf16")) return GGML_T_BF16;
+    return -1;
+}
+
+/* Shortest decimal that reads back as the same float. */
+static json_t *json_float(float f) {
+    char buf[32];
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return json_real(strtod(buf, NULL));
+}
+
+static int save_gguf(const cllm_model *m, const char *path, int type) {
+    const cllm_config *c = &m->cfg;
+    cllm_gguf_writer *w;
+    int rc = cllm_gguf_writer_new(&w);
+    if (rc) return rc;
+    float **perm_bufs = cllm_calloc((size_t)m->n_tensors, sizeof *perm_bufs);
+    if (!perm_bufs) { cllm_gguf_writer_free(w); return CLLM_ENOMEM; }
+    const cllm_gguf *src = m->src ? m->src->g : NULL;
+    /* Metadata: everything the source GGUF had (tokenizer keys included), then the
+     * architecture keys set from cfg; quantization keys dropped (tensors are not
+     * quantized any more). */
+    if (src)
+        for (int i = 0; i < cllm_gguf_n_kv(src) && !rc; i++) {
+            const char *k = cllm_gguf_key(src, i);
+            if (!strcmp(k, "general.alignment") || !strcmp(k, "general.quantization_version")) continue;
+            rc = cllm_gguf_writer_copy_kv(w, src, i);
+        }
+    char key[160];
+    const char *A = c->arch;
+#define SETU(name, v) if (!rc) { snprintf(key, sizeof key, "%s.%s", A, name); rc = cllm_gguf_writer_set_u32(w, key, (uint32_t)(v)); }
+#define SETF(name, v) if (!rc) { snprintf(key, sizeof key, "%s.%s", A, name); rc = cllm_gguf_writer_set_f32(w, key, (v)); }
+    if (!rc) rc = cllm_gguf_writer_set_str(w, "general.architecture", A, strlen(A));
+    if (!rc && !src) rc = cllm_gguf_writer_set_str(w, "general.name", c->name, strlen(c->name));
+    SETU("block_count", c->n_layer);
+    SETU("context_length", c->max_ctx > 0 ? c->max_ctx : 2048);
+    SETU("embedding_length", c->d_model);
+    SETU("feed_forward_length", c->d_ff);
+    SETU("attention.head_count", c->n_head);
+    SETU("attention.head_count_kv", c->n_head_kv);
+    SETF("rope.freq_base", c->rope_theta);
+    SETF("attention.layer_norm_rms_epsilon", c->rms_eps);
+    SETU("rope.dimension_count", c->rope_dim);
+    SETU("vocab_size", c->vocab);
+    if (c->head_dim * c->n_head != c->d_model) {
+        SETU("attention.key_length", c->head_dim);
+        SETU("attention.value_length", c->head_dim);
+    }
+#undef SETU
+#undef SETF
+    /* llama.cpp file types: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32. */
+    if (!rc) rc = cllm_gguf_writer_set_u32(w, "general.file_type", type == GGML_T_F32 ? 0 : type == GGML_T_F16 ? 1 : 32);
+    if (!src && !rc) {
+        if (c->bos_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
+        if (!rc && c->eos_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_id);
+        if (!rc && c->pad_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)c->pad_id);
+    }
+    /* Tensors: vectors (norms, biases) stay F32 as llama.cpp expects; matrices take
+     * the asked type. Q/K rows are permuted back for llama-style archs. */
+    int permuted = arch_permuted(A);
+    for (int j = 0; j < m->n_tensors && !rc; j++) {
+        const cllm_tensor_info *ti = &m->tensors[j];
+        char gname[96];
+        int perm;
+        if (hf_to_gguf_name(ti->name, gname, sizeof gname, &perm)) { rc = cllm_error(CLLM_EINVAL, "no GGUF name for %s", ti->name); break; }
+        const float *data = m->params + ti->offset;
+        if (perm && permuted) {
+            if (!(perm_bufs[j] = cllm_malloc(ti->numel * sizeof(float)))) { rc = CLLM_ENOMEM; break; }
+            permute_rows(perm_bufs[j], data, perm == 1 ? c->n_head : c->n_head_kv, c->head_dim,
+                         ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, 0);
+            data = perm_bufs[j];
+        }
+        int64_t ne[2] = {ti->n_dims == 2 ? ti->shape[1] : ti->shape[0], ti->shape[0]};
+        rc = cllm_gguf_writer_add_tensor(w, gname, ti->n_dims, ne, ti->n_dims == 2 ? type : GGML_T_F32, data);
+    }
+    if (!rc) rc = cllm_gguf_writer_write(w, path);
+    for (int j = 0; j < m->n_tensors; j++) free(perm_bufs[j]);
+    free(perm_bufs);
+    cllm_gguf_writer_free(w);
+    return rc;
+}
+
+static int write_json(json_t *j, const char *path) {
+    if (!j) return cllm_error(CLLM_ENOMEM, "%s: out of memory building JSON", path);
+    int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) ? cllm_error(CLLM_EIO, "%s: cannot write: %s", path, strerror(errno)) : 0;
+    json_decref(j);
+    return rc;
+}
+
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return cllm_error(CLLM_EIO, "%s: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    if (!out) { fclose(in); return cllm_error(CLLM_EIO, "%s: %s", to, strerror(errno)); }
+    char buf[1 << 16];
+    size_t n;
+    int rc = 0;
+    while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) rc = cllm_error(CLLM_EIO, "%s: write error: %s", to, strerror(errno));
+    if (!rc && ferror(in)) rc = cllm_error(CLLM_EIO, "%s: read error", from);
+    fclose(in);
+    if (fclose(out) && !rc) rc = cllm_error(CLLM_EIO, "%s: write error: %s", to, strerror(errno));
+    return rc;
+}
+
+/* Write tokenizer.json and tokenizer_config.json for HF from a GGUF file's
+ * tokenizer.ggml.* metadata (byte-level BPE only): vocab and merges as they are,
+ * control / user-defined tokens as added tokens, the pre-tokenizer the file
+ * names ("smollm": Digits(individual) then ByteLevel; others: ByteLevel). */
+static int cllm_hf_tokenizer_from_gguf(const cllm_gguf *g, const char *dir) {
+    const char *path = cllm_gguf_path(g);
+    cllm_gguf_str model, pre = {"", 0}, tmpl = {NULL, 0};
+    const cllm_gguf_str *toks, *merges = NULL;
+    size_t n_tok, n_merges = 0, n_types = 0;
+    const int32_t *types = NULL;
+    int rc;
+    if ((rc = cllm_gguf_get_str(g, "tokenizer.ggml.model", &model))) return rc;
+    if (strcmp(model.s, "gpt2")) return 0;  /* nothing to write for other tokenizers */
+    if (cllm_gguf_find(g, "tokenizer.ggml.pre") >= 0 && (rc = cllm_gguf_get_str(g, "tokenizer.ggml.pre", &pre))) return rc;
+    if (cllm_gguf_find(g, "tokenizer.chat_template") >= 0 && (rc = cllm_gguf_get_str(g, "tokenizer.chat_template", &tmpl))) return rc;
+    if ((rc = cllm_gguf_get_arr_str(g, "tokenizer.ggml.tokens", &toks, &n_tok))) return rc;
+    if (cllm_gguf_find(g, "tokenizer.ggml.merges") >= 0 && (rc = cllm_gguf_get_arr_str(g, "tokenizer.ggml.merges", &merges, &n_merges))) return rc;
+    if (cllm_gguf_find(g, "tokenizer.ggml.token_type") >= 0) {
+        if ((rc = cllm_gguf_get_arr_i32(g, "tokenizer.ggml.token_type", &types, &n_types))) return rc;
+        if (n_types != n_tok) return cllm_error(CLLM_EFORMAT, "%s: token_type has %zu entries for %zu tokens", path, n_types, n_tok);
+    }
+    json_t *added = json_array(), *vocab = json_object(), *jm = json_array();
+    if (!added || !vocab || !jm) { rc = cllm_error(CLLM_ENOMEM, "out of memory building tokenizer.json"); goto fail; }
+    for (size_t i = 0; i < n_tok; i++) {
+        if (json_object_setn_new(vocab, toks[i].s, toks[i].len, json_integer((json_int_t)i))) {
+            rc = cllm_error(CLLM_EFORMAT, "%s: token %zu is not valid UTF-8 or repeats an earlier token", path, i);
+            goto fail;
+        }
+        if (types && (types[i] == CLLM_TOK_CONTROL || types[i] == CLLM_TOK_USER_DEFINED))
+            json_array_append_new(added, json_pack("{s:I, s:s%, s:b, s:b, s:b, s:b, s:b}", "id", (json_int_t)i, "content",
+                                                   toks[i].s, toks[i].len, "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                                   "normalized", types[i] != CLLM_TOK_CONTROL, "special", types[i] == CLLM_TOK_CONTROL));
+    }
+    for (size_t i = 0; i < n_merges; i++) json_array_append_new(jm, json_stringn(merges[i].s, merges[i].len));
+    json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1);
+    json_t *pt = !strcmp(pre.s, "smollm")
+        ? json_pack("{s:s, s:[{s:s, s:b}, O]}", "type", "Sequence", "pretokenizers", "type", "Digits", "individual_digits", 1, bl)
+        : json_incref(bl);
+    json_t *tj = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:O, s:O, s:{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}}",
+        "version", "1.0", "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer", pt,
+        "post_processor", bl, "decoder", bl,
+        "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
+        "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges", jm);
+    added = vocab = jm = NULL;  /* stolen by json_pack ("o") */
+    json_decref(pt);
+    json_decref(bl);
+    char *p = path_join(dir, "tokenizer.json");
+    if (!p) { json_decref(tj); return CLLM_ENOMEM; }
+    rc = write_json(tj, p);
+    free(p);
+    if (rc) return rc;
+
+    json_t *tc = json_pack("{s:s, s:b}", "tokenizer_class", "GPT2Tokenizer", "clean_up_tokenization_spaces", 0);
+    static const char *const ids[][2] = {{"tokenizer.ggml.bos_token_id", "bos_token"}, {"tokenizer.ggml.eos_token_id", "eos_token"},
+                                         {"tokenizer.ggml.unknown_token_id", "unk_token"}, {"tokenizer.ggml.padding_token_id", "pad_token"}};
+    for (size_t i = 0; tc && i < 4; i++) {
+        int64_t id;
+        if (cllm_gguf_find(g, ids[i][0]) >= 0 && !cllm_gguf_get_int(g, ids[i][0], &id) && id >= 0 && (uint64_t)id < n_tok)
+            json_object_set_new(tc, ids[i][1], json_stringn(toks[id].s, toks[id].len));
+    }
+    int b;
+    if (tc && cllm_gguf_find(g, "tokenizer.ggml.add_bos_token") >= 0 && !cllm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b))
+        json_object_set_new(tc, "add_bos_token", json_boolean(b));
+    if (tc && tmpl.s) json_object_set_new(tc, "chat_template", json_stringn(tmpl.s, tmpl.len));
+    p = path_join(dir, "tokenizer_config.json");
+    if (!p) { json_decref(tc); return CLLM_ENOMEM; }
+    rc = write_json(tc, p);
+    free(p);
+    return rc;
+fail:
+    json_decref(added);
+    json_decref(vocab);
+    json_decref(jm);
+    return rc;
+}
+
+static int save_hf(const cllm_model *m, const char *dir, int type) {
+    const cllm_config *c = &m->cfg;
+    if (mkdir(dir, 0777) && errno != EEXIST) return cllm_error(CLLM_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    int rc = 0;
+    cllm_st_wtensor *ts = cllm_calloc((size_t)m->n_tensors, sizeof *ts);
+    if (!ts) return CLLM_ENOMEM;
+    for (int j = 0; j < m->n_tensors; j++)
+        ts[j] = (cllm_st_wtensor){m->tensors[j].name, m->tensors[j].n_dims, m->tensors[j].shape, m->params + m->tensors[j].offset};
+    int st_type = type == GGML_T_F32 ? CLLM_ST_F32 : type == GGML_T_F16 ? CLLM_ST_F16 : CLLM_ST_BF16;
+    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    char *p = path_join(dir, "model.safetensors");
+    if (!p) { free(ts); return CLLM_ENOMEM; }
+    rc = cllm_st_write(p, ts, (size_t)m->n_tensors, st_type, mk, mv, 1);
+    free(p);
+    free(ts);
+    if (rc) return rc;
+
+    int qwen = !strcmp(c->arch, "qwen2");
+    json_t *j = json_object();
+    json_object_set_new(j, "architectures", json_pack("[s]", qwen ? "Qwen2ForCausalLM" : !strcmp(c->arch, "mistral") ? "MistralForCausalLM" : "LlamaForCausalLM"));
+    json_object_set_new(j, "model_type", json_string(c->arch));
+    json_object_set_new(j, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(j, "intermediate_size", json_integer(c->d_ff));
+    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layer));
+    json_object_set_new(j, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_head_kv));
+    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(j, "vocab_size", json_integer(c->vocab));
+    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_ctx > 0 ? c->max_ctx : 2048));
+    json_object_set_new(j, "rms_norm_eps", json_float(c->rms_eps));
+    json_object_set_new(j, "rope_theta", json_float(c->rope_theta));
+    json_object_set_new(j, "rope_scaling", json_null());
+    json_object_set_new(j, "hidden_act", json_string("silu"));
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied));
+    if (!qwen) {
+        json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
+        json_object_set_new(j, "mlp_bias", json_false());
+    }
+    json_object_set_new(j, "bos_token_id", c->bos_id >= 0 ? json_integer(c->bos_id) : json_null());
+    json_object_set_new(j, "eos_token_id", c->eos_id >= 0 ? json_integer(c->eos_id) : json_null());
+    if (c->pad_id >= 0) json_object_set_new(j, "pad_token_id", json_integer(c->pad_id));
+    json_object_set_new(j, "torch_dtype", json_string(type == GGML_T_F32 ? "float32" : type == GGML_T_F16 ? "float16" : "bfloat16"));
+    json_object_set_new(j, "initializer_range", json_real(0.02));
+    json_object_set_new(j, "use_cache", json_true());
+    p = path_join(dir, "config.json");
+    if (!p) { json_decref(j); return CLLM_ENOMEM; }
+    rc = write_json(j, p);
+    free(p);
+    if (rc) return rc;
+
+    /* Tokenizer files: copied from a HF source; written from a GGUF source's metadata. */
+    if (m->src && m->src->hf_dir) {
+        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                            "generation_config.json", "vocab.json", "merges.txt"};
+        for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
+            char *from = path_join(m->src->hf_dir, files[i]), *to = path_join(dir, files[i]);
+            if (!from || !to) rc = CLLM_ENOMEM;
+            else if (access(from, R_OK) == 0 && strcmp(from, to)) rc = copy_file(from, to);
+            free(from);
+            free(to);
+        }
+    } else if (m->src && m->src->g && cllm_gguf_find(m->src->g, "tokenizer.ggml.tokens") >= 0) {
+        rc = cllm_hf_tokenizer_from_gguf(m->src->g, dir);
+    }
+    return rc;
 }
 
 int cllm_model_save(const cllm_model *m, const char *path, const char *dtype) {
-    (void)m; (void)dtype;
-    return cllm_error(CLLM_EUNSUP, "%s: model saving not implemented yet", path);
+    int type = parse_dtype(dtype);
+    if (type < 0) return cllm_error(CLLM_EINVAL, "unknown dtype \"%s\" (f32, f16 or bf16)", dtype);
+    size_t n = strlen(path);
+    if (n >= 5 && !strcmp(path + n - 5, ".gguf")) return save_gguf(m, path, type);
+    return save_hf(m, path, type);
 }

@@ -1,0 +1,53 @@
+/* cllm-model-info: load a model (GGUF file or HF directory), print its
+ * hyperparameters and tensor count; with --convert OUT save it (GGUF when OUT
+ * ends in .gguf, else a HF directory) in --dtype f32|f16|bf16.
+ * Exit 0 on success, 1 on a load/save error ("cllm-model-info: FILE: message"),
+ * 2 on a usage error. A test tool: the binaries in cmd/ are the product.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "model.h"
+
+static const char *prog = "cllm-model-info";
+
+static int fail(const char *file) {
+    const char *msg = cllm_errmsg();
+    size_t n = strlen(file);
+    if (!strncmp(msg, file, n) && msg[n] == ':') fprintf(stderr, "%s: %s\n", prog, msg);
+    else fprintf(stderr, "%s: %s: %s\n", prog, file, msg);
+    return 1;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: %s MODEL [--convert OUT] [--dtype f32|f16|bf16]\n", prog);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *dtype = "f32";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--convert") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype = argv[++i];
+        else if (!strcmp(argv[i], "--help")) { usage(); return 0; }
+        else if (argv[i][0] == '-' && argv[i][1]) return usage();
+        else if (!in) in = argv[i];
+        else return usage();
+    }
+    if (!in) return usage();
+    if (strcmp(dtype, "f32") && strcmp(dtype, "f16") && strcmp(dtype, "bf16")) return usage();
+    cllm_model m;
+    if (cllm_model_load(&m, in)) return fail(in);
+    const cllm_config *c = &m.cfg;
+    printf("arch\t%s\nname\t%s\nn_layer\t%d\nd_model\t%d\nn_head\t%d\nn_head_kv\t%d\nhead_dim\t%d\n"
+           "d_ff\t%d\nvocab\t%d\nmax_ctx\t%d\nrope_theta\t%g\nrope_dim\t%d\nrms_eps\t%g\ntied\t%d\n"
+           "qkv_bias\t%d\nbos_id\t%d\neos_id\t%d\npad_id\t%d\ntensors\t%d\nparams\t%zu\ntokenizer\t%s\n",
+           c->arch, c->name, c->n_layer, c->d_model, c->n_head, c->n_head_kv, c->head_dim, c->d_ff, c->vocab,
+           c->max_ctx, (double)c->rope_theta, c->rope_dim, (double)c->rms_eps, c->tied, c->qkv_bias, c->bos_id,
+           c->eos_id, c->pad_id, m.n_tensors, m.n_params, m.tok ? "yes" : "no");
+    int rc = 0;
+    if (out && cllm_model_save(&m, out, dtype)) rc = fail(out);
+    cllm_model_free(&m);
+    return rc;
+}
