@@ -12,7 +12,11 @@ Writes:
   tests/golden/tokenizer_ids.txt     "TAG id id ..." a line; TAG is q<i>/a<i>
                                      (GSM8K test line i, question/answer), h<i>
                                      (hard string i), chat (the chat prompt of
-                                     "hello"); a first "# hash-free" comment line
+                                     "hello"); a first "#" comment line
+  tests/golden/tokenizer_pre_ids.txt the same vocab and merges under the qwen2
+                                     (tags Qh<i>, Qq<i>) and llama3 (Lh<i>, Lq<i>:
+                                     ignore_merges too) pre-tokenizers, for the
+                                     hard strings and the first 200 GSM8K questions
 Usage: /tmp/gv/bin/python tests/golden/tokenizer_golden.py [MODEL.gguf] [DATA_DIR]
 """
 import json
@@ -149,4 +153,27 @@ with open(os.path.join(here, "tokenizer_ids.txt"), "w", encoding="ascii") as f:
             % __import__("tokenizers").__version__)
     for tag, ids in out_ids:
         f.write(tag + ("" if not ids else " " + " ".join(map(str, ids))) + "\n")
+# other pre-tokenizers: HF Split(Regex, isolated) + ByteLevel(use_regex=False), as
+# Qwen2's and Llama-3's tokenizer.json declare them
+from tokenizers import Regex  # noqa: E402
+PRE = {
+    "Q": (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", False),
+    "L": (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", True),
+}
+questions = [json.loads(l)["question"] for l in open(os.path.join(data_dir, "gsm8k_test.jsonl"), encoding="utf-8")][:200]
+with open(os.path.join(here, "tokenizer_pre_ids.txt"), "w", encoding="ascii") as f:
+    f.write("# other pre-tokenizers on SmolLM2's vocab (tests/golden/tokenizer_golden.py)\n")
+    for tag, (pat, ign) in PRE.items():
+        t2 = Tokenizer(models.BPE(vocab, [tuple(m.split(" ", 1)) for m in merges], ignore_merges=ign))
+        t2.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pat), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        t2.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                               for i in range(len(tokens)) if types[i] == 3])
+        for kind, strs in (("h", hard), ("q", questions)):
+            for i, s in enumerate(strs):
+                ids = t2.encode(s, add_special_tokens=False).ids
+                f.write("%s%s%d%s\n" % (tag, kind, i, "" if not ids else " " + " ".join(map(str, ids))))
+
 print("wrote %d id lines, %d hard strings" % (len(out_ids), len(hard)))

@@ -342,6 +342,62 @@ static void test_hf_errors(void) {
     TEST_OK("tokenizer_hf_errors");
 }
 
+
+/* The GGUF's vocab and merges under the qwen2 and llama3 pre-tokenizers, against
+ * tests/golden/tokenizer_pre_ids.txt (HF Split(Regex) + ByteLevel(use_regex=False)). */
+static void test_other_pre(const cllm_gguf *g, const str *strs, size_t ns) {
+    const cllm_gguf_str *toks, *merges;
+    const int32_t *types;
+    size_t nt, nm, ny, ng = 0;
+    if (cllm_gguf_get_arr_str(g, "tokenizer.ggml.tokens", &toks, &nt) ||
+        cllm_gguf_get_arr_str(g, "tokenizer.ggml.merges", &merges, &nm) ||
+        cllm_gguf_get_arr_i32(g, "tokenizer.ggml.token_type", &types, &ny)) {
+        CHECK_MSG(0, "gguf tokenizer arrays: %s", cllm_errmsg());
+        return;
+    }
+    const char **tp = malloc(nt * sizeof *tp), **mp = malloc(nm * sizeof *mp);
+    size_t *tl = malloc(nt * sizeof *tl), *ml = malloc(nm * sizeof *ml);
+    for (size_t i = 0; i < nt; i++) { tp[i] = toks[i].s; tl[i] = toks[i].len; }
+    for (size_t i = 0; i < nm; i++) { mp[i] = merges[i].s; ml[i] = merges[i].len; }
+    golden *gold = read_golden("tests/golden/tokenizer_pre_ids.txt", &ng);
+    const char *pres[2] = { "qwen2", "llama3" }, tags[2] = { 'Q', 'L' };
+    size_t checked = 0, bad = 0;
+    for (int p = 0; p < 2; p++) {
+        cllm_tokenizer_spec sp = { .tokens = tp, .token_lens = tl, .n_tokens = nt, .token_types = types, .merges = mp,
+                                   .merge_lens = ml, .n_merges = nm, .pre = pres[p], .bos_id = -1, .eos_id = -1,
+                                   .pad_id = -1 };
+        cllm_tokenizer *t = NULL;
+        CHECK_OK(cllm_tokenizer_new(&t, &sp));
+        if (!t) continue;
+        CHECK(strcmp(cllm_tokenizer_hash(t), SMOLLM2_HASH) != 0);
+        for (size_t k = 0; k < ng; k++) {
+            if (gold[k].tag[0] != tags[p]) continue;
+            /* Qh<i> is hard string i, Qq<i> is GSM8K question i */
+            char want[16];
+            const str *src = NULL;
+            for (size_t i = 0; i < ns && !src; i++) {
+                snprintf(want, sizeof want, "%c%s", tags[p], strs[i].tag);
+                if (!strcmp(want, gold[k].tag)) src = &strs[i];
+            }
+            if (!src) { CHECK_MSG(0, "no string for %s", gold[k].tag); continue; }
+            int32_t *ids = NULL;
+            size_t n = 0, pos;
+            CHECK_OK(cllm_tokenizer_encode(t, src->s, src->n, 1, &ids, &n));
+            if (!ids_eq(ids, n, gold[k].ids, gold[k].n, &pos) && !bad++)
+                fprintf(stderr, "first %s mismatch: %s at token %zu: got %d, want %d\n  text: %.200s\n", pres[p],
+                        gold[k].tag, pos, pos < n ? ids[pos] : -1, pos < gold[k].n ? gold[k].ids[pos] : -1, src->s);
+            checked++;
+            free(ids);
+        }
+        cllm_tokenizer_free(t);
+    }
+    CHECK_MSG(bad == 0, "%zu of %zu strings differ under qwen2/llama3 pre-tokenizers", bad, checked);
+    CHECK_EQ_INT(checked, 2 * (52 + 200));
+    for (size_t i = 0; i < ng; i++) free(gold[i].ids);
+    free(gold); free(tp); free(tl); free(mp); free(ml);
+    TEST_OK("tokenizer_qwen2_llama3_pre");
+}
+
 static void test_real(void) {
     cllm_gguf *g = NULL;
     cllm_tokenizer *t = NULL, *t2 = NULL;
@@ -473,6 +529,8 @@ static void test_real(void) {
     CHECK(chat && strstr(chat, "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"));
     free(chat);
     TEST_OK("tokenizer_chat_template");
+
+    test_other_pre(g, strs, ns);
 
     for (size_t i = 0; i < ng; i++) free(gold[i].ids);
     for (size_t i = 0; i < ns; i++) free(strs[i].s);
