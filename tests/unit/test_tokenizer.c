@@ -213,23 +213,29 @@ static str *read_strings(size_t *count) {
 
 /* The bytes that have no single-byte token are dropped by encoding. */
 static size_t strip_dropped(const cllm_tokenizer *t, const char *s, size_t n, char *o) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        char u[2];
-        unsigned b = (unsigned char)s[i];
-        size_t ul;
-        /* GPT-2 byte map */
-        unsigned cp = b;
-        if (!((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae))) {
-            unsigned m = 0;
-            for (unsigned c = 0; c < b; c++)
-                if (!((c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae))) m++;
-            cp = 0x100 + m;
+    static const cllm_tokenizer *cached;
+    static unsigned char keep[256];
+    if (cached != t) {
+        for (unsigned b = 0; b < 256; b++) {
+            /* GPT-2 byte map */
+            unsigned cp = b;
+            if (!((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae))) {
+                unsigned m = 0;
+                for (unsigned c = 0; c < b; c++)
+                    if (!((c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae))) m++;
+                cp = 0x100 + m;
+            }
+            char u[2];
+            size_t ul;
+            if (cp < 0x80) { u[0] = (char)cp; ul = 1; }
+            else { u[0] = (char)(0xc0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3f)); ul = 2; }
+            keep[b] = cllm_tokenizer_find(t, u, ul) >= 0;
         }
-        if (cp < 0x80) { u[0] = (char)cp; ul = 1; }
-        else { u[0] = (char)(0xc0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3f)); ul = 2; }
-        if (cllm_tokenizer_find(t, u, ul) >= 0) o[k++] = s[i];
+        cached = t;
     }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (keep[(unsigned char)s[i]]) o[k++] = s[i];
     return k;
 }
 
@@ -398,6 +404,55 @@ static void test_other_pre(const cllm_gguf *g, const str *strs, size_t ns) {
     TEST_OK("tokenizer_qwen2_llama3_pre");
 }
 
+
+/* Random bytes, random specials and long runs: no crash, bytes survive, and a
+ * 256 KiB piece stays fast (the merge heap keeps BPE at O(n log n)). */
+static void test_stress(const cllm_tokenizer *t) {
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    static const char *frag[] = { "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_", " ", "\n", "1", "é",
+                                  "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "'s", "a", "\xc3", "\x80" };
+    char buf[512];
+    int bad = 0;
+    for (int k = 0; k < 400; k++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t n = (size_t)(x >> 33) % 200, len = 0;
+        while (len < n) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            if (k & 1) {
+                buf[len++] = (char)(x >> 56);
+            } else {
+                const char *f = frag[(x >> 40) % (sizeof frag / sizeof frag[0])];
+                size_t fl = strlen(f);
+                if (len + fl > sizeof buf) break;
+                memcpy(buf + len, f, fl);
+                len += fl;
+            }
+        }
+        char what[32];
+        snprintf(what, sizeof what, "random string %d", k);
+        bad += !roundtrip(t, buf, len, what);
+    }
+    CHECK_EQ_INT(bad, 0);
+    size_t big = 1 << 18;
+    char *s = malloc(big);
+    const char *fills = " a!\n";
+    for (int f = 0; f < 4; f++) {
+        memset(s, fills[f], big);
+        double t0 = now_s();
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK_OK(cllm_tokenizer_encode(t, s, big, 1, &ids, &n));
+        double dt = now_s() - t0;
+        CHECK(n > 0 && n < big);
+        printf("256 KiB of 0x%02x: %zu tokens in %.3f s\n", fills[f], n, dt);
+        CHECK_MSG(dt < (getenv("CLLM_SAN") ? 20.0 : 3.0), "256 KiB of '%c' took %.2f s", fills[f], dt);
+        free(ids);
+        CHECK(roundtrip(t, s, big, "256 KiB run"));
+    }
+    free(s);
+    TEST_OK("tokenizer_stress");
+}
+
 static void test_real(void) {
     cllm_gguf *g = NULL;
     cllm_tokenizer *t = NULL, *t2 = NULL;
@@ -531,6 +586,7 @@ static void test_real(void) {
     TEST_OK("tokenizer_chat_template");
 
     test_other_pre(g, strs, ns);
+    test_stress(t);
 
     for (size_t i = 0; i < ng; i++) free(gold[i].ids);
     for (size_t i = 0; i < ns; i++) free(strs[i].s);
