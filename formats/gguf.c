@@ -340,9 +340,9 @@ static const char *kv_name(const cllm_gguf *g, int i) { return g->kvs[i].key; }
 static const char *t_name(const cllm_gguf *g, int i) { return g->tensors[i].name; }
 
 static int parse_kvs(cllm_gguf *g, uint64_t n_kv) {
-    /* Each entry takes at least 8 (key len) + 1 (key) + 4 (type) + 1 (value) bytes. */
+    /* Each entry takes at least 8 (key len) + 4 (type) + 1 (value) bytes. */
     uint64_t left = g->size - g->pos;
-    if (n_kv > left / 14 || n_kv > INT_MAX)
+    if (n_kv > left / 13 || n_kv > INT_MAX)
         return cllm_error(CLLM_EFORMAT, "%s: metadata count %" PRIu64 " is impossible for the %" PRIu64
                           " bytes left in the file", g->path, n_kv, left);
     g->kvs = cllm_calloc(n_kv ? (size_t)n_kv : 1, sizeof *g->kvs);
@@ -493,10 +493,14 @@ int cllm_gguf_open(cllm_gguf **out, const char *path) {
     int rc;
     g->path = cllm_strdup(path);
     if (!g->path) { free(g); return CLLM_ENOMEM; }
-    g->f = fopen(path, "rb");
-    if (!g->f) { rc = cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno)); goto fail; }
+    /* stat before open: opening a FIFO for reading would block. */
     struct stat st;
-    if (fstat(fileno(g->f), &st)) { rc = cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno)); goto fail; }
+    if (stat(path, &st)) { rc = cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno)); goto fail; }
+    if (S_ISREG(st.st_mode)) {
+        g->f = fopen(path, "rb");
+        if (!g->f) { rc = cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno)); goto fail; }
+        if (fstat(fileno(g->f), &st)) { rc = cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno)); goto fail; }
+    }
     if (S_ISDIR(st.st_mode)) { rc = cllm_error(CLLM_EINVAL, "%s: is a directory, not a GGUF file", path); goto fail; }
     if (!S_ISREG(st.st_mode)) {
         rc = cllm_error(CLLM_EINVAL, "%s: not a regular file (not seekable); a GGUF model must be a file", path);

@@ -136,9 +136,11 @@ static int add_file(cllm_st *st, const char *path) {
     f->path = cllm_strdup(path);
     if (!f->path) return CLLM_ENOMEM;
     st->n_files++;
+    struct stat sb;
+    if (stat(path, &sb)) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return cllm_error(CLLM_EINVAL, "%s: not a regular file (not seekable)", path);
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
-    struct stat sb;
     if (fstat(f->fd, &sb)) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode)) return cllm_error(CLLM_EINVAL, "%s: not a regular file (not seekable)", path);
     uint64_t size = (uint64_t)sb.st_size;

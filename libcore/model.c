@@ -695,8 +695,7 @@ static int cllm_hf_tokenizer_from_gguf(const cllm_gguf *g, const char *dir) {
         "post_processor", bl, "decoder", bl,
         "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
         "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges", jm);
-    added = vocab = jm = NULL;  /* stolen by json_pack ("o") */
-    json_decref(pt);
+    added = vocab = jm = NULL;  /* these and pt are stolen by json_pack ("o"), even on failure */
     json_decref(bl);
     char *p = path_join(dir, "tokenizer.json");
     if (!p) { json_decref(tj); return CLLM_ENOMEM; }

@@ -93,7 +93,17 @@ def main():
             diff = (v - got[k]).abs().max().item()
             worst = max(worst, diff)
         print(f"hf-check: {n} tensors compared, max abs difference {worst}")
-        sys.exit(0 if worst == 0 else 1)
+        ok = worst == 0
+        if os.path.exists(os.path.join(d, "tokenizer.json")):
+            from transformers import AutoTokenizer
+            tok = AutoTokenizer.from_pretrained(d)
+            for text, want in [("The capital of France is", [504, 3575, 282, 4649, 314]),
+                               ("Hello world! 123", [19556, 905, 17, 216, 33, 34, 35]),
+                               ("  multiple   spaces", [216, 2701, 256, 5600])]:
+                got_ids = tok(text)["input_ids"]
+                print(f"hf-check: tokenizer {text!r} -> {got_ids} {'ok' if got_ids == want else 'WANT ' + str(want)}")
+                ok = ok and got_ids == want
+        sys.exit(0 if ok else 1)
 
     path = args[0] if args else DEFAULT
     from gguf import GGUFReader
