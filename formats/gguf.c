@@ -882,6 +882,12 @@ static int w_commit(cllm_gguf_writer *w, const char *key, bbuf *b) {
     return 0;
 }
 
+int cllm_gguf_writer_has(const cllm_gguf_writer *w, const char *key) {
+    for (size_t i = 0; i < w->n_kv; i++)
+        if (!strcmp(w->kvs[i].key, key)) return 1;
+    return 0;
+}
+
 int cllm_gguf_writer_remove(cllm_gguf_writer *w, const char *key) {
     for (size_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->kvs[i].key, key)) {

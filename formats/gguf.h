@@ -116,6 +116,8 @@ int cllm_gguf_writer_set_arr_str(cllm_gguf_writer *w, const char *key, const cha
                                  const size_t *lens, size_t n);
 int cllm_gguf_writer_set_arr_i32(cllm_gguf_writer *w, const char *key, const int32_t *v, size_t n);
 int cllm_gguf_writer_set_arr_f32(cllm_gguf_writer *w, const char *key, const float *v, size_t n);
+/* 1 when key is set, else 0. */
+int cllm_gguf_writer_has(const cllm_gguf_writer *w, const char *key);
 /* Remove a key if present (0 either way). */
 int cllm_gguf_writer_remove(cllm_gguf_writer *w, const char *key);
 /* ne in ggml order (ne[0] fastest), n_dims 1..4, type F32/F16/BF16. */

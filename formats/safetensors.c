@@ -314,6 +314,17 @@ const char *cllm_st_metadata(const cllm_st *st, const char *key) {
     return st->meta ? json_string_value(json_object_get(st->meta, key)) : NULL;
 }
 
+size_t cllm_st_n_metadata(const cllm_st *st) { return st->meta ? json_object_size(st->meta) : 0; }
+
+int cllm_st_metadata_at(const cllm_st *st, size_t i, const char **key, const char **val) {
+    void *it = st->meta ? json_object_iter(st->meta) : NULL;
+    for (size_t k = 0; it && k < i; k++) it = json_object_iter_next(st->meta, it);
+    if (!it) return -1;
+    *key = json_object_iter_key(it);
+    *val = json_string_value(json_object_iter_value(it));
+    return 0;
+}
+
 int cllm_st_read_f32(cllm_st *st, const cllm_st_tensor *t, float *dst, size_t numel) {
     const st_file *f = &st->files[t->file];
     if (t->numel != numel)

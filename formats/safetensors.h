@@ -51,6 +51,11 @@ const cllm_st_tensor *cllm_st_find(const cllm_st *st, const char *name);
 /* Value of a __metadata__ key of the (first) file, or NULL. */
 const char *cllm_st_metadata(const cllm_st *st, const char *key);
 
+/* The __metadata__ entries of the first file, by index (0 or -1 past the end);
+ * the strings live until cllm_st_close. */
+size_t cllm_st_n_metadata(const cllm_st *st);
+int cllm_st_metadata_at(const cllm_st *st, size_t i, const char **key, const char **val);
+
 /* Read tensor t converted to fp32 (F32, F16, BF16 only). */
 int cllm_st_read_f32(cllm_st *st, const cllm_st_tensor *t, float *dst, size_t numel);
 

@@ -175,12 +175,14 @@ void cllm_model_free(cllm_model *m) {
 struct cllm_model_src {
     cllm_gguf *g;      /* metadata of a GGUF source (file closed), or NULL */
     char *hf_dir;      /* a HF source directory, or NULL */
+    json_t *meta;      /* a HF source's safetensors __metadata__ (string values), or NULL */
 };
 
 static void cllm_model_src_free(struct cllm_model_src *s) {
     if (!s) return;
     cllm_gguf_close(s->g);
     free(s->hf_dir);
+    json_decref(s->meta);
     free(s);
 }
 
@@ -521,7 +523,11 @@ static int load_hf(cllm_model *m, const char *dir) {
         if ((rc = cllm_tokenizer_from_hf_dir(&m->tok, dir))) { cllm_error_prefix(rc, "%s: ", dir); goto out; }
     }
     m->src = cllm_calloc(1, sizeof *m->src);
-    if (!m->src || !(m->src->hf_dir = cllm_strdup(dir))) { rc = CLLM_ENOMEM; goto out; }
+    if (!m->src || !(m->src->hf_dir = cllm_strdup(dir)) || !(m->src->meta = json_object())) { rc = CLLM_ENOMEM; goto out; }
+    for (size_t i = 0; i < cllm_st_n_metadata(st); i++) {
+        const char *k, *v;
+        if (!cllm_st_metadata_at(st, i, &k, &v)) json_object_set_new(m->src->meta, k, json_string(v));
+    }
 out:
     cllm_st_close(st);
     json_decref(cfg);
@@ -556,6 +562,119 @@ static json_t *json_float(float f) {
         if (strtof(buf, NULL) == f) break;
     }
     return json_real(strtod(buf, NULL));
+}
+
+/* Text of a special-token entry of tokenizer_config.json ("<x>" or {"content": "<x>"}). */
+static const char *tok_text(json_t *v) {
+    if (json_is_object(v)) v = json_object_get(v, "content");
+    return json_string_value(v);
+}
+
+/* GGUF tokenizer keys from a HF directory's tokenizer.json (byte-level BPE)
+ * and tokenizer_config.json: tokens by id, token types (added special tokens
+ * control, other added tokens user-defined), merges, the pre-tokenizer name
+ * ("smollm" for Digits(individual) + ByteLevel, else "gpt2"), special ids,
+ * add_bos_token and the chat template. Nothing is written without tokenizer.json. */
+static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir) {
+    char *tp = path_join(dir, "tokenizer.json"), *cp = path_join(dir, "tokenizer_config.json");
+    json_t *tj = NULL, *tc = NULL;
+    char **toks = NULL;
+    size_t *lens = NULL;
+    int32_t *types = NULL;
+    char **merges = NULL;
+    size_t n_tok = 0, n_merges = 0;
+    int rc = 0;
+    json_error_t je;
+    if (!tp || !cp) { rc = CLLM_ENOMEM; goto out; }
+    if (access(tp, R_OK)) goto out;
+    if (!(tj = json_load_file(tp, 0, &je))) { rc = cllm_error(CLLM_EFORMAT, "%s: %s (line %d)", tp, je.text, je.line); goto out; }
+    if (!access(cp, R_OK) && !(tc = json_load_file(cp, 0, &je))) { rc = cllm_error(CLLM_EFORMAT, "%s: %s (line %d)", cp, je.text, je.line); goto out; }
+    json_t *model = json_object_get(tj, "model"), *vocab = json_object_get(model, "vocab"), *jm = json_object_get(model, "merges");
+    const char *mtype = json_string_value(json_object_get(model, "type"));
+    if (!mtype || strcmp(mtype, "BPE") || !json_is_object(vocab)) goto out;  /* not byte-level BPE: no keys */
+    json_t *added = json_object_get(tj, "added_tokens");
+    /* n_tok = 1 + the largest id of vocab and added tokens; every id must be filled. */
+    const char *k;
+    json_t *v;
+    json_int_t maxid = -1;
+    json_object_foreach(vocab, k, v) if (json_is_integer(v) && json_integer_value(v) > maxid) maxid = json_integer_value(v);
+    size_t ai;
+    json_array_foreach(added, ai, v) {
+        json_t *id = json_object_get(v, "id");
+        if (json_is_integer(id) && json_integer_value(id) > maxid) maxid = json_integer_value(id);
+    }
+    if (maxid < 0 || maxid >= (1 << 24)) { rc = cllm_error(CLLM_EFORMAT, "%s: bad vocabulary ids", tp); goto out; }
+    n_tok = (size_t)maxid + 1;
+    toks = cllm_calloc(n_tok, sizeof *toks);
+    lens = cllm_calloc(n_tok, sizeof *lens);
+    types = cllm_calloc(n_tok, sizeof *types);
+    if (!toks || !lens || !types) { rc = CLLM_ENOMEM; goto out; }
+    size_t klen;
+    json_object_keylen_foreach(vocab, k, klen, v) {
+        json_int_t id = json_integer_value(v);
+        if (!json_is_integer(v) || id < 0) { rc = cllm_error(CLLM_EFORMAT, "%s: vocab entry has a bad id", tp); goto out; }
+        if (toks[id]) continue;
+        if (!(toks[id] = cllm_strndup(k, klen))) { rc = CLLM_ENOMEM; goto out; }
+        lens[id] = klen;
+        types[id] = CLLM_TOK_NORMAL;
+    }
+    json_array_foreach(added, ai, v) {
+        json_t *id = json_object_get(v, "id"), *content = json_object_get(v, "content");
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || !json_is_string(content)) {
+            rc = cllm_error(CLLM_EFORMAT, "%s: added token %zu lacks id or content", tp, ai);
+            goto out;
+        }
+        json_int_t i = json_integer_value(id);
+        if (!toks[i]) {
+            if (!(toks[i] = cllm_strndup(json_string_value(content), json_string_length(content)))) { rc = CLLM_ENOMEM; goto out; }
+            lens[i] = json_string_length(content);
+        }
+        types[i] = json_is_true(json_object_get(v, "special")) ? CLLM_TOK_CONTROL : CLLM_TOK_USER_DEFINED;
+    }
+    for (size_t i = 0; i < n_tok; i++)
+        if (!toks[i]) { rc = cllm_error(CLLM_EFORMAT, "%s: no token has id %zu", tp, i); goto out; }
+    n_merges = json_array_size(jm);
+    merges = cllm_calloc(n_merges ? n_merges : 1, sizeof *merges);
+    if (!merges) { rc = CLLM_ENOMEM; goto out; }
+    json_array_foreach(jm, ai, v) {
+        if (json_is_string(v)) merges[ai] = cllm_strdup(json_string_value(v));
+        else if (json_is_array(v) && json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) && json_is_string(json_array_get(v, 1))) {
+            const char *a = json_string_value(json_array_get(v, 0)), *b = json_string_value(json_array_get(v, 1));
+            size_t n = strlen(a) + strlen(b) + 2;
+            if ((merges[ai] = cllm_malloc(n))) snprintf(merges[ai], n, "%s %s", a, b);
+        } else { rc = cllm_error(CLLM_EFORMAT, "%s: merge %zu is neither \"a b\" nor [a, b]", tp, ai); goto out; }
+        if (!merges[ai]) { rc = CLLM_ENOMEM; goto out; }
+    }
+    json_t *pt = json_object_get(tj, "pre_tokenizer"), *pts = json_object_get(pt, "pretokenizers");
+    const char *pre = "gpt2";
+    if (json_array_size(pts) == 2 && !strcmp(json_string_value(json_object_get(json_array_get(pts, 0), "type")) ? json_string_value(json_object_get(json_array_get(pts, 0), "type")) : "", "Digits") &&
+        json_is_true(json_object_get(json_array_get(pts, 0), "individual_digits")))
+        pre = "smollm";
+    if ((rc = cllm_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2", 4)) ||
+        (rc = cllm_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, strlen(pre))) ||
+        (rc = cllm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, lens, n_tok)) ||
+        (rc = cllm_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types, n_tok)) ||
+        (rc = cllm_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, n_merges)) ||
+        (rc = cllm_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", 0)))
+        goto out;
+    static const char *const ids[][2] = {{"bos_token", "tokenizer.ggml.bos_token_id"}, {"eos_token", "tokenizer.ggml.eos_token_id"},
+                                         {"unk_token", "tokenizer.ggml.unknown_token_id"}, {"pad_token", "tokenizer.ggml.padding_token_id"}};
+    for (size_t i = 0; tc && i < 4 && !rc; i++) {
+        const char *t = tok_text(json_object_get(tc, ids[i][0]));
+        for (size_t j = 0; t && j < n_tok; j++)
+            if (lens[j] == strlen(t) && !memcmp(toks[j], t, lens[j])) { rc = cllm_gguf_writer_set_u32(w, ids[i][1], (uint32_t)j); break; }
+    }
+    json_t *ab = tc ? json_object_get(tc, "add_bos_token") : NULL;
+    if (!rc && json_is_boolean(ab)) rc = cllm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", json_is_true(ab));
+    json_t *ct = tc ? json_object_get(tc, "chat_template") : NULL;
+    if (!rc && json_is_string(ct)) rc = cllm_gguf_writer_set_str(w, "tokenizer.chat_template", json_string_value(ct), json_string_length(ct));
+out:
+    for (size_t i = 0; toks && i < n_tok; i++) free(toks[i]);
+    for (size_t i = 0; merges && i < n_merges; i++) free(merges[i]);
+    free(toks); free(lens); free(types); free(merges);
+    json_decref(tj); json_decref(tc);
+    free(tp); free(cp);
+    return rc;
 }
 
 static int save_gguf(const cllm_model *m, const char *path, int type) {
@@ -599,10 +718,19 @@ static int save_gguf(const cllm_model *m, const char *path, int type) {
 #undef SETF
     /* llama.cpp file types: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32. */
     if (!rc) rc = cllm_gguf_writer_set_u32(w, "general.file_type", type == GGML_T_F32 ? 0 : type == GGML_T_F16 ? 1 : 32);
+    if (!src && !rc && m->src && m->src->meta) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(m->src->meta, k, v)
+            if (!rc && !strncmp(k, "general.", 8) && json_is_string(v) && strcmp(k, "general.architecture"))
+                rc = cllm_gguf_writer_set_str(w, k, json_string_value(v), json_string_length(v));
+    }
+    if (!src && !rc && m->src && m->src->hf_dir) rc = gguf_tokenizer_from_hf(w, m->src->hf_dir);
     if (!src && !rc) {
         if (c->bos_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
         if (!rc && c->eos_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_id);
-        if (!rc && c->pad_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)c->pad_id);
+        if (!rc && c->pad_id >= 0 && cllm_gguf_writer_has(w, "tokenizer.ggml.padding_token_id") == 0)
+            rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)c->pad_id);
     }
     /* Tensors: vectors (norms, biases) stay F32 as llama.cpp expects; matrices take
      * the asked type. Q/K rows are permuted back for llama-style archs. */
@@ -736,10 +864,30 @@ static int save_hf(const cllm_model *m, const char *dir, int type) {
     for (int j = 0; j < m->n_tensors; j++)
         ts[j] = (cllm_st_wtensor){m->tensors[j].name, m->tensors[j].n_dims, m->tensors[j].shape, m->params + m->tensors[j].offset};
     int st_type = type == GGML_T_F32 ? CLLM_ST_F32 : type == GGML_T_F16 ? CLLM_ST_F16 : CLLM_ST_BF16;
-    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    /* __metadata__: "format": "pt" (what HF writes) plus the source's general.*
+     * strings, so GGUF -> HF -> GGUF keeps the model's name, license, ... */
+    enum { MAXM = 64 };
+    const char *mk[MAXM] = {"format"}, *mv[MAXM] = {"pt"};
+    size_t nm = 1;
+    const cllm_gguf *sg = m->src ? m->src->g : NULL;
+    for (int i = 0; sg && i < cllm_gguf_n_kv(sg) && nm < MAXM; i++) {
+        const char *k = cllm_gguf_key(sg, i);
+        cllm_gguf_str sv;
+        if (!strncmp(k, "general.", 8) && strcmp(k, "general.architecture") &&
+            cllm_gguf_kv_type(sg, i) == GGUF_T_STR && !cllm_gguf_get_str(sg, k, &sv) && strlen(sv.s) == sv.len) {
+            mk[nm] = k;
+            mv[nm++] = sv.s;
+        }
+    }
+    if (m->src && m->src->meta) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(m->src->meta, k, v)
+            if (nm < MAXM && strcmp(k, "format") && json_is_string(v)) { mk[nm] = k; mv[nm++] = json_string_value(v); }
+    }
     char *p = path_join(dir, "model.safetensors");
     if (!p) { free(ts); return CLLM_ENOMEM; }
-    rc = cllm_st_write(p, ts, (size_t)m->n_tensors, st_type, mk, mv, 1);
+    rc = cllm_st_write(p, ts, (size_t)m->n_tensors, st_type, mk, mv, nm);
     free(p);
     free(ts);
     if (rc) return rc;
