@@ -1,0 +1,391 @@
+/* test_model.c: the in-memory model, its loaders and savers, safetensors.
+ *
+ *  - cllm_model_alloc lays out the tensor table and pointers as model.h says;
+ *  - tiny random models (llama with q/k/v bias and an untied lm_head; qwen2)
+ *    survive GGUF and HF save/load bit for bit (this checks that the GGUF
+ *    writer's Q/K permutation and the loader's un-permutation are inverses);
+ *  - the real SmolLM2 GGUF loads with the hyperparameters of the file, and its
+ *    Q/K projections after un-permutation equal HF transformers' own GGUF load
+ *    (tests/golden/gguf_dequant.txt "hf" lines);
+ *  - GGUF -> HF directory -> model: every tensor bit-equal (both loaders give the
+ *    same model); -> GGUF again: every tensor bit-equal and the metadata kept
+ *    (except general.file_type, general.quantization_version and non-string
+ *    general.* keys such as general.languages); bf16 output is the rounding of
+ *    the fp32 weights;
+ *  - hostile safetensors files each fail with a clear message.
+ */
+#include <inttypes.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "err.h"
+#include "gguf.h"
+#include "model.h"
+#include "safetensors.h"
+
+static char tmpdir[128];
+
+static const char *tmp(const char *name) {
+    static char p[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
+    return p[k];
+}
+
+static uint64_t checksum(const float *a, size_t n) {
+    uint64_t s = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &a[i], 4);
+        s += (uint64_t)b * ((uint64_t)i * 2654435761u + 1);
+    }
+    return s;
+}
+
+/* Same config, same tensor table, every parameter bit-equal. */
+static int same_model(const cllm_model *a, const cllm_model *b, const char *what) {
+    int ok = 1;
+    const cllm_config *x = &a->cfg, *y = &b->cfg;
+    if (strcmp(x->arch, y->arch) || x->n_layer != y->n_layer || x->d_model != y->d_model || x->n_head != y->n_head ||
+        x->n_head_kv != y->n_head_kv || x->head_dim != y->head_dim || x->d_ff != y->d_ff || x->vocab != y->vocab ||
+        x->max_ctx != y->max_ctx || x->rope_theta != y->rope_theta || x->rope_dim != y->rope_dim ||
+        x->rms_eps != y->rms_eps || x->tied != y->tied || x->qkv_bias != y->qkv_bias || x->bos_id != y->bos_id ||
+        x->eos_id != y->eos_id || x->pad_id != y->pad_id) {
+        fprintf(stderr, "%s: configs differ\n", what);
+        ok = 0;
+    }
+    if (a->n_tensors != b->n_tensors || a->n_params != b->n_params) {
+        fprintf(stderr, "%s: tensor tables differ\n", what);
+        return 0;
+    }
+    for (int i = 0; i < a->n_tensors; i++) {
+        const cllm_tensor_info *s = &a->tensors[i], *t = &b->tensors[i];
+        if (strcmp(s->name, t->name) || s->numel != t->numel || s->offset != t->offset ||
+            memcmp(a->params + s->offset, b->params + t->offset, s->numel * sizeof(float))) {
+            if (ok) fprintf(stderr, "%s: tensor %s differs\n", what, s->name);
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+static void fill_random(cllm_model *m, uint64_t seed) {
+    uint64_t x = seed;
+    for (size_t i = 0; i < m->n_params; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        m->params[i] = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 23);
+    }
+}
+
+static void test_alloc(void) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.arch, "llama");
+    c.n_layer = 2; c.d_model = 16; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 4; c.d_ff = 24; c.vocab = 10;
+    c.max_ctx = 64; c.rope_theta = 10000; c.rms_eps = 1e-5f; c.qkv_bias = 1; c.tied = 0;
+    c.bos_id = 1; c.eos_id = 2; c.pad_id = -1;
+    cllm_model m;
+    CHECK_OK(cllm_model_alloc(&m, &c));
+    CHECK_EQ_INT(m.cfg.rope_dim, 4);
+    CHECK_EQ_INT(m.n_tensors, 2 + 2 * 12 + 1);
+    size_t want = 10 * 16 + 2 * (16 + 16 * 16 + 16 + 8 * 16 + 8 + 8 * 16 + 8 + 16 * 16 + 16 + 3 * 24 * 16) + 16 + 10 * 16;
+    CHECK_EQ_INT(m.n_params, want);
+    size_t off = 0;
+    for (int i = 0; i < m.n_tensors; i++) {
+        CHECK_EQ_INT(m.tensors[i].offset, off);
+        off += m.tensors[i].numel;
+    }
+    const cllm_tensor_info *t = cllm_model_tensor(&m, "model.layers.1.self_attn.k_proj.weight");
+    CHECK(t && t->shape[0] == 8 && t->shape[1] == 16 && m.layers[1].wk == m.params + t->offset);
+    t = cllm_model_tensor(&m, "model.layers.0.self_attn.v_proj.bias");
+    CHECK(t && m.layers[0].bv == m.params + t->offset);
+    CHECK(m.lm_head != m.tok_emb && m.lm_head == m.params + cllm_model_tensor(&m, "lm_head.weight")->offset);
+    CHECK(cllm_model_tensor(&m, "nope") == NULL);
+    cllm_model_free(&m);
+    c.n_head = 3;
+    CHECK(cllm_model_alloc(&m, &c) == CLLM_EINVAL);
+    TEST_OK("model alloc layout");
+}
+
+static void roundtrip_tiny(const char *arch, int bias, int tied) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "%s", arch);
+    strcpy(c.name, "tiny");
+    c.n_layer = 2; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = 40;
+    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.qkv_bias = bias; c.tied = tied;
+    c.bos_id = 1; c.eos_id = 2; c.pad_id = 0;
+    cllm_model m, g, h;
+    CHECK_OK(cllm_model_alloc(&m, &c));
+    fill_random(&m, 42);
+    const char *gp = tmp("tiny.gguf"), *hp = tmp("tiny-hf");
+    CHECK_OK(cllm_model_save(&m, gp, "f32"));
+    CHECK_OK(cllm_model_load(&g, gp));
+    CHECK(same_model(&m, &g, "tiny gguf"));
+    CHECK_STR(g.cfg.name, "tiny");
+    /* the stored Q rows are the permuted ones (llama) or not (qwen2) */
+    cllm_gguf *gg = NULL;
+    CHECK_OK(cllm_gguf_open(&gg, gp));
+    if (gg) {
+        float q[32 * 32];
+        CHECK_OK(cllm_gguf_read_f32(gg, cllm_gguf_find_tensor(gg, "blk.1.attn_q.weight"), q, 32 * 32));
+        /* GGUF row h*HS + 2i + t = HF row h*HS + t*HS/2 + i; head 1, i 1, t 1: gguf row 11 = hf row 13 */
+        int permuted = !strcmp(arch, "llama");
+        CHECK(!memcmp(q + 11 * 32, m.layers[1].wq + (permuted ? 13 : 11) * 32, 32 * sizeof(float)));
+        cllm_gguf_close(gg);
+    }
+    CHECK_OK(cllm_model_save(&m, hp, "f32"));
+    CHECK_OK(cllm_model_load(&h, hp));
+    CHECK(same_model(&m, &h, "tiny hf"));
+    cllm_model_free(&g);
+    cllm_model_free(&h);
+    cllm_model_free(&m);
+}
+
+static void test_tiny(void) {
+    roundtrip_tiny("llama", 1, 0);
+    roundtrip_tiny("llama", 0, 1);
+    roundtrip_tiny("qwen2", 1, 1);
+    TEST_OK("tiny models: GGUF and HF save/load bit-equal (llama+bias+untied, llama tied, qwen2)");
+}
+
+/* Compare the model's tensors with the "hf" lines of the golden file. */
+static void check_hf_golden(const cllm_model *m) {
+    FILE *f = fopen("tests/golden/gguf_dequant.txt", "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    char line[512], kind[16], name[128];
+    size_t numel;
+    uint64_t want;
+    double fsum;
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || sscanf(line, "%15s %127s %zu %" SCNx64 " %lf", kind, name, &numel, &want, &fsum) != 5) continue;
+        uint32_t first[512];
+        for (int i = 0; i < 512; i++) CHECK(fscanf(f, "%" SCNx32, &first[i]) == 1);
+        if (strcmp(kind, "hf")) continue;
+        const cllm_tensor_info *t = cllm_model_tensor(m, name);
+        CHECK_MSG(t && t->numel == numel, "%s", name);
+        if (!t) continue;
+        const float *v = m->params + t->offset;
+        CHECK_MSG(checksum(v, numel) == want, "%s: checksum differs from HF transformers' GGUF load", name);
+        CHECK_MSG(!memcmp(v, first, 512 * 4), "%s: first values differ from HF", name);
+        n++;
+    }
+    fclose(f);
+    CHECK(n >= 4);
+}
+
+/* Every key of a is in b with the same type and value, except the listed ones. */
+static int same_metadata(const cllm_gguf *a, const cllm_gguf *b, const char *const *skip) {
+    int ok = 1;
+    for (int i = 0; i < cllm_gguf_n_kv(a); i++) {
+        const char *k = cllm_gguf_key(a, i);
+        int skipped = 0;
+        for (const char *const *s = skip; *s; s++) skipped |= !strcmp(*s, k);
+        if (skipped) continue;
+        int j = cllm_gguf_find(b, k);
+        if (j < 0) { fprintf(stderr, "metadata: %s missing\n", k); ok = 0; continue; }
+        int ta = cllm_gguf_kv_type(a, i), tb = cllm_gguf_kv_type(b, j);
+        if (ta != tb) { fprintf(stderr, "metadata: %s type %d vs %d\n", k, ta, tb); ok = 0; continue; }
+        int64_t x, y;
+        double fx, fy;
+        cllm_gguf_str sx, sy;
+        const cllm_gguf_str *ax, *ay;
+        const int32_t *ix, *iy;
+        size_t nx, ny;
+        if (!cllm_gguf_get_int(a, k, &x)) { CHECK_OK(cllm_gguf_get_int(b, k, &y)); if (x != y) { fprintf(stderr, "metadata: %s value\n", k); ok = 0; } }
+        else if (!cllm_gguf_get_float(a, k, &fx)) { CHECK_OK(cllm_gguf_get_float(b, k, &fy)); if (fx != fy) { fprintf(stderr, "metadata: %s value\n", k); ok = 0; } }
+        else if (!cllm_gguf_get_str(a, k, &sx)) {
+            CHECK_OK(cllm_gguf_get_str(b, k, &sy));
+            if (sx.len != sy.len || memcmp(sx.s, sy.s, sx.len)) { fprintf(stderr, "metadata: %s value\n", k); ok = 0; }
+        } else if (!cllm_gguf_get_arr_str(a, k, &ax, &nx)) {
+            CHECK_OK(cllm_gguf_get_arr_str(b, k, &ay, &ny));
+            int same = nx == ny;
+            for (size_t q = 0; same && q < nx; q++) same = ax[q].len == ay[q].len && !memcmp(ax[q].s, ay[q].s, ax[q].len);
+            if (!same) { fprintf(stderr, "metadata: %s value\n", k); ok = 0; }
+        } else if (!cllm_gguf_get_arr_i32(a, k, &ix, &nx)) {
+            CHECK_OK(cllm_gguf_get_arr_i32(b, k, &iy, &ny));
+            if (nx != ny || memcmp(ix, iy, nx * 4)) { fprintf(stderr, "metadata: %s value\n", k); ok = 0; }
+        }
+    }
+    return ok;
+}
+
+static void test_real(void) {
+    const char *path = test_model_path();
+    cllm_model m, h, r;
+    CHECK_OK(cllm_model_load(&m, path));
+    if (!m.params) return;
+    CHECK_STR(m.cfg.arch, "llama");
+    CHECK(m.cfg.n_layer == 30 && m.cfg.d_model == 576 && m.cfg.n_head == 9 && m.cfg.n_head_kv == 3);
+    CHECK(m.cfg.head_dim == 64 && m.cfg.d_ff == 1536 && m.cfg.vocab == 49152 && m.cfg.max_ctx == 8192);
+    CHECK(m.cfg.rope_theta == 100000.0f && m.cfg.rms_eps == 1e-5f && m.cfg.tied && !m.cfg.qkv_bias);
+    CHECK(m.cfg.bos_id == 1 && m.cfg.eos_id == 2 && m.cfg.pad_id == 2);
+    CHECK_EQ_INT(m.n_tensors, 272);
+    CHECK(m.lm_head == m.tok_emb);
+    CHECK(m.tok != NULL);
+    check_hf_golden(&m);
+    TEST_OK("real GGUF loads; Q/K un-permutation equals HF transformers");
+
+    /* GGUF -> HF directory -> model */
+    const char *hp = tmp("smol-hf"), *gp = tmp("smol-rt.gguf"), *bp = tmp("smol-bf16.gguf");
+    CHECK_OK(cllm_model_save(&m, hp, "f32"));
+    CHECK_OK(cllm_model_load(&h, hp));
+    CHECK(same_model(&m, &h, "gguf vs safetensors"));
+    /* -> GGUF again */
+    CHECK_OK(cllm_model_save(&h, gp, "f32"));
+    CHECK_OK(cllm_model_load(&r, gp));
+    CHECK(same_model(&m, &r, "gguf -> hf -> gguf"));
+    CHECK(r.tok != NULL);
+    cllm_gguf *a = NULL, *b = NULL;
+    CHECK_OK(cllm_gguf_open(&a, path));
+    CHECK_OK(cllm_gguf_open(&b, gp));
+    if (a && b) {
+        const char *skip[] = {"general.file_type", "general.quantization_version", "general.languages", NULL};
+        CHECK(same_metadata(a, b, skip));
+        int64_t ft;
+        CHECK_OK(cllm_gguf_get_int(b, "general.file_type", &ft));
+        CHECK_EQ_INT(ft, 0);
+        /* stored Q rows are permuted again, as llama.cpp expects: equal to the source's */
+        float *x = malloc(576 * 576 * 4), *y = malloc(576 * 576 * 4);
+        CHECK_OK(cllm_gguf_read_f32(a, cllm_gguf_find_tensor(a, "blk.3.attn_q.weight"), x, 576 * 576));
+        CHECK_OK(cllm_gguf_read_f32(b, cllm_gguf_find_tensor(b, "blk.3.attn_q.weight"), y, 576 * 576));
+        CHECK(!memcmp(x, y, 576 * 576 * 4));
+        free(x);
+        free(y);
+    }
+    cllm_gguf_close(a);
+    cllm_gguf_close(b);
+    cllm_model_free(&r);
+    cllm_model_free(&h);
+    TEST_OK("GGUF -> safetensors -> GGUF: tensors bit-equal, metadata kept");
+
+    /* bf16 GGUF: matrices are the bf16 rounding, vectors stay f32 */
+    CHECK_OK(cllm_model_save(&m, bp, "bf16"));
+    CHECK_OK(cllm_model_load(&r, bp));
+    if (r.params) {
+        int bad = 0;
+        for (int i = 0; i < m.n_tensors; i++) {
+            const cllm_tensor_info *t = &m.tensors[i];
+            for (size_t j = 0; j < t->numel; j += 97) {
+                float v = m.params[t->offset + j], want = v;
+                if (t->n_dims == 2) {
+                    uint16_t hb;
+                    cllm_f32_to_bf16(&v, &hb, 1);
+                    uint32_t bits = (uint32_t)hb << 16;
+                    memcpy(&want, &bits, 4);
+                }
+                if (r.params[t->offset + j] != want) bad++;
+            }
+        }
+        CHECK(bad == 0);
+        cllm_model_free(&r);
+    }
+    cllm_model_free(&m);
+    TEST_OK("bf16 GGUF save");
+}
+
+/* ---- hostile safetensors ---- */
+
+static int st_file(const char *hdr, size_t data_bytes, int64_t len_override) {
+    const char *p = tmp("bad.safetensors");
+    FILE *f = fopen(p, "wb");
+    if (!f) return -1;
+    uint64_t n = len_override >= 0 ? (uint64_t)len_override : strlen(hdr);
+    if (len_override == -2) n = UINT64_MAX;
+    fwrite(&n, 8, 1, f);
+    fwrite(hdr, 1, strlen(hdr), f);
+    for (size_t i = 0; i < data_bytes; i++) fputc(0, f);
+    fclose(f);
+    cllm_st *st = NULL;
+    int rc = cllm_st_open(&st, p);
+    cllm_st_close(st);
+    return rc;
+}
+
+#define ST_FAIL(hdr, data, len, frag) do { int rc__ = st_file(hdr, data, len); \
+    CHECK_MSG(rc__ < 0 && strstr(cllm_errmsg(), frag), "expected \"%s\", got %d \"%s\"", frag, rc__, cllm_errmsg()); } while (0)
+
+static void test_bad_safetensors(void) {
+    const char *ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]}}";
+    CHECK_OK(st_file(ok, 24, -1));
+    CHECK_OK(st_file("{\"__metadata__\":{\"format\":\"pt\"},\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
+                     "\"z\":{\"dtype\":\"F16\",\"shape\":[0,3],\"data_offsets\":[4,4]}}      ", 4, -1));
+    ST_FAIL(ok, 24, 1000, "header length 1000 is larger than the file");
+    ST_FAIL(ok, 24, -2, "header length 18446744073709551615 exceeds the limit");
+    ST_FAIL(ok, 23, -1, "truncated");
+    ST_FAIL(ok, 25, -1, "1 bytes after the last tensor");
+    ST_FAIL("[1, 2]", 0, -1, "does not start with '{'");
+    ST_FAIL("{\"a\":", 0, -1, "bad JSON header");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, -1, "overlap");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, -1, "gap of 4 bytes before tensor a");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, -1, "end 4 < begin 8");
+    ST_FAIL("{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, -1, "unknown dtype F33");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, -1, "shape entry 0 is not a non-negative integer");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, -1, "shape entry 0");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", 4, -1, "overflows 64 bits");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, -1, "4 bytes for 2 F32 elements");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+            8, -1, "duplicate");
+    ST_FAIL("{\"__metadata__\":{\"x\":1}}", 0, -1, "__metadata__ value of x is not a string");
+    {
+        const char *p = tmp("short.safetensors");
+        FILE *f = fopen(p, "wb");
+        fputs("abc", f);
+        fclose(f);
+        cllm_st *st = NULL;
+        CHECK(cllm_st_open(&st, p) < 0 && strstr(cllm_errmsg(), "too short"));
+    }
+    /* a sharded directory whose index names a file outside it */
+    const char *d = tmp("shard-dir");
+    mkdir(d, 0700);
+    FILE *f = fopen(tmp("shard-dir/model.safetensors.index.json"), "w");
+    if (f) { fputs("{\"weight_map\":{\"a\":\"../x.safetensors\"}}", f); fclose(f); }
+    cllm_st *st = NULL;
+    CHECK(cllm_st_open_dir(&st, d) < 0 && strstr(cllm_errmsg(), "not a plain file name"));
+    TEST_OK("safetensors hostile files");
+}
+
+static void test_sharded(void) {
+    /* two shards + index: loads like one file */
+    const char *d = tmp("sharded");
+    mkdir(d, 0700);
+    float a[4] = {1, 2, 3, 4}, b[2] = {5, 6};
+    int64_t sa[2] = {2, 2}, sb[1] = {2};
+    cllm_st_wtensor ta = {"a", 2, sa, a}, tb = {"b", 1, sb, b};
+    CHECK_OK(cllm_st_write(tmp("sharded/m-1.safetensors"), &ta, 1, CLLM_ST_F32, NULL, NULL, 0));
+    CHECK_OK(cllm_st_write(tmp("sharded/m-2.safetensors"), &tb, 1, CLLM_ST_BF16, NULL, NULL, 0));
+    FILE *f = fopen(tmp("sharded/model.safetensors.index.json"), "w");
+    if (f) { fputs("{\"metadata\":{},\"weight_map\":{\"a\":\"m-1.safetensors\",\"b\":\"m-2.safetensors\"}}", f); fclose(f); }
+    cllm_st *st = NULL;
+    CHECK_OK(cllm_st_open_dir(&st, d));
+    if (st) {
+        float ra[4], rb[2];
+        CHECK_EQ_INT(cllm_st_n_tensors(st), 2);
+        CHECK_OK(cllm_st_read_f32(st, cllm_st_find(st, "a"), ra, 4));
+        CHECK_OK(cllm_st_read_f32(st, cllm_st_find(st, "b"), rb, 2));
+        CHECK(!memcmp(ra, a, sizeof a) && rb[0] == 5 && rb[1] == 6);
+        cllm_st_close(st);
+    }
+    TEST_OK("safetensors shards");
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/cllm-test-model-%d", (int)getpid());
+    mkdir(tmpdir, 0700);
+    test_alloc();
+    test_tiny();
+    test_bad_safetensors();
+    test_sharded();
+    test_real();
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmpdir);
+    TEST_END();
+}
