@@ -232,6 +232,14 @@ int main(void) {
     test_threads(&m);
     test_errors(&m);
     cllm_model_free(&m);
+    /* the same model through the project's HF loader */
+    int rc = cllm_model_load(&m, "tests/golden/tiny-qwen2");
+    CHECK_OK(rc);
+    if (!rc) {
+        CHECK(m.cfg.qkv_bias && !m.cfg.tied && m.cfg.n_head_kv == 2);
+        test_tiny_golden(&m);
+        cllm_model_free(&m);
+    }
     test_smollm2_golden();
     TEST_END();
 }
