@@ -439,10 +439,6 @@ static int json_token_field(json_t *cfg, const char *key, int *out) {
     return 0;
 }
 
-/* The tokenizer of a HF directory is built by the tokenizer module when it has
- * a HF loader linked in (weak so this file links while it is being written). */
-extern int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir) __attribute__((weak));
-
 static int load_hf(cllm_model *m, const char *dir) {
     char *cfgp = path_join(dir, "config.json");
     if (!cfgp) return CLLM_ENOMEM;
@@ -519,7 +515,7 @@ static int load_hf(cllm_model *m, const char *dir) {
     if (!tokp) { rc = CLLM_ENOMEM; goto out; }
     int has_tok = access(tokp, R_OK) == 0;
     free(tokp);
-    if (has_tok && cllm_tokenizer_from_hf_dir) {
+    if (has_tok) {
         if ((rc = cllm_tokenizer_from_hf_dir(&m->tok, dir))) { cllm_error_prefix(rc, "%s: ", dir); goto out; }
     }
     m->src = cllm_calloc(1, sizeof *m->src);

@@ -24,6 +24,7 @@
 #include "gguf.h"
 #include "model.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 
 static char tmpdir[128];
 
@@ -236,6 +237,9 @@ static void test_real(void) {
     CHECK_OK(cllm_model_save(&m, hp, "f32"));
     CHECK_OK(cllm_model_load(&h, hp));
     CHECK(same_model(&m, &h, "gguf vs safetensors"));
+    /* the tokenizer.json written from the GGUF metadata gives the same tokenizer */
+    CHECK(h.tok != NULL);
+    if (h.tok && m.tok) CHECK_STR(cllm_tokenizer_hash(h.tok), cllm_tokenizer_hash(m.tok));
     /* -> GGUF again */
     CHECK_OK(cllm_model_save(&h, gp, "f32"));
     CHECK_OK(cllm_model_load(&r, gp));
