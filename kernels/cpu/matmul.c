@@ -8,11 +8,14 @@
  *                   in L1, because OpenBLAS' sgemm packs W for such thin
  *                   products and then runs at a third of the bandwidth;
  *   otherwise       cblas_sgemm (prefill, and CPUs without AVX-512F).
- * Every path sums each output in one fixed order for a given T, so results do
- * not depend on the thread count. The paths round differently (FMA, order),
+ * The AVX-512 path splits W's rows over pthreads started per call (about
+ * 30 us, against milliseconds of work per call at these sizes). Every path
+ * sums each output in one fixed order for a given T, so results do not depend
+ * on the thread count. The paths round differently (FMA, order),
  * which is far inside the forward's 1e-4 tolerance.
  */
 #include <cblas.h>
+#include <pthread.h>
 #include <stddef.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -95,6 +98,44 @@ static void matmul_thin_avx512(float *out, const float *inp, const float *weight
     }
 }
 
+typedef struct thin_job {
+    float *out;
+    const float *inp, *weight;
+    int T, C, OC, o0, o1;
+} thin_job;
+
+static void *thin_thread(void *arg) {
+    thin_job *j = arg;
+    matmul_thin_avx512(j->out, j->inp, j->weight, j->T, j->C, j->OC, j->o0, j->o1);
+    return NULL;
+}
+
+/* Split the rows of W (in multiples of 4) over kernels_threads() threads,
+ * the caller being one of them. Each output element is still computed by one
+ * thread in the same order, so the split does not change any result. */
+static void matmul_thin(float *out, const float *inp, const float *weight, int T, int C, int OC) {
+    enum { MAXT = 64 };
+    int nt = kernels_threads();
+    if (nt > MAXT) nt = MAXT;
+    if (nt > OC / 64) nt = OC / 64 > 0 ? OC / 64 : 1;   /* not worth a thread below 64 rows */
+    if (T < 8) nt = 1;   /* memory-bound: one thread already reads W at full bandwidth */
+    thin_job jobs[MAXT];
+    pthread_t tid[MAXT];
+    int started[MAXT] = {0};
+    int blocks = (OC + 3) / 4;
+    for (int i = 0; i < nt; i++) {
+        int b0 = (int)((long long)blocks * i / nt), b1 = (int)((long long)blocks * (i + 1) / nt);
+        int o0 = 4 * b0, o1 = 4 * b1 < OC ? 4 * b1 : OC;
+        jobs[i] = (thin_job){out, inp, weight, T, C, OC, o0, o1};
+    }
+    for (int i = 1; i < nt; i++) started[i] = pthread_create(&tid[i], NULL, thin_thread, &jobs[i]) == 0;
+    thin_thread(&jobs[0]);
+    for (int i = 1; i < nt; i++) {
+        if (started[i]) pthread_join(tid[i], NULL);
+        else thin_thread(&jobs[i]);
+    }
+}
+
 static int have_avx512(void) {
     static int v = -1;
     if (v < 0) v = __builtin_cpu_supports("avx512f") ? 1 : 0;
@@ -110,7 +151,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     }
 #ifdef HAVE_AVX512_PATH
     else if (T <= 32 && have_avx512()) {
-        matmul_thin_avx512(out, inp, weight, T, C, OC, 0, OC);
+        matmul_thin(out, inp, weight, T, C, OC);
     }
 #endif
     else {
