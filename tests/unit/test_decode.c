@@ -227,6 +227,9 @@ static void test_smollm2(void) {
             snprintf(what, sizeof what, "gsm8k prompt %d n %d", p, o.n);
             CHECK_OK(cllm_decode(&f, &kv, 0, ids[p], lens[p], &o, &ja));
             compare(what, &f, &kv, ids[p], lens[p], &ar, &ja);
+            if (longrun)
+                printf("%s: %d tokens (eos %d), AR %d steps, Jacobi %d steps\n", what, ja.n_tokens,
+                       ja.eos, ar.steps, ja.steps), fflush(stdout);
             ja_tokens[s] += ja.n_tokens;
             ja_steps[s] += ja.steps;
             cllm_decode_result_free(&ja);
