@@ -40,8 +40,10 @@ int cllm_tokenizer_from_gguf(cllm_tokenizer **out, const struct cllm_gguf *g);
 int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir);
 void cllm_tokenizer_free(cllm_tokenizer *t);
 
-/* Encode len bytes of text. Special tokens are recognised when parse_special.
- * *ids is malloc'd (caller frees). */
+/* Encode len bytes of text (any bytes: invalid UTF-8 is tokenized as bytes;
+ * a byte without a one-byte token is dropped, as HF does). Control tokens are
+ * recognised when parse_special, user-defined ones always. No BOS is added.
+ * *ids is malloc'd (caller frees), also when *n is 0. */
 int cllm_tokenizer_encode(const cllm_tokenizer *t, const char *text, size_t len,
                           int parse_special, int32_t **ids, size_t *n);
 /* Decode to bytes (malloc'd, NUL-terminated; *len excludes the NUL). */
@@ -67,12 +69,15 @@ int cllm_tokenizer_is_eog(const cllm_tokenizer *t, int32_t id);
 /* A content hash of vocab, merges, types and pre-tokenizer, as 16 hex digits. */
 const char *cllm_tokenizer_hash(const cllm_tokenizer *t);
 
-/* Prompt templates.
+/* Prompt templates (docs/TOKENIZER.md).
  * chat: ChatML as the model's own template renders one user message with
  *       add_generation_prompt (default system prompt included when the model's
- *       template inserts one).
- * name: "gsm8k" (the CLLM reference's), "raw" ("{question}"-less: the field as is),
- *       or a string with {field} placeholders filled from fields[]/values[].
+ *       template inserts one); CLLM_EUNSUP when the model is not ChatML.
+ * name: "gsm8k" (the CLLM reference's), "raw" (the field "question" as is),
+ *       "chat" (the field "question" through cllm_chat_apply), or a string
+ *       with {field} placeholders filled from fields[]/values[] ({{ }} are
+ *       literal braces; \n \t \\ are escapes). A missing field or an unknown
+ *       bare name is CLLM_EINVAL. t may be NULL except for "chat".
  * Output is malloc'd text, to be encoded with parse_special = 1. */
 int cllm_template_apply(const cllm_tokenizer *t, const char *template_name_or_string,
                         const char *const *fields, const char *const *values, size_t n_fields,
