@@ -56,9 +56,12 @@ static int count_type(cat_state *s, const char *type) {
     return 0;
 }
 
-static void flush_writer(void *arg) {
+/* Before the reader blocks: pass on what is buffered, so nothing waits
+ * downstream while we wait upstream. */
+static void flush_output(void *arg) {
     cat_state *s = arg;
     if (s->w) cllm_writer_flush(s->w);
+    else if (s->o->mode == CLLM_CAT_JSONL) fflush(stdout);
 }
 
 static int open_writer(cat_state *s) {
@@ -139,7 +142,7 @@ static int cat_stream(cat_state *s, const char *path) {
     int rc = cllm_reader_open(&r, path);
     if (rc) return rc;
     cllm_reader_set_max_record(r, s->o->max_record);
-    cllm_reader_on_wait(r, flush_writer, s);
+    cllm_reader_on_wait(r, flush_output, s);
     cllm_record rec;
     while (!cllm_interrupted && (rc = cllm_reader_next(r, &rec)) == 0) {
         if (s->o->mode == CLLM_CAT_CHECK) {

@@ -23,7 +23,13 @@ int cllm_error_prefix(int code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, errbuf, sizeof old);
-    snprintf(errbuf, sizeof errbuf, "%s%s", prefix, old);
+    /* prefix + old message, cut to the buffer (the message's tail is the least useful part) */
+    size_t np = strlen(prefix), no = strlen(old);
+    if (np > sizeof errbuf - 1) np = sizeof errbuf - 1;
+    if (no > sizeof errbuf - 1 - np) no = sizeof errbuf - 1 - np;
+    memcpy(errbuf, prefix, np);
+    memcpy(errbuf + np, old, no);
+    errbuf[np + no] = 0;
     return code;
 }
 

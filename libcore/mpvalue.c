@@ -82,6 +82,15 @@ int cllm_mp_scan(const uint8_t *buf, size_t len, size_t *used, size_t *n_values)
     while (depth >= 0) {
         if (stack[depth] == 0) { depth--; continue; }
         stack[depth]--;
+        uint8_t c0 = off < len ? buf[off] : 0;
+        if (off < len && (c0 <= 0x7f || c0 == 0xcc || c0 == 0xcd)) { /* fast path: small unsigned */
+            size_t sz = c0 <= 0x7f ? 1 : (c0 == 0xcc ? 2 : 3);
+            if (sz > len - off) return CLLM_MP_NEED_MORE;
+            off += sz;
+            nodes++;
+            if (depth == 0 && stack[0] == 0) break;
+            continue;
+        }
         head h;
         int rc = read_head(buf + off, len - off, &h);
         if (rc > 0) return CLLM_MP_NEED_MORE;
@@ -120,6 +129,9 @@ static double load_float(const uint8_t *p, size_t n) {
 
 /* Fill *v from the bytes at *pp; children go to the next free nodes. */
 static const uint8_t *build_one(const uint8_t *p, cllm_value *v, cllm_value **next) {
+    /* Fast paths for what token arrays hold: small unsigned integers. */
+    if (p[0] <= 0x7f) { v->type = CLLM_MP_UINT; v->n = 0; v->v.u = p[0]; return p + 1; }
+    if (p[0] == 0xcd) { v->type = CLLM_MP_UINT; v->n = 0; v->v.u = (uint64_t)p[1] << 8 | p[2]; return p + 3; }
     head h;
     read_head(p, SIZE_MAX, &h);
     uint8_t c = p[0];

@@ -52,6 +52,7 @@ struct cllm_reader {
     cllm_value *header_nodes;
     int error;              /* sticky error code */
     int any_input;          /* saw at least one byte */
+    int out_eof;            /* the decoder can give no more bytes */
     void (*on_wait)(void *);
     void *on_wait_arg;
 };
@@ -194,6 +195,8 @@ static int fill_output(cllm_reader *r, int *eof) {
         if (ib.pos > 0 || r->in_len > 0) r->any_input = 1;
         if (ZSTD_isError(ret)) {
             ZSTD_ErrorCode ec = ZSTD_getErrorCode(ret);
+            /* Asked to flush at end of input inside a frame: the frame is cut. */
+            if (drained && ec == ZSTD_error_noForwardProgress_inputEmpty) { *eof = 1; return 0; }
             const char *what = ZSTD_getErrorName(ret);
             if (ec == ZSTD_error_prefix_unknown)
                 return fail(r, cllm_error(CLLM_EFORMAT, "%s: not a cllm stream (not zstd data) at byte %llu",
@@ -312,16 +315,18 @@ int cllm_reader_next(cllm_reader *r, cllm_record *rec) {
                 rec->index = r->count++;
                 return 0;
             }
+            if (r->out_eof) break; /* incomplete, and nothing more will come */
             /* Incomplete: rescan only after the buffer has grown enough that the
              * total rescanning work stays linear in the record size. */
             r->retry_at = r->out_len + (avail > (1 << 16) ? avail : (1 << 16));
         }
+        if (r->out_eof) break;
         int eof;
         int rc = fill_output(r, &eof);
         if (rc) return rc;
         if (eof) {
-            if (r->retry_at && r->out_len > r->out_pos) { r->retry_at = 0; continue; } /* final rescan */
-            break;
+            r->out_eof = 1;
+            r->retry_at = 0; /* one final scan of what is buffered */
         }
     }
     /* End of input. */
