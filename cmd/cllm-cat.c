@@ -52,10 +52,10 @@ int main(int argc, char **argv) {
     cllm_cli_init(argv[0]);
     cllm_cat_opts o = { .mode = CLLM_CAT_STREAM, .level = 3, .head = -1,
                         .max_record = CLLM_STREAM_MAX_RECORD_DEFAULT, .argc = argc, .argv = argv };
-    const char **types = calloc((size_t)argc + 1, sizeof *types);
+    enum { MAX_TYPES = 64 };
+    const char *types[MAX_TYPES + 1] = { 0 };
     int n_types = 0, modes = 0, c;
     long long v;
-    if (!types) { cllm_cli_error("out of memory"); return CLLM_EXIT_FAIL; }
     while ((c = getopt_long(argc, argv, "o:fjJcCn:t:l:qhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': o.output = optarg; break;
@@ -66,7 +66,10 @@ int main(int argc, char **argv) {
         case 'c': o.mode = CLLM_CAT_COUNT; modes++; break;
         case 'C': o.mode = CLLM_CAT_CHECK; modes++; break;
         case 'n': if (cllm_cli_int("--head", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE; o.head = v; break;
-        case 't': types[n_types++] = optarg; break;
+        case 't':
+            if (n_types == MAX_TYPES) return cllm_cli_usage_error("more than %d --type options", MAX_TYPES);
+            types[n_types++] = optarg;
+            break;
         case 'l': if (cllm_cli_int("--level", optarg, 1, 19, &v)) return CLLM_EXIT_USAGE; o.level = (int)v; break;
         case OPT_MAX_RECORD:
             if (cllm_cli_int("--max-record", optarg, 1024, (long long)1 << 40, &v)) return CLLM_EXIT_USAGE;
@@ -82,7 +85,5 @@ int main(int argc, char **argv) {
     if (o.mode != CLLM_CAT_STREAM && o.output)
         return cllm_cli_usage_error("--output applies to stream output only");
     o.types = n_types ? types : NULL;
-    int status = cllm_cat_run(&o, argv + optind, argc - optind);
-    free(types);
-    return cllm_cli_finish(status);
+    return cllm_cli_finish(cllm_cat_run(&o, argv + optind, argc - optind));
 }
