@@ -212,6 +212,17 @@ int cllm_jsonl_open(cllm_jsonl **out, const char *path) {
     return 0;
 }
 
+int cllm_jsonl_open_file(cllm_jsonl **out, FILE *f, const char *name, int own) {
+    cllm_jsonl *j = cllm_calloc(1, sizeof *j);
+    if (!j) return CLLM_ENOMEM;
+    j->f = f;
+    j->own = own;
+    j->name = cllm_strdup(name);
+    if (!j->name) { free(j); return CLLM_ENOMEM; }
+    *out = j;
+    return 0;
+}
+
 int cllm_jsonl_next(cllm_jsonl *j, json_t **obj, uint64_t *line) {
     for (;;) {
         errno = 0;

@@ -42,6 +42,8 @@ int cllm_json_pack(cllm_packbuf *b, const json_t *v);
 /* JSONL reading: one JSON object per line; blank lines are skipped. */
 typedef struct cllm_jsonl cllm_jsonl;
 int cllm_jsonl_open(cllm_jsonl **out, const char *path); /* "-"/NULL: stdin */
+/* Read from an open FILE (closed by cllm_jsonl_close when own). */
+int cllm_jsonl_open_file(cllm_jsonl **out, FILE *f, const char *name, int own);
 /* Next object (caller json_decref's it) and its 1-based line number:
  * 0, CLLM_EOF, or CLLM_EFORMAT naming file:line and jansson's reason. */
 int cllm_jsonl_next(cllm_jsonl *j, json_t **obj, uint64_t *line);

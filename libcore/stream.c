@@ -53,6 +53,8 @@ struct cllm_reader {
     int error;              /* sticky error code */
     int any_input;          /* saw at least one byte */
     int out_eof;            /* the decoder can give no more bytes */
+    uint8_t prefix[16];     /* bytes the caller read from fd before us */
+    size_t prefix_len;
     void (*on_wait)(void *);
     void *on_wait_arg;
 };
@@ -80,6 +82,15 @@ int cllm_reader_open_fd(cllm_reader **out, int fd, const char *name) {
     int rc = reader_init(out, name);
     if (rc) return rc;
     (*out)->fd = fd;
+    return 0;
+}
+
+int cllm_reader_open_fd_prefixed(cllm_reader **out, int fd, const char *name, const void *prefix, size_t n) {
+    if (n > sizeof (*out)->prefix) return cllm_error(CLLM_EINVAL, "reader prefix of %zu bytes is too long", n);
+    int rc = cllm_reader_open_fd(out, fd, name);
+    if (rc) return rc;
+    memcpy((*out)->prefix, prefix, n);
+    (*out)->prefix_len = n;
     return 0;
 }
 
@@ -144,6 +155,12 @@ static int fill_input(cllm_reader *r) {
         r->mem_pos += n;
         r->in_len = n;
         if (n == 0) r->in_eof = 1;
+        return 0;
+    }
+    if (r->prefix_len) {
+        memcpy(r->in, r->prefix, r->prefix_len);
+        r->in_len = r->prefix_len;
+        r->prefix_len = 0;
         return 0;
     }
     if (r->on_wait) r->on_wait(r->on_wait_arg);

@@ -38,6 +38,9 @@ typedef struct cllm_reader cllm_reader;
 /* Open path ("-" or NULL: stdin). name is used in messages. */
 int cllm_reader_open(cllm_reader **out, const char *path);
 int cllm_reader_open_fd(cllm_reader **out, int fd, const char *name);
+/* As cllm_reader_open_fd, for a caller that already read the first n (<= 16)
+ * bytes of fd to tell what the input is: they are read first. */
+int cllm_reader_open_fd_prefixed(cllm_reader **out, int fd, const char *name, const void *prefix, size_t n);
 /* Read from memory (tests, fuzzing): the bytes must outlive the reader. */
 int cllm_reader_open_mem(cllm_reader **out, const void *data, size_t len, const char *name);
 void cllm_reader_close(cllm_reader *r);

@@ -1,0 +1,148 @@
+/* cllm-gen: generate with greedy AR or Jacobi decoding. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "err.h"
+#include "forward.h"
+#include "gen.h"
+#include "model.h"
+#include "prompts.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "Usage: cllm-gen -m MODEL [OPTION]... [FILE]\n"
+        "Generate an answer to every prompt of FILE (a stream of prompt records, JSONL,\n"
+        "or text lines; standard input when none or -) with greedy AR or Jacobi decoding,\n"
+        "and write one gen record per prompt.\n"
+        "\n"
+        "Options:\n"
+        "  -m, --model FILE        model: a .gguf file or a HF safetensors directory\n"
+        "  -o, --output FILE       write to FILE instead of standard output\n"
+        "  -f, --force             write a binary stream even to a terminal\n"
+        "      --method ar|jacobi  decoding method [ar]\n"
+        "  -n, --block N           Jacobi block size [16]\n"
+        "      --max-new-tokens N  stop after N new tokens [256]\n"
+        "      --init prompt|pad|last  Jacobi initial guess: random prompt tokens, the pad\n"
+        "                          token, or the previous block's output [prompt]\n"
+        "      --trace             record every Jacobi iteration (states, accepted)\n"
+        "      --text              print plain text as it is decoded, one answer per line\n"
+        "      --field NAME        prompt text field of JSONL objects and prompt records\n"
+        "                          [text, prompt, question: the first present]\n"
+        "      --answer-field NAME reference answer field [answer]\n"
+        "      --template T        gsm8k, raw, chat, or a string with {field} placeholders\n"
+        "      --chat              wrap each prompt in the model's chat template\n"
+        "      --lines             read FILE as text lines, one prompt per line\n"
+        "      --shard I/N         only prompts whose index modulo N is I\n"
+        "      --seed S            seed of the initial guesses [0]\n"
+        "  -t, --threads N         CPU threads [1]\n"
+        "      --device cpu|cuda   compute device [cpu]\n"
+        "  -h, --help              show this help and exit\n"
+        "  -V, --version           show the version and exit\n"
+        "\n"
+        "Exit status: 0 success, 1 runtime failure, 2 usage error, 130/143 interrupted.\n"
+        "See cllm-gen(1), cllm-stream(5).\n");
+}
+
+enum { OPT_METHOD = 256, OPT_MAX_NEW, OPT_INIT, OPT_TRACE, OPT_TEXT, OPT_FIELD, OPT_ANSWER_FIELD,
+       OPT_TEMPLATE, OPT_CHAT, OPT_LINES, OPT_SHARD, OPT_SEED, OPT_DEVICE };
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {
+        { "model", required_argument, 0, 'm' },     { "output", required_argument, 0, 'o' },
+        { "force", no_argument, 0, 'f' },           { "method", required_argument, 0, OPT_METHOD },
+        { "block", required_argument, 0, 'n' },     { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
+        { "init", required_argument, 0, OPT_INIT }, { "trace", no_argument, 0, OPT_TRACE },
+        { "text", no_argument, 0, OPT_TEXT },       { "field", required_argument, 0, OPT_FIELD },
+        { "answer-field", required_argument, 0, OPT_ANSWER_FIELD },
+        { "template", required_argument, 0, OPT_TEMPLATE }, { "chat", no_argument, 0, OPT_CHAT },
+        { "lines", no_argument, 0, OPT_LINES },     { "shard", required_argument, 0, OPT_SHARD },
+        { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
+        { "device", required_argument, 0, OPT_DEVICE },
+        { "help", no_argument, 0, 'h' },            { "version", no_argument, 0, 'V' },
+        { 0, 0, 0, 0 },
+    };
+    cllm_cli_init(argv[0]);
+    cllm_gen_opts o;
+    memset(&o, 0, sizeof o);
+    cllm_decode_opts_init(&o.dec);
+    o.argc = argc;
+    o.argv = argv;
+    cllm_prompt_opts po = { 0 };
+    const char *model_path = NULL;
+    long long v, threads = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:o:fn:t:hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'o': o.output = optarg; break;
+        case 'f': o.force = 1; break;
+        case OPT_METHOD:
+            if (!strcmp(optarg, "ar")) o.dec.method = CLLM_DECODE_AR;
+            else if (!strcmp(optarg, "jacobi")) o.dec.method = CLLM_DECODE_JACOBI;
+            else return cllm_cli_usage_error("--method: '%s' is not ar or jacobi", optarg);
+            break;
+        case 'n': if (cllm_cli_int("--block", optarg, 1, 1024, &v)) return CLLM_EXIT_USAGE; o.dec.n = (int)v; break;
+        case OPT_MAX_NEW:
+            if (cllm_cli_int("--max-new-tokens", optarg, 1, 1 << 20, &v)) return CLLM_EXIT_USAGE;
+            o.dec.max_new_tokens = (int)v;
+            break;
+        case OPT_INIT:
+            if (!strcmp(optarg, "prompt")) o.dec.guess = CLLM_GUESS_PROMPT;
+            else if (!strcmp(optarg, "pad")) o.dec.guess = CLLM_GUESS_PAD;
+            else if (!strcmp(optarg, "last")) o.dec.guess = CLLM_GUESS_LAST;
+            else return cllm_cli_usage_error("--init: '%s' is not prompt, pad or last", optarg);
+            break;
+        case OPT_TRACE: o.dec.trace = 1; break;
+        case OPT_TEXT: o.text = 1; break;
+        case OPT_FIELD: po.field = optarg; break;
+        case OPT_ANSWER_FIELD: po.answer_field = optarg; break;
+        case OPT_TEMPLATE: po.template = optarg; break;
+        case OPT_CHAT: po.chat = 1; break;
+        case OPT_LINES: po.input = CLLM_IN_LINES; break;
+        case OPT_SHARD: {
+            long long i, n;
+            if (cllm_cli_shard("--shard", optarg, &i, &n)) return CLLM_EXIT_USAGE;
+            po.shard_i = (uint64_t)i;
+            po.shard_n = (uint64_t)n;
+            break;
+        }
+        case OPT_SEED:
+            if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
+            o.dec.seed = (uint64_t)v;
+            break;
+        case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
+        case OPT_DEVICE:
+            if (!strcmp(optarg, "cuda")) {
+                cllm_cli_error("--device cuda: this build has no CUDA backend yet; use --device cpu");
+                return CLLM_EXIT_FAIL;
+            }
+            if (strcmp(optarg, "cpu")) return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", optarg);
+            break;
+        case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
+        case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
+        default: return cllm_cli_usage_error("invalid option");
+        }
+    }
+    if (!model_path) return cllm_cli_usage_error("no model given (-m MODEL)");
+    if (argc - optind > 1) return cllm_cli_usage_error("one input file at most");
+    if (o.text && o.output) return cllm_cli_usage_error("--text writes to standard output; drop --output");
+    if (o.text && o.dec.trace) return cllm_cli_usage_error("--trace needs stream output; drop --text");
+
+    cllm_set_threads((int)threads);
+    cllm_model m;
+    if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());
+    cllm_prompts *src;
+    int status = 0;
+    if (cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m.tok)) {
+        status = cllm_cli_fail();
+    } else {
+        int rc = cllm_gen_run(&m, src, &o);
+        if (rc == CLLM_EINTR) status = cllm_cli_interrupted_status();
+        else if (rc) status = cllm_cli_fail();
+        cllm_prompts_close(src);
+    }
+    cllm_model_free(&m);
+    return cllm_cli_finish(status);
+}

@@ -1,0 +1,27 @@
+/* gen.h: the work behind cllm-gen: decode every prompt of a source with AR or
+ * Jacobi decoding and write one gen record per prompt (or plain text). */
+#ifndef CLLM_GEN_H
+#define CLLM_GEN_H
+
+#include "decode.h"
+#include "model.h"
+#include "prompts.h"
+
+typedef struct cllm_gen_opts {
+    cllm_decode_opts dec;     /* method, n, max_new_tokens, guess, seed, trace */
+    int text;                 /* plain text on stdout instead of a stream */
+    const char *output;       /* NULL: stdout */
+    int force;                /* write a stream to a terminal */
+    int argc;                 /* the command line, for the header */
+    char *const *argv;
+} cllm_gen_opts;
+
+/* Returns 0, CLLM_EINTR when a signal stopped it (the stream is then closed
+ * without its end record), or a CLLM_E* code. */
+int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o);
+
+/* Header record fields for a stream written from model m by producer. */
+void cllm_header_for_model(cllm_header_rec *h, const cllm_model *m, const char *producer, int argc,
+                           char *const *argv);
+
+#endif
