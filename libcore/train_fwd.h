@@ -1,0 +1,35 @@
+/* train_fwd.h: the forward pass that keeps its activations, and its backward
+ * pass, for training on the CPU backend (fp32).
+ *
+ * A micro-batch is B sequences of up to T tokens each (padded; lens[b] gives
+ * the real length, rows past it are ignored and get zero gradient). There is no
+ * KV cache: each sequence attends causally to itself from position 0. Logits
+ * come out for every row; the loss code turns them into dlogits (the gradient
+ * of the loss with respect to each logit, zero for rows that carry no loss),
+ * and cllm_train_backward accumulates parameter gradients (+=, so gradient
+ * accumulation over micro-batches is a loop) into grads, which has the layout
+ * of model->params (n_params floats).
+ * Letters: B sequences, T rows per sequence, others as in model.h.
+ */
+#ifndef CLLM_TRAIN_FWD_H
+#define CLLM_TRAIN_FWD_H
+
+#include "model.h"
+
+typedef struct cllm_act cllm_act;   /* saved activations, private */
+
+/* Activations for micro-batches of up to B x T tokens. 0 or CLLM_E*. */
+int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T);
+void cllm_act_free(cllm_act *a);
+
+/* Forward: tokens (B, T) (each in [0, V) for rows < lens[b]), lens (B) with
+ * 1 <= lens[b] <= T. logits (B, T, V) is written for rows < lens[b]. Saves
+ * what the backward pass needs. 0 or CLLM_E*. */
+int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
+                       int B, int T, float *logits);
+
+/* Backward of the last forward: dlogits (B, T, V) (rows >= lens[b] are
+ * ignored); grads (n_params) += d loss / d params. 0 or CLLM_E*. */
+int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, float *grads);
+
+#endif
