@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: return cllm_cli_usage_error("invalid option");
+        default: return cllm_cli_usage_error(NULL);
         }
     }
     if (modes > 1) return cllm_cli_usage_error("choose one of --jsonl, --count and --check");

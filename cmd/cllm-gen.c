@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
             break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: return cllm_cli_usage_error("invalid option");
+        default: return cllm_cli_usage_error(NULL);
         }
     }
     if (!model_path) return cllm_cli_usage_error("no model given (-m MODEL)");

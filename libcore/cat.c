@@ -24,7 +24,9 @@ typedef struct cat_state {
     const cllm_cat_opts *o;
     cllm_writer *w;
     int have_header;
-    char *tokenizer;            /* of the first header */
+    char *tokenizer;            /* the first tokenizer hash a header named */
+    const char *input;          /* name of the input being read, for messages */
+    int64_t next_id;            /* default ids of JSONL objects, across all inputs */
     uint64_t kept;              /* data records passed on */
     char **type_names;          /* --count */
     uint64_t *type_counts;
@@ -93,15 +95,21 @@ static int stream_sink(cat_state *s, const cllm_record *r) {
         char *tok = NULL;
         int rc = cllm_rec_get_str(r->root, "tokenizer", &tok, 0);
         if (rc < 0) return rc;
+        /* The first tokenizer named by any header is the one every later
+         * header must name (headers that name none join anything). */
+        int same = !tok || !*tok || !s->tokenizer || !strcmp(tok, s->tokenizer);
+        if (!same) {
+            rc = cllm_error(CLLM_EFORMAT, "%s: cannot join streams made with different tokenizers (%s, then %s)",
+                            s->input, s->tokenizer, tok);
+            free(tok);
+            return rc;
+        }
+        if (tok && *tok && !s->tokenizer) s->tokenizer = tok;
+        else free(tok);
         if (!s->have_header) {
             s->have_header = 1;
-            s->tokenizer = tok;
             return cllm_writer_put_header(s->w, r->raw, r->raw_len);
         }
-        int same = (!tok || !*tok || !s->tokenizer || !*s->tokenizer) || !strcmp(tok, s->tokenizer);
-        free(tok);
-        if (!same)
-            return cllm_error(CLLM_EFORMAT, "cannot join streams made with different tokenizers (%s and another)", s->tokenizer);
         return 0;
     }
     if (!s->have_header) {
@@ -120,7 +128,7 @@ static int sink(cat_state *s, const cllm_record *r) {
         if (!wanted(o, r->type)) return 0;
         if (o->head >= 0 && s->kept >= (uint64_t)o->head) return 1;
         s->kept++;
-    } else if (o->types && o->mode != CLLM_CAT_STREAM) {
+    } else if (o->mode != CLLM_CAT_STREAM && !wanted(o, r->type)) {
         return 0; /* a type filter shows only the asked-for types */
     }
     switch (o->mode) {
@@ -141,6 +149,7 @@ static int cat_stream(cat_state *s, const char *path) {
     cllm_reader *r;
     int rc = cllm_reader_open(&r, path);
     if (rc) return rc;
+    s->input = cllm_reader_name(r);
     cllm_reader_set_max_record(r, s->o->max_record);
     cllm_reader_on_wait(r, flush_output, s);
     cllm_record rec;
@@ -163,15 +172,15 @@ static int cat_stream(cat_state *s, const char *path) {
 
 static int cat_jsonl(cat_state *s, const char *path) {
     cllm_jsonl *j;
+    s->input = (!path || !strcmp(path, "-")) ? "(stdin)" : path;
     int rc = cllm_jsonl_open(&j, path);
     if (rc) return rc;
     json_t *obj;
     uint64_t line;
-    int64_t next_id = 0;
     while (!cllm_interrupted && (rc = cllm_jsonl_next(j, &obj, &line)) == 0) {
-        rc = cllm_json_to_record(&s->pack, obj, next_id++, s->o->field);
+        rc = cllm_json_to_record(&s->pack, obj, s->next_id++, s->o->field);
         json_decref(obj);
-        if (rc) { cllm_error_prefix(rc, "%s:%llu: ", path ? path : "(stdin)", (unsigned long long)line); break; }
+        if (rc) { cllm_error_prefix(rc, "%s:%llu: ", s->input, (unsigned long long)line); break; }
         /* Decode our own bytes back into a tree: sinks see one kind of record. */
         size_t used, nvals;
         rc = cllm_mp_scan((const uint8_t *)s->pack.data, s->pack.size, &used, &nvals);
@@ -186,14 +195,24 @@ static int cat_jsonl(cat_state *s, const char *path) {
             int64_t n;
             if (cllm_rec_get_i64(rec.root, "records", &n, 1) == 0 && (uint64_t)n != cllm_writer_count(s->w)) {
                 rc = cllm_error(CLLM_EFORMAT, "%s:%llu: end record says %lld records, %llu precede it",
-                                path ? path : "(stdin)", (unsigned long long)line, (long long)n,
+                                s->input, (unsigned long long)line, (long long)n,
                                 (unsigned long long)cllm_writer_count(s->w));
+                break;
+            }
+        }
+        /* A header made from JSON must be one a reader accepts. */
+        if (!strcmp(type, "header")) {
+            int64_t ver;
+            if (!cllm_mp_str_eq(cllm_mp_get(rec.root, "format"), CLLM_STREAM_FORMAT) ||
+                cllm_rec_get_i64(rec.root, "version", &ver, 0) != 0 || ver != CLLM_STREAM_VERSION) {
+                rc = cllm_error(CLLM_ESCHEMA, "%s:%llu: a header record needs \"format\": \"%s\" and \"version\": %d",
+                                s->input, (unsigned long long)line, CLLM_STREAM_FORMAT, CLLM_STREAM_VERSION);
                 break;
             }
         }
         rc = (s->o->mode == CLLM_CAT_CHECK) ? cllm_rec_validate(&rec) : sink(s, &rec);
         if (rc) {
-            if (rc < 0 && s->o->mode == CLLM_CAT_CHECK) cllm_error_prefix(rc, "%s:%llu: ", path ? path : "(stdin)", (unsigned long long)line);
+            if (rc < 0 && s->o->mode == CLLM_CAT_CHECK) cllm_error_prefix(rc, "%s:%llu: ", s->input, (unsigned long long)line);
             break;
         }
     }
@@ -213,8 +232,8 @@ int cllm_cat_run(const cllm_cat_opts *o, char *const *inputs, int n) {
     for (int i = 0; i < n && rc == 0 && !cllm_interrupted; i++)
         rc = o->from_jsonl ? cat_jsonl(&s, inputs[i]) : cat_stream(&s, inputs[i]);
     int status = 0;
-    if (rc < 0) status = cllm_cli_fail();
     if (cllm_interrupted) status = cllm_cli_interrupted_status();
+    else if (rc < 0) status = cllm_cli_fail();
     if (s.w) {
         if (status == 0) {
             if (!s.have_header) rc = own_header(&s); /* an empty JSONL file still makes a whole stream */

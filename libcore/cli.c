@@ -56,10 +56,12 @@ int cllm_cli_fail(void) {
 }
 
 int cllm_cli_usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    verror(fmt, ap);
-    va_end(ap);
+    if (fmt) { /* NULL: getopt has already said what is wrong */
+        va_list ap;
+        va_start(ap, fmt);
+        verror(fmt, ap);
+        va_end(ap);
+    }
     fprintf(stderr, "Try '%s --help' for more information.\n", prog_name);
     return CLLM_EXIT_USAGE;
 }

@@ -26,7 +26,8 @@ const char *cllm_cli_prog(void);
 void cllm_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "prog: <libcllm's last error message>". Returns CLLM_EXIT_FAIL. */
 int cllm_cli_fail(void);
-/* Usage error: message plus "Try 'prog --help'". Returns CLLM_EXIT_USAGE. */
+/* Usage error: message (none when fmt is NULL, e.g. after getopt's own)
+ * plus "Try 'prog --help'". Returns CLLM_EXIT_USAGE. */
 int cllm_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Parse option values: 0 on success, else a usage error is printed and

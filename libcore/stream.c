@@ -20,6 +20,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "cli.h"
 #include "err.h"
 
 /* ---------------------------------------------------------------- reader */
@@ -166,7 +167,11 @@ static int fill_input(cllm_reader *r) {
     if (r->on_wait) r->on_wait(r->on_wait_arg);
     for (;;) {
         ssize_t n = read(r->fd, r->in, r->in_cap);
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR) {
+            /* A signal the program handles (SIGINT/SIGTERM) stops a blocked read. */
+            if (cllm_interrupted) return cllm_error(CLLM_EINTR, "%s: interrupted", r->name);
+            continue;
+        }
         if (n < 0) return fail(r, cllm_error(CLLM_EIO, "%s: read error: %s", r->name, strerror(errno)));
         if (n == 0) r->in_eof = 1;
         r->in_len = (size_t)n;
