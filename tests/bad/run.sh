@@ -18,10 +18,10 @@ pass=0 fail=0
 for f in tests/bad/*.tsv; do
     [ -f "$f" ] || continue
     lineno=0
-    while IFS="$tab" read -r want frag cmd; do
+    while IFS="$tab" read -r want frag cmd || [ -n "${want:-}" ]; do
         lineno=$((lineno + 1))
         case $want in ''|'#'*) continue ;; esac
-        timeout 30 sh -c "$cmd" >"$T/out" 2>"$T/err"
+        timeout 30 sh -c "$cmd" >"$T/out" 2>"$T/err" </dev/null
         got=$?
         why=""
         [ "$got" = "$want" ] || why="exit $got, expected $want"
