@@ -48,8 +48,11 @@ CFLAGS   += -DCLLM_CUDA=1
 CUDA_ARCH ?= 90
 NVFLAGS  := -O2 -arch=sm_$(CUDA_ARCH) -Ilibcore -Iformats -Ikernels -Xcompiler -Wall -MMD -MP
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
-LIBS     += -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -lrt -lstdc++
 CU_SRC   := $(wildcard kernels/cuda/*.cu)
+# Link the CUDA libraries only once there is CUDA code to link.
+ifneq ($(CU_SRC),)
+LIBS     += -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -lrt -lstdc++
+endif
 else
 CU_SRC   :=
 endif
