@@ -16,6 +16,12 @@
  *   S   capacity of a KV cache slice (rows), S >= P + T
  * Every tensor is row-major fp32 with the last letter varying fastest.
  *
+ * Backward passes (<op>_backward, beside each forward) follow llm.c's rule:
+ * gradients of parameters and of the residual stream are accumulated (+=),
+ * gradients of other activations are written (=), except where a comment
+ * says otherwise (matmul_backward accumulates into dinp, because one input
+ * feeds several products: q/k/v, gate/up). "dX" is d loss / d X.
+ *
  * Threads: kernels_set_threads(n) sets how many threads the kernels may use:
  * OpenBLAS' own threads for the matrix products, pthreads for attention over
  * (token, head) pairs. Results do not depend on the thread count (every output
@@ -34,18 +40,33 @@ int kernels_threads(void);
 /* ---- embedding: out[t] = wte[tokens[t]] -------------------------------- */
 /* out (T, C); tokens (T), each in [0, V) (the caller checks); wte (V, C) */
 void embedding_forward(float *out, const int *tokens, const float *wte, int T, int C);
+/* dwte (V, C) += scatter of dout (T, C) by tokens (T): dwte[tokens[t]] += dout[t].
+ * With tied embeddings the LM head's dweight goes into the same tensor. */
+void embedding_backward(float *dwte, const float *dout, const int *tokens, int T, int C);
 
 /* ---- RMSNorm: out = x * rsqrt(mean(x^2) + eps) * weight, fp32 ---------- */
 /* out (T, C); inp (T, C); weight (C). out may equal inp.
  * rstd (T) receives 1/rms per row for the backward pass; may be NULL. */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
                      int T, int C, float eps);
+/* dinp (T, C) += (residual stream); dweight (C) += (or NULL); dout (T, C);
+ * inp (T, C) and rstd (T) as the forward saw and wrote them; weight (C).
+ * With r = rstd[t], y = x r w:
+ *   dweight[i] += sum_t dout[t,i] x[t,i] r
+ *   dinp[t,i]  += r (dout[t,i] w[i] - x[t,i] r^2 / C * sum_k dout[t,k] w[k] x[t,k]) */
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int T, int C);
 
 /* ---- matmul: out = inp W^T (+ bias) via cblas_sgemm ------------------- */
 /* out (T, OC); inp (T, C); weight (OC, C) (HF/PyTorch Linear layout);
  * bias (OC) or NULL. out must not alias inp or weight. */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int T, int C, int OC);
+/* dinp (T, C) += dout W (accumulates, see above); dweight (OC, C) += dout^T inp;
+ * dbias (OC) += sum_t dout[t]. Any of dinp, dweight, dbias may be NULL (skipped).
+ * dout (T, OC); inp (T, C); weight (OC, C). cblas_sgemm with beta = 1. */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int T, int C, int OC);
 
 /* ---- RoPE, HF half-split ("rotate_half"), in place --------------------- */
 /* x (T, NH, HS) with NH any head count (query or key heads); pos (T) the
@@ -56,6 +77,11 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
  *   out[i + D/2] = x[i + D/2] cos + x[i] sin.
  * Dims D..HS-1 (partial rotary) are left alone. */
 void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim, float theta);
+/* dx (T, NH, HS) in place: d(out) -> d(x), the inverse (transposed) rotation
+ *   dx[i]       =  d[i] cos + d[i + D/2] sin
+ *   dx[i + D/2] = -d[i] sin + d[i + D/2] cos
+ * with the same fp32 angles as the forward; dims D..HS-1 pass through. */
+void rope_backward(float *dx, const int *pos, int T, int NH, int HS, int rope_dim, float theta);
 
 /* ---- causal attention over a KV cache (GQA) ---------------------------- */
 /* out (T, NH, HS); q (T, NH, HS), already RoPE'd;
@@ -67,14 +93,39 @@ void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim,
  * preatt/probabilities are not kept: the backward pass recomputes them. */
 void attention_forward(float *out, const float *q, const float *kc, const float *vc,
                        float *att, int T, int P, int NH, int NKV, int HS);
+/* Backward of causal self-attention over B whole sequences (no cache: each
+ * sequence's row t attends to its rows 0..t), as attention_forward with
+ * P = 0 and kc = k, vc = v of that sequence computes it.
+ * dq (B, T, NH, HS) =; dk, dv (B, T, NKV, HS) = (GQA: summed over the NH/NKV
+ * query heads sharing a kv head); dout (B, T, NH, HS); q (B, T, NH, HS), after
+ * RoPE; k, v (B, T, NKV, HS), k after RoPE. lens (B) or NULL: sequence b has
+ * lens[b] <= T real rows; rows past it get zero gradient and are not read
+ * from dout. The softmax probabilities are recomputed in the forward's exact
+ * arithmetic (nothing (T, T) is stored):
+ *   dv[j] += p[j] do;  dp[j] = do . v[j];  ds[j] = p[j] (dp[j] - sum_k p[k] dp[k])
+ *   dq    += ds[j] k[j] / sqrt(HS);  dk[j] += ds[j] q / sqrt(HS).
+ * att: scratch of kernels_threads() * 2 * T floats. Work is split over
+ * (sequence, kv head) pairs, each owning its dk/dv rows and its query heads'
+ * dq rows, so results do not depend on the thread count. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const int *lens, float *att,
+                        int B, int T, int NH, int NKV, int HS);
 
 /* ---- SwiGLU: out = silu(gate) * up, silu(z) = z / (1 + exp(-z)) -------- */
 /* out (T, F); gate (T, F); up (T, F). out may equal gate or up. */
 void swiglu_forward(float *out, const float *gate, const float *up, int T, int F);
+/* dgate, dup (T, F) =; dout, gate, up (T, F). With s = sigmoid(g):
+ *   dgate = dout * up * s (1 + g (1 - s)),  dup = dout * g s.
+ * dgate may equal dout (each element is read before it is written). */
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, int T, int F);
 
 /* ---- residual: out = a + b --------------------------------------------- */
 /* out, a, b (N). out may equal a or b. */
 void residual_forward(float *out, const float *a, const float *b, size_t N);
+/* da, db (N) += dout (N). (The training backward keeps one residual-stream
+ * gradient buffer, for which this is the identity; kept for other callers.) */
+void residual_backward(float *da, float *db, const float *dout, size_t N);
 
 /* ---- argmax over the last axis ----------------------------------------- */
 /* out (T); logits (T, V). Ties go to the lowest id (torch.argmax on CPU). */

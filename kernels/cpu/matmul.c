@@ -165,3 +165,22 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
         }
     }
 }
+
+/* dinp (T, C) +=; dweight (OC, C) +=; dbias (OC) +=; any may be NULL.
+ * dout (T, OC); inp (T, C); weight (OC, C). */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int T, int C, int OC) {
+    if (T < 1) return;
+    if (dinp)     /* (T, C) += (T, OC) (OC, C) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC,
+                    1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    if (dweight)  /* (OC, C) += (T, OC)^T (T, C) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, T,
+                    1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias) {
+        for (int t = 0; t < T; t++) {
+            const float *d = dout + (size_t)t * OC;
+            for (int o = 0; o < OC; o++) dbias[o] += d[o];
+        }
+    }
+}

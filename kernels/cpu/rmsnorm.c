@@ -20,3 +20,22 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
         if (rstd) rstd[t] = r;
     }
 }
+
+/* dinp (T, C) +=; dweight (C) += or NULL; dout (T, C); inp (T, C); weight (C);
+ * rstd (T) from the forward. The row's dot product is summed in double. */
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int T, int C) {
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * C;
+        const float *dy = dout + (size_t)t * C;
+        float *dx = dinp + (size_t)t * C;
+        float r = rstd[t];
+        double dot = 0.0;
+        for (int i = 0; i < C; i++) dot += (double)dy[i] * weight[i] * x[i];
+        float c = (float)(dot * r * r / C);
+        for (int i = 0; i < C; i++) {
+            dx[i] += r * (dy[i] * weight[i] - x[i] * c);
+            if (dweight) dweight[i] += dy[i] * (x[i] * r);
+        }
+    }
+}

@@ -28,3 +28,23 @@ void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim,
         }
     }
 }
+
+/* dx (T, NH, HS) in place: the transposed rotation, same angles as above */
+void rope_backward(float *dx, const int *pos, int T, int NH, int HS, int rope_dim, float theta) {
+    int half = rope_dim / 2;
+    for (int t = 0; t < T; t++) {
+        float p = (float)pos[t];
+        for (int i = 0; i < half; i++) {
+            float expo = (float)(2 * i) / (float)rope_dim;
+            float inv_freq = 1.0f / powf(theta, expo);
+            float ang = p * inv_freq;
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < NH; h++) {
+                float *d = dx + ((size_t)t * NH + h) * HS;
+                float a = d[i], b = d[i + half];
+                d[i] = a * c + b * s;
+                d[i + half] = b * c - a * s;
+            }
+        }
+    }
+}

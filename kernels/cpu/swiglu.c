@@ -12,3 +12,16 @@ void swiglu_forward(float *out, const float *gate, const float *up, int T, int F
         out[i] = silu * up[i];
     }
 }
+
+/* dgate, dup (T, F) =; dout, gate, up (T, F). dgate may equal dout. */
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, int T, int F) {
+    size_t n = (size_t)T * F;
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], u = up[i], d = dout[i];
+        float sg = 1.0f / (1.0f + expf(-g));
+        float silu = g * sg;
+        dgate[i] = d * u * (sg * (1.0f + g * (1.0f - sg)));
+        dup[i] = d * silu;
+    }
+}
