@@ -133,7 +133,7 @@ int cllm_rec_prompt_pack(cllm_packbuf *b, const cllm_prompt_rec *p) {
 int cllm_rec_gen_pack(cllm_packbuf *b, const cllm_gen_rec *g) {
     int trace = g->states != NULL || g->accepted.n > 0;
     cllm_packbuf_reset(b);
-    cllm_pack_map(b, 10 + (trace ? 2 : 0));
+    cllm_pack_map(b, 10 + (trace ? 2 : 0) + (g->answer ? 1 : 0));
     kv_str(b, "type", "gen");
     kv_int(b, "id", g->id);
     kv_tokens(b, "prompt", &g->prompt);
@@ -152,6 +152,7 @@ int cllm_rec_gen_pack(cllm_packbuf *b, const cllm_gen_rec *g) {
         cllm_pack_array(b, (uint32_t)g->n_states);
         for (size_t i = 0; i < g->n_states; i++) cllm_pack_tokens(b, g->states[i].ids, g->states[i].n);
     }
+    if (g->answer) kv_str(b, "answer", g->answer);
     return pack_done(b);
 }
 
@@ -309,6 +310,7 @@ int cllm_rec_gen_get(const cllm_record *r, cllm_gen_rec *g) {
     if (!rc) rc = cllm_rec_get_bool(m, "eos", &g->eos, 1);
     if (!rc) rc = neg(cllm_rec_get_tokens(m, "accepted", &g->accepted, 0));
     if (!rc) rc = neg(states_from(m, "states", &g->states, &g->n_states, 0));
+    if (!rc) rc = neg(cllm_rec_get_str(m, "answer", &g->answer, 0));
     if (rc) cllm_rec_gen_free(g);
     cur = NULL;
     return rc;
@@ -322,6 +324,7 @@ void cllm_rec_gen_free(cllm_gen_rec *g) {
     free(g->states);
     free(g->text);
     free(g->method);
+    free(g->answer);
     memset(g, 0, sizeof *g);
 }
 

@@ -10,7 +10,8 @@
  *   end:    records
  *   prompt: id, tokens | text; optional answer, meta (and any other fields)
  *   gen:    id, prompt, output, text, method, n, steps, time_s, eos;
- *           optional accepted, states (with --trace)
+ *           optional accepted, states (with --trace), answer (the prompt's
+ *           reference answer, when it had one)
  *   traj:   id, chunk, prompt, prefix, states, fixed, eos; optional labels
  *   metric: name, value; optional step, unit, meta
  */
@@ -90,6 +91,7 @@ typedef struct cllm_gen_rec {
     cllm_tokens accepted;      /* per step (trace only) */
     cllm_tokens *states;       /* per step window (trace only) */
     size_t n_states;
+    char *answer;              /* reference answer of the prompt (NULL: absent) */
 } cllm_gen_rec;
 
 typedef struct cllm_traj_rec {

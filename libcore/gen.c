@@ -129,6 +129,7 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         g.steps = r.steps - (chunks - 1);
         g.time_s = dt;
         g.eos = r.eos;
+        g.answer = p.answer;   /* the reference travels with the output (cllm-eval --task) */
         cllm_tokens *states = NULL;
         if (dec.trace && r.n_iter > 0) {
             states = cllm_calloc((size_t)r.n_iter, sizeof *states);
