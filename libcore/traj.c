@@ -1,0 +1,471 @@
+/* traj.c: cllm-traj's engine (see traj.h for what a trajectory is).
+ *
+ * Why the whole window is iterated here rather than decode.c's Jacobi: decode.c
+ * commits the accepted prefix, feeds only the uncommitted tail and starts
+ * every block with the token the previous pass already predicted (its y_1 is
+ * correct from the start), so its blocks are shifted by one token against the
+ * paper's chunks and its first state is not a random window. The paper's
+ * states are the reference's full n-token windows y(0), y(1), ... with y(0)
+ * random in every position, iterated by y <- f(y) over the whole window until
+ * y = f(y). That is what this file does, so the states it writes are exactly
+ * the reference's (the fixed point is the same either way: greedy AR).
+ *
+ * One iteration is one forward of n rows: the context's last token and
+ * y_1..y_{n-1} at positions L-1..L+n-2 (L = context length; the cache holds
+ * the context minus its last token); the argmax after row i is f(y)_{i+1}.
+ * y_n never needs a forward (nothing in the window depends on it).
+ *
+ * Stopping without the reference's confirming pass: if z = f(y) agrees with y
+ * on its first a tokens, then z_1..z_{a+1} are final (f(z)_i depends on z_<i
+ * only, and z_<i = y_<i for i <= a+1, so f(z)_i = f(y)_i = z_i: those
+ * positions are fixed for good). So z is the fixed point once a >= n-1, and a
+ * chunk takes at most n forwards instead of the reference's n+1. The states
+ * written are the same: y(0)..y(k-1) are the iterates that differ from y*
+ * (once an iterate equals y* every later one does), exactly the reference's
+ * trajectory[:-1] minus its fixed point. At EOS: when a final token of z is
+ * the EOS, z up to and including it is final; the chunk ends there.
+ *
+ * Every iteration makes at least one more token final, so a chunk needs at
+ * most n forwards; more means the forward is not deterministic, an error.
+ *
+ * Continuous batching: `batch` slots, each with its own KV cache sequence
+ * (prompts of any length side by side). One tick advances every active slot
+ * by one forward (a prefill chunk of up to max_T prompt tokens, or one Jacobi
+ * iteration); a slot whose prompt is done takes the next prompt at once. The
+ * CPU forward runs one sequence per call, so the slots' forwards run one
+ * after the other within a tick; a backend with a multi-sequence forward can
+ * batch a tick's forwards without changing anything else here. Records go
+ * out in input order: a finished chunk of the oldest prompt in flight is
+ * written at once, later prompts' chunks wait in their job until it is their
+ * turn. A slot takes no new prompt while 4*batch prompts wait to be written,
+ * which bounds the memory held back by one slow prompt.
+ */
+#include "traj.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "err.h"
+#include "forward.h"
+#include "gen.h"
+#include "records.h"
+#include "stream.h"
+#include "tokenizer.h"
+
+/* Rows per forward call: the window, and prompt (prefill) chunks of this size. */
+static int fwd_rows(int n) { return n > 128 ? n : 128; }
+
+void cllm_traj_opts_init(cllm_traj_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n = 16;
+    o->max_new_tokens = 256;
+    o->init = CLLM_TRAJ_INIT_PROMPT;
+    o->batch = 1;
+    o->eos_id = -1;
+    o->pad_id = -1;
+}
+
+/* ---- augmentation ----------------------------------------------------- */
+
+int cllm_traj_augment(const int *states, int k, int stride, const int *fixed, int len,
+                      cllm_rng *rng, int *aug) {
+    if (k < 5 || len < 2) return 0;            /* no j in 2..k-2 with w > 1 */
+    int *wrong = cllm_malloc((size_t)len * sizeof *wrong);
+    if (!wrong) return CLLM_ENOMEM;
+    int count = 0;
+    for (int j = 2; j <= k - 2; j++) {
+        int w = 0;
+        for (int i = 0; i < len; i++) w += states[(size_t)j * stride + i] != fixed[i];
+        count += w > 1;
+    }
+    int slot = count;
+    for (int j = k - 2; j >= 2; j--) {
+        const int *s = states + (size_t)j * stride;
+        int w = 0;
+        for (int i = 0; i < len; i++)
+            if (s[i] != fixed[i]) wrong[w++] = i;
+        if (w <= 1) continue;
+        int *a = aug + (size_t)(--slot) * stride;
+        memcpy(a, s, (size_t)len * sizeof *a);
+        int h = w / 2;                         /* a random half of the wrong tokens */
+        for (int i = 0; i < h; i++) {
+            int r = i + (int)cllm_rng_below(rng, (uint64_t)(w - i));
+            int t = wrong[i]; wrong[i] = wrong[r]; wrong[r] = t;
+            a[wrong[i]] = fixed[wrong[i]];
+        }
+    }
+    free(wrong);
+    return count;
+}
+
+/* ---- output queue: the prompts in flight, in input order ------------------ */
+
+typedef struct job {
+    int used;
+    int done;                 /* the prompt's last record is in */
+    char *buf;                /* packed records, back to back */
+    size_t size, cap;
+    size_t *ends;             /* end offset of each record in buf */
+    size_t n_rec, cap_rec;
+    size_t written;           /* records already written */
+} job;
+
+typedef struct slot {
+    int active;
+    int seq;                  /* KV cache sequence */
+    job *j;
+    cllm_prompt p;
+    int *ctx;                 /* prompt + prefix (the fixed points so far) */
+    int n_ctx, cap_ctx, P;
+    int fed;                  /* context tokens in the cache */
+    int chunk, in_chunk, n_new;
+    int *st;                  /* (n, n) this chunk's states; row k-1 is the current y */
+    int k;
+    int *fixed;               /* (n) */
+    int *aug;                 /* (n, n) augmented states */
+    int *in;                  /* (n) forward input */
+    cllm_tokens *views;       /* (2n) states of a record, as token arrays */
+    cllm_rng rinit, raug;
+    cllm_tokens labels;
+} slot;
+
+typedef struct eng {
+    const cllm_model *m;
+    const cllm_traj_opts *o;
+    int n, chunks, eos_id, pad_id;
+    cllm_fwd f;
+    cllm_kv kv;
+    slot *slots;
+    job *q;                   /* ring of qcap jobs */
+    int qcap, qhead, qlen;
+    cllm_writer *w;
+    cllm_packbuf b;
+    cllm_traj_stats st;
+} eng;
+
+static int job_add(job *j, const void *data, size_t len) {
+    if (j->size + len > j->cap) {
+        size_t cap = j->cap ? j->cap : 4096;
+        while (cap < j->size + len) cap *= 2;
+        char *p = cllm_realloc(j->buf, cap);
+        if (!p) return CLLM_ENOMEM;
+        j->buf = p;
+        j->cap = cap;
+    }
+    if (j->n_rec + 1 > j->cap_rec) {
+        void *p = j->ends;
+        if (cllm_grow(&p, &j->cap_rec, j->n_rec + 1, sizeof *j->ends)) return CLLM_ENOMEM;
+        j->ends = p;
+    }
+    memcpy(j->buf + j->size, data, len);
+    j->size += len;
+    j->ends[j->n_rec++] = j->size;
+    return 0;
+}
+
+/* Write what the oldest prompts have ready; retire the finished ones. */
+static int drain(eng *e) {
+    while (e->qlen > 0) {
+        job *j = &e->q[e->qhead];
+        for (; j->written < j->n_rec; j->written++) {
+            size_t from = j->written ? j->ends[j->written - 1] : 0;
+            int rc = cllm_writer_put(e->w, j->buf + from, j->ends[j->written] - from);
+            if (rc) return rc;
+        }
+        if (!j->done) break;
+        j->used = j->done = 0;
+        j->size = j->n_rec = j->written = 0;
+        e->qhead = (e->qhead + 1) % e->qcap;
+        e->qlen--;
+    }
+    return 0;
+}
+
+/* ---- the KV cache, grown without losing the sequences in flight ----------- */
+
+static int kv_ensure(eng *e, int need) {
+    cllm_kv *kv = &e->kv;
+    if (kv->cap >= need) return 0;
+    long long cap = kv->cap ? kv->cap : 512;
+    while (cap < need) cap *= 2;
+    if (cap > (1 << 30)) return cllm_error(CLLM_ELIMIT, "a context of %d tokens is too long", need);
+    cllm_kv nk;
+    int rc = cllm_kv_init(&nk, &e->m->cfg, e->o->batch, (int)cap);
+    if (rc) return rc;
+    if (kv->k) {
+        size_t KD = (size_t)kv->kv_dim;
+        for (int l = 0; l < kv->n_layer; l++)
+            for (int s = 0; s < kv->n_seq; s++) {
+                size_t from = ((size_t)l * kv->n_seq + s) * kv->cap * KD;
+                size_t to = ((size_t)l * nk.n_seq + s) * nk.cap * KD;
+                size_t cnt = (size_t)kv->len[s] * KD;
+                memcpy(nk.k + to, kv->k + from, cnt * sizeof(float));
+                memcpy(nk.v + to, kv->v + from, cnt * sizeof(float));
+            }
+        for (int s = 0; s < kv->n_seq; s++) nk.len[s] = kv->len[s];
+    }
+    cllm_kv_free(kv);
+    *kv = nk;
+    return 0;
+}
+
+/* ---- one slot ----------------------------------------------------------- */
+
+static uint64_t prompt_seed(uint64_t seed, int64_t id, uint64_t stream) {
+    return (seed * 0x9E3779B97F4A7C15ull + (uint64_t)id) ^ (stream * 0xD1B54A32D192ED03ull);
+}
+
+/* Start the prompt in s->p in slot s (its job is already queued). */
+static int slot_start(eng *e, slot *s) {
+    const cllm_prompt *p = &s->p;
+    int V = e->m->cfg.vocab;
+    if (p->tokens.n < 1) return cllm_error(CLLM_EINVAL, "prompt %lld has no tokens", (long long)p->id);
+    if (p->tokens.n > (size_t)(1 << 30))
+        return cllm_error(CLLM_ELIMIT, "prompt %lld: %zu tokens is too long", (long long)p->id, p->tokens.n);
+    for (size_t i = 0; i < p->tokens.n; i++)
+        if (p->tokens.ids[i] < 0 || p->tokens.ids[i] >= V)
+            return cllm_error(CLLM_EINVAL, "prompt %lld: token id %d is outside the vocabulary (%d)",
+                              (long long)p->id, (int)p->tokens.ids[i], V);
+    int P = (int)p->tokens.n;
+    int total = P + e->chunks * e->n;
+    if (total < P) return cllm_error(CLLM_ELIMIT, "prompt %lld is too long", (long long)p->id);
+    cllm_tokens_free(&s->labels);
+    if (e->o->labels) {
+        if (!p->answer)
+            return cllm_error(CLLM_EINVAL, "prompt %lld has no reference answer for --labels", (long long)p->id);
+        if (!e->m->tok) return cllm_error(CLLM_EINVAL, "--labels needs a model with a tokenizer");
+        int32_t *ids = NULL;
+        size_t nid = 0;
+        int rc = cllm_tokenizer_encode(e->m->tok, p->answer, strlen(p->answer), 0, &ids, &nid);
+        if (!rc) rc = cllm_tokens_append(&s->labels, ids, nid);
+        free(ids);
+        if (rc) return rc;
+    }
+    int rc = kv_ensure(e, total);
+    if (rc) return rc;
+    if ((rc = cllm_kv_rollback(&e->kv, s->seq, 0))) return rc;
+    if (total > s->cap_ctx) {
+        int *c = cllm_realloc(s->ctx, (size_t)total * sizeof *c);
+        if (!c) return CLLM_ENOMEM;
+        s->ctx = c;
+        s->cap_ctx = total;
+    }
+    for (int i = 0; i < P; i++) s->ctx[i] = p->tokens.ids[i];
+    s->n_ctx = s->P = P;
+    s->fed = 0;
+    s->chunk = s->in_chunk = s->n_new = 0;
+    s->k = 0;
+    cllm_rng_seed(&s->rinit, prompt_seed(e->o->seed, p->id, 0));
+    cllm_rng_seed(&s->raug, prompt_seed(e->o->seed, p->id, 1));
+    s->active = 1;
+    return 0;
+}
+
+static void init_guess(eng *e, slot *s, int *y) {
+    for (int i = 0; i < e->n; i++) {
+        if (e->o->init == CLLM_TRAJ_INIT_PAD) y[i] = e->pad_id;
+        else if (e->o->init == CLLM_TRAJ_INIT_VOCAB) y[i] = (int)cllm_rng_below(&s->rinit, (uint64_t)e->m->cfg.vocab);
+        else y[i] = s->ctx[cllm_rng_below(&s->rinit, (uint64_t)s->n_ctx)];
+    }
+}
+
+/* The chunk converged to fixed[0..len): write its record, extend the context. */
+static int finish_chunk(eng *e, slot *s, int len, int eos) {
+    int n = e->n;
+    /* States whose first len tokens already equal the (cut) fixed point are
+     * not states before it: they form a suffix of the iterates. */
+    int k = s->k;
+    while (k > 0 && !memcmp(s->st + (size_t)(k - 1) * n, s->fixed, (size_t)len * sizeof(int))) k--;
+    int n_aug = 0;
+    if (e->o->aug) {
+        n_aug = cllm_traj_augment(s->st, k, n, s->fixed, len, &s->raug, s->aug);
+        if (n_aug < 0) return n_aug;
+    }
+    for (int i = 0; i < n_aug; i++)
+        s->views[i] = (cllm_tokens){ s->aug + (size_t)i * n, (size_t)len, 0 };
+    for (int i = 0; i < k; i++)
+        s->views[n_aug + i] = (cllm_tokens){ s->st + (size_t)i * n, (size_t)len, 0 };
+    cllm_traj_rec t;
+    memset(&t, 0, sizeof t);
+    t.id = s->p.id;
+    t.chunk = s->chunk;
+    t.prompt = s->p.tokens;
+    t.prefix = (cllm_tokens){ s->ctx + s->P, (size_t)(s->n_ctx - s->P), 0 };
+    t.states = s->views;
+    t.n_states = (size_t)(n_aug + k);
+    t.fixed = (cllm_tokens){ s->fixed, (size_t)len, 0 };
+    t.eos = eos;
+    if (e->o->labels) { t.labels = s->labels; t.has_labels = 1; }
+    int rc = cllm_rec_traj_pack(&e->b, &t);
+    if (!rc) rc = job_add(s->j, e->b.data, e->b.size);
+    if (rc) return rc;
+    e->st.records++;
+    e->st.tokens += (uint64_t)len;
+    e->st.states += (uint64_t)(n_aug + k);
+    /* The cache holds the context minus its last token plus the window as fed
+     * (its first n-1 tokens agree with the final part of fixed), so it is
+     * already right for the next chunk. */
+    memcpy(s->ctx + s->n_ctx, s->fixed, (size_t)len * sizeof(int));
+    s->n_ctx += len;
+    s->fed = s->n_ctx - 1;
+    s->n_new += len;
+    s->chunk++;
+    s->in_chunk = 0;
+    if (eos || s->n_new >= e->o->max_new_tokens) {
+        s->j->done = 1;
+        s->active = 0;
+        e->st.prompts++;
+    }
+    return 0;
+}
+
+/* One forward for slot s: a prefill chunk or one Jacobi iteration. */
+static int slot_step(eng *e, slot *s) {
+    int n = e->n, L = s->n_ctx;
+    int rc;
+    if (s->fed < L - 1) {
+        int T = L - 1 - s->fed;
+        if (T > e->f.max_T) T = e->f.max_T;
+        if ((rc = cllm_forward(&e->f, &e->kv, s->seq, s->fed, s->ctx + s->fed, T, T))) return rc;
+        s->fed += T;
+        e->st.forwards++;
+        return 0;
+    }
+    if (!s->in_chunk) {
+        init_guess(e, s, s->st);
+        s->k = 1;
+        s->in_chunk = 1;
+    }
+    const int *y = s->st + (size_t)(s->k - 1) * n;
+    s->in[0] = s->ctx[L - 1];
+    memcpy(s->in + 1, y, (size_t)(n - 1) * sizeof(int));
+    if ((rc = cllm_forward(&e->f, &e->kv, s->seq, L - 1, s->in, n, 0))) return rc;
+    e->st.forwards++;
+    e->st.iterations++;
+    const int *z = e->f.argmax;
+    int a = 0;
+    while (a < n && z[a] == y[a]) a++;
+    int fin = a + 1 < n ? a + 1 : n;          /* z[0..fin) are final */
+    int eos_at = -1;
+    for (int i = 0; i < fin && eos_at < 0; i++)
+        if (z[i] == e->eos_id) eos_at = i;
+    if (eos_at >= 0 || fin == n) {
+        int len = eos_at >= 0 ? eos_at + 1 : n;
+        memcpy(s->fixed, z, (size_t)len * sizeof(int));
+        return finish_chunk(e, s, len, eos_at >= 0);
+    }
+    if (s->k >= n)
+        return cllm_error(CLLM_EINVAL, "prompt %lld, chunk %d: no fixed point after %d iterations "
+                          "(the forward pass is not deterministic)", (long long)s->p.id, s->chunk, n);
+    memcpy(s->st + (size_t)s->k * n, z, (size_t)n * sizeof(int));
+    s->k++;
+    return 0;
+}
+
+static int eng_init(eng *e) {
+    const cllm_traj_opts *o = e->o;
+    int n = o->n;
+    if (n < 1 || n > (1 << 16)) return cllm_error(CLLM_EINVAL, "block size %d out of range", n);
+    if (o->max_new_tokens < 1) return cllm_error(CLLM_EINVAL, "max new tokens %d < 1", o->max_new_tokens);
+    if (o->batch < 1 || o->batch > 4096) return cllm_error(CLLM_EINVAL, "batch %d out of range", o->batch);
+    if (o->init != CLLM_TRAJ_INIT_PROMPT && o->init != CLLM_TRAJ_INIT_VOCAB && o->init != CLLM_TRAJ_INIT_PAD)
+        return cllm_error(CLLM_EINVAL, "unknown initial guess %d", o->init);
+    const cllm_config *cfg = &e->m->cfg;
+    const cllm_tokenizer *tok = e->m->tok;
+    e->n = n;
+    e->chunks = (o->max_new_tokens + n - 1) / n;
+    e->eos_id = o->eos_id >= 0 ? o->eos_id : cfg->eos_id;
+    if (e->eos_id < 0 && tok) e->eos_id = cllm_tokenizer_eos(tok);
+    e->pad_id = o->pad_id >= 0 ? o->pad_id : cfg->pad_id;
+    if (e->pad_id < 0 && tok) e->pad_id = cllm_tokenizer_pad(tok);
+    if (e->pad_id < 0) e->pad_id = 0;
+    if (e->pad_id >= cfg->vocab) return cllm_error(CLLM_EINVAL, "pad id %d is outside the vocabulary (%d)", e->pad_id, cfg->vocab);
+    if (o->labels && !tok) return cllm_error(CLLM_EINVAL, "--labels needs a model with a tokenizer");
+    int rc = cllm_fwd_init(&e->f, e->m, fwd_rows(n));
+    if (rc) return rc;
+    e->slots = cllm_calloc((size_t)o->batch, sizeof *e->slots);
+    e->qcap = 4 * o->batch + 1;
+    e->q = cllm_calloc((size_t)e->qcap, sizeof *e->q);
+    if (!e->slots || !e->q) return CLLM_ENOMEM;
+    for (int i = 0; i < o->batch; i++) {
+        slot *s = &e->slots[i];
+        s->seq = i;
+        s->st = cllm_malloc((size_t)n * n * sizeof(int));
+        s->aug = cllm_malloc((size_t)n * n * sizeof(int));
+        s->fixed = cllm_malloc((size_t)n * sizeof(int));
+        s->in = cllm_malloc((size_t)n * sizeof(int));
+        s->views = cllm_calloc((size_t)2 * n, sizeof *s->views);
+        if (!s->st || !s->aug || !s->fixed || !s->in || !s->views) return CLLM_ENOMEM;
+    }
+    return 0;
+}
+
+static void eng_free(eng *e) {
+    for (int i = 0; e->slots && i < e->o->batch; i++) {
+        slot *s = &e->slots[i];
+        cllm_prompt_free(&s->p);
+        cllm_tokens_free(&s->labels);
+        free(s->ctx); free(s->st); free(s->aug); free(s->fixed); free(s->in); free(s->views);
+    }
+    free(e->slots);
+    for (int i = 0; e->q && i < e->qcap; i++) { free(e->q[i].buf); free(e->q[i].ends); }
+    free(e->q);
+    cllm_packbuf_free(&e->b);
+    cllm_fwd_free(&e->f);
+    cllm_kv_free(&e->kv);
+}
+
+int cllm_traj_run(const cllm_model *m, cllm_prompts *src, const cllm_traj_opts *o,
+                  cllm_traj_stats *stats) {
+    eng e;
+    memset(&e, 0, sizeof e);
+    e.m = m;
+    e.o = o;
+    char producer[64];
+    snprintf(producer, sizeof producer, "cllm-traj %s", CLLM_VERSION);
+    int rc = eng_init(&e);
+    if (!rc) rc = cllm_writer_open(&e.w, o->output, o->force);
+    if (!rc) {
+        cllm_header_rec h;
+        cllm_header_for_model(&h, m, producer, o->argc, o->argv);
+        rc = cllm_rec_header_pack(&e.b, &h);
+        if (!rc) rc = cllm_writer_put_header(e.w, e.b.data, e.b.size);
+    }
+    int eof = 0;
+    while (!rc && !cllm_interrupted) {
+        /* Fill the free slots with the next prompts, in input order. */
+        for (int i = 0; i < o->batch && !rc && !eof; i++) {
+            slot *s = &e.slots[i];
+            if (s->active || e.qlen >= e.qcap) continue;
+            rc = cllm_prompts_next(src, &s->p);
+            if (rc == CLLM_EOF) { rc = 0; eof = 1; break; }
+            if (rc) break;
+            job *j = &e.q[(e.qhead + e.qlen) % e.qcap];
+            e.qlen++;
+            j->used = 1;
+            s->j = j;
+            rc = slot_start(&e, s);
+        }
+        if (rc) break;
+        int active = 0;
+        for (int i = 0; i < o->batch && !rc; i++) {
+            slot *s = &e.slots[i];
+            if (!s->active) continue;
+            active++;
+            rc = slot_step(&e, s);
+            if (!rc && !s->active && o->on_progress) o->on_progress(o->progress_ctx, &e.st);
+        }
+        if (!rc) rc = drain(&e);
+        if (!active && eof) break;
+    }
+    if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");
+    if (e.w) {
+        if (rc) cllm_writer_abort(e.w);
+        else rc = cllm_writer_close(e.w);
+    }
+    if (stats) *stats = e.st;
+    eng_free(&e);
+    return rc;
+}
