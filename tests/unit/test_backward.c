@@ -32,7 +32,8 @@
  *     threads agree to 1e-6 relative (OpenBLAS may split its sums).
  *  4. golden: gradients from torch autograd (tests/golden/backward_golden.py)
  *     for sum(logits * R) and for mean cross-entropy, on a tied Llama and an
- *     untied Qwen2 with bias; see test_golden for the tolerance.
+ *     untied Qwen2 with bias, read through the HF loader; relerr <= 1e-4 per
+ *     tensor (see GOLD_TOL for why).
  */
 #include <math.h>
 #include <stdint.h>
@@ -300,6 +301,181 @@ out:
     cllm_model_free(&m);
 }
 
+/* attention_backward above its threading threshold: 1 and 4 threads give the
+ * same bits (each (sequence, kv head) pair is reduced by one thread). */
+static void check_attention_threads(void) {
+    enum { B = 2, T = 64, NH = 4, NKV = 2, HS = 16 };
+    int lens[B] = {64, 41};
+    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
+    float *dq1 = malloc(nq * 4), *dk1 = malloc(nk * 4), *dv1 = malloc(nk * 4);
+    float *dq4 = malloc(nq * 4), *dk4 = malloc(nk * 4), *dv4 = malloc(nk * 4);
+    float *att = malloc((size_t)4 * 2 * T * 4);
+    if (!q || !k || !v || !dout || !dq1 || !dk1 || !dv1 || !dq4 || !dk4 || !dv4 || !att) { CHECK(0); goto out; }
+    cllm_rng r;
+    cllm_rng_seed(&r, 8);
+    fill_uniform(q, nq, 1.0f, &r);
+    fill_uniform(k, nk, 1.0f, &r);
+    fill_uniform(v, nk, 1.0f, &r);
+    fill_uniform(dout, nq, 1.0f, &r);
+    kernels_set_threads(1);
+    attention_backward(dq1, dk1, dv1, dout, q, k, v, lens, att, B, T, NH, NKV, HS);
+    kernels_set_threads(4);
+    attention_backward(dq4, dk4, dv4, dout, q, k, v, lens, att, B, T, NH, NKV, HS);
+    kernels_set_threads(1);
+    CHECK(!memcmp(dq1, dq4, nq * 4) && !memcmp(dk1, dk4, nk * 4) && !memcmp(dv1, dv4, nk * 4));
+    /* rows past lens[1] of sequence 1 get zero gradient */
+    int zero = 1;
+    for (int t = lens[1]; t < T; t++) {
+        for (int i = 0; i < NH * HS; i++) zero &= dq1[((size_t)T + t) * NH * HS + i] == 0.0f;
+        for (int i = 0; i < NKV * HS; i++)
+            zero &= dk1[((size_t)T + t) * NKV * HS + i] == 0.0f && dv1[((size_t)T + t) * NKV * HS + i] == 0.0f;
+    }
+    CHECK(zero);
+out:
+    free(q); free(k); free(v); free(dout); free(dq1); free(dk1); free(dv1);
+    free(dq4); free(dk4); free(dv4); free(att);
+}
+
+/* ---- 4. torch autograd golden --------------------------------------------- */
+
+/* Tolerance: relerr = max_i |ours_i - torch_i| / max_i |torch_i| per tensor
+ * (per row for logits) <= 1e-4, the project's bar for agreement with torch
+ * (DESIGN.md section 7). Both sides are fp32 with different summation orders
+ * (BLAS blocking, pairwise vs sequential sums); the differences are a few
+ * ulps per reduction, growing with depth, ~1e-6 relative here, so the bar
+ * leaves two orders of magnitude of room and still fails any real error,
+ * which shows up at 1e-2 or more (see the finite-difference check). The
+ * scale is the tensor's largest |gradient|: elements near zero carry
+ * rounding noise of the size of the large ones. */
+#define GOLD_TOL 1e-4
+
+static int rd(FILE *f, void *p, size_t sz, size_t n) { return fread(p, sz, n, f) == n ? 0 : -1; }
+
+static double relerr_vs(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= md)) md = e;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+/* One case of backward_grads.bin; returns -1 on a read error. */
+static int golden_case(FILE *f, double *worst_grad, double *worst_logit) {
+    int rc = -1, n, hdr[4], B, T, V;
+    char dir[256], name[128];
+    int *lens = NULL, *tok = NULL, *tgt = NULL;
+    float *R = NULL, *glog = NULL, *logits = NULL, *dl = NULL, *grads = NULL, *gt = NULL;
+    double gloss;
+    cllm_model m;
+    int loaded = 0;
+    cllm_act *a = NULL;
+    if (rd(f, &n, 4, 1) || n < 1 || n >= (int)sizeof dir || rd(f, dir, 1, (size_t)n)) goto out;
+    dir[n] = 0;
+    if (rd(f, hdr, 4, 4)) goto out;
+    B = hdr[1]; T = hdr[2]; V = hdr[3];
+    if (B < 1 || B > 64 || T < 1 || T > 4096 || V < 1 || V > 1 << 20) goto out;
+    size_t NL = (size_t)B * T * V;
+    lens = malloc((size_t)B * sizeof(int));
+    tok = malloc((size_t)B * T * sizeof(int));
+    tgt = malloc((size_t)B * T * sizeof(int));
+    R = calloc(NL, sizeof(float));
+    glog = malloc(NL * sizeof(float));
+    logits = malloc(NL * sizeof(float));
+    dl = calloc(NL, sizeof(float));
+    if (!lens || !tok || !tgt || !R || !glog || !logits || !dl) goto out;
+    if (rd(f, lens, 4, (size_t)B) || rd(f, tok, 4, (size_t)B * T)) goto out;
+    if (hdr[0] == 0 ? rd(f, R, 4, NL) : rd(f, tgt, 4, (size_t)B * T)) goto out;
+    if (rd(f, &gloss, 8, 1) || rd(f, glog, 4, NL)) goto out;
+
+    CHECK_OK(cllm_model_load(&m, dir));
+    loaded = 1;
+    CHECK_EQ_INT(m.cfg.vocab, V);
+    grads = calloc(m.n_params, sizeof(float));
+    if (!grads || m.cfg.vocab != V) goto out;
+    CHECK_OK(cllm_act_init(&a, &m, B, T));
+    if (!a) goto out;
+    CHECK_OK(cllm_train_forward(a, &m, tok, lens, B, T, logits));
+    /* logits and the loss, and dlogits for the loss */
+    double loss = 0;
+    int rows = 0;
+    for (int b = 0; b < B; b++) rows += lens[b];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < lens[b]; t++) {
+            size_t r0 = ((size_t)b * T + t) * V;
+            double e = row_relerr(logits + r0, glog + r0, V);
+            if (e > *worst_logit) *worst_logit = e;
+            CHECK_MSG(e <= GOLD_TOL, "%s: logits row %d/%d relerr %.3g", dir, b, t, e);
+            if (hdr[0] == 0) {
+                for (int v = 0; v < V; v++) loss += (double)logits[r0 + v] * R[r0 + v];
+                memcpy(dl + r0, R + r0, (size_t)V * sizeof(float));
+            } else {
+                double mx = -INFINITY, se = 0;
+                for (int v = 0; v < V; v++) if (logits[r0 + v] > mx) mx = logits[r0 + v];
+                for (int v = 0; v < V; v++) se += exp(logits[r0 + v] - mx);
+                int y = tgt[(size_t)b * T + t];
+                loss += (log(se) + mx - logits[r0 + y]) / rows;
+                for (int v = 0; v < V; v++)
+                    dl[r0 + v] = (float)((exp(logits[r0 + v] - mx) / se - (v == y)) / rows);
+            }
+        }
+    CHECK_MSG(fabs(loss - gloss) <= 1e-5 * fmax(1.0, fabs(gloss)), "%s loss %d: %.8g vs torch %.8g",
+              dir, hdr[0], loss, gloss);
+    CHECK_OK(cllm_train_backward(a, &m, dl, grads));
+    int nt;
+    if (rd(f, &nt, 4, 1)) goto out;
+    CHECK_EQ_INT(nt, m.n_tensors);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < nt; i++) {
+        int numel;
+        if (rd(f, &n, 4, 1) || n < 1 || n >= (int)sizeof name || rd(f, name, 1, (size_t)n)) goto out;
+        name[n] = 0;
+        if (rd(f, &numel, 4, 1) || numel < 1) goto out;
+        free(gt);
+        gt = malloc((size_t)numel * sizeof(float));
+        if (!gt || rd(f, gt, 4, (size_t)numel)) goto out;
+        const cllm_tensor_info *ti = cllm_model_tensor(&m, name);
+        CHECK_MSG(ti != NULL, "%s: no tensor %s", dir, name);
+        if (!ti) continue;
+        CHECK_EQ_INT(ti->numel, numel);
+        if (ti->numel != (size_t)numel) continue;
+        double e = relerr_vs(grads + ti->offset, gt, (size_t)numel);
+        if (e > worst) { worst = e; worst_name = ti->name; }
+        CHECK_MSG(e <= GOLD_TOL, "%s loss %d: gradient of %s: relerr %.3g", dir, hdr[0], name, e);
+    }
+    printf("golden %s loss %s: loss %.7g (torch %.7g), worst gradient relerr %.3g (%s), tol %g\n",
+           dir, hdr[0] == 0 ? "sum(logits*R)" : "cross-entropy", loss, gloss, worst, worst_name, GOLD_TOL);
+    if (worst > *worst_grad) *worst_grad = worst;
+    rc = 0;
+out:
+    cllm_act_free(a);
+    if (loaded) cllm_model_free(&m);
+    free(lens); free(tok); free(tgt); free(R); free(glog); free(logits); free(dl); free(grads); free(gt);
+    return rc;
+}
+
+static void check_golden(void) {
+    FILE *f = fopen("tests/golden/backward_grads.bin", "rb");
+    CHECK_MSG(f != NULL, "cannot open tests/golden/backward_grads.bin (run from the repo root)");
+    if (!f) return;
+    char magic[8];
+    int n = 0;
+    CHECK(rd(f, magic, 1, 8) == 0 && !memcmp(magic, "CLLMGRD1", 8));
+    CHECK(rd(f, &n, 4, 1) == 0 && n > 0);
+    double wg = 0, wl = 0;
+    for (int i = 0; i < n; i++) {
+        int rc = golden_case(f, &wg, &wl);
+        CHECK_MSG(rc == 0, "backward_grads.bin: case %d unreadable", i);
+        if (rc) break;
+    }
+    fclose(f);
+    printf("golden: %d cases, worst logits relerr %.3g, worst gradient relerr %.3g (tol %g)\n",
+           n, wl, wg, GOLD_TOL);
+}
+
 int main(void) {
     kernels_set_threads(1);
     cllm_model m;
@@ -321,6 +497,10 @@ int main(void) {
     TEST_OK("finite_diff");
 
     check_padding_accum_threads();
+    check_attention_threads();
     TEST_OK("padding_accum_threads");
+
+    check_golden();
+    TEST_OK("golden");
     TEST_END();
 }
