@@ -10,6 +10,15 @@
  * accumulation over micro-batches is a loop) into grads, which has the layout
  * of model->params (n_params floats).
  * Letters: B sequences, T rows per sequence, others as in model.h.
+ *
+ * The training forward computes the same function as cllm_forward with an
+ * empty cache (same kernels; logits agree to ~1e-6 relative). The backward pass
+ * leaves the saved activations alone, so it may run more than once per forward
+ * (e.g. for two losses on the same logits). Threads: kernels_set_threads /
+ * cllm_set_threads (OpenBLAS for the products, pthreads for attention); the
+ * result does not depend on the thread count beyond BLAS rounding. Memory:
+ * about (2C + 2 NH*HS + 2 NKV*HS + 2F) floats per token per layer, plus scratch.
+ * Gradient checks and tolerances: docs/TRAINING.md, "Backward pass".
  */
 #ifndef CLLM_TRAIN_FWD_H
 #define CLLM_TRAIN_FWD_H
@@ -18,7 +27,8 @@
 
 typedef struct cllm_act cllm_act;   /* saved activations, private */
 
-/* Activations for micro-batches of up to B x T tokens. 0 or CLLM_E*. */
+/* Activations for micro-batches of up to B x T tokens of model m (later calls
+ * may pass m or another model of the same config, e.g. a copy). 0 or CLLM_E*. */
 int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T);
 void cllm_act_free(cllm_act *a);
 
