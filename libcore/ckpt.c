@@ -1,0 +1,334 @@
+/* ckpt.c: checkpoint files (see ckpt.h). */
+#include "ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+
+#define HDR_SIZE 1024u
+#define PRE_SIZE 16u   /* magic + version + header size */
+
+static uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t cllm_ckpt_hash(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    const uint64_t K1 = 0x9E3779B185EBCA87ull, K2 = 0xC2B2AE3D27D4EB4Full;
+    h ^= 0x27D4EB2F165667C5ull + n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = rotl64(h ^ (w * K2), 31) * K1;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) w |= (uint64_t)p[i] << (8 * i);
+    h = rotl64(h ^ (w * K2), 31) * K1;
+    h ^= h >> 33;
+    h *= K2;
+    h ^= h >> 29;
+    return h;
+}
+
+/* Little-endian put/get (the files are little-endian on every host). */
+static void put64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static void put32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static uint64_t get64(const unsigned char *p) { uint64_t v = 0; for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i); return v; }
+static uint32_t get32(const unsigned char *p) { uint32_t v = 0; for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i); return v; }
+
+static int host_le(void) { const uint16_t x = 1; return *(const unsigned char *)&x == 1; }
+
+static void pack_header(unsigned char *b, const cllm_ckpt *c) {
+    memset(b, 0, PRE_SIZE + HDR_SIZE);
+    memcpy(b, CLLM_CKPT_MAGIC, 8);
+    put32(b + 8, CLLM_CKPT_VERSION);
+    put32(b + 12, HDR_SIZE);
+    unsigned char *h = b + PRE_SIZE;
+    put64(h + 0, c->step);
+    put64(h + 8, c->total_steps);
+    put64(h + 16, c->consumed);
+    put64(h + 24, c->data_hash);
+    put64(h + 32, c->adam_t);
+    put64(h + 40, c->n_params);
+    for (int i = 0; i < 4; i++) put64(h + 48 + 8 * i, c->rng[i]);
+    for (int i = 0; i < 4; i++) put64(h + 80 + 8 * i, c->data_rng[i]);
+    for (int i = 0; i < 7; i++) put32(h + 112 + 4 * i, (uint32_t)c->shape[i]);
+    size_t ol = strnlen(c->opts, CLLM_CKPT_OPTS - 1);
+    memcpy(h + 140, c->opts, ol);
+}
+
+static int write_all(int fd, const void *p, size_t n, const char *path) {
+    const char *s = p;
+    while (n) {
+        ssize_t w = write(fd, s, n > (1u << 30) ? (1u << 30) : n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return cllm_error(CLLM_EIO, "%s: write: %s", path, strerror(errno));
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n, const char *path) {
+    char *s = p;
+    while (n) {
+        ssize_t r = read(fd, s, n > (1u << 30) ? (1u << 30) : n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return cllm_error(CLLM_EIO, "%s: read: %s", path, strerror(errno));
+        }
+        if (r == 0) return cllm_error(CLLM_ETRUNC, "%s: checkpoint ends early", path);
+        s += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Parse "ckpt-<digits>.cllmckpt"; 1 and *step when it matches. */
+static int ckpt_name(const char *name, uint64_t *step) {
+    if (strncmp(name, "ckpt-", 5)) return 0;
+    const char *p = name + 5;
+    if (*p < '0' || *p > '9') return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno || strcmp(end, ".cllmckpt")) return 0;
+    *step = v;
+    return 1;
+}
+
+typedef struct { uint64_t step; char *name; } entry;
+
+static int cmp_entry(const void *a, const void *b) {
+    const entry *x = a, *y = b;
+    return x->step < y->step ? -1 : x->step > y->step;
+}
+
+/* Checkpoint files of dir, sorted by step (oldest first). */
+static int list_ckpts(const char *dir, entry **out, size_t *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    DIR *d = opendir(dir);
+    if (!d) return cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
+    entry *e = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        uint64_t st;
+        if (!ckpt_name(de->d_name, &st)) continue;
+        if ((rc = cllm_grow((void **)&e, &cap, n + 1, sizeof *e))) break;
+        if (!(e[n].name = cllm_strdup(de->d_name))) { rc = CLLM_ENOMEM; break; }
+        e[n++].step = st;
+    }
+    closedir(d);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) free(e[i].name);
+        free(e);
+        return rc;
+    }
+    if (n) qsort(e, n, sizeof *e, cmp_entry);
+    *out = e;
+    *n_out = n;
+    return 0;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *s = cllm_malloc(a + b + 2);
+    if (!s) return NULL;
+    memcpy(s, dir, a);
+    s[a] = '/';
+    memcpy(s + a + 1, name, b + 1);
+    return s;
+}
+
+static int fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
+    int rc = 0;
+    if (fsync(fd) && errno != EINVAL) rc = cllm_error(CLLM_EIO, "%s: fsync: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+int cllm_ckpt_save(const char *dir, const cllm_ckpt *c, int keep, char **path_out) {
+    if (path_out) *path_out = NULL;
+    if (!host_le()) return cllm_error(CLLM_EUNSUP, "checkpoints need a little-endian host");
+    if (mkdir(dir, 0777) && errno != EEXIST) return cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-%08llu.cllmckpt", (unsigned long long)c->step);
+    char *final = join(dir, name), *tmp = join(dir, ".ckpt-tmp-XXXXXX");
+    if (!final || !tmp) { free(final); free(tmp); return CLLM_ENOMEM; }
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = cllm_error(CLLM_EIO, "%s: %s", tmp, strerror(errno));
+        free(final); free(tmp);
+        return rc;
+    }
+    /* mkstemp makes 0600; give the file the permissions a plain create would. */
+    mode_t um = umask(0);
+    umask(um);
+    int rc = 0;
+    if (fchmod(fd, 0666 & ~um)) rc = cllm_error(CLLM_EIO, "%s: chmod: %s", tmp, strerror(errno));
+    unsigned char hdr[PRE_SIZE + HDR_SIZE];
+    pack_header(hdr, c);
+    size_t nb = (size_t)c->n_params * sizeof(float);
+    uint64_t h = cllm_ckpt_hash(0, hdr, sizeof hdr);
+    h = cllm_ckpt_hash(h, c->params, nb);
+    h = cllm_ckpt_hash(h, c->m, nb);
+    h = cllm_ckpt_hash(h, c->v, nb);
+    unsigned char tail[8];
+    put64(tail, h);
+    if (!rc) rc = write_all(fd, hdr, sizeof hdr, tmp);
+    if (!rc) rc = write_all(fd, c->params, nb, tmp);
+    if (!rc) rc = write_all(fd, c->m, nb, tmp);
+    if (!rc) rc = write_all(fd, c->v, nb, tmp);
+    if (!rc) rc = write_all(fd, tail, 8, tmp);
+    if (!rc && fsync(fd)) rc = cllm_error(CLLM_EIO, "%s: fsync: %s", tmp, strerror(errno));
+    if (close(fd) && !rc) rc = cllm_error(CLLM_EIO, "%s: close: %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, final)) rc = cllm_error(CLLM_EIO, "%s: rename: %s", final, strerror(errno));
+    if (rc) unlink(tmp);
+    if (!rc) rc = fsync_dir(dir);
+    free(tmp);
+    /* Rotation, only once the new checkpoint is on disk. */
+    if (!rc && keep > 0) {
+        entry *e;
+        size_t n;
+        if (!(rc = list_ckpts(dir, &e, &n))) {
+            for (size_t i = 0; i + (size_t)keep < n; i++) {
+                char *p = join(dir, e[i].name);
+                if (p && strcmp(p, final)) unlink(p);
+                free(p);
+            }
+            for (size_t i = 0; i < n; i++) free(e[i].name);
+            free(e);
+        }
+    }
+    if (!rc && path_out) *path_out = final;
+    else free(final);
+    return rc;
+}
+
+void cllm_ckpt_free(cllm_ckpt *c) {
+    free(c->params);
+    free(c->m);
+    free(c->v);
+    c->params = c->m = c->v = NULL;
+}
+
+static int load_file(const char *path, cllm_ckpt *c) {
+    memset(c, 0, sizeof *c);
+    if (!host_le()) return cllm_error(CLLM_EUNSUP, "checkpoints need a little-endian host");
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    unsigned char hdr[PRE_SIZE + HDR_SIZE];
+    if (fstat(fd, &st)) rc = cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode)) rc = cllm_error(CLLM_EFORMAT, "%s: not a regular file", path);
+    else if ((uint64_t)st.st_size < sizeof hdr + 8) rc = cllm_error(CLLM_ETRUNC, "%s: checkpoint ends early (%lld bytes)", path, (long long)st.st_size);
+    if (!rc) rc = read_all(fd, hdr, PRE_SIZE, path);
+    if (!rc && memcmp(hdr, CLLM_CKPT_MAGIC, 8)) rc = cllm_error(CLLM_EFORMAT, "%s: not a cllm checkpoint (bad magic)", path);
+    if (!rc && get32(hdr + 8) != CLLM_CKPT_VERSION)
+        rc = cllm_error(CLLM_EUNSUP, "%s: checkpoint version %u (this build reads %u)", path, get32(hdr + 8), CLLM_CKPT_VERSION);
+    if (!rc && get32(hdr + 12) != HDR_SIZE) rc = cllm_error(CLLM_EFORMAT, "%s: bad checkpoint header size %u", path, get32(hdr + 12));
+    if (!rc) rc = read_all(fd, hdr + PRE_SIZE, HDR_SIZE, path);
+    const unsigned char *h = hdr + PRE_SIZE;
+    if (!rc) {
+        c->step = get64(h);
+        c->total_steps = get64(h + 8);
+        c->consumed = get64(h + 16);
+        c->data_hash = get64(h + 24);
+        c->adam_t = get64(h + 32);
+        c->n_params = get64(h + 40);
+        for (int i = 0; i < 4; i++) c->rng[i] = get64(h + 48 + 8 * i);
+        for (int i = 0; i < 4; i++) c->data_rng[i] = get64(h + 80 + 8 * i);
+        for (int i = 0; i < 7; i++) c->shape[i] = (int32_t)get32(h + 112 + 4 * i);
+        memcpy(c->opts, h + 140, CLLM_CKPT_OPTS);
+        if (c->opts[CLLM_CKPT_OPTS - 1]) rc = cllm_error(CLLM_EFORMAT, "%s: checkpoint options are not terminated", path);
+    }
+    /* The exact size for n_params, with overflow checks, before any allocation. */
+    uint64_t want = 0;
+    if (!rc) {
+        uint64_t body;
+        if (c->n_params == 0 || c->n_params > (UINT64_MAX - sizeof hdr - 8) / 12 ||
+            c->n_params > SIZE_MAX / sizeof(float))
+            rc = cllm_error(CLLM_EFORMAT, "%s: bad parameter count %llu", path, (unsigned long long)c->n_params);
+        else {
+            body = c->n_params * 12;
+            want = sizeof hdr + body + 8;
+            if ((uint64_t)st.st_size < want)
+                rc = cllm_error(CLLM_ETRUNC, "%s: checkpoint ends early (%lld of %llu bytes)", path,
+                                (long long)st.st_size, (unsigned long long)want);
+            else if ((uint64_t)st.st_size > want)
+                rc = cllm_error(CLLM_EFORMAT, "%s: %llu bytes of trailing data", path,
+                                (unsigned long long)((uint64_t)st.st_size - want));
+        }
+    }
+    size_t nb = (size_t)c->n_params * sizeof(float);
+    if (!rc) {
+        c->params = cllm_malloc(nb);
+        c->m = cllm_malloc(nb);
+        c->v = cllm_malloc(nb);
+        if (!c->params || !c->m || !c->v) rc = CLLM_ENOMEM;
+    }
+    unsigned char tail[8];
+    if (!rc) rc = read_all(fd, c->params, nb, path);
+    if (!rc) rc = read_all(fd, c->m, nb, path);
+    if (!rc) rc = read_all(fd, c->v, nb, path);
+    if (!rc) rc = read_all(fd, tail, 8, path);
+    if (!rc) {
+        uint64_t hh = cllm_ckpt_hash(0, hdr, sizeof hdr);
+        hh = cllm_ckpt_hash(hh, c->params, nb);
+        hh = cllm_ckpt_hash(hh, c->m, nb);
+        hh = cllm_ckpt_hash(hh, c->v, nb);
+        if (hh != get64(tail)) rc = cllm_error(CLLM_EFORMAT, "%s: checkpoint checksum mismatch (corrupt file)", path);
+    }
+    if (!rc && (c->adam_t > c->step || c->step > c->total_steps))
+        rc = cllm_error(CLLM_EFORMAT, "%s: inconsistent checkpoint (step %llu of %llu, optimizer step %llu)", path,
+                        (unsigned long long)c->step, (unsigned long long)c->total_steps, (unsigned long long)c->adam_t);
+    close(fd);
+    if (rc) cllm_ckpt_free(c);
+    return rc;
+}
+
+int cllm_ckpt_load(const char *path, cllm_ckpt *c, char **path_out) {
+    if (path_out) *path_out = NULL;
+    struct stat st;
+    if (stat(path, &st)) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        int rc = load_file(path, c);
+        if (!rc && path_out && !(*path_out = cllm_strdup(path))) { cllm_ckpt_free(c); return CLLM_ENOMEM; }
+        return rc;
+    }
+    entry *e;
+    size_t n;
+    int rc = list_ckpts(path, &e, &n);
+    if (rc) return rc;
+    if (n == 0) rc = cllm_error(CLLM_EINVAL, "%s: no checkpoint (ckpt-*.cllmckpt) in this directory", path);
+    /* The newest that validates; an older one when the newest is damaged. */
+    for (size_t i = n; i-- > 0;) {
+        char *p = join(path, e[i].name);
+        if (!p) { rc = CLLM_ENOMEM; break; }
+        rc = load_file(p, c);
+        if (!rc) {
+            if (path_out) *path_out = p;
+            else free(p);
+            break;
+        }
+        free(p);
+    }
+    for (size_t i = 0; i < n; i++) free(e[i].name);
+    free(e);
+    return rc;
+}

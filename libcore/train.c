@@ -1,0 +1,771 @@
+/* train.c: cllm-train's engine (see train.h, docs/TRAINING.md).
+ *
+ * Data flow: a source turns input records into examples (context, fixed
+ * point or answer, Jacobi states, labels); a pipeline runs passes (epochs)
+ * over the source through a shuffle buffer driven by its own RNG; a step
+ * takes batch * grad_accum examples (never across an epoch boundary), runs
+ * the micro-batches forward and backward into one gradient buffer, clips,
+ * and takes an AdamW step at the scheduled learning rate.
+ *
+ * Per CLLM example (prompt+prefix = x, fixed point y*, states y(0..k-1)):
+ *   AR:          sequence x‖y* (x_prompt‖labels with use_labels), label-
+ *                smoothed CE on the window, mean over its tokens, times w;
+ *   consistency: state y = y(j), j uniform in [0, k) from the training RNG;
+ *                teacher window t = y* (global) or y(j+1) (local, y* when
+ *                j = k-1); soft CE of softmax(teacher logits on x‖t) against
+ *                the student's log-softmax on x‖y, rows from the first
+ *                position where y and t differ (sum, or mean with cons_mean).
+ *   The teacher logits are the same weights without gradient: for global
+ *   consistency without labels they are the AR forward's logits, copied
+ *   before the AR backward.
+ * The step's loss is the mean over its examples of (consistency + w * AR);
+ * for SFT, the mean over examples of the answer tokens' mean CE.
+ *
+ * Exact resume: the checkpoint stores weights, Adam moments and step, the
+ * training RNG, and the number of examples taken from the pipeline; resume
+ * replays the pipeline (reading and shuffling, no compute) up to that point,
+ * then checks that the replayed shuffle RNG and the hash of the examples
+ * equal the checkpoint's, so a different input is an error.
+ */
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "adamw.h"
+#include "ckpt.h"
+#include "cli.h"
+#include "err.h"
+#include "gen.h"
+#include "loss.h"
+#include "records.h"
+#include "rng.h"
+#include "stream.h"
+#include "tokenizer.h"
+#include "train_fwd.h"
+
+void cllm_train_opts_init(cllm_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->objective = CLLM_OBJ_CLLM;
+    o->loss = CLLM_CONS_GLOBAL;
+    o->lr = 2e-5;
+    o->warmup = 0.03;
+    o->clip = 1.0;
+    o->ar_weight = 10.0;
+    o->label_smoothing = -1;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->batch = 1;
+    o->grad_accum = 1;
+    o->shuffle_buffer = 1024;
+    o->keep = 3;
+    o->dtype = "f32";
+}
+
+/* ---- examples ---------------------------------------------------------- */
+
+typedef struct example {
+    int32_t *ctx;      /* prompt + prefix */
+    int n_ctx, n_prompt;
+    int32_t *fixed;    /* y* (cllm), answer + EOS (sft) */
+    int m;
+    int32_t *states;   /* k states of n tokens */
+    int k, n;
+    int32_t *labels;
+    int nl;
+    int64_t id;
+} example;
+
+static void example_free(example *e) {
+    free(e->ctx);
+    free(e->fixed);
+    free(e->states);
+    free(e->labels);
+    memset(e, 0, sizeof *e);
+}
+
+static int32_t *dup_ids(const int32_t *p, size_t n) {
+    int32_t *d = cllm_malloc(n ? n * sizeof *d : 1);
+    if (d && n) memcpy(d, p, n * sizeof *d);
+    return d;
+}
+
+static int check_ids(const int32_t *p, size_t n, int V, int64_t id, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0 || p[i] >= V)
+            return cllm_error(CLLM_EINVAL, "example %lld: %s token %d is outside the vocabulary (%d)", (long long)id, what,
+                              p[i], V);
+    return 0;
+}
+
+/* ---- sources ----------------------------------------------------------- */
+
+typedef struct source {
+    const cllm_train_opts *o;
+    const cllm_model *m;
+    const char *path;         /* what to open: NULL (stdin), a file, /dev/stdin */
+    cllm_reader *r;           /* cllm: traj records */
+    cllm_prompts *p;          /* sft */
+    const cllm_value *seen_header;
+    uint64_t headers;
+} source;
+
+static int check_header(source *s, const cllm_value *h, const char *name) {
+    if (!h) return 0;
+    char *tokh = NULL;
+    int64_t vocab = 0;
+    int rc = cllm_rec_get_str(h, "tokenizer", &tokh, 0);
+    if (!rc) rc = cllm_rec_get_i64(h, "vocab", &vocab, 0);
+    if (!rc && tokh && *tokh && s->m->tok) {
+        const char *mine = cllm_tokenizer_hash(s->m->tok);
+        if (strcmp(tokh, mine))
+            rc = cllm_error(CLLM_EINVAL, "%s: made with another tokenizer (hash %s; the model's is %s)", name, tokh, mine);
+    }
+    if (!rc && vocab > 0 && vocab != s->m->cfg.vocab)
+        rc = cllm_error(CLLM_EINVAL, "%s: made for a vocabulary of %lld tokens (the model has %d)", name, (long long)vocab,
+                        s->m->cfg.vocab);
+    free(tokh);
+    return rc;
+}
+
+static int source_open(source *s) {
+    if (s->o->objective == CLLM_OBJ_CLLM) return cllm_reader_open(&s->r, s->path);
+    return cllm_prompts_open(&s->p, s->path, &s->o->prompt, s->m->tok);
+}
+
+static void source_close(source *s) {
+    if (s->r) cllm_reader_close(s->r);
+    if (s->p) cllm_prompts_close(s->p);
+    s->r = NULL;
+    s->p = NULL;
+    s->seen_header = NULL;
+}
+
+static int next_traj(source *s, example *e) {
+    const int V = s->m->cfg.vocab;
+    for (;;) {
+        cllm_record rec;
+        int rc = cllm_reader_next(s->r, &rec);
+        if (rc) return rc;
+        if (!strcmp(rec.type, "header")) {
+            if ((rc = check_header(s, rec.root, cllm_reader_name(s->r)))) return rc;
+            continue;
+        }
+        if (strcmp(rec.type, "traj")) continue;
+        cllm_traj_rec t;
+        memset(&t, 0, sizeof t);
+        if ((rc = cllm_rec_traj_get(&rec, &t))) return rc;
+        memset(e, 0, sizeof *e);
+        e->id = t.id;
+        size_t nctx = t.prompt.n + t.prefix.n;
+        size_t n = t.n_states ? t.states[0].n : t.fixed.n;
+        if (nctx == 0) rc = cllm_error(CLLM_EINVAL, "traj record %lld: empty prompt", (long long)t.id);
+        else if (t.fixed.n == 0) rc = 1;  /* nothing to learn: skip */
+        else if (t.fixed.n > n) rc = cllm_error(CLLM_ESCHEMA, "traj record %lld: fixed point longer than its states", (long long)t.id);
+        for (size_t j = 0; !rc && j < t.n_states; j++)
+            if (t.states[j].n != n)
+                rc = cllm_error(CLLM_ESCHEMA, "traj record %lld: states of different lengths", (long long)t.id);
+        if (!rc && nctx + n > (size_t)1 << 30) rc = cllm_error(CLLM_ELIMIT, "traj record %lld too long", (long long)t.id);
+        if (!rc) rc = check_ids(t.prompt.ids, t.prompt.n, V, t.id, "prompt");
+        if (!rc) rc = check_ids(t.prefix.ids, t.prefix.n, V, t.id, "prefix");
+        if (!rc) rc = check_ids(t.fixed.ids, t.fixed.n, V, t.id, "fixed");
+        for (size_t j = 0; !rc && j < t.n_states; j++) rc = check_ids(t.states[j].ids, n, V, t.id, "state");
+        if (!rc && t.has_labels) rc = check_ids(t.labels.ids, t.labels.n, V, t.id, "label");
+        if (!rc && s->o->use_labels && (!t.has_labels || t.labels.n == 0))
+            rc = cllm_error(CLLM_ESCHEMA, "traj record %lld: --use-labels but the record has no labels", (long long)t.id);
+        if (!rc) {
+            e->ctx = cllm_malloc(nctx * sizeof *e->ctx);
+            e->fixed = dup_ids(t.fixed.ids, t.fixed.n);
+            e->states = cllm_malloc(t.n_states ? t.n_states * n * sizeof *e->states : 1);
+            e->labels = dup_ids(t.labels.ids, t.has_labels ? t.labels.n : 0);
+            if (!e->ctx || !e->fixed || !e->states || !e->labels) rc = CLLM_ENOMEM;
+        }
+        if (!rc) {
+            memcpy(e->ctx, t.prompt.ids, t.prompt.n * sizeof *e->ctx);
+            memcpy(e->ctx + t.prompt.n, t.prefix.ids, t.prefix.n * sizeof *e->ctx);
+            for (size_t j = 0; j < t.n_states; j++) memcpy(e->states + j * n, t.states[j].ids, n * sizeof *e->states);
+            e->n_ctx = (int)nctx;
+            e->n_prompt = (int)t.prompt.n;
+            e->m = (int)t.fixed.n;
+            e->k = (int)t.n_states;
+            e->n = (int)n;
+            e->nl = t.has_labels ? (int)t.labels.n : 0;
+        }
+        cllm_rec_traj_free(&t);
+        if (rc == 1) { example_free(e); continue; }
+        if (rc) example_free(e);
+        return rc;
+    }
+}
+
+static int next_sft(source *s, example *e) {
+    const int V = s->m->cfg.vocab;
+    cllm_prompt p;
+    memset(&p, 0, sizeof p);
+    int rc = cllm_prompts_next(s->p, &p);
+    if (rc) return rc;
+    const cllm_value *h = cllm_prompts_header(s->p);
+    if (h && h != s->seen_header) {
+        s->seen_header = h;
+        if ((rc = check_header(s, h, s->path ? s->path : "(stdin)"))) { cllm_prompt_free(&p); return rc; }
+    }
+    memset(e, 0, sizeof *e);
+    e->id = p.id;
+    int eos = s->m->cfg.eos_id;
+    if (s->m->tok && cllm_tokenizer_eos(s->m->tok) >= 0) eos = cllm_tokenizer_eos(s->m->tok);
+    int32_t *ans = NULL;
+    size_t na = 0;
+    if (!p.answer) rc = cllm_error(CLLM_ESCHEMA, "prompt %lld has no answer (SFT needs one; see --answer-field)", (long long)p.id);
+    else if (!s->m->tok) rc = cllm_error(CLLM_EINVAL, "SFT answers are text: the model has no tokenizer");
+    else if (eos < 0 || eos >= V) rc = cllm_error(CLLM_EINVAL, "the model names no end-of-sequence token");
+    else if (p.tokens.n == 0) rc = cllm_error(CLLM_EINVAL, "prompt %lld is empty", (long long)p.id);
+    if (!rc) rc = cllm_tokenizer_encode(s->m->tok, p.answer, strlen(p.answer), 0, &ans, &na);
+    if (!rc) rc = check_ids(p.tokens.ids, p.tokens.n, V, p.id, "prompt");
+    if (!rc) rc = check_ids(ans, na, V, p.id, "answer");
+    if (!rc) {
+        e->ctx = dup_ids(p.tokens.ids, p.tokens.n);
+        e->fixed = cllm_malloc((na + 1) * sizeof *e->fixed);
+        if (!e->ctx || !e->fixed) rc = CLLM_ENOMEM;
+    }
+    if (!rc) {
+        if (na) memcpy(e->fixed, ans, na * sizeof *ans);
+        e->fixed[na] = eos;
+        e->n_ctx = e->n_prompt = (int)p.tokens.n;
+        e->m = (int)na + 1;
+    }
+    free(ans);
+    cllm_prompt_free(&p);
+    if (rc) example_free(e);
+    return rc;
+}
+
+static int source_next(source *s, example *e) {
+    return s->o->objective == CLLM_OBJ_CLLM ? next_traj(s, e) : next_sft(s, e);
+}
+
+/* ---- the pipeline: epochs and the shuffle buffer ------------------------ */
+
+typedef struct pipeline {
+    source src;
+    int open, input_done;
+    example *buf;
+    int cap, n;
+    cllm_rng rng;
+    int64_t epoch, max_epochs;  /* max_epochs 0: unlimited */
+    uint64_t delivered, in_epoch;
+    uint64_t hash;
+} pipeline;
+
+enum { PIPE_EXAMPLE = 0, PIPE_EPOCH_END = 1 };
+
+static uint64_t example_hash(uint64_t h, const example *e) {
+    h = cllm_ckpt_hash(h, e->ctx, (size_t)e->n_ctx * sizeof(int32_t));
+    h = cllm_ckpt_hash(h, e->fixed, (size_t)e->m * sizeof(int32_t));
+    h = cllm_ckpt_hash(h, e->states, (size_t)e->k * e->n * sizeof(int32_t));
+    return cllm_ckpt_hash(h, e->labels, (size_t)e->nl * sizeof(int32_t));
+}
+
+/* PIPE_EXAMPLE (*out filled, caller frees), PIPE_EPOCH_END, CLLM_EOF, or an error. */
+static int pipe_next(pipeline *p, example *out) {
+    for (;;) {
+        if (!p->open) {
+            if (p->max_epochs && p->epoch >= p->max_epochs) return CLLM_EOF;
+            int rc = source_open(&p->src);
+            if (rc) return rc;
+            p->open = 1;
+            p->input_done = 0;
+            p->in_epoch = 0;
+        }
+        while (!p->input_done && p->n < p->cap) {
+            int rc = source_next(&p->src, &p->buf[p->n]);
+            if (rc == CLLM_EOF) { p->input_done = 1; break; }
+            if (rc) return rc;
+            p->n++;
+        }
+        if (p->n > 0) {
+            int i = (int)cllm_rng_below(&p->rng, (uint64_t)p->n);
+            *out = p->buf[i];
+            p->buf[i] = p->buf[p->n - 1];
+            memset(&p->buf[p->n - 1], 0, sizeof(example));
+            p->n--;
+            p->delivered++;
+            p->in_epoch++;
+            p->hash = example_hash(p->hash, out);
+            return PIPE_EXAMPLE;
+        }
+        source_close(&p->src);
+        p->open = 0;
+        p->epoch++;
+        if (p->in_epoch == 0) return cllm_error(CLLM_EINVAL, "no training examples in the input");
+        return PIPE_EPOCH_END;
+    }
+}
+
+static void pipe_free(pipeline *p) {
+    source_close(&p->src);
+    for (int i = 0; i < p->n; i++) example_free(&p->buf[i]);
+    free(p->buf);
+    p->buf = NULL;
+}
+
+/* Count the examples of one pass (for the schedule's length). */
+static int count_examples(const cllm_train_opts *o, const cllm_model *m, const char *path, uint64_t *n) {
+    source s = { .o = o, .m = m, .path = path };
+    *n = 0;
+    int rc = source_open(&s);
+    example e;
+    while (!rc && (rc = source_next(&s, &e)) == 0) {
+        (*n)++;
+        example_free(&e);
+    }
+    source_close(&s);
+    return rc == CLLM_EOF ? 0 : rc;
+}
+
+/* ---- the trainer ------------------------------------------------------- */
+
+typedef struct trainer {
+    cllm_model *m;
+    const cllm_train_opts *o;
+    cllm_act *act;
+    int actB, actT;
+    int *tokens, *lens;
+    size_t tok_cap;
+    float *logits, *dlogits;
+    size_t lg_cap;            /* floats */
+    float *teacher;           /* per example of the micro-batch: m rows */
+    size_t te_cap;
+    float *grads;
+    cllm_adamw opt;
+    cllm_rng rng;
+    double ar_eps;
+    uint64_t tokens_fwd;      /* tokens through the model this step */
+} trainer;
+
+typedef struct seqspec { const int32_t *a; int na; const int32_t *b; int nb; } seqspec;
+
+static int grow_f(float **p, size_t *cap, size_t need) {
+    if (*cap >= need) return 0;
+    float *q = realloc(*p, need * sizeof *q);
+    if (!q) return cllm_error(CLLM_ENOMEM, "out of memory (%zu floats)", need);
+    *p = q;
+    *cap = need;
+    return 0;
+}
+
+/* Forward B sequences a‖b; logits land in t->logits (B, T, V). */
+static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
+    const int V = t->m->cfg.vocab;
+    int T = 1;
+    for (int b = 0; b < B; b++)
+        if (s[b].na + s[b].nb > T) T = s[b].na + s[b].nb;
+    if (!t->act || T > t->actT || B > t->actB) {
+        int nT = t->actT > T ? t->actT : T, nB = t->actB > B ? t->actB : B;
+        cllm_act_free(t->act);
+        t->act = NULL;
+        t->actT = t->actB = 0;
+        int rc = cllm_act_init(&t->act, t->m, nB, nT);
+        if (rc) return rc;
+        t->actT = nT;
+        t->actB = nB;
+    }
+    size_t bt = (size_t)B * T;
+    if (t->tok_cap < bt) {
+        int *a = realloc(t->tokens, bt * sizeof *a), *l;
+        if (!a) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->tokens = a;
+        if (!(l = realloc(t->lens, bt * sizeof *l))) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->lens = l;
+        t->tok_cap = bt;
+    }
+    int rc = grow_f(&t->logits, &t->lg_cap, bt * V);
+    if (!rc && t->lg_cap > 0) {
+        size_t dcap = t->lg_cap;
+        float *d = realloc(t->dlogits, dcap * sizeof *d);
+        if (!d) return cllm_error(CLLM_ENOMEM, "out of memory (%zu floats)", dcap);
+        t->dlogits = d;
+    }
+    if (rc) return rc;
+    for (int b = 0; b < B; b++) {
+        int *row = t->tokens + (size_t)b * T;
+        for (int i = 0; i < s[b].na; i++) row[i] = s[b].a[i];
+        for (int i = 0; i < s[b].nb; i++) row[s[b].na + i] = s[b].b[i];
+        for (int i = s[b].na + s[b].nb; i < T; i++) row[i] = 0;
+        t->lens[b] = s[b].na + s[b].nb;
+        t->tokens_fwd += (uint64_t)t->lens[b];
+    }
+    *T_out = T;
+    return cllm_train_forward(t->act, t->m, t->tokens, t->lens, B, T, t->logits);
+}
+
+/* One micro-batch of B examples; adds to *cons and *ar (already divided by R). */
+static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, double *ar) {
+    const cllm_train_opts *o = t->o;
+    const int V = t->m->cfg.vocab;
+    const float inv_r = 1.0f / (float)R;
+    seqspec s[B > 0 ? B : 1];
+    int T, rc;
+
+    if (o->objective == CLLM_OBJ_SFT) {
+        for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
+        if ((rc = forward(t, s, B, &T))) return rc;
+        memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
+        for (int b = 0; b < B && !rc; b++) {
+            size_t off = ((size_t)b * T + ex[b].n_ctx - 1) * V;
+            rc = cllm_ce_loss(t->logits + off, V, ex[b].fixed, ex[b].m, t->ar_eps, CLLM_REDUCE_MEAN, inv_r,
+                              t->dlogits + off, ar);
+        }
+        if (!rc) rc = cllm_train_backward(t->act, t->m, t->dlogits, t->grads);
+        return rc;
+    }
+
+    /* CLLM: pick the states, then teacher rows, AR loss, consistency loss. */
+    int js[B > 0 ? B : 1];
+    const int32_t *tw[B > 0 ? B : 1];   /* the teacher's window */
+    size_t te_off[B > 0 ? B : 1], te_need = 0;
+    int separate = o->loss == CLLM_CONS_LOCAL || o->use_labels;
+    for (int b = 0; b < B; b++) {
+        js[b] = ex[b].k ? (int)cllm_rng_below(&t->rng, (uint64_t)ex[b].k) : -1;
+        tw[b] = ex[b].fixed;
+        if (o->loss == CLLM_CONS_LOCAL && js[b] >= 0 && js[b] + 1 < ex[b].k) tw[b] = ex[b].states + (size_t)(js[b] + 1) * ex[b].n;
+        te_off[b] = te_need;
+        te_need += (size_t)ex[b].m * V;
+    }
+    if ((rc = grow_f(&t->teacher, &t->te_cap, te_need ? te_need : 1))) return rc;
+    if (separate) {
+        for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, tw[b], ex[b].m };
+        if ((rc = forward(t, s, B, &T))) return rc;
+        for (int b = 0; b < B; b++)
+            memcpy(t->teacher + te_off[b], t->logits + ((size_t)b * T + ex[b].n_ctx - 1) * V,
+                   (size_t)ex[b].m * V * sizeof(float));
+    }
+    /* AR */
+    for (int b = 0; b < B; b++)
+        s[b] = o->use_labels ? (seqspec){ ex[b].ctx, ex[b].n_prompt, ex[b].labels, ex[b].nl }
+                             : (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
+    if ((rc = forward(t, s, B, &T))) return rc;
+    if (!separate)
+        for (int b = 0; b < B; b++)
+            memcpy(t->teacher + te_off[b], t->logits + ((size_t)b * T + ex[b].n_ctx - 1) * V,
+                   (size_t)ex[b].m * V * sizeof(float));
+    double w = o->ar_weight;
+    memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
+    for (int b = 0; b < B && !rc; b++) {
+        size_t off = ((size_t)b * T + s[b].na - 1) * V;
+        double l = 0;
+        if (w > 0) {
+            rc = cllm_ce_loss(t->logits + off, V, s[b].b, s[b].nb, t->ar_eps, CLLM_REDUCE_MEAN, (float)(w * inv_r),
+                              t->dlogits + off, &l);
+            *ar += l / w;
+        } else {
+            rc = cllm_ce_loss(t->logits + off, V, s[b].b, s[b].nb, t->ar_eps, CLLM_REDUCE_MEAN, inv_r, NULL, &l);
+            *ar += l;
+        }
+    }
+    if (!rc && w > 0) rc = cllm_train_backward(t->act, t->m, t->dlogits, t->grads);
+    if (rc) return rc;
+    /* Consistency: student on x‖y(j). */
+    int any = 0;
+    for (int b = 0; b < B; b++) {
+        if (js[b] < 0) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, NULL, 0 };
+        else {
+            s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].states + (size_t)js[b] * ex[b].n, ex[b].m };
+            any = 1;
+        }
+    }
+    if (!any) return 0;
+    if ((rc = forward(t, s, B, &T))) return rc;
+    memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
+    for (int b = 0; b < B && !rc; b++) {
+        if (js[b] < 0) continue;
+        size_t off = ((size_t)b * T + ex[b].n_ctx - 1) * V;
+        rc = cllm_consistency_loss(t->logits + off, t->teacher + te_off[b], V, s[b].b, tw[b], ex[b].m,
+                                   o->cons_mean ? CLLM_REDUCE_MEAN : CLLM_REDUCE_SUM, inv_r, t->dlogits + off, cons,
+                                   NULL);
+    }
+    if (!rc) rc = cllm_train_backward(t->act, t->m, t->dlogits, t->grads);
+    return rc;
+}
+
+static void trainer_free(trainer *t) {
+    cllm_act_free(t->act);
+    free(t->tokens);
+    free(t->lens);
+    free(t->logits);
+    free(t->dlogits);
+    free(t->teacher);
+    free(t->grads);
+    cllm_adamw_free(&t->opt);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int put_metric(cllm_writer *w, cllm_packbuf *b, const char *name, double v, int64_t step, const char *unit) {
+    cllm_metric_rec r = { name, v, step, unit };
+    int rc = cllm_rec_metric_pack(b, &r);
+    if (!rc) rc = cllm_writer_put(w, b->data, b->size);
+    return rc;
+}
+
+static void opts_string(char *s, size_t cap, const cllm_train_opts *o, int64_t total, int64_t max_epochs) {
+    snprintf(s, cap,
+             "objective=%s loss=%s cons=%s lr=%.9g warmup=%.9g clip=%.9g ar_weight=%.9g smoothing=%.9g wd=%.9g "
+             "betas=%.9g,%.9g eps=%.9g epochs=%lld steps=%lld batch=%d accum=%d labels=%d shuffle=%d seed=%llu "
+             "max_len=%d",
+             o->objective == CLLM_OBJ_SFT ? "sft" : "cllm", o->loss == CLLM_CONS_LOCAL ? "local" : "global",
+             o->cons_mean ? "mean" : "sum", o->lr, o->warmup, o->clip, o->ar_weight, o->label_smoothing,
+             o->weight_decay, o->beta1, o->beta2, o->eps, (long long)max_epochs, (long long)total, o->batch,
+             o->grad_accum, o->use_labels, o->shuffle_buffer, (unsigned long long)o->seed, o->max_len);
+}
+
+static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t step, int64_t total, const char *opts,
+                     char **path) {
+    const cllm_config *c = &t->m->cfg;
+    cllm_ckpt k;
+    memset(&k, 0, sizeof k);
+    k.step = (uint64_t)step;
+    k.total_steps = (uint64_t)total;
+    k.consumed = p->delivered;
+    k.data_hash = p->hash;
+    k.adam_t = (uint64_t)t->opt.t;
+    k.n_params = t->m->n_params;
+    memcpy(k.rng, t->rng.s, sizeof k.rng);
+    memcpy(k.data_rng, p->rng.s, sizeof k.data_rng);
+    int32_t shape[7] = { c->n_layer, c->d_model, c->n_head, c->n_head_kv, c->head_dim, c->d_ff, c->vocab };
+    memcpy(k.shape, shape, sizeof shape);
+    snprintf(k.opts, sizeof k.opts, "%s", opts);
+    k.params = t->m->params;
+    k.m = t->opt.m;
+    k.v = t->opt.v;
+    return cllm_ckpt_save(dir, &k, t->o->keep, path);
+}
+
+/* Is the input one we can read again (a file, or standard input redirected
+ * from a file)? Sets *path to what to open each pass. */
+static int input_path(const char *in, const char **path, int *again) {
+    struct stat st;
+    if (!in || !strcmp(in, "-")) {
+        if (fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode)) {
+            *path = "/dev/stdin";
+            *again = 1;
+        } else {
+            *path = NULL;
+            *again = 0;
+        }
+        return 0;
+    }
+    if (stat(in, &st)) return cllm_error(CLLM_EIO, "%s: cannot open: %s", in, strerror(errno));
+    *path = in;
+    *again = S_ISREG(st.st_mode);
+    return 0;
+}
+
+int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
+    const cllm_config *c = &m->cfg;
+    if (!o->output) return cllm_error(CLLM_EINVAL, "no output model");
+    if (o->batch < 1 || o->grad_accum < 1 || o->shuffle_buffer < 1 || !(o->lr >= 0) || !(o->warmup >= 0 && o->warmup <= 1))
+        return cllm_error(CLLM_EINVAL, "bad training options");
+    const char *path = NULL;
+    int again = 0;
+    int rc = input_path(o->input, &path, &again);
+    if (rc) return rc;
+
+    /* The schedule's length. */
+    int64_t max_epochs = o->epochs;
+    int64_t total = o->max_steps;
+    const int64_t per_step = (int64_t)o->batch * o->grad_accum;
+    if (!again && (o->epochs > 1 || (o->max_steps && !o->epochs) || o->resume)) {
+        if (o->epochs > 1) return cllm_error(CLLM_EINVAL, "--epochs %d needs an input that can be read again (a file, not a pipe)", o->epochs);
+        max_epochs = 1;
+    }
+    if (!total) {
+        if (!again)
+            return cllm_error(CLLM_EINVAL, "the input is a pipe: give --max-steps (the schedule needs its length) or read a file");
+        if (!max_epochs) max_epochs = 1;
+        uint64_t n;
+        if ((rc = count_examples(o, m, path, &n))) return rc;
+        if (n == 0) return cllm_error(CLLM_EINVAL, "no training examples in the input");
+        total = max_epochs * (int64_t)((n + (uint64_t)per_step - 1) / (uint64_t)per_step);
+    }
+    int64_t warm = cllm_warmup_steps(o->warmup, total);
+    char opts[CLLM_CKPT_OPTS];
+    opts_string(opts, sizeof opts, o, total, max_epochs);
+
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.m = m;
+    t.o = o;
+    t.ar_eps = o->label_smoothing >= 0 ? o->label_smoothing : (o->objective == CLLM_OBJ_SFT ? 0.0 : 0.1);
+    if (!(t.ar_eps >= 0 && t.ar_eps < 1)) return cllm_error(CLLM_EINVAL, "label smoothing must be in [0, 1)");
+    cllm_rng_seed(&t.rng, o->seed);
+    pipeline p;
+    memset(&p, 0, sizeof p);
+    p.src = (source){ .o = o, .m = m, .path = path };
+    p.cap = o->shuffle_buffer;
+    p.max_epochs = max_epochs;
+    cllm_rng_seed(&p.rng, o->seed ^ 0x53485546464c45ull);
+    cllm_writer *w = NULL;
+    cllm_packbuf pb = { 0 };
+    char *ckdir = NULL;
+    example *ex = NULL;
+    int n_ex = 0;
+    int64_t step = 0;
+
+    if (!(p.buf = cllm_calloc((size_t)p.cap, sizeof *p.buf)) || !(ex = cllm_calloc((size_t)per_step, sizeof *ex)) ||
+        !(t.grads = cllm_calloc(m->n_params, sizeof(float)))) {
+        rc = CLLM_ENOMEM;
+        goto out;
+    }
+    if ((rc = cllm_adamw_init(&t.opt, m->n_params))) goto out;
+    t.opt.beta1 = o->beta1;
+    t.opt.beta2 = o->beta2;
+    t.opt.eps = o->eps;
+    t.opt.weight_decay = o->weight_decay;
+    for (int i = 0; i < m->n_tensors && !rc && o->weight_decay != 0; i++)
+        if (m->tensors[i].n_dims == 1) rc = cllm_adamw_no_decay(&t.opt, m->tensors[i].offset, m->tensors[i].numel);
+    if (rc) goto out;
+    if (o->checkpoint_every > 0 || o->resume) {
+        if (o->checkpoint_dir) ckdir = cllm_strdup(o->checkpoint_dir);
+        else {
+            size_t l = strlen(o->output);
+            while (l > 1 && o->output[l - 1] == '/') l--;
+            if ((ckdir = cllm_malloc(l + 6))) { memcpy(ckdir, o->output, l); memcpy(ckdir + l, ".ckpt", 6); }
+        }
+        if (!ckdir) { rc = CLLM_ENOMEM; goto out; }
+    }
+
+    /* Resume: state from the checkpoint, then replay the input up to it. */
+    if (o->resume) {
+        cllm_ckpt k;
+        char *kp = NULL;
+        if ((rc = cllm_ckpt_load(o->resume, &k, &kp))) goto out;
+        int32_t shape[7] = { c->n_layer, c->d_model, c->n_head, c->n_head_kv, c->head_dim, c->d_ff, c->vocab };
+        if (k.n_params != m->n_params || memcmp(shape, k.shape, sizeof shape))
+            rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of another model shape (%llu parameters; this model has %zu)", kp,
+                            (unsigned long long)k.n_params, m->n_params);
+        else if (strcmp(k.opts, opts))
+            rc = cllm_error(CLLM_EINVAL, "%s: checkpoint made with other options:\n  checkpoint: %s\n  now:        %s", kp,
+                            k.opts, opts);
+        else if (k.total_steps != (uint64_t)total)
+            rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of a %llu-step run (this one has %lld)", kp,
+                            (unsigned long long)k.total_steps, (long long)total);
+        if (!rc) {
+            memcpy(m->params, k.params, m->n_params * sizeof(float));
+            memcpy(t.opt.m, k.m, m->n_params * sizeof(float));
+            memcpy(t.opt.v, k.v, m->n_params * sizeof(float));
+            t.opt.t = (int64_t)k.adam_t;
+            memcpy(t.rng.s, k.rng, sizeof k.rng);
+            step = (int64_t)k.step;
+            while (!rc && p.delivered < k.consumed) {
+                example e;
+                int r = pipe_next(&p, &e);
+                if (r == PIPE_EXAMPLE) example_free(&e);
+                else if (r == CLLM_EOF) rc = cllm_error(CLLM_EINVAL, "%s: the input ends before the checkpoint's position (%llu examples)", kp, (unsigned long long)k.consumed);
+                else if (r < 0) rc = r;
+            }
+            if (!rc && (p.hash != k.data_hash || memcmp(p.rng.s, k.data_rng, sizeof k.data_rng)))
+                rc = cllm_error(CLLM_EINVAL, "%s: the input differs from the one this checkpoint was trained on", kp);
+        }
+        cllm_ckpt_free(&k);
+        free(kp);
+        if (rc) goto out;
+    }
+
+    /* The metric stream. */
+    {
+        char producer[64];
+        snprintf(producer, sizeof producer, "cllm-train %s", CLLM_VERSION);
+        cllm_header_rec h;
+        cllm_header_for_model(&h, m, producer, o->argc, o->argv);
+        if ((rc = cllm_writer_open(&w, o->metrics, o->force))) goto out;
+        if ((rc = cllm_rec_header_pack(&pb, &h)) || (rc = cllm_writer_put_header(w, pb.data, pb.size))) goto out;
+    }
+
+    int ended = 0;
+    while (step < total && !ended) {
+        double t0 = now_s();
+        /* Gather the step's examples (never across an epoch boundary). */
+        for (int i = 0; i < n_ex; i++) example_free(&ex[i]);
+        n_ex = 0;
+        while (n_ex < per_step) {
+            int r = pipe_next(&p, &ex[n_ex]);
+            if (r == PIPE_EXAMPLE) { n_ex++; continue; }
+            if (r == PIPE_EPOCH_END) { if (n_ex) break; continue; }
+            if (r == CLLM_EOF) { ended = 1; break; }
+            rc = r;
+            goto out;
+        }
+        if (n_ex == 0) break;
+        int maxlen = o->max_len > 0 ? o->max_len : c->max_ctx;
+        for (int i = 0; i < n_ex; i++) {
+            int len = ex[i].n_ctx + ex[i].m;
+            if (o->use_labels && ex[i].n_prompt + ex[i].nl > len) len = ex[i].n_prompt + ex[i].nl;
+            if (maxlen > 0 && len > maxlen) {
+                rc = cllm_error(CLLM_ELIMIT, "example %lld: %d tokens, more than the limit of %d (--max-len)",
+                                (long long)ex[i].id, len, maxlen);
+                goto out;
+            }
+        }
+        memset(t.grads, 0, m->n_params * sizeof(float));
+        t.tokens_fwd = 0;
+        double cons = 0, ar = 0;
+        for (int i = 0; i < n_ex && !rc; i += o->batch) {
+            int B = n_ex - i < o->batch ? n_ex - i : o->batch;
+            rc = micro_batch(&t, ex + i, B, n_ex, &cons, &ar);
+        }
+        if (rc) goto out;
+        double gn = cllm_grad_norm(t.grads, m->n_params);
+        if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
+        cllm_grad_clip(t.grads, m->n_params, gn, o->clip);
+        double lr = o->lr * cllm_lr_cosine(step, warm, total);
+        cllm_adamw_step(&t.opt, m->params, t.grads, lr);
+        step++;
+        double dt = now_s() - t0;
+        double loss = o->objective == CLLM_OBJ_SFT ? ar : cons + o->ar_weight * ar;
+        double tps = dt > 0 ? (double)t.tokens_fwd / dt : 0;
+        if ((rc = put_metric(w, &pb, "loss", loss, step, NULL))) goto out;
+        if (o->objective == CLLM_OBJ_CLLM &&
+            ((rc = put_metric(w, &pb, "consistency", cons, step, NULL)) || (rc = put_metric(w, &pb, "ar", ar, step, NULL))))
+            goto out;
+        if ((rc = put_metric(w, &pb, "lr", lr, step, NULL)) || (rc = put_metric(w, &pb, "grad_norm", gn, step, NULL)) ||
+            (rc = put_metric(w, &pb, "tokens_per_s", tps, step, "tokens/s")))
+            goto out;
+        char *ck = NULL;
+        int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || (cllm_interrupted && step < total));
+        if (want_ck && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
+        if (o->on_step) {
+            cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };
+            o->on_step(o->cb_ctx, &pr);
+        }
+        free(ck);
+        if (cllm_interrupted) {
+            rc = cllm_error(CLLM_EINTR, "interrupted after step %lld", (long long)step);
+            goto out;
+        }
+    }
+    if ((rc = cllm_model_save(m, o->output, o->dtype))) goto out;
+
+out:
+    if (w) {
+        if (rc) cllm_writer_abort(w);
+        else rc = cllm_writer_close(w);
+    }
+    for (int i = 0; ex && i < per_step; i++) example_free(&ex[i]);
+    free(ex);
+    pipe_free(&p);
+    trainer_free(&t);
+    cllm_packbuf_free(&pb);
+    free(ckdir);
+    return rc;
+}
