@@ -1,0 +1,114 @@
+#!/bin/sh
+# train.sh: cllm-train end to end on a tiny random model (tests/tools/make-tiny:
+# SmolLM2's tokenizer cut to 512 ids, 2 layers, width 64):
+#   1. SFT straight from GSM8K JSONL runs and the loss falls;
+#   2. 2N steps straight == N steps, kill -9, resume from the step-N
+#      checkpoint, N more (output weights byte for byte, and the losses);
+#   3. SIGTERM finishes the step, writes a checkpoint, exits 143, leaves the
+#      metric stream without its end record;
+#   4. damaged checkpoints (truncated, flipped, foreign) and other options are
+#      refused with a clear message;
+#   5. CLLM training (global, local, --use-labels) on cllm-traj output runs,
+#      writes GGUF and HF outputs that load, and a traj stream made with
+#      another tokenizer is refused.
+set -eu
+B=$CLLM_BUILD
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+losses() { "$B/cllm-cat" -j "$1" | grep '"name":"loss"' | sed 's/.*"value":\([^,]*\),"step":\([0-9]*\).*/\2 \1/'; }
+
+"$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
+head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p8.jsonl"
+SFT="-m $T/tiny --objective sft --field question --template gsm8k --batch 4 --shuffle-buffer 8 -t 1 -q"
+
+# 1. SFT: the loss falls.
+"$B/cllm-train" $SFT --lr 3e-3 --warmup 0.1 --max-steps 30 -o "$T/sft" "$T/p8.jsonl" > "$T/sft.zst"
+"$B/cllm-cat" --check -q "$T/sft.zst" || fail "SFT metric stream does not check"
+first=$(losses "$T/sft.zst" | head -1 | cut -d' ' -f2)
+last=$(losses "$T/sft.zst" | tail -1 | cut -d' ' -f2)
+echo "SFT loss: step 1 $first, step 30 $last"
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.75 * a) }' || fail "SFT loss did not fall ($first -> $last)"
+[ -f "$T/sft/model.safetensors" ] && [ -f "$T/sft/tokenizer.json" ] || fail "HF output directory incomplete"
+
+# 2. Resume equals the straight run.
+R="$SFT --lr 3e-3 --max-steps 12 --seed 7 --shuffle-buffer 3 $T/p8.jsonl"
+"$B/cllm-train" $R -o "$T/straight.gguf" > "$T/straight.zst"
+"$B/cllm-train" $R -o "$T/killed.gguf" --checkpoint-every 6 --keep 5 > "$T/killed.zst" &
+pid=$!
+i=0
+while [ ! -f "$T/killed.gguf.ckpt/ckpt-00000006.cllmckpt" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+kill -9 $pid 2>/dev/null || true
+wait $pid 2>/dev/null || true
+[ -f "$T/killed.gguf.ckpt/ckpt-00000006.cllmckpt" ] || fail "no step-6 checkpoint"
+ls "$T/killed.gguf.ckpt" | grep -v '^ckpt-0000000[0-9]\.cllmckpt$' && fail "stray files in the checkpoint directory"
+"$B/cllm-train" $R -o "$T/resumed.gguf" --resume "$T/killed.gguf.ckpt/ckpt-00000006.cllmckpt" > "$T/resumed.zst"
+cmp "$T/straight.gguf" "$T/resumed.gguf" || fail "resumed weights differ from the straight run"
+losses "$T/straight.zst" | awk '$1 > 6' > "$T/l1"
+losses "$T/resumed.zst" > "$T/l2"
+[ "$(wc -l < "$T/l2")" = 6 ] && cmp "$T/l1" "$T/l2" || fail "resumed losses differ"
+echo "resume: 12 straight == 6 + kill -9 + resume 6 (weights byte for byte, losses equal)"
+# A directory resumes from its newest valid checkpoint.
+"$B/cllm-train" $R -o "$T/resumed2.gguf" --resume "$T/killed.gguf.ckpt" > /dev/null
+ls "$T/killed.gguf.ckpt"
+# Checkpoint frequency does not change the result.
+"$B/cllm-train" $R -o "$T/every1.gguf" --checkpoint-every 1 --keep 2 > /dev/null
+cmp "$T/straight.gguf" "$T/every1.gguf" || fail "checkpointing changed the result"
+[ "$(ls "$T/every1.gguf.ckpt" | wc -l)" = 2 ] || fail "--keep 2 kept $(ls "$T/every1.gguf.ckpt" | wc -l)"
+perm=$(stat -c %a "$T/every1.gguf.ckpt/ckpt-00000012.cllmckpt")
+[ "$perm" = "$(printf '%o' $(( 0666 & ~$(umask) )))" ] || fail "checkpoint permissions $perm"
+
+# 3. SIGTERM: exit 143 after a checkpoint; the metric stream is cut.
+"$B/cllm-train" $SFT --lr 3e-3 --max-steps 100000 --checkpoint-every 100000 -o "$T/term.gguf" "$T/p8.jsonl" > "$T/term.zst" 2> "$T/term.err" &
+pid=$!
+sleep 2
+kill -TERM $pid
+rc=0
+wait $pid || rc=$?
+[ $rc = 143 ] || fail "SIGTERM: exit $rc, want 143"
+ls "$T/term.gguf.ckpt"/ckpt-*.cllmckpt > /dev/null || fail "SIGTERM: no checkpoint"
+"$B/cllm-cat" --check -q "$T/term.zst" 2>/dev/null && fail "SIGTERM: the metric stream has an end record"
+[ ! -e "$T/term.gguf" ] || fail "SIGTERM: wrote the output model"
+echo "SIGTERM: exit 143, checkpoint $(ls "$T/term.gguf.ckpt")"
+
+# 4. Damaged checkpoints and other options are refused.
+ck="$T/killed.gguf.ckpt/ckpt-00000006.cllmckpt"
+size=$(stat -c %s "$ck")
+head -c $((size - 100)) "$ck" > "$T/trunc.cllmckpt"
+cp "$ck" "$T/flip.cllmckpt"
+printf '\001' | dd of="$T/flip.cllmckpt" bs=1 seek=5000 conv=notrunc 2>/dev/null
+{ printf 'NOTACKPT'; tail -c +9 "$ck"; } > "$T/magic.cllmckpt"
+head -c 16 "$ck" > "$T/short.cllmckpt"
+for bad in trunc flip magic short; do
+    rc=0
+    "$B/cllm-train" $R -o "$T/bad.gguf" --resume "$T/$bad.cllmckpt" > /dev/null 2> "$T/bad.err" || rc=$?
+    [ $rc = 1 ] || fail "$bad checkpoint: exit $rc"
+    echo "  $bad: $(cat "$T/bad.err")"
+done
+rc=0
+"$B/cllm-train" $SFT --lr 1e-3 --max-steps 12 --seed 7 --shuffle-buffer 3 "$T/p8.jsonl" -o "$T/bad.gguf" --resume "$ck" > /dev/null 2> "$T/bad.err" || rc=$?
+[ $rc = 1 ] && grep -q "other options" "$T/bad.err" || fail "resume with another --lr accepted"
+rc=0
+sed '1!G;h;$!d' "$T/p8.jsonl" > "$T/p8r.jsonl"
+"$B/cllm-train" $SFT --lr 3e-3 --max-steps 12 --seed 7 --shuffle-buffer 3 -o "$T/bad.gguf" --resume "$ck" "$T/p8r.jsonl" > /dev/null 2> "$T/bad.err" || rc=$?
+[ $rc = 1 ] && grep -q "input differs" "$T/bad.err" || fail "resume on another input accepted"
+echo "  other input: $(cat "$T/bad.err")"
+
+# 5. CLLM training on trajectories of the SFT model.
+"$B/cllm-traj" -m "$T/sft" -n 8 --max-new-tokens 24 --field question --template gsm8k --labels -q "$T/p8.jsonl" > "$T/traj.zst"
+"$B/cllm-train" -m "$T/sft" -o "$T/cllm.gguf" --lr 1e-3 --max-steps 6 --batch 2 -t 1 -q "$T/traj.zst" > "$T/c1.zst"
+"$B/cllm-cat" -j "$T/c1.zst" | grep -q '"name":"consistency"' || fail "no consistency metric"
+"$B/cllm-train" -m "$T/sft" -o "$T/cllm-local" --loss local --use-labels --lr 1e-3 --max-steps 4 --batch 3 --grad-accum 2 -t 1 -q < "$T/traj.zst" > /dev/null
+echo "What is 2+2?" | "$B/cllm-gen" -m "$T/cllm.gguf" --lines --max-new-tokens 4 > /dev/null || fail "GGUF output does not load"
+echo "What is 2+2?" | "$B/cllm-gen" -m "$T/cllm-local" --lines --max-new-tokens 4 > /dev/null || fail "HF output does not load"
+# A stream from a model with another tokenizer is refused.
+"$B/tools/make-tiny" -o "$T/other" --vocab 600 2>/dev/null
+"$B/cllm-traj" -m "$T/other" -n 4 --max-new-tokens 4 --field question --template gsm8k -q "$T/p8.jsonl" > "$T/other.zst"
+rc=0
+"$B/cllm-train" -m "$T/sft" -o "$T/x.gguf" --max-steps 2 -q "$T/other.zst" > /dev/null 2> "$T/other.err" || rc=$?
+[ $rc = 1 ] && grep -q "another tokenizer" "$T/other.err" || fail "another tokenizer's trajectories accepted (exit $rc)"
+echo "other tokenizer: $(cat "$T/other.err")"
+# Usage errors.
+rc=0; "$B/cllm-train" -m "$T/sft" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "no -o: exit $rc"
+rc=0; "$B/cllm-train" -m "$T/sft" -o x --lr -1 > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "--lr -1: exit $rc"
+echo "train tests passed"
