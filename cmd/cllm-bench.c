@@ -1,0 +1,155 @@
+/* cllm-bench: AR against Jacobi decoding (and a second model) on one machine in one run. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "err.h"
+#include "forward.h"
+#include "model.h"
+#include "prompts.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "Usage: cllm-bench -m MODEL [--vs MODEL2] [OPTION]... [FILE]\n"
+        "Decode the prompts of FILE (a stream of prompt records, JSONL, or text lines;\n"
+        "standard input when none or -) with greedy AR and Jacobi decoding, batch 1, after\n"
+        "a warm-up, timing every prompt --repeat times (medians), and print a table of\n"
+        "tokens/s, tokens/step, time per forward pass and speedup on standard error and\n"
+        "metric records on standard output.\n"
+        "\n"
+        "Options:\n"
+        "  -m, --model FILE        model: a .gguf file or a HF safetensors directory\n"
+        "      --vs FILE           a second model in the same run (e.g. the CLLM against\n"
+        "                          its base); same tokenizer\n"
+        "  -n, --block N           Jacobi block size [16]\n"
+        "      --max-new-tokens N  stop after N new tokens [256]\n"
+        "      --prompts N         the first N prompts only [all]\n"
+        "      --repeat R          timed decodes per prompt and method (median) [3]\n"
+        "      --warmup W          untimed decodes of the first prompt per model/method [1]\n"
+        "      --init prompt|pad|last  Jacobi initial guess [prompt]\n"
+        "      --seed S            seed of the initial guesses [0]\n"
+        "      --field NAME        prompt text field of JSONL objects and prompt records\n"
+        "      --template T        gsm8k, raw, chat, or a string with {field} placeholders\n"
+        "      --chat              wrap each prompt in the model's chat template\n"
+        "      --lines             read FILE as text lines, one prompt per line\n"
+        "  -o, --output FILE       write the metric records to FILE\n"
+        "  -f, --force             write the metric stream even to a terminal\n"
+        "  -q, --quiet             no table, no progress\n"
+        "  -t, --threads N         CPU threads [1]\n"
+        "      --device cpu|cuda   compute device [cpu]\n"
+        "  -h, --help              show this help and exit\n"
+        "  -V, --version           show the version and exit\n"
+        "\n"
+        "When standard output is a terminal and neither -o nor -f is given, no metric\n"
+        "stream is written (the table is the output).\n"
+        "Exit status: 0 success, 1 runtime failure, 2 usage error, 130/143 interrupted.\n"
+        "See cllm-bench(1), cllm-eval(1), cllm-gen(1).\n");
+}
+
+enum { OPT_VS = 256, OPT_MAX_NEW, OPT_PROMPTS, OPT_REPEAT, OPT_WARMUP, OPT_INIT, OPT_SEED, OPT_FIELD, OPT_TEMPLATE,
+       OPT_CHAT, OPT_LINES, OPT_DEVICE };
+
+static const char *base_name(const char *p) {
+    size_t l = strlen(p);
+    while (l > 1 && p[l - 1] == '/') l--;
+    const char *s = p + l;
+    while (s > p && s[-1] != '/') s--;
+    return s;
+}
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {
+        { "model", required_argument, 0, 'm' },         { "vs", required_argument, 0, OPT_VS },
+        { "block", required_argument, 0, 'n' },         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
+        { "prompts", required_argument, 0, OPT_PROMPTS }, { "repeat", required_argument, 0, OPT_REPEAT },
+        { "warmup", required_argument, 0, OPT_WARMUP }, { "init", required_argument, 0, OPT_INIT },
+        { "seed", required_argument, 0, OPT_SEED },     { "field", required_argument, 0, OPT_FIELD },
+        { "template", required_argument, 0, OPT_TEMPLATE }, { "chat", no_argument, 0, OPT_CHAT },
+        { "lines", no_argument, 0, OPT_LINES },         { "output", required_argument, 0, 'o' },
+        { "force", no_argument, 0, 'f' },               { "quiet", no_argument, 0, 'q' },
+        { "threads", required_argument, 0, 't' },       { "device", required_argument, 0, OPT_DEVICE },
+        { "help", no_argument, 0, 'h' },                { "version", no_argument, 0, 'V' },
+        { 0, 0, 0, 0 },
+    };
+    cllm_cli_init(argv[0]);
+    cllm_bench_opts o;
+    memset(&o, 0, sizeof o);
+    cllm_decode_opts_init(&o.dec);
+    o.repeat = 3;
+    o.warmup = 1;
+    o.argc = argc;
+    o.argv = argv;
+    cllm_prompt_opts po = { 0 };
+    const char *paths[2] = { NULL, NULL };
+    long long v, threads = 1;
+    int quiet = 0, c;
+    while ((c = getopt_long(argc, argv, "m:n:o:fqt:hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': paths[0] = optarg; break;
+        case OPT_VS: paths[1] = optarg; break;
+        case 'n': if (cllm_cli_int("--block", optarg, 1, 1024, &v)) return CLLM_EXIT_USAGE; o.dec.n = (int)v; break;
+        case OPT_MAX_NEW:
+            if (cllm_cli_int("--max-new-tokens", optarg, 1, 1 << 20, &v)) return CLLM_EXIT_USAGE;
+            o.dec.max_new_tokens = (int)v;
+            break;
+        case OPT_PROMPTS: if (cllm_cli_int("--prompts", optarg, 1, 1 << 30, &v)) return CLLM_EXIT_USAGE; o.max_prompts = (int)v; break;
+        case OPT_REPEAT: if (cllm_cli_int("--repeat", optarg, 1, 1000, &v)) return CLLM_EXIT_USAGE; o.repeat = (int)v; break;
+        case OPT_WARMUP: if (cllm_cli_int("--warmup", optarg, 0, 1000, &v)) return CLLM_EXIT_USAGE; o.warmup = (int)v; break;
+        case OPT_INIT:
+            if (!strcmp(optarg, "prompt")) o.dec.guess = CLLM_GUESS_PROMPT;
+            else if (!strcmp(optarg, "pad")) o.dec.guess = CLLM_GUESS_PAD;
+            else if (!strcmp(optarg, "last")) o.dec.guess = CLLM_GUESS_LAST;
+            else return cllm_cli_usage_error("--init: '%s' is not prompt, pad or last", optarg);
+            break;
+        case OPT_SEED:
+            if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
+            o.dec.seed = (uint64_t)v;
+            break;
+        case OPT_FIELD: po.field = optarg; break;
+        case OPT_TEMPLATE: po.template = optarg; break;
+        case OPT_CHAT: po.chat = 1; break;
+        case OPT_LINES: po.input = CLLM_IN_LINES; break;
+        case 'o': o.output = optarg; break;
+        case 'f': o.force = 1; break;
+        case 'q': quiet = 1; break;
+        case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
+        case OPT_DEVICE:
+            if (!strcmp(optarg, "cuda")) {
+                cllm_cli_error("--device cuda: cllm-bench has no CUDA path yet; use --device cpu");
+                return CLLM_EXIT_FAIL;
+            }
+            if (strcmp(optarg, "cpu")) return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", optarg);
+            break;
+        case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
+        case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
+        default: return cllm_cli_usage_error(NULL);
+        }
+    }
+    if (!paths[0]) return cllm_cli_usage_error("no model given (-m MODEL)");
+    if (argc - optind > 1) return cllm_cli_usage_error("one input file at most");
+    if (!quiet) o.table = stderr;
+    if (!quiet && isatty(STDERR_FILENO)) o.progress = stderr;
+    if (!o.output && !o.force && isatty(STDOUT_FILENO)) o.no_stream = 1;
+
+    cllm_set_threads((int)threads);
+    int nm = paths[1] ? 2 : 1;
+    cllm_model m[2];
+    const cllm_model *mp[2] = { &m[0], &m[1] };
+    const char *names[2] = { base_name(paths[0]), paths[1] ? base_name(paths[1]) : NULL };
+    int loaded = 0, status = 0;
+    for (; loaded < nm; loaded++)
+        if (cllm_model_load(&m[loaded], paths[loaded])) { status = cllm_cli_fail(); break; }
+    cllm_prompts *src = NULL;
+    if (!status && cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m[0].tok)) status = cllm_cli_fail();
+    if (!status) {
+        int rc = cllm_bench_run(mp, names, nm, src, &o);
+        if (rc == CLLM_EINTR) status = cllm_cli_interrupted_status();
+        else if (rc) status = cllm_cli_fail();
+    }
+    cllm_prompts_close(src);
+    for (int i = 0; i < loaded; i++) cllm_model_free(&m[i]);
+    return cllm_cli_finish(status);
+}
