@@ -71,7 +71,7 @@ void cllm_traj_opts_init(cllm_traj_opts *o) {
 
 int cllm_traj_augment(const int *states, int k, int stride, const int *fixed, int len,
                       cllm_rng *rng, int *aug) {
-    if (k < 5 || len < 2) return 0;            /* no j in 2..k-2 with w > 1 */
+    if (k < 4 || len < 2) return 0;            /* no j in 2..k-2 with w > 1 */
     int *wrong = cllm_malloc((size_t)len * sizeof *wrong);
     if (!wrong) return CLLM_ENOMEM;
     int count = 0;

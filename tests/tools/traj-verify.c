@@ -16,6 +16,11 @@
  * prompt's chunks joined (its trailing EOS dropped) equal the AR output
  * (beyond it when AR stopped at max_new_tokens: the chunks round up), the
  * prompts are the same tokens and eos agrees.
+ * With --aug-base BASE (the same run without --aug): every record's states
+ * are BASE's states of the same chunk preceded by the augmented ones, one
+ * per state j = 2..k-2 of BASE with w > 1 wrong tokens (in order of j), each
+ * equal to that state with exactly floor(w/2) of its wrong tokens set to the
+ * fixed point's.
  * Prints a summary; exit 0 when every check holds, 1 otherwise.
  */
 #include <getopt.h>
@@ -39,6 +44,64 @@ typedef struct gen_out {
     cllm_tokens prompt, output;
     int eos;
 } gen_out;
+
+static cllm_traj_rec *bases;
+static size_t n_bases;
+
+static int load_bases(const char *path) {
+    cllm_reader *r;
+    int rc = cllm_reader_open(&r, path);
+    if (rc) return rc;
+    cllm_record rec;
+    while ((rc = cllm_reader_next(r, &rec)) == 0) {
+        if (strcmp(rec.type, "traj")) continue;
+        cllm_traj_rec *p = realloc(bases, (n_bases + 1) * sizeof *bases);
+        if (!p) { rc = CLLM_ENOMEM; break; }
+        bases = p;
+        if ((rc = cllm_rec_traj_get(&rec, &bases[n_bases]))) break;
+        n_bases++;
+    }
+    cllm_reader_close(r);
+    return rc == CLLM_EOF ? 0 : rc;
+}
+
+static long long n_aug_total;
+
+static void check_aug(const cllm_traj_rec *t) {
+    long long id = (long long)t->id, ch = (long long)t->chunk;
+    const cllm_traj_rec *b = NULL;
+    for (size_t i = 0; i < n_bases && !b; i++)
+        if (bases[i].id == t->id && bases[i].chunk == t->chunk) b = &bases[i];
+    if (!b) { FAIL("prompt %lld chunk %lld: not in the base stream", id, ch); return; }
+    size_t len = b->fixed.n;
+    if (t->fixed.n != len || memcmp(t->fixed.ids, b->fixed.ids, len * sizeof(int32_t)))
+        { FAIL("prompt %lld chunk %lld: fixed differs from the base's", id, ch); return; }
+    size_t k = b->n_states, want = 0;
+    for (size_t j = 2; j + 2 <= k; j++) {
+        size_t w = 0;
+        for (size_t i = 0; i < len; i++) w += b->states[j].ids[i] != b->fixed.ids[i];
+        want += w > 1;
+    }
+    if (t->n_states != want + k) { FAIL("prompt %lld chunk %lld: %zu states, want %zu augmented + %zu", id, ch, t->n_states, want, k); return; }
+    for (size_t j = 0; j < k; j++)
+        if (memcmp(t->states[want + j].ids, b->states[j].ids, len * sizeof(int32_t)))
+            { FAIL("prompt %lld chunk %lld: state %zu differs from the base's", id, ch, j); return; }
+    size_t a = 0;
+    for (size_t j = 2; j + 2 <= k; j++) {
+        const int32_t *y = b->states[j].ids, *f = b->fixed.ids, *g = t->states[a].ids;
+        size_t w = 0, changed = 0;
+        for (size_t i = 0; i < len; i++) w += y[i] != f[i];
+        if (w <= 1) continue;
+        for (size_t i = 0; i < len; i++) {
+            if (g[i] == y[i]) continue;
+            if (y[i] == f[i] || g[i] != f[i]) { FAIL("prompt %lld chunk %lld: augmented state %zu changes position %zu wrongly", id, ch, a, i); return; }
+            changed++;
+        }
+        if (changed != w / 2) FAIL("prompt %lld chunk %lld: augmented state %zu fixes %zu of %zu wrong tokens", id, ch, a, changed, w);
+        a++;
+    }
+    n_aug_total += (long long)want;
+}
 
 static gen_out *gens;
 static size_t n_gens;
@@ -119,25 +182,27 @@ int main(int argc, char **argv) {
     static const struct option lo[] = {
         { "model", required_argument, 0, 'm' }, { "threads", required_argument, 0, 't' },
         { "block", required_argument, 0, 'n' }, { "gen", required_argument, 0, 'g' },
-        { "states", no_argument, 0, 's' }, { 0, 0, 0, 0 },
+        { "states", no_argument, 0, 's' }, { "aug-base", required_argument, 0, 'a' }, { 0, 0, 0, 0 },
     };
-    const char *model = NULL, *gen = NULL;
+    const char *model = NULL, *gen = NULL, *aug_base = NULL;
     int threads = 1, n = 0, check_states = 0, c;
-    while ((c = getopt_long(argc, argv, "m:t:n:g:s", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:t:n:g:sa:", lo, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 't': threads = atoi(optarg); break;
         case 'n': n = atoi(optarg); break;
         case 'g': gen = optarg; break;
         case 's': check_states = 1; break;
-        default: fprintf(stderr, "usage: traj-verify -m MODEL [-t N] [-n N] [--gen GEN] [--states] TRAJ\n"); return 2;
+        case 'a': aug_base = optarg; break;
+        default: fprintf(stderr, "usage: traj-verify -m MODEL [-t N] [-n N] [--gen GEN] [--states] [--aug-base BASE] TRAJ\n"); return 2;
         }
     }
-    if (!model || optind != argc - 1) { fprintf(stderr, "usage: traj-verify -m MODEL [-t N] [-n N] [--gen GEN] [--states] TRAJ\n"); return 2; }
+    if (!model || optind != argc - 1) { fprintf(stderr, "usage: traj-verify -m MODEL [-t N] [-n N] [--gen GEN] [--states] [--aug-base BASE] TRAJ\n"); return 2; }
     cllm_set_threads(threads > 0 ? threads : 1);
     cllm_model m;
     if (cllm_model_load(&m, model)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     int eos_id = m.cfg.eos_id >= 0 ? m.cfg.eos_id : (m.tok ? cllm_tokenizer_eos(m.tok) : -1);
+    if (aug_base && load_bases(aug_base)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     if (gen && load_gens(gen)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     cllm_fwd f;
     cllm_kv kv;
@@ -185,6 +250,7 @@ int main(int argc, char **argv) {
         if (!t.eos && len > 0 && t.fixed.ids[len - 1] == eos_id) FAIL("prompt %lld chunk %lld: fixed ends with the EOS but eos is false", id, (long long)t.chunk);
         if (n > 0 && !t.eos && len != (size_t)n) FAIL("prompt %lld chunk %lld: fixed has %zu tokens, not %d", id, (long long)t.chunk, len, n);
         if (n > 0 && len > (size_t)n) FAIL("prompt %lld chunk %lld: fixed longer than n", id, (long long)t.chunk);
+        if (aug_base) check_aug(&t);
         if (t.n_states == 0) n_empty++;
         else if (!memcmp(t.states[t.n_states - 1].ids, t.fixed.ids, len * sizeof(int32_t)))
             FAIL("prompt %lld chunk %lld: the last state equals fixed", id, (long long)t.chunk);
@@ -236,9 +302,9 @@ int main(int argc, char **argv) {
     if (cur >= 0 && gen) finish_prompt(cur, &prompt, &joined, cur_eos, eos_id);
     if (gen && (size_t)n_prompts != n_gens) FAIL("%lld prompts in the traj stream, %zu gen records", n_prompts, n_gens);
     printf("traj-verify: %lld records, %lld prompts, %lld states (%.2f per record), %lld eos, %lld with no state, "
-           "%lld forwards checked%s: %s\n",
+           "%lld forwards checked%s, %lld augmented states checked: %s\n",
            n_rec, n_prompts, n_states, n_rec ? (double)n_states / (double)n_rec : 0.0, n_eos, n_empty, n_steps,
-           gen ? ", AR outputs compared" : "", failures ? "FAILED" : "ok");
+           gen ? ", AR outputs compared" : "", n_aug_total, failures ? "FAILED" : "ok");
     cllm_reader_close(r);
     cllm_tokens_free(&prompt);
     cllm_tokens_free(&joined);
@@ -246,6 +312,8 @@ int main(int argc, char **argv) {
     free(out);
     for (size_t i = 0; i < n_gens; i++) { cllm_tokens_free(&gens[i].prompt); cllm_tokens_free(&gens[i].output); }
     free(gens);
+    for (size_t i = 0; i < n_bases; i++) cllm_rec_traj_free(&bases[i]);
+    free(bases);
     cllm_fwd_free(&f);
     cllm_kv_free(&kv);
     cllm_model_free(&m);
