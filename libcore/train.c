@@ -188,8 +188,8 @@ static int next_traj(source *s, example *e) {
             if (!e->ctx || !e->fixed || !e->states || !e->labels) rc = CLLM_ENOMEM;
         }
         if (!rc) {
-            memcpy(e->ctx, t.prompt.ids, t.prompt.n * sizeof *e->ctx);
-            memcpy(e->ctx + t.prompt.n, t.prefix.ids, t.prefix.n * sizeof *e->ctx);
+            if (t.prompt.n) memcpy(e->ctx, t.prompt.ids, t.prompt.n * sizeof *e->ctx);
+            if (t.prefix.n) memcpy(e->ctx + t.prompt.n, t.prefix.ids, t.prefix.n * sizeof *e->ctx);
             for (size_t j = 0; j < t.n_states; j++) memcpy(e->states + j * n, t.states[j].ids, n * sizeof *e->states);
             e->n_ctx = (int)nctx;
             e->n_prompt = (int)t.prompt.n;
