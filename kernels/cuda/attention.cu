@@ -1,0 +1,127 @@
+/* attention.cu: causal grouped-query attention of new tokens over the KV
+ * cache, several sequences of different lengths in one launch.
+ *
+ * For row r = (b, t), head h, kv head g = h / (NH/NKV), n = P_b + t + 1 keys:
+ *   s[j] = q[r,h] . k[seq_b, j, g] / sqrt(HS)     j < n   (fp32 from bf16 k)
+ *   p = softmax(s)                                 (fp32, max subtracted)
+ *   out[r,h] = bf16(sum_j p[j] v[seq_b, j, g])     (fp32 accumulation)
+ *
+ * kernel1: one block of 128 threads per (h, r): grid (NH, R).
+ *   1. q[r,h] into shared memory;
+ *   2. one thread per key (strided): a 16-byte-load dot product over HS,
+ *      the score kept in shared memory (one float per key);
+ *   3. block max, exponentials in place, block sum;
+ *   4. threads split as (HS/2 dim pairs) x (key slices): bf16x2 loads of v
+ *      rows, coalesced across a warp; slices reduced in shared memory.
+ * Shared memory: (HS + 32 + slices*HS + max_keys) floats, dynamic; above
+ * 48 KiB the launcher raises the kernel's limit (up to the device's opt-in
+ * maximum, 227 KiB on H100: about 57,000 keys).
+ * Work per block is O(n*HS); every (h, r) re-reads its sequence's keys, which
+ * the NH/NKV heads of a group and the T rows of a sequence share through L2.
+ * (A split-K, flash-decoding variant is the next step for long contexts.) */
+#include "kernels_cuda.h"
+
+enum { ATT_THREADS = 128 };
+
+static size_t att_smem(int HS, int keys) {
+    int slices = ATT_THREADS / (HS / 2);
+    return (size_t)(HS + 32 + slices * HS + keys) * sizeof(float);
+}
+
+/* out (R, NH*HS); q (R, NH*HS); kc, vc (S, CAP, NKV*HS); past (B); seq (B) */
+__global__ void attention_forward_kernel1(floatX *out, const float *q, const floatX *kc,
+                                          const floatX *vc, const int *past, const int *seq,
+                                          int T, int NH, int NKV, int HS, int cap) {
+    extern __shared__ float smem[];
+    int h = blockIdx.x, r = blockIdx.y, b = r / T, t = r % T;
+    int g = h / (NH / NKV), KD = NKV * HS;
+    int n = past[b] + t + 1;
+    int pairs = HS / 2, slices = blockDim.x / pairs;
+    float *qs = smem;                    /* (HS) */
+    float *red = qs + HS;                /* (32) */
+    float *part = red + 32;              /* (slices, HS) */
+    float *att = part + slices * HS;     /* (n) */
+    const floatX *kbase = kc + (size_t)seq[b] * cap * KD + (size_t)g * HS;   /* key j at + j*KD */
+    const floatX *vbase = vc + (size_t)seq[b] * cap * KD + (size_t)g * HS;
+    const float *qr = q + ((size_t)r * NH + h) * HS;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = qr[i];
+    __syncthreads();
+
+    float scale = 1.0f / sqrtf((float)HS);
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const uint4 *k4 = reinterpret_cast<const uint4 *>(kbase + (size_t)j * KD);
+        float dot = 0.0f;
+        for (int c = 0; c < HS / 8; c++) {
+            uint4 u = k4[c];
+            const __nv_bfloat162 *k2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 kf = __bfloat1622float2(k2[e]);
+                dot += qs[8 * c + 2 * e] * kf.x + qs[8 * c + 2 * e + 1] * kf.y;
+            }
+        }
+        dot *= scale;
+        att[j] = dot;
+        mx = fmaxf(mx, dot);
+    }
+    mx = block_max(mx, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float e = expf(att[j] - mx);
+        att[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, red);           /* its barriers also publish att[] */
+
+    int dp = threadIdx.x % pairs, sl = threadIdx.x / pairs;
+    if (sl < slices) {
+        float2 acc = make_float2(0.0f, 0.0f);
+        for (int j = sl; j < n; j += slices) {
+            float2 vf = __bfloat1622float2(
+                reinterpret_cast<const __nv_bfloat162 *>(vbase + (size_t)j * KD)[dp]);
+            acc.x += att[j] * vf.x;
+            acc.y += att[j] * vf.y;
+        }
+        part[sl * HS + 2 * dp] = acc.x;
+        part[sl * HS + 2 * dp + 1] = acc.y;
+    }
+    __syncthreads();
+    float inv = 1.0f / sum;
+    floatX *o = out + ((size_t)r * NH + h) * HS;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float a = 0.0f;
+        for (int s = 0; s < slices; s++) a += part[s * HS + i];
+        o[i] = __float2bfloat16(a * inv);
+    }
+}
+
+int attention_max_keys(int HS, int *max_keys) {
+    int dev = 0, optin = 0, rc;
+    *max_keys = 0;
+    if ((rc = CUDA_CHECK(cudaGetDevice(&dev)))) return rc;
+    if ((rc = CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev))))
+        return rc;
+    long long k = (long long)optin / (long long)sizeof(float) - (long long)att_smem(HS, 0) / 4;
+    *max_keys = k > 0 ? (int)k : 0;
+    return 0;
+}
+
+int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
+                      const int *past, const int *seq, int B, int T, int NH, int NKV, int HS,
+                      int cap, int max_keys, cudaStream_t stream) {
+    if (HS % 8 || HS > 256 || NH % NKV)
+        return cllm_error(CLLM_EUNSUP, "attention: head size %d / heads %d:%d not supported on CUDA",
+                          HS, NH, NKV);
+    size_t smem = att_smem(HS, max_keys);
+    if (smem > 48 * 1024) {
+        int rc = CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel1,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 (int)smem));
+        if (rc) return rc;
+    }
+    dim3 grid(NH, B * T);
+    attention_forward_kernel1<<<grid, ATT_THREADS, smem, stream>>>(out, q, kc, vc, past, seq, T, NH,
+                                                                   NKV, HS, cap);
+    return CUDA_CHECK_LAUNCH();
+}

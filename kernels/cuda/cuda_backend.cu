@@ -1,0 +1,467 @@
+/* cuda_backend.cu: the device model, the device KV cache and the forward of
+ * libcore/cuda_backend.h (the host side; the kernels are in the other files
+ * of kernels/cuda/).
+ *
+ * One call, rows R = B*T (row r = b*T + t), everything on one stream:
+ *   meta  tokens (R), past (B), seq (B)   host -> device, one copy
+ *   x = E[tokens]                                          (R, C) fp32
+ *   xn = RMSNorm(x) * attn_norm[0]                         (R, C) bf16
+ *   per layer l:
+ *     qkv = xn Wqkv^T                                      (R, QKV) fp32
+ *     q, cache rows <- bias + RoPE (+ v copy)              q (R, QD) fp32
+ *     ao = attention(q, cache)                             (R, QD) bf16
+ *     proj = ao Wo^T;  x += proj;  xn = RMSNorm(x) * ffn_norm
+ *     gu = xn [Wg; Wu]^T                                   (R, 2F) fp32
+ *     h = silu(gate) * up                                  (R, F) bf16
+ *     proj = h Wd^T;  x += proj;  xn = RMSNorm(x) * (next attn_norm | out_norm)
+ *   the last layer's norm gathers the LM head's rows (t >= lm_from) only:
+ *   logits = xn Wlm^T (B*n, V) fp32; argmax (B*n) -> host; logits -> host if asked
+ *   one stream synchronisation at the end.
+ * Weights sit in one device allocation (256-byte aligned pieces), the
+ * activations of a forward state in another.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_cuda.h"
+
+extern "C" {
+#include "cuda_backend.h"
+}
+
+typedef struct cuda_layer {
+    float *attn_norm, *ffn_norm;   /* (C) */
+    floatX *wqkv;                  /* (QKV, C): rows of Wq, then Wk, then Wv */
+    float *bqkv;                   /* (QKV) or NULL */
+    floatX *wo;                    /* (C, QD) */
+    floatX *wgu;                   /* (2F, C): rows of Wgate, then Wup */
+    floatX *wdown;                 /* (C, F) */
+} cuda_layer;
+
+struct cllm_cuda_model {
+    cllm_config cfg;
+    int QD, KD, QKV;
+    floatX *wte;                   /* (V, C) */
+    floatX *lm_head;               /* (V, C); == wte when tied */
+    float *out_norm;               /* (C) */
+    float *inv_freq;               /* (rope_dim / 2) */
+    cuda_layer *layers;            /* host array [L] of device pointers */
+    void *mem;                     /* the one device allocation */
+    size_t bytes;
+    int max_keys;                  /* attention's limit for this HS on this device */
+};
+
+struct cllm_cuda_state {
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    void *mem;                     /* device activations, one allocation */
+    float *x, *qkv, *q, *proj, *gu, *logits;
+    floatX *xn, *ao, *h;
+    int *meta_d;                   /* (3, max_rows): tokens, past, seq */
+    int *argmax_d;                 /* (max_rows) compact LM-head rows */
+    int *meta_h, *argmax_h;        /* pinned host mirrors */
+};
+
+/* ---- devices -------------------------------------------------------------- */
+
+extern "C" int cllm_cuda_device_count(int *n) {
+    *n = 0;
+    cudaError_t e = cudaGetDeviceCount(n);
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+        (void)cudaGetLastError();
+        *n = 0;
+        return 0;
+    }
+    if (e != cudaSuccess) *n = 0;
+    return CUDA_CHECK(e);
+}
+
+extern "C" int cllm_cuda_device_name(char *buf, size_t size) {
+    cudaDeviceProp p;
+    int rc = CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+    if (rc) return rc;
+    snprintf(buf, size, "%s (sm_%d%d, %d SMs, %zu MiB)", p.name, p.major, p.minor,
+             p.multiProcessorCount, (size_t)(p.totalGlobalMem >> 20));
+    return 0;
+}
+
+/* ---- model upload ------------------------------------------------------- */
+
+/* fp32 -> bf16, round to nearest even; NaN stays NaN. */
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+typedef struct arena {
+    char *base;                    /* NULL: only measure */
+    size_t off;
+} arena;
+
+static void *take(arena *a, size_t bytes) {
+    size_t at = (a->off + 255) & ~(size_t)255;
+    a->off = at + bytes;
+    return a->base ? a->base + at : NULL;
+}
+
+/* Upload n_parts host fp32 arrays (each numel[i]) end to end as bf16 into dst. */
+static int put_bf16(floatX *dst, const float *const *parts, const size_t *numel, int n_parts,
+                    uint16_t *stage) {
+    size_t k = 0;
+    for (int p = 0; p < n_parts; p++)
+        for (size_t i = 0; i < numel[p]; i++) stage[k++] = f2bf(parts[p][i]);
+    return CUDA_CHECK(cudaMemcpy(dst, stage, k * sizeof(uint16_t), cudaMemcpyHostToDevice));
+}
+
+static int put_f32(float *dst, const float *src, size_t n) {
+    return CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+/* Lay out (a->base NULL: measure) or fill the model's pieces. */
+static void layout(cllm_cuda_model *dm, arena *a) {
+    const cllm_config *c = &dm->cfg;
+    size_t C = c->d_model, V = c->vocab, F = c->d_ff, QKV = dm->QKV, QD = dm->QD;
+    dm->wte = (floatX *)take(a, V * C * 2);
+    dm->lm_head = c->tied ? dm->wte : (floatX *)take(a, V * C * 2);
+    dm->out_norm = (float *)take(a, C * 4);
+    dm->inv_freq = (float *)take(a, (size_t)(c->rope_dim / 2 + 1) * 4);
+    for (int l = 0; l < c->n_layer; l++) {
+        cuda_layer *L = &dm->layers[l];
+        L->attn_norm = (float *)take(a, C * 4);
+        L->ffn_norm = (float *)take(a, C * 4);
+        L->wqkv = (floatX *)take(a, QKV * C * 2);
+        L->bqkv = c->qkv_bias ? (float *)take(a, QKV * 4) : NULL;
+        L->wo = (floatX *)take(a, C * QD * 2);
+        L->wgu = (floatX *)take(a, 2 * F * C * 2);
+        L->wdown = (floatX *)take(a, C * F * 2);
+    }
+}
+
+extern "C" void cllm_cuda_model_free(cllm_cuda_model *dm) {
+    if (!dm) return;
+    if (dm->mem) (void)cudaFree(dm->mem);
+    free(dm->layers);
+    free(dm);
+}
+
+extern "C" const cllm_config *cllm_cuda_model_config(const cllm_cuda_model *dm) { return &dm->cfg; }
+extern "C" size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm) { return dm->bytes; }
+
+extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m) {
+    *out = NULL;
+    const cllm_config *c = &m->cfg;
+    int C = c->d_model, HS = c->head_dim, NH = c->n_head, NKV = c->n_head_kv, F = c->d_ff;
+    if (C % 2 || HS % 8 || HS > 256 || NKV < 1 || NH % NKV || c->rope_dim % 2 || c->rope_dim > HS)
+        return cllm_error(CLLM_EUNSUP,
+                          "CUDA: model shape not supported (d_model %d must be even; head size %d "
+                          "a multiple of 8 up to 256; %d heads over %d kv heads; rope_dim %d)",
+                          C, HS, NH, NKV, c->rope_dim);
+    cllm_cuda_model *dm = (cllm_cuda_model *)calloc(1, sizeof *dm);
+    if (!dm) return cllm_error(CLLM_ENOMEM, "CUDA: out of host memory");
+    dm->cfg = *c;
+    dm->QD = NH * HS;
+    dm->KD = NKV * HS;
+    dm->QKV = dm->QD + 2 * dm->KD;
+    dm->layers = (cuda_layer *)calloc((size_t)c->n_layer, sizeof(cuda_layer));
+    /* the largest bf16 piece: the embedding, a fused qkv, gate+up or down matrix */
+    size_t big = (size_t)c->vocab * C;
+    if ((size_t)dm->QKV * C > big) big = (size_t)dm->QKV * C;
+    if ((size_t)2 * F * C > big) big = (size_t)2 * F * C;
+    uint16_t *stage = (uint16_t *)malloc(big * sizeof(uint16_t));
+    float *inv = (float *)malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
+    int rc = 0;
+    if (!dm->layers || !stage || !inv) {
+        rc = cllm_error(CLLM_ENOMEM, "CUDA: out of host memory for the upload");
+        goto out;
+    }
+    if ((rc = attention_max_keys(HS, &dm->max_keys))) goto out;
+    {
+        arena a = {NULL, 0};
+        layout(dm, &a);
+        dm->bytes = a.off;
+        if ((rc = CUDA_MALLOC(&dm->mem, dm->bytes, "the model's weights (bf16)"))) goto out;
+        a.base = (char *)dm->mem;
+        a.off = 0;
+        layout(dm, &a);
+    }
+    {
+        size_t nV = (size_t)c->vocab * C;
+        if ((rc = put_bf16(dm->wte, &m->tok_emb, &nV, 1, stage))) goto out;
+        if (!c->tied && (rc = put_bf16(dm->lm_head, &m->lm_head, &nV, 1, stage))) goto out;
+        if ((rc = put_f32(dm->out_norm, m->out_norm, (size_t)C))) goto out;
+        /* RoPE's inverse frequencies exactly as kernels/cpu/rope.c computes them */
+        int half = c->rope_dim / 2;
+        for (int i = 0; i < half; i++) {
+            float expo = (float)(2 * i) / (float)c->rope_dim;
+            inv[i] = 1.0f / powf(c->rope_theta, expo);
+        }
+        inv[half] = 0.0f;
+        if ((rc = put_f32(dm->inv_freq, inv, (size_t)half + 1))) goto out;
+        size_t QD = dm->QD, KD = dm->KD;
+        for (int l = 0; l < c->n_layer; l++) {
+            const cllm_layer_weights *w = &m->layers[l];
+            cuda_layer *L = &dm->layers[l];
+            const float *qkv[3] = {w->wq, w->wk, w->wv};
+            size_t nqkv[3] = {QD * C, KD * C, KD * C};
+            const float *gu[2] = {w->w_gate, w->w_up};
+            size_t ngu[2] = {(size_t)F * C, (size_t)F * C};
+            size_t no = (size_t)C * QD, nd = (size_t)C * F;
+            if ((rc = put_f32(L->attn_norm, w->attn_norm, (size_t)C)) ||
+                (rc = put_f32(L->ffn_norm, w->ffn_norm, (size_t)C)) ||
+                (rc = put_bf16(L->wqkv, qkv, nqkv, 3, stage)) ||
+                (rc = put_bf16(L->wo, &w->wo, &no, 1, stage)) ||
+                (rc = put_bf16(L->wgu, gu, ngu, 2, stage)) ||
+                (rc = put_bf16(L->wdown, &w->w_down, &nd, 1, stage)))
+                goto out;
+            if (L->bqkv) {
+                if ((rc = put_f32(L->bqkv, w->bq, QD)) || (rc = put_f32(L->bqkv + QD, w->bk, KD)) ||
+                    (rc = put_f32(L->bqkv + QD + KD, w->bv, KD)))
+                    goto out;
+            }
+        }
+    }
+out:
+    free(stage);
+    free(inv);
+    if (rc) {
+        cllm_cuda_model_free(dm);
+        return rc;
+    }
+    *out = dm;
+    return 0;
+}
+
+/* ---- KV cache ------------------------------------------------------------- */
+
+extern "C" int cllm_cuda_kv_init(cllm_cuda_kv *kv, const cllm_cuda_model *dm, int n_seq, int cap) {
+    memset(kv, 0, sizeof *kv);
+    const cllm_config *c = &dm->cfg;
+    if (n_seq < 1 || cap < 1)
+        return cllm_error(CLLM_EINVAL, "CUDA KV cache: bad size (%d sequences of %d positions)", n_seq, cap);
+    if (cap > dm->max_keys)
+        return cllm_error(CLLM_ELIMIT, "CUDA KV cache: %d positions exceed the attention kernel's "
+                          "%d on this device", cap, dm->max_keys);
+    kv->n_layer = c->n_layer;
+    kv->n_seq = n_seq;
+    kv->cap = cap;
+    kv->kv_dim = dm->KD;
+    size_t n = 0;
+    if (cllm_mul_size((size_t)kv->n_layer * n_seq, (size_t)cap, &n) ||
+        cllm_mul_size(n, (size_t)kv->kv_dim * sizeof(floatX), &n))
+        return cllm_error(CLLM_ELIMIT, "CUDA KV cache too large (%d sequences of %d positions)", n_seq, cap);
+    int rc;
+    kv->len = (int *)calloc((size_t)n_seq, sizeof(int));
+    if (!kv->len) return cllm_error(CLLM_ENOMEM, "CUDA KV cache: out of host memory");
+    if ((rc = CUDA_MALLOC(&kv->k, n, "the KV cache's keys")) ||
+        (rc = CUDA_MALLOC(&kv->v, n, "the KV cache's values")) ||
+        (rc = CUDA_CHECK(cudaMemset(kv->k, 0, n))) || (rc = CUDA_CHECK(cudaMemset(kv->v, 0, n)))) {
+        cllm_cuda_kv_free(kv);
+        return rc;
+    }
+    return 0;
+}
+
+extern "C" void cllm_cuda_kv_free(cllm_cuda_kv *kv) {
+    if (!kv) return;
+    if (kv->k) (void)cudaFree(kv->k);
+    if (kv->v) (void)cudaFree(kv->v);
+    free(kv->len);
+    memset(kv, 0, sizeof *kv);
+}
+
+extern "C" int cllm_cuda_kv_len(const cllm_cuda_kv *kv, int seq) {
+    return (seq >= 0 && seq < kv->n_seq) ? kv->len[seq] : 0;
+}
+
+extern "C" int cllm_cuda_kv_rollback(cllm_cuda_kv *kv, int seq, int len) {
+    if (seq < 0 || seq >= kv->n_seq)
+        return cllm_error(CLLM_EINVAL, "CUDA KV cache: no sequence %d (have %d)", seq, kv->n_seq);
+    if (len < 0 || len > kv->len[seq])
+        return cllm_error(CLLM_EINVAL, "CUDA KV cache: cannot roll sequence %d of length %d back to %d",
+                          seq, kv->len[seq], len);
+    kv->len[seq] = len;
+    return 0;
+}
+
+/* ---- forward state -------------------------------------------------------- */
+
+extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
+    if (!f) return;
+    struct cllm_cuda_state *s = f->st;
+    if (s) {
+        if (s->cublas) (void)cublasDestroy(s->cublas);
+        if (s->stream) (void)cudaStreamDestroy(s->stream);
+        if (s->mem) (void)cudaFree(s->mem);
+        if (s->meta_h) (void)cudaFreeHost(s->meta_h);
+        if (s->argmax_h) (void)cudaFreeHost(s->argmax_h);
+        free(s);
+    }
+    if (f->argmax) (void)cudaFreeHost(f->argmax);
+    if (f->logits) (void)cudaFreeHost(f->logits);
+    memset(f, 0, sizeof *f);
+}
+
+static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, int R, arena *a) {
+    const cllm_config *c = &dm->cfg;
+    size_t n = (size_t)R, C = c->d_model, F = c->d_ff, V = c->vocab;
+    s->x = (float *)take(a, n * C * 4);
+    s->xn = (floatX *)take(a, n * C * 2);
+    s->qkv = (float *)take(a, n * dm->QKV * 4);
+    s->q = (float *)take(a, n * dm->QD * 4);
+    s->ao = (floatX *)take(a, n * dm->QD * 2);
+    s->proj = (float *)take(a, n * C * 4);
+    s->gu = (float *)take(a, n * 2 * F * 4);
+    s->h = (floatX *)take(a, n * F * 2);
+    s->logits = (float *)take(a, n * V * 4);
+    s->meta_d = (int *)take(a, 3 * n * 4);
+    s->argmax_d = (int *)take(a, n * 4);
+}
+
+extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows,
+                                  int want_logits) {
+    memset(f, 0, sizeof *f);
+    if (max_rows < 1 || max_rows > 65535)
+        return cllm_error(CLLM_EINVAL, "CUDA forward: bad maximum row count %d (1..65535)", max_rows);
+    f->m = dm;
+    f->max_rows = max_rows;
+    f->want_logits = want_logits != 0;
+    struct cllm_cuda_state *s = (struct cllm_cuda_state *)calloc(1, sizeof *s);
+    if (!s) return cllm_error(CLLM_ENOMEM, "CUDA forward: out of host memory");
+    f->st = s;
+    size_t R = (size_t)max_rows, V = dm->cfg.vocab;
+    arena a = {NULL, 0};
+    state_layout(s, dm, max_rows, &a);
+    size_t bytes = a.off;
+    int rc;
+    if ((rc = CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking))) ||
+        (rc = CUBLAS_CHECK(cublasCreate(&s->cublas))) ||
+        (rc = CUBLAS_CHECK(cublasSetStream(s->cublas, s->stream))) ||
+        (rc = CUDA_MALLOC(&s->mem, bytes, "the forward's activations")) ||
+        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, 3 * R * sizeof(int)))) ||
+        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->argmax_h, R * sizeof(int)))) ||
+        (rc = CUDA_CHECK(cudaMallocHost((void **)&f->argmax, R * sizeof(int)))) ||
+        (f->want_logits && (rc = CUDA_CHECK(cudaMallocHost((void **)&f->logits, R * V * sizeof(float)))))) {
+        cllm_cuda_fwd_free(f);
+        return rc;
+    }
+    a.base = (char *)s->mem;
+    a.off = 0;
+    state_layout(s, dm, max_rows, &a);
+    memset(s->meta_h, 0, 3 * R * sizeof(int));
+    return 0;
+}
+
+/* ---- forward -------------------------------------------------------------- */
+
+static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, int T, int lm_from, int max_keys) {
+    const cllm_cuda_model *dm = f->m;
+    const cllm_config *c = &dm->cfg;
+    struct cllm_cuda_state *s = f->st;
+    cudaStream_t st = s->stream;
+    int C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim, F = c->d_ff;
+    int V = c->vocab, L = c->n_layer, R = B * T, n = T - lm_from, rc;
+    float eps = c->rms_eps;
+    const int *tok_d = s->meta_d, *past_d = s->meta_d + f->max_rows, *seq_d = s->meta_d + 2 * f->max_rows;
+    size_t layer_elems = (size_t)kv->n_seq * kv->cap * kv->kv_dim;
+
+    if ((rc = CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 3 * (size_t)f->max_rows * sizeof(int),
+                                         cudaMemcpyHostToDevice, st))))
+        return rc;
+    if ((rc = embedding_forward(s->x, tok_d, dm->wte, R, C, st))) return rc;
+    if ((rc = rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, B, T, T, 0, C, eps, st))) return rc;
+    for (int l = 0; l < L; l++) {
+        const cuda_layer *w = &dm->layers[l];
+        floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
+        floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
+        if ((rc = matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, st)) ||
+            (rc = qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, past_d, seq_d, B, T,
+                                   NH, NKV, HS, c->rope_dim, kv->cap, st)) ||
+            (rc = attention_forward(s->ao, s->q, kc, vc, past_d, seq_d, B, T, NH, NKV, HS, kv->cap,
+                                    max_keys, st)) ||
+            (rc = matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, st)) ||
+            (rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, B, T, T, 0, C, eps, st)) ||
+            (rc = matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, st)) ||
+            (rc = swiglu_forward(s->h, s->gu, R, F, st)) ||
+            (rc = matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, st)))
+            return rc;
+        if (l + 1 < L)
+            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, B, T, T, 0,
+                                          C, eps, st);
+        else if (n > 0)
+            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, B, T, n, lm_from, C, eps, st);
+        if (rc) return rc;
+    }
+    if (n > 0) {
+        if ((rc = matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, B * n, C, V, st)) ||
+            (rc = argmax_forward(s->argmax_d, s->logits, B * n, V, st)) ||
+            (rc = CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)B * n * sizeof(int),
+                                             cudaMemcpyDeviceToHost, st))))
+            return rc;
+        for (int b = 0; f->want_logits && b < B; b++)
+            if ((rc = CUDA_CHECK(cudaMemcpyAsync(f->logits + ((size_t)b * T + lm_from) * V,
+                                                 s->logits + (size_t)b * n * V, (size_t)n * V * sizeof(float),
+                                                 cudaMemcpyDeviceToHost, st))))
+                return rc;
+    }
+    if ((rc = CUDA_CHECK(cudaStreamSynchronize(st)))) return rc;
+    for (int b = 0; b < B; b++)
+        memcpy(f->argmax + (size_t)b * T + lm_from, s->argmax_h + (size_t)b * n, (size_t)n * sizeof(int));
+    return 0;
+}
+
+extern "C" int cllm_cuda_forward_batch(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs,
+                                       const int *pos, const int *tokens, int T, int lm_from) {
+    const cllm_config *c = &f->m->cfg;
+    int V = c->vocab;
+    if (B < 1 || T < 1 || (long long)B * T > f->max_rows)
+        return cllm_error(CLLM_EINVAL, "CUDA forward: %d sequences x %d tokens (at most %d rows)", B, T,
+                          f->max_rows);
+    if (kv->n_layer != c->n_layer || kv->kv_dim != f->m->KD)
+        return cllm_error(CLLM_EINVAL, "CUDA forward: KV cache shape does not match the model");
+    if (lm_from < 0 || lm_from > T)
+        return cllm_error(CLLM_EINVAL, "CUDA forward: bad lm_from %d for %d tokens", lm_from, T);
+    int max_keys = 0;
+    for (int b = 0; b < B; b++) {
+        int sq = seqs[b], p = pos[b];
+        if (sq < 0 || sq >= kv->n_seq)
+            return cllm_error(CLLM_EINVAL, "CUDA forward: no sequence %d in the KV cache", sq);
+        for (int b2 = 0; b2 < b; b2++)
+            if (seqs[b2] == sq)
+                return cllm_error(CLLM_EINVAL, "CUDA forward: sequence %d twice in one batch", sq);
+        if (p < 0 || p > kv->len[sq])
+            return cllm_error(CLLM_EINVAL, "CUDA forward: position %d beyond the cached %d", p, kv->len[sq]);
+        if (p > kv->cap - T)
+            return cllm_error(CLLM_ELIMIT, "CUDA forward: context of %d tokens exceeds the KV cache's %d",
+                              p + T, kv->cap);
+        if (p + T > max_keys) max_keys = p + T;
+    }
+    for (long long r = 0; r < (long long)B * T; r++)
+        if (tokens[r] < 0 || tokens[r] >= V)
+            return cllm_error(CLLM_EINVAL, "CUDA forward: token id %d out of range [0, %d)", tokens[r], V);
+
+    struct cllm_cuda_state *s = f->st;
+    int R = B * T;
+    memcpy(s->meta_h, tokens, (size_t)R * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        s->meta_h[f->max_rows + b] = pos[b];
+        s->meta_h[2 * f->max_rows + b] = seqs[b];
+    }
+    int rc = run_forward(f, kv, B, T, lm_from, max_keys);
+    for (int b = 0; b < B; b++) {
+        int sq = seqs[b];
+        if (!rc) kv->len[sq] = pos[b] + T;
+        else if (kv->len[sq] > pos[b]) kv->len[sq] = pos[b];  /* rows from pos on may be overwritten */
+    }
+    return rc;
+}
+
+extern "C" int cllm_cuda_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int seq, int pos, const int *tokens,
+                                 int T, int lm_from) {
+    return cllm_cuda_forward_batch(f, kv, 1, &seq, &pos, tokens, T, lm_from);
+}

@@ -1,0 +1,88 @@
+/* kernels_cuda.h: the CUDA kernels of cllm's inference forward, one op per
+ * .cu file beside this header (llm.c style: <op>_forward_kernel<N> inside,
+ * <op>_forward launchers here, the stream last). Launchers return 0 or a
+ * cllm error code (the launch is checked; see common.h); they never
+ * allocate and never synchronise.
+ *
+ * Precision: weights and the inputs of matrix products are bf16 (floatX);
+ * the residual stream, matrix-product outputs, q, the norms' weights and all
+ * accumulation are fp32. The KV cache is bf16.
+ *
+ * Letters in shape comments (as kernels/kernels.h, plus):
+ *   B    sequences in the call; each brings T new tokens
+ *   R    rows of the call, R = B*T (row r = b*T + t)
+ *   QKV  NH*HS + 2*NKV*HS (q, k, v side by side in one row)
+ *   KD   NKV*HS;  CAP positions per cached sequence;  S sequences in the cache
+ * Per-call data that changes from step to step (token ids, past lengths,
+ * cache slots) is read from device arrays, never passed by value, so a
+ * captured CUDA graph of one (B, T) shape stays valid from step to step:
+ *   past (B)  P_b, the position of sequence b's first new token; its new
+ *             token t sits at position P_b + t and attends to keys 0..P_b+t
+ *   seq  (B)  the cache slot (0..S-1) of sequence b
+ */
+#ifndef CLLM_KERNELS_CUDA_H
+#define CLLM_KERNELS_CUDA_H
+
+#include "common.h"
+
+/* ---- embedding.cu: out[r] = wte[tokens[r]] ----------------------------- */
+/* out (R, C) fp32; tokens (R) in [0, V) (the host checks); wte (V, C) bf16 */
+int embedding_forward(float *out, const int *tokens, const floatX *wte, int R, int C,
+                      cudaStream_t stream);
+
+/* ---- rmsnorm.cu: xn = x * rsqrt(mean(x^2) + eps) * weight -------------- */
+/* Rows are gathered: output row r (of B*n) reads input row
+ *   src(r) = (r / n) * T + from + r % n
+ * (n = T, from = 0: every row in place; the LM head uses n = T - lm_from).
+ * xn (B*n, C) bf16; x (B*T, C) fp32; weight (C) fp32 */
+int rmsnorm_forward(floatX *xn, const float *x, const float *weight, int B, int T, int n,
+                    int from, int C, float eps, cudaStream_t stream);
+/* Fused residual add: x[src] += proj[src], then xn[r] = RMSNorm(x[src]) * weight.
+ * Rows that are not gathered are left alone (after the last layer only the LM
+ * head's rows matter). xn (B*n, C) bf16; x (B*T, C) fp32 in place; proj (B*T, C) fp32 */
+int residual_rmsnorm_forward(floatX *xn, float *x, const float *proj, const float *weight,
+                             int B, int T, int n, int from, int C, float eps,
+                             cudaStream_t stream);
+
+/* ---- rope.cu: bias, RoPE and the KV-cache write after the QKV product --- */
+/* qkv (R, QKV) fp32, the output of xn Wqkv^T; bias (QKV) fp32 or NULL;
+ * inv_freq (rope_dim/2) fp32, computed on the host exactly as the CPU's
+ * rope_forward does (1 / powf(theta, (float)(2i) / (float)rope_dim)).
+ * Writes q (R, NH, HS) fp32 rotated, and the rotated k and plain v of row
+ * (b, t) into cache rows seq[b], P_b + t of kc, vc (S, CAP, KD) bf16 (one
+ * layer's slice). HF half-split pairs (x[i], x[i + D/2]), angle (float)pos *
+ * inv_freq[i] in fp32, dims >= rope_dim pass through. */
+int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const float *bias,
+                     const float *inv_freq, const int *past, const int *seq, int B, int T,
+                     int NH, int NKV, int HS, int rope_dim, int cap, cudaStream_t stream);
+
+/* ---- attention.cu: causal GQA attention over the KV cache -------------- */
+/* out (R, NH, HS) bf16; q (R, NH, HS) fp32 after RoPE; kc, vc (S, CAP, KD)
+ * bf16, one layer. Row (b, t), head h reads kv head h / (NH/NKV) of slot
+ * seq[b], keys 0..P_b+t; scores scaled by 1/sqrt(HS), fp32 softmax with the
+ * max subtracted. max_keys >= max_b P_b + T sizes the shared memory (one
+ * float per key). Needs HS % 8 == 0 and HS <= 256. */
+int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
+                      const int *past, const int *seq, int B, int T, int NH, int NKV, int HS,
+                      int cap, int max_keys, cudaStream_t stream);
+/* Largest max_keys attention_forward accepts for head size HS on this device
+ * (shared memory per block); 0 with an error recorded when it cannot ask. */
+int attention_max_keys(int HS, int *max_keys);
+
+/* ---- swiglu.cu: h = silu(gate) * up ------------------------------------ */
+/* h (R, F) bf16; gu (R, 2F) fp32: row r holds gate (F) then up (F), the
+ * output of one product with [Wgate; Wup] (2F, C) */
+int swiglu_forward(floatX *h, const float *gu, int R, int F, cudaStream_t stream);
+
+/* ---- argmax.cu: per row, the lowest id wins a tie ---------------------- */
+/* out (R) int; logits (R, V) fp32 */
+int argmax_forward(int *out, const float *logits, int R, int V, cudaStream_t stream);
+
+/* ---- matmul.cu: out = inp W^T via cublasGemmEx ------------------------- */
+/* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16 (PyTorch Linear
+ * layout). bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F), fp32 out.
+ * Sets the handle's stream. */
+int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
+                   int R, int C, int OC, cudaStream_t stream);
+
+#endif

@@ -1,0 +1,55 @@
+/* rope.cu: after the fused QKV product, per row (b, t):
+ *   z = qkv[r] + bias                                   (QKV) fp32
+ *   q[r] = RoPE(z[0 : QD])                              -> q (R, NH, HS) fp32
+ *   kc[seq[b], P_b + t] = bf16(RoPE(z[QD : QD + KD]))   -> cache (S, CAP, KD)
+ *   vc[seq[b], P_b + t] = bf16(z[QD + KD : QKV])
+ * RoPE is HF's half-split rotation of each head's first D = rope_dim dims,
+ * pairs (x[i], x[i + D/2]) at angle (float)(P_b + t) * inv_freq[i], one fp32
+ * product as in kernels/cpu/rope.c (inv_freq is the host's table, so it is
+ * bit-identical); cosf/sinf are CUDA's (<= 2 ulp, full range reduction).
+ * kernel1: one block per row, one thread per output element; a rotated
+ * element reads its partner from qkv, so no element is read after being
+ * written (q and the cache are separate buffers). */
+#include "kernels_cuda.h"
+
+/* q (R, NH*HS); kc, vc (S, CAP, KD); qkv (R, QKV); bias (QKV) or NULL;
+ * inv_freq (rope_dim/2); past (B); seq (B) */
+__global__ void qkv_rope_forward_kernel1(float *q, floatX *kc, floatX *vc, const float *qkv,
+                                         const float *bias, const float *inv_freq,
+                                         const int *past, const int *seq, int T, int NH,
+                                         int NKV, int HS, int rope_dim, int cap) {
+    int r = blockIdx.x, b = r / T, t = r % T;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, half = rope_dim / 2;
+    int P = past[b];
+    float p = (float)(P + t);
+    const float *z = qkv + (size_t)r * QKV;
+    size_t crow = ((size_t)seq[b] * cap + P + t) * KD;
+    for (int j = threadIdx.x; j < QKV; j += blockDim.x) {
+        float v = z[j] + (bias ? bias[j] : 0.0f);
+        if (j < QD + KD) {                       /* q or k: rotate */
+            int d = (j < QD ? j : j - QD) % HS;  /* dim within the head */
+            if (d < rope_dim) {
+                int i = d < half ? d : d - half;
+                int pj = d < half ? j + half : j - half;          /* partner element */
+                float u = z[pj] + (bias ? bias[pj] : 0.0f);
+                float ang = p * inv_freq[i];
+                float s, c;
+                sincosf(ang, &s, &c);
+                /* d < half: x[i] c - x[i+half] s;  d >= half: x[i+half] c + x[i] s */
+                v = d < half ? v * c - u * s : v * c + u * s;
+            }
+            if (j < QD) q[(size_t)r * QD + j] = v;
+            else kc[crow + (j - QD)] = __float2bfloat16(v);
+        } else {
+            vc[crow + (j - QD - KD)] = __float2bfloat16(v);
+        }
+    }
+}
+
+int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const float *bias,
+                     const float *inv_freq, const int *past, const int *seq, int B, int T,
+                     int NH, int NKV, int HS, int rope_dim, int cap, cudaStream_t stream) {
+    qkv_rope_forward_kernel1<<<B * T, 256, 0, stream>>>(q, kc, vc, qkv, bias, inv_freq, past, seq,
+                                                        T, NH, NKV, HS, rope_dim, cap);
+    return CUDA_CHECK_LAUNCH();
+}

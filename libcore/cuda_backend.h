@@ -1,0 +1,97 @@
+/* cuda_backend.h: the CUDA backend of the inference forward (plain C API;
+ * implemented in kernels/cuda/cuda_backend.cu, compiled when the build has
+ * CUDA, i.e. CLLM_CUDA is defined as 1).
+ *
+ * It mirrors forward.h: a device copy of a model, a device KV cache with
+ * rollback, and a forward with cllm_forward's contract. Weights live on the
+ * device in bf16 (q/k/v as one (NH*HS + 2*KD, C) matrix, gate and up as one
+ * (2F, C) matrix), activations are bf16 at the inputs of the matrix products
+ * and fp32 elsewhere, every sum is fp32 (cuBLAS with CUBLAS_COMPUTE_32F), and
+ * the argmax runs on the device: per step only token ids cross to the host,
+ * plus the logits when asked for.
+ *
+ * Nothing here touches the CUDA driver until called; no function prints or
+ * exits. Failures return a CLLM_E* code with a message (cllm_errmsg) naming
+ * the CUDA/cuBLAS call and file:line: CLLM_ENOMEM for device memory (with the
+ * bytes asked and the device's free/total), CLLM_EUNSUP for no device or
+ * driver, CLLM_EIO for other device errors. After a device error the
+ * CUDA context may be unusable (sticky errors): free everything and stop.
+ *
+ * Letters: as forward.h; B sequences in one call, R = B*T rows.
+ */
+#ifndef CLLM_CUDA_BACKEND_H
+#define CLLM_CUDA_BACKEND_H
+
+#include "model.h"
+
+/* Number of CUDA devices in *n (0 when there is no driver or no device; that
+ * is not an error). Returns 0, or a CLLM_E* code for any other failure. */
+int cllm_cuda_device_count(int *n);
+/* One line naming device 0 (name, compute capability, memory) into buf. */
+int cllm_cuda_device_name(char *buf, size_t size);
+
+/* A model on the device (opaque). */
+typedef struct cllm_cuda_model cllm_cuda_model;
+
+/* Copy m to the device (fp32 -> bf16 for matrices; norms, biases and the
+ * RoPE table fp32). m may be freed afterwards. Needs even C and HS % 8 == 0,
+ * HS <= 256. Returns 0 or a CLLM_E* code (*out = NULL then). */
+int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m);
+void cllm_cuda_model_free(cllm_cuda_model *dm);
+const cllm_config *cllm_cuda_model_config(const cllm_cuda_model *dm);
+/* Device bytes held by the weights. */
+size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm);
+
+/* KV cache on the device: keys (after RoPE) and values in bf16, (L, S, CAP,
+ * KD) each; the lengths live on the host (rollback is host-only: positions
+ * past a sequence's length are never read). */
+typedef struct cllm_cuda_kv {
+    int n_layer;      /* L */
+    int n_seq;        /* S */
+    int cap;          /* CAP */
+    int kv_dim;       /* KD */
+    void *k, *v;      /* device, bf16 (L, S, CAP, KD) */
+    int *len;         /* host (S) valid positions per sequence */
+} cllm_cuda_kv;
+
+/* Returns 0 or CLLM_E* (CLLM_ELIMIT when cap exceeds what the attention
+ * kernel's shared memory holds on this device). */
+int cllm_cuda_kv_init(cllm_cuda_kv *kv, const cllm_cuda_model *dm, int n_seq, int cap);
+void cllm_cuda_kv_free(cllm_cuda_kv *kv);
+int cllm_cuda_kv_len(const cllm_cuda_kv *kv, int seq);
+/* Keep the first len positions of seq (0 <= len <= its length); 0 or CLLM_EINVAL. */
+int cllm_cuda_kv_rollback(cllm_cuda_kv *kv, int seq, int len);
+
+/* Forward state: device activations for up to max_rows = B*T rows per call,
+ * a CUDA stream and a cuBLAS handle of its own. */
+typedef struct cllm_cuda_fwd {
+    const cllm_cuda_model *m;
+    int max_rows;
+    int want_logits;  /* copy logits to the host after each call */
+    int *argmax;      /* host (max_rows): row r = b*T + t, for t >= lm_from */
+    float *logits;    /* host (max_rows, V), rows as argmax; NULL unless want_logits */
+    struct cllm_cuda_state *st; /* device side (opaque) */
+} cllm_cuda_fwd;
+
+/* Returns 0 or a CLLM_E* code. */
+int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int want_logits);
+void cllm_cuda_fwd_free(cllm_cuda_fwd *f);
+
+/* cllm_forward's contract on the device: tokens (T) of sequence seq at
+ * positions pos..pos+T-1 (pos <= its length, pos + T <= cap, 1 <= T <=
+ * max_rows); afterwards the sequence has length pos + T; the LM head runs
+ * for rows lm_from..T-1 (f->argmax[t], and f->logits row t when
+ * want_logits). Argument errors change nothing; after a device error the
+ * sequence is rolled back to min(its length, pos). Returns when the results
+ * are on the host. */
+int cllm_cuda_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int seq, int pos, const int *tokens,
+                      int T, int lm_from);
+
+/* B distinct sequences seqs (B) at positions pos (B), T tokens each: tokens
+ * (B, T); B*T <= max_rows. Row b*T + t of f->argmax / f->logits holds
+ * sequence b's token t (t >= lm_from). Same rules as cllm_cuda_forward per
+ * sequence; one launch per op for all of them. */
+int cllm_cuda_forward_batch(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs,
+                            const int *pos, const int *tokens, int T, int lm_from);
+
+#endif
