@@ -119,3 +119,41 @@ clean:
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- fuzzing (tests/fuzz/, docs/RELIABILITY.md) ----------------------------
+#   make fuzz [FUZZ_TIME=60] [FUZZ_TARGETS="stream gguf"]   libFuzzer + ASan + UBSan
+# The targets are built with clang into build-fuzz/ and each runs FUZZ_TIME
+# seconds on a copy of its corpus (new finds go to build-fuzz/corpus/, crashes
+# to build-fuzz/crash-*). The normal build links each target to a replay driver
+# (BUILD/tools/fuzz-replay-TARGET) that tests/sh/fuzz_replay.sh runs on the
+# committed corpora.
+FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_TIME    ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -max_total_time=$(FUZZ_TIME) -malloc_limit_mb=2048 -rss_limit_mb=4096 -timeout=20 -max_len=65536
+FUZZ_REPLAY  := $(FUZZ_ALL:%=$(BUILD)/tools/fuzz-replay-%)
+
+all: $(FUZZ_REPLAY)
+
+$(BUILD)/tools/fuzz-replay-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay.o $(BUILD)/libcllm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+fuzz-build:
+	$(MAKE) --no-print-directory BUILD=build-fuzz SAN=1 CUDA=0 CC="$(FUZZ_CC) -fsanitize=fuzzer-no-link" build-fuzz/libcllm.a
+	for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	    -O1 -g -std=c11 -D_GNU_SOURCE $(WARN) -Ilibcore -Iformats -Ikernels \
+	    tests/fuzz/fuzz_$$t.c build-fuzz/libcllm.a $(THIRD) -lm -lpthread -o build-fuzz/fuzz_$$t || exit 1; \
+	done
+
+fuzz: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t && \
+	  build-fuzz/fuzz_$$t $(FUZZ_FLAGS) -artifact_prefix=build-fuzz/crash-$$t- \
+	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+.PHONY: fuzz fuzz-build
+# ---- end of fuzzing ---------------------------------------------------------

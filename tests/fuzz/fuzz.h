@@ -1,0 +1,55 @@
+/* fuzz.h: shared helpers of the libFuzzer targets in tests/fuzz/.
+ *
+ * Each target defines LLVMFuzzerTestOneInput (and may define
+ * LLVMFuzzerInitialize). Built two ways: with clang -fsanitize=fuzzer into
+ * build-fuzz/ (make fuzz), and with the normal compiler linked to replay.c into
+ * BUILD/tools/fuzz-replay-<target>, which feeds every file of a corpus
+ * directory once (make check, tests/sh/fuzz_replay.sh).
+ *
+ * A target never prints on success; a broken property (a library invariant the
+ * fuzzer checked) calls fuzz_fail(), which prints and aborts so both drivers
+ * report it as a crash.
+ */
+#ifndef CLLM_FUZZ_H
+#define CLLM_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+__attribute__((noreturn, format(printf, 1, 2))) static inline void fuzz_fail(const char *fmt, ...);
+
+#include <stdarg.h>
+static inline void fuzz_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("fuzz: property violated: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort();
+}
+
+/* The bytes as a file the parsers can open by path: a memfd, named through
+ * /proc/self/fd (a regular, seekable file that never touches the disk).
+ * Returns the fd (close it when done) and fills path, or -1. */
+static inline int fuzz_memfile(const uint8_t *data, size_t size, char *path, size_t cap) {
+    int fd = memfd_create("cllm-fuzz", MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t off = 0;
+    while (off < size) {
+        ssize_t k = write(fd, data + off, size - off);
+        if (k <= 0) { close(fd); return -1; }
+        off += (size_t)k;
+    }
+    snprintf(path, cap, "/proc/self/fd/%d", fd);
+    return fd;
+}
+
+#endif
