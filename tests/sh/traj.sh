@@ -9,7 +9,8 @@
 #   next (the states are a Jacobi trajectory), the EOS cuts chunks right, the
 #   same with --init vocab|pad,
 #   batch sizes 1/4/17 agree, --aug adds exactly the reference's augmented
-#   states, --seed changes the states and not the fixed points.
+#   states, --seed changes the states and not the fixed points, SIGINT leaves
+#   a cut stream of whole records.
 set -eu
 B=$CLLM_BUILD
 M=$CLLM_MODEL
@@ -82,4 +83,15 @@ tiny --seed 7 | trajs > "$T/seed7.jsonl"
 cmp -s "$T/seed7.jsonl" "$T/t1.jsonl" && fail "--seed 7 gives the same states as seed 0"
 sed 's/"states":.*"fixed"/"fixed"/' "$T/seed7.jsonl" > "$T/a"
 sed 's/"states":.*"fixed"/"fixed"/' "$T/t1.jsonl" | cmp - "$T/a" || fail "fixed points depend on the seed"
+
+# SIGINT: exit 130, the records written so far are whole, the stream is cut.
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do cat "$T/tiny.jsonl"; done > "$T/many.jsonl"
+"$B/cllm-traj" -m "$TM" -n 16 --max-new-tokens 400 --batch 4 -q "$T/many.jsonl" > "$T/int.zst" 2> "$T/int.err" &
+pid=$!
+sleep 1
+kill -INT $pid
+rc=0; wait $pid || rc=$?
+[ $rc = 130 ] || fail "SIGINT: exit $rc, expected 130"
+if "$B/cllm-cat" --check -q "$T/int.zst" 2> "$T/chk.err"; then fail "an interrupted stream checks as complete"; fi
+grep -q truncated "$T/chk.err" || fail "an interrupted stream is not reported as truncated"
 echo "traj tests passed"

@@ -37,6 +37,9 @@
 
 static int failures;
 
+/* memcmp that takes n = 0 with NULL pointers (empty token arrays). */
+static int differ(const void *a, const void *b, size_t n) { return n && memcmp(a, b, n); }
+
 #define FAIL(...) do { fprintf(stderr, "traj-verify: FAIL: " __VA_ARGS__); fputc('\n', stderr); failures++; } while (0)
 
 typedef struct gen_out {
@@ -74,7 +77,7 @@ static void check_aug(const cllm_traj_rec *t) {
         if (bases[i].id == t->id && bases[i].chunk == t->chunk) b = &bases[i];
     if (!b) { FAIL("prompt %lld chunk %lld: not in the base stream", id, ch); return; }
     size_t len = b->fixed.n;
-    if (t->fixed.n != len || memcmp(t->fixed.ids, b->fixed.ids, len * sizeof(int32_t)))
+    if (t->fixed.n != len || differ(t->fixed.ids, b->fixed.ids, len * sizeof(int32_t)))
         { FAIL("prompt %lld chunk %lld: fixed differs from the base's", id, ch); return; }
     size_t k = b->n_states, want = 0;
     for (size_t j = 2; j + 2 <= k; j++) {
@@ -84,7 +87,7 @@ static void check_aug(const cllm_traj_rec *t) {
     }
     if (t->n_states != want + k) { FAIL("prompt %lld chunk %lld: %zu states, want %zu augmented + %zu", id, ch, t->n_states, want, k); return; }
     for (size_t j = 0; j < k; j++)
-        if (memcmp(t->states[want + j].ids, b->states[j].ids, len * sizeof(int32_t)))
+        if (differ(t->states[want + j].ids, b->states[j].ids, len * sizeof(int32_t)))
             { FAIL("prompt %lld chunk %lld: state %zu differs from the base's", id, ch, j); return; }
     size_t a = 0;
     for (size_t j = 2; j + 2 <= k; j++) {
@@ -160,7 +163,7 @@ static int step(cllm_fwd *f, cllm_kv *kv, const int *ctx, int L, const int32_t *
 static void finish_prompt(int64_t id, const cllm_tokens *prompt, const cllm_tokens *joined, int eos, int eos_id) {
     gen_out *g = find_gen(id);
     if (!g) { FAIL("prompt %lld: no gen record", (long long)id); return; }
-    if (g->prompt.n != prompt->n || memcmp(g->prompt.ids, prompt->ids, prompt->n * sizeof(int32_t)))
+    if (g->prompt.n != prompt->n || differ(g->prompt.ids, prompt->ids, prompt->n * sizeof(int32_t)))
         FAIL("prompt %lld: the gen record's prompt differs", (long long)id);
     size_t J = joined->n;
     if (eos) {
@@ -239,9 +242,9 @@ int main(int argc, char **argv) {
         size_t len = t.fixed.n;
         if (t.chunk != cur_chunks) FAIL("prompt %lld: chunk %lld where %lld was due", id, (long long)t.chunk, cur_chunks);
         if (cur_eos) FAIL("prompt %lld: a chunk after the eos chunk", id);
-        if (t.prompt.n != prompt.n || memcmp(t.prompt.ids, prompt.ids, prompt.n * sizeof(int32_t)))
+        if (t.prompt.n != prompt.n || differ(t.prompt.ids, prompt.ids, prompt.n * sizeof(int32_t)))
             FAIL("prompt %lld chunk %lld: prompt differs from chunk 0's", id, (long long)t.chunk);
-        if (t.prefix.n != joined.n || memcmp(t.prefix.ids, joined.ids, joined.n * sizeof(int32_t)))
+        if (t.prefix.n != joined.n || differ(t.prefix.ids, joined.ids, joined.n * sizeof(int32_t)))
             FAIL("prompt %lld chunk %lld: prefix is not the earlier fixed points", id, (long long)t.chunk);
         if (len == 0) FAIL("prompt %lld chunk %lld: empty fixed point", id, (long long)t.chunk);
         for (size_t i = 0; i + 1 < len; i++)
@@ -252,7 +255,7 @@ int main(int argc, char **argv) {
         if (n > 0 && len > (size_t)n) FAIL("prompt %lld chunk %lld: fixed longer than n", id, (long long)t.chunk);
         if (aug_base) check_aug(&t);
         if (t.n_states == 0) n_empty++;
-        else if (!memcmp(t.states[t.n_states - 1].ids, t.fixed.ids, len * sizeof(int32_t)))
+        else if (!differ(t.states[t.n_states - 1].ids, t.fixed.ids, len * sizeof(int32_t)))
             FAIL("prompt %lld chunk %lld: the last state equals fixed", id, (long long)t.chunk);
         n_states += (long long)t.n_states;
         n_eos += t.eos;
