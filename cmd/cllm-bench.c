@@ -139,6 +139,7 @@ int main(int argc, char **argv) {
     cllm_model m[2];
     const cllm_model *mp[2] = { &m[0], &m[1] };
     const char *names[2] = { base_name(paths[0]), paths[1] ? base_name(paths[1]) : NULL };
+    if (names[1] && !strcmp(names[0], names[1])) { names[0] = paths[0]; names[1] = paths[1]; }
     int loaded = 0, status = 0;
     for (; loaded < nm; loaded++)
         if (cllm_model_load(&m[loaded], paths[loaded])) { status = cllm_cli_fail(); break; }
