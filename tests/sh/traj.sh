@@ -71,6 +71,10 @@ tiny > "$T/t1.zst"
 grep -q ' 7 eos, .*: ok$' "$T/v.txt" || fail "traj-verify on the tiny model (7 answers end in EOS)"
 trajs "$T/t1.zst" > "$T/t1.jsonl"
 for b in 4 17; do tiny --batch $b | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --batch $b differs from --batch 1"; done
+# Long answers: the KV cache grows (512 -> 1024 positions for the 300-token
+# prompt) while other sequences are in flight.
+tiny --max-new-tokens 300 | trajs > "$T/long1.jsonl"
+tiny --max-new-tokens 300 --batch 5 | trajs | cmp - "$T/long1.jsonl" || fail "tiny: cache growth under --batch 5 changes records"
 for init in vocab pad; do
     tiny --init $init --batch 3 > "$T/i.zst"
     "$B/tools/traj-verify" -m "$TM" -n 8 --states --gen "$T/tar.zst" "$T/i.zst" | grep -q ': ok$' || fail "--init $init"
