@@ -140,11 +140,18 @@ void cllm_value_to_json(cllm_strbuf *out, const cllm_value *v) {
             const cllm_value *k = &v->v.items[2 * i];
             if (i) cllm_strbuf_addc(out, ',');
             if (k->type == CLLM_MP_STR) cllm_json_quote(out, k->v.s, k->n);
-            else { /* JSON keys are strings: write other keys as their JSON text, quoted */
+            else if (k->type <= CLLM_MP_FLOAT) { /* a scalar key: its JSON text, quoted */
                 cllm_strbuf kb = { 0 };
                 cllm_value_to_json(&kb, k);
                 cllm_json_quote(out, kb.s ? kb.s : "", kb.len);
                 cllm_strbuf_free(&kb);
+            } else {
+                /* A container or binary key has no JSON form; rendering it as
+                 * quoted text would re-escape every nesting level (output
+                 * growing 4x per level), so it gets a fixed placeholder. */
+                static const char *const names[] = { [CLLM_MP_BIN] = "\"$bin-key\"", [CLLM_MP_ARRAY] = "\"$array-key\"",
+                                                     [CLLM_MP_MAP] = "\"$map-key\"", [CLLM_MP_EXT] = "\"$ext-key\"" };
+                cllm_strbuf_add(out, names[k->type], strlen(names[k->type]));
             }
             cllm_strbuf_addc(out, ':');
             cllm_value_to_json(out, &v->v.items[2 * i + 1]);

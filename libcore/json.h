@@ -7,6 +7,8 @@
  * same double (always with a '.' or exponent so they stay floats), NaN and
  * infinities as null (JSON has none), bytes that are not valid UTF-8 as
  * U+FFFD, and bin/ext values as {"$bin": "<hex>"} / {"$ext": T, "data": "<hex>"}.
+ * Map keys that are not strings: scalars as their JSON text in quotes, arrays,
+ * maps, bin and ext as the placeholders "$array-key", "$map-key", ...
  */
 #ifndef CLLM_JSON_H
 #define CLLM_JSON_H

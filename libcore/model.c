@@ -61,7 +61,17 @@ static int check_config(const cllm_config *c) {
     return 0;
 }
 
+/* cllm_model_alloc, refusing before the big allocation when the
+ * hyperparameters need more than max_params parameters: a loader passes the
+ * element count its file actually holds, so a few hostile header bytes cannot
+ * ask for terabytes. */
+static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_params, const char *what);
+
 int cllm_model_alloc(cllm_model *m, const cllm_config *cfg) {
+    return model_alloc_max(m, cfg, UINT64_MAX, NULL);
+}
+
+static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_params, const char *what) {
     memset(m, 0, sizeof *m);
     cllm_config c0 = *cfg;
     if (c0.rope_dim == 0) c0.rope_dim = c0.head_dim;  /* 0 means "the whole head" */
@@ -105,6 +115,11 @@ int cllm_model_alloc(cllm_model *m, const cllm_config *cfg) {
     if (rc) { cllm_model_free(m); return rc; }
     m->n_tensors = i;
     m->n_params = off;
+    if ((uint64_t)off > max_params) {
+        cllm_model_free(m);
+        return cllm_error(CLLM_EFORMAT, "its hyperparameters need %zu parameters but %s %llu values",
+                          off, what, (unsigned long long)max_params);
+    }
 
     size_t bytes;
     if (cllm_mul_size(off, sizeof(float), &bytes)) {
@@ -343,7 +358,14 @@ static int load_gguf(cllm_model *m, const char *path) {
         (rc = gguf_token_id(g, "tokenizer.ggml.eos_token_id", c.vocab, &c.eos_id)) ||
         (rc = gguf_token_id(g, "tokenizer.ggml.padding_token_id", c.vocab, &c.pad_id)))
         goto fail;
-    if ((rc = cllm_model_alloc(m, &c))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
+    uint64_t held = 0;
+    for (int i = 0; i < cllm_gguf_n_tensors(g); i++) {
+        const cllm_gguf_tensor *t = cllm_gguf_tensor_at(g, i);
+        uint64_t ne = 1;
+        for (int d = 0; d < t->n_dims; d++) ne = ne * (uint64_t)t->ne[d]; /* bounded by the file size */
+        held += ne;
+    }
+    if ((rc = model_alloc_max(m, &c, held, "the file holds"))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
 
     /* Every GGUF tensor must be one of the model's, and every model tensor present. */
     int permuted = arch_permuted(A);
@@ -491,7 +513,14 @@ static int load_hf(cllm_model *m, const char *dir) {
     c.tied = tie ? json_is_true(tie) : !has_head;
     if (c.tied && has_head) c.tied = 0;  /* an explicit lm_head wins; it may equal the embedding */
     c.qkv_bias = cllm_st_find(st, "model.layers.0.self_attn.q_proj.bias") != NULL;
-    if ((rc = cllm_model_alloc(m, &c))) { cllm_error_prefix(rc, "%s: ", cfgp); goto out; }
+    uint64_t held = 0;
+    for (int i = 0; i < cllm_st_n_tensors(st); i++) {
+        const cllm_st_tensor *t = cllm_st_tensor_at(st, i);
+        uint64_t ne = 1;
+        for (int d = 0; d < t->n_dims; d++) ne = ne * (uint64_t)t->shape[d]; /* bounded by the file size */
+        held += ne;
+    }
+    if ((rc = model_alloc_max(m, &c, held, "the safetensors files hold"))) { cllm_error_prefix(rc, "%s: ", cfgp); goto out; }
     for (int i = 0; i < cllm_st_n_tensors(st); i++) {
         const cllm_st_tensor *t = cllm_st_tensor_at(st, i);
         if (!cllm_model_tensor(m, t->name) && !strstr(t->name, "rotary_emb.inv_freq")) {
