@@ -157,3 +157,25 @@ fuzz: fuzz-build
 
 .PHONY: fuzz fuzz-build
 # ---- end of fuzzing ---------------------------------------------------------
+
+# ---- MPI (data-parallel cllm-train; libcore/dist.h, docs/SCALING.md) --------
+#   make MPI=0|1   force MPI off or on (default: on when mpicc is found, off with STATIC=1:
+#                  Debian's Open MPI has no static libraries)
+# Only libcore/dist.c includes mpi.h: it gets -DCLLM_MPI=1 and Open MPI's compile flags;
+# the binaries link libmpi --as-needed, so only those that use dist.o (cllm-train) need it.
+MPICC ?= mpicc
+ifndef MPI
+MPI := $(if $(filter 1,$(STATIC)),0,$(if $(shell command -v $(MPICC) 2>/dev/null),1,0))
+endif
+ifeq ($(MPI),1)
+ifeq ($(STATIC),1)
+$(error MPI=1 and STATIC=1: Open MPI from Debian links dynamically only; use MPI=0)
+endif
+$(BUILD)/obj/libcore/dist.o: CFLAGS += -DCLLM_MPI=1 $(shell $(MPICC) --showme:compile)
+LIBS     += -Wl,--as-needed $(shell $(MPICC) --showme:link) -Wl,--no-as-needed
+endif
+# dist.o is rebuilt when MPI is switched on or off.
+$(BUILD)/obj/libcore/dist.o: $(BUILD)/.mpi-$(MPI)
+$(BUILD)/.mpi-%:
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/.mpi-* && touch $@
+# ---- end of MPI --------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "err.h"
 #include "forward.h"
 #include "model.h"
@@ -186,19 +187,37 @@ int main(int argc, char **argv) {
         return cllm_cli_usage_error("--field, --answer-field, --template and --chat are for --objective sft");
     o.input = optind < argc ? argv[optind] : NULL;
 
-    prog g = { !quiet, isatty(STDERR_FILENO), progress };
+    /* Under mpirun/srun (an MPI build): one rank of a data-parallel run; rank 0
+     * alone reports progress and writes the outputs. A failure on any rank
+     * ends the whole job (no rank waits forever in a collective call). */
+    if (cllm_dist_init()) return cllm_cli_finish(cllm_cli_fail());
+    if (cllm_dist_size() > 1 && cllm_dist_rank() == 0 && !o.metrics && isatty(STDOUT_FILENO)) {
+        /* Open MPI hands rank 0 a pseudo-terminal for stdout: it would turn \n into \r\n in the stream. */
+        cllm_cli_error("with %d ranks standard output is the launcher's terminal, which alters binary data: "
+                       "give --metrics FILE", cllm_dist_size());
+        cllm_dist_abort(CLLM_EXIT_USAGE);
+    }
+    prog g = { !quiet && cllm_dist_rank() == 0, isatty(STDERR_FILENO), progress };
     o.on_step = on_step;
     o.cb_ctx = &g;
 
     cllm_set_threads((int)threads);
     cllm_model m;
-    if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());
+    if (cllm_model_load(&m, model_path)) {
+        int st = cllm_cli_fail();
+        cllm_dist_abort(st);
+        return cllm_cli_finish(st);
+    }
     int status = 0;
     int rc = cllm_train_run(&m, &o);
     if (rc == CLLM_EINTR) {
-        if (!quiet) fprintf(stderr, "%s: %s\n", cllm_cli_prog(), cllm_errmsg());
+        if (!quiet && cllm_dist_rank() == 0) fprintf(stderr, "%s: %s\n", cllm_cli_prog(), cllm_errmsg());
         status = cllm_cli_interrupted_status();
-    } else if (rc) status = cllm_cli_fail();
+    } else if (rc) {
+        status = cllm_cli_fail();
+        cllm_dist_abort(status);
+    }
     cllm_model_free(&m);
+    if (cllm_dist_finalize() && !status) status = cllm_cli_fail();
     return cllm_cli_finish(status);
 }

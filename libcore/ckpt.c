@@ -62,6 +62,7 @@ static void pack_header(unsigned char *b, const cllm_ckpt *c) {
     for (int i = 0; i < 7; i++) put32(h + 112 + 4 * i, (uint32_t)c->shape[i]);
     size_t ol = strnlen(c->opts, CLLM_CKPT_OPTS - 1);
     memcpy(h + 140, c->opts, ol);
+    put32(h + 140 + CLLM_CKPT_OPTS, c->world);
 }
 
 static int write_all(int fd, const void *p, size_t n, const char *path) {
@@ -255,6 +256,8 @@ static int load_file(const char *path, cllm_ckpt *c) {
         for (int i = 0; i < 4; i++) c->data_rng[i] = get64(h + 80 + 8 * i);
         for (int i = 0; i < 7; i++) c->shape[i] = (int32_t)get32(h + 112 + 4 * i);
         memcpy(c->opts, h + 140, CLLM_CKPT_OPTS);
+        c->world = get32(h + 140 + CLLM_CKPT_OPTS);
+        if (!c->world) c->world = 1;
         if (c->opts[CLLM_CKPT_OPTS - 1]) rc = cllm_error(CLLM_EFORMAT, "%s: checkpoint options are not terminated", path);
     }
     /* The exact size for n_params, with overflow checks, before any allocation. */

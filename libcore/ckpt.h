@@ -6,7 +6,9 @@
  *   the input), data_hash (running hash of those examples), adam_t, n_params,
  *   u64 rng[4] (training RNG), u64 data_rng[4] (shuffle RNG), i32 model shape
  *   (layers, d_model, heads, kv heads, head dim, d_ff, vocab), char opts[512]
- *   (the options that shape the run, NUL-padded), zero padding;
+ *   (the options that shape the run, NUL-padded), u32 world (the number of
+ *   data-parallel ranks; 0 in files written before it existed means 1), zero
+ *   padding;
  *   then params, Adam m, Adam v (n_params floats each), then u64 checksum of
  *   every byte before it.
  * Loading checks the magic, version, header size, the exact file size for
@@ -31,6 +33,7 @@ typedef struct cllm_ckpt {
     uint64_t rng[4], data_rng[4];
     int32_t shape[7];            /* n_layer, d_model, n_head, n_head_kv, head_dim, d_ff, vocab */
     char opts[CLLM_CKPT_OPTS];   /* NUL-terminated */
+    uint32_t world;              /* ranks that trained it (load: 0 in the file reads as 1) */
     float *params, *m, *v;       /* n_params each: borrowed when saving, malloc'd by load */
 } cllm_ckpt;
 

@@ -26,6 +26,16 @@
  * replays the pipeline (reading and shuffling, no compute) up to that point,
  * then checks that the replayed shuffle RNG and the hash of the examples
  * equal the checkpoint's, so a different input is an error.
+ *
+ * Data parallel (libcore/dist.h, docs/SCALING.md): with R ranks every rank
+ * runs the same pipeline (same shuffle, same epochs) and a step takes
+ * batch * grad_accum * R examples, the global batch; example j of the step
+ * goes to rank j % R (input record i to rank i % R with --shuffle-buffer 1).
+ * The Jacobi states are drawn for the whole global batch in its order, every
+ * example's loss is divided by the global count, and the gradients (and the
+ * loss sums) are summed over the ranks before clipping and AdamW, so R ranks
+ * give the model one process gives with the same global batch. Rank 0 alone
+ * writes metrics, checkpoints (with R in them) and the output model.
  */
 #include "train.h"
 
@@ -41,6 +51,7 @@
 #include "adamw.h"
 #include "ckpt.h"
 #include "cli.h"
+#include "dist.h"
 #include "err.h"
 #include "gen.h"
 #include "loss.h"
@@ -81,6 +92,7 @@ typedef struct example {
     int32_t *labels;
     int nl;
     int64_t id;
+    int state;         /* the Jacobi state drawn for this step (cllm), -1: none */
 } example;
 
 static void example_free(example *e) {
@@ -432,7 +444,7 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     size_t te_off[B > 0 ? B : 1], te_need = 0;
     int separate = o->loss == CLLM_CONS_LOCAL || o->use_labels;
     for (int b = 0; b < B; b++) {
-        js[b] = ex[b].k ? (int)cllm_rng_below(&t->rng, (uint64_t)ex[b].k) : -1;
+        js[b] = ex[b].state;  /* drawn for the global batch in cllm_train_run */
         tw[b] = ex[b].fixed;
         if (o->loss == CLLM_CONS_LOCAL && js[b] >= 0 && js[b] + 1 < ex[b].k) tw[b] = ex[b].states + (size_t)(js[b] + 1) * ex[b].n;
         te_off[b] = te_need;
@@ -541,6 +553,7 @@ static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t ste
     k.adam_t = (uint64_t)t->opt.t;
     k.n_params = t->m->n_params;
     memcpy(k.rng, t->rng.s, sizeof k.rng);
+    k.world = (uint32_t)cllm_dist_size();
     memcpy(k.data_rng, p->rng.s, sizeof k.data_rng);
     int32_t shape[7] = { c->n_layer, c->d_model, c->n_head, c->n_head_kv, c->head_dim, c->d_ff, c->vocab };
     memcpy(k.shape, shape, sizeof shape);
@@ -580,11 +593,14 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     int again = 0;
     int rc = input_path(o->input, &path, &again);
     if (rc) return rc;
+    const int rank = cllm_dist_rank(), nranks = cllm_dist_size();
+    if (nranks > 1 && (!o->input || !strcmp(o->input, "-") || !again))
+        return cllm_error(CLLM_EINVAL, "with %d ranks the input must be a file named on the command line (every rank reads it)", nranks);
 
     /* The schedule's length. */
     int64_t max_epochs = o->epochs;
     int64_t total = o->max_steps;
-    const int64_t per_step = (int64_t)o->batch * o->grad_accum;
+    const int64_t per_step = (int64_t)o->batch * o->grad_accum * nranks;  /* the global batch */
     if (!again && (o->epochs > 1 || (o->max_steps && !o->epochs) || o->resume)) {
         if (o->epochs > 1) return cllm_error(CLLM_EINVAL, "--epochs %d needs an input that can be read again (a file, not a pipe)", o->epochs);
         max_epochs = 1;
@@ -597,6 +613,10 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         if ((rc = count_examples(o, m, path, &n))) return rc;
         if (n == 0) return cllm_error(CLLM_EINVAL, "no training examples in the input");
         total = max_epochs * (int64_t)((n + (uint64_t)per_step - 1) / (uint64_t)per_step);
+    }
+    {
+        int64_t len[2] = { total, max_epochs };
+        if ((rc = cllm_dist_check_same(len, sizeof len, "the schedule's length (is the input the same file?)"))) return rc;
     }
     int64_t warm = cllm_warmup_steps(o->warmup, total);
     char opts[CLLM_CKPT_OPTS];
@@ -657,6 +677,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         else if (strcmp(k.opts, opts))
             rc = cllm_error(CLLM_EINVAL, "%s: checkpoint made with other options:\n  checkpoint: %s\n  now:        %s", kp,
                             k.opts, opts);
+        else if (k.world != (uint32_t)nranks)
+            rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of a run on %u ranks (this one has %d): resume with as many", kp,
+                            k.world, nranks);
         else if (k.total_steps != (uint64_t)total)
             rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of a %llu-step run (this one has %lld)", kp,
                             (unsigned long long)k.total_steps, (long long)total);
@@ -682,8 +705,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         if (rc) goto out;
     }
 
-    /* The metric stream. */
-    {
+    if ((rc = cllm_dist_check_same(m->params, m->n_params * sizeof(float), "the starting weights"))) goto out;
+    /* The metric stream (rank 0). */
+    if (rank == 0) {
         char producer[64];
         snprintf(producer, sizeof producer, "cllm-train %s", CLLM_VERSION);
         cllm_header_rec h;
@@ -717,14 +741,32 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
                 goto out;
             }
         }
+        /* States for the global batch in its order, then this rank's share. */
+        int n_loc = 0;
+        for (int i = 0; i < n_ex; i++) {
+            ex[i].state = o->objective == CLLM_OBJ_CLLM && ex[i].k ? (int)cllm_rng_below(&t.rng, (uint64_t)ex[i].k) : -1;
+            if (i % nranks != rank) example_free(&ex[i]);
+            else if (n_loc++ != i) { ex[n_loc - 1] = ex[i]; memset(&ex[i], 0, sizeof ex[i]); }
+        }
         memset(t.grads, 0, m->n_params * sizeof(float));
         t.tokens_fwd = 0;
         double cons = 0, ar = 0;
-        for (int i = 0; i < n_ex && !rc; i += o->batch) {
-            int B = n_ex - i < o->batch ? n_ex - i : o->batch;
+        for (int i = 0; i < n_loc && !rc; i += o->batch) {
+            int B = n_loc - i < o->batch ? n_loc - i : o->batch;
             rc = micro_batch(&t, ex + i, B, n_ex, &cons, &ar);
         }
         if (rc) goto out;
+        if (nranks > 1) {  /* sums over the ranks; a signal on any rank stops all after this step */
+            double sums[3] = { cons, ar, (double)t.tokens_fwd };
+            int64_t sig = cllm_interrupted;
+            if ((rc = cllm_dist_sum_f32(t.grads, m->n_params)) || (rc = cllm_dist_sum_f64(sums, 3)) ||
+                (rc = cllm_dist_max_i64(&sig, 1)))
+                goto out;
+            cons = sums[0];
+            ar = sums[1];
+            t.tokens_fwd = (uint64_t)sums[2];
+            if (sig && !cllm_interrupted) cllm_interrupted = (sig_atomic_t)sig;
+        }
         double gn = cllm_grad_norm(t.grads, m->n_params);
         if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
         cllm_grad_clip(t.grads, m->n_params, gn, o->clip);
@@ -734,27 +776,30 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         double dt = now_s() - t0;
         double loss = o->objective == CLLM_OBJ_SFT ? ar : cons + o->ar_weight * ar;
         double tps = dt > 0 ? (double)t.tokens_fwd / dt : 0;
-        if ((rc = put_metric(w, &pb, "loss", loss, step, NULL))) goto out;
-        if (o->objective == CLLM_OBJ_CLLM &&
+        if (w && (rc = put_metric(w, &pb, "loss", loss, step, NULL))) goto out;
+        if (w && o->objective == CLLM_OBJ_CLLM &&
             ((rc = put_metric(w, &pb, "consistency", cons, step, NULL)) || (rc = put_metric(w, &pb, "ar", ar, step, NULL))))
             goto out;
-        if ((rc = put_metric(w, &pb, "lr", lr, step, NULL)) || (rc = put_metric(w, &pb, "grad_norm", gn, step, NULL)) ||
-            (rc = put_metric(w, &pb, "tokens_per_s", tps, step, "tokens/s")))
+        if (w && ((rc = put_metric(w, &pb, "lr", lr, step, NULL)) || (rc = put_metric(w, &pb, "grad_norm", gn, step, NULL)) ||
+            (rc = put_metric(w, &pb, "tokens_per_s", tps, step, "tokens/s"))))
             goto out;
         char *ck = NULL;
         int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || (cllm_interrupted && step < total));
-        if (want_ck && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
+        if (want_ck && rank == 0 && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
         if (o->on_step) {
             cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };
             o->on_step(o->cb_ctx, &pr);
         }
         free(ck);
         if (cllm_interrupted) {
+            if ((rc = cllm_dist_barrier())) goto out;  /* rank 0's checkpoint is written */
             rc = cllm_error(CLLM_EINTR, "interrupted after step %lld", (long long)step);
             goto out;
         }
     }
-    if ((rc = cllm_model_save(m, o->output, o->dtype))) goto out;
+    if ((rc = cllm_dist_check_same(m->params, m->n_params * sizeof(float), "the trained weights"))) goto out;
+    if (rank == 0 && (rc = cllm_model_save(m, o->output, o->dtype))) goto out;
+    if ((rc = cllm_dist_barrier())) goto out;
 
 out:
     if (w) {

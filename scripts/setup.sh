@@ -5,6 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 pkgs="build-essential pkg-config libzstd-dev libmsgpack-dev libjansson-dev libpcre2-dev libopenblas-dev zstd python3 python3-pip unzip"
+# Open MPI: data-parallel cllm-train (make MPI=1, on by default when mpicc is found).
+pkgs="$pkgs libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

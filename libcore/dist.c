@@ -1,0 +1,151 @@
+/* dist.c: ranks over MPI, or one rank without it (see dist.h). */
+#include "dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+#include "err.h"
+
+static int g_rank = 0, g_size = 1;
+
+int cllm_dist_rank(void) { return g_rank; }
+int cllm_dist_size(void) { return g_size; }
+
+/* How many processes a launcher says it started (0: no launcher seen). */
+static long launcher_size(void) {
+    const char *vars[] = { "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS" };
+    const char *v;
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("PMI_RANK") && !getenv("PMI_SIZE")) return 0;
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        if ((v = getenv(vars[i])) && atol(v) > 0) return atol(v);
+    return 1;
+}
+
+static uint64_t hash_u64(const void *buf, size_t bytes) { return cllm_ckpt_hash(0, buf, bytes); }
+
+#if CLLM_MPI
+#include <mpi.h>
+
+static int g_joined = 0;   /* we called MPI_Init */
+enum { CHUNK = 1 << 30 };
+
+static int mpi_err(int e, const char *what) {
+    char s[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(e, s, &len) != MPI_SUCCESS) snprintf(s, sizeof s, "error %d", e);
+    return cllm_error(CLLM_EIO, "MPI %s: %s", what, s);
+}
+
+int cllm_dist_compiled(void) { return 1; }
+
+int cllm_dist_init(void) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited) {
+        if (!g_joined) {  /* the caller's own MPI_Init: use its world */
+            MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+            MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+        }
+        return 0;
+    }
+    const char *force = getenv("CLLM_MPI");
+    if (force && !strcmp(force, "0")) return launcher_size() > 1 ? cllm_error(CLLM_EINVAL, "CLLM_MPI=0 but a launcher started several processes") : 0;
+    if (!launcher_size() && !(force && !strcmp(force, "1"))) return 0;
+    int provided = 0, e = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+    if (e != MPI_SUCCESS) return mpi_err(e, "init");
+    g_joined = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    return 0;
+}
+
+static int allreduce(void *buf, size_t n, MPI_Datatype t, size_t elem, MPI_Op op, const char *what) {
+    if (g_size == 1) return 0;
+    char *p = buf;
+    while (n) {
+        int c = n > CHUNK ? CHUNK : (int)n;
+        int e = MPI_Allreduce(MPI_IN_PLACE, p, c, t, op, MPI_COMM_WORLD);
+        if (e != MPI_SUCCESS) return mpi_err(e, what);
+        p += (size_t)c * elem;
+        n -= (size_t)c;
+    }
+    return 0;
+}
+
+int cllm_dist_sum_f32(float *buf, size_t n) { return allreduce(buf, n, MPI_FLOAT, sizeof(float), MPI_SUM, "allreduce"); }
+int cllm_dist_sum_f64(double *buf, size_t n) { return allreduce(buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM, "allreduce"); }
+int cllm_dist_max_i64(int64_t *buf, size_t n) { return allreduce(buf, n, MPI_INT64_T, sizeof(int64_t), MPI_MAX, "allreduce"); }
+
+int cllm_dist_barrier(void) {
+    if (g_size == 1) return 0;
+    int e = MPI_Barrier(MPI_COMM_WORLD);
+    return e == MPI_SUCCESS ? 0 : mpi_err(e, "barrier");
+}
+
+int cllm_dist_bcast(void *buf, size_t bytes, int root) {
+    if (g_size == 1) return 0;
+    char *p = buf;
+    while (bytes) {
+        int c = bytes > CHUNK ? CHUNK : (int)bytes;
+        int e = MPI_Bcast(p, c, MPI_BYTE, root, MPI_COMM_WORLD);
+        if (e != MPI_SUCCESS) return mpi_err(e, "broadcast");
+        p += c;
+        bytes -= (size_t)c;
+    }
+    return 0;
+}
+
+int cllm_dist_check_same(const void *buf, size_t bytes, const char *what) {
+    if (g_size == 1) return 0;
+    uint64_t h = hash_u64(buf, bytes), lo = h, hi = h;
+    int e = MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    if (e == MPI_SUCCESS) e = MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    if (e != MPI_SUCCESS) return mpi_err(e, "allreduce");
+    if (lo != hi) return cllm_error(CLLM_EINVAL, "the %d ranks disagree on %s (rank %d: hash %016llx)", g_size, what, g_rank, (unsigned long long)h);
+    return 0;
+}
+
+int cllm_dist_finalize(void) {
+    if (!g_joined) return 0;
+    g_joined = 0;
+    int e = MPI_Finalize();
+    return e == MPI_SUCCESS ? 0 : mpi_err(e, "finalize");
+}
+
+void cllm_dist_abort(int status) {
+    if (g_size > 1) MPI_Abort(MPI_COMM_WORLD, status ? status : 1);
+}
+
+#else /* no MPI: one rank */
+
+int cllm_dist_compiled(void) { return 0; }
+
+int cllm_dist_init(void) {
+    long n = launcher_size();
+    if (n > 1)
+        return cllm_error(CLLM_EUNSUP, "started as one of %ld MPI processes, but this build has no MPI (rebuild with make MPI=1)", n);
+    return 0;
+}
+
+int cllm_dist_sum_f32(float *buf, size_t n) { (void)buf; (void)n; return 0; }
+int cllm_dist_sum_f64(double *buf, size_t n) { (void)buf; (void)n; return 0; }
+int cllm_dist_max_i64(int64_t *buf, size_t n) { (void)buf; (void)n; return 0; }
+int cllm_dist_barrier(void) { return 0; }
+int cllm_dist_bcast(void *buf, size_t bytes, int root) { (void)buf; (void)bytes; (void)root; return 0; }
+int cllm_dist_check_same(const void *buf, size_t bytes, const char *what) { (void)buf; (void)bytes; (void)what; (void)hash_u64; return 0; }
+int cllm_dist_finalize(void) { return 0; }
+void cllm_dist_abort(int status) { (void)status; }
+
+#endif
+
+int cllm_dist_mean_f32(float *buf, size_t n, double count) {
+    int rc = cllm_dist_sum_f32(buf, n);
+    if (rc || count == 1) return rc;
+    if (!(count > 0)) return cllm_error(CLLM_EINVAL, "average over %g items", count);
+    const float s = (float)(1.0 / count);
+    for (size_t i = 0; i < n; i++) buf[i] *= s;
+    return 0;
+}

@@ -1,0 +1,106 @@
+#!/bin/sh
+# mpi.sh: data-parallel cllm-train over MPI, and sharded collection in parallel
+# (docs/SCALING.md). Skips when mpirun is absent or cllm-train has no MPI.
+#   1. SFT, 2 ranks (--batch 1 --grad-accum 2 each, global batch 4) == one
+#      process with --grad-accum 4: every tensor within 1e-5 (max|a-b|/max|b|,
+#      tests/tools/model-diff), one metric record per step (cllm-cat --count);
+#      with the shuffle buffer on and micro-batches of 2 as well;
+#   2. CLLM objective (global consistency + AR) on cllm-traj output, 2 ranks
+#      == 1 process: 7 prompts x 3 chunks = 21 records, global batch 4, so
+#      the last step has 1 example and rank 1 contributes nothing to it;
+#   3. resume: 2 ranks, checkpoint at step 3, resume on 2 ranks == the
+#      straight 2-rank run byte for byte; resuming on 1 rank is refused;
+#      a pipe as input is refused with 2 ranks;
+#   4. cllm-traj --shard i/3 as 3 processes started together, joined with
+#      cat: passes cllm-cat --check and holds the records of the unsharded run.
+set -eu
+B=$CLLM_BUILD
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+if ! command -v mpirun > /dev/null 2>&1; then echo "skip: mpirun not found"; exit 0; fi
+MPI="mpirun --allow-run-as-root --oversubscribe -np"
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+count() { "$B/cllm-cat" --count "$1" | awk -v t="$2" '$1 == t { print $2 }'; }
+
+"$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
+head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p8.jsonl"
+# lr 1e-4 (5x the default): the 1-process and 2-rank gradients differ in fp32
+# summation order only, and Adam's first steps turn that rounding, on elements
+# whose gradient is ~eps (1e-8), into weight differences proportional to lr:
+# 1.4e-6 here, 1.4e-5 at lr 1e-3; regrouping micro-batches within one process
+# (--batch 2 --grad-accum 2 vs --batch 1 --grad-accum 4) moves the weights as
+# much (docs/SCALING.md).
+SFT="-m $T/tiny --objective sft --field question --template gsm8k -t 1 -q --lr 1e-4 --warmup 0 --max-steps 5"
+losses() { "$B/cllm-cat" -j "$1" | grep '"name":"loss"' | sed 's/.*"value":\([^,]*\),"step":\([0-9]*\).*/\2 \1/'; }
+same_losses() { # a.zst b.zst: equal to 1e-6 relative, step by step
+    losses "$1" > "$T/la"; losses "$2" > "$T/lb"
+    [ "$(wc -l < "$T/la")" = "$(wc -l < "$T/lb")" ] || return 1
+    paste "$T/la" "$T/lb" | awk '{ d = $2 - $4; if (d < 0) d = -d; if ($1 != $3 || d > 1e-6 * ($4 < 0 ? -$4 : $4)) bad = 1 } END { exit bad }'
+}
+
+rc=0
+$MPI 2 "$B/cllm-train" $SFT --batch 1 --grad-accum 2 --shuffle-buffer 1 -o "$T/two.gguf" --metrics "$T/two.zst" \
+    "$T/p8.jsonl" > "$T/mpi.out" 2>&1 || rc=$?
+if grep -q "this build has no MPI" "$T/mpi.out"; then echo "skip: cllm-train built without MPI (make MPI=1)"; exit 0; fi
+[ $rc = 0 ] || { cat "$T/mpi.out"; fail "mpirun -np 2 cllm-train: exit $rc"; }
+
+# 1. SFT: 2 ranks == 1 process with the same global batch.
+"$B/cllm-train" $SFT --batch 1 --grad-accum 4 --shuffle-buffer 1 -o "$T/one.gguf" "$T/p8.jsonl" > "$T/one.zst"
+"$B/tools/model-diff" -q "$T/two.gguf" "$T/one.gguf" > "$T/d" || { cat "$T/d"; fail "SFT: 2 ranks differ from 1 process"; }
+echo "SFT, input order, global batch 4 (2 ranks x 1 x 2 vs 1 x 1 x 4): $(cat "$T/d")"
+same_losses "$T/two.zst" "$T/one.zst" || fail "SFT: 2-rank losses differ from 1 process"
+# The comparison can tell: a global batch of 2 (half the data) is far off.
+"$B/cllm-train" $SFT --batch 1 --grad-accum 2 --shuffle-buffer 1 -o "$T/half.gguf" "$T/p8.jsonl" > /dev/null
+"$B/tools/model-diff" -q "$T/two.gguf" "$T/half.gguf" > "$T/d" && fail "a global batch of 2 passes for 4"
+echo "  control, 1 process with a global batch of 2: $(cat "$T/d")"
+"$B/cllm-cat" --check -q "$T/two.zst" || fail "2-rank metric stream does not check"
+[ "$(count "$T/two.zst" metric)" = "$(count "$T/one.zst" metric)" ] && [ "$(count "$T/two.zst" metric)" = 20 ] ||
+    fail "2-rank metric stream: $(count "$T/two.zst" metric) metric records, want 20 (4 per step)"
+[ "$("$B/cllm-cat" -j "$T/two.zst" | grep -c '"name":"loss"')" = 5 ] || fail "not one loss record per step"
+echo "metric stream: $(count "$T/two.zst" metric) metric records for 5 steps on 2 ranks (one per metric and step)"
+# The shuffle buffer on, micro-batches of 2 (padded): 2 x 2 x 1 vs 1 x 4 x 1.
+$MPI 2 "$B/cllm-train" $SFT --batch 2 --shuffle-buffer 5 --seed 3 -o "$T/two-s.gguf" --metrics /dev/null "$T/p8.jsonl"
+"$B/cllm-train" $SFT --batch 4 --shuffle-buffer 5 --seed 3 -o "$T/one-s.gguf" "$T/p8.jsonl" > /dev/null
+"$B/tools/model-diff" -q "$T/two-s.gguf" "$T/one-s.gguf" > "$T/d" || { cat "$T/d"; fail "SFT shuffled: 2 ranks differ"; }
+echo "SFT, shuffle buffer 5, micro-batches of 2 vs 4: $(cat "$T/d")"
+
+# 2. CLLM objective on trajectories of the tiny model (one epoch).
+head -7 "$T/p8.jsonl" > "$T/p7.jsonl"
+"$B/cllm-traj" -m "$T/tiny" -n 8 --max-new-tokens 24 --field question --template gsm8k -q "$T/p7.jsonl" > "$T/traj.zst"
+[ "$("$B/cllm-cat" --count "$T/traj.zst" | awk '$1 == "traj" { print $2 }')" = 21 ] || fail "expected 21 traj records"
+CL="-m $T/tiny -t 1 -q --lr 1e-4 --warmup 0 --seed 5 --shuffle-buffer 6"
+$MPI 2 "$B/cllm-train" $CL --batch 2 -o "$T/c2.gguf" --metrics "$T/c2.zst" "$T/traj.zst"
+"$B/cllm-train" $CL --batch 2 --grad-accum 2 -o "$T/c1.gguf" "$T/traj.zst" > "$T/c1.zst"
+"$B/tools/model-diff" -q "$T/c2.gguf" "$T/c1.gguf" > "$T/d" || { cat "$T/d"; fail "CLLM: 2 ranks differ from 1 process"; }
+same_losses "$T/c2.zst" "$T/c1.zst" || fail "CLLM: 2-rank losses differ from 1 process"
+n=$("$B/cllm-cat" -j "$T/c2.zst" | grep -c '"name":"consistency"')
+[ "$n" = 6 ] && [ "$("$B/cllm-cat" -j "$T/c1.zst" | grep -c '"name":"consistency"')" = 6 ] || fail "CLLM: $n steps on 2 ranks, want 6"
+echo "CLLM global, 21 records in $n steps (the last of 1 example), 2 ranks x 2 vs 1 x 2 x 2: $(cat "$T/d")"
+
+# 3. Resume on 2 ranks.
+R="$SFT --max-steps 6 --batch 1 --shuffle-buffer 3 --seed 7 $T/p8.jsonl"
+$MPI 2 "$B/cllm-train" $R -o "$T/straight.gguf" --metrics /dev/null
+$MPI 2 "$B/cllm-train" $R -o "$T/first.gguf" --metrics /dev/null --max-steps 6 --checkpoint-every 3 --keep 0
+[ -f "$T/first.gguf.ckpt/ckpt-00000003.cllmckpt" ] || fail "no step-3 checkpoint"
+$MPI 2 "$B/cllm-train" $R -o "$T/resumed.gguf" --metrics /dev/null --resume "$T/first.gguf.ckpt/ckpt-00000003.cllmckpt"
+cmp "$T/straight.gguf" "$T/resumed.gguf" || fail "2-rank resume differs from the straight 2-rank run"
+rc=0
+"$B/cllm-train" $R -o "$T/bad.gguf" --resume "$T/first.gguf.ckpt/ckpt-00000003.cllmckpt" > /dev/null 2> "$T/bad.err" || rc=$?
+[ $rc = 1 ] && grep -q "on 2 ranks (this one has 1)" "$T/bad.err" || fail "resume on 1 rank accepted (exit $rc)"
+echo "resume: 2 ranks 3 + 3 == 6 straight (byte for byte); on 1 rank: $(cat "$T/bad.err")"
+rc=0
+$MPI 2 "$B/cllm-train" $SFT -o "$T/bad.gguf" --metrics /dev/null < "$T/p8.jsonl" > "$T/bad.err" 2>&1 || rc=$?
+[ $rc != 0 ] && grep -q "must be a file named on the command line" "$T/bad.err" || fail "2 ranks reading stdin accepted"
+
+# 4. Sharded collection: 3 processes at once, joined with cat.
+TR="-m $T/tiny -n 8 --max-new-tokens 16 --field question --template gsm8k -q $T/p8.jsonl"
+"$B/cllm-traj" $TR > "$T/all.zst"
+for i in 0 1 2; do "$B/cllm-traj" $TR --shard $i/3 > "$T/s$i.zst" & done
+wait
+cat "$T/s0.zst" "$T/s1.zst" "$T/s2.zst" > "$T/joined.zst"
+"$B/cllm-cat" --check -q "$T/joined.zst" || fail "joined shards do not pass cllm-cat --check"
+"$B/cllm-cat" -t traj -j "$T/joined.zst" | sort > "$T/j.jsonl"
+"$B/cllm-cat" -t traj -j "$T/all.zst" | sort | cmp - "$T/j.jsonl" || fail "joined shards differ from the unsharded run"
+echo "cllm-traj --shard 0..2/3 in parallel, joined: $(wc -l < "$T/j.jsonl") records == the unsharded run, check passes"
+echo "mpi tests passed"

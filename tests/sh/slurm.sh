@@ -1,0 +1,45 @@
+#!/bin/sh
+# slurm.sh: the SLURM examples parse (bash -n / sh -n) and carry the #SBATCH
+# lines they need; with sbatch present, sbatch --test-only accepts them; join.sh
+# joins shard streams made here and rejects a missing shard.
+set -eu
+B=$CLLM_BUILD
+D=examples/slurm
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+bash -n "$D/traj-array.sbatch" || fail "traj-array.sbatch does not parse"
+bash -n "$D/train-multinode.sbatch" || fail "train-multinode.sbatch does not parse"
+sh -n "$D/join.sh" || fail "join.sh does not parse"
+need() { grep -q "^#SBATCH $2" "$D/$1" || fail "$1: no '#SBATCH $2' line"; }
+for o in --array= --ntasks=1 --cpus-per-task= --time= --output=; do need traj-array.sbatch "$o"; done
+for o in --nodes= --ntasks-per-node= --cpus-per-task= --time= --output=; do need train-multinode.sbatch "$o"; done
+grep -q -- '--shard "\$I/\$N"' "$D/traj-array.sbatch" || fail "traj-array.sbatch does not shard"
+grep -q 'SLURM_ARRAY_TASK_COUNT' "$D/traj-array.sbatch" || fail "traj-array.sbatch ignores SLURM_ARRAY_TASK_COUNT"
+grep -q 'srun --mpi=pmix .*cllm-train' "$D/train-multinode.sbatch" || fail "train-multinode.sbatch: no srun line"
+grep -qi 'nccl' "$D/train-multinode.sbatch" || fail "train-multinode.sbatch: NCCL not noted"
+# Every non-blank line after the shebang is a comment, or follows one within 3 lines.
+for f in "$D/traj-array.sbatch" "$D/train-multinode.sbatch" "$D/join.sh"; do
+    awk 'NR > 1 && /^[ \t]*#/ { last = NR } NR > 1 && !/^[ \t]*(#|$)/ && NR - last > 3 && !/^ / && !/\\$/ && !/^(done|fi|\})/ { print FILENAME ": line " NR " has no comment near it"; bad = 1 } END { exit bad }' "$f" ||
+        fail "$f: lines without comments"
+done
+if command -v sbatch > /dev/null 2>&1; then
+    sbatch --test-only "$D/traj-array.sbatch" m p o || fail "sbatch --test-only traj-array.sbatch"
+    sbatch --test-only "$D/train-multinode.sbatch" m t o || fail "sbatch --test-only train-multinode.sbatch"
+else
+    echo "sbatch not found: syntax and #SBATCH lines checked only"
+fi
+# join.sh on streams made here (SLURM's environment faked for the array script).
+"$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
+head -5 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p.jsonl"
+for i in 0 1; do
+    SLURM_ARRAY_TASK_ID=$i SLURM_ARRAY_TASK_COUNT=2 SLURM_CPUS_PER_TASK=1 CLLM_BIN="$B" \
+        bash "$D/traj-array.sbatch" "$T/tiny" "$T/p.jsonl" "$T/out"
+done
+CLLM_BIN="$B" sh "$D/join.sh" "$T/out" 2 > "$T/joined.zst" 2> "$T/join.err" || { cat "$T/join.err"; fail "join.sh"; }
+"$B/cllm-cat" --check -q "$T/joined.zst" || fail "joined stream does not check"
+grep -q '^traj' "$T/join.err" || fail "join.sh printed no counts"
+counts=$(grep "^traj" "$T/join.err" | tr "\t" " ")
+rc=0; CLLM_BIN="$B" sh "$D/join.sh" "$T/out" 3 > /dev/null 2> "$T/join.err" || rc=$?
+[ $rc = 1 ] && grep -q missing "$T/join.err" || fail "join.sh accepted a missing shard"
+echo "slurm examples: parse, #SBATCH lines present, array tasks + join.sh: $counts records"
