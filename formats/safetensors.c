@@ -44,6 +44,7 @@ struct cllm_st {
     cllm_st_tensor *ts;
     int n_ts, cap_ts;
     json_t *meta;   /* __metadata__ of the first file, or NULL */
+    json_t *by_name;/* name -> index into ts (a hash table: a hostile header may hold a million names) */
 };
 
 void cllm_st_close(cllm_st *st) {
@@ -56,6 +57,7 @@ void cllm_st_close(cllm_st *st) {
     for (int i = 0; i < st->n_ts; i++) free((void *)st->ts[i].name);
     free(st->ts);
     json_decref(st->meta);
+    json_decref(st->by_name);
     free(st);
 }
 
@@ -117,6 +119,9 @@ static int parse_entry(cllm_st *st, int fi, const char *path, const char *name, 
         return cllm_error(CLLM_EFORMAT, "%s: tensor %s: %" PRIu64 " bytes for %" PRIu64 " %s elements (expected %" PRIu64 ")",
                           path, name, t.end - t.begin, numel, dtypes[t.dtype].name, nbytes);
     if (cllm_st_find(st, name)) return cllm_error(CLLM_EFORMAT, "%s: duplicate tensor name %s", path, name);
+    if (!st->by_name && !(st->by_name = json_object())) return cllm_error(CLLM_ENOMEM, "out of memory");
+    if (json_object_set_new(st->by_name, name, json_integer(st->n_ts)))
+        return cllm_error(CLLM_EFORMAT, "%s: tensor name is not valid UTF-8 or out of memory", path);
     t.name = cllm_strdup(name);
     if (!t.name) return CLLM_ENOMEM;
     size_t cap = (size_t)st->cap_ts;
@@ -303,11 +308,8 @@ int cllm_st_n_tensors(const cllm_st *st) { return st->n_ts; }
 const cllm_st_tensor *cllm_st_tensor_at(const cllm_st *st, int i) { return i >= 0 && i < st->n_ts ? &st->ts[i] : NULL; }
 
 const cllm_st_tensor *cllm_st_find(const cllm_st *st, const char *name) {
-    /* Linear: a model has a few hundred tensors; hostile headers are capped at 100 MB
-     * and checked for duplicates by jansson within one file. */
-    for (int i = 0; i < st->n_ts; i++)
-        if (!strcmp(st->ts[i].name, name)) return &st->ts[i];
-    return NULL;
+    json_t *i = st->by_name ? json_object_get(st->by_name, name) : NULL;
+    return i ? &st->ts[json_integer_value(i)] : NULL;
 }
 
 const char *cllm_st_metadata(const cllm_st *st, const char *key) {
