@@ -6,15 +6,17 @@
 # base's (same prompts, block size, init and seed), Jacobi == AR for the CLLM
 # on every prompt, CLLM greedy == base greedy on >= 75 % of the prompts.
 # The recipe and every configuration tried: docs/TRAINING.md, "The CLLM effect
-# on a tiny model". About 100 s of CPU time; CLLM_EFFECT_LONG=1 runs a longer
-# variant (more trajectory seeds and steps). Knobs for experiments:
-# CLLM_STEPS, CLLM_LR, CLLM_ARW, CLLM_SEEDS, SFT_STEPS, CLLM_THREADS.
+# on a tiny model". About 100 s of CPU time (90 s wall on 2 cores, -t 2);
+# CLLM_EFFECT_LONG=1 runs a longer variant (16 trajectory seeds, 1200 steps).
+# Knobs for experiments: CLLM_STEPS, CLLM_LR, CLLM_ARW, CLLM_SEEDS, SFT_STEPS,
+# TINY_SEED, CLLM_THREADS, CLLM_TRAJ_ARGS (default --aug), CLLM_TRAIN_ARGS
+# (extra cllm-train options).
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 TH=${CLLM_THREADS:-2}
-if [ "${CLLM_EFFECT_LONG:-0}" = 1 ]; then seeds=16 steps=800; else seeds=8 steps=400; fi
+if [ "${CLLM_EFFECT_LONG:-0}" = 1 ]; then seeds=16 steps=1200; else seeds=8 steps=600; fi
 seeds=${CLLM_SEEDS:-$seeds}
 steps=${CLLM_STEPS:-$steps}
 P="--field question --template gsm8k"
@@ -34,7 +36,7 @@ metric() { # metric NAME FILE [BASELINE]: an overall cllm-eval metric
 }
 
 # The base: a random 2-layer, 128-wide model taught the 8 answers by SFT.
-"$B/tools/make-tiny" -o "$T/tiny" --dim 128 --ff 256 2>/dev/null
+"$B/tools/make-tiny" -o "$T/tiny" --dim 128 --ff 256 --seed ${TINY_SEED:-1} 2>/dev/null
 "$B/cllm-train" -m "$T/tiny" -o "$T/base" --objective sft $P --lr 3e-3 --warmup 0.05 \
     --max-steps ${SFT_STEPS:-120} --batch 8 -t $TH -q "$T/p.jsonl" > /dev/null
 "$B/cllm-gen" -m "$T/base" $P --max-new-tokens 128 -t $TH "$T/p.jsonl" > "$T/full.zst"
@@ -48,7 +50,7 @@ awk -v a="$acc" 'BEGIN { exit !(a == 1) }' || { echo "FAIL: the base did not mem
 # augmented states for the same fixed points), concatenated.
 s=0
 while [ $s -lt $seeds ]; do
-    "$B/cllm-traj" -m "$T/base" -n $N --max-new-tokens $MAXT $P --aug --seed $s -q -t $TH "$T/p.jsonl" >> "$T/traj.zst"
+    "$B/cllm-traj" -m "$T/base" -n $N --max-new-tokens $MAXT $P ${CLLM_TRAJ_ARGS---aug} --seed $s -q -t $TH "$T/p.jsonl" >> "$T/traj.zst"
     s=$((s + 1))
 done
 recs=$("$B/cllm-cat" -j "$T/traj.zst" | grep -c '"type":"traj"')
@@ -57,7 +59,7 @@ echo "trajectories: $seeds seeds, $recs records"
 # The CLLM: global consistency (summed over the window) + 10 x AR, lr 3e-3
 # with a cosine schedule, batch 4.
 "$B/cllm-train" -m "$T/base" -o "$T/cllm" --lr ${CLLM_LR:-3e-3} --warmup 0.05 --ar-weight ${CLLM_ARW:-10} \
-    --max-steps $steps --batch 4 -t $TH -q "$T/traj.zst" > /dev/null
+    --max-steps $steps --batch 4 ${CLLM_TRAIN_ARGS:-} -t $TH -q "$T/traj.zst" > /dev/null
 "$B/cllm-gen" -m "$T/cllm" $G "$T/p.jsonl" > "$T/car.zst"
 "$B/cllm-gen" -m "$T/cllm" $G --method jacobi -n $N "$T/p.jsonl" > "$T/cjac.zst"
 
