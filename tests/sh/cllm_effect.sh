@@ -21,7 +21,7 @@ seeds=${CLLM_SEEDS:-$seeds}
 steps=${CLLM_STEPS:-$steps}
 P="--field question --template gsm8k"
 N=16          # Jacobi block
-MAXT=64       # tokens per answer for trajectories and evaluation (4 blocks)
+MAXT=${CLLM_MAXT:-64}  # tokens per answer for trajectories and evaluation (4 blocks)
 G="$P --max-new-tokens $MAXT -t $TH --seed 1000"   # eval seed: not a trajectory seed
 
 # 8 short GSM8K items (question + answer under 330 bytes of JSON: 65-119 tokens
