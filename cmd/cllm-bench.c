@@ -35,6 +35,7 @@ static void usage(FILE *f) {
         "      --template T        gsm8k, raw, chat, or a string with {field} placeholders\n"
         "      --chat              wrap each prompt in the model's chat template\n"
         "      --lines             read FILE as text lines, one prompt per line\n"
+        "      --shard I/N         only prompts whose index modulo N is I\n"
         "  -o, --output FILE       write the metric records to FILE\n"
         "  -f, --force             write the metric stream even to a terminal\n"
         "  -q, --quiet             no table, no progress\n"
@@ -49,8 +50,7 @@ static void usage(FILE *f) {
         "See cllm-bench(1), cllm-eval(1), cllm-gen(1).\n");
 }
 
-enum { OPT_VS = 256, OPT_MAX_NEW, OPT_PROMPTS, OPT_REPEAT, OPT_WARMUP, OPT_INIT, OPT_SEED, OPT_FIELD, OPT_TEMPLATE,
-       OPT_CHAT, OPT_LINES, OPT_DEVICE };
+enum { OPT_VS = 256, OPT_MAX_NEW, OPT_PROMPTS, OPT_REPEAT, OPT_WARMUP, OPT_INIT, OPT_SEED, OPT_DEVICE };
 
 static const char *base_name(const char *p) {
     size_t l = strlen(p);
@@ -66,11 +66,12 @@ int main(int argc, char **argv) {
         { "block", required_argument, 0, 'n' },         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "prompts", required_argument, 0, OPT_PROMPTS }, { "repeat", required_argument, 0, OPT_REPEAT },
         { "warmup", required_argument, 0, OPT_WARMUP }, { "init", required_argument, 0, OPT_INIT },
-        { "seed", required_argument, 0, OPT_SEED },     { "field", required_argument, 0, OPT_FIELD },
-        { "template", required_argument, 0, OPT_TEMPLATE }, { "chat", no_argument, 0, OPT_CHAT },
-        { "lines", no_argument, 0, OPT_LINES },         { "output", required_argument, 0, 'o' },
+        { "seed", required_argument, 0, OPT_SEED },     
+         
+                 { "output", required_argument, 0, 'o' },
         { "force", no_argument, 0, 'f' },               { "quiet", no_argument, 0, 'q' },
-        { "threads", required_argument, 0, 't' },       { "device", required_argument, 0, OPT_DEVICE },
+        { "threads", required_argument, 0, 't' },       CLLM_PROMPT_LONGOPTS,
+        { "device", required_argument, 0, OPT_DEVICE },
         { "help", no_argument, 0, 'h' },                { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
     };
@@ -108,24 +109,17 @@ int main(int argc, char **argv) {
             if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
             o.dec.seed = (uint64_t)v;
             break;
-        case OPT_FIELD: po.field = optarg; break;
-        case OPT_TEMPLATE: po.template = optarg; break;
-        case OPT_CHAT: po.chat = 1; break;
-        case OPT_LINES: po.input = CLLM_IN_LINES; break;
         case 'o': o.output = optarg; break;
         case 'f': o.force = 1; break;
         case 'q': quiet = 1; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE:
-            if (!strcmp(optarg, "cuda")) {
-                cllm_cli_error("--device cuda: cllm-bench has no CUDA path yet; use --device cpu");
-                return CLLM_EXIT_FAIL;
-            }
-            if (strcmp(optarg, "cpu")) return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", optarg);
-            break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: return cllm_cli_usage_error(NULL);
+        default: {
+            int rc = cllm_prompt_opt(&po, c, optarg);
+            if (rc) return rc < 0 ? cllm_cli_usage_error(NULL) : rc;
+        }
         }
     }
     if (!paths[0]) return cllm_cli_usage_error("no model given (-m MODEL)");

@@ -45,8 +45,7 @@ static void usage(FILE *f) {
         "See cllm-gen(1), cllm-stream(5).\n");
 }
 
-enum { OPT_METHOD = 256, OPT_MAX_NEW, OPT_INIT, OPT_TRACE, OPT_TEXT, OPT_FIELD, OPT_ANSWER_FIELD,
-       OPT_TEMPLATE, OPT_CHAT, OPT_LINES, OPT_SHARD, OPT_SEED, OPT_DEVICE };
+enum { OPT_METHOD = 256, OPT_MAX_NEW, OPT_INIT, OPT_TRACE, OPT_TEXT, OPT_SEED, OPT_DEVICE };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -54,11 +53,12 @@ int main(int argc, char **argv) {
         { "force", no_argument, 0, 'f' },           { "method", required_argument, 0, OPT_METHOD },
         { "block", required_argument, 0, 'n' },     { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "init", required_argument, 0, OPT_INIT }, { "trace", no_argument, 0, OPT_TRACE },
-        { "text", no_argument, 0, OPT_TEXT },       { "field", required_argument, 0, OPT_FIELD },
-        { "answer-field", required_argument, 0, OPT_ANSWER_FIELD },
-        { "template", required_argument, 0, OPT_TEMPLATE }, { "chat", no_argument, 0, OPT_CHAT },
-        { "lines", no_argument, 0, OPT_LINES },     { "shard", required_argument, 0, OPT_SHARD },
+        { "text", no_argument, 0, OPT_TEXT },       
+        
+         
+             
         { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
+        CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE },
         { "help", no_argument, 0, 'h' },            { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
@@ -96,33 +96,18 @@ int main(int argc, char **argv) {
             break;
         case OPT_TRACE: o.dec.trace = 1; break;
         case OPT_TEXT: o.text = 1; break;
-        case OPT_FIELD: po.field = optarg; break;
-        case OPT_ANSWER_FIELD: po.answer_field = optarg; break;
-        case OPT_TEMPLATE: po.template = optarg; break;
-        case OPT_CHAT: po.chat = 1; break;
-        case OPT_LINES: po.input = CLLM_IN_LINES; break;
-        case OPT_SHARD: {
-            long long i, n;
-            if (cllm_cli_shard("--shard", optarg, &i, &n)) return CLLM_EXIT_USAGE;
-            po.shard_i = (uint64_t)i;
-            po.shard_n = (uint64_t)n;
-            break;
-        }
         case OPT_SEED:
             if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
             o.dec.seed = (uint64_t)v;
             break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE:
-            if (!strcmp(optarg, "cuda")) {
-                cllm_cli_error("--device cuda: this build has no CUDA backend yet; use --device cpu");
-                return CLLM_EXIT_FAIL;
-            }
-            if (strcmp(optarg, "cpu")) return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", optarg);
-            break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: return cllm_cli_usage_error(NULL);
+        default: {
+            int rc = cllm_prompt_opt(&po, c, optarg);
+            if (rc) return rc < 0 ? cllm_cli_usage_error(NULL) : rc;
+        }
         }
     }
     if (!model_path) return cllm_cli_usage_error("no model given (-m MODEL)");

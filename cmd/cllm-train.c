@@ -167,16 +167,10 @@ int main(int argc, char **argv) {
         case 'q': quiet = 1; break;
         case OPT_PROGRESS: progress = 1; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE:
-            if (!strcmp(optarg, "cuda")) {
-                cllm_cli_error("--device cuda: training runs on the CPU backend only; use --device cpu");
-                return CLLM_EXIT_FAIL;
-            }
-            if (strcmp(optarg, "cpu")) return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", optarg);
-            break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: return cllm_cli_usage_error("invalid option");
+        default: return cllm_cli_usage_error(NULL);
         }
     }
     if (!model_path) return cllm_cli_usage_error("no base model given (-m BASE)");

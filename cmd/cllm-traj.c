@@ -60,8 +60,7 @@ static void progress(void *ctx, const cllm_traj_stats *s) {
     fflush(stderr);
 }
 
-enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_FIELD, OPT_ANSWER_FIELD,
-       OPT_TEMPLATE, OPT_CHAT, OPT_LINES, OPT_SHARD, OPT_SEED, OPT_DEVICE, OPT_PROGRESS };
+enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_SEED, OPT_DEVICE, OPT_PROGRESS };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -70,11 +69,12 @@ int main(int argc, char **argv) {
         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "batch", required_argument, 0, OPT_BATCH },
         { "init", required_argument, 0, OPT_INIT }, { "aug", no_argument, 0, OPT_AUG },
-        { "labels", no_argument, 0, OPT_LABELS },   { "field", required_argument, 0, OPT_FIELD },
-        { "answer-field", required_argument, 0, OPT_ANSWER_FIELD },
-        { "template", required_argument, 0, OPT_TEMPLATE }, { "chat", no_argument, 0, OPT_CHAT },
-        { "lines", no_argument, 0, OPT_LINES },     { "shard", required_argument, 0, OPT_SHARD },
+        { "labels", no_argument, 0, OPT_LABELS },   
+        
+         
+             
         { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
+        CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE },
         { "quiet", no_argument, 0, 'q' },           { "progress", no_argument, 0, OPT_PROGRESS },
         { "help", no_argument, 0, 'h' },            { "version", no_argument, 0, 'V' },
@@ -114,35 +114,20 @@ int main(int argc, char **argv) {
             break;
         case OPT_AUG: o.aug = 1; break;
         case OPT_LABELS: o.labels = 1; break;
-        case OPT_FIELD: po.field = optarg; break;
-        case OPT_ANSWER_FIELD: po.answer_field = optarg; break;
-        case OPT_TEMPLATE: po.template = optarg; break;
-        case OPT_CHAT: po.chat = 1; break;
-        case OPT_LINES: po.input = CLLM_IN_LINES; break;
-        case OPT_SHARD: {
-            long long i, n;
-            if (cllm_cli_shard("--shard", optarg, &i, &n)) return CLLM_EXIT_USAGE;
-            po.shard_i = (uint64_t)i;
-            po.shard_n = (uint64_t)n;
-            break;
-        }
         case OPT_SEED:
             if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
             o.seed = (uint64_t)v;
             break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE:
-            if (!strcmp(optarg, "cuda")) {
-                cllm_cli_error("--device cuda: this build has no CUDA backend yet; use --device cpu");
-                return CLLM_EXIT_FAIL;
-            }
-            if (strcmp(optarg, "cpu")) return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", optarg);
-            break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
         case 'q': show_progress = 0; break;
         case OPT_PROGRESS: show_progress = 1; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: return cllm_cli_usage_error("invalid option");
+        default: {
+            int rc = cllm_prompt_opt(&po, c, optarg);
+            if (rc) return rc < 0 ? cllm_cli_usage_error(NULL) : rc;
+        }
         }
     }
     if (!model_path) return cllm_cli_usage_error("no model given (-m MODEL)");

@@ -104,6 +104,15 @@ int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n) {
     return 0;
 }
 
+int cllm_cli_device(const char *arg) {
+    if (!strcmp(arg, "cpu")) return 0;
+    if (!strcmp(arg, "cuda")) {
+        cllm_cli_error("--device cuda: %s has no CUDA path in this build yet; use --device cpu", prog_name);
+        return CLLM_EXIT_FAIL;
+    }
+    return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", arg);
+}
+
 void cllm_cli_version(void) { printf("%s (cllm) %s\n", prog_name, CLLM_VERSION); }
 
 int cllm_cli_finish(int status) {

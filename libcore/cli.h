@@ -37,6 +37,10 @@ int cllm_cli_double(const char *opt, const char *s, double min, double max, doub
 /* "i/N" with 0 <= i < N. */
 int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n);
 
+/* --device cpu|cuda: 0 for cpu; for cuda, a message that this program has no
+ * CUDA path yet and CLLM_EXIT_FAIL; anything else a usage error. */
+int cllm_cli_device(const char *arg);
+
 /* Print "prog (cllm) VERSION" to stdout. */
 void cllm_cli_version(void);
 

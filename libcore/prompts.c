@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "err.h"
 #include "json.h"
 #include "stream.h"
@@ -292,5 +293,22 @@ int cllm_prompts_next(cllm_prompts *s, cllm_prompt *p) {
     case CLLM_IN_STREAM: return next_stream(s, p);
     case CLLM_IN_JSONL: return next_jsonl(s, p);
     default: return next_line(s, p);
+    }
+}
+
+int cllm_prompt_opt(cllm_prompt_opts *o, int c, const char *arg) {
+    long long i, n;
+    switch (c) {
+    case CLLM_OPT_FIELD: o->field = arg; return 0;
+    case CLLM_OPT_ANSWER_FIELD: o->answer_field = arg; return 0;
+    case CLLM_OPT_TEMPLATE: o->template = arg; return 0;
+    case CLLM_OPT_CHAT: o->chat = 1; return 0;
+    case CLLM_OPT_LINES: o->input = CLLM_IN_LINES; return 0;
+    case CLLM_OPT_SHARD:
+        if (cllm_cli_shard("--shard", arg, &i, &n)) return CLLM_EXIT_USAGE;
+        o->shard_i = (uint64_t)i;
+        o->shard_n = (uint64_t)n;
+        return 0;
+    default: return -1;
     }
 }

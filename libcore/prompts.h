@@ -30,6 +30,23 @@ typedef struct cllm_prompt_opts {
     uint64_t shard_i, shard_n;/* keep prompts whose index % shard_n == shard_i (n 0: all) */
 } cllm_prompt_opts;
 
+/* The command-line options of every program that reads prompts (cllm-gen,
+ * cllm-traj, cllm-bench): splice CLLM_PROMPT_LONGOPTS into a getopt_long table
+ * and hand each option code to cllm_prompt_opt(). */
+enum { CLLM_OPT_FIELD = 0x1000, CLLM_OPT_ANSWER_FIELD, CLLM_OPT_TEMPLATE, CLLM_OPT_CHAT, CLLM_OPT_LINES,
+       CLLM_OPT_SHARD };
+#define CLLM_PROMPT_LONGOPTS                                          \
+    { "field", required_argument, 0, CLLM_OPT_FIELD },               \
+    { "answer-field", required_argument, 0, CLLM_OPT_ANSWER_FIELD }, \
+    { "template", required_argument, 0, CLLM_OPT_TEMPLATE },         \
+    { "chat", no_argument, 0, CLLM_OPT_CHAT },                       \
+    { "lines", no_argument, 0, CLLM_OPT_LINES },                     \
+    { "shard", required_argument, 0, CLLM_OPT_SHARD }
+
+/* Apply option c (with its argument) to o: 0 when handled, -1 when c is not a
+ * prompt option, CLLM_EXIT_USAGE (message printed) for a bad value. */
+int cllm_prompt_opt(cllm_prompt_opts *o, int c, const char *arg);
+
 typedef struct cllm_prompt {
     int64_t id;
     uint64_t index;           /* position in the input, from 0 */
