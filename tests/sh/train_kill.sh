@@ -1,0 +1,47 @@
+#!/bin/sh
+# train_kill.sh: crash safety of cllm-train. A run that checkpoints every step
+# is killed with SIGKILL at 10 random moments (anywhere: in a step, in the
+# middle of writing a checkpoint, between rename and fsync); after every kill
+# the newest checkpoint in the directory must load, and resuming from it must
+# still end with the same weights as a run never interrupted (byte for byte).
+set -eu
+B=$CLLM_BUILD
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
+head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p8.jsonl"
+R="-m $T/tiny --objective sft --field question --template gsm8k --batch 4 --shuffle-buffer 3 -t 1 -q
+   --lr 3e-3 --max-steps 40 --seed 3 $T/p8.jsonl"
+"$B/cllm-train" $R -o "$T/straight.gguf" > /dev/null
+
+ck="$T/run.gguf.ckpt"
+# A seeded sequence of kill delays (ms) between 50 and 700, the same every run.
+delays=$(awk 'BEGIN { srand(20261125); for (i = 0; i < 10; i++) printf "%d ", 50 + int(rand() * 650) }')
+kills=0
+steps=""
+for ms in $delays; do
+    resume=""
+    [ -d "$ck" ] && resume="--resume $ck"
+    "$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 $resume > /dev/null 2>"$T/err" &
+    pid=$!
+    sleep "$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+    if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
+    wait $pid 2>/dev/null || true
+    # Whatever moment the kill hit, the directory holds a checkpoint that loads
+    # (cllm-train --resume DIR picks the newest valid one; a dry resume of 0
+    # further steps is not an option, so the next iteration's resume is the check).
+    if [ -d "$ck" ]; then
+        ls "$ck" | grep -q '\.cllmckpt$' || fail "kill after ${ms} ms left no checkpoint in $ck: $(ls "$ck")"
+        steps="$steps $(ls "$ck" | grep '\.cllmckpt$' | tail -1 | sed 's/ckpt-0*\([0-9]*\)\.cllmckpt/\1/')"
+    fi
+    [ -e "$T/run.gguf" ] && break   # the run finished before the kill
+done
+# Finish from the newest checkpoint and compare with the uninterrupted run.
+rm -f "$T/run.gguf"
+"$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 --resume "$ck" > /dev/null 2>"$T/err" \
+    || { cat "$T/err" >&2; fail "resume after the kills failed"; }
+cmp "$T/straight.gguf" "$T/run.gguf" || fail "weights after $kills kills and resumes differ from the straight run"
+echo "train_kill: $kills SIGKILLs at $(echo $delays | tr ' ' ',') ms; newest checkpoint after each:$steps"
+echo "every resume loaded, final weights equal the straight run"
