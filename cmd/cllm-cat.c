@@ -82,6 +82,8 @@ int main(int argc, char **argv) {
         }
     }
     if (modes > 1) return cllm_cli_usage_error("choose one of --jsonl, --count and --check");
+    if (o.mode == CLLM_CAT_CHECK && (n_types || o.head >= 0))
+        return cllm_cli_usage_error("--check validates every record; --type and --head do not apply");
     if (o.mode != CLLM_CAT_STREAM && o.output)
         return cllm_cli_usage_error("--output applies to stream output only");
     o.types = n_types ? types : NULL;
