@@ -25,7 +25,7 @@ static void usage(FILE *f) {
         "  -C, --check           validate every record against its schema and check\n"
         "                        that each stream is whole; exit 0 only if all are\n"
         "  -n, --head N          pass on the first N data records only\n"
-        "  -t, --type TYPE       pass on records of TYPE only (repeatable)\n"
+        "      --type TYPE       pass on records of TYPE only (repeatable)\n"
         "  -l, --level N         zstd compression level [3]\n"
         "      --max-record SIZE largest record accepted, in bytes [%u]\n"
         "  -q, --quiet           no messages but errors\n"
@@ -36,7 +36,7 @@ static void usage(FILE *f) {
         "See cllm-cat(1) and cllm-stream(5).\n", CLLM_STREAM_MAX_RECORD_DEFAULT);
 }
 
-enum { OPT_FIELD = 256, OPT_MAX_RECORD };
+enum { OPT_FIELD = 256, OPT_MAX_RECORD, OPT_TYPE };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
         { "jsonl", no_argument, 0, 'j' },        { "from-jsonl", no_argument, 0, 'J' },
         { "field", required_argument, 0, OPT_FIELD },
         { "count", no_argument, 0, 'c' },        { "check", no_argument, 0, 'C' },
-        { "head", required_argument, 0, 'n' },   { "type", required_argument, 0, 't' },
+        { "head", required_argument, 0, 'n' },   { "type", required_argument, 0, OPT_TYPE },
         { "level", required_argument, 0, 'l' },  { "max-record", required_argument, 0, OPT_MAX_RECORD },
         { "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
         { "version", no_argument, 0, 'V' },      { 0, 0, 0, 0 },
@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     const char *types[MAX_TYPES + 1] = { 0 };
     int n_types = 0, modes = 0, c;
     long long v;
-    while ((c = getopt_long(argc, argv, "o:fjJcCn:t:l:qhV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:fjJcCn:l:qhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': o.output = optarg; break;
         case 'f': o.force = 1; break;
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
         case 'c': o.mode = CLLM_CAT_COUNT; modes++; break;
         case 'C': o.mode = CLLM_CAT_CHECK; modes++; break;
         case 'n': if (cllm_cli_int("--head", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE; o.head = v; break;
-        case 't':
+        case OPT_TYPE: /* long only: -t means --threads in every other cllm program */
             if (n_types == MAX_TYPES) return cllm_cli_usage_error("more than %d --type options", MAX_TYPES);
             types[n_types++] = optarg;
             break;

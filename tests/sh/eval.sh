@@ -41,7 +41,7 @@ grep -q '^all ' "$T/table.txt" || fail "no overall row in the table"
 # 3. --show draws one line per pass; with a model, token text; --color=always.
 "$B/cllm-eval" --show 1 -m "$M" "$T/jac.zst" > "$T/show.txt"
 head -5 "$T/show.txt"
-passes=$("$B/cllm-cat" -t gen -j "$T/jac.zst" | sed -n 2p | sed 's/.*"steps":\([0-9]*\).*/\1/')
+passes=$("$B/cllm-cat" --type gen -j "$T/jac.zst" | sed -n 2p | sed 's/.*"steps":\([0-9]*\).*/\1/')
 [ "$(grep -c '^ *[0-9]* +[0-9]' "$T/show.txt")" = $((passes - 1)) ] || fail "--show: not one line per pass"
 "$B/cllm-eval" --show 1 --color=always "$T/jac.zst" | grep -q "$(printf '\033')\[" || fail "--color=always"
 ! "$B/cllm-eval" --show 1 "$T/jac.zst" | grep -q "$(printf '\033')" || fail "colour on a pipe"

@@ -100,7 +100,7 @@ for i in 0 1 2; do "$B/cllm-traj" $TR --shard $i/3 > "$T/s$i.zst" & done
 wait
 cat "$T/s0.zst" "$T/s1.zst" "$T/s2.zst" > "$T/joined.zst"
 "$B/cllm-cat" --check -q "$T/joined.zst" || fail "joined shards do not pass cllm-cat --check"
-"$B/cllm-cat" -t traj -j "$T/joined.zst" | sort > "$T/j.jsonl"
-"$B/cllm-cat" -t traj -j "$T/all.zst" | sort | cmp - "$T/j.jsonl" || fail "joined shards differ from the unsharded run"
+"$B/cllm-cat" --type traj -j "$T/joined.zst" | sort > "$T/j.jsonl"
+"$B/cllm-cat" --type traj -j "$T/all.zst" | sort | cmp - "$T/j.jsonl" || fail "joined shards differ from the unsharded run"
 echo "cllm-traj --shard 0..2/3 in parallel, joined: $(wc -l < "$T/j.jsonl") records == the unsharded run, check passes"
 echo "mpi tests passed"

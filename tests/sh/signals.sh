@@ -37,7 +37,7 @@ kill -INT $pid
 rc=0
 wait $pid || rc=$?
 [ $rc = 130 ] || fail "SIGINT: exit $rc, want 130"
-n=$("$B/cllm-cat" -t gen -j "$T/int.zst" 2>/dev/null | wc -l)
+n=$("$B/cllm-cat" --type gen -j "$T/int.zst" 2>/dev/null | wc -l)
 [ "$n" -ge 1 ] && [ "$n" -lt 40 ] || fail "SIGINT: $n whole gen records readable"
 if "$B/cllm-cat" --check -q "$T/int.zst" 2>"$T/check.err"; then fail "an interrupted stream passed --check"; fi
 grep -q truncated "$T/check.err" || fail "SIGINT: --check does not say truncated: $(cat "$T/check.err")"

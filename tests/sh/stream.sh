@@ -34,11 +34,11 @@ grep -qx "header	1" "$T/count" && grep -qx "end	1" "$T/count" && grep -qx "promp
 [ "$("$B/cllm-cat" -j "$T/joined.zst" | tail -1)" = '{"type":"end","records":15}' ] || fail "end record of joined stream"
 
 # 3. Filters.
-[ "$("$B/cllm-cat" -t traj -t metric -j "$T/joined.zst" | wc -l)" = 6 ] || fail "--type"
+[ "$("$B/cllm-cat" --type traj --type metric -j "$T/joined.zst" | wc -l)" = 6 ] || fail "--type"
 [ "$("$B/cllm-cat" -n 2 "$T/joined.zst" | "$B/cllm-cat" -j | wc -l)" = 4 ] || fail "--head keeps header, 2 records, end"
 
 # 4. GSM8K JSONL becomes prompt records carrying every field, text from --field.
-head -5 "$CLLM_DATA/gsm8k_test.jsonl" | "$B/cllm-cat" -J --field question | "$B/cllm-cat" -t prompt -j > "$T/p.jsonl"
+head -5 "$CLLM_DATA/gsm8k_test.jsonl" | "$B/cllm-cat" -J --field question | "$B/cllm-cat" --type prompt -j > "$T/p.jsonl"
 [ "$(wc -l < "$T/p.jsonl")" = 5 ] || fail "gsm8k prompts"
 grep -q '"id":4,' "$T/p.jsonl" && grep -q '"target":"18"' "$T/p.jsonl" && grep -q '"text":"Janet' "$T/p.jsonl" || fail "gsm8k fields"
 "$B/cllm-cat" -J --field question "$CLLM_DATA/gsm8k_test.jsonl" | "$B/cllm-cat" --check -q

@@ -18,7 +18,7 @@ TM=tests/golden/tiny-qwen2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-trajs() { "$B/cllm-cat" -t traj -j "$@"; }
+trajs() { "$B/cllm-cat" --type traj -j "$@"; }
 
 # ---- SmolLM2 ----------------------------------------------------------------
 head -4 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p.jsonl"
