@@ -113,7 +113,7 @@ install: all
 	for m in $(MANS); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz build-static
 
 .PHONY: all check bench setup install clean
 .SECONDARY:
