@@ -124,10 +124,7 @@ int main(int argc, char **argv) {
         case OPT_PROGRESS: show_progress = 1; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: {
-            int rc = cllm_prompt_opt(&po, c, optarg);
-            if (rc) return rc < 0 ? cllm_cli_usage_error(NULL) : rc;
-        }
+        default: if ((v = cllm_prompt_opt(&po, c, optarg))) return (int)v; break;
         }
     }
     if (!model_path) return cllm_cli_usage_error("no model given (-m MODEL)");

@@ -514,12 +514,7 @@ static int load_hf(cllm_model *m, const char *dir) {
     if (c.tied && has_head) c.tied = 0;  /* an explicit lm_head wins; it may equal the embedding */
     c.qkv_bias = cllm_st_find(st, "model.layers.0.self_attn.q_proj.bias") != NULL;
     uint64_t held = 0;
-    for (int i = 0; i < cllm_st_n_tensors(st); i++) {
-        const cllm_st_tensor *t = cllm_st_tensor_at(st, i);
-        uint64_t ne = 1;
-        for (int d = 0; d < t->n_dims; d++) ne = ne * (uint64_t)t->shape[d]; /* bounded by the file size */
-        held += ne;
-    }
+    for (int i = 0; i < cllm_st_n_tensors(st); i++) held += cllm_st_tensor_at(st, i)->numel; /* bounded by the file size */
     if ((rc = model_alloc_max(m, &c, held, "the safetensors files hold"))) { cllm_error_prefix(rc, "%s: ", cfgp); goto out; }
     for (int i = 0; i < cllm_st_n_tensors(st); i++) {
         const cllm_st_tensor *t = cllm_st_tensor_at(st, i);

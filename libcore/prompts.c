@@ -309,6 +309,6 @@ int cllm_prompt_opt(cllm_prompt_opts *o, int c, const char *arg) {
         o->shard_i = (uint64_t)i;
         o->shard_n = (uint64_t)n;
         return 0;
-    default: return -1;
+    default: return cllm_cli_usage_error(NULL); /* getopt has said what was wrong */
     }
 }

@@ -43,8 +43,9 @@ enum { CLLM_OPT_FIELD = 0x1000, CLLM_OPT_ANSWER_FIELD, CLLM_OPT_TEMPLATE, CLLM_O
     { "lines", no_argument, 0, CLLM_OPT_LINES },                     \
     { "shard", required_argument, 0, CLLM_OPT_SHARD }
 
-/* Apply option c (with its argument) to o: 0 when handled, -1 when c is not a
- * prompt option, CLLM_EXIT_USAGE (message printed) for a bad value. */
+/* Apply option c (with its argument) to o: 0 when handled; CLLM_EXIT_USAGE
+ * (message printed) for a bad value or an option that is none of these, so
+ * it serves as the default case of a program's option switch. */
 int cllm_prompt_opt(cllm_prompt_opts *o, int c, const char *arg);
 
 typedef struct cllm_prompt {

@@ -9,8 +9,9 @@
 
 #include "kernels.h"
 
-/* x (T, NH, HS) in place; pos (T) */
-void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim, float theta) {
+/* Rotate x (T, NH, HS) in place by the angles pos * inv_freq, with sin
+ * multiplied by sign: +1 is the rotation, -1 its transpose (the backward). */
+static void rope_rotate(float *x, const int *pos, int T, int NH, int HS, int rope_dim, float theta, float sign) {
     int half = rope_dim / 2;
     for (int t = 0; t < T; t++) {
         float p = (float)pos[t];
@@ -18,7 +19,7 @@ void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim,
             float expo = (float)(2 * i) / (float)rope_dim;
             float inv_freq = 1.0f / powf(theta, expo);
             float ang = p * inv_freq;
-            float c = cosf(ang), s = sinf(ang);
+            float c = cosf(ang), s = sign * sinf(ang);
             for (int h = 0; h < NH; h++) {
                 float *v = x + ((size_t)t * NH + h) * HS;
                 float a = v[i], b = v[i + half];
@@ -29,22 +30,12 @@ void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim,
     }
 }
 
+/* x (T, NH, HS) in place; pos (T) */
+void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim, float theta) {
+    rope_rotate(x, pos, T, NH, HS, rope_dim, theta, 1.0f);
+}
+
 /* dx (T, NH, HS) in place: the transposed rotation, same angles as above */
 void rope_backward(float *dx, const int *pos, int T, int NH, int HS, int rope_dim, float theta) {
-    int half = rope_dim / 2;
-    for (int t = 0; t < T; t++) {
-        float p = (float)pos[t];
-        for (int i = 0; i < half; i++) {
-            float expo = (float)(2 * i) / (float)rope_dim;
-            float inv_freq = 1.0f / powf(theta, expo);
-            float ang = p * inv_freq;
-            float c = cosf(ang), s = sinf(ang);
-            for (int h = 0; h < NH; h++) {
-                float *d = dx + ((size_t)t * NH + h) * HS;
-                float a = d[i], b = d[i + half];
-                d[i] = a * c + b * s;
-                d[i + half] = b * c - a * s;
-            }
-        }
-    }
+    rope_rotate(dx, pos, T, NH, HS, rope_dim, theta, -1.0f);
 }
