@@ -5,8 +5,9 @@
  * then writes them. In stream output the first header is kept and later ones
  * are checked against it (same tokenizer) and dropped, and every end record is
  * dropped: the writer counts what it wrote and closes with one end record. A
- * failed or interrupted input leaves the output without an end record, so the
- * loss is visible downstream.
+ * failed input leaves the output without an end record, so the loss is
+ * visible downstream; an input (or a run of cllm-cat) stopped by a signal
+ * makes the output's end record say "interrupted".
  */
 #include "cat.h"
 
@@ -163,9 +164,19 @@ static int cat_stream(cat_state *s, const char *path) {
         if (rc) break;
     }
     if (rc == CLLM_EOF) rc = 0;
-    if (rc == 0 && s->o->mode == CLLM_CAT_CHECK && !s->o->quiet)
-        fprintf(stderr, "%s: %s: ok, %llu records\n", cllm_cli_prog(), cllm_reader_name(r),
-                (unsigned long long)cllm_reader_count(r));
+    uint64_t n_short;
+    const char *why = cllm_reader_interrupted(r, &n_short);
+    /* An input whose producer was stopped early makes the output short too. */
+    if (why && s->w) cllm_writer_set_interrupted(s->w, why);
+    if (rc == 0 && s->o->mode == CLLM_CAT_CHECK && !s->o->quiet) {
+        if (why)
+            fprintf(stderr, "%s: %s: ok, %llu records; %llu section%s interrupted (%s): the producer stopped early\n",
+                    cllm_cli_prog(), cllm_reader_name(r), (unsigned long long)cllm_reader_count(r),
+                    (unsigned long long)n_short, n_short == 1 ? "" : "s", why);
+        else
+            fprintf(stderr, "%s: %s: ok, %llu records\n", cllm_cli_prog(), cllm_reader_name(r),
+                    (unsigned long long)cllm_reader_count(r));
+    }
     cllm_reader_close(r);
     return rc;
 }
@@ -193,6 +204,12 @@ static int cat_jsonl(cat_state *s, const char *path) {
         cllm_record rec = { s->nodes, type, (const uint8_t *)s->pack.data, s->pack.size, line - 1 };
         if (!strcmp(type, "end") && s->o->mode == CLLM_CAT_STREAM && s->w) {
             int64_t n;
+            const cllm_value *why = cllm_mp_get(rec.root, "interrupted");
+            if (why && why->type == CLLM_MP_STR && why->n > 0 && why->n < 32) {
+                char reason[32];
+                snprintf(reason, sizeof reason, "%.*s", (int)why->n, why->v.s);
+                cllm_writer_set_interrupted(s->w, reason);
+            }
             if (cllm_rec_get_i64(rec.root, "records", &n, 1) == 0 && (uint64_t)n != cllm_writer_count(s->w)) {
                 rc = cllm_error(CLLM_EFORMAT, "%s:%llu: end record says %lld records, %llu precede it",
                                 s->input, (unsigned long long)line, (long long)n,

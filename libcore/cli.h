@@ -4,7 +4,8 @@
  *
  * Exit status: 0 success, 1 runtime failure (bad input, I/O, out of memory),
  * 2 usage error, 130/143 after SIGINT/SIGTERM (the record in hand is finished
- * and the stream closed without its end record, so readers see it as cut).
+ * and the stream closed with an end record marked "interrupted", so readers
+ * see it is whole but short; a regular output file is removed).
  */
 #ifndef CLLM_CLI_H
 #define CLLM_CLI_H

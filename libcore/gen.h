@@ -17,7 +17,7 @@ typedef struct cllm_gen_opts {
 } cllm_gen_opts;
 
 /* Returns 0, CLLM_EINTR when a signal stopped it (the stream is then closed
- * without its end record), or a CLLM_E* code. */
+ * with an end record marked "interrupted"), or a CLLM_E* code. */
 int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o);
 
 /* Header record fields for a stream written from model m by producer. */

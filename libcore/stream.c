@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@ struct cllm_reader {
     uint64_t count;         /* records delivered */
     uint64_t since_header;  /* records delivered since the last header (not counting it) */
     int in_section;         /* a header was seen without its end */
+    char interrupted[32];   /* the last end record's "interrupted" field, "" if none */
+    uint64_t n_interrupted; /* sections closed by an interrupted producer */
     uint8_t *header_raw;    /* copy of the current header record */
     size_t header_len;
     cllm_value *header_nodes;
@@ -135,6 +138,11 @@ void cllm_reader_on_wait(cllm_reader *r, void (*fn)(void *), void *arg) {
 
 const char *cllm_reader_name(const cllm_reader *r) { return r->name; }
 uint64_t cllm_reader_count(const cllm_reader *r) { return r->count; }
+
+const char *cllm_reader_interrupted(const cllm_reader *r, uint64_t *n_sections) {
+    if (n_sections) *n_sections = r->n_interrupted;
+    return r->n_interrupted ? r->interrupted : NULL;
+}
 
 const cllm_value *cllm_reader_header(const cllm_reader *r) {
     return r->header_len ? r->header_nodes : NULL;
@@ -291,6 +299,17 @@ static int track_section(cllm_reader *r, const cllm_value *root, const uint8_t *
         if ((uint64_t)n != r->since_header)
             return fail(r, cllm_error(CLLM_EFORMAT, "%s: end record says %lld records but the section holds %llu (records lost)",
                                       r->name, (long long)n, (unsigned long long)r->since_header));
+        /* A producer stopped by a signal closes its section with the reason;
+         * the stream is whole, but holds less than was asked for. */
+        const cllm_value *why = cllm_mp_get(root, "interrupted");
+        if (why) {
+            if (why->type != CLLM_MP_STR || why->n == 0 || why->n >= sizeof r->interrupted)
+                return fail(r, cllm_error(CLLM_ESCHEMA, "%s: record %llu: end record's interrupted field is not a short string",
+                                          r->name, idx));
+            memcpy(r->interrupted, why->v.s, why->n);
+            r->interrupted[why->n] = 0;
+            r->n_interrupted++;
+        }
         r->in_section = 0;
         return 0;
     }
@@ -378,6 +397,7 @@ struct cllm_writer {
     size_t buf_cap;
     size_t flush_bytes, pending;
     int in_section;
+    char interrupted[32];  /* written into the end record when not "" */
     uint64_t count;
     uint64_t raw_bytes, comp_bytes;
     int error;
@@ -504,11 +524,16 @@ static int put_end(cllm_writer *w) {
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
+    size_t why = strlen(w->interrupted);
+    msgpack_pack_map(&pk, why ? 3 : 2);
     msgpack_pack_str_with_body(&pk, "type", 4);
     msgpack_pack_str_with_body(&pk, "end", 3);
     msgpack_pack_str_with_body(&pk, "records", 7);
     msgpack_pack_uint64(&pk, w->count);
+    if (why) {
+        msgpack_pack_str_with_body(&pk, "interrupted", 11);
+        msgpack_pack_str_with_body(&pk, w->interrupted, why);
+    }
     int rc = sb.data ? put_bytes(w, sb.data, sb.size) : cllm_error(CLLM_ENOMEM, "out of memory packing a record");
     msgpack_sbuffer_destroy(&sb);
     w->in_section = 0;
@@ -561,8 +586,28 @@ int cllm_writer_close(cllm_writer *w) {
     return rc;
 }
 
+void cllm_writer_set_interrupted(cllm_writer *w, const char *why) {
+    snprintf(w->interrupted, sizeof w->interrupted, "%s", why ? why : "");
+}
+
+static const char *signal_name(int sig) {
+    switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "signal";
+    }
+}
+
 void cllm_writer_abort(cllm_writer *w) {
     if (!w) return;
+    /* Stopped by a signal: the records written are whole and in order, so
+     * close the section with an end record that says why it is short. A
+     * file is removed all the same: no partial output under its final name. */
+    if (!w->error && cllm_interrupted && w->in_section && !w->tmp_path) {
+        if (!w->interrupted[0]) cllm_writer_set_interrupted(w, signal_name((int)cllm_interrupted));
+        put_end(w);
+    }
     if (!w->error) compress_feed(w, NULL, 0, ZSTD_e_end);
     if (w->tmp_path) unlink(w->tmp_path);
     writer_free(w);

@@ -8,7 +8,8 @@
  *
  * Reader: delivers every complete record in order (header and end included),
  * then reports a missing end, a cut frame or a cut record as CLLM_ETRUNC, after
- * the records before the cut. Writer: compresses each record and flushes the
+ * the records before the cut. An end record may be marked "interrupted" (its
+ * producer stopped early on a signal): the section is then whole but short. Writer: compresses each record and flushes the
  * compressor after it (or after a batch of flush_bytes) so a pipe reader sees
  * it promptly; closing writes the end record and ends the frame.
  */
@@ -62,6 +63,10 @@ const cllm_value *cllm_reader_header(const cllm_reader *r);
 const char *cllm_reader_name(const cllm_reader *r);
 /* Records seen so far, header and end records included. */
 uint64_t cllm_reader_count(const cllm_reader *r);
+/* The reason of the last end record marked "interrupted" (its producer was
+ * stopped by a signal: the section is whole but short), NULL when none was;
+ * *n_sections (may be NULL) gets how many sections were so marked. */
+const char *cllm_reader_interrupted(const cllm_reader *r, uint64_t *n_sections);
 
 typedef struct cllm_writer cllm_writer;
 
@@ -85,9 +90,16 @@ int cllm_writer_flush(cllm_writer *w);
 /* Write the end record, end the frame, flush, close (and rename a file).
  * Returns the first error seen, including delayed write errors. Frees w. */
 int cllm_writer_close(cllm_writer *w);
-/* Stop without an end record (interrupted): finishes the frame so the data
- * written so far decodes, leaves the stream truncated, removes a temp file.
- * Frees w. */
+/* Mark the section's end record "interrupted": why (e.g. "SIGINT"; at most
+ * 31 bytes; NULL or "" clears it). cllm-cat uses it to pass on an input's mark. */
+void cllm_writer_set_interrupted(cllm_writer *w, const char *why);
+/* Stop after a failure: finishes the frame so the data written so far
+ * decodes, removes a temporary file (a regular file is never left under its
+ * final name), frees w. On a pipe or other non-file output the section then
+ * lacks its end record (readers report it truncated) -- unless a signal
+ * stopped the program (cllm_interrupted): then the records written are whole,
+ * and the section is closed with an end record marked "interrupted": "SIGINT"
+ * (or "SIGTERM"), which readers accept and report. */
 void cllm_writer_abort(cllm_writer *w);
 /* Records written since the last header, not counting it. */
 uint64_t cllm_writer_count(const cllm_writer *w);

@@ -68,7 +68,7 @@ void cllm_train_opts_init(cllm_train_opts *o);
 
 /* Train m in place and save it to o->output. Returns 0, CLLM_EINTR when a
  * signal stopped it (after the step in hand; a checkpoint is written when
- * checkpointing is on; the metric stream is closed without its end record),
+ * checkpointing is on; the metric stream's end record is marked "interrupted"),
  * or a CLLM_E* code. */
 int cllm_train_run(cllm_model *m, const cllm_train_opts *o);
 

@@ -73,7 +73,8 @@ void cllm_traj_opts_init(cllm_traj_opts *o);
 
 /* Collect the trajectories of every prompt of src and write them as a stream.
  * stats (may be NULL) receives the totals. Returns 0, CLLM_EINTR when a signal
- * stopped it (the stream is then closed without its end record), or a CLLM_E*
+ * stopped it (the stream is then closed
+ * with an end record marked "interrupted"), or a CLLM_E*
  * code. */
 int cllm_traj_run(const cllm_model *m, cllm_prompts *src, const cllm_traj_opts *o,
                   cllm_traj_stats *stats);

@@ -1,9 +1,9 @@
 #!/bin/sh
 # signals.sh: pipes and signals. A reader that goes away ends a producer
-# quietly (SIGPIPE, exit 141, nothing on stderr); SIGINT finishes the record in
-# hand and exits 130, leaving every whole record readable and the stream
-# without its end record, so a reader reports it as truncated and loses nothing
-# silently.
+# quietly (SIGPIPE, exit 141, nothing on stderr); SIGINT (SIGTERM) finishes
+# the record in hand, closes the stream with an end record marked
+# "interrupted": "SIGINT" and exits 130 (143): the stream passes --check, which
+# says it is short; with -o FILE no file is left under the final name.
 set -eu
 B=$CLLM_BUILD
 M=$CLLM_MODEL
@@ -37,11 +37,31 @@ kill -INT $pid
 rc=0
 wait $pid || rc=$?
 [ $rc = 130 ] || fail "SIGINT: exit $rc, want 130"
-n=$("$B/cllm-cat" --type gen -j "$T/int.zst" 2>/dev/null | wc -l)
+n=$("$B/cllm-cat" --type gen -j "$T/int.zst" | wc -l)
 [ "$n" -ge 1 ] && [ "$n" -lt 40 ] || fail "SIGINT: $n whole gen records readable"
-if "$B/cllm-cat" --check -q "$T/int.zst" 2>"$T/check.err"; then fail "an interrupted stream passed --check"; fi
-grep -q truncated "$T/check.err" || fail "SIGINT: --check does not say truncated: $(cat "$T/check.err")"
-echo "SIGINT: exit 130, $n whole records readable, then: $(cat "$T/check.err")"
+# The stream is whole (its end record counts the n records) and says why it is short.
+"$B/cllm-cat" --check "$T/int.zst" 2>"$T/check.err" || fail "an interrupted stream fails --check: $(cat "$T/check.err")"
+grep -q "ok, $((n + 2)) records; 1 section interrupted (SIGINT)" "$T/check.err" || fail "SIGINT: --check says: $(cat "$T/check.err")"
+"$B/cllm-cat" --type end -j "$T/int.zst" | grep -q "\"records\":$n,\"interrupted\":\"SIGINT\"" || fail "SIGINT: end record: $("$B/cllm-cat" --type end -j "$T/int.zst")"
+echo "SIGINT: exit 130, $n whole records, then: $(cat "$T/check.err")"
+
+# 2b. cllm-cat passes the mark on: a stream joined from a short one is short.
+"$B/cllm-cat" "$T/int.zst" "$T/int.zst" > "$T/join.zst"
+"$B/cllm-cat" --type end -j "$T/join.zst" | grep -q "\"records\":$((2 * n)),\"interrupted\":\"SIGINT\"" || fail "join lost the mark: $("$B/cllm-cat" --type end -j "$T/join.zst")"
+"$B/cllm-cat" -j "$T/int.zst" | "$B/cllm-cat" -J > "$T/rt.zst"
+"$B/cllm-cat" --type end -j "$T/rt.zst" | grep -q '"interrupted":"SIGINT"' || fail "JSONL round trip lost the mark"
+echo "cllm-cat keeps the mark when joining and through JSONL"
+
+# 2c. SIGTERM to cllm-traj writing to a pipe: exit 143, whole records, end record says SIGTERM.
+head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/tq.jsonl"
+{ r=0; "$B/cllm-traj" -m "$M" --template gsm8k --max-new-tokens 48 -n 16 -t 2 "$T/tq.jsonl" 2>"$T/traj.err" || r=$?; echo $r > "$T/traj.rc"; } | {
+    # read the first bytes, then stop the producer and keep reading to the end
+    head -c 300 > "$T/traj.zst"; pkill -TERM -f "cllm-traj -m $M --template gsm8k --max-new-tokens 48" ; cat >> "$T/traj.zst"; }
+rc=$(cat "$T/traj.rc")
+[ "$rc" = 143 ] || fail "SIGTERM: cllm-traj exit $rc, want 143 ($(cat "$T/traj.err"))"
+"$B/cllm-cat" --check "$T/traj.zst" 2>"$T/tcheck.err" || fail "SIGTERM: --check: $(cat "$T/tcheck.err")"
+grep -q "interrupted (SIGTERM)" "$T/tcheck.err" || fail "SIGTERM: --check says: $(cat "$T/tcheck.err")"
+echo "SIGTERM: cllm-traj exit 143, $(cat "$T/tcheck.err")"
 
 # 3. SIGINT with -o FILE: no partial file under the final name.
 "$B/cllm-gen" -m "$M" --template gsm8k --max-new-tokens 16 -t 2 -o "$T/out.zst" "$T/q.jsonl" 2>/dev/null &
