@@ -390,6 +390,7 @@ int cllm_rec_validate(const cllm_record *r) {
         if (!rc) rc = check_str(m, "tokenizer", 0);
     } else if (!strcmp(r->type, "end")) {
         rc = check_int(m, "records", 1);
+        if (!rc) rc = check_str(m, "interrupted", 0);
     } else if (!strcmp(r->type, "prompt")) {
         cllm_prompt_rec p;
         rc = cllm_rec_prompt_get(r, &p);

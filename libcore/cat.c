@@ -205,7 +205,12 @@ static int cat_jsonl(cat_state *s, const char *path) {
         if (!strcmp(type, "end") && s->o->mode == CLLM_CAT_STREAM && s->w) {
             int64_t n;
             const cllm_value *why = cllm_mp_get(rec.root, "interrupted");
-            if (why && why->type == CLLM_MP_STR && why->n > 0 && why->n < 32) {
+            if (why) {
+                if (why->type != CLLM_MP_STR || why->n == 0 || why->n >= 32) {
+                    rc = cllm_error(CLLM_ESCHEMA, "%s:%llu: end record's interrupted field is not a short string",
+                                    s->input, (unsigned long long)line);
+                    break;
+                }
                 char reason[32];
                 snprintf(reason, sizeof reason, "%.*s", (int)why->n, why->v.s);
                 cllm_writer_set_interrupted(s->w, reason);
