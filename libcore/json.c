@@ -161,7 +161,13 @@ void cllm_value_to_json(cllm_strbuf *out, const cllm_value *v) {
     }
 }
 
-int cllm_json_pack(cllm_packbuf *b, const json_t *v) {
+/* depth: containers around v. A record is a map at depth 0; a stream reader
+ * refuses nesting deeper than CLLM_MP_MAX_DEPTH, so refuse it here first,
+ * as bad data. */
+static int json_pack_at(cllm_packbuf *b, const json_t *v, int depth) {
+    size_t n_children = json_is_object(v) ? json_object_size(v) : json_is_array(v) ? json_array_size(v) : 0;
+    if (n_children > 0 && depth >= CLLM_MP_MAX_DEPTH)
+        return cllm_error(CLLM_ELIMIT, "nesting deeper than %d levels (the stream's limit)", CLLM_MP_MAX_DEPTH);
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         cllm_pack_map(b, (uint32_t)json_object_size(v));
@@ -169,7 +175,7 @@ int cllm_json_pack(cllm_packbuf *b, const json_t *v) {
         json_t *x;
         json_object_foreach((json_t *)v, k, x) {
             cllm_pack_cstr(b, k);
-            int rc = cllm_json_pack(b, x);
+            int rc = json_pack_at(b, x, depth + 1);
             if (rc) return rc;
         }
         break;
@@ -178,7 +184,7 @@ int cllm_json_pack(cllm_packbuf *b, const json_t *v) {
         size_t n = json_array_size(v);
         cllm_pack_array(b, (uint32_t)n);
         for (size_t i = 0; i < n; i++) {
-            int rc = cllm_json_pack(b, json_array_get(v, i));
+            int rc = json_pack_at(b, json_array_get(v, i), depth + 1);
             if (rc) return rc;
         }
         break;
@@ -192,6 +198,8 @@ int cllm_json_pack(cllm_packbuf *b, const json_t *v) {
     }
     return b->error ? cllm_error(CLLM_ENOMEM, "out of memory packing a record") : 0;
 }
+
+int cllm_json_pack(cllm_packbuf *b, const json_t *v) { return json_pack_at(b, v, 0); }
 
 struct cllm_jsonl {
     FILE *f;
