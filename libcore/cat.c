@@ -11,6 +11,7 @@
  */
 #include "cat.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,7 +141,7 @@ static int sink(cat_state *s, const cllm_record *r) {
         cllm_strbuf_addc(&s->line, '\n');
         if (s->line.error) return cllm_error(CLLM_ENOMEM, "out of memory formatting a record");
         if (fwrite(s->line.s, 1, s->line.len, stdout) != s->line.len)
-            return cllm_error(CLLM_EIO, "write error on standard output");
+            return cllm_error(CLLM_EIO, "write error: %s", strerror(errno));
         return 0;
     default: return stream_sink(s, r);
     }

@@ -115,13 +115,15 @@ int cllm_cli_device(const char *arg) {
 
 void cllm_cli_version(void) { printf("%s (cllm) %s\n", prog_name, CLLM_VERSION); }
 
+/* A write error seen only now is reported; after a failure that was already
+ * reported (status != 0) one line is enough. */
 int cllm_cli_finish(int status) {
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        if (errno != EPIPE) cllm_cli_error("write error: %s", strerror(errno));
+        if (errno != EPIPE && !status) cllm_cli_error("write error: %s", strerror(errno));
         return status ? status : CLLM_EXIT_FAIL;
     }
     if (fclose(stdout) != 0 && errno != EPIPE) {
-        cllm_cli_error("write error: %s", strerror(errno));
+        if (!status) cllm_cli_error("write error: %s", strerror(errno));
         return status ? status : CLLM_EXIT_FAIL;
     }
     return status;
