@@ -28,6 +28,8 @@ static void usage(FILE *f) {
         "      --type TYPE       pass on records of TYPE only (repeatable)\n"
         "  -l, --level N         zstd compression level [3]\n"
         "      --max-record SIZE largest record accepted, in bytes [%u]\n"
+        "      --max-window SIZE largest zstd window accepted (decoder memory), in bytes,\n"
+        "                        a power of two up to 2^31 [134217728]\n"
         "  -q, --quiet           no messages but errors\n"
         "  -h, --help            show this help and exit\n"
         "  -V, --version         show the version and exit\n"
@@ -36,7 +38,7 @@ static void usage(FILE *f) {
         "See cllm-cat(1) and cllm-stream(5).\n", CLLM_STREAM_MAX_RECORD_DEFAULT);
 }
 
-enum { OPT_FIELD = 256, OPT_MAX_RECORD, OPT_TYPE };
+enum { OPT_FIELD = 256, OPT_MAX_RECORD, OPT_MAX_WINDOW, OPT_TYPE };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -46,6 +48,7 @@ int main(int argc, char **argv) {
         { "count", no_argument, 0, 'c' },        { "check", no_argument, 0, 'C' },
         { "head", required_argument, 0, 'n' },   { "type", required_argument, 0, OPT_TYPE },
         { "level", required_argument, 0, 'l' },  { "max-record", required_argument, 0, OPT_MAX_RECORD },
+        { "max-window", required_argument, 0, OPT_MAX_WINDOW },
         { "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
         { "version", no_argument, 0, 'V' },      { 0, 0, 0, 0 },
     };
@@ -74,6 +77,11 @@ int main(int argc, char **argv) {
         case OPT_MAX_RECORD:
             if (cllm_cli_int("--max-record", optarg, 1024, (long long)1 << 40, &v)) return CLLM_EXIT_USAGE;
             o.max_record = (size_t)v;
+            break;
+        case OPT_MAX_WINDOW:
+            if (cllm_cli_int("--max-window", optarg, 1024, (long long)1 << 31, &v)) return CLLM_EXIT_USAGE;
+            if (v & (v - 1)) return cllm_cli_usage_error("option --max-window: %lld is not a power of two", v);
+            o.max_window = (size_t)v;
             break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);

@@ -153,6 +153,10 @@ static int cat_stream(cat_state *s, const char *path) {
     if (rc) return rc;
     s->input = cllm_reader_name(r);
     cllm_reader_set_max_record(r, s->o->max_record);
+    if (s->o->max_window && (rc = cllm_reader_set_max_window(r, s->o->max_window))) {
+        cllm_reader_close(r);
+        return rc;
+    }
     cllm_reader_on_wait(r, flush_output, s);
     cllm_record rec;
     while (!cllm_interrupted && (rc = cllm_reader_next(r, &rec)) == 0) {

@@ -18,6 +18,7 @@ typedef struct cllm_cat_opts {
     int64_t head;           /* keep at most this many data records (-1: all) */
     const char *const *types; /* --type filters (NULL-terminated), NULL: all */
     size_t max_record;      /* reader's record size limit */
+    size_t max_window;      /* reader's zstd window limit (0: the default) */
     int quiet;
     int argc;               /* the command line, for the header of JSONL-made streams */
     char *const *argv;

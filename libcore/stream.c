@@ -43,6 +43,7 @@ struct cllm_reader {
     size_t retry_at;        /* a scan said NEED_MORE: rescan once out_len reaches this */
     uint64_t out_total;     /* decompressed bytes consumed before out[0] */
     size_t max_record;
+    size_t max_window;      /* the decoder's window limit, for messages */
     cllm_value *nodes;
     size_t nodes_cap;
     char type[64];
@@ -74,7 +75,9 @@ static int reader_init(cllm_reader **out, const char *name) {
     r->out_cap = 1 << 17;
     r->out = cllm_malloc(r->out_cap);
     r->max_record = CLLM_STREAM_MAX_RECORD_DEFAULT;
-    if (!r->name || !r->dctx || !r->in || !r->out) {
+    r->max_window = CLLM_STREAM_MAX_WINDOW_DEFAULT;
+    if (!r->name || !r->dctx || !r->in || !r->out ||
+        ZSTD_isError(ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_windowLogMax, 27))) {
         cllm_reader_close(r);
         return cllm_error(CLLM_ENOMEM, "out of memory opening a stream reader");
     }
@@ -130,6 +133,17 @@ void cllm_reader_close(cllm_reader *r) {
 }
 
 void cllm_reader_set_max_record(cllm_reader *r, size_t bytes) { r->max_record = bytes; }
+
+int cllm_reader_set_max_window(cllm_reader *r, size_t bytes) {
+    int log = 10;
+    while (log < 31 && ((size_t)1 << log) < bytes) log++;
+    if (((size_t)1 << log) != bytes)
+        return cllm_error(CLLM_EINVAL, "zstd window limit %zu is not a power of two from 1 KiB to 2 GiB", bytes);
+    size_t ret = ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_windowLogMax, log);
+    if (ZSTD_isError(ret)) return cllm_error(CLLM_EINVAL, "zstd window limit 2^%d: %s", log, ZSTD_getErrorName(ret));
+    r->max_window = bytes;
+    return 0;
+}
 
 void cllm_reader_on_wait(cllm_reader *r, void (*fn)(void *), void *arg) {
     r->on_wait = fn;
@@ -231,6 +245,9 @@ static int fill_output(cllm_reader *r, int *eof) {
             if (ec == ZSTD_error_prefix_unknown)
                 return fail(r, cllm_error(CLLM_EFORMAT, "%s: not a cllm stream (not zstd data) at byte %llu",
                                           r->name, (unsigned long long)r->in_total));
+            if (ec == ZSTD_error_frameParameter_windowTooLarge)
+                return fail(r, cllm_error(CLLM_ELIMIT, "%s: a zstd frame near byte %llu needs a window above the limit of %zu MiB (cllm-cat --max-window raises it)",
+                                          r->name, (unsigned long long)r->in_total, r->max_window >> 20));
             if (ec == ZSTD_error_checksum_wrong)
                 return fail(r, cllm_error(CLLM_EFORMAT, "%s: corrupted stream: zstd checksum mismatch near byte %llu",
                                           r->name, (unsigned long long)r->in_total));

@@ -48,6 +48,11 @@ void cllm_reader_close(cllm_reader *r);
 
 /* Largest decompressed record accepted (default 64 MiB). */
 void cllm_reader_set_max_record(cllm_reader *r, size_t bytes);
+/* Largest zstd window accepted, the decoder's memory (default 2^27 = 128 MiB,
+ * zstd's own default limit; a power of two from 2^10 to 2^31). A frame that
+ * asks for more is refused with a message naming both sizes. 0 or CLLM_EINVAL. */
+#define CLLM_STREAM_MAX_WINDOW_DEFAULT ((size_t)1 << 27)
+int cllm_reader_set_max_window(cllm_reader *r, size_t bytes);
 /* Called before each blocking read of the input (e.g. to flush a writer that
  * batches, so a pipeline never waits on data held back downstream). */
 void cllm_reader_on_wait(cllm_reader *r, void (*fn)(void *), void *arg);
