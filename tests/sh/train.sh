@@ -4,8 +4,8 @@
 #   1. SFT straight from GSM8K JSONL runs and the loss falls;
 #   2. 2N steps straight == N steps, kill -9, resume from the step-N
 #      checkpoint, N more (output weights byte for byte, and the losses);
-#   3. SIGTERM finishes the step, writes a checkpoint, exits 143, leaves the
-#      metric stream without its end record;
+#   3. SIGTERM finishes the step, writes a checkpoint, exits 143, closes the
+#      metric stream with an end record marked "interrupted": "SIGTERM";
 #   4. damaged checkpoints (truncated, flipped, foreign) and other options are
 #      refused with a clear message;
 #   5. CLLM training (global, local, --use-labels) on cllm-traj output runs,
@@ -58,7 +58,7 @@ cmp "$T/straight.gguf" "$T/every1.gguf" || fail "checkpointing changed the resul
 perm=$(stat -c %a "$T/every1.gguf.ckpt/ckpt-00000012.cllmckpt")
 [ "$perm" = "$(printf '%o' $(( 0666 & ~$(umask) )))" ] || fail "checkpoint permissions $perm"
 
-# 3. SIGTERM: exit 143 after a checkpoint; the metric stream is cut.
+# 3. SIGTERM: exit 143 after a checkpoint; the metric stream is whole but marked short.
 "$B/cllm-train" $SFT --lr 3e-3 --max-steps 100000 --checkpoint-every 100000 -o "$T/term.gguf" "$T/p8.jsonl" > "$T/term.zst" 2> "$T/term.err" &
 pid=$!
 sleep 2
@@ -67,7 +67,8 @@ rc=0
 wait $pid || rc=$?
 [ $rc = 143 ] || fail "SIGTERM: exit $rc, want 143"
 ls "$T/term.gguf.ckpt"/ckpt-*.cllmckpt > /dev/null || fail "SIGTERM: no checkpoint"
-"$B/cllm-cat" --check -q "$T/term.zst" 2>/dev/null && fail "SIGTERM: the metric stream has an end record"
+"$B/cllm-cat" --check "$T/term.zst" 2> "$T/term.chk" || fail "SIGTERM: metric stream: $(cat "$T/term.chk")"
+grep -q "interrupted (SIGTERM)" "$T/term.chk" || fail "SIGTERM: --check says $(cat "$T/term.chk")"
 [ ! -e "$T/term.gguf" ] || fail "SIGTERM: wrote the output model"
 echo "SIGTERM: exit 143, checkpoint $(ls "$T/term.gguf.ckpt")"
 
