@@ -53,7 +53,8 @@ first=$(cat "$T/first_ms")
 echo "first record after ${first} ms (writer needs ~1000 ms)"
 [ "$first" -lt 700 ] || fail "first record arrived after $first ms: records are held back"
 
-# 6. An interrupted writer leaves a stream without its end record.
+# 6. A writer killed by a signal it does not handle (stream-drip has no
+#    handler, like kill -9) leaves a stream without its end record.
 "$B/tools/stream-drip" 50 20 > "$T/cut.zst" &
 pid=$!
 sleep 0.3
