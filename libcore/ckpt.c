@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,8 +73,9 @@ static int write_all(int fd, const void *p, size_t n, const char *path) {
         ssize_t w = write(fd, s, n > (1u << 30) ? (1u << 30) : n);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return cllm_error(CLLM_EIO, "%s: write: %s", path, strerror(errno));
+            return cllm_error(CLLM_EIO, "%s: write: %s (checkpoint not saved)", path, strerror(errno));
         }
+        if (w == 0) return cllm_error(CLLM_EIO, "%s: write: no progress (checkpoint not saved)", path);
         s += w;
         n -= (size_t)w;
     }
@@ -124,7 +127,12 @@ static int list_ckpts(const char *dir, entry **out, size_t *n_out) {
     size_t n = 0, cap = 0;
     int rc = 0;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    for (;;) {
+        errno = 0;
+        if (!(de = readdir(d))) {
+            if (errno) rc = cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
+            break;
+        }
         uint64_t st;
         if (!ckpt_name(de->d_name, &st)) continue;
         if ((rc = cllm_grow((void **)&e, &cap, n + 1, sizeof *e))) break;
@@ -153,11 +161,101 @@ static char *join(const char *dir, const char *name) {
     return s;
 }
 
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
+/* Temporary files are DIR/.ckpt-tmp-XXXXXX (6 of [A-Za-z0-9], mkstemp's form). */
+#define TMP_PREFIX ".ckpt-tmp-"
+#define TMP_RAND 6
+static const char tmp_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+static int tmp_name(const char *name) {
+    size_t lp = sizeof TMP_PREFIX - 1;
+    if (strncmp(name, TMP_PREFIX, lp) || strlen(name) != lp + TMP_RAND) return 0;
+    for (size_t i = lp; name[i]; i++)
+        if (!memchr(tmp_chars, name[i], sizeof tmp_chars - 1)) return 0;
+    return 1;
+}
+
+/* Delete the temporary files of writers that are gone. A writer holds an
+ * exclusive flock on its temporary file until it is renamed and closed, and
+ * the kernel drops the lock when the writer dies (kill -9 included), so a file
+ * we can lock belongs to nobody. Best effort: where the filesystem has no
+ * locks (flock fails) nothing is deleted. */
+static void remove_stale_tmps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    int dfd = dirfd(d);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!tmp_name(de->d_name)) continue;
+        /* Read-write: NFS emulates flock with fcntl locks, whose write lock needs it. */
+        int fd = openat(dfd, de->d_name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat a, b;
+        if (!fstat(fd, &a) && S_ISREG(a.st_mode) && !flock(fd, LOCK_EX | LOCK_NB) &&
+            !fstatat(dfd, de->d_name, &b, AT_SYMLINK_NOFOLLOW) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            unlinkat(dfd, de->d_name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Create and lock a new temporary file in dir. open(O_CREAT | O_EXCL, 0666)
+ * rather than mkstemp: the umask (and a default ACL) then give the file the
+ * permissions a plain create would, with no umask() calls racing other threads. */
+static int open_tmp(const char *dir, const char *final, char **tmp_out, int *fd_out) {
+    static unsigned counter;
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t seed[4] = { (uint64_t)getpid(), (uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec,
+                             __atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED) };
+        uint64_t h = cllm_ckpt_hash(0, seed, sizeof seed);
+        char name[sizeof TMP_PREFIX + TMP_RAND];
+        memcpy(name, TMP_PREFIX, sizeof TMP_PREFIX - 1);
+        for (int i = 0; i < TMP_RAND; i++, h /= sizeof tmp_chars - 1)
+            name[sizeof TMP_PREFIX - 1 + i] = tmp_chars[h % (sizeof tmp_chars - 1)];
+        name[sizeof name - 1] = 0;
+        char *tmp = join(dir, name);
+        if (!tmp) return CLLM_ENOMEM;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            int e = errno;
+            free(tmp);
+            if (e == EEXIST || e == EINTR) continue;
+            return cllm_error(CLLM_EIO, "%s: cannot create a temporary file in %s: %s", final, dir, strerror(e));
+        }
+        /* Ours until renamed and closed (see remove_stale_tmps). No locks on
+         * this filesystem: go on without. */
+        while (flock(fd, LOCK_EX) && errno == EINTR) {}
+        /* A concurrent remove_stale_tmps may have deleted it between the
+         * open and the lock: start again with a new name. */
+        struct stat st;
+        if (!fstat(fd, &st) && st.st_nlink == 0) {
+            close(fd);
+            free(tmp);
+            continue;
+        }
+        *tmp_out = tmp;
+        *fd_out = fd;
+        return 0;
+    }
+    return cllm_error(CLLM_EIO, "%s: cannot create a temporary file in %s", final, dir);
+}
+
+static int fsync_retry(int fd) {
+    int r;
+    while ((r = fsync(fd)) && errno == EINTR) {}
+    return r;
+}
+
+/* The rename is durable only once the directory is. EINVAL: a filesystem
+ * that cannot fsync directories (nothing to wait for). */
+static int fsync_dir(const char *dir, const char *final) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return cllm_error(CLLM_EIO, "%s: fsync of its directory: %s", final, strerror(errno));
     int rc = 0;
-    if (fsync(fd) && errno != EINVAL) rc = cllm_error(CLLM_EIO, "%s: fsync: %s", dir, strerror(errno));
+    if (fsync_retry(fd) && errno != EINVAL)
+        rc = cllm_error(CLLM_EIO, "%s: fsync of its directory: %s (written, but may not survive a power loss)", final,
+                        strerror(errno));
     close(fd);
     return rc;
 }
@@ -168,19 +266,16 @@ int cllm_ckpt_save(const char *dir, const cllm_ckpt *c, int keep, char **path_ou
     if (mkdir(dir, 0777) && errno != EEXIST) return cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
     char name[64];
     snprintf(name, sizeof name, "ckpt-%08llu.cllmckpt", (unsigned long long)c->step);
-    char *final = join(dir, name), *tmp = join(dir, ".ckpt-tmp-XXXXXX");
-    if (!final || !tmp) { free(final); free(tmp); return CLLM_ENOMEM; }
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = cllm_error(CLLM_EIO, "%s: %s", tmp, strerror(errno));
-        free(final); free(tmp);
+    char *final = join(dir, name), *tmp = NULL;
+    if (!final) return CLLM_ENOMEM;
+    /* Temporary files of a save killed before its rename would otherwise pile
+     * up (each as big as a checkpoint); they go first, freeing their space. */
+    remove_stale_tmps(dir);
+    int fd = -1, rc = open_tmp(dir, final, &tmp, &fd);
+    if (rc) {
+        free(final);
         return rc;
     }
-    /* mkstemp makes 0600; give the file the permissions a plain create would. */
-    mode_t um = umask(0);
-    umask(um);
-    int rc = 0;
-    if (fchmod(fd, 0666 & ~um)) rc = cllm_error(CLLM_EIO, "%s: chmod: %s", tmp, strerror(errno));
     unsigned char hdr[PRE_SIZE + HDR_SIZE];
     pack_header(hdr, c);
     size_t nb = (size_t)c->n_params * sizeof(float);
@@ -190,18 +285,30 @@ int cllm_ckpt_save(const char *dir, const cllm_ckpt *c, int keep, char **path_ou
     h = cllm_ckpt_hash(h, c->v, nb);
     unsigned char tail[8];
     put64(tail, h);
-    if (!rc) rc = write_all(fd, hdr, sizeof hdr, tmp);
-    if (!rc) rc = write_all(fd, c->params, nb, tmp);
-    if (!rc) rc = write_all(fd, c->m, nb, tmp);
-    if (!rc) rc = write_all(fd, c->v, nb, tmp);
-    if (!rc) rc = write_all(fd, tail, 8, tmp);
-    if (!rc && fsync(fd)) rc = cllm_error(CLLM_EIO, "%s: fsync: %s", tmp, strerror(errno));
-    if (close(fd) && !rc) rc = cllm_error(CLLM_EIO, "%s: close: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, final)) rc = cllm_error(CLLM_EIO, "%s: rename: %s", final, strerror(errno));
+    if (!rc) rc = write_all(fd, hdr, sizeof hdr, final);
+    if (!rc) rc = write_all(fd, c->params, nb, final);
+    if (!rc) rc = write_all(fd, c->m, nb, final);
+    if (!rc) rc = write_all(fd, c->v, nb, final);
+    if (!rc) rc = write_all(fd, tail, 8, final);
+    /* fsync is where a filesystem that delays allocation (NFS, some quotas)
+     * reports ENOSPC or EDQUOT. */
+    if (!rc && fsync_retry(fd))
+        rc = cllm_error(CLLM_EIO, "%s: fsync: %s (checkpoint not saved)", final, strerror(errno));
+    /* Renamed while still open and locked, so that no remove_stale_tmps can
+     * take it between our close and the rename. */
+    if (!rc && rename(tmp, final)) rc = cllm_error(CLLM_EIO, "%s: rename: %s (checkpoint not saved)", final, strerror(errno));
     if (rc) unlink(tmp);
-    if (!rc) rc = fsync_dir(dir);
+    /* Linux releases the descriptor even when close fails with EINTR. After
+     * a successful fsync a close error is not expected; if one comes, the
+     * new file is not trusted. */
+    if (close(fd) && errno != EINTR && !rc) {
+        rc = cllm_error(CLLM_EIO, "%s: close: %s (checkpoint not saved)", final, strerror(errno));
+        unlink(final);
+    }
     free(tmp);
-    /* Rotation, only once the new checkpoint is on disk. */
+    if (!rc) rc = fsync_dir(dir, final);
+    /* Rotation, only once the new checkpoint is on disk. A kill in the middle
+     * leaves more than keep files; the next save deletes the rest. */
     if (!rc && keep > 0) {
         entry *e;
         size_t n;

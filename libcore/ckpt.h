@@ -14,9 +14,13 @@
  * Loading checks the magic, version, header size, the exact file size for
  * n_params, the checksum, and (the caller) shape and options, so truncated,
  * flipped or foreign files give a clear error and nothing is half-loaded.
- * Saving is atomic: a temporary file in the same directory, written, fsync'd,
- * renamed to ckpt-<step:08>.cllmckpt, then the directory fsync'd; older
- * checkpoints beyond the newest `keep` are deleted only after that.
+ * Saving is atomic: a temporary file in the same directory (.ckpt-tmp-XXXXXX,
+ * flock'd by its writer), written, fsync'd, renamed to ckpt-<step:08>.cllmckpt,
+ * then the directory fsync'd; older checkpoints beyond the newest `keep` are
+ * deleted only after that. A writer killed before its rename leaves its
+ * temporary file: load never looks at it, and the next save deletes every
+ * temporary file no live process holds locked (docs/RELIABILITY.md,
+ * "Checkpoint crash safety"; tests/unit/test_ckpt_crash.c).
  */
 #ifndef CLLM_CKPT_H
 #define CLLM_CKPT_H
@@ -39,8 +43,10 @@ typedef struct cllm_ckpt {
 
 /* Write c into dir as ckpt-<step>.cllmckpt (atomically, see above), then keep
  * only the newest keep checkpoints of dir (keep <= 0: keep all). *path_out
- * (may be NULL) gets the file's path (malloc'd). 0 or CLLM_E*; on failure the
- * temporary file is removed and existing checkpoints are untouched. */
+ * (may be NULL) gets the file's path (malloc'd). 0 or CLLM_E*; on failure
+ * (ENOSPC, EFBIG, EDQUOT from write or fsync...) the message names the
+ * checkpoint file and the errno text, the temporary file is removed and
+ * existing checkpoints are untouched. */
 int cllm_ckpt_save(const char *dir, const cllm_ckpt *c, int keep, char **path_out);
 
 /* Load and validate path (a checkpoint file, or a directory: its newest
