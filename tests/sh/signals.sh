@@ -72,3 +72,44 @@ wait $pid || true
 [ ! -e "$T/out.zst" ] || fail "SIGINT left a partial $T/out.zst"
 ls "$T" | grep -q 'out.zst.tmp' && fail "SIGINT left a temporary file"
 echo "SIGINT with -o: no file left"
+
+# 4. Every other producer of a stream: a reader that goes away ends it quietly
+#    (exit 141, or 0 when it had finished first), and SIGINT leaves a whole
+#    stream marked interrupted. The tiny random model keeps this fast.
+"$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
+TM="$T/tiny"
+head -6 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p6.jsonl"
+"$B/cllm-gen" -m "$TM" --template gsm8k --max-new-tokens 8 -t 1 "$T/p6.jsonl" > "$T/g.zst"
+pipe_quiet() { # name command... : run it into head -c 1
+    name=$1; shift
+    { r=0; "$@" 2>"$T/$name.err" || r=$?; echo $r > "$T/$name.rc"; } | head -c 1 > /dev/null
+    rc=$(cat "$T/$name.rc")
+    [ "$rc" = 141 ] || [ "$rc" = 0 ] || fail "$name | head -c 1: exit $rc ($(cat "$T/$name.err"))"
+    [ ! -s "$T/$name.err" ] || fail "$name | head -c 1 printed: $(cat "$T/$name.err")"
+    printf '%s %s, ' "$name" "$rc"
+}
+pipe_quiet traj "$B/cllm-traj" -m "$TM" --template gsm8k -n 8 --max-new-tokens 64 -t 1 -q "$T/p6.jsonl"
+pipe_quiet eval "$B/cllm-eval" -q "$T/g.zst"
+pipe_quiet bench "$B/cllm-bench" -m "$TM" --template gsm8k --prompts 6 --max-new-tokens 32 --repeat 3 -t 1 -q "$T/p6.jsonl"
+pipe_quiet train "$B/cllm-train" -m "$TM" --objective sft --field question --template gsm8k --batch 2 --max-steps 50 -t 1 -q -o "$T/sft.gguf" "$T/p6.jsonl"
+echo "all quiet on SIGPIPE"
+
+# SIGINT while it writes to a file through stdout, once it has written its
+# header (cllm-gen and cllm-traj: sections 2 and 2c).
+int_whole() { # name command... : interrupt it once it has written something
+    name=$1; shift
+    "$@" > "$T/$name.zst" 2>"$T/$name.err" &
+    pid=$!
+    i=0
+    while [ "$(stat -c %s "$T/$name.zst" 2>/dev/null || echo 0)" -lt 100 ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -INT $pid 2>/dev/null || true
+    rc=0; wait $pid || rc=$?
+    # a run that finished before the signal landed is whole anyway
+    if [ $rc = 0 ]; then "$B/cllm-cat" --check -q "$T/$name.zst" || fail "$name: finished, but its stream does not check"; printf '%s finished first, ' "$name"; return; fi
+    [ $rc = 130 ] || fail "$name: SIGINT: exit $rc, want 130 ($(cat "$T/$name.err"))"
+    "$B/cllm-cat" --check "$T/$name.zst" 2>"$T/$name.chk" || fail "$name: SIGINT: $(cat "$T/$name.chk")"
+    grep -q "interrupted (SIGINT)" "$T/$name.chk" || fail "$name: --check says $(cat "$T/$name.chk")"
+    printf '%s 130 and marked, ' "$name"
+}
+int_whole train "$B/cllm-train" -m "$TM" --objective sft --field question --template gsm8k --batch 2 --max-steps 100000 -t 1 -q -o "$T/sft2.gguf" "$T/p6.jsonl"
+echo "all whole after SIGINT"
