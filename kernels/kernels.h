@@ -23,9 +23,10 @@
  * feeds several products: q/k/v, gate/up). "dX" is d loss / d X.
  *
  * Threads: kernels_set_threads(n) sets how many threads the kernels may use:
- * OpenBLAS' own threads for the matrix products, pthreads for attention over
- * (token, head) pairs. Results do not depend on the thread count (every output
- * element is reduced by one thread, in a fixed order).
+ * OpenBLAS' own threads for BLAS products, a persistent pool of our own
+ * (kernels_parallel) for the AVX-512 matmul and attention. Results do not
+ * depend on the thread count (every output element is reduced by one thread,
+ * in a fixed order).
  */
 #ifndef CLLM_KERNELS_H
 #define CLLM_KERNELS_H
@@ -36,6 +37,14 @@
  * once before the kernels run. */
 void kernels_set_threads(int n);
 int kernels_threads(void);
+
+/* Run fn(ctx, task, worker) for every task in [0, n_tasks) on the pool, the
+ * caller included; returns when all are done. worker (0 .. kernels_threads()-1)
+ * names the thread running the task, for per-thread scratch; which worker runs
+ * which task varies, so a task must compute the same outputs whoever runs it.
+ * Calls from a second thread while a job runs execute inline. */
+typedef void (*kernels_task_fn)(void *ctx, int task, int worker);
+void kernels_parallel(int n_tasks, kernels_task_fn fn, void *ctx);
 
 /* ---- embedding: out[t] = wte[tokens[t]] -------------------------------- */
 /* out (T, C); tokens (T), each in [0, V) (the caller checks); wte (V, C) */
@@ -57,9 +66,11 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int T, int C);
 
-/* ---- matmul: out = inp W^T (+ bias) via cblas_sgemm ------------------- */
+/* ---- matmul: out = inp W^T (+ bias) ------------------------------------ */
 /* out (T, OC); inp (T, C); weight (OC, C) (HF/PyTorch Linear layout);
- * bias (OC) or NULL. out must not alias inp or weight. */
+ * bias (OC) or NULL. out must not alias inp or weight. On AVX-512 CPUs and
+ * T <= 512 each output row is bit for bit independent of the other rows
+ * (matmul.c), so a batch of sequences gets each the result it gets alone. */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int T, int C, int OC);
 /* dinp (T, C) += dout W (accumulates, see above); dweight (OC, C) += dout^T inp;
@@ -93,6 +104,16 @@ void rope_backward(float *dx, const int *pos, int T, int NH, int HS, int rope_di
  * preatt/probabilities are not kept: the backward pass recomputes them. */
 void attention_forward(float *out, const float *q, const float *kc, const float *vc,
                        float *att, int T, int P, int NH, int NKV, int HS);
+/* Several sequences in one call (a ragged batch): sequence b owns rows
+ * row0[b] .. row0[b+1]-1 of q and out (T_b = row0[b+1] - row0[b] rows, at
+ * positions past[b] .. past[b] + T_b - 1) and its own cache kc[b], vc[b]
+ * (S, NKV, HS), rows 0..past[b]+T_b-1 valid. Each (row, head) is computed as
+ * attention_forward computes it for that sequence alone.
+ * out, q (row0[B], NH, HS); kc, vc (B) pointers; row0 (B+1); past (B);
+ * att: scratch of kernels_threads() * max_b (past[b] + T_b) floats. */
+void attention_forward_batch(float *out, const float *q, const float *const *kc,
+                             const float *const *vc, const int *row0, const int *past,
+                             float *att, int B, int NH, int NKV, int HS);
 /* Backward of causal self-attention over B whole sequences (no cache: each
  * sequence's row t attends to its rows 0..t), as attention_forward with
  * P = 0 and kc = k, vc = v of that sequence computes it.
@@ -114,6 +135,9 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
 /* ---- SwiGLU: out = silu(gate) * up, silu(z) = z / (1 + exp(-z)) -------- */
 /* out (T, F); gate (T, F); up (T, F). out may equal gate or up. */
 void swiglu_forward(float *out, const float *gate, const float *up, int T, int F);
+/* The same from one product with [Wgate; Wup]: out (T, F); gu (T, 2F), row t
+ * holding gate (F) then up (F). */
+void swiglu_forward_fused(float *out, const float *gu, int T, int F);
 /* dgate, dup (T, F) =; dout, gate, up (T, F). With s = sigmoid(g):
  *   dgate = dout * up * s (1 + g (1 - s)),  dup = dout * g s.
  * dgate may equal dout (each element is read before it is written). */

@@ -17,16 +17,23 @@
  * driver, CLLM_EIO for other device errors. After a device error the
  * CUDA context may be unusable (sticky errors): free everything and stop.
  *
- * Letters: as forward.h; B sequences in one call, R = B*T rows.
+ * Callers normally reach this through forward.h (cllm_fwd_init_on with
+ * CLLM_DEVICE_CUDA, cllm_kv_init_for, cllm_forward_batch), which checks the
+ * arguments once for both backends; the functions here check them again.
+ *
+ * Letters: as forward.h; B sequences in one call, R = sum of their T rows.
  */
 #ifndef CLLM_CUDA_BACKEND_H
 #define CLLM_CUDA_BACKEND_H
 
+#include "forward.h"
 #include "model.h"
 
 /* Number of CUDA devices in *n (0 when there is no driver or no device; that
- * is not an error). Returns 0, or a CLLM_E* code for any other failure. */
-int cllm_cuda_device_count(int *n);
+ * is not an error). *driver: whether an NVIDIA driver answered at all (0 when
+ * the runtime found none: a machine without a GPU stack). Returns 0, or a
+ * CLLM_E* code for any other failure. */
+int cllm_cuda_device_count(int *n, int *driver);
 /* One line naming device 0 (name, compute capability, memory) into buf. */
 int cllm_cuda_device_name(char *buf, size_t size);
 
@@ -61,6 +68,10 @@ void cllm_cuda_kv_free(cllm_cuda_kv *kv);
 int cllm_cuda_kv_len(const cllm_cuda_kv *kv, int seq);
 /* Keep the first len positions of seq (0 <= len <= its length); 0 or CLLM_EINVAL. */
 int cllm_cuda_kv_rollback(cllm_cuda_kv *kv, int seq, int len);
+/* Grow every sequence to cap positions, keeping what is cached (a new
+ * allocation and one device copy per layer and sequence). On failure the
+ * cache is unchanged. */
+int cllm_cuda_kv_grow(cllm_cuda_kv *kv, int cap);
 
 /* Forward state: device activations for up to max_rows = B*T rows per call,
  * a CUDA stream and a cuBLAS handle of its own. */
@@ -68,7 +79,8 @@ typedef struct cllm_cuda_fwd {
     const cllm_cuda_model *m;
     int max_rows;
     int want_logits;  /* copy logits to the host after each call */
-    int *argmax;      /* host (max_rows): row r = b*T + t, for t >= lm_from */
+    int *argmax;      /* host (max_rows): row r in call order (forward.h), for the
+                         rows the LM head ran for */
     float *logits;    /* host (max_rows, V), rows as argmax; NULL unless want_logits */
     struct cllm_cuda_state *st; /* device side (opaque) */
 } cllm_cuda_fwd;
@@ -77,21 +89,19 @@ typedef struct cllm_cuda_fwd {
 int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int want_logits);
 void cllm_cuda_fwd_free(cllm_cuda_fwd *f);
 
-/* cllm_forward's contract on the device: tokens (T) of sequence seq at
- * positions pos..pos+T-1 (pos <= its length, pos + T <= cap, 1 <= T <=
- * max_rows); afterwards the sequence has length pos + T; the LM head runs
- * for rows lm_from..T-1 (f->argmax[t], and f->logits row t when
- * want_logits). Argument errors change nothing; after a device error the
- * sequence is rolled back to min(its length, pos). Returns when the results
- * are on the host. */
+/* cllm_forward_batch's contract on the device: the ragged batch s[0..B)
+ * (distinct sequences; sequence b's T tokens at positions pos..pos+T-1, pos
+ * <= its length, pos + T <= cap), tokens back to back in row order, sum of T
+ * <= max_rows. Afterwards each sequence has length pos + T; the LM head runs
+ * for each sequence's rows lm_from..T-1 (f->argmax[r], and f->logits row r
+ * when want_logits). One launch per op for all sequences. Argument errors
+ * change nothing; after a device error each sequence is rolled back to
+ * min(its length, pos). Returns when the results are on the host. */
+int cllm_cuda_forward_seqs(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const cllm_fwd_seq *s, int B,
+                           const int *tokens);
+
+/* The one-sequence case. */
 int cllm_cuda_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int seq, int pos, const int *tokens,
                       int T, int lm_from);
-
-/* B distinct sequences seqs (B) at positions pos (B), T tokens each: tokens
- * (B, T); B*T <= max_rows. Row b*T + t of f->argmax / f->logits holds
- * sequence b's token t (t >= lm_from). Same rules as cllm_cuda_forward per
- * sequence; one launch per op for all of them. */
-int cllm_cuda_forward_batch(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs,
-                            const int *pos, const int *tokens, int T, int lm_from);
 
 #endif

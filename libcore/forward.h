@@ -1,74 +1,148 @@
-/* forward.h: the LLaMA-family forward pass on the CPU backend (fp32), and its
- * KV cache.
+/* forward.h: the LLaMA-family inference forward pass and its KV cache, on the
+ * CPU (fp32, the reference) or on a CUDA device (bf16, cuda_backend.h).
  *
  * The KV cache holds several sequences at once; each sequence s has a length
  * len[s] (positions 0..len[s]-1 are valid) and can be rolled back to any
  * shorter length (Jacobi decoding keeps the accepted prefix, drops the rest).
- * cllm_forward runs T new tokens of one sequence at positions pos..pos+T-1,
- * writes their keys and values into the cache, and leaves logits (and their
- * argmax) in the forward state's buffers. Scratch is allocated once per
- * maximum T by cllm_fwd_init; a forward call allocates only when the attention
- * scratch must grow to a longer context than before.
+ *
+ * One forward call runs a ragged batch: B distinct sequences, sequence b
+ * bringing T_b new tokens at positions pos_b..pos_b+T_b-1 (one sequence may
+ * be in a prompt chunk while others run Jacobi windows or AR steps). The
+ * rows of all sequences go through every weight matrix together (one product
+ * per matrix per call), attention runs per row over its own sequence's cache.
+ * Rows are numbered in call order: sequence b's token t is row
+ * r = T_0 + ... + T_{b-1} + t; f->logits row r and f->argmax[r] hold its
+ * results when t >= lm_from_b. cllm_forward is the one-sequence case.
+ *
+ * Batch invariance: on the CPU every row's result is bit for bit what that
+ * sequence gets alone (each kernel computes a row without reading other rows,
+ * and the AVX-512 matmul sums each output in a fixed order whatever the row
+ * count: kernels/cpu/matmul.c). On CPUs without AVX-512 the products go to
+ * BLAS and may round differently with the row count (fp32 reassociation);
+ * CUDA's cuBLAS likewise.
+ *
+ * The device travels with the state: a cllm_fwd made by cllm_fwd_init_on
+ * with CLLM_DEVICE_CUDA holds the model's device copy, and a cache made for it
+ * by cllm_kv_init_for lives in device memory. Everything that takes a
+ * cllm_fwd/cllm_kv pair (decode.c, traj.c, gen.c, bench.c) then runs on
+ * either backend unchanged. Scratch is allocated once per maximum row count;
+ * a CPU call allocates only when the attention scratch must grow.
  *
  * Letters: L layers, S sequences in the cache, CAP positions per sequence,
- * KD = NKV*HS, others as in model.h.
+ * KD = NKV*HS, R rows in a call, others as in model.h.
  */
 #ifndef CLLM_FORWARD_H
 #define CLLM_FORWARD_H
 
 #include "model.h"
 
+/* Compute devices. */
+enum cllm_device {
+    CLLM_DEVICE_CPU = 0,
+    CLLM_DEVICE_CUDA = 1,
+};
+
 typedef struct cllm_kv {
     int n_layer;      /* L */
     int n_seq;        /* S */
     int cap;          /* CAP: positions per sequence */
     int kv_dim;       /* KD */
-    float *k;         /* (L, S, CAP, KD), keys after RoPE */
-    float *v;         /* (L, S, CAP, KD) */
-    int *len;         /* (S) valid positions per sequence */
+    float *k;         /* CPU: (L, S, CAP, KD), keys after RoPE; NULL on CUDA */
+    float *v;         /* CPU: (L, S, CAP, KD); NULL on CUDA */
+    int *len;         /* (S) valid positions per sequence (host memory on any device) */
+    struct cllm_cuda_kv *cuda; /* the device cache, or NULL on the CPU */
 } cllm_kv;
 
-/* A cache for n_seq sequences of up to cap positions of model config cfg,
- * every sequence empty. Returns 0 or a CLLM_E* code. */
+/* A CPU cache for n_seq sequences of up to cap positions of model config
+ * cfg, every sequence empty. Returns 0 or a CLLM_E* code. */
 int cllm_kv_init(cllm_kv *kv, const cllm_config *cfg, int n_seq, int cap);
+/* A cache on f's device (cllm_kv_init on the CPU). */
+struct cllm_fwd;
+int cllm_kv_init_for(cllm_kv *kv, const struct cllm_fwd *f, int n_seq, int cap);
 void cllm_kv_free(cllm_kv *kv);
 /* Valid positions of sequence seq. */
 int cllm_kv_len(const cllm_kv *kv, int seq);
 /* Keep the first len positions of seq (0 <= len <= its length); 0 or CLLM_EINVAL. */
 int cllm_kv_rollback(cllm_kv *kv, int seq, int len);
+/* Grow every sequence to cap positions (no-op when it already has them),
+ * keeping what is cached. On failure the cache is unchanged. */
+int cllm_kv_grow(cllm_kv *kv, int cap);
 
 typedef struct cllm_fwd {
     const cllm_model *m;
-    int max_T;
-    /* activations of the last call, T rows each */
+    int device;       /* enum cllm_device */
+    int max_T;        /* rows per call, all sequences together */
+    /* CPU activations of the last call, R rows each (NULL on CUDA) */
     float *x;         /* (max_T, C) residual stream */
     float *xn;        /* (max_T, C) normed input of a block */
     float *q;         /* (max_T, NH*HS) */
+    float *k, *v;     /* (max_T, KD) new keys (after RoPE) and values, before the cache */
     float *ao;        /* (max_T, NH*HS) attention output before o_proj */
     float *proj;      /* (max_T, C) output of o_proj / down_proj */
-    float *gate;      /* (max_T, F) */
-    float *up;        /* (max_T, F) */
+    float *gu;        /* (max_T, 2F) gate and up, one product (model.c stores
+                         w_up right after w_gate); or gate (max_T, F) then up */
+    float *h;         /* (max_T, F) silu(gate) * up */
     float *att;       /* attention scratch, att_cap floats */
     size_t att_cap;
     int *pos;         /* (max_T) positions of the rows */
-    float *logits;    /* (max_T, V): row t at logits + t*V, for t >= lm_from */
-    int *argmax;      /* (max_T): argmax of row t, for t >= lm_from */
+    int *row0;        /* (max_T + 1) first row of each sequence of the call */
+    int *past;        /* (max_T) first position of each sequence */
+    const float **kc, **vc; /* (max_T) each sequence's cache of the current layer */
+    int *lm_rows;     /* (max_T) the rows the LM head runs for, in order */
+    /* results, on any device */
+    float *logits;    /* (max_T, V): row r at logits + r*V; NULL on CUDA unless
+                         CLLM_FWD_LOGITS was asked for */
+    int *argmax;      /* (max_T): argmax of row r */
+    /* CUDA */
+    struct cllm_cuda_model *cuda_model;  /* owned */
+    struct cllm_cuda_fwd *cuda;          /* owned */
 } cllm_fwd;
 
-/* Scratch for forwards of up to max_T tokens per call. Returns 0 or CLLM_E*. */
+/* Flags of cllm_fwd_init_on. */
+enum {
+    CLLM_FWD_LOGITS = 1,  /* CUDA: copy the logits to the host too (the CPU always has them) */
+};
+
+/* A CPU forward state for up to max_T rows per call. Returns 0 or CLLM_E*. */
 int cllm_fwd_init(cllm_fwd *f, const cllm_model *m, int max_T);
+/* A forward state on device (enum cllm_device). On CUDA this uploads the
+ * model (bf16); m must outlive f all the same (its config and tokenizer are
+ * read). Returns 0, CLLM_EUNSUP when the build has no CUDA, or a CLLM_E* code
+ * from the device. */
+int cllm_fwd_init_on(cllm_fwd *f, const cllm_model *m, int max_T, int device, int flags);
 void cllm_fwd_free(cllm_fwd *f);
 
-/* How many threads the kernels use (BLAS and attention); n >= 1. */
+/* How many threads the CPU kernels use (BLAS and our own pool); n >= 1. */
 void cllm_set_threads(int n);
 
-/* Run tokens (T, each in [0, V)) of sequence seq at positions pos..pos+T-1.
- * pos must be <= cllm_kv_len(kv, seq) (a smaller pos rolls the cache back
- * first) and pos + T <= kv->cap, 1 <= T <= f->max_T. Afterwards the sequence
- * has length pos + T. The LM head runs for rows lm_from..T-1 only
- * (0 <= lm_from <= T; lm_from = T skips it): f->logits row t and f->argmax[t]
- * hold their results. Returns 0 or a CLLM_E* code (nothing is changed then). */
+/* One sequence of a batched call: T tokens of KV-cache sequence seq at
+ * positions pos..pos+T-1; the LM head runs for its tokens lm_from..T-1. */
+typedef struct cllm_fwd_seq {
+    int seq;          /* 0 <= seq < kv->n_seq, distinct within a call */
+    int pos;          /* <= cllm_kv_len(kv, seq); a smaller pos rolls back first */
+    int T;            /* >= 1, pos + T <= kv->cap */
+    int lm_from;      /* 0 <= lm_from <= T; T skips the LM head */
+} cllm_fwd_seq;
+
+/* Run the ragged batch s[0..B) whose tokens lie back to back in tokens
+ * (row order, sum of T <= f->max_T, each id in [0, V)). Afterwards sequence
+ * s[b].seq has length s[b].pos + s[b].T. Returns 0 or a CLLM_E* code;
+ * argument errors change nothing; after a device error a sequence's length
+ * is at most its pos. */
+int cllm_forward_batch(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, const int *tokens);
+
+/* The one-sequence case: tokens (T) of sequence seq at positions
+ * pos..pos+T-1, LM head for rows lm_from..T-1 (row t of f->logits and
+ * f->argmax[t]). */
 int cllm_forward(cllm_fwd *f, cllm_kv *kv, int seq, int pos, const int *tokens, int T,
                  int lm_from);
+
+/* ---- device choice ------------------------------------------------------- */
+
+/* Whether a CUDA device can be used: 1 with its name in info (when info is
+ * not NULL), 0 with the reason in info ("this build has no CUDA backend",
+ * "no NVIDIA driver", the driver's error...). *driver is set to whether an
+ * NVIDIA driver answered at all (0 for builds without CUDA). Never fails. */
+int cllm_cuda_usable(char *info, size_t size, int *driver);
 
 #endif

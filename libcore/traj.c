@@ -30,15 +30,18 @@
  *
  * Continuous batching: `batch` slots, each with its own KV cache sequence
  * (prompts of any length side by side). One tick advances every active slot
- * by one forward (a prefill chunk of up to max_T prompt tokens, or one Jacobi
- * iteration); a slot whose prompt is done takes the next prompt at once. The
- * CPU forward runs one sequence per call, so the slots' forwards run one
- * after the other within a tick; a backend with a multi-sequence forward can
- * batch a tick's forwards without changing anything else here. Records go
- * out in input order: a finished chunk of the oldest prompt in flight is
- * written at once, later prompts' chunks wait in their job until it is their
- * turn. A slot takes no new prompt while 4*batch prompts wait to be written,
- * which bounds the memory held back by one slow prompt.
+ * by one step (a prompt chunk of up to PREFILL_CHUNK tokens, or one Jacobi
+ * iteration of its n-token window), all slots' rows in one ragged forward call
+ * (cllm_forward_batch: every weight matrix is read once per tick for the whole
+ * batch), or in a few calls when they exceed the call's row limit; a slot
+ * whose prompt is done takes the next prompt at once. Nothing a slot computes
+ * depends on its neighbours (each has its own cache sequence and random
+ * generators, and the forward is batch-invariant: forward.h), so the records
+ * do not depend on the batch size. Records go out in input order: a
+ * finished chunk of the oldest prompt in flight is written at once, later
+ * prompts' chunks wait in their job until it is their turn. A slot takes no
+ * new prompt while 4*batch prompts wait to be written, which bounds the
+ * memory held back by one slow prompt.
  */
 #include "traj.h"
 
@@ -54,8 +57,18 @@
 #include "stream.h"
 #include "tokenizer.h"
 
-/* Rows per forward call: the window, and prompt (prefill) chunks of this size. */
-static int fwd_rows(int n) { return n > 128 ? n : 128; }
+/* Prompt tokens a slot feeds per step. */
+enum { PREFILL_CHUNK = 128 };
+
+/* Rows per forward call: every slot's window plus one prompt chunk, capped at
+ * 512 rows (beyond that a tick takes several calls: the CPU's products are
+ * compute-bound long before, and 512 keeps the logits buffer ~100 MB for a
+ * 49k vocabulary), but never below one window plus one chunk. */
+static int call_rows(int n, int batch) {
+    long long want = (long long)batch * n + PREFILL_CHUNK, floor = (long long)n + PREFILL_CHUNK;
+    if (want > 512) want = 512;
+    return (int)(want > floor ? want : floor);
+}
 
 void cllm_traj_opts_init(cllm_traj_opts *o) {
     memset(o, 0, sizeof *o);
@@ -125,7 +138,6 @@ typedef struct slot {
     int k;
     int *fixed;               /* (n) */
     int *aug;                 /* (n, n) augmented states */
-    int *in;                  /* (n) forward input */
     cllm_tokens *views;       /* (2n) states of a record, as token arrays */
     cllm_rng rinit, raug;
     cllm_tokens labels;
@@ -136,6 +148,9 @@ typedef struct eng {
     const cllm_traj_opts *o;
     int n, chunks, eos_id, pad_id;
     cllm_fwd f;
+    cllm_fwd_seq *calls;      /* (batch) the sequences of one forward call */
+    slot **in_call;           /* (batch) their slots */
+    int *tokens;              /* (f.max_T) the call's tokens, row order */
     cllm_kv kv;
     slot *slots;
     job *q;                   /* ring of qcap jobs */
@@ -191,24 +206,8 @@ static int kv_ensure(eng *e, int need) {
     long long cap = kv->cap ? kv->cap : 512;
     while (cap < need) cap *= 2;
     if (cap > (1 << 30)) return cllm_error(CLLM_ELIMIT, "a context of %d tokens is too long", need);
-    cllm_kv nk;
-    int rc = cllm_kv_init(&nk, &e->m->cfg, e->o->batch, (int)cap);
-    if (rc) return rc;
-    if (kv->k) {
-        size_t KD = (size_t)kv->kv_dim;
-        for (int l = 0; l < kv->n_layer; l++)
-            for (int s = 0; s < kv->n_seq; s++) {
-                size_t from = ((size_t)l * kv->n_seq + s) * kv->cap * KD;
-                size_t to = ((size_t)l * nk.n_seq + s) * nk.cap * KD;
-                size_t cnt = (size_t)kv->len[s] * KD;
-                memcpy(nk.k + to, kv->k + from, cnt * sizeof(float));
-                memcpy(nk.v + to, kv->v + from, cnt * sizeof(float));
-            }
-        for (int s = 0; s < kv->n_seq; s++) nk.len[s] = kv->len[s];
-    }
-    cllm_kv_free(kv);
-    *kv = nk;
-    return 0;
+    if (!kv->len) return cllm_kv_init_for(kv, &e->f, e->o->batch, (int)cap);
+    return cllm_kv_grow(kv, (int)cap);
 }
 
 /* ---- one slot ----------------------------------------------------------- */
@@ -321,17 +320,22 @@ static int finish_chunk(eng *e, slot *s, int len, int eos) {
     return 0;
 }
 
-/* One forward for slot s: a prefill chunk or one Jacobi iteration. */
-static int slot_step(eng *e, slot *s) {
+/* Rows slot s feeds in its next step: a prompt chunk or its Jacobi window. */
+static int slot_want(const eng *e, const slot *s) {
+    int rest = s->n_ctx - 1 - s->fed;   /* context tokens not yet cached (the last one is
+                                           fed as the window's first row) */
+    if (rest > 0) return rest < PREFILL_CHUNK ? rest : PREFILL_CHUNK;
+    return e->n;
+}
+
+/* Slot s's next step as sequence d of a call, T rows (T <= slot_want; fewer
+ * only for a prompt chunk), its tokens to in. */
+static void slot_feed(eng *e, slot *s, int T, cllm_fwd_seq *d, int *in) {
     int n = e->n, L = s->n_ctx;
-    int rc;
-    if (s->fed < L - 1) {
-        int T = L - 1 - s->fed;
-        if (T > e->f.max_T) T = e->f.max_T;
-        if ((rc = cllm_forward(&e->f, &e->kv, s->seq, s->fed, s->ctx + s->fed, T, T))) return rc;
-        s->fed += T;
-        e->st.forwards++;
-        return 0;
+    if (s->fed < L - 1) {                       /* prompt chunk: no LM head */
+        *d = (cllm_fwd_seq){ s->seq, s->fed, T, T };
+        memcpy(in, s->ctx + s->fed, (size_t)T * sizeof(int));
+        return;
     }
     if (!s->in_chunk) {
         init_guess(e, s, s->st);
@@ -339,12 +343,21 @@ static int slot_step(eng *e, slot *s) {
         s->in_chunk = 1;
     }
     const int *y = s->st + (size_t)(s->k - 1) * n;
-    s->in[0] = s->ctx[L - 1];
-    memcpy(s->in + 1, y, (size_t)(n - 1) * sizeof(int));
-    if ((rc = cllm_forward(&e->f, &e->kv, s->seq, L - 1, s->in, n, 0))) return rc;
+    in[0] = s->ctx[L - 1];
+    memcpy(in + 1, y, (size_t)(n - 1) * sizeof(int));
+    *d = (cllm_fwd_seq){ s->seq, L - 1, n, 0 };
+}
+
+/* After the call: d was slot s's part, z its rows' argmax. */
+static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
+    int n = e->n;
     e->st.forwards++;
+    if (d->lm_from == d->T) {                   /* a prompt chunk */
+        s->fed += d->T;
+        return 0;
+    }
     e->st.iterations++;
-    const int *z = e->f.argmax;
+    const int *y = s->st + (size_t)(s->k - 1) * n;
     int a = 0;
     while (a < n && z[a] == y[a]) a++;
     int fin = a + 1 < n ? a + 1 : n;          /* z[0..fin) are final */
@@ -362,6 +375,38 @@ static int slot_step(eng *e, slot *s) {
     memcpy(s->st + (size_t)s->k * n, z, (size_t)n * sizeof(int));
     s->k++;
     return 0;
+}
+
+/* One tick: every active slot one step, in as few forward calls as the row
+ * limit allows (one, unless batch * n is beyond it). */
+static int tick(eng *e, int *active) {
+    int batch = e->o->batch, next = 0, rc = 0;
+    *active = 0;
+    for (int i = 0; i < batch; i++) *active += e->slots[i].active;
+    while (!rc) {
+        int B = 0, rows = 0;
+        for (; next < batch; next++) {
+            slot *s = &e->slots[next];
+            if (!s->active) continue;
+            int T = slot_want(e, s);
+            if (rows + T > e->f.max_T) {
+                int room = e->f.max_T - rows;
+                if (s->fed >= s->n_ctx - 1 || room < 1) break;   /* a window is never split */
+                T = room;                                       /* a shorter prompt chunk */
+            }
+            slot_feed(e, s, T, &e->calls[B], e->tokens + rows);
+            e->in_call[B++] = s;
+            rows += T;
+        }
+        if (B == 0) break;
+        if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
+        for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
+            slot *s = e->in_call[b];
+            rc = slot_take(e, s, &e->calls[b], e->f.argmax + r);
+            if (!rc && !s->active && e->o->on_progress) e->o->on_progress(e->o->progress_ctx, &e->st);
+        }
+    }
+    return rc;
 }
 
 static int eng_init(eng *e) {
@@ -383,21 +428,23 @@ static int eng_init(eng *e) {
     if (e->pad_id < 0) e->pad_id = 0;
     if (e->pad_id >= cfg->vocab) return cllm_error(CLLM_EINVAL, "pad id %d is outside the vocabulary (%d)", e->pad_id, cfg->vocab);
     if (o->labels && !tok) return cllm_error(CLLM_EINVAL, "--labels needs a model with a tokenizer");
-    int rc = cllm_fwd_init(&e->f, e->m, fwd_rows(n));
+    int rc = cllm_fwd_init_on(&e->f, e->m, call_rows(n, o->batch), o->device, 0);
     if (rc) return rc;
     e->slots = cllm_calloc((size_t)o->batch, sizeof *e->slots);
     e->qcap = 4 * o->batch + 1;
     e->q = cllm_calloc((size_t)e->qcap, sizeof *e->q);
-    if (!e->slots || !e->q) return CLLM_ENOMEM;
+    e->calls = cllm_calloc((size_t)o->batch, sizeof *e->calls);
+    e->in_call = cllm_calloc((size_t)o->batch, sizeof *e->in_call);
+    e->tokens = cllm_calloc((size_t)e->f.max_T, sizeof *e->tokens);
+    if (!e->slots || !e->q || !e->calls || !e->in_call || !e->tokens) return CLLM_ENOMEM;
     for (int i = 0; i < o->batch; i++) {
         slot *s = &e->slots[i];
         s->seq = i;
         s->st = cllm_malloc((size_t)n * n * sizeof(int));
         s->aug = cllm_malloc((size_t)n * n * sizeof(int));
         s->fixed = cllm_malloc((size_t)n * sizeof(int));
-        s->in = cllm_malloc((size_t)n * sizeof(int));
         s->views = cllm_calloc((size_t)2 * n, sizeof *s->views);
-        if (!s->st || !s->aug || !s->fixed || !s->in || !s->views) return CLLM_ENOMEM;
+        if (!s->st || !s->aug || !s->fixed || !s->views) return CLLM_ENOMEM;
     }
     return 0;
 }
@@ -407,9 +454,12 @@ static void eng_free(eng *e) {
         slot *s = &e->slots[i];
         cllm_prompt_free(&s->p);
         cllm_tokens_free(&s->labels);
-        free(s->ctx); free(s->st); free(s->aug); free(s->fixed); free(s->in); free(s->views);
+        free(s->ctx); free(s->st); free(s->aug); free(s->fixed); free(s->views);
     }
     free(e->slots);
+    free(e->calls);
+    free(e->in_call);
+    free(e->tokens);
     for (int i = 0; e->q && i < e->qcap; i++) { free(e->q[i].buf); free(e->q[i].ends); }
     free(e->q);
     cllm_packbuf_free(&e->b);
@@ -450,13 +500,7 @@ int cllm_traj_run(const cllm_model *m, cllm_prompts *src, const cllm_traj_opts *
         }
         if (rc) break;
         int active = 0;
-        for (int i = 0; i < o->batch && !rc; i++) {
-            slot *s = &e.slots[i];
-            if (!s->active) continue;
-            active++;
-            rc = slot_step(&e, s);
-            if (!rc && !s->active && o->on_progress) o->on_progress(o->progress_ctx, &e.st);
-        }
+        rc = tick(&e, &active);
         if (!rc) rc = drain(&e);
         if (!active && eof) break;
     }

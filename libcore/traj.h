@@ -57,7 +57,9 @@ typedef struct cllm_traj_opts {
     int aug;                   /* add the reference's augmented states */
     int labels;                /* attach the prompt's reference answer, tokenized */
     uint64_t seed;
-    int batch;                 /* sequences in flight, >= 1 (1) */
+    int batch;                 /* sequences in flight, >= 1 (1); one forward call per
+                                  step for all of them */
+    int device;                /* enum cllm_device (forward.h) */
     int eos_id;                /* -1: the model's (config, then tokenizer) */
     int pad_id;                /* -1: the model's pad token (config, tokenizer), else 0 */
     const char *output;        /* NULL: stdout */

@@ -4,91 +4,107 @@
  *   s[j] = q[t,h] . k[j] / sqrt(HS)          j = 0 .. P + t
  *   p = softmax(s) (fp32, max subtracted)
  *   out[t,h] = sum_j p[j] v[j]
- * The (t, h) pairs are independent; with several threads they are split into
- * contiguous ranges, one per thread, each with its own row of scratch `att`.
+ * The (row, head) pairs are independent, also across the sequences of a
+ * batch; with several threads they are split into contiguous ranges, tasks on
+ * the kernel pool, each running with its worker's row of scratch `att`.
  * Every output is computed by one thread in a fixed order, so the result does
- * not depend on the thread count.
+ * not depend on the thread count nor on the other sequences of a batch.
  */
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "kernels.h"
 
 typedef struct att_job {
     float *out;
-    const float *q, *kc, *vc;
-    float *att;          /* (P + T) floats for this job */
-    int T, P, NH, NKV, HS;
-    int begin, end;      /* range of t * NH + h */
+    const float *q;
+    const float *const *kc, *const *vc;  /* (B) per-sequence caches */
+    const int *row0, *past;              /* (B+1), (B) */
+    float *att;                          /* (threads, att_stride) */
+    size_t att_stride;
+    int B, NH, NKV, HS;
+    int rows;                            /* row0[B] */
+    int per_task;                        /* (row, head) pairs per task */
 } att_job;
 
-static void att_range(const att_job *j) {
-    int NH = j->NH, NKV = j->NKV, HS = j->HS, P = j->P;
-    int group = NH / NKV;
+/* out[r,h] for one row r of sequence b at position P + t. */
+static void att_one(const att_job *j, int b, int r, int h, float *att) {
+    int NH = j->NH, NKV = j->NKV, HS = j->HS;
+    int group = NH / NKV, kvh = h / group;
+    int t = r - j->row0[b];
     float scale = 1.0f / sqrtf((float)HS);
     size_t krow = (size_t)NKV * HS;
-    for (int w = j->begin; w < j->end; w++) {
-        int t = w / NH, h = w % NH, kvh = h / group;
-        const float *qv = j->q + ((size_t)t * NH + h) * HS;
-        float *o = j->out + ((size_t)t * NH + h) * HS;
-        int n = P + t + 1;   /* keys 0 .. P + t */
-        float mx = -INFINITY;
-        for (int s = 0; s < n; s++) {
-            const float *kv = j->kc + (size_t)s * krow + (size_t)kvh * HS;
-            float dot = 0.0f;
-            for (int i = 0; i < HS; i++) dot += qv[i] * kv[i];
-            dot *= scale;
-            j->att[s] = dot;
-            if (dot > mx) mx = dot;
-        }
-        float sum = 0.0f;
-        for (int s = 0; s < n; s++) {
-            float e = expf(j->att[s] - mx);
-            j->att[s] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        memset(o, 0, (size_t)HS * sizeof(float));
-        for (int s = 0; s < n; s++) {
-            const float *vv = j->vc + (size_t)s * krow + (size_t)kvh * HS;
-            float p = j->att[s] * inv;
-            for (int i = 0; i < HS; i++) o[i] += p * vv[i];
-        }
+    const float *qv = j->q + ((size_t)r * NH + h) * HS;
+    float *o = j->out + ((size_t)r * NH + h) * HS;
+    const float *kc = j->kc[b], *vc = j->vc[b];
+    int n = j->past[b] + t + 1;   /* keys 0 .. P + t */
+    float mx = -INFINITY;
+    for (int s = 0; s < n; s++) {
+        const float *kv = kc + (size_t)s * krow + (size_t)kvh * HS;
+        float dot = 0.0f;
+        for (int i = 0; i < HS; i++) dot += qv[i] * kv[i];
+        dot *= scale;
+        att[s] = dot;
+        if (dot > mx) mx = dot;
+    }
+    float sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        float e = expf(att[s] - mx);
+        att[s] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    memset(o, 0, (size_t)HS * sizeof(float));
+    for (int s = 0; s < n; s++) {
+        const float *vv = vc + (size_t)s * krow + (size_t)kvh * HS;
+        float p = att[s] * inv;
+        for (int i = 0; i < HS; i++) o[i] += p * vv[i];
     }
 }
 
-static void *att_thread(void *arg) {
-    att_range(arg);
-    return NULL;
+/* A contiguous range of (row, head) pairs, w = r * NH + h. */
+static void att_task(void *ctx, int task, int worker) {
+    const att_job *j = ctx;
+    float *att = j->att + (size_t)worker * j->att_stride;
+    int end = (task + 1) * j->per_task, work = j->rows * j->NH;
+    if (end > work) end = work;
+    int b = 0;
+    for (int w = task * j->per_task; w < end; w++) {
+        int r = w / j->NH, h = w % j->NH;
+        while (r >= j->row0[b + 1]) b++;
+        att_one(j, b, r, h, att);
+    }
+}
+
+/* out, q (row0[B], NH, HS); kc, vc (B); row0 (B+1); past (B);
+ * att (threads, max_b (past[b] + T_b)) */
+void attention_forward_batch(float *out, const float *q, const float *const *kc,
+                             const float *const *vc, const int *row0, const int *past,
+                             float *att, int B, int NH, int NKV, int HS) {
+    int rows = row0[B], work = rows * NH;
+    size_t stride = 0;
+    double flops = 0;
+    for (int b = 0; b < B; b++) {
+        int T = row0[b + 1] - row0[b];
+        if ((size_t)(past[b] + T) > stride) stride = (size_t)(past[b] + T);
+        flops += 4.0 * T * NH * (past[b] + T) * (double)HS;
+    }
+    if (work <= 0) return;
+    /* The pool pays off only past ~1 MFLOP: an AR step of a short context runs inline. */
+    int nt = kernels_threads(), tasks = 1;
+    if (nt > 1 && flops >= 1e6) tasks = 4 * nt;
+    if (tasks > work) tasks = work;
+    att_job j = {out, q, kc, vc, row0, past, att, stride, B, NH, NKV, HS, rows,
+                 (work + tasks - 1) / tasks};
+    tasks = (work + j.per_task - 1) / j.per_task;
+    kernels_parallel(tasks, att_task, &j);
 }
 
 /* out (T, NH, HS); q (T, NH, HS); kc, vc (S, NKV, HS); att (threads * (P + T)) */
 void attention_forward(float *out, const float *q, const float *kc, const float *vc,
                        float *att, int T, int P, int NH, int NKV, int HS) {
-    int work = T * NH;
-    int nt = kernels_threads();
-    /* Threads pay off only past ~1 MFLOP: AR steps (T = 1) run inline. */
-    double flops = 4.0 * work * (P + T) * (double)HS;
-    if (nt > work) nt = work;
-    if (flops < 1e6 || nt < 2) nt = 1;
-    enum { MAXT = 64 };
-    if (nt > MAXT) nt = MAXT;
-    att_job jobs[MAXT];
-    pthread_t tid[MAXT];
-    int started[MAXT] = {0};
-    for (int i = 0; i < nt; i++) {
-        jobs[i] = (att_job){out, q, kc, vc, att + (size_t)i * (P + T), T, P, NH, NKV, HS,
-                            (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt)};
-    }
-    /* Thread 0 is the caller; if a thread cannot start, its range runs inline. */
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tid[i], NULL, att_thread, &jobs[i]) == 0;
-    att_range(&jobs[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else att_range(&jobs[i]);
-    }
+    int row0[2] = {0, T};
+    attention_forward_batch(out, q, &kc, &vc, row0, &P, att, 1, NH, NKV, HS);
 }
 
 /* ---- backward ------------------------------------------------------------ */
@@ -172,9 +188,11 @@ static void attb_range(const attb_job *j) {
     }
 }
 
-static void *attb_thread(void *arg) {
-    attb_range(arg);
-    return NULL;
+static void attb_task(void *ctx, int task, int worker) {
+    const attb_job *all = ctx;
+    attb_job j = all[task];
+    j.att = all[0].att + (size_t)worker * 2 * j.T;
+    attb_range(&j);
 }
 
 /* dq (B, T, NH, HS); dk, dv (B, T, NKV, HS); dout, q (B, T, NH, HS);
@@ -189,17 +207,10 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     if (flops < 1e6 || nt < 2) nt = 1;
     enum { MAXT = 64 };
     if (nt > MAXT) nt = MAXT;
+    /* nt tasks of whole (sequence, kv head) pairs; scratch by worker (attb_task) */
     attb_job jobs[MAXT];
-    pthread_t tid[MAXT];
-    int started[MAXT] = {0};
     for (int i = 0; i < nt; i++)
-        jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, lens, att + (size_t)i * 2 * T, T, NH, NKV, HS,
+        jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, lens, att, T, NH, NKV, HS,
                              (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt)};
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tid[i], NULL, attb_thread, &jobs[i]) == 0;
-    attb_range(&jobs[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else attb_range(&jobs[i]);
-    }
+    kernels_parallel(nt, attb_task, jobs);
 }

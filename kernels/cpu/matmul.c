@@ -1,21 +1,27 @@
 /* matmul.c: out = inp W^T (+ bias), the Linear layer.
  *
- * Three paths, chosen by the number of rows T:
- *   T == 1          cblas_sgemv: streams W once at memory bandwidth (AR step);
- *   2 <= T <= 32    an AVX-512 kernel of our own when the CPU has AVX-512F
- *                   (Jacobi windows): W is still streamed from memory once, each
- *                   4-row slab of W meeting every 4-row slab of inp while it is
- *                   in L1, because OpenBLAS' sgemm packs W for such thin
- *                   products and then runs at a third of the bandwidth;
- *   otherwise       cblas_sgemm (prefill, and CPUs without AVX-512F).
- * The AVX-512 path splits W's rows over pthreads started per call (about
- * 30 us, against milliseconds of work per call at these sizes). Every path
- * sums each output in one fixed order for a given T, so results do not depend
- * on the thread count. The paths round differently (FMA, order),
- * which is far inside the forward's 1e-4 tolerance.
+ * Two paths:
+ *   1 <= T <= MATMUL_STREAM_MAX_T on CPUs with AVX-512F: a kernel of our own
+ *     that streams W from memory once, each 4-row slab of W meeting every row
+ *     of inp while the slab is in L1 (4x4 register blocks: 16 accumulators).
+ *     OpenBLAS packs W for thin products and ran them at a third of the
+ *     bandwidth, and its sgemv (T = 1) and sgemm (T > 1) round differently;
+ *   otherwise cblas_sgemm (training's large products, CPUs without AVX-512F).
+ *
+ * Row invariance. In the AVX-512 path every output out[t][o] is computed by
+ * the same arithmetic whatever T is and whichever block t falls in: one
+ * 16-lane accumulator chain acc = fma(x[c..c+15], w[c..c+15], acc) over the
+ * C/16 full chunks in order, _mm512_reduce_add_ps, then the C % 16 tail added
+ * in order. So a row's result does not depend on the other rows of the call:
+ * a batched forward (several sequences' rows in one product) gives each
+ * sequence bit for bit the logits it gets alone. (The register blocks only
+ * decide which outputs share loads, not how an output is summed.)
+ *
+ * Threads: W's rows are split into tasks of whole 4-row slabs on the kernel
+ * pool (threads.c) once the product is large enough to pay for it; a task
+ * computes fixed outputs, so results do not depend on the thread count.
  */
 #include <cblas.h>
-#include <pthread.h>
 #include <stddef.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -24,6 +30,10 @@
 #endif
 
 #include "kernels.h"
+
+/* Rows up to which the AVX-512 path is used (the inference forward's calls:
+ * a batch of Jacobi windows plus a prompt chunk stays below it). */
+enum { MATMUL_STREAM_MAX_T = 512 };
 
 #ifdef HAVE_AVX512_PATH
 /* out (T, OC) = inp (T, C) W (OC, C)^T, for rows o in [o0, o1). */
@@ -71,16 +81,23 @@ static void matmul_thin_avx512(float *out, const float *inp, const float *weight
                     out[(size_t)(t + i) * OC + o + j] = s;
                 }
         }
-        for (; t < T; t++) {   /* leftover rows of inp */
+        for (; t < T; t++) {   /* leftover rows of inp: the 4 slab rows as 4 chains */
             const float *x = inp + (size_t)t * C;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int c = 0; c < C16; c += 16) {
+                __m512 vx = _mm512_loadu_ps(x + c);
+                a0 = _mm512_fmadd_ps(vx, _mm512_loadu_ps(w0 + c), a0);
+                a1 = _mm512_fmadd_ps(vx, _mm512_loadu_ps(w1 + c), a1);
+                a2 = _mm512_fmadd_ps(vx, _mm512_loadu_ps(w2 + c), a2);
+                a3 = _mm512_fmadd_ps(vx, _mm512_loadu_ps(w3 + c), a3);
+            }
+            float r[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1),
+                          _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
             const float *ws[4] = {w0, w1, w2, w3};
             for (int j = 0; j < 4; j++) {
-                __m512 a = _mm512_setzero_ps();
-                for (int c = 0; c < C16; c += 16)
-                    a = _mm512_fmadd_ps(_mm512_loadu_ps(x + c), _mm512_loadu_ps(ws[j] + c), a);
-                float s = _mm512_reduce_add_ps(a);
-                for (int c = C16; c < C; c++) s += x[c] * ws[j][c];
-                out[(size_t)t * OC + o + j] = s;
+                float sum = r[j];
+                for (int c = C16; c < C; c++) sum += x[c] * ws[j][c];
+                out[(size_t)t * OC + o + j] = sum;
             }
         }
     }
@@ -101,39 +118,30 @@ static void matmul_thin_avx512(float *out, const float *inp, const float *weight
 typedef struct thin_job {
     float *out;
     const float *inp, *weight;
-    int T, C, OC, o0, o1;
+    int T, C, OC;
+    int slabs_per_task;  /* 4-row slabs of W per task */
 } thin_job;
 
-static void *thin_thread(void *arg) {
-    thin_job *j = arg;
-    matmul_thin_avx512(j->out, j->inp, j->weight, j->T, j->C, j->OC, j->o0, j->o1);
-    return NULL;
+static void thin_task(void *ctx, int task, int worker) {
+    const thin_job *j = ctx;
+    (void)worker;
+    int o0 = 4 * task * j->slabs_per_task, o1 = o0 + 4 * j->slabs_per_task;
+    if (o1 > j->OC) o1 = j->OC;
+    matmul_thin_avx512(j->out, j->inp, j->weight, j->T, j->C, j->OC, o0, o1);
 }
 
-/* Split the rows of W (in multiples of 4) over kernels_threads() threads,
- * the caller being one of them. Each output element is still computed by one
- * thread in the same order, so the split does not change any result. */
+/* Split W's rows into tasks of whole 4-row slabs: one task when the product
+ * is small (below ~1 MFLOP the pool's wake-up costs more than it saves),
+ * else about 4 tasks per thread, so a thread slowed by another process on
+ * the core does not hold the others up. */
 static void matmul_thin(float *out, const float *inp, const float *weight, int T, int C, int OC) {
-    enum { MAXT = 64 };
-    int nt = kernels_threads();
-    if (nt > MAXT) nt = MAXT;
-    if (nt > OC / 64) nt = OC / 64 > 0 ? OC / 64 : 1;   /* not worth a thread below 64 rows */
-    if (T < 8) nt = 1;   /* memory-bound: one thread already reads W at full bandwidth */
-    thin_job jobs[MAXT];
-    pthread_t tid[MAXT];
-    int started[MAXT] = {0};
-    int blocks = (OC + 3) / 4;
-    for (int i = 0; i < nt; i++) {
-        int b0 = (int)((long long)blocks * i / nt), b1 = (int)((long long)blocks * (i + 1) / nt);
-        int o0 = 4 * b0, o1 = 4 * b1 < OC ? 4 * b1 : OC;
-        jobs[i] = (thin_job){out, inp, weight, T, C, OC, o0, o1};
-    }
-    for (int i = 1; i < nt; i++) started[i] = pthread_create(&tid[i], NULL, thin_thread, &jobs[i]) == 0;
-    thin_thread(&jobs[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else thin_thread(&jobs[i]);
-    }
+    int slabs = (OC + 3) / 4, nt = kernels_threads();
+    int tasks = 1;
+    if (nt > 1 && (double)T * OC * C >= 5e5) tasks = 4 * nt;
+    if (tasks > slabs / 4) tasks = slabs / 4 > 0 ? slabs / 4 : 1;   /* >= 16 rows of W a task */
+    thin_job j = {out, inp, weight, T, C, OC, (slabs + tasks - 1) / tasks};
+    tasks = (slabs + j.slabs_per_task - 1) / j.slabs_per_task;
+    kernels_parallel(tasks, thin_task, &j);
 }
 
 static int have_avx512(void) {
@@ -146,18 +154,12 @@ static int have_avx512(void) {
 /* out (T, OC); inp (T, C); weight (OC, C); bias (OC) or NULL */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int T, int C, int OC) {
-    if (T == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, weight, C, inp, 1, 0.0f, out, 1);
-    }
 #ifdef HAVE_AVX512_PATH
-    else if (T <= 32 && have_avx512()) {
-        matmul_thin(out, inp, weight, T, C, OC);
-    }
+    if (T <= MATMUL_STREAM_MAX_T && have_avx512()) matmul_thin(out, inp, weight, T, C, OC);
+    else
 #endif
-    else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C,
                     1.0f, inp, C, weight, C, 0.0f, out, OC);
-    }
     if (bias) {
         for (int t = 0; t < T; t++) {
             float *o = out + (size_t)t * OC;

@@ -13,6 +13,19 @@ void swiglu_forward(float *out, const float *gate, const float *up, int T, int F
     }
 }
 
+/* out (T, F); gu (T, 2F): gate then up in each row */
+void swiglu_forward_fused(float *out, const float *gu, int T, int F) {
+    for (int t = 0; t < T; t++) {
+        const float *gate = gu + (size_t)t * 2 * F, *up = gate + F;
+        float *o = out + (size_t)t * F;
+        for (int i = 0; i < F; i++) {
+            float g = gate[i];
+            float silu = g / (1.0f + expf(-g));
+            o[i] = silu * up[i];
+        }
+    }
+}
+
 /* dgate, dup (T, F) =; dout, gate, up (T, F). dgate may equal dout. */
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, int T, int F) {

@@ -1,10 +1,11 @@
 /* attention.cu: causal grouped-query attention of new tokens over the KV
  * cache, several sequences of different lengths in one launch.
  *
- * For row r = (b, t), head h, kv head g = h / (NH/NKV), n = P_b + t + 1 keys:
- *   s[j] = q[r,h] . k[seq_b, j, g] / sqrt(HS)     j < n   (fp32 from bf16 k)
+ * For row r, head h, kv head g = h / (NH/NKV), n = pos[r] + 1 keys of the
+ * row's cache slot z = slot[r]:
+ *   s[j] = q[r,h] . k[z, j, g] / sqrt(HS)         j < n   (fp32 from bf16 k)
  *   p = softmax(s)                                 (fp32, max subtracted)
- *   out[r,h] = bf16(sum_j p[j] v[seq_b, j, g])     (fp32 accumulation)
+ *   out[r,h] = bf16(sum_j p[j] v[z, j, g])         (fp32 accumulation)
  *
  * kernel1: one block of 128 threads per (h, r): grid (NH, R).
  *   1. q[r,h] into shared memory;
@@ -17,7 +18,7 @@
  * 48 KiB the launcher raises the kernel's limit (up to the device's opt-in
  * maximum, 227 KiB on H100: about 57,000 keys).
  * Work per block is O(n*HS); every (h, r) re-reads its sequence's keys, which
- * the NH/NKV heads of a group and the T rows of a sequence share through L2.
+ * the NH/NKV heads of a group and the rows of a sequence share through L2.
  * (A split-K, flash-decoding variant is the next step for long contexts.) */
 #include "kernels_cuda.h"
 
@@ -28,21 +29,21 @@ static size_t att_smem(int HS, int keys) {
     return (size_t)(HS + 32 + slices * HS + keys) * sizeof(float);
 }
 
-/* out (R, NH*HS); q (R, NH*HS); kc, vc (S, CAP, NKV*HS); past (B); seq (B) */
+/* out (R, NH*HS); q (R, NH*HS); kc, vc (S, CAP, NKV*HS); pos (R); slot (R) */
 __global__ void attention_forward_kernel1(floatX *out, const float *q, const floatX *kc,
-                                          const floatX *vc, const int *past, const int *seq,
-                                          int T, int NH, int NKV, int HS, int cap) {
+                                          const floatX *vc, const int *pos, const int *slot,
+                                          int NH, int NKV, int HS, int cap) {
     extern __shared__ float smem[];
-    int h = blockIdx.x, r = blockIdx.y, b = r / T, t = r % T;
+    int h = blockIdx.x, r = blockIdx.y;
     int g = h / (NH / NKV), KD = NKV * HS;
-    int n = past[b] + t + 1;
+    int n = pos[r] + 1;
     int pairs = HS / 2, slices = blockDim.x / pairs;
     float *qs = smem;                    /* (HS) */
     float *red = qs + HS;                /* (32) */
     float *part = red + 32;              /* (slices, HS) */
     float *att = part + slices * HS;     /* (n) */
-    const floatX *kbase = kc + (size_t)seq[b] * cap * KD + (size_t)g * HS;   /* key j at + j*KD */
-    const floatX *vbase = vc + (size_t)seq[b] * cap * KD + (size_t)g * HS;
+    const floatX *kbase = kc + (size_t)slot[r] * cap * KD + (size_t)g * HS;   /* key j at + j*KD */
+    const floatX *vbase = vc + (size_t)slot[r] * cap * KD + (size_t)g * HS;
     const float *qr = q + ((size_t)r * NH + h) * HS;
     for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = qr[i];
     __syncthreads();
@@ -108,8 +109,8 @@ int attention_max_keys(int HS, int *max_keys) {
 }
 
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
-                      const int *past, const int *seq, int B, int T, int NH, int NKV, int HS,
-                      int cap, int max_keys, cudaStream_t stream) {
+                      const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
+                      int max_keys, cudaStream_t stream) {
     if (HS % 8 || HS > 256 || NH % NKV)
         return cllm_error(CLLM_EUNSUP, "attention: head size %d / heads %d:%d not supported on CUDA",
                           HS, NH, NKV);
@@ -120,8 +121,8 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
                                                  (int)smem));
         if (rc) return rc;
     }
-    dim3 grid(NH, B * T);
-    attention_forward_kernel1<<<grid, ATT_THREADS, smem, stream>>>(out, q, kc, vc, past, seq, T, NH,
+    dim3 grid(NH, R);
+    attention_forward_kernel1<<<grid, ATT_THREADS, smem, stream>>>(out, q, kc, vc, pos, slot, NH,
                                                                    NKV, HS, cap);
     return CUDA_CHECK_LAUNCH();
 }

@@ -2,8 +2,9 @@
  * libcore/cuda_backend.h (the host side; the kernels are in the other files
  * of kernels/cuda/).
  *
- * One call, rows R = B*T (row r = b*T + t), everything on one stream:
- *   meta  tokens (R), past (B), seq (B)   host -> device, one copy
+ * One call, a ragged batch of R rows (each sequence's tokens back to back,
+ * forward.h), everything on one stream:
+ *   meta  tokens (R), pos (R), slot (R), lm rows (N)   host -> device, one copy
  *   x = E[tokens]                                          (R, C) fp32
  *   xn = RMSNorm(x) * attn_norm[0]                         (R, C) bf16
  *   per layer l:
@@ -14,8 +15,9 @@
  *     gu = xn [Wg; Wu]^T                                   (R, 2F) fp32
  *     h = silu(gate) * up                                  (R, F) bf16
  *     proj = h Wd^T;  x += proj;  xn = RMSNorm(x) * (next attn_norm | out_norm)
- *   the last layer's norm gathers the LM head's rows (t >= lm_from) only:
- *   logits = xn Wlm^T (B*n, V) fp32; argmax (B*n) -> host; logits -> host if asked
+ *   the last layer's norm gathers the LM head's N rows (t >= lm_from) only:
+ *   logits = xn Wlm^T (N, V) fp32; argmax (N) -> host; logits -> host if asked;
+ *   the host puts gathered row i back at its row lm[i]
  *   one stream synchronisation at the end.
  * Weights sit in one device allocation (256-byte aligned pieces), the
  * activations of a forward state in another.
@@ -60,17 +62,27 @@ struct cllm_cuda_state {
     void *mem;                     /* device activations, one allocation */
     float *x, *qkv, *q, *proj, *gu, *logits;
     floatX *xn, *ao, *h;
-    int *meta_d;                   /* (3, max_rows): tokens, past, seq */
+    int *meta_d;                   /* (4, max_rows): tokens, pos, slot, lm rows */
     int *argmax_d;                 /* (max_rows) compact LM-head rows */
     int *meta_h, *argmax_h;        /* pinned host mirrors */
 };
 
 /* ---- devices -------------------------------------------------------------- */
 
-extern "C" int cllm_cuda_device_count(int *n) {
+extern "C" int cllm_cuda_device_count(int *n, int *driver) {
     *n = 0;
+    *driver = 0;
     cudaError_t e = cudaGetDeviceCount(n);
-    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+    /* No libcuda at all: the runtime says the driver is insufficient (or, in
+     * some versions, that there is no device). */
+    if (e == cudaErrorInsufficientDriver) {
+        (void)cudaGetLastError();
+        *n = 0;
+        return 0;
+    }
+    int version = 0;
+    if (cudaDriverGetVersion(&version) == cudaSuccess && version > 0) *driver = 1;
+    if (e == cudaErrorNoDevice) {
         (void)cudaGetLastError();
         *n = 0;
         return 0;
@@ -289,6 +301,42 @@ extern "C" int cllm_cuda_kv_rollback(cllm_cuda_kv *kv, int seq, int len) {
     return 0;
 }
 
+extern "C" int cllm_cuda_kv_grow(cllm_cuda_kv *kv, int cap) {
+    if (cap <= kv->cap) return 0;
+    cllm_cuda_kv nk = *kv;
+    nk.cap = cap;
+    nk.k = nk.v = NULL;
+    size_t n = 0, KD = (size_t)kv->kv_dim;
+    if (cllm_mul_size((size_t)kv->n_layer * kv->n_seq, (size_t)cap, &n) ||
+        cllm_mul_size(n, KD * sizeof(floatX), &n))
+        return cllm_error(CLLM_ELIMIT, "CUDA KV cache too large (%d sequences of %d positions)", kv->n_seq, cap);
+    int rc;
+    if ((rc = CUDA_MALLOC(&nk.k, n, "the KV cache's keys")) || (rc = CUDA_MALLOC(&nk.v, n, "the KV cache's values")))
+        goto fail;
+    for (int l = 0; l < kv->n_layer; l++)
+        for (int sq = 0; sq < kv->n_seq; sq++) {
+            size_t from = ((size_t)l * kv->n_seq + sq) * kv->cap * KD;
+            size_t to = ((size_t)l * kv->n_seq + sq) * cap * KD;
+            size_t bytes = (size_t)kv->len[sq] * KD * sizeof(floatX);
+            if (!bytes) continue;
+            if ((rc = CUDA_CHECK(cudaMemcpy((floatX *)nk.k + to, (const floatX *)kv->k + from, bytes,
+                                            cudaMemcpyDeviceToDevice))) ||
+                (rc = CUDA_CHECK(cudaMemcpy((floatX *)nk.v + to, (const floatX *)kv->v + from, bytes,
+                                            cudaMemcpyDeviceToDevice))))
+                goto fail;
+        }
+    (void)cudaFree(kv->k);
+    (void)cudaFree(kv->v);
+    kv->k = nk.k;
+    kv->v = nk.v;
+    kv->cap = cap;
+    return 0;
+fail:
+    if (nk.k) (void)cudaFree(nk.k);
+    if (nk.v) (void)cudaFree(nk.v);
+    return rc;
+}
+
 /* ---- forward state -------------------------------------------------------- */
 
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
@@ -319,7 +367,7 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     s->gu = (float *)take(a, n * 2 * F * 4);
     s->h = (floatX *)take(a, n * F * 2);
     s->logits = (float *)take(a, n * V * 4);
-    s->meta_d = (int *)take(a, 3 * n * 4);
+    s->meta_d = (int *)take(a, 4 * n * 4);
     s->argmax_d = (int *)take(a, n * 4);
 }
 
@@ -343,7 +391,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         (rc = CUBLAS_CHECK(cublasCreate(&s->cublas))) ||
         (rc = CUBLAS_CHECK(cublasSetStream(s->cublas, s->stream))) ||
         (rc = CUDA_MALLOC(&s->mem, bytes, "the forward's activations")) ||
-        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, 3 * R * sizeof(int)))) ||
+        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, 4 * R * sizeof(int)))) ||
         (rc = CUDA_CHECK(cudaMallocHost((void **)&s->argmax_h, R * sizeof(int)))) ||
         (rc = CUDA_CHECK(cudaMallocHost((void **)&f->argmax, R * sizeof(int)))) ||
         (f->want_logits && (rc = CUDA_CHECK(cudaMallocHost((void **)&f->logits, R * V * sizeof(float)))))) {
@@ -353,115 +401,127 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     a.base = (char *)s->mem;
     a.off = 0;
     state_layout(s, dm, max_rows, &a);
-    memset(s->meta_h, 0, 3 * R * sizeof(int));
+    memset(s->meta_h, 0, 4 * R * sizeof(int));
     return 0;
 }
 
 /* ---- forward -------------------------------------------------------------- */
 
-static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, int T, int lm_from, int max_keys) {
+/* The launches of one call; meta_h holds tokens, pos, slot, lm rows. */
+static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
     const cllm_cuda_model *dm = f->m;
     const cllm_config *c = &dm->cfg;
     struct cllm_cuda_state *s = f->st;
     cudaStream_t st = s->stream;
     int C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim, F = c->d_ff;
-    int V = c->vocab, L = c->n_layer, R = B * T, n = T - lm_from, rc;
+    int V = c->vocab, L = c->n_layer, M = f->max_rows, rc;
     float eps = c->rms_eps;
-    const int *tok_d = s->meta_d, *past_d = s->meta_d + f->max_rows, *seq_d = s->meta_d + 2 * f->max_rows;
+    const int *tok_d = s->meta_d, *pos_d = s->meta_d + M, *slot_d = s->meta_d + 2 * M;
+    const int *lm_d = s->meta_d + 3 * M;
     size_t layer_elems = (size_t)kv->n_seq * kv->cap * kv->kv_dim;
 
-    if ((rc = CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 3 * (size_t)f->max_rows * sizeof(int),
+    if ((rc = CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 4 * (size_t)M * sizeof(int),
                                          cudaMemcpyHostToDevice, st))))
         return rc;
     if ((rc = embedding_forward(s->x, tok_d, dm->wte, R, C, st))) return rc;
-    if ((rc = rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, B, T, T, 0, C, eps, st))) return rc;
+    if ((rc = rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st))) return rc;
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
         floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
         floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
         if ((rc = matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, st)) ||
-            (rc = qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, past_d, seq_d, B, T,
-                                   NH, NKV, HS, c->rope_dim, kv->cap, st)) ||
-            (rc = attention_forward(s->ao, s->q, kc, vc, past_d, seq_d, B, T, NH, NKV, HS, kv->cap,
-                                    max_keys, st)) ||
+            (rc = qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH, NKV,
+                                   HS, c->rope_dim, kv->cap, st)) ||
+            (rc = attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
+                                    st)) ||
             (rc = matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, st)) ||
-            (rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, B, T, T, 0, C, eps, st)) ||
+            (rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st)) ||
             (rc = matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, st)) ||
             (rc = swiglu_forward(s->h, s->gu, R, F, st)) ||
             (rc = matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, st)))
             return rc;
         if (l + 1 < L)
-            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, B, T, T, 0,
-                                          C, eps, st);
-        else if (n > 0)
-            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, B, T, n, lm_from, C, eps, st);
+            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, NULL, R, C, eps,
+                                          st);
+        else if (N > 0)
+            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st);
         if (rc) return rc;
     }
-    if (n > 0) {
-        if ((rc = matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, B * n, C, V, st)) ||
-            (rc = argmax_forward(s->argmax_d, s->logits, B * n, V, st)) ||
-            (rc = CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)B * n * sizeof(int),
+    if (N > 0) {
+        if ((rc = matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, st)) ||
+            (rc = argmax_forward(s->argmax_d, s->logits, N, V, st)) ||
+            (rc = CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof(int),
                                              cudaMemcpyDeviceToHost, st))))
             return rc;
-        for (int b = 0; f->want_logits && b < B; b++)
-            if ((rc = CUDA_CHECK(cudaMemcpyAsync(f->logits + ((size_t)b * T + lm_from) * V,
-                                                 s->logits + (size_t)b * n * V, (size_t)n * V * sizeof(float),
-                                                 cudaMemcpyDeviceToHost, st))))
+        /* logits: one copy per run of consecutive rows (one run per sequence) */
+        const int *lm = s->meta_h + 3 * M;
+        for (int i = 0; f->want_logits && i < N;) {
+            int j = i + 1;
+            while (j < N && lm[j] == lm[j - 1] + 1) j++;
+            if ((rc = CUDA_CHECK(cudaMemcpyAsync(f->logits + (size_t)lm[i] * V, s->logits + (size_t)i * V,
+                                                 (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost,
+                                                 st))))
                 return rc;
+            i = j;
+        }
     }
     if ((rc = CUDA_CHECK(cudaStreamSynchronize(st)))) return rc;
-    for (int b = 0; b < B; b++)
-        memcpy(f->argmax + (size_t)b * T + lm_from, s->argmax_h + (size_t)b * n, (size_t)n * sizeof(int));
+    for (int i = 0; i < N; i++) f->argmax[s->meta_h[3 * M + i]] = s->argmax_h[i];
     return 0;
 }
 
-extern "C" int cllm_cuda_forward_batch(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs,
-                                       const int *pos, const int *tokens, int T, int lm_from) {
+extern "C" int cllm_cuda_forward_seqs(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const cllm_fwd_seq *sq, int B,
+                                      const int *tokens) {
     const cllm_config *c = &f->m->cfg;
-    int V = c->vocab;
-    if (B < 1 || T < 1 || (long long)B * T > f->max_rows)
-        return cllm_error(CLLM_EINVAL, "CUDA forward: %d sequences x %d tokens (at most %d rows)", B, T,
-                          f->max_rows);
+    int V = c->vocab, M = f->max_rows;
+    if (B < 1 || B > M) return cllm_error(CLLM_EINVAL, "CUDA forward: %d sequences in one call", B);
     if (kv->n_layer != c->n_layer || kv->kv_dim != f->m->KD)
         return cllm_error(CLLM_EINVAL, "CUDA forward: KV cache shape does not match the model");
-    if (lm_from < 0 || lm_from > T)
-        return cllm_error(CLLM_EINVAL, "CUDA forward: bad lm_from %d for %d tokens", lm_from, T);
+    long long rows = 0;
     int max_keys = 0;
     for (int b = 0; b < B; b++) {
-        int sq = seqs[b], p = pos[b];
-        if (sq < 0 || sq >= kv->n_seq)
-            return cllm_error(CLLM_EINVAL, "CUDA forward: no sequence %d in the KV cache", sq);
+        int z = sq[b].seq, p = sq[b].pos, T = sq[b].T;
+        if (T < 1 || T > M) return cllm_error(CLLM_EINVAL, "CUDA forward: %d tokens (1..%d allowed)", T, M);
+        rows += T;
+        if (z < 0 || z >= kv->n_seq)
+            return cllm_error(CLLM_EINVAL, "CUDA forward: no sequence %d in the KV cache", z);
         for (int b2 = 0; b2 < b; b2++)
-            if (seqs[b2] == sq)
-                return cllm_error(CLLM_EINVAL, "CUDA forward: sequence %d twice in one batch", sq);
-        if (p < 0 || p > kv->len[sq])
-            return cllm_error(CLLM_EINVAL, "CUDA forward: position %d beyond the cached %d", p, kv->len[sq]);
+            if (sq[b2].seq == z) return cllm_error(CLLM_EINVAL, "CUDA forward: sequence %d twice in one call", z);
+        if (p < 0 || p > kv->len[z])
+            return cllm_error(CLLM_EINVAL, "CUDA forward: position %d beyond the cached %d", p, kv->len[z]);
         if (p > kv->cap - T)
             return cllm_error(CLLM_ELIMIT, "CUDA forward: context of %d tokens exceeds the KV cache's %d",
                               p + T, kv->cap);
+        if (sq[b].lm_from < 0 || sq[b].lm_from > T)
+            return cllm_error(CLLM_EINVAL, "CUDA forward: bad lm_from %d for %d tokens", sq[b].lm_from, T);
         if (p + T > max_keys) max_keys = p + T;
     }
-    for (long long r = 0; r < (long long)B * T; r++)
+    if (rows > M) return cllm_error(CLLM_EINVAL, "CUDA forward: %lld rows in one call (at most %d)", rows, M);
+    for (long long r = 0; r < rows; r++)
         if (tokens[r] < 0 || tokens[r] >= V)
             return cllm_error(CLLM_EINVAL, "CUDA forward: token id %d out of range [0, %d)", tokens[r], V);
 
     struct cllm_cuda_state *s = f->st;
-    int R = B * T;
-    memcpy(s->meta_h, tokens, (size_t)R * sizeof(int));
+    int R = (int)rows, N = 0;
+    int *tok_h = s->meta_h, *pos_h = s->meta_h + M, *slot_h = s->meta_h + 2 * M, *lm_h = s->meta_h + 3 * M;
+    memcpy(tok_h, tokens, (size_t)R * sizeof(int));
+    for (int b = 0, r = 0; b < B; b++)
+        for (int t = 0; t < sq[b].T; t++, r++) {
+            pos_h[r] = sq[b].pos + t;
+            slot_h[r] = sq[b].seq;
+            if (t >= sq[b].lm_from) lm_h[N++] = r;
+        }
+    int rc = run_forward(f, kv, R, N, max_keys);
     for (int b = 0; b < B; b++) {
-        s->meta_h[f->max_rows + b] = pos[b];
-        s->meta_h[2 * f->max_rows + b] = seqs[b];
-    }
-    int rc = run_forward(f, kv, B, T, lm_from, max_keys);
-    for (int b = 0; b < B; b++) {
-        int sq = seqs[b];
-        if (!rc) kv->len[sq] = pos[b] + T;
-        else if (kv->len[sq] > pos[b]) kv->len[sq] = pos[b];  /* rows from pos on may be overwritten */
+        int z = sq[b].seq;
+        if (!rc) kv->len[z] = sq[b].pos + sq[b].T;
+        else if (kv->len[z] > sq[b].pos) kv->len[z] = sq[b].pos;  /* rows from pos on may be overwritten */
     }
     return rc;
 }
 
 extern "C" int cllm_cuda_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int seq, int pos, const int *tokens,
                                  int T, int lm_from) {
-    return cllm_cuda_forward_batch(f, kv, 1, &seq, &pos, tokens, T, lm_from);
+    cllm_fwd_seq s = {seq, pos, T, lm_from};
+    return cllm_cuda_forward_seqs(f, kv, &s, 1, tokens);
 }

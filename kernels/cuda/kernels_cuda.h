@@ -9,16 +9,19 @@
  * accumulation are fp32. The KV cache is bf16.
  *
  * Letters in shape comments (as kernels/kernels.h, plus):
- *   B    sequences in the call; each brings T new tokens
- *   R    rows of the call, R = B*T (row r = b*T + t)
+ *   R    rows of the call: a ragged batch, each sequence's new tokens back
+ *        to back (forward.h); a kernel never needs to know which sequence
+ *        a row belongs to beyond its cache slot and position
+ *   N    rows the LM head runs for (gathered, N <= R)
  *   QKV  NH*HS + 2*NKV*HS (q, k, v side by side in one row)
  *   KD   NKV*HS;  CAP positions per cached sequence;  S sequences in the cache
- * Per-call data that changes from step to step (token ids, past lengths,
- * cache slots) is read from device arrays, never passed by value, so a
- * captured CUDA graph of one (B, T) shape stays valid from step to step:
- *   past (B)  P_b, the position of sequence b's first new token; its new
- *             token t sits at position P_b + t and attends to keys 0..P_b+t
- *   seq  (B)  the cache slot (0..S-1) of sequence b
+ * Per-call data that changes from step to step (token ids, positions, cache
+ * slots, gathered rows) is read from device arrays, never passed by value, so
+ * a captured CUDA graph of one row layout stays valid from step to step:
+ *   pos  (R)  the position of row r in its sequence; it attends to keys
+ *             0..pos[r] of its slot
+ *   slot (R)  the cache slot (0..S-1) of row r's sequence
+ *   rows (N)  the rows gathered for the LM head
  */
 #ifndef CLLM_KERNELS_CUDA_H
 #define CLLM_KERNELS_CUDA_H
@@ -31,40 +34,39 @@ int embedding_forward(float *out, const int *tokens, const floatX *wte, int R, i
                       cudaStream_t stream);
 
 /* ---- rmsnorm.cu: xn = x * rsqrt(mean(x^2) + eps) * weight -------------- */
-/* Rows are gathered: output row r (of B*n) reads input row
- *   src(r) = (r / n) * T + from + r % n
- * (n = T, from = 0: every row in place; the LM head uses n = T - lm_from).
- * xn (B*n, C) bf16; x (B*T, C) fp32; weight (C) fp32 */
-int rmsnorm_forward(floatX *xn, const float *x, const float *weight, int B, int T, int n,
-                    int from, int C, float eps, cudaStream_t stream);
-/* Fused residual add: x[src] += proj[src], then xn[r] = RMSNorm(x[src]) * weight.
+/* Output row i (of n) reads input row src(i) = rows ? rows[i] : i (rows: the
+ * LM head's gather, NULL for every row in place).
+ * xn (n, C) bf16; x (R, C) fp32; rows (n) or NULL; weight (C) fp32 */
+int rmsnorm_forward(floatX *xn, const float *x, const float *weight, const int *rows, int n,
+                    int C, float eps, cudaStream_t stream);
+/* Fused residual add: x[src] += proj[src], then xn[i] = RMSNorm(x[src]) * weight.
  * Rows that are not gathered are left alone (after the last layer only the LM
- * head's rows matter). xn (B*n, C) bf16; x (B*T, C) fp32 in place; proj (B*T, C) fp32 */
+ * head's rows matter). xn (n, C) bf16; x (R, C) fp32 in place; proj (R, C) fp32 */
 int residual_rmsnorm_forward(floatX *xn, float *x, const float *proj, const float *weight,
-                             int B, int T, int n, int from, int C, float eps,
-                             cudaStream_t stream);
+                             const int *rows, int n, int C, float eps, cudaStream_t stream);
 
 /* ---- rope.cu: bias, RoPE and the KV-cache write after the QKV product --- */
 /* qkv (R, QKV) fp32, the output of xn Wqkv^T; bias (QKV) fp32 or NULL;
  * inv_freq (rope_dim/2) fp32, computed on the host exactly as the CPU's
  * rope_forward does (1 / powf(theta, (float)(2i) / (float)rope_dim)).
- * Writes q (R, NH, HS) fp32 rotated, and the rotated k and plain v of row
- * (b, t) into cache rows seq[b], P_b + t of kc, vc (S, CAP, KD) bf16 (one
- * layer's slice). HF half-split pairs (x[i], x[i + D/2]), angle (float)pos *
+ * Writes q (R, NH, HS) fp32 rotated, and the rotated k and plain v of row r
+ * into cache row (slot[r], pos[r]) of kc, vc (S, CAP, KD) bf16 (one layer's
+ * slice). HF half-split pairs (x[i], x[i + D/2]), angle (float)pos[r] *
  * inv_freq[i] in fp32, dims >= rope_dim pass through. */
 int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const float *bias,
-                     const float *inv_freq, const int *past, const int *seq, int B, int T,
-                     int NH, int NKV, int HS, int rope_dim, int cap, cudaStream_t stream);
+                     const float *inv_freq, const int *pos, const int *slot, int R, int NH,
+                     int NKV, int HS, int rope_dim, int cap, cudaStream_t stream);
 
 /* ---- attention.cu: causal GQA attention over the KV cache -------------- */
 /* out (R, NH, HS) bf16; q (R, NH, HS) fp32 after RoPE; kc, vc (S, CAP, KD)
- * bf16, one layer. Row (b, t), head h reads kv head h / (NH/NKV) of slot
- * seq[b], keys 0..P_b+t; scores scaled by 1/sqrt(HS), fp32 softmax with the
- * max subtracted. max_keys >= max_b P_b + T sizes the shared memory (one
- * float per key). Needs HS % 8 == 0 and HS <= 256. */
+ * bf16, one layer. Row r, head h reads kv head h / (NH/NKV) of slot slot[r],
+ * keys 0..pos[r]; scores scaled by 1/sqrt(HS), fp32 softmax with the max
+ * subtracted. max_keys >= max_r pos[r] + 1 sizes the shared memory (one
+ * float per key; a graph captures it, so pass a fixed bound such as CAP).
+ * Needs HS % 8 == 0 and HS <= 256. */
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
-                      const int *past, const int *seq, int B, int T, int NH, int NKV, int HS,
-                      int cap, int max_keys, cudaStream_t stream);
+                      const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
+                      int max_keys, cudaStream_t stream);
 /* Largest max_keys attention_forward accepts for head size HS on this device
  * (shared memory per block); 0 with an error recorded when it cannot ask. */
 int attention_max_keys(int HS, int *max_keys);

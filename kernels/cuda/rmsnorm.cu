@@ -2,20 +2,19 @@
  * matrix product, alone or fused with the residual add before it.
  *   x[src] += proj[src]          (residual_rmsnorm only)
  *   xn[r] = x[src] * rsqrt(mean(x[src]^2) + eps) * weight
- * with the row gather src(r) = (r / n) * T + from + r % n of kernels_cuda.h.
+ * with the row gather src(i) = rows ? rows[i] : i of kernels_cuda.h.
  * kernel1: one block per output row; the row's sum of squares is reduced in
  * fp32 (the CPU sums in double; the difference is far below bf16's). The
  * residual variant writes x back once, then re-reads it from its own writes
  * (same thread, same element: no barrier needed for that). */
 #include "kernels_cuda.h"
 
-/* xn (B*n, C); x (B*T, C); proj (B*T, C) or NULL; weight (C) */
+/* xn (n, C); x (R, C); proj (R, C) or NULL; weight (C); rows (n) or NULL */
 __global__ void rmsnorm_forward_kernel1(floatX *xn, float *x, const float *proj,
-                                        const float *weight, int T, int n, int from, int C,
-                                        float eps) {
+                                        const float *weight, const int *rows, int C, float eps) {
     __shared__ float red[32];
     int r = blockIdx.x;
-    size_t src = (size_t)(r / n) * T + from + r % n;
+    size_t src = rows ? (size_t)rows[r] : (size_t)r;
     float *xr = x + src * C;
     float ss = 0.0f;
     if (proj) {
@@ -34,17 +33,16 @@ __global__ void rmsnorm_forward_kernel1(floatX *xn, float *x, const float *proj,
     for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = __float2bfloat16((xr[i] * rs) * weight[i]);
 }
 
-int rmsnorm_forward(floatX *xn, const float *x, const float *weight, int B, int T, int n,
-                    int from, int C, float eps, cudaStream_t stream) {
+int rmsnorm_forward(floatX *xn, const float *x, const float *weight, const int *rows, int n,
+                    int C, float eps, cudaStream_t stream) {
     /* x is only read when proj is NULL */
-    rmsnorm_forward_kernel1<<<B * n, 256, 0, stream>>>(xn, const_cast<float *>(x), NULL, weight,
-                                                        T, n, from, C, eps);
+    rmsnorm_forward_kernel1<<<n, 256, 0, stream>>>(xn, const_cast<float *>(x), NULL, weight, rows,
+                                                    C, eps);
     return CUDA_CHECK_LAUNCH();
 }
 
 int residual_rmsnorm_forward(floatX *xn, float *x, const float *proj, const float *weight,
-                             int B, int T, int n, int from, int C, float eps,
-                             cudaStream_t stream) {
-    rmsnorm_forward_kernel1<<<B * n, 256, 0, stream>>>(xn, x, proj, weight, T, n, from, C, eps);
+                             const int *rows, int n, int C, float eps, cudaStream_t stream) {
+    rmsnorm_forward_kernel1<<<n, 256, 0, stream>>>(xn, x, proj, weight, rows, C, eps);
     return CUDA_CHECK_LAUNCH();
 }

@@ -1,10 +1,10 @@
-/* rope.cu: after the fused QKV product, per row (b, t):
+/* rope.cu: after the fused QKV product, per row r:
  *   z = qkv[r] + bias                                   (QKV) fp32
  *   q[r] = RoPE(z[0 : QD])                              -> q (R, NH, HS) fp32
- *   kc[seq[b], P_b + t] = bf16(RoPE(z[QD : QD + KD]))   -> cache (S, CAP, KD)
- *   vc[seq[b], P_b + t] = bf16(z[QD + KD : QKV])
+ *   kc[slot[r], pos[r]] = bf16(RoPE(z[QD : QD + KD]))   -> cache (S, CAP, KD)
+ *   vc[slot[r], pos[r]] = bf16(z[QD + KD : QKV])
  * RoPE is HF's half-split rotation of each head's first D = rope_dim dims,
- * pairs (x[i], x[i + D/2]) at angle (float)(P_b + t) * inv_freq[i], one fp32
+ * pairs (x[i], x[i + D/2]) at angle (float)pos[r] * inv_freq[i], one fp32
  * product as in kernels/cpu/rope.c (inv_freq is the host's table, so it is
  * bit-identical); cosf/sinf are CUDA's (<= 2 ulp, full range reduction).
  * kernel1: one block per row, one thread per output element; a rotated
@@ -13,17 +13,16 @@
 #include "kernels_cuda.h"
 
 /* q (R, NH*HS); kc, vc (S, CAP, KD); qkv (R, QKV); bias (QKV) or NULL;
- * inv_freq (rope_dim/2); past (B); seq (B) */
+ * inv_freq (rope_dim/2); pos (R); slot (R) */
 __global__ void qkv_rope_forward_kernel1(float *q, floatX *kc, floatX *vc, const float *qkv,
                                          const float *bias, const float *inv_freq,
-                                         const int *past, const int *seq, int T, int NH,
-                                         int NKV, int HS, int rope_dim, int cap) {
-    int r = blockIdx.x, b = r / T, t = r % T;
+                                         const int *pos, const int *slot, int NH, int NKV,
+                                         int HS, int rope_dim, int cap) {
+    int r = blockIdx.x;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, half = rope_dim / 2;
-    int P = past[b];
-    float p = (float)(P + t);
+    float p = (float)pos[r];
     const float *z = qkv + (size_t)r * QKV;
-    size_t crow = ((size_t)seq[b] * cap + P + t) * KD;
+    size_t crow = ((size_t)slot[r] * cap + pos[r]) * KD;
     for (int j = threadIdx.x; j < QKV; j += blockDim.x) {
         float v = z[j] + (bias ? bias[j] : 0.0f);
         if (j < QD + KD) {                       /* q or k: rotate */
@@ -47,9 +46,9 @@ __global__ void qkv_rope_forward_kernel1(float *q, floatX *kc, floatX *vc, const
 }
 
 int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const float *bias,
-                     const float *inv_freq, const int *past, const int *seq, int B, int T,
-                     int NH, int NKV, int HS, int rope_dim, int cap, cudaStream_t stream) {
-    qkv_rope_forward_kernel1<<<B * T, 256, 0, stream>>>(q, kc, vc, qkv, bias, inv_freq, past, seq,
-                                                        T, NH, NKV, HS, rope_dim, cap);
+                     const float *inv_freq, const int *pos, const int *slot, int R, int NH,
+                     int NKV, int HS, int rope_dim, int cap, cudaStream_t stream) {
+    qkv_rope_forward_kernel1<<<R, 256, 0, stream>>>(q, kc, vc, qkv, bias, inv_freq, pos, slot, NH,
+                                                    NKV, HS, rope_dim, cap);
     return CUDA_CHECK_LAUNCH();
 }

@@ -47,6 +47,15 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* B sequences of T tokens each through the ragged API. */
+static int cuda_rect(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs, const int *pos,
+                     const int *tokens, int T, int lm_from) {
+    cllm_fwd_seq s[64];
+    if (B > 64) return CLLM_EINVAL;
+    for (int b = 0; b < B; b++) s[b] = (cllm_fwd_seq){seqs[b], pos[b], T, lm_from};
+    return cllm_cuda_forward_seqs(f, kv, s, B, tokens);
+}
+
 /* Compare rows [from, T) of GPU and CPU logits; returns the worst relerr. */
 static double cmp_rows(const char *what, const float *gpu, const int *gam, const float *cpu,
                        const int *cam, int from, int T, int V, int *argmax_diff) {
@@ -115,7 +124,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         CHECK_OK(cllm_forward(&cf, &ck, 0, 0, tok + 5, 9, 9));
         int seqs[3] = {2, 0, 1}, pos[3] = {64, 9, 86}, bt[12];
         for (int i = 0; i < 12; i++) bt[i] = tok[100 + i];
-        CHECK_OK(cllm_cuda_forward_batch(&gf, &gk, 3, seqs, pos, bt, 4, 0));
+        CHECK_OK(cuda_rect(&gf, &gk, 3, seqs, pos, bt, 4, 0));
         for (int b = 0; b < 3; b++) {
             CHECK_OK(cllm_forward(&cf, &ck, seqs[b], pos[b], bt + 4 * b, 4, 0));
             CHECK_EQ_INT(cllm_cuda_kv_len(&gk, seqs[b]), pos[b] + 4);
@@ -133,7 +142,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         CHECK(cllm_cuda_forward(&gf, &gk, 7, 0, tok, 1, 0) == CLLM_EINVAL);
         CHECK(cllm_cuda_forward(&gf, &gk, 1, 0, tok, 65, 0) == CLLM_EINVAL);
         int s2[2] = {1, 1}, p2[2] = {0, 0};
-        CHECK(cllm_cuda_forward_batch(&gf, &gk, 2, s2, p2, tok, 2, 0) == CLLM_EINVAL);
+        CHECK(cuda_rect(&gf, &gk, 2, s2, p2, tok, 2, 0) == CLLM_EINVAL);
         CHECK_EQ_INT(cllm_cuda_kv_len(&gk, 1), len);
     }
     printf("%s: worst row relerr %.3g, %d argmax differences\n", name, worst, diff);
@@ -349,10 +358,10 @@ static void test_smollm2(int bench) {
                 pos[b] = 0;
                 for (int t = 0; t < 16; t++) bt[b * 16 + t] = ids[b % np][t % lens[b % np]];
             }
-            CHECK_OK(cllm_cuda_forward_batch(&bf, &bk, 64, seqs, pos, bt, 16, 0));
+            CHECK_OK(cuda_rect(&bf, &bk, 64, seqs, pos, bt, 16, 0));
             for (int b = 0; b < 64; b++) pos[b] = 16;
             t0 = now_s();
-            for (int i = 0; i < 20; i++) CHECK_OK(cllm_cuda_forward_batch(&bf, &bk, 64, seqs, pos, bt, 16, 0));
+            for (int i = 0; i < 20; i++) CHECK_OK(cuda_rect(&bf, &bk, 64, seqs, pos, bt, 16, 0));
             double t_b = (now_s() - t0) / 20;
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
@@ -378,7 +387,7 @@ out:
 
 int main(int argc, char **argv) {
     int bench = argc > 1 && !strcmp(argv[1], "--bench");
-    int n = 0, rc = cllm_cuda_device_count(&n);
+    int n = 0, driver = 0, rc = cllm_cuda_device_count(&n, &driver);
     if (rc || n < 1) {
         printf("skip: no CUDA device%s%s\n", rc ? ": " : "", rc ? cllm_errmsg() : "");
         return 0;
