@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
         { "help", no_argument, 0, 'h' },                { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
     };
-    cllm_cli_init(argv[0]);
+    cllm_cli_init(argv);
     cllm_bench_opts o;
     memset(&o, 0, sizeof o);
     cllm_decode_opts_init(&o.dec);

@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         { "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
         { "version", no_argument, 0, 'V' },      { 0, 0, 0, 0 },
     };
-    cllm_cli_init(argv[0]);
+    cllm_cli_init(argv);
     cllm_cat_opts o = { .mode = CLLM_CAT_STREAM, .level = 3, .head = -1,
                         .max_record = CLLM_STREAM_MAX_RECORD_DEFAULT, .argc = argc, .argv = argv };
     enum { MAX_TYPES = 64 };

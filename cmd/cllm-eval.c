@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
         { "quiet", no_argument, 0, 'q' },                   { "help", no_argument, 0, 'h' },
         { "version", no_argument, 0, 'V' },                 { 0, 0, 0, 0 },
     };
-    cllm_cli_init(argv[0]);
+    cllm_cli_init(argv);
     cllm_eval_opts o;
     memset(&o, 0, sizeof o);
     o.argc = argc;

@@ -112,7 +112,7 @@ int main(int argc, char **argv) {
         { "help", no_argument, 0, 'h' },                   { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
     };
-    cllm_cli_init(argv[0]);
+    cllm_cli_init(argv);
     cllm_train_opts o;
     cllm_train_opts_init(&o);
     o.argc = argc;

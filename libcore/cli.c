@@ -22,9 +22,12 @@ static void on_signal(int sig) {
     cllm_interrupted = sig;
 }
 
-void cllm_cli_init(const char *prog) {
-    const char *slash = strrchr(prog, '/');
-    prog_name = slash ? slash + 1 : prog;
+void cllm_cli_init(char **argv) {
+    const char *slash = strrchr(argv[0], '/');
+    prog_name = slash ? slash + 1 : argv[0];
+    /* getopt names argv[0] in its messages: make that the bare name too, so
+     * every diagnostic starts "cllm-cat:", however the program was invoked. */
+    argv[0] = (char *)prog_name;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

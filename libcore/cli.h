@@ -18,8 +18,10 @@ enum { CLLM_EXIT_OK = 0, CLLM_EXIT_FAIL = 1, CLLM_EXIT_USAGE = 2 };
 /* Set by the SIGINT/SIGTERM handler: the signal number, 0 while none came. */
 extern volatile sig_atomic_t cllm_interrupted;
 
-/* Remember the program name and install the signal handlers. */
-void cllm_cli_init(const char *prog);
+/* Remember the program name (argv[0]'s last component, which also replaces
+ * argv[0], so getopt's messages start with it) and install the signal
+ * handlers. */
+void cllm_cli_init(char **argv);
 const char *cllm_cli_prog(void);
 
 /* "prog: message\n" on stderr (stdout flushed first so data and errors keep

@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
         { "std", required_argument, 0, 'd' },    { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
-    cllm_cli_init(argv[0]);
+    cllm_cli_init(argv);
     const char *out = NULL, *from = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     long long V = 512, L = 2, C = 64, NH = 4, NKV = 2, F = 128, CTX = 1024, seed = 1;
     double std = 0.02;
