@@ -1,0 +1,645 @@
+/* cuda_train.cu: the device trainer of libcore/cuda_train.h: upload, the
+ * micro-batch (forward keeping activations, losses over chunks of loss rows,
+ * backward), gradient norm, AdamW, host copies. The kernels are in this
+ * directory (train_kernels.h); this file only allocates, checks arguments and
+ * launches, all on one stream, and synchronises once per API call.
+ *
+ * Layouts (R = B*T rows of the call, RM = max_B*max_T rows planned; a saved
+ * tensor of layer l starts at l*RM rows):
+ *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
+ *   xs  (L+1, RM, C) fp32  residual stream into each layer; xs[L] the last
+ *   xm  (L, RM, C) fp32    residual stream between attention and MLP
+ *   xn1, xn2 (L, RM, C) bf16  normed inputs of the attention and MLP blocks
+ *   rstd1, rstd2 (L, RM) fp32; xnf (RM, C) bf16, rstdf (RM) the final norm
+ *   qkv (L, RM, QKV) bf16  q, k after bias + RoPE, v after bias
+ *   ao  (L, RM, QD) bf16   attention output;  lse (L, RM, NH) fp32
+ *   gu  (L, RM, 2F) bf16   gate, up (pre-activation)
+ * Scratch (RM rows, reused by every layer): fa (RM, max(QKV, 2F, C)) fp32,
+ * fb (RM, max(QKV, C)) fp32, dx (RM, C) fp32, dxb (RM, C) bf16, h (RM, F)
+ * bf16, dgu (RM, 2F) bf16, bq (RM, QKV) bf16, Dsum (RM, NH) fp32; LM head:
+ * xg (N, C) bf16, dxg (N, C) fp32, logits (NC, V) fp32, dlogits (NC, V) bf16,
+ * losses (N, 2), the row descriptors (N each), teacher (S, V) fp32.
+ *
+ * Forward, per layer (fusions: the residual add and the next RMSNorm are one
+ * kernel; q, k, v are one product when their weights are adjacent in params,
+ * i.e. without q/k/v biases; gate and up are always one product, written as
+ * bf16 by cuBLAS):
+ *   [xs[l] -> xn1, rstd1]  xn1 Wqkv^T -> fa;  bias+RoPE fa -> qkv;  attention -> ao, lse
+ *   ao Wo^T -> fa;  xm = xs[l] + fa, xn2 = norm(xm);  xn2 Wgu^T -> gu;  h = swiglu(gu)
+ *   h Wdown^T -> fa;  xs[l+1] = xm + fa, xn1' = norm(xs[l+1]) (the next layer's or the final norm)
+ * LM head: gather the loss rows of xnf, then per chunk of NC rows: logits,
+ * loss + dlogits, dxg = dlogits Wlm, dWlm += dlogits^T xg.
+ * Backward, per layer, last first, dx = d xs[l+1] (fp32) with its bf16 copy dxb:
+ *   h again from gu;  dWdown += dxb^T h;  dh = dxb Wdown -> fa;  dgu = swiglu'(fa)
+ *   dWgu += dgu^T xn2;  dxn = dgu Wgu -> fb;  dx += norm'(fb) (dxb refreshed)
+ *   dWo += dxb^T ao;  dao = dxb Wo -> bq (bf16);  attention' -> fa = [dq, dk, dv]
+ *   RoPE'(fa) -> bq (bf16), fb (fp32, for bias grads);  dWqkv += bq^T xn1;
+ *   dxn = bq Wqkv -> fb;  dx += norm'(fb)
+ * then the embedding's scatter-add (the LM head's when tied: same tensor). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train_kernels.h"
+
+extern "C" {
+#include "cuda_train.h"
+}
+
+using namespace cllm_train;
+
+namespace {
+
+struct layer_off {
+    size_t attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w_gate, w_up, w_down;
+};
+
+}  // namespace
+
+struct cllm_cuda_train {
+    cllm_config cfg;
+    size_t n_params;
+    size_t off_emb, off_norm, off_lm;
+    layer_off *lay;            /* host (L) */
+    int qkv_adjacent;          /* wq, wk, wv adjacent in params, every layer */
+    int maxB, maxT, RM, max_rows, S, NC;
+    size_t bytes;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    /* parameters, gradients, optimizer */
+    float *p, *g, *m, *v;
+    floatX *pb;
+    unsigned char *no_decay;
+    double beta1, beta2, eps, wd;
+    int64_t step;
+    float *inv_freq;
+    double *dnorm;
+    /* activations */
+    float *xs, *xm, *rstd1, *rstd2, *rstdf, *lse;
+    floatX *xn1, *xn2, *xnf, *qkv, *ao, *gu;
+    /* scratch */
+    float *fa, *fb, *dx, *Dsum;
+    floatX *dxb, *h, *dgu, *bq;
+    int *tok, *lens;
+    /* LM head */
+    floatX *xg, *dlogits;
+    float *dxg, *logits, *losses, *teacher;
+    int *r_row, *r_target, *r_teacher, *r_save;
+    float *r_ce, *r_soft;
+    /* host staging */
+    int *h_tok, *h_ints;       /* (RM), (4 * max_rows) */
+    float *h_floats;           /* (2 * max_rows) as scales, then (2 * max_rows) losses */
+    unsigned char *h_mark;     /* (max(RM, S)) */
+};
+
+#define TRY(x) do { if ((rc = (x))) return rc; } while (0)
+
+static int dalloc(cllm_cuda_train *t, void **p, size_t n1, size_t n2, size_t elem, const char *what) {
+    size_t n;
+    *p = NULL;
+    if (cllm_mul_size(n1, n2, &n) || cllm_mul_size(n, elem, &n))
+        return cllm_error(CLLM_ELIMIT, "CUDA training: %s: size overflows (%zu x %zu x %zu)", what,
+                          n1, n2, elem);
+    int rc = CUDA_MALLOC(p, n ? n : 1, what);
+    if (!rc) t->bytes += n;
+    return rc;
+}
+
+int cllm_cuda_train_devices(int *n) {
+    *n = 0;
+    int c = 0;
+    cudaError_t e = cudaGetDeviceCount(&c);
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    int rc = CUDA_CHECK(e);
+    if (rc) return rc;
+    *n = c;
+    return 0;
+}
+
+void cllm_cuda_train_free(cllm_cuda_train *t) {
+    if (!t) return;
+    void *dev[] = {t->p, t->g, t->m, t->v, t->pb, t->no_decay, t->inv_freq, t->dnorm, t->xs, t->xm,
+                   t->rstd1, t->rstd2, t->rstdf, t->lse, t->xn1, t->xn2, t->xnf, t->qkv, t->ao,
+                   t->gu, t->fa, t->fb, t->dx, t->Dsum, t->dxb, t->h, t->dgu, t->bq, t->tok,
+                   t->lens, t->xg, t->dlogits, t->dxg, t->logits, t->losses, t->teacher, t->r_row,
+                   t->r_target, t->r_teacher, t->r_save, t->r_ce, t->r_soft};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i]) (void)cudaFree(dev[i]);   /* nothing to report from a free */
+    if (t->blas) (void)cublasDestroy(t->blas);
+    if (t->stream) (void)cudaStreamDestroy(t->stream);
+    free(t->lay);
+    free(t->h_tok);
+    free(t->h_ints);
+    free(t->h_floats);
+    free(t->h_mark);
+    free(t);
+}
+
+size_t cllm_cuda_train_bytes(const cllm_cuda_train *t) { return t->bytes; }
+const cllm_config *cllm_cuda_train_config(const cllm_cuda_train *t) { return &t->cfg; }
+
+static size_t off_of(const cllm_model *m, const float *w) { return w ? (size_t)(w - m->params) : 0; }
+
+static int sync(cllm_cuda_train *t) { return CUDA_CHECK(cudaStreamSynchronize(t->stream)); }
+
+static int upload_all(cllm_cuda_train *t, const float *params) {
+    int rc;
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->p, params, t->n_params * sizeof(float),
+                                   cudaMemcpyHostToDevice, t->stream)));
+    TRY(cast_bf16(t->pb, t->p, t->n_params, t->stream));
+    return sync(t);
+}
+
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda_train_opts *o) {
+    const cllm_config *c = &mod->cfg;
+    int rc;
+    size_t L = c->n_layer, C = c->d_model, NH = c->n_head, HS = c->head_dim, F = c->d_ff;
+    size_t V = c->vocab, QD = NH * HS, KD = (size_t)c->n_head_kv * HS, QKV = QD + 2 * KD;
+    size_t RM = (size_t)t->RM, N = (size_t)t->max_rows;
+
+    t->lay = (layer_off *)calloc(L, sizeof *t->lay);
+    t->h_tok = (int *)malloc(RM * sizeof(int));
+    t->h_ints = (int *)malloc(4 * N * sizeof(int));
+    t->h_floats = (float *)malloc(4 * N * sizeof(float));
+    t->h_mark = (unsigned char *)malloc(RM > (size_t)t->S ? RM : (size_t)t->S + 1);
+    if (!t->lay || !t->h_tok || !t->h_ints || !t->h_floats || !t->h_mark)
+        return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
+    t->off_emb = off_of(mod, mod->tok_emb);
+    t->off_norm = off_of(mod, mod->out_norm);
+    t->off_lm = off_of(mod, mod->lm_head);
+    t->qkv_adjacent = 1;
+    for (size_t l = 0; l < L; l++) {
+        const cllm_layer_weights *w = &mod->layers[l];
+        layer_off *lo = &t->lay[l];
+        lo->attn_norm = off_of(mod, w->attn_norm);
+        lo->wq = off_of(mod, w->wq);
+        lo->wk = off_of(mod, w->wk);
+        lo->wv = off_of(mod, w->wv);
+        lo->bq = off_of(mod, w->bq);
+        lo->bk = off_of(mod, w->bk);
+        lo->bv = off_of(mod, w->bv);
+        lo->wo = off_of(mod, w->wo);
+        lo->ffn_norm = off_of(mod, w->ffn_norm);
+        lo->w_gate = off_of(mod, w->w_gate);
+        lo->w_up = off_of(mod, w->w_up);
+        lo->w_down = off_of(mod, w->w_down);
+        if (lo->wk != lo->wq + QD * C || lo->wv != lo->wk + KD * C) t->qkv_adjacent = 0;
+        if (lo->w_up != lo->w_gate + F * C)
+            return cllm_error(CLLM_EUNSUP, "CUDA training: gate and up weights are not adjacent");
+    }
+
+    TRY(CUDA_CHECK(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking)));
+    TRY(CUBLAS_CHECK(cublasCreate(&t->blas)));
+    TRY(CUBLAS_CHECK(cublasSetStream(t->blas, t->stream)));
+
+    size_t np = t->n_params;
+#define A(ptr, n1, n2, what) TRY(dalloc(t, (void **)&t->ptr, (n1), (n2), sizeof(*t->ptr), what))
+    A(p, np, 1, "master weights");
+    A(pb, np, 1, "bf16 weights");
+    A(g, np, 1, "gradients");
+    A(m, np, 1, "AdamW first moments");
+    A(v, np, 1, "AdamW second moments");
+    A(inv_freq, c->rope_dim / 2, 1, "RoPE table");
+    A(dnorm, 1, 1, "gradient norm");
+    A(xs, (L + 1) * RM, C, "activations (residual stream)");
+    A(xm, L * RM, C, "activations (mid residual)");
+    A(xn1, L * RM, C, "activations (attention norm)");
+    A(xn2, L * RM, C, "activations (MLP norm)");
+    A(rstd1, L, RM, "activations (rstd)");
+    A(rstd2, L, RM, "activations (rstd)");
+    A(xnf, RM, C, "activations (final norm)");
+    A(rstdf, RM, 1, "activations (final rstd)");
+    A(qkv, L * RM, QKV, "activations (q, k, v)");
+    A(ao, L * RM, QD, "activations (attention output)");
+    A(lse, L * RM, NH, "activations (attention log-sum-exp)");
+    A(gu, L * RM, 2 * F, "activations (gate, up)");
+    A(fa, RM, max3(QKV, 2 * F, C), "scratch");
+    A(fb, RM, QKV > C ? QKV : C, "scratch");
+    A(dx, RM, C, "residual gradient");
+    A(dxb, RM, C, "residual gradient (bf16)");
+    A(h, RM, F, "scratch (SwiGLU)");
+    A(dgu, RM, 2 * F, "scratch (gate/up gradient)");
+    A(bq, RM, QKV, "scratch (q/k/v gradient)");
+    A(Dsum, RM, NH, "scratch (attention)");
+    A(tok, RM, 1, "token ids");
+    A(lens, t->maxB, 1, "lengths");
+    A(xg, N, C, "loss rows");
+    A(dxg, N, C, "loss rows' gradient");
+    A(logits, t->NC, V, "logits chunk");
+    A(dlogits, t->NC, V, "logits gradient chunk");
+    A(losses, N, 2, "row losses");
+    A(teacher, t->S > 0 ? t->S : 1, V, "teacher logits");
+    A(r_row, N, 1, "loss rows");
+    A(r_target, N, 1, "loss rows");
+    A(r_teacher, N, 1, "loss rows");
+    A(r_save, N, 1, "loss rows");
+    A(r_ce, N, 1, "loss rows");
+    A(r_soft, N, 1, "loss rows");
+#undef A
+
+    /* the RoPE table exactly as kernels/cpu/rope.c computes it */
+    float *inv = (float *)malloc((size_t)(c->rope_dim / 2) * sizeof(float));
+    if (!inv) return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
+    for (int i = 0; i < c->rope_dim / 2; i++)
+        inv[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->rope_dim);
+    rc = CUDA_CHECK(cudaMemcpy(t->inv_freq, inv, (size_t)(c->rope_dim / 2) * sizeof(float),
+                               cudaMemcpyHostToDevice));
+    free(inv);
+    if (rc) return rc;
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->g, 0, np * sizeof(float), t->stream)));
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->m, 0, np * sizeof(float), t->stream)));
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->v, 0, np * sizeof(float), t->stream)));
+    return upload_all(t, mod->params);
+}
+
+int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_cuda_train_opts *o) {
+    *out = NULL;
+    const cllm_config *c = &m->cfg;
+    if (!o || o->max_B < 1 || o->max_T < 1 || o->max_rows < 0 || o->teacher_rows < 0 ||
+        o->chunk_rows < 0)
+        return cllm_error(CLLM_EINVAL, "CUDA training: bad sizes");
+    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->head_dim < 1 ||
+        c->head_dim > 256 || c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2)
+        return cllm_error(CLLM_EUNSUP, "CUDA training: unsupported head layout (%d heads, %d kv "
+                          "heads, head size %d (<= 256), rope dims %d)", c->n_head, c->n_head_kv,
+                          c->head_dim, c->rope_dim);
+    size_t RM;
+    if (cllm_mul_size((size_t)o->max_B, (size_t)o->max_T, &RM) || RM > ((size_t)1 << 30))
+        return cllm_error(CLLM_ELIMIT, "CUDA training: %d x %d rows is too many", o->max_B, o->max_T);
+    int ndev = 0, rc = cllm_cuda_train_devices(&ndev);
+    if (rc) return rc;
+    if (ndev < 1) return cllm_error(CLLM_EUNSUP, "CUDA training: no CUDA device");
+    cllm_cuda_train *t = (cllm_cuda_train *)calloc(1, sizeof *t);
+    if (!t) return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
+    t->cfg = *c;
+    t->n_params = m->n_params;
+    t->maxB = o->max_B;
+    t->maxT = o->max_T;
+    t->RM = (int)RM;
+    t->max_rows = o->max_rows ? o->max_rows : (int)RM;
+    if (t->max_rows > (int)RM) t->max_rows = (int)RM;
+    t->S = o->teacher_rows;
+    size_t nc = o->chunk_rows ? (size_t)o->chunk_rows : ((size_t)256 << 20) / ((size_t)c->vocab * 4);
+    if (nc < 1) nc = 1;
+    if (nc > (size_t)t->max_rows) nc = (size_t)t->max_rows;
+    t->NC = (int)nc;
+    t->beta1 = 0.9;
+    t->beta2 = 0.999;
+    t->eps = 1e-8;
+    t->wd = 0.0;
+    rc = init_inner(t, m, o);
+    if (rc) {
+        cllm_cuda_train_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+int cllm_cuda_train_zero_grad(cllm_cuda_train *t) {
+    int rc;
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->g, 0, t->n_params * sizeof(float), t->stream)));
+    return sync(t);
+}
+
+/* ---- the micro-batch ------------------------------------------------------ */
+
+static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
+                       const cllm_cuda_loss_row *rows, int n_rows, double eps) {
+    int V = t->cfg.vocab;
+    if (B < 1 || T < 1 || B > t->maxB || T > t->maxT)
+        return cllm_error(CLLM_EINVAL, "CUDA training: batch %d x %d exceeds the planned %d x %d",
+                          B, T, t->maxB, t->maxT);
+    if (n_rows < 0 || n_rows > t->max_rows)
+        return cllm_error(CLLM_EINVAL, "CUDA training: %d loss rows (at most %d planned)", n_rows,
+                          t->max_rows);
+    if (!(eps >= 0 && eps < 1))
+        return cllm_error(CLLM_EINVAL, "CUDA training: label smoothing %g outside [0, 1)", eps);
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1 || lens[b] > T)
+            return cllm_error(CLLM_EINVAL, "CUDA training: sequence %d has length %d (1..%d allowed)",
+                              b, lens[b], T);
+        for (int i = 0; i < lens[b]; i++) {
+            int id = tokens[(size_t)b * T + i];
+            if (id < 0 || id >= V)
+                return cllm_error(CLLM_EINVAL, "CUDA training: token id %d out of range [0, %d)", id, V);
+        }
+    }
+    size_t R = (size_t)B * T;
+    memset(t->h_mark, 0, R > (size_t)t->S ? R : (size_t)t->S + 1);
+    for (int i = 0; i < n_rows; i++) {
+        const cllm_cuda_loss_row *r = &rows[i];
+        if (r->row < 0 || (size_t)r->row >= R || r->row % T >= lens[r->row / T])
+            return cllm_error(CLLM_EINVAL, "CUDA training: loss row %d is not a real row", r->row);
+        if (t->h_mark[r->row])
+            return cllm_error(CLLM_EINVAL, "CUDA training: loss row %d named twice", r->row);
+        t->h_mark[r->row] = 1;
+        if (r->target < -1 || r->target >= V)
+            return cllm_error(CLLM_EINVAL, "CUDA training: target %d outside the vocabulary (%d)",
+                              r->target, V);
+        if (r->teacher < -1 || r->teacher >= t->S || r->save < -1 || r->save >= t->S)
+            return cllm_error(CLLM_EINVAL, "CUDA training: teacher slot %d / save slot %d outside "
+                              "[0, %d)", r->teacher, r->save, t->S);
+    }
+    /* a slot read and saved in the same call would race */
+    memset(t->h_mark, 0, (size_t)t->S + 1);
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].save >= 0) {
+            if (t->h_mark[rows[i].save])
+                return cllm_error(CLLM_EINVAL, "CUDA training: teacher slot %d saved twice", rows[i].save);
+            t->h_mark[rows[i].save] = 1;
+        }
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].teacher >= 0 && t->h_mark[rows[i].teacher])
+            return cllm_error(CLLM_EINVAL, "CUDA training: teacher slot %d is read and saved in "
+                              "one call", rows[i].teacher);
+    return 0;
+}
+
+static int forward(cllm_cuda_train *t, int B, int T) {
+    const cllm_config *c = &t->cfg;
+    int rc, L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
+    int F = c->d_ff, QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, R = B * T;
+    size_t RM = (size_t)t->RM;
+    cudaStream_t s = t->stream;
+    float eps = c->rms_eps;
+
+    TRY(embedding_forward(t->xs, t->tok, t->p + t->off_emb, R, C, s));
+    TRY(rmsnorm_forward(t->xn1, t->rstd1, NULL, t->xs, NULL, t->p + t->lay[0].attn_norm, R, C, eps, s));
+    for (int l = 0; l < L; l++) {
+        const layer_off *w = &t->lay[l];
+        float *xm = t->xm + l * RM * C, *xo = t->xs + (l + 1) * RM * C;
+        floatX *xn1 = t->xn1 + l * RM * C, *xn2 = t->xn2 + l * RM * C;
+        floatX *qkv = t->qkv + l * RM * QKV, *ao = t->ao + l * RM * QD, *gu = t->gu + l * RM * 2 * F;
+        float *lse = t->lse + l * RM * NH;
+        /* attention block */
+        if (t->qkv_adjacent) {
+            TRY(matmul_forward(t->blas, t->fa, 0, QKV, xn1, t->pb + w->wq, R, C, QKV, s));
+        } else {
+            TRY(matmul_forward(t->blas, t->fa, 0, QKV, xn1, t->pb + w->wq, R, C, QD, s));
+            TRY(matmul_forward(t->blas, t->fa + QD, 0, QKV, xn1, t->pb + w->wk, R, C, KD, s));
+            TRY(matmul_forward(t->blas, t->fa + QD + KD, 0, QKV, xn1, t->pb + w->wv, R, C, KD, s));
+        }
+        int bias = c->qkv_bias;
+        TRY(rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
+                         bias ? t->p + w->bv : NULL, t->inv_freq, R, T, NH, NKV, HS, c->rope_dim, s));
+        TRY(attention_forward(ao, lse, qkv, t->lens, B, T, NH, NKV, HS, s));
+        TRY(matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
+        TRY(rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
+                            t->p + w->ffn_norm, R, C, eps, s));
+        /* MLP block */
+        TRY(matmul_forward(t->blas, gu, 1, 2 * F, xn2, t->pb + w->w_gate, R, C, 2 * F, s));
+        TRY(swiglu_forward(t->h, gu, R, F, s));
+        TRY(matmul_forward(t->blas, t->fa, 0, C, t->h, t->pb + w->w_down, R, F, C, s));
+        if (l + 1 < L)
+            TRY(rmsnorm_forward(t->xn1 + (l + 1) * RM * C, t->rstd1 + (l + 1) * RM, xo, xm, t->fa,
+                                t->p + t->lay[l + 1].attn_norm, R, C, eps, s));
+        else
+            TRY(rmsnorm_forward(t->xnf, t->rstdf, xo, xm, t->fa, t->p + t->off_norm, R, C, eps, s));
+    }
+    return 0;
+}
+
+/* LM head and losses over chunks of loss rows; with backward, the LM head's
+ * gradients and dxg. */
+static int head(cllm_cuda_train *t, int N, float eps, int backward) {
+    const cllm_config *c = &t->cfg;
+    int rc, C = c->d_model, V = c->vocab;
+    cudaStream_t s = t->stream;
+    TRY(rows_gather(t->xg, t->xnf, t->r_row, N, C, s));
+    for (int i0 = 0; i0 < N; i0 += t->NC) {
+        int nc = N - i0 < t->NC ? N - i0 : t->NC;
+        const floatX *xg = t->xg + (size_t)i0 * C;
+        TRY(matmul_forward(t->blas, t->logits, 0, V, xg, t->pb + t->off_lm, nc, C, V, s));
+        TRY(loss_forward_backward(backward ? t->dlogits : NULL, t->losses, t->teacher, t->logits,
+                                  t->r_target, t->r_ce, t->r_teacher, t->r_soft, t->r_save, eps,
+                                  i0, nc, V, s));
+        if (backward) {
+            TRY(matmul_backward_dinp(t->blas, t->dxg + (size_t)i0 * C, 0, 0.0f, t->dlogits, V,
+                                     t->pb + t->off_lm, nc, C, V, s));
+            TRY(matmul_backward_dweight(t->blas, t->g + t->off_lm, t->dlogits, V, xg, nc, C, V, s));
+        }
+    }
+    return 0;
+}
+
+static int backward(cllm_cuda_train *t, int B, int T, int N) {
+    const cllm_config *c = &t->cfg;
+    int rc, L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
+    int F = c->d_ff, QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, R = B * T;
+    size_t RM = (size_t)t->RM;
+    cudaStream_t s = t->stream;
+    float *g = t->g;
+
+    /* final norm: dxnf (fb) is dxg at the loss rows, 0 elsewhere */
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->fb, 0, (size_t)R * C * sizeof(float), s)));
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->dx, 0, (size_t)R * C * sizeof(float), s)));
+    TRY(rows_scatter(t->fb, t->dxg, t->r_row, N, C, s));
+    TRY(rmsnorm_backward(t->dx, t->dxb, g + t->off_norm, t->fb, t->xs + (size_t)L * RM * C,
+                         t->p + t->off_norm, t->rstdf, R, C, s));
+    for (int l = L - 1; l >= 0; l--) {
+        const layer_off *w = &t->lay[l];
+        const float *x = t->xs + l * RM * C, *xm = t->xm + l * RM * C;
+        const floatX *xn1 = t->xn1 + l * RM * C, *xn2 = t->xn2 + l * RM * C;
+        const floatX *qkv = t->qkv + l * RM * QKV, *ao = t->ao + l * RM * QD;
+        const floatX *gu = t->gu + l * RM * 2 * F;
+        const float *lse = t->lse + l * RM * NH;
+
+        /* MLP block */
+        TRY(swiglu_forward(t->h, gu, R, F, s));
+        TRY(matmul_backward_dweight(t->blas, g + w->w_down, t->dxb, C, t->h, R, F, C, s));
+        TRY(matmul_backward_dinp(t->blas, t->fa, 0, 0.0f, t->dxb, C, t->pb + w->w_down, R, F, C, s));
+        TRY(swiglu_backward(t->dgu, t->fa, gu, R, F, s));
+        TRY(matmul_backward_dweight(t->blas, g + w->w_gate, t->dgu, 2 * F, xn2, R, C, 2 * F, s));
+        TRY(matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->dgu, 2 * F, t->pb + w->w_gate, R, C,
+                                 2 * F, s));
+        TRY(rmsnorm_backward(t->dx, t->dxb, g + w->ffn_norm, t->fb, xm, t->p + w->ffn_norm,
+                             t->rstd2 + l * RM, R, C, s));
+
+        /* attention block */
+        TRY(matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
+        TRY(matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
+        TRY(attention_backward(t->fa, t->Dsum, t->bq, qkv, lse, t->lens, B, T, NH, NKV, HS, s));
+        int bias = c->qkv_bias;
+        TRY(rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, R, T, NH, NKV, HS,
+                          c->rope_dim, s));
+        if (bias) {
+            TRY(bias_backward(g + w->bq, t->fb, QKV, R, QD, s));
+            TRY(bias_backward(g + w->bk, t->fb + QD, QKV, R, KD, s));
+            TRY(bias_backward(g + w->bv, t->fb + QD + KD, QKV, R, KD, s));
+        }
+        if (t->qkv_adjacent) {
+            TRY(matmul_backward_dweight(t->blas, g + w->wq, t->bq, QKV, xn1, R, C, QKV, s));
+            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QKV, s));
+        } else {
+            TRY(matmul_backward_dweight(t->blas, g + w->wq, t->bq, QKV, xn1, R, C, QD, s));
+            TRY(matmul_backward_dweight(t->blas, g + w->wk, t->bq + QD, QKV, xn1, R, C, KD, s));
+            TRY(matmul_backward_dweight(t->blas, g + w->wv, t->bq + QD + KD, QKV, xn1, R, C, KD, s));
+            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QD, s));
+            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD, QKV, t->pb + w->wk, R, C,
+                                     KD, s));
+            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD + KD, QKV, t->pb + w->wv,
+                                     R, C, KD, s));
+        }
+        TRY(rmsnorm_backward(t->dx, l > 0 ? t->dxb : NULL, g + w->attn_norm, t->fb, x,
+                             t->p + w->attn_norm, t->rstd1 + l * RM, R, C, s));
+    }
+    return embedding_backward(g + t->off_emb, t->dx, t->tok, R, C, s);
+}
+
+int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
+                          const cllm_cuda_loss_row *rows, int n_rows, double eps, int do_backward,
+                          double *ce_loss, double *soft_loss) {
+    int rc = check_micro(t, tokens, lens, B, T, rows, n_rows, eps);
+    if (rc) return rc;
+    if (ce_loss) *ce_loss = 0;
+    if (soft_loss) *soft_loss = 0;
+    if (n_rows == 0) return 0;   /* no loss: no logits, no gradient */
+    cudaStream_t s = t->stream;
+    size_t R = (size_t)B * T, N = (size_t)n_rows;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++)
+            t->h_tok[(size_t)b * T + i] = i < lens[b] ? tokens[(size_t)b * T + i] : -1;
+    int *hr = t->h_ints, *ht = hr + N, *hte = ht + N, *hs = hte + N;
+    float *hce = t->h_floats, *hso = hce + N;
+    for (size_t i = 0; i < N; i++) {
+        hr[i] = rows[i].row;
+        ht[i] = rows[i].target;
+        hte[i] = rows[i].teacher;
+        hs[i] = rows[i].save;
+        hce[i] = rows[i].ce_scale;
+        hso[i] = rows[i].soft_scale;
+    }
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->tok, t->h_tok, R * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->lens, lens, (size_t)B * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_row, hr, N * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_target, ht, N * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_teacher, hte, N * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_save, hs, N * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_ce, hce, N * sizeof(float), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_soft, hso, N * sizeof(float), cudaMemcpyHostToDevice, s)));
+    /* the pageable copies above are staged before they return, but the
+     * staging arrays are rewritten by the next call: synchronise first */
+    TRY(sync(t));
+
+    TRY(forward(t, B, T));
+    TRY(head(t, n_rows, (float)eps, do_backward));
+    if (do_backward) TRY(backward(t, B, T, n_rows));
+    float *hl = t->h_floats + 2 * N;   /* (N, 2) losses */
+    TRY(CUDA_CHECK(cudaMemcpyAsync(hl, t->losses, 2 * N * sizeof(float), cudaMemcpyDeviceToHost, s)));
+    TRY(sync(t));
+    double ce = 0, soft = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (rows[i].target >= 0) ce += (double)rows[i].ce_scale * hl[2 * i];
+        if (rows[i].teacher >= 0) soft += (double)rows[i].soft_scale * hl[2 * i + 1];
+    }
+    if (ce_loss) *ce_loss = ce;
+    if (soft_loss) *soft_loss = soft;
+    return 0;
+}
+
+/* ---- optimizer ------------------------------------------------------------ */
+
+int cllm_cuda_train_grad_norm(cllm_cuda_train *t, double *norm) {
+    int rc;
+    double ss = 0;
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->dnorm, 0, sizeof(double), t->stream)));
+    TRY(grad_sumsq(t->dnorm, t->g, t->n_params, t->stream));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(&ss, t->dnorm, sizeof(double), cudaMemcpyDeviceToHost, t->stream)));
+    TRY(sync(t));
+    *norm = sqrt(ss);
+    return 0;
+}
+
+int cllm_cuda_train_step(cllm_cuda_train *t, double lr, double max_norm, double *norm_out,
+                         double *coef_out) {
+    int rc;
+    double norm = 0, coef = 1.0;
+    float gscale = 1.0f;
+    if (norm_out || max_norm > 0) TRY(cllm_cuda_train_grad_norm(t, &norm));
+    if (max_norm > 0) {   /* as cllm_grad_clip */
+        double cf = max_norm / (norm + 1e-6);
+        if (cf < 1.0) {
+            coef = cf;
+            gscale = (float)cf;
+        }
+    }
+    /* the scalars exactly as cllm_adamw_step computes them */
+    int64_t step = t->step + 1;
+    double bc1 = 1.0 - pow(t->beta1, (double)step);
+    double bc2 = 1.0 - pow(t->beta2, (double)step);
+    float step_size = (float)(lr / bc1);
+    float bc2_sqrt = (float)sqrt(bc2);
+    float decay = (float)(1.0 - lr * t->wd);
+    float w1 = (float)(1.0 - t->beta1);
+    float b2 = (float)t->beta2, w2 = (float)(1.0 - t->beta2);
+    TRY(adamw_update(t->p, t->pb, t->m, t->v, t->g, t->no_decay, t->n_params, gscale,
+                     t->wd != 0.0, decay, w1, b2, w2, step_size, bc2_sqrt, (float)t->eps, t->stream));
+    TRY(sync(t));
+    t->step = step;
+    if (norm_out) *norm_out = norm;
+    if (coef_out) *coef_out = coef;
+    return 0;
+}
+
+/* ---- host copies ------------------------------------------------------------ */
+
+static int copy(cllm_cuda_train *t, void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    int rc;
+    TRY(CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, t->stream)));
+    return sync(t);
+}
+
+int cllm_cuda_train_get_params(cllm_cuda_train *t, float *params) {
+    return copy(t, params, t->p, t->n_params * sizeof(float), cudaMemcpyDeviceToHost);
+}
+int cllm_cuda_train_set_params(cllm_cuda_train *t, const float *params) { return upload_all(t, params); }
+int cllm_cuda_train_get_grads(cllm_cuda_train *t, float *grads) {
+    return copy(t, grads, t->g, t->n_params * sizeof(float), cudaMemcpyDeviceToHost);
+}
+int cllm_cuda_train_set_grads(cllm_cuda_train *t, const float *grads) {
+    return copy(t, t->g, grads, t->n_params * sizeof(float), cudaMemcpyHostToDevice);
+}
+
+int cllm_cuda_train_set_opt(cllm_cuda_train *t, const cllm_adamw *o) {
+    int rc;
+    if (o->n != t->n_params)
+        return cllm_error(CLLM_EINVAL, "CUDA training: optimizer state for %zu parameters, model has %zu",
+                          o->n, t->n_params);
+    size_t nb = t->n_params * sizeof(float);
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->m, o->m, nb, cudaMemcpyHostToDevice, t->stream)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->v, o->v, nb, cudaMemcpyHostToDevice, t->stream)));
+    if (o->no_decay) {
+        if (!t->no_decay)
+            TRY(dalloc(t, (void **)&t->no_decay, t->n_params, 1, 1, "AdamW no-decay mask"));
+        TRY(CUDA_CHECK(cudaMemcpyAsync(t->no_decay, o->no_decay, t->n_params, cudaMemcpyHostToDevice,
+                                       t->stream)));
+    } else if (t->no_decay) {
+        TRY(CUDA_CHECK(cudaMemsetAsync(t->no_decay, 0, t->n_params, t->stream)));
+    }
+    TRY(sync(t));
+    t->beta1 = o->beta1;
+    t->beta2 = o->beta2;
+    t->eps = o->eps;
+    t->wd = o->weight_decay;
+    t->step = o->t;
+    return 0;
+}
+
+int cllm_cuda_train_get_opt(cllm_cuda_train *t, cllm_adamw *o) {
+    int rc;
+    if (o->n != t->n_params)
+        return cllm_error(CLLM_EINVAL, "CUDA training: optimizer state for %zu parameters, model has %zu",
+                          o->n, t->n_params);
+    size_t nb = t->n_params * sizeof(float);
+    TRY(CUDA_CHECK(cudaMemcpyAsync(o->m, t->m, nb, cudaMemcpyDeviceToHost, t->stream)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(o->v, t->v, nb, cudaMemcpyDeviceToHost, t->stream)));
+    TRY(sync(t));
+    o->t = t->step;
+    return 0;
+}
