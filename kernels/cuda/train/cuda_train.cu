@@ -37,6 +37,7 @@
  *   dxn = bq Wqkv -> fb;  dx += norm'(fb)
  * then the embedding's scatter-add (the LM head's when tied: same tensor). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,6 +117,15 @@ int cllm_cuda_train_devices(int *n) {
     int rc = CUDA_CHECK(e);
     if (rc) return rc;
     *n = c;
+    return 0;
+}
+
+int cllm_cuda_train_device_name(char *buf, size_t size) {
+    cudaDeviceProp pr;
+    int rc = CUDA_CHECK(cudaGetDeviceProperties(&pr, 0));
+    if (rc) return rc;
+    snprintf(buf, size, "%s (sm_%d%d, %zu MiB, %d SMs)", pr.name, pr.major, pr.minor,
+             pr.totalGlobalMem >> 20, pr.multiProcessorCount);
     return 0;
 }
 

@@ -1,0 +1,431 @@
+/* test_cuda_train.c: the CUDA training step (libcore/cuda_train.h) against
+ * the CPU's (train_fwd.h + loss.h + adamw.h), from the same weights and data.
+ *
+ * Without a CUDA build or without a device it prints "skip: no CUDA device"
+ * and exits 0 (this project's development machines have no GPU; the GPU
+ * session runs it, docs/CUDA-TRAINING.md).
+ *
+ * Parity, on two tiny random models (a LLaMA-like tied model, GQA 3:1,
+ * HS 32; a Qwen2-like untied model with q/k/v biases, GQA 2:1, HS 64, odd V),
+ * one optimizer step of two micro-batches, the CLLM pattern:
+ *   call 1 (the "AR" pass on x||y*): cross-entropy rows with label smoothing
+ *     0.1 and the AR weight, some of them also saved as teacher rows;
+ *   call 2 (the "student" pass on x||y): soft cross-entropy rows against the
+ *     saved teacher rows (consistency, SUM), some rows also with a plain
+ *     cross-entropy; sequences of different lengths, padded rows holding
+ *     out-of-range garbage tokens;
+ *   then clipping (active) and AdamW.
+ * Checked: each loss part of each call (relative 2e-2), every tensor's
+ * gradient (GRAD_TOL below), the gradient norm (2e-2), the updated weights
+ * (UPDATE rules below); AdamW alone on equal inputs (CPU gradients uploaded,
+ * weight decay with a no-decay mask, non-zero moments): weights and moments
+ * equal to 1e-6 relative (expected bit-equal; the count of differing elements
+ * is printed); argument errors.
+ *
+ * --bench [B T]: SmolLM2-135M shapes (random weights, 30 layers, C 576,
+ * V 49,152), B records of ~T tokens (lengths T-40..T, default 16 x 320), SFT
+ * loss on every real row; prints training tokens/s (forward + loss +
+ * backward + clipped AdamW step) and the model FLOP utilisation against the
+ * H100/H200 SXM dense bf16 peak (989 TFLOP/s). No checks beyond success.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adamw.h"
+#include "check.h"
+#include "err.h"
+#include "fwd_testutil.h"
+#include "loss.h"
+#include "model.h"
+#include "rng.h"
+#include "train_fwd.h"
+
+#if CLLM_CUDA
+#include "cuda_train.h"
+
+#define LOSS_TOL 2e-2
+/* Gradient tolerance, per tensor: max|g_gpu - g_cpu| / max|g_cpu|.
+ * The GPU rounds every matrix-product input to bf16 (relative error <= 2^-9
+ * ~ 2e-3 per rounding) and keeps fp32 elsewhere. A weight gradient of the
+ * first layer sits behind ~10 such roundings (dlogits, the residual
+ * gradient's bf16 copy twice per layer, dh/dgu, dao, dq/dk/dv, and the saved
+ * bf16 activations it meets), which add roughly in quadrature to ~1e-2
+ * relative at the tensor's largest elements; 5e-2 leaves a factor of ~5 so a
+ * one-shot GPU run does not fail on rounding, while a wrong operation (sign,
+ * transposed product, dropped term, wrong head) gives errors of order 1. */
+#define GRAD_TOL 5e-2
+/* Updated weights. Adam's first step moves an element by lr * m/(sqrt(v)+eps)
+ * = lr * g/(|g| + eps'), i.e. about +-lr whatever |g| is, so a bf16 rounding
+ * that flips the sign of a near-zero gradient moves it by 2 lr: no element may
+ * differ by more than 2 lr (plus rounding), and among the elements whose CPU
+ * gradient is at least 5e-2 of its tensor's largest (where bf16 noise cannot
+ * flip the sign) at least 99 % must move within lr/10 of the CPU. */
+#define UPDATE_SIGN_FRAC 0.99
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double relerr(double a, double b) {
+    double d = fabs(a - b), s = fabs(b);
+    return s > 0 ? d / s : d;
+}
+
+/* ---- the CPU side of one micro-batch -------------------------------------- */
+
+/* Forward, the losses of rows (as cllm_cuda_train_micro defines them),
+ * backward (grads +=). teacher (S, V) is read and written by slot. */
+static int cpu_micro(cllm_act *act, const cllm_model *m, const int *tok, const int *lens, int B,
+                     int T, const cllm_cuda_loss_row *rows, int n, double eps, float *teacher,
+                     float *grads, double *ce, double *soft) {
+    int V = m->cfg.vocab, rc;
+    size_t BTV = (size_t)B * T * V;
+    float *logits = calloc(BTV, sizeof(float)), *dl = calloc(BTV, sizeof(float));
+    float *tmp = malloc((size_t)V * sizeof(float));
+    *ce = *soft = 0;
+    if (!logits || !dl || !tmp) { rc = CLLM_ENOMEM; goto out; }
+    if ((rc = cllm_train_forward(act, m, tok, lens, B, T, logits))) goto out;
+    /* teacher rows are read before any row of this call saves (the GPU
+     * forbids a slot read and saved in one call, so order does not matter) */
+    for (int i = 0; i < n; i++) {
+        const float *x = logits + (size_t)rows[i].row * V;
+        float *d = dl + (size_t)rows[i].row * V;
+        if (rows[i].target >= 0) {
+            *ce += (double)rows[i].ce_scale * cllm_ce_row(x, V, rows[i].target, eps, rows[i].ce_scale, tmp);
+            for (int v = 0; v < V; v++) d[v] += tmp[v];
+        }
+        if (rows[i].teacher >= 0) {
+            *soft += (double)rows[i].soft_scale *
+                     cllm_soft_ce_row(x, teacher + (size_t)rows[i].teacher * V, V, rows[i].soft_scale, tmp);
+            for (int v = 0; v < V; v++) d[v] += tmp[v];
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (rows[i].save >= 0)
+            memcpy(teacher + (size_t)rows[i].save * V, logits + (size_t)rows[i].row * V,
+                   (size_t)V * sizeof(float));
+    rc = cllm_train_backward(act, m, dl, grads);
+out:
+    free(logits);
+    free(dl);
+    free(tmp);
+    return rc;
+}
+
+/* ---- parity on a tiny model ------------------------------------------------ */
+
+enum { PB = 3, PT = 20, NSLOT = 8 };
+
+static void test_parity(const char *name, const cllm_config *c, uint64_t seed) {
+    cllm_model m;
+    if (random_model(&m, c, seed)) { CHECK_MSG(0, "%s: alloc: %s", name, cllm_errmsg()); return; }
+    int V = c->vocab;
+    size_t np = m.n_params;
+    cllm_rng r;
+    cllm_rng_seed(&r, seed + 7);
+    int tok1[PB * PT], tok2[PB * PT], lens[PB] = {PT, 13, 6};
+    for (int i = 0; i < PB * PT; i++) {
+        tok1[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+        tok2[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    }
+    for (int b = 0; b < PB; b++)   /* garbage in padded rows: must never be read */
+        for (int t = lens[b]; t < PT; t++) tok1[b * PT + t] = tok2[b * PT + t] = V + 1000 + t;
+    /* student context shares its first rows with the teacher's sequence */
+    for (int t = 0; t < 4; t++) tok2[t] = tok1[t];
+
+    /* call 1: CE on every real row of seq 0 but the last (AR weight 10, mean
+     * over 19), rows 4..11 of seq 0 also saved as teacher slots 0..7; CE on
+     * seq 2's rows 0..4 (mean over 5) */
+    cllm_cuda_loss_row r1[PT + 8], r2[40];
+    int n1 = 0, n2 = 0;
+    for (int t = 0; t < lens[0] - 1; t++)
+        r1[n1++] = (cllm_cuda_loss_row){t, tok1[t + 1], 10.0f / (float)(lens[0] - 1), -1, 0.0f,
+                                        t >= 4 && t < 12 ? t - 4 : -1};
+    for (int t = 0; t < lens[2] - 1; t++)
+        r1[n1++] = (cllm_cuda_loss_row){2 * PT + t, tok1[2 * PT + t + 1], 1.0f / (float)(lens[2] - 1),
+                                        -1, 0.0f, -1};
+    /* call 2: soft CE of seq 0 rows 4..11 and seq 1 rows 3..10 against slots
+     * 0..7 (SUM, scale 1), seq 0 rows 6 and 9 also CE; a MEAN-style scale on
+     * seq 1 (1/8) */
+    for (int i = 0; i < NSLOT; i++) {
+        int t = 4 + i;
+        r2[n2++] = (cllm_cuda_loss_row){t, t == 6 || t == 9 ? tok2[t + 1] : -1, 0.5f, i, 1.0f, -1};
+        r2[n2++] = (cllm_cuda_loss_row){PT + 3 + i, -1, 0.0f, i, 0.125f, -1};
+    }
+
+    cllm_cuda_train *gt = NULL;
+    cllm_cuda_train_opts o = {PB, PT, 40, NSLOT, 7};   /* 7 rows per chunk: several chunks */
+    float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
+    float *p_gpu = calloc(np, sizeof(float)), *p0 = malloc(np * sizeof(float));
+    float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
+    cllm_act *act = NULL;
+    cllm_adamw oc, og;
+    memset(&oc, 0, sizeof oc);
+    memset(&og, 0, sizeof og);
+    CHECK(g_cpu && g_gpu && p_gpu && p0 && teacher);
+    CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
+    CHECK_OK(cllm_act_init(&act, &m, PB, PT));
+    CHECK_OK(cllm_adamw_init(&oc, np));
+    CHECK_OK(cllm_adamw_init(&og, np));
+    if (check_failures) goto out;
+    memcpy(p0, m.params, np * sizeof(float));
+
+    double ce_c[2], so_c[2], ce_g[2], so_g[2];
+    CHECK_OK(cpu_micro(act, &m, tok1, lens, PB, PT, r1, n1, 0.1, teacher, g_cpu, &ce_c[0], &so_c[0]));
+    CHECK_OK(cpu_micro(act, &m, tok2, lens, PB, PT, r2, n2, 0.0, teacher, g_cpu, &ce_c[1], &so_c[1]));
+    CHECK_OK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, r1, n1, 0.1, 1, &ce_g[0], &so_g[0]));
+    CHECK_OK(cllm_cuda_train_micro(gt, tok2, lens, PB, PT, r2, n2, 0.0, 1, &ce_g[1], &so_g[1]));
+    if (check_failures) goto out;
+    for (int k = 0; k < 2; k++) {
+        printf("%s: call %d: CE %.6f (CPU %.6f, relerr %.2g), soft CE %.6f (CPU %.6f, relerr %.2g)\n",
+               name, k + 1, ce_g[k], ce_c[k], relerr(ce_g[k], ce_c[k]), so_g[k], so_c[k],
+               relerr(so_g[k], so_c[k]));
+        CHECK_MSG(relerr(ce_g[k], ce_c[k]) <= LOSS_TOL, "%s: call %d CE", name, k + 1);
+        CHECK_MSG(relerr(so_g[k], so_c[k]) <= LOSS_TOL, "%s: call %d soft CE", name, k + 1);
+    }
+    CHECK(so_c[0] == 0 && so_g[0] == 0 && ce_c[1] > 0 && so_c[1] > 0);
+
+    /* gradients, tensor by tensor */
+    CHECK_OK(cllm_cuda_train_get_grads(gt, g_gpu));
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m.n_tensors; i++) {
+        const cllm_tensor_info *ti = &m.tensors[i];
+        const float *a = g_gpu + ti->offset, *b = g_cpu + ti->offset;
+        double md = 0, mb = 0, dot = 0, na = 0, nb = 0;
+        for (size_t j = 0; j < ti->numel; j++) {
+            double d = fabs((double)a[j] - b[j]);
+            if (d > md) md = d;
+            if (fabs(b[j]) > mb) mb = fabs(b[j]);
+            dot += (double)a[j] * b[j];
+            na += (double)a[j] * a[j];
+            nb += (double)b[j] * b[j];
+        }
+        double e = mb > 0 ? md / mb : md;
+        double cosv = na > 0 && nb > 0 ? dot / sqrt(na * nb) : (na == nb ? 1.0 : 0.0);
+        if (e > worst) { worst = e; worst_name = ti->name; }
+        CHECK_MSG(e <= GRAD_TOL, "%s: gradient of %s: relerr %.3g (cosine %.6f)", name, ti->name, e, cosv);
+        if (getenv("CLLM_VERBOSE"))
+            printf("  %-48s relerr %.3g cosine %.6f max %.3g\n", ti->name, e, cosv, mb);
+    }
+    printf("%s: gradients: worst relerr %.3g (%s), tolerance %.g\n", name, worst, worst_name, GRAD_TOL);
+
+    /* one clipped AdamW step on each side */
+    {
+        double lr = 1e-3, max_norm = 0.5;
+        double norm_c = cllm_grad_norm(g_cpu, np), norm_g = 0, coef_g = 0;
+        double coef_c = cllm_grad_clip(g_cpu, np, norm_c, max_norm);
+        cllm_adamw_step(&oc, m.params, g_cpu, lr);
+        CHECK_OK(cllm_cuda_train_step(gt, lr, max_norm, &norm_g, &coef_g));
+        CHECK_OK(cllm_cuda_train_get_params(gt, p_gpu));
+        printf("%s: grad norm %.6g (CPU %.6g), clip factor %.4g (CPU %.4g)\n", name, norm_g, norm_c,
+               coef_g, coef_c);
+        CHECK_MSG(relerr(norm_g, norm_c) <= LOSS_TOL, "%s: gradient norm", name);
+        CHECK(coef_c < 1.0);   /* clipping was active */
+        size_t big = 0, big_ok = 0, over = 0;
+        double maxd = 0;
+        for (int i = 0; i < m.n_tensors; i++) {
+            const cllm_tensor_info *ti = &m.tensors[i];
+            double gmax = 0;
+            for (size_t j = 0; j < ti->numel; j++)
+                if (fabs(g_cpu[ti->offset + j]) > gmax) gmax = fabs(g_cpu[ti->offset + j]);
+            for (size_t j = 0; j < ti->numel; j++) {
+                size_t k = ti->offset + j;
+                double d = fabs((double)p_gpu[k] - m.params[k]);
+                if (d > maxd) maxd = d;
+                if (d > 2 * lr * 1.001 + 1e-6 * fabs(p0[k])) over++;
+                if (gmax > 0 && fabs(g_cpu[k]) >= 5e-2 * gmax) {
+                    big++;
+                    if (d <= 0.1 * lr) big_ok++;
+                }
+            }
+        }
+        double frac = big ? (double)big_ok / (double)big : 1.0;
+        printf("%s: updated weights: max |diff| %.3g (lr %.g), %zu over 2 lr; %.4f of %zu "
+               "well-defined updates within lr/10\n", name, maxd, lr, over, frac, big);
+        CHECK_MSG(over == 0, "%s: %zu weights moved more than 2 lr from the CPU's", name, over);
+        CHECK_MSG(frac >= UPDATE_SIGN_FRAC, "%s: only %.4f of the updates agree", name, frac);
+    }
+
+    /* AdamW alone, equal inputs: weight decay with a no-decay mask (the
+     * norms), non-zero moments (the state after the step above), no clipping */
+    {
+        double lr = 3e-3;
+        oc.weight_decay = 0.1;
+        for (int i = 0; i < m.n_tensors; i++)
+            if (m.tensors[i].n_dims == 1) CHECK_OK(cllm_adamw_no_decay(&oc, m.tensors[i].offset, m.tensors[i].numel));
+        CHECK_OK(cllm_cuda_train_set_params(gt, m.params));
+        CHECK_OK(cllm_cuda_train_set_opt(gt, &oc));
+        CHECK_OK(cllm_cuda_train_set_grads(gt, g_gpu));   /* any gradient, the same on both */
+        cllm_adamw_step(&oc, m.params, g_gpu, lr);
+        CHECK_OK(cllm_cuda_train_step(gt, lr, 0.0, NULL, NULL));
+        CHECK_OK(cllm_cuda_train_get_params(gt, p_gpu));
+        CHECK_OK(cllm_cuda_train_get_opt(gt, &og));
+        CHECK_EQ_INT(og.t, oc.t);
+        size_t diff = 0;
+        double worst_p = 0, worst_mv = 0;
+        for (size_t k = 0; k < np; k++) {
+            if (p_gpu[k] != m.params[k] || og.m[k] != oc.m[k] || og.v[k] != oc.v[k]) diff++;
+            double e = fabs((double)p_gpu[k] - m.params[k]) / (fabs(m.params[k]) + 1e-30);
+            if (e > worst_p) worst_p = e;
+            e = fabs((double)og.m[k] - oc.m[k]) / (fabs(oc.m[k]) + 1e-30);
+            if (e > worst_mv) worst_mv = e;
+            e = fabs((double)og.v[k] - oc.v[k]) / (fabs(oc.v[k]) + 1e-30);
+            if (e > worst_mv) worst_mv = e;
+        }
+        printf("%s: AdamW on equal inputs: %zu of %zu elements differ in any bit; worst relerr "
+               "weights %.3g, moments %.3g\n", name, diff, np, worst_p, worst_mv);
+        CHECK_MSG(worst_p <= 1e-6 && worst_mv <= 1e-6, "%s: AdamW differs from adamw.c", name);
+    }
+
+    /* argument errors are refused before anything runs */
+    {
+        int bad[PB * PT];
+        memcpy(bad, tok1, sizeof bad);
+        bad[3] = V;
+        CHECK(cllm_cuda_train_micro(gt, bad, lens, PB, PT, r1, n1, 0.1, 1, NULL, NULL) == CLLM_EINVAL);
+        cllm_cuda_loss_row rr[2] = {{2 * PT + 7, 1, 1.0f, -1, 0.0f, -1}, {0, 1, 1.0f, -1, 0.0f, -1}};
+        CHECK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, rr, 1, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        rr[0] = rr[1];
+        CHECK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, rr, 2, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        rr[0] = (cllm_cuda_loss_row){0, -1, 0.0f, 2, 1.0f, -1};
+        rr[1] = (cllm_cuda_loss_row){1, -1, 0.0f, -1, 0.0f, 2};
+        CHECK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, rr, 2, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        CHECK(cllm_cuda_train_micro(gt, tok1, lens, PB + 1, PT, rr, 1, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        CHECK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, rr, 1, 1.0, 1, NULL, NULL) == CLLM_EINVAL);
+    }
+    printf("%s: %zu MiB on the device\n", name, cllm_cuda_train_bytes(gt) >> 20);
+out:
+    cllm_adamw_free(&oc);
+    cllm_adamw_free(&og);
+    cllm_act_free(act);
+    cllm_cuda_train_free(gt);
+    free(g_cpu);
+    free(g_gpu);
+    free(p_gpu);
+    free(p0);
+    free(teacher);
+    cllm_model_free(&m);
+    TEST_OK(name);
+}
+
+/* ---- throughput on SmolLM2-135M shapes ------------------------------------- */
+
+static void bench(int B, int T) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "llama");
+    c.n_layer = 30; c.d_model = 576; c.n_head = 9; c.n_head_kv = 3; c.head_dim = 64;
+    c.d_ff = 1536; c.vocab = 49152; c.max_ctx = 2048; c.rope_theta = 100000.0f; c.rope_dim = 64;
+    c.rms_eps = 1e-5f; c.tied = 1; c.bos_id = c.eos_id = c.pad_id = -1;
+    cllm_model m;
+    if (random_model(&m, &c, 99)) { CHECK_MSG(0, "bench: alloc: %s", cllm_errmsg()); return; }
+    int *tok = malloc((size_t)B * T * sizeof(int)), *lens = malloc((size_t)B * sizeof(int));
+    cllm_cuda_loss_row *rows = malloc((size_t)B * T * sizeof *rows);
+    cllm_cuda_train *gt = NULL;
+    cllm_cuda_train_opts o = {B, T, B * T, 0, 0};
+    CHECK(tok && lens && rows);
+    if (check_failures) goto out;
+    cllm_rng r;
+    cllm_rng_seed(&r, 5);
+    long long ntok = 0;
+    int n = 0;
+    double att_ctx = 0;   /* sum over real rows of their position + 1 */
+    for (int b = 0; b < B; b++) {
+        lens[b] = T - (int)cllm_rng_below(&r, T > 41 ? 41 : 1);
+        ntok += lens[b];
+        for (int t = 0; t < T; t++) tok[b * T + t] = (int)cllm_rng_below(&r, (uint64_t)c.vocab);
+        for (int t = 0; t < lens[b]; t++) att_ctx += t + 1;
+        for (int t = 0; t + 1 < lens[b]; t++)
+            rows[n++] = (cllm_cuda_loss_row){b * T + t, tok[b * T + t + 1], 1.0f / (float)(lens[b] - 1),
+                                             -1, 0.0f, -1};
+    }
+    CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
+    if (check_failures) goto out;
+    printf("bench: SmolLM2-135M shapes, %zu parameters, %d x %d (%lld real tokens, %d loss rows), "
+           "%zu MiB on the device\n", m.n_params, B, T, ntok, n, cllm_cuda_train_bytes(gt) >> 20);
+    enum { WARM = 2, STEPS = 10 };
+    double t0 = 0, ce = 0, norm = 0, tf = 0, tfb = 0;
+    for (int s = 0; s < WARM + STEPS; s++) {
+        if (s == WARM) t0 = now_s();
+        CHECK_OK(cllm_cuda_train_zero_grad(gt));
+        CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, &ce, NULL));
+        CHECK_OK(cllm_cuda_train_step(gt, 1e-4, 1.0, &norm, NULL));
+        if (check_failures) goto out;
+    }
+    double dt = (now_s() - t0) / STEPS;
+    /* forward only, and forward + backward without the step, for the split */
+    {
+        double a = now_s();
+        for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 0, NULL, NULL));
+        tf = (now_s() - a) / 3;
+        a = now_s();
+        for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, NULL, NULL));
+        tfb = (now_s() - a) / 3;
+    }
+    /* model FLOPs: 6 per parameter of every product per token (2 forward, 4
+     * backward; the LM head on the loss rows), attention 12 QD flops per
+     * (query, key) pair per layer (QK^T and PV, forward 4, backward 8) */
+    double C = c.d_model, QD = c.n_head * c.head_dim, KD = c.n_head_kv * c.head_dim, F = c.d_ff;
+    double per_tok = 6.0 * c.n_layer * (C * (QD + 2 * KD) + QD * C + 3 * C * F);
+    double flops = per_tok * ntok + 6.0 * C * c.vocab * n + 12.0 * QD * c.n_layer * att_ctx;
+    printf("bench: step %.2f ms (forward+loss %.2f ms, +backward %.2f ms), loss %.4f, grad norm %.3g\n",
+           dt * 1e3, tf * 1e3, tfb * 1e3, ce, norm);
+    printf("bench: %.0f training tokens/s, %.1f TFLOP/s model FLOPs, MFU %.1f %% of 989 TFLOP/s "
+           "(H100/H200 SXM dense bf16)\n", ntok / dt, flops / dt * 1e-12, 100.0 * flops / dt / 989e12);
+out:
+    cllm_cuda_train_free(gt);
+    free(tok);
+    free(lens);
+    free(rows);
+    cllm_model_free(&m);
+    TEST_OK("bench");
+}
+
+static cllm_config tiny_cfg(const char *arch, int L, int C, int NH, int NKV, int HS, int F, int V,
+                            int tied, int bias) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "%s", arch);
+    c.n_layer = L; c.d_model = C; c.n_head = NH; c.n_head_kv = NKV; c.head_dim = HS; c.d_ff = F;
+    c.vocab = V; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = HS; c.rms_eps = 1e-5f;
+    c.tied = tied; c.qkv_bias = bias; c.bos_id = c.eos_id = c.pad_id = -1;
+    return c;
+}
+#endif
+
+int main(int argc, char **argv) {
+#if !CLLM_CUDA
+    (void)argc;
+    (void)argv;
+    printf("skip: no CUDA device (built without CUDA)\n");
+    return check_failures;   /* 0 */
+#else
+    int n = 0, rc = cllm_cuda_train_devices(&n);
+    if (rc || n < 1) {
+        printf("skip: no CUDA device%s%s\n", rc ? ": " : "", rc ? cllm_errmsg() : "");
+        return 0;
+    }
+    char name[256];
+    CHECK_OK(cllm_cuda_train_device_name(name, sizeof name));
+    printf("device: %s\n", name);
+    int do_bench = argc > 1 && !strcmp(argv[1], "--bench");
+    if (!do_bench || getenv("CLLM_BENCH_PARITY")) {
+        cllm_config a = tiny_cfg("llama", 2, 96, 3, 1, 32, 192, 300, 1, 0);
+        cllm_config b = tiny_cfg("qwen2", 2, 256, 4, 2, 64, 320, 257, 0, 1);
+        test_parity("parity_llama_tied_gqa", &a, 11);
+        test_parity("parity_qwen2_bias", &b, 12);
+    }
+    if (do_bench) {
+        int B = argc > 3 ? atoi(argv[2]) : 16, T = argc > 3 ? atoi(argv[3]) : 320;
+        if (B < 1 || T < 2) { fprintf(stderr, "usage: %s [--bench [B T]]\n", argv[0]); return 2; }
+        bench(B, T);
+    }
+    TEST_END();
+#endif
+}
