@@ -40,7 +40,8 @@ static void usage(FILE *f) {
         "  -f, --force             write the metric stream even to a terminal\n"
         "  -q, --quiet             no table, no progress\n"
         "  -t, --threads N         CPU threads [1]\n"
-        "      --device cpu|cuda   compute device [cpu]\n"
+        "      --device auto|cuda|cpu  compute device: auto is CUDA when this build has it\n"
+        "                          and a device is present, else the CPU [auto]\n"
         "  -h, --help              show this help and exit\n"
         "  -V, --version           show the version and exit\n"
         "\n"
@@ -86,6 +87,7 @@ int main(int argc, char **argv) {
     cllm_prompt_opts po = { 0 };
     const char *paths[2] = { NULL, NULL };
     long long v, threads = 1;
+    int device = CLLM_CLI_DEVICE_AUTO;
     int quiet = 0, c;
     while ((c = getopt_long(argc, argv, "m:n:o:fqt:hV", longopts, NULL)) != -1) {
         switch (c) {
@@ -113,7 +115,7 @@ int main(int argc, char **argv) {
         case 'f': o.force = 1; break;
         case 'q': quiet = 1; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
         default: if ((v = cllm_prompt_opt(&po, c, optarg))) return (int)v; break;
@@ -125,6 +127,8 @@ int main(int argc, char **argv) {
     if (!quiet && isatty(STDERR_FILENO)) o.progress = stderr;
     if (!o.output && !o.force && isatty(STDOUT_FILENO)) o.no_stream = 1;
 
+    if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
+    o.device = device;
     cllm_set_threads((int)threads);
     int nm = paths[1] ? 2 : 1;
     cllm_model m[2];

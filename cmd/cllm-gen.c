@@ -28,6 +28,9 @@ static void usage(FILE *f) {
         "                          token, or the previous block's output [prompt]\n"
         "      --trace             record every Jacobi iteration (states, accepted)\n"
         "      --text              print plain text as it is decoded, one answer per line\n"
+        "      --batch B           prompts decoded at once, one forward pass per step for\n"
+        "                          all of them (continuous batching); outputs keep the\n"
+        "                          input order and do not depend on B [1]\n"
         "      --field NAME        prompt text field of JSONL objects and prompt records\n"
         "                          [text, prompt, question: the first present]\n"
         "      --answer-field NAME reference answer field [answer]\n"
@@ -37,7 +40,8 @@ static void usage(FILE *f) {
         "      --shard I/N         only prompts whose index modulo N is I\n"
         "      --seed S            seed of the initial guesses [0]\n"
         "  -t, --threads N         CPU threads [1]\n"
-        "      --device cpu|cuda   compute device [cpu]\n"
+        "      --device auto|cuda|cpu  compute device: auto is CUDA when this build has it\n"
+        "                          and a device is present, else the CPU [auto]\n"
         "  -h, --help              show this help and exit\n"
         "  -V, --version           show the version and exit\n"
         "\n"
@@ -45,7 +49,7 @@ static void usage(FILE *f) {
         "See cllm-gen(1), cllm-stream(5).\n");
 }
 
-enum { OPT_METHOD = 256, OPT_MAX_NEW, OPT_INIT, OPT_TRACE, OPT_TEXT, OPT_SEED, OPT_DEVICE };
+enum { OPT_METHOD = 256, OPT_MAX_NEW, OPT_INIT, OPT_TRACE, OPT_TEXT, OPT_SEED, OPT_DEVICE, OPT_BATCH };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -59,7 +63,7 @@ int main(int argc, char **argv) {
              
         { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
         CLLM_PROMPT_LONGOPTS,
-        { "device", required_argument, 0, OPT_DEVICE },
+        { "device", required_argument, 0, OPT_DEVICE }, { "batch", required_argument, 0, OPT_BATCH },
         { "help", no_argument, 0, 'h' },            { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
     };
@@ -72,6 +76,7 @@ int main(int argc, char **argv) {
     cllm_prompt_opts po = { 0 };
     const char *model_path = NULL;
     long long v, threads = 1;
+    int device = CLLM_CLI_DEVICE_AUTO;
     int c;
     while ((c = getopt_long(argc, argv, "m:o:fn:t:hV", longopts, NULL)) != -1) {
         switch (c) {
@@ -96,12 +101,13 @@ int main(int argc, char **argv) {
             break;
         case OPT_TRACE: o.dec.trace = 1; break;
         case OPT_TEXT: o.text = 1; break;
+        case OPT_BATCH: if (cllm_cli_int("--batch", optarg, 1, 4096, &v)) return CLLM_EXIT_USAGE; o.batch = (int)v; break;
         case OPT_SEED:
             if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
             o.dec.seed = (uint64_t)v;
             break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
         default: if ((v = cllm_prompt_opt(&po, c, optarg))) return (int)v; break;
@@ -112,6 +118,8 @@ int main(int argc, char **argv) {
     if (o.text && o.output) return cllm_cli_usage_error("--text writes to standard output; drop --output");
     if (o.text && o.dec.trace) return cllm_cli_usage_error("--trace needs stream output; drop --text");
 
+    if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
+    o.device = device;
     cllm_set_threads((int)threads);
     cllm_model m;
     if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());

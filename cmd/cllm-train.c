@@ -58,7 +58,8 @@ static void usage(FILE *f) {
         "  -q, --quiet               no progress on standard error\n"
         "      --progress            progress on standard error even when not a terminal\n"
         "  -t, --threads N           CPU threads [1]\n"
-        "      --device cpu|cuda     compute device [cpu]\n"
+        "      --device auto|cpu     compute device; auto is the CPU (training on CUDA\n"
+        "                            is not there yet) [auto]\n"
         "  -h, --help                show this help and exit\n"
         "  -V, --version             show the version and exit\n"
         "\n"
@@ -167,7 +168,16 @@ int main(int argc, char **argv) {
         case 'q': quiet = 1; break;
         case OPT_PROGRESS: progress = 1; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
+        case OPT_DEVICE: {
+            int device;
+            if ((v = cllm_cli_device(optarg, &device))) return (int)v;
+            if (device == CLLM_DEVICE_CUDA) {
+                cllm_cli_error("--device cuda: cllm-train has no CUDA path yet (training on the GPU "
+                               "is a separate issue); use --device cpu");
+                return CLLM_EXIT_FAIL;
+            }
+            break;
+        }
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
         default: return cllm_cli_usage_error(NULL);

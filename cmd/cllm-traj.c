@@ -41,7 +41,8 @@ static void usage(FILE *f) {
         "      --shard I/N         only prompts whose index modulo N is I\n"
         "      --seed S            seed of the random draws [0]\n"
         "  -t, --threads N         CPU threads [1]\n"
-        "      --device cpu|cuda   compute device [cpu]\n"
+        "      --device auto|cuda|cpu  compute device: auto is CUDA when this build has it\n"
+        "                          and a device is present, else the CPU [auto]\n"
         "  -q, --quiet             no progress line\n"
         "      --progress          a progress line on standard error even when it is\n"
         "                          not a terminal\n"
@@ -88,6 +89,7 @@ int main(int argc, char **argv) {
     cllm_prompt_opts po = { 0 };
     const char *model_path = NULL;
     long long v, threads = 1;
+    int device = CLLM_CLI_DEVICE_AUTO;
     int show_progress = -1;   /* -1: when stderr is a terminal */
     int c;
     /* --help and --version win over everything else on the line. */
@@ -119,7 +121,7 @@ int main(int argc, char **argv) {
             o.seed = (uint64_t)v;
             break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE: if ((v = cllm_cli_device(optarg))) return (int)v; break;
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case 'q': show_progress = 0; break;
         case OPT_PROGRESS: show_progress = 1; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
@@ -132,6 +134,8 @@ int main(int argc, char **argv) {
     if (show_progress < 0) show_progress = isatty(STDERR_FILENO);
     if (show_progress) o.on_progress = progress;
 
+    if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
+    o.device = device;
     cllm_set_threads((int)threads);
     cllm_model m;
     if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());

@@ -81,7 +81,7 @@ static int decode_once(cllm_fwd *f, cllm_kv *kv, const cllm_prompt *p, const cll
     }
     memset(out, 0, sizeof *out);
     out->n_tokens = r.n_tokens;
-    out->prefill = ((int)p->tokens.n + f->max_T - 1) / f->max_T;
+    out->prefill = r.prompt_steps;
     out->steps = r.steps - (out->prefill - 1);
     out->e2e_s = t1 - t0;
     out->dec_s = c.seen ? t1 - c.t_first : 0;
@@ -91,12 +91,12 @@ static int decode_once(cllm_fwd *f, cllm_kv *kv, const cllm_prompt *p, const cll
     return 0;
 }
 
-static int ensure_kv(cllm_kv *kv, const cllm_model *m, int need) {
+static int ensure_kv(cllm_kv *kv, const cllm_fwd *f, int need) {
     if (kv->cap >= need) return 0;
     int cap = kv->cap ? kv->cap : 512;
     while (cap < need) cap *= 2;
     cllm_kv_free(kv);
-    return cllm_kv_init(kv, &m->cfg, 1, cap);
+    return cllm_kv_init_for(kv, f, 1, cap);
 }
 
 /* All prompts of one model: AR and Jacobi results into res[0], res[1]. */
@@ -113,10 +113,10 @@ static int bench_model(const cllm_model *m, int mi, const char *name, cllm_promp
     int R = o->repeat;
     double *ts = cllm_malloc((size_t)R * 4 * sizeof *ts);   /* [dec AR, dec Jacobi, e2e AR, e2e Jacobi][R] */
     if (!ts) return CLLM_ENOMEM;
-    int rc = cllm_fwd_init(&f, m, dec.n > 128 ? dec.n : 128);
+    int rc = cllm_fwd_init_on(&f, m, dec.n > 128 ? dec.n : 128, o->device, 0);
     int maxlen = 0;
     for (int p = 0; p < np; p++) if ((int)P[p].tokens.n > maxlen) maxlen = (int)P[p].tokens.n;
-    if (!rc) rc = ensure_kv(&kv, m, maxlen + dec.max_new_tokens + dec.n);
+    if (!rc) rc = ensure_kv(&kv, &f, maxlen + dec.max_new_tokens + dec.n);
     for (int k = 0; k < 2; k++) {
         memset(&res[k], 0, sizeof res[k]);
         res[k].model = mi;

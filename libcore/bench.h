@@ -37,6 +37,7 @@ typedef struct cllm_bench_opts {
     const char *output;       /* metric stream; NULL: stdout */
     int force;                /* write the stream to a terminal */
     int no_stream;            /* write no metric stream */
+    int device;               /* enum cllm_device (forward.h) */
     int argc;                 /* the command line, for the header */
     char *const *argv;
 } cllm_bench_opts;

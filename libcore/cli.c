@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "forward.h"
 
 volatile sig_atomic_t cllm_interrupted = 0;
 static const char *prog_name = "cllm";
@@ -107,13 +108,29 @@ int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n) {
     return 0;
 }
 
-int cllm_cli_device(const char *arg) {
-    if (!strcmp(arg, "cpu")) return 0;
-    if (!strcmp(arg, "cuda")) {
-        cllm_cli_error("--device cuda: %s has no CUDA path in this build yet; use --device cpu", prog_name);
+int cllm_cli_device(const char *arg, int *device) {
+    if (!strcmp(arg, "cpu")) *device = CLLM_DEVICE_CPU;
+    else if (!strcmp(arg, "cuda")) *device = CLLM_DEVICE_CUDA;
+    else if (!strcmp(arg, "auto")) *device = CLLM_CLI_DEVICE_AUTO;
+    else return cllm_cli_usage_error("--device: '%s' is not cpu, cuda or auto", arg);
+    return 0;
+}
+
+int cllm_cli_device_resolve(int *device) {
+    if (*device == CLLM_DEVICE_CPU) return 0;
+    char why[256];
+    int driver = 0;
+    if (cllm_cuda_usable(why, sizeof why, &driver)) {
+        *device = CLLM_DEVICE_CUDA;
+        return 0;
+    }
+    if (*device == CLLM_DEVICE_CUDA) {
+        cllm_cli_error("--device cuda: no CUDA device: %s", why);
         return CLLM_EXIT_FAIL;
     }
-    return cllm_cli_usage_error("--device: '%s' is not cpu or cuda", arg);
+    if (driver) cllm_cli_error("no usable CUDA device (%s); running on the CPU", why);
+    *device = CLLM_DEVICE_CPU;
+    return 0;
 }
 
 void cllm_cli_version(void) { printf("%s (cllm) %s\n", prog_name, CLLM_VERSION); }

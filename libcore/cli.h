@@ -40,9 +40,21 @@ int cllm_cli_double(const char *opt, const char *s, double min, double max, doub
 /* "i/N" with 0 <= i < N. */
 int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n);
 
-/* --device cpu|cuda: 0 for cpu; for cuda, a message that this program has no
- * CUDA path yet and CLLM_EXIT_FAIL; anything else a usage error. */
-int cllm_cli_device(const char *arg);
+/* --device cpu|cuda|auto: *device = CLLM_DEVICE_CPU, CLLM_DEVICE_CUDA or
+ * CLLM_CLI_DEVICE_AUTO. Returns 0, or a usage error's exit status. */
+enum { CLLM_CLI_DEVICE_AUTO = -1 };
+int cllm_cli_device(const char *arg, int *device);
+/* Settle the device of an inference program (call after parsing, before
+ * loading the model):
+ *   auto  CUDA when the build has CUDA and a device answers, else the CPU,
+ *         with one line on stderr when the build has CUDA and an NVIDIA
+ *         driver but no usable device (a build without CUDA, or a machine
+ *         without a driver, says nothing: the CPU is what it has);
+ *   cuda  "prog: --device cuda: no CUDA device: <reason>" and
+ *         CLLM_EXIT_FAIL when there is none.
+ * Returns 0 with *device set to CLLM_DEVICE_CPU or CLLM_DEVICE_CUDA, or an
+ * exit status. */
+int cllm_cli_device_resolve(int *device);
 
 /* Print "prog (cllm) VERSION" to stdout. */
 void cllm_cli_version(void);

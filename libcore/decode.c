@@ -35,30 +35,24 @@ void cllm_decode_result_free(cllm_decode_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-typedef struct dec {
-    const cllm_decode_opts *o;
-    cllm_decode_result *r;
-    int done;
-    size_t cap_iter;
-} dec;
-
 /* Make tokens t[0..n) final, in order; stop at EOS or max_new_tokens. */
-static int emit(dec *d, const int *t, int n) {
+static int emit(cllm_decoder *d, const int *t, int n) {
     cllm_decode_result *r = d->r;
-    int k = 0;
-    for (; k < n && !d->done; k++) {
-        if (t[k] == d->o->eos_id) { r->eos = 1; d->done = 1; break; }
+    int k = 0, stop = 0;
+    for (; k < n && !stop; k++) {
+        if (t[k] == d->o->eos_id) { r->eos = 1; stop = 1; break; }
         r->tokens[r->n_tokens++] = t[k];
-        if (r->n_tokens >= d->o->max_new_tokens) d->done = 1;
+        if (r->n_tokens >= d->o->max_new_tokens) stop = 1;
     }
+    if (stop) d->done = 1;
     if (k > 0 && d->o->on_tokens) {
         int rc = d->o->on_tokens(d->o->cb_ctx, r->tokens + r->n_tokens - k, k);
-        if (rc) return rc;
+        if (rc) { d->done = 1; return rc; }
     }
     return 0;
 }
 
-static int trace_add(dec *d, int block, const int *y, int len, int accepted) {
+static int trace_add(cllm_decoder *d, int block, const int *y, int len, int accepted) {
     cllm_decode_result *r = d->r;
     int n = r->trace_n;
     if ((size_t)r->n_iter + 1 > d->cap_iter) {
@@ -85,78 +79,30 @@ static int trace_add(dec *d, int block, const int *y, int len, int accepted) {
     return 0;
 }
 
-/* Feed the prompt in chunks of max_T; leaves the argmax after its last token
- * in *next. */
-static int prefill(cllm_fwd *f, cllm_kv *kv, int seq, const int *prompt, int P, int *next,
-                   cllm_decode_result *r) {
-    for (int s = 0; s < P; s += f->max_T) {
-        int T = P - s < f->max_T ? P - s : f->max_T;
-        int last = s + T == P;
-        int rc = cllm_forward(f, kv, seq, s, prompt + s, T, last ? T - 1 : T);
-        if (rc) return rc;
-        r->steps++;
-        if (last) *next = f->argmax[T - 1];
-    }
-    return 0;
-}
-
-static int decode_ar(dec *d, cllm_fwd *f, cllm_kv *kv, int seq, int P) {
-    cllm_decode_result *r = d->r;
-    while (!d->done) {
-        int pos = P + r->n_tokens - 1;
-        int rc = cllm_forward(f, kv, seq, pos, &r->tokens[r->n_tokens - 1], 1, 0);
-        if (rc) return rc;
-        r->steps++;
-        if ((rc = emit(d, &f->argmax[0], 1))) return rc;
-    }
-    return 0;
-}
-
-static int decode_jacobi(dec *d, cllm_fwd *f, cllm_kv *kv, int seq, const int *prompt, int P,
-                         int *y, int *prev) {
+/* Open the next Jacobi block: y_1 is the pending final token, y_2..y_m the guess. */
+static void block_start(cllm_decoder *d) {
     const cllm_decode_opts *o = d->o;
     cllm_decode_result *r = d->r;
-    cllm_rng rng;
-    cllm_rng_seed(&rng, o->seed);
-    int have_prev = 0;
-    for (int block = 0; !d->done; block++) {
-        int m = o->max_new_tokens - r->n_tokens;   /* tokens this block will make final */
-        if (m > o->n) m = o->n;
-        int base = P + r->n_tokens - 1;            /* position of y_1 */
-        y[0] = r->tokens[r->n_tokens - 1];
-        for (int i = 1; i < m; i++) {
-            if (o->guess == CLLM_GUESS_PAD) y[i] = o->pad_id;
-            else if (o->guess == CLLM_GUESS_LAST && have_prev) y[i] = prev[i];
-            else y[i] = prompt[cllm_rng_below(&rng, (uint64_t)P)];
-        }
-        int fixed = 0;                             /* y[0..fixed) final and cached */
-        while (fixed < m && !d->done) {
-            int R = m - fixed;
-            int rc = cllm_forward(f, kv, seq, base + fixed, y + fixed, R, 0);
-            if (rc) return rc;
-            r->steps++;
-            const int *out = f->argmax;
-            int k = 0;                             /* w_1..w_k agree with o_0..o_{k-1} */
-            while (k < R - 1 && y[fixed + k + 1] == out[k]) k++;
-            if (o->trace && (rc = trace_add(d, block, y, m, k + 1))) return rc;
-            /* Jacobi update of the tail: y_{i+1} <- o_i (o_0..o_{k-1} change nothing). */
-            for (int j = k; j < R - 1; j++) y[fixed + j + 1] = out[j];
-            /* w_0..w_k are final and cached; o_k is the next final token. */
-            int keep = base + fixed + k + 1;
-            if ((rc = cllm_kv_rollback(kv, seq, keep))) return rc;
-            if ((rc = emit(d, out, k + 1))) return rc;
-            fixed += k + 1;
-        }
-        memcpy(prev, y, (size_t)m * sizeof(int));
-        for (int i = m; i < o->n; i++) prev[i] = prev[m - 1];
-        have_prev = 1;
+    int m = o->max_new_tokens - r->n_tokens;   /* tokens this block will make final */
+    if (m > o->n) m = o->n;
+    d->m = m;
+    d->base = d->P + r->n_tokens - 1;          /* position of y_1 */
+    d->fixed = 0;                              /* y[0..fixed) final and cached */
+    d->y[0] = r->tokens[r->n_tokens - 1];
+    for (int i = 1; i < m; i++) {
+        if (o->guess == CLLM_GUESS_PAD) d->y[i] = o->pad_id;
+        else if (o->guess == CLLM_GUESS_LAST && d->have_prev) d->y[i] = d->prev[i];
+        else d->y[i] = d->prompt[cllm_rng_below(&d->rng, (uint64_t)d->P)];
     }
-    return 0;
 }
 
-int cllm_decode(cllm_fwd *f, cllm_kv *kv, int seq, const int *prompt, int n_prompt,
-                const cllm_decode_opts *o, cllm_decode_result *r) {
+int cllm_decoder_init(cllm_decoder *d, cllm_kv *kv, int seq, const int *prompt, int n_prompt,
+                      const cllm_decode_opts *o, cllm_decode_result *r, const cllm_fwd *f) {
+    memset(d, 0, sizeof *d);
     memset(r, 0, sizeof *r);
+    d->o = o;
+    d->r = r;
+    d->done = 1;
     if (n_prompt < 1) return cllm_error(CLLM_EINVAL, "decode: empty prompt");
     if (o->max_new_tokens < 1) return cllm_error(CLLM_EINVAL, "decode: max_new_tokens %d < 1", o->max_new_tokens);
     if (o->method != CLLM_DECODE_AR && o->method != CLLM_DECODE_JACOBI)
@@ -176,17 +122,104 @@ int cllm_decode(cllm_fwd *f, cllm_kv *kv, int seq, const int *prompt, int n_prom
     r->tokens = cllm_malloc((size_t)o->max_new_tokens * sizeof(int));
     if (!r->tokens) return CLLM_ENOMEM;
     r->trace_n = jac ? o->n : 0;
-    dec d = {o, r, 0, 0};
+    if (jac) {
+        d->y = cllm_malloc((size_t)o->n * 2 * sizeof(int));
+        if (!d->y) return CLLM_ENOMEM;
+        d->prev = d->y + o->n;
+    }
+    cllm_rng_seed(&d->rng, o->seed);
+    d->prompt = prompt;
+    d->P = n_prompt;
+    d->seq = seq;
+    d->vocab = f->m->cfg.vocab;
+    d->done = 0;
+    return 0;
+}
 
-    int next;
-    if ((rc = prefill(f, kv, seq, prompt, n_prompt, &next, r))) return rc;
-    if ((rc = emit(&d, &next, 1))) return rc;
-    if (d.done) return 0;
-    if (!jac) return decode_ar(&d, f, kv, seq, n_prompt);
+void cllm_decoder_free(cllm_decoder *d) {
+    if (!d) return;
+    free(d->y);
+    d->y = d->prev = NULL;
+}
 
-    int *y = cllm_malloc((size_t)o->n * 2 * sizeof(int));
-    if (!y) return CLLM_ENOMEM;
-    rc = decode_jacobi(&d, f, kv, seq, prompt, n_prompt, y, y + o->n);
-    free(y);
+int cllm_decoder_next(cllm_decoder *d, int budget, cllm_fwd_seq *s, int *tokens) {
+    if (d->done || budget < 1) return 0;
+    cllm_decode_result *r = d->r;
+    if (d->fed < d->P) {                           /* a prompt chunk */
+        int T = d->P - d->fed < budget ? d->P - d->fed : budget;
+        int last = d->fed + T == d->P;
+        *s = (cllm_fwd_seq){ d->seq, d->fed, T, last ? T - 1 : T };
+        memcpy(tokens, d->prompt + d->fed, (size_t)T * sizeof(int));
+        return d->step_T = T;
+    }
+    if (d->o->method == CLLM_DECODE_AR) {          /* the pending token */
+        *s = (cllm_fwd_seq){ d->seq, d->P + r->n_tokens - 1, 1, 0 };
+        tokens[0] = r->tokens[r->n_tokens - 1];
+        return d->step_T = 1;
+    }
+    int R = d->m - d->fixed;                       /* the uncommitted tail */
+    if (R > budget) return 0;
+    *s = (cllm_fwd_seq){ d->seq, d->base + d->fixed, R, 0 };
+    memcpy(tokens, d->y + d->fixed, (size_t)R * sizeof(int));
+    return d->step_T = R;
+}
+
+int cllm_decoder_take(cllm_decoder *d, cllm_kv *kv, const int *out) {
+    const cllm_decode_opts *o = d->o;
+    cllm_decode_result *r = d->r;
+    int rc;
+    if (d->step_T < 1) return cllm_error(CLLM_EINVAL, "decode: results taken for no step");
+    r->steps++;
+    if (d->fed < d->P) {
+        int got = d->step_T;
+        d->step_T = 0;
+        d->fed += got;
+        r->prompt_steps++;
+        if (d->fed < d->P) return 0;
+        /* The prompt is in: the argmax after its last token is the first final one. */
+        if ((rc = emit(d, &out[got - 1], 1))) return rc;
+        if (!d->done && o->method == CLLM_DECODE_JACOBI) block_start(d);
+        return 0;
+    }
+    d->step_T = 0;
+    if (o->method == CLLM_DECODE_AR) return emit(d, &out[0], 1);
+
+    int R = d->m - d->fixed, k = 0;                /* w_1..w_k agree with o_0..o_{k-1} */
+    int *y = d->y + d->fixed;
+    while (k < R - 1 && y[k + 1] == out[k]) k++;
+    if (o->trace && (rc = trace_add(d, d->block, d->y, d->m, k + 1))) return rc;
+    /* Jacobi update of the tail: y_{i+1} <- o_i (o_0..o_{k-1} change nothing). */
+    for (int j = k; j < R - 1; j++) y[j + 1] = out[j];
+    /* w_0..w_k are final and cached; o_k is the next final token. */
+    if ((rc = cllm_kv_rollback(kv, d->seq, d->base + d->fixed + k + 1))) return rc;
+    d->fixed += k + 1;
+    if ((rc = emit(d, out, k + 1))) return rc;
+    if (d->fixed >= d->m) {                        /* the block reached its fixed point */
+        memcpy(d->prev, d->y, (size_t)d->m * sizeof(int));
+        for (int i = d->m; i < o->n; i++) d->prev[i] = d->prev[d->m - 1];
+        d->have_prev = 1;
+        d->block++;
+        if (!d->done) block_start(d);
+    }
+    return 0;
+}
+
+int cllm_decode(cllm_fwd *f, cllm_kv *kv, int seq, const int *prompt, int n_prompt,
+                const cllm_decode_opts *o, cllm_decode_result *r) {
+    cllm_decoder d;
+    int rc = cllm_decoder_init(&d, kv, seq, prompt, n_prompt, o, r, f);
+    int *tokens = rc ? NULL : cllm_malloc((size_t)f->max_T * sizeof(int));
+    if (!rc && !tokens) rc = CLLM_ENOMEM;
+    while (!rc && !d.done) {
+        cllm_fwd_seq s;
+        if (!cllm_decoder_next(&d, f->max_T, &s, tokens)) {
+            rc = cllm_error(CLLM_EINVAL, "decode: a step needs more than %d rows", f->max_T);
+            break;
+        }
+        rc = cllm_forward_batch(f, kv, &s, 1, tokens);
+        if (!rc) rc = cllm_decoder_take(&d, kv, f->argmax);
+    }
+    free(tokens);
+    cllm_decoder_free(&d);
     return rc;
 }

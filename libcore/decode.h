@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "rng.h"
 
 enum cllm_decode_method { CLLM_DECODE_AR = 0, CLLM_DECODE_JACOBI = 1 };
 
@@ -55,6 +56,7 @@ typedef struct cllm_decode_result {
     int *tokens;           /* (n_tokens) generated tokens, EOS excluded */
     int n_tokens;
     int steps;             /* forward passes, the prompt's (prefill) included */
+    int prompt_steps;      /* of which the prompt took (one per chunk) */
     int eos;               /* stopped at EOS */
     /* trace (Jacobi with opts.trace), one entry per pass after the prefill */
     int n_iter;
@@ -75,6 +77,49 @@ void cllm_decode_opts_init(cllm_decode_opts *o);
  * (or the callback's non-zero value). */
 int cllm_decode(cllm_fwd *f, cllm_kv *kv, int seq, const int *prompt, int n_prompt,
                 const cllm_decode_opts *o, cllm_decode_result *r);
+
+/* ---- step by step: several sequences in one forward call -----------------
+ * cllm_decode is this loop for one sequence:
+ *   cllm_decoder_init(&d, kv, seq, prompt, P, o, r, f);
+ *   while (!d.done) {
+ *       T = cllm_decoder_next(&d, f->max_T, &s, tokens);   // its next step
+ *       cllm_forward_batch(f, kv, &s, 1, tokens);
+ *       cllm_decoder_take(&d, kv, f->argmax);              // its rows' argmax
+ *   }
+ * A caller with B decoders (cllm-gen --batch) puts every decoder's step into
+ * one cllm_forward_batch call and hands each its own rows' argmax. A step is
+ * a prompt chunk of up to `budget` tokens, one AR token, or one Jacobi
+ * iteration (all its rows or none). The result of each sequence is the one
+ * cllm_decode gives it alone (the forward is batch-invariant: forward.h). */
+typedef struct cllm_decoder {
+    const cllm_decode_opts *o;
+    cllm_decode_result *r;
+    const int *prompt;
+    int P, seq, vocab;
+    int done;              /* nothing left to feed */
+    int fed;               /* prompt tokens in the cache */
+    int step_T;            /* rows of the step handed out by cllm_decoder_next */
+    /* Jacobi */
+    int *y, *prev;         /* (n) the block as fed, the previous block's fixed point */
+    int have_prev, block, m, base, fixed;
+    cllm_rng rng;          /* the initial guesses (CLLM_GUESS_PROMPT) */
+    size_t cap_iter;
+} cllm_decoder;
+
+/* Start decoding prompt (n_prompt >= 1) in sequence seq of kv (reset first)
+ * with f's limits (f->max_T >= o->n for Jacobi, the vocabulary). Fills r as
+ * cllm_decode does (free it with cllm_decode_result_free, also after a
+ * failure). Returns 0 or a CLLM_E* code. */
+int cllm_decoder_init(cllm_decoder *d, cllm_kv *kv, int seq, const int *prompt, int n_prompt,
+                      const cllm_decode_opts *o, cllm_decode_result *r, const cllm_fwd *f);
+/* The next step as one sequence of a call: fills *s and tokens (s->T ids)
+ * and returns s->T, or 0 when the step needs more than budget rows (a Jacobi
+ * iteration or an AR token is never split; a prompt chunk is cut to budget). */
+int cllm_decoder_next(cllm_decoder *d, int budget, cllm_fwd_seq *s, int *tokens);
+/* Take the step's results: argmax of its rows (row 0 = its first row).
+ * Returns 0, a CLLM_E* code, or the token callback's non-zero value. */
+int cllm_decoder_take(cllm_decoder *d, cllm_kv *kv, const int *argmax);
+void cllm_decoder_free(cllm_decoder *d);
 
 void cllm_decode_result_free(cllm_decode_result *r);
 

@@ -1,9 +1,22 @@
 /* gen.c: cllm-gen's engine (see gen.h).
  *
- * One KV cache sequence and one forward state serve every prompt in turn; the
- * cache grows when a longer prompt comes. steps in a gen record counts the
- * prompt's forward as one pass (it yields the first token) plus one pass per
- * decoding iteration, so tokens/step is 1.0 for AR up to EOS effects.
+ * `batch` slots decode prompts side by side, one KV-cache sequence each; one
+ * tick gives every active slot one decoding step (cllm_decoder_next: a
+ * prompt chunk, an AR token or a Jacobi iteration), and all of a tick's steps
+ * go through one ragged forward call (cllm_forward_batch), or a few when they
+ * exceed the call's row limit. A slot whose prompt is done takes the next one
+ * at once (continuous batching). Outputs go out in input order: a finished
+ * prompt's record waits in its job until every earlier one is out, and a slot
+ * takes no new prompt while 4*batch jobs wait. A prompt's output is what
+ * batch 1 gives it: its own cache sequence, its own seed, and a
+ * batch-invariant forward (forward.h).
+ *
+ * steps in a gen record counts the prompt's forwards as one pass (it yields
+ * the first token) plus one pass per decoding step, so tokens/step is 1.0
+ * for AR up to EOS effects. time_s is the prompt's wall time from its first
+ * step to its last (shared with the other slots when batch > 1).
+ * --text prints tokens as they become final at batch 1, and each answer when
+ * it is done (in input order) at larger batches.
  */
 #include "gen.h"
 
@@ -17,8 +30,17 @@
 #include "records.h"
 #include "stream.h"
 
-/* Rows per forward call: the Jacobi window, and prompt chunks of this size. */
-static int fwd_rows(int n) { return n > 128 ? n : 128; }
+/* Prompt tokens a slot feeds per step (a step budget, forward.h rows). */
+enum { PREFILL_CHUNK = 128 };
+
+/* Rows per forward call: every slot's step plus one prompt chunk, at most
+ * 512 (the batch-invariant matmul's range and ~100 MB of logits), at least
+ * one Jacobi window plus one chunk. */
+static int call_rows(int n, int batch) {
+    long long want = (long long)batch * n + PREFILL_CHUNK, floor = (long long)n + PREFILL_CHUNK;
+    if (want > 512) want = 512;
+    return (int)(want > floor ? want : floor);
+}
 
 void cllm_header_for_model(cllm_header_rec *h, const cllm_model *m, const char *producer, int argc,
                            char *const *argv) {
@@ -53,111 +75,272 @@ static int print_tokens(void *ctx, const int *tokens, int n) {
     return cllm_interrupted ? CLLM_EINTR : 0;
 }
 
-static int ensure_kv(cllm_kv *kv, const cllm_model *m, int need) {
+/* One prompt in flight. */
+typedef struct gen_slot {
+    int active;
+    cllm_prompt p;
+    cllm_decode_opts dec;      /* the run's options with this prompt's seed */
+    cllm_decoder d;
+    cllm_decode_result r;
+    double t0;
+    struct gen_job *j;
+} gen_slot;
+
+/* A prompt's output, waiting for its turn (input order). */
+typedef struct gen_job {
+    int done;
+    char *buf;
+    size_t size, cap;
+} gen_job;
+
+typedef struct gen_eng {
+    const cllm_model *m;
+    const cllm_gen_opts *o;
+    cllm_decode_opts dec;      /* the run's decoding options */
+    int batch;
+    cllm_fwd f;
+    cllm_kv kv;
+    gen_slot *slots;
+    cllm_fwd_seq *calls;       /* (batch) one call's sequences */
+    gen_slot **in_call;        /* (batch) their slots */
+    int *tokens;               /* (f.max_T) one call's tokens */
+    gen_job *q;                /* ring of qcap jobs, oldest at qhead */
+    int qcap, qhead, qlen;
+    cllm_writer *w;
+    cllm_packbuf b;
+    text_ctx tc;
+} gen_eng;
+
+static int job_put(gen_job *j, const void *data, size_t len) {
+    if (j->size + len > j->cap) {
+        size_t cap = j->cap ? j->cap : 4096;
+        while (cap < j->size + len) cap *= 2;
+        char *p = cllm_realloc(j->buf, cap);
+        if (!p) return CLLM_ENOMEM;
+        j->buf = p;
+        j->cap = cap;
+    }
+    memcpy(j->buf + j->size, data, len);
+    j->size += len;
+    return 0;
+}
+
+/* Write the finished outputs at the head of the queue. */
+static int drain(gen_eng *e) {
+    while (e->qlen > 0 && e->q[e->qhead].done) {
+        gen_job *j = &e->q[e->qhead];
+        int rc = 0;
+        if (e->o->text) {
+            if (j->size && fwrite(j->buf, 1, j->size, stdout) != j->size)
+                rc = cllm_error(CLLM_EIO, "write error on standard output");
+            fflush(stdout);
+        } else {
+            rc = cllm_writer_put(e->w, j->buf, j->size);
+        }
+        if (rc) return rc;
+        j->done = 0;
+        j->size = 0;
+        e->qhead = (e->qhead + 1) % e->qcap;
+        e->qlen--;
+    }
+    return 0;
+}
+
+static int ensure_kv(gen_eng *e, int need) {
+    cllm_kv *kv = &e->kv;
     if (kv->cap >= need) return 0;
-    int cap = kv->cap ? kv->cap : 512;
+    long long cap = kv->cap ? kv->cap : 512;
     while (cap < need) cap *= 2;
-    cllm_kv_free(kv);
-    return cllm_kv_init(kv, &m->cfg, 1, cap);
+    if (cap > (1 << 30)) return cllm_error(CLLM_ELIMIT, "a context of %d tokens is too long", need);
+    if (!kv->len) return cllm_kv_init_for(kv, &e->f, e->batch, (int)cap);
+    return cllm_kv_grow(kv, (int)cap);
+}
+
+/* Start slot s on the prompt in s->p (its job is queued). */
+static int slot_start(gen_eng *e, gen_slot *s) {
+    const cllm_prompt *p = &s->p;
+    int V = e->m->cfg.vocab;
+    if (p->tokens.n > (size_t)(1 << 30))
+        return cllm_error(CLLM_ELIMIT, "prompt %lld: %zu tokens is too long", (long long)p->id, p->tokens.n);
+    for (size_t i = 0; i < p->tokens.n; i++)
+        if (p->tokens.ids[i] < 0 || p->tokens.ids[i] >= V)
+            return cllm_error(CLLM_EINVAL, "prompt %lld: token id %d is outside the vocabulary (%d)",
+                              (long long)p->id, p->tokens.ids[i], V);
+    int rc = ensure_kv(e, (int)p->tokens.n + e->dec.max_new_tokens + e->dec.n);
+    if (rc) return rc;
+    s->dec = e->dec;
+    /* Same seed, same output: each prompt's guesses come from the seed and its id. */
+    s->dec.seed = e->o->dec.seed * 0x9E3779B97F4A7C15ull + (uint64_t)p->id;
+    cllm_decode_result_free(&s->r);
+    cllm_decoder_free(&s->d);
+    s->t0 = now_s();
+    rc = cllm_decoder_init(&s->d, &e->kv, (int)(s - e->slots), p->tokens.ids, (int)p->tokens.n, &s->dec, &s->r,
+                           &e->f);
+    if (!rc) s->active = 1;
+    return rc;
+}
+
+/* Slot s's prompt is decoded: its output into its job. */
+static int slot_finish(gen_eng *e, gen_slot *s) {
+    const cllm_model *m = e->m;
+    const cllm_decode_result *r = &s->r;
+    const cllm_decode_opts *dec = &s->dec;
+    double dt = now_s() - s->t0;
+    int rc = 0;
+    s->active = 0;
+    s->j->done = 1;
+    if (e->o->text) {
+        if (e->batch == 1) return job_put(s->j, "\n", 1);   /* the tokens are out already */
+        char *text = NULL;
+        size_t tlen = 0;
+        rc = cllm_tokenizer_decode(m->tok, r->tokens, (size_t)r->n_tokens, &text, &tlen);
+        if (!rc) rc = job_put(s->j, text, tlen);
+        if (!rc) rc = job_put(s->j, "\n", 1);
+        free(text);
+        return rc;
+    }
+    cllm_gen_rec g;
+    memset(&g, 0, sizeof g);
+    g.id = s->p.id;
+    g.prompt = s->p.tokens;
+    g.output.ids = r->tokens;
+    g.output.n = (size_t)r->n_tokens;
+    size_t tlen = 0;
+    char *text = NULL;
+    if (m->tok && (rc = cllm_tokenizer_decode(m->tok, r->tokens, (size_t)r->n_tokens, &text, &tlen))) return rc;
+    g.text = text ? text : "";
+    g.method = dec->method == CLLM_DECODE_JACOBI ? "jacobi" : "ar";
+    g.n = dec->n;
+    g.steps = r->steps - (r->prompt_steps - 1);
+    g.time_s = dt;
+    g.eos = r->eos;
+    g.answer = s->p.answer;   /* the reference travels with the output (cllm-eval --task) */
+    cllm_tokens *states = NULL;
+    if (dec->trace && r->n_iter > 0) {
+        states = cllm_calloc((size_t)r->n_iter, sizeof *states);
+        if (!states) { free(text); return CLLM_ENOMEM; }
+        for (int i = 0; i < r->n_iter && !rc; i++) {
+            rc = cllm_tokens_append(&states[i], r->iter_state + (size_t)i * r->trace_n, (size_t)r->iter_len[i]);
+            if (!rc) rc = cllm_tokens_push(&g.accepted, r->iter_accepted[i]);
+        }
+        g.states = states;
+        g.n_states = (size_t)r->n_iter;
+    }
+    if (!rc) rc = cllm_rec_gen_pack(&e->b, &g);
+    if (!rc) rc = job_put(s->j, e->b.data, e->b.size);
+    free(text);
+    cllm_tokens_free(&g.accepted);
+    for (int i = 0; states && i < r->n_iter; i++) cllm_tokens_free(&states[i]);
+    free(states);
+    return rc;
+}
+
+/* One tick: every active slot one step, in as few forward calls as fit. */
+static int tick(gen_eng *e, int *active) {
+    int next = 0, rc = 0;
+    *active = 0;
+    for (int i = 0; i < e->batch; i++) *active += e->slots[i].active;
+    while (!rc) {
+        int B = 0, rows = 0;
+        for (; next < e->batch; next++) {
+            gen_slot *s = &e->slots[next];
+            if (!s->active) continue;
+            int T = cllm_decoder_next(&s->d, e->f.max_T - rows, &e->calls[B], e->tokens + rows);
+            if (T == 0) break;          /* no room left in this call */
+            e->in_call[B++] = s;
+            rows += T;
+        }
+        if (B == 0) break;
+        if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
+        for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
+            gen_slot *s = e->in_call[b];
+            rc = cllm_decoder_take(&s->d, &e->kv, e->f.argmax + r);
+            if (!rc && s->d.done) rc = slot_finish(e, s);
+        }
+    }
+    return rc;
+}
+
+static void eng_free(gen_eng *e) {
+    for (int i = 0; e->slots && i < e->batch; i++) {
+        gen_slot *s = &e->slots[i];
+        cllm_prompt_free(&s->p);
+        cllm_decoder_free(&s->d);
+        cllm_decode_result_free(&s->r);
+    }
+    free(e->slots);
+    for (int i = 0; e->q && i < e->qcap; i++) free(e->q[i].buf);
+    free(e->q);
+    free(e->calls);
+    free(e->in_call);
+    free(e->tokens);
+    cllm_packbuf_free(&e->b);
+    cllm_fwd_free(&e->f);
+    cllm_kv_free(&e->kv);
 }
 
 int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o) {
-    cllm_fwd f;
-    cllm_kv kv;
-    memset(&f, 0, sizeof f);
-    memset(&kv, 0, sizeof kv);
-    cllm_writer *w = NULL;
-    cllm_packbuf b = { 0 };
-    cllm_prompt p;
-    memset(&p, 0, sizeof p);
-    cllm_decode_result r;
-    memset(&r, 0, sizeof r);
-    cllm_decode_opts dec = o->dec;
-    text_ctx tc = { m->tok };
+    gen_eng e;
+    memset(&e, 0, sizeof e);
+    e.m = m;
+    e.o = o;
+    e.batch = o->batch > 0 ? o->batch : 1;
+    e.dec = o->dec;
+    e.tc.tok = m->tok;
     char producer[64];
     snprintf(producer, sizeof producer, "cllm-gen %s", CLLM_VERSION);
 
     if (o->text && !m->tok) return cllm_error(CLLM_EINVAL, "--text needs a model with a tokenizer");
-    if (dec.eos_id < 0) dec.eos_id = m->cfg.eos_id;
-    if (m->tok && dec.eos_id < 0) dec.eos_id = cllm_tokenizer_eos(m->tok);
-    if (dec.guess == CLLM_GUESS_PAD && m->cfg.pad_id >= 0) dec.pad_id = m->cfg.pad_id;
-    if (dec.method == CLLM_DECODE_AR) dec.n = 1;
-    if (o->text) { dec.on_tokens = print_tokens; dec.cb_ctx = &tc; }
+    if (e.batch > 4096) return cllm_error(CLLM_EINVAL, "batch %d out of range", e.batch);
+    cllm_decode_opts *dec = &e.dec;
+    if (dec->eos_id < 0) dec->eos_id = m->cfg.eos_id;
+    if (m->tok && dec->eos_id < 0) dec->eos_id = cllm_tokenizer_eos(m->tok);
+    if (dec->guess == CLLM_GUESS_PAD && m->cfg.pad_id >= 0) dec->pad_id = m->cfg.pad_id;
+    if (dec->method == CLLM_DECODE_AR) dec->n = 1;
+    if (o->text && e.batch == 1) { dec->on_tokens = print_tokens; dec->cb_ctx = &e.tc; }
 
-    int rc = cllm_fwd_init(&f, m, fwd_rows(dec.n));
+    int rc = cllm_fwd_init_on(&e.f, m, call_rows(dec->n, e.batch), o->device, 0);
+    if (!rc) {
+        e.slots = cllm_calloc((size_t)e.batch, sizeof *e.slots);
+        e.calls = cllm_calloc((size_t)e.batch, sizeof *e.calls);
+        e.in_call = cllm_calloc((size_t)e.batch, sizeof *e.in_call);
+        e.tokens = cllm_calloc((size_t)e.f.max_T, sizeof *e.tokens);
+        e.qcap = 4 * e.batch + 1;
+        e.q = cllm_calloc((size_t)e.qcap, sizeof *e.q);
+        if (!e.slots || !e.calls || !e.in_call || !e.tokens || !e.q) rc = CLLM_ENOMEM;
+    }
     if (!rc && !o->text) {
-        rc = cllm_writer_open(&w, o->output, o->force);
+        rc = cllm_writer_open(&e.w, o->output, o->force);
         cllm_header_rec h;
         cllm_header_for_model(&h, m, producer, o->argc, o->argv);
-        if (!rc) rc = cllm_rec_header_pack(&b, &h);
-        if (!rc) rc = cllm_writer_put_header(w, b.data, b.size);
+        if (!rc) rc = cllm_rec_header_pack(&e.b, &h);
+        if (!rc) rc = cllm_writer_put_header(e.w, e.b.data, e.b.size);
     }
-    while (!rc && !cllm_interrupted && (rc = cllm_prompts_next(src, &p)) == 0) {
-        for (size_t i = 0; i < p.tokens.n && !rc; i++)
-            if (p.tokens.ids[i] >= m->cfg.vocab)
-                rc = cllm_error(CLLM_EINVAL, "prompt %lld: token id %d is outside the vocabulary (%d)",
-                                (long long)p.id, p.tokens.ids[i], m->cfg.vocab);
-        if (rc) break;
-        rc = ensure_kv(&kv, m, (int)p.tokens.n + dec.max_new_tokens + dec.n);
-        if (rc) break;
-        /* Same seed, same output: each prompt's guesses come from the seed and its id. */
-        dec.seed = o->dec.seed * 0x9E3779B97F4A7C15ull + (uint64_t)p.id;
-        cllm_decode_result_free(&r);
-        double t0 = now_s();
-        rc = cllm_decode(&f, &kv, 0, p.tokens.ids, (int)p.tokens.n, &dec, &r);
-        double dt = now_s() - t0;
-        if (rc) break;
-        if (o->text) {
-            fputc('\n', stdout);
-            fflush(stdout);
-            continue;
+    int eof = 0;
+    while (!rc && !cllm_interrupted) {
+        /* Fill the free slots with the next prompts, in input order. */
+        for (int i = 0; i < e.batch && !rc && !eof; i++) {
+            gen_slot *s = &e.slots[i];
+            if (s->active || e.qlen >= e.qcap) continue;
+            rc = cllm_prompts_next(src, &s->p);
+            if (rc == CLLM_EOF) { rc = 0; eof = 1; break; }
+            if (rc) break;
+            gen_job *j = &e.q[(e.qhead + e.qlen) % e.qcap];
+            e.qlen++;
+            s->j = j;
+            rc = slot_start(&e, s);
         }
-        cllm_gen_rec g;
-        memset(&g, 0, sizeof g);
-        g.id = p.id;
-        g.prompt = p.tokens;
-        g.output.ids = r.tokens;
-        g.output.n = (size_t)r.n_tokens;
-        size_t tlen = 0;
-        char *text = NULL;
-        if (m->tok) rc = cllm_tokenizer_decode(m->tok, r.tokens, (size_t)r.n_tokens, &text, &tlen);
         if (rc) break;
-        g.text = text ? text : "";
-        g.method = dec.method == CLLM_DECODE_JACOBI ? "jacobi" : "ar";
-        g.n = dec.n;
-        int chunks = ((int)p.tokens.n + f.max_T - 1) / f.max_T;
-        g.steps = r.steps - (chunks - 1);
-        g.time_s = dt;
-        g.eos = r.eos;
-        g.answer = p.answer;   /* the reference travels with the output (cllm-eval --task) */
-        cllm_tokens *states = NULL;
-        if (dec.trace && r.n_iter > 0) {
-            states = cllm_calloc((size_t)r.n_iter, sizeof *states);
-            if (!states) { free(text); rc = CLLM_ENOMEM; break; }
-            for (int i = 0; i < r.n_iter && !rc; i++) {
-                rc = cllm_tokens_append(&states[i], r.iter_state + (size_t)i * r.trace_n, (size_t)r.iter_len[i]);
-                if (!rc) rc = cllm_tokens_push(&g.accepted, r.iter_accepted[i]);
-            }
-            g.states = states;
-            g.n_states = (size_t)r.n_iter;
-        }
-        if (!rc) rc = cllm_rec_gen_pack(&b, &g);
-        if (!rc) rc = cllm_writer_put(w, b.data, b.size);
-        free(text);
-        cllm_tokens_free(&g.accepted);
-        for (int i = 0; states && i < r.n_iter; i++) cllm_tokens_free(&states[i]);
-        free(states);
+        int active = 0;
+        rc = tick(&e, &active);
+        if (!rc) rc = drain(&e);
+        if (!active && eof) break;
     }
-    if (rc == CLLM_EOF) rc = 0;
     if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");
-    if (w) {
-        if (rc) cllm_writer_abort(w);
-        else rc = cllm_writer_close(w);
+    if (e.w) {
+        if (rc) cllm_writer_abort(e.w);
+        else rc = cllm_writer_close(e.w);
     }
-    cllm_prompt_free(&p);
-    cllm_decode_result_free(&r);
-    cllm_packbuf_free(&b);
-    cllm_fwd_free(&f);
-    cllm_kv_free(&kv);
+    eng_free(&e);
     return rc;
 }

@@ -10,6 +10,8 @@
 typedef struct cllm_gen_opts {
     cllm_decode_opts dec;     /* method, n, max_new_tokens, guess, seed, trace */
     int text;                 /* plain text on stdout instead of a stream */
+    int batch;                /* prompts decoded at once, one forward call per step (0 or 1: one) */
+    int device;               /* enum cllm_device (forward.h) */
     const char *output;       /* NULL: stdout */
     int force;                /* write a stream to a terminal */
     int argc;                 /* the command line, for the header */

@@ -127,6 +127,75 @@ static void test_threads(const cllm_model *m) {
     TEST_OK("threads");
 }
 
+/* A ragged batch (a Jacobi window, an AR step, a prompt chunk with only its
+ * last row through the LM head, and a fresh prompt with none) in one call
+ * gives every sequence the logits, argmax and cache rows it gets alone.
+ * Tolerance: 0 (bit for bit) on CPUs with AVX-512, whose matmul sums every
+ * output in a fixed order whatever the row count (kernels/cpu/matmul.c);
+ * elsewhere BLAS may reassociate with the row count: 1e-5 of the row's scale. */
+static void test_batch(const cllm_model *m, const char *name) {
+    int V = m->cfg.vocab, KD = m->cfg.n_head_kv * m->cfg.head_dim;
+    double tol = __builtin_cpu_supports("avx512f") ? 0.0 : 1e-5;
+    enum { NS = 4 };
+    /* per sequence: history length (cached before), new tokens, lm_from */
+    const int hist[NS] = {20, 9, 30, 0}, newT[NS] = {16, 1, 12, 7}, lmf[NS] = {0, 0, 11, 7};
+    const int seqs[NS] = {2, 0, 3, 1};   /* cache slots, not in call order */
+    int tok[NS][48];
+    for (int b = 0; b < NS; b++)
+        for (int i = 0; i < 48; i++) tok[b][i] = (i * 31 + b * 17 + 3) % V;
+    cllm_fwd f, g;
+    cllm_kv kb, ks;
+    CHECK_OK(cllm_fwd_init(&f, m, 40));
+    CHECK_OK(cllm_fwd_init(&g, m, 40));
+    CHECK_OK(cllm_kv_init(&kb, &m->cfg, NS, 64));
+    CHECK_OK(cllm_kv_init(&ks, &m->cfg, NS, 64));
+    if (check_failures) return;
+    for (int b = 0; b < NS; b++)
+        if (hist[b]) {
+            CHECK_OK(cllm_forward(&f, &kb, seqs[b], 0, tok[b], hist[b], hist[b]));
+            CHECK_OK(cllm_forward(&g, &ks, seqs[b], 0, tok[b], hist[b], hist[b]));
+        }
+    cllm_fwd_seq s[NS];
+    int in[40], R = 0, row0[NS];
+    for (int b = 0; b < NS; b++) {
+        s[b] = (cllm_fwd_seq){seqs[b], hist[b], newT[b], lmf[b]};
+        row0[b] = R;
+        memcpy(in + R, tok[b] + hist[b], (size_t)newT[b] * sizeof(int));
+        R += newT[b];
+    }
+    CHECK_OK(cllm_forward_batch(&f, &kb, s, NS, in));
+    double worst = 0;
+    for (int b = 0; b < NS; b++) {
+        CHECK_OK(cllm_forward(&g, &ks, seqs[b], hist[b], tok[b] + hist[b], newT[b], lmf[b]));
+        CHECK_EQ_INT(cllm_kv_len(&kb, seqs[b]), hist[b] + newT[b]);
+        for (int t = lmf[b]; t < newT[b]; t++) {
+            double e = row_relerr(f.logits + (size_t)(row0[b] + t) * V, g.logits + (size_t)t * V, V);
+            if (e > worst) worst = e;
+            CHECK_MSG(e <= tol, "%s: sequence %d row %d: batched vs alone relerr %.3g", name, b, t, e);
+            CHECK_EQ_INT(f.argmax[row0[b] + t], g.argmax[t]);
+        }
+        for (int l = 0; l < m->cfg.n_layer; l++) {   /* the cache rows written */
+            size_t off = (((size_t)l * NS + seqs[b]) * 64) * KD, n = (size_t)(hist[b] + newT[b]) * KD;
+            double e = row_relerr(kb.k + off, ks.k + off, (int)n), e2 = row_relerr(kb.v + off, ks.v + off, (int)n);
+            CHECK_MSG(e <= tol && e2 <= tol, "%s: sequence %d layer %d: cache differs (%.3g, %.3g)", name, b, l, e, e2);
+        }
+    }
+    /* argument errors change nothing */
+    int len0 = cllm_kv_len(&kb, 0);
+    cllm_fwd_seq twice[2] = {{0, len0, 1, 0}, {0, len0, 1, 0}};
+    CHECK_EQ_INT(cllm_forward_batch(&f, &kb, twice, 2, in), CLLM_EINVAL);
+    cllm_fwd_seq wide[2] = {{0, len0, 30, 0}, {1, cllm_kv_len(&kb, 1), 11, 0}};   /* 41 rows > 40 */
+    CHECK_EQ_INT(cllm_forward_batch(&f, &kb, wide, 2, in), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_kv_len(&kb, 0), len0);
+    printf("%s: ragged batch of %d sequences (%d rows) vs each alone: worst relerr %.3g (tolerance %g)\n", name,
+           NS, R, worst, tol);
+    cllm_kv_free(&kb);
+    cllm_kv_free(&ks);
+    cllm_fwd_free(&f);
+    cllm_fwd_free(&g);
+    TEST_OK("batch");
+}
+
 static void test_errors(const cllm_model *m) {
     cllm_fwd f;
     cllm_kv kv;
@@ -231,6 +300,7 @@ int main(void) {
     test_rollback(&m);
     test_threads(&m);
     test_errors(&m);
+    test_batch(&m, "tiny-qwen2");
     cllm_model_free(&m);
     /* the same model through the project's HF loader */
     int rc = cllm_model_load(&m, "tests/golden/tiny-qwen2");
@@ -238,8 +308,13 @@ int main(void) {
     if (!rc) {
         CHECK(m.cfg.qkv_bias && !m.cfg.tied && m.cfg.n_head_kv == 2);
         test_tiny_golden(&m);
+        test_batch(&m, "tiny-qwen2 (gate/up as one product)");
         cllm_model_free(&m);
     }
     test_smollm2_golden();
+    if (!cllm_model_load(&m, test_model_path())) {
+        test_batch(&m, "smollm2");
+        cllm_model_free(&m);
+    }
     TEST_END();
 }

@@ -1,0 +1,39 @@
+#!/bin/sh
+# bench-decode-batch.sh: trajectory collection speed at --batch 1 against
+# --batch B in one script (the baseline runs on the same machine, minutes
+# apart), and the check that both wrote the same records.
+#
+#   tests/tools/bench-decode-batch.sh [BUILD] [PROMPTS] [B] [MAX_NEW] [THREADS] [DEVICE]
+# Defaults: build, 16 GSM8K training prompts ($CLLM_DATA, default ../shared/data),
+# B = 8, 64 new tokens, n = 16, 2 threads, device cpu. Prints, per batch size,
+# wall time, fixed-point tokens and trajectory tokens/s, then the ratio.
+# A benchmark, not a test: it fails only if a run fails or the outputs differ.
+set -eu
+BUILD=${1:-build}
+NP=${2:-16}
+BB=${3:-8}
+NEW=${4:-64}
+TH=${5:-2}
+DEV=${6:-cpu}
+M=${CLLM_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+D=${CLLM_DATA:-../shared/data}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+head -"$NP" "$D/gsm8k_train.jsonl" > "$T/p.jsonl"
+now() { date +%s.%N; }
+run() { # batch
+    t0=$(now)
+    "$BUILD/cllm-traj" -m "$M" --template gsm8k -n 16 --max-new-tokens "$NEW" -t "$TH" --device "$DEV" \
+        --batch "$1" --progress -f -o "$T/b$1.zst" "$T/p.jsonl" 2> "$T/e$1"
+    t1=$(now)
+    tok=$(tr '\r' '\n' < "$T/e$1" | grep -o '[0-9]* tokens,' | tail -1 | cut -d' ' -f1)
+    echo "$1 $t0 $t1 $tok" >> "$T/times"
+    awk -v b="$1" -v t0="$t0" -v t1="$t1" -v n="$tok" \
+        'BEGIN { printf "batch %-3d %8.1f s  %6d tokens  %7.2f trajectory tokens/s\n", b, t1 - t0, n, n / (t1 - t0) }'
+}
+echo "cllm-traj: $NP prompts, n = 16, $NEW new tokens, $TH threads, device $DEV, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+run 1
+run "$BB"
+"$BUILD/cllm-cat" --type traj -j "$T/b1.zst" > "$T/b1.jsonl"
+"$BUILD/cllm-cat" --type traj -j "$T/b$BB.zst" | cmp -s - "$T/b1.jsonl" || { echo "FAIL: --batch $BB records differ from --batch 1" >&2; exit 1; }
+awk 'NR == 1 { r1 = $4 / ($3 - $2) } NR == 2 { printf "speed-up %.2fx (batch %d vs 1); the records are identical\n", ($4 / ($3 - $2)) / r1, $1 }' "$T/times"
