@@ -13,8 +13,8 @@
  *                                                 and the group's NH/NKV heads)
  * q, k, v and do are bf16, every dot product, exponential and sum is fp32.
  *
- * Work decomposition: a block of ATT_WARPS warps per (head, row) (forward,
- * dq) or per (kv head, key row) (dk/dv); the warps take keys (or query rows)
+ * Work decomposition: a block of ATT_WARPS warps per (row, head) (forward,
+ * dq) or per (key row, kv head) (dk/dv), rows on grid x (no 65,535 limit); the warps take keys (or query rows)
  * in turn, the 32 lanes of a warp split the head's dims (lane l holds dims
  * l, l + 32, ...; DPL = dims per lane, a template parameter, HS <= 32*DPL),
  * so a dot product is one warp_sum. The forward keeps an online softmax per
@@ -32,13 +32,13 @@ namespace cllm_train {
 
 enum { ATT_WARPS = 4, ATT_MAX_HS = 256 };
 
-/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; lens (B). grid (NH, R) */
+/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; lens (B). grid (R, NH) */
 template <int DPL>
 __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX *qkv,
                                           const int *lens, int T, int NH, int NKV, int HS) {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
-    int h = blockIdx.x, r = blockIdx.y, b = r / T, t = r % T;
+    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     floatX *o = out + (size_t)r * QD + (size_t)h * HS;
@@ -104,14 +104,14 @@ __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX 
 }
 
 /* dq part of dqkv (R, QKV) fp32 =; Dsum (R, NH) =; dout (R, QD) bf16;
- * qkv (R, QKV) bf16; lse (R, NH). grid (NH, R) */
+ * qkv (R, QKV) bf16; lse (R, NH). grid (R, NH) */
 template <int DPL>
 __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const floatX *dout,
                                               const floatX *qkv, const float *lse,
                                               const int *lens, int T, int NH, int NKV, int HS) {
     __shared__ float s_red[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
-    int h = blockIdx.x, r = blockIdx.y, b = r / T, t = r % T;
+    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     float *dq = dqkv + (size_t)r * QKV + (size_t)h * HS;
@@ -187,13 +187,13 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
 }
 
 /* dk, dv parts of dqkv (R, QKV) fp32 =; dout (R, QD) bf16; qkv (R, QKV) bf16;
- * lse, Dsum (R, NH). grid (NKV, R): block (g, r) owns key row r, kv head g. */
+ * lse, Dsum (R, NH). grid (R, NKV): block (r, g) owns key row r, kv head g. */
 template <int DPL>
 __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, const floatX *dout,
                                                const floatX *qkv, const float *lse,
                                                const int *lens, int T, int NH, int NKV, int HS) {
     __shared__ float s_dk[ATT_WARPS][32 * DPL], s_dv[ATT_WARPS][32 * DPL];
-    int g = blockIdx.x, r = blockIdx.y, b = r / T, j = r % T;
+    int r = blockIdx.x, g = blockIdx.y, b = r / T, j = r % T;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
     int n = lens[b];
@@ -266,7 +266,7 @@ int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *len
                       int NH, int NKV, int HS, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
-    dim3 grid(NH, B * T), block(32 * ATT_WARPS);
+    dim3 grid(B * T, NH), block(32 * ATT_WARPS);
     switch (dpl) {
     case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
     case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
@@ -281,7 +281,7 @@ int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const float
                        cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
-    dim3 gq(NH, B * T), gkv(NKV, B * T), block(32 * ATT_WARPS);
+    dim3 gq(B * T, NH), gkv(B * T, NKV), block(32 * ATT_WARPS);
 #define ATT_BWD(D)                                                                                \
     attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, lens, \
                                                                T, NH, NKV, HS);                  \
