@@ -1307,15 +1307,24 @@ int cllm_eval_run(const cllm_eval_opts *o) {
     int kept = 0;
     int want_keep = o->show || o->html;
     rc = read_gens(e, o->input, 0, &h, want_keep ? &keep : NULL, o->show ? o->show_id : -1, &kept);
-    if (!rc && o->baseline) rc = read_gens(e, o->baseline, 1, NULL, NULL, -1, NULL);
-    if (!rc && o->ref && o->task != CLLM_TASK_NONE) rc = read_refs(e, o->ref, o->answer_field);
-    if (!rc && cllm_eval_rows(e) == 0) rc = cllm_error(CLLM_EINVAL, "%s: no gen records", o->input && strcmp(o->input, "-") ? o->input : "(stdin)");
-    if (!rc) rc = cllm_eval_finish(e);
+    /* Stopped by a signal while reading a long input: the metrics of the
+     * records read so far are still written (stderr table, metric stream),
+     * and the stream's end record says they are partial. --show and --html
+     * need the whole input and are skipped. */
+    int interrupted = rc == CLLM_EINTR && !want_keep;
+    if (interrupted) rc = 0;
+    if (!rc && !interrupted && o->baseline) rc = read_gens(e, o->baseline, 1, NULL, NULL, -1, NULL);
+    if (!rc && !interrupted && o->ref && o->task != CLLM_TASK_NONE) rc = read_refs(e, o->ref, o->answer_field);
+    if (!rc && cllm_eval_rows(e) == 0 && !interrupted)
+        rc = cllm_error(CLLM_EINVAL, "%s: no gen records", o->input && strcmp(o->input, "-") ? o->input : "(stdin)");
+    int have_rows = cllm_eval_rows(e) > 0;
+    if (!rc && have_rows) rc = cllm_eval_finish(e);
     if (!rc && o->show && !kept) rc = cllm_error(CLLM_EINVAL, "--show %lld: no gen record with that id", (long long)o->show_id);
     if (!rc && o->show) rc = cllm_eval_draw(o->show_out ? o->show_out : stdout, &keep, o->tok, o->color);
     if (!rc && o->html) rc = write_html(o->html, e, o, h.model, kept ? &keep : NULL);
-    if (!rc && o->table && !o->show) {
+    if (!rc && o->table && !o->show && have_rows) {
         print_table(o->table, e, o->summary);
+        if (interrupted) fprintf(o->table, "(interrupted: %zu gen records read)\n", cllm_eval_rows(e));
         fflush(o->table);
     }
     if (!rc && !o->no_stream && !o->show) {
@@ -1326,14 +1335,15 @@ int cllm_eval_run(const cllm_eval_opts *o) {
         rc = cllm_writer_open(&mo.w, o->output, o->force);
         if (!rc) rc = cllm_rec_header_pack(&mo.b, &hr);
         if (!rc) rc = cllm_writer_put_header(mo.w, mo.b.data, mo.b.size);
-        if (!rc) rc = write_metrics(&mo, e, o->summary);
+        if (!rc && have_rows) rc = write_metrics(&mo, e, o->summary);
         if (mo.w) {
-            if (rc) cllm_writer_abort(mo.w);
+            /* after a signal, abort closes the section marked "interrupted" */
+            if (rc || interrupted) cllm_writer_abort(mo.w);
             else rc = cllm_writer_close(mo.w);
         }
         cllm_packbuf_free(&mo.b);
     }
     if (kept) cllm_rec_gen_free(&keep);
     cllm_eval_free(e);
-    return rc;
+    return !rc && interrupted ? cllm_error(CLLM_EINTR, "interrupted") : rc;
 }

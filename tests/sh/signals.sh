@@ -113,3 +113,21 @@ int_whole() { # name command... : interrupt it once it has written something
 }
 int_whole train "$B/cllm-train" -m "$TM" --objective sft --field question --template gsm8k --batch 2 --max-steps 100000 -t 1 -q -o "$T/sft2.gguf" "$T/p6.jsonl"
 echo "all whole after SIGINT"
+
+# cllm-eval reduces its whole input: interrupted while it waits for more, it
+# writes the metrics of the records read so far, marked interrupted.
+mkfifo "$T/fifo"
+{ cat "$T/g.zst"; sleep 5; } > "$T/fifo" &
+feeder=$!
+"$B/cllm-eval" "$T/fifo" > "$T/ev.zst" 2> "$T/ev.err" &
+pid=$!
+sleep 1
+kill -INT $pid
+rc=0; wait $pid || rc=$?
+kill $feeder 2>/dev/null || true
+[ $rc = 130 ] || fail "cllm-eval: SIGINT: exit $rc, want 130 ($(cat "$T/ev.err"))"
+grep -q "(interrupted: 6 gen records read)" "$T/ev.err" || fail "cllm-eval: SIGINT: table: $(cat "$T/ev.err")"
+"$B/cllm-cat" --check "$T/ev.zst" 2> "$T/ev.chk" || fail "cllm-eval: SIGINT: $(cat "$T/ev.chk")"
+grep -q "interrupted (SIGINT)" "$T/ev.chk" || fail "cllm-eval: --check says $(cat "$T/ev.chk")"
+"$B/cllm-cat" -j "$T/ev.zst" | grep -q '"name":"tokens_per_step"' || fail "cllm-eval: SIGINT: no metrics"
+echo "cllm-eval: 130, metrics of the 6 records read, marked interrupted"
