@@ -61,6 +61,8 @@ typedef struct cllm_cuda_train_opts {
     int max_rows;         /* loss rows per micro-batch (0: max_B*max_T) */
     int teacher_rows;     /* teacher slots kept between calls (0: none) */
     int chunk_rows;       /* logits rows per chunk (0: as many as fit 256 MiB of fp32 logits) */
+    int attention;        /* 0: the fastest attention kernels that fit; 1: the reference
+                             kernels (kernels/cuda/train/attention.cu, kernel1) */
 } cllm_cuda_train_opts;
 
 typedef struct cllm_cuda_loss_row {
@@ -73,7 +75,7 @@ typedef struct cllm_cuda_loss_row {
 } cllm_cuda_loss_row;
 
 /* Upload m (fp32 master + bf16 copy), zero gradients and moments, AdamW
- * hyperparameters as cllm_adamw_init sets them. Needs HS <= 256. Device
+ * hyperparameters as cllm_adamw_init sets them. Needs an even HS <= 256. Device
  * 0 (or the current device). 0 or CLLM_E* (*out = NULL then). */
 int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_cuda_train_opts *o);
 void cllm_cuda_train_free(cllm_cuda_train *t);

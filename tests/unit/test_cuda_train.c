@@ -7,6 +7,8 @@
  *
  * Parity, on two tiny random models (a LLaMA-like tied model, GQA 3:1,
  * HS 32; a Qwen2-like untied model with q/k/v biases, GQA 2:1, HS 64, odd V),
+ * each with the default attention kernels and again with the reference ones
+ * (cllm_cuda_train_opts.attention = 1, names ending in _refattn),
  * one optimizer step of two micro-batches, the CLLM pattern:
  *   call 1 (the "AR" pass on x||y*): cross-entropy rows with label smoothing
  *     0.1 and the AR weight, some of them also saved as teacher rows;
@@ -26,7 +28,8 @@
  * V 49,152), B records of ~T tokens (lengths T-40..T, default 16 x 320), SFT
  * loss on every real row; prints training tokens/s (forward + loss +
  * backward + clipped AdamW step) and the model FLOP utilisation against the
- * H100/H200 SXM dense bf16 peak (989 TFLOP/s). No checks beyond success.
+ * H100/H200 SXM dense bf16 peak (989 TFLOP/s), with the default attention
+ * kernels, then with the reference ones. No checks beyond success.
  */
 #include <math.h>
 #include <stdio.h>
@@ -121,7 +124,7 @@ out:
 
 enum { PB = 3, PT = 20, NSLOT = 8 };
 
-static void test_parity(const char *name, const cllm_config *c, uint64_t seed) {
+static void test_parity(const char *name, const cllm_config *c, uint64_t seed, int att) {
     cllm_model m;
     if (random_model(&m, c, seed)) { CHECK_MSG(0, "%s: alloc: %s", name, cllm_errmsg()); return; }
     int V = c->vocab;
@@ -159,7 +162,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed) {
     }
 
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {PB, PT, 40, NSLOT, 7};   /* 7 rows per chunk: several chunks */
+    cllm_cuda_train_opts o = {PB, PT, 40, NSLOT, 7, att};   /* 7 rows per chunk: several chunks */
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *p_gpu = calloc(np, sizeof(float)), *p0 = malloc(np * sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
@@ -322,7 +325,7 @@ out:
 
 /* ---- throughput on SmolLM2-135M shapes ------------------------------------- */
 
-static void bench(int B, int T) {
+static void bench(int B, int T, int att) {
     cllm_config c;
     memset(&c, 0, sizeof c);
     snprintf(c.arch, sizeof c.arch, "llama");
@@ -334,7 +337,7 @@ static void bench(int B, int T) {
     int *tok = malloc((size_t)B * T * sizeof(int)), *lens = malloc((size_t)B * sizeof(int));
     cllm_cuda_loss_row *rows = malloc((size_t)B * T * sizeof *rows);
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {B, T, B * T, 0, 0};
+    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att};
     CHECK(tok && lens && rows);
     if (check_failures) goto out;
     cllm_rng r;
@@ -353,8 +356,9 @@ static void bench(int B, int T) {
     }
     CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
     if (check_failures) goto out;
-    printf("bench: SmolLM2-135M shapes, %zu parameters, %d x %d (%lld real tokens, %d loss rows), "
-           "%zu MiB on the device\n", m.n_params, B, T, ntok, n, cllm_cuda_train_bytes(gt) >> 20);
+    printf("bench: SmolLM2-135M shapes, %s attention kernels, %zu parameters, %d x %d (%lld real "
+           "tokens, %d loss rows), %zu MiB on the device\n", att ? "reference" : "default",
+           m.n_params, B, T, ntok, n, cllm_cuda_train_bytes(gt) >> 20);
     enum { WARM = 2, STEPS = 10 };
     double t0 = 0, ce = 0, norm = 0, tf = 0, tfb = 0;
     for (int s = 0; s < WARM + STEPS; s++) {
@@ -424,13 +428,16 @@ int main(int argc, char **argv) {
     if (!do_bench || getenv("CLLM_BENCH_PARITY")) {
         cllm_config a = tiny_cfg("llama", 2, 96, 3, 1, 32, 192, 300, 1, 0);
         cllm_config b = tiny_cfg("qwen2", 2, 256, 4, 2, 64, 320, 257, 0, 1);
-        test_parity("parity_llama_tied_gqa", &a, 11);
-        test_parity("parity_qwen2_bias", &b, 12);
+        test_parity("parity_llama_tied_gqa", &a, 11, 0);
+        test_parity("parity_qwen2_bias", &b, 12, 0);
+        test_parity("parity_llama_tied_gqa_refattn", &a, 11, 1);
+        test_parity("parity_qwen2_bias_refattn", &b, 12, 1);
     }
     if (do_bench) {
         int B = argc > 3 ? atoi(argv[2]) : 16, T = argc > 3 ? atoi(argv[3]) : 320;
         if (B < 1 || T < 2) { fprintf(stderr, "usage: %s [--bench [B T]]\n", argv[0]); return 2; }
-        bench(B, T);
+        bench(B, T, 0);
+        if (!check_failures) bench(B, T, 1);
     }
     TEST_END();
 #endif

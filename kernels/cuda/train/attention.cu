@@ -14,8 +14,8 @@
  * q, k, v and do are bf16, every dot product, exponential and sum is fp32.
  *
  * Work decomposition: a block of ATT_WARPS warps per (row, head) (forward,
- * dq) or per (key row, kv head) (dk/dv), rows on grid x (no 65,535 limit); the warps take keys (or query rows)
- * in turn, the 32 lanes of a warp split the head's dims (lane l holds dims
+ * dq) or per (key row, kv head) (dk/dv), rows on grid x (no 65,535 limit);
+ * the warps take keys (or query rows) in turn, the 32 lanes of a warp split the head's dims (lane l holds dims
  * l, l + 32, ...; DPL = dims per lane, a template parameter, HS <= 32*DPL),
  * so a dot product is one warp_sum. The forward keeps an online softmax per
  * warp (running max, sum, weighted v) and merges the warps through shared
@@ -23,9 +23,12 @@
  * exact, where the usual D = do . out would read the bf16 output); it also
  * writes D for the dk/dv kernel. Shared memory: at most 2 ATT_WARPS HS
  * floats (8 KiB at HS 256), static.
- * Cost: every (row, head) re-reads its keys (L2-resident for T ~ 300), so
- * this is O(T^2 HS) reads per sequence and head; a tiled (flash-attention 2)
- * kernel with k/v tiles in shared memory is the next step for long T. */
+ * This is kernel1, the reference (variant 1); kernel2 below does the same
+ * sums with a thread per key and is the default where its shared memory fits.
+ * Cost of both: every (row, head) re-reads its keys (L2-resident for T ~
+ * 300), so this is O(T^2 HS) reads per sequence and head; a tiled
+ * (flash-attention 2) kernel with k/v tiles in shared memory and tensor cores
+ * is the next step for speed. */
 #include "train_kernels.h"
 
 namespace cllm_train {
@@ -254,19 +257,238 @@ __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, c
     }
 }
 
+/* ---- kernel2: a thread per key (or per query row of a key) -------------------
+ * The same arithmetic as kernel1 with the work turned around: one block of
+ * ATT_THREADS threads per (row, head) (or (key row, kv head)); each thread
+ * computes whole dot products for its keys (bf16x2 loads of the key row,
+ * the query row in shared memory), so a dot product costs no shuffles; the
+ * scores (or p, ds) wait in shared memory (one or two floats per key); the
+ * weighted sums over keys are split as (dim pairs) x (key slices) and the
+ * slices reduced through shared memory, as the inference kernel does.
+ * Dynamic shared memory (floats), with S = slices * HS <= 256: forward
+ * HS + 32 + S + T, dq 2 HS + 32 + S + 2 T, dk/dv 2 HS + 2 S + 2 T NH/NKV
+ * (p and ds per item); the launcher falls back to
+ * kernel1 when that exceeds 48 KiB (T beyond ~5,000 for SmolLM2). Needs HS
+ * even (bf16x2 loads; cllm_model_alloc's check). */
+enum { ATT_THREADS = 128 };
+
+__device__ __forceinline__ float dot_bf16_row(const float *xs, const floatX *row, int HS) {
+    const __nv_bfloat162 *r2 = reinterpret_cast<const __nv_bfloat162 *>(row);
+    float a = 0.0f;
+    for (int i = 0; i < HS / 2; i++) {
+        float2 f = __bfloat1622float2(r2[i]);
+        a += xs[2 * i] * f.x + xs[2 * i + 1] * f.y;
+    }
+    return a;
+}
+
+/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; lens (B). grid (R, NH) */
+__global__ void attention_forward_kernel2(floatX *out, float *lse, const floatX *qkv,
+                                          const int *lens, int T, int NH, int NKV, int HS) {
+    extern __shared__ float smem[];
+    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
+    int pairs = HS / 2, slices = blockDim.x / pairs;
+    float *qs = smem, *red = qs + HS, *part = red + 32, *att = part + slices * HS;
+    floatX *o = out + (size_t)r * QD + (size_t)h * HS;
+    if (t >= lens[b]) {
+        for (int i = threadIdx.x; i < HS; i += blockDim.x) o[i] = __float2bfloat16(0.0f);
+        if (threadIdx.x == 0) lse[(size_t)r * NH + h] = 0.0f;
+        return;
+    }
+    const floatX *qr = qkv + (size_t)r * QKV + (size_t)h * HS;
+    const floatX *kb = qkv + (size_t)b * T * QKV + QD + (size_t)g * HS;   /* key j at + j*QKV */
+    const floatX *vb = kb + KD;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = __bfloat162float(qr[i]);
+    __syncthreads();
+    float scale = 1.0f / sqrtf((float)HS), mx = -INFINITY;
+    for (int j = threadIdx.x; j <= t; j += blockDim.x) {
+        float s = dot_bf16_row(qs, kb + (size_t)j * QKV, HS) * scale;
+        att[j] = s;
+        mx = fmaxf(mx, s);
+    }
+    mx = block_max(mx, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j <= t; j += blockDim.x) {
+        float e = expf(att[j] - mx);
+        att[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, red);            /* its barriers also publish att[] */
+    int dp = threadIdx.x % pairs, sl = threadIdx.x / pairs;
+    if (sl < slices) {
+        float2 acc = make_float2(0.0f, 0.0f);
+        for (int j = sl; j <= t; j += slices) {
+            float2 v = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(vb + (size_t)j * QKV)[dp]);
+            acc.x += att[j] * v.x;
+            acc.y += att[j] * v.y;
+        }
+        part[sl * HS + 2 * dp] = acc.x;
+        part[sl * HS + 2 * dp + 1] = acc.y;
+    }
+    __syncthreads();
+    float inv = 1.0f / sum;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float a = 0.0f;
+        for (int k = 0; k < slices; k++) a += part[k * HS + i];
+        o[i] = __float2bfloat16(a * inv);
+    }
+    if (threadIdx.x == 0) lse[(size_t)r * NH + h] = mx + logf(sum);
+}
+
+/* dq part of dqkv (R, QKV) fp32 =; Dsum (R, NH) =; dout (R, QD) bf16;
+ * qkv (R, QKV) bf16; lse (R, NH). grid (R, NH) */
+__global__ void attention_backward_dq_kernel2(float *dqkv, float *Dsum, const floatX *dout,
+                                              const floatX *qkv, const float *lse,
+                                              const int *lens, int T, int NH, int NKV, int HS) {
+    extern __shared__ float smem[];
+    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
+    int pairs = HS / 2, slices = blockDim.x / pairs;
+    float *qs = smem, *dos = qs + HS, *red = dos + HS, *part = red + 32;
+    float *pj = part + slices * HS, *dpj = pj + T;
+    float *dq = dqkv + (size_t)r * QKV + (size_t)h * HS;
+    if (t >= lens[b]) {
+        for (int i = threadIdx.x; i < HS; i += blockDim.x) dq[i] = 0.0f;
+        if (threadIdx.x == 0) Dsum[(size_t)r * NH + h] = 0.0f;
+        return;
+    }
+    const floatX *qr = qkv + (size_t)r * QKV + (size_t)h * HS;
+    const floatX *dor = dout + (size_t)r * QD + (size_t)h * HS;
+    const floatX *kb = qkv + (size_t)b * T * QKV + QD + (size_t)g * HS;
+    const floatX *vb = kb + KD;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        qs[i] = __bfloat162float(qr[i]);
+        dos[i] = __bfloat162float(dor[i]);
+    }
+    __syncthreads();
+    float scale = 1.0f / sqrtf((float)HS), L = lse[(size_t)r * NH + h], Dl = 0.0f;
+    for (int j = threadIdx.x; j <= t; j += blockDim.x) {
+        float p = expf(dot_bf16_row(qs, kb + (size_t)j * QKV, HS) * scale - L);
+        float d = dot_bf16_row(dos, vb + (size_t)j * QKV, HS);
+        pj[j] = p;
+        dpj[j] = d;
+        Dl += p * d;
+    }
+    float D = block_sum(Dl, red);
+    for (int j = threadIdx.x; j <= t; j += blockDim.x) pj[j] = pj[j] * (dpj[j] - D) * scale;   /* ds */
+    __syncthreads();
+    int dp = threadIdx.x % pairs, sl = threadIdx.x / pairs;
+    if (sl < slices) {
+        float2 acc = make_float2(0.0f, 0.0f);
+        for (int j = sl; j <= t; j += slices) {
+            float2 k = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(kb + (size_t)j * QKV)[dp]);
+            acc.x += pj[j] * k.x;
+            acc.y += pj[j] * k.y;
+        }
+        part[sl * HS + 2 * dp] = acc.x;
+        part[sl * HS + 2 * dp + 1] = acc.y;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float a = 0.0f;
+        for (int k = 0; k < slices; k++) a += part[k * HS + i];
+        dq[i] = a;
+    }
+    if (threadIdx.x == 0) Dsum[(size_t)r * NH + h] = D;
+}
+
+/* dk, dv parts of dqkv (R, QKV) fp32 =; dout (R, QD) bf16; qkv (R, QKV) bf16;
+ * lse, Dsum (R, NH). grid (R, NKV): block (r, g) owns key row r, kv head g;
+ * items it = (t - j) * group + (h - g*group) for query rows t = j .. n-1. */
+__global__ void attention_backward_dkv_kernel2(float *dqkv, const float *Dsum, const floatX *dout,
+                                               const floatX *qkv, const float *lse,
+                                               const int *lens, int T, int NH, int NKV, int HS) {
+    extern __shared__ float smem[];
+    int r = blockIdx.x, g = blockIdx.y, b = r / T, j = r % T;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
+    int pairs = HS / 2, slices = blockDim.x / pairs;
+    int n = lens[b];
+    float *ks = smem, *vs = ks + HS, *partk = vs + HS, *partv = partk + slices * HS;
+    float *ps = partv + slices * HS, *dss = ps + (size_t)T * group;
+    float *dk = dqkv + (size_t)r * QKV + QD + (size_t)g * HS, *dv = dk + KD;
+    if (j >= n) {
+        for (int i = threadIdx.x; i < HS; i += blockDim.x) dk[i] = dv[i] = 0.0f;
+        return;
+    }
+    const floatX *kj = qkv + (size_t)r * QKV + QD + (size_t)g * HS, *vj = kj + KD;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        ks[i] = __bfloat162float(kj[i]);
+        vs[i] = __bfloat162float(vj[i]);
+    }
+    __syncthreads();
+    float scale = 1.0f / sqrtf((float)HS);
+    int items = (n - j) * group;
+    for (int it = threadIdx.x; it < items; it += blockDim.x) {
+        size_t rt = (size_t)b * T + j + it / group;
+        int h = g * group + it % group;
+        float p = expf(dot_bf16_row(ks, qkv + rt * QKV + (size_t)h * HS, HS) * scale - lse[rt * NH + h]);
+        float d = dot_bf16_row(vs, dout + rt * QD + (size_t)h * HS, HS);
+        ps[it] = p;
+        dss[it] = p * (d - Dsum[rt * NH + h]) * scale;
+    }
+    __syncthreads();
+    int dp = threadIdx.x % pairs, sl = threadIdx.x / pairs;
+    if (sl < slices) {
+        float2 ak = make_float2(0.0f, 0.0f), av = make_float2(0.0f, 0.0f);
+        for (int it = sl; it < items; it += slices) {
+            size_t rt = (size_t)b * T + j + it / group;
+            int h = g * group + it % group;
+            float2 q = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(qkv + rt * QKV + (size_t)h * HS)[dp]);
+            float2 d = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(dout + rt * QD + (size_t)h * HS)[dp]);
+            ak.x += dss[it] * q.x;
+            ak.y += dss[it] * q.y;
+            av.x += ps[it] * d.x;
+            av.y += ps[it] * d.y;
+        }
+        partk[sl * HS + 2 * dp] = ak.x;
+        partk[sl * HS + 2 * dp + 1] = ak.y;
+        partv[sl * HS + 2 * dp] = av.x;
+        partv[sl * HS + 2 * dp + 1] = av.y;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float a = 0.0f, c = 0.0f;
+        for (int k = 0; k < slices; k++) {
+            a += partk[k * HS + i];
+            c += partv[k * HS + i];
+        }
+        dk[i] = a;
+        dv[i] = c;
+    }
+}
+
+/* dynamic shared memory of the kernel2s, bytes */
+static size_t smem_fwd2(int HS, int T) {
+    return (size_t)(HS + 32 + (ATT_THREADS / (HS / 2)) * HS + T) * sizeof(float);
+}
+static size_t smem_dq2(int HS, int T) {
+    return (size_t)(2 * HS + 32 + (ATT_THREADS / (HS / 2)) * HS + 2 * T) * sizeof(float);
+}
+static size_t smem_dkv2(int HS, int T, int group) {
+    return (size_t)(2 * HS + 2 * (ATT_THREADS / (HS / 2)) * HS + 2 * (size_t)T * group) * sizeof(float);
+}
+enum { SMEM_DEFAULT = 48 * 1024 };
+
 static int dims_per_lane(int HS, int NH, int NKV, int *dpl) {
-    if (HS < 1 || HS > ATT_MAX_HS || NKV < 1 || NH % NKV)
+    if (HS < 2 || HS % 2 || HS > ATT_MAX_HS || NKV < 1 || NH % NKV)
         return cllm_error(CLLM_EUNSUP, "training attention: head size %d / heads %d:%d not supported "
-                          "on CUDA (head size <= %d)", HS, NH, NKV, ATT_MAX_HS);
+                          "on CUDA (even head size <= %d)", HS, NH, NKV, ATT_MAX_HS);
     *dpl = HS <= 32 ? 1 : HS <= 64 ? 2 : HS <= 128 ? 4 : 8;
     return 0;
 }
 
 int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *lens, int B, int T,
-                      int NH, int NKV, int HS, cudaStream_t stream) {
+                      int NH, int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
-    dim3 grid(B * T, NH), block(32 * ATT_WARPS);
+    dim3 grid(B * T, NH);
+    size_t sm = smem_fwd2(HS, T);
+    if (variant != 1 && sm <= SMEM_DEFAULT) {
+        attention_forward_kernel2<<<grid, ATT_THREADS, sm, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS);
+        return CUDA_CHECK_LAUNCH();
+    }
+    dim3 block(32 * ATT_WARPS);
     switch (dpl) {
     case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
     case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
@@ -278,10 +500,20 @@ int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *len
 
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *qkv,
                        const float *lse, const int *lens, int B, int T, int NH, int NKV, int HS,
-                       cudaStream_t stream) {
+                       int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
-    dim3 gq(B * T, NH), gkv(B * T, NKV), block(32 * ATT_WARPS);
+    dim3 gq(B * T, NH), gkv(B * T, NKV);
+    size_t sq = smem_dq2(HS, T), skv = smem_dkv2(HS, T, NH / NKV);
+    if (variant != 1 && sq <= SMEM_DEFAULT && skv <= SMEM_DEFAULT) {
+        attention_backward_dq_kernel2<<<gq, ATT_THREADS, sq, stream>>>(dqkv, Dsum, dout, qkv, lse,
+                                                                       lens, T, NH, NKV, HS);
+        if ((rc = CUDA_CHECK_LAUNCH())) return rc;
+        attention_backward_dkv_kernel2<<<gkv, ATT_THREADS, skv, stream>>>(dqkv, Dsum, dout, qkv, lse,
+                                                                          lens, T, NH, NKV, HS);
+        return CUDA_CHECK_LAUNCH();
+    }
+    dim3 block(32 * ATT_WARPS);
 #define ATT_BWD(D)                                                                                \
     attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, lens, \
                                                                T, NH, NKV, HS);                  \

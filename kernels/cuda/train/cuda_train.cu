@@ -64,6 +64,7 @@ struct cllm_cuda_train {
     layer_off *lay;            /* host (L) */
     int qkv_adjacent;          /* wq, wk, wv adjacent in params, every layer */
     int maxB, maxT, RM, max_rows, S, NC;
+    int att_variant;           /* attention kernels: 0 fastest that fits, 1 reference */
     size_t bytes;
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -273,10 +274,10 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     if (!o || o->max_B < 1 || o->max_T < 1 || o->max_rows < 0 || o->teacher_rows < 0 ||
         o->chunk_rows < 0)
         return cllm_error(CLLM_EINVAL, "CUDA training: bad sizes");
-    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->head_dim < 1 ||
-        c->head_dim > 256 || c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2)
+    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->head_dim < 2 ||
+        c->head_dim % 2 || c->head_dim > 256 || c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2)
         return cllm_error(CLLM_EUNSUP, "CUDA training: unsupported head layout (%d heads, %d kv "
-                          "heads, head size %d (<= 256), rope dims %d)", c->n_head, c->n_head_kv,
+                          "heads, head size %d (even, <= 256), rope dims %d)", c->n_head, c->n_head_kv,
                           c->head_dim, c->rope_dim);
     size_t RM;
     if (cllm_mul_size((size_t)o->max_B, (size_t)o->max_T, &RM) || RM > ((size_t)1 << 30))
@@ -298,6 +299,7 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     if (nc < 1) nc = 1;
     if (nc > (size_t)t->max_rows) nc = (size_t)t->max_rows;
     t->NC = (int)nc;
+    t->att_variant = o->attention;
     t->beta1 = 0.9;
     t->beta2 = 0.999;
     t->eps = 1e-8;
@@ -398,7 +400,7 @@ static int forward(cllm_cuda_train *t, int B, int T) {
         int bias = c->qkv_bias;
         TRY(rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
                          bias ? t->p + w->bv : NULL, t->inv_freq, R, T, NH, NKV, HS, c->rope_dim, s));
-        TRY(attention_forward(ao, lse, qkv, t->lens, B, T, NH, NKV, HS, s));
+        TRY(attention_forward(ao, lse, qkv, t->lens, B, T, NH, NKV, HS, t->att_variant, s));
         TRY(matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
         TRY(rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
                             t->p + w->ffn_norm, R, C, eps, s));
@@ -474,7 +476,8 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
         /* attention block */
         TRY(matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
         TRY(matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
-        TRY(attention_backward(t->fa, t->Dsum, t->bq, qkv, lse, t->lens, B, T, NH, NKV, HS, s));
+        TRY(attention_backward(t->fa, t->Dsum, t->bq, qkv, lse, t->lens, B, T, NH, NKV, HS,
+                               t->att_variant, s));
         int bias = c->qkv_bias;
         TRY(rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, R, T, NH, NKV, HS,
                           c->rope_dim, s));

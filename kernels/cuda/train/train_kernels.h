@@ -90,15 +90,18 @@ int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_fre
 /* out (R, QD) bf16; lse (R, NH) fp32, the softmax's log-sum-exp of the
  * scaled scores (saved for the backward); qkv (R, QKV) bf16 after RoPE.
  * Row (b, t), head h reads kv head h / (NH/NKV) of rows b*T .. b*T + t.
- * Rows t >= lens[b]: out = 0, lse = 0. Needs HS <= 256. */
+ * Rows t >= lens[b]: out = 0, lse = 0. Needs even HS <= 256.
+ * variant 1: kernel1 (a warp per key), the reference; otherwise kernel2 (a
+ * thread per key, scores in shared memory) when its shared memory fits the
+ * default 48 KiB, else kernel1. Both compute the same sums. */
 int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *lens, int B, int T,
-                      int NH, int NKV, int HS, cudaStream_t stream);
+                      int NH, int NKV, int HS, int variant, cudaStream_t stream);
 /* dqkv (R, QKV) fp32 = [dq, dk, dv] (padded rows 0); Dsum (R, NH) fp32
  * scratch (= sum_j p_j dp_j, written by the first kernel, read by the second);
- * dout (R, QD) bf16; qkv, lse as the forward saved them. */
+ * dout (R, QD) bf16; qkv, lse as the forward saved them. variant as above. */
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *qkv,
                        const float *lse, const int *lens, int B, int T, int NH, int NKV, int HS,
-                       cudaStream_t stream);
+                       int variant, cudaStream_t stream);
 
 /* ---- swiglu.cu ---------------------------------------------------------- */
 /* h (R, F) bf16 = silu(gate) * up; gu (R, 2F) bf16, row = [gate (F), up (F)]. */
