@@ -93,6 +93,13 @@ void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim,
  *   dx[i + D/2] = -d[i] sin + d[i + D/2] cos
  * with the same fp32 angles as the forward; dims D..HS-1 pass through. */
 void rope_backward(float *dx, const int *pos, int T, int NH, int HS, int rope_dim, float theta);
+/* rope_forward in two halves, for a forward that rotates q and k of every
+ * layer at the same positions: the angles' cos and sin once per call, then
+ * the rotation per tensor; bit for bit rope_forward's results.
+ * cs (T, rope_dim): row t = cos(pos[t] inv_freq[0..D/2)), then the sines. */
+void rope_table(float *cs, const int *pos, int T, int rope_dim, float theta);
+/* x (T, NH, HS) in place; cs (T, rope_dim) from rope_table. */
+void rope_apply(float *x, const float *cs, int T, int NH, int HS, int rope_dim);
 
 /* ---- causal attention over a KV cache (GQA) ---------------------------- */
 /* out (T, NH, HS); q (T, NH, HS), already RoPE'd;

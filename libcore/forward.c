@@ -217,12 +217,13 @@ int cllm_fwd_init_on(cllm_fwd *f, const cllm_model *m, int max_T, int device, in
         f->h = cllm_malloc(T * F * sizeof(float));
         f->logits = cllm_malloc(T * V * sizeof(float));
         f->pos = cllm_malloc(T * sizeof(int));
+        f->rope = cllm_malloc(T * (size_t)(c->rope_dim > 0 ? c->rope_dim : 1) * sizeof(float));
         f->argmax = cllm_malloc(T * sizeof(int));
         f->kc = cllm_malloc(T * sizeof *f->kc);
         f->vc = cllm_malloc(T * sizeof *f->vc);
         f->lm_rows = cllm_malloc(T * sizeof(int));
         if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->ao || !f->proj || !f->gu || !f->h ||
-            !f->logits || !f->pos || !f->argmax || !f->kc || !f->vc || !f->lm_rows)
+            !f->logits || !f->pos || !f->rope || !f->argmax || !f->kc || !f->vc || !f->lm_rows)
             rc = cllm_error(CLLM_ENOMEM, "forward: out of memory for scratch of %d rows", max_T);
     }
     if (rc) cllm_fwd_free(f);
@@ -241,7 +242,7 @@ void cllm_fwd_free(cllm_fwd *f) {
     cllm_cuda_model_free(f->cuda_model);
 #endif
     free(f->x); free(f->xn); free(f->q); free(f->k); free(f->v); free(f->ao); free(f->proj);
-    free(f->gu); free(f->h); free(f->att); free(f->logits); free(f->pos); free(f->argmax);
+    free(f->gu); free(f->h); free(f->att); free(f->logits); free(f->pos); free(f->rope); free(f->argmax);
     free(f->row0); free(f->past); free(f->kc); free(f->vc); free(f->lm_rows);
     memset(f, 0, sizeof *f);
 }
@@ -323,6 +324,7 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
     float *gate = f->gu, *up = fused ? NULL : f->gu + (size_t)R * F;
 
     embedding_forward(x, tokens, m->tok_emb, R, C);
+    rope_table(f->rope, f->pos, R, c->rope_dim, c->rope_theta);
     for (int l = 0; l < c->n_layer; l++) {
         const cllm_layer_weights *w = &m->layers[l];
 
@@ -331,8 +333,8 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
         matmul_forward(f->q, xn, w->wq, w->bq, R, C, QD);
         matmul_forward(f->k, xn, w->wk, w->bk, R, C, KD);
         matmul_forward(f->v, xn, w->wv, w->bv, R, C, KD);
-        rope_forward(f->q, f->pos, R, NH, HS, c->rope_dim, c->rope_theta);
-        rope_forward(f->k, f->pos, R, NKV, HS, c->rope_dim, c->rope_theta);
+        rope_apply(f->q, f->rope, R, NH, HS, c->rope_dim);
+        rope_apply(f->k, f->rope, R, NKV, HS, c->rope_dim);
         for (int b = 0; b < B; b++) {   /* new k, v rows into each sequence's cache */
             float *kc = kv_rows(kv, kv->k, l, s[b].seq), *vc = kv_rows(kv, kv->v, l, s[b].seq);
             size_t off = (size_t)s[b].pos * KD, n = (size_t)s[b].T * KD;

@@ -85,6 +85,7 @@ typedef struct cllm_fwd {
     float *att;       /* attention scratch, att_cap floats */
     size_t att_cap;
     int *pos;         /* (max_T) positions of the rows */
+    float *rope;      /* (max_T, rope_dim) the rows' RoPE cos and sin (rope_table) */
     int *row0;        /* (max_T + 1) first row of each sequence of the call */
     int *past;        /* (max_T) first position of each sequence */
     const float **kc, **vc; /* (max_T) each sequence's cache of the current layer */

@@ -13,7 +13,68 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX512_PATH 1
+#endif
+
 #include "kernels.h"
+
+/* q . k over HS dims: the one dot product of the attention scores, in one
+ * fixed order per CPU (16-lane partial sums, then the lanes, then the tail
+ * on AVX-512; a plain sum elsewhere), so a row's scores do not depend on
+ * anything but that row. */
+typedef float (*dot_fn)(const float *a, const float *b, int n);
+
+static float dot_plain(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+#ifdef HAVE_AVX512_PATH
+__attribute__((target("avx512f")))
+static float dot_avx512(const float *a, const float *b, int n) {
+    int n16 = n & ~15;
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < n16; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+    float s = _mm512_reduce_add_ps(acc);
+    for (int i = n16; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+#endif
+
+/* o (n) += p * v (n): the weighted sum of the values, one fixed order per lane. */
+typedef void (*axpy_fn)(float *o, float p, const float *v, int n);
+
+static void axpy_plain(float *o, float p, const float *v, int n) {
+    for (int i = 0; i < n; i++) o[i] += p * v[i];
+}
+
+#ifdef HAVE_AVX512_PATH
+__attribute__((target("avx512f")))
+static void axpy_avx512(float *o, float p, const float *v, int n) {
+    int n16 = n & ~15;
+    __m512 vp = _mm512_set1_ps(p);
+    for (int i = 0; i < n16; i += 16)
+        _mm512_storeu_ps(o + i, _mm512_fmadd_ps(vp, _mm512_loadu_ps(v + i), _mm512_loadu_ps(o + i)));
+    for (int i = n16; i < n; i++) o[i] += p * v[i];
+}
+#endif
+
+static axpy_fn pick_axpy(void) {
+#ifdef HAVE_AVX512_PATH
+    if (__builtin_cpu_supports("avx512f")) return axpy_avx512;
+#endif
+    return axpy_plain;
+}
+
+static dot_fn pick_dot(void) {
+#ifdef HAVE_AVX512_PATH
+    if (__builtin_cpu_supports("avx512f")) return dot_avx512;
+#endif
+    return dot_plain;
+}
 
 typedef struct att_job {
     float *out;
@@ -25,6 +86,8 @@ typedef struct att_job {
     int B, NH, NKV, HS;
     int rows;                            /* row0[B] */
     int per_task;                        /* (row, head) pairs per task */
+    dot_fn dot;
+    axpy_fn axpy;
 } att_job;
 
 /* out[r,h] for one row r of sequence b at position P + t. */
@@ -41,9 +104,7 @@ static void att_one(const att_job *j, int b, int r, int h, float *att) {
     float mx = -INFINITY;
     for (int s = 0; s < n; s++) {
         const float *kv = kc + (size_t)s * krow + (size_t)kvh * HS;
-        float dot = 0.0f;
-        for (int i = 0; i < HS; i++) dot += qv[i] * kv[i];
-        dot *= scale;
+        float dot = j->dot(qv, kv, HS) * scale;
         att[s] = dot;
         if (dot > mx) mx = dot;
     }
@@ -55,11 +116,7 @@ static void att_one(const att_job *j, int b, int r, int h, float *att) {
     }
     float inv = 1.0f / sum;
     memset(o, 0, (size_t)HS * sizeof(float));
-    for (int s = 0; s < n; s++) {
-        const float *vv = vc + (size_t)s * krow + (size_t)kvh * HS;
-        float p = att[s] * inv;
-        for (int i = 0; i < HS; i++) o[i] += p * vv[i];
-    }
+    for (int s = 0; s < n; s++) j->axpy(o, att[s] * inv, vc + (size_t)s * krow + (size_t)kvh * HS, HS);
 }
 
 /* A contiguous range of (row, head) pairs, w = r * NH + h. */
@@ -95,7 +152,7 @@ void attention_forward_batch(float *out, const float *q, const float *const *kc,
     if (nt > 1 && flops >= 1e6) tasks = 4 * nt;
     if (tasks > work) tasks = work;
     att_job j = {out, q, kc, vc, row0, past, att, stride, B, NH, NKV, HS, rows,
-                 (work + tasks - 1) / tasks};
+                 (work + tasks - 1) / tasks, pick_dot(), pick_axpy()};
     tasks = (work + j.per_task - 1) / j.per_task;
     kernels_parallel(tasks, att_task, &j);
 }
@@ -116,6 +173,7 @@ typedef struct attb_job {
     float *att;          /* 2 * T floats for this job: p, dp */
     int T, NH, NKV, HS;
     int begin, end;      /* range of b * NKV + kvh */
+    dot_fn dot;          /* the forward's dot product, so p is recomputed exactly */
 } attb_job;
 
 /* One (sequence b, kv head g) pair: its dk, dv rows and the dq rows of the
@@ -148,8 +206,7 @@ static void attb_range(const attb_job *j) {
                 float mx = -INFINITY;
                 for (int s = 0; s <= t; s++) {
                     const float *kv = kb + (size_t)s * krow;
-                    float dot = 0.0f;
-                    for (int i = 0; i < HS; i++) dot += qv[i] * kv[i];
+                    float dot = j->dot(qv, kv, HS);
                     dot *= scale;
                     p[s] = dot;
                     if (dot > mx) mx = dot;
@@ -211,6 +268,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     attb_job jobs[MAXT];
     for (int i = 0; i < nt; i++)
         jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, lens, att, T, NH, NKV, HS,
-                             (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt)};
+                             (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt),
+                             pick_dot()};
     kernels_parallel(nt, attb_task, jobs);
 }

@@ -39,3 +39,36 @@ void rope_forward(float *x, const int *pos, int T, int NH, int HS, int rope_dim,
 void rope_backward(float *dx, const int *pos, int T, int NH, int HS, int rope_dim, float theta) {
     rope_rotate(dx, pos, T, NH, HS, rope_dim, theta, -1.0f);
 }
+
+/* cs (T, rope_dim): row t holds cos then sin of pos[t] * inv_freq[i], i < rope_dim/2,
+ * every value as rope_rotate computes it */
+void rope_table(float *cs, const int *pos, int T, int rope_dim, float theta) {
+    int half = rope_dim / 2;
+    for (int t = 0; t < T; t++) {
+        float p = (float)pos[t];
+        float *c = cs + (size_t)t * rope_dim, *s = c + half;
+        for (int i = 0; i < half; i++) {
+            float expo = (float)(2 * i) / (float)rope_dim;
+            float inv_freq = 1.0f / powf(theta, expo);
+            float ang = p * inv_freq;
+            c[i] = cosf(ang);
+            s[i] = sinf(ang);
+        }
+    }
+}
+
+/* x (T, NH, HS) in place; cs (T, rope_dim) from rope_table */
+void rope_apply(float *x, const float *cs, int T, int NH, int HS, int rope_dim) {
+    int half = rope_dim / 2;
+    for (int t = 0; t < T; t++) {
+        const float *c = cs + (size_t)t * rope_dim, *s = c + half;
+        for (int h = 0; h < NH; h++) {
+            float *v = x + ((size_t)t * NH + h) * HS;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
