@@ -10,12 +10,20 @@
  *    HS = 64 and GQA 3:1): prefill in chunks, AR steps, 16-token Jacobi
  *    blocks after a rollback, and a batch of sequences of different lengths in
  *    one call, every logits row compared with the CPU's;
+ *  - the same models through forward.h's device dispatch (cllm_fwd_init_on
+ *    with CLLM_DEVICE_CUDA): one ragged call (a Jacobi window, an AR step,
+ *    a prompt chunk with only its last row through the LM head, a fresh
+ *    prompt with none) against each sequence alone on the CPU, and cllm-traj's
+ *    engine at --batch 8 against --batch 1 on the GPU (records equal);
  *  - SmolLM2-135M-Instruct ($CLLM_MODEL; skipped if it does not load): the
  *    logits of GSM8K prompts (tests/golden/gsm8k20_ids.txt) against the CPU,
- *    greedy AR on the GPU vs the CPU (>= 95 % of tokens equal), and Jacobi
- *    (n = 16) vs AR on the GPU token for token;
+ *    a ragged batch against the CPU, greedy AR on the GPU vs the CPU (>= 95 %
+ *    of tokens equal), Jacobi (n = 16) vs AR on the GPU token for token, both
+ *    through decode.c's cllm_decode unchanged on the device, and the
+ *    trajectories of 8 prompts at --batch 8 vs --batch 1 on the GPU;
  *  - with --bench: AR step and 16-token Jacobi step times on SmolLM2, their
- *    ratio, and a 64-sequence x 16-token batched step (no checks).
+ *    ratio, a 256-token AR run, a 64-sequence x 16-token batched step, and
+ *    cllm-traj's engine on the GPU at --batch 64 (trajectory tokens/s).
  * Tolerance: relative error <= 2e-2 per logits row (row_relerr: max abs
  * difference over the row's largest magnitude), for bf16 weights and
  * activations against fp32. A token difference between Jacobi and AR (or
@@ -27,6 +35,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
 #include "check.h"
 #include "decode.h"
 #include "err.h"
@@ -34,12 +44,20 @@
 #include "fwd_testutil.h"
 #include "kernels.h"
 #include "model.h"
+#include "prompts.h"
 #include "rng.h"
+#include "stream.h"
+#include "traj.h"
 
 #if CLLM_CUDA
 #include "cuda_backend.h"
 
 #define TOL 2e-2
+
+/* The device of the forward.h-dispatch checks: CUDA, or the CPU when the
+ * harness checks itself without a GPU (--harness). */
+static int test_device = CLLM_DEVICE_CUDA;
+#define DEV_NAME (test_device == CLLM_DEVICE_CUDA ? "GPU" : "CPU")
 
 static double now_s(void) {
     struct timespec ts;
@@ -78,6 +96,157 @@ static double step_both(const char *what, cllm_fwd *cf, cllm_kv *ck, cllm_cuda_f
     CHECK_OK(cllm_cuda_forward(gf, gk, seq, pos, tok, T, lm_from));
     CHECK_EQ_INT(cllm_cuda_kv_len(gk, seq), cllm_kv_len(ck, seq));
     return cmp_rows(what, gf->logits, gf->argmax, cf->logits, cf->argmax, lm_from, T, V, diff);
+}
+
+/* A ragged batch through forward.h on the device against each sequence alone
+ * on the CPU: a 16-token Jacobi window, an AR step, a prompt chunk whose last
+ * row alone goes through the LM head, and a fresh prompt with no LM rows. */
+static void test_ragged(const char *name, const cllm_model *m) {
+    int V = m->cfg.vocab;
+    enum { NS = 4 };
+    const int hist[NS] = {40, 9, 30, 0}, newT[NS] = {16, 1, 12, 7}, lmf[NS] = {0, 0, 11, 7};
+    const int seqs[NS] = {2, 0, 3, 1};
+    int tok[NS][64];
+    for (int b = 0; b < NS; b++)
+        for (int i = 0; i < 64; i++) tok[b][i] = (i * 31 + b * 17 + 3) % V;
+    cllm_fwd gf, cf;
+    cllm_kv gk, ck;
+    CHECK_OK(cllm_fwd_init_on(&gf, m, 64, test_device, CLLM_FWD_LOGITS));
+    CHECK_OK(cllm_fwd_init(&cf, m, 64));
+    CHECK_OK(cllm_kv_init_for(&gk, &gf, NS, 128));
+    CHECK_OK(cllm_kv_init(&ck, &m->cfg, NS, 128));
+    if (check_failures) goto out;
+    for (int b = 0; b < NS; b++)
+        if (hist[b]) {
+            CHECK_OK(cllm_forward(&gf, &gk, seqs[b], 0, tok[b], hist[b], hist[b]));
+            CHECK_OK(cllm_forward(&cf, &ck, seqs[b], 0, tok[b], hist[b], hist[b]));
+        }
+    cllm_fwd_seq s[NS];
+    int in[64], R = 0, row0[NS], diff = 0;
+    for (int b = 0; b < NS; b++) {
+        s[b] = (cllm_fwd_seq){seqs[b], hist[b], newT[b], lmf[b]};
+        row0[b] = R;
+        memcpy(in + R, tok[b] + hist[b], (size_t)newT[b] * sizeof(int));
+        R += newT[b];
+    }
+    CHECK_OK(cllm_forward_batch(&gf, &gk, s, NS, in));
+    double worst = 0;
+    for (int b = 0; b < NS && !check_failures; b++) {
+        CHECK_OK(cllm_forward(&cf, &ck, seqs[b], hist[b], tok[b] + hist[b], newT[b], lmf[b]));
+        CHECK_EQ_INT(cllm_kv_len(&gk, seqs[b]), hist[b] + newT[b]);
+        for (int t = lmf[b]; t < newT[b]; t++) {
+            double e = row_relerr(gf.logits + (size_t)(row0[b] + t) * V, cf.logits + (size_t)t * V, V);
+            if (e > worst) worst = e;
+            CHECK_MSG(e <= TOL, "%s ragged: sequence %d row %d: relerr %.3g", name, b, t, e);
+            diff += gf.argmax[row0[b] + t] != cf.argmax[t];
+        }
+    }
+    printf("%s: ragged batch (%d rows) on the %s vs each sequence alone on the CPU: worst row relerr %.3g, "
+           "%d argmax differences\n", name, R, DEV_NAME, worst, diff);
+out:
+    cllm_kv_free(&gk);
+    cllm_kv_free(&ck);
+    cllm_fwd_free(&gf);
+    cllm_fwd_free(&cf);
+    TEST_OK("ragged");
+}
+
+/* Records of two streams, byte for byte; 1 when equal (a message otherwise). */
+static int streams_equal(const char *a, const char *b) {
+    cllm_reader *ra = NULL, *rb = NULL;
+    int eq = 0;
+    if (cllm_reader_open(&ra, a) || cllm_reader_open(&rb, b)) {
+        printf("streams_equal: %s\n", cllm_errmsg());
+        goto out;
+    }
+    for (uint64_t i = 0;; i++) {
+        cllm_record x, y;
+        int ea = cllm_reader_next(ra, &x);
+        uint8_t *keep = NULL;
+        size_t klen = 0;
+        if (!ea) {
+            klen = x.raw_len;
+            keep = malloc(klen ? klen : 1);
+            if (keep) memcpy(keep, x.raw, klen);
+        }
+        int eb = cllm_reader_next(rb, &y);
+        if (ea || eb) {
+            eq = ea == CLLM_EOF && eb == CLLM_EOF;
+            if (!eq) printf("streams_equal: record %llu: %s\n", (unsigned long long)i,
+                            ea == CLLM_EOF || eb == CLLM_EOF ? "one stream is shorter" : cllm_errmsg());
+            free(keep);
+            break;
+        }
+        int same = keep && klen == y.raw_len && !memcmp(keep, y.raw, klen);
+        free(keep);
+        if (!same) {
+            printf("streams_equal: record %llu differs\n", (unsigned long long)i);
+            break;
+        }
+    }
+out:
+    cllm_reader_close(ra);
+    cllm_reader_close(rb);
+    return eq;
+}
+
+/* cllm-traj's engine on the GPU: prompts (JSONL of token ids) at batch 1 and
+ * at batch 8 give the same records. Returns the trajectory tokens/s of the
+ * batched run (0 on failure). */
+static double traj_batches_equal(const char *name, const cllm_model *m, const char *jsonl, int n, int new_tokens,
+                                 int batch_b) {
+    char out1[64], outb[64];
+    snprintf(out1, sizeof out1, "/tmp/test_cuda_traj1.%d", (int)getpid());
+    snprintf(outb, sizeof outb, "/tmp/test_cuda_trajb.%d", (int)getpid());
+    char *argv[] = {"test_cuda", NULL};
+    double rate = 0;
+    for (int k = 0; k < 2; k++) {
+        cllm_prompt_opts po;
+        memset(&po, 0, sizeof po);
+        cllm_prompts *src = NULL;
+        int rc = cllm_prompts_open(&src, jsonl, &po, m->tok);
+        CHECK_OK(rc);
+        if (rc) return 0;
+        cllm_traj_opts o;
+        cllm_traj_opts_init(&o);
+        o.n = n;
+        o.max_new_tokens = new_tokens;
+        o.batch = k ? batch_b : 1;
+        o.device = test_device;
+        o.output = k ? outb : out1;
+        o.force = 1;
+        o.argc = 1;
+        o.argv = argv;
+        cllm_traj_stats st;
+        double t0 = now_s();
+        CHECK_OK(cllm_traj_run(m, src, &o, &st));
+        double dt = now_s() - t0;
+        cllm_prompts_close(src);
+        printf("%s: cllm-traj engine on the %s, batch %d: %llu prompts, %llu tokens, %llu forwards in %.3f s "
+               "= %.0f trajectory tokens/s\n", name, DEV_NAME, o.batch, (unsigned long long)st.prompts,
+               (unsigned long long)st.tokens, (unsigned long long)st.forwards, dt, st.tokens / dt);
+        if (k) rate = st.tokens / dt;
+    }
+    CHECK_MSG(streams_equal(out1, outb), "%s: cllm-traj --batch %d records differ from --batch 1 on the %s", name,
+              batch_b, DEV_NAME);
+    unlink(out1);
+    unlink(outb);
+    return rate;
+}
+
+/* prompts (n, lens) as a JSONL file of token ids; returns its path (static). */
+static const char *ids_jsonl(int **ids, const int *lens, int n, int repeat) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/test_cuda_prompts.%d.jsonl", (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (!f) return NULL;
+    for (int r = 0; r < repeat; r++)
+        for (int i = 0; i < n; i++) {
+            fputs("{\"tokens\":[", f);
+            for (int j = 0; j < lens[i]; j++) fprintf(f, "%s%d", j ? "," : "", ids[i][j]);
+            fputs("]}\n", f);
+        }
+    return fclose(f) ? NULL : path;
 }
 
 static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
@@ -146,6 +315,21 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         CHECK_EQ_INT(cllm_cuda_kv_len(&gk, 1), len);
     }
     printf("%s: worst row relerr %.3g, %d argmax differences\n", name, worst, diff);
+    test_ragged(name, &m);
+    {
+        /* 12 prompts of 1..90 random ids, batch 8 vs 1 (continuous batching refills slots) */
+        int *pids[12], plens[12];
+        for (int i = 0; i < 12; i++) {
+            plens[i] = 1 + (i * 37) % 90;
+            pids[i] = malloc((size_t)plens[i] * sizeof(int));
+            for (int j = 0; j < plens[i]; j++) pids[i][j] = (int)cllm_rng_below(&r, (uint64_t)V);
+        }
+        const char *jl = ids_jsonl(pids, plens, 12, 1);
+        CHECK(jl != NULL);
+        if (jl) traj_batches_equal(name, &m, jl, 8, 40, 8);
+        if (jl) unlink(jl);
+        for (int i = 0; i < 12; i++) free(pids[i]);
+    }
 out:
     cllm_cuda_kv_free(&gk);
     cllm_cuda_fwd_free(&gf);
@@ -169,72 +353,44 @@ static void margin_of(const float *row, int V, float *margin, float *scale) {
     *scale = mx;
 }
 
-/* Prefill; *next = the argmax after the prompt. */
-static int gpu_prefill(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const int *prompt, int P, int *next) {
-    int rc = cllm_cuda_kv_rollback(kv, 0, 0);
-    for (int s = 0; !rc && s < P; s += f->max_rows) {
-        int T = P - s < f->max_rows ? P - s : f->max_rows;
-        rc = cllm_cuda_forward(f, kv, 0, s, prompt + s, T, T - 1);
-        if (!rc && s + T == P) *next = f->argmax[T - 1];
+/* Greedy AR through forward.h on f's device (no EOS), keeping each chosen
+ * token's top-2 margin over its row's scale (f needs logits): out[0..n),
+ * rel_margin[0..n) (NULL to skip). Returns forward passes or < 0. */
+static int ar_margins(cllm_fwd *f, cllm_kv *kv, const int *prompt, int P, int n, int *out, float *rel_margin) {
+    int V = f->m->cfg.vocab, rc, steps = 0;
+    if ((rc = cllm_kv_rollback(kv, 0, 0))) return rc;
+    for (int s = 0; s < P; s += f->max_T, steps++) {
+        int T = P - s < f->max_T ? P - s : f->max_T;
+        if ((rc = cllm_forward(f, kv, 0, s, prompt + s, T, T - 1))) return rc;
+        if (s + T == P) {
+            out[0] = f->argmax[T - 1];
+            if (rel_margin) { float mg, sc; margin_of(f->logits + (size_t)(T - 1) * V, V, &mg, &sc); rel_margin[0] = mg / sc; }
+        }
     }
-    return rc;
-}
-
-/* AR: out[0..n); rel_margin[i] = top-2 margin / scale of the row that chose
- * out[i] (needs f->want_logits; NULL to skip). Returns forward passes or < 0. */
-static int gpu_ar(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const int *prompt, int P, int n, int *out,
-                  float *rel_margin) {
-    int V = f->m ? cllm_cuda_model_config(f->m)->vocab : 0, rc, steps = 1;
-    if ((rc = gpu_prefill(f, kv, prompt, P, &out[0]))) return rc;
-    if (rel_margin) { float mg, sc; margin_of(f->logits + (size_t)((P - 1) % f->max_rows) * V, V, &mg, &sc); rel_margin[0] = mg / sc; }
     for (int i = 1; i < n; i++, steps++) {
-        if ((rc = cllm_cuda_forward(f, kv, 0, P + i - 1, &out[i - 1], 1, 0))) return rc;
+        if ((rc = cllm_forward(f, kv, 0, P + i - 1, &out[i - 1], 1, 0))) return rc;
         out[i] = f->argmax[0];
         if (rel_margin) { float mg, sc; margin_of(f->logits, V, &mg, &sc); rel_margin[i] = mg / sc; }
     }
     return steps;
 }
 
-/* Jacobi with blocks of nb tokens, initial guesses drawn from the prompt. */
-static int gpu_jacobi(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const int *prompt, int P, int n, int nb,
-                      int *out) {
-    int rc, steps = 1, nt = 1, y[64];
-    if ((rc = gpu_prefill(f, kv, prompt, P, &out[0]))) return rc;
-    cllm_rng rng;
-    cllm_rng_seed(&rng, 7);
-    while (nt < n) {
-        int m = n - nt < nb ? n - nt : nb;
-        int base = P + nt - 1;
-        y[0] = out[nt - 1];
-        for (int i = 1; i < m; i++) y[i] = prompt[cllm_rng_below(&rng, (uint64_t)P)];
-        int fixed = 0;
-        while (fixed < m) {
-            int R = m - fixed;
-            if ((rc = cllm_cuda_forward(f, kv, 0, base + fixed, y + fixed, R, 0))) return rc;
-            steps++;
-            const int *o = f->argmax;
-            int k = 0;
-            while (k < R - 1 && y[fixed + k + 1] == o[k]) k++;
-            for (int j = k; j < R - 1; j++) y[fixed + j + 1] = o[j];
-            if ((rc = cllm_cuda_kv_rollback(kv, 0, base + fixed + k + 1))) return rc;
-            for (int j = 0; j <= k; j++) out[nt++] = o[j];
-            fixed += k + 1;
-        }
-    }
-    return steps;
-}
-
-/* CPU AR through cllm_decode. */
-static int cpu_ar(cllm_fwd *f, cllm_kv *kv, const int *prompt, int P, int n, int *out) {
+/* decode.c's greedy decoding, unchanged, on f's device (no EOS): exactly n
+ * tokens into out. Returns forward passes or < 0. */
+static int decode_n(cllm_fwd *f, cllm_kv *kv, const int *prompt, int P, int n, int method, int nb, int *out) {
     cllm_decode_opts o;
     cllm_decode_opts_init(&o);
+    o.method = method;
+    o.n = method == CLLM_DECODE_JACOBI ? nb : 1;
     o.max_new_tokens = n;
+    o.seed = 7;
     cllm_decode_result r;
     int rc = cllm_decode(f, kv, 0, prompt, P, &o, &r);
-    if (!rc) memcpy(out, r.tokens, (size_t)r.n_tokens * sizeof(int));
-    if (!rc && r.n_tokens != n) rc = CLLM_EINVAL;
+    if (!rc && r.n_tokens != n) rc = cllm_error(CLLM_EINVAL, "decode: %d tokens, expected %d", r.n_tokens, n);
+    if (!rc) memcpy(out, r.tokens, (size_t)n * sizeof(int));
+    int steps = r.steps;
     cllm_decode_result_free(&r);
-    return rc;
+    return rc ? rc : steps;
 }
 
 static int first_diff(const int *a, const int *b, int n) {
@@ -281,20 +437,29 @@ static void test_smollm2(int bench) {
         TEST_OK("smollm2_logits");
     }
 
-    /* greedy AR GPU vs CPU; Jacobi vs AR on the GPU */
-    {
+    test_ragged("smollm2", &m);
+
+    /* greedy AR GPU vs CPU; Jacobi vs AR on the GPU, all through decode.c on a
+     * forward state made on the device (forward.h's dispatch) */
+    cllm_fwd df;
+    cllm_kv dk;
+    CHECK_OK(cllm_fwd_init_on(&df, &m, 64, CLLM_DEVICE_CUDA, CLLM_FWD_LOGITS));
+    CHECK_OK(cllm_kv_init_for(&dk, &df, 1, 1024));
+    if (!check_failures) {
         int ar[NEW], ja[NEW], ca[NEW], same = 0, prefix = 0, total = 0, ties = 0, steps_ar = 0, steps_ja = 0;
         float marg[NEW];
         int nprompts = getenv("CLLM_LONG") ? np : (np < 5 ? np : 5);
         for (int i = 0; i < nprompts; i++) {
             int P = lens[i];
-            int sa = gpu_ar(&gf, &gk, ids[i], P, NEW, ar, marg);
-            int sj = gpu_jacobi(&gf, &gk, ids[i], P, NEW, NB, ja);
+            int sa = ar_margins(&df, &dk, ids[i], P, NEW, ar, marg);
+            int sd = decode_n(&df, &dk, ids[i], P, NEW, CLLM_DECODE_AR, 1, ca);   /* decode.c's AR on the GPU */
+            int sj = decode_n(&df, &dk, ids[i], P, NEW, CLLM_DECODE_JACOBI, NB, ja);
             CHECK_OK(sa < 0 ? sa : 0);
+            CHECK_OK(sd < 0 ? sd : 0);
             CHECK_OK(sj < 0 ? sj : 0);
-            CHECK_OK(cpu_ar(&cf, &ck, ids[i], P, NEW, ca));
-            if (sa < 0 || sj < 0) break;
-            steps_ar += sa;
+            if (sa < 0 || sd < 0 || sj < 0) break;
+            CHECK_MSG(!memcmp(ar, ca, sizeof ar), "prompt %d: cllm_decode AR on the GPU differs from plain AR steps", i);
+            steps_ar += sd;
             steps_ja += sj;
             int d = first_diff(ar, ja, NEW);
             if (d >= 0) {
@@ -309,6 +474,8 @@ static void test_smollm2(int bench) {
             }
             /* GPU vs CPU AR: tokens equal position by position (the issue's measure), and
              * the common prefix */
+            int cs = decode_n(&cf, &ck, ids[i], P, NEW, CLLM_DECODE_AR, 1, ca);
+            CHECK_OK(cs < 0 ? cs : 0);
             for (int j = 0; j < NEW; j++) same += ar[j] == ca[j];
             int dc = first_diff(ar, ca, NEW);
             prefix += dc < 0 ? NEW : dc;
@@ -320,6 +487,17 @@ static void test_smollm2(int bench) {
                100 * frac, total ? 100.0 * prefix / total : 0.0, NB, steps_ja, steps_ar, ties);
         CHECK_MSG(frac >= 0.95, "GPU AR equals CPU AR on %.1f %% of tokens (< 95 %%)", 100 * frac);
         TEST_OK("smollm2_decode");
+    }
+    cllm_kv_free(&dk);
+    cllm_fwd_free(&df);
+
+    /* trajectories of 8 GSM8K prompts, batch 8 vs batch 1, on the GPU */
+    {
+        const char *jl = ids_jsonl(ids, lens, np < 8 ? np : 8, 1);
+        CHECK(jl != NULL);
+        if (jl) traj_batches_equal("smollm2", &m, jl, 16, 64, 8);
+        if (jl) unlink(jl);
+        TEST_OK("smollm2_traj_batch");
     }
 
     if (bench) {
@@ -343,13 +521,6 @@ static void test_smollm2(int bench) {
             t0 = now_s();
             for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&bf, &bk, 0, P, blk, 16, 0));
             double t_j = (now_s() - t0) / reps;
-            /* a 256-token AR run from the prompt: tokens/s */
-            int *ar = malloc(256 * sizeof(int));
-            t0 = now_s();
-            int sa = gpu_ar(&bf, &bk, ids[0], P, 256, ar, NULL);
-            double t_run = now_s() - t0;
-            CHECK_OK(sa < 0 ? sa : 0);
-            free(ar);
             /* 64 sequences x 16 tokens in one call (trajectory collection's shape) */
             int seqs[64], pos[64];
             int *bt = malloc(64 * 16 * sizeof(int));
@@ -366,13 +537,35 @@ static void test_smollm2(int bench) {
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
                    1e3 * t_ar, 1e3 * t_j, t_j / t_ar);
-            printf("BENCH smollm2 AR run: 256 tokens in %.3f s = %.0f tokens/s (prefill included)\n", t_run,
-                   256 / t_run);
             printf("BENCH smollm2 batch 64 x 16 tokens: %.3f ms per step = %.0f token-positions/s\n", 1e3 * t_b,
                    64 * 16 / t_b);
         }
         cllm_cuda_kv_free(&bk);
         cllm_cuda_fwd_free(&bf);
+        /* a 256-token AR run through decode.c on the device, prompt included */
+        cllm_fwd ef;
+        cllm_kv ek;
+        CHECK_OK(cllm_fwd_init_on(&ef, &m, 128, CLLM_DEVICE_CUDA, 0));
+        CHECK_OK(cllm_kv_init_for(&ek, &ef, 1, 1024));
+        if (!check_failures) {
+            int *ar = malloc(256 * sizeof(int));
+            double t0 = now_s();
+            int sa = decode_n(&ef, &ek, ids[0], lens[0], 256, CLLM_DECODE_AR, 1, ar);
+            double t_run = now_s() - t0;
+            CHECK_OK(sa < 0 ? sa : 0);
+            free(ar);
+            printf("BENCH smollm2 AR run: 256 tokens in %.3f s = %.0f tokens/s (prefill included)\n", t_run,
+                   256 / t_run);
+        }
+        cllm_kv_free(&ek);
+        cllm_fwd_free(&ef);
+        /* trajectory collection at --batch 64 on 256 prompts (the 20 GSM8K prompts, repeated) */
+        const char *jl = ids_jsonl(ids, lens, np, (256 + np - 1) / np);
+        if (jl) {
+            double rate = traj_batches_equal("smollm2 bench", &m, jl, 16, 64, 64);
+            printf("BENCH smollm2 cllm-traj --batch 64: %.0f trajectory tokens/s\n", rate);
+            unlink(jl);
+        }
     }
 out:
     for (int i = 0; i < np; i++) free(ids[i]);
@@ -385,12 +578,48 @@ out:
     (void)V;
 }
 
+/* --harness: the dispatch checks (ragged batch, cllm-traj batch 8 == 1) with
+ * the CPU standing in for the device, so the test's own code runs in CI. */
+static void harness(void) {
+    test_device = CLLM_DEVICE_CPU;
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "llama");
+    c.n_layer = 2; c.d_model = 64; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 16; c.d_ff = 128;
+    c.vocab = 300; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = 16; c.rms_eps = 1e-5f;
+    c.tied = 1; c.bos_id = c.eos_id = c.pad_id = -1;
+    cllm_model m;
+    if (random_model(&m, &c, 5)) { CHECK_MSG(0, "alloc: %s", cllm_errmsg()); return; }
+    test_ragged("harness (CPU)", &m);
+    int *pids[12], plens[12];
+    cllm_rng r;
+    cllm_rng_seed(&r, 6);
+    for (int i = 0; i < 12; i++) {
+        plens[i] = 1 + (i * 37) % 90;
+        pids[i] = malloc((size_t)plens[i] * sizeof(int));
+        for (int j = 0; j < plens[i]; j++) pids[i][j] = (int)cllm_rng_below(&r, (uint64_t)c.vocab);
+    }
+    const char *jl = ids_jsonl(pids, plens, 12, 1);
+    CHECK(jl != NULL);
+    if (jl) traj_batches_equal("harness (CPU)", &m, jl, 8, 40, 8);
+    if (jl) unlink(jl);
+    for (int i = 0; i < 12; i++) free(pids[i]);
+    cllm_model_free(&m);
+    TEST_OK("harness");
+}
+
 int main(int argc, char **argv) {
     int bench = argc > 1 && !strcmp(argv[1], "--bench");
+    if (argc > 1 && !strcmp(argv[1], "--harness")) {
+        harness();
+        TEST_END();
+    }
     int n = 0, driver = 0, rc = cllm_cuda_device_count(&n, &driver);
     if (rc || n < 1) {
-        printf("skip: no CUDA device%s%s\n", rc ? ": " : "", rc ? cllm_errmsg() : "");
-        return 0;
+        printf("skip: no CUDA device%s%s (the harness runs on the CPU instead)\n", rc ? ": " : "",
+               rc ? cllm_errmsg() : "");
+        harness();
+        TEST_END();
     }
     char name[256];
     CHECK_OK(cllm_cuda_device_name(name, sizeof name));
