@@ -56,6 +56,20 @@ struct cllm_cuda_model {
     int max_keys;                  /* attention's limit for this HS on this device */
 };
 
+/* A forward call captured as a CUDA graph, for one row layout (R rows, N
+ * LM-head rows) over one device cache. Everything that changes from step to
+ * step is read from meta_d, whose host->device copy is the graph's first
+ * node, so a graph replays any call of its layout. */
+enum { GRAPH_SLOTS = 32, CUBLAS_WS_BYTES = 32 << 20 };
+typedef struct fwd_graph {
+    int R, N;
+    const void *k, *v;             /* the cache the graph's kernels address */
+    int cap, n_seq;
+    int seen;                      /* calls with this key; captured at the second */
+    cudaGraphExec_t exec;          /* NULL until captured */
+    unsigned long long last;       /* LRU */
+} fwd_graph;
+
 struct cllm_cuda_state {
     cudaStream_t stream;
     cublasHandle_t cublas;
@@ -65,6 +79,10 @@ struct cllm_cuda_state {
     int *meta_d;                   /* (4, max_rows): tokens, pos, slot, lm rows */
     int *argmax_d;                 /* (max_rows) compact LM-head rows */
     int *meta_h, *argmax_h;        /* pinned host mirrors */
+    void *cublas_ws;               /* cuBLAS' workspace, fixed so calls can be captured */
+    int use_graphs;                /* CLLM_CUDA_GRAPHS=0 turns graphs off */
+    fwd_graph graphs[GRAPH_SLOTS];
+    unsigned long long calls;      /* forward calls, the graphs' LRU clock */
 };
 
 /* ---- devices -------------------------------------------------------------- */
@@ -343,6 +361,9 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;
     if (s) {
+        for (int i = 0; i < GRAPH_SLOTS; i++)
+            if (s->graphs[i].exec) (void)cudaGraphExecDestroy(s->graphs[i].exec);
+        if (s->cublas_ws) (void)cudaFree(s->cublas_ws);
         if (s->cublas) (void)cublasDestroy(s->cublas);
         if (s->stream) (void)cudaStreamDestroy(s->stream);
         if (s->mem) (void)cudaFree(s->mem);
@@ -391,6 +412,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         (rc = CUBLAS_CHECK(cublasCreate(&s->cublas))) ||
         (rc = CUBLAS_CHECK(cublasSetStream(s->cublas, s->stream))) ||
         (rc = CUDA_MALLOC(&s->mem, bytes, "the forward's activations")) ||
+        (rc = CUDA_MALLOC(&s->cublas_ws, CUBLAS_WS_BYTES, "cuBLAS' workspace")) ||
+        (rc = CUBLAS_CHECK(cublasSetWorkspace(s->cublas, s->cublas_ws, CUBLAS_WS_BYTES))) ||
         (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, 4 * R * sizeof(int)))) ||
         (rc = CUDA_CHECK(cudaMallocHost((void **)&s->argmax_h, R * sizeof(int)))) ||
         (rc = CUDA_CHECK(cudaMallocHost((void **)&f->argmax, R * sizeof(int)))) ||
@@ -402,13 +425,16 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     a.off = 0;
     state_layout(s, dm, max_rows, &a);
     memset(s->meta_h, 0, 4 * R * sizeof(int));
+    const char *g = getenv("CLLM_CUDA_GRAPHS");
+    s->use_graphs = !(g && !strcmp(g, "0"));
     return 0;
 }
 
 /* ---- forward -------------------------------------------------------------- */
 
-/* The launches of one call; meta_h holds tokens, pos, slot, lm rows. */
-static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
+/* The stream work of one call, no synchronisation (so it can be captured):
+ * meta_h holds tokens, pos, slot, lm rows; argmax (N) lands in argmax_h. */
+static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
     const cllm_cuda_model *dm = f->m;
     const cllm_config *c = &dm->cfg;
     struct cllm_cuda_state *s = f->st;
@@ -465,7 +491,65 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max
             i = j;
         }
     }
-    if ((rc = CUDA_CHECK(cudaStreamSynchronize(st)))) return rc;
+    return 0;
+}
+
+/* The graph slot for this call's key: a hit, else a free or the least
+ * recently used slot (its graph destroyed), reset to the key. */
+static fwd_graph *graph_slot(struct cllm_cuda_state *s, const cllm_cuda_kv *kv, int R, int N) {
+    fwd_graph *lru = &s->graphs[0];
+    for (int i = 0; i < GRAPH_SLOTS; i++) {
+        fwd_graph *g = &s->graphs[i];
+        if (g->seen && g->R == R && g->N == N && g->k == kv->k && g->v == kv->v && g->cap == kv->cap &&
+            g->n_seq == kv->n_seq)
+            return g;
+        if (g->last < lru->last) lru = g;
+    }
+    if (lru->exec) (void)cudaGraphExecDestroy(lru->exec);
+    memset(lru, 0, sizeof *lru);
+    lru->R = R;
+    lru->N = N;
+    lru->k = kv->k;
+    lru->v = kv->v;
+    lru->cap = kv->cap;
+    lru->n_seq = kv->n_seq;
+    return lru;
+}
+
+/* Capture the call into g (attention sized for the whole cache, so one
+ * graph serves every context length). */
+static int capture(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, fwd_graph *g) {
+    cudaStream_t st = f->st->stream;
+    cudaGraph_t graph = NULL;
+    int rc = CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    if (rc) return rc;
+    int rc_work = enqueue_forward(f, kv, R, N, kv->cap);
+    rc = CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+    if (!rc && !rc_work) rc = CUDA_CHECK(cudaGraphInstantiate(&g->exec, graph, 0));
+    if (graph) (void)cudaGraphDestroy(graph);
+    if (rc_work || rc) g->exec = NULL;
+    return rc_work ? rc_work : rc;
+}
+
+/* One call: replayed from its graph once its layout has been seen before
+ * (decode steps repeat a handful of layouts), else launched one by one. The
+ * logits copies depend on the rows, so calls that want logits never use a
+ * graph. */
+static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
+    struct cllm_cuda_state *s = f->st;
+    int M = f->max_rows, rc;
+    s->calls++;
+    fwd_graph *g = NULL;
+    if (s->use_graphs && !f->want_logits) {
+        g = graph_slot(s, kv, R, N);
+        g->last = s->calls;
+        if (++g->seen < 2) g = NULL;   /* seen once: run it plainly */
+    }
+    if (g && !g->exec && (rc = capture(f, kv, R, N, g))) return rc;
+    if (g) rc = CUDA_CHECK(cudaGraphLaunch(g->exec, s->stream));
+    else rc = enqueue_forward(f, kv, R, N, max_keys);
+    if (!rc) rc = CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    if (rc) return rc;
     for (int i = 0; i < N; i++) f->argmax[s->meta_h[3 * M + i]] = s->argmax_h[i];
     return 0;
 }
