@@ -48,7 +48,7 @@ CFLAGS   += -DCLLM_CUDA=1
 CUDA_ARCH ?= 90
 NVFLAGS  := -O2 -arch=sm_$(CUDA_ARCH) -Ilibcore -Iformats -Ikernels -Xcompiler -Wall -MMD -MP
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
-CU_SRC   := $(wildcard kernels/cuda/*.cu)
+CU_SRC   := $(wildcard kernels/cuda/*.cu kernels/cuda/train/*.cu)
 # Link the CUDA libraries only once there is CUDA code to link.
 ifneq ($(CU_SRC),)
 LIBS     += -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -lrt -lstdc++
