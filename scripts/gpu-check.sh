@@ -5,7 +5,8 @@
 #        cllm-traj, cllm-gen and cllm-cat statically (make STATIC=1
 #        BUILD=BUILD, default build-static) and fill .stage/ (git-ignored):
 #        .stage/a = first half of the model, .stage/b = second half + the
-#        stripped, gzipped programs. Each half fits the device tool's 64 MiB
+#        stripped, xz-compressed programs (~2.5 MB each; gzip left them at
+#        7 MB, too much for one half). Each half fits the device tool's 64 MiB
 #        carry limit with the working tree.
 #   scripts/gpu-check.sh put             device call 1 (carry .stage/a):
 #        keeps the first half in /root/stage (the machine stays warm ~30 s).
@@ -47,7 +48,7 @@ stage)
     [ -z "$(ls .stage/model.part-* 2>/dev/null)" ] || { echo "gpu-check: model split in more than 2 parts" >&2; exit 1; }
     for p in tests/test_cuda cllm-traj cllm-gen cllm-cat; do
         n=$(basename "$p")
-        strip -o ".stage/$n" "$build/$p" && gzip -9 -c ".stage/$n" >".stage/b/$n.gz" || exit 1
+        strip -o ".stage/$n" "$build/$p" && xz -9 -c ".stage/$n" >".stage/b/$n.xz" || exit 1
         rm -f ".stage/$n"
     done
     du -sh .stage/a .stage/b >&2
@@ -69,12 +70,15 @@ note() { echo "$*" | tee -a "$sum"; }
 t=$build/tests/test_cuda
 
 bin=$build
-if [ -f .stage/b/test_cuda.gz ]; then
-    mkdir -p /root/stage/tests && gunzip -c .stage/b/test_cuda.gz >/root/stage/tests/test_cuda &&
-        chmod +x /root/stage/tests/test_cuda && t=/root/stage/tests/test_cuda
-    for n in cllm-traj cllm-gen cllm-cat; do
-        gunzip -c ".stage/b/$n.gz" >"/root/stage/$n" && chmod +x "/root/stage/$n"
-    done
+unxz_to() { # file.xz out: xz, else python3's lzma
+    if command -v xz >/dev/null 2>&1; then xz -dc "$1" >"$2"
+    else python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1" >"$2"; fi &&
+        chmod +x "$2"
+}
+if [ -f .stage/b/test_cuda.xz ]; then
+    mkdir -p /root/stage/tests && unxz_to .stage/b/test_cuda.xz /root/stage/tests/test_cuda &&
+        t=/root/stage/tests/test_cuda
+    for n in cllm-traj cllm-gen cllm-cat; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
     bin=/root/stage
 fi
 if [ -f .stage/b/model.part-ab ] && [ -f /root/stage/model.part-aa ]; then
