@@ -122,7 +122,9 @@ out:
 
 /* ---- parity on a tiny model ------------------------------------------------ */
 
-enum { PB = 3, PT = 20, NSLOT = 8 };
+/* T > 128 so that the attention kernels' strided loops over keys take more
+ * than one turn (kernel2 has 128 threads, kernel1 4 warps) */
+enum { PB = 3, PT = 150, NSLOT = 8, PROWS = 160 };
 
 static void test_parity(const char *name, const cllm_config *c, uint64_t seed, int att) {
     cllm_model m;
@@ -131,7 +133,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     size_t np = m.n_params;
     cllm_rng r;
     cllm_rng_seed(&r, seed + 7);
-    int tok1[PB * PT], tok2[PB * PT], lens[PB] = {PT, 13, 6};
+    int tok1[PB * PT], tok2[PB * PT], lens[PB] = {PT, 97, 6};
     for (int i = 0; i < PB * PT; i++) {
         tok1[i] = (int)cllm_rng_below(&r, (uint64_t)V);
         tok2[i] = (int)cllm_rng_below(&r, (uint64_t)V);
@@ -144,7 +146,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     /* call 1: CE on every real row of seq 0 but the last (AR weight 10, mean
      * over 19), rows 4..11 of seq 0 also saved as teacher slots 0..7; CE on
      * seq 2's rows 0..4 (mean over 5) */
-    cllm_cuda_loss_row r1[PT + 8], r2[40];
+    cllm_cuda_loss_row r1[PROWS], r2[PROWS];
     int n1 = 0, n2 = 0;
     for (int t = 0; t < lens[0] - 1; t++)
         r1[n1++] = (cllm_cuda_loss_row){t, tok1[t + 1], 10.0f / (float)(lens[0] - 1), -1, 0.0f,
@@ -162,7 +164,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     }
 
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {PB, PT, 40, NSLOT, 7, att};   /* 7 rows per chunk: several chunks */
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att};   /* 7 rows per chunk: many chunks */
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *p_gpu = calloc(np, sizeof(float)), *p0 = malloc(np * sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
