@@ -57,6 +57,7 @@ typedef struct cllm_cuda_kv {
     int n_seq;        /* S */
     int cap;          /* CAP */
     int kv_dim;       /* KD */
+    int max_cap;      /* the attention kernel's limit on CAP on this device */
     void *k, *v;      /* device, bf16 (L, S, CAP, KD) */
     int *len;         /* host (S) valid positions per sequence */
 } cllm_cuda_kv;
@@ -69,8 +70,8 @@ int cllm_cuda_kv_len(const cllm_cuda_kv *kv, int seq);
 /* Keep the first len positions of seq (0 <= len <= its length); 0 or CLLM_EINVAL. */
 int cllm_cuda_kv_rollback(cllm_cuda_kv *kv, int seq, int len);
 /* Grow every sequence to cap positions, keeping what is cached (a new
- * allocation and one device copy per layer and sequence). On failure the
- * cache is unchanged. */
+ * allocation and one device copy per layer and sequence). CLLM_ELIMIT past
+ * max_cap. On failure the cache is unchanged. */
 int cllm_cuda_kv_grow(cllm_cuda_kv *kv, int cap);
 
 /* Forward state: device activations for up to max_rows = B*T rows per call,

@@ -222,6 +222,7 @@ int cllm_fwd_init_on(cllm_fwd *f, const cllm_model *m, int max_T, int device, in
         f->kc = cllm_malloc(T * sizeof *f->kc);
         f->vc = cllm_malloc(T * sizeof *f->vc);
         f->lm_rows = cllm_malloc(T * sizeof(int));
+        f->gate_up_fused = gate_up_fused(m);
         if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->ao || !f->proj || !f->gu || !f->h ||
             !f->logits || !f->pos || !f->rope || !f->argmax || !f->kc || !f->vc || !f->lm_rows)
             rc = cllm_error(CLLM_ENOMEM, "forward: out of memory for scratch of %d rows", max_T);
@@ -320,7 +321,7 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
 
     for (int b = 0; b < B; b++) kv->len[s[b].seq] = s[b].pos + s[b].T;
     float *x = f->x, *xn = f->xn;
-    int fused = gate_up_fused(m);
+    int fused = f->gate_up_fused;
     float *gate = f->gu, *up = fused ? NULL : f->gu + (size_t)R * F;
 
     embedding_forward(x, tokens, m->tok_emb, R, C);

@@ -72,6 +72,7 @@ typedef struct cllm_fwd {
     const cllm_model *m;
     int device;       /* enum cllm_device */
     int max_T;        /* rows per call, all sequences together */
+    int gate_up_fused; /* CPU: w_up follows w_gate, so [g u] is one (2F, C) product */
     /* CPU activations of the last call, R rows each (NULL on CUDA) */
     float *x;         /* (max_T, C) residual stream */
     float *xn;        /* (max_T, C) normed input of a block */
@@ -79,8 +80,8 @@ typedef struct cllm_fwd {
     float *k, *v;     /* (max_T, KD) new keys (after RoPE) and values, before the cache */
     float *ao;        /* (max_T, NH*HS) attention output before o_proj */
     float *proj;      /* (max_T, C) output of o_proj / down_proj */
-    float *gu;        /* (max_T, 2F) gate and up, one product (model.c stores
-                         w_up right after w_gate); or gate (max_T, F) then up */
+    float *gu;        /* (max_T, 2F) gate and up: rows of [g u] when gate_up_fused,
+                         else gate (max_T, F) then up (max_T, F) */
     float *h;         /* (max_T, F) silu(gate) * up */
     float *att;       /* attention scratch, att_cap floats */
     size_t att_cap;

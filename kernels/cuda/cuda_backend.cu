@@ -281,6 +281,7 @@ extern "C" int cllm_cuda_kv_init(cllm_cuda_kv *kv, const cllm_cuda_model *dm, in
     kv->n_seq = n_seq;
     kv->cap = cap;
     kv->kv_dim = dm->KD;
+    kv->max_cap = dm->max_keys;
     size_t n = 0;
     if (cllm_mul_size((size_t)kv->n_layer * n_seq, (size_t)cap, &n) ||
         cllm_mul_size(n, (size_t)kv->kv_dim * sizeof(floatX), &n))
@@ -321,6 +322,9 @@ extern "C" int cllm_cuda_kv_rollback(cllm_cuda_kv *kv, int seq, int len) {
 
 extern "C" int cllm_cuda_kv_grow(cllm_cuda_kv *kv, int cap) {
     if (cap <= kv->cap) return 0;
+    if (cap > kv->max_cap)
+        return cllm_error(CLLM_ELIMIT, "CUDA KV cache: %d positions exceed the attention kernel's "
+                          "%d on this device", cap, kv->max_cap);
     cllm_cuda_kv nk = *kv;
     nk.cap = cap;
     nk.k = nk.v = NULL;
