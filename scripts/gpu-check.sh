@@ -147,6 +147,12 @@ clirun "cllm-traj --device cuda --batch 8" "$bin/cllm-traj" -m "$CLLM_MODEL" --d
     --batch 8 -q -f -o "$tmp/t8.zst" "$tmp/p.jsonl"
 T2=$(date +%s.%N)
 same "cllm-traj --device cuda: --batch 8 == --batch 1 (SmolLM2, 8 prompts)" "$tmp/t1.zst" "$tmp/t8.zst" traj
+# the same with every product in fixed 64-row cuBLAS calls (batch-invariant by construction, matmul.cu)
+for b in 1 8; do
+    CLLM_CUDA_GEMM_ROWS=64 clirun "cllm-traj GEMM_ROWS=64 --batch $b" "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda \
+        -n 16 --max-new-tokens 64 --batch $b -q -f -o "$tmp/p$b.zst" "$tmp/p.jsonl"
+done
+same "cllm-traj --device cuda, CLLM_CUDA_GEMM_ROWS=64: --batch 8 == --batch 1" "$tmp/p1.zst" "$tmp/p8.zst" traj
 n=$("$bin/cllm-cat" --type traj -j "$tmp/t1.zst" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c)
 awk -v a="$T0" -v b="$T1" -v c="$T2" -v n="$n" 'BEGIN { printf "BENCH cllm-traj SmolLM2 8 prompts x 64 tokens: batch 1 %.2f s, batch 8 %.2f s (%.2fx), ~%d tokens\n", b - a, c - b, (b - a) / (c - b), n }' | tee -a "$sum"
 for b in 1 4; do
@@ -155,7 +161,14 @@ for b in 1 4; do
 done
 same "cllm-traj --device cuda: tiny model --batch 4 == --batch 1" "$tmp/tiny1.zst" "$tmp/tiny4.zst" traj
 # auto picks the GPU and says nothing; --batch 8 == --batch 1; Jacobi == AR
+G0=$(date +%s.%N)
 clirun "cllm-gen auto" "$bin/cllm-gen" -m "$CLLM_MODEL" --max-new-tokens 64 -f -o "$tmp/g1.zst" "$tmp/p.jsonl" 2>"$tmp/g.err"
+G1=$(date +%s.%N)
+CLLM_CUDA_GRAPHS=0 clirun "cllm-gen no graphs" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --max-new-tokens 64 -f \
+    -o "$tmp/g0.zst" "$tmp/p.jsonl"
+G2=$(date +%s.%N)
+awk -v a="$G0" -v b="$G1" -v c="$G2" 'BEGIN { printf "BENCH cllm-gen AR 8 prompts x 64 tokens (model load included): graphs %.2f s, no graphs %.2f s\n", b - a, c - b }' | tee -a "$sum"
+same "cllm-gen --device cuda: CUDA graphs on == off" "$tmp/g1.zst" "$tmp/g0.zst" gen
 [ -s "$tmp/g.err" ] && { note "FAIL cllm-gen --device auto wrote to stderr: $(head -c 300 "$tmp/g.err")"; cli_ok=0; }
 clirun "cllm-gen --batch 8" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --batch 8 --max-new-tokens 64 -f \
     -o "$tmp/g8.zst" "$tmp/p.jsonl"

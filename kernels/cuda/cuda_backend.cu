@@ -81,6 +81,8 @@ struct cllm_cuda_state {
     int *meta_h, *argmax_h;        /* pinned host mirrors */
     void *cublas_ws;               /* cuBLAS' workspace, fixed so calls can be captured */
     int use_graphs;                /* CLLM_CUDA_GRAPHS=0 turns graphs off */
+    int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: products in G-row pieces
+                                      (batch-invariant, matmul.cu); 0: one call */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
 };
@@ -380,9 +382,12 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     memset(f, 0, sizeof *f);
 }
 
+/* Activations for R rows; the inputs and outputs of the products for R
+ * rounded up to a multiple of s->gemm_rows (their last piece runs past R). */
 static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, int R, arena *a) {
     const cllm_config *c = &dm->cfg;
-    size_t n = (size_t)R, C = c->d_model, F = c->d_ff, V = c->vocab;
+    size_t G = s->gemm_rows > 0 ? (size_t)s->gemm_rows : 1;
+    size_t n = ((size_t)R + G - 1) / G * G, C = c->d_model, F = c->d_ff, V = c->vocab;
     s->x = (float *)take(a, n * C * 4);
     s->xn = (floatX *)take(a, n * C * 2);
     s->qkv = (float *)take(a, n * dm->QKV * 4);
@@ -392,8 +397,8 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     s->gu = (float *)take(a, n * 2 * F * 4);
     s->h = (floatX *)take(a, n * F * 2);
     s->logits = (float *)take(a, n * V * 4);
-    s->meta_d = (int *)take(a, 4 * n * 4);
-    s->argmax_d = (int *)take(a, n * 4);
+    s->meta_d = (int *)take(a, 4 * (size_t)R * 4);
+    s->argmax_d = (int *)take(a, (size_t)R * 4);
 }
 
 extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows,
@@ -408,6 +413,9 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     if (!s) return cllm_error(CLLM_ENOMEM, "CUDA forward: out of host memory");
     f->st = s;
     size_t R = (size_t)max_rows, V = dm->cfg.vocab;
+    const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+    s->gemm_rows = gr ? atoi(gr) : 0;
+    if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = 0;
     arena a = {NULL, 0};
     state_layout(s, dm, max_rows, &a);
     size_t bytes = a.off;
@@ -429,6 +437,11 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     a.off = 0;
     state_layout(s, dm, max_rows, &a);
     memset(s->meta_h, 0, 4 * R * sizeof(int));
+    /* padding rows are read by the products: finite from the start */
+    if ((rc = CUDA_CHECK(cudaMemset(s->mem, 0, bytes)))) {
+        cllm_cuda_fwd_free(f);
+        return rc;
+    }
     const char *g = getenv("CLLM_CUDA_GRAPHS");
     s->use_graphs = !(g && !strcmp(g, "0"));
     return 0;
@@ -444,7 +457,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     struct cllm_cuda_state *s = f->st;
     cudaStream_t st = s->stream;
     int C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim, F = c->d_ff;
-    int V = c->vocab, L = c->n_layer, M = f->max_rows, rc;
+    int V = c->vocab, L = c->n_layer, M = f->max_rows, G = s->gemm_rows, rc;
     float eps = c->rms_eps;
     const int *tok_d = s->meta_d, *pos_d = s->meta_d + M, *slot_d = s->meta_d + 2 * M;
     const int *lm_d = s->meta_d + 3 * M;
@@ -459,16 +472,16 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         const cuda_layer *w = &dm->layers[l];
         floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
         floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
-        if ((rc = matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, st)) ||
+        if ((rc = matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st)) ||
             (rc = qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH, NKV,
                                    HS, c->rope_dim, kv->cap, st)) ||
             (rc = attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
                                     st)) ||
-            (rc = matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, st)) ||
+            (rc = matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st)) ||
             (rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st)) ||
-            (rc = matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, st)) ||
+            (rc = matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st)) ||
             (rc = swiglu_forward(s->h, s->gu, R, F, st)) ||
-            (rc = matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, st)))
+            (rc = matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, st)))
             return rc;
         if (l + 1 < L)
             rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, NULL, R, C, eps,
@@ -478,7 +491,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         if (rc) return rc;
     }
     if (N > 0) {
-        if ((rc = matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, st)) ||
+        if ((rc = matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st)) ||
             (rc = argmax_forward(s->argmax_d, s->logits, N, V, st)) ||
             (rc = CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof(int),
                                              cudaMemcpyDeviceToHost, st))))

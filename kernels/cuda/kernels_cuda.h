@@ -83,8 +83,10 @@ int argmax_forward(int *out, const float *logits, int R, int V, cudaStream_t str
 /* ---- matmul.cu: out = inp W^T via cublasGemmEx ------------------------- */
 /* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16 (PyTorch Linear
  * layout). bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F), fp32 out.
- * Sets the handle's stream. */
+ * rows_per_call G > 0: in pieces of exactly G rows, one cuBLAS shape for
+ * every R (batch-invariant; out and inp padded to a multiple of G rows);
+ * 0: one call. Sets the handle's stream. */
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, cudaStream_t stream);
+                   int R, int C, int OC, int rows_per_call, cudaStream_t stream);
 
 #endif
