@@ -196,6 +196,40 @@ static void test_batch(const cllm_model *m, const char *name) {
     TEST_OK("batch");
 }
 
+/* cllm_kv_grow keeps every cached sequence: continuing after a growth gives
+ * what a cache made large from the start gives (bit for bit: same rows,
+ * same arithmetic). */
+static void test_grow(const cllm_model *m) {
+    int V = m->cfg.vocab;
+    int tok[32];
+    for (int i = 0; i < 32; i++) tok[i] = (i * 13 + 7) % V;
+    cllm_fwd f;
+    cllm_kv small, big;
+    CHECK_OK(cllm_fwd_init(&f, m, 16));
+    CHECK_OK(cllm_kv_init(&small, &m->cfg, 2, 16));
+    CHECK_OK(cllm_kv_init(&big, &m->cfg, 2, 40));
+    if (check_failures) return;
+    float *a = malloc((size_t)8 * V * sizeof(float));
+    CHECK_OK(cllm_forward(&f, &small, 0, 0, tok, 10, 10));
+    CHECK_OK(cllm_forward(&f, &small, 1, 0, tok + 3, 5, 5));
+    CHECK_OK(cllm_kv_grow(&small, 40));
+    CHECK_EQ_INT(small.cap, 40);
+    CHECK_EQ_INT(cllm_kv_len(&small, 0), 10);
+    CHECK_EQ_INT(cllm_kv_len(&small, 1), 5);
+    CHECK_OK(cllm_forward(&f, &small, 0, 10, tok + 10, 8, 0));
+    memcpy(a, f.logits, (size_t)8 * V * sizeof(float));
+    CHECK_OK(cllm_forward(&f, &big, 0, 0, tok, 10, 10));
+    CHECK_OK(cllm_forward(&f, &big, 0, 10, tok + 10, 8, 0));
+    CHECK_MSG(!memcmp(a, f.logits, (size_t)8 * V * sizeof(float)), "continuing after cllm_kv_grow differs");
+    CHECK_OK(cllm_kv_grow(&small, 20));   /* smaller than it is: nothing to do */
+    CHECK_EQ_INT(small.cap, 40);
+    free(a);
+    cllm_kv_free(&small);
+    cllm_kv_free(&big);
+    cllm_fwd_free(&f);
+    TEST_OK("kv_grow");
+}
+
 static void test_errors(const cllm_model *m) {
     cllm_fwd f;
     cllm_kv kv;
@@ -301,6 +335,7 @@ int main(void) {
     test_threads(&m);
     test_errors(&m);
     test_batch(&m, "tiny-qwen2");
+    test_grow(&m);
     cllm_model_free(&m);
     /* the same model through the project's HF loader */
     int rc = cllm_model_load(&m, "tests/golden/tiny-qwen2");
