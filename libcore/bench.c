@@ -221,8 +221,9 @@ static void print_table(FILE *t, const bres *res, int nres, const char *const *n
     }
 }
 
+/* interrupted: no results (nres 0); the section is closed marked "interrupted" */
 static int write_metrics(const bres *res, int nres, const char *const *names, const cllm_model *m0, const cllm_bench_opts *o,
-                         int np) {
+                         int np, int interrupted) {
     cllm_writer *w = NULL;
     cllm_packbuf b = { 0 };
     char producer[64];
@@ -258,7 +259,7 @@ static int write_metrics(const bres *res, int nres, const char *const *names, co
         }
     }
     if (w) {
-        if (rc) cllm_writer_abort(w);
+        if (rc || interrupted) cllm_writer_abort(w);
         else rc = cllm_writer_close(w);
     }
     cllm_packbuf_free(&b);
@@ -305,7 +306,14 @@ int cllm_bench_run(const cllm_model *const *models, const char *const *names, in
         print_table(o->table, res, 2 * n_models, names, n_models, o, (int)np);
         fflush(o->table);
     }
-    if (!rc && !o->no_stream) rc = write_metrics(res, 2 * n_models, names, models[0], o, (int)np);
+    if (!rc && !o->no_stream) rc = write_metrics(res, 2 * n_models, names, models[0], o, (int)np, 0);
+    /* A benchmark stopped half-way has no result worth reporting (AR may be
+     * measured and Jacobi not): an empty stream, whole and marked interrupted. */
+    if (rc == CLLM_EINTR && !o->no_stream) {
+        int wrc = write_metrics(res, 0, names, models[0], o, (int)np, 1);
+        if (wrc) rc = wrc;
+        else rc = cllm_error(CLLM_EINTR, "interrupted");
+    }
     for (size_t i = 0; i < np; i++) cllm_prompt_free(&P[i]);
     free(P);
     return rc;

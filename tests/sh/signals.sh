@@ -94,8 +94,9 @@ pipe_quiet bench "$B/cllm-bench" -m "$TM" --template gsm8k --prompts 6 --max-new
 pipe_quiet train "$B/cllm-train" -m "$TM" --objective sft --field question --template gsm8k --batch 2 --max-steps 50 -t 1 -q -o "$T/sft.gguf" "$T/p6.jsonl"
 echo "all quiet on SIGPIPE"
 
-# SIGINT while it writes to a file through stdout, once it has written its
-# header (cllm-gen and cllm-traj: sections 2 and 2c).
+# SIGINT while each writes to a file through stdout, once it has written its
+# header or after 1 s (cllm-bench writes its stream at the end; cllm-gen and
+# cllm-traj: sections 2 and 2c).
 int_whole() { # name command... : interrupt it once it has written something
     name=$1; shift
     "$@" > "$T/$name.zst" 2>"$T/$name.err" &
@@ -111,6 +112,7 @@ int_whole() { # name command... : interrupt it once it has written something
     grep -q "interrupted (SIGINT)" "$T/$name.chk" || fail "$name: --check says $(cat "$T/$name.chk")"
     printf '%s 130 and marked, ' "$name"
 }
+int_whole bench "$B/cllm-bench" -m "$TM" --template gsm8k --prompts 6 --max-new-tokens 64 --repeat 50 -t 1 -q "$T/p6.jsonl"
 int_whole train "$B/cllm-train" -m "$TM" --objective sft --field question --template gsm8k --batch 2 --max-steps 100000 -t 1 -q -o "$T/sft2.gguf" "$T/p6.jsonl"
 echo "all whole after SIGINT"
 
