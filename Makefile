@@ -141,7 +141,7 @@ $(BUILD)/tools/fuzz-replay-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/test
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 fuzz-build:
-	$(MAKE) --no-print-directory BUILD=build-fuzz SAN=1 CUDA=0 CC="$(FUZZ_CC) -fsanitize=fuzzer-no-link" build-fuzz/libcllm.a
+	$(MAKE) --no-print-directory BUILD=build-fuzz SAN=1 CUDA=0 MPI=0 CC="$(FUZZ_CC) -fsanitize=fuzzer-no-link" build-fuzz/libcllm.a
 	for t in $(FUZZ_TARGETS); do \
 	  $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	    -O1 -g -std=c11 -D_GNU_SOURCE $(WARN) -Ilibcore -Iformats -Ikernels \

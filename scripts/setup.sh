@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 pkgs="build-essential pkg-config libzstd-dev libmsgpack-dev libjansson-dev libpcre2-dev libopenblas-dev zstd python3 python3-pip unzip"
 # Open MPI: data-parallel cllm-train (make MPI=1, on by default when mpicc is found).
 pkgs="$pkgs libopenmpi-dev openmpi-bin"
+# clang and its runtime (libFuzzer, ASan, UBSan): make fuzz.
+pkgs="$pkgs clang libclang-rt-dev"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
