@@ -21,13 +21,22 @@
 #             (8 GSM8K prompts from tests/golden/gsm8k20_ids.txt, SmolLM2;
 #             the tiny model), cllm-gen --device auto picks the GPU silently
 #             and --batch 8 == --batch 1, Jacobi == AR there;
+#          3b. cllm-bench --device cuda, 20 GSM8K prompts x 256 tokens, AR
+#             and Jacobi n=16, and HF transformers' eager generate on the same
+#             weights (scripts/hf_baseline.py) as the baseline ratio;
+#          5. test_cuda_train: the training step GPU vs CPU, then --bench;
+#          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
+#             prompts: trajectory tokens/s;
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models and
 #             of cllm-traj --device cuda --batch 4 on the tiny model;
-#          5. summary.txt: verdicts and BENCH lines.
+#          then summary.txt: verdicts and BENCH lines. Steps after 2 are
+#          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short.
 #        Without staged files it uses BUILD/tests/test_cuda and $CLLM_MODEL or
 #        models/. Results in $OUT (else /tmp/gpu-check-out): nvidia-smi.txt,
-#        test_cuda.log, cli.log, memcheck.log, summary.txt. Each step is
-#        time-limited; the whole run stays under 7 minutes (timeout_s 480).
+#        test_cuda.log, cli.log, bench.log, hf.log, train.log,
+#        train-bench.log, memcheck.log, summary.txt. Each step is
+#        time-limited; the whole run stays under GPU_CHECK_BUDGET + ~20 s
+#        (call it with timeout_s 500).
 #        Exit 0 when every step passed.
 set -u
 cd "$(dirname "$0")/.."
@@ -39,18 +48,22 @@ case $mode in
 stage)
     build=${1:-build-static}
     make --no-print-directory STATIC=1 BUILD="$build" "$build/tests/test_cuda" "$build/cllm-traj" \
-        "$build/cllm-gen" "$build/cllm-cat" >&2 || exit 1
+        "$build/cllm-gen" "$build/cllm-cat" "$build/cllm-bench" "$build/tools/cllm-model-info" \
+        "$build/tests/test_cuda_train" >&2 || exit 1
+    [ -f "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" ] || { echo "gpu-check: no gsm8k_train.jsonl in \$CLLM_DATA" >&2; exit 1; }
     [ -f "$model_src" ] || { echo "gpu-check: $model_src missing (make setup)" >&2; exit 1; }
     rm -rf .stage/a .stage/b
     mkdir -p .stage/a .stage/b
-    split -b 50M "$model_src" .stage/model.part-
+    split -b 54M "$model_src" .stage/model.part-
     mv .stage/model.part-aa .stage/a/ && mv .stage/model.part-ab .stage/b/ || exit 1
     [ -z "$(ls .stage/model.part-* 2>/dev/null)" ] || { echo "gpu-check: model split in more than 2 parts" >&2; exit 1; }
-    for p in tests/test_cuda cllm-traj cllm-gen cllm-cat; do
+    for p in tests/test_cuda cllm-traj cllm-gen cllm-cat cllm-bench tools/cllm-model-info tests/test_cuda_train; do
         n=$(basename "$p")
         strip -o ".stage/$n" "$build/$p" && xz -9 -c ".stage/$n" >".stage/b/$n.xz" || exit 1
         rm -f ".stage/$n"
     done
+    # the first 512 GSM8K training questions, for cllm-traj --batch 64 (../shared does not travel)
+    head -n 512 "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" | xz -9 >.stage/b/train512.jsonl.xz || exit 1
     du -sh .stage/a .stage/b >&2
     exit 0 ;;
 put)
@@ -78,7 +91,10 @@ unxz_to() { # file.xz out: xz, else python3's lzma
 if [ -f .stage/b/test_cuda.xz ]; then
     mkdir -p /root/stage/tests && unxz_to .stage/b/test_cuda.xz /root/stage/tests/test_cuda &&
         t=/root/stage/tests/test_cuda
-    for n in cllm-traj cllm-gen cllm-cat; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
+    for n in cllm-traj cllm-gen cllm-cat cllm-bench cllm-model-info; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
+    unxz_to .stage/b/test_cuda_train.xz /root/stage/tests/test_cuda_train
+    xz -dc .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl 2>/dev/null ||
+        python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl
     bin=/root/stage
 fi
 if [ -f .stage/b/model.part-ab ] && [ -f /root/stage/model.part-aa ]; then
@@ -93,6 +109,17 @@ if [ -z "${CLLM_MODEL:-}" ]; then
 fi
 export CLLM_MODEL="${CLLM_MODEL:-$model_src}"
 note "gpu-check: $(date -u +%FT%TZ) test=$t model=$CLLM_MODEL"
+# Steps run in order of importance; each is skipped when fewer seconds are left
+# than it may take, so a call with timeout_s >= GPU_CHECK_BUDGET + 20 always
+# returns its logs (default budget 480 s).
+deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET:-480} ))
+have_time() { # seconds what
+    if [ $(( deadline - $(date +%s) )) -lt "$1" ]; then note "SKIP $2: less than $1 s left"; return 1; fi
+}
+tt=$bin/tests/test_cuda_train
+[ -x "$tt" ] || tt=$build/tests/test_cuda_train
+data=/root/stage/train512.jsonl
+[ -f "$data" ] || { mkdir -p "$out/tmp"; head -n 512 "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" >"$out/tmp/train512.jsonl" 2>/dev/null; data=$out/tmp/train512.jsonl; }
 
 timeout 20 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || note "nvidia-smi: failed"
 grep -E 'NVIDIA-SMI|MiB' "$out/nvidia-smi.txt" | head -n 3 | tee -a "$sum"
@@ -135,6 +162,7 @@ clirun() { # what command...
     if ! timeout 120 "$@" 2>>"$cli"; then note "FAIL $what"; cli_ok=0; return 1; fi
 }
 same() { # what a.zst b.zst type
+    [ -s "$2" ] && [ -s "$3" ] || { note "FAIL $1 (an output is missing)"; cli_ok=0; return; }
     "$bin/cllm-cat" --type "$4" -j "$2" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
     "$bin/cllm-cat" --type "$4" -j "$3" | sed 's/"time_s":[^,]*,//' | cmp -s - "$tmp/a.jsonl" &&
         note "ok $1" || { note "FAIL $1"; cli_ok=0; }
@@ -181,8 +209,64 @@ clirun "cllm-gen jacobi" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --batch 
     note "DIFF cllm-gen --device cuda: Jacobi differs from AR on some prompt (near-tie? see test_cuda.log)"
 [ $cli_ok = 1 ] && note "PASS programs" || status=1
 
+# 3b. issue 7's benchmark: cllm-bench on the GPU, SmolLM2, batch 1, 20 GSM8K
+#     test prompts x 256 new tokens, AR and Jacobi n = 16; then the baseline in
+#     the same script: HF transformers' eager generate on the same weights
+#     (this GGUF dequantized, saved as bf16 safetensors by cllm-model-info),
+#     greedy, batch 1, on the first 5 of those prompts (it is slow; tokens/s
+#     is what is compared).
+if have_time 200 "cllm-bench + HF baseline"; then
+    awk '{ printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
+        tests/golden/gsm8k20_ids.txt >"$tmp/p20.jsonl"
+    if timeout 150 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 20 --max-new-tokens 256 -n 16 --repeat 1 \
+        -f -o "$tmp/bench.zst" "$tmp/p20.jsonl" 2>"$out/bench.log"; then
+        cat "$out/bench.log" | tee -a "$sum"
+        ar=$("$bin/cllm-cat" -j "$tmp/bench.zst" | grep '"name":"tokens_per_s"' | grep '"method":"ar"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
+        jac=$("$bin/cllm-cat" -j "$tmp/bench.zst" | grep '"name":"tokens_per_s"' | grep '"method":"jacobi"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
+        note "BENCH cllm-bench --device cuda: AR ${ar:-?} tokens/s, Jacobi n=16 ${jac:-?} tokens/s"
+    else
+        note "FAIL cllm-bench --device cuda"; tail -n 5 "$out/bench.log" | tee -a "$sum"; status=1
+    fi
+    if timeout 60 "$bin/cllm-model-info" "$CLLM_MODEL" --convert "$tmp/hf" --dtype bf16 >/dev/null 2>>"$out/bench.log" &&
+        timeout 150 python3 scripts/hf_baseline.py "$tmp/hf" tests/golden/gsm8k20_ids.txt 5 256 >"$out/hf.log" 2>&1; then
+        hf=$(sed -n 's/^BENCH hf-eager.* = \([0-9.]*\) tokens\/s.*/\1/p' "$out/hf.log")
+        grep '^BENCH' "$out/hf.log" | tee -a "$sum"
+        [ -n "${ar:-}" ] && [ -n "$hf" ] && awk -v a="$ar" -v j="${jac:-0}" -v h="$hf" \
+            'BEGIN { printf "BENCH ratio vs HF eager generate: AR %.1fx, Jacobi %.1fx (issue 7 asks >= 25x)\n", a / h, j / h }' | tee -a "$sum"
+    else
+        note "FAIL HF baseline (see hf.log)"; tail -n 5 "$out/hf.log" 2>/dev/null | tee -a "$sum"; status=1
+    fi
+fi
+
+# 5. issue 8: the training step on the GPU vs the CPU (tiny models), then its
+#    throughput at SmolLM2 shapes (docs/CUDA-TRAINING.md)
+if [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
+    CLLM_VERBOSE=1 timeout 120 "$tt" >"$out/train.log" 2>&1
+    rc=$?
+    grep -vE '^  model' "$out/train.log" | tail -n 30 >>"$sum"
+    if [ $rc -eq 0 ] && ! grep -q '^skip' "$out/train.log"; then note "PASS test_cuda_train"; else note "FAIL test_cuda_train (exit $rc)"; status=1; fi
+    if have_time 100 "test_cuda_train --bench"; then
+        timeout 90 "$tt" --bench 16 320 >"$out/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
+        grep -E '^(bench|BENCH)' "$out/train-bench.log" | tee -a "$sum"
+    fi
+fi
+
+# 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
+if [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
+    S0=$(date +%s.%N)
+    if timeout 120 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
+        --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512.zst" "$data" 2>>"$cli"; then
+        S1=$(date +%s.%N)
+        n=$("$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c)
+        awk -v a="$S0" -v b="$S1" -v n="$n" 'BEGIN { printf "BENCH cllm-traj --device cuda --batch 64, 512 GSM8K train prompts: %d trajectory tokens in %.1f s = %.0f tokens/s (model load included; issue 7 asks >= 20,000)\n", n, b - a, n / (b - a) }' | tee -a "$sum"
+    else
+        note "FAIL cllm-traj --batch 64 on 512 prompts (or over 120 s)"; status=1
+    fi
+fi
+
 # 4. memcheck on the tiny models (the SmolLM2 part skips: no model)
-if command -v compute-sanitizer >/dev/null 2>&1; then
+if ! have_time 100 "memcheck"; then :
+elif command -v compute-sanitizer >/dev/null 2>&1; then
     CLLM_MODEL=/nonexistent timeout 120 compute-sanitizer --tool memcheck --leak-check full \
         --error-exitcode 9 "$t" >"$out/memcheck.log" 2>&1
     rc=$?
