@@ -27,6 +27,7 @@
 
 #include "cli.h"
 #include "err.h"
+#include "outq.h"
 #include "records.h"
 #include "stream.h"
 
@@ -83,15 +84,8 @@ typedef struct gen_slot {
     cllm_decoder d;
     cllm_decode_result r;
     double t0;
-    struct gen_job *j;
+    cllm_outq_job *j;          /* its output, waiting for its turn (input order) */
 } gen_slot;
-
-/* A prompt's output, waiting for its turn (input order). */
-typedef struct gen_job {
-    int done;
-    char *buf;
-    size_t size, cap;
-} gen_job;
 
 typedef struct gen_eng {
     const cllm_model *m;
@@ -104,46 +98,19 @@ typedef struct gen_eng {
     cllm_fwd_seq *calls;       /* (batch) one call's sequences */
     gen_slot **in_call;        /* (batch) their slots */
     int *tokens;               /* (f.max_T) one call's tokens */
-    gen_job *q;                /* ring of qcap jobs, oldest at qhead */
-    int qcap, qhead, qlen;
+    cllm_outq q;               /* outputs of the prompts in flight, in input order */
     cllm_writer *w;
     cllm_packbuf b;
     text_ctx tc;
 } gen_eng;
 
-static int job_put(gen_job *j, const void *data, size_t len) {
-    if (j->size + len > j->cap) {
-        size_t cap = j->cap ? j->cap : 4096;
-        while (cap < j->size + len) cap *= 2;
-        char *p = cllm_realloc(j->buf, cap);
-        if (!p) return CLLM_ENOMEM;
-        j->buf = p;
-        j->cap = cap;
-    }
-    memcpy(j->buf + j->size, data, len);
-    j->size += len;
-    return 0;
-}
-
-/* Write the finished outputs at the head of the queue. */
-static int drain(gen_eng *e) {
-    while (e->qlen > 0 && e->q[e->qhead].done) {
-        gen_job *j = &e->q[e->qhead];
-        int rc = 0;
-        if (e->o->text) {
-            if (j->size && fwrite(j->buf, 1, j->size, stdout) != j->size)
-                rc = cllm_error(CLLM_EIO, "write error on standard output");
-            fflush(stdout);
-        } else {
-            rc = cllm_writer_put(e->w, j->buf, j->size);
-        }
-        if (rc) return rc;
-        j->done = 0;
-        j->size = 0;
-        e->qhead = (e->qhead + 1) % e->qcap;
-        e->qlen--;
-    }
-    return 0;
+/* Where finished outputs go: text to stdout, records to the stream. */
+static int put_output(void *arg, const void *data, size_t len) {
+    gen_eng *e = arg;
+    if (!e->o->text) return cllm_writer_put(e->w, data, len);
+    int rc = (len && fwrite(data, 1, len, stdout) != len) ? cllm_error(CLLM_EIO, "write error on standard output") : 0;
+    fflush(stdout);
+    return rc;
 }
 
 static int ensure_kv(gen_eng *e, int need) {
@@ -190,12 +157,12 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     s->active = 0;
     s->j->done = 1;
     if (e->o->text) {
-        if (e->batch == 1) return job_put(s->j, "\n", 1);   /* the tokens are out already */
+        if (e->batch == 1) return cllm_outq_add(s->j, "\n", 1);   /* the tokens are out already */
         char *text = NULL;
         size_t tlen = 0;
         rc = cllm_tokenizer_decode(m->tok, r->tokens, (size_t)r->n_tokens, &text, &tlen);
-        if (!rc) rc = job_put(s->j, text, tlen);
-        if (!rc) rc = job_put(s->j, "\n", 1);
+        if (!rc) rc = cllm_outq_add(s->j, text, tlen);
+        if (!rc) rc = cllm_outq_add(s->j, "\n", 1);
         free(text);
         return rc;
     }
@@ -227,7 +194,7 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
         g.n_states = (size_t)r->n_iter;
     }
     if (!rc) rc = cllm_rec_gen_pack(&e->b, &g);
-    if (!rc) rc = job_put(s->j, e->b.data, e->b.size);
+    if (!rc) rc = cllm_outq_add(s->j, e->b.data, e->b.size);
     free(text);
     cllm_tokens_free(&g.accepted);
     for (int i = 0; states && i < r->n_iter; i++) cllm_tokens_free(&states[i]);
@@ -269,8 +236,7 @@ static void eng_free(gen_eng *e) {
         cllm_decode_result_free(&s->r);
     }
     free(e->slots);
-    for (int i = 0; e->q && i < e->qcap; i++) free(e->q[i].buf);
-    free(e->q);
+    cllm_outq_free(&e->q);
     free(e->calls);
     free(e->in_call);
     free(e->tokens);
@@ -305,9 +271,7 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         e.calls = cllm_calloc((size_t)e.batch, sizeof *e.calls);
         e.in_call = cllm_calloc((size_t)e.batch, sizeof *e.in_call);
         e.tokens = cllm_calloc((size_t)e.f.max_T, sizeof *e.tokens);
-        e.qcap = 4 * e.batch + 1;
-        e.q = cllm_calloc((size_t)e.qcap, sizeof *e.q);
-        if (!e.slots || !e.calls || !e.in_call || !e.tokens || !e.q) rc = CLLM_ENOMEM;
+        if (!e.slots || !e.calls || !e.in_call || !e.tokens || cllm_outq_init(&e.q, 4 * e.batch + 1)) rc = CLLM_ENOMEM;
     }
     if (!rc && !o->text) {
         rc = cllm_writer_open(&e.w, o->output, o->force);
@@ -321,19 +285,17 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         /* Fill the free slots with the next prompts, in input order. */
         for (int i = 0; i < e.batch && !rc && !eof; i++) {
             gen_slot *s = &e.slots[i];
-            if (s->active || e.qlen >= e.qcap) continue;
+            if (s->active || e.q.len >= e.q.cap) continue;
             rc = cllm_prompts_next(src, &s->p);
             if (rc == CLLM_EOF) { rc = 0; eof = 1; break; }
             if (rc) break;
-            gen_job *j = &e.q[(e.qhead + e.qlen) % e.qcap];
-            e.qlen++;
-            s->j = j;
+            s->j = cllm_outq_push(&e.q);
             rc = slot_start(&e, s);
         }
         if (rc) break;
         int active = 0;
         rc = tick(&e, &active);
-        if (!rc) rc = drain(&e);
+        if (!rc) rc = cllm_outq_drain(&e.q, put_output, &e);
         if (!active && eof) break;
     }
     if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");

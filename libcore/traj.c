@@ -53,6 +53,7 @@
 #include "err.h"
 #include "forward.h"
 #include "gen.h"
+#include "outq.h"
 #include "records.h"
 #include "stream.h"
 #include "tokenizer.h"
@@ -113,22 +114,10 @@ int cllm_traj_augment(const int *states, int k, int stride, const int *fixed, in
     return count;
 }
 
-/* ---- output queue: the prompts in flight, in input order ------------------ */
-
-typedef struct job {
-    int used;
-    int done;                 /* the prompt's last record is in */
-    char *buf;                /* packed records, back to back */
-    size_t size, cap;
-    size_t *ends;             /* end offset of each record in buf */
-    size_t n_rec, cap_rec;
-    size_t written;           /* records already written */
-} job;
-
 typedef struct slot {
     int active;
     int seq;                  /* KV cache sequence */
-    job *j;
+    cllm_outq_job *j;          /* its records, waiting for their turn */
     cllm_prompt p;
     int *ctx;                 /* prompt + prefix (the fixed points so far) */
     int n_ctx, cap_ctx, P;
@@ -153,50 +142,13 @@ typedef struct eng {
     int *tokens;              /* (f.max_T) the call's tokens, row order */
     cllm_kv kv;
     slot *slots;
-    job *q;                   /* ring of qcap jobs */
-    int qcap, qhead, qlen;
+    cllm_outq q;              /* outputs of the prompts in flight, in input order */
     cllm_writer *w;
     cllm_packbuf b;
     cllm_traj_stats st;
 } eng;
 
-static int job_add(job *j, const void *data, size_t len) {
-    if (j->size + len > j->cap) {
-        size_t cap = j->cap ? j->cap : 4096;
-        while (cap < j->size + len) cap *= 2;
-        char *p = cllm_realloc(j->buf, cap);
-        if (!p) return CLLM_ENOMEM;
-        j->buf = p;
-        j->cap = cap;
-    }
-    if (j->n_rec + 1 > j->cap_rec) {
-        void *p = j->ends;
-        if (cllm_grow(&p, &j->cap_rec, j->n_rec + 1, sizeof *j->ends)) return CLLM_ENOMEM;
-        j->ends = p;
-    }
-    memcpy(j->buf + j->size, data, len);
-    j->size += len;
-    j->ends[j->n_rec++] = j->size;
-    return 0;
-}
-
-/* Write what the oldest prompts have ready; retire the finished ones. */
-static int drain(eng *e) {
-    while (e->qlen > 0) {
-        job *j = &e->q[e->qhead];
-        for (; j->written < j->n_rec; j->written++) {
-            size_t from = j->written ? j->ends[j->written - 1] : 0;
-            int rc = cllm_writer_put(e->w, j->buf + from, j->ends[j->written] - from);
-            if (rc) return rc;
-        }
-        if (!j->done) break;
-        j->used = j->done = 0;
-        j->size = j->n_rec = j->written = 0;
-        e->qhead = (e->qhead + 1) % e->qcap;
-        e->qlen--;
-    }
-    return 0;
-}
+static int put_record(void *w, const void *data, size_t len) { return cllm_writer_put(w, data, len); }
 
 /* ---- the KV cache, grown without losing the sequences in flight ----------- */
 
@@ -298,7 +250,7 @@ static int finish_chunk(eng *e, slot *s, int len, int eos) {
     t.eos = eos;
     if (e->o->labels) { t.labels = s->labels; t.has_labels = 1; }
     int rc = cllm_rec_traj_pack(&e->b, &t);
-    if (!rc) rc = job_add(s->j, e->b.data, e->b.size);
+    if (!rc) rc = cllm_outq_add(s->j, e->b.data, e->b.size);
     if (rc) return rc;
     e->st.records++;
     e->st.tokens += (uint64_t)len;
@@ -431,12 +383,11 @@ static int eng_init(eng *e) {
     int rc = cllm_fwd_init_on(&e->f, e->m, call_rows(n, o->batch), o->device, 0);
     if (rc) return rc;
     e->slots = cllm_calloc((size_t)o->batch, sizeof *e->slots);
-    e->qcap = 4 * o->batch + 1;
-    e->q = cllm_calloc((size_t)e->qcap, sizeof *e->q);
+    if (cllm_outq_init(&e->q, 4 * o->batch + 1)) return CLLM_ENOMEM;
     e->calls = cllm_calloc((size_t)o->batch, sizeof *e->calls);
     e->in_call = cllm_calloc((size_t)o->batch, sizeof *e->in_call);
     e->tokens = cllm_calloc((size_t)e->f.max_T, sizeof *e->tokens);
-    if (!e->slots || !e->q || !e->calls || !e->in_call || !e->tokens) return CLLM_ENOMEM;
+    if (!e->slots || !e->calls || !e->in_call || !e->tokens) return CLLM_ENOMEM;
     for (int i = 0; i < o->batch; i++) {
         slot *s = &e->slots[i];
         s->seq = i;
@@ -460,8 +411,7 @@ static void eng_free(eng *e) {
     free(e->calls);
     free(e->in_call);
     free(e->tokens);
-    for (int i = 0; e->q && i < e->qcap; i++) { free(e->q[i].buf); free(e->q[i].ends); }
-    free(e->q);
+    cllm_outq_free(&e->q);
     cllm_packbuf_free(&e->b);
     cllm_fwd_free(&e->f);
     cllm_kv_free(&e->kv);
@@ -488,20 +438,17 @@ int cllm_traj_run(const cllm_model *m, cllm_prompts *src, const cllm_traj_opts *
         /* Fill the free slots with the next prompts, in input order. */
         for (int i = 0; i < o->batch && !rc && !eof; i++) {
             slot *s = &e.slots[i];
-            if (s->active || e.qlen >= e.qcap) continue;
+            if (s->active || e.q.len >= e.q.cap) continue;
             rc = cllm_prompts_next(src, &s->p);
             if (rc == CLLM_EOF) { rc = 0; eof = 1; break; }
             if (rc) break;
-            job *j = &e.q[(e.qhead + e.qlen) % e.qcap];
-            e.qlen++;
-            j->used = 1;
-            s->j = j;
+            s->j = cllm_outq_push(&e.q);
             rc = slot_start(&e, s);
         }
         if (rc) break;
         int active = 0;
         rc = tick(&e, &active);
-        if (!rc) rc = drain(&e);
+        if (!rc) rc = cllm_outq_drain(&e.q, put_record, e.w);
         if (!active && eof) break;
     }
     if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");
