@@ -1,4 +1,4 @@
-/* cllm-train: consistency (CLLM) or supervised fine-tuning on the CPU. */
+/* cllm-train: consistency (CLLM) or supervised fine-tuning on the CPU or a CUDA device. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -58,8 +58,9 @@ static void usage(FILE *f) {
         "  -q, --quiet               no progress on standard error\n"
         "      --progress            progress on standard error even when not a terminal\n"
         "  -t, --threads N           CPU threads [1]\n"
-        "      --device auto|cpu     compute device; auto is the CPU (training on CUDA\n"
-        "                            is not there yet) [auto]\n"
+        "      --device auto|cuda|cpu  compute device: auto is CUDA when this build has\n"
+        "                            it and a device is present, else the CPU; one\n"
+        "                            process only on CUDA (not under MPI) [auto]\n"
         "  -h, --help                show this help and exit\n"
         "  -V, --version             show the version and exit\n"
         "\n"
@@ -120,7 +121,7 @@ int main(int argc, char **argv) {
     o.argv = argv;
     const char *model_path = NULL;
     long long v, threads = 1;
-    int quiet = 0, progress = 0, c;
+    int quiet = 0, progress = 0, c, device = CLLM_CLI_DEVICE_AUTO;
     while ((c = getopt_long(argc, argv, "m:o:fqt:hV", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
@@ -168,16 +169,7 @@ int main(int argc, char **argv) {
         case 'q': quiet = 1; break;
         case OPT_PROGRESS: progress = 1; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
-        case OPT_DEVICE: {
-            int device;
-            if ((v = cllm_cli_device(optarg, &device))) return (int)v;
-            if (device == CLLM_DEVICE_CUDA) {
-                cllm_cli_error("--device cuda: cllm-train has no CUDA path yet (training on the GPU "
-                               "is a separate issue); use --device cpu");
-                return CLLM_EXIT_FAIL;
-            }
-            break;
-        }
+        case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
         default: return cllm_cli_usage_error(NULL);
@@ -190,6 +182,8 @@ int main(int argc, char **argv) {
     if (o.objective == CLLM_OBJ_CLLM && (o.prompt.field || o.prompt.answer_field || o.prompt.template || o.prompt.chat))
         return cllm_cli_usage_error("--field, --answer-field, --template and --chat are for --objective sft");
     o.input = optind < argc ? argv[optind] : NULL;
+    int asked = device;
+    if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
 
     /* Under mpirun/srun (an MPI build): one rank of a data-parallel run; rank 0
      * alone reports progress and writes the outputs. A failure on any rank
@@ -201,6 +195,20 @@ int main(int argc, char **argv) {
                        "give --metrics FILE", cllm_dist_size());
         cllm_dist_abort(CLLM_EXIT_USAGE);
     }
+    if (cllm_dist_size() > 1 && device == CLLM_DEVICE_CUDA) {
+        /* Every rank would take device 0, and the gradients would cross the host: not yet (NCCL later). */
+        if (asked == CLLM_DEVICE_CUDA) {
+            if (cllm_dist_rank() == 0)
+                cllm_cli_error("--device cuda: training on CUDA with %d ranks is not there yet (one process per "
+                               "run); use --device cpu", cllm_dist_size());
+            cllm_dist_abort(CLLM_EXIT_FAIL);
+            return cllm_cli_finish(CLLM_EXIT_FAIL);
+        }
+        if (cllm_dist_rank() == 0 && !quiet)
+            cllm_cli_error("%d ranks: training on the CPU (CUDA training is one process for now)", cllm_dist_size());
+        device = CLLM_DEVICE_CPU;
+    }
+    o.device = device;
     prog g = { !quiet && cllm_dist_rank() == 0, isatty(STDERR_FILENO), progress };
     o.on_step = on_step;
     o.cb_ctx = &g;

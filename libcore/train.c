@@ -36,6 +36,16 @@
  * loss sums) are summed over the ranks before clipping and AdamW, so R ranks
  * give the model one process gives with the same global batch. Rank 0 alone
  * writes metrics, checkpoints (with R in them) and the output model.
+ *
+ * On a CUDA device (o->device, cuda_train.h, docs/CUDA-TRAINING.md) the same
+ * pipeline, states, schedule and metrics drive the device's training step:
+ * each forward above becomes one cllm_cuda_train_micro call that names its
+ * loss rows (the AR call also saves the teacher rows on the device, or a
+ * separate forward-only call does), the gradients, AdamW and the weights stay
+ * on the device, and weights and moments come to the host only for a
+ * checkpoint and the final save (m->params is stale in between). One process
+ * only: data parallel training on CUDA is refused (every rank would take
+ * device 0; NCCL is a later step).
  */
 #include "train.h"
 
@@ -53,6 +63,7 @@
 #include "cli.h"
 #include "dist.h"
 #include "err.h"
+#include "forward.h"
 #include "gen.h"
 #include "loss.h"
 #include "records.h"
@@ -60,6 +71,9 @@
 #include "stream.h"
 #include "tokenizer.h"
 #include "train_fwd.h"
+#if CLLM_CUDA
+#include "cuda_train.h"
+#endif
 
 void cllm_train_opts_init(cllm_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -359,6 +373,12 @@ typedef struct trainer {
     cllm_rng rng;
     double ar_eps;
     uint64_t tokens_fwd;      /* tokens through the model this step */
+#if CLLM_CUDA
+    cllm_cuda_train *cu;      /* o->device CUDA: the device's trainer (created at the first micro-batch) */
+    cllm_cuda_train_opts cuo; /* what it was planned for */
+    cllm_cuda_loss_row *rows; /* one call's loss rows */
+    size_t rows_cap;
+#endif
 } trainer;
 
 typedef struct seqspec { const int32_t *a; int na; const int32_t *b; int nb; } seqspec;
@@ -506,6 +526,187 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     return rc;
 }
 
+#if CLLM_CUDA
+/* ---- the same micro-batch on a CUDA device ------------------------------ */
+
+static int seq_T(const seqspec *s, int B) {
+    int T = 1;
+    for (int b = 0; b < B; b++)
+        if (s[b].na + s[b].nb > T) T = s[b].na + s[b].nb;
+    return T;
+}
+
+/* The device trainer fits B sequences of T rows and `slots` teacher rows, or
+ * is made again, larger, with the weights, moments and the gradients summed
+ * so far passing through the host (sizes grow by a quarter at least, so this
+ * happens a few times per run; call it before a micro-batch's first call:
+ * teacher rows do not survive it). */
+static int cu_fit(trainer *t, int B, int T, int slots) {
+    cllm_cuda_train_opts o = t->cuo;
+    if (t->cu && B <= o.max_B && T <= o.max_T && slots <= o.teacher_rows) return 0;
+    if (B > o.max_B) o.max_B = B;
+    if (T > o.max_T) {
+        int64_t nt = (int64_t)o.max_T + o.max_T / 4;
+        if (nt < T) nt = T;
+        nt = (nt + 63) / 64 * 64;
+        int lim = t->o->max_len > 0 ? t->o->max_len : t->m->cfg.max_ctx;
+        if (lim > 0 && nt > lim) nt = lim > T ? lim : T;
+        o.max_T = (int)nt;
+    }
+    if (slots > o.teacher_rows) {
+        int64_t ns = (int64_t)o.teacher_rows + o.teacher_rows / 4;
+        if (ns < slots) ns = slots;
+        o.teacher_rows = (int)((ns + 63) / 64 * 64);
+    }
+    int rc, had = t->cu != NULL;
+    if (had) {
+        if ((rc = cllm_cuda_train_get_params(t->cu, t->m->params)) || (rc = cllm_cuda_train_get_opt(t->cu, &t->opt)) ||
+            (rc = cllm_cuda_train_get_grads(t->cu, t->grads)))
+            return rc;
+        cllm_cuda_train_free(t->cu);
+        t->cu = NULL;
+    }
+    if ((rc = cllm_cuda_train_init(&t->cu, t->m, &o))) return rc;
+    t->cuo = o;
+    if ((rc = cllm_cuda_train_set_opt(t->cu, &t->opt))) return rc;
+    if (had && (rc = cllm_cuda_train_set_grads(t->cu, t->grads))) return rc;
+    return 0;
+}
+
+static int cu_rows(trainer *t, size_t n) {
+    if (t->rows_cap >= n) return 0;
+    cllm_cuda_loss_row *r = realloc(t->rows, n * sizeof *r);
+    if (!r) return cllm_error(CLLM_ENOMEM, "out of memory (%zu loss rows)", n);
+    t->rows = r;
+    t->rows_cap = n;
+    return 0;
+}
+
+static cllm_cuda_loss_row cu_row(int row, int target, float ce_scale, int teacher, float soft_scale, int save) {
+    cllm_cuda_loss_row r = { row, target, ce_scale, teacher, soft_scale, save };
+    return r;
+}
+
+/* One device call on B sequences a‖b (T = seq_T) with the n_rows in t->rows. */
+static int cu_call(trainer *t, const seqspec *s, int B, int T, int n_rows, double eps, int backward, double *ce,
+                   double *soft) {
+    size_t bt = (size_t)B * T;
+    if (t->tok_cap < bt) {
+        int *a = realloc(t->tokens, bt * sizeof *a), *l;
+        if (!a) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->tokens = a;
+        if (!(l = realloc(t->lens, bt * sizeof *l))) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->lens = l;
+        t->tok_cap = bt;
+    }
+    for (int b = 0; b < B; b++) {
+        int *row = t->tokens + (size_t)b * T;
+        for (int i = 0; i < s[b].na; i++) row[i] = s[b].a[i];
+        for (int i = 0; i < s[b].nb; i++) row[s[b].na + i] = s[b].b[i];
+        for (int i = s[b].na + s[b].nb; i < T; i++) row[i] = 0;
+        t->lens[b] = s[b].na + s[b].nb;
+        t->tokens_fwd += (uint64_t)t->lens[b];
+    }
+    return cllm_cuda_train_micro(t->cu, t->tokens, t->lens, B, T, t->rows, n_rows, eps, backward, ce, soft);
+}
+
+/* micro_batch's twin: the same losses, scales and sums, as loss rows. */
+static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, double *ar) {
+    const cllm_train_opts *o = t->o;
+    const float inv_r = 1.0f / (float)R;
+    seqspec s[B > 0 ? B : 1];
+    int T, rc, n = 0;
+    double l = 0;
+
+    if (o->objective == CLLM_OBJ_SFT) {
+        size_t need = 0;
+        for (int b = 0; b < B; b++) {
+            s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
+            need += (size_t)ex[b].m;
+        }
+        T = seq_T(s, B);
+        if ((rc = cu_fit(t, B, T, 0)) || (rc = cu_rows(t, need))) return rc;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < ex[b].m; i++)
+                t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, ex[b].fixed[i], inv_r / (float)ex[b].m, -1, 0, -1);
+        if ((rc = cu_call(t, s, B, T, n, t->ar_eps, 1, &l, NULL))) return rc;
+        *ar += l;
+        return 0;
+    }
+
+    int js[B > 0 ? B : 1];
+    const int32_t *tw[B > 0 ? B : 1];
+    int te_off[B > 0 ? B : 1], slots = 0, Tmax = 1;
+    size_t need = 0;
+    int separate = o->loss == CLLM_CONS_LOCAL || o->use_labels;
+    for (int b = 0; b < B; b++) {
+        js[b] = ex[b].state;
+        tw[b] = ex[b].fixed;
+        if (o->loss == CLLM_CONS_LOCAL && js[b] >= 0 && js[b] + 1 < ex[b].k) tw[b] = ex[b].states + (size_t)(js[b] + 1) * ex[b].n;
+        te_off[b] = slots;
+        slots += ex[b].m;
+        int len = ex[b].n_ctx + ex[b].m;
+        if (len > Tmax) Tmax = len;
+        if (o->use_labels && ex[b].n_prompt + ex[b].nl > Tmax) Tmax = ex[b].n_prompt + ex[b].nl;
+        need += (size_t)(ex[b].m > ex[b].nl ? ex[b].m : ex[b].nl);
+    }
+    if ((rc = cu_fit(t, B, Tmax, slots)) || (rc = cu_rows(t, need))) return rc;
+    if (separate) {  /* the teacher rows, forward only */
+        for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, tw[b], ex[b].m };
+        T = seq_T(s, B);
+        n = 0;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < ex[b].m; i++) t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, -1, 0, -1, 0, te_off[b] + i);
+        if ((rc = cu_call(t, s, B, T, n, t->ar_eps, 0, NULL, NULL))) return rc;
+    }
+    /* AR (and the teacher rows when they are its rows) */
+    double w = o->ar_weight;
+    for (int b = 0; b < B; b++)
+        s[b] = o->use_labels ? (seqspec){ ex[b].ctx, ex[b].n_prompt, ex[b].labels, ex[b].nl }
+                             : (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
+    T = seq_T(s, B);
+    n = 0;
+    for (int b = 0; b < B; b++) {
+        float sc = (w > 0 ? (float)(w * inv_r) : inv_r) / (float)s[b].nb;
+        for (int i = 0; i < s[b].nb; i++)
+            t->rows[n++] = cu_row(b * T + s[b].na - 1 + i, s[b].b[i], sc, -1, 0, separate ? -1 : te_off[b] + i);
+    }
+    if ((rc = cu_call(t, s, B, T, n, t->ar_eps, w > 0, &l, NULL))) return rc;
+    *ar += w > 0 ? l / w : l;
+    /* Consistency: student on x‖y(j), rows from the first difference. */
+    int any = 0;
+    for (int b = 0; b < B; b++) {
+        if (js[b] < 0) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, NULL, 0 };
+        else {
+            s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].states + (size_t)js[b] * ex[b].n, ex[b].m };
+            any = 1;
+        }
+    }
+    if (!any) return 0;
+    T = seq_T(s, B);
+    n = 0;
+    for (int b = 0; b < B; b++) {
+        if (js[b] < 0) continue;
+        int d = cllm_first_diff(s[b].b, tw[b], ex[b].m), kept = ex[b].m - d;
+        if (kept == 0) continue;
+        float sc = o->cons_mean ? inv_r / (float)kept : inv_r;
+        for (int i = d; i < ex[b].m; i++) t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, -1, 0, te_off[b] + i, sc, -1);
+    }
+    l = 0;
+    if ((rc = cu_call(t, s, B, T, n, t->ar_eps, 1, NULL, &l))) return rc;
+    *cons += l;
+    return 0;
+}
+
+/* The device's weights and moments into m->params and t->opt (checkpoints,
+ * the final save). */
+static int cu_to_host(trainer *t) {
+    int rc = 0;
+    if (t->cu && !(rc = cllm_cuda_train_get_params(t->cu, t->m->params))) rc = cllm_cuda_train_get_opt(t->cu, &t->opt);
+    return rc;
+}
+#endif
+
 static void trainer_free(trainer *t) {
     cllm_act_free(t->act);
     free(t->tokens);
@@ -515,6 +716,10 @@ static void trainer_free(trainer *t) {
     free(t->teacher);
     free(t->grads);
     cllm_adamw_free(&t->opt);
+#if CLLM_CUDA
+    cllm_cuda_train_free(t->cu);
+    free(t->rows);
+#endif
 }
 
 static double now_s(void) {
@@ -594,6 +799,13 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     int rc = input_path(o->input, &path, &again);
     if (rc) return rc;
     const int rank = cllm_dist_rank(), nranks = cllm_dist_size();
+    const int on_cuda = o->device == CLLM_DEVICE_CUDA;
+#if !CLLM_CUDA
+    if (on_cuda) return cllm_error(CLLM_EUNSUP, "training on CUDA: this build has no CUDA backend (make CUDA=1)");
+#endif
+    if (on_cuda && nranks > 1)
+        return cllm_error(CLLM_EUNSUP, "training on CUDA with %d ranks is not there yet (one process per run; NCCL is a "
+                          "later step): use --device cpu", nranks);
     if (nranks > 1 && (!o->input || !strcmp(o->input, "-") || !again))
         return cllm_error(CLLM_EINVAL, "with %d ranks the input must be a file named on the command line (every rank reads it)", nranks);
 
@@ -748,14 +960,26 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             if (i % nranks != rank) example_free(&ex[i]);
             else if (n_loc++ != i) { ex[n_loc - 1] = ex[i]; memset(&ex[i], 0, sizeof ex[i]); }
         }
-        memset(t.grads, 0, m->n_params * sizeof(float));
         t.tokens_fwd = 0;
         double cons = 0, ar = 0;
-        for (int i = 0; i < n_loc && !rc; i += o->batch) {
-            int B = n_loc - i < o->batch ? n_loc - i : o->batch;
-            rc = micro_batch(&t, ex + i, B, n_ex, &cons, &ar);
+#if CLLM_CUDA
+        if (on_cuda) {
+            if (t.cu && (rc = cllm_cuda_train_zero_grad(t.cu))) goto out;
+            for (int i = 0; i < n_loc && !rc; i += o->batch) {
+                int B = n_loc - i < o->batch ? n_loc - i : o->batch;
+                rc = cu_micro_batch(&t, ex + i, B, n_ex, &cons, &ar);
+            }
+            if (rc) goto out;
+        } else
+#endif
+        {
+            memset(t.grads, 0, m->n_params * sizeof(float));
+            for (int i = 0; i < n_loc && !rc; i += o->batch) {
+                int B = n_loc - i < o->batch ? n_loc - i : o->batch;
+                rc = micro_batch(&t, ex + i, B, n_ex, &cons, &ar);
+            }
+            if (rc) goto out;
         }
-        if (rc) goto out;
         if (nranks > 1) {  /* sums over the ranks; a signal on any rank stops all after this step */
             double sums[3] = { cons, ar, (double)t.tokens_fwd };
             int64_t sig = cllm_interrupted;
@@ -767,11 +991,19 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             t.tokens_fwd = (uint64_t)sums[2];
             if (sig && !cllm_interrupted) cllm_interrupted = (sig_atomic_t)sig;
         }
-        double gn = cllm_grad_norm(t.grads, m->n_params);
-        if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
-        cllm_grad_clip(t.grads, m->n_params, gn, o->clip);
-        double lr = o->lr * cllm_lr_cosine(step, warm, total);
-        cllm_adamw_step(&t.opt, m->params, t.grads, lr);
+        double gn, lr = o->lr * cllm_lr_cosine(step, warm, total);
+#if CLLM_CUDA
+        if (on_cuda) {  /* norm, clipping, AdamW on the device; a non-finite norm ends the run unsaved */
+            if ((rc = cllm_cuda_train_step(t.cu, lr, o->clip, &gn, NULL))) goto out;
+            if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
+        } else
+#endif
+        {
+            gn = cllm_grad_norm(t.grads, m->n_params);
+            if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
+            cllm_grad_clip(t.grads, m->n_params, gn, o->clip);
+            cllm_adamw_step(&t.opt, m->params, t.grads, lr);
+        }
         step++;
         double dt = now_s() - t0;
         double loss = o->objective == CLLM_OBJ_SFT ? ar : cons + o->ar_weight * ar;
@@ -785,6 +1017,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             goto out;
         char *ck = NULL;
         int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || (cllm_interrupted && step < total));
+#if CLLM_CUDA
+        if (want_ck && rank == 0 && on_cuda && (rc = cu_to_host(&t))) goto out;
+#endif
         if (want_ck && rank == 0 && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
         if (o->on_step) {
             cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };
@@ -797,6 +1032,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             goto out;
         }
     }
+#if CLLM_CUDA
+    if (on_cuda && (rc = cu_to_host(&t))) goto out;
+#endif
     if ((rc = cllm_dist_check_same(m->params, m->n_params * sizeof(float), "the trained weights"))) goto out;
     if (rank == 0 && (rc = cllm_model_save(m, o->output, o->dtype))) goto out;
     if ((rc = cllm_dist_barrier())) goto out;

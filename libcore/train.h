@@ -1,7 +1,7 @@
 /* train.h: the work behind cllm-train: consistency (CLLM) or supervised
- * (SFT) fine-tuning on the CPU, with AdamW, a warm-up + cosine schedule,
- * metric records on a stream, checkpoints and exact resume
- * (docs/TRAINING.md).
+ * (SFT) fine-tuning on the CPU or a CUDA device (docs/CUDA-TRAINING.md),
+ * with AdamW, a warm-up + cosine schedule, metric records on a stream,
+ * checkpoints and exact resume (docs/TRAINING.md).
  *
  * Data: for --objective cllm, traj records (their header's tokenizer hash
  * must equal the model's); for sft, prompts with answers from a stream of
@@ -58,6 +58,8 @@ typedef struct cllm_train_opts {
     const char *metrics;        /* metric stream path, NULL: standard output */
     int force;                  /* metric stream to a terminal */
     cllm_prompt_opts prompt;    /* SFT input options */
+    int device;                 /* CLLM_DEVICE_CPU or CLLM_DEVICE_CUDA (forward.h: the training
+                                   step of cuda_train.h; a build with CUDA, one process) [CPU] */
     int argc;                   /* the command line, for the header */
     char *const *argv;
     void (*on_step)(void *ctx, const cllm_train_progress *p);
