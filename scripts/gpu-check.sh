@@ -5,7 +5,7 @@
 #        cllm-traj, cllm-gen and cllm-cat statically (make STATIC=1
 #        BUILD=BUILD, default build-static) and fill .stage/ (git-ignored):
 #        .stage/a = first half of the model, .stage/b = second half + the
-#        stripped, xz-compressed programs (~2.5 MB each; gzip left them at
+#        stripped, xz-compressed programs (~2 MB each; gzip left them at
 #        7 MB, too much for one half). Each half fits the device tool's 64 MiB
 #        carry limit with the working tree.
 #   scripts/gpu-check.sh put             device call 1 (carry .stage/a):
@@ -25,6 +25,11 @@
 #             and Jacobi n=16, and HF transformers' eager generate on the same
 #             weights (scripts/hf_baseline.py) as the baseline ratio;
 #          5. test_cuda_train: the training step GPU vs CPU, then --bench;
+#          6. cllm-train --device cuda end to end on a tiny model (the recipe
+#             of tests/sh/cllm_effect.sh, on the GPU): SFT GPU vs CPU from
+#             the same weights (loss curves), CLLM GPU vs CPU (20 steps),
+#             then cllm-traj, CLLM training on the GPU with a checkpoint and
+#             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s;
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models and
@@ -34,7 +39,7 @@
 #        Without staged files it uses BUILD/tests/test_cuda and $CLLM_MODEL or
 #        models/. Results in $OUT (else /tmp/gpu-check-out): nvidia-smi.txt,
 #        test_cuda.log, cli.log, bench.log, hf.log, train.log,
-#        train-bench.log, memcheck.log, summary.txt. Each step is
+#        train-bench.log, train-e2e.log, memcheck.log, summary.txt. Each step is
 #        time-limited; the whole run stays under GPU_CHECK_BUDGET + ~20 s
 #        (call it with timeout_s 500).
 #        Exit 0 when every step passed.
@@ -49,15 +54,16 @@ stage)
     build=${1:-build-static}
     make --no-print-directory STATIC=1 BUILD="$build" "$build/tests/test_cuda" "$build/cllm-traj" \
         "$build/cllm-gen" "$build/cllm-cat" "$build/cllm-bench" "$build/tools/cllm-model-info" \
-        "$build/tests/test_cuda_train" >&2 || exit 1
+        "$build/tests/test_cuda_train" "$build/cllm-train" "$build/tools/make-tiny" >&2 || exit 1
     [ -f "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" ] || { echo "gpu-check: no gsm8k_train.jsonl in \$CLLM_DATA" >&2; exit 1; }
     [ -f "$model_src" ] || { echo "gpu-check: $model_src missing (make setup)" >&2; exit 1; }
     rm -rf .stage/a .stage/b
     mkdir -p .stage/a .stage/b
-    split -b 54M "$model_src" .stage/model.part-
+    split -b 56M "$model_src" .stage/model.part-  # a: 56 MiB; b: the rest + the programs (< 56 MB)
     mv .stage/model.part-aa .stage/a/ && mv .stage/model.part-ab .stage/b/ || exit 1
     [ -z "$(ls .stage/model.part-* 2>/dev/null)" ] || { echo "gpu-check: model split in more than 2 parts" >&2; exit 1; }
-    for p in tests/test_cuda cllm-traj cllm-gen cllm-cat cllm-bench tools/cllm-model-info tests/test_cuda_train; do
+    for p in tests/test_cuda cllm-traj cllm-gen cllm-cat cllm-bench tools/cllm-model-info tests/test_cuda_train \
+             cllm-train tools/make-tiny; do
         n=$(basename "$p")
         strip -o ".stage/$n" "$build/$p" && xz -9 -c ".stage/$n" >".stage/b/$n.xz" || exit 1
         rm -f ".stage/$n"
@@ -91,7 +97,7 @@ unxz_to() { # file.xz out: xz, else python3's lzma
 if [ -f .stage/b/test_cuda.xz ]; then
     mkdir -p /root/stage/tests && unxz_to .stage/b/test_cuda.xz /root/stage/tests/test_cuda &&
         t=/root/stage/tests/test_cuda
-    for n in cllm-traj cllm-gen cllm-cat cllm-bench cllm-model-info; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
+    for n in cllm-traj cllm-gen cllm-cat cllm-bench cllm-model-info cllm-train make-tiny; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
     unxz_to .stage/b/test_cuda_train.xz /root/stage/tests/test_cuda_train
     xz -dc .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl 2>/dev/null ||
         python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl
@@ -249,6 +255,108 @@ if [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
         timeout 90 "$tt" --bench 16 320 >"$out/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
         grep -E '^(bench|BENCH)' "$out/train-bench.log" | tee -a "$sum"
     fi
+fi
+
+# 6. issue 8: cllm-train --device cuda end to end on a tiny model (2 layers,
+#    128 wide, the tokenizer of $CLLM_MODEL; tests/sh/cllm_effect.sh is the CPU
+#    recipe): SFT on 8 short GSM8K answers on the GPU and on the CPU from the
+#    same weights (loss curves side by side: bf16 products, so equal within
+#    noise, not bit for bit), 20 CLLM steps GPU vs CPU, then trajectories of
+#    the GPU-trained base, the CLLM trained on the GPU (checkpoint at step 300,
+#    and a resume from it to the end), and Jacobi tokens/step base vs CLLM.
+mt=$bin/make-tiny
+[ -x "$mt" ] || mt=$build/tools/make-tiny
+if [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-train --device cuda (tiny model)"; then
+    e2e=$out/train-e2e.log
+    : >"$e2e"
+    e=$tmp/e2e
+    mkdir -p "$e"
+    e2e_ok=1
+    erun() { # what command... (60 s at most each)
+        what=$1; shift
+        echo "== $what: $*" >>"$e2e"
+        timeout 60 "$@" >>"$e2e" 2>&1 || { note "FAIL cllm-train e2e: $what (exit $?; see train-e2e.log)"; e2e_ok=0; return 1; }
+    }
+    curve() { # metrics.zst name: "step value" lines
+        "$bin/cllm-cat" -j "$1" | grep "\"name\":\"$2\"" | sed 's/.*"value":\([^,}]*\).*"step":\([0-9]*\).*/\2 \1/'
+    }
+    pair() { # a b: "step a-value b-value" for the steps in both
+        awk 'NR == FNR { v[$1] = $2; next } ($1 in v) { print $1, $2, v[$1] }' "$2" "$1"
+    }
+    tps() { # gen.zst: overall tokens per step (sum of outputs / sum of steps, as cllm-eval)
+        "$bin/cllm-cat" --type gen -j "$1" | awk '{ o = $0; sub(/.*"output":\[/, "", o); sub(/\].*/, "", o);
+            n += (o == "" ? 0 : split(o, a, ",")); s0 = $0; sub(/.*"steps":/, "", s0); s += s0 + 0 }
+            END { if (s > 0) printf "%.3f", n / s; else print "nan" }'
+    }
+    P="--field question --template gsm8k"
+    head -200 "$data" | awk 'length($0) < 330' | head -8 >"$e/p.jsonl"
+    E0=$(date +%s.%N)
+    erun make-tiny "$mt" -o "$e/tiny" --from "$CLLM_MODEL" --dim 128 --ff 256 --seed 1 &&
+    erun "SFT on the GPU" "$bin/cllm-train" -m "$e/tiny" -o "$e/base.gguf" --device cuda --objective sft $P --lr 3e-3 \
+        --warmup 0.05 --max-steps 120 --batch 8 -q --metrics "$e/sft-gpu.zst" "$e/p.jsonl" &&
+    E1=$(date +%s.%N) &&
+    erun "SFT on the CPU" "$bin/cllm-train" -m "$e/tiny" -o "$e/base-cpu.gguf" --device cpu -t 8 --objective sft $P \
+        --lr 3e-3 --warmup 0.05 --max-steps 120 --batch 8 -q --metrics "$e/sft-cpu.zst" "$e/p.jsonl" &&
+    E2=$(date +%s.%N)
+    if [ $e2e_ok = 1 ]; then
+        curve "$e/sft-gpu.zst" loss >"$e/sg"; curve "$e/sft-cpu.zst" loss >"$e/sc"
+        echo "SFT loss, step: GPU CPU" >>"$e2e"; pair "$e/sg" "$e/sc" >>"$e2e"
+        pair "$e/sg" "$e/sc" | awk -v a="$E0" -v b="$E1" -v c="$E2" '
+            { d = ($2 - $3) / ($3 > 1 ? $3 : 1); if (d < 0) d = -d; if (d > worst) worst = d
+              if ($1 == 1) first = d; if ($1 % 30 == 0) pts = pts sprintf(" %d:%.3f/%.3f", $1, $2, $3); last = d }
+            END { printf "BENCH cllm-train SFT tiny 120 steps x 8: GPU %.1f s, CPU -t 8 %.1f s (make-tiny included in GPU); loss GPU/CPU%s\n", b - a, c - b, pts
+                  printf "%s SFT loss curve GPU vs CPU: step 1 rel %.2e (bar 2e-2), final %.2e, worst %.2e (bar 0.2; relative above 1, absolute below)\n",
+                      (first <= 2e-2 && worst <= 0.2) ? "ok" : "DIFF", first, last, worst
+                  exit !(first <= 2e-2 && worst <= 0.2) }' >"$e/verdict"
+        st=$?
+        tee -a "$sum" <"$e/verdict"
+        [ $st = 0 ] || status=1
+    fi
+    if [ $e2e_ok = 1 ]; then
+        s=0
+        while [ $s -lt 8 ] && [ $e2e_ok = 1 ]; do
+            erun "cllm-traj seed $s" sh -c '"$1" -m "$2" --device cpu -t 8 -n 16 --max-new-tokens 64 --field question \
+                --template gsm8k --aug --seed "$3" -q "$4" >>"$5"' sh "$bin/cllm-traj" "$e/base.gguf" $s "$e/p.jsonl" "$e/traj.zst"
+            s=$((s + 1))
+        done
+    fi
+    if [ $e2e_ok = 1 ]; then
+        erun "CLLM 20 steps GPU" "$bin/cllm-train" -m "$e/base.gguf" -o "$e/c20g.gguf" --device cuda --lr 3e-3 --warmup 0.05 \
+            --max-steps 20 --batch 4 -q --metrics "$e/c20g.zst" "$e/traj.zst" &&
+        erun "CLLM 20 steps CPU" "$bin/cllm-train" -m "$e/base.gguf" -o "$e/c20c.gguf" --device cpu -t 8 --lr 3e-3 \
+            --warmup 0.05 --max-steps 20 --batch 4 -q --metrics "$e/c20c.zst" "$e/traj.zst" &&
+        for k in consistency ar grad_norm; do
+            curve "$e/c20g.zst" $k >"$e/g"; curve "$e/c20c.zst" $k >"$e/c"
+            echo "CLLM $k, step: GPU CPU" >>"$e2e"; pair "$e/g" "$e/c" >>"$e2e"
+            pair "$e/g" "$e/c" | awk -v k=$k '{ d = ($2 - $3) / ($3 > 1 || $3 < -1 ? $3 : 1); if (d < 0) d = -d; if ($1 == 1) f = d; if (d > w) w = d }
+                END { printf "%s CLLM %s GPU vs CPU, 20 steps: step 1 rel %.2e, worst rel %.2e (bars 2e-2, 0.2; absolute below 1)\n", (f <= 2e-2 && w <= 0.2) ? "ok" : "DIFF", k, f, w }' | tee -a "$sum"
+        done
+        C0=$(date +%s.%N)
+        erun "CLLM 600 steps GPU" "$bin/cllm-train" -m "$e/base.gguf" -o "$e/cllm.gguf" --device cuda --lr 3e-3 --warmup 0.05 \
+            --max-steps 600 --batch 4 --checkpoint-every 300 --keep 0 -q --metrics "$e/cllm.zst" "$e/traj.zst" &&
+        C1=$(date +%s.%N) &&
+        erun "CLLM resumed at 300 on the GPU" "$bin/cllm-train" -m "$e/base.gguf" -o "$e/cllm-r.gguf" --device cuda --lr 3e-3 \
+            --warmup 0.05 --max-steps 600 --batch 4 --checkpoint-every 300 --keep 0 --checkpoint-dir "$e/ck-r" \
+            --resume "$e/cllm.gguf.ckpt/ckpt-00000300.cllmckpt" -q --metrics "$e/cllm-r.zst" "$e/traj.zst"
+        G="$P --max-new-tokens 64 --seed 1000"
+        for mdl in base cllm cllm-r; do
+            [ $e2e_ok = 1 ] || break
+            erun "cllm-gen AR $mdl" "$bin/cllm-gen" -m "$e/$mdl.gguf" $G -f -o "$e/$mdl-ar.zst" "$e/p.jsonl" &&
+            erun "cllm-gen Jacobi $mdl" "$bin/cllm-gen" -m "$e/$mdl.gguf" $G --method jacobi -n 16 -f -o "$e/$mdl-jac.zst" "$e/p.jsonl"
+        done
+    fi
+    if [ $e2e_ok = 1 ]; then
+        tb=$(tps "$e/base-jac.zst"); tc=$(tps "$e/cllm-jac.zst"); tr=$(tps "$e/cllm-r-jac.zst")
+        la=$(curve "$e/cllm.zst" loss | tail -n 1 | cut -d' ' -f2); lr=$(curve "$e/cllm-r.zst" loss | tail -n 1 | cut -d' ' -f2)
+        "$bin/cllm-cat" --type gen -j "$e/cllm-ar.zst" | grep -o '"output":\[[0-9,]*\]' >"$e/a"
+        "$bin/cllm-cat" --type gen -j "$e/cllm-jac.zst" | grep -o '"output":\[[0-9,]*\]' | cmp -s - "$e/a" && jeq=yes || jeq=no
+        awk -v a="$C0" -v b="$C1" -v tb="$tb" -v tc="$tc" -v tr="$tr" -v la="$la" -v lr="$lr" -v j="$jeq" 'BEGIN {
+            printf "BENCH cllm-train --device cuda CLLM tiny 600 steps x 4: %.1f s; final loss %s (resumed at 300: %s)\n", b - a, la, lr
+            printf "%s CLLM effect on the GPU: Jacobi tokens/step base %s -> CLLM %s (ratio %.2f, CPU bar 1.5), resumed run %s; CLLM Jacobi == AR: %s\n",
+                (tc / tb >= 1.5 && j == "yes") ? "ok" : "DIFF", tb, tc, tc / tb, tr, j }' | tee -a "$sum"
+        ls "$e/cllm.gguf.ckpt" >>"$e2e" 2>&1
+    fi
+    [ $e2e_ok = 1 ] && note "PASS cllm-train --device cuda end to end (verdicts above)" || status=1
 fi
 
 # 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
