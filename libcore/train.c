@@ -383,6 +383,28 @@ typedef struct trainer {
 
 typedef struct seqspec { const int32_t *a; int na; const int32_t *b; int nb; } seqspec;
 
+/* Rows per sequence of a call on s: its longest a‖b. */
+static int seq_T(const seqspec *s, int B) {
+    int T = 1;
+    for (int b = 0; b < B; b++)
+        if (s[b].na + s[b].nb > T) T = s[b].na + s[b].nb;
+    return T;
+}
+
+/* The consistency student's inputs: x‖y(j) for the examples with a state j
+ * (js[b] >= 0), the context alone for the others. Returns whether any has one. */
+static int student_specs(seqspec *s, const example *ex, const int *js, int B) {
+    int any = 0;
+    for (int b = 0; b < B; b++) {
+        if (js[b] < 0) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, NULL, 0 };
+        else {
+            s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].states + (size_t)js[b] * ex[b].n, ex[b].m };
+            any = 1;
+        }
+    }
+    return any;
+}
+
 static int grow_f(float **p, size_t *cap, size_t need) {
     if (*cap >= need) return 0;
     float *q = realloc(*p, need * sizeof *q);
@@ -395,9 +417,7 @@ static int grow_f(float **p, size_t *cap, size_t need) {
 /* Forward B sequences a‖b; logits land in t->logits (B, T, V). */
 static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
     const int V = t->m->cfg.vocab;
-    int T = 1;
-    for (int b = 0; b < B; b++)
-        if (s[b].na + s[b].nb > T) T = s[b].na + s[b].nb;
+    int T = seq_T(s, B);
     if (!t->act || T > t->actT || B > t->actB) {
         int nT = t->actT > T ? t->actT : T, nB = t->actB > B ? t->actB : B;
         cllm_act_free(t->act);
@@ -504,15 +524,7 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     if (!rc && w > 0) rc = cllm_train_backward(t->act, t->m, t->dlogits, t->grads);
     if (rc) return rc;
     /* Consistency: student on x‖y(j). */
-    int any = 0;
-    for (int b = 0; b < B; b++) {
-        if (js[b] < 0) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, NULL, 0 };
-        else {
-            s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].states + (size_t)js[b] * ex[b].n, ex[b].m };
-            any = 1;
-        }
-    }
-    if (!any) return 0;
+    if (!student_specs(s, ex, js, B)) return 0;
     if ((rc = forward(t, s, B, &T))) return rc;
     memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
     for (int b = 0; b < B && !rc; b++) {
@@ -528,13 +540,6 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
 
 #if CLLM_CUDA
 /* ---- the same micro-batch on a CUDA device ------------------------------ */
-
-static int seq_T(const seqspec *s, int B) {
-    int T = 1;
-    for (int b = 0; b < B; b++)
-        if (s[b].na + s[b].nb > T) T = s[b].na + s[b].nb;
-    return T;
-}
 
 /* The device trainer fits B sequences of T rows and `slots` teacher rows, or
  * is made again, larger, with the weights, moments and the gradients summed
@@ -674,15 +679,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
     if ((rc = cu_call(t, s, B, T, n, t->ar_eps, w > 0, &l, NULL))) return rc;
     *ar += w > 0 ? l / w : l;
     /* Consistency: student on x‖y(j), rows from the first difference. */
-    int any = 0;
-    for (int b = 0; b < B; b++) {
-        if (js[b] < 0) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, NULL, 0 };
-        else {
-            s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].states + (size_t)js[b] * ex[b].n, ex[b].m };
-            any = 1;
-        }
-    }
-    if (!any) return 0;
+    if (!student_specs(s, ex, js, B)) return 0;
     T = seq_T(s, B);
     n = 0;
     for (int b = 0; b < B; b++) {
