@@ -414,6 +414,29 @@ static int grow_f(float **p, size_t *cap, size_t need) {
     return 0;
 }
 
+/* The (B, T) token rows of B sequences a‖b, zero-padded, into t->tokens, and
+ * their lengths into t->lens (both grown as needed). */
+static int pack_tokens(trainer *t, const seqspec *s, int B, int T) {
+    size_t bt = (size_t)B * T;
+    if (t->tok_cap < bt) {
+        int *a = realloc(t->tokens, bt * sizeof *a), *l;
+        if (!a) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->tokens = a;
+        if (!(l = realloc(t->lens, bt * sizeof *l))) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->lens = l;
+        t->tok_cap = bt;
+    }
+    for (int b = 0; b < B; b++) {
+        int *row = t->tokens + (size_t)b * T;
+        for (int i = 0; i < s[b].na; i++) row[i] = s[b].a[i];
+        for (int i = 0; i < s[b].nb; i++) row[s[b].na + i] = s[b].b[i];
+        for (int i = s[b].na + s[b].nb; i < T; i++) row[i] = 0;
+        t->lens[b] = s[b].na + s[b].nb;
+        t->tokens_fwd += (uint64_t)t->lens[b];
+    }
+    return 0;
+}
+
 /* Forward B sequences a‖b; logits land in t->logits (B, T, V). */
 static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
     const int V = t->m->cfg.vocab;
@@ -429,15 +452,8 @@ static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
         t->actB = nB;
     }
     size_t bt = (size_t)B * T;
-    if (t->tok_cap < bt) {
-        int *a = realloc(t->tokens, bt * sizeof *a), *l;
-        if (!a) return cllm_error(CLLM_ENOMEM, "out of memory");
-        t->tokens = a;
-        if (!(l = realloc(t->lens, bt * sizeof *l))) return cllm_error(CLLM_ENOMEM, "out of memory");
-        t->lens = l;
-        t->tok_cap = bt;
-    }
-    int rc = grow_f(&t->logits, &t->lg_cap, bt * V);
+    int rc = pack_tokens(t, s, B, T);
+    if (!rc) rc = grow_f(&t->logits, &t->lg_cap, bt * V);
     if (!rc && t->lg_cap > 0) {
         size_t dcap = t->lg_cap;
         float *d = realloc(t->dlogits, dcap * sizeof *d);
@@ -445,14 +461,6 @@ static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
         t->dlogits = d;
     }
     if (rc) return rc;
-    for (int b = 0; b < B; b++) {
-        int *row = t->tokens + (size_t)b * T;
-        for (int i = 0; i < s[b].na; i++) row[i] = s[b].a[i];
-        for (int i = 0; i < s[b].nb; i++) row[s[b].na + i] = s[b].b[i];
-        for (int i = s[b].na + s[b].nb; i < T; i++) row[i] = 0;
-        t->lens[b] = s[b].na + s[b].nb;
-        t->tokens_fwd += (uint64_t)t->lens[b];
-    }
     *T_out = T;
     return cllm_train_forward(t->act, t->m, t->tokens, t->lens, B, T, t->logits);
 }
@@ -595,23 +603,8 @@ static cllm_cuda_loss_row cu_row(int row, int target, float ce_scale, int teache
 /* One device call on B sequences a‖b (T = seq_T) with the n_rows in t->rows. */
 static int cu_call(trainer *t, const seqspec *s, int B, int T, int n_rows, double eps, int backward, double *ce,
                    double *soft) {
-    size_t bt = (size_t)B * T;
-    if (t->tok_cap < bt) {
-        int *a = realloc(t->tokens, bt * sizeof *a), *l;
-        if (!a) return cllm_error(CLLM_ENOMEM, "out of memory");
-        t->tokens = a;
-        if (!(l = realloc(t->lens, bt * sizeof *l))) return cllm_error(CLLM_ENOMEM, "out of memory");
-        t->lens = l;
-        t->tok_cap = bt;
-    }
-    for (int b = 0; b < B; b++) {
-        int *row = t->tokens + (size_t)b * T;
-        for (int i = 0; i < s[b].na; i++) row[i] = s[b].a[i];
-        for (int i = 0; i < s[b].nb; i++) row[s[b].na + i] = s[b].b[i];
-        for (int i = s[b].na + s[b].nb; i < T; i++) row[i] = 0;
-        t->lens[b] = s[b].na + s[b].nb;
-        t->tokens_fwd += (uint64_t)t->lens[b];
-    }
+    int rc = pack_tokens(t, s, B, T);
+    if (rc) return rc;
     return cllm_cuda_train_micro(t->cu, t->tokens, t->lens, B, T, t->rows, n_rows, eps, backward, ce, soft);
 }
 
