@@ -179,3 +179,6 @@ $(BUILD)/obj/libcore/dist.o: $(BUILD)/.mpi-$(MPI)
 $(BUILD)/.mpi-%:
 	@mkdir -p $(BUILD) && rm -f $(BUILD)/.mpi-* && touch $@
 # ---- end of MPI --------------------------------------------------------------
+
+# CPU emulation of the CUDA subset the kernels use (tests/cuemu/, docs/CUDA.md).
+-include tests/cuemu/cuemu.mk
