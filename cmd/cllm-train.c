@@ -59,8 +59,10 @@ static void usage(FILE *f) {
         "      --progress            progress on standard error even when not a terminal\n"
         "  -t, --threads N           CPU threads [1]\n"
         "      --device auto|cuda|cpu  compute device: auto is CUDA when this build has\n"
-        "                            it and a device is present, else the CPU; one\n"
-        "                            process only on CUDA (not under MPI) [auto]\n"
+        "                            it and a device is present, else the CPU [auto]\n"
+        "      --allreduce auto|nccl|mpi  how ranks sum gradients: nccl on the GPUs (also\n"
+        "                            with one rank), mpi on the host; auto is nccl on\n"
+        "                            CUDA with several ranks, else mpi [auto]\n"
         "  -h, --help                show this help and exit\n"
         "  -V, --version             show the version and exit\n"
         "\n"
@@ -90,7 +92,7 @@ static void on_step(void *ctx, const cllm_train_progress *p) {
 enum { OPT_OBJECTIVE = 256, OPT_LOSS, OPT_CMEAN, OPT_ARW, OPT_LS, OPT_LABELS, OPT_LR, OPT_WARMUP, OPT_WD, OPT_CLIP,
        OPT_EPOCHS, OPT_MAXSTEPS, OPT_BATCH, OPT_ACCUM, OPT_SHUFFLE, OPT_MAXLEN, OPT_CKEVERY, OPT_CKDIR, OPT_KEEP,
        OPT_RESUME, OPT_SEED, OPT_FIELD, OPT_ANSWER, OPT_TEMPLATE, OPT_CHAT, OPT_METRICS, OPT_PROGRESS, OPT_DEVICE,
-       OPT_DTYPE };
+       OPT_DTYPE, OPT_ALLREDUCE };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -111,6 +113,7 @@ int main(int argc, char **argv) {
         { "metrics", required_argument, 0, OPT_METRICS },  { "force", no_argument, 0, 'f' },
         { "quiet", no_argument, 0, 'q' },                  { "progress", no_argument, 0, OPT_PROGRESS },
         { "threads", required_argument, 0, 't' },          { "device", required_argument, 0, OPT_DEVICE },
+        { "allreduce", required_argument, 0, OPT_ALLREDUCE },
         { "help", no_argument, 0, 'h' },                   { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
     };
@@ -170,6 +173,12 @@ int main(int argc, char **argv) {
         case OPT_PROGRESS: progress = 1; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
         case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
+        case OPT_ALLREDUCE:
+            if (!strcmp(optarg, "auto")) o.allreduce = CLLM_ALLREDUCE_AUTO;
+            else if (!strcmp(optarg, "nccl")) o.allreduce = CLLM_ALLREDUCE_NCCL;
+            else if (!strcmp(optarg, "mpi")) o.allreduce = CLLM_ALLREDUCE_MPI;
+            else return cllm_cli_usage_error("--allreduce: '%s' is not auto, nccl or mpi", optarg);
+            break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
         default: return cllm_cli_usage_error(NULL);
@@ -182,7 +191,6 @@ int main(int argc, char **argv) {
     if (o.objective == CLLM_OBJ_CLLM && (o.prompt.field || o.prompt.answer_field || o.prompt.template || o.prompt.chat))
         return cllm_cli_usage_error("--field, --answer-field, --template and --chat are for --objective sft");
     o.input = optind < argc ? argv[optind] : NULL;
-    int asked = device;
     if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
 
     /* Under mpirun/srun (an MPI build): one rank of a data-parallel run; rank 0
@@ -194,19 +202,6 @@ int main(int argc, char **argv) {
         cllm_cli_error("with %d ranks standard output is the launcher's terminal, which alters binary data: "
                        "give --metrics FILE", cllm_dist_size());
         cllm_dist_abort(CLLM_EXIT_USAGE);
-    }
-    if (cllm_dist_size() > 1 && device == CLLM_DEVICE_CUDA) {
-        /* Every rank would take device 0, and the gradients would cross the host: not yet (NCCL later). */
-        if (asked == CLLM_DEVICE_CUDA) {
-            if (cllm_dist_rank() == 0)
-                cllm_cli_error("--device cuda: training on CUDA with %d ranks is not there yet (one process per "
-                               "run); use --device cpu", cllm_dist_size());
-            cllm_dist_abort(CLLM_EXIT_FAIL);
-            return cllm_cli_finish(CLLM_EXIT_FAIL);
-        }
-        if (cllm_dist_rank() == 0 && !quiet)
-            cllm_cli_error("%d ranks: training on the CPU (CUDA training is one process for now)", cllm_dist_size());
-        device = CLLM_DEVICE_CPU;
     }
     o.device = device;
     prog g = { !quiet && cllm_dist_rank() == 0, isatty(STDERR_FILENO), progress };

@@ -63,6 +63,7 @@ typedef struct cllm_cuda_train_opts {
     int chunk_rows;       /* logits rows per chunk (0: as many as fit 256 MiB of fp32 logits) */
     int attention;        /* 0: the fastest attention kernels that fit; 1: the reference
                              kernels (kernels/cuda/train/attention.cu, kernel1) */
+    int device;           /* CUDA device ordinal (made current by init; 0: the first) */
 } cllm_cuda_train_opts;
 
 typedef struct cllm_cuda_loss_row {
@@ -75,8 +76,9 @@ typedef struct cllm_cuda_loss_row {
 } cllm_cuda_loss_row;
 
 /* Upload m (fp32 master + bf16 copy), zero gradients and moments, AdamW
- * hyperparameters as cllm_adamw_init sets them. Needs an even HS <= 256. Device
- * 0 (or the current device). 0 or CLLM_E* (*out = NULL then). */
+ * hyperparameters as cllm_adamw_init sets them. Needs an even HS <= 256. On
+ * device o->device, which becomes the thread's current device. 0 or CLLM_E*
+ * (*out = NULL then). */
 int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_cuda_train_opts *o);
 void cllm_cuda_train_free(cllm_cuda_train *t);
 /* Device bytes held (weights, gradients, moments, activations, scratch). */
@@ -95,6 +97,11 @@ int cllm_cuda_train_zero_grad(cllm_cuda_train *t);
 int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
                           const cllm_cuda_loss_row *rows, int n_rows, double eps, int backward,
                           double *ce_loss, double *soft_loss);
+
+/* Data parallel (cuda_nccl.h): the gradients summed over the communicator's
+ * ranks, in place on the device (collective). */
+struct cllm_nccl;
+int cllm_cuda_train_allreduce(cllm_cuda_train *t, struct cllm_nccl *c);
 
 /* The L2 norm of the gradients (summed in double). */
 int cllm_cuda_train_grad_norm(cllm_cuda_train *t, double *norm);

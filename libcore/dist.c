@@ -8,10 +8,12 @@
 #include "ckpt.h"
 #include "err.h"
 
-static int g_rank = 0, g_size = 1;
+static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
 
 int cllm_dist_rank(void) { return g_rank; }
 int cllm_dist_size(void) { return g_size; }
+int cllm_dist_local_rank(void) { return g_local_rank; }
+int cllm_dist_local_size(void) { return g_local_size; }
 
 /* How many processes a launcher says it started (0: no launcher seen). */
 static long launcher_size(void) {
@@ -29,6 +31,7 @@ static uint64_t hash_u64(const void *buf, size_t bytes) { return cllm_ckpt_hash(
 #include <mpi.h>
 
 static int g_joined = 0;   /* we called MPI_Init */
+static int g_adopted = 0;  /* the caller did, and we took its world */
 enum { CHUNK = 1 << 30 };
 
 static int mpi_err(int e, const char *what) {
@@ -40,13 +43,26 @@ static int mpi_err(int e, const char *what) {
 
 int cllm_dist_compiled(void) { return 1; }
 
+/* The ranks that share this machine (one GPU each when training on CUDA). */
+static int find_local_ranks(void) {
+    MPI_Comm node;
+    int e = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node);
+    if (e != MPI_SUCCESS) return mpi_err(e, "split by node");
+    MPI_Comm_rank(node, &g_local_rank);
+    MPI_Comm_size(node, &g_local_size);
+    e = MPI_Comm_free(&node);
+    return e == MPI_SUCCESS ? 0 : mpi_err(e, "free the node communicator");
+}
+
 int cllm_dist_init(void) {
     int inited = 0;
     MPI_Initialized(&inited);
     if (inited) {
-        if (!g_joined) {  /* the caller's own MPI_Init: use its world */
+        if (!g_joined && !g_adopted) {  /* the caller's own MPI_Init: use its world */
+            g_adopted = 1;
             MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
             MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+            return find_local_ranks();
         }
         return 0;
     }
@@ -59,7 +75,7 @@ int cllm_dist_init(void) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    return 0;
+    return find_local_ranks();
 }
 
 static int allreduce(void *buf, size_t n, MPI_Datatype t, size_t elem, MPI_Op op, const char *what) {

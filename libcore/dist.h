@@ -25,6 +25,10 @@ int cllm_dist_init(void);
 /* This process's rank (0 when not distributed) and the number of ranks (1). */
 int cllm_dist_rank(void);
 int cllm_dist_size(void);
+/* This process's rank among the ranks on its own machine (MPI_COMM_TYPE_SHARED)
+ * and their number: 0 and 1 when not distributed. Picks a rank's GPU. */
+int cllm_dist_local_rank(void);
+int cllm_dist_local_size(void);
 /* 1 when this build has MPI compiled in. */
 int cllm_dist_compiled(void);
 

@@ -43,9 +43,10 @@
  * loss rows (the AR call also saves the teacher rows on the device, or a
  * separate forward-only call does), the gradients, AdamW and the weights stay
  * on the device, and weights and moments come to the host only for a
- * checkpoint and the final save (m->params is stale in between). One process
- * only: data parallel training on CUDA is refused (every rank would take
- * device 0; NCCL is a later step).
+ * checkpoint and the final save (m->params is stale in between). With R
+ * ranks on CUDA each takes the device of its local rank, and the gradients
+ * are summed on the devices by NCCL (cuda_nccl.h) or, with --allreduce mpi,
+ * through host copies and MPI; the rest is as on the CPU.
  */
 #include "train.h"
 
@@ -72,6 +73,7 @@
 #include "tokenizer.h"
 #include "train_fwd.h"
 #if CLLM_CUDA
+#include "cuda_nccl.h"
 #include "cuda_train.h"
 #endif
 
@@ -793,9 +795,13 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
 #if !CLLM_CUDA
     if (on_cuda) return cllm_error(CLLM_EUNSUP, "training on CUDA: this build has no CUDA backend (make CUDA=1)");
 #endif
-    if (on_cuda && nranks > 1)
-        return cllm_error(CLLM_EUNSUP, "training on CUDA with %d ranks is not there yet (one process per run; NCCL is a "
-                          "later step): use --device cpu", nranks);
+    if (o->allreduce == CLLM_ALLREDUCE_NCCL && !on_cuda)
+        return cllm_error(CLLM_EINVAL, "--allreduce nccl sums gradients on CUDA devices: it needs --device cuda");
+    {   /* every rank on the same kind of device, summing the same way (else some wait forever) */
+        int32_t how[2] = { o->device, o->allreduce };
+        if ((rc = cllm_dist_check_same(how, sizeof how, "the device and --allreduce (is a GPU missing on a node?)")))
+            return rc;
+    }
     if (nranks > 1 && (!o->input || !strcmp(o->input, "-") || !again))
         return cllm_error(CLLM_EINVAL, "with %d ranks the input must be a file named on the command line (every rank reads it)", nranks);
 
@@ -840,6 +846,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     cllm_writer *w = NULL;
     cllm_packbuf pb = { 0 };
     char *ckdir = NULL;
+#if CLLM_CUDA
+    cllm_nccl *nccl = NULL;   /* the devices' all-reduce, when the gradients are summed there */
+#endif
     example *ex = NULL;
     int n_ex = 0;
     int64_t step = 0;
@@ -857,6 +866,13 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     for (int i = 0; i < m->n_tensors && !rc && o->weight_decay != 0; i++)
         if (m->tensors[i].n_dims == 1) rc = cllm_adamw_no_decay(&t.opt, m->tensors[i].offset, m->tensors[i].numel);
     if (rc) goto out;
+#if CLLM_CUDA
+    if (on_cuda) {  /* this rank's device; NCCL on it when the gradients are summed on the devices */
+        int use_nccl = o->allreduce == CLLM_ALLREDUCE_NCCL || (o->allreduce == CLLM_ALLREDUCE_AUTO && nranks > 1);
+        if ((rc = cllm_nccl_pick_device(&t.cuo.device, use_nccl))) goto out;
+        if (use_nccl && (rc = cllm_nccl_init(&nccl, t.cuo.device))) goto out;
+    }
+#endif
     if (o->checkpoint_every > 0 || o->resume) {
         if (o->checkpoint_dir) ckdir = cllm_strdup(o->checkpoint_dir);
         else {
@@ -970,12 +986,22 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             }
             if (rc) goto out;
         }
-        if (nranks > 1) {  /* sums over the ranks; a signal on any rank stops all after this step */
+        /* The gradients summed over the ranks: on the devices (NCCL), through
+         * host copies (CUDA with --allreduce mpi), or on the host. */
+#if CLLM_CUDA
+        if (on_cuda && (nccl || nranks > 1)) {
+            if (!t.cu && (rc = cu_fit(&t, 1, 1, 0))) goto out;   /* a rank with no example yet: zero gradients */
+            if (nccl) rc = cllm_cuda_train_allreduce(t.cu, nccl);
+            else if (!(rc = cllm_cuda_train_get_grads(t.cu, t.grads)) && !(rc = cllm_dist_sum_f32(t.grads, m->n_params)))
+                rc = cllm_cuda_train_set_grads(t.cu, t.grads);
+            if (rc) goto out;
+        } else
+#endif
+        if (nranks > 1 && (rc = cllm_dist_sum_f32(t.grads, m->n_params))) goto out;
+        if (nranks > 1) {  /* loss sums over the ranks; a signal on any rank stops all after this step */
             double sums[3] = { cons, ar, (double)t.tokens_fwd };
             int64_t sig = cllm_interrupted;
-            if ((rc = cllm_dist_sum_f32(t.grads, m->n_params)) || (rc = cllm_dist_sum_f64(sums, 3)) ||
-                (rc = cllm_dist_max_i64(&sig, 1)))
-                goto out;
+            if ((rc = cllm_dist_sum_f64(sums, 3)) || (rc = cllm_dist_max_i64(&sig, 1))) goto out;
             cons = sums[0];
             ar = sums[1];
             t.tokens_fwd = (uint64_t)sums[2];
@@ -1038,6 +1064,9 @@ out:
     free(ex);
     pipe_free(&p);
     trainer_free(&t);
+#if CLLM_CUDA
+    cllm_nccl_free(nccl);
+#endif
     cllm_packbuf_free(&pb);
     free(ckdir);
     return rc;

@@ -20,6 +20,11 @@
 
 enum { CLLM_OBJ_CLLM = 0, CLLM_OBJ_SFT = 1 };
 enum { CLLM_CONS_GLOBAL = 0, CLLM_CONS_LOCAL = 1 };
+/* How the ranks' gradients are summed (dist.h, cuda_nccl.h). AUTO: NCCL on
+ * CUDA with several ranks, MPI on the host otherwise. NCCL: on the devices
+ * (CUDA only; also with one rank, a communicator of one). MPI: on the host
+ * (on CUDA through host copies of the gradients). */
+enum { CLLM_ALLREDUCE_AUTO = 0, CLLM_ALLREDUCE_NCCL = 1, CLLM_ALLREDUCE_MPI = 2 };
 
 /* What a step reports (to the caller's progress callback). */
 typedef struct cllm_train_progress {
@@ -59,7 +64,9 @@ typedef struct cllm_train_opts {
     int force;                  /* metric stream to a terminal */
     cllm_prompt_opts prompt;    /* SFT input options */
     int device;                 /* CLLM_DEVICE_CPU or CLLM_DEVICE_CUDA (forward.h: the training
-                                   step of cuda_train.h; a build with CUDA, one process) [CPU] */
+                                   step of cuda_train.h, in a build with CUDA; with several
+                                   ranks each takes the device of cllm_nccl_pick_device) [CPU] */
+    int allreduce;              /* CLLM_ALLREDUCE_* [AUTO] */
     int argc;                   /* the command line, for the header */
     char *const *argv;
     void (*on_step)(void *ctx, const cllm_train_progress *p);

@@ -10,22 +10,27 @@ trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 bash -n "$D/traj-array.sbatch" || fail "traj-array.sbatch does not parse"
 bash -n "$D/train-multinode.sbatch" || fail "train-multinode.sbatch does not parse"
+bash -n "$D/train-gpu.sbatch" || fail "train-gpu.sbatch does not parse"
 sh -n "$D/join.sh" || fail "join.sh does not parse"
 need() { grep -q "^#SBATCH $2" "$D/$1" || fail "$1: no '#SBATCH $2' line"; }
 for o in --array= --ntasks=1 --cpus-per-task= --time= --output=; do need traj-array.sbatch "$o"; done
 for o in --nodes= --ntasks-per-node= --cpus-per-task= --time= --output=; do need train-multinode.sbatch "$o"; done
+for o in --nodes= --ntasks-per-node= --gpus-per-task=1 --cpus-per-task= --time= --output=; do need train-gpu.sbatch "$o"; done
+grep -q 'srun --mpi=pmix .*cllm-train' "$D/train-gpu.sbatch" || fail "train-gpu.sbatch: no srun line"
+grep -q -- '--device cuda --allreduce nccl' "$D/train-gpu.sbatch" || fail "train-gpu.sbatch: not NCCL on CUDA"
 grep -q -- '--shard "\$I/\$N"' "$D/traj-array.sbatch" || fail "traj-array.sbatch does not shard"
 grep -q 'SLURM_ARRAY_TASK_COUNT' "$D/traj-array.sbatch" || fail "traj-array.sbatch ignores SLURM_ARRAY_TASK_COUNT"
 grep -q 'srun --mpi=pmix .*cllm-train' "$D/train-multinode.sbatch" || fail "train-multinode.sbatch: no srun line"
 grep -qi 'nccl' "$D/train-multinode.sbatch" || fail "train-multinode.sbatch: NCCL not noted"
 # Every non-blank line after the shebang is a comment, or follows one within 3 lines.
-for f in "$D/traj-array.sbatch" "$D/train-multinode.sbatch" "$D/join.sh"; do
+for f in "$D/traj-array.sbatch" "$D/train-multinode.sbatch" "$D/train-gpu.sbatch" "$D/join.sh"; do
     awk 'NR > 1 && /^[ \t]*#/ { last = NR } NR > 1 && !/^[ \t]*(#|$)/ && NR - last > 3 && !/^ / && !/\\$/ && !/^(done|fi|\})/ { print FILENAME ": line " NR " has no comment near it"; bad = 1 } END { exit bad }' "$f" ||
         fail "$f: lines without comments"
 done
 if command -v sbatch > /dev/null 2>&1; then
     sbatch --test-only "$D/traj-array.sbatch" m p o || fail "sbatch --test-only traj-array.sbatch"
     sbatch --test-only "$D/train-multinode.sbatch" m t o || fail "sbatch --test-only train-multinode.sbatch"
+    sbatch --test-only "$D/train-gpu.sbatch" m t o || fail "sbatch --test-only train-gpu.sbatch"
 else
     echo "sbatch not found: syntax and #SBATCH lines checked only"
 fi

@@ -164,7 +164,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     }
 
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att};   /* 7 rows per chunk: many chunks */
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att, 0};   /* 7 rows per chunk: many chunks */
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *p_gpu = calloc(np, sizeof(float)), *p0 = malloc(np * sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
@@ -345,7 +345,7 @@ static void bench(int B, int T, int att) {
     int *tok = malloc((size_t)B * T * sizeof(int)), *lens = malloc((size_t)B * sizeof(int));
     cllm_cuda_loss_row *rows = malloc((size_t)B * T * sizeof *rows);
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att};
+    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att, 0};
     CHECK(tok && lens && rows);
     if (check_failures) goto out;
     cllm_rng r;

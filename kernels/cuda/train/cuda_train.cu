@@ -44,6 +44,7 @@
 #include "train_kernels.h"
 
 extern "C" {
+#include "cuda_nccl.h"
 #include "cuda_train.h"
 }
 
@@ -285,6 +286,10 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     int ndev = 0, rc = cllm_cuda_train_devices(&ndev);
     if (rc) return rc;
     if (ndev < 1) return cllm_error(CLLM_EUNSUP, "CUDA training: no CUDA device");
+    if (o->device < 0 || o->device >= ndev)
+        return cllm_error(CLLM_EINVAL, "CUDA training: device %d, but %d device%s visible", o->device, ndev,
+                          ndev == 1 ? " is" : "s are");
+    if ((rc = CUDA_CHECK(cudaSetDevice(o->device)))) return rc;
     cllm_cuda_train *t = (cllm_cuda_train *)calloc(1, sizeof *t);
     if (!t) return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     t->cfg = *c;
@@ -311,6 +316,10 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     }
     *out = t;
     return 0;
+}
+
+int cllm_cuda_train_allreduce(cllm_cuda_train *t, cllm_nccl *c) {
+    return cllm_nccl_sum_f32(c, t->g, t->n_params, t->stream);
 }
 
 int cllm_cuda_train_zero_grad(cllm_cuda_train *t) {

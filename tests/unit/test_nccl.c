@@ -1,0 +1,147 @@
+/* test_nccl.c: the devices' gradient all-reduce (libcore/cuda_nccl.h).
+ *
+ * Everywhere with a CUDA build: the run-time loading of NCCL fails with a
+ * clear message (and no leak) for a library that does not exist and for one
+ * that is not NCCL; --allreduce nccl is refused on the CPU.
+ * With a device (scripts/gpu-check.sh): the rank's device pick, a
+ * communicator over the dist.h ranks (one without a launcher; under
+ * `mpirun -np R` one per rank), and a trainer's gradients after
+ * cllm_cuda_train_allreduce equal R times what each rank set (values that
+ * are exact in fp32 at any summation order), then the trainer's own gradients
+ * summed: a micro-batch on each rank, all-reduced, against the host sum of
+ * the same micro-batches (within 1e-6 of the scale: one fp32 rounding per add).
+ * Without a build with CUDA or without a device it says "skip" for the
+ * device part and exits 0.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "dist.h"
+#include "err.h"
+#include "forward.h"
+#include "fwd_testutil.h"
+#include "model.h"
+#include "train.h"
+
+#if CLLM_CUDA
+#include "cuda_nccl.h"
+#include "cuda_train.h"
+
+static void test_loader_errors(void) {
+    cllm_nccl *c = (cllm_nccl *)1;
+    setenv("CLLM_NCCL_LIB", "/nonexistent/libnccl.so.2", 1);
+    int rc = cllm_nccl_init(&c, 0);
+    CHECK_EQ_INT(rc, CLLM_EUNSUP);
+    CHECK(c == NULL);
+    CHECK_MSG(strstr(cllm_errmsg(), "cannot load /nonexistent/libnccl.so.2") != NULL, "%s", cllm_errmsg());
+    /* A real library that is not NCCL. */
+    setenv("CLLM_NCCL_LIB", "libm.so.6", 1);
+    rc = cllm_nccl_init(&c, 0);
+    CHECK_EQ_INT(rc, CLLM_EUNSUP);
+    CHECK_MSG(strstr(cllm_errmsg(), "libm.so.6 has no ncclGetVersion") != NULL ||
+              strstr(cllm_errmsg(), "no nccl.h") != NULL, "%s", cllm_errmsg());
+    unsetenv("CLLM_NCCL_LIB");
+    TEST_OK("nccl_loader_errors");
+}
+
+static cllm_config tiny_cfg(void) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "llama");
+    c.n_layer = 2; c.d_model = 64; c.n_head = 2; c.n_head_kv = 1; c.head_dim = 32; c.d_ff = 128;
+    c.vocab = 100; c.max_ctx = 64; c.rope_theta = 10000.0f; c.rope_dim = 32; c.rms_eps = 1e-5f;
+    c.tied = 1; c.bos_id = c.eos_id = c.pad_id = -1;
+    return c;
+}
+
+/* Gradients through the device all-reduce against the same sums on the host. */
+static void test_allreduce(void) {
+    const int R = cllm_dist_size(), rank = cllm_dist_rank();
+    int dev = -1;
+    CHECK_OK(cllm_nccl_pick_device(&dev, 1));
+    if (check_failures) return;
+    cllm_nccl *c = NULL;
+    if (cllm_nccl_init(&c, dev)) {
+        fprintf(stderr, "nccl: %s\n", cllm_errmsg());
+        check_failures++;
+        return;
+    }
+    printf("%s, rank %d of %d on device %d\n", cllm_nccl_describe(c), rank, R, dev);
+    cllm_config cfg = tiny_cfg();
+    cllm_model m;
+    CHECK_OK(random_model(&m, &cfg, 5));
+    cllm_cuda_train_opts o = {2, 16, 0, 0, 0, 0, dev};
+    cllm_cuda_train *t = NULL;
+    CHECK_OK(cllm_cuda_train_init(&t, &m, &o));
+    float *g = malloc(m.n_params * sizeof *g), *back = malloc(m.n_params * sizeof *back);
+    if (!t || !g || !back) { check_failures++; goto out; }
+
+    /* 1. Exact values: rank r sets element i to (i % 1000) + r; the sum is R*(i%1000) + R(R-1)/2. */
+    for (size_t i = 0; i < m.n_params; i++) g[i] = (float)(i % 1000) + (float)rank;
+    CHECK_OK(cllm_cuda_train_set_grads(t, g));
+    CHECK_OK(cllm_cuda_train_allreduce(t, c));
+    CHECK_OK(cllm_cuda_train_get_grads(t, back));
+    size_t bad = 0;
+    for (size_t i = 0; i < m.n_params; i++)
+        if (back[i] != (float)R * (float)(i % 1000) + (float)(R * (R - 1) / 2)) bad++;
+    CHECK_MSG(bad == 0, "%zu of %zu summed gradients differ", bad, m.n_params);
+
+    /* 2. A micro-batch's gradients (different tokens per rank), summed on the devices vs on the host. */
+    int tok[2 * 16], lens[2] = { 16, 11 };
+    for (int i = 0; i < 32; i++) tok[i] = (i * 7 + rank * 13 + 3) % cfg.vocab;
+    cllm_cuda_loss_row rows[8];
+    for (int i = 0; i < 8; i++) rows[i] = (cllm_cuda_loss_row){ i < 4 ? 2 + i : 16 + 3 + i, tok[(i + 5) % 32], 0.125f, -1, 0, -1 };
+    double ce = 0;
+    CHECK_OK(cllm_cuda_train_zero_grad(t));
+    CHECK_OK(cllm_cuda_train_micro(t, tok, lens, 2, 16, rows, 8, 0.0, 1, &ce, NULL));
+    CHECK_OK(cllm_cuda_train_get_grads(t, g));
+    CHECK_OK(cllm_dist_sum_f32(g, m.n_params));          /* the host's sum (MPI; a no-op for one rank) */
+    CHECK_OK(cllm_cuda_train_allreduce(t, c));
+    CHECK_OK(cllm_cuda_train_get_grads(t, back));
+    double md = 0, mg = 0;
+    for (size_t i = 0; i < m.n_params; i++) {
+        double d = fabs((double)back[i] - g[i]);
+        if (d > md) md = d;
+        if (fabs(g[i]) > mg) mg = fabs(g[i]);
+    }
+    printf("micro-batch gradients summed over %d rank(s): NCCL vs host max error %.3g of scale %.3g\n", R, md, mg);
+    CHECK(mg > 0);
+    CHECK_MSG(md <= 1e-6 * mg * (R > 1 ? R : 1), "%.3g > 1e-6 x %.3g", md, mg);
+out:
+    free(g);
+    free(back);
+    cllm_cuda_train_free(t);
+    cllm_model_free(&m);
+    cllm_nccl_free(c);
+    TEST_OK("nccl_allreduce");
+}
+#endif
+
+int main(void) {
+    CHECK_OK(cllm_dist_init());
+    /* --allreduce nccl needs a CUDA device (checked before anything loads). */
+    cllm_train_opts o;
+    cllm_train_opts_init(&o);
+    o.output = "/nonexistent/out.gguf";
+    o.allreduce = CLLM_ALLREDUCE_NCCL;
+    o.device = CLLM_DEVICE_CPU;
+    o.input = "/dev/null";
+    cllm_model dummy;
+    memset(&dummy, 0, sizeof dummy);
+    CHECK_EQ_INT(cllm_train_run(&dummy, &o), CLLM_EINVAL);
+    CHECK_MSG(strstr(cllm_errmsg(), "needs --device cuda") != NULL, "%s", cllm_errmsg());
+    TEST_OK("nccl_needs_cuda");
+#if !CLLM_CUDA
+    printf("skip: NCCL and its device checks (built without CUDA)\n");
+#else
+    if (cllm_dist_rank() == 0) test_loader_errors();
+    int n = 0;
+    int rc = cllm_cuda_train_devices(&n);
+    if (rc || n < 1) printf("skip: the all-reduce on devices: no CUDA device%s%s\n", rc ? ": " : "", rc ? cllm_errmsg() : "");
+    else test_allreduce();
+#endif
+    CHECK_OK(cllm_dist_finalize());
+    TEST_END();
+}
