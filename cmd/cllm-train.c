@@ -197,6 +197,7 @@ int main(int argc, char **argv) {
      * alone reports progress and writes the outputs. A failure on any rank
      * ends the whole job (no rank waits forever in a collective call). */
     if (cllm_dist_init()) return cllm_cli_finish(cllm_cli_fail());
+    if (cllm_dist_rank() != 0) cllm_set_warn_handler(NULL);   /* every rank reads the same input: rank 0 speaks */
     if (cllm_dist_size() > 1 && cllm_dist_rank() == 0 && !o.metrics && isatty(STDOUT_FILENO)) {
         /* Open MPI hands rank 0 a pseudo-terminal for stdout: it would turn \n into \r\n in the stream. */
         cllm_cli_error("with %d ranks standard output is the launcher's terminal, which alters binary data: "

@@ -23,12 +23,26 @@ static void on_signal(int sig) {
     cllm_interrupted = sig;
 }
 
+/* Library warnings (err.h) on stderr, each distinct line once: an input read
+ * again per epoch, or by several readers, would repeat the same warning. */
+static void print_warning(const char *line) {
+    static uint64_t seen[32];
+    static int n_seen;
+    uint64_t h = 1469598103934665603ull;   /* FNV-1a of the line */
+    for (const unsigned char *c = (const unsigned char *)line; *c; c++) h = (h ^ *c) * 1099511628211ull;
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i] == h) return;
+    if (n_seen < 32) seen[n_seen++] = h;
+    fprintf(stderr, "%s: warning: %s\n", prog_name, line);
+}
+
 void cllm_cli_init(char **argv) {
     const char *slash = strrchr(argv[0], '/');
     prog_name = slash ? slash + 1 : argv[0];
     /* getopt names argv[0] in its messages: make that the bare name too, so
      * every diagnostic starts "cllm-cat:", however the program was invoked. */
     argv[0] = (char *)prog_name;
+    cllm_set_warn_handler(print_warning);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -16,6 +16,20 @@ int cllm_error(int code, const char *fmt, ...) {
     return code;
 }
 
+static void (*warn_handler)(const char *line);
+
+void cllm_set_warn_handler(void (*handler)(const char *line)) { warn_handler = handler; }
+
+void cllm_warn(const char *fmt, ...) {
+    if (!warn_handler) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    warn_handler(line);
+}
+
 int cllm_error_prefix(int code, const char *fmt, ...) {
     char prefix[512], old[sizeof errbuf];
     va_list ap;

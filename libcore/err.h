@@ -34,6 +34,15 @@ int cllm_error_prefix(int code, const char *fmt, ...) __attribute__((format(prin
 /* The message of the last error recorded on this thread ("" if none). */
 const char *cllm_errmsg(void);
 
+/* Warnings: things the user should hear of that are not failures (an input
+ * stream whose producer was stopped by a signal, so it is whole but short).
+ * The library calls cllm_warn; the handler gets the formatted line. The
+ * binaries install one (cli.c: "prog: warning: line" on stderr, each distinct
+ * line once); without a handler warnings are dropped, so the library itself
+ * never prints. The handler is process-wide; set it before starting threads. */
+void cllm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cllm_set_warn_handler(void (*handler)(const char *line));
+
 /* A fixed description of a code. */
 const char *cllm_strerror(int code);
 

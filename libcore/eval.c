@@ -1205,7 +1205,10 @@ static int read_refs(cllm_eval *e, const char *path, const char *field) {
             free(txt);
             count++;
         }
-        if (rc == CLLM_EOF) rc = 0;
+        if (rc == CLLM_EOF) {
+            cllm_reader_warn_interrupted(r);
+            rc = 0;
+        }
         cllm_reader_close(r);
     } else {
         FILE *f = fmemopen(data, len ? len : 1, "rb");
@@ -1278,6 +1281,7 @@ static int read_gens(cllm_eval *e, const char *path, int baseline, hdr_info *h, 
         cllm_rec_gen_free(&g);
         if (rc) break;
     }
+    if (rc == CLLM_EOF) cllm_reader_warn_interrupted(r);
     cllm_reader_close(r);
     return rc == CLLM_EOF ? 0 : rc;
 }

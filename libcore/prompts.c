@@ -184,6 +184,7 @@ static int next_stream(cllm_prompts *s, cllm_prompt *p) {
     int rc;
     for (;;) {
         rc = cllm_reader_next(s->reader, &rec);
+        if (rc == CLLM_EOF) cllm_reader_warn_interrupted(s->reader);
         if (rc) return rc;
         if (strcmp(rec.type, "prompt")) continue; /* other record types pass by */
         uint64_t idx = s->index++;

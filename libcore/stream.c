@@ -158,6 +158,13 @@ const char *cllm_reader_interrupted(const cllm_reader *r, uint64_t *n_sections) 
     return r->n_interrupted ? r->interrupted : NULL;
 }
 
+void cllm_reader_warn_interrupted(const cllm_reader *r) {
+    if (!r->n_interrupted) return;
+    cllm_warn("%s: %llu section%s of this stream %s stopped by %s: its records are whole but fewer than were asked for",
+              r->name, (unsigned long long)r->n_interrupted, r->n_interrupted == 1 ? "" : "s",
+              r->n_interrupted == 1 ? "was" : "were", r->interrupted);
+}
+
 const cllm_value *cllm_reader_header(const cllm_reader *r) {
     return r->header_len ? r->header_nodes : NULL;
 }

@@ -72,6 +72,10 @@ uint64_t cllm_reader_count(const cllm_reader *r);
  * stopped by a signal: the section is whole but short), NULL when none was;
  * *n_sections (may be NULL) gets how many sections were so marked. */
 const char *cllm_reader_interrupted(const cllm_reader *r, uint64_t *n_sections);
+/* For a consumer at the end of its input: a warning (err.h) when a section
+ * was marked interrupted, since what it computes covers fewer records than
+ * the producer was asked for. */
+void cllm_reader_warn_interrupted(const cllm_reader *r);
 
 typedef struct cllm_writer cllm_writer;
 

@@ -181,6 +181,7 @@ static int next_traj(source *s, example *e) {
     for (;;) {
         cllm_record rec;
         int rc = cllm_reader_next(s->r, &rec);
+        if (rc == CLLM_EOF) cllm_reader_warn_interrupted(s->r);
         if (rc) return rc;
         if (!strcmp(rec.type, "header")) {
             if ((rc = check_header(s, rec.root, cllm_reader_name(s->r)))) return rc;

@@ -133,3 +133,22 @@ grep -q "(interrupted: 6 gen records read)" "$T/ev.err" || fail "cllm-eval: SIGI
 grep -q "interrupted (SIGINT)" "$T/ev.chk" || fail "cllm-eval: --check says $(cat "$T/ev.chk")"
 "$B/cllm-cat" -j "$T/ev.zst" | grep -q '"name":"tokens_per_step"' || fail "cllm-eval: SIGINT: no metrics"
 echo "cllm-eval: 130, metrics of the 6 records read, marked interrupted"
+
+# 6. A consumer of a short stream says so: cllm-eval on the gen stream cut by
+#    SIGINT above, and cllm-traj, cllm-gen and cllm-train (SFT) on a prompt
+#    stream whose end record is marked interrupted: one warning each, exit 0.
+warn_short() { # name command...: exit 0 and exactly one warning naming the signal
+    name=$1; shift
+    rc=0; "$@" > /dev/null 2> "$T/$name.warn" || rc=$?
+    [ $rc = 0 ] || fail "$name on a short stream: exit $rc ($(cat "$T/$name.warn"))"
+    [ "$(grep -c "warning: .*stopped by SIG" "$T/$name.warn")" = 1 ] || fail "$name on a short stream: stderr: $(cat "$T/$name.warn")"
+}
+warn_short eval "$B/cllm-eval" -q "$T/int.zst"
+"$B/cllm-cat" -j "$T/p.zst" | head -n 7 > "$T/ps.jsonl"   # the header and 6 prompts
+echo '{"type":"end","records":6,"interrupted":"SIGTERM"}' >> "$T/ps.jsonl"
+"$B/cllm-cat" -J "$T/ps.jsonl" > "$T/ps.zst"
+warn_short traj "$B/cllm-traj" -m "$TM" -n 8 --max-new-tokens 8 -t 1 -q -f "$T/ps.zst"
+warn_short gen "$B/cllm-gen" -m "$TM" --max-new-tokens 8 -t 1 -f "$T/ps.zst"
+warn_short train "$B/cllm-train" -m "$TM" --objective sft --answer-field answer --epochs 2 --batch 2 -t 1 -q -o "$T/sft3.gguf" "$T/ps.zst"
+"$B/cllm-eval" -q "$T/g.zst" > /dev/null 2> "$T/whole.warn" && [ ! -s "$T/whole.warn" ] || fail "cllm-eval warned on a whole stream: $(cat "$T/whole.warn")"
+echo "short inputs: one warning each from cllm-eval, cllm-traj, cllm-gen, cllm-train (2 epochs); none for a whole stream"
