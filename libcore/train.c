@@ -367,8 +367,9 @@ typedef struct trainer {
     int actB, actT;
     int *tokens, *lens;
     size_t tok_cap;
-    float *logits, *dlogits;
+    float *logits, *dlogits;  /* the last forward's LM-head rows, packed (forward()) */
     size_t lg_cap;            /* floats */
+    size_t lg_rows;           /* rows of the last forward */
     float *teacher;           /* per example of the micro-batch: m rows */
     size_t te_cap;
     float *grads;
@@ -440,10 +441,22 @@ static int pack_tokens(trainer *t, const seqspec *s, int B, int T) {
     return 0;
 }
 
-/* Forward B sequences a‖b; logits land in t->logits (B, T, V). */
-static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
+/* Forward B sequences a‖b with the LM head on the rows that predict b: the
+ * window [na - 1, na - 1 + nb) of each (none when nb = 0). Their logits land
+ * in t->logits packed sequence after sequence, sequence b's from row
+ * base[b] = nb[0] + ... + nb[b-1] (the teacher buffers use the same layout);
+ * t->dlogits gets room for as many. */
+static int forward(trainer *t, const seqspec *s, int B, size_t *base, int *T_out) {
     const int V = t->m->cfg.vocab;
     int T = seq_T(s, B);
+    int lm_from[B > 0 ? B : 1], lm_n[B > 0 ? B : 1];
+    size_t rows = 0;
+    for (int b = 0; b < B; b++) {
+        lm_from[b] = s[b].nb ? s[b].na - 1 : 0;
+        lm_n[b] = s[b].nb;
+        base[b] = rows;
+        rows += (size_t)s[b].nb;
+    }
     if (!t->act || T > t->actT || B > t->actB) {
         int nT = t->actT > T ? t->actT : T, nB = t->actB > B ? t->actB : B;
         cllm_act_free(t->act);
@@ -454,18 +467,18 @@ static int forward(trainer *t, const seqspec *s, int B, int *T_out) {
         t->actT = nT;
         t->actB = nB;
     }
-    size_t bt = (size_t)B * T;
+    size_t lg_old = t->lg_cap;
     int rc = pack_tokens(t, s, B, T);
-    if (!rc) rc = grow_f(&t->logits, &t->lg_cap, bt * V);
-    if (!rc && t->lg_cap > 0) {
-        size_t dcap = t->lg_cap;
-        float *d = realloc(t->dlogits, dcap * sizeof *d);
-        if (!d) return cllm_error(CLLM_ENOMEM, "out of memory (%zu floats)", dcap);
+    if (!rc) rc = grow_f(&t->logits, &t->lg_cap, (rows ? rows : 1) * V);
+    if (!rc && t->lg_cap != lg_old) {   /* dlogits: as large as logits */
+        float *d = realloc(t->dlogits, t->lg_cap * sizeof *d);
+        if (!d) return cllm_error(CLLM_ENOMEM, "out of memory (%zu floats)", t->lg_cap);
         t->dlogits = d;
     }
     if (rc) return rc;
+    t->lg_rows = rows;
     *T_out = T;
-    return cllm_train_forward(t->act, t->m, t->tokens, t->lens, B, T, t->logits);
+    return cllm_train_forward_lm(t->act, t->m, t->tokens, t->lens, B, T, lm_from, lm_n, t->logits);
 }
 
 /* One micro-batch of B examples; adds to *cons and *ar (already divided by R). */
@@ -474,14 +487,14 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     const int V = t->m->cfg.vocab;
     const float inv_r = 1.0f / (float)R;
     seqspec s[B > 0 ? B : 1];
+    size_t base[B > 0 ? B : 1];   /* first logits row of each sequence's window */
     int T, rc;
 
     if (o->objective == CLLM_OBJ_SFT) {
         for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
-        if ((rc = forward(t, s, B, &T))) return rc;
-        memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
+        if ((rc = forward(t, s, B, base, &T))) return rc;
         for (int b = 0; b < B && !rc; b++) {
-            size_t off = ((size_t)b * T + ex[b].n_ctx - 1) * V;
+            size_t off = base[b] * V;
             rc = cllm_ce_loss(t->logits + off, V, ex[b].fixed, ex[b].m, t->ar_eps, CLLM_REDUCE_MEAN, inv_r,
                               t->dlogits + off, ar);
         }
@@ -489,7 +502,10 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
         return rc;
     }
 
-    /* CLLM: pick the states, then teacher rows, AR loss, consistency loss. */
+    /* CLLM: pick the states, then teacher rows, AR loss, consistency loss. The
+     * teacher rows of example b are its m rows that predict the window; they
+     * sit at te_off[b] = (m[0] + ... + m[b-1]) * V, the layout of forward()'s
+     * logits for windows of m rows, so a teacher pass copies them in one piece. */
     int js[B > 0 ? B : 1];
     const int32_t *tw[B > 0 ? B : 1];   /* the teacher's window */
     size_t te_off[B > 0 ? B : 1], te_need = 0;
@@ -504,24 +520,18 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     if ((rc = grow_f(&t->teacher, &t->te_cap, te_need ? te_need : 1))) return rc;
     if (separate) {
         for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, tw[b], ex[b].m };
-        if ((rc = forward(t, s, B, &T))) return rc;
-        for (int b = 0; b < B; b++)
-            memcpy(t->teacher + te_off[b], t->logits + ((size_t)b * T + ex[b].n_ctx - 1) * V,
-                   (size_t)ex[b].m * V * sizeof(float));
+        if ((rc = forward(t, s, B, base, &T))) return rc;
+        memcpy(t->teacher, t->logits, te_need * sizeof(float));
     }
     /* AR */
     for (int b = 0; b < B; b++)
         s[b] = o->use_labels ? (seqspec){ ex[b].ctx, ex[b].n_prompt, ex[b].labels, ex[b].nl }
                              : (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
-    if ((rc = forward(t, s, B, &T))) return rc;
-    if (!separate)
-        for (int b = 0; b < B; b++)
-            memcpy(t->teacher + te_off[b], t->logits + ((size_t)b * T + ex[b].n_ctx - 1) * V,
-                   (size_t)ex[b].m * V * sizeof(float));
+    if ((rc = forward(t, s, B, base, &T))) return rc;
+    if (!separate) memcpy(t->teacher, t->logits, te_need * sizeof(float));   /* the same windows */
     double w = o->ar_weight;
-    memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
     for (int b = 0; b < B && !rc; b++) {
-        size_t off = ((size_t)b * T + s[b].na - 1) * V;
+        size_t off = base[b] * V;
         double l = 0;
         if (w > 0) {
             rc = cllm_ce_loss(t->logits + off, V, s[b].b, s[b].nb, t->ar_eps, CLLM_REDUCE_MEAN, (float)(w * inv_r),
@@ -534,13 +544,12 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     }
     if (!rc && w > 0) rc = cllm_train_backward(t->act, t->m, t->dlogits, t->grads);
     if (rc) return rc;
-    /* Consistency: student on x‖y(j). */
+    /* Consistency: student on x‖y(j) (its window: the m rows; none without a state). */
     if (!student_specs(s, ex, js, B)) return 0;
-    if ((rc = forward(t, s, B, &T))) return rc;
-    memset(t->dlogits, 0, (size_t)B * T * V * sizeof(float));
+    if ((rc = forward(t, s, B, base, &T))) return rc;
     for (int b = 0; b < B && !rc; b++) {
         if (js[b] < 0) continue;
-        size_t off = ((size_t)b * T + ex[b].n_ctx - 1) * V;
+        size_t off = base[b] * V;
         rc = cllm_consistency_loss(t->logits + off, t->teacher + te_off[b], V, s[b].b, tw[b], ex[b].m,
                                    o->cons_mean ? CLLM_REDUCE_MEAN : CLLM_REDUCE_SUM, inv_r, t->dlogits + off, cons,
                                    NULL);

@@ -11,7 +11,8 @@
  *     xm[l] = x + ao Wo^T
  *     xn = RMSNorm(xm) * ffn_norm          (rstd2 saved)
  *     xs[l+1] = xm + (silu(xn Wg^T) * (xn Wu^T)) Wd^T
- *   xnf = RMSNorm(xs[L]) * out_norm; logits = xnf E'^T     (rows < lens[b])
+ *   xnf = RMSNorm(xs[L]) * out_norm; logits = xnf E'^T     (rows < lens[b], or
+ *                                    each sequence's window: cllm_train_forward_lm)
  * Saved per layer: xs, xm, rstd1, rstd2, q, k (after RoPE), v, ao, gate, up
  * (pre-activation). The normed inputs and the SwiGLU output are recomputed in
  * the backward pass (bit for bit the same kernels), which saves about a third
@@ -44,6 +45,8 @@ struct cllm_act {
     int maxB, maxT;
     int B, T;              /* shape of the last forward; B = 0 before one */
     int *lens;             /* (maxB) */
+    int *lm_from, *lm_n;   /* (maxB) the LM head's window of rows per sequence */
+    size_t *lm_base;       /* (maxB) logits row of the window's first row */
     int *tok;              /* (maxB*maxT) tokens, padded rows 0 */
     int *pos;              /* (maxB*maxT) position of each row: t */
     /* saved activations; per-layer arrays are [L] of (BT, ...) with BT = maxB*maxT */
@@ -73,7 +76,7 @@ static size_t dim_kd(const cllm_config *c) { return (size_t)c->n_head_kv * c->he
 
 void cllm_act_free(cllm_act *a) {
     if (!a) return;
-    free(a->lens); free(a->tok); free(a->pos);
+    free(a->lens); free(a->lm_from); free(a->lm_n); free(a->lm_base); free(a->tok); free(a->pos);
     free(a->xs); free(a->xm); free(a->rstd1); free(a->rstd2); free(a->q); free(a->k); free(a->v);
     free(a->ao); free(a->gate); free(a->up); free(a->xnf); free(a->rstdf);
     free(a->xn); free(a->proj); free(a->hsw); free(a->dx); free(a->dxn); free(a->dq); free(a->dao);
@@ -109,6 +112,9 @@ int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T) {
     a->maxB = B;
     a->maxT = T;
     a->lens = cllm_calloc((size_t)B, sizeof(int));
+    a->lm_from = cllm_calloc((size_t)B, sizeof(int));
+    a->lm_n = cllm_calloc((size_t)B, sizeof(int));
+    a->lm_base = cllm_calloc((size_t)B, sizeof(size_t));
     a->tok = cllm_calloc(BT, sizeof(int));
     a->pos = cllm_calloc(BT, sizeof(int));
     a->xs = falloc(L + 1, BT, C);
@@ -135,7 +141,7 @@ int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T) {
     a->dh = falloc(BT, F, 1);
     a->dgate = falloc(BT, F, 1);
     a->dup = falloc(BT, F, 1);
-    if (!a->lens || !a->tok || !a->pos || !a->xs || !a->xm || !a->rstd1 || !a->rstd2 || !a->q ||
+    if (!a->lens || !a->lm_from || !a->lm_n || !a->lm_base || !a->tok || !a->pos || !a->xs || !a->xm || !a->rstd1 || !a->rstd2 || !a->q ||
         !a->k || !a->v || !a->ao || !a->gate || !a->up || !a->xnf || !a->rstdf || !a->xn ||
         !a->proj || !a->hsw || !a->dx || !a->dxn || !a->dq || !a->dao || !a->dk || !a->dv ||
         !a->dh || !a->dgate || !a->dup) {
@@ -160,6 +166,11 @@ static int att_scratch(cllm_act *a, size_t per_thread) {
 
 int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
                        int B, int T, float *logits) {
+    return cllm_train_forward_lm(a, m, tokens, lens, B, T, NULL, NULL, logits);
+}
+
+int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
+                          int B, int T, const int *lm_from, const int *lm_n, float *logits) {
     const cllm_config *c = &m->cfg;
     if (a->m != m && memcmp(&a->m->cfg, c, sizeof *c))
         return cllm_error(CLLM_EINVAL, "training forward: activations were made for another model");
@@ -177,14 +188,22 @@ int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, cons
             if (id < 0 || id >= V)
                 return cllm_error(CLLM_EINVAL, "training forward: token id %d out of range [0, %d)", id, V);
         }
+        if (lm_from && (lm_from[b] < 0 || lm_n[b] < 0 || lm_n[b] > lens[b] - lm_from[b]))
+            return cllm_error(CLLM_EINVAL, "training forward: LM rows %d..%d of sequence %d (length %d)", lm_from[b],
+                              lm_from[b] + lm_n[b], b, lens[b]);
     }
     int rc = att_scratch(a, (size_t)2 * T);   /* forward needs T, backward 2T per thread */
     if (rc) return rc;
     a->B = 0;   /* until this forward has finished */
     int BTi = B * T;
     size_t BT = (size_t)BTi;
+    size_t base = 0;
     for (int b = 0; b < B; b++) {
         a->lens[b] = lens[b];
+        a->lm_from[b] = lm_from ? lm_from[b] : 0;   /* without windows: every real row, in (B, T, V) */
+        a->lm_n[b] = lm_from ? lm_n[b] : lens[b];
+        a->lm_base[b] = lm_from ? base : (size_t)b * T;
+        base += (size_t)a->lm_n[b];
         for (int t = 0; t < T; t++) {
             a->tok[(size_t)b * T + t] = t < lens[b] ? tokens[(size_t)b * T + t] : 0;
             a->pos[(size_t)b * T + t] = t;
@@ -227,8 +246,8 @@ int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, cons
     }
     rmsnorm_forward(a->xnf, a->rstdf, a->xs + (size_t)L * BT * C, m->out_norm, BTi, C, c->rms_eps);
     for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)b * T;
-        matmul_forward(logits + r0 * V, a->xnf + r0 * C, m->lm_head, NULL, lens[b], C, V);
+        size_t r0 = (size_t)b * T + (size_t)a->lm_from[b];
+        if (a->lm_n[b]) matmul_forward(logits + a->lm_base[b] * V, a->xnf + r0 * C, m->lm_head, NULL, a->lm_n[b], C, V);
     }
     a->B = B;
     a->T = T;
@@ -260,9 +279,10 @@ int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, 
     memset(dxn, 0, BT * C * sizeof(float));
     float *dlm = gslot(m, grads, m->lm_head);
     for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)b * T;
-        matmul_backward(dxn + r0 * C, dlm, NULL, dlogits + r0 * V, a->xnf + r0 * C, m->lm_head,
-                        a->lens[b], C, V);
+        size_t r0 = (size_t)b * T + (size_t)a->lm_from[b];
+        if (a->lm_n[b])
+            matmul_backward(dxn + r0 * C, dlm, NULL, dlogits + a->lm_base[b] * V, a->xnf + r0 * C, m->lm_head,
+                            a->lm_n[b], C, V);
     }
     rmsnorm_backward(dx, gslot(m, grads, m->out_norm), dxn, a->xs + (size_t)L * BT * C, m->out_norm,
                      a->rstdf, BTi, C);

@@ -38,8 +38,20 @@ void cllm_act_free(cllm_act *a);
 int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
                        int B, int T, float *logits);
 
-/* Backward of the last forward: dlogits (B, T, V) (rows >= lens[b] are
- * ignored); grads (n_params) += d loss / d params. 0 or CLLM_E*. */
+/* The same forward with the LM head on a window of rows per sequence only:
+ * rows t in [lm_from[b], lm_from[b] + lm_n[b]) of sequence b (within lens[b];
+ * lm_n[b] may be 0), their logits packed sequence after sequence into
+ * logits (sum of lm_n, V). Losses usually sit on a few rows of a long
+ * sequence (a CLLM window after its prompt): the LM head is ~20 % of a row's
+ * work for SmolLM2, and the (B, T, V) logits and dlogits of the full layout
+ * would be the largest buffers of a step. The backward pass then takes
+ * dlogits in this packed layout. */
+int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
+                          int B, int T, const int *lm_from, const int *lm_n, float *logits);
+
+/* Backward of the last forward: dlogits in that forward's layout, (B, T, V)
+ * (rows >= lens[b] are ignored) or packed windows; grads (n_params) +=
+ * d loss / d params. 0 or CLLM_E*. */
 int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, float *grads);
 
 #endif

@@ -301,6 +301,58 @@ out:
     cllm_model_free(&m);
 }
 
+/* cllm_train_forward_lm: the LM head on a window of rows per sequence gives
+ * those rows' logits (packed) equal to the full layout's, and a backward of
+ * packed dlogits equals the full layout's with zeros outside the windows;
+ * a window of 0 rows, a window at the last row, bad windows refused. */
+static void check_lm_windows(void) {
+    enum { B = 3, T = 9 };
+    cllm_config c = tiny_cfg(1, 1);
+    cllm_model m;
+    if (random_model(&m, &c, 78)) { CHECK(0); return; }
+    int V = c.vocab;
+    int lens[B] = {9, 5, 7}, from[B] = {3, 0, 6}, n[B] = {4, 0, 1};
+    int tok[B * T];
+    cllm_rng r;
+    cllm_rng_seed(&r, 4);
+    for (int i = 0; i < B * T; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    size_t NL = (size_t)B * T * V, NP = (size_t)(4 + 0 + 1) * V;
+    float *full = malloc(NL * sizeof(float)), *dfull = calloc(NL, sizeof(float));
+    float *packed = malloc(NP * sizeof(float)), *dpacked = malloc(NP * sizeof(float));
+    float *g = calloc(m.n_params, sizeof(float)), *gw = calloc(m.n_params, sizeof(float));
+    cllm_act *a = NULL;
+    CHECK_OK(cllm_act_init(&a, &m, B, T));
+    if (!full || !dfull || !packed || !dpacked || !g || !gw || !a) { CHECK(0); goto out; }
+    fill_uniform(dpacked, NP, 1.0f, &r);
+    CHECK_OK(cllm_train_forward(a, &m, tok, lens, B, T, full));
+    size_t p = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = from[b]; t < from[b] + n[b]; t++, p++)
+            memcpy(dfull + ((size_t)b * T + t) * V, dpacked + p * V, (size_t)V * sizeof(float));
+    CHECK_OK(cllm_train_backward(a, &m, dfull, g));
+    CHECK_OK(cllm_train_forward_lm(a, &m, tok, lens, B, T, from, n, packed));
+    CHECK_OK(cllm_train_backward(a, &m, dpacked, gw));
+    double el = 0;
+    p = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = from[b]; t < from[b] + n[b]; t++, p++) {
+            double e = max_relerr(packed + p * V, full + ((size_t)b * T + t) * V, V);
+            if (e > el) el = e;
+        }
+    double eg = max_relerr(gw, g, m.n_params);
+    CHECK_MSG(el <= 1e-6, "windowed logits vs full: relerr %.3g", el);
+    CHECK_MSG(eg <= 1e-6, "windowed backward vs full: relerr %.3g", eg);
+    printf("LM windows: logits relerr %.3g, gradients relerr %.3g\n", el, eg);
+    int bad_from[B] = {3, 0, 7}, bad_n[B] = {4, 0, 1};   /* sequence 2: rows 7..8 of a length-7 sequence */
+    CHECK(cllm_train_forward_lm(a, &m, tok, lens, B, T, bad_from, bad_n, packed) == CLLM_EINVAL);
+    int neg_n[B] = {4, -1, 1};
+    CHECK(cllm_train_forward_lm(a, &m, tok, lens, B, T, from, neg_n, packed) == CLLM_EINVAL);
+out:
+    cllm_act_free(a);
+    free(full); free(dfull); free(packed); free(dpacked); free(g); free(gw);
+    cllm_model_free(&m);
+}
+
 /* attention_backward above its threading threshold: 1 and 4 threads give the
  * same bits (each (sequence, kv head) pair is reduced by one thread). */
 static void check_attention_threads(void) {
@@ -497,6 +549,7 @@ int main(void) {
     TEST_OK("finite_diff");
 
     check_padding_accum_threads();
+    check_lm_windows();
     check_attention_threads();
     TEST_OK("padding_accum_threads");
 
