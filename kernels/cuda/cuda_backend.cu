@@ -21,6 +21,14 @@
  *   one stream synchronisation at the end.
  * Weights sit in one device allocation (256-byte aligned pieces), the
  * activations of a forward state in another.
+ *
+ * Set-up work (the weight upload, the cache and activation memsets, the cache
+ * copies of kv_grow) runs on the legacy stream, and the forward on a
+ * non-blocking stream, which is not ordered after the legacy stream: a
+ * cudaMemcpy from pageable memory may return before its DMA lands, and
+ * cudaMemset and device-to-device copies do not wait at all. So every
+ * function that queues such work ends with cudaDeviceSynchronize before the
+ * forward can read what it wrote (found by the CPU emulation, tests/cuemu/).
  */
 #include <math.h>
 #include <stdint.h>
@@ -258,6 +266,7 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
             }
         }
     }
+    rc = CUDA_CHECK(cudaDeviceSynchronize());   /* the uploads' DMA has landed (see the top) */
 out:
     free(stage);
     free(inv);
@@ -293,7 +302,8 @@ extern "C" int cllm_cuda_kv_init(cllm_cuda_kv *kv, const cllm_cuda_model *dm, in
     if (!kv->len) return cllm_error(CLLM_ENOMEM, "CUDA KV cache: out of host memory");
     if ((rc = CUDA_MALLOC(&kv->k, n, "the KV cache's keys")) ||
         (rc = CUDA_MALLOC(&kv->v, n, "the KV cache's values")) ||
-        (rc = CUDA_CHECK(cudaMemset(kv->k, 0, n))) || (rc = CUDA_CHECK(cudaMemset(kv->v, 0, n)))) {
+        (rc = CUDA_CHECK(cudaMemset(kv->k, 0, n))) || (rc = CUDA_CHECK(cudaMemset(kv->v, 0, n))) ||
+        (rc = CUDA_CHECK(cudaDeviceSynchronize()))) {   /* the memsets are done before any forward */
         cllm_cuda_kv_free(kv);
         return rc;
     }
@@ -349,6 +359,9 @@ extern "C" int cllm_cuda_kv_grow(cllm_cuda_kv *kv, int cap) {
                                             cudaMemcpyDeviceToDevice))))
                 goto fail;
         }
+    /* the copies (asynchronous: device to device) are done before the old
+     * cache goes and the forward reads the new one */
+    if ((rc = CUDA_CHECK(cudaDeviceSynchronize()))) goto fail;
     (void)cudaFree(kv->k);
     (void)cudaFree(kv->v);
     kv->k = nk.k;
@@ -438,7 +451,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     state_layout(s, dm, max_rows, &a);
     memset(s->meta_h, 0, 4 * R * sizeof(int));
     /* padding rows are read by the products: finite from the start */
-    if ((rc = CUDA_CHECK(cudaMemset(s->mem, 0, bytes)))) {
+    if ((rc = CUDA_CHECK(cudaMemset(s->mem, 0, bytes))) || (rc = CUDA_CHECK(cudaDeviceSynchronize()))) {
         cllm_cuda_fwd_free(f);
         return rc;
     }

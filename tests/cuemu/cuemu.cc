@@ -1,0 +1,1006 @@
+/* cuemu.cc: a CPU emulation of the CUDA runtime and cuBLAS subset that
+ * kernels/cuda/ uses (headers in tests/cuemu/include/; docs/CUDA.md, "CPU
+ * emulation"). It runs the unchanged .cu files so that their logic can be
+ * tested on machines without a GPU, and it is strict where the GPU would be
+ * strict or silently wrong:
+ *
+ *  - Kernels: blocks run one after another; each CUDA thread of a block is a
+ *    fiber. __syncthreads is a barrier over the block's live threads; a warp
+ *    shuffle is a barrier over the lanes of its mask and aborts (with the
+ *    kernel, block and lane) when a lane of the mask has exited, waits at
+ *    __syncthreads or at another shuffle. Launch configurations are checked
+ *    (block size, grid limits, dynamic shared memory against 48 KiB or the
+ *    kernel's cudaFuncSetAttribute limit, 227 KiB at most).
+ *  - Memory: each cudaMalloc is its own allocation (so -fsanitize=address
+ *    catches a kernel's out-of-bounds access), filled with 0xFF bytes (NaN in
+ *    fp32 and bf16) as is every block's shared memory, so reading what was
+ *    never written shows. Copies, memsets and cuBLAS operands must lie inside
+ *    one allocation of the right kind, or the program aborts with a message.
+ *  - Streams are lazy: an operation runs only when something waits for it
+ *    (cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree, a copy into
+ *    pageable memory...), in an order the CUDA rules allow: in stream order,
+ *    the legacy stream ordered with blocking streams, non-blocking streams
+ *    ordered with nothing. So host code that reads results without waiting,
+ *    or that relies on an order the rules do not give, sees stale (0xFF)
+ *    data. Waiting on a stream while an unordered stream still holds earlier
+ *    work prints a note. CUEMU_SYNC=1 runs every operation at once instead.
+ *  - Graphs: operations issued to a capturing stream are recorded (kernel
+ *    arguments and cuBLAS scalars by value, copies by pointer) and replayed
+ *    by cudaGraphLaunch. Synchronising a capturing stream or copying pageable
+ *    memory into the capture invalidates it.
+ *  - One device, sm_90, 132 SMs, 80 GiB (an H100 SXM). CUEMU_DEVICES=0:
+ *    cudaGetDeviceCount reports no device.
+ *  - CUEMU_ORDER=rev runs blocks, warps and lanes in reverse order: a kernel
+ *    whose result changes with it depends on an order CUDA does not promise.
+ *
+ * What it cannot show: races between threads that its fixed order hides
+ * (run CUEMU_ORDER=rev), device math (expf, sincosf are glibc's here),
+ * nvcc's FMA contraction, cuBLAS' own algorithms and rounding, performance. */
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include <deque>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_bf16.h"
+#include "cuda_runtime.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define CUEMU_ASAN 1
+#else
+#define CUEMU_ASAN 0
+#endif
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+uint3 *cuemu_tid_ptr;
+uint3 cuemu_bid;
+dim3 cuemu_bdim, cuemu_gdim;
+
+namespace {
+
+[[noreturn]] __attribute__((format(printf, 1, 2))) void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("cuemu: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort();
+}
+
+bool env_is(const char *name, const char *value) {
+    const char *e = getenv(name);
+    return e && !strcmp(e, value);
+}
+
+cudaError_t g_last = cudaSuccess;
+cudaError_t err(cudaError_t e) {
+    if (e != cudaSuccess) g_last = e;
+    return e;
+}
+
+const size_t DEVICE_BYTES = (size_t)80 << 30;
+const int SMEM_DEFAULT = 48 << 10, SMEM_OPTIN = 232448;
+
+/* ---- memory ----------------------------------------------------------------- */
+
+struct Alloc {
+    size_t size;
+    bool pinned;   /* cudaMallocHost, else device memory */
+};
+std::map<uintptr_t, Alloc> g_mem;
+size_t g_dev_used;
+
+/* The allocation holding [p, p + n), or NULL (also when it spans two). */
+const Alloc *find(const void *p, size_t n, uintptr_t *base = nullptr) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = g_mem.upper_bound(a);
+    if (it == g_mem.begin()) return nullptr;
+    --it;
+    if (a < it->first || a - it->first > it->second.size || n > it->second.size - (a - it->first)) return nullptr;
+    if (base) *base = it->first;
+    return &it->second;
+}
+bool is_device(const void *p, size_t n) {
+    const Alloc *a = find(p, n ? n : 1);
+    return a && !a->pinned;
+}
+bool is_pinned(const void *p, size_t n) {
+    const Alloc *a = find(p, n ? n : 1);
+    return a && a->pinned;
+}
+/* Any byte of [p, p + n) inside device memory? (a host range must not be) */
+bool touches_device(const void *p, size_t n) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = g_mem.upper_bound(a + (n ? n : 1) - 1);
+    if (it == g_mem.begin()) return false;
+    --it;
+    return !it->second.pinned && it->first + it->second.size > a;
+}
+void need_device(const char *call, const char *what, const void *p, size_t n) {
+    if (n && !is_device(p, n))
+        fail("%s: %s %p (%zu bytes) is not inside one cudaMalloc allocation", call, what, p, n);
+}
+void need_host(const char *call, const char *what, const void *p, size_t n) {
+    if (n && touches_device(p, n)) fail("%s: %s %p (%zu bytes) is device memory, the copy's kind says host", call, what, p, n);
+}
+
+/* ---- streams ------------------------------------------------------------------ */
+
+struct Op {
+    uint64_t seq;
+    std::function<void()> run;
+    std::string what;
+};
+
+}  // namespace
+
+struct CUgraph_st {
+    std::vector<Op> ops;
+};
+struct CUgraphExec_st {
+    std::vector<Op> ops;
+};
+struct CUstream_st {
+    unsigned flags;
+    std::deque<Op> q;
+    CUgraph_st *capture;   /* non-NULL while capturing */
+    bool invalidated;      /* the capture broke a rule: EndCapture fails */
+};
+
+namespace {
+
+CUstream_st g_legacy = {cudaStreamDefault, {}, nullptr, false};
+std::vector<CUstream_st *> g_streams = {&g_legacy};
+uint64_t g_seq;
+int g_notes;
+
+CUstream_st *S(cudaStream_t s) { return s ? s : &g_legacy; }
+bool blocking(const CUstream_st *s) { return !(s->flags & cudaStreamNonBlocking); }
+/* Implicit ordering: the legacy stream with every blocking stream (not two
+ * blocking streams with each other); non-blocking streams with nothing. */
+bool ordered(const CUstream_st *a, const CUstream_st *b) {
+    return a == b || ((a == &g_legacy || b == &g_legacy) && blocking(a) && blocking(b));
+}
+bool known_stream(const CUstream_st *s) {
+    for (CUstream_st *x : g_streams)
+        if (x == s) return true;
+    return false;
+}
+
+/* Run s's operations issued up to seq `upto`, each after what it is ordered
+ * behind: the legacy stream behind earlier work of blocking streams, and
+ * blocking streams behind earlier legacy work. */
+void drain(CUstream_st *s, uint64_t upto) {
+    while (!s->q.empty() && s->q.front().seq <= upto) {
+        uint64_t seq = s->q.front().seq;
+        for (CUstream_st *o : g_streams)
+            if (o != s && ordered(o, s)) drain(o, seq - 1);
+        Op op = std::move(s->q.front());
+        s->q.pop_front();
+        op.run();
+    }
+}
+
+/* A host wait for all of s's work: note unordered streams that still hold
+ * work issued before it (the waiter may be relying on an order CUDA does not
+ * give; if results then come out stale, that is why). */
+void wait_stream(CUstream_st *s) {
+    if (s->q.empty()) return;
+    uint64_t last = s->q.back().seq;
+    for (CUstream_st *o : g_streams)
+        if (!ordered(o, s) && !o->q.empty() && o->q.front().seq < last && g_notes < 20) {
+            g_notes++;
+            fprintf(stderr,
+                    "cuemu: note: waiting for %s stream %p while %zu operation(s) issued earlier on the %s "
+                    "stream %p are pending, with no ordering between the two (first: %s)\n",
+                    s == &g_legacy ? "the legacy" : blocking(s) ? "blocking" : "non-blocking", (void *)s,
+                    o->q.size(), o == &g_legacy ? "legacy" : blocking(o) ? "blocking" : "non-blocking", (void *)o,
+                    o->q.front().what.c_str());
+        }
+    drain(s, last);
+}
+
+void wait_all() {
+    for (;;) {   /* issue order across streams: a legal order for everything pending */
+        CUstream_st *first = nullptr;
+        for (CUstream_st *o : g_streams)
+            if (!o->q.empty() && (!first || o->q.front().seq < first->q.front().seq)) first = o;
+        if (!first) return;
+        drain(first, first->q.front().seq);
+    }
+}
+
+bool eager() {
+    static int e = -1;
+    if (e < 0) e = env_is("CUEMU_SYNC", "1");
+    return e;
+}
+
+/* Queue (or record, while capturing) one operation. */
+cudaError_t enqueue(cudaStream_t st, std::function<void()> run, std::string what) {
+    CUstream_st *s = S(st);
+    if (!known_stream(s)) return err(cudaErrorInvalidResourceHandle);
+    Op op{++g_seq, std::move(run), std::move(what)};
+    if (s->capture) {
+        s->capture->ops.push_back(std::move(op));
+        return cudaSuccess;
+    }
+    s->q.push_back(std::move(op));
+    if (eager()) wait_all();
+    return cudaSuccess;
+}
+
+/* ---- fibers ------------------------------------------------------------------- */
+
+enum { NEW, READY, AT_SYNC, AT_SHFL, DONE };
+enum { MAX_THREADS = 1024, STACK = CUEMU_ASAN ? 256 << 10 : 32 << 10 };
+
+struct Thread {
+    void *sp;              /* saved stack pointer while switched out */
+#if !defined(__x86_64__)
+    ucontext_t uc;
+#endif
+    uint3 idx;
+    int state;
+    /* the pending shuffle */
+    unsigned mask;
+    int op, arg, width;
+    uint64_t val, out;
+    void *fake_stack;      /* AddressSanitizer's bookkeeping across switches */
+};
+
+Thread g_th[MAX_THREADS];
+Thread *g_cur;
+char *g_stacks;            /* MAX_THREADS stacks, each with a guard page below */
+void *g_sched_sp;
+#if !defined(__x86_64__)
+ucontext_t g_sched_uc;
+#endif
+#if CUEMU_ASAN
+const void *g_sched_bottom;
+size_t g_sched_size;
+#endif
+const std::function<void()> *g_body;
+
+const char *g_kernel;      /* the running grid, for messages */
+
+char *stack_of(int i) { return g_stacks + (size_t)i * STACK; }
+
+}  // namespace
+
+#if defined(__x86_64__)
+/* cuemu_switch(&save, to): push the callee-saved registers on the current
+ * stack, store the stack pointer in *save, continue on the stack `to` (saved
+ * the same way, or made by ctx_init). The FP control words (MXCSR, x87) are
+ * not switched: every fiber runs with the host thread's, and no kernel changes
+ * them (saving them tripled the cost of a switch). */
+extern "C" void cuemu_switch(void **save, void *to);
+asm(".text\n"
+    ".globl cuemu_switch\n"
+    ".type cuemu_switch,@function\n"
+    "cuemu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size cuemu_switch, .-cuemu_switch\n");
+#endif
+
+namespace {
+
+[[noreturn]] void fiber_main();
+
+/* A fresh context on thread i's stack that starts in fiber_main. */
+void ctx_init(int i) {
+    /* the tops staggered by 64-byte lines: at equal offsets modulo 4 KiB every
+     * fiber's frames would fall into the same L1 sets */
+    char *lo = stack_of(i) + 4096, *top = stack_of(i) + STACK - (size_t)(i * 7 % 64) * 64;
+#if CUEMU_ASAN
+    __asan_unpoison_memory_region(lo, (size_t)(top - lo));
+#endif
+    (void)lo;
+#if defined(__x86_64__)
+    uint64_t *sp = (uint64_t *)top;
+    *--sp = 0;                          /* fiber_main's return address: never used */
+    *--sp = (uint64_t)(uintptr_t)&fiber_main;
+    for (int r = 0; r < 6; r++) *--sp = 0;   /* rbp, rbx, r12-r15 */
+    g_th[i].sp = sp;
+#else
+    getcontext(&g_th[i].uc);
+    g_th[i].uc.uc_stack.ss_sp = lo;
+    g_th[i].uc.uc_stack.ss_size = (size_t)(top - lo);
+    g_th[i].uc.uc_link = nullptr;
+    makecontext(&g_th[i].uc, (void (*)())fiber_main, 0);
+#endif
+}
+
+/* scheduler -> thread t */
+void resume(Thread *t) {
+    g_cur = t;
+    cuemu_tid_ptr = &t->idx;
+    int i = (int)(t - g_th);
+#if CUEMU_ASAN
+    void *fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, stack_of(i) + 4096, STACK - 4096);
+#endif
+#if defined(__x86_64__)
+    cuemu_switch(&g_sched_sp, t->sp);
+#else
+    swapcontext(&g_sched_uc, &t->uc);
+#endif
+#if CUEMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+    (void)i;
+}
+
+/* thread -> scheduler, waiting in `state` (DONE: for good) */
+void yield(int state) {
+    Thread *t = g_cur;
+    t->state = state;
+#if CUEMU_ASAN
+    __sanitizer_start_switch_fiber(state == DONE ? nullptr : &t->fake_stack, g_sched_bottom, g_sched_size);
+#endif
+#if defined(__x86_64__)
+    cuemu_switch(&t->sp, g_sched_sp);
+#else
+    swapcontext(&t->uc, &g_sched_uc);
+#endif
+#if CUEMU_ASAN
+    __sanitizer_finish_switch_fiber(t->fake_stack, &g_sched_bottom, &g_sched_size);
+#endif
+}
+
+[[noreturn]] void fiber_main() {
+#if CUEMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &g_sched_bottom, &g_sched_size);
+#endif
+    (*g_body)();
+    yield(DONE);
+    fail("a finished CUDA thread was resumed");
+}
+
+const char *shfl_name(int op) {
+    static const char *n[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__syncwarp"};
+    return n[op];
+}
+
+[[noreturn]] void warp_fail(int op, int lo, int lane, const char *what) {
+    fail("kernel %s, block (%u,%u,%u), warp %d: %s: lane %d %s", g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z,
+         lo / 32, shfl_name(op), lane, what);
+}
+
+/* The lanes of warp [lo, hi) wait in a shuffle: check that the mask's lanes
+ * all take part in the same one (the same operation, mask and width; the
+ * lane argument may differ), and hand out the values. */
+void resolve_shuffle(int lo, int hi) {
+    int first = -1;
+    for (int i = lo; i < hi && first < 0; i++)
+        if (g_th[i].state == AT_SHFL) first = i;
+    const Thread &f = g_th[first];
+    unsigned mask = f.mask;
+    int width = f.width, op = f.op;
+    if (width < 1 || width > 32 || (width & (width - 1))) warp_fail(op, lo, first - lo, "passes a bad width");
+    for (int l = 0; l < 32; l++) {
+        bool in = mask >> l & 1u;
+        if (lo + l >= hi) {
+            if (in) warp_fail(op, lo, l, "is named by the mask, but the block has no such thread");
+            continue;
+        }
+        const Thread &t = g_th[lo + l];
+        if (!in) {
+            if (t.state == AT_SHFL) warp_fail(op, lo, l, "waits with another mask (cuemu takes one group per warp)");
+            continue;
+        }
+        if (t.state == DONE) warp_fail(op, lo, l, "is named by the mask but has exited");
+        if (t.state == AT_SYNC) warp_fail(op, lo, l, "is named by the mask but waits at __syncthreads");
+        if (t.op != op || t.mask != mask || t.width != width)
+            warp_fail(op, lo, l, "waits in a different shuffle (operation, mask or width differ)");
+    }
+    for (int l = 0; l < 32; l++) {
+        if (!(mask >> l & 1u)) continue;
+        Thread &t = g_th[lo + l];
+        int seg = l & ~(width - 1), src = l;
+        switch (t.op) {
+        case CUEMU_SHFL_IDX: src = seg + (t.arg & (width - 1)); break;
+        case CUEMU_SHFL_UP: src = l - t.arg >= seg ? l - t.arg : l; break;
+        case CUEMU_SHFL_DOWN: src = l + t.arg < seg + width ? l + t.arg : l; break;
+        case CUEMU_SHFL_XOR: src = (l ^ t.arg) < seg + width && (l ^ t.arg) >= seg ? l ^ t.arg : l; break;
+        default: break;
+        }
+        if (!(mask >> src & 1u)) warp_fail(op, lo, l, "reads a lane outside the mask (an undefined value)");
+        t.out = g_th[lo + src].val;
+    }
+    for (int l = 0; l < 32; l++)
+        if (mask >> l & 1u) g_th[lo + l].state = READY;
+}
+
+/* per-block shared memory */
+std::vector<std::pair<const void *, void *>> g_shared;
+void *g_dyn;
+size_t g_dyn_bytes;
+
+void *nan_alloc(size_t n, size_t align) {
+    void *p = nullptr;
+    if (posix_memalign(&p, align, n ? n : 1)) fail("out of host memory (%zu bytes)", n);
+    memset(p, 0xff, n);
+    return p;
+}
+
+bool reverse_order() {
+    static int r = -1;
+    if (r < 0) r = env_is("CUEMU_ORDER", "rev");
+    return r;
+}
+
+void run_block(int n) {
+    bool rev = reverse_order();
+    int nw = (n + 31) / 32;
+    for (int i = 0; i < n; i++) g_th[i].state = NEW;
+    g_dyn = g_dyn_bytes ? nan_alloc(g_dyn_bytes, 16) : nullptr;
+    for (;;) {
+        for (int wi = 0; wi < nw; wi++) {
+            int w = rev ? nw - 1 - wi : wi, lo = w * 32, hi = lo + 32 < n ? lo + 32 : n;
+            for (;;) {   /* run the warp's lanes until each waits or has exited */
+                bool shfl = false;
+                for (int li = 0; li < hi - lo; li++) {
+                    int i = rev ? hi - 1 - li : lo + li;
+                    Thread &t = g_th[i];
+                    if (t.state == NEW) {
+                        ctx_init(i);
+                        t.state = READY;
+                    }
+                    if (t.state == READY) resume(&t);
+                    shfl |= t.state == AT_SHFL;
+                }
+                if (!shfl) break;
+                resolve_shuffle(lo, hi);
+            }
+        }
+        bool waiting = false;
+        for (int i = 0; i < n; i++)
+            if (g_th[i].state == AT_SYNC) {
+                g_th[i].state = READY;
+                waiting = true;
+            }
+        if (!waiting) break;
+    }
+    for (auto &s : g_shared) free(s.second);
+    g_shared.clear();
+    free(g_dyn);
+    g_dyn = nullptr;
+}
+
+void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    if (!g_stacks) {
+        size_t bytes = (size_t)MAX_THREADS * STACK;
+        void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) fail("cannot map the fibers' stacks");
+        g_stacks = (char *)p;
+        for (int i = 0; i < MAX_THREADS; i++) mprotect(stack_of(i), 4096, PROT_NONE);   /* overflow guard */
+    }
+    int n = (int)(block.x * block.y * block.z);
+    for (int i = 0; i < n; i++)
+        g_th[i].idx = uint3{(unsigned)i % block.x, (unsigned)i / block.x % block.y, (unsigned)i / (block.x * block.y)};
+    g_kernel = name;
+    g_body = &body;
+    g_dyn_bytes = smem;
+    cuemu_bdim = block;
+    cuemu_gdim = grid;
+    bool rev = reverse_order();
+    size_t nb = (size_t)grid.x * grid.y * grid.z;
+    for (size_t bi = 0; bi < nb; bi++) {
+        size_t b = rev ? nb - 1 - bi : bi;
+        cuemu_bid = uint3{(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((size_t)grid.x * grid.y))};
+        run_block(n);
+    }
+    cuemu_tid_ptr = nullptr;
+    g_cur = nullptr;
+}
+
+std::map<const void *, int> g_smem_limit;   /* cudaFuncAttributeMaxDynamicSharedMemorySize */
+
+}  // namespace
+
+/* ---- device-side entry points ---------------------------------------------- */
+
+void __syncthreads(void) {
+    if (!g_cur) fail("__syncthreads outside a kernel");
+    yield(AT_SYNC);
+}
+
+uint64_t cuemu_shfl(unsigned mask, uint64_t bits, int op, int arg, int width) {
+    if (!g_cur) fail("%s outside a kernel", shfl_name(op));
+    Thread *t = g_cur;
+    t->mask = mask;
+    t->op = op;
+    t->arg = arg;
+    t->width = width;
+    t->val = bits;
+    yield(AT_SHFL);
+    return t->out;
+}
+
+void *cuemu_shared(const void *key, size_t bytes) {
+    if (!g_cur) fail("__shared__ memory outside a kernel");
+    for (auto &s : g_shared)
+        if (s.first == key) return s.second;
+    void *p = nan_alloc(bytes, 16);
+    g_shared.emplace_back(key, p);
+    return p;
+}
+
+void *cuemu_dyn_smem(void) {
+    if (!g_cur) fail("extern __shared__ memory outside a kernel");
+    return g_dyn;
+}
+
+void cuemu::launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                   std::function<void()> body) {
+    unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
+    if (!threads || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || !grid.x || !grid.y ||
+        !grid.z || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
+        fprintf(stderr, "cuemu: launch of %s: invalid configuration grid (%u,%u,%u) block (%u,%u,%u)\n", name,
+                grid.x, grid.y, grid.z, block.x, block.y, block.z);
+        err(cudaErrorInvalidConfiguration);
+        return;
+    }
+    auto lim = g_smem_limit.find(fn);
+    size_t limit = lim == g_smem_limit.end() ? SMEM_DEFAULT : (size_t)lim->second;
+    if (smem > limit) {
+        fprintf(stderr, "cuemu: launch of %s: %zu bytes of dynamic shared memory, the kernel's limit is %zu%s\n", name,
+                smem, limit, lim == g_smem_limit.end() ? " (48 KiB unless cudaFuncSetAttribute raises it)" : "");
+        err(cudaErrorInvalidValue);
+        return;
+    }
+    char what[256];
+    snprintf(what, sizeof what, "kernel %s <<<(%u,%u,%u), (%u,%u,%u), %zu>>>", name, grid.x, grid.y, grid.z, block.x,
+             block.y, block.z, smem);
+    std::string nm = name;
+    enqueue(s, [nm, grid, block, smem, body]() { run_grid(nm.c_str(), grid, block, smem, body); }, what);
+}
+
+/* ---- runtime API ------------------------------------------------------------ */
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int *n) {
+    if (env_is("CUEMU_DEVICES", "0")) {
+        *n = 0;
+        return err(cudaErrorNoDevice);
+    }
+    *n = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *dev) {
+    *dev = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : err(cudaErrorInvalidDevice); }
+cudaError_t cudaDriverGetVersion(int *v) {
+    *v = 13000;
+    return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = 13000;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
+    if (dev != 0) return err(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "cuemu (CPU emulation of an H100)");
+    p->totalGlobalMem = DEVICE_BYTES;
+    p->sharedMemPerBlock = SMEM_DEFAULT;
+    p->sharedMemPerBlockOptin = SMEM_OPTIN;
+    p->sharedMemPerMultiprocessor = 233472;
+    p->regsPerBlock = 65536;
+    p->warpSize = 32;
+    p->maxThreadsPerBlock = 1024;
+    p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024;
+    p->maxThreadsDim[2] = 64;
+    p->maxGridSize[0] = 0x7fffffff;
+    p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 132;
+    p->maxThreadsPerMultiProcessor = 2048;
+    p->l2CacheSize = 50 << 20;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int dev) {
+    if (dev != 0) return err(cudaErrorInvalidDevice);
+    switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = SMEM_DEFAULT; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMultiProcessorCount: *value = 132; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = 233472; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = SMEM_OPTIN; break;
+    default: return err(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute attr, int value) {
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;   /* carveout: a hint */
+    if (value < 0 || value > SMEM_OPTIN) return err(cudaErrorInvalidValue);
+    g_smem_limit[fn] = value;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    wait_all();
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = g_last;
+    g_last = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return g_last; }
+
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+#define N(x) \
+    case x: return #x;
+        N(cudaSuccess) N(cudaErrorInvalidValue) N(cudaErrorMemoryAllocation) N(cudaErrorInitializationError)
+        N(cudaErrorInvalidConfiguration) N(cudaErrorInvalidDevicePointer) N(cudaErrorInvalidMemcpyDirection)
+        N(cudaErrorInsufficientDriver) N(cudaErrorNoDevice) N(cudaErrorInvalidDevice)
+        N(cudaErrorNoKernelImageForDevice) N(cudaErrorInvalidResourceHandle) N(cudaErrorIllegalState)
+        N(cudaErrorIllegalAddress) N(cudaErrorLaunchOutOfResources) N(cudaErrorNotSupported)
+        N(cudaErrorStreamCaptureUnsupported) N(cudaErrorStreamCaptureInvalidated) N(cudaErrorStreamCaptureUnmatched)
+#undef N
+    }
+    return "cudaErrorUnknown";
+}
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    default: return cudaGetErrorName(e);
+    }
+}
+
+/* memory */
+
+cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = nullptr;
+    if (g_dev_used + n > DEVICE_BYTES) return err(cudaErrorMemoryAllocation);
+    *p = nan_alloc(n, 256);   /* cudaMalloc's alignment; never-written bytes read as NaN */
+    g_mem[(uintptr_t)*p] = Alloc{n, false};
+    g_dev_used += n;
+    return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t n) {
+    *p = nan_alloc(n, 4096);
+    g_mem[(uintptr_t)*p] = Alloc{n, true};
+    return cudaSuccess;
+}
+static cudaError_t free_alloc(void *p, bool pinned, const char *call) {
+    if (!p) return cudaSuccess;
+    auto it = g_mem.find((uintptr_t)p);
+    if (it == g_mem.end() || it->second.pinned != pinned)
+        fail("%s(%p): not a live %s allocation (double free, or the wrong kind)", call, p, pinned ? "cudaMallocHost" : "cudaMalloc");
+    wait_all();   /* cudaFree synchronises the device; pending work may still use the memory */
+    if (!pinned) g_dev_used -= it->second.size;
+    g_mem.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) { return free_alloc(p, false, "cudaFree"); }
+cudaError_t cudaFreeHost(void *p) { return free_alloc(p, true, "cudaFreeHost"); }
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = DEVICE_BYTES - g_dev_used;
+    *total_bytes = DEVICE_BYTES;
+    return cudaSuccess;
+}
+
+/* Check a copy's pointers against its kind; `kind` resolved for Default. */
+static cudaMemcpyKind check_copy(const char *call, void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
+    if (kind == cudaMemcpyDefault) {
+        bool sd = is_device(src, n), dd = is_device(dst, n);
+        kind = sd ? (dd ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost)
+                  : (dd ? cudaMemcpyHostToDevice : cudaMemcpyHostToHost);
+    }
+    bool dd = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    bool sd = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if (dd) need_device(call, "destination", dst, n);
+    else need_host(call, "destination", dst, n);
+    if (sd) need_device(call, "source", src, n);
+    else need_host(call, "source", src, n);
+    return kind;
+}
+
+static std::string copy_what(const char *call, void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
+    static const char *k[] = {"HtoH", "HtoD", "DtoH", "DtoD"};
+    char b[160];
+    snprintf(b, sizeof b, "%s %s %zu bytes %p -> %p", call, k[kind], n, src, dst);
+    return b;
+}
+
+/* One copy on stream st. Pageable host memory is staged at the call (its
+ * bytes are taken now, as the driver does); pinned memory is read or written
+ * when the copy runs. */
+static cudaError_t copy_on(const char *call, void *dst, const void *src, size_t n, cudaMemcpyKind kind,
+                           cudaStream_t st) {
+    kind = check_copy(call, dst, src, n, kind);
+    if (!n) return cudaSuccess;
+    std::string what = copy_what(call, dst, src, n, kind);
+    bool pageable_src = (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost) && !is_pinned(src, n);
+    bool pageable_dst = (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !is_pinned(dst, n);
+    CUstream_st *s = S(st);
+    if (s->capture && (pageable_src || pageable_dst)) {
+        s->invalidated = true;
+        fprintf(stderr, "cuemu: %s: pageable host memory in a stream capture\n", what.c_str());
+        return err(cudaErrorStreamCaptureUnsupported);
+    }
+    if (pageable_src) {
+        std::vector<char> staged((const char *)src, (const char *)src + n);
+        return enqueue(st, [dst, staged]() { memcpy(dst, staged.data(), staged.size()); }, what);
+    }
+    return enqueue(st, [dst, src, n]() { memcpy(dst, src, n); }, what);
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+    return copy_on("cudaMemcpyAsync", dst, src, n, kind, s);
+}
+
+/* cudaMemcpy (the legacy stream; CUDA's "API synchronization behavior"):
+ * returns once a copy into host memory has landed, or a copy from pinned
+ * memory is done; a copy from pageable memory returns once staged (its DMA
+ * may still be pending) and a device-to-device copy does not wait at all. */
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
+    kind = check_copy("cudaMemcpy", dst, src, n, kind);
+    bool pageable = kind == cudaMemcpyHostToDevice && !is_pinned(src, n);
+    if (pageable) wait_stream(&g_legacy);   /* "a stream sync is performed before the copy is initiated" */
+    cudaError_t e = copy_on("cudaMemcpy", dst, src, n, kind, nullptr);
+    if (!e && kind != cudaMemcpyDeviceToDevice && !pageable) wait_stream(&g_legacy);
+    return e;
+}
+
+static cudaError_t memset_on(const char *call, void *p, int value, size_t n, cudaStream_t st) {
+    need_device(call, "destination", p, n);
+    if (!n) return cudaSuccess;
+    char what[128];
+    snprintf(what, sizeof what, "%s %zu bytes at %p", call, n, p);
+    return enqueue(st, [p, value, n]() { memset(p, value, n); }, what);
+}
+/* cudaMemset on device memory is asynchronous to the host (legacy stream). */
+cudaError_t cudaMemset(void *p, int value, size_t n) { return memset_on("cudaMemset", p, value, n, nullptr); }
+cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
+    return memset_on("cudaMemsetAsync", p, value, n, s);
+}
+
+/* streams and graphs */
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    *s = new CUstream_st{flags, {}, nullptr, false};
+    g_streams.push_back(*s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (!s || !known_stream(s)) return err(cudaErrorInvalidResourceHandle);
+    drain(s, UINT64_MAX);   /* work already issued still completes */
+    for (size_t i = 0; i < g_streams.size(); i++)
+        if (g_streams[i] == s) g_streams.erase(g_streams.begin() + (long)i);
+    delete s->capture;
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t st) {
+    CUstream_st *s = S(st);
+    if (!known_stream(s)) return err(cudaErrorInvalidResourceHandle);
+    if (s->capture) {
+        s->invalidated = true;
+        fprintf(stderr, "cuemu: cudaStreamSynchronize on a capturing stream\n");
+        return err(cudaErrorStreamCaptureUnsupported);
+    }
+    wait_stream(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode mode) {
+    CUstream_st *s = S(st);
+    if (s == &g_legacy) return err(cudaErrorStreamCaptureUnsupported);
+    if (s->capture) return err(cudaErrorIllegalState);
+    (void)mode;
+    s->capture = new CUgraph_st;
+    s->invalidated = false;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g) {
+    CUstream_st *s = S(st);
+    *g = nullptr;
+    if (!s->capture) return err(cudaErrorIllegalState);
+    CUgraph_st *graph = s->capture;
+    s->capture = nullptr;
+    if (s->invalidated) {
+        delete graph;
+        return err(cudaErrorStreamCaptureInvalidated);
+    }
+    *g = graph;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags) {
+    (void)flags;
+    if (!g) return err(cudaErrorInvalidValue);
+    *exec = new CUgraphExec_st{g->ops};
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (!exec) return err(cudaErrorInvalidValue);
+    std::vector<Op> ops = exec->ops;   /* the exec may be destroyed before it runs */
+    return enqueue(s, [ops]() { for (const Op &op : ops) op.run(); }, "cudaGraphLaunch");
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    delete g;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+
+/* ---- cuBLAS --------------------------------------------------------------------- */
+
+}  // extern "C"
+
+struct cublasContext {
+    cudaStream_t stream;
+    void *ws;
+    size_t ws_bytes;
+};
+
+extern "C" {
+
+cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    }
+    *h = new cublasContext{nullptr, nullptr, 0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    h->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasGetStream(cublasHandle_t h, cudaStream_t *s) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    *s = h->stream;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    need_device("cublasSetWorkspace", "workspace", ws, bytes);
+    if ((uintptr_t)ws % 256) return CUBLAS_STATUS_INVALID_VALUE;
+    h->ws = ws;
+    h->ws_bytes = bytes;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+    (void)mode;
+    return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+const char *cublasGetStatusName(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+    }
+}
+const char *cublasGetStatusString(cublasStatus_t s) { return cublasGetStatusName(s); }
+
+}  // extern "C"
+
+namespace {
+
+size_t elem_size(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
+float load(const void *p, cudaDataType t, size_t i) {
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+
+/* Elements spanned by a column-major rows x cols operand with leading dimension ld. */
+size_t span(int rows, int cols, int ld) { return rows && cols ? (size_t)ld * (size_t)(cols - 1) + (size_t)rows : 0; }
+
+void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const void *A,
+          cudaDataType At, int lda, const void *B, cudaDataType Bt, int ldb, float beta, void *C, cudaDataType Ct,
+          int ldc) {
+    /* op(A) (m x k) row by row and op(B) (k x n) column by column, as fp32, so
+     * that every output is one contiguous dot product (fp32 accumulation) */
+    std::vector<float> a((size_t)m * k), b((size_t)n * k);
+    for (int i = 0; i < m; i++)
+        for (int l = 0; l < k; l++)
+            a[(size_t)i * k + l] = load(A, At, ta == CUBLAS_OP_N ? i + (size_t)l * lda : l + (size_t)i * lda);
+    for (int j = 0; j < n; j++)
+        for (int l = 0; l < k; l++)
+            b[(size_t)j * k + l] = load(B, Bt, tb == CUBLAS_OP_N ? l + (size_t)j * ldb : j + (size_t)l * ldb);
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            const float *x = &a[(size_t)i * k], *y = &b[(size_t)j * k];
+            float s = 0.0f;
+            for (int l = 0; l < k; l++) s += x[l] * y[l];
+            size_t c = i + (size_t)j * ldc;
+            float v = alpha * s;
+            if (beta != 0.0f) v += beta * load(C, Ct, c);   /* beta 0: C is not read (NaN stays out) */
+            if (Ct == CUDA_R_32F) ((float *)C)[c] = v;
+            else ((__nv_bfloat16 *)C)[c] = __float2bfloat16(v);
+        }
+}
+
+}  // namespace
+
+extern "C" cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                       int k, const void *alpha, const void *A, cudaDataType At, int lda,
+                                       const void *B, cudaDataType Bt, int ldb, const void *beta, void *C,
+                                       cudaDataType Ct, int ldc, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+    (void)algo;
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if ((ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T) || m < 0 || n < 0 ||
+        k < 0)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    int ra = ta == CUBLAS_OP_N ? m : k, ca = ta == CUBLAS_OP_N ? k : m;   /* A as stored: ra x ca */
+    int rb = tb == CUBLAS_OP_N ? k : n, cb = tb == CUBLAS_OP_N ? n : k;
+    if (lda < (ra > 1 ? ra : 1) || ldb < (rb > 1 ? rb : 1) || ldc < (m > 1 ? m : 1)) {
+        fprintf(stderr, "cuemu: cublasGemmEx: leading dimension too small (m %d n %d k %d, lda %d ldb %d ldc %d)\n", m,
+                n, k, lda, ldb, ldc);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    bool types = compute == CUBLAS_COMPUTE_32F &&
+                 ((At == CUDA_R_16BF && Bt == CUDA_R_16BF && (Ct == CUDA_R_16BF || Ct == CUDA_R_32F)) ||
+                  (At == CUDA_R_32F && Bt == CUDA_R_32F && Ct == CUDA_R_32F));
+    if (!types) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+    /* host pointer mode (the default): the scalars are read now */
+    if (touches_device(alpha, 4) || touches_device(beta, 4))
+        fail("cublasGemmEx: alpha/beta in device memory, but the handle is in host pointer mode");
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    size_t bc = span(m, n, ldc) * elem_size(Ct);
+    need_device("cublasGemmEx", "C", C, bc);
+    if (k) {
+        size_t ba = span(ra, ca, lda) * elem_size(At), bb = span(rb, cb, ldb) * elem_size(Bt);
+        need_device("cublasGemmEx", "A", A, ba);
+        need_device("cublasGemmEx", "B", B, bb);
+        auto overlap = [](const void *p, size_t np, const void *q, size_t nq) {
+            return (const char *)p < (const char *)q + nq && (const char *)q < (const char *)p + np;
+        };
+        if (overlap(C, bc, A, ba) || overlap(C, bc, B, bb)) fail("cublasGemmEx: C overlaps A or B");
+    }
+    char what[160];
+    snprintf(what, sizeof what, "cublasGemmEx %c%c m %d n %d k %d", ta == CUBLAS_OP_N ? 'N' : 'T',
+             tb == CUBLAS_OP_N ? 'N' : 'T', m, n, k);
+    cudaError_t e = enqueue(h->stream, [=]() { gemm(ta, tb, m, n, k, al, A, At, lda, B, Bt, ldb, be, C, Ct, ldc); }, what);
+    return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+}

@@ -1,0 +1,88 @@
+# ---- CPU emulation of the CUDA backend (tests/cuemu/, docs/CUDA.md) ---------
+#   make cuemu              libcllm with CLLM_CUDA=1 and every kernels/cuda .cu
+#                           file compiled by g++ against the emulator, into
+#                           build-cuemu/: test_cuda, test_cuda_train, the
+#                           cllm-* binaries and tools; no libcudart/libcublas
+#   make cuemu-check        test_cuda, test_cuda_train and tests/cuemu/e2e.sh
+#                           (cllm-gen / cllm-traj --device cuda vs cpu) under
+#                           emulation, logs in build-cuemu/test-logs/
+#   make cuemu CUEMU_SAN=1  the same with ASan+UBSan, into build-cuemu/san/
+# Only when g++ and perl exist (cu2cc is perl); the normal build is untouched.
+# Included by the top-level Makefile; uses its CFLAGS, LIB_SRC, THIRD.
+CUEMU_CXX ?= g++
+ifneq ($(and $(shell command -v $(CUEMU_CXX) 2>/dev/null),$(shell command -v perl 2>/dev/null)),)
+
+ifeq ($(CUEMU_SAN),1)
+CE        := build-cuemu/san
+CE_SAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+CE        := build-cuemu
+CE_SAN    :=
+endif
+CE_CFLAGS := $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(CFLAGS)) -DCLLM_CUDA=1 $(CE_SAN)
+# The .cu files: C++17 as nvcc, no FMA contraction (as the C build; nvcc's
+# default contracts, one of the differences the emulation cannot show), and
+# the project's warnings with three relaxed for them: unknown pragmas (#pragma
+# unroll is nvcc's), unused parameters (as WARN), and subobject linkage (the
+# #line of cu2cc makes g++ take the .cu text for a header). -Wshadow is left
+# out: the nvcc build does not ask it of the .cu files either.
+CE_CXXFLAGS := -std=c++17 -O2 -g -D_GNU_SOURCE -ffp-contract=off -fno-strict-aliasing -pthread \
+               -Wall -Wextra -Werror -Wno-unused-parameter -Wno-unknown-pragmas -Wno-subobject-linkage \
+               -Itests/cuemu/include -Ilibcore -Iformats -Ikernels -MMD -MP $(CE_SAN)
+CE_LIBS   := $(THIRD) -lstdc++ -lm -lpthread
+
+CE_CU     := $(wildcard kernels/cuda/*.cu kernels/cuda/train/*.cu)
+CE_OBJ    := $(LIB_SRC:%.c=$(CE)/obj/%.o) $(CE_CU:%.cu=$(CE)/obj/%.cu.o) $(CE)/obj/tests/cuemu/cuemu.o
+CE_BINS   := $(CMD_SRC:cmd/%.c=$(CE)/%)
+CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train
+CE_TOOLS  := $(CE)/tools/make-tiny
+
+cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS)
+
+$(CE)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CE_CFLAGS) -c $< -o $@
+
+# cu2cc rewrites launches and __shared__ (line numbers kept; #line names the .cu)
+$(CE)/gen/%.cc: %.cu tests/cuemu/cu2cc
+	@mkdir -p $(dir $@)
+	perl tests/cuemu/cu2cc $< > $@.tmp && mv $@.tmp $@
+
+$(CE)/obj/%.cu.o: $(CE)/gen/%.cc
+	@mkdir -p $(dir $@)
+	$(CUEMU_CXX) $(CE_CXXFLAGS) -iquote $(dir $*) -c $< -o $@
+
+$(CE)/obj/tests/cuemu/cuemu.o: tests/cuemu/cuemu.cc
+	@mkdir -p $(dir $@)
+	$(CUEMU_CXX) $(CE_CXXFLAGS) -Wshadow -c $< -o $@
+
+$(CE)/libcllm.a: $(CE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(CE)/cllm-%: $(CE)/obj/cmd/cllm-%.o $(CE)/libcllm.a
+	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
+
+$(CE)/tests/%: $(CE)/obj/tests/unit/%.o $(CE)/libcllm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
+
+$(CE)/tools/%: $(CE)/obj/tests/tools/%.o $(CE)/libcllm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
+
+# The SmolLM2 parts are skipped (CLLM_MODEL points nowhere): at emulation
+# speed they take hours. Everything on the tiny models runs.
+cuemu-check: cuemu
+	CLLM_MODEL=/nonexistent CLLM_BUILD=$(CE) tests/run.sh $(CE) cuemu
+
+.PHONY: cuemu cuemu-check
+
+-include $(shell find $(CE)/obj -name '*.d' 2>/dev/null)
+
+else
+cuemu cuemu-check:
+	@echo "cuemu: needs $(CUEMU_CXX) and perl" >&2; exit 1
+.PHONY: cuemu cuemu-check
+endif
+# ---- end of the CPU emulation -----------------------------------------------
