@@ -40,6 +40,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <deque>
@@ -254,6 +255,7 @@ struct Thread {
 #endif
     uint3 idx;
     int state;
+    int pos;               /* its place in the current pass over its warp */
     /* the pending shuffle */
     unsigned mask;
     int op, arg, width;
@@ -269,8 +271,9 @@ void *g_sched_sp;
 ucontext_t g_sched_uc;
 #endif
 #if CUEMU_ASAN
-const void *g_sched_bottom;
+const void *g_sched_bottom;   /* the host thread's stack, where the scheduler runs */
 size_t g_sched_size;
+void *g_sched_fake;
 #endif
 const std::function<void()> *g_body;
 
@@ -326,46 +329,59 @@ void ctx_init(int i) {
 #endif
 }
 
-/* scheduler -> thread t */
-void resume(Thread *t) {
-    g_cur = t;
-    cuemu_tid_ptr = &t->idx;
-    int i = (int)(t - g_th);
+/* Switch from `from` to `to` (NULL: the scheduler). */
+void switch_to(Thread *from, Thread *to) {
+    g_cur = to;
+    if (to) cuemu_tid_ptr = &to->idx;
 #if CUEMU_ASAN
-    void *fake = nullptr;
-    __sanitizer_start_switch_fiber(&fake, stack_of(i) + 4096, STACK - 4096);
+    void **fake_save = from ? (from->state == DONE ? nullptr : &from->fake_stack) : &g_sched_fake;
+    if (to) __sanitizer_start_switch_fiber(fake_save, stack_of((int)(to - g_th)) + 4096, STACK - 4096);
+    else __sanitizer_start_switch_fiber(fake_save, g_sched_bottom, g_sched_size);
 #endif
 #if defined(__x86_64__)
-    cuemu_switch(&g_sched_sp, t->sp);
+    cuemu_switch(from ? &from->sp : &g_sched_sp, to ? to->sp : g_sched_sp);
 #else
-    swapcontext(&g_sched_uc, &t->uc);
+    swapcontext(from ? &from->uc : &g_sched_uc, to ? &to->uc : &g_sched_uc);
 #endif
 #if CUEMU_ASAN
-    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+    __sanitizer_finish_switch_fiber(from ? from->fake_stack : g_sched_fake, nullptr, nullptr);
 #endif
-    (void)i;
 }
 
-/* thread -> scheduler, waiting in `state` (DONE: for good) */
+/* One pass over a warp's lanes runs each lane that can run until it waits
+ * or exits; a lane that stops switches straight to the next one (half the
+ * switches of going through the scheduler), the last back to the scheduler. */
+struct {
+    int lo, hi;
+    bool rev;
+} g_pass;
+
+Thread *next_ready(int pos) {
+    for (int p = pos; p < g_pass.hi - g_pass.lo; p++) {
+        int i = g_pass.rev ? g_pass.hi - 1 - p : g_pass.lo + p;
+        Thread &t = g_th[i];
+        if (t.state == NEW) {
+            ctx_init(i);
+            t.state = READY;
+        }
+        if (t.state == READY) {
+            t.pos = p;
+            return &t;
+        }
+    }
+    return nullptr;
+}
+
+/* the running thread stops, in `state` (DONE: for good) */
 void yield(int state) {
     Thread *t = g_cur;
     t->state = state;
-#if CUEMU_ASAN
-    __sanitizer_start_switch_fiber(state == DONE ? nullptr : &t->fake_stack, g_sched_bottom, g_sched_size);
-#endif
-#if defined(__x86_64__)
-    cuemu_switch(&t->sp, g_sched_sp);
-#else
-    swapcontext(&t->uc, &g_sched_uc);
-#endif
-#if CUEMU_ASAN
-    __sanitizer_finish_switch_fiber(t->fake_stack, &g_sched_bottom, &g_sched_size);
-#endif
+    switch_to(t, next_ready(t->pos + 1));
 }
 
 [[noreturn]] void fiber_main() {
 #if CUEMU_ASAN
-    __sanitizer_finish_switch_fiber(nullptr, &g_sched_bottom, &g_sched_size);
+    __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
     (*g_body)();
     yield(DONE);
@@ -453,18 +469,11 @@ void run_block(int n) {
     for (;;) {
         for (int wi = 0; wi < nw; wi++) {
             int w = rev ? nw - 1 - wi : wi, lo = w * 32, hi = lo + 32 < n ? lo + 32 : n;
+            g_pass = {lo, hi, rev};
             for (;;) {   /* run the warp's lanes until each waits or has exited */
+                if (Thread *t = next_ready(0)) switch_to(nullptr, t);
                 bool shfl = false;
-                for (int li = 0; li < hi - lo; li++) {
-                    int i = rev ? hi - 1 - li : lo + li;
-                    Thread &t = g_th[i];
-                    if (t.state == NEW) {
-                        ctx_init(i);
-                        t.state = READY;
-                    }
-                    if (t.state == READY) resume(&t);
-                    shfl |= t.state == AT_SHFL;
-                }
+                for (int i = lo; i < hi; i++) shfl |= g_th[i].state == AT_SHFL;
                 if (!shfl) break;
                 resolve_shuffle(lo, hi);
             }
@@ -490,6 +499,14 @@ void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, const std::f
         if (p == MAP_FAILED) fail("cannot map the fibers' stacks");
         g_stacks = (char *)p;
         for (int i = 0; i < MAX_THREADS; i++) mprotect(stack_of(i), 4096, PROT_NONE);   /* overflow guard */
+#if CUEMU_ASAN
+        pthread_attr_t a;
+        void *lo = nullptr;
+        if (pthread_getattr_np(pthread_self(), &a) || pthread_attr_getstack(&a, &lo, &g_sched_size))
+            fail("cannot find the host thread's stack");
+        g_sched_bottom = lo;
+        pthread_attr_destroy(&a);
+#endif
     }
     int n = (int)(block.x * block.y * block.z);
     for (int i = 0; i < n; i++)

@@ -3,7 +3,9 @@
 #                           file compiled by g++ against the emulator, into
 #                           build-cuemu/: test_cuda, test_cuda_train, the
 #                           cllm-* binaries and tools; no libcudart/libcublas
-#   make cuemu-check        test_cuda, test_cuda_train and tests/cuemu/e2e.sh
+#   make cuemu-check        tests/cuemu/check.sh: test_cuda (twice: as is, and
+#                           without graphs, 16-row products, reverse thread
+#                           order), test_cuda_train and tests/cuemu/e2e.sh
 #                           (cllm-gen / cllm-traj --device cuda vs cpu) under
 #                           emulation, logs in build-cuemu/test-logs/
 #   make cuemu CUEMU_SAN=1  the same with ASan+UBSan, into build-cuemu/san/
@@ -71,10 +73,8 @@ $(CE)/tools/%: $(CE)/obj/tests/tools/%.o $(CE)/libcllm.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
 
-# The SmolLM2 parts are skipped (CLLM_MODEL points nowhere): at emulation
-# speed they take hours. Everything on the tiny models runs.
 cuemu-check: cuemu
-	CLLM_MODEL=/nonexistent CLLM_BUILD=$(CE) tests/run.sh $(CE) cuemu
+	tests/cuemu/check.sh $(CE)
 
 .PHONY: cuemu cuemu-check
 
