@@ -103,4 +103,8 @@ cat "$T/s0.zst" "$T/s1.zst" "$T/s2.zst" > "$T/joined.zst"
 "$B/cllm-cat" --type traj -j "$T/joined.zst" | sort > "$T/j.jsonl"
 "$B/cllm-cat" --type traj -j "$T/all.zst" | sort | cmp - "$T/j.jsonl" || fail "joined shards differ from the unsharded run"
 echo "cllm-traj --shard 0..2/3 in parallel, joined: $(wc -l < "$T/j.jsonl") records == the unsharded run, check passes"
+# The local rank (a rank's GPU under NCCL) and the device-side checks of test_nccl (skipped without a GPU).
+CLLM_TEST_ONE_NODE=1 $MPI 3 "$B/tests/test_nccl" > "$T/nccl.out" 2>&1 || { cat "$T/nccl.out"; fail "mpirun -np 3 test_nccl"; }
+[ "$(grep -c '^rank [0-2] of 3, local rank [0-2] of 3' "$T/nccl.out")" = 3 ] || { cat "$T/nccl.out"; fail "local ranks"; }
+echo "test_nccl on 3 ranks: local ranks 0..2 of 3"
 echo "mpi tests passed"

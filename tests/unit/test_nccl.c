@@ -1,5 +1,7 @@
 /* test_nccl.c: the devices' gradient all-reduce (libcore/cuda_nccl.h).
  *
+ * Everywhere: the local rank and size (dist.h; under mpirun on one machine
+ * with CLLM_TEST_ONE_NODE set they equal the rank and size).
  * Everywhere with a CUDA build: the run-time loading of NCCL fails with a
  * clear message (and no leak) for a library that does not exist and for one
  * that is not NCCL; --allreduce nccl is refused on the CPU.
@@ -121,6 +123,16 @@ out:
 
 int main(void) {
     CHECK_OK(cllm_dist_init());
+    /* The local rank picks a rank's GPU: under `mpirun -np R` on one machine
+     * (tests/sh/mpi.sh) it is the rank, and the local size is R. */
+    CHECK(cllm_dist_local_size() >= 1 && cllm_dist_local_size() <= cllm_dist_size());
+    CHECK(cllm_dist_local_rank() >= 0 && cllm_dist_local_rank() < cllm_dist_local_size());
+    if (getenv("CLLM_TEST_ONE_NODE")) {
+        CHECK_EQ_INT(cllm_dist_local_size(), cllm_dist_size());
+        CHECK_EQ_INT(cllm_dist_local_rank(), cllm_dist_rank());
+    }
+    printf("rank %d of %d, local rank %d of %d\n", cllm_dist_rank(), cllm_dist_size(), cllm_dist_local_rank(),
+           cllm_dist_local_size());
     /* --allreduce nccl needs a CUDA device (checked before anything loads). */
     cllm_train_opts o;
     cllm_train_opts_init(&o);
@@ -136,7 +148,7 @@ int main(void) {
 #if !CLLM_CUDA
     printf("skip: NCCL and its device checks (built without CUDA)\n");
 #else
-    if (cllm_dist_rank() == 0) test_loader_errors();
+    test_loader_errors();   /* collective: every rank tries, they agree on the failure */
     int n = 0;
     int rc = cllm_cuda_train_devices(&n);
     if (rc || n < 1) printf("skip: the all-reduce on devices: no CUDA device%s%s\n", rc ? ": " : "", rc ? cllm_errmsg() : "");
