@@ -34,6 +34,8 @@
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s;
+#          3d. cllm-train --device cuda on SmolLM2 with those trajectories
+#             (30 CLLM steps of 16): the trainer's tokens/s;
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models and
 #             of cllm-traj --device cuda --batch 4 on the tiny model;
 #          then summary.txt: verdicts and BENCH lines. Steps after 2 are
@@ -409,6 +411,23 @@ if [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         awk -v a="$S0" -v b="$S1" -v n="$n" 'BEGIN { printf "BENCH cllm-traj --device cuda --batch 64, 512 GSM8K train prompts: %d trajectory tokens in %.1f s = %.0f tokens/s (model load included; issue 7 asks >= 20,000)\n", n, b - a, n / (b - a) }' | tee -a "$sum"
     else
         note "FAIL cllm-traj --batch 64 on 512 prompts (or over 120 s)"; status=1
+    fi
+fi
+
+# 3d. issue 8: the trainer itself on SmolLM2: cllm-train --device cuda, CLLM (global consistency + AR),
+#     on the trajectories of 3c, --batch 16, 30 steps. tokens/s per step is the trainer's metric (tokens
+#     through the forward passes of the step: the AR/teacher pass and the student pass, each with its
+#     backward, divided by the step's wall time); the median of steps 6..30 leaves out the first steps'
+#     allocations. Model FLOPs ~ 6 x 1.06e8 (SmolLM2 without its embedding) per token.
+if [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda on SmolLM2"; then
+    if timeout 75 "$bin/cllm-train" -m "$CLLM_MODEL" -o "$tmp/s135.gguf" --device cuda --batch 16 --max-steps 30 \
+        --lr 1e-5 -q --metrics "$tmp/s135.zst" "$tmp/t512.zst" >>"$cli" 2>&1; then
+        tp=$("$bin/cllm-cat" -j "$tmp/s135.zst" | grep '"name":"tokens_per_s"' |
+            sed 's/.*"value":\([0-9.e+-]*\).*"step":\([0-9]*\).*/\2 \1/' | awk '$1 > 5 { print $2 }' | sort -g |
+            awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+        awk -v t="${tp:-0}" 'BEGIN { printf "BENCH cllm-train --device cuda SmolLM2 CLLM --batch 16: %.0f training tokens/s (median of steps 6-30), ~%.1f TFLOP/s, MFU %.1f %% of 989 (issue 8 asks >= 100,000)\n", t, t * 6 * 1.06e8 / 1e12, 100 * t * 6 * 1.06e8 / 989e12 }' | tee -a "$sum"
+    else
+        note "FAIL cllm-train --device cuda on SmolLM2 (exit $?; see cli.log)"; status=1
     fi
 fi
 
