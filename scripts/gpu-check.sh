@@ -39,7 +39,9 @@
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models and
 #             of cllm-traj --device cuda --batch 4 on the tiny model;
 #          then summary.txt: verdicts and BENCH lines. Steps after 2 are
-#          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short.
+#          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
+#          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
+#          call; 3d needs 3c's trajectories, so name both).
 #        Without staged files it uses BUILD/tests/test_cuda and $CLLM_MODEL or
 #        models/. Results in $OUT (else /tmp/gpu-check-out): nvidia-smi.txt,
 #        test_cuda.log, cli.log, bench.log, hf.log, train.log,
@@ -127,6 +129,11 @@ deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET:-480} ))
 have_time() { # seconds what
     if [ $(( deadline - $(date +%s) )) -lt "$1" ]; then note "SKIP $2: less than $1 s left"; return 1; fi
 }
+# GPU_CHECK_STEPS="3c 3d 4" runs only those steps (a second call for what the first skipped); default all.
+want() { # step
+    case " ${GPU_CHECK_STEPS:-all} " in *" all "*|*" $1 "*) return 0 ;; esac
+    return 1
+}
 tt=$bin/tests/test_cuda_train
 [ -x "$tt" ] || tt=$build/tests/test_cuda_train
 data=/root/stage/train512.jsonl
@@ -159,6 +166,7 @@ if [ -z "${CLLM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl.s
 fi
 
 # 2. parity, Jacobi == AR, benchmark (the CPU reference uses the machine's cores)
+if want 2; then
 timeout 240 "$t" --bench >"$out/test_cuda.log" 2>&1
 rc=$?
 grep -E '^(ok|skip|device|tiny|smollm2|NEAR-TIE|BENCH)' "$out/test_cuda.log" | tee -a "$sum"
@@ -166,6 +174,7 @@ if [ $rc -ne 0 ]; then note "FAIL test_cuda (exit $rc)"; tail -n 20 "$out/test_c
 elif grep -q '^skip: ' "$out/test_cuda.log"; then note "FAIL test_cuda: no device"; status=1
 elif grep -q '^skip smollm2' "$out/test_cuda.log"; then note "INCOMPLETE test_cuda: tiny models passed, SmolLM2 not loaded"; status=1
 else note "PASS test_cuda"; fi
+fi
 
 # 3. the programs on the GPU
 cli=$out/cli.log
@@ -187,6 +196,7 @@ same() { # what a.zst b.zst type
     "$bin/cllm-cat" --type "$4" -j "$3" | sed 's/"time_s":[^,]*,//' | cmp -s - "$tmp/a.jsonl" &&
         note "ok $1" || { note "FAIL $1"; cli_ok=0; }
 }
+if want 3; then
 T0=$(date +%s.%N)
 clirun "cllm-traj --device cuda --batch 1" "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda -n 16 --max-new-tokens 64 \
     --batch 1 -q -f -o "$tmp/t1.zst" "$tmp/p.jsonl"
@@ -228,6 +238,7 @@ clirun "cllm-gen jacobi" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --batch 
     note "ok cllm-gen --device cuda: Jacobi == AR (8 prompts x 64 tokens)" ||
     note "DIFF cllm-gen --device cuda: Jacobi differs from AR on some prompt (near-tie? see test_cuda.log)"
 [ $cli_ok = 1 ] && note "PASS programs" || status=1
+fi
 
 # 3b. issue 7's benchmark: cllm-bench on the GPU, SmolLM2, batch 1, 20 GSM8K
 #     test prompts x 256 new tokens, AR and Jacobi n = 16; then the baseline in
@@ -235,7 +246,7 @@ clirun "cllm-gen jacobi" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --batch 
 #     (this GGUF dequantized, saved as bf16 safetensors by cllm-model-info),
 #     greedy, batch 1, on the first 5 of those prompts (it is slow; tokens/s
 #     is what is compared).
-if have_time 200 "cllm-bench + HF baseline"; then
+if want 3b && have_time 200 "cllm-bench + HF baseline"; then
     awk '{ printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
         tests/golden/gsm8k20_ids.txt >"$tmp/p20.jsonl"
     if timeout 150 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 20 --max-new-tokens 256 -n 16 --repeat 1 \
@@ -260,7 +271,7 @@ fi
 
 # 5. issue 8: the training step on the GPU vs the CPU (tiny models), then its
 #    throughput at SmolLM2 shapes (docs/CUDA-TRAINING.md)
-if [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
+if want 5 && [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
     CLLM_VERBOSE=1 timeout 120 "$tt" >"$out/train.log" 2>&1
     rc=$?
     grep -vE '^  model' "$out/train.log" | tail -n 30 >>"$sum"
@@ -288,7 +299,7 @@ fi
 #    and a resume from it to the end), and Jacobi tokens/step base vs CLLM.
 mt=$bin/make-tiny
 [ -x "$mt" ] || mt=$build/tools/make-tiny
-if [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-train --device cuda (tiny model)"; then
+if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-train --device cuda (tiny model)"; then
     e2e=$out/train-e2e.log
     : >"$e2e"
     e=$tmp/e2e
@@ -402,7 +413,7 @@ if [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-train --device
 fi
 
 # 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
-if [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
+if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
     S0=$(date +%s.%N)
     if timeout 120 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
         --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512.zst" "$data" 2>>"$cli"; then
@@ -419,7 +430,7 @@ fi
 #     through the forward passes of the step: the AR/teacher pass and the student pass, each with its
 #     backward, divided by the step's wall time); the median of steps 6..30 leaves out the first steps'
 #     allocations. Model FLOPs ~ 6 x 1.06e8 (SmolLM2 without its embedding) per token.
-if [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda on SmolLM2"; then
+if want 3d && [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda on SmolLM2"; then
     if timeout 75 "$bin/cllm-train" -m "$CLLM_MODEL" -o "$tmp/s135.gguf" --device cuda --batch 16 --max-steps 30 \
         --lr 1e-5 -q --metrics "$tmp/s135.zst" "$tmp/t512.zst" >>"$cli" 2>&1; then
         tp=$("$bin/cllm-cat" -j "$tmp/s135.zst" | grep '"name":"tokens_per_s"' |
@@ -432,7 +443,7 @@ if [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda on SmolLM2";
 fi
 
 # 4. memcheck on the tiny models (the SmolLM2 part skips: no model)
-if ! have_time 100 "memcheck"; then :
+if ! want 4 || ! have_time 100 "memcheck"; then :
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     CLLM_MODEL=/nonexistent timeout 120 compute-sanitizer --tool memcheck --leak-check full \
         --error-exitcode 9 "$t" >"$out/memcheck.log" 2>&1
