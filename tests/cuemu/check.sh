@@ -1,6 +1,7 @@
 #!/bin/sh
 # check.sh [BUILD]: the CUDA tests under the CPU emulation (make cuemu-check),
 # from the repository root; logs in BUILD/test-logs/, shown when a run fails.
+#   selftest             the emulator's own test (tests/cuemu/selftest.cu)
 #   test_cuda            the tiny models (the SmolLM2 part is skipped: CLLM_MODEL
 #                        points nowhere; at emulation speed it would take hours)
 #   test_cuda_variant    the same without CUDA graphs, with 16-row products
@@ -33,6 +34,19 @@ run() { # name command...
     fi
 }
 
+# the emulator itself: what must work, and what it must refuse (mode: message)
+selftest() {
+    "$B/cuemu-selftest" ok || return 1
+    for m in "exited-lane:has exited" "sync-vs-shuffle:waits at __syncthreads" \
+             "partial-warp:has no such thread" "copy-out-of-bounds:not inside one cudaMalloc"; do
+        if "$B/cuemu-selftest" "${m%%:*}" 2> "$logs/selftest.err"; then
+            echo "selftest ${m%%:*}: not refused"; return 1
+        fi
+        grep -q "${m#*:}" "$logs/selftest.err" || { echo "selftest ${m%%:*}:"; cat "$logs/selftest.err"; return 1; }
+        echo "selftest ${m%%:*}: refused: $(head -1 "$logs/selftest.err")"
+    done
+}
+run selftest selftest
 run test_cuda "$B/tests/test_cuda"
 run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CUEMU_ORDER=rev "$B/tests/test_cuda"
 # CUEMU_SYNC=1 (every operation at once, in issue order) until cuda_train.cu

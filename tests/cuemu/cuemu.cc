@@ -60,7 +60,13 @@
 #else
 #define CUEMU_ASAN 0
 #endif
-#if !defined(__x86_64__)
+/* Fibers switch with a few instructions of assembly on x86-64, with
+ * ucontext elsewhere (or with -DCUEMU_UCONTEXT; ~10x slower: a system call
+ * per switch). */
+#if defined(__x86_64__) && !defined(CUEMU_UCONTEXT)
+#define CUEMU_ASM_SWITCH 1
+#else
+#define CUEMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
@@ -250,7 +256,7 @@ enum { MAX_THREADS = 1024, STACK = CUEMU_ASAN ? 256 << 10 : 32 << 10 };
 
 struct Thread {
     void *sp;              /* saved stack pointer while switched out */
-#if !defined(__x86_64__)
+#if !CUEMU_ASM_SWITCH
     ucontext_t uc;
 #endif
     uint3 idx;
@@ -266,8 +272,9 @@ struct Thread {
 Thread g_th[MAX_THREADS];
 Thread *g_cur;
 char *g_stacks;            /* MAX_THREADS stacks, each with a guard page below */
-void *g_sched_sp;
-#if !defined(__x86_64__)
+#if CUEMU_ASM_SWITCH
+void *g_sched_sp;           /* the scheduler's saved stack pointer */
+#else
 ucontext_t g_sched_uc;
 #endif
 #if CUEMU_ASAN
@@ -283,7 +290,7 @@ char *stack_of(int i) { return g_stacks + (size_t)i * STACK; }
 
 }  // namespace
 
-#if defined(__x86_64__)
+#if CUEMU_ASM_SWITCH
 /* cuemu_switch(&save, to): push the callee-saved registers on the current
  * stack, store the stack pointer in *save, continue on the stack `to` (saved
  * the same way, or made by ctx_init). The FP control words (MXCSR, x87) are
@@ -314,7 +321,7 @@ void ctx_init(int i) {
     __asan_unpoison_memory_region(lo, (size_t)(top - lo));
 #endif
     (void)lo;
-#if defined(__x86_64__)
+#if CUEMU_ASM_SWITCH
     uint64_t *sp = (uint64_t *)top;
     *--sp = 0;                          /* fiber_main's return address: never used */
     *--sp = (uint64_t)(uintptr_t)&fiber_main;
@@ -338,7 +345,7 @@ void switch_to(Thread *from, Thread *to) {
     if (to) __sanitizer_start_switch_fiber(fake_save, stack_of((int)(to - g_th)) + 4096, STACK - 4096);
     else __sanitizer_start_switch_fiber(fake_save, g_sched_bottom, g_sched_size);
 #endif
-#if defined(__x86_64__)
+#if CUEMU_ASM_SWITCH
     cuemu_switch(from ? &from->sp : &g_sched_sp, to ? to->sp : g_sched_sp);
 #else
     swapcontext(from ? &from->uc : &g_sched_uc, to ? &to->uc : &g_sched_uc);

@@ -40,7 +40,7 @@ CE_BINS   := $(CMD_SRC:cmd/%.c=$(CE)/%)
 CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train
 CE_TOOLS  := $(CE)/tools/make-tiny
 
-cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS)
+cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS) $(CE)/cuemu-selftest
 
 $(CE)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -62,6 +62,10 @@ $(CE)/obj/tests/cuemu/cuemu.o: tests/cuemu/cuemu.cc
 $(CE)/libcllm.a: $(CE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# the emulator's own test (a .cu file of its own, no libcllm)
+$(CE)/cuemu-selftest: $(CE)/obj/tests/cuemu/selftest.cu.o $(CE)/obj/tests/cuemu/cuemu.o
+	$(CUEMU_CXX) $(LDFLAGS) $(CE_SAN) -o $@ $^ -lm -lpthread
 
 $(CE)/cllm-%: $(CE)/obj/cmd/cllm-%.o $(CE)/libcllm.a
 	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
