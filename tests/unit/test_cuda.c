@@ -26,7 +26,10 @@
  *    cllm-traj's engine on the GPU at --batch 64 (trajectory tokens/s).
  * Tolerance: relative error <= 2e-2 per logits row (row_relerr: max abs
  * difference over the row's largest magnitude), for bf16 weights and
- * activations against fp32. A token difference between Jacobi and AR (or
+ * activations against fp32; 5e-2 for SmolLM2, whose 30 layers add more
+ * rounding: under the CPU emulation (tests/cuemu, the GPU's algorithm with
+ * its bf16 roundings) its first 3 prompts reach 2.7e-2 (3 rows of 239 over
+ * 2e-2), of which bf16 weights alone make 1.2e-2. A token difference between Jacobi and AR (or
  * GPU and CPU) is a near-tie, reported but not failed, when the reference's
  * top-2 logit margin is <= 2e-2 of the row's scale.
  */
@@ -53,6 +56,9 @@
 #include "cuda_backend.h"
 
 #define TOL 2e-2
+#define TOL_SMOLLM2 5e-2
+/* the logits rows' tolerance of the model under test */
+static double row_tol = TOL;
 
 /* The device of the forward.h-dispatch checks: CUDA, or the CPU when the
  * harness checks itself without a GPU (--harness). */
@@ -81,7 +87,7 @@ static double cmp_rows(const char *what, const float *gpu, const int *gam, const
     for (int t = from; t < T; t++) {
         double e = row_relerr(gpu + (size_t)t * V, cpu + (size_t)t * V, V);
         if (e > worst) worst = e;
-        CHECK_MSG(e <= TOL, "%s: row %d: relerr %.3g", what, t, e);
+        CHECK_MSG(e <= row_tol, "%s: row %d: relerr %.3g", what, t, e);
         if (gam[t] != cam[t]) (*argmax_diff)++;
     }
     return worst;
@@ -137,7 +143,7 @@ static void test_ragged(const char *name, const cllm_model *m) {
         for (int t = lmf[b]; t < newT[b]; t++) {
             double e = row_relerr(gf.logits + (size_t)(row0[b] + t) * V, cf.logits + (size_t)t * V, V);
             if (e > worst) worst = e;
-            CHECK_MSG(e <= TOL, "%s ragged: sequence %d row %d: relerr %.3g", name, b, t, e);
+            CHECK_MSG(e <= row_tol, "%s ragged: sequence %d row %d: relerr %.3g", name, b, t, e);
             diff += gf.argmax[row0[b] + t] != cf.argmax[t];
         }
     }
@@ -410,6 +416,7 @@ static void test_smollm2(int bench) {
     int np = read_id_lines("tests/golden/gsm8k20_ids.txt", NP, ids, lens);
     CHECK(np > 0);
     int V = m.cfg.vocab;
+    row_tol = TOL_SMOLLM2;
     cllm_cuda_model *dm = NULL;
     CHECK_OK(cllm_cuda_model_upload(&dm, &m));
     cllm_fwd cf;
@@ -575,6 +582,7 @@ out:
     cllm_fwd_free(&cf);
     cllm_cuda_model_free(dm);
     cllm_model_free(&m);
+    row_tol = TOL;
     (void)V;
 }
 
