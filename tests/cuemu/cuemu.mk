@@ -86,7 +86,11 @@ cuemu-check: cuemu
 # tests/cuemu/include/ and cuemu.cc).
 check: cuemu-check
 
-.PHONY: cuemu cuemu-check
+cuemu-clean:
+	rm -rf build-cuemu
+clean: cuemu-clean
+
+.PHONY: cuemu cuemu-check cuemu-clean
 
 -include $(shell find $(CE)/obj -name '*.d' 2>/dev/null)
 
