@@ -49,10 +49,7 @@ selftest() {
 run selftest selftest
 run test_cuda "$B/tests/test_cuda"
 run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CUEMU_ORDER=rev "$B/tests/test_cuda"
-# CUEMU_SYNC=1 (every operation at once, in issue order) until cuda_train.cu
-# orders its legacy-stream upload of the RoPE table before its own stream
-# (docs/CUDA.md, "CPU emulation"); without it the test fails on that race.
-run test_cuda_train env CUEMU_SYNC=1 "$B/tests/test_cuda_train"
+run test_cuda_train "$B/tests/test_cuda_train"
 run e2e sh tests/cuemu/e2e.sh "$B"
 echo "cuemu: $pass passed, $fail failed${failed:+:$failed}"
 [ "$fail" -eq 0 ]

@@ -157,6 +157,13 @@ static size_t off_of(const cllm_model *m, const float *w) { return w ? (size_t)(
 
 static int sync(cllm_cuda_train *t) { return CUDA_CHECK(cudaStreamSynchronize(t->stream)); }
 
+/* n bytes on t->stream, waited for (host buffers may be reused at once). */
+static int copy(cllm_cuda_train *t, void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    int rc;
+    TRY(CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, t->stream)));
+    return sync(t);
+}
+
 static int upload_all(cllm_cuda_train *t, const float *params) {
     int rc;
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->p, params, t->n_params * sizeof(float),
@@ -259,8 +266,10 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
     if (!inv) return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     for (int i = 0; i < c->rope_dim / 2; i++)
         inv[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->rope_dim);
-    rc = CUDA_CHECK(cudaMemcpy(t->inv_freq, inv, (size_t)(c->rope_dim / 2) * sizeof(float),
-                               cudaMemcpyHostToDevice));
+    /* on t->stream: a cudaMemcpy on the legacy stream may return before its DMA
+     * lands, and the non-blocking t->stream does not wait for it (found by the
+     * CPU emulation, tests/cuemu) */
+    rc = copy(t, t->inv_freq, inv, (size_t)(c->rope_dim / 2) * sizeof(float), cudaMemcpyHostToDevice);
     free(inv);
     if (rc) return rc;
     TRY(CUDA_CHECK(cudaMemsetAsync(t->g, 0, np * sizeof(float), t->stream)));
@@ -610,12 +619,6 @@ int cllm_cuda_train_step(cllm_cuda_train *t, double lr, double max_norm, double 
 }
 
 /* ---- host copies ------------------------------------------------------------ */
-
-static int copy(cllm_cuda_train *t, void *dst, const void *src, size_t n, cudaMemcpyKind k) {
-    int rc;
-    TRY(CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, t->stream)));
-    return sync(t);
-}
 
 int cllm_cuda_train_get_params(cllm_cuda_train *t, float *params) {
     return copy(t, params, t->p, t->n_params * sizeof(float), cudaMemcpyDeviceToHost);
