@@ -5,7 +5,8 @@
  *  - tiny_load: the tiny Qwen2 model of tests/golden/tiny-qwen2 read with a
  *    minimal safetensors reader of its own (config.json + model.safetensors,
  *    F32 only), so these tests do not depend on the model loader;
- *  - random_model: a model of a given config with seeded random weights;
+ *  - small_config, random_model: a small config, and a model of a config with
+ *    seeded random weights;
  *  - row_relerr: the error measure of the golden comparisons.
  */
 #ifndef CLLM_FWD_TESTUTIL_H
@@ -188,6 +189,21 @@ out:
     fclose(f);
     if (rc) cllm_model_free(m);
     return rc;
+}
+
+/* The config of a small model for random weights: arch ("llama", "qwen2"),
+ * L layers of width C, NH heads of size HS over NKV kv heads, F, V, tied
+ * embeddings, q/k/v biases; context 256, RoPE over the whole head with theta
+ * 1e4, RMSNorm eps 1e-5, no special ids. Tests change fields after it. */
+static inline cllm_config small_config(const char *arch, int L, int C, int NH, int NKV, int HS, int F, int V,
+                                       int tied, int bias) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "%s", arch);
+    c.n_layer = L; c.d_model = C; c.n_head = NH; c.n_head_kv = NKV; c.head_dim = HS; c.d_ff = F;
+    c.vocab = V; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = HS; c.rms_eps = 1e-5f;
+    c.tied = tied; c.qkv_bias = bias; c.bos_id = c.eos_id = c.pad_id = -1;
+    return c;
 }
 
 /* Weights ~ U(-a, a) with a = 1/sqrt(fan_in) (norms ~ 1 +- 0.1). */

@@ -51,24 +51,9 @@
 #include "train_fwd.h"
 
 static cllm_config tiny_cfg(int tied, int bias) {
-    cllm_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "%s", bias ? "qwen2" : "llama");
+    cllm_config c = small_config(bias ? "qwen2" : "llama", 2, 32, 4, 2, 8, 64, 64, tied, bias);
     snprintf(c.name, sizeof c.name, "tiny-train");
-    c.n_layer = 2;
-    c.d_model = 32;
-    c.n_head = 4;
-    c.n_head_kv = 2;
-    c.head_dim = 8;
-    c.d_ff = 64;
-    c.vocab = 64;
     c.max_ctx = 64;
-    c.rope_theta = 10000.0f;
-    c.rope_dim = 8;
-    c.rms_eps = 1e-5f;
-    c.tied = tied;
-    c.qkv_bias = bias;
-    c.bos_id = c.eos_id = c.pad_id = -1;
     return c;
 }
 

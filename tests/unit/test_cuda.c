@@ -640,12 +640,7 @@ out:
  * the CPU standing in for the device, so the test's own code runs in CI. */
 static void harness(void) {
     test_device = CLLM_DEVICE_CPU;
-    cllm_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "llama");
-    c.n_layer = 2; c.d_model = 64; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 16; c.d_ff = 128;
-    c.vocab = 300; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = 16; c.rms_eps = 1e-5f;
-    c.tied = 1; c.bos_id = c.eos_id = c.pad_id = -1;
+    cllm_config c = small_config("llama", 2, 64, 4, 2, 16, 128, 300, 1, 0);
     cllm_model m;
     if (random_model(&m, &c, 5)) { CHECK_MSG(0, "alloc: %s", cllm_errmsg()); return; }
     test_ragged("harness (CPU)", &m);
@@ -683,16 +678,11 @@ int main(int argc, char **argv) {
     CHECK_OK(cllm_cuda_device_name(name, sizeof name));
     printf("device: %s\n", name);
     kernels_set_threads(4);
-    cllm_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "qwen2");
-    c.n_layer = 2; c.d_model = 128; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 32; c.d_ff = 256;
-    c.vocab = 512; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = 32; c.rms_eps = 1e-6f;
-    c.tied = 0; c.qkv_bias = 1; c.bos_id = c.eos_id = c.pad_id = -1;
+    cllm_config c = small_config("qwen2", 2, 128, 4, 2, 32, 256, 512, 0, 1);
+    c.rms_eps = 1e-6f;
     test_random("tiny_qwen2_like", &c, 11);
-    snprintf(c.arch, sizeof c.arch, "llama");
-    c.n_layer = 3; c.d_model = 192; c.n_head = 3 * 2; c.n_head_kv = 2; c.head_dim = 64; c.d_ff = 320;
-    c.vocab = 1000; c.rope_dim = 64; c.rope_theta = 100000.0f; c.rms_eps = 1e-5f; c.tied = 1; c.qkv_bias = 0;
+    c = small_config("llama", 3, 192, 3 * 2, 2, 64, 320, 1000, 1, 0);
+    c.rope_theta = 100000.0f;
     test_random("tiny_llama_like", &c, 12);
     if (!check_failures) test_smollm2(bench);
     TEST_END();

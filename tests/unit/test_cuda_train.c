@@ -405,16 +405,6 @@ out:
     TEST_OK("bench");
 }
 
-static cllm_config tiny_cfg(const char *arch, int L, int C, int NH, int NKV, int HS, int F, int V,
-                            int tied, int bias) {
-    cllm_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "%s", arch);
-    c.n_layer = L; c.d_model = C; c.n_head = NH; c.n_head_kv = NKV; c.head_dim = HS; c.d_ff = F;
-    c.vocab = V; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = HS; c.rms_eps = 1e-5f;
-    c.tied = tied; c.qkv_bias = bias; c.bos_id = c.eos_id = c.pad_id = -1;
-    return c;
-}
 #endif
 
 int main(int argc, char **argv) {
@@ -434,8 +424,8 @@ int main(int argc, char **argv) {
     printf("device: %s\n", name);
     int do_bench = argc > 1 && !strcmp(argv[1], "--bench");
     if (!do_bench || getenv("CLLM_BENCH_PARITY")) {
-        cllm_config a = tiny_cfg("llama", 2, 96, 3, 1, 32, 192, 300, 1, 0);
-        cllm_config b = tiny_cfg("qwen2", 2, 256, 4, 2, 64, 320, 257, 0, 1);
+        cllm_config a = small_config("llama", 2, 96, 3, 1, 32, 192, 300, 1, 0);
+        cllm_config b = small_config("qwen2", 2, 256, 4, 2, 64, 320, 257, 0, 1);
         test_parity("parity_llama_tied_gqa", &a, 11, 0);
         test_parity("parity_qwen2_bias", &b, 12, 0);
         test_parity("parity_llama_tied_gqa_refattn", &a, 11, 1);

@@ -104,11 +104,8 @@ static void check_trace(const char *what, const cllm_decode_result *r, int n) {
 
 static void test_tiny(void) {
     cllm_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "llama");
-    c.n_layer = 2; c.d_model = 48; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 12; c.d_ff = 96;
-    c.vocab = 32; c.max_ctx = 256; c.rope_theta = 10000.0f; c.rope_dim = 12; c.rms_eps = 1e-5f;
-    c.tied = 1; c.eos_id = -1; c.bos_id = -1; c.pad_id = 0;
+    c = small_config("llama", 2, 48, 4, 2, 12, 96, 32, 1, 0);
+    c.pad_id = 0;
     cllm_model m;
     if (random_model(&m, &c, 42)) { CHECK(0); return; }
     cllm_fwd f;

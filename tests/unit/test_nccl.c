@@ -48,15 +48,6 @@ static void test_loader_errors(void) {
     TEST_OK("nccl_loader_errors");
 }
 
-static cllm_config tiny_cfg(void) {
-    cllm_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "llama");
-    c.n_layer = 2; c.d_model = 64; c.n_head = 2; c.n_head_kv = 1; c.head_dim = 32; c.d_ff = 128;
-    c.vocab = 100; c.max_ctx = 64; c.rope_theta = 10000.0f; c.rope_dim = 32; c.rms_eps = 1e-5f;
-    c.tied = 1; c.bos_id = c.eos_id = c.pad_id = -1;
-    return c;
-}
 
 /* Gradients through the device all-reduce against the same sums on the host. */
 static void test_allreduce(void) {
@@ -71,7 +62,7 @@ static void test_allreduce(void) {
         return;
     }
     printf("%s, rank %d of %d on device %d\n", cllm_nccl_describe(c), rank, R, dev);
-    cllm_config cfg = tiny_cfg();
+    cllm_config cfg = small_config("llama", 2, 64, 2, 1, 32, 128, 100, 1, 0);
     cllm_model m;
     CHECK_OK(random_model(&m, &cfg, 5));
     cllm_cuda_train_opts o = {2, 16, 0, 0, 0, 0, dev};
