@@ -9,6 +9,9 @@
 #                        run in reverse order (CUEMU_ORDER=rev)
 #   test_cuda_train      the training parity test
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
+#   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
+#                        ranks with the emulated NCCL (libnccl-emu.so) and with
+#                        --allreduce mpi
 # A run also fails when the emulator printed a note (work waited for on one
 # stream while an unordered stream held earlier work: a missing ordering).
 set -u
@@ -51,5 +54,7 @@ run test_cuda "$B/tests/test_cuda"
 run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CUEMU_ORDER=rev "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
 run e2e sh tests/cuemu/e2e.sh "$B"
+if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"
+else echo "skip dp: no models/SmolLM2-135M-Instruct.Q4_1.gguf for make-tiny's tokenizer"; fi
 echo "cuemu: $pass passed, $fail failed${failed:+:$failed}"
 [ "$fail" -eq 0 ]

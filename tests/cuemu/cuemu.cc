@@ -29,7 +29,7 @@
  *    by cudaGraphLaunch. Synchronising a capturing stream or copying pageable
  *    memory into the capture invalidates it.
  *  - One device, sm_90, 132 SMs, 80 GiB (an H100 SXM). CUEMU_DEVICES=0:
- *    cudaGetDeviceCount reports no device.
+ *    cudaGetDeviceCount reports no device; CUEMU_DEVICES=N, N alike.
  *  - CUEMU_ORDER=rev runs blocks, warps and lanes in reverse order: a kernel
  *    whose result changes with it depends on an order CUDA does not promise.
  *
@@ -600,19 +600,28 @@ void cuemu::launch(const void *fn, const char *name, dim3 grid, dim3 block, size
 
 extern "C" {
 
+/* CUEMU_DEVICES=N (0..16, default 1) devices, all the same emulated one: N
+ * ranks of a data-parallel run each take their own (tests/cuemu/dp.sh). */
+static int emu_devices(void) {
+    const char *v = getenv("CUEMU_DEVICES");
+    int n = v && *v ? atoi(v) : 1;
+    return n < 0 ? 0 : n > 16 ? 16 : n;
+}
+static int current_device;
+
 cudaError_t cudaGetDeviceCount(int *n) {
-    if (env_is("CUEMU_DEVICES", "0")) {
-        *n = 0;
-        return err(cudaErrorNoDevice);
-    }
-    *n = 1;
-    return cudaSuccess;
+    *n = emu_devices();
+    return *n ? cudaSuccess : err(cudaErrorNoDevice);
 }
 cudaError_t cudaGetDevice(int *dev) {
-    *dev = 0;
+    *dev = current_device;
     return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : err(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int dev) {
+    if (dev < 0 || dev >= emu_devices()) return err(cudaErrorInvalidDevice);
+    current_device = dev;
+    return cudaSuccess;
+}
 cudaError_t cudaDriverGetVersion(int *v) {
     *v = 13000;
     return cudaSuccess;

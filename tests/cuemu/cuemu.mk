@@ -40,7 +40,23 @@ CE_BINS   := $(CMD_SRC:cmd/%.c=$(CE)/%)
 CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train
 CE_TOOLS  := $(CE)/tools/make-tiny
 
-cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS) $(CE)/cuemu-selftest
+cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS) $(CE)/cuemu-selftest $(CE)/libnccl-emu.so $(CE)/tools/model-diff
+
+# MPI as in the normal build (dist.c; data-parallel training on the emulated
+# device), and the emulated NCCL that nccl.cu loads at run time
+# (CLLM_NCCL_LIB=build-cuemu/libnccl-emu.so; over MPI when there is MPI).
+ifeq ($(MPI),1)
+$(CE)/obj/libcore/dist.o: CE_CFLAGS += -DCLLM_MPI=1 $(shell $(MPICC) --showme:compile)
+CE_LIBS   += -Wl,--as-needed $(shell $(MPICC) --showme:link) -Wl,--no-as-needed
+CE_NCCL_MPI := -DCUEMU_MPI=1 -DOMPI_SKIP_MPICXX=1 -DMPICH_SKIP_MPICXX=1 $(shell $(MPICC) --showme:compile)
+CE_NCCL_LINK := $(shell $(MPICC) --showme:link)
+endif
+$(CE)/obj/libcore/dist.o: $(CE)/.mpi-$(MPI)
+$(CE)/.mpi-%:
+	@mkdir -p $(CE) && rm -f $(CE)/.mpi-* && touch $@
+$(CE)/libnccl-emu.so: tests/cuemu/nccl_emu.cc tests/cuemu/include/nccl.h $(CE)/.mpi-$(MPI)
+	@mkdir -p $(dir $@)
+	$(CUEMU_CXX) $(filter-out -MMD -MP,$(CE_CXXFLAGS)) $(CE_NCCL_MPI) -shared -fPIC $< -o $@ $(CE_NCCL_LINK)
 
 $(CE)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,0 +1,60 @@
+#!/bin/sh
+# dp.sh BUILD: data-parallel training on the emulated CUDA device (issue 9's
+# GPU path): kernels/cuda/train/nccl.cu and train.c's reduction, unchanged,
+# with the emulated NCCL (nccl_emu.cc: MPI_Allreduce on the emulator's
+# host-side "device" memory) on a make-tiny model, SFT, 3 steps:
+#   1. one process, --allreduce nccl (a communicator of one) == the plain run,
+#      byte for byte (the emulator's sums run in a fixed order, so unlike a GPU
+#      the step is reproducible here);
+#   2. mpirun -np 2 on 2 devices, NCCL (the default for CUDA with ranks) ==
+#      one process with the same global batch (model-diff, 1e-5), one metric
+#      record per step;
+#   3. mpirun -np 2, --allreduce mpi (host copies) == the NCCL run, byte for byte;
+#   4. 2 ranks on 1 device with NCCL: refused at start; NCCL that cannot be
+#      loaded: refused at start, naming the file.
+set -eu
+B=${1:-build-cuemu}
+CLLM_DATA=${CLLM_DATA:-$(cd .. && pwd)/shared/data}   # as tests/run.sh (run from the repository root)
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+NCCL="$PWD/$B/libnccl-emu.so"
+[ -f "$NCCL" ] || fail "$NCCL missing (make cuemu)"
+"$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
+head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p8.jsonl"
+SFT="-m $T/tiny --objective sft --field question --template gsm8k -t 1 -q --lr 1e-4 --warmup 0 --max-steps 3 --device cuda --shuffle-buffer 1"
+
+"$B/cllm-train" $SFT --batch 1 --grad-accum 4 -o "$T/one.gguf" --metrics "$T/one.zst" "$T/p8.jsonl"
+CLLM_NCCL_LIB=$NCCL "$B/cllm-train" $SFT --allreduce nccl --batch 1 --grad-accum 4 -o "$T/n1.gguf" \
+    --metrics "$T/n1.zst" "$T/p8.jsonl"
+cmp -s "$T/one.gguf" "$T/n1.gguf" || fail "1 process: --allreduce nccl differs from the plain run"
+echo "1 process: --allreduce nccl == the plain run (byte for byte)"
+
+rc=0
+CLLM_NCCL_LIB=/nonexistent/libnccl.so.2 "$B/cllm-train" $SFT --allreduce nccl --batch 1 -o "$T/x.gguf" \
+    --metrics "$T/x.zst" "$T/p8.jsonl" 2> "$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "cannot load /nonexistent/libnccl.so.2" "$T/err" || fail "a missing NCCL: exit $rc, $(cat "$T/err")"
+[ ! -e "$T/x.gguf" ] || fail "a missing NCCL left an output"
+
+if ! command -v mpirun > /dev/null 2>&1; then echo "skip: no mpirun for the 2-rank runs"; exit 0; fi
+if ! nm "$B/cllm-train" | grep -q MPI_Init; then echo "skip: the emulated build has no MPI"; exit 0; fi
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+MPI="mpirun --allow-run-as-root --oversubscribe -np 2"
+CUEMU_DEVICES=2 CLLM_NCCL_LIB=$NCCL $MPI -x CUEMU_DEVICES -x CLLM_NCCL_LIB "$B/cllm-train" $SFT --batch 1 --grad-accum 2 \
+    -o "$T/n2.gguf" --metrics "$T/n2.zst" "$T/p8.jsonl" > "$T/n2.out" 2>&1 || { cat "$T/n2.out"; fail "2 ranks, NCCL"; }
+"$B/tools/model-diff" -q "$T/n2.gguf" "$T/one.gguf" > "$T/d" || { cat "$T/d"; fail "2 ranks (NCCL) differ from 1 process"; }
+n=$("$B/cllm-cat" -j "$T/n2.zst" | grep -c '"name":"loss"')
+[ "$n" = 3 ] || fail "2 ranks: $n loss records for 3 steps"
+echo "2 ranks, NCCL on 2 devices == 1 process, same global batch: $(cat "$T/d"); 3 loss records"
+
+$MPI "$B/cllm-train" $SFT --allreduce mpi --batch 1 --grad-accum 2 -o "$T/m2.gguf" --metrics "$T/m2.zst" \
+    "$T/p8.jsonl" > "$T/m2.out" 2>&1 || { cat "$T/m2.out"; fail "2 ranks, --allreduce mpi"; }
+cmp -s "$T/m2.gguf" "$T/n2.gguf" || fail "2 ranks: --allreduce mpi differs from NCCL"
+echo "2 ranks on 1 device, --allreduce mpi (host copies) == NCCL (byte for byte)"
+
+rc=0
+CLLM_NCCL_LIB=$NCCL $MPI -x CLLM_NCCL_LIB "$B/cllm-train" $SFT --batch 1 -o "$T/y.gguf" --metrics "$T/y.zst" \
+    "$T/p8.jsonl" > "$T/y.out" 2>&1 || rc=$?
+[ $rc != 0 ] && grep -q "one device per rank" "$T/y.out" || fail "2 ranks on 1 device with NCCL: exit $rc, $(cat "$T/y.out")"
+echo "2 ranks on 1 device with NCCL: refused"
+echo "dp tests passed"
