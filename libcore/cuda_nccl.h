@@ -5,6 +5,8 @@
  * NCCL is loaded at run time (dlopen of libnccl.so.2, or the file named by
  * CLLM_NCCL_LIB), not linked: the binaries run on machines without it, and
  * only a run that asks for NCCL needs it, getting a clear error otherwise.
+ * Once loaded it stays for the life of the process (its threads may outlive
+ * a communicator).
  * The communicator is bootstrapped over dist.h: rank 0 makes the unique id,
  * cllm_dist_bcast hands it to the others, every rank joins with its dist.h
  * rank. Without MPI (one process) it is a communicator of one rank, which

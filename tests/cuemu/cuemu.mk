@@ -37,7 +37,7 @@ CE_LIBS   := $(THIRD) -lstdc++ -lm -lpthread
 CE_CU     := $(wildcard kernels/cuda/*.cu kernels/cuda/train/*.cu)
 CE_OBJ    := $(LIB_SRC:%.c=$(CE)/obj/%.o) $(CE_CU:%.cu=$(CE)/obj/%.cu.o) $(CE)/obj/tests/cuemu/cuemu.o
 CE_BINS   := $(CMD_SRC:cmd/%.c=$(CE)/%)
-CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train
+CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train $(CE)/tests/test_nccl
 CE_TOOLS  := $(CE)/tools/make-tiny
 
 cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS) $(CE)/cuemu-selftest $(CE)/libnccl-emu.so $(CE)/tools/model-diff

@@ -11,7 +11,8 @@
 #      record per step;
 #   3. mpirun -np 2, --allreduce mpi (host copies) == the NCCL run, byte for byte;
 #   4. 2 ranks on 1 device with NCCL: refused at start; NCCL that cannot be
-#      loaded: refused at start, naming the file.
+#      loaded: refused at start, naming the file;
+#   5. tests/unit/test_nccl's device part on 1 rank and on 2.
 set -eu
 B=${1:-build-cuemu}
 CLLM_DATA=${CLLM_DATA:-$(cd .. && pwd)/shared/data}   # as tests/run.sh (run from the repository root)
@@ -29,6 +30,8 @@ CLLM_NCCL_LIB=$NCCL "$B/cllm-train" $SFT --allreduce nccl --batch 1 --grad-accum
     --metrics "$T/n1.zst" "$T/p8.jsonl"
 cmp -s "$T/one.gguf" "$T/n1.gguf" || fail "1 process: --allreduce nccl differs from the plain run"
 echo "1 process: --allreduce nccl == the plain run (byte for byte)"
+CLLM_NCCL_LIB=$NCCL "$B/tests/test_nccl" > "$T/tn.out" 2>&1 || { cat "$T/tn.out"; fail "test_nccl"; }
+grep -q '^ok nccl_allreduce' "$T/tn.out" || { cat "$T/tn.out"; fail "test_nccl skipped its device part"; }
 
 rc=0
 CLLM_NCCL_LIB=/nonexistent/libnccl.so.2 "$B/cllm-train" $SFT --allreduce nccl --batch 1 -o "$T/x.gguf" \
@@ -46,6 +49,10 @@ CUEMU_DEVICES=2 CLLM_NCCL_LIB=$NCCL $MPI -x CUEMU_DEVICES -x CLLM_NCCL_LIB "$B/c
 n=$("$B/cllm-cat" -j "$T/n2.zst" | grep -c '"name":"loss"')
 [ "$n" = 3 ] || fail "2 ranks: $n loss records for 3 steps"
 echo "2 ranks, NCCL on 2 devices == 1 process, same global batch: $(cat "$T/d"); 3 loss records"
+CUEMU_DEVICES=2 CLLM_NCCL_LIB=$NCCL $MPI -x CUEMU_DEVICES -x CLLM_NCCL_LIB "$B/tests/test_nccl" > "$T/tn2.out" 2>&1 ||
+    { cat "$T/tn2.out"; fail "test_nccl on 2 ranks"; }
+[ "$(grep -c '^ok nccl_allreduce' "$T/tn2.out")" = 2 ] || { cat "$T/tn2.out"; fail "test_nccl on 2 ranks"; }
+echo "test_nccl: the device all-reduce on 1 rank and on 2 ranks"
 
 $MPI "$B/cllm-train" $SFT --allreduce mpi --batch 1 --grad-accum 2 -o "$T/m2.gguf" --metrics "$T/m2.zst" \
     "$T/p8.jsonl" > "$T/m2.out" 2>&1 || { cat "$T/m2.out"; fail "2 ranks, --allreduce mpi"; }

@@ -33,6 +33,8 @@
 
 static void test_loader_errors(void) {
     cllm_nccl *c = (cllm_nccl *)1;
+    const char *env = getenv("CLLM_NCCL_LIB");
+    char *saved = env ? strdup(env) : NULL;   /* the library the device part is to use */
     setenv("CLLM_NCCL_LIB", "/nonexistent/libnccl.so.2", 1);
     int rc = cllm_nccl_init(&c, 0);
     CHECK_EQ_INT(rc, CLLM_EUNSUP);
@@ -44,7 +46,9 @@ static void test_loader_errors(void) {
     CHECK_EQ_INT(rc, CLLM_EUNSUP);
     CHECK_MSG(strstr(cllm_errmsg(), "libm.so.6 has no ncclGetVersion") != NULL ||
               strstr(cllm_errmsg(), "no nccl.h") != NULL, "%s", cllm_errmsg());
-    unsetenv("CLLM_NCCL_LIB");
+    if (saved) setenv("CLLM_NCCL_LIB", saved, 1);
+    else unsetenv("CLLM_NCCL_LIB");
+    free(saved);
     TEST_OK("nccl_loader_errors");
 }
 

@@ -42,7 +42,18 @@ struct nccl_api {
     decltype(&ncclGetErrorString) error_string;
 };
 
-int load_api(nccl_api *a) {
+/* Loaded once per process and never unloaded: NCCL starts threads of its own
+ * (and a failed ncclCommInitRank may leave them running), so dlclose could
+ * pull its code from under them. */
+nccl_api g_api;
+
+int load_api(nccl_api **out) {
+    *out = NULL;
+    if (g_api.lib) {
+        *out = &g_api;
+        return 0;
+    }
+    nccl_api *a = &g_api;
     memset(a, 0, sizeof *a);
     const char *env = getenv("CLLM_NCCL_LIB");
     const char *names[] = {env && *env ? env : "libnccl.so.2", "libnccl.so"};
@@ -67,18 +78,19 @@ int load_api(nccl_api *a) {
         *syms[i].fn = dlsym(a->lib, syms[i].name);
         if (!*syms[i].fn) {
             int rc = cllm_error(CLLM_EUNSUP, "NCCL: %s has no %s (NCCL 2.x needed)", a->path, syms[i].name);
-            dlclose(a->lib);
-            a->lib = NULL;
+            dlclose(a->lib);   /* nothing of it has run */
+            memset(a, 0, sizeof *a);
             return rc;
         }
     }
+    *out = a;
     return 0;
 }
 
 }  // namespace
 
 struct cllm_nccl {
-    nccl_api api;
+    const nccl_api *api;
     ncclComm_t comm;
     int device, rank, size;
     char desc[320];
@@ -86,7 +98,7 @@ struct cllm_nccl {
 
 static int nccl_fail(const cllm_nccl *c, ncclResult_t r, const char *what) {
     return cllm_error(CLLM_EIO, "NCCL %s (rank %d of %d, device %d): %s", what, c->rank, c->size, c->device,
-                      c->api.error_string ? c->api.error_string(r) : "error");
+                      c->api ? c->api->error_string(r) : "error");
 }
 
 extern "C" int cllm_nccl_init(cllm_nccl **out, int device) {
@@ -99,39 +111,38 @@ extern "C" int cllm_nccl_init(cllm_nccl **out, int device) {
     /* Every rank tries to load NCCL and the ranks agree on the outcome before
      * anyone waits in the broadcast: a rank without NCCL must not leave the
      * others blocked in it. */
-    int rc = load_api(&c->api);
+    nccl_api *api = NULL;
+    int rc = load_api(&api);
+    c->api = api;
     int64_t failed = rc != 0;
     char saved[512] = "";
     if (rc) snprintf(saved, sizeof saved, "%s", cllm_errmsg());
     int drc = cllm_dist_max_i64(&failed, 1);
     if (drc || failed) {
-        if (c->api.lib) dlclose(c->api.lib);
         free(c);
         if (drc) return drc;
         return rc ? cllm_error(rc, "%s", saved) : cllm_error(CLLM_EUNSUP, "NCCL: another rank could not load it");
     }
     int version = 0;
-    ncclResult_t r = c->api.get_version(&version);
+    ncclResult_t r = c->api->get_version(&version);
     if (r != ncclSuccess) version = 0;
     snprintf(c->desc, sizeof c->desc, "NCCL %d.%d.%d (%s)", version / 10000, version / 100 % 100, version % 100,
-             c->api.path);
+             c->api->path);
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     int64_t bad = 0;
     if ((rc = CUDA_CHECK(cudaSetDevice(device)))) bad = 1;
-    if (!bad && c->rank == 0 && (r = c->api.get_unique_id(&id)) != ncclSuccess) {
+    if (!bad && c->rank == 0 && (r = c->api->get_unique_id(&id)) != ncclSuccess) {
         rc = nccl_fail(c, r, "unique id");
         bad = 1;
     }
     if ((drc = cllm_dist_max_i64(&bad, 1)) || bad || (drc = cllm_dist_bcast(&id, sizeof id, 0))) {
         if (!rc) rc = drc ? drc : cllm_error(CLLM_EIO, "NCCL: another rank failed to set up its device or the id");
-        dlclose(c->api.lib);
         free(c);
         return rc;
     }
-    if ((r = c->api.comm_init_rank(&c->comm, c->size, id, c->rank)) != ncclSuccess) {
+    if ((r = c->api->comm_init_rank(&c->comm, c->size, id, c->rank)) != ncclSuccess) {
         rc = nccl_fail(c, r, "communicator");
-        dlclose(c->api.lib);
         free(c);
         return rc;
     }
@@ -141,14 +152,13 @@ extern "C" int cllm_nccl_init(cllm_nccl **out, int device) {
 
 extern "C" void cllm_nccl_free(cllm_nccl *c) {
     if (!c) return;
-    if (c->comm) c->api.comm_destroy(c->comm);
-    dlclose(c->api.lib);
+    if (c->comm) c->api->comm_destroy(c->comm);
     free(c);
 }
 
 extern "C" int cllm_nccl_sum_f32(cllm_nccl *c, float *buf, size_t n, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    ncclResult_t r = c->api.all_reduce(buf, buf, n, ncclFloat32, ncclSum, c->comm, s);
+    ncclResult_t r = c->api->all_reduce(buf, buf, n, ncclFloat32, ncclSum, c->comm, s);
     if (r != ncclSuccess) return nccl_fail(c, r, "all-reduce");
     return CUDA_CHECK(cudaStreamSynchronize(s));
 }
