@@ -5,7 +5,8 @@
 # host-side "device" memory) on a make-tiny model, SFT, 3 steps:
 #   1. one process, --allreduce nccl (a communicator of one) == the plain run,
 #      byte for byte (the emulator's sums run in a fixed order, so unlike a GPU
-#      the step is reproducible here);
+#      the step is reproducible here); the plain run's losses == the CPU's
+#      within 1e-3 relative;
 #   2. mpirun -np 2 on 2 devices, NCCL (the default for CUDA with ranks) ==
 #      one process with the same global batch (model-diff, 1e-5), one metric
 #      record per step;
@@ -30,6 +31,14 @@ CLLM_NCCL_LIB=$NCCL "$B/cllm-train" $SFT --allreduce nccl --batch 1 --grad-accum
     --metrics "$T/n1.zst" "$T/p8.jsonl"
 cmp -s "$T/one.gguf" "$T/n1.gguf" || fail "1 process: --allreduce nccl differs from the plain run"
 echo "1 process: --allreduce nccl == the plain run (byte for byte)"
+# the emulated device against the CPU: the loss of each step within 1e-3 relative (bf16 products)
+"$B/cllm-train" $(echo "$SFT" | sed 's/--device cuda/--device cpu/') --batch 1 --grad-accum 4 -o "$T/cpu.gguf" \
+    --metrics "$T/cpu.zst" "$T/p8.jsonl"
+losses() { "$B/cllm-cat" -j "$1" | grep '"name":"loss"' | sed 's/.*"value":\([^,]*\),"step":\([0-9]*\).*/\2 \1/'; }
+losses "$T/one.zst" > "$T/lg"; losses "$T/cpu.zst" > "$T/lc"
+w=$(paste "$T/lg" "$T/lc" | awk '$1 == $3 { n++; d = ($2 - $4) / $4; if (d < 0) d = -d; if (d > w) w = d } END { if (n != 3) print "none"; else printf "%.2e", w }')
+awk -v w="$w" 'BEGIN { exit !(w != "none" && w + 0 <= 1e-3) }' || fail "emulated device vs CPU: loss relerr $w"
+echo "emulated device vs CPU, 3 SFT steps: worst loss relerr $w (bar 1e-3)"
 CLLM_NCCL_LIB=$NCCL "$B/tests/test_nccl" > "$T/tn.out" 2>&1 || { cat "$T/tn.out"; fail "test_nccl"; }
 grep -q '^ok nccl_allreduce' "$T/tn.out" || { cat "$T/tn.out"; fail "test_nccl skipped its device part"; }
 
