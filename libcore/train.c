@@ -369,7 +369,6 @@ typedef struct trainer {
     size_t tok_cap;
     float *logits, *dlogits;  /* the last forward's LM-head rows, packed (forward()) */
     size_t lg_cap;            /* floats */
-    size_t lg_rows;           /* rows of the last forward */
     float *teacher;           /* per example of the micro-batch: m rows */
     size_t te_cap;
     float *grads;
@@ -476,7 +475,6 @@ static int forward(trainer *t, const seqspec *s, int B, size_t *base, int *T_out
         t->dlogits = d;
     }
     if (rc) return rc;
-    t->lg_rows = rows;
     *T_out = T;
     return cllm_train_forward_lm(t->act, t->m, t->tokens, t->lens, B, T, lm_from, lm_n, t->logits);
 }

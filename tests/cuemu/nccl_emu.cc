@@ -1,5 +1,5 @@
 /* nccl_emu.cc: NCCL for the CPU emulation (tests/cuemu/, docs/CUDA.md):
- * the seven functions kernels/cuda/train/nccl.cu loads at run time, built as
+ * the functions kernels/cuda/train/nccl.cu loads at run time (and ncclCommAbort), built as
  * build-cuemu/libnccl-emu.so and named by CLLM_NCCL_LIB, so that the
  * unchanged loading, bootstrap and all-reduce code of data-parallel training
  * runs in make check.

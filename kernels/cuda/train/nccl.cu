@@ -37,7 +37,6 @@ struct nccl_api {
     decltype(&ncclGetUniqueId) get_unique_id;
     decltype(&ncclCommInitRank) comm_init_rank;
     decltype(&ncclCommDestroy) comm_destroy;
-    decltype(&ncclCommAbort) comm_abort;
     decltype(&ncclAllReduce) all_reduce;
     decltype(&ncclGetErrorString) error_string;
 };
@@ -71,7 +70,7 @@ int load_api(nccl_api **out) {
     struct { void **fn; const char *name; } syms[] = {
         {(void **)&a->get_version, "ncclGetVersion"},   {(void **)&a->get_unique_id, "ncclGetUniqueId"},
         {(void **)&a->comm_init_rank, "ncclCommInitRank"}, {(void **)&a->comm_destroy, "ncclCommDestroy"},
-        {(void **)&a->comm_abort, "ncclCommAbort"},     {(void **)&a->all_reduce, "ncclAllReduce"},
+        {(void **)&a->all_reduce, "ncclAllReduce"},
         {(void **)&a->error_string, "ncclGetErrorString"},
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
