@@ -42,10 +42,12 @@
 #          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
 #          call; 3d needs 3c's trajectories, so name both).
-#        Without staged files it uses BUILD/tests/test_cuda and $CLLM_MODEL or
-#        models/. Results in $OUT (else /tmp/gpu-check-out): nvidia-smi.txt,
-#        test_cuda.log, cli.log, bench.log, hf.log, train.log,
-#        nccl.log, train-bench.log, train-e2e.log, memcheck.log, summary.txt. Each step is
+#        Without staged files it uses what an earlier call unpacked in
+#        /root/stage, else BUILD/tests/test_cuda and $CLLM_MODEL or models/.
+#        Results in $OUT (else /tmp/gpu-check-out): summary.txt, and
+#        logs.tar.gz (nvidia-smi.txt, test_cuda.log, cli.log, bench.log,
+#        hf.log, train.log, nccl.log, train-bench.log, train-e2e.log,
+#        memcheck.log), packed after each step. Each step is
 #        time-limited; the whole run stays under GPU_CHECK_BUDGET + ~20 s
 #        (call it with timeout_s 500).
 #        Exit 0 when every step passed.
@@ -89,6 +91,13 @@ build=${1:-build-static}
 out=${OUT:-/tmp/gpu-check-out}
 mkdir -p "$out"
 sum=$out/summary.txt
+# The device tool returns at most 8 files from $OUT: summary.txt there, and every
+# other log packed into $OUT/logs.tar.gz after each step (so a run stopped at its
+# limit still returns what it wrote).
+log=$(mktemp -d /tmp/gpu-check-logs.XXXXXX)
+pack() { tar -czf "$out/logs.tar.gz" -C "$log" . 2>/dev/null; }
+trap pack EXIT
+trap 'pack; exit 143' TERM INT
 : >"$sum"
 status=0
 note() { echo "$*" | tee -a "$sum"; }
@@ -108,6 +117,9 @@ if [ -f .stage/b/test_cuda.xz ]; then
     unxz_to .stage/b/test_nccl.xz /root/stage/tests/test_nccl
     xz -dc .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl 2>/dev/null ||
         python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl
+    bin=/root/stage
+elif [ -x /root/stage/tests/test_cuda ]; then   # a later call on the same warm machine: already unpacked
+    t=/root/stage/tests/test_cuda
     bin=/root/stage
 fi
 if [ -f .stage/b/model.part-ab ] && [ -f /root/stage/model.part-aa ]; then
@@ -137,10 +149,10 @@ want() { # step
 tt=$bin/tests/test_cuda_train
 [ -x "$tt" ] || tt=$build/tests/test_cuda_train
 data=/root/stage/train512.jsonl
-[ -f "$data" ] || { mkdir -p "$out/tmp"; head -n 512 "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" >"$out/tmp/train512.jsonl" 2>/dev/null; data=$out/tmp/train512.jsonl; }
+[ -f "$data" ] || { mkdir -p "$log/tmp"; head -n 512 "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" >"$log/tmp/train512.jsonl" 2>/dev/null; data=$log/tmp/train512.jsonl; }
 
-timeout 20 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || note "nvidia-smi: failed"
-grep -E 'NVIDIA-SMI|MiB' "$out/nvidia-smi.txt" | head -n 3 | tee -a "$sum"
+timeout 20 nvidia-smi >"$log/nvidia-smi.txt" 2>&1 || note "nvidia-smi: failed"
+grep -E 'NVIDIA-SMI|MiB' "$log/nvidia-smi.txt" | head -n 3 | tee -a "$sum"
 
 if [ ! -x "$t" ]; then
     note "FAIL: $t missing (scripts/gpu-check.sh stage, then put and run)"
@@ -165,19 +177,21 @@ if [ -z "${CLLM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl.s
     note "NCCL: ${CLLM_NCCL_LIB:-libnccl.so.2 not found}"
 fi
 
+pack
 # 2. parity, Jacobi == AR, benchmark (the CPU reference uses the machine's cores)
 if want 2; then
-timeout 240 "$t" --bench >"$out/test_cuda.log" 2>&1
+timeout 240 "$t" --bench >"$log/test_cuda.log" 2>&1
 rc=$?
-grep -E '^(ok|skip|device|tiny|smollm2|NEAR-TIE|BENCH)' "$out/test_cuda.log" | tee -a "$sum"
-if [ $rc -ne 0 ]; then note "FAIL test_cuda (exit $rc)"; tail -n 20 "$out/test_cuda.log" | tee -a "$sum"; status=1
-elif grep -q '^skip: ' "$out/test_cuda.log"; then note "FAIL test_cuda: no device"; status=1
-elif grep -q '^skip smollm2' "$out/test_cuda.log"; then note "INCOMPLETE test_cuda: tiny models passed, SmolLM2 not loaded"; status=1
+grep -E '^(ok|skip|device|tiny|smollm2|NEAR-TIE|BENCH)' "$log/test_cuda.log" | tee -a "$sum"
+if [ $rc -ne 0 ]; then note "FAIL test_cuda (exit $rc)"; tail -n 20 "$log/test_cuda.log" | tee -a "$sum"; status=1
+elif grep -q '^skip: ' "$log/test_cuda.log"; then note "FAIL test_cuda: no device"; status=1
+elif grep -q '^skip smollm2' "$log/test_cuda.log"; then note "INCOMPLETE test_cuda: tiny models passed, SmolLM2 not loaded"; status=1
 else note "PASS test_cuda"; fi
 fi
 
+pack
 # 3. the programs on the GPU
-cli=$out/cli.log
+cli=$log/cli.log
 : >"$cli"
 tmp=$(mktemp -d)
 awk 'NR <= 8 { printf "{\"tokens\":["; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
@@ -240,6 +254,7 @@ clirun "cllm-gen jacobi" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --batch 
 [ $cli_ok = 1 ] && note "PASS programs" || status=1
 fi
 
+pack
 # 3b. issue 7's benchmark: cllm-bench on the GPU, SmolLM2, batch 1, 20 GSM8K
 #     test prompts x 256 new tokens, AR and Jacobi n = 16; then the baseline in
 #     the same script: HF transformers' eager generate on the same weights
@@ -250,46 +265,48 @@ if want 3b && have_time 200 "cllm-bench + HF baseline"; then
     awk '{ printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
         tests/golden/gsm8k20_ids.txt >"$tmp/p20.jsonl"
     if timeout 150 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 20 --max-new-tokens 256 -n 16 --repeat 1 \
-        -f -o "$tmp/bench.zst" "$tmp/p20.jsonl" 2>"$out/bench.log"; then
-        cat "$out/bench.log" | tee -a "$sum"
+        -f -o "$tmp/bench.zst" "$tmp/p20.jsonl" 2>"$log/bench.log"; then
+        cat "$log/bench.log" | tee -a "$sum"
         ar=$("$bin/cllm-cat" -j "$tmp/bench.zst" | grep '"name":"tokens_per_s"' | grep '"method":"ar"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
         jac=$("$bin/cllm-cat" -j "$tmp/bench.zst" | grep '"name":"tokens_per_s"' | grep '"method":"jacobi"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
         note "BENCH cllm-bench --device cuda: AR ${ar:-?} tokens/s, Jacobi n=16 ${jac:-?} tokens/s"
     else
-        note "FAIL cllm-bench --device cuda"; tail -n 5 "$out/bench.log" | tee -a "$sum"; status=1
+        note "FAIL cllm-bench --device cuda"; tail -n 5 "$log/bench.log" | tee -a "$sum"; status=1
     fi
-    if timeout 60 "$bin/cllm-model-info" "$CLLM_MODEL" --convert "$tmp/hf" --dtype bf16 >/dev/null 2>>"$out/bench.log" &&
-        timeout 150 python3 scripts/hf_baseline.py "$tmp/hf" tests/golden/gsm8k20_ids.txt 5 256 >"$out/hf.log" 2>&1; then
-        hf=$(sed -n 's/^BENCH hf-eager.* = \([0-9.]*\) tokens\/s.*/\1/p' "$out/hf.log")
-        grep '^BENCH' "$out/hf.log" | tee -a "$sum"
+    if timeout 60 "$bin/cllm-model-info" "$CLLM_MODEL" --convert "$tmp/hf" --dtype bf16 >/dev/null 2>>"$log/bench.log" &&
+        timeout 150 python3 scripts/hf_baseline.py "$tmp/hf" tests/golden/gsm8k20_ids.txt 5 256 >"$log/hf.log" 2>&1; then
+        hf=$(sed -n 's/^BENCH hf-eager.* = \([0-9.]*\) tokens\/s.*/\1/p' "$log/hf.log")
+        grep '^BENCH' "$log/hf.log" | tee -a "$sum"
         [ -n "${ar:-}" ] && [ -n "$hf" ] && awk -v a="$ar" -v j="${jac:-0}" -v h="$hf" \
             'BEGIN { printf "BENCH ratio vs HF eager generate: AR %.1fx, Jacobi %.1fx (issue 7 asks >= 25x)\n", a / h, j / h }' | tee -a "$sum"
     else
-        note "FAIL HF baseline (see hf.log)"; tail -n 5 "$out/hf.log" 2>/dev/null | tee -a "$sum"; status=1
+        note "FAIL HF baseline (see hf.log)"; tail -n 5 "$log/hf.log" 2>/dev/null | tee -a "$sum"; status=1
     fi
 fi
 
+pack
 # 5. issue 8: the training step on the GPU vs the CPU (tiny models), then its
 #    throughput at SmolLM2 shapes (docs/CUDA-TRAINING.md)
 if want 5 && [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
-    CLLM_VERBOSE=1 timeout 120 "$tt" >"$out/train.log" 2>&1
+    CLLM_VERBOSE=1 timeout 120 "$tt" >"$log/train.log" 2>&1
     rc=$?
-    grep -vE '^  model' "$out/train.log" | tail -n 30 >>"$sum"
-    if [ $rc -eq 0 ] && ! grep -q '^skip' "$out/train.log"; then note "PASS test_cuda_train"; else note "FAIL test_cuda_train (exit $rc)"; status=1; fi
+    grep -vE '^  model' "$log/train.log" | tail -n 30 >>"$sum"
+    if [ $rc -eq 0 ] && ! grep -q '^skip' "$log/train.log"; then note "PASS test_cuda_train"; else note "FAIL test_cuda_train (exit $rc)"; status=1; fi
     tn=$bin/tests/test_nccl
     [ -x "$tn" ] || tn=$build/tests/test_nccl
     if [ -x "$tn" ]; then   # issue 9: the devices' all-reduce, one rank
-        timeout 60 "$tn" >"$out/nccl.log" 2>&1
+        timeout 60 "$tn" >"$log/nccl.log" 2>&1
         rc=$?
-        grep -vE '^  ' "$out/nccl.log" | tail -n 6 >>"$sum"
-        if [ $rc -eq 0 ] && ! grep -q '^skip' "$out/nccl.log"; then note "PASS test_nccl"; else note "FAIL test_nccl (exit $rc)"; status=1; fi
+        grep -vE '^  ' "$log/nccl.log" | tail -n 6 >>"$sum"
+        if [ $rc -eq 0 ] && ! grep -q '^skip' "$log/nccl.log"; then note "PASS test_nccl"; else note "FAIL test_nccl (exit $rc)"; status=1; fi
     fi
     if have_time 100 "test_cuda_train --bench"; then
-        timeout 90 "$tt" --bench 16 320 >"$out/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
-        grep -E '^(bench|BENCH)' "$out/train-bench.log" | tee -a "$sum"
+        timeout 90 "$tt" --bench 16 320 >"$log/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
+        grep -E '^(bench|BENCH)' "$log/train-bench.log" | tee -a "$sum"
     fi
 fi
 
+pack
 # 6. issue 8: cllm-train --device cuda end to end on a tiny model (2 layers,
 #    128 wide, the tokenizer of $CLLM_MODEL; tests/sh/cllm_effect.sh is the CPU
 #    recipe): SFT on 8 short GSM8K answers on the GPU and on the CPU from the
@@ -300,7 +317,7 @@ fi
 mt=$bin/make-tiny
 [ -x "$mt" ] || mt=$build/tools/make-tiny
 if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-train --device cuda (tiny model)"; then
-    e2e=$out/train-e2e.log
+    e2e=$log/train-e2e.log
     : >"$e2e"
     e=$tmp/e2e
     mkdir -p "$e"
@@ -412,6 +429,7 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
     [ $e2e_ok = 1 ] && note "PASS cllm-train --device cuda end to end (verdicts above)" || status=1
 fi
 
+pack
 # 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
 if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
     S0=$(date +%s.%N)
@@ -425,6 +443,7 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
     fi
 fi
 
+pack
 # 3d. issue 8: the trainer itself on SmolLM2: cllm-train --device cuda, CLLM (global consistency + AR),
 #     on the trajectories of 3c, --batch 16, 30 steps. tokens/s per step is the trainer's metric (tokens
 #     through the forward passes of the step: the AR/teacher pass and the student pass, each with its
@@ -442,16 +461,17 @@ if want 3d && [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda o
     fi
 fi
 
+pack
 # 4. memcheck on the tiny models (the SmolLM2 part skips: no model)
 if ! want 4 || ! have_time 100 "memcheck"; then :
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     CLLM_MODEL=/nonexistent timeout 120 compute-sanitizer --tool memcheck --leak-check full \
-        --error-exitcode 9 "$t" >"$out/memcheck.log" 2>&1
+        --error-exitcode 9 "$t" >"$log/memcheck.log" 2>&1
     rc=$?
-    tail -n 3 "$out/memcheck.log" | tee -a "$sum"
+    tail -n 3 "$log/memcheck.log" | tee -a "$sum"
     if [ $rc -eq 0 ]; then note "PASS memcheck test_cuda"; else note "FAIL memcheck test_cuda (exit $rc)"; status=1; fi
     timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cllm-traj" -m tests/golden/tiny-qwen2 \
-        --device cuda -n 8 --max-new-tokens 24 --batch 4 -q -f -o "$tmp/mc.zst" "$tmp/tiny.jsonl" >>"$out/memcheck.log" 2>&1
+        --device cuda -n 8 --max-new-tokens 24 --batch 4 -q -f -o "$tmp/mc.zst" "$tmp/tiny.jsonl" >>"$log/memcheck.log" 2>&1
     rc=$?
     if [ $rc -eq 0 ]; then note "PASS memcheck cllm-traj"; else note "FAIL memcheck cllm-traj (exit $rc)"; status=1; fi
 else
