@@ -188,6 +188,13 @@ static int fwd_init_cuda(cllm_fwd *f, const cllm_model *m, int max_T, int flags)
 #endif
 }
 
+int cllm_fwd_call_rows(int device, int n, int batch, int chunk) {
+    long long want = (long long)batch * n + chunk, floor = (long long)n + chunk;
+    long long cap = device == CLLM_DEVICE_CUDA ? 16384 + (long long)chunk : 512;
+    if (want > cap) want = cap;
+    return (int)(want > floor ? want : floor);
+}
+
 int cllm_fwd_init_on(cllm_fwd *f, const cllm_model *m, int max_T, int device, int flags) {
     memset(f, 0, sizeof *f);
     const cllm_config *c = &m->cfg;

@@ -114,6 +114,14 @@ int cllm_fwd_init(cllm_fwd *f, const cllm_model *m, int max_T);
 int cllm_fwd_init_on(cllm_fwd *f, const cllm_model *m, int max_T, int device, int flags);
 void cllm_fwd_free(cllm_fwd *f);
 
+/* Rows per call for a batched engine (gen.c, traj.c) whose `batch` sequences
+ * step n rows each, plus one prompt chunk of `chunk` rows: on CUDA all of them
+ * (a tick is one call of a layout that repeats, which replays its CUDA graph;
+ * at most 16384 + chunk), on the CPU at most 512 (the products are
+ * compute-bound long before; ~100 MB of logits at a 49k vocabulary); never
+ * fewer than one step plus one chunk. */
+int cllm_fwd_call_rows(int device, int n, int batch, int chunk);
+
 /* How many threads the CPU kernels use (BLAS and our own pool); n >= 1. */
 void cllm_set_threads(int n);
 

@@ -34,14 +34,6 @@
 /* Prompt tokens a slot feeds per step (a step budget, forward.h rows). */
 enum { PREFILL_CHUNK = 128 };
 
-/* Rows per forward call: every slot's step plus one prompt chunk, at most
- * 512 (the batch-invariant matmul's range and ~100 MB of logits), at least
- * one Jacobi window plus one chunk. */
-static int call_rows(int n, int batch) {
-    long long want = (long long)batch * n + PREFILL_CHUNK, floor = (long long)n + PREFILL_CHUNK;
-    if (want > 512) want = 512;
-    return (int)(want > floor ? want : floor);
-}
 
 void cllm_header_for_model(cllm_header_rec *h, const cllm_model *m, const char *producer, int argc,
                            char *const *argv) {
@@ -265,7 +257,7 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
     if (dec->method == CLLM_DECODE_AR) dec->n = 1;
     if (o->text && e.batch == 1) { dec->on_tokens = print_tokens; dec->cb_ctx = &e.tc; }
 
-    int rc = cllm_fwd_init_on(&e.f, m, call_rows(dec->n, e.batch), o->device, 0);
+    int rc = cllm_fwd_init_on(&e.f, m, cllm_fwd_call_rows(o->device, dec->n, e.batch, PREFILL_CHUNK), o->device, 0);
     if (!rc) {
         e.slots = cllm_calloc((size_t)e.batch, sizeof *e.slots);
         e.calls = cllm_calloc((size_t)e.batch, sizeof *e.calls);

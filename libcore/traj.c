@@ -31,9 +31,10 @@
  * Continuous batching: `batch` slots, each with its own KV cache sequence
  * (prompts of any length side by side). One tick advances every active slot
  * by one step (a prompt chunk of up to PREFILL_CHUNK tokens, or one Jacobi
- * iteration of its n-token window), all slots' rows in one ragged forward call
- * (cllm_forward_batch: every weight matrix is read once per tick for the whole
- * batch), or in a few calls when they exceed the call's row limit; a slot
+ * iteration of its n-token window): the windows of all slots in one ragged
+ * forward call (cllm_forward_batch: every weight matrix is read once per tick
+ * for the whole batch), the prompt chunks in another, or in a few calls each
+ * when they exceed the call's row limit; a slot
  * whose prompt is done takes the next prompt at once. Nothing a slot computes
  * depends on its neighbours (each has its own cache sequence and random
  * generators, and the forward is batch-invariant: forward.h), so the records
@@ -61,15 +62,6 @@
 /* Prompt tokens a slot feeds per step. */
 enum { PREFILL_CHUNK = 128 };
 
-/* Rows per forward call: every slot's window plus one prompt chunk, capped at
- * 512 rows (beyond that a tick takes several calls: the CPU's products are
- * compute-bound long before, and 512 keeps the logits buffer ~100 MB for a
- * 49k vocabulary), but never below one window plus one chunk. */
-static int call_rows(int n, int batch) {
-    long long want = (long long)batch * n + PREFILL_CHUNK, floor = (long long)n + PREFILL_CHUNK;
-    if (want > 512) want = 512;
-    return (int)(want > floor ? want : floor);
-}
 
 void cllm_traj_opts_init(cllm_traj_opts *o) {
     memset(o, 0, sizeof *o);
@@ -329,33 +321,39 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
     return 0;
 }
 
-/* One tick: every active slot one step, in as few forward calls as the row
- * limit allows (one, unless batch * n is beyond it). */
+/* One tick: every active slot one step. The Jacobi windows go first, in calls
+ * of their own (one call on CUDA: n rows per window, a layout that repeats from
+ * tick to tick and so replays its captured graph), then the prompt chunks,
+ * whose lengths vary; each in as few calls as the row limit allows. A window
+ * is never split; a prompt chunk is shortened to the room left. */
 static int tick(eng *e, int *active) {
-    int batch = e->o->batch, next = 0, rc = 0;
+    int batch = e->o->batch, rc = 0;
     *active = 0;
     for (int i = 0; i < batch; i++) *active += e->slots[i].active;
-    while (!rc) {
-        int B = 0, rows = 0;
-        for (; next < batch; next++) {
-            slot *s = &e->slots[next];
-            if (!s->active) continue;
-            int T = slot_want(e, s);
-            if (rows + T > e->f.max_T) {
-                int room = e->f.max_T - rows;
-                if (s->fed >= s->n_ctx - 1 || room < 1) break;   /* a window is never split */
-                T = room;                                       /* a shorter prompt chunk */
+    for (int windows = 1; windows >= 0 && !rc; windows--) {
+        int next = 0;
+        while (!rc) {
+            int B = 0, rows = 0;
+            for (; next < batch; next++) {
+                slot *s = &e->slots[next];
+                if (!s->active || (s->fed >= s->n_ctx - 1) != windows) continue;
+                int T = slot_want(e, s);
+                if (rows + T > e->f.max_T) {
+                    int room = e->f.max_T - rows;
+                    if (windows || room < 1) break;
+                    T = room;
+                }
+                slot_feed(e, s, T, &e->calls[B], e->tokens + rows);
+                e->in_call[B++] = s;
+                rows += T;
             }
-            slot_feed(e, s, T, &e->calls[B], e->tokens + rows);
-            e->in_call[B++] = s;
-            rows += T;
-        }
-        if (B == 0) break;
-        if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
-        for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
-            slot *s = e->in_call[b];
-            rc = slot_take(e, s, &e->calls[b], e->f.argmax + r);
-            if (!rc && !s->active && e->o->on_progress) e->o->on_progress(e->o->progress_ctx, &e->st);
+            if (B == 0) break;
+            if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
+            for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
+                slot *s = e->in_call[b];
+                rc = slot_take(e, s, &e->calls[b], e->f.argmax + r);
+                if (!rc && !s->active && e->o->on_progress) e->o->on_progress(e->o->progress_ctx, &e->st);
+            }
         }
     }
     return rc;
@@ -380,7 +378,7 @@ static int eng_init(eng *e) {
     if (e->pad_id < 0) e->pad_id = 0;
     if (e->pad_id >= cfg->vocab) return cllm_error(CLLM_EINVAL, "pad id %d is outside the vocabulary (%d)", e->pad_id, cfg->vocab);
     if (o->labels && !tok) return cllm_error(CLLM_EINVAL, "--labels needs a model with a tokenizer");
-    int rc = cllm_fwd_init_on(&e->f, e->m, call_rows(n, o->batch), o->device, 0);
+    int rc = cllm_fwd_init_on(&e->f, e->m, cllm_fwd_call_rows(o->device, n, o->batch, PREFILL_CHUNK), o->device, 0);
     if (rc) return rc;
     e->slots = cllm_calloc((size_t)o->batch, sizeof *e->slots);
     if (cllm_outq_init(&e->q, 4 * o->batch + 1)) return CLLM_ENOMEM;

@@ -41,7 +41,9 @@
 #          then summary.txt: verdicts and BENCH lines. Steps after 2 are
 #          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
-#          call; 3d needs 3c's trajectories, so name both).
+#          call; 3d needs 3c's trajectories, so name both). Step p (only when
+#          named) profiles: per-op device times and the host's share of
+#          cllm-bench and cllm-traj --batch 64 (CLLM_CUDA_PROFILE/STATS).
 #        Without staged files it uses what an earlier call unpacked in
 #        /root/stage, else BUILD/tests/test_cuda and $CLLM_MODEL or models/.
 #        Results in $OUT (else /tmp/gpu-check-out): summary.txt, and
@@ -144,6 +146,10 @@ have_time() { # seconds what
 # GPU_CHECK_STEPS="3c 3d 4" runs only those steps (a second call for what the first skipped); default all.
 want() { # step
     case " ${GPU_CHECK_STEPS:-all} " in *" all "*|*" $1 "*) return 0 ;; esac
+    return 1
+}
+named() { # step: runs only when GPU_CHECK_STEPS names it
+    case " ${GPU_CHECK_STEPS:-all} " in *" $1 "*) return 0 ;; esac
     return 1
 }
 tt=$bin/tests/test_cuda_train
@@ -427,6 +433,37 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
         ls "$e/cllm.gguf.ckpt" >>"$e2e" 2>&1
     fi
     [ $e2e_ok = 1 ] && note "PASS cllm-train --device cuda end to end (verdicts above)" || status=1
+fi
+
+pack
+# p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
+#    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
+#    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
+#    Jacobi n=16) and cllm-traj --batch 64; test_cuda_train --bench.
+if named p && have_time 120 "profile"; then
+    prof=$log/profile.log
+    : >"$prof"
+    awk 'NR <= 4 { printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
+        tests/golden/gsm8k20_ids.txt >"$tmp/p4.jsonl"
+    for v in PROFILE STATS; do
+        echo "== cllm-bench, CLLM_CUDA_$v=1, 4 prompts x 256" >>"$prof"
+        env "CLLM_CUDA_$v=1" timeout 60 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 4 --max-new-tokens 256 \
+            -n 16 --repeat 1 -f -o "$tmp/pb.zst" "$tmp/p4.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
+    done
+    head -n 128 "$data" >"$tmp/t128.jsonl"
+    for v in PROFILE STATS; do
+        echo "== cllm-traj --batch 64, CLLM_CUDA_$v=1, 128 prompts x 64" >>"$prof"
+        P0=$(date +%s.%N)
+        env "CLLM_CUDA_$v=1" timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \
+            -n 16 --max-new-tokens 64 --batch 64 -q -f -o "$tmp/pt.zst" "$tmp/t128.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
+        P1=$(date +%s.%N)
+        echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
+    done
+    grep -E 'CUDA forward|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
+    if have_time 60 "test_cuda_train --bench"; then
+        timeout 50 "$tt" --bench 16 320 >"$log/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
+        grep -E '^(bench|BENCH)' "$log/train-bench.log" | tee -a "$sum"
+    fi
 fi
 
 pack

@@ -12,8 +12,11 @@
  *   2. one thread per key (strided): a 16-byte-load dot product over HS,
  *      the score kept in shared memory (one float per key);
  *   3. block max, exponentials in place, block sum;
- *   4. threads split as (HS/2 dim pairs) x (key slices): bf16x2 loads of v
- *      rows, coalesced across a warp; slices reduced in shared memory.
+ *   4. threads split as (HS/8 dim octets) x (key slices): 16-byte loads of
+ *      v rows, four keys' loads in flight per thread before their sums (a
+ *      decode step has one row: 9 blocks for SmolLM2, so this pass is bound by
+ *      load latency, not bandwidth; measured on an H200, docs/CUDA.md);
+ *      slices reduced in shared memory in a fixed order.
  * Shared memory: (HS + 32 + slices*HS + max_keys) floats, dynamic; above
  * 48 KiB the launcher raises the kernel's limit (up to the device's opt-in
  * maximum, 227 KiB on H100: about 57,000 keys).
@@ -25,7 +28,7 @@
 enum { ATT_THREADS = 128 };
 
 static size_t att_smem(int HS, int keys) {
-    int slices = ATT_THREADS / (HS / 2);
+    int slices = ATT_THREADS / (HS / 8);
     return (size_t)(HS + 32 + slices * HS + keys) * sizeof(float);
 }
 
@@ -37,7 +40,7 @@ __global__ void attention_forward_kernel1(floatX *out, const float *q, const flo
     int h = blockIdx.x, r = blockIdx.y;
     int g = h / (NH / NKV), KD = NKV * HS;
     int n = pos[r] + 1;
-    int pairs = HS / 2, slices = blockDim.x / pairs;
+    int octets = HS / 8, slices = blockDim.x / octets;
     float *qs = smem;                    /* (HS) */
     float *red = qs + HS;                /* (32) */
     float *part = red + 32;              /* (slices, HS) */
@@ -53,6 +56,7 @@ __global__ void attention_forward_kernel1(floatX *out, const float *q, const flo
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const uint4 *k4 = reinterpret_cast<const uint4 *>(kbase + (size_t)j * KD);
         float dot = 0.0f;
+#pragma unroll 4
         for (int c = 0; c < HS / 8; c++) {
             uint4 u = k4[c];
             const __nv_bfloat162 *k2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
@@ -75,17 +79,44 @@ __global__ void attention_forward_kernel1(floatX *out, const float *q, const flo
     }
     sum = block_sum(sum, red);           /* its barriers also publish att[] */
 
-    int dp = threadIdx.x % pairs, sl = threadIdx.x / pairs;
+    int d8 = threadIdx.x % octets, sl = threadIdx.x / octets;
     if (sl < slices) {
-        float2 acc = make_float2(0.0f, 0.0f);
-        for (int j = sl; j < n; j += slices) {
-            float2 vf = __bfloat1622float2(
-                reinterpret_cast<const __nv_bfloat162 *>(vbase + (size_t)j * KD)[dp]);
-            acc.x += att[j] * vf.x;
-            acc.y += att[j] * vf.y;
+        float acc[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[e] = 0.0f;
+        /* keys sl, sl + slices, ...: four 16-byte loads issued, then their sums
+         * in key order (the order depends on n alone, never on other rows) */
+        int j = sl;
+        for (; j + 3 * slices < n; j += 4 * slices) {
+            uint4 u[4];
+#pragma unroll
+            for (int t = 0; t < 4; t++)
+                u[t] = reinterpret_cast<const uint4 *>(vbase + (size_t)(j + t * slices) * KD)[d8];
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                float p = att[j + t * slices];
+                const __nv_bfloat162 *v2 = reinterpret_cast<const __nv_bfloat162 *>(&u[t]);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 vf = __bfloat1622float2(v2[e]);
+                    acc[2 * e] += p * vf.x;
+                    acc[2 * e + 1] += p * vf.y;
+                }
+            }
         }
-        part[sl * HS + 2 * dp] = acc.x;
-        part[sl * HS + 2 * dp + 1] = acc.y;
+        for (; j < n; j += slices) {
+            uint4 u = reinterpret_cast<const uint4 *>(vbase + (size_t)j * KD)[d8];
+            float p = att[j];
+            const __nv_bfloat162 *v2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 vf = __bfloat1622float2(v2[e]);
+                acc[2 * e] += p * vf.x;
+                acc[2 * e + 1] += p * vf.y;
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) part[sl * HS + 8 * d8 + e] = acc[e];
     }
     __syncthreads();
     float inv = 1.0f / sum;

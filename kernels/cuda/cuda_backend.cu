@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels_cuda.h"
 
@@ -78,6 +79,34 @@ typedef struct fwd_graph {
     unsigned long long last;       /* LRU */
 } fwd_graph;
 
+/* Diagnostics (docs/CUDA.md, "Where the time goes"): CLLM_CUDA_STATS=1 prints,
+ * when a forward state is freed, where its calls' host time went (captures,
+ * launches op by op, graph launches with the wait for them);
+ * CLLM_CUDA_PROFILE=1 adds each op's device time, from an event recorded
+ * after every op (graphs off, since per-op events need the ops launched one
+ * by one; the events add a little time of their own). */
+enum prof_op { P_META, P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATT, P_WO, P_GU, P_SWIGLU, P_DOWN, P_LM, P_ARGMAX,
+               P_COPY, P_N };
+static const char *const prof_name[P_N] = {"meta-copy", "embedding", "rmsnorm", "qkv-matmul", "rope",
+                                           "attention", "wo-matmul", "gate-up-matmul", "swiglu",
+                                           "down-matmul", "lm-head", "argmax", "copy-out"};
+enum { PROF_EVENTS = 1024 };
+typedef struct fwd_stats {
+    int on, profile;
+    unsigned long long calls, graph_runs, captures, plain_runs, rows;
+    double t_capture, t_plain, t_graph, t_wait;   /* host seconds */
+    cudaEvent_t *ev;                              /* (PROF_EVENTS) */
+    int ev_op[PROF_EVENTS], n_ev;
+    double op_ms[P_N];
+    unsigned long long op_n[P_N];
+} fwd_stats;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 struct cllm_cuda_state {
     cudaStream_t stream;
     cublasHandle_t cublas;
@@ -93,6 +122,7 @@ struct cllm_cuda_state {
                                       (batch-invariant, matmul.cu); 0: one call */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
+    fwd_stats stats;
 };
 
 /* ---- devices -------------------------------------------------------------- */
@@ -376,10 +406,33 @@ fail:
 
 /* ---- forward state -------------------------------------------------------- */
 
+static void stats_print(const fwd_stats *t) {
+    if (!t->on || !t->calls) return;
+    fprintf(stderr,
+            "cllm: CUDA forward: %llu calls, %llu rows: %llu graph launches (host %.3f s, launch and "
+            "wait), %llu captures (%.3f s), %llu op by op (%.3f s enqueue, %.3f s wait)\n",
+            t->calls, t->rows, t->graph_runs, t->t_graph, t->captures, t->t_capture, t->plain_runs,
+            t->t_plain, t->t_wait);
+    if (!t->profile) return;
+    double total = 0.0;
+    for (int i = 0; i < P_N; i++) total += t->op_ms[i];
+    fprintf(stderr, "cllm: CUDA forward ops, device time (events): %.3f s in all\n", total / 1e3);
+    for (int i = 0; i < P_N; i++)
+        if (t->op_n[i])
+            fprintf(stderr, "cllm:   %-15s %9.3f ms %5.1f %%  %8.2f us per op\n", prof_name[i], t->op_ms[i],
+                    total > 0 ? 100.0 * t->op_ms[i] / total : 0.0, 1e3 * t->op_ms[i] / (double)t->op_n[i]);
+}
+
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;
     if (s) {
+        stats_print(&s->stats);
+        if (s->stats.ev) {
+            for (int i = 0; i < PROF_EVENTS; i++)
+                if (s->stats.ev[i]) (void)cudaEventDestroy(s->stats.ev[i]);
+            free(s->stats.ev);
+        }
         for (int i = 0; i < GRAPH_SLOTS; i++)
             if (s->graphs[i].exec) (void)cudaGraphExecDestroy(s->graphs[i].exec);
         if (s->cublas_ws) (void)cudaFree(s->cublas_ws);
@@ -457,10 +510,41 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     }
     const char *g = getenv("CLLM_CUDA_GRAPHS");
     s->use_graphs = !(g && !strcmp(g, "0"));
+    const char *st = getenv("CLLM_CUDA_STATS"), *pr = getenv("CLLM_CUDA_PROFILE");
+    s->stats.profile = pr && strcmp(pr, "0") && *pr;
+    s->stats.on = s->stats.profile || (st && strcmp(st, "0") && *st);
+    if (s->stats.profile) {
+        s->use_graphs = 0;
+        s->stats.ev = (cudaEvent_t *)calloc(PROF_EVENTS, sizeof(cudaEvent_t));
+        if (!s->stats.ev) rc = cllm_error(CLLM_ENOMEM, "CUDA forward: out of host memory");
+        for (int i = 0; !rc && i < PROF_EVENTS; i++) rc = CUDA_CHECK(cudaEventCreate(&s->stats.ev[i]));
+        if (rc) {
+            cllm_cuda_fwd_free(f);
+            return rc;
+        }
+    }
     return 0;
 }
 
 /* ---- forward -------------------------------------------------------------- */
+
+/* CLLM_CUDA_PROFILE: an event after op `op` (the first event, P_N, marks the start). */
+static void mark(struct cllm_cuda_state *s, int op) {
+    fwd_stats *t = &s->stats;
+    if (!t->profile || t->n_ev >= PROF_EVENTS) return;
+    if (cudaEventRecord(t->ev[t->n_ev], s->stream) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    t->ev_op[t->n_ev++] = op;
+}
+
+/* the op, then its profiling mark */
+#define STEP(op, call)              \
+    do {                            \
+        if ((rc = (call))) return rc; \
+        mark(s, (op));              \
+    } while (0)
 
 /* The stream work of one call, no synchronisation (so it can be captured):
  * meta_h holds tokens, pos, slot, lm rows; argmax (N) lands in argmax_h. */
@@ -476,52 +560,68 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     const int *lm_d = s->meta_d + 3 * M;
     size_t layer_elems = (size_t)kv->n_seq * kv->cap * kv->kv_dim;
 
-    if ((rc = CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 4 * (size_t)M * sizeof(int),
-                                         cudaMemcpyHostToDevice, st))))
-        return rc;
-    if ((rc = embedding_forward(s->x, tok_d, dm->wte, R, C, st))) return rc;
-    if ((rc = rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st))) return rc;
+    s->stats.n_ev = 0;
+    mark(s, P_N);
+    STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 4 * (size_t)M * sizeof(int),
+                                            cudaMemcpyHostToDevice, st)));
+    STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
+    STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st));
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
         floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
         floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
-        if ((rc = matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st)) ||
-            (rc = qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH, NKV,
-                                   HS, c->rope_dim, kv->cap, st)) ||
-            (rc = attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
-                                    st)) ||
-            (rc = matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st)) ||
-            (rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st)) ||
-            (rc = matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st)) ||
-            (rc = swiglu_forward(s->h, s->gu, R, F, st)) ||
-            (rc = matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, st)))
-            return rc;
+        STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st));
+        STEP(P_ROPE, qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH, NKV,
+                                      HS, c->rope_dim, kv->cap, st));
+        STEP(P_ATT, attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
+                                      st));
+        STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st));
+        STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st));
+        STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st));
+        STEP(P_SWIGLU, swiglu_forward(s->h, s->gu, R, F, st));
+        STEP(P_DOWN, matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, st));
         if (l + 1 < L)
-            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, NULL, R, C, eps,
-                                          st);
+            STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, NULL, R, C,
+                                                  eps, st));
         else if (N > 0)
-            rc = residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st);
-        if (rc) return rc;
+            STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st));
     }
     if (N > 0) {
-        if ((rc = matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st)) ||
-            (rc = argmax_forward(s->argmax_d, s->logits, N, V, st)) ||
-            (rc = CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof(int),
-                                             cudaMemcpyDeviceToHost, st))))
-            return rc;
+        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
+        STEP(P_ARGMAX, argmax_forward(s->argmax_d, s->logits, N, V, st));
+        STEP(P_COPY, CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof(int),
+                                                cudaMemcpyDeviceToHost, st)));
         /* logits: one copy per run of consecutive rows (one run per sequence) */
         const int *lm = s->meta_h + 3 * M;
         for (int i = 0; f->want_logits && i < N;) {
             int j = i + 1;
             while (j < N && lm[j] == lm[j - 1] + 1) j++;
-            if ((rc = CUDA_CHECK(cudaMemcpyAsync(f->logits + (size_t)lm[i] * V, s->logits + (size_t)i * V,
-                                                 (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost,
-                                                 st))))
-                return rc;
+            STEP(P_COPY, CUDA_CHECK(cudaMemcpyAsync(f->logits + (size_t)lm[i] * V, s->logits + (size_t)i * V,
+                                                    (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost,
+                                                    st)));
             i = j;
         }
     }
     return 0;
+}
+#undef STEP
+
+/* CLLM_CUDA_PROFILE: after the call's synchronisation, the time between
+ * consecutive events goes to the op that ended it. */
+static void profile_collect(fwd_stats *t) {
+    for (int k = 1; k < t->n_ev; k++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, t->ev[k - 1], t->ev[k]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        int op = t->ev_op[k];
+        if (op >= 0 && op < P_N) {
+            t->op_ms[op] += ms;
+            t->op_n[op]++;
+        }
+    }
+    t->n_ev = 0;
 }
 
 /* The graph slot for this call's key: a hit, else a free or the least
@@ -575,11 +675,36 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max
         g->last = s->calls;
         if (++g->seen < 2) g = NULL;   /* seen once: run it plainly */
     }
-    if (g && !g->exec && (rc = capture(f, kv, R, N, g))) return rc;
+    fwd_stats *t = &s->stats;
+    double t0 = t->on ? now_s() : 0.0;
+    if (g && !g->exec) {
+        if ((rc = capture(f, kv, R, N, g))) return rc;
+        if (t->on) {
+            double t1 = now_s();
+            t->captures++;
+            t->t_capture += t1 - t0;
+            t0 = t1;
+        }
+    }
     if (g) rc = CUDA_CHECK(cudaGraphLaunch(g->exec, s->stream));
     else rc = enqueue_forward(f, kv, R, N, max_keys);
+    double t1 = t->on ? now_s() : 0.0;
     if (!rc) rc = CUDA_CHECK(cudaStreamSynchronize(s->stream));
     if (rc) return rc;
+    if (t->on) {
+        double t2 = now_s();
+        t->calls++;
+        t->rows += (unsigned long long)R;
+        if (g) {
+            t->graph_runs++;
+            t->t_graph += t2 - t0;
+        } else {
+            t->plain_runs++;
+            t->t_plain += t1 - t0;
+            t->t_wait += t2 - t1;
+        }
+        if (t->profile) profile_collect(t);
+    }
     for (int i = 0; i < N; i++) f->argmax[s->meta_h[3 * M + i]] = s->argmax_h[i];
     return 0;
 }

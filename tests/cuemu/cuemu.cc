@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <deque>
 #include <map>
@@ -696,7 +697,7 @@ const char *cudaGetErrorName(cudaError_t e) {
         N(cudaErrorInvalidConfiguration) N(cudaErrorInvalidDevicePointer) N(cudaErrorInvalidMemcpyDirection)
         N(cudaErrorInsufficientDriver) N(cudaErrorNoDevice) N(cudaErrorInvalidDevice)
         N(cudaErrorNoKernelImageForDevice) N(cudaErrorInvalidResourceHandle) N(cudaErrorIllegalState)
-        N(cudaErrorIllegalAddress) N(cudaErrorLaunchOutOfResources) N(cudaErrorNotSupported)
+        N(cudaErrorIllegalAddress) N(cudaErrorLaunchOutOfResources) N(cudaErrorNotReady) N(cudaErrorNotSupported)
         N(cudaErrorStreamCaptureUnsupported) N(cudaErrorStreamCaptureInvalidated) N(cudaErrorStreamCaptureUnmatched)
 #undef N
     }
@@ -706,6 +707,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     switch (e) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
@@ -892,6 +894,48 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g) {
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
     delete exec;
+    return cudaSuccess;
+}
+
+/* ---- events: the host's monotonic clock when the stream runs the record ---------- */
+}  // extern "C"
+struct CUevent_st {
+    double t_ms;
+    bool recorded, done;
+    CUstream_st *s;
+};
+extern "C" {
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = new CUevent_st{0.0, false, false, nullptr};
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    if (!e) return err(cudaErrorInvalidResourceHandle);
+    if (e->s && e->recorded && !e->done) drain(e->s, UINT64_MAX);   /* its record op points at it */
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t st) {
+    if (!e) return err(cudaErrorInvalidResourceHandle);
+    e->s = S(st);
+    e->recorded = true;
+    e->done = false;
+    return enqueue(st, [e]() {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        e->t_ms = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+        e->done = true;
+    }, "cudaEventRecord");
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return err(cudaErrorInvalidResourceHandle);
+    if (e->recorded && !e->done) wait_stream(e->s);
+    return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    if (!a || !b) return err(cudaErrorInvalidResourceHandle);
+    if (!a->done || !b->done) return err(cudaErrorNotReady);
+    *ms = (float)(b->t_ms - a->t_ms);
     return cudaSuccess;
 }
 

@@ -65,7 +65,7 @@ struct cllm_cuda_train {
     layer_off *lay;            /* host (L) */
     int qkv_adjacent;          /* wq, wk, wv adjacent in params, every layer */
     int maxB, maxT, RM, max_rows, S, NC;
-    int att_variant;           /* attention kernels: 0 fastest that fits, 1 reference */
+    int att_variant;           /* attention kernels: 0, 1 kernel1 (default); 2 kernel2 */
     size_t bytes;
     cudaStream_t stream;
     cublasHandle_t blas;
