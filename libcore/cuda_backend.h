@@ -86,8 +86,14 @@ typedef struct cllm_cuda_fwd {
     struct cllm_cuda_state *st; /* device side (opaque) */
 } cllm_cuda_fwd;
 
+/* Flags of cllm_cuda_fwd_init. */
+enum {
+    CLLM_CUDA_FWD_LOGITS = 1,  /* copy the logits to the host after each call */
+    CLLM_CUDA_FWD_BULK = 2,    /* never the few-row path (matmul16.cu): every call's
+                                  products through cuBLAS (docs/CUDA.md, "Batch invariance") */
+};
 /* Returns 0 or a CLLM_E* code. */
-int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int want_logits);
+int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags);
 void cllm_cuda_fwd_free(cllm_cuda_fwd *f);
 
 /* cllm_forward_batch's contract on the device: the ragged batch s[0..B)

@@ -112,6 +112,8 @@ typedef struct cllm_decoder {
  * failure). Returns 0 or a CLLM_E* code. */
 int cllm_decoder_init(cllm_decoder *d, cllm_kv *kv, int seq, const int *prompt, int n_prompt,
                       const cllm_decode_opts *o, cllm_decode_result *r, const cllm_fwd *f);
+/* Whether the next step is a prompt chunk (else a decoding step). */
+static inline int cllm_decoder_in_prompt(const cllm_decoder *d) { return d->fed < d->P; }
 /* The next step as one sequence of a call: fills *s and tokens (s->T ids)
  * and returns s->T, or 0 when the step needs more than budget rows (a Jacobi
  * iteration or an AR token is never split; a prompt chunk is cut to budget). */

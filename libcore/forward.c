@@ -174,7 +174,9 @@ static int fwd_init_cuda(cllm_fwd *f, const cllm_model *m, int max_T, int flags)
     if (rc) return rc;
     f->cuda = cllm_calloc(1, sizeof *f->cuda);
     if (!f->cuda) return CLLM_ENOMEM;
-    if ((rc = cllm_cuda_fwd_init(f->cuda, f->cuda_model, max_T, (flags & CLLM_FWD_LOGITS) != 0))) {
+    if ((rc = cllm_cuda_fwd_init(f->cuda, f->cuda_model, max_T,
+                                 ((flags & CLLM_FWD_LOGITS) ? CLLM_CUDA_FWD_LOGITS : 0) |
+                                     ((flags & CLLM_FWD_BULK) ? CLLM_CUDA_FWD_BULK : 0)))) {
         free(f->cuda);
         f->cuda = NULL;
         return rc;

@@ -103,6 +103,10 @@ typedef struct cllm_fwd {
 /* Flags of cllm_fwd_init_on. */
 enum {
     CLLM_FWD_LOGITS = 1,  /* CUDA: copy the logits to the host too (the CPU always has them) */
+    CLLM_FWD_BULK = 2,    /* CUDA: no few-row path for decode steps (kernels/cuda/matmul16.cu):
+                             every call's products go one way (cuBLAS), so a sequence's
+                             results do not change with the rows beside it (cllm-traj:
+                             records that do not depend on --batch; docs/CUDA.md) */
 };
 
 /* A CPU forward state for up to max_T rows per call. Returns 0 or CLLM_E*. */

@@ -2,14 +2,15 @@
  *
  * `batch` slots decode prompts side by side, one KV-cache sequence each; one
  * tick gives every active slot one decoding step (cllm_decoder_next: a
- * prompt chunk, an AR token or a Jacobi iteration), and all of a tick's steps
- * go through one ragged forward call (cllm_forward_batch), or a few when they
- * exceed the call's row limit. A slot whose prompt is done takes the next one
+ * prompt chunk, an AR token or a Jacobi iteration): the decoding steps in one
+ * ragged forward call (cllm_forward_batch), the prompt chunks in another, or a
+ * few each when they exceed the call's row limit. A slot whose prompt is done takes the next one
  * at once (continuous batching). Outputs go out in input order: a finished
  * prompt's record waits in its job until every earlier one is out, and a slot
  * takes no new prompt while 4*batch jobs wait. A prompt's output is what
  * batch 1 gives it: its own cache sequence, its own seed, and a
- * batch-invariant forward (forward.h).
+ * batch-invariant forward (forward.h; on CUDA exactly so while a tick's
+ * decoding steps fit in 16 rows, up to near-ties beyond: docs/CUDA.md).
  *
  * steps in a gen record counts the prompt's forwards as one pass (it yields
  * the first token) plus one pass per decoding step, so tokens/step is 1.0
@@ -194,27 +195,35 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     return rc;
 }
 
-/* One tick: every active slot one step, in as few forward calls as fit. */
+/* One tick: every active slot one step, in as few forward calls as fit: the
+ * decoding steps first, in calls of their own, then the prompt chunks. So a
+ * sequence's decoding steps never share a call with another's prompt: on
+ * CUDA a step of up to 16 rows then takes the same route (matmul16.cu) at
+ * --batch 1 as at --batch 8, and the decode calls' layouts repeat from tick
+ * to tick, which replays their CUDA graphs. */
 static int tick(gen_eng *e, int *active) {
-    int next = 0, rc = 0;
+    int rc = 0;
     *active = 0;
     for (int i = 0; i < e->batch; i++) *active += e->slots[i].active;
-    while (!rc) {
-        int B = 0, rows = 0;
-        for (; next < e->batch; next++) {
-            gen_slot *s = &e->slots[next];
-            if (!s->active) continue;
-            int T = cllm_decoder_next(&s->d, e->f.max_T - rows, &e->calls[B], e->tokens + rows);
-            if (T == 0) break;          /* no room left in this call */
-            e->in_call[B++] = s;
-            rows += T;
-        }
-        if (B == 0) break;
-        if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
-        for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
-            gen_slot *s = e->in_call[b];
-            rc = cllm_decoder_take(&s->d, &e->kv, e->f.argmax + r);
-            if (!rc && s->d.done) rc = slot_finish(e, s);
+    for (int prompt = 0; prompt <= 1 && !rc; prompt++) {
+        int next = 0;
+        while (!rc) {
+            int B = 0, rows = 0;
+            for (; next < e->batch; next++) {
+                gen_slot *s = &e->slots[next];
+                if (!s->active || s->d.done || cllm_decoder_in_prompt(&s->d) != prompt) continue;
+                int T = cllm_decoder_next(&s->d, e->f.max_T - rows, &e->calls[B], e->tokens + rows);
+                if (T == 0) break;          /* no room left in this call */
+                e->in_call[B++] = s;
+                rows += T;
+            }
+            if (B == 0) break;
+            if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
+            for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
+                gen_slot *s = e->in_call[b];
+                rc = cllm_decoder_take(&s->d, &e->kv, e->f.argmax + r);
+                if (!rc && s->d.done) rc = slot_finish(e, s);
+            }
         }
     }
     return rc;

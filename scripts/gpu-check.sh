@@ -184,6 +184,18 @@ if [ -z "${CLLM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl.s
 fi
 
 pack
+# 1b. the few-row tensor-core path (matmul16.cu) on the tiny models first (~2 s):
+#     if it fails there, the rest of the run goes without it (CLLM_CUDA_MM16=0)
+#     so that the other steps still say something.
+if [ "${CLLM_CUDA_MM16:-1}" != 0 ] && ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/mm16-tiny.log" 2>&1; then
+    note "FAIL test_cuda on the tiny models with matmul16.cu: the rest runs with CLLM_CUDA_MM16=0"
+    grep -E 'CHECK|FAIL|error' "$log/mm16-tiny.log" | head -n 5 | tee -a "$sum"
+    CLLM_CUDA_MM16=0
+    export CLLM_CUDA_MM16
+    status=1
+fi
+
+pack
 # 2. parity, Jacobi == AR, benchmark (the CPU reference uses the machine's cores)
 if want 2; then
 timeout 240 "$t" --bench >"$log/test_cuda.log" 2>&1

@@ -71,4 +71,57 @@ __device__ __forceinline__ float block_max(float v, float *shared) {
     return warp_max(v);
 }
 
+/* Tensor cores: d (16x8, fp32) += a (16x16, bf16, row-major) b (16x8, bf16,
+ * column-major), mma.sync.m16n8k16 with fp32 accumulation. Fragments as the
+ * PTX ISA lays them out for lane = 4*g + t (g = lane / 4, t = lane % 4); each
+ * 32-bit register holds two bf16, the lower k in the low half:
+ *   a[0] = A[g][2t..2t+1]    a[1] = A[g+8][2t..2t+1]
+ *   a[2] = A[g][2t+8..+9]    a[3] = A[g+8][2t+8..+9]
+ *   b[0] = B[2t..2t+1][g]    b[1] = B[2t+8..+9][g]
+ *   d[0..1] = D[g][2t..2t+1] d[2..3] = D[g+8][2t..2t+1]
+ * A row's results depend on that row of A alone. Under the CPU emulation
+ * (tests/cuemu/) the same fragments are gathered with shuffles and summed in
+ * k order in fp32. Every lane of the warp must call it. */
+#ifdef CUEMU_CUDA_RUNTIME_H
+static inline float bf16_bits_float(unsigned v) {   /* the bf16 in v's low 16 bits */
+    unsigned u = (v & 0xffffu) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+#endif
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const unsigned a[4], const unsigned b[2]) {
+#ifdef CUEMU_CUDA_RUNTIME_H
+    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    float A[2][16], B[2][16];   /* rows g, g+8 of A; columns 2t, 2t+1 of B */
+    for (int tt = 0; tt < 4; tt++) {
+        unsigned r[4], c[2][2];
+        for (int i = 0; i < 4; i++) r[i] = __shfl_sync(0xffffffffu, a[i], 4 * g + tt);
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < 2; i++) c[j][i] = __shfl_sync(0xffffffffu, b[i], 4 * (2 * t + j) + tt);
+        for (int h = 0; h < 2; h++) {   /* low, high half: k = 2tt + h (+8) */
+            A[0][2 * tt + h] = bf16_bits_float(r[0] >> (16 * h));
+            A[1][2 * tt + h] = bf16_bits_float(r[1] >> (16 * h));
+            A[0][2 * tt + 8 + h] = bf16_bits_float(r[2] >> (16 * h));
+            A[1][2 * tt + 8 + h] = bf16_bits_float(r[3] >> (16 * h));
+            for (int j = 0; j < 2; j++) {
+                B[j][2 * tt + h] = bf16_bits_float(c[j][0] >> (16 * h));
+                B[j][2 * tt + 8 + h] = bf16_bits_float(c[j][1] >> (16 * h));
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            float s = 0.0f;
+            for (int k = 0; k < 16; k++) s += A[i][k] * B[j][k];
+            d[2 * i + j] += s;
+        }
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
 #endif

@@ -120,6 +120,8 @@ struct cllm_cuda_state {
     int use_graphs;                /* CLLM_CUDA_GRAPHS=0 turns graphs off */
     int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: products in G-row pieces
                                       (batch-invariant, matmul.cu); 0: one call */
+    int mm16;                      /* calls of up to 16 rows take matmul16.cu's fused
+                                      tensor-core path (CLLM_CUDA_MM16=0: never) */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
     fwd_stats stats;
@@ -467,8 +469,8 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     s->argmax_d = (int *)take(a, (size_t)R * 4);
 }
 
-extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows,
-                                  int want_logits) {
+extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags) {
+    int want_logits = (flags & CLLM_CUDA_FWD_LOGITS) != 0;
     memset(f, 0, sizeof *f);
     if (max_rows < 1 || max_rows > 65535)
         return cllm_error(CLLM_EINVAL, "CUDA forward: bad maximum row count %d (1..65535)", max_rows);
@@ -482,6 +484,12 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr ? atoi(gr) : 0;
     if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = 0;
+    {
+        const cllm_config *c = &dm->cfg;
+        const char *mm = getenv("CLLM_CUDA_MM16");
+        s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
+                  mm16_supported(dm->QD) && mm16_supported(c->d_ff) && c->d_ff % 8 == 0;
+    }
     arena a = {NULL, 0};
     state_layout(s, dm, max_rows, &a);
     size_t bytes = a.off;
@@ -546,6 +554,8 @@ static void mark(struct cllm_cuda_state *s, int op) {
         mark(s, (op));              \
     } while (0)
 
+static int finish_forward(cllm_cuda_fwd *f, int N, cudaStream_t st);
+
 /* The stream work of one call, no synchronisation (so it can be captured):
  * meta_h holds tokens, pos, slot, lm rows; argmax (N) lands in argmax_h. */
 static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
@@ -565,6 +575,24 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 4 * (size_t)M * sizeof(int),
                                             cudaMemcpyHostToDevice, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
+    if (s->mm16 && R <= 16) {
+        /* a decode step: matmul16.cu's fused products, six launches a layer */
+        for (int l = 0; l < L; l++) {
+            const cuda_layer *w = &dm->layers[l];
+            floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
+            floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
+            STEP(P_QKV, mm16_norm_forward(s->qkv, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV, st));
+            STEP(P_ROPE, qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH,
+                                          NKV, HS, c->rope_dim, kv->cap, st));
+            STEP(P_ATT, attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
+                                          st));
+            STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, st));
+            STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, st));
+            STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, st));
+        }
+        if (N > 0) STEP(P_LM, mm16_norm_forward(s->logits, s->x, dm->out_norm, lm_d, eps, dm->lm_head, N, C, V, st));
+        return finish_forward(f, N, st);
+    }
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st));
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
@@ -586,8 +614,16 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         else if (N > 0)
             STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st));
     }
+    if (N > 0) STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
+    return finish_forward(f, N, st);
+}
+
+/* After the LM head: argmax on the device, the ids (and the logits, if
+ * wanted) to the host. */
+static int finish_forward(cllm_cuda_fwd *f, int N, cudaStream_t st) {
+    struct cllm_cuda_state *s = f->st;
+    int V = f->m->cfg.vocab, M = f->max_rows, rc;
     if (N > 0) {
-        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
         STEP(P_ARGMAX, argmax_forward(s->argmax_d, s->logits, N, V, st));
         STEP(P_COPY, CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof(int),
                                                 cudaMemcpyDeviceToHost, st)));

@@ -89,4 +89,20 @@ int argmax_forward(int *out, const float *logits, int R, int V, cudaStream_t str
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
                    int R, int C, int OC, int rows_per_call, cudaStream_t stream);
 
+/* ---- matmul16.cu: products of up to 16 rows on the tensor cores ------- */
+/* With the ops around them fused; batch-invariant by construction (a row's
+ * result never depends on the other rows or on R). R in 1..16, K % 16 == 0,
+ * K <= 2048 (mm16_supported); W (OC, K) bf16 as matmul_forward's. */
+enum { MV_IN_ROWS, MV_IN_NORM, MV_OUT_F32, MV_OUT_ADD, MV_OUT_SWIGLU };
+int mm16_supported(int K);
+/* out (R, OC) fp32 = bf16(RMSNorm(x[src(i)]) * nw) W^T; x (*, K) fp32; rows (R) or NULL */
+int mm16_norm_forward(float *out, const float *x, const float *nw, const int *rows, float eps,
+                      const floatX *W, int R, int K, int OC, cudaStream_t stream);
+/* x (R, OC) fp32 += inp W^T; inp (R, K) bf16 */
+int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC,
+                          cudaStream_t stream);
+/* h (R, F) bf16 = silu(g) * u, [g u] = bf16(RMSNorm(x) * nw) [Wgate; Wup]^T; Wgu (2F, K), F % 8 == 0 */
+int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
+                             int R, int K, int F, cudaStream_t stream);
+
 #endif

@@ -5,8 +5,10 @@
 #   test_cuda            the tiny models (the SmolLM2 part is skipped: CLLM_MODEL
 #                        points nowhere; at emulation speed it would take hours)
 #   test_cuda_variant    the same without CUDA graphs, with 16-row products
-#                        (CLLM_CUDA_GEMM_ROWS) and every block, warp and lane
-#                        run in reverse order (CUEMU_ORDER=rev)
+#                        (CLLM_CUDA_GEMM_ROWS), without the few-row path
+#                        (CLLM_CUDA_MM16=0: every product through
+#                        cuBLAS) and every block, warp and lane run in
+#                        reverse order (CUEMU_ORDER=rev)
 #   test_cuda_train      the training parity test
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
@@ -51,7 +53,7 @@ selftest() {
 }
 run selftest selftest
 run test_cuda "$B/tests/test_cuda"
-run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CUEMU_ORDER=rev "$B/tests/test_cuda"
+run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM16=0 CUEMU_ORDER=rev "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
 run e2e sh tests/cuemu/e2e.sh "$B"
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"

@@ -310,6 +310,38 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             if (e > worst) worst = e;
         }
     }
+    /* The few-row path (matmul16.cu, calls of up to 16 rows) is
+     * batch-invariant by construction: a 16-row call (a Jacobi window) gives
+     * each row exactly, bit for bit, what 16 one-row calls (AR steps) give,
+     * logits and cache alike (checked again by the next call reading it). */
+    {
+        const char *mm = getenv("CLLM_CUDA_MM16");
+        int few = !(mm && !strcmp(mm, "0"));
+        size_t n = (size_t)16 * V;
+        float *block = malloc(n * sizeof(float)), *steps = malloc(n * sizeof(float));
+        float *next_a = malloc((size_t)V * sizeof(float));
+        CHECK(block && steps && next_a);
+        if (block && steps && next_a) {
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 40, tok + 20, 16, 0));
+            memcpy(block, gf.logits, n * sizeof(float));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 56, tok + 3, 1, 0));
+            memcpy(next_a, gf.logits, (size_t)V * sizeof(float));
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
+            for (int t = 0; t < 16; t++) {
+                CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 40 + t, tok + 20 + t, 1, 0));
+                memcpy(steps + (size_t)t * V, gf.logits, (size_t)V * sizeof(float));
+            }
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 56, tok + 3, 1, 0));
+            int same = !memcmp(block, steps, n * sizeof(float)) && !memcmp(next_a, gf.logits, (size_t)V * sizeof(float));
+            printf("%s: a 16-row call vs 16 one-row calls: %s%s\n", name, same ? "bit-identical" : "differ",
+                   few ? "" : " (few-row path off: not required)");
+            if (few) CHECK_MSG(same, "%s: the few-row path is not batch-invariant", name);
+        }
+        free(block);
+        free(steps);
+        free(next_a);
+    }
     /* argument errors change nothing */
     {
         int len = cllm_cuda_kv_len(&gk, 1), bad = V;

@@ -314,6 +314,10 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     if (nc > (size_t)t->max_rows) nc = (size_t)t->max_rows;
     t->NC = (int)nc;
     t->att_variant = o->attention;
+    {   /* CLLM_CUDA_TRAIN_ATTENTION=2 picks the thread-per-key kernels (docs/CUDA-TRAINING.md) */
+        const char *a = getenv("CLLM_CUDA_TRAIN_ATTENTION");
+        if (a && *a) t->att_variant = atoi(a);
+    }
     t->beta1 = 0.9;
     t->beta2 = 0.999;
     t->eps = 1e-8;
