@@ -481,15 +481,21 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     if (!s) return cllm_error(CLLM_ENOMEM, "CUDA forward: out of host memory");
     f->st = s;
     size_t R = (size_t)max_rows, V = dm->cfg.vocab;
-    const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
-    s->gemm_rows = gr ? atoi(gr) : 0;
-    if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = 0;
     {
         const cllm_config *c = &dm->cfg;
         const char *mm = getenv("CLLM_CUDA_MM16");
         s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
                   mm16_supported(dm->QD) && mm16_supported(c->d_ff) && c->d_ff % 8 == 0;
     }
+    /* With the few-row path on (gen, bench, eval: latency), the calls above 16
+     * rows (prompt chunks, whose lengths depend on the batch's budget) go to
+     * cuBLAS in 64-row pieces, one shape whatever the chunking, so that a
+     * prompt's first token does not depend on --batch (on an H200, one call
+     * per chunk made cllm-gen --batch 8 part from --batch 1). Bulk states
+     * (cllm-traj: throughput) make each product one call. */
+    const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+    s->gemm_rows = gr ? atoi(gr) : s->mm16 ? 64 : 0;
+    if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = 0;
     arena a = {NULL, 0};
     state_layout(s, dm, max_rows, &a);
     size_t bytes = a.off;
