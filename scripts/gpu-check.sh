@@ -361,10 +361,10 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
     E0=$(date +%s.%N)
     erun make-tiny "$mt" -o "$e/tiny" --from "$CLLM_MODEL" --dim 128 --ff 256 --seed 1 &&
     erun "SFT on the GPU" "$bin/cllm-train" -m "$e/tiny" -o "$e/base.gguf" --device cuda --objective sft $P --lr 3e-3 \
-        --warmup 0.05 --max-steps 120 --batch 8 -q --metrics "$e/sft-gpu.zst" "$e/p.jsonl" &&
+        --warmup 0.05 --max-steps 200 --batch 8 -q --metrics "$e/sft-gpu.zst" "$e/p.jsonl" &&
     E1=$(date +%s.%N) &&
     erun "SFT on the CPU" "$bin/cllm-train" -m "$e/tiny" -o "$e/base-cpu.gguf" --device cpu -t 8 --objective sft $P \
-        --lr 3e-3 --warmup 0.05 --max-steps 120 --batch 8 -q --metrics "$e/sft-cpu.zst" "$e/p.jsonl" &&
+        --lr 3e-3 --warmup 0.05 --max-steps 200 --batch 8 -q --metrics "$e/sft-cpu.zst" "$e/p.jsonl" &&
     E2=$(date +%s.%N)
     if [ $e2e_ok = 1 ]; then
         curve "$e/sft-gpu.zst" loss >"$e/sg"; curve "$e/sft-cpu.zst" loss >"$e/sc"
@@ -372,7 +372,7 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
         pair "$e/sg" "$e/sc" | awk -v a="$E0" -v b="$E1" -v c="$E2" '
             { d = ($2 - $3) / ($3 > 1 ? $3 : 1); if (d < 0) d = -d; if (d > worst) worst = d
               if ($1 == 1) first = d; if ($1 % 30 == 0) pts = pts sprintf(" %d:%.3f/%.3f", $1, $2, $3); last = d }
-            END { printf "BENCH cllm-train SFT tiny 120 steps x 8: GPU %.1f s, CPU -t 8 %.1f s (make-tiny included in GPU); loss GPU/CPU%s\n", b - a, c - b, pts
+            END { printf "BENCH cllm-train SFT tiny 200 steps x 8: GPU %.1f s, CPU -t 8 %.1f s (make-tiny included in GPU); loss GPU/CPU%s\n", b - a, c - b, pts
                   printf "%s SFT loss curve GPU vs CPU: step 1 rel %.2e (bar 2e-2), final %.2e, worst %.2e (bar 0.2; relative above 1, absolute below)\n",
                       (first <= 2e-2 && worst <= 0.2) ? "ok" : "DIFF", first, last, worst
                   exit !(first <= 2e-2 && worst <= 0.2) }' >"$e/verdict"
