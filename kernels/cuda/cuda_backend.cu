@@ -118,8 +118,9 @@ struct cllm_cuda_state {
     int *meta_h, *argmax_h;        /* pinned host mirrors */
     void *cublas_ws;               /* cuBLAS' workspace, fixed so calls can be captured */
     int use_graphs;                /* CLLM_CUDA_GRAPHS=0 turns graphs off */
-    int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: products in G-row pieces
-                                      (batch-invariant, matmul.cu); 0: one call */
+    int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: every cuBLAS product in
+                                      G-row pieces (batch-invariant, matmul.cu; 0: one
+                                      call); -1 (unset): call_gemm_rows decides */
     int mm16;                      /* calls of up to 16 rows take matmul16.cu's fused
                                       tensor-core path (CLLM_CUDA_MM16=0: never) */
     fwd_graph graphs[GRAPH_SLOTS];
@@ -450,11 +451,27 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     memset(f, 0, sizeof *f);
 }
 
+enum { PROMPT_GEMM_ROWS = 64 };
+
+/* The cuBLAS piece size of a call of R rows, N of them LM-head rows. A call
+ * with prompt rows (N < R: prompt chunks, whose lengths depend on how the
+ * batch's row budget cut them) goes in 64-row pieces: one cuBLAS shape
+ * whatever the chunking, so a prompt's cache and first token do not depend
+ * on --batch (on an H200, one call per chunk made cllm-gen --batch 8 part
+ * from --batch 1), and a shape seen before, so no cuBLAS heuristic runs
+ * again (a new shape cost ~9 ms of host time per call: CLLM_CUDA_STATS on
+ * cllm-traj). A call of decoding steps only (N == R: windows, AR steps) is
+ * one product per matrix. CLLM_CUDA_GEMM_ROWS overrides both. */
+static int call_gemm_rows(const struct cllm_cuda_state *s, int R, int N) {
+    if (s->gemm_rows >= 0) return s->gemm_rows;
+    return N < R ? PROMPT_GEMM_ROWS : 0;
+}
+
 /* Activations for R rows; the inputs and outputs of the products for R
- * rounded up to a multiple of s->gemm_rows (their last piece runs past R). */
+ * rounded up to a multiple of the largest piece (the last piece runs past R). */
 static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, int R, arena *a) {
     const cllm_config *c = &dm->cfg;
-    size_t G = s->gemm_rows > 0 ? (size_t)s->gemm_rows : 1;
+    size_t G = s->gemm_rows > 0 ? (size_t)s->gemm_rows : s->gemm_rows < 0 ? (size_t)PROMPT_GEMM_ROWS : 1;
     size_t n = ((size_t)R + G - 1) / G * G, C = c->d_model, F = c->d_ff, V = c->vocab;
     s->x = (float *)take(a, n * C * 4);
     s->xn = (floatX *)take(a, n * C * 2);
@@ -487,15 +504,10 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
                   mm16_supported(dm->QD) && mm16_supported(c->d_ff) && c->d_ff % 8 == 0;
     }
-    /* With the few-row path on (gen, bench, eval: latency), the calls above 16
-     * rows (prompt chunks, whose lengths depend on the batch's budget) go to
-     * cuBLAS in 64-row pieces, one shape whatever the chunking, so that a
-     * prompt's first token does not depend on --batch (on an H200, one call
-     * per chunk made cllm-gen --batch 8 part from --batch 1). Bulk states
-     * (cllm-traj: throughput) make each product one call. */
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
-    s->gemm_rows = gr ? atoi(gr) : s->mm16 ? 64 : 0;
-    if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = 0;
+    s->gemm_rows = gr && *gr ? atoi(gr) : -1;
+    if (s->gemm_rows > 4096) s->gemm_rows = -1;
+    if (s->gemm_rows < -1) s->gemm_rows = -1;
     arena a = {NULL, 0};
     state_layout(s, dm, max_rows, &a);
     size_t bytes = a.off;
@@ -570,7 +582,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     struct cllm_cuda_state *s = f->st;
     cudaStream_t st = s->stream;
     int C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim, F = c->d_ff;
-    int V = c->vocab, L = c->n_layer, M = f->max_rows, G = s->gemm_rows, rc;
+    int V = c->vocab, L = c->n_layer, M = f->max_rows, G = call_gemm_rows(s, R, N), rc;
     float eps = c->rms_eps;
     const int *tok_d = s->meta_d, *pos_d = s->meta_d + M, *slot_d = s->meta_d + 2 * M;
     const int *lm_d = s->meta_d + 3 * M;
