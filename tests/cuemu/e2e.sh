@@ -12,7 +12,8 @@
 #   cllm-gen Jacobi n = 8 on the GPU == AR on the GPU, token for token;
 #   cllm-gen --batch 4 == --batch 1 on the GPU;
 #   cllm-traj --batch 4 == --batch 1 on the GPU (records equal), and the
-#     share of records equal to the CPU's is printed.
+#     share of records equal to the CPU's is printed;
+#   CLLM_CUDA_STATS / CLLM_CUDA_PROFILE print their report and change no answer.
 set -eu
 B=${1:-build-cuemu}
 T=$(mktemp -d)
@@ -77,6 +78,19 @@ while [ $i -lt 6 ]; do
 done > "$T/ids.jsonl"
 check_model tiny-qwen2 tests/golden/tiny-qwen2 "$T/ids.jsonl"
 check_gpu tiny-qwen2 tests/golden/tiny-qwen2 "$T/ids.jsonl"
+
+# CLLM_CUDA_STATS / CLLM_CUDA_PROFILE (docs/CUDA.md "Where the time goes"): a
+# summary line per forward state, per-op device times, and the same answers
+for v in STATS PROFILE; do
+    env "CLLM_CUDA_$v=1" "$B/cllm-gen" -m tests/golden/tiny-qwen2 --device cuda --max-new-tokens 8 \
+        "$T/ids.jsonl" > "$T/d.zst" 2> "$T/d.err"
+    grep -q '^cllm: CUDA forward: [0-9]* calls, [0-9]* rows' "$T/d.err" || fail "CLLM_CUDA_$v: no summary line"
+    "$B/cllm-gen" -m tests/golden/tiny-qwen2 --device cuda --max-new-tokens 8 "$T/ids.jsonl" > "$T/n.zst"
+    outputs "$T/n.zst" > "$T/n.txt"
+    outputs "$T/d.zst" | cmp -s - "$T/n.txt" || fail "CLLM_CUDA_$v changes the answers"
+done
+grep -q '^cllm:   attention .* us per op' "$T/d.err" || fail "CLLM_CUDA_PROFILE: no per-op lines"
+echo "tiny-qwen2: CLLM_CUDA_STATS and CLLM_CUDA_PROFILE report, answers unchanged"
 
 # make-tiny LLaMA (tied head, GQA 2:1), GSM8K-style text prompts
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
