@@ -7,18 +7,13 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "err.h"
 #include "eval.h"
 #include "forward.h"
 #include "gen.h"
 #include "records.h"
 #include "stream.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int cmp_dbl(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -39,7 +34,7 @@ typedef struct clock_ctx {
 static int on_tokens(void *ctx, const int *t, int n) {
     clock_ctx *c = ctx;
     (void)t;
-    if (!c->seen) c->t_first = now_s();
+    if (!c->seen) c->t_first = cllm_now_s();
     c->seen += n;
     return cllm_interrupted ? CLLM_EINTR : 0;
 }
@@ -71,9 +66,9 @@ static int decode_once(cllm_fwd *f, cllm_kv *kv, const cllm_prompt *p, const cll
     d.cb_ctx = &c;
     d.trace = 0;
     cllm_decode_result r;
-    double t0 = now_s();
+    double t0 = cllm_now_s();
     int rc = cllm_decode(f, kv, 0, p->tokens.ids, (int)p->tokens.n, &d, &r);
-    double t1 = now_s();
+    double t1 = cllm_now_s();
     if (rc) {
         cllm_decode_result_free(&r);
         if (rc == CLLM_EINTR) return cllm_error(CLLM_EINTR, "interrupted");

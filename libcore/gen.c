@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "err.h"
 #include "outq.h"
 #include "records.h"
@@ -44,12 +45,6 @@ void cllm_header_for_model(cllm_header_rec *h, const cllm_model *m, const char *
     h->tokenizer = m->tok ? cllm_tokenizer_hash(m->tok) : "";
     h->argc = argc;
     h->argv = argv;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 typedef struct text_ctx {
@@ -133,7 +128,7 @@ static int slot_start(gen_eng *e, gen_slot *s) {
     s->dec.seed = e->o->dec.seed * 0x9E3779B97F4A7C15ull + (uint64_t)p->id;
     cllm_decode_result_free(&s->r);
     cllm_decoder_free(&s->d);
-    s->t0 = now_s();
+    s->t0 = cllm_now_s();
     rc = cllm_decoder_init(&s->d, &e->kv, (int)(s - e->slots), p->tokens.ids, (int)p->tokens.n, &s->dec, &s->r,
                            &e->f);
     if (!rc) s->active = 1;
@@ -145,7 +140,7 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     const cllm_model *m = e->m;
     const cllm_decode_result *r = &s->r;
     const cllm_decode_opts *dec = &s->dec;
-    double dt = now_s() - s->t0;
+    double dt = cllm_now_s() - s->t0;
     int rc = 0;
     s->active = 0;
     s->j->done = 1;

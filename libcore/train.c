@@ -62,6 +62,7 @@
 #include "adamw.h"
 #include "ckpt.h"
 #include "cli.h"
+#include "clock.h"
 #include "dist.h"
 #include "err.h"
 #include "forward.h"
@@ -722,12 +723,6 @@ static void trainer_free(trainer *t) {
 #endif
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int put_metric(cllm_writer *w, cllm_packbuf *b, const char *name, double v, int64_t step, const char *unit) {
     cllm_metric_rec r = { name, v, step, unit };
     int rc = cllm_rec_metric_pack(b, &r);
@@ -944,7 +939,7 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
 
     int ended = 0;
     while (step < total && !ended) {
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         /* Gather the step's examples (never across an epoch boundary). */
         for (int i = 0; i < n_ex; i++) example_free(&ex[i]);
         n_ex = 0;
@@ -1029,7 +1024,7 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             cllm_adamw_step(&t.opt, m->params, t.grads, lr);
         }
         step++;
-        double dt = now_s() - t0;
+        double dt = cllm_now_s() - t0;
         double loss = o->objective == CLLM_OBJ_SFT ? ar : cons + o->ar_weight * ar;
         double tps = dt > 0 ? (double)t.tokens_fwd / dt : 0;
         if (w && (rc = put_metric(w, &pb, "loss", loss, step, NULL))) goto out;

@@ -35,11 +35,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels_cuda.h"
 
 extern "C" {
+#include "clock.h"
 #include "cuda_backend.h"
 }
 
@@ -100,12 +100,6 @@ typedef struct fwd_stats {
     double op_ms[P_N];
     unsigned long long op_n[P_N];
 } fwd_stats;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 struct cllm_cuda_state {
     cudaStream_t stream;
@@ -730,11 +724,11 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max
         if (++g->seen < 2) g = NULL;   /* seen once: run it plainly */
     }
     fwd_stats *t = &s->stats;
-    double t0 = t->on ? now_s() : 0.0;
+    double t0 = t->on ? cllm_now_s() : 0.0;
     if (g && !g->exec) {
         if ((rc = capture(f, kv, R, N, g))) return rc;
         if (t->on) {
-            double t1 = now_s();
+            double t1 = cllm_now_s();
             t->captures++;
             t->t_capture += t1 - t0;
             t0 = t1;
@@ -742,11 +736,11 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max
     }
     if (g) rc = CUDA_CHECK(cudaGraphLaunch(g->exec, s->stream));
     else rc = enqueue_forward(f, kv, R, N, max_keys);
-    double t1 = t->on ? now_s() : 0.0;
+    double t1 = t->on ? cllm_now_s() : 0.0;
     if (!rc) rc = CUDA_CHECK(cudaStreamSynchronize(s->stream));
     if (rc) return rc;
     if (t->on) {
-        double t2 = now_s();
+        double t2 = cllm_now_s();
         t->calls++;
         t->rows += (unsigned long long)R;
         if (g) {

@@ -20,17 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "decode.h"
 #include "err.h"
 #include "forward.h"
 #include "kernels.h"
 #include "model.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* ---- memory-read bandwidth: threads summing disjoint parts of a 1 GiB buffer */
 
@@ -57,7 +52,7 @@ static double read_bandwidth(int threads) {
         bw_job J[64];
         pthread_t tid[64];
         int nt = threads < 64 ? threads : 64;
-        double t0 = now();
+        double t0 = cllm_now_s();
         for (int i = 0; i < nt; i++) {
             J[i] = (bw_job){a + n / nt * i, n / nt, 0};
             if (pthread_create(&tid[i], NULL, bw_run, &J[i])) bw_run(&J[i]), tid[i] = 0;
@@ -66,7 +61,7 @@ static double read_bandwidth(int threads) {
             if (tid[i]) pthread_join(tid[i], NULL);
             sink += J[i].s;
         }
-        double gbs = (double)bytes / (now() - t0) / 1e9;
+        double gbs = (double)bytes / (cllm_now_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     free(a);
@@ -81,7 +76,7 @@ typedef struct { double t_first; int seen; } clock_ctx;
 static int on_tokens(void *ctx, const int *t, int n) {
     clock_ctx *c = ctx;
     (void)t;
-    if (!c->seen) c->t_first = now();
+    if (!c->seen) c->t_first = cllm_now_s();
     c->seen += n;
     return 0;
 }
@@ -97,7 +92,7 @@ static int run(cllm_fwd *f, cllm_kv *kv, int **ids, int *lens, int np, cllm_deco
         o->cb_ctx = &c;
         cllm_decode_result r;
         int rc = cllm_decode(f, kv, 0, ids[p], lens[p], o, &r);
-        double t1 = now();
+        double t1 = cllm_now_s();
         if (rc) { cllm_decode_result_free(&r); return rc; }
         /* after the first token: tokens 2.., passes 2.. (the prefill chunks excluded) */
         int prefill = (lens[p] + f->max_T - 1) / f->max_T;

@@ -8,14 +8,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "clock.h"
 #include "dist.h"
 #include "err.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -34,9 +29,9 @@ int main(int argc, char **argv) {
     int rc = cllm_dist_sum_f32(buf, n);  /* warm-up */
     for (int r = 0; r < reps && !rc; r++) {
         rc = cllm_dist_barrier();
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         if (!rc) rc = cllm_dist_sum_f32(buf, n);
-        t[r] = now_s() - t0;
+        t[r] = cllm_now_s() - t0;
     }
     if (rc) { fprintf(stderr, "dist-bench: %s\n", cllm_errmsg()); cllm_dist_abort(1); return 1; }
     qsort(t, (size_t)reps, sizeof *t, cmp_d);

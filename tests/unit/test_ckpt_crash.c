@@ -41,6 +41,7 @@
 
 #include "check.h"
 #include "ckpt.h"
+#include "clock.h"
 #include "err.h"
 #include "rng.h"
 
@@ -264,12 +265,6 @@ static const char *ph_name[PH_N] = {
     "fsync of the directory", "pruning old checkpoints", "between saves",
 };
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void kill_test(const char *dir, uint64_t seed) {
     cllm_rng rng;
     cllm_rng_seed(&rng, seed);
@@ -300,10 +295,10 @@ static void kill_test(const char *dir, uint64_t seed) {
         double t0 = 0;
         int nd = 0;
         while (read(p[0], &ch, 1) == 1) {
-            if (ch == 'S' && !t0) t0 = now_s();
+            if (ch == 'S' && !t0) t0 = cllm_now_s();
             if (ch == 'D') nd++;
         }
-        t_save = (now_s() - t0) / (nd ? nd : 1);
+        t_save = (cllm_now_s() - t0) / (nd ? nd : 1);
         close(p[0]);
         int st;
         waitpid(pid, &st, 0);
@@ -315,7 +310,7 @@ static void kill_test(const char *dir, uint64_t seed) {
 
     int phase_n[PH_N] = { 0 }, in_rename_before = 0, in_rename_after = 0, tmp_left = 0, tmp_distinct = 0, tmp_partial = 0, tmp_removed = 0, prune_partial = 0;
     char last_tmp[64] = "";
-    double t_start = now_s();
+    double t_start = cllm_now_s();
     for (int kill_i = 0; kill_i < KILLS && !check_failures; kill_i++) {
         uint64_t steps[STEPS_PER_CHILD];
         uint64_t s = done[n_done - 1] + 1 + cllm_rng_below(&rng, 3);
@@ -405,7 +400,7 @@ static void kill_test(const char *dir, uint64_t seed) {
             check_load(path_of(dir, l.steps[i], buf, sizeof buf), l.steps[i], "file");
         }
     }
-    double t_kills = now_s() - t_start;
+    double t_kills = cllm_now_s() - t_start;
 
     /* A save after the last kill removes the dead writer's temp file and prunes to KEEP. */
     uint64_t s = done[n_done - 1] + 1;

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clock.h"
 #include "decode.h"
 #include "err.h"
 #include "forward.h"
@@ -66,12 +67,6 @@ static double row_tol = TOL;
  * harness checks itself without a GPU (--harness). */
 static int test_device = CLLM_DEVICE_CUDA;
 #define DEV_NAME (test_device == CLLM_DEVICE_CUDA ? "GPU" : "CPU")
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* B sequences of T tokens each through the ragged API. */
 static int cuda_rect(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs, const int *pos,
@@ -226,9 +221,9 @@ static double traj_batches_equal(const char *name, const cllm_model *m, const ch
         o.argc = 1;
         o.argv = argv;
         cllm_traj_stats st;
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         CHECK_OK(cllm_traj_run(m, src, &o, &st));
-        double dt = now_s() - t0;
+        double dt = cllm_now_s() - t0;
         cllm_prompts_close(src);
         printf("%s: cllm-traj engine on the %s, batch %d: %llu prompts, %llu tokens, %llu forwards in %.3f s "
                "= %.0f trajectory tokens/s\n", name, DEV_NAME, o.batch, (unsigned long long)st.prompts,
@@ -604,12 +599,12 @@ static void test_smollm2(int bench) {
             blk[0] = next;
             for (int w = 0; w < 20; w++) CHECK_OK(cllm_cuda_forward(&bf, &bk, 0, P, blk, 16, 0));
             int reps = 200;
-            double t0 = now_s();
+            double t0 = cllm_now_s();
             for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&bf, &bk, 0, P, blk, 1, 0));
-            double t_ar = (now_s() - t0) / reps;
-            t0 = now_s();
+            double t_ar = (cllm_now_s() - t0) / reps;
+            t0 = cllm_now_s();
             for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&bf, &bk, 0, P, blk, 16, 0));
-            double t_j = (now_s() - t0) / reps;
+            double t_j = (cllm_now_s() - t0) / reps;
             /* 64 sequences x 16 tokens in one call (trajectory collection's shape) */
             int seqs[64], pos[64];
             int *bt = malloc(64 * 16 * sizeof(int));
@@ -620,9 +615,9 @@ static void test_smollm2(int bench) {
             }
             CHECK_OK(cuda_rect(&bf, &bk, 64, seqs, pos, bt, 16, 0));
             for (int b = 0; b < 64; b++) pos[b] = 16;
-            t0 = now_s();
+            t0 = cllm_now_s();
             for (int i = 0; i < 20; i++) CHECK_OK(cuda_rect(&bf, &bk, 64, seqs, pos, bt, 16, 0));
-            double t_b = (now_s() - t0) / 20;
+            double t_b = (cllm_now_s() - t0) / 20;
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
                    1e3 * t_ar, 1e3 * t_j, t_j / t_ar);
@@ -638,9 +633,9 @@ static void test_smollm2(int bench) {
         CHECK_OK(cllm_kv_init_for(&ek, &ef, 1, 1024));
         if (!check_failures) {
             int *ar = malloc(256 * sizeof(int));
-            double t0 = now_s();
+            double t0 = cllm_now_s();
             int sa = decode_n(&ef, &ek, ids[0], lens[0], 256, CLLM_DECODE_AR, 1, ar);
-            double t_run = now_s() - t0;
+            double t_run = cllm_now_s() - t0;
             CHECK_OK(sa < 0 ? sa : 0);
             free(ar);
             printf("BENCH smollm2 AR run: 256 tokens in %.3f s = %.0f tokens/s (prefill included)\n", t_run,

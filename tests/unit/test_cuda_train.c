@@ -40,6 +40,7 @@
 
 #include "adamw.h"
 #include "check.h"
+#include "clock.h"
 #include "err.h"
 #include "fwd_testutil.h"
 #include "loss.h"
@@ -68,12 +69,6 @@
  * gradient is at least 5e-2 of its tensor's largest (where bf16 noise cannot
  * flip the sign) at least 99 % must move within lr/10 of the CPU. */
 #define UPDATE_SIGN_FRAC 0.99
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double relerr(double a, double b) {
     double d = fabs(a - b), s = fabs(b);
@@ -371,21 +366,21 @@ static void bench(int B, int T, int att) {
     enum { WARM = 2, STEPS = 10 };
     double t0 = 0, ce = 0, norm = 0, tf = 0, tfb = 0;
     for (int s = 0; s < WARM + STEPS; s++) {
-        if (s == WARM) t0 = now_s();
+        if (s == WARM) t0 = cllm_now_s();
         CHECK_OK(cllm_cuda_train_zero_grad(gt));
         CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, &ce, NULL));
         CHECK_OK(cllm_cuda_train_step(gt, 1e-4, 1.0, &norm, NULL));
         if (check_failures) goto out;
     }
-    double dt = (now_s() - t0) / STEPS;
+    double dt = (cllm_now_s() - t0) / STEPS;
     /* forward only, and forward + backward without the step, for the split */
     {
-        double a = now_s();
+        double a = cllm_now_s();
         for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 0, NULL, NULL));
-        tf = (now_s() - a) / 3;
-        a = now_s();
+        tf = (cllm_now_s() - a) / 3;
+        a = cllm_now_s();
         for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, NULL, NULL));
-        tfb = (now_s() - a) / 3;
+        tfb = (cllm_now_s() - a) / 3;
     }
     /* model FLOPs: 6 per parameter of every product per token (2 forward, 4
      * backward; the LM head on the loss rows), attention 12 QD flops per

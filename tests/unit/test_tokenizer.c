@@ -9,6 +9,7 @@
  */
 #include "check.h"
 
+#include "clock.h"
 #include "err.h"
 #include "gguf.h"
 #include "tokenizer.h"
@@ -21,12 +22,6 @@
 /* SmolLM2-135M-Instruct's tokenizer content hash: it changes only when the
  * hash definition or the tokenizer data changes. */
 #define SMOLLM2_HASH "daac54284b581638"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int ids_eq(const int32_t *a, size_t na, const int32_t *b, size_t nb, size_t *pos) {
     size_t i = 0;
@@ -438,11 +433,11 @@ static void test_stress(const cllm_tokenizer *t) {
     const char *fills = " a!\n";
     for (int f = 0; f < 4; f++) {
         memset(s, fills[f], big);
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         int32_t *ids = NULL;
         size_t n = 0;
         CHECK_OK(cllm_tokenizer_encode(t, s, big, 1, &ids, &n));
-        double dt = now_s() - t0;
+        double dt = cllm_now_s() - t0;
         CHECK(n > 0 && n < big);
         printf("256 KiB of 0x%02x: %zu tokens in %.3f s\n", fills[f], n, dt);
         CHECK_MSG(dt < (getenv("CLLM_SAN") ? 20.0 : 3.0), "256 KiB of '%c' took %.2f s", fills[f], dt);
@@ -482,7 +477,7 @@ static void test_real(void) {
     CHECK_MSG(ns == 2 * 1319 + 52, "read %zu strings", ns);
     CHECK_MSG(ng == ns + 1, "read %zu golden lines for %zu strings", ng, ns);
     size_t mism = 0, ntok = 0, nbytes = 0, rt_bad = 0;
-    double t0 = now_s();
+    double t0 = cllm_now_s();
     for (size_t i = 0; i < ns && i < ng; i++) {
         int32_t *ids = NULL;
         size_t n = 0, pos;
@@ -500,7 +495,7 @@ static void test_real(void) {
         }
         free(ids);
     }
-    double dt = now_s() - t0;
+    double dt = cllm_now_s() - t0;
     CHECK_MSG(mism == 0, "%zu of %zu strings differ from the golden", mism, ns);
     printf("encoded %zu strings (%zu bytes, %zu tokens) in %.3f s\n", ns, nbytes, ntok, dt);
     TEST_OK("tokenizer_golden_equal");
@@ -536,14 +531,14 @@ static void test_real(void) {
     TEST_OK("tokenizer_hf_dir");
 
     /* GSM8K alone, timed */
-    t0 = now_s();
+    t0 = cllm_now_s();
     for (size_t i = 0; i < ns && i < 2 * 1319; i++) {
         int32_t *ids = NULL;
         size_t n = 0;
         CHECK_OK(cllm_tokenizer_encode(t, strs[i].s, strs[i].n, 1, &ids, &n));
         free(ids);
     }
-    dt = now_s() - t0;
+    dt = cllm_now_s() - t0;
     printf("GSM8K test (2638 strings) encoded in %.3f s\n", dt);
     const char *san = getenv("CLLM_SAN");
     if (!(san && *san && strcmp(san, "0"))) CHECK_MSG(dt < 1.0, "GSM8K took %.3f s", dt);
