@@ -465,7 +465,7 @@ static int call_gemm_rows(const struct cllm_cuda_state *s, int R, int N) {
  * rounded up to a multiple of the largest piece (the last piece runs past R). */
 static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, int R, arena *a) {
     const cllm_config *c = &dm->cfg;
-    size_t G = s->gemm_rows > 0 ? (size_t)s->gemm_rows : s->gemm_rows < 0 ? (size_t)PROMPT_GEMM_ROWS : 1;
+    size_t G = s->gemm_rows < 0 ? PROMPT_GEMM_ROWS : s->gemm_rows > 0 ? s->gemm_rows : 1;
     size_t n = ((size_t)R + G - 1) / G * G, C = c->d_model, F = c->d_ff, V = c->vocab;
     s->x = (float *)take(a, n * C * 4);
     s->xn = (floatX *)take(a, n * C * 2);
@@ -496,12 +496,11 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         const cllm_config *c = &dm->cfg;
         const char *mm = getenv("CLLM_CUDA_MM16");
         s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
-                  mm16_supported(dm->QD) && mm16_supported(c->d_ff) && c->d_ff % 8 == 0;
+                  mm16_supported(dm->QD) && mm16_supported(c->d_ff);
     }
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr && *gr ? atoi(gr) : -1;
-    if (s->gemm_rows > 4096) s->gemm_rows = -1;
-    if (s->gemm_rows < -1) s->gemm_rows = -1;
+    if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = -1;
     arena a = {NULL, 0};
     state_layout(s, dm, max_rows, &a);
     size_t bytes = a.off;
@@ -568,6 +567,24 @@ static void mark(struct cllm_cuda_state *s, int op) {
 
 static int finish_forward(cllm_cuda_fwd *f, int N, cudaStream_t st);
 
+/* Layer l's bias, RoPE and cache write, then attention: the same on both
+ * routes (qkv in, ao out). */
+static int rope_attention(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l, int R, int max_keys) {
+    const cllm_cuda_model *dm = f->m;
+    const cllm_config *c = &dm->cfg;
+    struct cllm_cuda_state *s = f->st;
+    int M = f->max_rows, rc;
+    const int *pos_d = s->meta_d + M, *slot_d = s->meta_d + 2 * M;
+    size_t layer_elems = (size_t)kv->n_seq * kv->cap * kv->kv_dim;
+    floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
+    floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
+    STEP(P_ROPE, qkv_rope_forward(s->q, kc, vc, s->qkv, dm->layers[l].bqkv, dm->inv_freq, pos_d, slot_d, R,
+                                  c->n_head, c->n_head_kv, c->head_dim, c->rope_dim, kv->cap, s->stream));
+    STEP(P_ATT, attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, c->n_head, c->n_head_kv, c->head_dim,
+                                  kv->cap, max_keys, s->stream));
+    return 0;
+}
+
 /* The stream work of one call, no synchronisation (so it can be captured):
  * meta_h holds tokens, pos, slot, lm rows; argmax (N) lands in argmax_h. */
 static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
@@ -575,12 +592,10 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     const cllm_config *c = &dm->cfg;
     struct cllm_cuda_state *s = f->st;
     cudaStream_t st = s->stream;
-    int C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim, F = c->d_ff;
+    int C = c->d_model, F = c->d_ff;
     int V = c->vocab, L = c->n_layer, M = f->max_rows, G = call_gemm_rows(s, R, N), rc;
     float eps = c->rms_eps;
-    const int *tok_d = s->meta_d, *pos_d = s->meta_d + M, *slot_d = s->meta_d + 2 * M;
-    const int *lm_d = s->meta_d + 3 * M;
-    size_t layer_elems = (size_t)kv->n_seq * kv->cap * kv->kv_dim;
+    const int *tok_d = s->meta_d, *lm_d = s->meta_d + 3 * M;
 
     s->stats.n_ev = 0;
     mark(s, P_N);
@@ -591,13 +606,8 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         /* a decode step: matmul16.cu's fused products, six launches a layer */
         for (int l = 0; l < L; l++) {
             const cuda_layer *w = &dm->layers[l];
-            floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
-            floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
             STEP(P_QKV, mm16_norm_forward(s->qkv, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV, st));
-            STEP(P_ROPE, qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH,
-                                          NKV, HS, c->rope_dim, kv->cap, st));
-            STEP(P_ATT, attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
-                                          st));
+            if ((rc = rope_attention(f, kv, l, R, max_keys))) return rc;
             STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, st));
             STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, st));
             STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, st));
@@ -608,13 +618,8 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st));
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
-        floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
-        floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
         STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st));
-        STEP(P_ROPE, qkv_rope_forward(s->q, kc, vc, s->qkv, w->bqkv, dm->inv_freq, pos_d, slot_d, R, NH, NKV,
-                                      HS, c->rope_dim, kv->cap, st));
-        STEP(P_ATT, attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, NH, NKV, HS, kv->cap, max_keys,
-                                      st));
+        if ((rc = rope_attention(f, kv, l, R, max_keys))) return rc;
         STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st));
         STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st));
         STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st));

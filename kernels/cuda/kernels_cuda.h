@@ -93,7 +93,7 @@ int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const f
 /* With the ops around them fused; batch-invariant by construction (a row's
  * result never depends on the other rows or on R). R in 1..16, K % 16 == 0,
  * K <= 2048 (mm16_supported); W (OC, K) bf16 as matmul_forward's. */
-enum { MV_IN_ROWS, MV_IN_NORM, MV_OUT_F32, MV_OUT_ADD, MV_OUT_SWIGLU };
+enum { MM16_IN_ROWS, MM16_IN_NORM, MM16_OUT_F32, MM16_OUT_ADD, MM16_OUT_SWIGLU };
 int mm16_supported(int K);
 /* out (R, OC) fp32 = bf16(RMSNorm(x[src(i)]) * nw) W^T; x (*, K) fp32; rows (R) or NULL */
 int mm16_norm_forward(float *out, const float *x, const float *nw, const int *rows, float eps,

@@ -6,14 +6,14 @@
  * of these launches plus RoPE and attention, and 1 row costs what 16 do.
  *
  *   prologue (the bf16 input tile xs (16, K) in shared memory; rows >= R zero):
- *     MV_IN_ROWS  inp (R, K) bf16 as it is (the attention output, h)
- *     MV_IN_NORM  RMSNorm of the fp32 rows x[src(i)] (src(i) = rows ? rows[i]
+ *     MM16_IN_ROWS  inp (R, K) bf16 as it is (the attention output, h)
+ *     MM16_IN_NORM  RMSNorm of the fp32 rows x[src(i)] (src(i) = rows ? rows[i]
  *                 : i, the LM head's gather) times nw, rounded to bf16 as
  *                 rmsnorm.cu does: bf16((x * rsqrt(mean(x^2) + eps)) * nw)
  *   epilogue (row i, output o, d = row i of the tile times W[o]):
- *     MV_OUT_F32     out[i, o] = d                      out (R, OC) fp32
- *     MV_OUT_ADD     x[i, o] += d   (the residual add)  x (R, OC) fp32
- *     MV_OUT_SWIGLU  W is [Wgate; Wup] (2F, K), F = OC: h[i, o] =
+ *     MM16_OUT_F32     out[i, o] = d                      out (R, OC) fp32
+ *     MM16_OUT_ADD     x[i, o] += d   (the residual add)  x (R, OC) fp32
+ *     MM16_OUT_SWIGLU  W is [Wgate; Wup] (2F, K), F = OC: h[i, o] =
  *                    bf16(silu(d_gate) * d_up) as swiglu.cu   h (R, F) bf16
  *
  * kernel1: blocks of 8 warps; a block takes 16 outputs at a time (SwiGLU: 8
@@ -56,7 +56,7 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
     float *part = reinterpret_cast<float *>(xs + (size_t)16 * KP);    /* (WARPS, NT, 16, 8) */
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 
-    if (IN == MV_IN_ROWS) {
+    if (IN == MM16_IN_ROWS) {
         int K8 = K / 8;
         for (int i = threadIdx.x; i < 16 * K8; i += blockDim.x) {
             int r = i / K8, c = i % K8;
@@ -83,13 +83,13 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
 
     int KS = K / 16, S = (KS + MM_WARPS - 1) / MM_WARPS;
     int ks0 = warp * S, ks1 = ks0 + S < KS ? ks0 + S : KS;
-    int W_rows = OUT == MV_OUT_SWIGLU ? 2 * units : units;
-    int groups = OUT == MV_OUT_SWIGLU ? units / 8 : (units + 15) / 16;
+    int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
+    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : (units + 15) / 16;
     for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
         /* the W row this lane feeds to n-tile nt (column g of its B fragment) */
         int wrow[MM_NT];
-        wrow[0] = OUT == MV_OUT_SWIGLU ? grp * 8 + g : grp * 16 + g;
-        wrow[1] = OUT == MV_OUT_SWIGLU ? units + grp * 8 + g : grp * 16 + 8 + g;
+        wrow[0] = OUT == MM16_OUT_SWIGLU ? grp * 8 + g : grp * 16 + g;
+        wrow[1] = OUT == MM16_OUT_SWIGLU ? units + grp * 8 + g : grp * 16 + 8 + g;
         unsigned b[MM_MAX_SEG][MM_NT][2];
 #pragma unroll
         for (int s = 0; s < MM_MAX_SEG; s++) {
@@ -121,10 +121,10 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
             p[(g + 8) * 8 + 2 * t + 1] = acc[nt][3];
         }
         __syncthreads();
-        int per_row = OUT == MV_OUT_SWIGLU ? 8 : 16;
+        int per_row = OUT == MM16_OUT_SWIGLU ? 8 : 16;
         for (int it = threadIdx.x; it < R * per_row; it += blockDim.x) {
             int r = it / per_row, c = it % per_row;
-            if (OUT == MV_OUT_SWIGLU) {
+            if (OUT == MM16_OUT_SWIGLU) {
                 float gs = 0.0f, us = 0.0f;
                 for (int w = 0; w < MM_WARPS; w++) {
                     gs += part[(size_t)(w * MM_NT) * 128 + r * 8 + c];
@@ -136,7 +136,7 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
                 if (o >= units) continue;
                 float v = 0.0f;
                 for (int w = 0; w < MM_WARPS; w++) v += part[(size_t)(w * MM_NT + nt) * 128 + r * 8 + c % 8];
-                if (OUT == MV_OUT_F32) out[(size_t)r * units + o] = v;
+                if (OUT == MM16_OUT_F32) out[(size_t)r * units + o] = v;
                 else out[(size_t)r * units + o] += v;
             }
         }
@@ -149,7 +149,7 @@ int mm16_supported(int K) { return K >= 16 && K % 16 == 0 && K <= 16 * MM_WARPS 
 template <int IN, int OUT>
 static int launch(const floatX *W, int K, int units, const floatX *inp, const float *x, const float *nw,
                   const int *rows, float eps, float *out, floatX *h, int R, cudaStream_t stream) {
-    if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == MV_OUT_SWIGLU && units % 8))
+    if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == MM16_OUT_SWIGLU && units % 8))
         return cllm_error(CLLM_EUNSUP, "matmul16: %d rows, inner size %d, %d outputs not supported", R, K, units);
     size_t smem = mm_smem(K);
     if (smem > 48 * 1024) {
@@ -157,7 +157,7 @@ static int launch(const floatX *W, int K, int units, const floatX *inp, const fl
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (rc) return rc;
     }
-    int groups = OUT == MV_OUT_SWIGLU ? units / 8 : ceil_div(units, 16);
+    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : ceil_div(units, 16);
     int blocks = groups < MM_MAX_BLOCKS ? groups : MM_MAX_BLOCKS;
     matmul16_forward_kernel1<IN, OUT><<<blocks, 32 * MM_WARPS, smem, stream>>>(W, K, units, inp, x, nw, rows, eps,
                                                                               out, h, R);
@@ -166,15 +166,15 @@ static int launch(const floatX *W, int K, int units, const floatX *inp, const fl
 
 int mm16_norm_forward(float *out, const float *x, const float *nw, const int *rows, float eps,
                       const floatX *W, int R, int K, int OC, cudaStream_t stream) {
-    return launch<MV_IN_NORM, MV_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, R, stream);
+    return launch<MM16_IN_NORM, MM16_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, R, stream);
 }
 
 int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC,
                           cudaStream_t stream) {
-    return launch<MV_IN_ROWS, MV_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, R, stream);
+    return launch<MM16_IN_ROWS, MM16_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, R, stream);
 }
 
 int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
                              int R, int K, int F, cudaStream_t stream) {
-    return launch<MV_IN_NORM, MV_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, R, stream);
+    return launch<MM16_IN_NORM, MM16_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, R, stream);
 }
