@@ -332,6 +332,22 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             printf("%s: a 16-row call vs 16 one-row calls: %s%s\n", name, same ? "bit-identical" : "differ",
                    few ? "" : " (few-row path off: not required)");
             if (few) CHECK_MSG(same, "%s: the few-row path is not batch-invariant", name);
+            /* ... and it is a route of its own: the same call through cuBLAS
+             * (CLLM_CUDA_MM16=0) sums in another order, so its bits differ;
+             * equal bits would mean the default never took the few-row path */
+            cllm_cuda_fwd bf;
+            if (few && !setenv("CLLM_CUDA_MM16", "0", 1)) {
+                int rc_b = cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS);
+                unsetenv("CLLM_CUDA_MM16");
+                CHECK_OK(rc_b);
+                if (!rc_b) {
+                    CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
+                    CHECK_OK(cllm_cuda_forward(&bf, &gk, 2, 40, tok + 20, 16, 0));
+                    CHECK_MSG(memcmp(block, bf.logits, n * sizeof(float)) != 0,
+                              "%s: a 16-row call gives cuBLAS' bits: the few-row path was not taken", name);
+                    cllm_cuda_fwd_free(&bf);
+                }
+            }
         }
         free(block);
         free(steps);
