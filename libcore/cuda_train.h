@@ -61,9 +61,10 @@ typedef struct cllm_cuda_train_opts {
     int max_rows;         /* loss rows per micro-batch (0: max_B*max_T) */
     int teacher_rows;     /* teacher slots kept between calls (0: none) */
     int chunk_rows;       /* logits rows per chunk (0: as many as fit 256 MiB of fp32 logits) */
-    int attention;        /* attention kernels (kernels/cuda/train/attention.cu): 0 or 1,
-                             kernel1 (a warp per key; the faster on an H200); 2, kernel2
-                             (a thread per key) where its shared memory fits */
+    int attention;        /* attention kernels (kernels/cuda/train/attention*.cu): 0, the
+                             tiled tensor-core ones where the head size allows (16, 32,
+                             64, 128), else 1; 1, kernel1 (a warp per key); 2, kernel2 (a
+                             thread per key) where its shared memory fits */
     int device;           /* CUDA device ordinal (made current by init; 0: the first) */
 } cllm_cuda_train_opts;
 

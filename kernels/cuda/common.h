@@ -71,6 +71,15 @@ __device__ __forceinline__ float block_max(float v, float *shared) {
     return warp_max(v);
 }
 
+/* Two adjacent bf16 (p 4-byte aligned) as the 32-bit register an mma
+ * fragment takes, and two floats rounded into one (lo in the low half, the
+ * lower k of a fragment). */
+__device__ __forceinline__ unsigned ld_bf16x2(const floatX *p) { return *reinterpret_cast<const unsigned *>(p); }
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const unsigned *>(&v);
+}
+
 /* Tensor cores: d (16x8, fp32) += a (16x16, bf16, row-major) b (16x8, bf16,
  * column-major), mma.sync.m16n8k16 with fp32 accumulation. Fragments as the
  * PTX ISA lays them out for lane = 4*g + t (g = lane / 4, t = lane % 4); each

@@ -21,10 +21,6 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 NCCL="$PWD/$B/libnccl-emu.so"
-# The thread-per-key attention kernels: the default (a warp per key, a warp
-# reduction per key) costs the emulator a fiber switch per shuffle, ~5x the
-# time at these lengths; test_cuda_train checks both kinds against the CPU.
-export CLLM_CUDA_TRAIN_ATTENTION=2
 [ -f "$NCCL" ] || fail "$NCCL missing (make cuemu)"
 "$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
 head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p8.jsonl"

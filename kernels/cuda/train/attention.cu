@@ -23,15 +23,17 @@
  * exact, where the usual D = do . out would read the bf16 output); it also
  * writes D for the dk/dv kernel. Shared memory: at most 2 ATT_WARPS HS
  * floats (8 KiB at HS 256), static.
- * This is kernel1, the default (variants 0 and 1); kernel2 below does the
- * same sums with a thread per key (variant 2, where its shared memory fits).
- * On an H200 at SmolLM2's shapes (16 x 320 rows) kernel1's training step took
- * 97 ms and kernel2's 164 ms (test_cuda_train --bench, docs/CUDA-TRAINING.md),
- * so kernel1 is the default.
+ * This is kernel1 (variant 1, and variant 0 for head sizes the tensor-core
+ * kernels do not take); kernel2 below does the same sums with a thread per
+ * key (variant 2, where its shared memory fits). On an H200 at SmolLM2's
+ * shapes (16 x 320 rows) kernel1's training step took 97 ms and kernel2's
+ * 164 ms (test_cuda_train --bench, docs/CUDA-TRAINING.md).
  * Cost of both: every (row, head) re-reads its keys (L2-resident for T ~
- * 300), so this is O(T^2 HS) reads per sequence and head; a tiled
- * (flash-attention 2) kernel with k/v tiles in shared memory and tensor cores
- * is the next step for speed. */
+ * 300), so this is O(T^2 HS) reads per sequence and head, on CUDA cores.
+ * The default for head sizes 16, 32, 64 and 128 is attention_flash.cu: the
+ * same sums tiled (flash-attention 2) on the tensor cores; these two remain
+ * the reference the test compares it with and the fallback for other head
+ * sizes. */
 #include "train_kernels.h"
 
 namespace cllm_train {
@@ -485,6 +487,8 @@ int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *len
                       int NH, int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
+    if (variant == 0 && attention_flash_supported(HS))
+        return attention_forward_flash_launch(out, lse, qkv, lens, B, T, NH, NKV, HS, stream);
     dim3 grid(B * T, NH);
     size_t sm = smem_fwd2(HS, T);
     if (variant == 2 && sm <= SMEM_DEFAULT) {
@@ -501,11 +505,14 @@ int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *len
     return CUDA_CHECK_LAUNCH();
 }
 
-int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *qkv,
-                       const float *lse, const int *lens, int B, int T, int NH, int NKV, int HS,
-                       int variant, cudaStream_t stream) {
+int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
+                       const floatX *qkv, const float *lse, const int *lens, int B, int T, int NH,
+                       int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
+    if (variant == 0 && attention_flash_supported(HS))
+        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, lens, B, T, NH, NKV, HS,
+                                               stream);
     dim3 gq(B * T, NH), gkv(B * T, NKV);
     size_t sq = smem_dq2(HS, T), skv = smem_dkv2(HS, T, NH / NKV);
     if (variant == 2 && sq <= SMEM_DEFAULT && skv <= SMEM_DEFAULT) {

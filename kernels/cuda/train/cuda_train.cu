@@ -65,7 +65,7 @@ struct cllm_cuda_train {
     layer_off *lay;            /* host (L) */
     int qkv_adjacent;          /* wq, wk, wv adjacent in params, every layer */
     int maxB, maxT, RM, max_rows, S, NC;
-    int att_variant;           /* attention kernels: 0, 1 kernel1 (default); 2 kernel2 */
+    int att_variant;           /* attention kernels: 0 tensor cores (default), 1 kernel1, 2 kernel2 */
     size_t bytes;
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -314,7 +314,7 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     if (nc > (size_t)t->max_rows) nc = (size_t)t->max_rows;
     t->NC = (int)nc;
     t->att_variant = o->attention;
-    {   /* CLLM_CUDA_TRAIN_ATTENTION=2 picks the thread-per-key kernels (docs/CUDA-TRAINING.md) */
+    {   /* CLLM_CUDA_TRAIN_ATTENTION=1 or 2 picks other kernels (docs/CUDA-TRAINING.md) */
         const char *a = getenv("CLLM_CUDA_TRAIN_ATTENTION");
         if (a && *a) t->att_variant = atoi(a);
     }
@@ -498,7 +498,7 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
         /* attention block */
         TRY(matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
         TRY(matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
-        TRY(attention_backward(t->fa, t->Dsum, t->bq, qkv, lse, t->lens, B, T, NH, NKV, HS,
+        TRY(attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->lens, B, T, NH, NKV, HS,
                                t->att_variant, s));
         int bias = c->qkv_bias;
         TRY(rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, R, T, NH, NKV, HS,

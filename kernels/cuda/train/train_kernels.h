@@ -86,22 +86,33 @@ int rope_forward(floatX *qkv, const float *y, const float *bq, const float *bk, 
 int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, int R, int T,
                   int NH, int NKV, int HS, int rope_dim, cudaStream_t stream);
 
-/* ---- attention.cu: causal GQA self-attention, no cache ----------------- */
+/* ---- attention.cu, attention_flash.cu: causal GQA self-attention, no cache */
 /* out (R, QD) bf16; lse (R, NH) fp32, the softmax's log-sum-exp of the
  * scaled scores (saved for the backward); qkv (R, QKV) bf16 after RoPE.
  * Row (b, t), head h reads kv head h / (NH/NKV) of rows b*T .. b*T + t.
  * Rows t >= lens[b]: out = 0, lse = 0. Needs even HS <= 256.
- * variant 1: kernel1 (a warp per key), the reference; otherwise kernel2 (a
- * thread per key, scores in shared memory) when its shared memory fits the
- * default 48 KiB, else kernel1. Both compute the same sums. */
+ * variant 0 (the default): the tensor-core kernels of attention_flash.cu
+ * where attention_flash_supported(HS), else kernel1; 1: kernel1 (a warp per
+ * key), the reference; 2: kernel2 (a thread per key, scores in shared
+ * memory) when its shared memory fits the default 48 KiB, else kernel1. All
+ * compute the same sums (the tensor-core ones round p and ds to bf16). */
 int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *lens, int B, int T,
                       int NH, int NKV, int HS, int variant, cudaStream_t stream);
 /* dqkv (R, QKV) fp32 = [dq, dk, dv] (padded rows 0); Dsum (R, NH) fp32
- * scratch (= sum_j p_j dp_j, written by the first kernel, read by the second);
- * dout (R, QD) bf16; qkv, lse as the forward saved them. variant as above. */
-int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *qkv,
-                       const float *lse, const int *lens, int B, int T, int NH, int NKV, int HS,
-                       int variant, cudaStream_t stream);
+ * scratch (D of each (row, head), written by the first kernel, read by the
+ * second: sum_j p_j dp_j in kernels 1 and 2, do . out in the tensor-core
+ * ones); dout (R, QD) bf16; out, qkv, lse as the forward saved them. */
+int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
+                       const floatX *qkv, const float *lse, const int *lens, int B, int T, int NH,
+                       int NKV, int HS, int variant, cudaStream_t stream);
+/* attention_flash.cu: 1 when the tensor-core kernels take head size HS (16,
+ * 32, 64, 128); their launchers (arguments as above). */
+int attention_flash_supported(int HS);
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *lens, int B,
+                                   int T, int NH, int NKV, int HS, cudaStream_t stream);
+int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
+                                    const floatX *qkv, const float *lse, const int *lens, int B, int T,
+                                    int NH, int NKV, int HS, cudaStream_t stream);
 
 /* ---- swiglu.cu ---------------------------------------------------------- */
 /* h (R, F) bf16 = silu(gate) * up; gu (R, 2F) bf16, row = [gate (F), up (F)]. */

@@ -1,0 +1,447 @@
+/* attention_flash.cu: causal grouped-query self-attention for training on the
+ * tensor cores, tiled as flash-attention 2: the same sums as attention.cu
+ * (whose comment has the formulas), with k/v (or q/do) tiles in shared
+ * memory read by 64 rows at once, and every product an mma.sync m16n8k16
+ * (bf16 operands, fp32 accumulation; common.h's mma_bf16_16816).
+ *
+ * Shapes: qkv (R, QKV) bf16 after RoPE, R = B*T, row (b, t) at b*T + t,
+ * QKV = QD + 2 KD, head h's q at column h*HS, kv head g's k at QD + g*HS and
+ * v at QD + KD + g*HS, g = h / (NH/NKV). HS is a template parameter: 16, 32,
+ * 64 or 128 (attention_flash_supported); other head sizes use attention.cu.
+ *
+ * Forward, grid (T/64, NH, B): a block of 4 warps owns 64 query rows of one
+ * (sequence, head), a warp 16 of them (the mma's M). For each 64-key tile up
+ * to the block's last row: the k tile (64, HS) and the v tile transposed
+ * (HS, 64) go to shared memory; a warp computes S = Q K^T (16 x 64) from its
+ * q fragments (registers, loaded once), masks keys after the row, updates the
+ * running max and sum (online softmax, fp32), and adds P V with P rounded to
+ * bf16 in registers (the accumulator layout of S is the A layout of P).
+ * Saves lse = max + log(sum) per (row, head).
+ *
+ * Backward, D = do . out per (row, head) (from the bf16 output, as flash
+ * attention does; attention.cu computes sum_j p_j dp_j exactly instead):
+ *  dq kernel, grid (T/64, NH, B), a warp per 16 query rows: per key tile,
+ *    S = Q K^T, dP = dO V^T, dS = P (dP - D) / sqrt(HS), dQ += dS K
+ *    (k row-major and transposed, v row-major in shared memory); writes D.
+ *  dk/dv kernel, grid (T/64, NKV, B), a warp per 16 key rows: for each query
+ *    head of the group and each 32-row query tile from the key tile on,
+ *    S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T/sqrt(HS) - lse), dS^T as
+ *    above, dV += P^T dO, dK += dS^T Q (q and do row-major and transposed in
+ *    shared memory); sums over the group's heads in registers, so nothing is
+ *    added atomically and the result does not depend on scheduling.
+ * P and dS are rounded to bf16 for their products (operands of the tensor
+ * cores); every score, exponential, max and sum is fp32.
+ *
+ * Padding: rows t >= lens[b] are zero in out, lse, dq, dk, dv, D; they are
+ * loaded as zeros into every tile (so garbage in them never meets a real
+ * row, not even as 0 * NaN) and masked out of P.
+ *
+ * Shared memory (static, < 48 KiB at HS 128): forward 64 (HS + 8) + HS 72
+ * bf16; dq 2 BC (HS + 8) + HS (BC + 8), BC = 64 (32 at HS 128); dk/dv
+ * 2 * 32 (HS + 8) + 2 HS 40. Row strides of HS + 8 (and 64 + 8, 32 + 8)
+ * bf16 put the 8 rows a fragment load reads in distinct banks. */
+#include "train_kernels.h"
+
+namespace cllm_train {
+
+enum { FA_WARPS = 4, FA_TILE = 16 * FA_WARPS, FA_BQ = 32 };
+
+/* Rows [0, n) of a bf16 matrix with row stride ld, columns [0, HS), into
+ * shared memory: dst (n, HS + 8) and/or dstT (HS, n + 8) transposed; rows at
+ * or after `valid` are zeros. Every thread of the block calls it. */
+template <int HS>
+__device__ __forceinline__ void load_tile(floatX *dst, floatX *dstT, int n, const floatX *src, size_t ld,
+                                          int valid) {
+    constexpr int CH = HS / 8;   /* 16-byte chunks a row */
+    for (int i = threadIdx.x; i < n * CH; i += blockDim.x) {
+        int r = i / CH, c = (i % CH) * 8;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r < valid) v = *reinterpret_cast<const uint4 *>(src + (size_t)r * ld + c);
+        if (dst) *reinterpret_cast<uint4 *>(dst + (size_t)r * (HS + 8) + c) = v;
+        if (dstT) {
+            const floatX *e = reinterpret_cast<const floatX *>(&v);
+#pragma unroll
+            for (int k = 0; k < 8; k++) dstT[(size_t)(c + k) * (n + 8) + r] = e[k];
+        }
+    }
+}
+
+/* The A fragments (16 rows x HS, kk-th 16 columns) of rows r0 + g and
+ * r0 + g + 8 of a bf16 matrix (row stride ld, starting at column 0): rows at
+ * or after `valid` are zeros. */
+template <int HS>
+__device__ __forceinline__ void load_a_frags(unsigned a[HS / 16][4], const floatX *src, size_t ld, int r0,
+                                             int valid) {
+    int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+    int ra = r0 + g, rb = ra + 8;
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) {
+        int c = 16 * kk + 2 * tq;
+        a[kk][0] = ra < valid ? ld_bf16x2(src + (size_t)ra * ld + c) : 0u;
+        a[kk][1] = rb < valid ? ld_bf16x2(src + (size_t)rb * ld + c) : 0u;
+        a[kk][2] = ra < valid ? ld_bf16x2(src + (size_t)ra * ld + c + 8) : 0u;
+        a[kk][3] = rb < valid ? ld_bf16x2(src + (size_t)rb * ld + c + 8) : 0u;
+    }
+}
+
+/* B fragment of the n-tile starting at row n0 of a row-major (., stride)
+ * shared tile, k-step kk: B[k][n] = tile[n0 + n][16 kk + k]. */
+__device__ __forceinline__ void b_frag(unsigned b[2], const floatX *tile, int stride, int n0, int kk) {
+    int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+    const floatX *p = tile + (size_t)(n0 + g) * stride + 16 * kk + 2 * tq;
+    b[0] = ld_bf16x2(p);
+    b[1] = ld_bf16x2(p + 8);
+}
+
+/* The A fragment of k-step kk from accumulators x[n-tile][4] (16 rows x
+ * 8 per n-tile): columns 16 kk .. 16 kk + 15 are n-tiles 2 kk and 2 kk + 1. */
+__device__ __forceinline__ void acc_to_a(unsigned a[4], const float x0[4], const float x1[4]) {
+    a[0] = pack_bf16x2(x0[0], x0[1]);
+    a[1] = pack_bf16x2(x0[2], x0[3]);
+    a[2] = pack_bf16x2(x1[0], x1[1]);
+    a[3] = pack_bf16x2(x1[2], x1[3]);
+}
+
+/* Sum / max over the 4 lanes of a quad (the lanes holding one row of an
+ * accumulator). */
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+/* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; lens (B).
+ * grid (ceil(T / 64), NH, B), block 128. */
+template <int HS>
+__global__ void __launch_bounds__(32 * FA_WARPS)
+attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *lens, int T, int NH, int NKV) {
+    __shared__ uint4 fa_fwd_smem[(FA_TILE * (HS + 8) + HS * (FA_TILE + 8)) / 8];
+    floatX *ks = reinterpret_cast<floatX *>(fa_fwd_smem);   /* (64, HS + 8) */
+    floatX *vt = ks + FA_TILE * (HS + 8);                    /* (HS, 64 + 8) */
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = lens[b];
+    int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, kvh = h / (NH / NKV);
+    const floatX *base = qkv + (size_t)b * T * QKV;
+    int r0 = q0 + 16 * w, rows[2] = {r0 + g, r0 + g + 8};
+    int last = min(q0 + FA_TILE, n) - 1;   /* the block's last real row */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    unsigned qa[HS / 16][4];
+    load_a_frags<HS>(qa, base + (size_t)h * HS, QKV, r0, n);
+    const float scale = 1.0f / sqrtf((float)HS);
+
+    for (int j0 = 0; q0 < n && j0 <= last; j0 += FA_TILE) {
+        __syncthreads();   /* the previous tile's readers are done */
+        load_tile<HS>(ks, nullptr, FA_TILE, base + (size_t)j0 * QKV + QD + (size_t)kvh * HS, QKV, n - j0);
+        load_tile<HS>(nullptr, vt, FA_TILE, base + (size_t)j0 * QKV + QD + KD + (size_t)kvh * HS, QKV, n - j0);
+        __syncthreads();
+        if (r0 > last) continue;   /* this warp's rows are all padding */
+        float s[FA_TILE / 8][4], mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = -INFINITY;
+            if (j0 + 8 * nt > r0 + 15) continue;   /* keys after every row of the warp */
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                unsigned bf[2];
+                b_frag(bf, ks, HS + 8, 8 * nt, kk);
+                mma_bf16_16816(acc, qa[kk], bf);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int key = j0 + 8 * nt + 2 * tq + (i & 1);
+                if (key <= rows[i >> 1]) s[nt][i] = acc[i] * scale;
+                mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            mx[e] = quad_max(mx[e]);
+            corr[e] = mx[e] == -INFINITY ? 1.0f : expf(m[e] - mx[e]);   /* 0 after m = -inf */
+            m[e] = mx[e];
+            l[e] *= corr[e];
+        }
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float p = s[nt][i] == -INFINITY ? 0.0f : expf(s[nt][i] - m[i >> 1]);
+                s[nt][i] = p;
+                l[i >> 1] += p;
+            }
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[nd][i] *= corr[i >> 1];
+#pragma unroll
+        for (int kk = 0; kk < FA_TILE / 16; kk++) {
+            if (j0 + 16 * kk > r0 + 15) continue;   /* p = 0 for all 16 keys */
+            unsigned pa[4];
+            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int nd = 0; nd < HS / 8; nd++) {
+                unsigned bf[2];
+                b_frag(bf, vt, FA_TILE + 8, 8 * nd, kk);
+                mma_bf16_16816(o[nd], pa, bf);
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        int row = rows[e];
+        float L = quad_sum(l[e]);
+        if (row >= T) continue;
+        int real = row < n;
+        float inv = real ? 1.0f / L : 0.0f;
+        floatX *orow = out + ((size_t)b * T + row) * QD + (size_t)h * HS;
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<unsigned *>(orow + 8 * nd + 2 * tq) =
+                pack_bf16x2(o[nd][2 * e] * inv, o[nd][2 * e + 1] * inv);
+        if (tq == 0) lse[((size_t)b * T + row) * NH + h] = real ? m[e] + logf(L) : 0.0f;
+    }
+}
+
+/* dq part of dqkv (R, QKV) fp32 =; Dsum (R, NH) = do . out; dout, out
+ * (R, QD) bf16; qkv (R, QKV) bf16; lse (R, NH). grid (ceil(T / 64), NH, B). */
+template <int HS>
+__global__ void __launch_bounds__(32 * FA_WARPS)
+attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
+                            const floatX *qkv, const float *lse, const int *lens, int T, int NH, int NKV) {
+    constexpr int BC = HS <= 64 ? 64 : 32;   /* keys a tile */
+    __shared__ uint4 fa_dq_smem[(2 * BC * (HS + 8) + HS * (BC + 8)) / 8];
+    floatX *ks = reinterpret_cast<floatX *>(fa_dq_smem);   /* (BC, HS + 8) */
+    floatX *vs = ks + BC * (HS + 8);                        /* (BC, HS + 8) */
+    floatX *kt = vs + BC * (HS + 8);                        /* (HS, BC + 8) */
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = lens[b];
+    int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, kvh = h / (NH / NKV);
+    const floatX *base = qkv + (size_t)b * T * QKV;
+    size_t rbase = (size_t)b * T;
+    int r0 = q0 + 16 * w, rows[2] = {r0 + g, r0 + g + 8};
+    int last = min(q0 + FA_TILE, n) - 1;
+    unsigned qa[HS / 16][4], da[HS / 16][4];
+    load_a_frags<HS>(qa, base + (size_t)h * HS, QKV, r0, n);
+    load_a_frags<HS>(da, dout + rbase * QD + (size_t)h * HS, QD, r0, n);
+    float D[2] = {0.0f, 0.0f}, L[2];
+    {   /* D = do . out, from the same fragment positions of out */
+        unsigned oa[HS / 16][4];
+        load_a_frags<HS>(oa, out + rbase * QD + (size_t)h * HS, QD, r0, n);
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&da[kk][i]));
+                float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&oa[kk][i]));
+                D[i & 1] += x.x * y.x + x.y * y.y;
+            }
+    }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        D[e] = quad_sum(D[e]);
+        L[e] = rows[e] < n ? lse[(rbase + rows[e]) * NH + h] : 0.0f;
+    }
+    float dq[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.0f;
+    const float scale = 1.0f / sqrtf((float)HS);
+
+    for (int j0 = 0; q0 < n && j0 <= last; j0 += BC) {
+        __syncthreads();
+        const floatX *kg = base + (size_t)j0 * QKV + QD + (size_t)kvh * HS;
+        load_tile<HS>(ks, kt, BC, kg, QKV, n - j0);
+        load_tile<HS>(vs, nullptr, BC, kg + KD, QKV, n - j0);
+        __syncthreads();
+        if (r0 > last) continue;
+        float ds[BC / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; nt++) {
+            ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
+            if (j0 + 8 * nt > r0 + 15) continue;
+            float sacc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                unsigned bk[2], bv[2];
+                b_frag(bk, ks, HS + 8, 8 * nt, kk);
+                b_frag(bv, vs, HS + 8, 8 * nt, kk);
+                mma_bf16_16816(sacc, qa[kk], bk);
+                mma_bf16_16816(pacc, da[kk], bv);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int e = i >> 1, key = j0 + 8 * nt + 2 * tq + (i & 1);
+                float p = key <= rows[e] ? expf(sacc[i] * scale - L[e]) : 0.0f;
+                ds[nt][i] = p * (pacc[i] - D[e]) * scale;
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            if (j0 + 16 * kk > r0 + 15) continue;
+            unsigned sa[4];
+            acc_to_a(sa, ds[2 * kk], ds[2 * kk + 1]);
+#pragma unroll
+            for (int nd = 0; nd < HS / 8; nd++) {
+                unsigned bf[2];
+                b_frag(bf, kt, BC + 8, 8 * nd, kk);
+                mma_bf16_16816(dq[nd], sa, bf);
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        int row = rows[e];
+        if (row >= T) continue;
+        int real = row < n;
+        float *drow = dqkv + (rbase + row) * QKV + (size_t)h * HS;
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<float2 *>(drow + 8 * nd + 2 * tq) =
+                real ? make_float2(dq[nd][2 * e], dq[nd][2 * e + 1]) : make_float2(0.0f, 0.0f);
+        if (tq == 0) Dsum[(rbase + row) * NH + h] = real ? D[e] : 0.0f;
+    }
+}
+
+/* dk, dv parts of dqkv (R, QKV) fp32 =; Dsum, lse (R, NH); dout (R, QD) bf16;
+ * qkv (R, QKV) bf16. grid (ceil(T / 64), NKV, B): 64 key rows of one kv head. */
+template <int HS>
+__global__ void __launch_bounds__(32 * FA_WARPS)
+attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout, const floatX *qkv,
+                             const float *lse, const int *lens, int T, int NH, int NKV) {
+    __shared__ uint4 fa_dkv_smem[(2 * FA_BQ * (HS + 8) + 2 * HS * (FA_BQ + 8)) / 8];
+    __shared__ float s_lse[FA_BQ], s_D[FA_BQ];
+    floatX *qs = reinterpret_cast<floatX *>(fa_dkv_smem);   /* (BQ, HS + 8) */
+    floatX *dos = qs + FA_BQ * (HS + 8);                     /* (BQ, HS + 8) */
+    floatX *qt = dos + FA_BQ * (HS + 8);                     /* (HS, BQ + 8) */
+    floatX *dot = qt + HS * (FA_BQ + 8);                     /* (HS, BQ + 8) */
+    int b = blockIdx.z, kvh = blockIdx.y, k0 = blockIdx.x * FA_TILE, n = lens[b];
+    int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
+    int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
+    size_t rbase = (size_t)b * T;
+    const floatX *base = qkv + rbase * QKV;
+    int r0 = k0 + 16 * w, keys[2] = {r0 + g, r0 + g + 8};
+    unsigned ka[HS / 16][4], va[HS / 16][4];
+    load_a_frags<HS>(ka, base + QD + (size_t)kvh * HS, QKV, r0, n);
+    load_a_frags<HS>(va, base + QD + KD + (size_t)kvh * HS, QKV, r0, n);
+    float dk[HS / 8][4], dv[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) dk[nd][i] = dv[nd][i] = 0.0f;
+    const float scale = 1.0f / sqrtf((float)HS);
+
+    for (int hh = 0; hh < group; hh++) {
+        int h = kvh * group + hh;
+        for (int q0 = k0; q0 < n; q0 += FA_BQ) {
+            __syncthreads();
+            load_tile<HS>(qs, qt, FA_BQ, base + (size_t)q0 * QKV + (size_t)h * HS, QKV, n - q0);
+            load_tile<HS>(dos, dot, FA_BQ, dout + (rbase + q0) * QD + (size_t)h * HS, QD, n - q0);
+            for (int i = threadIdx.x; i < FA_BQ; i += blockDim.x) {
+                int real = q0 + i < n;
+                s_lse[i] = real ? lse[(rbase + q0 + i) * NH + h] : 0.0f;
+                s_D[i] = real ? Dsum[(rbase + q0 + i) * NH + h] : 0.0f;
+            }
+            __syncthreads();
+            if (r0 >= n || q0 + FA_BQ - 1 < r0) continue;   /* padding keys; queries before the keys */
+            float pt[FA_BQ / 8][4], dst[FA_BQ / 8][4];   /* P^T, dS^T (16 keys x BQ queries) */
+#pragma unroll
+            for (int nt = 0; nt < FA_BQ / 8; nt++) {
+                if (q0 + 8 * nt + 7 < r0) {   /* queries before every key of the warp */
+                    pt[nt][0] = pt[nt][1] = pt[nt][2] = pt[nt][3] = 0.0f;
+                    dst[nt][0] = dst[nt][1] = dst[nt][2] = dst[nt][3] = 0.0f;
+                    continue;
+                }
+                float sacc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int kk = 0; kk < HS / 16; kk++) {
+                    unsigned bq[2], bd[2];
+                    b_frag(bq, qs, HS + 8, 8 * nt, kk);
+                    b_frag(bd, dos, HS + 8, 8 * nt, kk);
+                    mma_bf16_16816(sacc, ka[kk], bq);
+                    mma_bf16_16816(pacc, va[kk], bd);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int qi = 8 * nt + 2 * tq + (i & 1), query = q0 + qi;
+                    float p = query >= keys[i >> 1] && query < n ? expf(sacc[i] * scale - s_lse[qi]) : 0.0f;
+                    pt[nt][i] = p;
+                    dst[nt][i] = p * (pacc[i] - s_D[qi]) * scale;
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < FA_BQ / 16; kk++) {
+                unsigned pa[4], sa[4];
+                acc_to_a(pa, pt[2 * kk], pt[2 * kk + 1]);
+                acc_to_a(sa, dst[2 * kk], dst[2 * kk + 1]);
+#pragma unroll
+                for (int nd = 0; nd < HS / 8; nd++) {
+                    unsigned bd[2], bq[2];
+                    b_frag(bd, dot, FA_BQ + 8, 8 * nd, kk);
+                    b_frag(bq, qt, FA_BQ + 8, 8 * nd, kk);
+                    mma_bf16_16816(dv[nd], pa, bd);
+                    mma_bf16_16816(dk[nd], sa, bq);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        int key = keys[e];
+        if (key >= T) continue;
+        int real = key < n;
+        float *dkr = dqkv + (rbase + key) * QKV + QD + (size_t)kvh * HS, *dvr = dkr + KD;
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) {
+            int c = 8 * nd + 2 * tq;
+            *reinterpret_cast<float2 *>(dkr + c) =
+                real ? make_float2(dk[nd][2 * e], dk[nd][2 * e + 1]) : make_float2(0.0f, 0.0f);
+            *reinterpret_cast<float2 *>(dvr + c) =
+                real ? make_float2(dv[nd][2 * e], dv[nd][2 * e + 1]) : make_float2(0.0f, 0.0f);
+        }
+    }
+}
+
+int attention_flash_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 || HS == 128; }
+
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *lens, int B,
+                                   int T, int NH, int NKV, int HS, cudaStream_t stream) {
+    dim3 grid(ceil_div(T, FA_TILE), NH, B), block(32 * FA_WARPS);
+    switch (HS) {
+    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
+    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
+    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
+    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
+    default: return cllm_error(CLLM_EUNSUP, "training attention (tensor cores): head size %d", HS);
+    }
+    return CUDA_CHECK_LAUNCH();
+}
+
+int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
+                                    const floatX *qkv, const float *lse, const int *lens, int B, int T,
+                                    int NH, int NKV, int HS, cudaStream_t stream) {
+    dim3 gq(ceil_div(T, FA_TILE), NH, B), gkv(ceil_div(T, FA_TILE), NKV, B), block(32 * FA_WARPS);
+    int rc;
+#define FA_BWD(S)                                                                                      \
+    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, lens, T, \
+                                                             NH, NKV);                                 \
+    if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                         \
+    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, lens, T, NH, \
+                                                               NKV);                                   \
+    break;
+    switch (HS) {
+    case 16: FA_BWD(16)
+    case 32: FA_BWD(32)
+    case 64: FA_BWD(64)
+    case 128: FA_BWD(128)
+    default: return cllm_error(CLLM_EUNSUP, "training attention (tensor cores): head size %d", HS);
+    }
+#undef FA_BWD
+    return CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cllm_train
