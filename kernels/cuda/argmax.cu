@@ -3,15 +3,17 @@
  * torch.argmax do; NaN never wins (comparisons with NaN are false).
  * kernel1: one block of 512 threads per row; each thread scans a strided
  * slice keeping (value, id), then a warp-shuffle and shared-memory reduction
- * with the rule "larger value, or equal value and lower id". */
+ * with the rule "larger value, or equal value and lower id"; the winner
+ * leaves as its argmax_key (kernels_cuda.h), as the LM head's fused argmax
+ * (matmul16.cu) gives it. */
 #include "kernels_cuda.h"
 
 __device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
     if (v2 > v || (v2 == v && i2 < i)) { v = v2; i = i2; }
 }
 
-/* out (R); logits (R, V) */
-__global__ void argmax_forward_kernel1(int *out, const float *logits, int V) {
+/* keys (R): argmax_key of the winner, 0 for none; logits (R, V) */
+__global__ void argmax_forward_kernel1(argmax_key_t *keys, const float *logits, int V) {
     __shared__ float sv[32];
     __shared__ int si[32];
     const float *row = logits + (size_t)blockIdx.x * V;
@@ -28,12 +30,12 @@ __global__ void argmax_forward_kernel1(int *out, const float *logits, int V) {
         id = lane < nw ? si[lane] : 0x7fffffff;
         for (int o = 16; o > 0; o >>= 1)
             better(v, id, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, id, o));
-        /* a row of NaN or -inf only: id 0, as the CPU's scan gives */
-        if (lane == 0) out[blockIdx.x] = id == 0x7fffffff ? 0 : id;
+        /* a row of NaN only: key 0, read as id 0, as the CPU's scan gives */
+        if (lane == 0) keys[blockIdx.x] = id == 0x7fffffff ? 0ull : argmax_key(v, id);
     }
 }
 
-int argmax_forward(int *out, const float *logits, int R, int V, cudaStream_t stream) {
-    argmax_forward_kernel1<<<R, 512, 0, stream>>>(out, logits, V);
+int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaStream_t stream) {
+    argmax_forward_kernel1<<<R, 512, 0, stream>>>(keys, logits, V);
     return CUDA_CHECK_LAUNCH();
 }

@@ -157,3 +157,152 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
                                                                    NKV, HS, cap);
     return CUDA_CHECK_LAUNCH();
 }
+
+/* ---- kernel2: tiled on the tensor cores ---------------------------------
+ * For calls on the cuBLAS route (more than 16 rows: batched Jacobi windows,
+ * prompt chunks). The rows of a call are cut into segments (segs, built by
+ * the host: a sequence's rows in runs of at most 16), and one block of 4
+ * warps takes (segment, kv head g, up to 4 of g's query heads): warp w holds
+ * its head's q for the segment's rows as one 16-row mma tile (q rounded to
+ * bf16), and per 64-key tile of the slot's cache (k row-major, v transposed,
+ * in shared memory, keys past the segment's last position zero) computes
+ * S = Q K^T, masks keys after each row's position, keeps an online softmax
+ * in fp32 and adds P V with P rounded to bf16 (common.h's tile helpers, as
+ * the training kernels in train/attention_flash.cu). So the keys are read
+ * once per segment and kv head instead of once per (row, head), and the
+ * sums run on the tensor cores.
+ * A row's result depends on its q, its position and the aligned key tiles
+ * alone (tiles past its position add exact zeros), not on the other rows of
+ * its segment: batch-invariant, as kernel1. HS in {16, 32, 64, 128}. */
+enum { AT_WARPS = 4, AT_TILE = 64 };
+
+/* out (R, NH*HS) bf16; q (R, NH*HS) fp32; kc, vc (S, CAP, KD) bf16; pos, slot (R);
+ * segs (R + 1): segment s is rows segs[s] .. segs[s + 1] - 1 (segs[s] = R: none).
+ * grid (R, NKV * ceil(group / 4)), block 128 */
+template <int HS>
+__global__ void __launch_bounds__(32 * AT_WARPS)
+attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
+                          const int *slot, const int *segs, int R, int NH, int NKV, int cap) {
+    __shared__ uint4 at_smem[(AT_TILE * (HS + 8) + HS * (AT_TILE + 8)) / 8];
+    floatX *ks = reinterpret_cast<floatX *>(at_smem);   /* (64, HS + 8) */
+    floatX *vt = ks + AT_TILE * (HS + 8);                /* (HS, 64 + 8) */
+    int r0 = segs[blockIdx.x];
+    if (r0 >= R) return;
+    int r1 = segs[blockIdx.x + 1];
+    int group = NH / NKV, chunks = (group + AT_WARPS - 1) / AT_WARPS;
+    int g = blockIdx.y / chunks, lane = threadIdx.x % 32, w = threadIdx.x / 32, gq = lane / 4, tq = lane % 4;
+    int hh = (blockIdx.y % chunks) * AT_WARPS + w, h = g * group + hh, has_head = hh < group;
+    int QD = NH * HS, KD = NKV * HS;
+    int nk = 0;   /* keys the segment needs: its last position + 1 */
+    for (int r = r0; r < r1; r++) nk = max(nk, pos[r] + 1);
+    size_t zbase = (size_t)slot[r0] * cap;
+    int rows[2] = {r0 + gq, r0 + gq + 8};
+    int lim[2];   /* each row's last key; -1 for rows outside the segment */
+    unsigned qa[HS / 16][4];
+#pragma unroll
+    for (int e = 0; e < 2; e++) lim[e] = rows[e] < r1 ? pos[rows[e]] : -1;
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int e = i & 1, c = 16 * kk + 2 * tq + (i >> 1) * 8;
+            const float *qr = q + (size_t)rows[e] * QD + (size_t)h * HS + c;
+            qa[kk][i] = has_head && lim[e] >= 0 ? pack_bf16x2(qr[0], qr[1]) : 0u;
+        }
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    int wlast = max(lim[0], lim[1]);
+    wlast = max(wlast, __shfl_xor_sync(0xffffffffu, wlast, 4));
+    wlast = max(wlast, __shfl_xor_sync(0xffffffffu, wlast, 8));
+    wlast = max(wlast, __shfl_xor_sync(0xffffffffu, wlast, 16));   /* the warp's last key */
+    const float scale = 1.0f / sqrtf((float)HS);
+
+    for (int j0 = 0; j0 < nk; j0 += AT_TILE) {
+        __syncthreads();
+        const floatX *kg = kc + (zbase + j0) * KD + (size_t)g * HS;
+        load_tile<HS>(ks, nullptr, AT_TILE, kg, KD, nk - j0);
+        load_tile<HS>(nullptr, vt, AT_TILE, vc + (zbase + j0) * KD + (size_t)g * HS, KD, nk - j0);
+        __syncthreads();
+        if (!has_head || j0 > wlast) continue;
+        float s[AT_TILE / 8][4], mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < AT_TILE / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = -INFINITY;
+            if (j0 + 8 * nt > wlast) continue;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                unsigned bf[2];
+                b_frag(bf, ks, HS + 8, 8 * nt, kk);
+                mma_bf16_16816(acc, qa[kk], bf);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int key = j0 + 8 * nt + 2 * tq + (i & 1);
+                if (key <= lim[i >> 1]) s[nt][i] = acc[i] * scale;
+                mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            mx[e] = quad_max(mx[e]);
+            corr[e] = mx[e] == -INFINITY ? 1.0f : expf(m[e] - mx[e]);
+            m[e] = mx[e];
+            l[e] *= corr[e];
+        }
+#pragma unroll
+        for (int nt = 0; nt < AT_TILE / 8; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float p = s[nt][i] == -INFINITY ? 0.0f : expf(s[nt][i] - m[i >> 1]);
+                s[nt][i] = p;
+                l[i >> 1] += p;
+            }
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[nd][i] *= corr[i >> 1];
+#pragma unroll
+        for (int kk = 0; kk < AT_TILE / 16; kk++) {
+            if (j0 + 16 * kk > wlast) continue;
+            unsigned pa[4];
+            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int nd = 0; nd < HS / 8; nd++) {
+                unsigned bf[2];
+                b_frag(bf, vt, AT_TILE + 8, 8 * nd, kk);
+                mma_bf16_16816(o[nd], pa, bf);
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float L = quad_sum(l[e]);
+        if (!has_head || lim[e] < 0) continue;
+        float inv = 1.0f / L;
+        floatX *orow = out + (size_t)rows[e] * QD + (size_t)h * HS;
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<unsigned *>(orow + 8 * nd + 2 * tq) = pack_bf16x2(o[nd][2 * e] * inv, o[nd][2 * e + 1] * inv);
+    }
+}
+
+int attention_tiled_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 || HS == 128; }
+
+int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
+                            const int *slot, const int *segs, int R, int NH, int NKV, int HS, int cap,
+                            cudaStream_t stream) {
+    if (NKV < 1 || NH % NKV)
+        return cllm_error(CLLM_EUNSUP, "attention: heads %d:%d not supported on CUDA", NH, NKV);
+    dim3 grid(R, NKV * ceil_div(NH / NKV, AT_WARPS)), block(32 * AT_WARPS);
+    switch (HS) {
+    case 16: attention_forward_kernel2<16><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
+    case 32: attention_forward_kernel2<32><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
+    case 64: attention_forward_kernel2<64><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
+    case 128: attention_forward_kernel2<128><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
+    default: return cllm_error(CLLM_EUNSUP, "attention (tiled): head size %d", HS);
+    }
+    return CUDA_CHECK_LAUNCH();
+}

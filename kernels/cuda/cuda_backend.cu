@@ -101,15 +101,23 @@ typedef struct fwd_stats {
     unsigned long long op_n[P_N];
 } fwd_stats;
 
+/* The per-call ints copied to the device (meta_h -> meta_d) for M rows:
+ * four (M) arrays and the attention segments (M + 1); a segment is at most
+ * ATT_SEG_ROWS rows of one sequence (one mma tile). */
+#define META_INTS(M) (5 * (M) + 1)
+enum { ATT_SEG_ROWS = 16 };
+
 struct cllm_cuda_state {
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *mem;                     /* device activations, one allocation */
     float *x, *qkv, *q, *proj, *gu, *logits;
     floatX *xn, *ao, *h;
-    int *meta_d;                   /* (4, max_rows): tokens, pos, slot, lm rows */
-    int *argmax_d;                 /* (max_rows) compact LM-head rows */
-    int *meta_h, *argmax_h;        /* pinned host mirrors */
+    int *meta_d;                   /* META_INTS(max_rows): tokens, pos, slot, lm rows (max_rows
+                                      each), then the attention segments (max_rows + 1) */
+    argmax_key_t *argmax_d;  /* (max_rows) argmax_key per compact LM-head row */
+    int *meta_h;                   /* pinned host mirrors */
+    argmax_key_t *argmax_h;
     void *cublas_ws;               /* cuBLAS' workspace, fixed so calls can be captured */
     int use_graphs;                /* CLLM_CUDA_GRAPHS=0 turns graphs off */
     int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: every cuBLAS product in
@@ -117,6 +125,10 @@ struct cllm_cuda_state {
                                       call); -1 (unset): call_gemm_rows decides */
     int mm16;                      /* calls of up to 16 rows take matmul16.cu's fused
                                       tensor-core path (CLLM_CUDA_MM16=0: never) */
+    int mm16_rope;                 /* ... with RoPE and the cache write fused into the
+                                      QKV product (mm16_rope_supported) */
+    int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
+                                      tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
     fwd_stats stats;
@@ -476,8 +488,8 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     s->gu = (float *)take(a, n * 2 * F * 4);
     s->h = (floatX *)take(a, n * F * 2);
     s->logits = (float *)take(a, n * V * 4);
-    s->meta_d = (int *)take(a, 4 * (size_t)R * 4);
-    s->argmax_d = (int *)take(a, (size_t)R * 4);
+    s->meta_d = (int *)take(a, META_INTS((size_t)R) * 4);
+    s->argmax_d = (argmax_key_t *)take(a, (size_t)R * 8);
 }
 
 extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags) {
@@ -497,6 +509,9 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         const char *mm = getenv("CLLM_CUDA_MM16");
         s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
                   mm16_supported(dm->QD) && mm16_supported(c->d_ff);
+        s->mm16_rope = s->mm16 && mm16_rope_supported(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
+        const char *at = getenv("CLLM_CUDA_ATTENTION");
+        s->att_tiled = !(at && !strcmp(at, "1")) && attention_tiled_supported(c->head_dim);
     }
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr && *gr ? atoi(gr) : -1;
@@ -511,8 +526,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         (rc = CUDA_MALLOC(&s->mem, bytes, "the forward's activations")) ||
         (rc = CUDA_MALLOC(&s->cublas_ws, CUBLAS_WS_BYTES, "cuBLAS' workspace")) ||
         (rc = CUBLAS_CHECK(cublasSetWorkspace(s->cublas, s->cublas_ws, CUBLAS_WS_BYTES))) ||
-        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, 4 * R * sizeof(int)))) ||
-        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->argmax_h, R * sizeof(int)))) ||
+        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, META_INTS(R) * sizeof(int)))) ||
+        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->argmax_h, R * sizeof *s->argmax_h))) ||
         (rc = CUDA_CHECK(cudaMallocHost((void **)&f->argmax, R * sizeof(int)))) ||
         (f->want_logits && (rc = CUDA_CHECK(cudaMallocHost((void **)&f->logits, R * V * sizeof(float)))))) {
         cllm_cuda_fwd_free(f);
@@ -521,7 +536,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     a.base = (char *)s->mem;
     a.off = 0;
     state_layout(s, dm, max_rows, &a);
-    memset(s->meta_h, 0, 4 * R * sizeof(int));
+    memset(s->meta_h, 0, META_INTS(R) * sizeof(int));
     /* padding rows are read by the products: finite from the start */
     if ((rc = CUDA_CHECK(cudaMemset(s->mem, 0, bytes))) || (rc = CUDA_CHECK(cudaDeviceSynchronize()))) {
         cllm_cuda_fwd_free(f);
@@ -565,28 +580,44 @@ static void mark(struct cllm_cuda_state *s, int op) {
         mark(s, (op));              \
     } while (0)
 
-static int finish_forward(cllm_cuda_fwd *f, int N, cudaStream_t st);
+static int finish_forward(cllm_cuda_fwd *f, int N, int fused, cudaStream_t st);
 
-/* Layer l's bias, RoPE and cache write, then attention: the same on both
- * routes (qkv in, ao out). */
-static int rope_attention(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l, int R, int max_keys) {
+/* Where layer l's bias + RoPE + cache write go (q, the cache slices, and
+ * the per-row positions and slots): rope.cu's arguments, or the fused QKV
+ * epilogue's (matmul16.cu). */
+static mm16_rope_args layer_rope_args(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l) {
     const cllm_cuda_model *dm = f->m;
     const cllm_config *c = &dm->cfg;
     struct cllm_cuda_state *s = f->st;
-    int M = f->max_rows, rc;
-    const int *pos_d = s->meta_d + M, *slot_d = s->meta_d + 2 * M;
+    int M = f->max_rows;
     size_t layer_elems = (size_t)kv->n_seq * kv->cap * kv->kv_dim;
-    floatX *kc = (floatX *)kv->k + (size_t)l * layer_elems;
-    floatX *vc = (floatX *)kv->v + (size_t)l * layer_elems;
-    STEP(P_ROPE, qkv_rope_forward(s->q, kc, vc, s->qkv, dm->layers[l].bqkv, dm->inv_freq, pos_d, slot_d, R,
-                                  c->n_head, c->n_head_kv, c->head_dim, c->rope_dim, kv->cap, s->stream));
-    STEP(P_ATT, attention_forward(s->ao, s->q, kc, vc, pos_d, slot_d, R, c->n_head, c->n_head_kv, c->head_dim,
-                                  kv->cap, max_keys, s->stream));
+    mm16_rope_args ra = {s->q, (floatX *)kv->k + (size_t)l * layer_elems, (floatX *)kv->v + (size_t)l * layer_elems,
+                         dm->layers[l].bqkv, dm->inv_freq, s->meta_d + M, s->meta_d + 2 * M,
+                         c->n_head, c->n_head_kv, c->head_dim, c->rope_dim, kv->cap};
+    return ra;
+}
+
+/* Layer l's bias, RoPE and cache write (unless the QKV product did them:
+ * roped), then attention (tiled: attention.cu's kernel2 over the call's
+ * segments, else kernel1 a block per (head, row)): qkv in, ao out. */
+static int rope_attention(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l, int R, int max_keys, int roped, int tiled) {
+    struct cllm_cuda_state *s = f->st;
+    mm16_rope_args ra = layer_rope_args(f, kv, l);
+    int rc;
+    if (!roped)
+        STEP(P_ROPE, qkv_rope_forward(ra.q, ra.kc, ra.vc, s->qkv, ra.bias, ra.inv_freq, ra.pos, ra.slot, R, ra.NH,
+                                      ra.NKV, ra.HS, ra.rope_dim, ra.cap, s->stream));
+    if (tiled)
+        STEP(P_ATT, attention_tiled_forward(s->ao, ra.q, ra.kc, ra.vc, ra.pos, ra.slot, s->meta_d + 4 * f->max_rows,
+                                            R, ra.NH, ra.NKV, ra.HS, ra.cap, s->stream));
+    else
+        STEP(P_ATT, attention_forward(s->ao, ra.q, ra.kc, ra.vc, ra.pos, ra.slot, R, ra.NH, ra.NKV, ra.HS, ra.cap,
+                                      max_keys, s->stream));
     return 0;
 }
 
 /* The stream work of one call, no synchronisation (so it can be captured):
- * meta_h holds tokens, pos, slot, lm rows; argmax (N) lands in argmax_h. */
+ * meta_h holds tokens, pos, slot, lm rows, attention segments; argmax (N) lands in argmax_h. */
 static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
     const cllm_cuda_model *dm = f->m;
     const cllm_config *c = &dm->cfg;
@@ -599,27 +630,37 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
 
     s->stats.n_ev = 0;
     mark(s, P_N);
-    STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, 4 * (size_t)M * sizeof(int),
+    STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, META_INTS((size_t)M) * sizeof(int),
                                             cudaMemcpyHostToDevice, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
     if (s->mm16 && R <= 16) {
-        /* a decode step: matmul16.cu's fused products, six launches a layer */
+        /* a decode step: matmul16.cu's fused products, five launches a layer
+         * (six when RoPE cannot be fused) */
         for (int l = 0; l < L; l++) {
             const cuda_layer *w = &dm->layers[l];
-            STEP(P_QKV, mm16_norm_forward(s->qkv, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV, st));
-            if ((rc = rope_attention(f, kv, l, R, max_keys))) return rc;
+            if (s->mm16_rope) {
+                mm16_rope_args ra = layer_rope_args(f, kv, l);
+                STEP(P_QKV, mm16_norm_qkv_rope_forward(&ra, s->x, w->attn_norm, eps, w->wqkv, R, C, st));
+            } else {
+                STEP(P_QKV, mm16_norm_forward(s->qkv, NULL, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV, st));
+            }
+            if ((rc = rope_attention(f, kv, l, R, max_keys, s->mm16_rope, 0))) return rc;
             STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, st));
             STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, st));
             STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, st));
         }
-        if (N > 0) STEP(P_LM, mm16_norm_forward(s->logits, s->x, dm->out_norm, lm_d, eps, dm->lm_head, N, C, V, st));
-        return finish_forward(f, N, st);
+        if (N > 0) {   /* the argmax in the LM head's epilogue */
+            STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
+            STEP(P_LM, mm16_norm_forward(s->logits, s->argmax_d, s->x, dm->out_norm, lm_d, eps, dm->lm_head, N, C, V,
+                                         st));
+        }
+        return finish_forward(f, N, 1, st);
     }
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st));
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
         STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st));
-        if ((rc = rope_attention(f, kv, l, R, max_keys))) return rc;
+        if ((rc = rope_attention(f, kv, l, R, max_keys, 0, s->att_tiled))) return rc;
         STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st));
         STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st));
         STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st));
@@ -632,17 +673,17 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
             STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st));
     }
     if (N > 0) STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
-    return finish_forward(f, N, st);
+    return finish_forward(f, N, 0, st);
 }
 
-/* After the LM head: argmax on the device, the ids (and the logits, if
- * wanted) to the host. */
-static int finish_forward(cllm_cuda_fwd *f, int N, cudaStream_t st) {
+/* After the LM head: argmax on the device (unless the LM head did it:
+ * fused), the ids (and the logits, if wanted) to the host. */
+static int finish_forward(cllm_cuda_fwd *f, int N, int fused, cudaStream_t st) {
     struct cllm_cuda_state *s = f->st;
     int V = f->m->cfg.vocab, M = f->max_rows, rc;
     if (N > 0) {
-        STEP(P_ARGMAX, argmax_forward(s->argmax_d, s->logits, N, V, st));
-        STEP(P_COPY, CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof(int),
+        if (!fused) STEP(P_ARGMAX, argmax_forward(s->argmax_d, s->logits, N, V, st));
+        STEP(P_COPY, CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof *s->argmax_d,
                                                 cudaMemcpyDeviceToHost, st)));
         /* logits: one copy per run of consecutive rows (one run per sequence) */
         const int *lm = s->meta_h + 3 * M;
@@ -758,7 +799,7 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max
         }
         if (t->profile) profile_collect(t);
     }
-    for (int i = 0; i < N; i++) f->argmax[s->meta_h[3 * M + i]] = s->argmax_h[i];
+    for (int i = 0; i < N; i++) f->argmax[s->meta_h[3 * M + i]] = argmax_key_id(s->argmax_h[i]);
     return 0;
 }
 
@@ -796,13 +837,16 @@ extern "C" int cllm_cuda_forward_seqs(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const 
     struct cllm_cuda_state *s = f->st;
     int R = (int)rows, N = 0;
     int *tok_h = s->meta_h, *pos_h = s->meta_h + M, *slot_h = s->meta_h + 2 * M, *lm_h = s->meta_h + 3 * M;
+    int *seg_h = s->meta_h + 4 * M, nseg = 0;
     memcpy(tok_h, tokens, (size_t)R * sizeof(int));
     for (int b = 0, r = 0; b < B; b++)
         for (int t = 0; t < sq[b].T; t++, r++) {
             pos_h[r] = sq[b].pos + t;
             slot_h[r] = sq[b].seq;
             if (t >= sq[b].lm_from) lm_h[N++] = r;
+            if (t % ATT_SEG_ROWS == 0) seg_h[nseg++] = r;   /* a sequence's rows, 16 at a time */
         }
+    for (int i = nseg; i <= R; i++) seg_h[i] = R;
     int rc = run_forward(f, kv, R, N, max_keys);
     for (int b = 0; b < B; b++) {
         int z = sq[b].seq;

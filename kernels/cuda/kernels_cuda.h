@@ -67,6 +67,16 @@ int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const f
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
                       const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
                       int max_keys, cudaStream_t stream);
+/* The same on the tensor cores (attention.cu's kernel2), for HS in {16, 32,
+ * 64, 128} (attention_tiled_supported): the rows come in segments, segment
+ * s = rows segs[s] .. segs[s + 1] - 1, each up to 16 rows of one slot;
+ * segs (R + 1) device ints, segs[s] = R past the last segment. q is rounded
+ * to bf16 for the products, p too; no max_keys limit. A row's result does
+ * not depend on the other rows of its segment. */
+int attention_tiled_supported(int HS);
+int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
+                            const int *slot, const int *segs, int R, int NH, int NKV, int HS, int cap,
+                            cudaStream_t stream);
 /* Largest max_keys attention_forward accepts for head size HS on this device
  * (shared memory per block); 0 with an error recorded when it cannot ask. */
 int attention_max_keys(int HS, int *max_keys);
@@ -77,8 +87,23 @@ int attention_max_keys(int HS, int *max_keys);
 int swiglu_forward(floatX *h, const float *gu, int R, int F, cudaStream_t stream);
 
 /* ---- argmax.cu: per row, the lowest id wins a tie ---------------------- */
-/* out (R) int; logits (R, V) fp32 */
-int argmax_forward(int *out, const float *logits, int R, int V, cudaStream_t stream);
+/* The result travels as a 64-bit key, so that partial results (blocks of the
+ * LM head's fused epilogue) combine with one atomicMax: the value's bits
+ * ordered as unsigned (high half) and ~id (low half): a larger key is the
+ * larger value, or the equal value with the lower id. NaN is never a
+ * candidate; key 0 (no candidate: a row of NaN) reads as id 0, as does a row
+ * of -inf (id 0 wins the tie), as on the CPU. */
+typedef unsigned long long argmax_key_t;
+__device__ static inline argmax_key_t argmax_key(float v, int id) {
+    unsigned u = __float_as_uint(v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((argmax_key_t)u << 32) | (unsigned)~(unsigned)id;
+}
+__host__ __device__ static inline int argmax_key_id(argmax_key_t key) {
+    return key ? (int)~(unsigned)key : 0;
+}
+/* keys (R); logits (R, V) fp32 */
+int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaStream_t stream);
 
 /* ---- matmul.cu: out = inp W^T via cublasGemmEx ------------------------- */
 /* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16 (PyTorch Linear
@@ -93,16 +118,33 @@ int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const f
 /* With the ops around them fused; batch-invariant by construction (a row's
  * result never depends on the other rows or on R). R in 1..16, K % 16 == 0,
  * K <= 2048 (mm16_supported); W (OC, K) bf16 as matmul_forward's. */
-enum { MM16_IN_ROWS, MM16_IN_NORM, MM16_OUT_F32, MM16_OUT_ADD, MM16_OUT_SWIGLU };
+enum { MM16_IN_ROWS, MM16_IN_NORM, MM16_OUT_F32, MM16_OUT_ADD, MM16_OUT_SWIGLU, MM16_OUT_QKV_ROPE };
 int mm16_supported(int K);
-/* out (R, OC) fp32 = bf16(RMSNorm(x[src(i)]) * nw) W^T; x (*, K) fp32; rows (R) or NULL */
-int mm16_norm_forward(float *out, const float *x, const float *nw, const int *rows, float eps,
-                      const floatX *W, int R, int K, int OC, cudaStream_t stream);
+/* out (R, OC) fp32 = bf16(RMSNorm(x[src(i)]) * nw) W^T; x (*, K) fp32; rows (R) or NULL.
+ * keys (R) or NULL: also the argmax of each out row into keys (atomicMax of
+ * argmax_key; the caller zeroes keys first) */
+int mm16_norm_forward(float *out, argmax_key_t *keys, const float *x, const float *nw, const int *rows,
+                      float eps, const floatX *W, int R, int K, int OC, cudaStream_t stream);
 /* x (R, OC) fp32 += inp W^T; inp (R, K) bf16 */
 int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC,
                           cudaStream_t stream);
 /* h (R, F) bf16 = silu(g) * u, [g u] = bf16(RMSNorm(x) * nw) [Wgate; Wup]^T; Wgu (2F, K), F % 8 == 0 */
 int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
                              int R, int K, int F, cudaStream_t stream);
+/* qkv_rope_forward's work fused into the QKV product's epilogue: the
+ * product of bf16(RMSNorm(x) * nw) with Wqkv (QKV, K), then bias, RoPE, q
+ * and the cache writes exactly as qkv_rope_forward (its arguments in ra).
+ * Needs rope_dim % 16 == 0, (HS - rope_dim) % 16 == 0, KD % 16 == 0
+ * (mm16_rope_supported). */
+typedef struct mm16_rope_args {
+    float *q;
+    floatX *kc, *vc;
+    const float *bias, *inv_freq;
+    const int *pos, *slot;
+    int NH, NKV, HS, rope_dim, cap;
+} mm16_rope_args;
+int mm16_rope_supported(int NH, int NKV, int HS, int rope_dim);
+int mm16_norm_qkv_rope_forward(const mm16_rope_args *ra, const float *x, const float *nw, float eps,
+                               const floatX *Wqkv, int R, int K, cudaStream_t stream);
 
 #endif

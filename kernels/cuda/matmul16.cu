@@ -12,9 +12,15 @@
  *                 rmsnorm.cu does: bf16((x * rsqrt(mean(x^2) + eps)) * nw)
  *   epilogue (row i, output o, d = row i of the tile times W[o]):
  *     MM16_OUT_F32     out[i, o] = d                      out (R, OC) fp32
+ *                    and, with keys, the row's argmax (argmax_key, one
+ *                    atomicMax per row and block after a block-local max)
  *     MM16_OUT_ADD     x[i, o] += d   (the residual add)  x (R, OC) fp32
  *     MM16_OUT_SWIGLU  W is [Wgate; Wup] (2F, K), F = OC: h[i, o] =
  *                    bf16(silu(d_gate) * d_up) as swiglu.cu   h (R, F) bf16
+ *     MM16_OUT_QKV_ROPE  W is Wqkv: bias, RoPE, q and the cache writes as
+ *                    rope.cu (mm16_rope_args); a group's two n-tiles are
+ *                    the 8 dims i of a head and their RoPE partners i + D/2,
+ *                    so a rotation has both its inputs in one block
  *
  * kernel1: blocks of 8 warps; a block takes 16 outputs at a time (SwiGLU: 8
  * outputs, their gate and up rows), grid-stride. The K/16 k-steps are cut
@@ -42,15 +48,46 @@ static size_t mm_smem(int K) {
     return (size_t)16 * tile_stride(K) * sizeof(floatX) + (size_t)MM_WARPS * MM_NT * 128 * sizeof(float);
 }
 
-__device__ __forceinline__ unsigned ld32(const floatX *p) { return *reinterpret_cast<const unsigned *>(p); }
+/* The QKV_ROPE epilogue's output groups. Within each of the NH + NKV
+ * rotated heads: rope_dim/16 pair groups (dims 8j..8j+7 and their partners
+ * at + rope_dim/2), then (HS - rope_dim)/16 plain groups of 16 dims; then the
+ * v part, KD/16 plain groups. Column c of n-tile 0 is col0 + c, of n-tile 1
+ * col1 + c. */
+struct rope_group {
+    int col0, col1, rotate, dim0;   /* dim0: dim within the head of col0 (rotated groups) */
+};
+__host__ __device__ static inline int rope_groups(const mm16_rope_args &ra) {
+    int per_head = ra.rope_dim / 16 + (ra.HS - ra.rope_dim) / 16;
+    return (ra.NH + ra.NKV) * per_head + ra.NKV * ra.HS / 16;
+}
+__device__ static inline rope_group rope_group_at(const mm16_rope_args &ra, int grp) {
+    int pairs = ra.rope_dim / 16, per_head = pairs + (ra.HS - ra.rope_dim) / 16, nqk = ra.NH + ra.NKV;
+    rope_group rg;
+    if (grp < nqk * per_head) {
+        int head = grp / per_head, j = grp % per_head;
+        rg.rotate = j < pairs;
+        rg.dim0 = rg.rotate ? 8 * j : ra.rope_dim + 16 * (j - pairs);
+        rg.col0 = head * ra.HS + rg.dim0;
+        rg.col1 = rg.col0 + (rg.rotate ? ra.rope_dim / 2 : 8);
+    } else {
+        rg.rotate = 0;
+        rg.dim0 = 0;
+        rg.col0 = nqk * ra.HS + 16 * (grp - nqk * per_head);
+        rg.col1 = rg.col0 + 8;
+    }
+    return rg;
+}
 
 /* W (units or 2*units, K); inp (R, K) bf16 | x (*, K) fp32 with nw (K) and rows (R) or NULL;
- * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16 */
+ * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16; keys (R) or NULL (F32);
+ * ra (QKV_ROPE; units = QKV) */
 template <int IN, int OUT>
-__global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp,
+__global__ void __launch_bounds__(32 * MM_WARPS, 2) matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp,
                                          const float *x, const float *nw, const int *rows, float eps,
-                                         float *out, floatX *h, int R) {
+                                         float *out, floatX *h, argmax_key_t *keys, mm16_rope_args ra,
+                                         int R) {
     extern __shared__ uint4 mm_smem_raw[];
+    __shared__ argmax_key_t best[16];   /* F32 with keys: the block's argmax key per row */
     int KP = tile_stride(K);
     floatX *xs = reinterpret_cast<floatX *>(mm_smem_raw);             /* (16, KP) */
     float *part = reinterpret_cast<float *>(xs + (size_t)16 * KP);    /* (WARPS, NT, 16, 8) */
@@ -79,17 +116,22 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
             for (int k = lane; k < K; k += 32) d[k] = __float2bfloat16((xr[k] * rs) * nw[k]);
         }
     }
+    if (OUT == MM16_OUT_F32 && threadIdx.x < 16) best[threadIdx.x] = 0ull;
     __syncthreads();
 
     int KS = K / 16, S = (KS + MM_WARPS - 1) / MM_WARPS;
     int ks0 = warp * S, ks1 = ks0 + S < KS ? ks0 + S : KS;
     int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
-    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : (units + 15) / 16;
+    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(ra) : (units + 15) / 16;
+    argmax_key_t mine = 0ull;   /* F32 with keys: this thread's best (it handles one row) */
     for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
         /* the W row this lane feeds to n-tile nt (column g of its B fragment) */
         int wrow[MM_NT];
-        wrow[0] = OUT == MM16_OUT_SWIGLU ? grp * 8 + g : grp * 16 + g;
-        wrow[1] = OUT == MM16_OUT_SWIGLU ? units + grp * 8 + g : grp * 16 + 8 + g;
+        rope_group rg = {0, 0, 0, 0};
+        if (OUT == MM16_OUT_QKV_ROPE) rg = rope_group_at(ra, grp);
+        wrow[0] = OUT == MM16_OUT_SWIGLU ? grp * 8 + g : OUT == MM16_OUT_QKV_ROPE ? rg.col0 + g : grp * 16 + g;
+        wrow[1] = OUT == MM16_OUT_SWIGLU ? units + grp * 8 + g : OUT == MM16_OUT_QKV_ROPE ? rg.col1 + g
+                                                                                           : grp * 16 + 8 + g;
         unsigned b[MM_MAX_SEG][MM_NT][2];
 #pragma unroll
         for (int s = 0; s < MM_MAX_SEG; s++) {
@@ -98,8 +140,8 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
             for (int nt = 0; nt < MM_NT; nt++) {
                 int ok = ks0 + s < ks1 && wrow[nt] < W_rows;
                 const floatX *wr = W + (size_t)(ok ? wrow[nt] : 0) * K;
-                b[s][nt][0] = ok ? ld32(wr + k0) : 0u;
-                b[s][nt][1] = ok ? ld32(wr + k0 + 8) : 0u;
+                b[s][nt][0] = ok ? ld_bf16x2(wr + k0) : 0u;
+                b[s][nt][1] = ok ? ld_bf16x2(wr + k0 + 8) : 0u;
             }
         }
         float acc[MM_NT][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
@@ -107,8 +149,8 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
         for (int s = 0; s < MM_MAX_SEG; s++) {
             if (ks0 + s >= ks1) break;
             int k0 = (ks0 + s) * 16 + 2 * t;
-            unsigned a[4] = {ld32(xs + (size_t)g * KP + k0), ld32(xs + (size_t)(g + 8) * KP + k0),
-                             ld32(xs + (size_t)g * KP + k0 + 8), ld32(xs + (size_t)(g + 8) * KP + k0 + 8)};
+            unsigned a[4] = {ld_bf16x2(xs + (size_t)g * KP + k0), ld_bf16x2(xs + (size_t)(g + 8) * KP + k0),
+                             ld_bf16x2(xs + (size_t)g * KP + k0 + 8), ld_bf16x2(xs + (size_t)(g + 8) * KP + k0 + 8)};
 #pragma unroll
             for (int nt = 0; nt < MM_NT; nt++) mma_bf16_16816(acc[nt], a, b[s][nt]);
         }
@@ -121,10 +163,33 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
             p[(g + 8) * 8 + 2 * t + 1] = acc[nt][3];
         }
         __syncthreads();
-        int per_row = OUT == MM16_OUT_SWIGLU ? 8 : 16;
+        int per_row = OUT == MM16_OUT_SWIGLU || OUT == MM16_OUT_QKV_ROPE ? 8 : 16;
         for (int it = threadIdx.x; it < R * per_row; it += blockDim.x) {
             int r = it / per_row, c = it % per_row;
-            if (OUT == MM16_OUT_SWIGLU) {
+            if (OUT == MM16_OUT_QKV_ROPE) {
+                float z[2];
+                for (int nt = 0; nt < 2; nt++) {
+                    float v = 0.0f;
+                    for (int w = 0; w < MM_WARPS; w++) v += part[(size_t)(w * MM_NT + nt) * 128 + r * 8 + c];
+                    int col = (nt ? rg.col1 : rg.col0) + c;
+                    z[nt] = v + (ra.bias ? ra.bias[col] : 0.0f);
+                }
+                if (rg.rotate) {   /* as rope.cu: x[i] c - x[i+half] s;  x[i+half] c + x[i] s */
+                    float sn, cs;
+                    sincosf((float)ra.pos[r] * ra.inv_freq[rg.dim0 + c], &sn, &cs);
+                    float z0 = z[0] * cs - z[1] * sn, z1 = z[1] * cs + z[0] * sn;
+                    z[0] = z0;
+                    z[1] = z1;
+                }
+                int QD = ra.NH * ra.HS, KD = ra.NKV * ra.HS;
+                size_t crow = ((size_t)ra.slot[r] * ra.cap + ra.pos[r]) * KD;
+                for (int nt = 0; nt < 2; nt++) {
+                    int col = (nt ? rg.col1 : rg.col0) + c;
+                    if (col < QD) ra.q[(size_t)r * QD + col] = z[nt];
+                    else if (col < QD + KD) ra.kc[crow + (col - QD)] = __float2bfloat16(z[nt]);
+                    else ra.vc[crow + (col - QD - KD)] = __float2bfloat16(z[nt]);
+                }
+            } else if (OUT == MM16_OUT_SWIGLU) {
                 float gs = 0.0f, us = 0.0f;
                 for (int w = 0; w < MM_WARPS; w++) {
                     gs += part[(size_t)(w * MM_NT) * 128 + r * 8 + c];
@@ -136,45 +201,75 @@ __global__ void matmul16_forward_kernel1(const floatX *W, int K, int units, cons
                 if (o >= units) continue;
                 float v = 0.0f;
                 for (int w = 0; w < MM_WARPS; w++) v += part[(size_t)(w * MM_NT + nt) * 128 + r * 8 + c % 8];
-                if (OUT == MM16_OUT_F32) out[(size_t)r * units + o] = v;
-                else out[(size_t)r * units + o] += v;
+                if (OUT == MM16_OUT_F32) {
+                    out[(size_t)r * units + o] = v;
+                    if (keys && v == v) {   /* NaN is never a candidate */
+                        argmax_key_t k = argmax_key(v, o);
+                        if (k > mine) mine = k;
+                    }
+                } else {
+                    out[(size_t)r * units + o] += v;
+                }
             }
         }
         __syncthreads();   /* part is rewritten by the next group */
+    }
+    if (OUT == MM16_OUT_F32 && keys) {
+        /* R * 16 <= blockDim.x: thread it handled row it / 16 in every group */
+        if ((int)threadIdx.x < R * 16 && mine) atomicMax(&best[threadIdx.x / 16], mine);
+        __syncthreads();
+        if ((int)threadIdx.x < R && best[threadIdx.x]) atomicMax(&keys[threadIdx.x], best[threadIdx.x]);
     }
 }
 
 int mm16_supported(int K) { return K >= 16 && K % 16 == 0 && K <= 16 * MM_WARPS * MM_MAX_SEG; }
 
+int mm16_rope_supported(int NH, int NKV, int HS, int rope_dim) {
+    return NH > 0 && NKV > 0 && rope_dim > 0 && rope_dim % 16 == 0 && rope_dim <= HS && (HS - rope_dim) % 16 == 0;
+}
+
 template <int IN, int OUT>
 static int launch(const floatX *W, int K, int units, const floatX *inp, const float *x, const float *nw,
-                  const int *rows, float eps, float *out, floatX *h, int R, cudaStream_t stream) {
-    if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == MM16_OUT_SWIGLU && units % 8))
+                  const int *rows, float eps, float *out, floatX *h, argmax_key_t *keys,
+                  const mm16_rope_args *ra, int R, cudaStream_t stream) {
+    if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == MM16_OUT_SWIGLU && units % 8) ||
+        (OUT == MM16_OUT_QKV_ROPE && !mm16_rope_supported(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
         return cllm_error(CLLM_EUNSUP, "matmul16: %d rows, inner size %d, %d outputs not supported", R, K, units);
+    mm16_rope_args rargs;
+    if (ra) rargs = *ra;
+    else memset(&rargs, 0, sizeof rargs);
     size_t smem = mm_smem(K);
     if (smem > 48 * 1024) {
         int rc = CUDA_CHECK(cudaFuncSetAttribute(matmul16_forward_kernel1<IN, OUT>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (rc) return rc;
     }
-    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : ceil_div(units, 16);
+    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(rargs) : ceil_div(units, 16);
     int blocks = groups < MM_MAX_BLOCKS ? groups : MM_MAX_BLOCKS;
     matmul16_forward_kernel1<IN, OUT><<<blocks, 32 * MM_WARPS, smem, stream>>>(W, K, units, inp, x, nw, rows, eps,
-                                                                              out, h, R);
+                                                                              out, h, keys, rargs, R);
     return CUDA_CHECK_LAUNCH();
 }
 
-int mm16_norm_forward(float *out, const float *x, const float *nw, const int *rows, float eps,
-                      const floatX *W, int R, int K, int OC, cudaStream_t stream) {
-    return launch<MM16_IN_NORM, MM16_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, R, stream);
+int mm16_norm_forward(float *out, argmax_key_t *keys, const float *x, const float *nw, const int *rows,
+                      float eps, const floatX *W, int R, int K, int OC, cudaStream_t stream) {
+    return launch<MM16_IN_NORM, MM16_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, keys, NULL, R, stream);
 }
 
 int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC,
                           cudaStream_t stream) {
-    return launch<MM16_IN_ROWS, MM16_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, R, stream);
+    return launch<MM16_IN_ROWS, MM16_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, NULL, NULL, R,
+                                              stream);
 }
 
 int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
                              int R, int K, int F, cudaStream_t stream) {
-    return launch<MM16_IN_NORM, MM16_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, R, stream);
+    return launch<MM16_IN_NORM, MM16_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, NULL, NULL, R, stream);
+}
+
+int mm16_norm_qkv_rope_forward(const mm16_rope_args *ra, const float *x, const float *nw, float eps,
+                               const floatX *Wqkv, int R, int K, cudaStream_t stream) {
+    int QKV = (ra->NH + 2 * ra->NKV) * ra->HS;
+    return launch<MM16_IN_NORM, MM16_OUT_QKV_ROPE>(Wqkv, K, QKV, NULL, x, nw, NULL, eps, NULL, NULL, NULL, ra, R,
+                                                   stream);
 }

@@ -7,8 +7,9 @@
 #   test_cuda_variant    the same without CUDA graphs, with 16-row products
 #                        (CLLM_CUDA_GEMM_ROWS), without the few-row path
 #                        (CLLM_CUDA_MM16=0: every product through
-#                        cuBLAS) and every block, warp and lane run in
-#                        reverse order (CUEMU_ORDER=rev)
+#                        cuBLAS, attention tiled) and every block, warp and
+#                        lane run in reverse order (CUEMU_ORDER=rev); the
+#                        16-row call must still equal 16 one-row calls
 #   test_cuda_train      the training parity test
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2

@@ -46,25 +46,7 @@ namespace cllm_train {
 
 enum { FA_WARPS = 4, FA_TILE = 16 * FA_WARPS, FA_BQ = 32 };
 
-/* Rows [0, n) of a bf16 matrix with row stride ld, columns [0, HS), into
- * shared memory: dst (n, HS + 8) and/or dstT (HS, n + 8) transposed; rows at
- * or after `valid` are zeros. Every thread of the block calls it. */
-template <int HS>
-__device__ __forceinline__ void load_tile(floatX *dst, floatX *dstT, int n, const floatX *src, size_t ld,
-                                          int valid) {
-    constexpr int CH = HS / 8;   /* 16-byte chunks a row */
-    for (int i = threadIdx.x; i < n * CH; i += blockDim.x) {
-        int r = i / CH, c = (i % CH) * 8;
-        uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (r < valid) v = *reinterpret_cast<const uint4 *>(src + (size_t)r * ld + c);
-        if (dst) *reinterpret_cast<uint4 *>(dst + (size_t)r * (HS + 8) + c) = v;
-        if (dstT) {
-            const floatX *e = reinterpret_cast<const floatX *>(&v);
-#pragma unroll
-            for (int k = 0; k < 8; k++) dstT[(size_t)(c + k) * (n + 8) + r] = e[k];
-        }
-    }
-}
+/* load_tile, b_frag, acc_to_a, quad_sum, quad_max: common.h */
 
 /* The A fragments (16 rows x HS, kk-th 16 columns) of rows r0 + g and
  * r0 + g + 8 of a bf16 matrix (row stride ld, starting at column 0): rows at
@@ -82,35 +64,6 @@ __device__ __forceinline__ void load_a_frags(unsigned a[HS / 16][4], const float
         a[kk][2] = ra < valid ? ld_bf16x2(src + (size_t)ra * ld + c + 8) : 0u;
         a[kk][3] = rb < valid ? ld_bf16x2(src + (size_t)rb * ld + c + 8) : 0u;
     }
-}
-
-/* B fragment of the n-tile starting at row n0 of a row-major (., stride)
- * shared tile, k-step kk: B[k][n] = tile[n0 + n][16 kk + k]. */
-__device__ __forceinline__ void b_frag(unsigned b[2], const floatX *tile, int stride, int n0, int kk) {
-    int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-    const floatX *p = tile + (size_t)(n0 + g) * stride + 16 * kk + 2 * tq;
-    b[0] = ld_bf16x2(p);
-    b[1] = ld_bf16x2(p + 8);
-}
-
-/* The A fragment of k-step kk from accumulators x[n-tile][4] (16 rows x
- * 8 per n-tile): columns 16 kk .. 16 kk + 15 are n-tiles 2 kk and 2 kk + 1. */
-__device__ __forceinline__ void acc_to_a(unsigned a[4], const float x0[4], const float x1[4]) {
-    a[0] = pack_bf16x2(x0[0], x0[1]);
-    a[1] = pack_bf16x2(x0[2], x0[3]);
-    a[2] = pack_bf16x2(x1[0], x1[1]);
-    a[3] = pack_bf16x2(x1[2], x1[3]);
-}
-
-/* Sum / max over the 4 lanes of a quad (the lanes holding one row of an
- * accumulator). */
-__device__ __forceinline__ float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-__device__ __forceinline__ float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
 /* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; lens (B).

@@ -240,6 +240,11 @@ CUEMU_ATOMIC_ADD(float)
 CUEMU_ATOMIC_ADD(double)
 #undef CUEMU_ATOMIC_ADD
 static inline int atomicMax(int *p, int v) { int old = *p; if (v > old) *p = v; return old; }
+static inline unsigned long long atomicMax(unsigned long long *p, unsigned long long v) {
+    unsigned long long old = *p;
+    if (v > old) *p = v;
+    return old;
+}
 static inline int atomicMin(int *p, int v) { int old = *p; if (v < old) *p = v; return old; }
 static inline int atomicExch(int *p, int v) { int old = *p; *p = v; return old; }
 static inline int atomicCAS(int *p, int cmp, int v) { int old = *p; if (old == cmp) *p = v; return old; }
@@ -266,6 +271,8 @@ static inline unsigned long long max(unsigned long long a, unsigned long long b)
 static inline float min(float a, float b) { return fminf(a, b); }
 static inline float max(float a, float b) { return fmaxf(a, b); }
 template <class T> static inline T __ldg(const T *p) { return *p; }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
 
 /* ---- launches ---------------------------------------------------------------- */
 namespace cuemu {
