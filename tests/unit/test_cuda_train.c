@@ -9,7 +9,8 @@
  * HS 32; a Qwen2-like untied model with q/k/v biases, GQA 2:1, HS 64, odd V),
  * each with the default attention kernels (tiled, tensor cores) and again
  * with the warp-per-key ones (cllm_cuda_train_opts.attention = 1, names
- * ending in _warpattn) and the thread-per-key ones (2, _keyattn),
+ * ending in _warpattn) and the thread-per-key ones (2, _keyattn); and a
+ * one-layer LLaMA-like model with HS 128 (GQA 2:1) with the default ones,
  * one optimizer step of two micro-batches, the CLLM pattern:
  *   call 1 (the "AR" pass on x||y*): cross-entropy rows with label smoothing
  *     0.1 and the AR weight, some of them also saved as teacher rows;
@@ -425,6 +426,9 @@ int main(int argc, char **argv) {
         cllm_config b = small_config("qwen2", 2, 256, 4, 2, 64, 320, 257, 0, 1);
         test_parity("parity_llama_tied_gqa", &a, 11, 0);
         test_parity("parity_qwen2_bias", &b, 12, 0);
+        /* head size 128, the tensor-core kernels' largest (other templates) */
+        cllm_config d = small_config("llama", 1, 256, 2, 1, 128, 256, 300, 1, 0);
+        test_parity("parity_llama_hs128", &d, 13, 0);
         test_parity("parity_llama_tied_gqa_warpattn", &a, 11, 1);
         test_parity("parity_qwen2_bias_warpattn", &b, 12, 1);
         test_parity("parity_llama_tied_gqa_keyattn", &a, 11, 2);
