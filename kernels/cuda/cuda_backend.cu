@@ -115,7 +115,7 @@ struct cllm_cuda_state {
     floatX *xn, *ao, *h;
     int *meta_d;                   /* META_INTS(max_rows): tokens, pos, slot, lm rows (max_rows
                                       each), then the attention segments (max_rows + 1) */
-    argmax_key_t *argmax_d;  /* (max_rows) argmax_key per compact LM-head row */
+    argmax_key_t *argmax_d;        /* (max_rows) argmax_key per compact LM-head row */
     int *meta_h;                   /* pinned host mirrors */
     argmax_key_t *argmax_h;
     void *cublas_ws;               /* cuBLAS' workspace, fixed so calls can be captured */
