@@ -451,7 +451,8 @@ pack
 # p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
 #    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
 #    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
-#    Jacobi n=16) and cllm-traj --batch 64; test_cuda_train --bench.
+#    Jacobi n=16) and cllm-traj --batch 64; test_cuda_train --bench with
+#    CLLM_CUDA_PROFILE=1 (the trainer's per-op device times).
 if named p && have_time 120 "profile"; then
     prof=$log/profile.log
     : >"$prof"
@@ -472,9 +473,10 @@ if named p && have_time 120 "profile"; then
         echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
     done
     grep -E 'CUDA forward|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
-    if have_time 60 "test_cuda_train --bench"; then
-        timeout 50 "$tt" --bench 16 320 >"$log/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
-        grep -E '^(bench|BENCH)' "$log/train-bench.log" | tee -a "$sum"
+    if have_time 60 "test_cuda_train --bench, profiled"; then
+        CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
+            note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"
+        grep -E '^(bench|BENCH)|^cllm: ' "$log/train-profile.log" | tee -a "$sum"
     fi
 fi
 

@@ -4,6 +4,10 @@
  * device failure (the CUDA or cuBLAS error text says which). */
 #include "common.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 static int code_of(cudaError_t e) {
     switch (e) {
     case cudaErrorMemoryAllocation: return CLLM_ENOMEM;
@@ -41,4 +45,84 @@ int cuda_malloc_(void **p, size_t n, const char *what, const char *file, int lin
     return cllm_error(code_of(e),
                       "%s:%d: cudaMalloc(%zu bytes) for %s: %s (device memory: %zu MiB free of %zu MiB)",
                       file, line, n, what, cudaGetErrorString(e), fr >> 20, tot >> 20);
+}
+
+/* ---- per-op device times (CLLM_CUDA_PROFILE) ------------------------------ */
+
+int cuda_op_profile_init(cuda_op_profile *p, int on, const char *const *names, int n_ops, int cap) {
+    memset(p, 0, sizeof *p);
+    if (!on) return 0;
+    p->names = names;
+    p->n_ops = n_ops;
+    p->ev = (cudaEvent_t *)calloc((size_t)cap, sizeof *p->ev);
+    p->ev_op = (int *)calloc((size_t)cap, sizeof *p->ev_op);
+    p->op_ms = (double *)calloc((size_t)n_ops, sizeof *p->op_ms);
+    p->op_n = (unsigned long long *)calloc((size_t)n_ops, sizeof *p->op_n);
+    if (!p->ev || !p->ev_op || !p->op_ms || !p->op_n) {
+        cuda_op_profile_free(p);
+        return cllm_error(CLLM_ENOMEM, "CUDA profile: out of host memory");
+    }
+    for (int i = 0; i < cap; i++) {
+        int rc = CUDA_CHECK(cudaEventCreate(&p->ev[i]));
+        if (rc) {
+            cuda_op_profile_free(p);
+            return rc;
+        }
+        p->cap = i + 1;
+    }
+    p->on = 1;
+    return 0;
+}
+
+void cuda_op_profile_mark(cuda_op_profile *p, int op, cudaStream_t stream) {
+    if (!p->on) return;
+    if (op < 0) p->n_ev = 0;
+    if (p->n_ev >= p->cap) {
+        p->dropped++;
+        return;
+    }
+    if (cudaEventRecord(p->ev[p->n_ev], stream) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    p->ev_op[p->n_ev++] = op;
+}
+
+void cuda_op_profile_collect(cuda_op_profile *p) {
+    if (!p->on) return;
+    for (int k = 1; k < p->n_ev; k++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, p->ev[k - 1], p->ev[k]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        int op = p->ev_op[k];
+        if (op >= 0 && op < p->n_ops) {
+            p->op_ms[op] += ms;
+            p->op_n[op]++;
+        }
+    }
+    p->n_ev = 0;
+}
+
+void cuda_op_profile_print(const cuda_op_profile *p, const char *what) {
+    if (!p->on) return;
+    double total = 0.0;
+    for (int i = 0; i < p->n_ops; i++) total += p->op_ms[i];
+    fprintf(stderr, "cllm: CUDA %s ops, device time (events): %.3f s in all", what, total / 1e3);
+    if (p->dropped) fprintf(stderr, " (%llu ops past the event capacity not timed)", p->dropped);
+    fputc('\n', stderr);
+    for (int i = 0; i < p->n_ops; i++)
+        if (p->op_n[i])
+            fprintf(stderr, "cllm:   %-15s %9.3f ms %5.1f %%  %8.2f us per op\n", p->names[i], p->op_ms[i],
+                    total > 0 ? 100.0 * p->op_ms[i] / total : 0.0, 1e3 * p->op_ms[i] / (double)p->op_n[i]);
+}
+
+void cuda_op_profile_free(cuda_op_profile *p) {
+    for (int i = 0; p->ev && i < p->cap; i++) (void)cudaEventDestroy(p->ev[i]);
+    free(p->ev);
+    free(p->ev_op);
+    free(p->op_ms);
+    free(p->op_n);
+    memset(p, 0, sizeof *p);
 }

@@ -40,6 +40,30 @@ int cuda_malloc_(void **p, size_t n, const char *what, const char *file, int lin
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+/* Per-op device times from CUDA events (CLLM_CUDA_PROFILE=1): an event is
+ * recorded after each op, and after the stream's synchronisation the time
+ * between consecutive events goes to the op that ended it. Names are the
+ * ops' (n_ops of them); events past the capacity are not recorded (counted
+ * in dropped). Nothing here fails a run: a failed event call only loses
+ * that sample. */
+typedef struct cuda_op_profile {
+    int on, n_ops, cap, n_ev;
+    const char *const *names;
+    cudaEvent_t *ev;              /* (cap) */
+    int *ev_op;                   /* (cap) */
+    double *op_ms;                /* (n_ops) */
+    unsigned long long *op_n, dropped;
+} cuda_op_profile;
+/* on = 0: an inactive profile (every call a no-op); else cap events */
+int cuda_op_profile_init(cuda_op_profile *p, int on, const char *const *names, int n_ops, int cap);
+/* the start mark of a synchronised stretch (op -1), or the end of op */
+void cuda_op_profile_mark(cuda_op_profile *p, int op, cudaStream_t stream);
+/* after the stream's synchronisation: add up the stretch's events */
+void cuda_op_profile_collect(cuda_op_profile *p);
+/* "prog: <what> ops, device time (events): ..." and one line per op, stderr */
+void cuda_op_profile_print(const cuda_op_profile *p, const char *what);
+void cuda_op_profile_free(cuda_op_profile *p);
+
 /* Sum / max over the 32 lanes of a warp; every lane gets the result. */
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

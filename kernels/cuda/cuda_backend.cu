@@ -92,13 +92,10 @@ static const char *const prof_name[P_N] = {"meta-copy", "embedding", "rmsnorm", 
                                            "down-matmul", "lm-head", "argmax", "copy-out"};
 enum { PROF_EVENTS = 1024 };
 typedef struct fwd_stats {
-    int on, profile;
+    int on;
     unsigned long long calls, graph_runs, captures, plain_runs, rows;
     double t_capture, t_plain, t_graph, t_wait;   /* host seconds */
-    cudaEvent_t *ev;                              /* (PROF_EVENTS) */
-    int ev_op[PROF_EVENTS], n_ev;
-    double op_ms[P_N];
-    unsigned long long op_n[P_N];
+    cuda_op_profile prof;                         /* CLLM_CUDA_PROFILE */
 } fwd_stats;
 
 /* The per-call ints copied to the device (meta_h -> meta_d) for M rows:
@@ -422,14 +419,7 @@ static void stats_print(const fwd_stats *t) {
             "wait), %llu captures (%.3f s), %llu op by op (%.3f s enqueue, %.3f s wait)\n",
             t->calls, t->rows, t->graph_runs, t->t_graph, t->captures, t->t_capture, t->plain_runs,
             t->t_plain, t->t_wait);
-    if (!t->profile) return;
-    double total = 0.0;
-    for (int i = 0; i < P_N; i++) total += t->op_ms[i];
-    fprintf(stderr, "cllm: CUDA forward ops, device time (events): %.3f s in all\n", total / 1e3);
-    for (int i = 0; i < P_N; i++)
-        if (t->op_n[i])
-            fprintf(stderr, "cllm:   %-15s %9.3f ms %5.1f %%  %8.2f us per op\n", prof_name[i], t->op_ms[i],
-                    total > 0 ? 100.0 * t->op_ms[i] / total : 0.0, 1e3 * t->op_ms[i] / (double)t->op_n[i]);
+    cuda_op_profile_print(&t->prof, "forward");
 }
 
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
@@ -437,11 +427,7 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     struct cllm_cuda_state *s = f->st;
     if (s) {
         stats_print(&s->stats);
-        if (s->stats.ev) {
-            for (int i = 0; i < PROF_EVENTS; i++)
-                if (s->stats.ev[i]) (void)cudaEventDestroy(s->stats.ev[i]);
-            free(s->stats.ev);
-        }
+        cuda_op_profile_free(&s->stats.prof);
         for (int i = 0; i < GRAPH_SLOTS; i++)
             if (s->graphs[i].exec) (void)cudaGraphExecDestroy(s->graphs[i].exec);
         if (s->cublas_ws) (void)cudaFree(s->cublas_ws);
@@ -545,33 +531,20 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     const char *g = getenv("CLLM_CUDA_GRAPHS");
     s->use_graphs = !(g && !strcmp(g, "0"));
     const char *st = getenv("CLLM_CUDA_STATS"), *pr = getenv("CLLM_CUDA_PROFILE");
-    s->stats.profile = pr && strcmp(pr, "0") && *pr;
-    s->stats.on = s->stats.profile || (st && strcmp(st, "0") && *st);
-    if (s->stats.profile) {
-        s->use_graphs = 0;
-        s->stats.ev = (cudaEvent_t *)calloc(PROF_EVENTS, sizeof(cudaEvent_t));
-        if (!s->stats.ev) rc = cllm_error(CLLM_ENOMEM, "CUDA forward: out of host memory");
-        for (int i = 0; !rc && i < PROF_EVENTS; i++) rc = CUDA_CHECK(cudaEventCreate(&s->stats.ev[i]));
-        if (rc) {
-            cllm_cuda_fwd_free(f);
-            return rc;
-        }
+    int profile = pr && strcmp(pr, "0") && *pr;
+    s->stats.on = profile || (st && strcmp(st, "0") && *st);
+    if (profile) s->use_graphs = 0;
+    if ((rc = cuda_op_profile_init(&s->stats.prof, profile, prof_name, P_N, PROF_EVENTS))) {
+        cllm_cuda_fwd_free(f);
+        return rc;
     }
     return 0;
 }
 
 /* ---- forward -------------------------------------------------------------- */
 
-/* CLLM_CUDA_PROFILE: an event after op `op` (the first event, P_N, marks the start). */
-static void mark(struct cllm_cuda_state *s, int op) {
-    fwd_stats *t = &s->stats;
-    if (!t->profile || t->n_ev >= PROF_EVENTS) return;
-    if (cudaEventRecord(t->ev[t->n_ev], s->stream) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return;
-    }
-    t->ev_op[t->n_ev++] = op;
-}
+/* CLLM_CUDA_PROFILE: an event after op `op` (op -1 marks the call's start). */
+static void mark(struct cllm_cuda_state *s, int op) { cuda_op_profile_mark(&s->stats.prof, op, s->stream); }
 
 /* the op, then its profiling mark */
 #define STEP(op, call)              \
@@ -628,8 +601,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     float eps = c->rms_eps;
     const int *tok_d = s->meta_d, *lm_d = s->meta_d + 3 * M;
 
-    s->stats.n_ev = 0;
-    mark(s, P_N);
+    mark(s, -1);
     STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, META_INTS((size_t)M) * sizeof(int),
                                             cudaMemcpyHostToDevice, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
@@ -700,23 +672,6 @@ static int finish_forward(cllm_cuda_fwd *f, int N, int fused, cudaStream_t st) {
 }
 #undef STEP
 
-/* CLLM_CUDA_PROFILE: after the call's synchronisation, the time between
- * consecutive events goes to the op that ended it. */
-static void profile_collect(fwd_stats *t) {
-    for (int k = 1; k < t->n_ev; k++) {
-        float ms = 0.0f;
-        if (cudaEventElapsedTime(&ms, t->ev[k - 1], t->ev[k]) != cudaSuccess) {
-            (void)cudaGetLastError();
-            continue;
-        }
-        int op = t->ev_op[k];
-        if (op >= 0 && op < P_N) {
-            t->op_ms[op] += ms;
-            t->op_n[op]++;
-        }
-    }
-    t->n_ev = 0;
-}
 
 /* The graph slot for this call's key: a hit, else a free or the least
  * recently used slot (its graph destroyed), reset to the key. */
@@ -797,7 +752,7 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max
             t->t_plain += t1 - t0;
             t->t_wait += t2 - t1;
         }
-        if (t->profile) profile_collect(t);
+        cuda_op_profile_collect(&t->prof);
     }
     for (int i = 0; i < N; i++) f->argmax[s->meta_h[3 * M + i]] = argmax_key_id(s->argmax_h[i]);
     return 0;

@@ -4,9 +4,10 @@
 # with the emulated NCCL (nccl_emu.cc: MPI_Allreduce on the emulator's
 # host-side "device" memory) on a make-tiny model, SFT, 3 steps:
 #   1. one process, --allreduce nccl (a communicator of one) == the plain run,
-#      byte for byte (the emulator's sums run in a fixed order, so unlike a GPU
-#      the step is reproducible here); the plain run's losses == the CPU's
-#      within 1e-3 relative;
+#      byte for byte (the emulator's sums run in a fixed order, so unlike a
+#      GPU the step is reproducible here), and so is a run with
+#      CLLM_CUDA_PROFILE=1, which must print the trainer's per-op times; the
+#      plain run's losses == the CPU's within 1e-3 relative;
 #   2. mpirun -np 2 on 2 devices, NCCL (the default for CUDA with ranks) ==
 #      one process with the same global batch (model-diff, 1e-5), one metric
 #      record per step;
@@ -31,6 +32,14 @@ CLLM_NCCL_LIB=$NCCL "$B/cllm-train" $SFT --allreduce nccl --batch 1 --grad-accum
     --metrics "$T/n1.zst" "$T/p8.jsonl"
 cmp -s "$T/one.gguf" "$T/n1.gguf" || fail "1 process: --allreduce nccl differs from the plain run"
 echo "1 process: --allreduce nccl == the plain run (byte for byte)"
+# CLLM_CUDA_PROFILE=1: the trainer's per-op device times on stderr, the same model
+CLLM_CUDA_PROFILE=1 "$B/cllm-train" $SFT --batch 1 --grad-accum 4 -o "$T/prof.gguf" --metrics "$T/prof.zst" \
+    "$T/p8.jsonl" 2> "$T/prof.err"
+cmp -s "$T/one.gguf" "$T/prof.gguf" || fail "CLLM_CUDA_PROFILE=1 changed the trained model"
+for op in attention attention-bwd optimizer; do
+    grep -q "^cllm:   $op .* us per op" "$T/prof.err" || fail "CLLM_CUDA_PROFILE=1: no $op line: $(cat "$T/prof.err")"
+done
+echo "CLLM_CUDA_PROFILE=1: per-op training times reported, the model unchanged"
 # the emulated device against the CPU: the loss of each step within 1e-3 relative (bf16 products)
 "$B/cllm-train" $(echo "$SFT" | sed 's/--device cuda/--device cpu/') --batch 1 --grad-accum 4 -o "$T/cpu.gguf" \
     --metrics "$T/cpu.zst" "$T/p8.jsonl"

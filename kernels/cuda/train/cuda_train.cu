@@ -58,6 +58,17 @@ struct layer_off {
 
 }  // namespace
 
+/* CLLM_CUDA_PROFILE=1: device time per kind of op (events; printed to
+ * stderr when the trainer is freed) */
+enum train_op { T_EMBED, T_NORM, T_QKV, T_ROPE, T_ATT, T_WO, T_GU, T_SWIGLU, T_DOWN, T_LM, T_LOSS, T_LM_BWD,
+                T_NORM_BWD, T_DOWN_BWD, T_SWIGLU_BWD, T_GU_BWD, T_WO_BWD, T_ATT_BWD, T_ROPE_BWD, T_QKV_BWD,
+                T_EMBED_BWD, T_OPT, T_COPY, T_N };
+static const char *const train_op_name[T_N] = {
+    "embedding", "rmsnorm", "qkv-matmul", "rope", "attention", "wo-matmul", "gate-up-matmul", "swiglu",
+    "down-matmul", "lm-head", "loss", "lm-head-bwd", "rmsnorm-bwd", "down-bwd", "swiglu-bwd", "gate-up-bwd",
+    "wo-bwd", "attention-bwd", "rope-bwd", "qkv-bwd", "embedding-bwd", "optimizer", "copies"};
+enum { TRAIN_PROF_EVENTS = 4096 };
+
 struct cllm_cuda_train {
     cllm_config cfg;
     size_t n_params;
@@ -93,9 +104,12 @@ struct cllm_cuda_train {
     int *h_tok, *h_ints;       /* (RM), (4 * max_rows) */
     float *h_floats;           /* (2 * max_rows) as scales, then (2 * max_rows) losses */
     unsigned char *h_mark;     /* (max(RM, S)) */
+    cuda_op_profile prof;      /* CLLM_CUDA_PROFILE */
 };
 
 #define TRY(x) do { if ((rc = (x))) return rc; } while (0)
+/* TRY, then the op's CLLM_CUDA_PROFILE mark */
+#define OP(kind, x) do { TRY(x); cuda_op_profile_mark(&t->prof, (kind), t->stream); } while (0)
 
 static int dalloc(cllm_cuda_train *t, void **p, size_t n1, size_t n2, size_t elem, const char *what) {
     size_t n;
@@ -140,6 +154,8 @@ void cllm_cuda_train_free(cllm_cuda_train *t) {
                    t->r_target, t->r_teacher, t->r_save, t->r_ce, t->r_soft};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) (void)cudaFree(dev[i]);   /* nothing to report from a free */
+    cuda_op_profile_print(&t->prof, "training");
+    cuda_op_profile_free(&t->prof);
     if (t->blas) (void)cublasDestroy(t->blas);
     if (t->stream) (void)cudaStreamDestroy(t->stream);
     free(t->lay);
@@ -155,7 +171,13 @@ const cllm_config *cllm_cuda_train_config(const cllm_cuda_train *t) { return &t-
 
 static size_t off_of(const cllm_model *m, const float *w) { return w ? (size_t)(w - m->params) : 0; }
 
-static int sync(cllm_cuda_train *t) { return CUDA_CHECK(cudaStreamSynchronize(t->stream)); }
+/* the stream's work done (and, with CLLM_CUDA_PROFILE, its op times added up) */
+static int sync(cllm_cuda_train *t) {
+    int rc = CUDA_CHECK(cudaStreamSynchronize(t->stream));
+    if (!rc) cuda_op_profile_collect(&t->prof);
+    return rc;
+}
+static void mark_start(cllm_cuda_train *t) { cuda_op_profile_mark(&t->prof, -1, t->stream); }
 
 /* n bytes on t->stream, waited for (host buffers may be reused at once). */
 static int copy(cllm_cuda_train *t, void *dst, const void *src, size_t n, cudaMemcpyKind k) {
@@ -314,6 +336,14 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     if (nc > (size_t)t->max_rows) nc = (size_t)t->max_rows;
     t->NC = (int)nc;
     t->att_variant = o->attention;
+    {
+        const char *pr = getenv("CLLM_CUDA_PROFILE");
+        if ((rc = cuda_op_profile_init(&t->prof, pr && *pr && strcmp(pr, "0"), train_op_name, T_N,
+                                       TRAIN_PROF_EVENTS))) {
+            cllm_cuda_train_free(t);
+            return rc;
+        }
+    }
     {   /* CLLM_CUDA_TRAIN_ATTENTION=1 or 2 picks other kernels (docs/CUDA-TRAINING.md) */
         const char *a = getenv("CLLM_CUDA_TRAIN_ATTENTION");
         if (a && *a) t->att_variant = atoi(a);
@@ -403,8 +433,8 @@ static int forward(cllm_cuda_train *t, int B, int T) {
     cudaStream_t s = t->stream;
     float eps = c->rms_eps;
 
-    TRY(embedding_forward(t->xs, t->tok, t->p + t->off_emb, R, C, s));
-    TRY(rmsnorm_forward(t->xn1, t->rstd1, NULL, t->xs, NULL, t->p + t->lay[0].attn_norm, R, C, eps, s));
+    OP(T_EMBED, embedding_forward(t->xs, t->tok, t->p + t->off_emb, R, C, s));
+    OP(T_NORM, rmsnorm_forward(t->xn1, t->rstd1, NULL, t->xs, NULL, t->p + t->lay[0].attn_norm, R, C, eps, s));
     for (int l = 0; l < L; l++) {
         const layer_off *w = &t->lay[l];
         float *xm = t->xm + l * RM * C, *xo = t->xs + (l + 1) * RM * C;
@@ -413,28 +443,28 @@ static int forward(cllm_cuda_train *t, int B, int T) {
         float *lse = t->lse + l * RM * NH;
         /* attention block */
         if (t->qkv_adjacent) {
-            TRY(matmul_forward(t->blas, t->fa, 0, QKV, xn1, t->pb + w->wq, R, C, QKV, s));
+            OP(T_QKV, matmul_forward(t->blas, t->fa, 0, QKV, xn1, t->pb + w->wq, R, C, QKV, s));
         } else {
-            TRY(matmul_forward(t->blas, t->fa, 0, QKV, xn1, t->pb + w->wq, R, C, QD, s));
-            TRY(matmul_forward(t->blas, t->fa + QD, 0, QKV, xn1, t->pb + w->wk, R, C, KD, s));
-            TRY(matmul_forward(t->blas, t->fa + QD + KD, 0, QKV, xn1, t->pb + w->wv, R, C, KD, s));
+            OP(T_QKV, matmul_forward(t->blas, t->fa, 0, QKV, xn1, t->pb + w->wq, R, C, QD, s));
+            OP(T_QKV, matmul_forward(t->blas, t->fa + QD, 0, QKV, xn1, t->pb + w->wk, R, C, KD, s));
+            OP(T_QKV, matmul_forward(t->blas, t->fa + QD + KD, 0, QKV, xn1, t->pb + w->wv, R, C, KD, s));
         }
         int bias = c->qkv_bias;
-        TRY(rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
+        OP(T_ROPE, rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
                          bias ? t->p + w->bv : NULL, t->inv_freq, R, T, NH, NKV, HS, c->rope_dim, s));
-        TRY(attention_forward(ao, lse, qkv, t->lens, B, T, NH, NKV, HS, t->att_variant, s));
-        TRY(matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
-        TRY(rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
+        OP(T_ATT, attention_forward(ao, lse, qkv, t->lens, B, T, NH, NKV, HS, t->att_variant, s));
+        OP(T_WO, matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
+        OP(T_NORM, rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
                             t->p + w->ffn_norm, R, C, eps, s));
         /* MLP block */
-        TRY(matmul_forward(t->blas, gu, 1, 2 * F, xn2, t->pb + w->w_gate, R, C, 2 * F, s));
-        TRY(swiglu_forward(t->h, gu, R, F, s));
-        TRY(matmul_forward(t->blas, t->fa, 0, C, t->h, t->pb + w->w_down, R, F, C, s));
+        OP(T_GU, matmul_forward(t->blas, gu, 1, 2 * F, xn2, t->pb + w->w_gate, R, C, 2 * F, s));
+        OP(T_SWIGLU, swiglu_forward(t->h, gu, R, F, s));
+        OP(T_DOWN, matmul_forward(t->blas, t->fa, 0, C, t->h, t->pb + w->w_down, R, F, C, s));
         if (l + 1 < L)
-            TRY(rmsnorm_forward(t->xn1 + (l + 1) * RM * C, t->rstd1 + (l + 1) * RM, xo, xm, t->fa,
+            OP(T_NORM, rmsnorm_forward(t->xn1 + (l + 1) * RM * C, t->rstd1 + (l + 1) * RM, xo, xm, t->fa,
                                 t->p + t->lay[l + 1].attn_norm, R, C, eps, s));
         else
-            TRY(rmsnorm_forward(t->xnf, t->rstdf, xo, xm, t->fa, t->p + t->off_norm, R, C, eps, s));
+            OP(T_NORM, rmsnorm_forward(t->xnf, t->rstdf, xo, xm, t->fa, t->p + t->off_norm, R, C, eps, s));
     }
     return 0;
 }
@@ -445,18 +475,18 @@ static int head(cllm_cuda_train *t, int N, float eps, int backward) {
     const cllm_config *c = &t->cfg;
     int rc, C = c->d_model, V = c->vocab;
     cudaStream_t s = t->stream;
-    TRY(rows_gather(t->xg, t->xnf, t->r_row, N, C, s));
+    OP(T_COPY, rows_gather(t->xg, t->xnf, t->r_row, N, C, s));
     for (int i0 = 0; i0 < N; i0 += t->NC) {
         int nc = N - i0 < t->NC ? N - i0 : t->NC;
         const floatX *xg = t->xg + (size_t)i0 * C;
-        TRY(matmul_forward(t->blas, t->logits, 0, V, xg, t->pb + t->off_lm, nc, C, V, s));
-        TRY(loss_forward_backward(backward ? t->dlogits : NULL, t->losses, t->teacher, t->logits,
+        OP(T_LM, matmul_forward(t->blas, t->logits, 0, V, xg, t->pb + t->off_lm, nc, C, V, s));
+        OP(T_LOSS, loss_forward_backward(backward ? t->dlogits : NULL, t->losses, t->teacher, t->logits,
                                   t->r_target, t->r_ce, t->r_teacher, t->r_soft, t->r_save, eps,
                                   i0, nc, V, s));
         if (backward) {
-            TRY(matmul_backward_dinp(t->blas, t->dxg + (size_t)i0 * C, 0, 0.0f, t->dlogits, V,
+            OP(T_LM_BWD, matmul_backward_dinp(t->blas, t->dxg + (size_t)i0 * C, 0, 0.0f, t->dlogits, V,
                                      t->pb + t->off_lm, nc, C, V, s));
-            TRY(matmul_backward_dweight(t->blas, t->g + t->off_lm, t->dlogits, V, xg, nc, C, V, s));
+            OP(T_LM_BWD, matmul_backward_dweight(t->blas, t->g + t->off_lm, t->dlogits, V, xg, nc, C, V, s));
         }
     }
     return 0;
@@ -471,10 +501,10 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
     float *g = t->g;
 
     /* final norm: dxnf (fb) is dxg at the loss rows, 0 elsewhere */
-    TRY(CUDA_CHECK(cudaMemsetAsync(t->fb, 0, (size_t)R * C * sizeof(float), s)));
-    TRY(CUDA_CHECK(cudaMemsetAsync(t->dx, 0, (size_t)R * C * sizeof(float), s)));
-    TRY(rows_scatter(t->fb, t->dxg, t->r_row, N, C, s));
-    TRY(rmsnorm_backward(t->dx, t->dxb, g + t->off_norm, t->fb, t->xs + (size_t)L * RM * C,
+    OP(T_COPY, CUDA_CHECK(cudaMemsetAsync(t->fb, 0, (size_t)R * C * sizeof(float), s)));
+    OP(T_COPY, CUDA_CHECK(cudaMemsetAsync(t->dx, 0, (size_t)R * C * sizeof(float), s)));
+    OP(T_COPY, rows_scatter(t->fb, t->dxg, t->r_row, N, C, s));
+    OP(T_NORM_BWD, rmsnorm_backward(t->dx, t->dxb, g + t->off_norm, t->fb, t->xs + (size_t)L * RM * C,
                          t->p + t->off_norm, t->rstdf, R, C, s));
     for (int l = L - 1; l >= 0; l--) {
         const layer_off *w = &t->lay[l];
@@ -485,46 +515,47 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
         const float *lse = t->lse + l * RM * NH;
 
         /* MLP block */
-        TRY(swiglu_forward(t->h, gu, R, F, s));
-        TRY(matmul_backward_dweight(t->blas, g + w->w_down, t->dxb, C, t->h, R, F, C, s));
-        TRY(matmul_backward_dinp(t->blas, t->fa, 0, 0.0f, t->dxb, C, t->pb + w->w_down, R, F, C, s));
-        TRY(swiglu_backward(t->dgu, t->fa, gu, R, F, s));
-        TRY(matmul_backward_dweight(t->blas, g + w->w_gate, t->dgu, 2 * F, xn2, R, C, 2 * F, s));
-        TRY(matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->dgu, 2 * F, t->pb + w->w_gate, R, C,
+        OP(T_SWIGLU, swiglu_forward(t->h, gu, R, F, s));
+        OP(T_DOWN_BWD, matmul_backward_dweight(t->blas, g + w->w_down, t->dxb, C, t->h, R, F, C, s));
+        OP(T_DOWN_BWD, matmul_backward_dinp(t->blas, t->fa, 0, 0.0f, t->dxb, C, t->pb + w->w_down, R, F, C, s));
+        OP(T_SWIGLU_BWD, swiglu_backward(t->dgu, t->fa, gu, R, F, s));
+        OP(T_GU_BWD, matmul_backward_dweight(t->blas, g + w->w_gate, t->dgu, 2 * F, xn2, R, C, 2 * F, s));
+        OP(T_GU_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->dgu, 2 * F, t->pb + w->w_gate, R, C,
                                  2 * F, s));
-        TRY(rmsnorm_backward(t->dx, t->dxb, g + w->ffn_norm, t->fb, xm, t->p + w->ffn_norm,
+        OP(T_NORM_BWD, rmsnorm_backward(t->dx, t->dxb, g + w->ffn_norm, t->fb, xm, t->p + w->ffn_norm,
                              t->rstd2 + l * RM, R, C, s));
 
         /* attention block */
-        TRY(matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
-        TRY(matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
-        TRY(attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->lens, B, T, NH, NKV, HS,
+        OP(T_WO_BWD, matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
+        OP(T_WO_BWD, matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
+        OP(T_ATT_BWD, attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->lens, B, T, NH, NKV, HS,
                                t->att_variant, s));
         int bias = c->qkv_bias;
-        TRY(rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, R, T, NH, NKV, HS,
+        OP(T_ROPE_BWD, rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, R, T, NH, NKV, HS,
                           c->rope_dim, s));
         if (bias) {
-            TRY(bias_backward(g + w->bq, t->fb, QKV, R, QD, s));
-            TRY(bias_backward(g + w->bk, t->fb + QD, QKV, R, KD, s));
-            TRY(bias_backward(g + w->bv, t->fb + QD + KD, QKV, R, KD, s));
+            OP(T_QKV_BWD, bias_backward(g + w->bq, t->fb, QKV, R, QD, s));
+            OP(T_QKV_BWD, bias_backward(g + w->bk, t->fb + QD, QKV, R, KD, s));
+            OP(T_QKV_BWD, bias_backward(g + w->bv, t->fb + QD + KD, QKV, R, KD, s));
         }
         if (t->qkv_adjacent) {
-            TRY(matmul_backward_dweight(t->blas, g + w->wq, t->bq, QKV, xn1, R, C, QKV, s));
-            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QKV, s));
+            OP(T_QKV_BWD, matmul_backward_dweight(t->blas, g + w->wq, t->bq, QKV, xn1, R, C, QKV, s));
+            OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QKV, s));
         } else {
-            TRY(matmul_backward_dweight(t->blas, g + w->wq, t->bq, QKV, xn1, R, C, QD, s));
-            TRY(matmul_backward_dweight(t->blas, g + w->wk, t->bq + QD, QKV, xn1, R, C, KD, s));
-            TRY(matmul_backward_dweight(t->blas, g + w->wv, t->bq + QD + KD, QKV, xn1, R, C, KD, s));
-            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QD, s));
-            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD, QKV, t->pb + w->wk, R, C,
+            OP(T_QKV_BWD, matmul_backward_dweight(t->blas, g + w->wq, t->bq, QKV, xn1, R, C, QD, s));
+            OP(T_QKV_BWD, matmul_backward_dweight(t->blas, g + w->wk, t->bq + QD, QKV, xn1, R, C, KD, s));
+            OP(T_QKV_BWD, matmul_backward_dweight(t->blas, g + w->wv, t->bq + QD + KD, QKV, xn1, R, C, KD, s));
+            OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QD, s));
+            OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD, QKV, t->pb + w->wk, R, C,
                                      KD, s));
-            TRY(matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD + KD, QKV, t->pb + w->wv,
+            OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD + KD, QKV, t->pb + w->wv,
                                      R, C, KD, s));
         }
-        TRY(rmsnorm_backward(t->dx, l > 0 ? t->dxb : NULL, g + w->attn_norm, t->fb, x,
+        OP(T_NORM_BWD, rmsnorm_backward(t->dx, l > 0 ? t->dxb : NULL, g + w->attn_norm, t->fb, x,
                              t->p + w->attn_norm, t->rstd1 + l * RM, R, C, s));
     }
-    return embedding_backward(g + t->off_emb, t->dx, t->tok, R, C, s);
+    OP(T_EMBED_BWD, embedding_backward(g + t->off_emb, t->dx, t->tok, R, C, s));
+    return 0;
 }
 
 int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
@@ -562,11 +593,12 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
      * staging arrays are rewritten by the next call: synchronise first */
     TRY(sync(t));
 
+    mark_start(t);
     TRY(forward(t, B, T));
     TRY(head(t, n_rows, (float)eps, do_backward));
     if (do_backward) TRY(backward(t, B, T, n_rows));
     float *hl = t->h_floats + 2 * N;   /* (N, 2) losses */
-    TRY(CUDA_CHECK(cudaMemcpyAsync(hl, t->losses, 2 * N * sizeof(float), cudaMemcpyDeviceToHost, s)));
+    OP(T_COPY, CUDA_CHECK(cudaMemcpyAsync(hl, t->losses, 2 * N * sizeof(float), cudaMemcpyDeviceToHost, s)));
     TRY(sync(t));
     double ce = 0, soft = 0;
     for (size_t i = 0; i < N; i++) {
@@ -583,9 +615,10 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
 int cllm_cuda_train_grad_norm(cllm_cuda_train *t, double *norm) {
     int rc;
     double ss = 0;
+    mark_start(t);
     TRY(CUDA_CHECK(cudaMemsetAsync(t->dnorm, 0, sizeof(double), t->stream)));
-    TRY(grad_sumsq(t->dnorm, t->g, t->n_params, t->stream));
-    TRY(CUDA_CHECK(cudaMemcpyAsync(&ss, t->dnorm, sizeof(double), cudaMemcpyDeviceToHost, t->stream)));
+    OP(T_OPT, grad_sumsq(t->dnorm, t->g, t->n_params, t->stream));
+    OP(T_COPY, CUDA_CHECK(cudaMemcpyAsync(&ss, t->dnorm, sizeof(double), cudaMemcpyDeviceToHost, t->stream)));
     TRY(sync(t));
     *norm = sqrt(ss);
     return 0;
@@ -613,8 +646,9 @@ int cllm_cuda_train_step(cllm_cuda_train *t, double lr, double max_norm, double 
     float decay = (float)(1.0 - lr * t->wd);
     float w1 = (float)(1.0 - t->beta1);
     float b2 = (float)t->beta2, w2 = (float)(1.0 - t->beta2);
-    TRY(adamw_update(t->p, t->pb, t->m, t->v, t->g, t->no_decay, t->n_params, gscale,
-                     t->wd != 0.0, decay, w1, b2, w2, step_size, bc2_sqrt, (float)t->eps, t->stream));
+    mark_start(t);
+    OP(T_OPT, adamw_update(t->p, t->pb, t->m, t->v, t->g, t->no_decay, t->n_params, gscale,
+                           t->wd != 0.0, decay, w1, b2, w2, step_size, bc2_sqrt, (float)t->eps, t->stream));
     TRY(sync(t));
     t->step = step;
     if (norm_out) *norm_out = norm;
