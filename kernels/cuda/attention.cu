@@ -23,6 +23,7 @@
  * Work per block is O(n*HS); every (h, r) re-reads its sequence's keys, which
  * the NH/NKV heads of a group and the rows of a sequence share through L2.
  * (A split-K, flash-decoding variant is the next step for long contexts.) */
+#include "flash_tile.h"
 #include "kernels_cuda.h"
 
 enum { ATT_THREADS = 128 };
@@ -167,14 +168,14 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
  * bf16), and per 64-key tile of the slot's cache (k row-major, v transposed,
  * in shared memory, keys past the segment's last position zero) computes
  * S = Q K^T, masks keys after each row's position, keeps an online softmax
- * in fp32 and adds P V with P rounded to bf16 (common.h's tile helpers, as
+ * in fp32 and adds P V with P rounded to bf16 (flash_tile.h, shared with
  * the training kernels in train/attention_flash.cu). So the keys are read
  * once per segment and kv head instead of once per (row, head), and the
  * sums run on the tensor cores.
  * A row's result depends on its q, its position and the aligned key tiles
  * alone (tiles past its position add exact zeros), not on the other rows of
  * its segment: batch-invariant, as kernel1. HS in {16, 32, 64, 128}. */
-enum { AT_WARPS = 4, AT_TILE = 64 };
+enum { AT_WARPS = 4, AT_TILE = FLASH_TILE };
 
 /* out (R, NH*HS) bf16; q (R, NH*HS) fp32; kc, vc (S, CAP, KD) bf16; pos, slot (R);
  * segs (R + 1): segment s is rows segs[s] .. segs[s + 1] - 1 (segs[s] = R: none).
@@ -225,57 +226,7 @@ attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const f
         load_tile<HS>(nullptr, vt, AT_TILE, vc + (zbase + j0) * KD + (size_t)g * HS, KD, nk - j0);
         __syncthreads();
         if (!has_head || j0 > wlast) continue;
-        float s[AT_TILE / 8][4], mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int nt = 0; nt < AT_TILE / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = -INFINITY;
-            if (j0 + 8 * nt > wlast) continue;
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                unsigned bf[2];
-                b_frag(bf, ks, HS + 8, 8 * nt, kk);
-                mma_bf16_16816(acc, qa[kk], bf);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int key = j0 + 8 * nt + 2 * tq + (i & 1);
-                if (key <= lim[i >> 1]) s[nt][i] = acc[i] * scale;
-                mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
-            }
-        }
-        float corr[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            mx[e] = quad_max(mx[e]);
-            corr[e] = mx[e] == -INFINITY ? 1.0f : expf(m[e] - mx[e]);
-            m[e] = mx[e];
-            l[e] *= corr[e];
-        }
-#pragma unroll
-        for (int nt = 0; nt < AT_TILE / 8; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                float p = s[nt][i] == -INFINITY ? 0.0f : expf(s[nt][i] - m[i >> 1]);
-                s[nt][i] = p;
-                l[i >> 1] += p;
-            }
-#pragma unroll
-        for (int nd = 0; nd < HS / 8; nd++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) o[nd][i] *= corr[i >> 1];
-#pragma unroll
-        for (int kk = 0; kk < AT_TILE / 16; kk++) {
-            if (j0 + 16 * kk > wlast) continue;
-            unsigned pa[4];
-            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int nd = 0; nd < HS / 8; nd++) {
-                unsigned bf[2];
-                b_frag(bf, vt, AT_TILE + 8, 8 * nd, kk);
-                mma_bf16_16816(o[nd], pa, bf);
-            }
-        }
+        flash_forward_tile<HS>(qa, ks, vt, j0, lim, wlast, scale, m, l, o);
     }
 #pragma unroll
     for (int e = 0; e < 2; e++) {

@@ -41,12 +41,12 @@
  * 2 * 32 (HS + 8) + 2 HS 40. Row strides of HS + 8 (and 64 + 8, 32 + 8)
  * bf16 put the 8 rows a fragment load reads in distinct banks. */
 #include "train_kernels.h"
+#include "../flash_tile.h"
 
 namespace cllm_train {
 
 enum { FA_WARPS = 4, FA_TILE = 16 * FA_WARPS, FA_BQ = 32 };
-
-/* load_tile, b_frag, acc_to_a, quad_sum, quad_max: common.h */
+static_assert((int)FA_TILE == (int)FLASH_TILE, "a block's query rows are one forward key tile");
 
 /* The A fragments (16 rows x HS, kk-th 16 columns) of rows r0 + g and
  * r0 + g + 8 of a bf16 matrix (row stride ld, starting at column 0): rows at
@@ -93,57 +93,7 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *l
         load_tile<HS>(nullptr, vt, FA_TILE, base + (size_t)j0 * QKV + QD + KD + (size_t)kvh * HS, QKV, n - j0);
         __syncthreads();
         if (r0 > last) continue;   /* this warp's rows are all padding */
-        float s[FA_TILE / 8][4], mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = -INFINITY;
-            if (j0 + 8 * nt > r0 + 15) continue;   /* keys after every row of the warp */
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                unsigned bf[2];
-                b_frag(bf, ks, HS + 8, 8 * nt, kk);
-                mma_bf16_16816(acc, qa[kk], bf);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int key = j0 + 8 * nt + 2 * tq + (i & 1);
-                if (key <= rows[i >> 1]) s[nt][i] = acc[i] * scale;
-                mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
-            }
-        }
-        float corr[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            mx[e] = quad_max(mx[e]);
-            corr[e] = mx[e] == -INFINITY ? 1.0f : expf(m[e] - mx[e]);   /* 0 after m = -inf */
-            m[e] = mx[e];
-            l[e] *= corr[e];
-        }
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                float p = s[nt][i] == -INFINITY ? 0.0f : expf(s[nt][i] - m[i >> 1]);
-                s[nt][i] = p;
-                l[i >> 1] += p;
-            }
-#pragma unroll
-        for (int nd = 0; nd < HS / 8; nd++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) o[nd][i] *= corr[i >> 1];
-#pragma unroll
-        for (int kk = 0; kk < FA_TILE / 16; kk++) {
-            if (j0 + 16 * kk > r0 + 15) continue;   /* p = 0 for all 16 keys */
-            unsigned pa[4];
-            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int nd = 0; nd < HS / 8; nd++) {
-                unsigned bf[2];
-                b_frag(bf, vt, FA_TILE + 8, 8 * nd, kk);
-                mma_bf16_16816(o[nd], pa, bf);
-            }
-        }
+        flash_forward_tile<HS>(qa, ks, vt, j0, rows, r0 + 15, scale, m, l, o);
     }
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -217,15 +167,9 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
         for (int nt = 0; nt < BC / 8; nt++) {
             ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
             if (j0 + 8 * nt > r0 + 15) continue;
-            float sacc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                unsigned bk[2], bv[2];
-                b_frag(bk, ks, HS + 8, 8 * nt, kk);
-                b_frag(bv, vs, HS + 8, 8 * nt, kk);
-                mma_bf16_16816(sacc, qa[kk], bk);
-                mma_bf16_16816(pacc, da[kk], bv);
-            }
+            float sacc[4], pacc[4];
+            rows_times_tile<HS>(sacc, qa, ks, 8 * nt);
+            rows_times_tile<HS>(pacc, da, vs, 8 * nt);
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int e = i >> 1, key = j0 + 8 * nt + 2 * tq + (i & 1);
@@ -233,18 +177,7 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
                 ds[nt][i] = p * (pacc[i] - D[e]) * scale;
             }
         }
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++) {
-            if (j0 + 16 * kk > r0 + 15) continue;
-            unsigned sa[4];
-            acc_to_a(sa, ds[2 * kk], ds[2 * kk + 1]);
-#pragma unroll
-            for (int nd = 0; nd < HS / 8; nd++) {
-                unsigned bf[2];
-                b_frag(bf, kt, BC + 8, 8 * nd, kk);
-                mma_bf16_16816(dq[nd], sa, bf);
-            }
-        }
+        acc_times_tile<HS, BC / 16>(dq, ds, kt, kk_needed(j0, r0 + 15, BC / 16));
     }
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -304,20 +237,12 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
             float pt[FA_BQ / 8][4], dst[FA_BQ / 8][4];   /* P^T, dS^T (16 keys x BQ queries) */
 #pragma unroll
             for (int nt = 0; nt < FA_BQ / 8; nt++) {
-                if (q0 + 8 * nt + 7 < r0) {   /* queries before every key of the warp */
-                    pt[nt][0] = pt[nt][1] = pt[nt][2] = pt[nt][3] = 0.0f;
-                    dst[nt][0] = dst[nt][1] = dst[nt][2] = dst[nt][3] = 0.0f;
-                    continue;
-                }
-                float sacc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, pacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-                for (int kk = 0; kk < HS / 16; kk++) {
-                    unsigned bq[2], bd[2];
-                    b_frag(bq, qs, HS + 8, 8 * nt, kk);
-                    b_frag(bd, dos, HS + 8, 8 * nt, kk);
-                    mma_bf16_16816(sacc, ka[kk], bq);
-                    mma_bf16_16816(pacc, va[kk], bd);
-                }
+                pt[nt][0] = pt[nt][1] = pt[nt][2] = pt[nt][3] = 0.0f;
+                dst[nt][0] = dst[nt][1] = dst[nt][2] = dst[nt][3] = 0.0f;
+                if (q0 + 8 * nt + 7 < r0) continue;   /* queries before every key of the warp */
+                float sacc[4], pacc[4];
+                rows_times_tile<HS>(sacc, ka, qs, 8 * nt);
+                rows_times_tile<HS>(pacc, va, dos, 8 * nt);
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     int qi = 8 * nt + 2 * tq + (i & 1), query = q0 + qi;
@@ -326,20 +251,8 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
                     dst[nt][i] = p * (pacc[i] - s_D[qi]) * scale;
                 }
             }
-#pragma unroll
-            for (int kk = 0; kk < FA_BQ / 16; kk++) {
-                unsigned pa[4], sa[4];
-                acc_to_a(pa, pt[2 * kk], pt[2 * kk + 1]);
-                acc_to_a(sa, dst[2 * kk], dst[2 * kk + 1]);
-#pragma unroll
-                for (int nd = 0; nd < HS / 8; nd++) {
-                    unsigned bd[2], bq[2];
-                    b_frag(bd, dot, FA_BQ + 8, 8 * nd, kk);
-                    b_frag(bq, qt, FA_BQ + 8, 8 * nd, kk);
-                    mma_bf16_16816(dv[nd], pa, bd);
-                    mma_bf16_16816(dk[nd], sa, bq);
-                }
-            }
+            acc_times_tile<HS, FA_BQ / 16>(dv, pt, dot, FA_BQ / 16);
+            acc_times_tile<HS, FA_BQ / 16>(dk, dst, qt, FA_BQ / 16);
         }
     }
 #pragma unroll
