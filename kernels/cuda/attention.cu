@@ -179,7 +179,7 @@ enum { AT_WARPS = 4, AT_TILE = FLASH_TILE };
 
 /* out (R, NH*HS) bf16; q (R, NH*HS) fp32; kc, vc (S, CAP, KD) bf16; pos, slot (R);
  * segs (R + 1): segment s is rows segs[s] .. segs[s + 1] - 1 (segs[s] = R: none).
- * grid (R, NKV * ceil(group / 4)), block 128 */
+ * grid (max_segs, NKV * ceil(group / 4)), block 128 */
 template <int HS>
 __global__ void __launch_bounds__(32 * AT_WARPS)
 attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
@@ -243,11 +243,13 @@ attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const f
 int attention_tiled_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 || HS == 128; }
 
 int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
-                            const int *slot, const int *segs, int R, int NH, int NKV, int HS, int cap,
-                            cudaStream_t stream) {
+                            const int *slot, const int *segs, int max_segs, int R, int NH, int NKV, int HS,
+                            int cap, cudaStream_t stream) {
     if (NKV < 1 || NH % NKV)
         return cllm_error(CLLM_EUNSUP, "attention: heads %d:%d not supported on CUDA", NH, NKV);
-    dim3 grid(R, NKV * ceil_div(NH / NKV, AT_WARPS)), block(32 * AT_WARPS);
+    if (max_segs < 1 || max_segs > R)
+        return cllm_error(CLLM_EINVAL, "attention: %d segments for %d rows", max_segs, R);
+    dim3 grid(max_segs, NKV * ceil_div(NH / NKV, AT_WARPS)), block(32 * AT_WARPS);
     switch (HS) {
     case 16: attention_forward_kernel2<16><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
     case 32: attention_forward_kernel2<32><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;

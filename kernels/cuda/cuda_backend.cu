@@ -580,9 +580,15 @@ static int rope_attention(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l, int R, int 
     if (!roped)
         STEP(P_ROPE, qkv_rope_forward(ra.q, ra.kc, ra.vc, s->qkv, ra.bias, ra.inv_freq, ra.pos, ra.slot, R, ra.NH,
                                       ra.NKV, ra.HS, ra.rope_dim, ra.cap, s->stream));
-    if (tiled)
+    if (tiled) {
+        /* each sequence's rows cut in runs of ATT_SEG_ROWS: at most R / ATT_SEG_ROWS
+         * segments plus one per sequence (the cache's slots bound those; they are
+         * part of the graph's key) */
+        int max_segs = R / ATT_SEG_ROWS + kv->n_seq;
+        if (max_segs > R) max_segs = R;
         STEP(P_ATT, attention_tiled_forward(s->ao, ra.q, ra.kc, ra.vc, ra.pos, ra.slot, s->meta_d + 4 * f->max_rows,
-                                            R, ra.NH, ra.NKV, ra.HS, ra.cap, s->stream));
+                                            max_segs, R, ra.NH, ra.NKV, ra.HS, ra.cap, s->stream));
+    }
     else
         STEP(P_ATT, attention_forward(s->ao, ra.q, ra.kc, ra.vc, ra.pos, ra.slot, R, ra.NH, ra.NKV, ra.HS, ra.cap,
                                       max_keys, s->stream));

@@ -70,13 +70,15 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
 /* The same on the tensor cores (attention.cu's kernel2), for HS in {16, 32,
  * 64, 128} (attention_tiled_supported): the rows come in segments, segment
  * s = rows segs[s] .. segs[s + 1] - 1, each up to 16 rows of one slot;
- * segs (R + 1) device ints, segs[s] = R past the last segment. q is rounded
- * to bf16 for the products, p too; no max_keys limit. A row's result does
- * not depend on the other rows of its segment. */
+ * segs (R + 1) device ints, segs[s] = R past the last segment; max_segs
+ * (<= R) bounds their count (a graph captures it: pass a bound that holds
+ * for every call of this shape). q is rounded to bf16 for the products, p
+ * too; no max_keys limit. A row's result does not depend on the other rows
+ * of its segment. */
 int attention_tiled_supported(int HS);
 int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
-                            const int *slot, const int *segs, int R, int NH, int NKV, int HS, int cap,
-                            cudaStream_t stream);
+                            const int *slot, const int *segs, int max_segs, int R, int NH, int NKV, int HS,
+                            int cap, cudaStream_t stream);
 /* Largest max_keys attention_forward accepts for head size HS on this device
  * (shared memory per block); 0 with an error recorded when it cannot ask. */
 int attention_max_keys(int HS, int *max_keys);
