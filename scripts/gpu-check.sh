@@ -36,8 +36,9 @@
 #             prompts: trajectory tokens/s;
 #          3d. cllm-train --device cuda on SmolLM2 with those trajectories
 #             (30 CLLM steps of 16): the trainer's tokens/s;
-#          4. compute-sanitizer memcheck of test_cuda on the tiny models and
-#             of cllm-traj --device cuda --batch 4 on the tiny model;
+#          4. compute-sanitizer memcheck of test_cuda on the tiny models, of
+#             cllm-traj --device cuda --batch 4 on the tiny model, and of 2
+#             cllm-train --device cuda steps on step 6's tiny model;
 #          then summary.txt: verdicts and BENCH lines. Steps after 2 are
 #          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
@@ -525,6 +526,14 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
         --device cuda -n 8 --max-new-tokens 24 --batch 4 -q -f -o "$tmp/mc.zst" "$tmp/tiny.jsonl" >>"$log/memcheck.log" 2>&1
     rc=$?
     if [ $rc -eq 0 ]; then note "PASS memcheck cllm-traj"; else note "FAIL memcheck cllm-traj (exit $rc)"; status=1; fi
+    # the trainer (tensor-core attention, losses, AdamW): 2 SFT steps on step 6's tiny model
+    if [ -d "$tmp/e2e/tiny" ] && have_time 60 "memcheck cllm-train"; then
+        timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cllm-train" -m "$tmp/e2e/tiny" \
+            -o "$tmp/mc.gguf" --device cuda --objective sft --field question --template gsm8k --lr 1e-3 --warmup 0 \
+            --max-steps 2 --batch 4 -q "$tmp/e2e/p.jsonl" >>"$log/memcheck.log" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ]; then note "PASS memcheck cllm-train"; else note "FAIL memcheck cllm-train (exit $rc)"; status=1; fi
+    fi
 else
     note "SKIP memcheck: no compute-sanitizer on PATH"
 fi
