@@ -38,7 +38,9 @@
 #             (30 CLLM steps of 16): the trainer's tokens/s;
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models, of
 #             cllm-traj --device cuda --batch 4 on the tiny model, and of 2
-#             cllm-train --device cuda steps on step 6's tiny model;
+#             cllm-train --device cuda steps on step 6's tiny model; racecheck
+#             of a cllm-train step and of cllm-gen Jacobi n=8 (tiny models:
+#             the tiled attention on prompts, the fused 16-row products);
 #          then summary.txt: verdicts and BENCH lines. Steps after 2 are
 #          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
@@ -533,6 +535,19 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
             --max-steps 2 --batch 4 -q "$tmp/e2e/p.jsonl" >>"$log/memcheck.log" 2>&1
         rc=$?
         if [ $rc -eq 0 ]; then note "PASS memcheck cllm-train"; else note "FAIL memcheck cllm-train (exit $rc)"; status=1; fi
+        # shared-memory races in the tiled kernels (the emulator switches threads
+        # only at barriers and shuffles, so it cannot show a missing barrier)
+        if have_time 60 "racecheck"; then
+            timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cllm-train" -m "$tmp/e2e/tiny" \
+                -o "$tmp/rc.gguf" --device cuda --objective sft --field question --template gsm8k --lr 1e-3 --warmup 0 \
+                --max-steps 1 --batch 4 -q "$tmp/e2e/p.jsonl" >"$log/racecheck.log" 2>&1 &&
+            timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cllm-gen" -m tests/golden/tiny-qwen2 \
+                --device cuda --method jacobi -n 8 --max-new-tokens 16 -f -o "$tmp/rc.zst" "$tmp/tiny.jsonl" \
+                >>"$log/racecheck.log" 2>&1
+            rc=$?
+            tail -n 2 "$log/racecheck.log" | tee -a "$sum"
+            if [ $rc -eq 0 ]; then note "PASS racecheck cllm-train, cllm-gen Jacobi"; else note "FAIL racecheck (exit $rc)"; status=1; fi
+        fi
     fi
 else
     note "SKIP memcheck: no compute-sanitizer on PATH"
