@@ -2,7 +2,9 @@
  * tensor cores, tiled as flash-attention 2: the same sums as attention.cu
  * (whose comment has the formulas), with k/v (or q/do) tiles in shared
  * memory read by 64 rows at once, and every product an mma.sync m16n8k16
- * (bf16 operands, fp32 accumulation; common.h's mma_bf16_16816).
+ * (bf16 operands, fp32 accumulation; common.h's mma_bf16_16816; the tile
+ * loads, fragment products and the forward's key-tile step are
+ * flash_tile.h's, shared with the inference kernel).
  *
  * Shapes: qkv (R, QKV) bf16 after RoPE, R = B*T, row (b, t) at b*T + t,
  * QKV = QD + 2 KD, head h's q at column h*HS, kv head g's k at QD + g*HS and
