@@ -120,12 +120,15 @@ struct cllm_cuda_state {
     int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: every cuBLAS product in
                                       G-row pieces (batch-invariant, matmul.cu; 0: one
                                       call); -1 (unset): call_gemm_rows decides */
-    int mm16;                      /* calls of up to 16 rows take matmul16.cu's fused
-                                      tensor-core path (CLLM_CUDA_MM16=0: never) */
+    int mm16;                      /* calls of up to 16 decoding rows (all through the LM
+                                      head) take matmul16.cu's fused tensor-core path
+                                      (CLLM_CUDA_MM16=0: never) */
     int mm16_rope;                 /* ... with RoPE and the cache write fused into the
                                       QKV product (mm16_rope_supported) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
+    int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
+                                      inner size (for prompt calls: call_gemm_rows) */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
     fwd_stats stats;
@@ -445,25 +448,28 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
 
 enum { PROMPT_GEMM_ROWS = 64 };
 
-/* The cuBLAS piece size of a call of R rows, N of them LM-head rows. A call
- * with prompt rows (N < R: prompt chunks, whose lengths depend on how the
- * batch's row budget cut them) goes in 64-row pieces: one cuBLAS shape
- * whatever the chunking, so a prompt's cache and first token do not depend
- * on --batch (on an H200, one call per chunk made cllm-gen --batch 8 part
- * from --batch 1), and a shape seen before, so no cuBLAS heuristic runs
- * again (a new shape cost ~9 ms of host time per call: CLLM_CUDA_STATS on
- * cllm-traj). A call of decoding steps only (N == R: windows, AR steps) is
- * one product per matrix. CLLM_CUDA_GEMM_ROWS overrides both. */
+/* How the products of a call of R rows, N of them LM-head rows, are made
+ * (matmul_forward's rows_per_call). A call with prompt rows (N < R: prompt
+ * chunks, whose lengths depend on how the batch's row budget cut them) must
+ * give each row what it would give in any other cut, so a prompt's cache and
+ * first token do not depend on --batch (on an H200, one cuBLAS call per
+ * chunk made cllm-gen --batch 8 part from --batch 1): matmul.cu's
+ * fixed-order kernel, one launch whatever R (where the inner sizes are
+ * multiples of 16; else cuBLAS in 64-row pieces, one shape, at the price of
+ * R/64 launches a product). A call of decoding steps only (N == R: windows,
+ * AR steps) is one cuBLAS product per matrix. CLLM_CUDA_GEMM_ROWS overrides
+ * both. */
 static int call_gemm_rows(const struct cllm_cuda_state *s, int R, int N) {
     if (s->gemm_rows >= 0) return s->gemm_rows;
-    return N < R ? PROMPT_GEMM_ROWS : 0;
+    if (N == R) return 0;
+    return s->fixed_order_ok ? (int)MATMUL_FIXED_ORDER : (int)PROMPT_GEMM_ROWS;
 }
 
 /* Activations for R rows; the inputs and outputs of the products for R
  * rounded up to a multiple of the largest piece (the last piece runs past R). */
 static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, int R, arena *a) {
     const cllm_config *c = &dm->cfg;
-    size_t G = s->gemm_rows < 0 ? PROMPT_GEMM_ROWS : s->gemm_rows > 0 ? s->gemm_rows : 1;
+    size_t G = s->gemm_rows > 0 ? s->gemm_rows : s->gemm_rows == 0 || s->fixed_order_ok ? 1 : PROMPT_GEMM_ROWS;
     size_t n = ((size_t)R + G - 1) / G * G, C = c->d_model, F = c->d_ff, V = c->vocab;
     s->x = (float *)take(a, n * C * 4);
     s->xn = (floatX *)take(a, n * C * 2);
@@ -498,6 +504,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         s->mm16_rope = s->mm16 && mm16_rope_supported(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
         const char *at = getenv("CLLM_CUDA_ATTENTION");
         s->att_tiled = !(at && !strcmp(at, "1")) && attention_tiled_supported(c->head_dim);
+        s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
     }
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr && *gr ? atoi(gr) : -1;
@@ -611,7 +618,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, META_INTS((size_t)M) * sizeof(int),
                                             cudaMemcpyHostToDevice, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
-    if (s->mm16 && R <= 16) {
+    if (s->mm16 && R <= 16 && N == R) {
         /* a decode step: matmul16.cu's fused products, five launches a layer
          * (six when RoPE cannot be fused) */
         for (int l = 0; l < L; l++) {

@@ -112,7 +112,10 @@ int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaSt
  * layout). bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F), fp32 out.
  * rows_per_call G > 0: in pieces of exactly G rows, one cuBLAS shape for
  * every R (batch-invariant; out and inp padded to a multiple of G rows);
- * 0: one call. Sets the handle's stream. */
+ * 0: one call. Sets the handle's stream. MATMUL_FIXED_ORDER: matmul.cu's own
+ * tensor-core kernel, one launch, batch-invariant by construction (C % 16
+ * == 0; no padding). */
+enum { MATMUL_FIXED_ORDER = -1 };
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
                    int R, int C, int OC, int rows_per_call, cudaStream_t stream);
 

@@ -11,7 +11,9 @@
  *    chunks, AR steps, 16-token Jacobi blocks after a rollback, and a batch
  *    of sequences of different lengths in one call, every logits row
  *    compared with the CPU's, and every device argmax with the argmax of
- *    the device's own logits row (exactly);
+ *    the device's own logits row (exactly); a 16-row call against 16
+ *    one-row calls and a 30-token prompt in one call against the same cut
+ *    13 + 17 (bit for bit: both routes are batch-invariant);
  *  - the same models through forward.h's device dispatch (cllm_fwd_init_on
  *    with CLLM_DEVICE_CUDA): one ragged call (a Jacobi window, an AR step,
  *    a prompt chunk with only its last row through the LM head, a fresh
@@ -365,6 +367,37 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         free(block);
         free(steps);
         free(next_a);
+    }
+    /* Prompt calls (some rows without the LM head) take matmul.cu's
+     * fixed-order products and the tiled attention: a prompt's last logits
+     * and its cache must not depend on how it was cut into calls (one call
+     * of 30 rows, or 13 + 17), so a prompt's answer does not depend on the
+     * batch that cut it. Required unless CLLM_CUDA_GEMM_ROWS=0 asks for one
+     * cuBLAS call per product. */
+    {
+        const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+        int required = !(gr && *gr && atoi(gr) == 0);
+        float *one = malloc(2 * (size_t)V * sizeof(float)), *cut = malloc(2 * (size_t)V * sizeof(float));
+        CHECK(one && cut);
+        if (one && cut) {
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 0, tok, 30, 29));
+            memcpy(one, gf.logits + (size_t)29 * V, (size_t)V * sizeof(float));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 30, tok + 30, 1, 0));
+            memcpy(one + V, gf.logits, (size_t)V * sizeof(float));
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 0, tok, 13, 13));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 13, tok + 13, 17, 16));
+            memcpy(cut, gf.logits + (size_t)16 * V, (size_t)V * sizeof(float));
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 2, 30, tok + 30, 1, 0));
+            memcpy(cut + V, gf.logits, (size_t)V * sizeof(float));
+            int same = !memcmp(one, cut, 2 * (size_t)V * sizeof(float));
+            printf("%s: a 30-token prompt in one call vs cut 13 + 17: %s%s\n", name,
+                   same ? "bit-identical" : "differ", required ? "" : " (one cuBLAS call: not required)");
+            if (required) CHECK_MSG(same, "%s: a prompt's logits or cache depend on how it was cut", name);
+        }
+        free(one);
+        free(cut);
     }
     /* argument errors change nothing */
     {
