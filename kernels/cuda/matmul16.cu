@@ -82,10 +82,10 @@ __device__ static inline rope_group rope_group_at(const mm16_rope_args &ra, int 
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16; keys (R) or NULL (F32);
  * ra (QKV_ROPE; units = QKV) */
 template <int IN, int OUT>
-__global__ void __launch_bounds__(32 * MM_WARPS, 2) matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp,
-                                         const float *x, const float *nw, const int *rows, float eps,
-                                         float *out, floatX *h, argmax_key_t *keys, mm16_rope_args ra,
-                                         int R) {
+__global__ void __launch_bounds__(32 * MM_WARPS, 2)   /* two blocks an SM: <= 128 registers */
+matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, const float *x, const float *nw,
+                         const int *rows, float eps, float *out, floatX *h, argmax_key_t *keys, mm16_rope_args ra,
+                         int R) {
     extern __shared__ uint4 mm_smem_raw[];
     __shared__ argmax_key_t best[16];   /* F32 with keys: the block's argmax key per row */
     int KP = tile_stride(K);
