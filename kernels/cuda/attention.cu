@@ -160,8 +160,8 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
 }
 
 /* ---- kernel2: tiled on the tensor cores ---------------------------------
- * For calls on the cuBLAS route (more than 16 rows: batched Jacobi windows,
- * prompt chunks). The rows of a call are cut into segments (segs, built by
+ * For the calls that do not take the 16-row path (more than 16 rows:
+ * batched Jacobi windows; and every call holding prompt rows). The rows of a call are cut into segments (segs, built by
  * the host: a sequence's rows in runs of at most 16), and one block of 4
  * warps takes (segment, kv head g, up to 4 of g's query heads): warp w holds
  * its head's q for the segment's rows as one 16-row mma tile (q rounded to
@@ -236,7 +236,8 @@ attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const f
         floatX *orow = out + (size_t)rows[e] * QD + (size_t)h * HS;
 #pragma unroll
         for (int nd = 0; nd < HS / 8; nd++)
-            *reinterpret_cast<unsigned *>(orow + 8 * nd + 2 * tq) = pack_bf16x2(o[nd][2 * e] * inv, o[nd][2 * e + 1] * inv);
+            *reinterpret_cast<unsigned *>(orow + 8 * nd + 2 * tq) =
+                pack_bf16x2(o[nd][2 * e] * inv, o[nd][2 * e + 1] * inv);
     }
 }
 
@@ -250,12 +251,15 @@ int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const
     if (max_segs < 1 || max_segs > R)
         return cllm_error(CLLM_EINVAL, "attention: %d segments for %d rows", max_segs, R);
     dim3 grid(max_segs, NKV * ceil_div(NH / NKV, AT_WARPS)), block(32 * AT_WARPS);
+#define AT_LAUNCH(S) \
+    attention_forward_kernel2<S><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap)
     switch (HS) {
-    case 16: attention_forward_kernel2<16><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
-    case 32: attention_forward_kernel2<32><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
-    case 64: attention_forward_kernel2<64><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
-    case 128: attention_forward_kernel2<128><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap); break;
+    case 16: AT_LAUNCH(16); break;
+    case 32: AT_LAUNCH(32); break;
+    case 64: AT_LAUNCH(64); break;
+    case 128: AT_LAUNCH(128); break;
     default: return cllm_error(CLLM_EUNSUP, "attention (tiled): head size %d", HS);
     }
+#undef AT_LAUNCH
     return CUDA_CHECK_LAUNCH();
 }

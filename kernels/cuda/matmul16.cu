@@ -78,6 +78,13 @@ __device__ static inline rope_group rope_group_at(const mm16_rope_args &ra, int 
     return rg;
 }
 
+/* The output groups of a call (a block takes one at a time): 16 outputs,
+ * SwiGLU 8 (with their gate and up rows), QKV_ROPE rope_groups'. */
+template <int OUT>
+__host__ __device__ static inline int mm16_groups(int units, const mm16_rope_args &ra) {
+    return OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(ra) : (units + 15) / 16;
+}
+
 /* W (units or 2*units, K); inp (R, K) bf16 | x (*, K) fp32 with nw (K) and rows (R) or NULL;
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16; keys (R) or NULL (F32);
  * ra (QKV_ROPE; units = QKV) */
@@ -122,7 +129,7 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
     int KS = K / 16, S = (KS + MM_WARPS - 1) / MM_WARPS;
     int ks0 = warp * S, ks1 = ks0 + S < KS ? ks0 + S : KS;
     int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
-    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(ra) : (units + 15) / 16;
+    int groups = mm16_groups<OUT>(units, ra);
     argmax_key_t mine = 0ull;   /* F32 with keys: this thread's best (it handles one row) */
     for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
         /* the W row this lane feeds to n-tile nt (column g of its B fragment) */
@@ -244,7 +251,7 @@ static int launch(const floatX *W, int K, int units, const floatX *inp, const fl
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (rc) return rc;
     }
-    int groups = OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(rargs) : ceil_div(units, 16);
+    int groups = mm16_groups<OUT>(units, rargs);
     int blocks = groups < MM_MAX_BLOCKS ? groups : MM_MAX_BLOCKS;
     matmul16_forward_kernel1<IN, OUT><<<blocks, 32 * MM_WARPS, smem, stream>>>(W, K, units, inp, x, nw, rows, eps,
                                                                               out, h, keys, rargs, R);
