@@ -451,18 +451,18 @@ static int forward(cllm_cuda_train *t, int B, int T) {
         }
         int bias = c->qkv_bias;
         OP(T_ROPE, rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
-                         bias ? t->p + w->bv : NULL, t->inv_freq, R, T, NH, NKV, HS, c->rope_dim, s));
+                                bias ? t->p + w->bv : NULL, t->inv_freq, R, T, NH, NKV, HS, c->rope_dim, s));
         OP(T_ATT, attention_forward(ao, lse, qkv, t->lens, B, T, NH, NKV, HS, t->att_variant, s));
         OP(T_WO, matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
         OP(T_NORM, rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
-                            t->p + w->ffn_norm, R, C, eps, s));
+                                   t->p + w->ffn_norm, R, C, eps, s));
         /* MLP block */
         OP(T_GU, matmul_forward(t->blas, gu, 1, 2 * F, xn2, t->pb + w->w_gate, R, C, 2 * F, s));
         OP(T_SWIGLU, swiglu_forward(t->h, gu, R, F, s));
         OP(T_DOWN, matmul_forward(t->blas, t->fa, 0, C, t->h, t->pb + w->w_down, R, F, C, s));
         if (l + 1 < L)
             OP(T_NORM, rmsnorm_forward(t->xn1 + (l + 1) * RM * C, t->rstd1 + (l + 1) * RM, xo, xm, t->fa,
-                                t->p + t->lay[l + 1].attn_norm, R, C, eps, s));
+                                       t->p + t->lay[l + 1].attn_norm, R, C, eps, s));
         else
             OP(T_NORM, rmsnorm_forward(t->xnf, t->rstdf, xo, xm, t->fa, t->p + t->off_norm, R, C, eps, s));
     }
@@ -481,11 +481,11 @@ static int head(cllm_cuda_train *t, int N, float eps, int backward) {
         const floatX *xg = t->xg + (size_t)i0 * C;
         OP(T_LM, matmul_forward(t->blas, t->logits, 0, V, xg, t->pb + t->off_lm, nc, C, V, s));
         OP(T_LOSS, loss_forward_backward(backward ? t->dlogits : NULL, t->losses, t->teacher, t->logits,
-                                  t->r_target, t->r_ce, t->r_teacher, t->r_soft, t->r_save, eps,
-                                  i0, nc, V, s));
+                                         t->r_target, t->r_ce, t->r_teacher, t->r_soft, t->r_save, eps,
+                                         i0, nc, V, s));
         if (backward) {
             OP(T_LM_BWD, matmul_backward_dinp(t->blas, t->dxg + (size_t)i0 * C, 0, 0.0f, t->dlogits, V,
-                                     t->pb + t->off_lm, nc, C, V, s));
+                                              t->pb + t->off_lm, nc, C, V, s));
             OP(T_LM_BWD, matmul_backward_dweight(t->blas, t->g + t->off_lm, t->dlogits, V, xg, nc, C, V, s));
         }
     }
@@ -505,7 +505,7 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
     OP(T_COPY, CUDA_CHECK(cudaMemsetAsync(t->dx, 0, (size_t)R * C * sizeof(float), s)));
     OP(T_COPY, rows_scatter(t->fb, t->dxg, t->r_row, N, C, s));
     OP(T_NORM_BWD, rmsnorm_backward(t->dx, t->dxb, g + t->off_norm, t->fb, t->xs + (size_t)L * RM * C,
-                         t->p + t->off_norm, t->rstdf, R, C, s));
+                                    t->p + t->off_norm, t->rstdf, R, C, s));
     for (int l = L - 1; l >= 0; l--) {
         const layer_off *w = &t->lay[l];
         const float *x = t->xs + l * RM * C, *xm = t->xm + l * RM * C;
@@ -521,18 +521,18 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
         OP(T_SWIGLU_BWD, swiglu_backward(t->dgu, t->fa, gu, R, F, s));
         OP(T_GU_BWD, matmul_backward_dweight(t->blas, g + w->w_gate, t->dgu, 2 * F, xn2, R, C, 2 * F, s));
         OP(T_GU_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->dgu, 2 * F, t->pb + w->w_gate, R, C,
-                                 2 * F, s));
+                                          2 * F, s));
         OP(T_NORM_BWD, rmsnorm_backward(t->dx, t->dxb, g + w->ffn_norm, t->fb, xm, t->p + w->ffn_norm,
-                             t->rstd2 + l * RM, R, C, s));
+                                        t->rstd2 + l * RM, R, C, s));
 
         /* attention block */
         OP(T_WO_BWD, matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
         OP(T_WO_BWD, matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
         OP(T_ATT_BWD, attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->lens, B, T, NH, NKV, HS,
-                               t->att_variant, s));
+                                         t->att_variant, s));
         int bias = c->qkv_bias;
         OP(T_ROPE_BWD, rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, R, T, NH, NKV, HS,
-                          c->rope_dim, s));
+                                     c->rope_dim, s));
         if (bias) {
             OP(T_QKV_BWD, bias_backward(g + w->bq, t->fb, QKV, R, QD, s));
             OP(T_QKV_BWD, bias_backward(g + w->bk, t->fb + QD, QKV, R, KD, s));
@@ -547,12 +547,12 @@ static int backward(cllm_cuda_train *t, int B, int T, int N) {
             OP(T_QKV_BWD, matmul_backward_dweight(t->blas, g + w->wv, t->bq + QD + KD, QKV, xn1, R, C, KD, s));
             OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 0.0f, t->bq, QKV, t->pb + w->wq, R, C, QD, s));
             OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD, QKV, t->pb + w->wk, R, C,
-                                     KD, s));
+                                               KD, s));
             OP(T_QKV_BWD, matmul_backward_dinp(t->blas, t->fb, 0, 1.0f, t->bq + QD + KD, QKV, t->pb + w->wv,
-                                     R, C, KD, s));
+                                               R, C, KD, s));
         }
         OP(T_NORM_BWD, rmsnorm_backward(t->dx, l > 0 ? t->dxb : NULL, g + w->attn_norm, t->fb, x,
-                             t->p + w->attn_norm, t->rstd1 + l * RM, R, C, s));
+                                        t->p + w->attn_norm, t->rstd1 + l * RM, R, C, s));
     }
     OP(T_EMBED_BWD, embedding_backward(g + t->off_emb, t->dx, t->tok, R, C, s));
     return 0;
@@ -648,7 +648,7 @@ int cllm_cuda_train_step(cllm_cuda_train *t, double lr, double max_norm, double 
     float b2 = (float)t->beta2, w2 = (float)(1.0 - t->beta2);
     mark_start(t);
     OP(T_OPT, adamw_update(t->p, t->pb, t->m, t->v, t->g, t->no_decay, t->n_params, gscale,
-                           t->wd != 0.0, decay, w1, b2, w2, step_size, bc2_sqrt, (float)t->eps, t->stream));
+                                 t->wd != 0.0, decay, w1, b2, w2, step_size, bc2_sqrt, (float)t->eps, t->stream));
     TRY(sync(t));
     t->step = step;
     if (norm_out) *norm_out = norm;
