@@ -454,7 +454,8 @@ pack
 # p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
 #    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
 #    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
-#    Jacobi n=16) and cllm-traj --batch 64; test_cuda_train --bench with
+#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_FIXED_ORDER=1,
+#    the fixed-order products against cuBLAS); test_cuda_train --bench with
 #    CLLM_CUDA_PROFILE=1 (the trainer's per-op device times).
 if named p && have_time 120 "profile"; then
     prof=$log/profile.log
@@ -467,15 +468,19 @@ if named p && have_time 120 "profile"; then
             -n 16 --repeat 1 -f -o "$tmp/pb.zst" "$tmp/p4.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
     done
     head -n 128 "$data" >"$tmp/t128.jsonl"
-    for v in PROFILE STATS; do
-        echo "== cllm-traj --batch 64, CLLM_CUDA_$v=1, 128 prompts x 64" >>"$prof"
+    # STATS twice: cuBLAS for the decoding calls (the default), then matmul.cu's
+    # fixed-order kernel for every product (CLLM_CUDA_FIXED_ORDER=1): same run, same prompts
+    for v in PROFILE STATS "STATS FIXED_ORDER"; do
+        envs=
+        for x in $v; do envs="$envs CLLM_CUDA_$x=1"; done
+        echo "== cllm-traj --batch 64,$envs, 128 prompts x 64" >>"$prof"
         P0=$(date +%s.%N)
-        env "CLLM_CUDA_$v=1" timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \
+        env $envs timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \
             -n 16 --max-new-tokens 64 --batch 64 -q -f -o "$tmp/pt.zst" "$tmp/t128.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
         P1=$(date +%s.%N)
         echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
     done
-    grep -E 'CUDA forward|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
+    grep -E '^==|CUDA forward|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
     if have_time 60 "test_cuda_train --bench, profiled"; then
         CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
             note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"

@@ -129,6 +129,7 @@ struct cllm_cuda_state {
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
                                       inner size (for prompt calls: call_gemm_rows) */
+    int fixed_order_all;           /* CLLM_CUDA_FIXED_ORDER=1: for decoding calls too */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
     fwd_stats stats;
@@ -457,11 +458,13 @@ enum { PROMPT_GEMM_ROWS = 64 };
  * fixed-order kernel, one launch whatever R (where the inner sizes are
  * multiples of 16; else cuBLAS in 64-row pieces, one shape, at the price of
  * R/64 launches a product). A call of decoding steps only (N == R: windows,
- * AR steps) is one cuBLAS product per matrix. CLLM_CUDA_GEMM_ROWS overrides
- * both. */
+ * AR steps) is one cuBLAS product per matrix, unless CLLM_CUDA_FIXED_ORDER=1
+ * (the fixed-order kernel for every call: batch-invariant decoding on the
+ * cuBLAS route, e.g. cllm-traj --batch B; its speed against cuBLAS is what
+ * the switch is for). CLLM_CUDA_GEMM_ROWS overrides all of these. */
 static int call_gemm_rows(const struct cllm_cuda_state *s, int R, int N) {
     if (s->gemm_rows >= 0) return s->gemm_rows;
-    if (N == R) return 0;
+    if (N == R && !(s->fixed_order_ok && s->fixed_order_all)) return 0;
     return s->fixed_order_ok ? (int)MATMUL_FIXED_ORDER : (int)PROMPT_GEMM_ROWS;
 }
 
@@ -505,6 +508,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         const char *at = getenv("CLLM_CUDA_ATTENTION");
         s->att_tiled = !(at && !strcmp(at, "1")) && attention_tiled_supported(c->head_dim);
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
+        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
+        s->fixed_order_all = fo && !strcmp(fo, "1");
     }
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr && *gr ? atoi(gr) : -1;
