@@ -83,6 +83,8 @@ stage)
     done
     # the first 512 GSM8K training questions, for cllm-traj --batch 64 (../shared does not travel)
     head -n 512 "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" | xz -9 >.stage/b/train512.jsonl.xz || exit 1
+    # the commit the programs were built from, for the record (.git does not travel)
+    git describe --always --dirty >.stage/b/commit 2>/dev/null || echo unknown >.stage/b/commit
     du -sh .stage/a .stage/b >&2
     exit 0 ;;
 put)
@@ -115,7 +117,8 @@ unxz_to() { # file.xz out: xz, else python3's lzma
         chmod +x "$2"
 }
 if [ -f .stage/b/test_cuda.xz ]; then
-    mkdir -p /root/stage/tests && unxz_to .stage/b/test_cuda.xz /root/stage/tests/test_cuda &&
+    mkdir -p /root/stage/tests && cp .stage/b/commit /root/stage/commit
+    unxz_to .stage/b/test_cuda.xz /root/stage/tests/test_cuda &&
         t=/root/stage/tests/test_cuda
     for n in cllm-traj cllm-gen cllm-cat cllm-bench cllm-model-info cllm-train make-tiny; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
     unxz_to .stage/b/test_cuda_train.xz /root/stage/tests/test_cuda_train
@@ -138,6 +141,7 @@ if [ -z "${CLLM_MODEL:-}" ]; then
     done
 fi
 export CLLM_MODEL="${CLLM_MODEL:-$model_src}"
+note "programs built from commit $(cat /root/stage/commit 2>/dev/null || echo '? (not staged)')"
 note "gpu-check: $(date -u +%FT%TZ) test=$t model=$CLLM_MODEL"
 # Steps run in order of importance; each is skipped when fewer seconds are left
 # than it may take, so a call with timeout_s >= GPU_CHECK_BUDGET + 20 always
