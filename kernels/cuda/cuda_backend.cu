@@ -582,28 +582,24 @@ static mm16_rope_args layer_rope_args(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l)
     return ra;
 }
 
-/* Layer l's bias, RoPE and cache write (unless the QKV product did them:
+/* Layer ra's bias, RoPE and cache write (unless the QKV product did them:
  * roped), then attention (tiled: attention.cu's kernel2 over the call's
- * segments, else kernel1 a block per (head, row)): qkv in, ao out. */
-static int rope_attention(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l, int R, int max_keys, int roped, int tiled) {
+ * segments, at most max_segs of them; else kernel1, a block per (head,
+ * row)): qkv in, ao out. */
+static int rope_attention(cllm_cuda_fwd *f, const mm16_rope_args *ra, int R, int max_keys, int roped, int tiled,
+                          int max_segs) {
     struct cllm_cuda_state *s = f->st;
-    mm16_rope_args ra = layer_rope_args(f, kv, l);
     int rc;
     if (!roped)
-        STEP(P_ROPE, qkv_rope_forward(ra.q, ra.kc, ra.vc, s->qkv, ra.bias, ra.inv_freq, ra.pos, ra.slot, R, ra.NH,
-                                      ra.NKV, ra.HS, ra.rope_dim, ra.cap, s->stream));
-    if (tiled) {
-        /* each sequence's rows cut in runs of ATT_SEG_ROWS: at most R / ATT_SEG_ROWS
-         * segments plus one per sequence (the cache's slots bound those; they are
-         * part of the graph's key) */
-        int max_segs = R / ATT_SEG_ROWS + kv->n_seq;
-        if (max_segs > R) max_segs = R;
-        STEP(P_ATT, attention_tiled_forward(s->ao, ra.q, ra.kc, ra.vc, ra.pos, ra.slot, s->meta_d + 4 * f->max_rows,
-                                            max_segs, R, ra.NH, ra.NKV, ra.HS, ra.cap, s->stream));
-    }
+        STEP(P_ROPE, qkv_rope_forward(ra->q, ra->kc, ra->vc, s->qkv, ra->bias, ra->inv_freq, ra->pos, ra->slot, R,
+                                      ra->NH, ra->NKV, ra->HS, ra->rope_dim, ra->cap, s->stream));
+    if (tiled)
+        STEP(P_ATT, attention_tiled_forward(s->ao, ra->q, ra->kc, ra->vc, ra->pos, ra->slot,
+                                            s->meta_d + 4 * f->max_rows, max_segs, R, ra->NH, ra->NKV, ra->HS,
+                                            ra->cap, s->stream));
     else
-        STEP(P_ATT, attention_forward(s->ao, ra.q, ra.kc, ra.vc, ra.pos, ra.slot, R, ra.NH, ra.NKV, ra.HS, ra.cap,
-                                      max_keys, s->stream));
+        STEP(P_ATT, attention_forward(s->ao, ra->q, ra->kc, ra->vc, ra->pos, ra->slot, R, ra->NH, ra->NKV, ra->HS,
+                                      ra->cap, max_keys, s->stream));
     return 0;
 }
 
@@ -628,13 +624,12 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
          * (six when RoPE cannot be fused) */
         for (int l = 0; l < L; l++) {
             const cuda_layer *w = &dm->layers[l];
-            if (s->mm16_rope) {
-                mm16_rope_args ra = layer_rope_args(f, kv, l);
+            mm16_rope_args ra = layer_rope_args(f, kv, l);
+            if (s->mm16_rope)
                 STEP(P_QKV, mm16_norm_qkv_rope_forward(&ra, s->x, w->attn_norm, eps, w->wqkv, R, C, st));
-            } else {
+            else
                 STEP(P_QKV, mm16_norm_forward(s->qkv, NULL, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV, st));
-            }
-            if ((rc = rope_attention(f, kv, l, R, max_keys, s->mm16_rope, 0))) return rc;
+            if ((rc = rope_attention(f, &ra, R, max_keys, s->mm16_rope, 0, 0))) return rc;
             STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, st));
             STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, st));
             STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, st));
@@ -646,11 +641,17 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         }
         return finish_forward(f, N, 1, st);
     }
+    /* the tiled attention's segments: each sequence's rows in runs of
+     * ATT_SEG_ROWS, so at most R / ATT_SEG_ROWS plus one per sequence (the
+     * cache's slots bound those; they are part of a graph's key) */
+    int max_segs = R / ATT_SEG_ROWS + kv->n_seq;
+    if (max_segs > R) max_segs = R;
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st));
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
         STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st));
-        if ((rc = rope_attention(f, kv, l, R, max_keys, 0, s->att_tiled))) return rc;
+        mm16_rope_args ra = layer_rope_args(f, kv, l);
+        if ((rc = rope_attention(f, &ra, R, max_keys, 0, s->att_tiled, max_segs))) return rc;
         STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st));
         STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st));
         STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st));
