@@ -360,6 +360,34 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
                     CHECK_OK(cllm_cuda_forward(&bf, &gk, 2, 40, tok + 20, 16, 0));
                     CHECK_MSG(memcmp(block, bf.logits, n * sizeof(float)) != 0,
                               "%s: a 16-row call gives cuBLAS' bits: the few-row path was not taken", name);
+                    memcpy(steps, bf.logits, n * sizeof(float));   /* cuBLAS' bits, for below */
+                    cllm_cuda_fwd_free(&bf);
+                }
+            }
+            /* CLLM_CUDA_FIXED_ORDER=1 with the few-row path off: decoding calls
+             * through matmul.cu's fixed-order product, batch-invariant by
+             * construction (a 16-row call == 16 one-row calls) and a route of
+             * its own (not cuBLAS' bits, which steps holds now) */
+            if (few && !setenv("CLLM_CUDA_MM16", "0", 1) && !setenv("CLLM_CUDA_FIXED_ORDER", "1", 1)) {
+                int rc_f = cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS);
+                unsetenv("CLLM_CUDA_MM16");
+                unsetenv("CLLM_CUDA_FIXED_ORDER");
+                CHECK_OK(rc_f);
+                if (!rc_f) {
+                    CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
+                    CHECK_OK(cllm_cuda_forward(&bf, &gk, 2, 40, tok + 20, 16, 0));
+                    memcpy(block, bf.logits, n * sizeof(float));
+                    CHECK_MSG(memcmp(block, steps, n * sizeof(float)) != 0,
+                              "%s: CLLM_CUDA_FIXED_ORDER=1 gives cuBLAS' bits: the fixed-order path was not taken", name);
+                    CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
+                    for (int t = 0; t < 16; t++) {
+                        CHECK_OK(cllm_cuda_forward(&bf, &gk, 2, 40 + t, tok + 20 + t, 1, 0));
+                        memcpy(steps + (size_t)t * V, bf.logits, (size_t)V * sizeof(float));
+                    }
+                    int same_f = !memcmp(block, steps, n * sizeof(float));
+                    printf("%s: CLLM_CUDA_FIXED_ORDER=1, a 16-row call vs 16 one-row calls: %s\n", name,
+                           same_f ? "bit-identical" : "differ");
+                    CHECK_MSG(same_f, "%s: the fixed-order route is not batch-invariant", name);
                     cllm_cuda_fwd_free(&bf);
                 }
             }
