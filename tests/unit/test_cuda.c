@@ -12,8 +12,10 @@
  *    of sequences of different lengths in one call, every logits row
  *    compared with the CPU's, and every device argmax with the argmax of
  *    the device's own logits row (exactly); a 16-row call against 16
- *    one-row calls and a 30-token prompt in one call against the same cut
- *    13 + 17 (bit for bit: both routes are batch-invariant);
+ *    one-row calls (the few-row path, and with CLLM_CUDA_FIXED_ORDER=1 the
+ *    fixed-order products, each shown to be taken) and a 30-token prompt in
+ *    one call against the same cut 13 + 17 (bit for bit: these routes are
+ *    batch-invariant);
  *  - the same models through forward.h's device dispatch (cllm_fwd_init_on
  *    with CLLM_DEVICE_CUDA): one ragged call (a Jacobi window, an AR step,
  *    a prompt chunk with only its last row through the LM head, a fresh
