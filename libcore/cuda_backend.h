@@ -91,6 +91,8 @@ enum {
     CLLM_CUDA_FWD_LOGITS = 1,  /* copy the logits to the host after each call */
     CLLM_CUDA_FWD_BULK = 2,    /* never the few-row path (matmul16.cu): every call's
                                   products through cuBLAS (docs/CUDA.md, "Batch invariance") */
+    CLLM_CUDA_FWD_NO_PDL = 4,  /* launch every kernel after its predecessor (no programmatic
+                                  dependent launch; as CLLM_CUDA_PDL=0) */
 };
 /* Returns 0 or a CLLM_E* code. */
 int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags);

@@ -22,8 +22,10 @@
 #             the tiny model), cllm-gen --device auto picks the GPU silently
 #             and --batch 8 == --batch 1, Jacobi == AR there;
 #          3b. cllm-bench --device cuda, 20 GSM8K prompts x 256 tokens, AR
-#             and Jacobi n=16, and HF transformers' eager generate on the same
-#             weights (scripts/hf_baseline.py) as the baseline ratio;
+#             and Jacobi n=16, the same with CLLM_CUDA_PDL=0 (the baseline of
+#             programmatic dependent launch), and HF transformers' eager
+#             generate on the same weights (scripts/hf_baseline.py) as the
+#             baseline ratio;
 #          5. test_cuda_train: the training step GPU vs CPU; test_nccl (the
 #             devices' all-reduce, one rank); test_cuda_train --bench;
 #          6. cllm-train --device cuda end to end on a tiny model (the recipe
@@ -286,7 +288,7 @@ pack
 #     (this GGUF dequantized, saved as bf16 safetensors by cllm-model-info),
 #     greedy, batch 1, on the first 5 of those prompts (it is slow; tokens/s
 #     is what is compared).
-if want 3b && have_time 200 "cllm-bench + HF baseline"; then
+if want 3b && have_time 220 "cllm-bench + HF baseline"; then
     awk '{ printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
         tests/golden/gsm8k20_ids.txt >"$tmp/p20.jsonl"
     if timeout 150 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 20 --max-new-tokens 256 -n 16 --repeat 1 \
@@ -295,6 +297,15 @@ if want 3b && have_time 200 "cllm-bench + HF baseline"; then
         ar=$("$bin/cllm-cat" -j "$tmp/bench.zst" | grep '"name":"tokens_per_s"' | grep '"method":"ar"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
         jac=$("$bin/cllm-cat" -j "$tmp/bench.zst" | grep '"name":"tokens_per_s"' | grep '"method":"jacobi"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
         note "BENCH cllm-bench --device cuda: AR ${ar:-?} tokens/s, Jacobi n=16 ${jac:-?} tokens/s"
+        # the same without programmatic dependent launch: the baseline of that change, same run
+        if CLLM_CUDA_PDL=0 timeout 150 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 20 --max-new-tokens 256 \
+            -n 16 --repeat 1 -f -o "$tmp/bench0.zst" "$tmp/p20.jsonl" 2>>"$log/bench.log"; then
+            ar0=$("$bin/cllm-cat" -j "$tmp/bench0.zst" | grep '"name":"tokens_per_s"' | grep '"method":"ar"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
+            jac0=$("$bin/cllm-cat" -j "$tmp/bench0.zst" | grep '"name":"tokens_per_s"' | grep '"method":"jacobi"' | sed 's/.*"value":\([0-9.e+-]*\).*/\1/')
+            awk -v a="${ar:-0}" -v j="${jac:-0}" -v a0="${ar0:-0}" -v j0="${jac0:-0}" 'BEGIN { printf "BENCH cllm-bench --device cuda, CLLM_CUDA_PDL=0 (same run): AR %.1f tokens/s, Jacobi %.1f; PDL speed-up AR %.3fx, Jacobi %.3fx\n", a0, j0, (a0 > 0 ? a / a0 : 0), (j0 > 0 ? j / j0 : 0) }' | tee -a "$sum"
+        else
+            note "FAIL cllm-bench --device cuda with CLLM_CUDA_PDL=0"; status=1
+        fi
     else
         note "FAIL cllm-bench --device cuda"; tail -n 5 "$log/bench.log" | tee -a "$sum"; status=1
     fi

@@ -33,10 +33,11 @@ static size_t att_smem(int HS, int keys) {
     return (size_t)(HS + 32 + slices * HS + keys) * sizeof(float);
 }
 
-/* out (R, NH*HS); q (R, NH*HS); kc, vc (S, CAP, NKV*HS); pos (R); slot (R) */
+/* out (R, NH*HS); q (R, NH*HS); kc, vc (S, CAP, NKV*HS); pos (R); slot (R);
+ * pdl: launched with programmatic stream serialization */
 __global__ void attention_forward_kernel1(floatX *out, const float *q, const floatX *kc,
                                           const floatX *vc, const int *pos, const int *slot,
-                                          int NH, int NKV, int HS, int cap) {
+                                          int NH, int NKV, int HS, int cap, int pdl) {
     extern __shared__ float smem[];
     int h = blockIdx.x, r = blockIdx.y;
     int g = h / (NH / NKV), KD = NKV * HS;
@@ -49,6 +50,19 @@ __global__ void attention_forward_kernel1(floatX *out, const float *q, const flo
     const floatX *kbase = kc + (size_t)slot[r] * cap * KD + (size_t)g * HS;   /* key j at + j*KD */
     const floatX *vbase = vc + (size_t)slot[r] * cap * KD + (size_t)g * HS;
     const float *qr = q + ((size_t)r * NH + h) * HS;
+    /* Launched with pdl, this runs while the previous kernel (q and the
+     * row's own key and value) does: the keys and values before the row's
+     * own are asked into L2 first (a hint; the writes land in L2, so an early
+     * line is never stale), then the wait. (Not otherwise: the loads follow
+     * at once, and a call of many rows would ask for each key per row.) */
+    int lines = (HS + 63) / 64;   /* 128-byte lines of a head's bf16 key */
+    for (int i = threadIdx.x; pdl && i < (n - 1) * lines; i += blockDim.x) {
+        size_t off = (size_t)(i / lines) * KD + (size_t)(i % lines) * 64;
+        prefetch_l2(kbase + off);
+        prefetch_l2(vbase + off);
+    }
+    pdl_wait();
+    pdl_launch_dependents();
     for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = qr[i];
     __syncthreads();
 
@@ -142,7 +156,7 @@ int attention_max_keys(int HS, int *max_keys) {
 
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
                       const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
-                      int max_keys, cudaStream_t stream) {
+                      int max_keys, int pdl, cudaStream_t stream) {
     if (HS % 8 || HS > 256 || NH % NKV)
         return cllm_error(CLLM_EUNSUP, "attention: head size %d / heads %d:%d not supported on CUDA",
                           HS, NH, NKV);
@@ -153,10 +167,8 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
                                                  (int)smem));
         if (rc) return rc;
     }
-    dim3 grid(NH, R);
-    attention_forward_kernel1<<<grid, ATT_THREADS, smem, stream>>>(out, q, kc, vc, pos, slot, NH,
-                                                                   NKV, HS, cap);
-    return CUDA_CHECK_LAUNCH();
+    return launch_kernel("attention_forward_kernel1", attention_forward_kernel1, dim3(NH, R), dim3(ATT_THREADS),
+                         smem, stream, pdl, out, q, kc, vc, pos, slot, NH, NKV, HS, cap, pdl);
 }
 
 /* ---- kernel2: tiled on the tensor cores ---------------------------------

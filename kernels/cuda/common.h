@@ -64,6 +64,68 @@ void cuda_op_profile_collect(cuda_op_profile *p);
 void cuda_op_profile_print(const cuda_op_profile *p, const char *what);
 void cuda_op_profile_free(cuda_op_profile *p);
 
+/* Programmatic dependent launch (sm_90). A kernel launched with pdl set
+ * (launch_kernel) may be scheduled while its predecessor in the stream still
+ * runs, once every block of the predecessor has called
+ * pdl_launch_dependents() (or exited). Until its own pdl_wait() returns it
+ * may only read what the kernels it can overlap do not write (weights; a
+ * forward call's row tables, copied before the call's first kernel, which is
+ * launched without pdl) and write nothing; pdl_wait() returns when the
+ * predecessor has finished and its writes are visible (the predecessor
+ * itself waited for its own, so all earlier work is done). Every thread of such a kernel calls
+ * pdl_wait() (the CPU emulation checks it). Launched without pdl, the wait
+ * returns at once. What is gained: the kernel's launch and its first loads
+ * overlap the predecessor's tail, which at one decoding row is most of a
+ * kernel's time (docs/CUDA.md "Where the time goes"). */
+__device__ __forceinline__ void pdl_wait(void) {
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    cudaGridDependencySynchronize();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents(void) {
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    cudaTriggerProgrammaticLaunchCompletion();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* A hint: the 128-byte line holding p into L2 (p must point into an
+ * allocation; the emulation reads the byte, so AddressSanitizer checks it). */
+__device__ __forceinline__ void prefetch_l2(const void *p) {
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    (void)*(const volatile char *)p;
+#else
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
+/* Launch k (name: for messages) on grid x block with smem bytes of dynamic
+ * shared memory on stream st; pdl: with programmatic stream serialization
+ * (above; k must call pdl_wait). 0 or the recorded error. */
+template <class... P, class... A>
+static inline int launch_kernel(const char *name, void (*k)(P...), dim3 grid, dim3 block, size_t smem,
+                                cudaStream_t st, int pdl, A... args) {
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+#ifdef CUEMU_CUDA_RUNTIME_H
+    cudaError_t e = cuemu_launch_ex(name, &cfg, k, args...);
+#else
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, args...);
+#endif
+    if (e != cudaSuccess) (void)cudaGetLastError();   /* reported here, not by a later launch's check */
+    return cuda_check_(e, name, __FILE__, __LINE__);
+}
+
 /* Sum / max over the 32 lanes of a warp; every lane gets the result. */
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

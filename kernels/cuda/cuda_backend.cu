@@ -130,6 +130,9 @@ struct cllm_cuda_state {
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
                                       inner size (for prompt calls: call_gemm_rows) */
     int fixed_order_all;           /* CLLM_CUDA_FIXED_ORDER=1: for decoding calls too */
+    int pdl;                       /* the few-row path's kernels start while their predecessor
+                                      runs (programmatic dependent launch, sm_90; common.h):
+                                      CLLM_CUDA_PDL=0 or CLLM_CUDA_FWD_NO_PDL: never */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
     fwd_stats stats;
@@ -510,6 +513,17 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
         s->fixed_order_all = fo && !strcmp(fo, "1");
+        const char *pd = getenv("CLLM_CUDA_PDL");
+        s->pdl = !(pd && !strcmp(pd, "0")) && !(flags & CLLM_CUDA_FWD_NO_PDL);
+    }
+    if (s->pdl) {   /* programmatic dependent launch needs sm_90 */
+        int dev = 0, major = 0, rc_cc = CUDA_CHECK(cudaGetDevice(&dev));
+        if (!rc_cc) rc_cc = CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        if (rc_cc) {
+            cllm_cuda_fwd_free(f);
+            return rc_cc;
+        }
+        s->pdl = major >= 9;
     }
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr && *gr ? atoi(gr) : -1;
@@ -599,7 +613,7 @@ static int rope_attention(cllm_cuda_fwd *f, const mm16_rope_args *ra, int R, int
                                             ra->cap, s->stream));
     else
         STEP(P_ATT, attention_forward(s->ao, ra->q, ra->kc, ra->vc, ra->pos, ra->slot, R, ra->NH, ra->NKV, ra->HS,
-                                      ra->cap, max_keys, s->stream));
+                                      ra->cap, max_keys, s->pdl && roped, s->stream));
     return 0;
 }
 
@@ -626,18 +640,19 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
             const cuda_layer *w = &dm->layers[l];
             mm16_rope_args ra = layer_rope_args(f, kv, l);
             if (s->mm16_rope)
-                STEP(P_QKV, mm16_norm_qkv_rope_forward(&ra, s->x, w->attn_norm, eps, w->wqkv, R, C, st));
+                STEP(P_QKV, mm16_norm_qkv_rope_forward(&ra, s->x, w->attn_norm, eps, w->wqkv, R, C, s->pdl, st));
             else
-                STEP(P_QKV, mm16_norm_forward(s->qkv, NULL, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV, st));
+                STEP(P_QKV, mm16_norm_forward(s->qkv, NULL, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV,
+                                              s->pdl, st));
             if ((rc = rope_attention(f, &ra, R, max_keys, s->mm16_rope, 0, 0))) return rc;
-            STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, st));
-            STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, st));
-            STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, st));
+            STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, s->pdl, st));
+            STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, s->pdl, st));
+            STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, s->pdl, st));
         }
-        if (N > 0) {   /* the argmax in the LM head's epilogue */
+        if (N > 0) {   /* the argmax in the LM head's epilogue (after a memset: launched without pdl) */
             STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
             STEP(P_LM, mm16_norm_forward(s->logits, s->argmax_d, s->x, dm->out_norm, lm_d, eps, dm->lm_head, N, C, V,
-                                         st));
+                                         0, st));
         }
         return finish_forward(f, N, 1, st);
     }

@@ -63,10 +63,12 @@ int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const f
  * keys 0..pos[r]; scores scaled by 1/sqrt(HS), fp32 softmax with the max
  * subtracted. max_keys >= max_r pos[r] + 1 sizes the shared memory (one
  * float per key; a graph captures it, so pass a fixed bound such as CAP).
- * Needs HS % 8 == 0 and HS <= 256. */
+ * Needs HS % 8 == 0 and HS <= 256. pdl: launched with programmatic stream
+ * serialization (common.h): the keys before each row's own are asked into
+ * L2 while the previous kernel (which writes q and the row's own key) runs. */
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
                       const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
-                      int max_keys, cudaStream_t stream);
+                      int max_keys, int pdl, cudaStream_t stream);
 /* The same on the tensor cores (attention.cu's kernel2), for HS in {16, 32,
  * 64, 128} (attention_tiled_supported): the rows come in segments, segment
  * s = rows segs[s] .. segs[s + 1] - 1, each up to 16 rows of one slot;
@@ -122,20 +124,22 @@ int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const f
 /* ---- matmul16.cu: products of up to 16 rows on the tensor cores ------- */
 /* With the ops around them fused; batch-invariant by construction (a row's
  * result never depends on the other rows or on R). R in 1..16, K % 16 == 0,
- * K <= 2048 (mm16_supported); W (OC, K) bf16 as matmul_forward's. */
+ * K <= 2048 (mm16_supported); W (OC, K) bf16 as matmul_forward's. pdl:
+ * launched with programmatic stream serialization (common.h): the kernel
+ * asks for its first weights while the previous kernel still runs. */
 enum { MM16_IN_ROWS, MM16_IN_NORM, MM16_OUT_F32, MM16_OUT_ADD, MM16_OUT_SWIGLU, MM16_OUT_QKV_ROPE };
 int mm16_supported(int K);
 /* out (R, OC) fp32 = bf16(RMSNorm(x[src(i)]) * nw) W^T; x (*, K) fp32; rows (R) or NULL.
  * keys (R) or NULL: also the argmax of each out row into keys (atomicMax of
  * argmax_key; the caller zeroes keys first) */
 int mm16_norm_forward(float *out, argmax_key_t *keys, const float *x, const float *nw, const int *rows,
-                      float eps, const floatX *W, int R, int K, int OC, cudaStream_t stream);
+                      float eps, const floatX *W, int R, int K, int OC, int pdl, cudaStream_t stream);
 /* x (R, OC) fp32 += inp W^T; inp (R, K) bf16 */
-int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC,
+int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC, int pdl,
                           cudaStream_t stream);
 /* h (R, F) bf16 = silu(g) * u, [g u] = bf16(RMSNorm(x) * nw) [Wgate; Wup]^T; Wgu (2F, K), F % 8 == 0 */
 int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
-                             int R, int K, int F, cudaStream_t stream);
+                             int R, int K, int F, int pdl, cudaStream_t stream);
 /* qkv_rope_forward's work fused into the QKV product's epilogue: the
  * product of bf16(RMSNorm(x) * nw) with Wqkv (QKV, K), then bias, RoPE, q
  * and the cache writes exactly as qkv_rope_forward (its arguments in ra).
@@ -150,6 +154,6 @@ typedef struct mm16_rope_args {
 } mm16_rope_args;
 int mm16_rope_supported(int NH, int NKV, int HS, int rope_dim);
 int mm16_norm_qkv_rope_forward(const mm16_rope_args *ra, const float *x, const float *nw, float eps,
-                               const floatX *Wqkv, int R, int K, cudaStream_t stream);
+                               const floatX *Wqkv, int R, int K, int pdl, cudaStream_t stream);
 
 #endif

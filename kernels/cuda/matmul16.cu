@@ -85,6 +85,14 @@ __host__ __device__ static inline int mm16_groups(int units, const mm16_rope_arg
     return OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(ra) : (units + 15) / 16;
 }
 
+/* The W row that lane group g feeds to n-tile nt in output group grp */
+template <int OUT>
+__device__ static inline int group_w_row(int grp, int nt, int g, int units, const rope_group &rg) {
+    if (OUT == MM16_OUT_SWIGLU) return (nt ? units : 0) + grp * 8 + g;   /* gate, up */
+    if (OUT == MM16_OUT_QKV_ROPE) return (nt ? rg.col1 : rg.col0) + g;
+    return grp * 16 + nt * 8 + g;
+}
+
 /* W (units or 2*units, K); inp (R, K) bf16 | x (*, K) fp32 with nw (K) and rows (R) or NULL;
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16; keys (R) or NULL (F32);
  * ra (QKV_ROPE; units = QKV) */
@@ -99,6 +107,24 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
     floatX *xs = reinterpret_cast<floatX *>(mm_smem_raw);             /* (16, KP) */
     float *part = reinterpret_cast<float *>(xs + (size_t)16 * KP);    /* (WARPS, NT, 16, 8) */
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
+    int groups = mm16_groups<OUT>(units, ra);
+
+    /* Launched with pdl, this runs while the previous kernel does: the first
+     * group's 16 W rows are asked into L2 (weights: nothing earlier writes
+     * them), then the wait; the next kernel may start its own prefetch once
+     * every block is past it. */
+    if ((int)blockIdx.x < groups) {
+        rope_group rg0 = {0, 0, 0, 0};
+        if (OUT == MM16_OUT_QKV_ROPE) rg0 = rope_group_at(ra, blockIdx.x);
+        int lines = (K + 63) / 64;   /* 128-byte lines of a bf16 row */
+        for (int i = threadIdx.x; i < 16 * lines; i += blockDim.x) {
+            int j = i / lines, row = group_w_row<OUT>(blockIdx.x, j / 8, j % 8, units, rg0);
+            if (row < W_rows) prefetch_l2(W + (size_t)row * K + (size_t)(i % lines) * 64);
+        }
+    }
+    pdl_wait();
+    pdl_launch_dependents();
 
     if (IN == MM16_IN_ROWS) {
         int K8 = K / 8;
@@ -128,17 +154,13 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
 
     int KS = K / 16, S = (KS + MM_WARPS - 1) / MM_WARPS;
     int ks0 = warp * S, ks1 = ks0 + S < KS ? ks0 + S : KS;
-    int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
-    int groups = mm16_groups<OUT>(units, ra);
     argmax_key_t mine = 0ull;   /* F32 with keys: this thread's best (it handles one row) */
     for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
         /* the W row this lane feeds to n-tile nt (column g of its B fragment) */
         int wrow[MM_NT];
         rope_group rg = {0, 0, 0, 0};
         if (OUT == MM16_OUT_QKV_ROPE) rg = rope_group_at(ra, grp);
-        wrow[0] = OUT == MM16_OUT_SWIGLU ? grp * 8 + g : OUT == MM16_OUT_QKV_ROPE ? rg.col0 + g : grp * 16 + g;
-        wrow[1] = OUT == MM16_OUT_SWIGLU ? units + grp * 8 + g : OUT == MM16_OUT_QKV_ROPE ? rg.col1 + g
-                                                                                           : grp * 16 + 8 + g;
+        for (int nt = 0; nt < MM_NT; nt++) wrow[nt] = group_w_row<OUT>(grp, nt, g, units, rg);
         unsigned b[MM_MAX_SEG][MM_NT][2];
 #pragma unroll
         for (int s = 0; s < MM_MAX_SEG; s++) {
@@ -238,7 +260,7 @@ int mm16_rope_supported(int NH, int NKV, int HS, int rope_dim) {
 template <int IN, int OUT>
 static int launch(const floatX *W, int K, int units, const floatX *inp, const float *x, const float *nw,
                   const int *rows, float eps, float *out, floatX *h, argmax_key_t *keys,
-                  const mm16_rope_args *ra, int R, cudaStream_t stream) {
+                  const mm16_rope_args *ra, int R, int pdl, cudaStream_t stream) {
     if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == MM16_OUT_SWIGLU && units % 8) ||
         (OUT == MM16_OUT_QKV_ROPE && !mm16_rope_supported(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
         return cllm_error(CLLM_EUNSUP, "matmul16: %d rows, inner size %d, %d outputs not supported", R, K, units);
@@ -253,30 +275,32 @@ static int launch(const floatX *W, int K, int units, const floatX *inp, const fl
     }
     int groups = mm16_groups<OUT>(units, rargs);
     int blocks = groups < MM_MAX_BLOCKS ? groups : MM_MAX_BLOCKS;
-    matmul16_forward_kernel1<IN, OUT><<<blocks, 32 * MM_WARPS, smem, stream>>>(W, K, units, inp, x, nw, rows, eps,
-                                                                              out, h, keys, rargs, R);
-    return CUDA_CHECK_LAUNCH();
+    return launch_kernel("matmul16_forward_kernel1", matmul16_forward_kernel1<IN, OUT>, dim3(blocks),
+                         dim3(32 * MM_WARPS), smem, stream, pdl, W, K, units, inp, x, nw, rows, eps, out, h, keys,
+                         rargs, R);
 }
 
 int mm16_norm_forward(float *out, argmax_key_t *keys, const float *x, const float *nw, const int *rows,
-                      float eps, const floatX *W, int R, int K, int OC, cudaStream_t stream) {
-    return launch<MM16_IN_NORM, MM16_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, keys, NULL, R, stream);
+                      float eps, const floatX *W, int R, int K, int OC, int pdl, cudaStream_t stream) {
+    return launch<MM16_IN_NORM, MM16_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, keys, NULL, R, pdl,
+                                              stream);
 }
 
-int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC,
+int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC, int pdl,
                           cudaStream_t stream) {
-    return launch<MM16_IN_ROWS, MM16_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, NULL, NULL, R,
+    return launch<MM16_IN_ROWS, MM16_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, NULL, NULL, R, pdl,
                                               stream);
 }
 
 int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
-                             int R, int K, int F, cudaStream_t stream) {
-    return launch<MM16_IN_NORM, MM16_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, NULL, NULL, R, stream);
+                             int R, int K, int F, int pdl, cudaStream_t stream) {
+    return launch<MM16_IN_NORM, MM16_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, NULL, NULL, R, pdl,
+                                                 stream);
 }
 
 int mm16_norm_qkv_rope_forward(const mm16_rope_args *ra, const float *x, const float *nw, float eps,
-                               const floatX *Wqkv, int R, int K, cudaStream_t stream) {
+                               const floatX *Wqkv, int R, int K, int pdl, cudaStream_t stream) {
     int QKV = (ra->NH + 2 * ra->NKV) * ra->HS;
     return launch<MM16_IN_NORM, MM16_OUT_QKV_ROPE>(Wqkv, K, QKV, NULL, x, nw, NULL, eps, NULL, NULL, NULL, ra, R,
-                                                   stream);
+                                                   pdl, stream);
 }

@@ -44,7 +44,8 @@ run() { # name command...
 selftest() {
     "$B/cuemu-selftest" ok || return 1
     for m in "exited-lane:has exited" "sync-vs-shuffle:waits at __syncthreads" \
-             "partial-warp:has no such thread" "copy-out-of-bounds:not inside one cudaMalloc"; do
+             "partial-warp:has no such thread" "copy-out-of-bounds:not inside one cudaMalloc" \
+             "pdl-no-wait:never called cudaGridDependencySynchronize"; do
         if "$B/cuemu-selftest" "${m%%:*}" 2> "$logs/selftest.err"; then
             echo "selftest ${m%%:*}: not refused"; return 1
         fi

@@ -267,6 +267,7 @@ struct Thread {
     unsigned mask;
     int op, arg, width;
     uint64_t val, out;
+    bool waited;           /* called cudaGridDependencySynchronize (a PDL grid's threads must) */
     void *fake_stack;      /* AddressSanitizer's bookkeeping across switches */
 };
 
@@ -286,6 +287,7 @@ void *g_sched_fake;
 const std::function<void()> *g_body;
 
 const char *g_kernel;      /* the running grid, for messages */
+bool g_pdl;                /* the running grid was launched with programmatic stream serialization */
 
 char *stack_of(int i) { return g_stacks + (size_t)i * STACK; }
 
@@ -391,7 +393,14 @@ void yield(int state) {
 #if CUEMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
+    g_cur->waited = false;
     (*g_body)();
+    /* a grid launched to overlap its predecessor must wait for it before
+     * touching what it writes; the kernels' rule is that every thread waits */
+    if (g_pdl && !g_cur->waited)
+        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream serialization "
+             "but never called cudaGridDependencySynchronize",
+             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z);
     yield(DONE);
     fail("a finished CUDA thread was resumed");
 }
@@ -500,7 +509,7 @@ void run_block(int n) {
     g_dyn = nullptr;
 }
 
-void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, bool pdl, const std::function<void()> &body) {
     if (!g_stacks) {
         size_t bytes = (size_t)MAX_THREADS * STACK;
         void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -520,6 +529,7 @@ void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, const std::f
     for (int i = 0; i < n; i++)
         g_th[i].idx = uint3{(unsigned)i % block.x, (unsigned)i / block.x % block.y, (unsigned)i / (block.x * block.y)};
     g_kernel = name;
+    g_pdl = pdl;
     g_body = &body;
     g_dyn_bytes = smem;
     cuemu_bdim = block;
@@ -558,6 +568,15 @@ uint64_t cuemu_shfl(unsigned mask, uint64_t bits, int op, int arg, int width) {
     return t->out;
 }
 
+void cudaGridDependencySynchronize(void) {
+    if (!g_cur) fail("cudaGridDependencySynchronize outside a kernel");
+    g_cur->waited = true;
+}
+
+void cudaTriggerProgrammaticLaunchCompletion(void) {
+    if (!g_cur) fail("cudaTriggerProgrammaticLaunchCompletion outside a kernel");
+}
+
 void *cuemu_shared(const void *key, size_t bytes) {
     if (!g_cur) fail("__shared__ memory outside a kernel");
     for (auto &s : g_shared)
@@ -572,29 +591,28 @@ void *cuemu_dyn_smem(void) {
     return g_dyn;
 }
 
-void cuemu::launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                   std::function<void()> body) {
+cudaError_t cuemu::launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                          bool pdl, std::function<void()> body) {
     unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
     if (!threads || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || !grid.x || !grid.y ||
         !grid.z || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
         fprintf(stderr, "cuemu: launch of %s: invalid configuration grid (%u,%u,%u) block (%u,%u,%u)\n", name,
                 grid.x, grid.y, grid.z, block.x, block.y, block.z);
-        err(cudaErrorInvalidConfiguration);
-        return;
+        return err(cudaErrorInvalidConfiguration);
     }
     auto lim = g_smem_limit.find(fn);
     size_t limit = lim == g_smem_limit.end() ? SMEM_DEFAULT : (size_t)lim->second;
     if (smem > limit) {
         fprintf(stderr, "cuemu: launch of %s: %zu bytes of dynamic shared memory, the kernel's limit is %zu%s\n", name,
                 smem, limit, lim == g_smem_limit.end() ? " (48 KiB unless cudaFuncSetAttribute raises it)" : "");
-        err(cudaErrorInvalidValue);
-        return;
+        return err(cudaErrorInvalidValue);
     }
     char what[256];
     snprintf(what, sizeof what, "kernel %s <<<(%u,%u,%u), (%u,%u,%u), %zu>>>", name, grid.x, grid.y, grid.z, block.x,
              block.y, block.z, smem);
     std::string nm = name;
-    enqueue(s, [nm, grid, block, smem, body]() { run_grid(nm.c_str(), grid, block, smem, body); }, what);
+    return enqueue(s, [nm, grid, block, smem, pdl, body]() { run_grid(nm.c_str(), grid, block, smem, pdl, body); },
+                   what);
 }
 
 /* ---- runtime API ------------------------------------------------------------ */

@@ -1,7 +1,8 @@
 /* selftest.cu: the emulator's own test (tests/cuemu/check.sh), a CUDA source
  * built like the project's through cu2cc. `selftest ok` checks what must work
  * (barriers, shuffles, shared memory, NaN-filled allocations, lazy streams,
- * graphs, launch limits, cublasGemmEx against a naive product); each other
+ * graphs, launch limits, cudaLaunchKernelEx, cublasGemmEx against a naive
+ * product); each other
  * mode does one thing the emulator must refuse, and check.sh expects it to
  * abort with the message named there. */
 #include <math.h>
@@ -66,6 +67,24 @@ __global__ void sync_vs_shuffle_kernel(float *out) {
 
 __global__ void partial_warp_kernel(float *out) { out[threadIdx.x] = warp_sum(1.0f); }
 
+/* launched with programmatic stream serialization: must wait (wait: 1) */
+__global__ void pdl_kernel(int *x, const int *add, int wait) {
+    if (wait) cudaGridDependencySynchronize();
+    cudaTriggerProgrammaticLaunchCompletion();
+    *x += *add;
+}
+static cudaError_t launch_pdl(int *x, const int *add, int wait) {
+    cudaLaunchAttribute at[1] = {};
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(1);
+    cfg.blockDim = dim3(1);
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, pdl_kernel, x, add, wait);
+}
+
 static void test_ok(void) {
     float *d_out;
     int *d_cnt, h_cnt[2];
@@ -119,6 +138,10 @@ static void test_ok(void) {
     EXPECT(cudaMemcpy(h_cnt, x, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
     EXPECT(h_cnt[0] == 5 + 1 + 2 + 3);
     EXPECT(cudaGraphExecDestroy(ge) == cudaSuccess && cudaGraphDestroy(g) == cudaSuccess);
+    /* cudaLaunchKernelEx with programmatic stream serialization runs the kernel */
+    EXPECT(launch_pdl(x, add, 1) == cudaSuccess);
+    EXPECT(cudaMemcpy(h_cnt, x, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
+    EXPECT(h_cnt[0] == 5 + 1 + 2 + 3 + 3);
 
     /* dynamic shared memory above 48 KiB needs the attribute */
     smem_kernel<<<1, 128, 64 << 10>>>(d_out);
@@ -174,6 +197,12 @@ int main(int argc, char **argv) {
         float h[65];
         cudaMemcpy(d, h, sizeof h, cudaMemcpyHostToDevice);
     } else if (!strcmp(mode, "partial-warp")) partial_warp_kernel<<<1, 16>>>(d);
+    else if (!strcmp(mode, "pdl-no-wait")) {
+        int *xi;
+        cudaMalloc(&xi, 2 * sizeof(int));
+        cudaMemset(xi, 0, 2 * sizeof(int));
+        launch_pdl(xi, xi + 1, 0);
+    }
     else {
         fprintf(stderr, "selftest: unknown mode %s\n", mode);
         return 2;

@@ -13,7 +13,8 @@
  *    compared with the CPU's, and every device argmax with the argmax of
  *    the device's own logits row (exactly); a 16-row call against 16
  *    one-row calls (the few-row path, and with CLLM_CUDA_FIXED_ORDER=1 the
- *    fixed-order products, each shown to be taken) and a 30-token prompt in
+ *    fixed-order products, each shown to be taken), the few-row path with
+ *    programmatic dependent launch against it without, and a 30-token prompt in
  *    one call against the same cut 13 + 17 (bit for bit: these routes are
  *    batch-invariant);
  *  - the same models through forward.h's device dispatch (cllm_fwd_init_on
@@ -349,6 +350,29 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             printf("%s: a 16-row call vs 16 one-row calls: %s%s\n", name, same ? "bit-identical" : "differ",
                    invariant ? "" : " (cuBLAS route in one piece: not required)");
             if (invariant) CHECK_MSG(same, "%s: the %s route is not batch-invariant", name, few ? "few-row" : "cuBLAS");
+            /* The few-row path's kernels start while their predecessor runs
+             * (programmatic dependent launch, on unless CLLM_CUDA_PDL=0); a
+             * kernel touching its predecessor's output before its wait would
+             * show here as other bits than the same calls launched one after
+             * another (on a GPU: the emulation runs grids in turn and only
+             * checks that every thread waits) */
+            if (few) {
+                cllm_cuda_fwd pf;
+                int rc_p = cllm_cuda_fwd_init(&pf, dm, 64, CLLM_CUDA_FWD_LOGITS | CLLM_CUDA_FWD_NO_PDL);
+                CHECK_OK(rc_p);
+                if (!rc_p) {
+                    CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
+                    CHECK_OK(cllm_cuda_forward(&pf, &gk, 2, 40, tok + 20, 16, 0));
+                    int same_p = !memcmp(block, pf.logits, n * sizeof(float));
+                    CHECK_OK(cllm_cuda_forward(&pf, &gk, 2, 56, tok + 3, 1, 0));
+                    same_p = same_p && !memcmp(next_a, pf.logits, (size_t)V * sizeof(float));
+                    printf("%s: the few-row path without programmatic dependent launch: %s\n", name,
+                           same_p ? "bit-identical" : "differs");
+                    CHECK_MSG(same_p, "%s: the few-row path gives other bits with programmatic dependent launch "
+                              "than without", name);
+                    cllm_cuda_fwd_free(&pf);
+                }
+            }
             /* ... and it is a route of its own: the same call through cuBLAS
              * (CLLM_CUDA_MM16=0) sums in another order, so its bits differ;
              * equal bits would mean the default never took the few-row path */
@@ -697,6 +721,25 @@ static void test_smollm2(int bench) {
             t0 = cllm_now_s();
             for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&bf, &bk, 0, P, blk, 16, 0));
             double t_j = (cllm_now_s() - t0) / reps;
+            int am_j[16];
+            memcpy(am_j, bf.argmax, sizeof am_j);
+            /* the baseline: the same steps with every kernel launched after its
+             * predecessor (no programmatic dependent launch) */
+            double t_ar0 = 0, t_j0 = 0;
+            cllm_cuda_fwd nf;
+            int rc_n = cllm_cuda_fwd_init(&nf, dm, 16, CLLM_CUDA_FWD_NO_PDL);
+            CHECK_OK(rc_n);
+            if (!rc_n) {
+                for (int w = 0; w < 20; w++) CHECK_OK(cllm_cuda_forward(&nf, &bk, 0, P, blk, 16, 0));
+                CHECK_MSG(!memcmp(am_j, nf.argmax, sizeof am_j), "16-token step: other tokens without PDL");
+                t0 = cllm_now_s();
+                for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&nf, &bk, 0, P, blk, 1, 0));
+                t_ar0 = (cllm_now_s() - t0) / reps;
+                t0 = cllm_now_s();
+                for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&nf, &bk, 0, P, blk, 16, 0));
+                t_j0 = (cllm_now_s() - t0) / reps;
+                cllm_cuda_fwd_free(&nf);
+            }
             /* 64 sequences x 16 tokens in one call (trajectory collection's shape) */
             int seqs[64], pos[64];
             int *bt = malloc(64 * 16 * sizeof(int));
@@ -713,6 +756,10 @@ static void test_smollm2(int bench) {
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
                    1e3 * t_ar, 1e3 * t_j, t_j / t_ar);
+            if (t_ar0 > 0)
+                printf("BENCH smollm2 context %d without programmatic dependent launch (baseline, same run): AR step "
+                       "%.3f ms, 16-token step %.3f ms; PDL speed-up %.2fx (AR), %.2fx (16-token)\n",
+                       P, 1e3 * t_ar0, 1e3 * t_j0, t_ar0 / t_ar, t_j0 / t_j);
             printf("BENCH smollm2 batch 64 x 16 tokens: %.3f ms per step = %.0f token-positions/s\n", 1e3 * t_b,
                    64 * 16 / t_b);
         }

@@ -196,6 +196,11 @@ extern dim3 cuemu_bdim, cuemu_gdim;
 static const int warpSize = 32;
 
 void __syncthreads(void);
+/* programmatic dependent launch: the wait is recorded (a grid launched with
+ * programmatic stream serialization fails if a thread never waits); grids run
+ * one after another here, so there is nothing to wait for */
+void cudaGridDependencySynchronize(void);
+void cudaTriggerProgrammaticLaunchCompletion(void);
 enum { CUEMU_SHFL_IDX, CUEMU_SHFL_UP, CUEMU_SHFL_DOWN, CUEMU_SHFL_XOR, CUEMU_SYNCWARP };
 /* A barrier over the lanes of mask in the current warp; returns the bits that
  * lane src(op, arg, width) passed in. */
@@ -277,9 +282,11 @@ static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); re
 /* ---- launches ---------------------------------------------------------------- */
 namespace cuemu {
 /* Validate the configuration (errors go to cudaGetLastError) and queue the
- * grid on the stream: body runs once per CUDA thread, on its fiber. */
-void launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-            std::function<void()> body);
+ * grid on the stream: body runs once per CUDA thread, on its fiber. pdl: the
+ * launch allows programmatic stream serialization (its threads must call
+ * cudaGridDependencySynchronize). */
+cudaError_t launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl,
+                   std::function<void()> body);
 
 template <class... P> struct Launch {
     void (*fn)(P...);
@@ -287,18 +294,50 @@ template <class... P> struct Launch {
     dim3 grid, block;
     size_t smem;
     cudaStream_t stream;
+    bool pdl;
     /* The arguments convert to the kernel's parameter types here, as in a
      * real launch, and are kept by value (graphs replay them). */
-    void operator()(P... a) const {
+    cudaError_t operator()(P... a) const {
         void (*f)(P...) = fn;
-        launch((const void *)f, name, grid, block, smem, stream, [=]() { f(a...); });
+        return launch((const void *)f, name, grid, block, smem, stream, pdl, [=]() { f(a...); });
     }
 };
 template <class... P>
 static inline Launch<P...> make_launch(void (*fn)(P...), const char *name, dim3 grid, dim3 block,
                                        size_t smem = 0, cudaStream_t s = 0) {
-    return Launch<P...>{fn, name, grid, block, smem, s};
+    return Launch<P...>{fn, name, grid, block, smem, s, false};
 }
 }  // namespace cuemu
+
+/* cudaLaunchKernelEx with the one attribute the project sets */
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 5 };
+struct cudaLaunchAttributeValue {
+    int programmaticStreamSerializationAllowed;
+};
+struct cudaLaunchAttribute {
+    cudaLaunchAttributeID id;
+    cudaLaunchAttributeValue val;
+};
+struct cudaLaunchConfig_t {
+    dim3 gridDim, blockDim;
+    size_t dynamicSmemBytes;
+    cudaStream_t stream;
+    cudaLaunchAttribute *attrs;
+    unsigned numAttrs;
+};
+/* the same with the kernel's name for messages (kernels/cuda/common.h's launcher passes it) */
+template <class... P, class... A>
+static inline cudaError_t cuemu_launch_ex(const char *name, const cudaLaunchConfig_t *c, void (*k)(P...), A &&...a) {
+    bool pdl = false;
+    for (unsigned i = 0; i < c->numAttrs; i++)
+        if (c->attrs[i].id == cudaLaunchAttributeProgrammaticStreamSerialization)
+            pdl = c->attrs[i].val.programmaticStreamSerializationAllowed != 0;
+    cuemu::Launch<P...> l{k, name, c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream, pdl};
+    return l(a...);
+}
+template <class... P, class... A>
+static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *c, void (*k)(P...), A &&...a) {
+    return cuemu_launch_ex("cudaLaunchKernelEx", c, k, a...);
+}
 
 #endif
