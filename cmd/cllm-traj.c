@@ -32,6 +32,9 @@ static void usage(FILE *f) {
         "      --aug               add the reference's augmented states (a random half of\n"
         "                          the wrong tokens of a state set to the fixed point's)\n"
         "      --labels            attach the prompt's reference answer, tokenized\n"
+        "      --full-window       feed the whole window at every iteration, as the\n"
+        "                          reference does, instead of only the rows after its\n"
+        "                          final part (the same records, about twice the work)\n"
         "      --field NAME        prompt text field of JSONL objects and prompt records\n"
         "                          [text, prompt, question: the first present]\n"
         "      --answer-field NAME reference answer field [answer]\n"
@@ -61,7 +64,8 @@ static void progress(void *ctx, const cllm_traj_stats *s) {
     fflush(stderr);
 }
 
-enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_SEED, OPT_DEVICE, OPT_PROGRESS };
+enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_FULL_WINDOW, OPT_SEED, OPT_DEVICE,
+       OPT_PROGRESS };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -70,10 +74,7 @@ int main(int argc, char **argv) {
         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "batch", required_argument, 0, OPT_BATCH },
         { "init", required_argument, 0, OPT_INIT }, { "aug", no_argument, 0, OPT_AUG },
-        { "labels", no_argument, 0, OPT_LABELS },   
-        
-         
-             
+        { "labels", no_argument, 0, OPT_LABELS },   { "full-window", no_argument, 0, OPT_FULL_WINDOW },
         { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
         CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE },
@@ -116,6 +117,7 @@ int main(int argc, char **argv) {
             break;
         case OPT_AUG: o.aug = 1; break;
         case OPT_LABELS: o.labels = 1; break;
+        case OPT_FULL_WINDOW: o.full_windows = 1; break;
         case OPT_SEED:
             if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
             o.seed = (uint64_t)v;

@@ -49,16 +49,19 @@ const cllm_config *cllm_cuda_model_config(const cllm_cuda_model *dm);
 /* Device bytes held by the weights. */
 size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm);
 
-/* KV cache on the device: keys (after RoPE) and values in bf16, (L, S, CAP,
- * KD) each; the lengths live on the host (rollback is host-only: positions
- * past a sequence's length are never read). */
+/* KV cache on the device: keys (after RoPE) and values in bf16, (L, S + 1,
+ * CAP, KD) each: the caller's S sequences and a scratch one (index S, never
+ * named by a caller), where the forward's padding rows put theirs (calls
+ * padded to a few row counts so that they replay captured graphs). The
+ * lengths live on the host (rollback is host-only: positions past a
+ * sequence's length are never read). */
 typedef struct cllm_cuda_kv {
     int n_layer;      /* L */
     int n_seq;        /* S */
     int cap;          /* CAP */
     int kv_dim;       /* KD */
     int max_cap;      /* the attention kernel's limit on CAP on this device */
-    void *k, *v;      /* device, bf16 (L, S, CAP, KD) */
+    void *k, *v;      /* device, bf16 (L, S + 1, CAP, KD) */
     int *len;         /* host (S) valid positions per sequence */
 } cllm_cuda_kv;
 
@@ -97,6 +100,9 @@ enum {
 /* Returns 0 or a CLLM_E* code. */
 int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags);
 void cllm_cuda_fwd_free(cllm_cuda_fwd *f);
+/* Padding rows the state's calls have carried so far (graph-replayed calls
+ * are padded to a few row counts; diagnostics and tests). */
+unsigned long long cllm_cuda_fwd_pad_rows(const cllm_cuda_fwd *f);
 
 /* cllm_forward_batch's contract on the device: the ragged batch s[0..B)
  * (distinct sequences; sequence b's T tokens at positions pos..pos+T-1, pos

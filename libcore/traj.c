@@ -28,6 +28,18 @@
  * Every iteration makes at least one more token final, so a chunk needs at
  * most n forwards; more means the forward is not deterministic, an error.
  *
+ * Only the rows that can change are fed. With z = f(y) agreeing with y on
+ * its first a tokens, the next iteration's rows 0..a have exactly the inputs
+ * they had in this one (the context's last token and y_1..y_a = z_1..z_a),
+ * so their cache rows are already in the cache, written by this iteration,
+ * and their outputs are z_1..z_{a+1}, known. The next forward feeds rows
+ * a+1..n-1 only, at positions L+a..L+n-2; the window's states and fixed
+ * point are the same as with whole windows (the forward is batch-invariant:
+ * a row's result depends on its inputs and context alone, not on which rows
+ * share its call), for about half the rows: the base model fixes ~1 token an
+ * iteration, so the skipped part grows by ~1 row each time. full_windows
+ * feeds the whole window every time, as the reference does (a baseline).
+ *
  * Continuous batching: `batch` slots, each with its own KV cache sequence
  * (prompts of any length side by side). One tick advances every active slot
  * by one step (a prompt chunk of up to PREFILL_CHUNK tokens, or one Jacobi
@@ -119,6 +131,9 @@ typedef struct slot {
     int chunk, in_chunk, n_new;
     int *st;                  /* (n, n) this chunk's states; row k-1 is the current y */
     int k;
+    int skip;                 /* leading window rows whose cache rows and outputs are
+                                 current (y's first skip tokens are final): not fed */
+    int *z;                   /* (n) f(y): the known part and the call's argmax */
     int *fixed;               /* (n) */
     int *aug;                 /* (n, n) augmented states */
     cllm_tokens *views;       /* (2n) states of a record, as token arrays */
@@ -271,7 +286,7 @@ static int slot_want(const eng *e, const slot *s) {
     int rest = s->n_ctx - 1 - s->fed;   /* context tokens not yet cached (the last one is
                                            fed as the window's first row) */
     if (rest > 0) return rest < PREFILL_CHUNK ? rest : PREFILL_CHUNK;
-    return e->n;
+    return e->n - (s->in_chunk ? s->skip : 0);
 }
 
 /* Slot s's next step as sequence d of a call, T rows (T <= slot_want; fewer
@@ -287,11 +302,13 @@ static void slot_feed(eng *e, slot *s, int T, cllm_fwd_seq *d, int *in) {
         init_guess(e, s, s->st);
         s->k = 1;
         s->in_chunk = 1;
+        s->skip = 0;
     }
+    /* window row i: the token before y_i (the context's last, then y_{i-1}) at L-1+i */
     const int *y = s->st + (size_t)(s->k - 1) * n;
-    in[0] = s->ctx[L - 1];
-    memcpy(in + 1, y, (size_t)(n - 1) * sizeof(int));
-    *d = (cllm_fwd_seq){ s->seq, L - 1, n, 0 };
+    int i0 = s->skip;
+    for (int i = i0; i < n; i++) in[i - i0] = i ? y[i - 1] : s->ctx[L - 1];
+    *d = (cllm_fwd_seq){ s->seq, L - 1 + i0, n - i0, 0 };
 }
 
 /* After the call: d was slot s's part, z its rows' argmax. */
@@ -303,7 +320,12 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
         return 0;
     }
     e->st.iterations++;
+    e->st.rows += (uint64_t)d->T;
     const int *y = s->st + (size_t)(s->k - 1) * n;
+    int i0 = n - d->T;   /* the rows before were not fed: their outputs are y's */
+    memcpy(s->z, y, (size_t)i0 * sizeof(int));
+    memcpy(s->z + i0, z, (size_t)d->T * sizeof(int));
+    z = s->z;
     int a = 0;
     while (a < n && z[a] == y[a]) a++;
     int fin = a + 1 < n ? a + 1 : n;          /* z[0..fin) are final */
@@ -320,6 +342,8 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
                           "(the forward pass is not deterministic)", (long long)s->p.id, s->chunk, n);
     memcpy(s->st + (size_t)s->k * n, z, (size_t)n * sizeof(int));
     s->k++;
+    /* rows 0..a of the next window have this window's inputs (y_<=a = z_<=a) */
+    if (!e->o->full_windows) s->skip = fin;
     return 0;
 }
 
@@ -395,8 +419,9 @@ static int eng_init(eng *e) {
         s->st = cllm_malloc((size_t)n * n * sizeof(int));
         s->aug = cllm_malloc((size_t)n * n * sizeof(int));
         s->fixed = cllm_malloc((size_t)n * sizeof(int));
+        s->z = cllm_malloc((size_t)n * sizeof(int));
         s->views = cllm_calloc((size_t)2 * n, sizeof *s->views);
-        if (!s->st || !s->aug || !s->fixed || !s->views) return CLLM_ENOMEM;
+        if (!s->st || !s->aug || !s->fixed || !s->z || !s->views) return CLLM_ENOMEM;
     }
     return 0;
 }
@@ -406,7 +431,7 @@ static void eng_free(eng *e) {
         slot *s = &e->slots[i];
         cllm_prompt_free(&s->p);
         cllm_tokens_free(&s->labels);
-        free(s->ctx); free(s->st); free(s->aug); free(s->fixed); free(s->views);
+        free(s->ctx); free(s->st); free(s->aug); free(s->fixed); free(s->z); free(s->views);
     }
     free(e->slots);
     free(e->calls);

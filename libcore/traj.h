@@ -46,6 +46,7 @@ typedef struct cllm_traj_stats {
     uint64_t records;          /* traj records written */
     uint64_t forwards;         /* forward passes, prefill chunks included */
     uint64_t iterations;       /* Jacobi iterations (window forwards) */
+    uint64_t rows;             /* window rows fed (n per iteration with full_windows) */
     uint64_t tokens;           /* fixed-point tokens produced */
     uint64_t states;           /* states written (augmented ones included) */
 } cllm_traj_stats;
@@ -56,6 +57,9 @@ typedef struct cllm_traj_opts {
     int init;                  /* enum cllm_traj_init */
     int aug;                   /* add the reference's augmented states */
     int labels;                /* attach the prompt's reference answer, tokenized */
+    int full_windows;          /* feed the whole window every iteration, as the
+                                  reference does, instead of only the rows after its
+                                  final part (same records; a baseline) */
     uint64_t seed;
     int batch;                 /* sequences in flight, >= 1 (1); one forward call per
                                   step for all of them */

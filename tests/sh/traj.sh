@@ -2,13 +2,14 @@
 # traj.sh: cllm-traj end to end.
 #   SmolLM2, 4 GSM8K prompts, n = 8, 32 new tokens: every record's last state
 #   differs from fixed, fixed is a fixed point of the model, the chunks joined
-#   equal cllm-gen --method ar; --batch 1 == --batch 8; shards 0/3, 1/3, 2/3
+#   equal cllm-gen --method ar; --batch 1 == --batch 8 (also with
+#   --full-window: every window row fed); shards 0/3, 1/3, 2/3
 #   joined == the unsharded run; --labels; cllm-cat --check passes.
 #   The tiny model (tests/golden/tiny-qwen2, prompts of 1..300 token ids, some
 #   answers ending in EOS at every place in a chunk): every state steps to the
 #   next (the states are a Jacobi trajectory), the EOS cuts chunks right, the
 #   same with --init vocab|pad,
-#   batch sizes 1/4/17 agree, --aug adds exactly the reference's augmented
+#   batch sizes 1/4/17 agree (and --full-window), --aug adds exactly the reference's augmented
 #   states, --seed changes the states and not the fixed points, SIGINT leaves
 #   a cut stream of whole records.
 set -eu
@@ -34,6 +35,8 @@ trajs "$T/b1.zst" | head -1 | grep -q '"id":0,"chunk":0,' || fail "first record 
 run --batch 8 "$T/p.jsonl" > "$T/b8.zst"
 trajs "$T/b1.zst" > "$T/b1.jsonl"
 trajs "$T/b8.zst" | cmp - "$T/b1.jsonl" || fail "--batch 8 differs from --batch 1"
+run --batch 8 --full-window "$T/p.jsonl" | trajs | cmp - "$T/b1.jsonl" ||
+    fail "--full-window (every row of every window fed) differs from the default (only the rows that can change)"
 
 for i in 0 1 2; do run --batch 2 --shard $i/3 "$T/p.jsonl" > "$T/s$i.zst"; done
 cat "$T/s0.zst" "$T/s1.zst" "$T/s2.zst" | "$B/cllm-cat" --check -q -
@@ -71,6 +74,7 @@ tiny > "$T/t1.zst"
 grep -q ' 7 eos, .*: ok$' "$T/v.txt" || fail "traj-verify on the tiny model (7 answers end in EOS)"
 trajs "$T/t1.zst" > "$T/t1.jsonl"
 for b in 4 17; do tiny --batch $b | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --batch $b differs from --batch 1"; done
+tiny --batch 4 --full-window | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --full-window differs from the default"
 # Long answers: the KV cache grows (512 -> 1024 positions for the 300-token
 # prompt) while other sequences are in flight.
 tiny --max-new-tokens 300 | trajs > "$T/long1.jsonl"

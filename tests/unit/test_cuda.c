@@ -14,8 +14,9 @@
  *    the device's own logits row (exactly); a 16-row call against 16
  *    one-row calls (the few-row path, and with CLLM_CUDA_FIXED_ORDER=1 the
  *    fixed-order products, each shown to be taken), the few-row path with
- *    programmatic dependent launch against it without, and a 30-token prompt in
- *    one call against the same cut 13 + 17 (bit for bit: these routes are
+ *    programmatic dependent launch against it without, a 30-token prompt in
+ *    one call against the same cut 13 + 17, and calls padded to a graph's
+ *    row count against the same unpadded (bit for bit: these routes are
  *    batch-invariant);
  *  - the same models through forward.h's device dispatch (cllm_fwd_init_on
  *    with CLLM_DEVICE_CUDA): one ragged call (a Jacobi window, an AR step,
@@ -452,6 +453,53 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         }
         free(one);
         free(cut);
+    }
+    /* Calls that replay graphs are padded to a few row counts (padding rows
+     * in the cache's scratch sequence, through the same kernels); on the
+     * batch-invariant routes a padded call gives its real rows, and their
+     * cache rows, what the unpadded call gives, bit for bit: a 30-row prompt
+     * call (fixed-order products), and with CLLM_CUDA_FIXED_ORDER=1 a call
+     * of 20 rows all through the LM head (a window call, padded with LM-head
+     * rows); each followed by a step of the unpadded state reading the cache.
+     * The states without logits pad (graphs); those with logits never do. */
+    {
+        const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+        int graphs = !(getenv("CLLM_CUDA_GRAPHS") && !strcmp(getenv("CLLM_CUDA_GRAPHS"), "0"));
+        int required = !(gr && *gr && atoi(gr) == 0);
+        float *ref = malloc((size_t)V * sizeof(float));
+        CHECK(ref != NULL);
+        for (int kind = 0; ref && kind < 2 && !check_failures; kind++) {
+            int T = kind ? 20 : 30, lm_from = kind ? 0 : 29, am_pad[20], am_ref[20];
+            if (kind && setenv("CLLM_CUDA_FIXED_ORDER", "1", 1)) continue;
+            cllm_cuda_fwd pf, uf;   /* padded (no logits), unpadded (logits) */
+            int rc_p = cllm_cuda_fwd_init(&pf, dm, 64, 0), rc_u = cllm_cuda_fwd_init(&uf, dm, 64, CLLM_CUDA_FWD_LOGITS);
+            if (kind) unsetenv("CLLM_CUDA_FIXED_ORDER");
+            CHECK_OK(rc_p);
+            CHECK_OK(rc_u);
+            if (!rc_p && !rc_u) {
+                for (int rep = 0; rep < 3; rep++) {   /* the third replays the graph captured at the second */
+                    CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+                    CHECK_OK(cllm_cuda_forward(&pf, &gk, 2, 0, tok, T, lm_from));
+                }
+                memcpy(am_pad, pf.argmax + lm_from, (size_t)(T - lm_from) * sizeof(int));
+                CHECK_OK(cllm_cuda_forward(&uf, &gk, 2, T, tok + T, 1, 0));
+                memcpy(ref, uf.logits, (size_t)V * sizeof(float));
+                CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+                CHECK_OK(cllm_cuda_forward(&uf, &gk, 2, 0, tok, T, lm_from));
+                memcpy(am_ref, uf.argmax + lm_from, (size_t)(T - lm_from) * sizeof(int));
+                CHECK_OK(cllm_cuda_forward(&uf, &gk, 2, T, tok + T, 1, 0));
+                unsigned long long pad = cllm_cuda_fwd_pad_rows(&pf);
+                int same = !memcmp(am_pad, am_ref, (size_t)(T - lm_from) * sizeof(int)) &&
+                           !memcmp(ref, uf.logits, (size_t)V * sizeof(float));
+                printf("%s: a %d-row %s call padded with %llu rows in 3 calls vs unpadded: %s\n", name, T,
+                       kind ? "window (CLLM_CUDA_FIXED_ORDER=1)" : "prompt", pad, same ? "bit-identical" : "differ");
+                if (graphs) CHECK_MSG(pad == 3ull * (64 - T), "%s: %llu padding rows, expected %d", name, pad, 3 * (64 - T));
+                if (required) CHECK_MSG(same, "%s: padding rows change a %d-row call's results or cache", name, T);
+            }
+            if (!rc_p) cllm_cuda_fwd_free(&pf);
+            if (!rc_u) cllm_cuda_fwd_free(&uf);
+        }
+        free(ref);
     }
     /* argument errors change nothing */
     {
