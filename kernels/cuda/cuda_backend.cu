@@ -621,6 +621,10 @@ static int rope_attention(cllm_cuda_fwd *f, const mm16_rope_args *ra, int R, int
     return 0;
 }
 
+/* A call of up to 16 rows all through the LM head (a decode step, a Jacobi
+ * window) takes matmul16.cu's few-row path, when the state has it. */
+static int few_row_call(const struct cllm_cuda_state *s, int R, int N) { return s->mm16 && R <= 16 && N == R; }
+
 /* The stream work of one call, no synchronisation (so it can be captured):
  * meta_h holds tokens, pos, slot, lm rows, attention segments; argmax (N) lands in argmax_h. */
 static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int max_keys) {
@@ -637,7 +641,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, META_INTS((size_t)M) * sizeof(int),
                                             cudaMemcpyHostToDevice, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
-    if (s->mm16 && R <= 16 && N == R) {
+    if (few_row_call(s, R, N)) {
         /* a decode step: matmul16.cu's fused products, five launches a layer
          * (six when RoPE cannot be fused) */
         for (int l = 0; l < L; l++) {
@@ -797,14 +801,17 @@ static int run_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int n_o
     return 0;
 }
 
-/* The row count a graph-replayed call is padded to: up to 16 rows as they
- * are (the few-row path; a decode step's handful of layouts), then multiples
- * of 64 up to 1024, of 256 up to 4096, of 1024 beyond; at most M. A batch
- * whose rows vary from tick to tick (Jacobi windows feeding only their rows
- * that can change, prompt chunks) so replays a few dozen graphs instead of
- * launching op by op, for at most 1/16 more rows (1/4 under 1024). */
+/* The row count a graph-replayed call of R rows is padded to: 16 up to 16
+ * rows, then multiples of 64 up to 1024, of 256 up to 4096, of 1024 beyond;
+ * at most M. A batch whose rows vary from tick to tick (Jacobi windows
+ * feeding only their rows that can change, prompt chunks) so replays a few
+ * dozen graphs instead of launching op by op, for at most 1/16 more rows
+ * (1/4 under 1024), and its cuBLAS products see a few row counts only (the
+ * one at 16 rows is what a --batch 1 window call always had). Calls that
+ * take the few-row path are not padded (its cost does not depend on R, nor
+ * do its results). */
 static int row_bucket(int R, int M) {
-    int g = R <= 16 ? 1 : R <= 1024 ? 64 : R <= 4096 ? 256 : 1024;
+    int g = R <= 16 ? 16 : R <= 1024 ? 64 : R <= 4096 ? 256 : 1024;
     int b = (R + g - 1) / g * g;
     return b < M ? b : M;
 }
@@ -858,7 +865,7 @@ extern "C" int cllm_cuda_forward_seqs(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const 
      * dropped. Every route computes a row from its own inputs and cache
      * alone, so they change nothing else (test_cuda). */
     int n_out = N, Rp = R;
-    if (s->use_graphs && !f->want_logits) {
+    if (s->use_graphs && !f->want_logits && !few_row_call(s, R, N)) {
         Rp = row_bucket(R, M);
         if (Rp - R > kv->cap) Rp = R;
         for (int r = R; r < Rp; r++) {
