@@ -101,6 +101,35 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
 #endif
 }
 
+/* cp.async (sm_80): 16 bytes from global to shared memory without passing
+ * through registers, so a tile's loads for the next step are in flight while
+ * the current one is used; valid = 0 writes 16 zero bytes instead (gmem must
+ * still be a valid address). cp_async_commit() closes the thread's group of
+ * copies; cp_async_wait<N>() waits until at most N of its groups are still
+ * in flight; a __syncthreads() after it shows the data to the block. The
+ * emulation copies at once. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int valid) {
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    if (valid) memcpy(smem, gmem, 16);
+    else memset(smem, 0, 16);
+#else
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit(void) {
+#if !defined(CUEMU_CUDA_RUNTIME_H)
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void) {
+#if !defined(CUEMU_CUDA_RUNTIME_H)
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 /* Launch k (name: for messages) on grid x block with smem bytes of dynamic
  * shared memory on stream st; pdl: with programmatic stream serialization
  * (above; k must call pdl_wait). 0 or the recorded error. */

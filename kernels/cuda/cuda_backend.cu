@@ -687,8 +687,16 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         else if (N > 0)
             STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st));
     }
-    if (N > 0) STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
-    return finish_forward(f, N, 0, st);
+    /* no logits wanted and the fixed-order route: the argmax in the product's
+     * epilogue (the logits are never written) */
+    int fused = N > 0 && G == MATMUL_FIXED_ORDER && !f->want_logits;
+    if (fused) {
+        STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
+        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, st));
+    } else if (N > 0) {
+        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
+    }
+    return finish_forward(f, N, fused, st);
 }
 
 /* After the LM head: argmax on the device (unless the LM head did it:

@@ -120,6 +120,12 @@ int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaSt
 enum { MATMUL_FIXED_ORDER = -1 };
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
                    int R, int C, int OC, int rows_per_call, cudaStream_t stream);
+/* The fixed-order product's argmax only: keys (R) get each row of inp W^T's
+ * argmax_key (atomicMax: the caller zeroes keys first); the product's sums
+ * are matmul_forward's with MATMUL_FIXED_ORDER, bit for bit, and no (R, OC)
+ * output is written (the LM head when no logits are wanted). C % 16 == 0. */
+int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC,
+                          cudaStream_t stream);
 
 /* ---- matmul16.cu: products of up to 16 rows on the tensor cores ------- */
 /* With the ops around them fused; batch-invariant by construction (a row's

@@ -461,7 +461,9 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
      * call (fixed-order products), and with CLLM_CUDA_FIXED_ORDER=1 a call
      * of 20 rows all through the LM head (a window call, padded with LM-head
      * rows); each followed by a step of the unpadded state reading the cache.
-     * The states without logits pad (graphs); those with logits never do. */
+     * The states without logits pad (graphs) and, on the fixed-order route,
+     * take the argmax in the LM head's epilogue; those with logits never do
+     * either, so this also checks that argmax against the separate one. */
     {
         const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
         int graphs = !(getenv("CLLM_CUDA_GRAPHS") && !strcmp(getenv("CLLM_CUDA_GRAPHS"), "0"));
@@ -494,7 +496,9 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
                 printf("%s: a %d-row %s call padded with %llu rows in 3 calls vs unpadded: %s\n", name, T,
                        kind ? "window (CLLM_CUDA_FIXED_ORDER=1)" : "prompt", pad, same ? "bit-identical" : "differ");
                 if (graphs) CHECK_MSG(pad == 3ull * (64 - T), "%s: %llu padding rows, expected %d", name, pad, 3 * (64 - T));
-                if (required) CHECK_MSG(same, "%s: padding rows change a %d-row call's results or cache", name, T);
+                if (required)
+                    CHECK_MSG(same, "%s: a %d-row call, padded and without logits (argmax in the LM head's "
+                              "epilogue), differs from it unpadded with logits", name, T);
             }
             if (!rc_p) cllm_cuda_fwd_free(&pf);
             if (!rc_u) cllm_cuda_fwd_free(&uf);
