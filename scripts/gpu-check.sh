@@ -13,6 +13,9 @@
 #   scripts/gpu-check.sh run [BUILD]     device call 2 (carry .stage/b), at once:
 #        joins the model (sha256 checked), unpacks test_cuda, then
 #          1. nvidia-smi;
+#          1b. test_cuda on the tiny models; if it fails, the newest changes
+#             are switched off one at a time until it passes (below), and the
+#             rest runs with those switches;
 #          2. test_cuda --bench: CUDA vs CPU logits (tiny random models,
 #             SmolLM2), GPU AR vs CPU AR, Jacobi == AR on the GPU, timings;
 #             the ragged batch and cllm-traj's engine at --batch 8 == 1 on
@@ -194,15 +197,26 @@ if [ -z "${CLLM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl.s
 fi
 
 pack
-# 1b. the few-row tensor-core path (matmul16.cu) on the tiny models first (~2 s):
-#     if it fails there, the rest of the run goes without it (CLLM_CUDA_MM16=0)
-#     so that the other steps still say something.
-if [ "${CLLM_CUDA_MM16:-1}" != 0 ] && ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/mm16-tiny.log" 2>&1; then
-    note "FAIL test_cuda on the tiny models with matmul16.cu: the rest runs with CLLM_CUDA_MM16=0"
-    grep -E 'CHECK|FAIL|error' "$log/mm16-tiny.log" | head -n 5 | tee -a "$sum"
-    CLLM_CUDA_MM16=0
-    export CLLM_CUDA_MM16
+# 1b. test_cuda on the tiny models first (~2 s each). If it fails, the newest
+#     unmeasured changes are turned off one at a time, newest first, until it
+#     passes, and the rest of the run goes with those switches, so that the
+#     other steps still say something (and the summary says which change broke):
+#     programmatic dependent launch (CLLM_CUDA_PDL=0), the few-row path
+#     (CLLM_CUDA_MM16=0), graph padding (CLLM_CUDA_GRAPHS=0), the fixed-order
+#     product for prompt calls (CLLM_CUDA_GEMM_ROWS=64).
+if ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-default.log" 2>&1; then
+    note "FAIL test_cuda on the tiny models with the default kernels:"
+    grep -E 'CHECK|FAIL|error' "$log/tiny-default.log" | head -n 5 | tee -a "$sum"
     status=1
+    for sw in CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
+        export "${sw?}"
+        if CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-${sw%%=*}.log" 2>&1; then
+            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): the rest runs so"
+            break
+        fi
+        note "FAIL test_cuda on the tiny models also with $sw"
+        grep -E 'CHECK|FAIL|error' "$log/tiny-${sw%%=*}.log" | head -n 3 | tee -a "$sum"
+    done
 fi
 
 pack
