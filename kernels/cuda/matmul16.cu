@@ -110,16 +110,18 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
     int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
     int groups = mm16_groups<OUT>(units, ra);
 
-    /* Launched with pdl, this runs while the previous kernel does: the first
-     * group's 16 W rows are asked into L2 (weights: nothing earlier writes
-     * them), then the wait; the next kernel may start its own prefetch once
-     * every block is past it. */
-    if ((int)blockIdx.x < groups) {
+    /* Launched with pdl, this runs while the previous kernel does: the W
+     * rows of the block's groups (16 each) are asked into L2 (weights:
+     * nothing earlier writes them), then the wait; the next kernel may start
+     * its own prefetch once every block is past it. (A block with several
+     * groups, the LM head's, so also has its later groups' rows on the way
+     * while it works on the first.) */
+    for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
         rope_group rg0 = {0, 0, 0, 0};
-        if (OUT == MM16_OUT_QKV_ROPE) rg0 = rope_group_at(ra, blockIdx.x);
+        if (OUT == MM16_OUT_QKV_ROPE) rg0 = rope_group_at(ra, grp);
         int lines = (K + 63) / 64;   /* 128-byte lines of a bf16 row */
         for (int i = threadIdx.x; i < 16 * lines; i += blockDim.x) {
-            int j = i / lines, row = group_w_row<OUT>(blockIdx.x, j / 8, j % 8, units, rg0);
+            int j = i / lines, row = group_w_row<OUT>(grp, j / 8, j % 8, units, rg0);
             if (row < W_rows) prefetch_l2(W + (size_t)row * K + (size_t)(i % lines) * 64);
         }
     }
