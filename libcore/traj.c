@@ -10,9 +10,10 @@
  * y = f(y). That is what this file does, so the states it writes are exactly
  * the reference's (the fixed point is the same either way: greedy AR).
  *
- * One iteration is one forward of n rows: the context's last token and
- * y_1..y_{n-1} at positions L-1..L+n-2 (L = context length; the cache holds
- * the context minus its last token); the argmax after row i is f(y)_{i+1}.
+ * One iteration is one forward of the window's n rows (or of its last rows
+ * only, below): the context's last token and y_1..y_{n-1} at positions
+ * L-1..L+n-2 (L = context length; the cache holds the context minus its last
+ * token); the argmax after row i is f(y)_{i+1}.
  * y_n never needs a forward (nothing in the window depends on it).
  *
  * Stopping without the reference's confirming pass: if z = f(y) agrees with y
@@ -348,8 +349,8 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
 }
 
 /* One tick: every active slot one step. The Jacobi windows go first, in calls
- * of their own (one call on CUDA: n rows per window, a layout that repeats from
- * tick to tick and so replays its captured graph), then the prompt chunks,
+ * of their own (one call on CUDA, padded by the backend to one of a few row
+ * counts, so that it replays a captured graph), then the prompt chunks,
  * whose lengths vary; each in as few calls as the row limit allows. A window
  * is never split; a prompt chunk is shortened to the room left. */
 static int tick(eng *e, int *active) {
