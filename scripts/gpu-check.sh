@@ -17,7 +17,8 @@
 #             are switched off one at a time until it passes (below), and the
 #             rest runs with those switches;
 #          2. test_cuda --bench: CUDA vs CPU logits (tiny random models,
-#             SmolLM2), GPU AR vs CPU AR, Jacobi == AR on the GPU, timings;
+#             SmolLM2), GPU AR vs CPU AR (20 prompts, CLLM_LONG=1), Jacobi
+#             == AR on the GPU, timings;
 #             the ragged batch and cllm-traj's engine at --batch 8 == 1 on
 #             the GPU, --batch 64 trajectory tokens/s;
 #          3. the programs: cllm-traj --device cuda --batch 8 == --batch 1
@@ -220,9 +221,10 @@ if ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-default.log" 2>&1; then
 fi
 
 pack
-# 2. parity, Jacobi == AR, benchmark (the CPU reference uses the machine's cores)
+# 2. parity, Jacobi == AR, benchmark (the CPU reference uses the machine's cores);
+#    CLLM_LONG=1: greedy AR GPU vs CPU over all 20 GSM8K prompts (issue 7's count)
 if want 2; then
-timeout 240 "$t" --bench >"$log/test_cuda.log" 2>&1
+CLLM_LONG=1 timeout 300 "$t" --bench >"$log/test_cuda.log" 2>&1
 rc=$?
 grep -E '^(ok|skip|device|tiny|smollm2|NEAR-TIE|BENCH)' "$log/test_cuda.log" | tee -a "$sum"
 if [ $rc -ne 0 ]; then note "FAIL test_cuda (exit $rc)"; tail -n 20 "$log/test_cuda.log" | tee -a "$sum"; status=1

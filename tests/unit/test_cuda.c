@@ -895,7 +895,10 @@ int main(int argc, char **argv) {
     char name[256];
     CHECK_OK(cllm_cuda_device_name(name, sizeof name));
     printf("device: %s\n", name);
-    kernels_set_threads(4);
+    {   /* the CPU reference on the machine's cores (16 at most; its results do not depend on the count) */
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        kernels_set_threads(nc < 1 ? 1 : nc > 16 ? 16 : (int)nc);
+    }
     cllm_config c = small_config("qwen2", 2, 128, 4, 2, 32, 256, 512, 0, 1);
     c.rms_eps = 1e-6f;
     c.rope_dim = 16;   /* partial rotary: dims 16..31 of each head pass through */
