@@ -75,6 +75,12 @@ grep -q ' 7 eos, .*: ok$' "$T/v.txt" || fail "traj-verify on the tiny model (7 a
 trajs "$T/t1.zst" > "$T/t1.jsonl"
 for b in 4 17; do tiny --batch $b | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --batch $b differs from --batch 1"; done
 tiny --batch 4 --full-window | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --full-window differs from the default"
+# ... and the default does feed fewer rows: the progress line's rows per iteration
+rows() { tiny --batch 4 --progress "$@" 2>&1 >/dev/null | tr '\r' '\n' | grep -o '[0-9.]* rows/iteration' | tail -1 | cut -d' ' -f1; }
+rd=$(rows) rf=$(rows --full-window)
+echo "tiny: $rd rows/iteration, $rf with --full-window (n = 8)"
+[ "$rf" = 8.0 ] || fail "--full-window: $rf rows/iteration, expected 8.0"
+awk -v r="$rd" 'BEGIN { exit !(r > 0 && r < 6) }' || fail "only the changing rows: $rd rows/iteration, expected well under 8"
 # Long answers: the KV cache grows (512 -> 1024 positions for the 300-token
 # prompt) while other sequences are in flight.
 tiny --max-new-tokens 300 | trajs > "$T/long1.jsonl"
