@@ -37,7 +37,8 @@
  * a+1..n-1 only, at positions L+a..L+n-2; the window's states and fixed
  * point are the same as with whole windows (the forward is batch-invariant:
  * a row's result depends on its inputs and context alone, not on which rows
- * share its call), for about half the rows: the base model fixes ~1 token an
+ * share its call; on CUDA's default cuBLAS route only up to the sums' last
+ * bits, docs/CUDA.md), for about half the rows: the base model fixes ~1 token an
  * iteration, so the skipped part grows by ~1 row each time. full_windows
  * feeds the whole window every time, as the reference does (a baseline).
  *
