@@ -103,6 +103,9 @@ void cllm_cuda_fwd_free(cllm_cuda_fwd *f);
 /* Padding rows the state's calls have carried so far (graph-replayed calls
  * are padded to a few row counts; diagnostics and tests). */
 unsigned long long cllm_cuda_fwd_pad_rows(const cllm_cuda_fwd *f);
+/* Calls enqueued (op by op or into a graph) with the fixed-order route's
+ * fused epilogues (matmul.cu; tests). */
+unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);
 
 /* cllm_forward_batch's contract on the device: the ragged batch s[0..B)
  * (distinct sequences; sequence b's T tokens at positions pos..pos+T-1, pos

@@ -16,6 +16,8 @@ __device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
 __global__ void argmax_forward_kernel1(argmax_key_t *keys, const float *logits, int V) {
     __shared__ float sv[32];
     __shared__ int si[32];
+    pdl_wait();
+    pdl_launch_dependents();
     const float *row = logits + (size_t)blockIdx.x * V;
     float v = -INFINITY;
     int id = 0x7fffffff;
@@ -35,7 +37,7 @@ __global__ void argmax_forward_kernel1(argmax_key_t *keys, const float *logits, 
     }
 }
 
-int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaStream_t stream) {
-    argmax_forward_kernel1<<<R, 512, 0, stream>>>(keys, logits, V);
-    return CUDA_CHECK_LAUNCH();
+int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, int pdl, cudaStream_t stream) {
+    return launch_kernel("argmax_forward_kernel1", argmax_forward_kernel1, dim3(R), dim3(512), 0, stream, pdl, keys,
+                         logits, V);
 }

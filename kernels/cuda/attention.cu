@@ -7,7 +7,8 @@
  *   p = softmax(s)                                 (fp32, max subtracted)
  *   out[r,h] = bf16(sum_j p[j] v[z, j, g])         (fp32 accumulation)
  *
- * kernel1: one block of 128 threads per (h, r): grid (NH, R).
+ * kernel1: one block of `threads` (128, 256 or 512; blockDim) per (h, r):
+ * grid (NH, R).
  *   1. q[r,h] into shared memory;
  *   2. one thread per key (strided): a 16-byte-load dot product over HS,
  *      the score kept in shared memory (one float per key);
@@ -17,6 +18,11 @@
  *      decode step has one row: 9 blocks for SmolLM2, so this pass is bound by
  *      load latency, not bandwidth; measured on an H200, docs/CUDA.md);
  *      slices reduced in shared memory in a fixed order.
+ * At one row a block's passes are rounds of dependent loads: with 128
+ * threads and 350 keys, 3 rounds of keys and 6 of values (4 keys each);
+ * 256 threads halve both (the default since session 7, unmeasured; the
+ * bits depend on the thread count, which is fixed per state, so a row's
+ * result still never depends on the other rows).
  * Shared memory: (HS + 32 + slices*HS + max_keys) floats, dynamic; above
  * 48 KiB the launcher raises the kernel's limit (up to the device's opt-in
  * maximum, 227 KiB on H100: about 57,000 keys).
@@ -26,12 +32,14 @@
 #include "flash_tile.h"
 #include "kernels_cuda.h"
 
-enum { ATT_THREADS = 128 };
+enum { ATT_MAX_THREADS = 512 };
 
-static size_t att_smem(int HS, int keys) {
-    int slices = ATT_THREADS / (HS / 8);
+static size_t att_smem(int HS, int keys, int threads) {
+    int slices = threads / (HS / 8);
     return (size_t)(HS + 32 + slices * HS + keys) * sizeof(float);
 }
+
+int attention_threads_supported(int threads) { return threads == 128 || threads == 256 || threads == 512; }
 
 /* out (R, NH*HS); q (R, NH*HS); kc, vc (S, CAP, NKV*HS); pos (R); slot (R);
  * pdl: launched with programmatic stream serialization */
@@ -149,25 +157,28 @@ int attention_max_keys(int HS, int *max_keys) {
     if ((rc = CUDA_CHECK(cudaGetDevice(&dev)))) return rc;
     if ((rc = CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev))))
         return rc;
-    long long k = (long long)optin / (long long)sizeof(float) - (long long)att_smem(HS, 0) / 4;
+    /* for any thread count */
+    long long k = (long long)optin / (long long)sizeof(float) - (long long)att_smem(HS, 0, ATT_MAX_THREADS) / 4;
     *max_keys = k > 0 ? (int)k : 0;
     return 0;
 }
 
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
                       const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
-                      int max_keys, int pdl, cudaStream_t stream) {
+                      int max_keys, int threads, int pdl, cudaStream_t stream) {
     if (HS % 8 || HS > 256 || NH % NKV)
         return cllm_error(CLLM_EUNSUP, "attention: head size %d / heads %d:%d not supported on CUDA",
                           HS, NH, NKV);
-    size_t smem = att_smem(HS, max_keys);
+    if (!attention_threads_supported(threads))
+        return cllm_error(CLLM_EINVAL, "attention: %d threads a block (128, 256 or 512)", threads);
+    size_t smem = att_smem(HS, max_keys, threads);
     if (smem > 48 * 1024) {
         int rc = CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel1,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  (int)smem));
         if (rc) return rc;
     }
-    return launch_kernel("attention_forward_kernel1", attention_forward_kernel1, dim3(NH, R), dim3(ATT_THREADS),
+    return launch_kernel("attention_forward_kernel1", attention_forward_kernel1, dim3(NH, R), dim3(threads),
                          smem, stream, pdl, out, q, kc, vc, pos, slot, NH, NKV, HS, cap, pdl);
 }
 
@@ -199,6 +210,8 @@ attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const f
     __shared__ uint4 at_smem[(AT_TILE * (HS + 8) + HS * (AT_TILE + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(at_smem);   /* (64, HS + 8) */
     floatX *vt = ks + AT_TILE * (HS + 8);                /* (HS, 64 + 8) */
+    pdl_wait();
+    pdl_launch_dependents();
     int r0 = segs[blockIdx.x];
     if (r0 >= R) return;
     int r1 = segs[blockIdx.x + 1];
@@ -257,21 +270,21 @@ int attention_tiled_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 
 
 int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
                             const int *slot, const int *segs, int max_segs, int R, int NH, int NKV, int HS,
-                            int cap, cudaStream_t stream) {
+                            int cap, int pdl, cudaStream_t stream) {
     if (NKV < 1 || NH % NKV)
         return cllm_error(CLLM_EUNSUP, "attention: heads %d:%d not supported on CUDA", NH, NKV);
     if (max_segs < 1 || max_segs > R)
         return cllm_error(CLLM_EINVAL, "attention: %d segments for %d rows", max_segs, R);
     dim3 grid(max_segs, NKV * ceil_div(NH / NKV, AT_WARPS)), block(32 * AT_WARPS);
-#define AT_LAUNCH(S) \
-    attention_forward_kernel2<S><<<grid, block, 0, stream>>>(out, q, kc, vc, pos, slot, segs, R, NH, NKV, cap)
+#define AT_LAUNCH(S)                                                                                        \
+    return launch_kernel("attention_forward_kernel2", attention_forward_kernel2<S>, grid, block, 0, stream, pdl, out, \
+                         q, kc, vc, pos, slot, segs, R, NH, NKV, cap)
     switch (HS) {
-    case 16: AT_LAUNCH(16); break;
-    case 32: AT_LAUNCH(32); break;
-    case 64: AT_LAUNCH(64); break;
-    case 128: AT_LAUNCH(128); break;
+    case 16: AT_LAUNCH(16);
+    case 32: AT_LAUNCH(32);
+    case 64: AT_LAUNCH(64);
+    case 128: AT_LAUNCH(128);
     default: return cllm_error(CLLM_EUNSUP, "attention (tiled): head size %d", HS);
     }
 #undef AT_LAUNCH
-    return CUDA_CHECK_LAUNCH();
 }

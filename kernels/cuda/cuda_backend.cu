@@ -94,6 +94,7 @@ enum { PROF_EVENTS = 1024 };
 typedef struct fwd_stats {
     int on;
     unsigned long long calls, graph_runs, captures, plain_runs, rows, pad_rows;
+    unsigned long long fused_enqueues;            /* counted even when not on (tests) */
     double t_capture, t_plain, t_graph, t_wait;   /* host seconds */
     cuda_op_profile prof;                         /* CLLM_CUDA_PROFILE */
 } fwd_stats;
@@ -124,15 +125,19 @@ struct cllm_cuda_state {
                                       head) take matmul16.cu's fused tensor-core path
                                       (CLLM_CUDA_MM16=0: never) */
     int mm16_rope;                 /* ... with RoPE and the cache write fused into the
-                                      QKV product (mm16_rope_supported) */
+                                      QKV product (qkv_rope_fusable) */
+    int att_threads;               /* attention.cu's kernel1 block (CLLM_CUDA_ATT_THREADS=128|256|512) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
                                       inner size (for prompt calls: call_gemm_rows) */
     int fixed_order_all;           /* CLLM_CUDA_FIXED_ORDER=1: for decoding calls too */
-    int pdl;                       /* the few-row path's kernels start while their predecessor
-                                      runs (programmatic dependent launch, sm_90; common.h):
-                                      CLLM_CUDA_PDL=0 or CLLM_CUDA_FWD_NO_PDL: never */
+    int fuse;                      /* on the fixed-order route, the residual adds and SwiGLU
+                                      in the products' epilogues (CLLM_CUDA_FUSE=0: never) */
+    int fuse_rope;                 /* ... and bias + RoPE + the cache write (qkv_rope_fusable) */
+    int pdl;                       /* every kernel after a call's copies starts while its
+                                      predecessor runs (programmatic dependent launch, sm_90;
+                                      common.h): CLLM_CUDA_PDL=0 or CLLM_CUDA_FWD_NO_PDL: never */
     fwd_graph graphs[GRAPH_SLOTS];
     unsigned long long calls;      /* forward calls, the graphs' LRU clock */
     fwd_stats stats;
@@ -433,6 +438,10 @@ extern "C" unsigned long long cllm_cuda_fwd_pad_rows(const cllm_cuda_fwd *f) {
     return f && f->st ? f->st->stats.pad_rows : 0;
 }
 
+extern "C" unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f) {
+    return f && f->st ? f->st->stats.fused_enqueues : 0;
+}
+
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;
@@ -511,12 +520,21 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         const char *mm = getenv("CLLM_CUDA_MM16");
         s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
                   mm16_supported(dm->QD) && mm16_supported(c->d_ff);
-        s->mm16_rope = s->mm16 && mm16_rope_supported(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
+        s->mm16_rope = s->mm16 && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
         const char *at = getenv("CLLM_CUDA_ATTENTION");
         s->att_tiled = !(at && !strcmp(at, "1")) && attention_tiled_supported(c->head_dim);
+        const char *an = getenv("CLLM_CUDA_ATT_THREADS");
+        s->att_threads = an && *an ? atoi(an) : 256;
+        if (!attention_threads_supported(s->att_threads)) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_ATT_THREADS=%s: 128, 256 or 512", an);
+        }
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
         s->fixed_order_all = fo && !strcmp(fo, "1");
+        const char *fu = getenv("CLLM_CUDA_FUSE");
+        s->fuse = !(fu && !strcmp(fu, "0")) && c->d_ff % 8 == 0;
+        s->fuse_rope = s->fuse && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
         const char *pd = getenv("CLLM_CUDA_PDL");
         s->pdl = !(pd && !strcmp(pd, "0")) && !(flags & CLLM_CUDA_FWD_NO_PDL);
     }
@@ -588,13 +606,13 @@ static int finish_forward(cllm_cuda_fwd *f, int N, int fused, cudaStream_t st);
 /* Where layer l's bias + RoPE + cache write go (q, the cache slices, and
  * the per-row positions and slots): rope.cu's arguments, or the fused QKV
  * epilogue's (matmul16.cu). */
-static mm16_rope_args layer_rope_args(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l) {
+static qkv_rope_args layer_rope_args(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l) {
     const cllm_cuda_model *dm = f->m;
     const cllm_config *c = &dm->cfg;
     struct cllm_cuda_state *s = f->st;
     int M = f->max_rows;
     size_t layer_elems = ((size_t)kv->n_seq + 1) * kv->cap * kv->kv_dim;   /* + the scratch sequence */
-    mm16_rope_args ra = {s->q, (floatX *)kv->k + (size_t)l * layer_elems, (floatX *)kv->v + (size_t)l * layer_elems,
+    qkv_rope_args ra = {s->q, (floatX *)kv->k + (size_t)l * layer_elems, (floatX *)kv->v + (size_t)l * layer_elems,
                          dm->layers[l].bqkv, dm->inv_freq, s->meta_d + M, s->meta_d + 2 * M,
                          c->n_head, c->n_head_kv, c->head_dim, c->rope_dim, kv->cap};
     return ra;
@@ -604,20 +622,20 @@ static mm16_rope_args layer_rope_args(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int l)
  * roped), then attention (tiled: attention.cu's kernel2 over the call's
  * segments, at most max_segs of them; else kernel1, a block per (head,
  * row)): qkv in, ao out. */
-static int rope_attention(cllm_cuda_fwd *f, const mm16_rope_args *ra, int R, int max_keys, int roped, int tiled,
+static int rope_attention(cllm_cuda_fwd *f, const qkv_rope_args *ra, int R, int max_keys, int roped, int tiled,
                           int max_segs) {
     struct cllm_cuda_state *s = f->st;
     int rc;
     if (!roped)
         STEP(P_ROPE, qkv_rope_forward(ra->q, ra->kc, ra->vc, s->qkv, ra->bias, ra->inv_freq, ra->pos, ra->slot, R,
-                                      ra->NH, ra->NKV, ra->HS, ra->rope_dim, ra->cap, s->stream));
+                                      ra->NH, ra->NKV, ra->HS, ra->rope_dim, ra->cap, s->pdl, s->stream));
     if (tiled)
         STEP(P_ATT, attention_tiled_forward(s->ao, ra->q, ra->kc, ra->vc, ra->pos, ra->slot,
                                             s->meta_d + 4 * f->max_rows, max_segs, R, ra->NH, ra->NKV, ra->HS,
-                                            ra->cap, s->stream));
+                                            ra->cap, s->pdl, s->stream));
     else
         STEP(P_ATT, attention_forward(s->ao, ra->q, ra->kc, ra->vc, ra->pos, ra->slot, R, ra->NH, ra->NKV, ra->HS,
-                                      ra->cap, max_keys, s->pdl && roped, s->stream));
+                                      ra->cap, max_keys, s->att_threads, s->pdl, s->stream));
     return 0;
 }
 
@@ -640,28 +658,33 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     mark(s, -1);
     STEP(P_META, CUDA_CHECK(cudaMemcpyAsync(s->meta_d, s->meta_h, META_INTS((size_t)M) * sizeof(int),
                                             cudaMemcpyHostToDevice, st)));
+    /* the LM head's argmax keys, where its epilogue takes the argmax
+     * (atomicMax): zeroed here, so that every kernel after the copies can
+     * be launched with pdl */
+    int few = few_row_call(s, R, N), fused_head = N > 0 && (few || (G == MATMUL_FIXED_ORDER && !f->want_logits));
+    if (fused_head)
+        STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
-    if (few_row_call(s, R, N)) {
+    int pdl = s->pdl;
+    if (few) {
         /* a decode step: matmul16.cu's fused products, five launches a layer
          * (six when RoPE cannot be fused) */
         for (int l = 0; l < L; l++) {
             const cuda_layer *w = &dm->layers[l];
-            mm16_rope_args ra = layer_rope_args(f, kv, l);
+            qkv_rope_args ra = layer_rope_args(f, kv, l);
             if (s->mm16_rope)
-                STEP(P_QKV, mm16_norm_qkv_rope_forward(&ra, s->x, w->attn_norm, eps, w->wqkv, R, C, s->pdl, st));
+                STEP(P_QKV, mm16_norm_qkv_rope_forward(&ra, s->x, w->attn_norm, eps, w->wqkv, R, C, pdl, st));
             else
                 STEP(P_QKV, mm16_norm_forward(s->qkv, NULL, s->x, w->attn_norm, NULL, eps, w->wqkv, R, C, dm->QKV,
-                                              s->pdl, st));
+                                              pdl, st));
             if ((rc = rope_attention(f, &ra, R, max_keys, s->mm16_rope, 0, 0))) return rc;
-            STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, s->pdl, st));
-            STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, s->pdl, st));
-            STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, s->pdl, st));
+            STEP(P_WO, mm16_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, pdl, st));
+            STEP(P_GU, mm16_norm_swiglu_forward(s->h, s->x, w->ffn_norm, eps, w->wgu, R, C, F, pdl, st));
+            STEP(P_DOWN, mm16_residual_forward(s->x, s->h, w->wdown, R, F, C, pdl, st));
         }
-        if (N > 0) {   /* the argmax in the LM head's epilogue (after a memset: launched without pdl) */
-            STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
+        if (N > 0)   /* the argmax in the LM head's epilogue */
             STEP(P_LM, mm16_norm_forward(s->logits, s->argmax_d, s->x, dm->out_norm, lm_d, eps, dm->lm_head, N, C, V,
-                                         0, st));
-        }
+                                         pdl, st));
         return finish_forward(f, N, 1, st);
     }
     /* the tiled attention's segments: each sequence's rows in runs of
@@ -670,33 +693,44 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
      * graph's key) */
     int max_segs = R / ATT_SEG_ROWS + kv->n_seq + 1;   /* + the scratch sequence's padding rows */
     if (max_segs > R) max_segs = R;
-    STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, st));
+    /* On the fixed-order route the ops after the products go into their
+     * epilogues (matmul.cu; same bits): a layer is norm, qkv + RoPE,
+     * attention, wo + residual, norm, gate/up + SwiGLU, down + residual */
+    int fuse = G == MATMUL_FIXED_ORDER && s->fuse, fuse_rope = fuse && s->fuse_rope;
+    s->stats.fused_enqueues += (unsigned long long)fuse;
+    STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, pdl, st));
     for (int l = 0; l < L; l++) {
         const cuda_layer *w = &dm->layers[l];
-        STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, st));
-        mm16_rope_args ra = layer_rope_args(f, kv, l);
-        if ((rc = rope_attention(f, &ra, R, max_keys, 0, s->att_tiled, max_segs))) return rc;
-        STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, st));
-        STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, st));
-        STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, st));
-        STEP(P_SWIGLU, swiglu_forward(s->h, s->gu, R, F, st));
-        STEP(P_DOWN, matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, st));
-        if (l + 1 < L)
-            STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->layers[l + 1].attn_norm, NULL, R, C,
-                                                  eps, st));
-        else if (N > 0)
-            STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, dm->out_norm, lm_d, N, C, eps, st));
+        const float *next_norm = l + 1 < L ? dm->layers[l + 1].attn_norm : dm->out_norm;
+        const int *next_rows = l + 1 < L ? NULL : lm_d;
+        int next_n = l + 1 < L ? R : N;
+        qkv_rope_args ra = layer_rope_args(f, kv, l);
+        if (fuse_rope) STEP(P_QKV, matmul_qkv_rope_forward(&ra, s->xn, w->wqkv, R, C, pdl, st));
+        else STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, pdl, st));
+        if ((rc = rope_attention(f, &ra, R, max_keys, fuse_rope, s->att_tiled, max_segs))) return rc;
+        if (fuse) {
+            STEP(P_WO, matmul_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, pdl, st));
+            STEP(P_NORM, rmsnorm_forward(s->xn, s->x, w->ffn_norm, NULL, R, C, eps, pdl, st));
+            STEP(P_GU, matmul_swiglu_forward(s->h, s->xn, w->wgu, R, C, F, pdl, st));
+            STEP(P_DOWN, matmul_residual_forward(s->x, s->h, w->wdown, R, F, C, pdl, st));
+            if (next_n > 0) STEP(P_NORM, rmsnorm_forward(s->xn, s->x, next_norm, next_rows, next_n, C, eps, pdl, st));
+            continue;
+        }
+        STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, pdl, st));
+        STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, pdl, st));
+        STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, pdl, st));
+        STEP(P_SWIGLU, swiglu_forward(s->h, s->gu, R, F, pdl, st));
+        STEP(P_DOWN, matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, pdl, st));
+        if (next_n > 0)
+            STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, next_norm, next_rows, next_n, C, eps, pdl, st));
     }
-    /* no logits wanted and the fixed-order route: the argmax in the product's
-     * epilogue (the logits are never written) */
-    int fused = N > 0 && G == MATMUL_FIXED_ORDER && !f->want_logits;
-    if (fused) {
-        STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
-        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, st));
-    } else if (N > 0) {
-        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, st));
-    }
-    return finish_forward(f, N, fused, st);
+    /* no logits wanted and the fixed-order route: the argmax in the
+     * product's epilogue (keys zeroed above; the logits are never written) */
+    if (fused_head)
+        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, st));
+    else if (N > 0)
+        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, st));
+    return finish_forward(f, N, fused_head, st);
 }
 
 /* After the LM head: argmax on the device (unless the LM head did it:
@@ -705,7 +739,7 @@ static int finish_forward(cllm_cuda_fwd *f, int N, int fused, cudaStream_t st) {
     struct cllm_cuda_state *s = f->st;
     int V = f->m->cfg.vocab, M = f->max_rows, rc;
     if (N > 0) {
-        if (!fused) STEP(P_ARGMAX, argmax_forward(s->argmax_d, s->logits, N, V, st));
+        if (!fused) STEP(P_ARGMAX, argmax_forward(s->argmax_d, s->logits, N, V, s->pdl, st));
         STEP(P_COPY, CUDA_CHECK(cudaMemcpyAsync(s->argmax_h, s->argmax_d, (size_t)N * sizeof *s->argmax_d,
                                                 cudaMemcpyDeviceToHost, st)));
         /* logits: one copy per run of consecutive rows (one run per sequence) */

@@ -15,6 +15,12 @@
  *   N    rows the LM head runs for (gathered, N <= R)
  *   QKV  NH*HS + 2*NKV*HS (q, k, v side by side in one row)
  *   KD   NKV*HS;  CAP positions per cached sequence;  S sequences in the cache
+ * pdl (the launchers' last argument before the stream): launch with
+ * programmatic stream serialization (common.h): the kernel may be scheduled
+ * while its predecessor runs, and waits for it before touching anything
+ * the predecessor writes. Only for kernels whose predecessor is a kernel
+ * (after a copy or memset: 0).
+ *
  * Per-call data that changes from step to step (token ids, positions, cache
  * slots, gathered rows) is read from device arrays, never passed by value, so
  * a captured CUDA graph of one row layout stays valid from step to step:
@@ -38,12 +44,12 @@ int embedding_forward(float *out, const int *tokens, const floatX *wte, int R, i
  * LM head's gather, NULL for every row in place).
  * xn (n, C) bf16; x (R, C) fp32; rows (n) or NULL; weight (C) fp32 */
 int rmsnorm_forward(floatX *xn, const float *x, const float *weight, const int *rows, int n,
-                    int C, float eps, cudaStream_t stream);
+                    int C, float eps, int pdl, cudaStream_t stream);
 /* Fused residual add: x[src] += proj[src], then xn[i] = RMSNorm(x[src]) * weight.
  * Rows that are not gathered are left alone (after the last layer only the LM
  * head's rows matter). xn (n, C) bf16; x (R, C) fp32 in place; proj (R, C) fp32 */
 int residual_rmsnorm_forward(floatX *xn, float *x, const float *proj, const float *weight,
-                             const int *rows, int n, int C, float eps, cudaStream_t stream);
+                             const int *rows, int n, int C, float eps, int pdl, cudaStream_t stream);
 
 /* ---- rope.cu: bias, RoPE and the KV-cache write after the QKV product --- */
 /* qkv (R, QKV) fp32, the output of xn Wqkv^T; bias (QKV) fp32 or NULL;
@@ -55,7 +61,19 @@ int residual_rmsnorm_forward(floatX *xn, float *x, const float *proj, const floa
  * inv_freq[i] in fp32, dims >= rope_dim pass through. */
 int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const float *bias,
                      const float *inv_freq, const int *pos, const int *slot, int R, int NH,
-                     int NKV, int HS, int rope_dim, int cap, cudaStream_t stream);
+                     int NKV, int HS, int rope_dim, int cap, int pdl, cudaStream_t stream);
+/* The same work in a product's epilogue (matmul16.cu, matmul.cu): where q
+ * and the cache slices go, the bias, the table, the row tables. Needs
+ * rope_dim % 16 == 0, (HS - rope_dim) % 16 == 0 (qkv_rope_fusable; KD is
+ * then a multiple of 16 too). */
+typedef struct qkv_rope_args {
+    float *q;
+    floatX *kc, *vc;
+    const float *bias, *inv_freq;
+    const int *pos, *slot;
+    int NH, NKV, HS, rope_dim, cap;
+} qkv_rope_args;
+int qkv_rope_fusable(int NH, int NKV, int HS, int rope_dim);
 
 /* ---- attention.cu: causal GQA attention over the KV cache -------------- */
 /* out (R, NH, HS) bf16; q (R, NH, HS) fp32 after RoPE; kc, vc (S, CAP, KD)
@@ -65,10 +83,13 @@ int qkv_rope_forward(float *q, floatX *kc, floatX *vc, const float *qkv, const f
  * float per key; a graph captures it, so pass a fixed bound such as CAP).
  * Needs HS % 8 == 0 and HS <= 256. pdl: launched with programmatic stream
  * serialization (common.h): the keys before each row's own are asked into
- * L2 while the previous kernel (which writes q and the row's own key) runs. */
+ * L2 while the previous kernel (which writes q and the row's own key) runs.
+ * threads: a block's (attention_threads_supported: 128, 256, 512); the
+ * bits depend on it. */
+int attention_threads_supported(int threads);
 int attention_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc,
                       const int *pos, const int *slot, int R, int NH, int NKV, int HS, int cap,
-                      int max_keys, int pdl, cudaStream_t stream);
+                      int max_keys, int threads, int pdl, cudaStream_t stream);
 /* The same on the tensor cores (attention.cu's kernel2), for HS in {16, 32,
  * 64, 128} (attention_tiled_supported): the rows come in segments, segment
  * s = rows segs[s] .. segs[s + 1] - 1, each up to 16 rows of one slot;
@@ -80,15 +101,16 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
 int attention_tiled_supported(int HS);
 int attention_tiled_forward(floatX *out, const float *q, const floatX *kc, const floatX *vc, const int *pos,
                             const int *slot, const int *segs, int max_segs, int R, int NH, int NKV, int HS,
-                            int cap, cudaStream_t stream);
+                            int cap, int pdl, cudaStream_t stream);
 /* Largest max_keys attention_forward accepts for head size HS on this device
- * (shared memory per block); 0 with an error recorded when it cannot ask. */
+ * (shared memory per block, at any thread count); 0 with an error recorded
+ * when it cannot ask. */
 int attention_max_keys(int HS, int *max_keys);
 
 /* ---- swiglu.cu: h = silu(gate) * up ------------------------------------ */
 /* h (R, F) bf16; gu (R, 2F) fp32: row r holds gate (F) then up (F), the
  * output of one product with [Wgate; Wup] (2F, C) */
-int swiglu_forward(floatX *h, const float *gu, int R, int F, cudaStream_t stream);
+int swiglu_forward(floatX *h, const float *gu, int R, int F, int pdl, cudaStream_t stream);
 
 /* ---- argmax.cu: per row, the lowest id wins a tie ---------------------- */
 /* The result travels as a 64-bit key, so that partial results (blocks of the
@@ -107,7 +129,7 @@ __host__ __device__ static inline int argmax_key_id(argmax_key_t key) {
     return key ? (int)~(unsigned)key : 0;
 }
 /* keys (R); logits (R, V) fp32 */
-int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaStream_t stream);
+int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, int pdl, cudaStream_t stream);
 
 /* ---- matmul.cu: out = inp W^T via cublasGemmEx ------------------------- */
 /* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16 (PyTorch Linear
@@ -119,13 +141,26 @@ int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, cudaSt
  * == 0; no padding). */
 enum { MATMUL_FIXED_ORDER = -1 };
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, int rows_per_call, cudaStream_t stream);
-/* The fixed-order product's argmax only: keys (R) get each row of inp W^T's
- * argmax_key (atomicMax: the caller zeroes keys first); the product's sums
- * are matmul_forward's with MATMUL_FIXED_ORDER, bit for bit, and no (R, OC)
- * output is written (the LM head when no logits are wanted). C % 16 == 0. */
+                   int R, int C, int OC, int rows_per_call, int pdl, cudaStream_t stream);
+/* The fixed-order product with the op after it in its epilogue
+ * (epilogue.h); each one's sums are matmul_forward's with
+ * MATMUL_FIXED_ORDER, bit for bit, and the fused op's elements those of its
+ * own kernel, so fusing changes no result. C % 16 == 0.
+ * argmax: keys (R) get each row of inp W^T's argmax_key (atomicMax: the
+ * caller zeroes keys first); no (R, OC) output is written (the LM head when
+ * no logits are wanted). */
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC,
+                          int pdl, cudaStream_t stream);
+/* residual: x (R, OC) fp32 += inp W^T */
+int matmul_residual_forward(float *x, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
+                            cudaStream_t stream);
+/* swiglu: h (R, F) bf16 = silu(g) u, [g u] = inp [Wgate; Wup]^T (swiglu_forward's
+ * elements); Wgu (2F, C), F % 8 == 0 */
+int matmul_swiglu_forward(floatX *h, const floatX *inp, const floatX *Wgu, int R, int C, int F, int pdl,
                           cudaStream_t stream);
+/* qkv + RoPE: inp Wqkv^T, then qkv_rope_forward's work (ra; qkv_rope_fusable) */
+int matmul_qkv_rope_forward(const qkv_rope_args *ra, const floatX *inp, const floatX *Wqkv, int R, int C, int pdl,
+                            cudaStream_t stream);
 
 /* ---- matmul16.cu: products of up to 16 rows on the tensor cores ------- */
 /* With the ops around them fused; batch-invariant by construction (a row's
@@ -133,7 +168,7 @@ int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *w
  * K <= 2048 (mm16_supported); W (OC, K) bf16 as matmul_forward's. pdl:
  * launched with programmatic stream serialization (common.h): the kernel
  * asks for its first weights while the previous kernel still runs. */
-enum { MM16_IN_ROWS, MM16_IN_NORM, MM16_OUT_F32, MM16_OUT_ADD, MM16_OUT_SWIGLU, MM16_OUT_QKV_ROPE };
+enum { MM16_IN_ROWS, MM16_IN_NORM };
 int mm16_supported(int K);
 /* out (R, OC) fp32 = bf16(RMSNorm(x[src(i)]) * nw) W^T; x (*, K) fp32; rows (R) or NULL.
  * keys (R) or NULL: also the argmax of each out row into keys (atomicMax of
@@ -148,18 +183,9 @@ int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float e
                              int R, int K, int F, int pdl, cudaStream_t stream);
 /* qkv_rope_forward's work fused into the QKV product's epilogue: the
  * product of bf16(RMSNorm(x) * nw) with Wqkv (QKV, K), then bias, RoPE, q
- * and the cache writes exactly as qkv_rope_forward (its arguments in ra).
- * Needs rope_dim % 16 == 0, (HS - rope_dim) % 16 == 0, KD % 16 == 0
- * (mm16_rope_supported). */
-typedef struct mm16_rope_args {
-    float *q;
-    floatX *kc, *vc;
-    const float *bias, *inv_freq;
-    const int *pos, *slot;
-    int NH, NKV, HS, rope_dim, cap;
-} mm16_rope_args;
-int mm16_rope_supported(int NH, int NKV, int HS, int rope_dim);
-int mm16_norm_qkv_rope_forward(const mm16_rope_args *ra, const float *x, const float *nw, float eps,
+ * and the cache writes exactly as qkv_rope_forward (its arguments in ra;
+ * qkv_rope_fusable). */
+int mm16_norm_qkv_rope_forward(const qkv_rope_args *ra, const float *x, const float *nw, float eps,
                                const floatX *Wqkv, int R, int K, int pdl, cudaStream_t stream);
 
 #endif

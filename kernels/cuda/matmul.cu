@@ -11,61 +11,95 @@
  * (at the price of ceil(R/G) calls). G = 0: one call of R rows.
  *
  * G = MATMUL_FIXED_ORDER: kernel1 below instead of cuBLAS, one launch for any
- * R: a block of 4 warps takes a 64-row x 64-output tile; per 64-wide K chunk,
- * in order, the inp and W tiles go to shared memory (rows past R or OC and
- * columns past K as zeros) and each warp adds its 16 rows x 64 outputs as
- * 4 k-steps x 8 n-tiles of mma.sync m16n8k16 (bf16 in, fp32 accumulate).
- * Two shared-memory stages: chunk c + 1 is copied (cp.async) while chunk c
- * is multiplied, so the global loads' latency is hidden instead of paid once
- * a chunk. Every output is summed in the same order whatever R is and
- * whatever else is in the call: batch-invariant by construction, without the
- * launches of G-row pieces. Needs K % 16 == 0.
+ * R: a block of 4 warps takes 64 rows x 4 output groups (epilogue.h: 16
+ * outputs each, for a plain product the 64 outputs 64 bx ..); per 64-wide
+ * K chunk, in order, the inp tile and the groups' 64 W rows go to shared
+ * memory (rows past R or the W rows and columns past K as zeros) and each
+ * warp adds its 16 rows x 64 outputs as 4 k-steps x 8 n-tiles of mma.sync
+ * m16n8k16 (bf16 in, fp32 accumulate). Two shared-memory stages: chunk
+ * c + 1 is copied (cp.async) while chunk c is multiplied, so the global
+ * loads' latency is hidden instead of paid once a chunk. Every output is
+ * summed in the same order whatever R is and whatever else is in the call:
+ * batch-invariant by construction, without the launches of G-row pieces.
+ * Needs K % 16 == 0.
  *
- * matmul_argmax_forward: the same product for the LM head when only the
- * rows' argmax is wanted: each warp reduces its rows' best over the tile's
- * 64 outputs (argmax_key: value, then the lower id) and adds it to the row's
- * key with one atomicMax; the (R, OC) fp32 logits are never written (at
- * 49,152 outputs a row that is 200 KB a row written and read back). */
+ * The epilogue (epilogue.h) is the plain fp32 output or the op after the
+ * product: the residual add (wo, down), SwiGLU (gate/up), bias + RoPE + the
+ * cache writes (qkv), the LM head's argmax. A fused op's elements are its
+ * own kernel's, so the fused and unfused routes give the same bits
+ * (test_cuda); fusing saves the op's launch and the fp32 round trip of the
+ * product's output. The argmax: each warp reduces its rows' best over the
+ * tile's 64 outputs (argmax_key: value, then the lower id) and adds it to
+ * the row's key with one atomicMax; the (R, OC) fp32 logits are never
+ * written (at 49,152 outputs that is 200 KB a row written and read back).
+ *
+ * pdl (common.h): the blocks of the first row tile ask their W rows into L2,
+ * then every block waits for the predecessor. */
+#include "epilogue.h"
 #include "flash_tile.h"
-#include "kernels_cuda.h"
 
-enum { MT_TILE = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8 };
-enum { MT_OUT_F32, MT_OUT_ARGMAX };
+enum { MT_TILE = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8, MT_GROUPS = MT_TILE / 16 };
+enum { MT_ROWS_PER_THREAD = MT_TILE * (MT_K / 8) / (32 * MT_WARPS) };   /* 16-byte copies a thread makes per operand */
+static_assert(MT_ROWS_PER_THREAD * 32 * MT_WARPS == MT_TILE * (MT_K / 8), "the copies divide evenly");
 
-/* Chunk k0 of the block's inp rows r0.. and W rows c0.. into one stage (as,
- * bs: (64, MT_LD) each), zeros past R, OC and K; asynchronous (cp.async). */
-__device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floatX *inp, const floatX *W, int r0,
-                                              int c0, int k0, int R, int K, int OC) {
-    int kc = min(MT_K, K - k0);
-    for (int i = threadIdx.x; i < MT_TILE * (MT_K / 8); i += blockDim.x) {
-        int r = i / (MT_K / 8), c = (i % (MT_K / 8)) * 8;
-        int va = c < kc && r0 + r < R, vb = c < kc && c0 + r < OC;
-        cp_async16(as + (size_t)r * MT_LD + c, va ? inp + (size_t)(r0 + r) * K + k0 + c : inp, va);
-        cp_async16(bs + (size_t)r * MT_LD + c, vb ? W + (size_t)(c0 + r) * K + k0 + c : W, vb);
+/* Chunk k0 of the block's inp and W rows into one stage (as, bs: (64, MT_LD)
+ * each), zeros for rows past R or the W rows (NULL) and columns past K;
+ * asynchronous (cp.async). Thread t copies columns 8 (t % 8) .. of tile rows
+ * t / 8 + 16 i (i < MT_ROWS_PER_THREAD): arow[i], wrow[i]. */
+__device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floatX *const *arow,
+                                              const floatX *const *wrow, const floatX *any, int k0, int K) {
+    int c = (threadIdx.x % 8) * 8, kc = min(MT_K, K - k0);
+#pragma unroll
+    for (int i = 0; i < MT_ROWS_PER_THREAD; i++) {
+        int r = threadIdx.x / 8 + 16 * i, va = c < kc && arow[i], vb = c < kc && wrow[i];
+        cp_async16(as + (size_t)r * MT_LD + c, va ? arow[i] + k0 + c : any, va);
+        cp_async16(bs + (size_t)r * MT_LD + c, vb ? wrow[i] + k0 + c : any, vb);
     }
 }
 
-/* OUT = MT_OUT_F32: out (R, OC) fp32 = inp (R, K) bf16 x W (OC, K)^T bf16;
- * MT_OUT_ARGMAX: keys (R) atomicMax'ed with each row's best of the tile.
- * grid (ceil(OC/64), ceil(R/64)), block 128 */
+/* inp (R, K) bf16, W (w_rows<OUT>(units), K) bf16; per OUT (epilogue.h):
+ * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16 | keys (R) | ra.
+ * grid (ceil(out_groups / 4), ceil(R / 64)), block 128 */
 template <int OUT>
 __global__ void __launch_bounds__(32 * MT_WARPS)
-matmul_forward_kernel1(float *out, argmax_key_t *keys, const floatX *inp, const floatX *W, int R, int K, int OC) {
+matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
+                       argmax_key_t *keys, qkv_rope_args ra, int pdl) {
     __shared__ uint4 mt_smem[2 * 2 * MT_TILE * MT_LD / 8];   /* 2 stages x (inp tile, W tile) */
     floatX *stage0 = reinterpret_cast<floatX *>(mt_smem);
-    int r0 = blockIdx.y * MT_TILE, c0 = blockIdx.x * MT_TILE;
+    int r0 = blockIdx.y * MT_TILE, grp0 = blockIdx.x * MT_GROUPS, groups = out_groups<OUT>(units, ra);
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
+    /* the tile rows this thread copies: inp rows r0 + tr, W rows of group grp0 + tr / 16 */
+    const floatX *arow[MT_ROWS_PER_THREAD], *wrow[MT_ROWS_PER_THREAD];
+#pragma unroll
+    for (int i = 0; i < MT_ROWS_PER_THREAD; i++) {
+        int tr = threadIdx.x / 8 + 16 * i, grp = grp0 + tr / 16;
+        rope_group rg = {0, 0, 0, 0};
+        if (OUT == EPI_QKV_ROPE && grp < groups) rg = rope_group_at(ra, grp);
+        int wr = grp < groups ? group_w_row<OUT>(grp, (tr / 8) % 2, tr % 8, units, rg) : -1;
+        arow[i] = r0 + tr < R ? inp + (size_t)(r0 + tr) * K : NULL;
+        wrow[i] = wr >= 0 && wr < w_rows<OUT>(units) ? W + (size_t)wr * K : NULL;
+    }
+    /* launched with pdl: the weights (which nothing earlier writes) on their
+     * way to L2 while the predecessor finishes */
+    if (pdl && blockIdx.y == 0 && threadIdx.x % 8 == 0)
+#pragma unroll
+        for (int i = 0; i < MT_ROWS_PER_THREAD; i++)
+            if (wrow[i])
+                for (int k = 0; k < K; k += 64) prefetch_l2(wrow[i] + k);
+    pdl_wait();
+    pdl_launch_dependents();
+
     float acc[MT_TILE / 8][4];
 #pragma unroll
     for (int nt = 0; nt < MT_TILE / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     int chunks = (K + MT_K - 1) / MT_K;
-    mt_load_chunk(stage0, stage0 + MT_TILE * MT_LD, inp, W, r0, c0, 0, R, K, OC);
+    mt_load_chunk(stage0, stage0 + MT_TILE * MT_LD, arow, wrow, W, 0, K);
     cp_async_commit();
     for (int ch = 0; ch < chunks; ch++) {
         floatX *as = stage0 + (size_t)(ch & 1) * 2 * MT_TILE * MT_LD, *bs = as + MT_TILE * MT_LD;
         if (ch + 1 < chunks) {   /* the next chunk into the other stage (its readers passed the last barrier) */
             floatX *an = stage0 + (size_t)((ch + 1) & 1) * 2 * MT_TILE * MT_LD;
-            mt_load_chunk(an, an + MT_TILE * MT_LD, inp, W, r0, c0, (ch + 1) * MT_K, R, K, OC);
+            mt_load_chunk(an, an + MT_TILE * MT_LD, arow, wrow, W, (ch + 1) * MT_K, K);
             cp_async_commit();
             cp_async_wait<1>();   /* this chunk's copies are done, the next one's may not be */
         } else {
@@ -85,19 +119,21 @@ matmul_forward_kernel1(float *out, argmax_key_t *keys, const floatX *inp, const 
         }
         __syncthreads();          /* this stage is refilled at chunk ch + 2 */
     }
+    /* lane (g, tq) holds rows g and g + 8 of the warp's 16, columns 2 tq, 2 tq + 1 of each n-tile;
+     * n-tiles 2 i and 2 i + 1 are group grp0 + i */
 #pragma unroll
     for (int e = 0; e < 2; e++) {
         int r = r0 + 16 * w + g + 8 * e;
-        if (OUT == MT_OUT_ARGMAX) {
+        if (OUT == EPI_ARGMAX) {
             /* lanes 4g .. 4g + 3 hold row r's 64 outputs: their best, then one atomic */
             argmax_key_t best = 0ull;
 #pragma unroll
             for (int nt = 0; nt < MT_TILE / 8; nt++)
 #pragma unroll
                 for (int j = 0; j < 2; j++) {
-                    int c = c0 + 8 * nt + 2 * tq + j;
+                    int c = grp0 * 16 + 8 * nt + 2 * tq + j;
                     float v = acc[nt][2 * e + j];
-                    if (c < OC && v == v) {   /* NaN is never a candidate */
+                    if (c < units && v == v) {   /* NaN is never a candidate */
                         argmax_key_t k = argmax_key(v, c);
                         if (k > best) best = k;
                     }
@@ -111,33 +147,77 @@ matmul_forward_kernel1(float *out, argmax_key_t *keys, const floatX *inp, const 
         }
         if (r >= R) continue;
 #pragma unroll
-        for (int nt = 0; nt < MT_TILE / 8; nt++) {
-            int c = c0 + 8 * nt + 2 * tq;
-            if (c < OC) out[(size_t)r * OC + c] = acc[nt][2 * e];
-            if (c + 1 < OC) out[(size_t)r * OC + c + 1] = acc[nt][2 * e + 1];
+        for (int i = 0; i < MT_GROUPS; i++) {
+            int grp = grp0 + i;
+            if (grp >= groups) break;
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                int c = 2 * tq + j;
+                float d0 = acc[2 * i][2 * e + j], d1 = acc[2 * i + 1][2 * e + j];
+                if (OUT == EPI_SWIGLU) {
+                    h[(size_t)r * units + grp * 8 + c] = __float2bfloat16(silu_mul(d0, d1));
+                } else if (OUT == EPI_QKV_ROPE) {
+                    qkv_rope_store(ra, r, rope_group_at(ra, grp), c, d0, d1);
+                } else {
+                    int o0 = grp * 16 + c, o1 = o0 + 8;
+                    float *y = out + (size_t)r * units;
+                    if (OUT == EPI_ADD) {
+                        if (o0 < units) y[o0] += d0;
+                        if (o1 < units) y[o1] += d1;
+                    } else {
+                        if (o0 < units) y[o0] = d0;
+                        if (o1 < units) y[o1] = d1;
+                    }
+                }
+            }
         }
     }
 }
 
-int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC,
+/* One fixed-order product with epilogue OUT */
+template <int OUT>
+static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
+                     argmax_key_t *keys, const qkv_rope_args *ra, int pdl, cudaStream_t stream) {
+    if (K % 16 || K < 16) return cllm_error(CLLM_EUNSUP, "matmul: inner size %d is not a multiple of 16", K);
+    if ((OUT == EPI_SWIGLU && units % 8) ||
+        (OUT == EPI_QKV_ROPE && !qkv_rope_fusable(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
+        return cllm_error(CLLM_EUNSUP, "matmul: %d outputs cannot take this epilogue", units);
+    if (R < 1) return 0;
+    qkv_rope_args rargs;
+    if (ra) rargs = *ra;
+    else memset(&rargs, 0, sizeof rargs);
+    dim3 grid(ceil_div(out_groups<OUT>(units, rargs), MT_GROUPS), ceil_div(R, MT_TILE));
+    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT>, grid, dim3(32 * MT_WARPS), 0, stream,
+                         pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
+}
+
+int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
                           cudaStream_t stream) {
-    if (C % 16 || C < 16) return cllm_error(CLLM_EUNSUP, "matmul: inner size %d is not a multiple of 16", C);
-    dim3 grid(ceil_div(OC, MT_TILE), ceil_div(R, MT_TILE));
-    matmul_forward_kernel1<MT_OUT_ARGMAX><<<grid, 32 * MT_WARPS, 0, stream>>>(NULL, keys, inp, weight, R, C, OC);
-    return CUDA_CHECK_LAUNCH();
+    return mt_launch<EPI_ARGMAX>(inp, weight, R, C, OC, NULL, NULL, keys, NULL, pdl, stream);
+}
+
+int matmul_residual_forward(float *x, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
+                            cudaStream_t stream) {
+    return mt_launch<EPI_ADD>(inp, weight, R, C, OC, x, NULL, NULL, NULL, pdl, stream);
+}
+
+int matmul_swiglu_forward(floatX *h, const floatX *inp, const floatX *Wgu, int R, int C, int F, int pdl,
+                          cudaStream_t stream) {
+    return mt_launch<EPI_SWIGLU>(inp, Wgu, R, C, F, NULL, h, NULL, NULL, pdl, stream);
+}
+
+int matmul_qkv_rope_forward(const qkv_rope_args *ra, const floatX *inp, const floatX *Wqkv, int R, int C, int pdl,
+                            cudaStream_t stream) {
+    int QKV = (ra->NH + 2 * ra->NKV) * ra->HS;
+    return mt_launch<EPI_QKV_ROPE>(inp, Wqkv, R, C, QKV, NULL, NULL, NULL, ra, pdl, stream);
 }
 
 /* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16; with rows_per_call
  * G > 0, out and inp hold ceil(R/G)*G rows; MATMUL_FIXED_ORDER: kernel1 */
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, int rows_per_call, cudaStream_t stream) {
-    if (rows_per_call == MATMUL_FIXED_ORDER) {
-        if (C % 16 || C < 16)
-            return cllm_error(CLLM_EUNSUP, "matmul: inner size %d is not a multiple of 16", C);
-        dim3 grid(ceil_div(OC, MT_TILE), ceil_div(R, MT_TILE));
-        matmul_forward_kernel1<MT_OUT_F32><<<grid, 32 * MT_WARPS, 0, stream>>>(out, NULL, inp, weight, R, C, OC);
-        return CUDA_CHECK_LAUNCH();
-    }
+                   int R, int C, int OC, int rows_per_call, int pdl, cudaStream_t stream) {
+    if (rows_per_call == MATMUL_FIXED_ORDER)
+        return mt_launch<EPI_F32>(inp, weight, R, C, OC, out, NULL, NULL, NULL, pdl, stream);
     const float alpha = 1.0f, beta = 0.0f;
     int rc = CUBLAS_CHECK(cublasSetStream(handle, stream));
     int G = rows_per_call > 0 ? rows_per_call : R;

@@ -10,17 +10,15 @@
  *     MM16_IN_NORM  RMSNorm of the fp32 rows x[src(i)] (src(i) = rows ? rows[i]
  *                 : i, the LM head's gather) times nw, rounded to bf16 as
  *                 rmsnorm.cu does: bf16((x * rsqrt(mean(x^2) + eps)) * nw)
- *   epilogue (row i, output o, d = row i of the tile times W[o]):
- *     MM16_OUT_F32     out[i, o] = d                      out (R, OC) fp32
- *                    and, with keys, the row's argmax (argmax_key, one
- *                    atomicMax per row and block after a block-local max)
- *     MM16_OUT_ADD     x[i, o] += d   (the residual add)  x (R, OC) fp32
- *     MM16_OUT_SWIGLU  W is [Wgate; Wup] (2F, K), F = OC: h[i, o] =
- *                    bf16(silu(d_gate) * d_up) as swiglu.cu   h (R, F) bf16
- *     MM16_OUT_QKV_ROPE  W is Wqkv: bias, RoPE, q and the cache writes as
- *                    rope.cu (mm16_rope_args); a group's two n-tiles are
- *                    the 8 dims i of a head and their RoPE partners i + D/2,
- *                    so a rotation has both its inputs in one block
+ *   epilogue (epilogue.h; row i, output o, d = row i of the tile times W[o]):
+ *     EPI_F32       out[i, o] = d and, with keys, the row's argmax
+ *                   (argmax_key, one atomicMax per row and block after a
+ *                   block-local max)
+ *     EPI_ADD       x[i, o] += d (the residual add)
+ *     EPI_SWIGLU    h[i, o] = bf16(silu(d_gate) d_up), as swiglu.cu
+ *     EPI_QKV_ROPE  bias, RoPE, q and the cache writes as rope.cu; a
+ *                   group's two n-tiles are 8 dims of a head and their RoPE
+ *                   partners, so a rotation has both its inputs in one block
  *
  * kernel1: blocks of 8 warps; a block takes 16 outputs at a time (SwiGLU: 8
  * outputs, their gate and up rows), grid-stride. The K/16 k-steps are cut
@@ -36,7 +34,7 @@
  * same in a 16-row call as alone (batch-invariant by construction, as the
  * CPU's matmul): a Jacobi window's rows equal the AR steps' (test_cuda).
  * Calls of more rows go to cuBLAS (matmul.cu), whose sums differ in order. */
-#include "kernels_cuda.h"
+#include "epilogue.h"
 
 enum { MM_WARPS = 8, MM_NT = 2, MM_MAX_SEG = 16, MM_MAX_BLOCKS = 1024 };
 
@@ -48,58 +46,13 @@ static size_t mm_smem(int K) {
     return (size_t)16 * tile_stride(K) * sizeof(floatX) + (size_t)MM_WARPS * MM_NT * 128 * sizeof(float);
 }
 
-/* The QKV_ROPE epilogue's output groups. Within each of the NH + NKV
- * rotated heads: rope_dim/16 pair groups (dims 8j..8j+7 and their partners
- * at + rope_dim/2), then (HS - rope_dim)/16 plain groups of 16 dims; then the
- * v part, KD/16 plain groups. Column c of n-tile 0 is col0 + c, of n-tile 1
- * col1 + c. */
-struct rope_group {
-    int col0, col1, rotate, dim0;   /* dim0: dim within the head of col0 (rotated groups) */
-};
-__host__ __device__ static inline int rope_groups(const mm16_rope_args &ra) {
-    int per_head = ra.rope_dim / 16 + (ra.HS - ra.rope_dim) / 16;
-    return (ra.NH + ra.NKV) * per_head + ra.NKV * ra.HS / 16;
-}
-__device__ static inline rope_group rope_group_at(const mm16_rope_args &ra, int grp) {
-    int pairs = ra.rope_dim / 16, per_head = pairs + (ra.HS - ra.rope_dim) / 16, nqk = ra.NH + ra.NKV;
-    rope_group rg;
-    if (grp < nqk * per_head) {
-        int head = grp / per_head, j = grp % per_head;
-        rg.rotate = j < pairs;
-        rg.dim0 = rg.rotate ? 8 * j : ra.rope_dim + 16 * (j - pairs);
-        rg.col0 = head * ra.HS + rg.dim0;
-        rg.col1 = rg.col0 + (rg.rotate ? ra.rope_dim / 2 : 8);
-    } else {
-        rg.rotate = 0;
-        rg.dim0 = 0;
-        rg.col0 = nqk * ra.HS + 16 * (grp - nqk * per_head);
-        rg.col1 = rg.col0 + 8;
-    }
-    return rg;
-}
-
-/* The output groups of a call (a block takes one at a time): 16 outputs,
- * SwiGLU 8 (with their gate and up rows), QKV_ROPE rope_groups'. */
-template <int OUT>
-__host__ __device__ static inline int mm16_groups(int units, const mm16_rope_args &ra) {
-    return OUT == MM16_OUT_SWIGLU ? units / 8 : OUT == MM16_OUT_QKV_ROPE ? rope_groups(ra) : (units + 15) / 16;
-}
-
-/* The W row that lane group g feeds to n-tile nt in output group grp */
-template <int OUT>
-__device__ static inline int group_w_row(int grp, int nt, int g, int units, const rope_group &rg) {
-    if (OUT == MM16_OUT_SWIGLU) return (nt ? units : 0) + grp * 8 + g;   /* gate, up */
-    if (OUT == MM16_OUT_QKV_ROPE) return (nt ? rg.col1 : rg.col0) + g;
-    return grp * 16 + nt * 8 + g;
-}
-
 /* W (units or 2*units, K); inp (R, K) bf16 | x (*, K) fp32 with nw (K) and rows (R) or NULL;
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16; keys (R) or NULL (F32);
  * ra (QKV_ROPE; units = QKV) */
 template <int IN, int OUT>
 __global__ void __launch_bounds__(32 * MM_WARPS, 2)   /* two blocks an SM: <= 128 registers */
 matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, const float *x, const float *nw,
-                         const int *rows, float eps, float *out, floatX *h, argmax_key_t *keys, mm16_rope_args ra,
+                         const int *rows, float eps, float *out, floatX *h, argmax_key_t *keys, qkv_rope_args ra,
                          int R) {
     extern __shared__ uint4 mm_smem_raw[];
     __shared__ argmax_key_t best[16];   /* F32 with keys: the block's argmax key per row */
@@ -107,8 +60,8 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
     floatX *xs = reinterpret_cast<floatX *>(mm_smem_raw);             /* (16, KP) */
     float *part = reinterpret_cast<float *>(xs + (size_t)16 * KP);    /* (WARPS, NT, 16, 8) */
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-    int W_rows = OUT == MM16_OUT_SWIGLU ? 2 * units : units;
-    int groups = mm16_groups<OUT>(units, ra);
+    int W_rows = w_rows<OUT>(units);
+    int groups = out_groups<OUT>(units, ra);
 
     /* Launched with pdl, this runs while the previous kernel does: the W
      * rows of the block's groups (16 each) are asked into L2 (weights:
@@ -118,7 +71,7 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
      * while it works on the first.) */
     for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
         rope_group rg0 = {0, 0, 0, 0};
-        if (OUT == MM16_OUT_QKV_ROPE) rg0 = rope_group_at(ra, grp);
+        if (OUT == EPI_QKV_ROPE) rg0 = rope_group_at(ra, grp);
         int lines = (K + 63) / 64;   /* 128-byte lines of a bf16 row */
         for (int i = threadIdx.x; i < 16 * lines; i += blockDim.x) {
             int j = i / lines, row = group_w_row<OUT>(grp, j / 8, j % 8, units, rg0);
@@ -151,7 +104,7 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
             for (int k = lane; k < K; k += 32) d[k] = __float2bfloat16((xr[k] * rs) * nw[k]);
         }
     }
-    if (OUT == MM16_OUT_F32 && threadIdx.x < 16) best[threadIdx.x] = 0ull;
+    if (OUT == EPI_F32 && threadIdx.x < 16) best[threadIdx.x] = 0ull;
     __syncthreads();
 
     int KS = K / 16, S = (KS + MM_WARPS - 1) / MM_WARPS;
@@ -161,7 +114,7 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
         /* the W row this lane feeds to n-tile nt (column g of its B fragment) */
         int wrow[MM_NT];
         rope_group rg = {0, 0, 0, 0};
-        if (OUT == MM16_OUT_QKV_ROPE) rg = rope_group_at(ra, grp);
+        if (OUT == EPI_QKV_ROPE) rg = rope_group_at(ra, grp);
         for (int nt = 0; nt < MM_NT; nt++) wrow[nt] = group_w_row<OUT>(grp, nt, g, units, rg);
         unsigned b[MM_MAX_SEG][MM_NT][2];
 #pragma unroll
@@ -194,45 +147,30 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
             p[(g + 8) * 8 + 2 * t + 1] = acc[nt][3];
         }
         __syncthreads();
-        int per_row = OUT == MM16_OUT_SWIGLU || OUT == MM16_OUT_QKV_ROPE ? 8 : 16;
+        int per_row = OUT == EPI_SWIGLU || OUT == EPI_QKV_ROPE ? 8 : 16;
         for (int it = threadIdx.x; it < R * per_row; it += blockDim.x) {
             int r = it / per_row, c = it % per_row;
-            if (OUT == MM16_OUT_QKV_ROPE) {
+            if (OUT == EPI_QKV_ROPE) {
                 float z[2];
                 for (int nt = 0; nt < 2; nt++) {
                     float v = 0.0f;
                     for (int w = 0; w < MM_WARPS; w++) v += part[(size_t)(w * MM_NT + nt) * 128 + r * 8 + c];
-                    int col = (nt ? rg.col1 : rg.col0) + c;
-                    z[nt] = v + (ra.bias ? ra.bias[col] : 0.0f);
+                    z[nt] = v;
                 }
-                if (rg.rotate) {   /* as rope.cu: x[i] c - x[i+half] s;  x[i+half] c + x[i] s */
-                    float sn, cs;
-                    sincosf((float)ra.pos[r] * ra.inv_freq[rg.dim0 + c], &sn, &cs);
-                    float z0 = z[0] * cs - z[1] * sn, z1 = z[1] * cs + z[0] * sn;
-                    z[0] = z0;
-                    z[1] = z1;
-                }
-                int QD = ra.NH * ra.HS, KD = ra.NKV * ra.HS;
-                size_t crow = ((size_t)ra.slot[r] * ra.cap + ra.pos[r]) * KD;
-                for (int nt = 0; nt < 2; nt++) {
-                    int col = (nt ? rg.col1 : rg.col0) + c;
-                    if (col < QD) ra.q[(size_t)r * QD + col] = z[nt];
-                    else if (col < QD + KD) ra.kc[crow + (col - QD)] = __float2bfloat16(z[nt]);
-                    else ra.vc[crow + (col - QD - KD)] = __float2bfloat16(z[nt]);
-                }
-            } else if (OUT == MM16_OUT_SWIGLU) {
+                qkv_rope_store(ra, r, rg, c, z[0], z[1]);
+            } else if (OUT == EPI_SWIGLU) {
                 float gs = 0.0f, us = 0.0f;
                 for (int w = 0; w < MM_WARPS; w++) {
                     gs += part[(size_t)(w * MM_NT) * 128 + r * 8 + c];
                     us += part[(size_t)(w * MM_NT + 1) * 128 + r * 8 + c];
                 }
-                h[(size_t)r * units + grp * 8 + c] = __float2bfloat16(gs / (1.0f + expf(-gs)) * us);
+                h[(size_t)r * units + grp * 8 + c] = __float2bfloat16(silu_mul(gs, us));
             } else {
                 int nt = c / 8, o = grp * 16 + c;
                 if (o >= units) continue;
                 float v = 0.0f;
                 for (int w = 0; w < MM_WARPS; w++) v += part[(size_t)(w * MM_NT + nt) * 128 + r * 8 + c % 8];
-                if (OUT == MM16_OUT_F32) {
+                if (OUT == EPI_F32) {
                     out[(size_t)r * units + o] = v;
                     if (keys && v == v) {   /* NaN is never a candidate */
                         argmax_key_t k = argmax_key(v, o);
@@ -245,7 +183,7 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
         }
         __syncthreads();   /* part is rewritten by the next group */
     }
-    if (OUT == MM16_OUT_F32 && keys) {
+    if (OUT == EPI_F32 && keys) {
         /* R * 16 <= blockDim.x: thread it handled row it / 16 in every group */
         if ((int)threadIdx.x < R * 16 && mine) atomicMax(&best[threadIdx.x / 16], mine);
         __syncthreads();
@@ -255,18 +193,14 @@ matmul16_forward_kernel1(const floatX *W, int K, int units, const floatX *inp, c
 
 int mm16_supported(int K) { return K >= 16 && K % 16 == 0 && K <= 16 * MM_WARPS * MM_MAX_SEG; }
 
-int mm16_rope_supported(int NH, int NKV, int HS, int rope_dim) {
-    return NH > 0 && NKV > 0 && rope_dim > 0 && rope_dim % 16 == 0 && rope_dim <= HS && (HS - rope_dim) % 16 == 0;
-}
-
 template <int IN, int OUT>
 static int launch(const floatX *W, int K, int units, const floatX *inp, const float *x, const float *nw,
                   const int *rows, float eps, float *out, floatX *h, argmax_key_t *keys,
-                  const mm16_rope_args *ra, int R, int pdl, cudaStream_t stream) {
-    if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == MM16_OUT_SWIGLU && units % 8) ||
-        (OUT == MM16_OUT_QKV_ROPE && !mm16_rope_supported(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
+                  const qkv_rope_args *ra, int R, int pdl, cudaStream_t stream) {
+    if (!mm16_supported(K) || R < 1 || R > 16 || (OUT == EPI_SWIGLU && units % 8) ||
+        (OUT == EPI_QKV_ROPE && !qkv_rope_fusable(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
         return cllm_error(CLLM_EUNSUP, "matmul16: %d rows, inner size %d, %d outputs not supported", R, K, units);
-    mm16_rope_args rargs;
+    qkv_rope_args rargs;
     if (ra) rargs = *ra;
     else memset(&rargs, 0, sizeof rargs);
     size_t smem = mm_smem(K);
@@ -275,7 +209,7 @@ static int launch(const floatX *W, int K, int units, const floatX *inp, const fl
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (rc) return rc;
     }
-    int groups = mm16_groups<OUT>(units, rargs);
+    int groups = out_groups<OUT>(units, rargs);
     int blocks = groups < MM_MAX_BLOCKS ? groups : MM_MAX_BLOCKS;
     return launch_kernel("matmul16_forward_kernel1", matmul16_forward_kernel1<IN, OUT>, dim3(blocks),
                          dim3(32 * MM_WARPS), smem, stream, pdl, W, K, units, inp, x, nw, rows, eps, out, h, keys,
@@ -284,25 +218,25 @@ static int launch(const floatX *W, int K, int units, const floatX *inp, const fl
 
 int mm16_norm_forward(float *out, argmax_key_t *keys, const float *x, const float *nw, const int *rows,
                       float eps, const floatX *W, int R, int K, int OC, int pdl, cudaStream_t stream) {
-    return launch<MM16_IN_NORM, MM16_OUT_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, keys, NULL, R, pdl,
+    return launch<MM16_IN_NORM, EPI_F32>(W, K, OC, NULL, x, nw, rows, eps, out, NULL, keys, NULL, R, pdl,
                                               stream);
 }
 
 int mm16_residual_forward(float *x, const floatX *inp, const floatX *W, int R, int K, int OC, int pdl,
                           cudaStream_t stream) {
-    return launch<MM16_IN_ROWS, MM16_OUT_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, NULL, NULL, R, pdl,
+    return launch<MM16_IN_ROWS, EPI_ADD>(W, K, OC, inp, NULL, NULL, NULL, 0.0f, x, NULL, NULL, NULL, R, pdl,
                                               stream);
 }
 
 int mm16_norm_swiglu_forward(floatX *h, const float *x, const float *nw, float eps, const floatX *Wgu,
                              int R, int K, int F, int pdl, cudaStream_t stream) {
-    return launch<MM16_IN_NORM, MM16_OUT_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, NULL, NULL, R, pdl,
+    return launch<MM16_IN_NORM, EPI_SWIGLU>(Wgu, K, F, NULL, x, nw, NULL, eps, NULL, h, NULL, NULL, R, pdl,
                                                  stream);
 }
 
-int mm16_norm_qkv_rope_forward(const mm16_rope_args *ra, const float *x, const float *nw, float eps,
+int mm16_norm_qkv_rope_forward(const qkv_rope_args *ra, const float *x, const float *nw, float eps,
                                const floatX *Wqkv, int R, int K, int pdl, cudaStream_t stream) {
     int QKV = (ra->NH + 2 * ra->NKV) * ra->HS;
-    return launch<MM16_IN_NORM, MM16_OUT_QKV_ROPE>(Wqkv, K, QKV, NULL, x, nw, NULL, eps, NULL, NULL, NULL, ra, R,
+    return launch<MM16_IN_NORM, EPI_QKV_ROPE>(Wqkv, K, QKV, NULL, x, nw, NULL, eps, NULL, NULL, NULL, ra, R,
                                                    pdl, stream);
 }

@@ -13,6 +13,8 @@
 __global__ void rmsnorm_forward_kernel1(floatX *xn, float *x, const float *proj,
                                         const float *weight, const int *rows, int C, float eps) {
     __shared__ float red[32];
+    pdl_wait();
+    pdl_launch_dependents();
     int r = blockIdx.x;
     size_t src = rows ? (size_t)rows[r] : (size_t)r;
     float *xr = x + src * C;
@@ -34,15 +36,13 @@ __global__ void rmsnorm_forward_kernel1(floatX *xn, float *x, const float *proj,
 }
 
 int rmsnorm_forward(floatX *xn, const float *x, const float *weight, const int *rows, int n,
-                    int C, float eps, cudaStream_t stream) {
+                    int C, float eps, int pdl, cudaStream_t stream) {
     /* x is only read when proj is NULL */
-    rmsnorm_forward_kernel1<<<n, 256, 0, stream>>>(xn, const_cast<float *>(x), NULL, weight, rows,
-                                                    C, eps);
-    return CUDA_CHECK_LAUNCH();
+    return residual_rmsnorm_forward(xn, const_cast<float *>(x), NULL, weight, rows, n, C, eps, pdl, stream);
 }
 
 int residual_rmsnorm_forward(floatX *xn, float *x, const float *proj, const float *weight,
-                             const int *rows, int n, int C, float eps, cudaStream_t stream) {
-    rmsnorm_forward_kernel1<<<n, 256, 0, stream>>>(xn, x, proj, weight, rows, C, eps);
-    return CUDA_CHECK_LAUNCH();
+                             const int *rows, int n, int C, float eps, int pdl, cudaStream_t stream) {
+    return launch_kernel("rmsnorm_forward_kernel1", rmsnorm_forward_kernel1, dim3(n), dim3(256), 0, stream, pdl, xn,
+                         x, proj, weight, rows, C, eps);
 }

@@ -32,8 +32,11 @@
  *    through decode.c's cllm_decode unchanged on the device, and the
  *    trajectories of 8 prompts at --batch 8 vs --batch 1 on the GPU;
  *  - with --bench: AR step and 16-token Jacobi step times on SmolLM2, their
- *    ratio, a 256-token AR run, a 64-sequence x 16-token batched step, and
- *    cllm-traj's engine on the GPU at --batch 64 (trajectory tokens/s).
+ *    ratio (and without programmatic dependent launch, the same run's
+ *    baseline), a 256-token AR run, 64-sequence x 16- and 9-token batched
+ *    steps on the cuBLAS and fixed-order routes (fused epilogues or not, PDL
+ *    or not), and cllm-traj's engine on the GPU at --batch 64 (trajectory
+ *    tokens/s).
  * Tolerance: relative error <= 2e-2 per logits row (row_relerr: max abs
  * difference over the row's largest magnitude), for bf16 weights and
  * activations against fp32; 5e-2 for SmolLM2, whose 30 layers add more
@@ -84,6 +87,32 @@ static int cuda_rect(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int B, const int *seqs,
     for (int b = 0; b < B; b++) s[b] = (cllm_fwd_seq){seqs[b], pos[b], T, lm_from};
     return cllm_cuda_forward_seqs(f, kv, s, B, tokens);
 }
+
+/* cllm_cuda_fwd_init with some CLLM_CUDA_* switches ("NAME=VALUE" strings,
+ * NULL-terminated) set for this state alone: the environment's own values
+ * (gpu-check exports some to run everything without a change) are put back
+ * afterwards, so a switch set from outside holds for the whole run. */
+static int fwd_init_with(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int rows, int flags, const char *const *env) {
+    enum { MAXV = 4 };
+    char name[MAXV][64], *old[MAXV] = {NULL};
+    int n = 0, rc = 0;
+    for (; env[n] && n < MAXV; n++) {
+        const char *eq = strchr(env[n], '=');
+        if (!eq) return CLLM_EINVAL;
+        snprintf(name[n], sizeof name[n], "%.*s", (int)(eq - env[n]), env[n]);
+        const char *v = getenv(name[n]);
+        old[n] = v ? strdup(v) : NULL;
+        if (setenv(name[n], eq + 1, 1)) rc = CLLM_EINVAL;
+    }
+    if (!rc) rc = cllm_cuda_fwd_init(f, dm, rows, flags);
+    for (int i = n - 1; i >= 0; i--) {
+        if (old[i]) setenv(name[i], old[i], 1);
+        else unsetenv(name[i]);
+        free(old[i]);
+    }
+    return rc;
+}
+#define ENV(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* Compare rows [from, T) of GPU and CPU logits; returns the worst relerr.
  * The GPU's argmax (argmax.cu, or the LM head's fused one on the few-row
@@ -302,6 +331,26 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     CHECK_OK(cllm_kv_rollback(&ck, 1, 70));
     CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 70));
     e = step_both("block after rollback", &cf, &ck, &gf, &gk, 1, 70, tok + 90, 16, 0, &diff); if (e > worst) worst = e;
+    /* the decode attention's other block sizes (CLLM_CUDA_ATT_THREADS), the same block again */
+    for (int k = 0; k < 2 && !check_failures; k++) {
+        cllm_cuda_fwd xf;
+        int rc_x = fwd_init_with(&xf, dm, 64, 1, ENV(k ? "CLLM_CUDA_ATT_THREADS=512" : "CLLM_CUDA_ATT_THREADS=128"));
+        CHECK_OK(rc_x);
+        if (rc_x) break;
+        CHECK_OK(cllm_kv_rollback(&ck, 1, 70));
+        CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 70));
+        e = step_both(k ? "block, attention 512 threads" : "block, attention 128 threads", &cf, &ck, &xf, &gk, 1, 70,
+                      tok + 90, 16, 0, &diff);
+        if (e > worst) worst = e;
+        cllm_cuda_fwd_free(&xf);
+    }
+    {
+        cllm_cuda_fwd xf;   /* not a block size: refused */
+        CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_ATT_THREADS=100")) == CLLM_EINVAL);
+    }
+    CHECK_OK(cllm_kv_rollback(&ck, 1, 70));   /* the cache as the default state writes it, for what follows */
+    CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 70));
+    e = step_both("block again", &cf, &ck, &gf, &gk, 1, 70, tok + 90, 16, 0, &diff); if (e > worst) worst = e;
     /* a full 64-row call, sequence 2 */
     e = step_both("64 rows", &cf, &ck, &gf, &gk, 2, 0, tok + 10, 64, 0, &diff); if (e > worst) worst = e;
 
@@ -378,9 +427,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
              * (CLLM_CUDA_MM16=0) sums in another order, so its bits differ;
              * equal bits would mean the default never took the few-row path */
             cllm_cuda_fwd bf;
-            if (few && !setenv("CLLM_CUDA_MM16", "0", 1)) {
-                int rc_b = cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS);
-                unsetenv("CLLM_CUDA_MM16");
+            if (few) {
+                int rc_b = fwd_init_with(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS, ENV("CLLM_CUDA_MM16=0"));
                 CHECK_OK(rc_b);
                 if (!rc_b) {
                     CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
@@ -395,10 +443,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
              * through matmul.cu's fixed-order product, batch-invariant by
              * construction (a 16-row call == 16 one-row calls) and a route of
              * its own (not cuBLAS' bits, which steps holds now) */
-            if (few && !setenv("CLLM_CUDA_MM16", "0", 1) && !setenv("CLLM_CUDA_FIXED_ORDER", "1", 1)) {
-                int rc_f = cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS);
-                unsetenv("CLLM_CUDA_MM16");
-                unsetenv("CLLM_CUDA_FIXED_ORDER");
+            if (few) {
+                int rc_f = fwd_init_with(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS, ENV("CLLM_CUDA_MM16=0", "CLLM_CUDA_FIXED_ORDER=1"));
                 CHECK_OK(rc_f);
                 if (!rc_f) {
                     CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 40));
@@ -472,10 +518,9 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         CHECK(ref != NULL);
         for (int kind = 0; ref && kind < 2 && !check_failures; kind++) {
             int T = kind ? 20 : 30, lm_from = kind ? 0 : 29, am_pad[20], am_ref[20];
-            if (kind && setenv("CLLM_CUDA_FIXED_ORDER", "1", 1)) continue;
             cllm_cuda_fwd pf, uf;   /* padded (no logits), unpadded (logits) */
-            int rc_p = cllm_cuda_fwd_init(&pf, dm, 64, 0), rc_u = cllm_cuda_fwd_init(&uf, dm, 64, CLLM_CUDA_FWD_LOGITS);
-            if (kind) unsetenv("CLLM_CUDA_FIXED_ORDER");
+            const char *const *fo = kind ? ENV("CLLM_CUDA_FIXED_ORDER=1") : (const char *const[]){NULL};
+            int rc_p = fwd_init_with(&pf, dm, 64, 0, fo), rc_u = fwd_init_with(&uf, dm, 64, CLLM_CUDA_FWD_LOGITS, fo);
             CHECK_OK(rc_p);
             CHECK_OK(rc_u);
             if (!rc_p && !rc_u) {
@@ -504,6 +549,54 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             if (!rc_u) cllm_cuda_fwd_free(&uf);
         }
         free(ref);
+    }
+    /* The bulk routes' other launch modes give the same bits: on the
+     * fixed-order route (CLLM_CUDA_FIXED_ORDER=1, CLLM_CUDA_MM16=0, so every
+     * call goes through matmul.cu) the products' fused epilogues (residual
+     * add, SwiGLU, bias + RoPE + cache write) against CLLM_CUDA_FUSE=0's
+     * separate kernels, and programmatic dependent launch against none; on
+     * the cuBLAS route, with and without it. A 30-row prompt call, a 20-row
+     * window call and a step reading the cache both wrote: 22 logits rows. */
+    {
+        size_t n = (size_t)22 * V;
+        float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+        CHECK(ref && got);
+        const char *what[5] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0", "fixed-order, fused, no PDL",
+                               "cuBLAS, PDL", "cuBLAS, no PDL"};
+        for (int k = 0; ref && got && k < 5 && !check_failures; k++) {
+            int fixed = k < 3;
+            cllm_cuda_fwd xf;
+            const char *env[4] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
+                                  k == 1 ? "CLLM_CUDA_FUSE=0" : NULL, NULL};
+            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 4 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
+            CHECK_OK(rc_x);
+            if (rc_x) continue;
+            float *dst = k == 0 || k == 3 ? ref : got;
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+            CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 0, tok, 30, 29));
+            memcpy(dst, xf.logits + (size_t)29 * V, (size_t)V * sizeof(float));
+            CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 30, tok + 40, 20, 0));
+            memcpy(dst + V, xf.logits, (size_t)20 * V * sizeof(float));
+            CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 50, tok + 3, 1, 0));
+            memcpy(dst + (size_t)21 * V, xf.logits, (size_t)V * sizeof(float));
+            unsigned long long fused = cllm_cuda_fwd_fused_enqueues(&xf);
+            cllm_cuda_fwd_free(&xf);
+            /* every call fused on the fixed-order route; on the cuBLAS route the prompt call (fixed-order
+             * products: call_gemm_rows) */
+            const char *gr = getenv("CLLM_CUDA_GEMM_ROWS"), *fu = getenv("CLLM_CUDA_FUSE");
+            int pieces = gr && *gr && atoi(gr) >= 0 && atoi(gr) <= 4096;   /* cuBLAS pieces for every call */
+            int off = fu && !strcmp(fu, "0");   /* switched off from outside (gpu-check 1b) */
+            unsigned long long want = k == 1 || pieces || off ? 0 : fixed ? 3 : 1;
+            CHECK_MSG(fused == want, "%s: %s: %llu calls with fused epilogues, expected %llu", name, what[k], fused,
+                      want);
+            if (k == 0 || k == 3) continue;
+            int same = !memcmp(ref, got, n * sizeof(float));
+            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[k < 3 ? 0 : 3],
+                   same ? "bit-identical" : "differ");
+            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[k < 3 ? 0 : 3]);
+        }
+        free(ref);
+        free(got);
     }
     /* argument errors change nothing */
     {
@@ -620,6 +713,31 @@ static int forced_agree(cllm_fwd *f, cllm_kv *kv, const int *prompt, int P, cons
 static int first_diff(const int *a, const int *b, int n) {
     for (int i = 0; i < n; i++) if (a[i] != b[i]) return i;
     return -1;
+}
+
+/* Seconds per call of 64 sequences x T rows at positions 16.. (the cache
+ * holds 16 tokens of each), through a state of its own: the fixed-order
+ * route or cuBLAS', fused epilogues or not, PDL or not; a call that
+ * replays a graph (after warm-up). */
+static double batch_step_s(const cllm_cuda_model *dm, cllm_cuda_kv *kv, const int *bt, int T, int fixed, int unfused,
+                           int no_pdl) {
+    cllm_cuda_fwd f;
+    const char *env[3] = {fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
+                          unfused ? "CLLM_CUDA_FUSE=0" : NULL, NULL};
+    int rc = fwd_init_with(&f, dm, 64 * 16, no_pdl ? CLLM_CUDA_FWD_NO_PDL : 0, env);
+    CHECK_OK(rc);
+    if (rc) return 0.0;
+    int seqs[64], pos[64];
+    for (int b = 0; b < 64; b++) {
+        seqs[b] = b;
+        pos[b] = 16;
+    }
+    for (int i = 0; i < 3; i++) CHECK_OK(cuda_rect(&f, kv, 64, seqs, pos, bt, T, 0));
+    double t0 = cllm_now_s();
+    for (int i = 0; i < 20; i++) CHECK_OK(cuda_rect(&f, kv, 64, seqs, pos, bt, T, 0));
+    double t = (cllm_now_s() - t0) / 20;
+    cllm_cuda_fwd_free(&f);
+    return t;
 }
 
 static void test_smollm2(int bench) {
@@ -793,6 +911,22 @@ static void test_smollm2(int bench) {
                 t_j0 = (cllm_now_s() - t0) / reps;
                 cllm_cuda_fwd_free(&nf);
             }
+            /* the decode attention's block size (CLLM_CUDA_ATT_THREADS; 256 by default), same run */
+            double t_att[2][2] = {{0, 0}, {0, 0}};
+            for (int k = 0; k < 2 && !check_failures; k++) {
+                cllm_cuda_fwd af;
+                int rc_a = fwd_init_with(&af, dm, 64 * 16, 0,
+                                         ENV(k ? "CLLM_CUDA_ATT_THREADS=512" : "CLLM_CUDA_ATT_THREADS=128"));
+                CHECK_OK(rc_a);
+                if (rc_a) break;
+                for (int w = 0; w < 20; w++) CHECK_OK(cllm_cuda_forward(&af, &bk, 0, P, blk, 16, 0));
+                for (int T = 1; T <= 16; T += 15) {
+                    t0 = cllm_now_s();
+                    for (int i = 0; i < reps; i++) CHECK_OK(cllm_cuda_forward(&af, &bk, 0, P, blk, T, 0));
+                    t_att[k][T > 1] = (cllm_now_s() - t0) / reps;
+                }
+                cllm_cuda_fwd_free(&af);
+            }
             /* 64 sequences x 16 tokens in one call (trajectory collection's shape) */
             int seqs[64], pos[64];
             int *bt = malloc(64 * 16 * sizeof(int));
@@ -806,6 +940,17 @@ static void test_smollm2(int bench) {
             t0 = cllm_now_s();
             for (int i = 0; i < 20; i++) CHECK_OK(cuda_rect(&bf, &bk, 64, seqs, pos, bt, 16, 0));
             double t_b = (cllm_now_s() - t0) / 20;
+            /* the bulk routes' launch modes, same run: 64 windows of 16 rows,
+             * and of 9 (what cllm-traj feeds on average when it skips the
+             * rows that cannot change) */
+            for (int T = 16; T >= 9 && !check_failures; T -= 7) {
+                double ms[5];
+                for (int k = 0; k < 5; k++)
+                    ms[k] = 1e3 * batch_step_s(dm, &bk, bt, T, k >= 2, k == 3, k == 1 || k == 4);
+                printf("BENCH smollm2 batch 64 x %d rows, one call: cuBLAS %.3f ms (without PDL %.3f); fixed-order "
+                       "with fused epilogues %.3f ms (unfused %.3f, without PDL %.3f)\n",
+                       T, ms[0], ms[1], ms[2], ms[3], ms[4]);
+            }
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
                    1e3 * t_ar, 1e3 * t_j, t_j / t_ar);
@@ -813,6 +958,10 @@ static void test_smollm2(int bench) {
                 printf("BENCH smollm2 context %d without programmatic dependent launch (baseline, same run): AR step "
                        "%.3f ms, 16-token step %.3f ms; PDL speed-up %.2fx (AR), %.2fx (16-token)\n",
                        P, 1e3 * t_ar0, 1e3 * t_j0, t_ar0 / t_ar, t_j0 / t_j);
+            if (t_att[1][1] > 0)
+                printf("BENCH smollm2 context %d, attention blocks of 128 / 256 (default) / 512 threads, same run: AR "
+                       "step %.3f / %.3f / %.3f ms, 16-token step %.3f / %.3f / %.3f ms\n", P, 1e3 * t_att[0][0],
+                       1e3 * t_ar, 1e3 * t_att[1][0], 1e3 * t_att[0][1], 1e3 * t_j, 1e3 * t_att[1][1]);
             printf("BENCH smollm2 batch 64 x 16 tokens: %.3f ms per step = %.0f token-positions/s\n", 1e3 * t_b,
                    64 * 16 / t_b);
         }
