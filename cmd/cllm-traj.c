@@ -58,10 +58,10 @@ static void usage(FILE *f) {
 
 static void progress(void *ctx, const cllm_traj_stats *s) {
     (void)ctx;
-    double it = s->iterations ? (double)s->iterations : 1.0;
-    fprintf(stderr, "\r%s: %llu prompts, %llu records, %llu tokens, %.2f tokens and %.1f rows/iteration ",
-            cllm_cli_prog(), (unsigned long long)s->prompts, (unsigned long long)s->records,
-            (unsigned long long)s->tokens, (double)s->tokens / it, (double)s->rows / it);
+    double it = s->iterations ? (double)s->iterations : 1.0, ticks = s->ticks ? (double)s->ticks : 1.0;
+    fprintf(stderr, "\r%s: %llu prompts, %llu records, %llu tokens, %.2f tokens and %.1f rows/iteration, "
+            "%.2f calls/tick ", cllm_cli_prog(), (unsigned long long)s->prompts, (unsigned long long)s->records,
+            (unsigned long long)s->tokens, (double)s->tokens / it, (double)s->rows / it, (double)s->calls / ticks);
     fflush(stderr);
 }
 

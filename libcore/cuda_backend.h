@@ -93,7 +93,9 @@ typedef struct cllm_cuda_fwd {
 enum {
     CLLM_CUDA_FWD_LOGITS = 1,  /* copy the logits to the host after each call */
     CLLM_CUDA_FWD_BULK = 2,    /* never the few-row path (matmul16.cu): every call's
-                                  products through cuBLAS (docs/CUDA.md, "Batch invariance") */
+                                  products through matmul.cu's fixed-order kernel
+                                  (CLLM_CUDA_FIXED_ORDER=0: decoding calls through cuBLAS;
+                                  docs/CUDA.md, "Batch invariance") */
     CLLM_CUDA_FWD_NO_PDL = 4,  /* launch every kernel after its predecessor (no programmatic
                                   dependent launch; as CLLM_CUDA_PDL=0) */
 };
@@ -103,6 +105,9 @@ void cllm_cuda_fwd_free(cllm_cuda_fwd *f);
 /* Padding rows the state's calls have carried so far (graph-replayed calls
  * are padded to a few row counts; diagnostics and tests). */
 unsigned long long cllm_cuda_fwd_pad_rows(const cllm_cuda_fwd *f);
+/* 1 when a row's results never depend on the other rows of its call, nor
+ * on the call's size or its mix of prompt and decoding rows (cllm_fwd_batch_invariant) */
+int cllm_cuda_fwd_batch_invariant(const cllm_cuda_fwd *f);
 /* Calls enqueued (op by op or into a graph) with the fixed-order route's
  * fused epilogues (matmul.cu; tests). */
 unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);

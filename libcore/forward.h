@@ -104,9 +104,10 @@ typedef struct cllm_fwd {
 enum {
     CLLM_FWD_LOGITS = 1,  /* CUDA: copy the logits to the host too (the CPU always has them) */
     CLLM_FWD_BULK = 2,    /* CUDA: no few-row path for decode steps (kernels/cuda/matmul16.cu):
-                             every call's products go one way (cuBLAS), so a sequence's
-                             results do not change with the rows beside it (cllm-traj:
-                             records that do not depend on --batch; docs/CUDA.md) */
+                             every call's products go one way (matmul.cu's fixed-order
+                             kernel), so a sequence's results do not change with the rows
+                             beside it (cllm-traj: records that do not depend on --batch;
+                             docs/CUDA.md) */
 };
 
 /* A CPU forward state for up to max_T rows per call. Returns 0 or CLLM_E*. */
@@ -144,6 +145,12 @@ typedef struct cllm_fwd_seq {
  * argument errors change nothing; after a device error a sequence's length
  * is at most its pos. */
 int cllm_forward_batch(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, const int *tokens);
+/* 1 when a sequence's results never depend on what else is in the call: its
+ * size, the other sequences, their mix of prompt chunks and decoding rows
+ * (the CPU always; CUDA states on one batch-invariant route, such as
+ * CLLM_FWD_BULK's), so a caller may put prompt chunks and decoding steps in
+ * one call without changing any result. */
+int cllm_fwd_batch_invariant(const cllm_fwd *f);
 
 /* The one-sequence case: tokens (T) of sequence seq at positions
  * pos..pos+T-1, LM head for rows lm_from..T-1 (row t of f->logits and

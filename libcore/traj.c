@@ -37,8 +37,10 @@
  * a+1..n-1 only, at positions L+a..L+n-2; the window's states and fixed
  * point are the same as with whole windows (the forward is batch-invariant:
  * a row's result depends on its inputs and context alone, not on which rows
- * share its call; on CUDA's default cuBLAS route only up to the sums' last
- * bits, docs/CUDA.md), for about half the rows: the base model fixes ~1 token an
+ * share its call; on CUDA too, whose cllm-traj state takes matmul.cu's
+ * fixed-order products, unless CLLM_CUDA_FIXED_ORDER=0 asks for cuBLAS,
+ * whose sums may change with the call's rows: docs/CUDA.md), for about half
+ * the rows: the base model fixes ~1 token an
  * iteration, so the skipped part grows by ~1 row each time. full_windows
  * feeds the whole window every time, as the reference does (a baseline).
  *
@@ -349,26 +351,33 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
     return 0;
 }
 
-/* One tick: every active slot one step. The Jacobi windows go first, in calls
- * of their own (one call on CUDA, padded by the backend to one of a few row
- * counts, so that it replays a captured graph), then the prompt chunks,
- * whose lengths vary; each in as few calls as the row limit allows. A window
- * is never split; a prompt chunk is shortened to the room left. */
+/* One tick: every active slot one step, in as few calls as the row limit
+ * allows. Where the forward is batch-invariant (cllm_fwd_batch_invariant:
+ * the CPU, CUDA's fixed-order route) the Jacobi windows and the prompt
+ * chunks share the calls: one call a tick, where prompt chunks would
+ * otherwise cost a forward pass of their own. Else the windows go first,
+ * in calls of their own (on CUDA's cuBLAS route a call with prompt rows
+ * takes the fixed-order products, and a window must not change route from
+ * tick to tick), then the prompt chunks. A window is never split; a prompt
+ * chunk is shortened to the room left. (The backend pads a call to one of
+ * a few row counts, so that it replays a captured graph.) */
 static int tick(eng *e, int *active) {
-    int batch = e->o->batch, rc = 0;
+    int batch = e->o->batch, rc = 0, mixed = cllm_fwd_batch_invariant(&e->f);
     *active = 0;
     for (int i = 0; i < batch; i++) *active += e->slots[i].active;
-    for (int windows = 1; windows >= 0 && !rc; windows--) {
+    if (*active) e->st.ticks++;
+    for (int windows = 1; windows >= (mixed ? 1 : 0) && !rc; windows--) {
         int next = 0;
         while (!rc) {
             int B = 0, rows = 0;
             for (; next < batch; next++) {
                 slot *s = &e->slots[next];
-                if (!s->active || (s->fed >= s->n_ctx - 1) != windows) continue;
+                int window = s->fed >= s->n_ctx - 1;
+                if (!s->active || (!mixed && window != windows)) continue;
                 int T = slot_want(e, s);
                 if (rows + T > e->f.max_T) {
                     int room = e->f.max_T - rows;
-                    if (windows || room < 1) break;
+                    if (window || room < 1) break;
                     T = room;
                 }
                 slot_feed(e, s, T, &e->calls[B], e->tokens + rows);
@@ -376,6 +385,7 @@ static int tick(eng *e, int *active) {
                 rows += T;
             }
             if (B == 0) break;
+            e->st.calls++;
             if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
             for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
                 slot *s = e->in_call[b];

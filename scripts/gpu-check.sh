@@ -41,8 +41,8 @@
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s, then with --full-window (the
 #             baseline of feeding only the rows that can change; same records)
-#             and with CLLM_CUDA_FIXED_ORDER=1 (the windows' products on
-#             matmul.cu's fixed-order kernel, fused epilogues, against cuBLAS);
+#             and with CLLM_CUDA_FIXED_ORDER=0 (the windows' products through
+#             cuBLAS, against the default fixed-order kernel);
 #          3d. cllm-train --device cuda on SmolLM2 with those trajectories
 #             (30 CLLM steps of 16): the trainer's tokens/s;
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models, of
@@ -489,8 +489,8 @@ pack
 # p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
 #    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
 #    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
-#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_FIXED_ORDER=1,
-#    the fixed-order products against cuBLAS); test_cuda_train --bench with
+#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_FIXED_ORDER=0,
+#    cuBLAS against the default fixed-order products); test_cuda_train --bench with
 #    CLLM_CUDA_PROFILE=1 (the trainer's per-op device times).
 if named p && have_time 120 "profile"; then
     prof=$log/profile.log
@@ -503,12 +503,10 @@ if named p && have_time 120 "profile"; then
             -n 16 --repeat 1 -f -o "$tmp/pb.zst" "$tmp/p4.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
     done
     head -n 128 "$data" >"$tmp/t128.jsonl"
-    # STATS twice: cuBLAS for the decoding calls (the default), then matmul.cu's
-    # fixed-order kernel for every product (CLLM_CUDA_FIXED_ORDER=1): same run, same prompts
-    for v in PROFILE STATS "STATS FIXED_ORDER"; do
-        envs=
-        for x in $v; do envs="$envs CLLM_CUDA_$x=1"; done
-        echo "== cllm-traj --batch 64,$envs, 128 prompts x 64" >>"$prof"
+    # STATS twice: matmul.cu's fixed-order kernel for every product (the default), then cuBLAS
+    # for the decoding calls (CLLM_CUDA_FIXED_ORDER=0): same run, same prompts
+    for envs in CLLM_CUDA_PROFILE=1 CLLM_CUDA_STATS=1 "CLLM_CUDA_STATS=1 CLLM_CUDA_FIXED_ORDER=0"; do
+        echo "== cllm-traj --batch 64, $envs, 128 prompts x 64" >>"$prof"
         P0=$(date +%s.%N)
         env $envs timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \
             -n 16 --max-new-tokens 64 --batch 64 -q -f -o "$tmp/pt.zst" "$tmp/t128.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
@@ -540,8 +538,8 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
                 S1=$(date +%s.%N)
                 awk -v a="$S0" -v b="$S1" -v n="$n" -v t="$(awk -v a="$S0" -v b="$S1" 'BEGIN { print b - a }')" \
                     'BEGIN { printf "BENCH cllm-traj --batch 64 --full-window (baseline, same run): %.1f s = %.0f tokens/s\n", t, n / t }' | tee -a "$sum"
-                # equal by construction where the products are batch-invariant (CPU, fixed-order); cuBLAS'
-                # sums may depend on the call's row count, so a near-tie may part them: counted, not failed
+                # equal by construction where the products are batch-invariant (CPU, the fixed-order
+                # default); with cuBLAS' sums a near-tie could part them
                 "$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
                 "$bin/cllm-cat" --type traj -j "$tmp/t512f.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/b.jsonl"
                 nd=$(diff "$tmp/a.jsonl" "$tmp/b.jsonl" | grep -c '^<' || true)
@@ -550,18 +548,19 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
                 note "FAIL cllm-traj --batch 64 --full-window (or over 90 s)"; status=1
             fi
         fi
-        # the other route for the windows, same run: matmul.cu's fixed-order products with their fused
-        # epilogues (CLLM_CUDA_FIXED_ORDER=1; batch-invariant by construction) against cuBLAS (the default)
-        if have_time 100 "cllm-traj --batch 64, CLLM_CUDA_FIXED_ORDER=1"; then
+        # the other route for the windows, same run: cuBLAS (CLLM_CUDA_FIXED_ORDER=0; prompt chunks in
+        # calls of their own) against the default, matmul.cu's fixed-order products with their fused
+        # epilogues (batch-invariant by construction; windows and prompt chunks share a call)
+        if have_time 100 "cllm-traj --batch 64, CLLM_CUDA_FIXED_ORDER=0"; then
             S0=$(date +%s.%N)
-            if CLLM_CUDA_FIXED_ORDER=1 timeout 90 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k \
+            if CLLM_CUDA_FIXED_ORDER=0 timeout 90 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k \
                 --field question -n 16 --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512x.zst" "$data" 2>>"$cli"; then
                 S1=$(date +%s.%N)
                 nx=$("$bin/cllm-cat" --type traj -j "$tmp/t512x.zst" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c)
                 awk -v a="$S0" -v b="$S1" -v n="$nx" \
-                    'BEGIN { printf "BENCH cllm-traj --batch 64 with CLLM_CUDA_FIXED_ORDER=1 (same run): %d trajectory tokens in %.1f s = %.0f tokens/s\n", n, b - a, n / (b - a) }' | tee -a "$sum"
+                    'BEGIN { printf "BENCH cllm-traj --batch 64 with CLLM_CUDA_FIXED_ORDER=0 (cuBLAS; baseline, same run): %d trajectory tokens in %.1f s = %.0f tokens/s\n", n, b - a, n / (b - a) }' | tee -a "$sum"
             else
-                note "FAIL cllm-traj --batch 64 with CLLM_CUDA_FIXED_ORDER=1 (or over 90 s)"; status=1
+                note "FAIL cllm-traj --batch 64 with CLLM_CUDA_FIXED_ORDER=0 (or over 90 s)"; status=1
             fi
         fi
     else

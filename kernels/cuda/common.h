@@ -204,7 +204,8 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
  *   b[0] = B[2t..2t+1][g]    b[1] = B[2t+8..+9][g]
  *   d[0..1] = D[g][2t..2t+1] d[2..3] = D[g+8][2t..2t+1]
  * A row's results depend on that row of A alone. Under the CPU emulation
- * (tests/cuemu/) the same fragments are gathered with shuffles and summed in
+ * (tests/cuemu/) the warp's fragments are gathered in one barrier
+ * (cuemu_warp_gather, where 12 shuffles would take 12) and summed in
  * k order in fp32. Every lane of the warp must call it. */
 #ifdef CUEMU_CUDA_RUNTIME_H
 static inline float bf16_bits_float(unsigned v) {   /* the bf16 in v's low 16 bits */
@@ -218,11 +219,14 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const unsigned a[4], 
 #ifdef CUEMU_CUDA_RUNTIME_H
     int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     float A[2][16], B[2][16];   /* rows g, g+8 of A; columns 2t, 2t+1 of B */
+    /* the warp's fragments, in one barrier (what 12 shuffles would give) */
+    uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    const uint32_t *all = cuemu_warp_gather(mine, 6);
     for (int tt = 0; tt < 4; tt++) {
         unsigned r[4], c[2][2];
-        for (int i = 0; i < 4; i++) r[i] = __shfl_sync(0xffffffffu, a[i], 4 * g + tt);
+        for (int i = 0; i < 4; i++) r[i] = all[8 * (4 * g + tt) + i];
         for (int j = 0; j < 2; j++)
-            for (int i = 0; i < 2; i++) c[j][i] = __shfl_sync(0xffffffffu, b[i], 4 * (2 * t + j) + tt);
+            for (int i = 0; i < 2; i++) c[j][i] = all[8 * (4 * (2 * t + j) + tt) + 4 + i];
         for (int h = 0; h < 2; h++) {   /* low, high half: k = 2tt + h (+8) */
             A[0][2 * tt + h] = bf16_bits_float(r[0] >> (16 * h));
             A[1][2 * tt + h] = bf16_bits_float(r[1] >> (16 * h));

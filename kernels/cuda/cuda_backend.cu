@@ -131,7 +131,8 @@ struct cllm_cuda_state {
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
                                       inner size (for prompt calls: call_gemm_rows) */
-    int fixed_order_all;           /* CLLM_CUDA_FIXED_ORDER=1: for decoding calls too */
+    int fixed_order_all;           /* ... for decoding calls too: bulk states (cllm-traj) by
+                                      default; CLLM_CUDA_FIXED_ORDER=1 every state, =0 none */
     int fuse;                      /* on the fixed-order route, the residual adds and SwiGLU
                                       in the products' epilogues (CLLM_CUDA_FUSE=0: never) */
     int fuse_rope;                 /* ... and bias + RoPE + the cache write (qkv_rope_fusable) */
@@ -438,6 +439,15 @@ extern "C" unsigned long long cllm_cuda_fwd_pad_rows(const cllm_cuda_fwd *f) {
     return f && f->st ? f->st->stats.pad_rows : 0;
 }
 
+extern "C" int cllm_cuda_fwd_batch_invariant(const cllm_cuda_fwd *f) {
+    const struct cllm_cuda_state *s = f->st;
+    /* the few-row path and the bulk route sum differently: a state with both
+     * gives a row other bits in a 16-row call than in a larger one */
+    if (s->mm16) return 0;
+    if (s->gemm_rows >= 0) return s->gemm_rows > 0;
+    return s->fixed_order_ok && s->fixed_order_all;
+}
+
 extern "C" unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f) {
     return f && f->st ? f->st->stats.fused_enqueues : 0;
 }
@@ -474,10 +484,13 @@ enum { PROMPT_GEMM_ROWS = 64 };
  * fixed-order kernel, one launch whatever R (where the inner sizes are
  * multiples of 16; else cuBLAS in 64-row pieces, one shape, at the price of
  * R/64 launches a product). A call of decoding steps only (N == R: windows,
- * AR steps) is one cuBLAS product per matrix, unless CLLM_CUDA_FIXED_ORDER=1
- * (the fixed-order kernel for every call: batch-invariant decoding on the
- * cuBLAS route, e.g. cllm-traj --batch B; its speed against cuBLAS is what
- * the switch is for). CLLM_CUDA_GEMM_ROWS overrides all of these. */
+ * AR steps) is one cuBLAS product per matrix, except in states that take
+ * the fixed-order kernel for every call (fixed_order_all: bulk states, i.e.
+ * cllm-traj, by default, since session 7; any state with
+ * CLLM_CUDA_FIXED_ORDER=1; none with =0): batch-invariant by construction,
+ * so a window's results do not depend on --batch, on the rows fed beside it
+ * or on the prompt rows sharing its call. CLLM_CUDA_GEMM_ROWS overrides all
+ * of these. */
 static int call_gemm_rows(const struct cllm_cuda_state *s, int R, int N) {
     if (s->gemm_rows >= 0) return s->gemm_rows;
     if (N == R && !(s->fixed_order_ok && s->fixed_order_all)) return 0;
@@ -531,7 +544,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         }
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
-        s->fixed_order_all = fo && !strcmp(fo, "1");
+        s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_BULK) != 0;
         const char *fu = getenv("CLLM_CUDA_FUSE");
         s->fuse = !(fu && !strcmp(fu, "0")) && c->d_ff % 8 == 0;
         s->fuse_rope = s->fuse && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
@@ -902,19 +915,23 @@ extern "C" int cllm_cuda_forward_seqs(cllm_cuda_fwd *f, cllm_cuda_kv *kv, const 
             if (t % ATT_SEG_ROWS == 0) seg_h[nseg++] = r;   /* a sequence's rows, 16 at a time */
         }
     /* Padding rows, for calls that replay graphs: token 0 at positions 0.. of
-     * the scratch sequence (kv->n_seq), through the LM head when every real
-     * row is (so a window call's key stays (R, R)); their results are
-     * dropped. Every route computes a row from its own inputs and cache
-     * alone, so they change nothing else (test_cuda). */
+     * the scratch sequence (kv->n_seq); their results are dropped. Through
+     * the LM head when every real row is (so a window call's key stays
+     * (R, R)); in a call that mixes LM-head rows with others (windows and
+     * prompt chunks together), the first pad rows bring the LM-head rows to
+     * a bucket too (the key is (row_bucket, row_bucket)). Every route
+     * computes a row from its own inputs and cache alone, so they change
+     * nothing else (test_cuda). */
     int n_out = N, Rp = R;
     if (s->use_graphs && !f->want_logits && !few_row_call(s, R, N)) {
-        Rp = row_bucket(R, M);
-        if (Rp - R > kv->cap) Rp = R;
+        int all_lm = N == R, lm_pad = all_lm || N == 0 ? 0 : row_bucket(N, M) - N;
+        Rp = row_bucket(R + lm_pad, M);
+        if (Rp - R > kv->cap || Rp - R < lm_pad) Rp = R;
         for (int r = R; r < Rp; r++) {
             tok_h[r] = 0;
             pos_h[r] = r - R;
             slot_h[r] = kv->n_seq;
-            if (n_out == R) lm_h[N++] = r;
+            if (all_lm || r - R < lm_pad) lm_h[N++] = r;
             if ((r - R) % ATT_SEG_ROWS == 0) seg_h[nseg++] = r;
         }
         s->stats.pad_rows += (unsigned long long)(Rp - R);

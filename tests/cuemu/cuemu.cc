@@ -267,6 +267,7 @@ struct Thread {
     unsigned mask;
     int op, arg, width;
     uint64_t val, out;
+    const uint32_t *gather;   /* CUEMU_GATHER: the lane's arg words */
     bool waited;           /* called cudaGridDependencySynchronize (a PDL grid's threads must) */
     void *fake_stack;      /* AddressSanitizer's bookkeeping across switches */
 };
@@ -406,7 +407,8 @@ void yield(int state) {
 }
 
 const char *shfl_name(int op) {
-    static const char *n[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__syncwarp"};
+    static const char *n[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__syncwarp",
+                              "cuemu_warp_gather"};
     return n[op];
 }
 
@@ -441,6 +443,20 @@ void resolve_shuffle(int lo, int hi) {
         if (t.state == AT_SYNC) warp_fail(op, lo, l, "is named by the mask but waits at __syncthreads");
         if (t.op != op || t.mask != mask || t.width != width)
             warp_fail(op, lo, l, "waits in a different shuffle (operation, mask or width differ)");
+    }
+    if (op == CUEMU_GATHER) {   /* every lane's words into the warp's buffer (two, in turn) */
+        static uint32_t buf[MAX_THREADS / 32][2][32 * 8];
+        static unsigned turn[MAX_THREADS / 32];
+        uint32_t *b = buf[lo / 32][turn[lo / 32]++ & 1u];
+        for (int l = 0; l < 32; l++) {
+            if (g_th[lo + l].arg < 1 || g_th[lo + l].arg > 8) warp_fail(op, lo, l, "passes 0 or more than 8 words");
+            memcpy(b + 8 * l, g_th[lo + l].gather, (size_t)g_th[lo + l].arg * sizeof(uint32_t));
+        }
+        for (int l = 0; l < 32; l++) {
+            g_th[lo + l].out = (uint64_t)(uintptr_t)b;
+            g_th[lo + l].state = READY;
+        }
+        return;
     }
     for (int l = 0; l < 32; l++) {
         if (!(mask >> l & 1u)) continue;
@@ -566,6 +582,18 @@ uint64_t cuemu_shfl(unsigned mask, uint64_t bits, int op, int arg, int width) {
     t->val = bits;
     yield(AT_SHFL);
     return t->out;
+}
+
+const uint32_t *cuemu_warp_gather(const uint32_t *words, int n) {
+    if (!g_cur) fail("cuemu_warp_gather outside a kernel");
+    Thread *t = g_cur;
+    t->mask = 0xffffffffu;
+    t->op = CUEMU_GATHER;
+    t->arg = n;
+    t->width = 32;
+    t->gather = words;
+    yield(AT_SHFL);
+    return (const uint32_t *)(uintptr_t)t->out;
 }
 
 void cudaGridDependencySynchronize(void) {

@@ -9,7 +9,8 @@
 #   answers ending in EOS at every place in a chunk): every state steps to the
 #   next (the states are a Jacobi trajectory), the EOS cuts chunks right, the
 #   same with --init vocab|pad,
-#   batch sizes 1/4/17 agree (and --full-window), --aug adds exactly the reference's augmented
+#   batch sizes 1/4/17 agree (and --full-window; prompt chunks share the
+#   windows' calls: about one call a tick), --aug adds exactly the reference's augmented
 #   states, --seed changes the states and not the fixed points, SIGINT leaves
 #   a cut stream of whole records.
 set -eu
@@ -81,6 +82,12 @@ rd=$(rows) rf=$(rows --full-window)
 echo "tiny: $rd rows/iteration, $rf with --full-window (n = 8)"
 [ "$rf" = 8.0 ] || fail "--full-window: $rf rows/iteration, expected 8.0"
 awk -v r="$rd" 'BEGIN { exit !(r > 0 && r < 6) }' || fail "only the changing rows: $rd rows/iteration, expected well under 8"
+# ... and the prompt chunks share the windows' calls (the CPU forward is batch-invariant):
+# one forward call a tick but for ticks whose prompt chunks overflow the call (1.13 when the
+# chunks go in calls of their own)
+ct=$(tiny --batch 4 --progress 2>&1 >/dev/null | tr '\r' '\n' | grep -o '[0-9.]* calls/tick' | tail -1 | cut -d' ' -f1)
+echo "tiny: $ct forward calls a tick (--batch 4)"
+awk -v c="$ct" 'BEGIN { exit !(c >= 1 && c < 1.05) }' || fail "prompt chunks and windows: $ct calls/tick, expected under 1.05"
 # Long answers: the KV cache grows (512 -> 1024 positions for the 300-token
 # prompt) while other sequences are in flight.
 tiny --max-new-tokens 300 | trajs > "$T/long1.jsonl"

@@ -506,7 +506,10 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
      * cache rows, what the unpadded call gives, bit for bit: a 30-row prompt
      * call (fixed-order products), and with CLLM_CUDA_FIXED_ORDER=1 a call
      * of 20 rows all through the LM head (a window call, padded with LM-head
-     * rows); each followed by a step of the unpadded state reading the cache.
+     * rows), and a 20-row call whose last 10 rows go through the LM head (a
+     * window and a prompt chunk in one call: the first 6 padding rows bring
+     * the LM-head rows to 16); each followed by a step of the unpadded state
+     * reading the cache.
      * The states without logits pad (graphs) and, on the fixed-order route,
      * take the argmax in the LM head's epilogue; those with logits never do
      * either, so this also checks that argmax against the separate one. */
@@ -516,8 +519,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         int required = !(gr && *gr && atoi(gr) == 0);
         float *ref = malloc((size_t)V * sizeof(float));
         CHECK(ref != NULL);
-        for (int kind = 0; ref && kind < 2 && !check_failures; kind++) {
-            int T = kind ? 20 : 30, lm_from = kind ? 0 : 29, am_pad[20], am_ref[20];
+        for (int kind = 0; ref && kind < 3 && !check_failures; kind++) {
+            int T = kind ? 20 : 30, lm_from = kind == 0 ? 29 : kind == 1 ? 0 : 10, am_pad[20], am_ref[20];
             cllm_cuda_fwd pf, uf;   /* padded (no logits), unpadded (logits) */
             const char *const *fo = kind ? ENV("CLLM_CUDA_FIXED_ORDER=1") : (const char *const[]){NULL};
             int rc_p = fwd_init_with(&pf, dm, 64, 0, fo), rc_u = fwd_init_with(&uf, dm, 64, CLLM_CUDA_FWD_LOGITS, fo);
@@ -539,7 +542,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
                 int same = !memcmp(am_pad, am_ref, (size_t)(T - lm_from) * sizeof(int)) &&
                            !memcmp(ref, uf.logits, (size_t)V * sizeof(float));
                 printf("%s: a %d-row %s call padded with %llu rows in 3 calls vs unpadded: %s\n", name, T,
-                       kind ? "window (CLLM_CUDA_FIXED_ORDER=1)" : "prompt", pad, same ? "bit-identical" : "differ");
+                       kind == 0 ? "prompt" : kind == 1 ? "window (CLLM_CUDA_FIXED_ORDER=1)" : "mixed (LM head from row 10)",
+                       pad, same ? "bit-identical" : "differ");
                 if (graphs) CHECK_MSG(pad == 3ull * (64 - T), "%s: %llu padding rows, expected %d", name, pad, 3 * (64 - T));
                 if (required)
                     CHECK_MSG(same, "%s: a %d-row call, padded and without logits (argmax in the LM head's "

@@ -201,7 +201,7 @@ void __syncthreads(void);
  * one after another here, so there is nothing to wait for */
 void cudaGridDependencySynchronize(void);
 void cudaTriggerProgrammaticLaunchCompletion(void);
-enum { CUEMU_SHFL_IDX, CUEMU_SHFL_UP, CUEMU_SHFL_DOWN, CUEMU_SHFL_XOR, CUEMU_SYNCWARP };
+enum { CUEMU_SHFL_IDX, CUEMU_SHFL_UP, CUEMU_SHFL_DOWN, CUEMU_SHFL_XOR, CUEMU_SYNCWARP, CUEMU_GATHER };
 /* A barrier over the lanes of mask in the current warp; returns the bits that
  * lane src(op, arg, width) passed in. */
 uint64_t cuemu_shfl(unsigned mask, uint64_t bits, int op, int arg, int width);
@@ -233,6 +233,11 @@ template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int lane_
     return cuemu_shfl_t(mask, v, CUEMU_SHFL_XOR, lane_mask, width);
 }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)cuemu_shfl(mask, 0, CUEMU_SYNCWARP, 0, 32); }
+/* cuemu only, for emulating warp-wide instructions (mma.sync) in one
+ * barrier instead of a shuffle per operand: every lane of the full warp
+ * passes n (1..8) 32-bit words and gets back all 32 lanes' words, lane l's
+ * at [8 l], readable until the warp's collective after the next one. */
+const uint32_t *cuemu_warp_gather(const uint32_t *words, int n);
 
 /* Atomics: fibers only switch at barriers, so a plain read-modify-write is
  * atomic here. */
