@@ -16,9 +16,12 @@
  * K chunk, in order, the inp tile and the groups' 64 W rows go to shared
  * memory (rows past R or the W rows and columns past K as zeros) and each
  * warp adds its 16 rows x 64 outputs as 4 k-steps x 8 n-tiles of mma.sync
- * m16n8k16 (bf16 in, fp32 accumulate). Two shared-memory stages: chunk
- * c + 1 is copied (cp.async) while chunk c is multiplied, so the global
- * loads' latency is hidden instead of paid once a chunk. Every output is
+ * m16n8k16 (bf16 in, fp32 accumulate). MT_STAGES (3) shared-memory stages
+ * (54 KiB, dynamic): chunks c + 1 and c + 2 are on their way (cp.async)
+ * while chunk c is multiplied, so a chunk's load latency (which at one
+ * block an SM, the small products of a batched window call, is most of a
+ * chunk's time) is paid once per call, not once a chunk; one barrier a
+ * chunk (it also frees the stage the next copy fills). Every output is
  * summed in the same order whatever R is and whatever else is in the call:
  * batch-invariant by construction, without the launches of G-row pieces.
  * Needs K % 16 == 0.
@@ -38,7 +41,9 @@
 #include "epilogue.h"
 #include "flash_tile.h"
 
-enum { MT_TILE = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8, MT_GROUPS = MT_TILE / 16 };
+enum { MT_TILE = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8, MT_GROUPS = MT_TILE / 16, MT_STAGES = 3 };
+/* bytes of dynamic shared memory: MT_STAGES x (inp tile, W tile) */
+static const size_t MT_SMEM = (size_t)MT_STAGES * 2 * MT_TILE * MT_LD * sizeof(floatX);
 enum { MT_ROWS_PER_THREAD = MT_TILE * (MT_K / 8) / (32 * MT_WARPS) };   /* 16-byte copies a thread makes per operand */
 static_assert(MT_ROWS_PER_THREAD * 32 * MT_WARPS == MT_TILE * (MT_K / 8), "the copies divide evenly");
 
@@ -64,7 +69,7 @@ template <int OUT>
 __global__ void __launch_bounds__(32 * MT_WARPS)
 matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
                        argmax_key_t *keys, qkv_rope_args ra, int pdl) {
-    __shared__ uint4 mt_smem[2 * 2 * MT_TILE * MT_LD / 8];   /* 2 stages x (inp tile, W tile) */
+    extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): MT_SMEM bytes */
     floatX *stage0 = reinterpret_cast<floatX *>(mt_smem);
     int r0 = blockIdx.y * MT_TILE, grp0 = blockIdx.x * MT_GROUPS, groups = out_groups<OUT>(units, ra);
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
@@ -93,19 +98,24 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
 #pragma unroll
     for (int nt = 0; nt < MT_TILE / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     int chunks = (K + MT_K - 1) / MT_K;
-    mt_load_chunk(stage0, stage0 + MT_TILE * MT_LD, arow, wrow, W, 0, K);
-    cp_async_commit();
+    const size_t stage_elems = (size_t)2 * MT_TILE * MT_LD;
+    /* chunks 0 .. MT_STAGES - 2 on their way; one commit group per chunk (empty past the last) */
+#pragma unroll
+    for (int c = 0; c < MT_STAGES - 1; c++) {
+        if (c < chunks) mt_load_chunk(stage0 + c * stage_elems, stage0 + c * stage_elems + MT_TILE * MT_LD, arow, wrow, W,
+                                      c * MT_K, K);
+        cp_async_commit();
+    }
     for (int ch = 0; ch < chunks; ch++) {
-        floatX *as = stage0 + (size_t)(ch & 1) * 2 * MT_TILE * MT_LD, *bs = as + MT_TILE * MT_LD;
-        if (ch + 1 < chunks) {   /* the next chunk into the other stage (its readers passed the last barrier) */
-            floatX *an = stage0 + (size_t)((ch + 1) & 1) * 2 * MT_TILE * MT_LD;
-            mt_load_chunk(an, an + MT_TILE * MT_LD, arow, wrow, W, (ch + 1) * MT_K, K);
-            cp_async_commit();
-            cp_async_wait<1>();   /* this chunk's copies are done, the next one's may not be */
-        } else {
-            cp_async_wait<0>();
+        floatX *as = stage0 + (size_t)(ch % MT_STAGES) * stage_elems, *bs = as + MT_TILE * MT_LD;
+        cp_async_wait<MT_STAGES - 2>();   /* groups 0 .. ch done: this chunk's copies landed */
+        __syncthreads();   /* ... every thread's, visible; and chunk ch - 1's stage is no longer read */
+        int nx = ch + MT_STAGES - 1;   /* into chunk ch - 1's stage */
+        if (nx < chunks) {
+            floatX *an = stage0 + (size_t)(nx % MT_STAGES) * stage_elems;
+            mt_load_chunk(an, an + MT_TILE * MT_LD, arow, wrow, W, nx * MT_K, K);
         }
-        __syncthreads();          /* ... and every thread's copies of this chunk are visible */
+        cp_async_commit();
         int kc = min(MT_K, K - ch * MT_K);
         for (int kk = 0; kk < kc / 16; kk++) {
             const floatX *ap = as + (size_t)(16 * w + g) * MT_LD + 16 * kk + 2 * tq;
@@ -117,7 +127,6 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
                 mma_bf16_16816(acc[nt], a, bf);
             }
         }
-        __syncthreads();          /* this stage is refilled at chunk ch + 2 */
     }
     /* lane (g, tq) holds rows g and g + 8 of the warp's 16, columns 2 tq, 2 tq + 1 of each n-tile;
      * n-tiles 2 i and 2 i + 1 are group grp0 + i */
@@ -187,8 +196,11 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     if (ra) rargs = *ra;
     else memset(&rargs, 0, sizeof rargs);
     dim3 grid(ceil_div(out_groups<OUT>(units, rargs), MT_GROUPS), ceil_div(R, MT_TILE));
-    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT>, grid, dim3(32 * MT_WARPS), 0, stream,
-                         pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
+    int rc = CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)MT_SMEM));
+    if (rc) return rc;
+    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT>, grid, dim3(32 * MT_WARPS), MT_SMEM,
+                         stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
 }
 
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
