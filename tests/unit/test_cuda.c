@@ -584,12 +584,18 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 50, tok + 3, 1, 0));
             memcpy(dst + (size_t)21 * V, xf.logits, (size_t)V * sizeof(float));
             unsigned long long fused = cllm_cuda_fwd_fused_enqueues(&xf);
+            int invariant = cllm_cuda_fwd_batch_invariant(&xf);
             cllm_cuda_fwd_free(&xf);
             /* every call fused on the fixed-order route; on the cuBLAS route the prompt call (fixed-order
              * products: call_gemm_rows) */
             const char *gr = getenv("CLLM_CUDA_GEMM_ROWS"), *fu = getenv("CLLM_CUDA_FUSE");
             int pieces = gr && *gr && atoi(gr) >= 0 && atoi(gr) <= 4096;   /* cuBLAS pieces for every call */
             int off = fu && !strcmp(fu, "0");   /* switched off from outside (gpu-check 1b) */
+            /* what cllm-traj's mixing of prompt chunks and windows rests on: one batch-invariant route for
+             * every call (fixed-order, or cuBLAS in fixed G-row pieces), never cuBLAS in one call */
+            int want_inv = pieces ? atoi(gr) > 0 : fixed;
+            CHECK_MSG(invariant == want_inv, "%s: %s: batch-invariant %d, expected %d", name, what[k], invariant,
+                      want_inv);
             unsigned long long want = k == 1 || pieces || off ? 0 : fixed ? 3 : 1;
             CHECK_MSG(fused == want, "%s: %s: %llu calls with fused epilogues, expected %llu", name, what[k], fused,
                       want);
@@ -602,6 +608,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         free(ref);
         free(got);
     }
+    /* the few-row path and the bulk route sum differently: never batch-invariant across call sizes */
+    CHECK(cllm_cuda_fwd_batch_invariant(&gf) == 0 || (getenv("CLLM_CUDA_MM16") && !strcmp(getenv("CLLM_CUDA_MM16"), "0")));
     /* argument errors change nothing */
     {
         int len = cllm_cuda_kv_len(&gk, 1), bad = V;
