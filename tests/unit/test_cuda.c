@@ -610,6 +610,17 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     }
     /* the few-row path and the bulk route sum differently: never batch-invariant across call sizes */
     CHECK(cllm_cuda_fwd_batch_invariant(&gf) == 0 || (getenv("CLLM_CUDA_MM16") && !strcmp(getenv("CLLM_CUDA_MM16"), "0")));
+    {   /* a bulk state (cllm-traj's) takes one invariant route for every call unless told otherwise */
+        cllm_cuda_fwd bf;
+        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER"), *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+        int want = gr && *gr && atoi(gr) >= 0 && atoi(gr) <= 4096 ? atoi(gr) > 0 : !(fo && !strcmp(fo, "0"));
+        CHECK_OK(cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_BULK));
+        if (!check_failures) {
+            CHECK_MSG(cllm_cuda_fwd_batch_invariant(&bf) == want, "%s: a bulk state is batch-invariant: %d, expected %d",
+                      name, cllm_cuda_fwd_batch_invariant(&bf), want);
+            cllm_cuda_fwd_free(&bf);
+        }
+    }
     /* argument errors change nothing */
     {
         int len = cllm_cuda_kv_len(&gk, 1), bad = V;
