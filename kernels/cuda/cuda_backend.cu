@@ -560,6 +560,13 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         }
         s->pdl = major >= 9;
     }
+    if (s->fixed_order_ok) {
+        int rc_mt = matmul_fixed_order_init();
+        if (rc_mt) {
+            cllm_cuda_fwd_free(f);
+            return rc_mt;
+        }
+    }
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
     s->gemm_rows = gr && *gr ? atoi(gr) : -1;
     if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = -1;

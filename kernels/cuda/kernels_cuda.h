@@ -140,6 +140,9 @@ int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, int pd
  * tensor-core kernel, one launch, batch-invariant by construction (C % 16
  * == 0; no padding). */
 enum { MATMUL_FIXED_ORDER = -1 };
+/* Once per device before the fixed-order kernel's first launch (its 54 KiB
+ * of shared memory are above the default limit); 0 or the recorded error. */
+int matmul_fixed_order_init(void);
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
                    int R, int C, int OC, int rows_per_call, int pdl, cudaStream_t stream);
 /* The fixed-order product with the op after it in its epilogue

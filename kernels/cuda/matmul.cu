@@ -196,11 +196,23 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     if (ra) rargs = *ra;
     else memset(&rargs, 0, sizeof rargs);
     dim3 grid(ceil_div(out_groups<OUT>(units, rargs), MT_GROUPS), ceil_div(R, MT_TILE));
-    int rc = CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)MT_SMEM));
-    if (rc) return rc;
     return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT>, grid, dim3(32 * MT_WARPS), MT_SMEM,
                          stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
+}
+
+/* the shared memory above 48 KiB every kernel1 variant asks for */
+template <int OUT>
+static int mt_allow_smem(void) {
+    return CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)MT_SMEM));
+}
+
+int matmul_fixed_order_init(void) {
+    int rc;
+    if ((rc = mt_allow_smem<EPI_F32>()) || (rc = mt_allow_smem<EPI_ADD>()) || (rc = mt_allow_smem<EPI_SWIGLU>()) ||
+        (rc = mt_allow_smem<EPI_QKV_ROPE>()) || (rc = mt_allow_smem<EPI_ARGMAX>()))
+        return rc;
+    return 0;
 }
 
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,

@@ -96,9 +96,16 @@ static int fwd_init_with(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int rows, 
     enum { MAXV = 4 };
     char name[MAXV][64], *old[MAXV] = {NULL};
     int n = 0, rc = 0;
-    for (; env[n] && n < MAXV; n++) {
+    for (; env[n]; n++) {
+        if (n == MAXV) {   /* more than this helper keeps: a test's mistake */
+            rc = CLLM_EINVAL;
+            break;
+        }
         const char *eq = strchr(env[n], '=');
-        if (!eq) return CLLM_EINVAL;
+        if (!eq) {
+            rc = CLLM_EINVAL;
+            break;
+        }
         snprintf(name[n], sizeof name[n], "%.*s", (int)(eq - env[n]), env[n]);
         const char *v = getenv(name[n]);
         old[n] = v ? strdup(v) : NULL;
@@ -113,6 +120,14 @@ static int fwd_init_with(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int rows, 
     return rc;
 }
 #define ENV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* CLLM_CUDA_GEMM_ROWS as the backend reads it: G >= 0 when set (every
+ * cuBLAS product in G-row pieces; 0: one call), else -1 */
+static int env_gemm_rows(void) {
+    const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+    int g = gr && *gr ? atoi(gr) : -1;
+    return g >= 0 && g <= 4096 ? g : -1;
+}
 
 /* Compare rows [from, T) of GPU and CPU logits; returns the worst relerr.
  * The GPU's argmax (argmax.cu, or the LM head's fused one on the few-row
@@ -374,12 +389,12 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
      * each row exactly, bit for bit, what 16 one-row calls (AR steps) give,
      * logits and cache alike (checked again by the next call reading it). */
     {
-        const char *mm = getenv("CLLM_CUDA_MM16"), *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+        const char *mm = getenv("CLLM_CUDA_MM16");
         int few = !(mm && !strcmp(mm, "0"));
         /* the cuBLAS route is batch-invariant too when its products go in
          * fixed G-row pieces: every other kernel of it (attention included)
          * computes a row from that row alone */
-        int invariant = few || (gr && atoi(gr) > 0);
+        int invariant = few || env_gemm_rows() > 0;
         size_t n = (size_t)16 * V;
         float *block = malloc(n * sizeof(float)), *steps = malloc(n * sizeof(float));
         float *next_a = malloc((size_t)V * sizeof(float));
@@ -476,8 +491,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
      * batch that cut it. Required unless CLLM_CUDA_GEMM_ROWS=0 asks for one
      * cuBLAS call per product. */
     {
-        const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
-        int required = !(gr && *gr && atoi(gr) == 0);
+        int required = env_gemm_rows() != 0;
         float *one = malloc(2 * (size_t)V * sizeof(float)), *cut = malloc(2 * (size_t)V * sizeof(float));
         CHECK(one && cut);
         if (one && cut) {
@@ -514,9 +528,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
      * take the argmax in the LM head's epilogue; those with logits never do
      * either, so this also checks that argmax against the separate one. */
     {
-        const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
         int graphs = !(getenv("CLLM_CUDA_GRAPHS") && !strcmp(getenv("CLLM_CUDA_GRAPHS"), "0"));
-        int required = !(gr && *gr && atoi(gr) == 0);
+        int required = env_gemm_rows() != 0;
         float *ref = malloc((size_t)V * sizeof(float));
         CHECK(ref != NULL);
         for (int kind = 0; ref && kind < 3 && !check_failures; kind++) {
@@ -588,12 +601,12 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             cllm_cuda_fwd_free(&xf);
             /* every call fused on the fixed-order route; on the cuBLAS route the prompt call (fixed-order
              * products: call_gemm_rows) */
-            const char *gr = getenv("CLLM_CUDA_GEMM_ROWS"), *fu = getenv("CLLM_CUDA_FUSE");
-            int pieces = gr && *gr && atoi(gr) >= 0 && atoi(gr) <= 4096;   /* cuBLAS pieces for every call */
+            const char *fu = getenv("CLLM_CUDA_FUSE");
+            int G = env_gemm_rows(), pieces = G >= 0;   /* cuBLAS (pieces) for every call */
             int off = fu && !strcmp(fu, "0");   /* switched off from outside (gpu-check 1b) */
             /* what cllm-traj's mixing of prompt chunks and windows rests on: one batch-invariant route for
              * every call (fixed-order, or cuBLAS in fixed G-row pieces), never cuBLAS in one call */
-            int want_inv = pieces ? atoi(gr) > 0 : fixed;
+            int want_inv = pieces ? G > 0 : fixed;
             CHECK_MSG(invariant == want_inv, "%s: %s: batch-invariant %d, expected %d", name, what[k], invariant,
                       want_inv);
             unsigned long long want = k == 1 || pieces || off ? 0 : fixed ? 3 : 1;
@@ -612,8 +625,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     CHECK(cllm_cuda_fwd_batch_invariant(&gf) == 0 || (getenv("CLLM_CUDA_MM16") && !strcmp(getenv("CLLM_CUDA_MM16"), "0")));
     {   /* a bulk state (cllm-traj's) takes one invariant route for every call unless told otherwise */
         cllm_cuda_fwd bf;
-        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER"), *gr = getenv("CLLM_CUDA_GEMM_ROWS");
-        int want = gr && *gr && atoi(gr) >= 0 && atoi(gr) <= 4096 ? atoi(gr) > 0 : !(fo && !strcmp(fo, "0"));
+        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
+        int G = env_gemm_rows(), want = G >= 0 ? G > 0 : !(fo && !strcmp(fo, "0"));
         CHECK_OK(cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_BULK));
         if (!check_failures) {
             CHECK_MSG(cllm_cuda_fwd_batch_invariant(&bf) == want, "%s: a bulk state is batch-invariant: %d, expected %d",
