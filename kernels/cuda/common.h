@@ -107,11 +107,11 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
  * still be a valid address). cp_async_commit() closes the thread's group of
  * copies; cp_async_wait<N>() waits until at most N of its groups are still
  * in flight; a __syncthreads() after it shows the data to the block. The
- * emulation copies at once. */
+ * emulation lands a copy only at the wait that covers it (so a read before
+ * the wait sees the old contents). */
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int valid) {
 #if defined(CUEMU_CUDA_RUNTIME_H)
-    if (valid) memcpy(smem, gmem, 16);
-    else memset(smem, 0, 16);
+    cuemu_cp_async16(smem, gmem, valid);
 #else
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0)
@@ -119,13 +119,17 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int val
 #endif
 }
 __device__ __forceinline__ void cp_async_commit(void) {
-#if !defined(CUEMU_CUDA_RUNTIME_H)
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    cuemu_cp_async_commit();
+#else
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 template <int N>
 __device__ __forceinline__ void cp_async_wait(void) {
-#if !defined(CUEMU_CUDA_RUNTIME_H)
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    cuemu_cp_async_wait(N);
+#else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }

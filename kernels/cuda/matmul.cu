@@ -64,14 +64,18 @@ __device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floa
 
 /* inp (R, K) bf16, W (w_rows<OUT>(units), K) bf16; per OUT (epilogue.h):
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16 | keys (R) | ra.
- * grid (ceil(out_groups / 4), ceil(R / 64)), block 128 */
+ * grid (ceil(R / 64), ceil(out_groups / 4)), block 128: the row tiles of one
+ * column of W tiles are neighbours in launch order, so the blocks resident
+ * at once share their W tiles through L2 and each W tile comes from memory
+ * about once (the LM head's 56 MB of W does not fit in L2; with the W
+ * tiles in x, every 64 rows re-read all of it). */
 template <int OUT>
 __global__ void __launch_bounds__(32 * MT_WARPS)
 matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
                        argmax_key_t *keys, qkv_rope_args ra, int pdl) {
     extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): MT_SMEM bytes */
     floatX *stage0 = reinterpret_cast<floatX *>(mt_smem);
-    int r0 = blockIdx.y * MT_TILE, grp0 = blockIdx.x * MT_GROUPS, groups = out_groups<OUT>(units, ra);
+    int r0 = blockIdx.x * MT_TILE, grp0 = blockIdx.y * MT_GROUPS, groups = out_groups<OUT>(units, ra);
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     /* the tile rows this thread copies: inp rows r0 + tr, W rows of group grp0 + tr / 16 */
     const floatX *arow[MT_ROWS_PER_THREAD], *wrow[MT_ROWS_PER_THREAD];
@@ -86,7 +90,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
     }
     /* launched with pdl: the weights (which nothing earlier writes) on their
      * way to L2 while the predecessor finishes */
-    if (pdl && blockIdx.y == 0 && threadIdx.x % 8 == 0)
+    if (pdl && blockIdx.x == 0 && threadIdx.x % 8 == 0)
 #pragma unroll
         for (int i = 0; i < MT_ROWS_PER_THREAD; i++)
             if (wrow[i])
@@ -195,7 +199,8 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     qkv_rope_args rargs;
     if (ra) rargs = *ra;
     else memset(&rargs, 0, sizeof rargs);
-    dim3 grid(ceil_div(out_groups<OUT>(units, rargs), MT_GROUPS), ceil_div(R, MT_TILE));
+    dim3 grid(ceil_div(R, MT_TILE), ceil_div(out_groups<OUT>(units, rargs), MT_GROUPS));
+    if (grid.y > 65535) return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
     return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT>, grid, dim3(32 * MT_WARPS), MT_SMEM,
                          stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
 }

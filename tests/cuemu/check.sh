@@ -10,6 +10,10 @@
 #                        cuBLAS, attention tiled) and every block, warp and
 #                        lane run in reverse order (CUEMU_ORDER=rev); the
 #                        16-row call must still equal 16 one-row calls
+#   test_cuda_cp_now     test_cuda with cp.async copies landing at issue
+#                        (CUEMU_CP_ASYNC=now) instead of at the wait that covers
+#                        them: the default catches a read before the wait, this
+#                        one a stage refilled before every thread has read it
 #   test_cuda_train      the training parity test
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
@@ -45,7 +49,8 @@ selftest() {
     "$B/cuemu-selftest" ok || return 1
     for m in "exited-lane:has exited" "sync-vs-shuffle:waits at __syncthreads" \
              "partial-warp:has no such thread" "copy-out-of-bounds:not inside one cudaMalloc" \
-             "pdl-no-wait:never called cudaGridDependencySynchronize"; do
+             "pdl-no-wait:never called cudaGridDependencySynchronize" \
+             "cp-async-in-flight:cp.async copies in flight"; do
         if "$B/cuemu-selftest" "${m%%:*}" 2> "$logs/selftest.err"; then
             echo "selftest ${m%%:*}: not refused"; return 1
         fi
@@ -56,6 +61,7 @@ selftest() {
 run selftest selftest
 run test_cuda "$B/tests/test_cuda"
 run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM16=0 CUEMU_ORDER=rev "$B/tests/test_cuda"
+run test_cuda_cp_now env CUEMU_CP_ASYNC=now "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
 run e2e sh tests/cuemu/e2e.sh "$B"
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"

@@ -30,6 +30,12 @@
  *    memory into the capture invalidates it.
  *  - One device, sm_90, 132 SMs, 80 GiB (an H100 SXM). CUEMU_DEVICES=0:
  *    cudaGetDeviceCount reports no device; CUEMU_DEVICES=N, N alike.
+ *  - cp.async copies (cuemu_cp_async16) land as late as the rules allow: at
+ *    the cp.async.wait_group that makes their group complete, not at issue
+ *    and not at __syncthreads, so a kernel that reads a stage before waiting
+ *    for its copies reads the stage's old contents; a thread that exits with
+ *    copies in flight aborts. CUEMU_CP_ASYNC=now lands them at issue instead
+ *    (a stage overwritten while other threads still read it shows then).
  *  - CUEMU_ORDER=rev runs blocks, warps and lanes in reverse order: a kernel
  *    whose result changes with it depends on an order CUDA does not promise.
  *
@@ -269,6 +275,16 @@ struct Thread {
     uint64_t val, out;
     const uint32_t *gather;   /* CUEMU_GATHER: the lane's arg words */
     bool waited;           /* called cudaGridDependencySynchronize (a PDL grid's threads must) */
+    /* cp.async copies issued and not yet landed: group = the number of groups
+     * the thread had committed when it issued the copy (== committed: the open
+     * group, which no wait covers) */
+    struct AsyncCopy {
+        void *dst;
+        const void *src;   /* NULL: 16 zero bytes */
+        int group;
+    };
+    std::vector<AsyncCopy> copies;
+    int committed;
     void *fake_stack;      /* AddressSanitizer's bookkeeping across switches */
 };
 
@@ -395,7 +411,14 @@ void yield(int state) {
     __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
     g_cur->waited = false;
+    g_cur->copies.clear();
+    g_cur->committed = 0;
     (*g_body)();
+    if (!g_cur->copies.empty())
+        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): exited with %zu cp.async copies in flight "
+             "(no cp.async.wait_group covered them)",
+             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z,
+             g_cur->copies.size());
     /* a grid launched to overlap its predecessor must wait for it before
      * touching what it writes; the kernels' rule is that every thread waits */
     if (g_pdl && !g_cur->waited)
@@ -603,6 +626,46 @@ void cudaGridDependencySynchronize(void) {
 
 void cudaTriggerProgrammaticLaunchCompletion(void) {
     if (!g_cur) fail("cudaTriggerProgrammaticLaunchCompletion outside a kernel");
+}
+
+/* CUEMU_CP_ASYNC=now: copies land at issue instead, the other extreme: with
+ * the block's threads run one after another, a copy into a stage that other
+ * threads have yet to read (a missing barrier before the reuse) shows */
+bool cp_async_now() {
+    static int r = -1;
+    if (r < 0) r = env_is("CUEMU_CP_ASYNC", "now");
+    return r;
+}
+
+void cuemu_cp_async16(void *smem, const void *gmem, int valid) {
+    if (!g_cur) fail("cp.async outside a kernel");
+    if (cp_async_now()) {
+        if (valid) memcpy(smem, gmem, 16);
+        else memset(smem, 0, 16);
+        return;
+    }
+    g_cur->copies.push_back({smem, valid ? gmem : nullptr, g_cur->committed});
+}
+
+void cuemu_cp_async_commit(void) {
+    if (!g_cur) fail("cp.async.commit_group outside a kernel");
+    g_cur->committed++;
+}
+
+/* the copies of every committed group but the n most recent land now, in issue order */
+void cuemu_cp_async_wait(int n) {
+    if (!g_cur) fail("cp.async.wait_group outside a kernel");
+    auto &c = g_cur->copies;
+    size_t keep = 0;
+    for (size_t i = 0; i < c.size(); i++) {
+        if (c[i].group < g_cur->committed - n) {
+            if (c[i].src) memcpy(c[i].dst, c[i].src, 16);
+            else memset(c[i].dst, 0, 16);
+        } else {
+            c[keep++] = c[i];
+        }
+    }
+    c.resize(keep);
 }
 
 void *cuemu_shared(const void *key, size_t bytes) {

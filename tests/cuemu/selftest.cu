@@ -1,8 +1,8 @@
 /* selftest.cu: the emulator's own test (tests/cuemu/check.sh), a CUDA source
  * built like the project's through cu2cc. `selftest ok` checks what must work
  * (barriers, shuffles, shared memory, NaN-filled allocations, lazy streams,
- * graphs, launch limits, cudaLaunchKernelEx, cublasGemmEx against a naive
- * product); each other
+ * graphs, launch limits, cudaLaunchKernelEx, cp.async landing at its wait,
+ * cublasGemmEx against a naive product); each other
  * mode does one thing the emulator must refuse, and check.sh expects it to
  * abort with the message named there. */
 #include <math.h>
@@ -85,6 +85,25 @@ static cudaError_t launch_pdl(int *x, const int *add, int wait) {
     return cudaLaunchKernelEx(&cfg, pdl_kernel, x, add, wait);
 }
 
+/* cp.async lands at the wait that covers its group: out[0] before any wait
+ * (the 0xFF fill: NaN), out[1], out[2] after waiting for all but the newest
+ * group (the first copy landed, the zero-fill not yet), out[3] after waiting
+ * for all (0); wait < 0: exit with a copy in flight */
+__global__ void cp_async_kernel(float *out, const float *src, int wait) {
+    __shared__ float st[8];   /* the emulator aligns shared arrays to 16 bytes */
+    cuemu_cp_async16(st, src, 1);
+    cuemu_cp_async_commit();
+    out[0] = st[0];
+    cuemu_cp_async16(st + 4, src, 0);
+    cuemu_cp_async_commit();
+    if (wait < 0) return;
+    cuemu_cp_async_wait(1);
+    out[1] = st[0];
+    out[2] = st[4];
+    cuemu_cp_async_wait(0);
+    out[3] = st[4];
+}
+
 static void test_ok(void) {
     float *d_out;
     int *d_cnt, h_cnt[2];
@@ -142,6 +161,16 @@ static void test_ok(void) {
     EXPECT(launch_pdl(x, add, 1) == cudaSuccess);
     EXPECT(cudaMemcpy(h_cnt, x, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
     EXPECT(h_cnt[0] == 5 + 1 + 2 + 3 + 3);
+
+    /* cp.async: a copy lands at the wait that covers it, not before */
+    float src[4] = {3.0f, 4.0f, 5.0f, 6.0f};
+    EXPECT(cudaMemcpy(d_out, src, sizeof src, cudaMemcpyHostToDevice) == cudaSuccess);
+    float *d_cp;
+    EXPECT(cudaMalloc(&d_cp, 4 * sizeof(float)) == cudaSuccess);
+    cp_async_kernel<<<1, 1>>>(d_cp, d_out, 1);
+    EXPECT(cudaMemcpy(h, d_cp, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+    EXPECT(isnan(h[0]) && h[1] == 3.0f && isnan(h[2]) && h[3] == 0.0f);
+    cudaFree(d_cp);
 
     /* dynamic shared memory above 48 KiB needs the attribute */
     smem_kernel<<<1, 128, 64 << 10>>>(d_out);
@@ -203,6 +232,7 @@ int main(int argc, char **argv) {
         cudaMemset(xi, 0, 2 * sizeof(int));
         launch_pdl(xi, xi + 1, 0);
     }
+    else if (!strcmp(mode, "cp-async-in-flight")) cp_async_kernel<<<1, 1>>>(d, d + 32, -1);
     else {
         fprintf(stderr, "selftest: unknown mode %s\n", mode);
         return 2;

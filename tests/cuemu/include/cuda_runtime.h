@@ -201,6 +201,11 @@ void __syncthreads(void);
  * one after another here, so there is nothing to wait for */
 void cudaGridDependencySynchronize(void);
 void cudaTriggerProgrammaticLaunchCompletion(void);
+/* cp.async (16 bytes, global to shared; valid = 0: zeros), commit_group and
+ * wait_group n: a copy lands when a wait covers its group (cuemu.cc) */
+void cuemu_cp_async16(void *smem, const void *gmem, int valid);
+void cuemu_cp_async_commit(void);
+void cuemu_cp_async_wait(int n);
 enum { CUEMU_SHFL_IDX, CUEMU_SHFL_UP, CUEMU_SHFL_DOWN, CUEMU_SHFL_XOR, CUEMU_SYNCWARP, CUEMU_GATHER };
 /* A barrier over the lanes of mask in the current warp; returns the bits that
  * lane src(op, arg, width) passed in. */
