@@ -73,7 +73,9 @@ void cuda_op_profile_free(cuda_op_profile *p);
  * launched without pdl) and write nothing; pdl_wait() returns when the
  * predecessor has finished and its writes are visible (the predecessor
  * itself waited for its own, so all earlier work is done). Every thread of such a kernel calls
- * pdl_wait() (the CPU emulation checks it). Launched without pdl, the wait
+ * pdl_wait(), and calls pdl_launch_dependents() only after it (the CPU
+ * emulation checks both, and aborts on a touch of what the predecessor
+ * wrote, or on any write, before the wait). Launched without pdl, the wait
  * returns at once. What is gained: the kernel's launch and its first loads
  * overlap the predecessor's tail, which at one decoding row is most of a
  * kernel's time (docs/CUDA.md "Where the time goes"). */
@@ -92,10 +94,10 @@ __device__ __forceinline__ void pdl_launch_dependents(void) {
 #endif
 }
 /* A hint: the 128-byte line holding p into L2 (p must point into an
- * allocation; the emulation reads the byte, so AddressSanitizer checks it). */
+ * allocation; the emulation checks that it does). */
 __device__ __forceinline__ void prefetch_l2(const void *p) {
 #if defined(CUEMU_CUDA_RUNTIME_H)
-    (void)*(const volatile char *)p;
+    cuemu_prefetch_l2(p);
 #else
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 #endif

@@ -50,6 +50,9 @@ selftest() {
     for m in "exited-lane:has exited" "sync-vs-shuffle:waits at __syncthreads" \
              "partial-warp:has no such thread" "copy-out-of-bounds:not inside one cudaMalloc" \
              "pdl-no-wait:never called cudaGridDependencySynchronize" \
+             "pdl-trigger-first:cudaTriggerProgrammaticLaunchCompletion before" \
+             "pdl-write-early:wrote device memory" \
+             "pdl-read-early:which the kernel before it (inc_kernel) wrote" \
              "cp-async-in-flight:cp.async copies in flight"; do
         if "$B/cuemu-selftest" "${m%%:*}" 2> "$logs/selftest.err"; then
             echo "selftest ${m%%:*}: not refused"; return 1

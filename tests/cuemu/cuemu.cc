@@ -36,6 +36,18 @@
  *    for its copies reads the stage's old contents; a thread that exits with
  *    copies in flight aborts. CUEMU_CP_ASYNC=now lands them at issue instead
  *    (a stage overwritten while other threads still read it shows then).
+ *  - Programmatic dependent launch: a grid launched with programmatic stream
+ *    serialization right after another kernel on its stream may run its early
+ *    part while that kernel still runs, so until its threads' wait
+ *    (cudaGridDependencySynchronize) it must not touch what the kernel wrote,
+ *    nor write anything. Device memory is page-aligned here and write-
+ *    protected while a grid runs, so the pages each grid writes are known
+ *    (the first write to a page faults and is recorded); each block of the
+ *    following grid then runs with those pages inaccessible until all its
+ *    threads have reached the wait, and any access to them, or any write,
+ *    before it aborts naming kernel, block and thread. Page granularity: a
+ *    read of an unwritten neighbour on a written page counts too. Off under
+ *    AddressSanitizer (which needs its own allocations), or CUEMU_PDL_CHECK=0.
  *  - CUEMU_ORDER=rev runs blocks, warps and lanes in reverse order: a kernel
  *    whose result changes with it depends on an order CUDA does not promise.
  *
@@ -43,13 +55,17 @@
  * (run CUEMU_ORDER=rev), device math (expf, sincosf are glibc's here),
  * nvcc's FMA contraction, cuBLAS' own algorithms and rounding, performance. */
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <time.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <string>
@@ -156,7 +172,12 @@ struct Op {
     uint64_t seq;
     std::function<void()> run;
     std::string what;
+    bool grid;   /* a kernel launch */
+    bool pdl;    /* ... with programmatic stream serialization */
 };
+
+/* page ranges [first, second) */
+typedef std::vector<std::pair<uintptr_t, uintptr_t>> Ranges;
 
 }  // namespace
 
@@ -171,11 +192,16 @@ struct CUstream_st {
     std::deque<Op> q;
     CUgraph_st *capture;   /* non-NULL while capturing */
     bool invalidated;      /* the capture broke a rule: EndCapture fails */
+    /* the operation run last on the stream was a grid: its name and the pages it wrote */
+    bool prev_grid;
+    std::string prev_name;
+    Ranges prev_dirty;
 };
 
 namespace {
 
-CUstream_st g_legacy = {cudaStreamDefault, {}, nullptr, false};
+CUstream_st g_legacy = {cudaStreamDefault, {}, nullptr, false, false, {}, {}};
+CUstream_st *g_running;   /* the stream whose operation runs now */
 std::vector<CUstream_st *> g_streams = {&g_legacy};
 uint64_t g_seq;
 int g_notes;
@@ -193,6 +219,23 @@ bool known_stream(const CUstream_st *s) {
     return false;
 }
 
+bool g_track;   /* the grid about to run is followed by a PDL grid: record what it writes */
+void device_unprotect();   /* the PDL check's protection off (below) */
+
+/* One operation of stream s (a graph's too); next: the one after it, if
+ * issued yet. Anything but a kernel ends the programmatic overlap: a grid
+ * after it starts when it is done. */
+void run_op(CUstream_st *s, const Op &op, const Op *next) {
+    if (!op.grid) {
+        s->prev_grid = false;
+        s->prev_dirty.clear();
+        device_unprotect();   /* copies, memsets, GEMMs write device memory from the host */
+    }
+    g_running = s;
+    g_track = op.grid && next && next->grid && next->pdl;
+    op.run();
+}
+
 /* Run s's operations issued up to seq `upto`, each after what it is ordered
  * behind: the legacy stream behind earlier work of blocking streams, and
  * blocking streams behind earlier legacy work. */
@@ -203,8 +246,9 @@ void drain(CUstream_st *s, uint64_t upto) {
             if (o != s && ordered(o, s)) drain(o, seq - 1);
         Op op = std::move(s->q.front());
         s->q.pop_front();
-        op.run();
+        run_op(s, op, s->q.empty() ? nullptr : &s->q.front());
     }
+    device_unprotect();   /* the host (MPI, a copy's system call) may write device memory next */
 }
 
 /* A host wait for all of s's work: note unordered streams that still hold
@@ -243,10 +287,11 @@ bool eager() {
 }
 
 /* Queue (or record, while capturing) one operation. */
-cudaError_t enqueue(cudaStream_t st, std::function<void()> run, std::string what) {
+cudaError_t enqueue(cudaStream_t st, std::function<void()> run, std::string what, bool grid = false,
+                    bool pdl = false) {
     CUstream_st *s = S(st);
     if (!known_stream(s)) return err(cudaErrorInvalidResourceHandle);
-    Op op{++g_seq, std::move(run), std::move(what)};
+    Op op{++g_seq, std::move(run), std::move(what), grid, pdl};
     if (s->capture) {
         s->capture->ops.push_back(std::move(op));
         return cudaSuccess;
@@ -258,7 +303,7 @@ cudaError_t enqueue(cudaStream_t st, std::function<void()> run, std::string what
 
 /* ---- fibers ------------------------------------------------------------------- */
 
-enum { NEW, READY, AT_SYNC, AT_SHFL, DONE };
+enum { NEW, READY, AT_SYNC, AT_SHFL, AT_PDL, DONE };
 enum { MAX_THREADS = 1024, STACK = CUEMU_ASAN ? 256 << 10 : 32 << 10 };
 
 struct Thread {
@@ -517,6 +562,126 @@ bool reverse_order() {
     return r;
 }
 
+/* ---- the PDL check's page tracking ------------------------------------------- */
+
+size_t page_size() {
+    static size_t p = (size_t)sysconf(_SC_PAGESIZE);
+    return p;
+}
+size_t page_up(size_t n) { return (n + page_size() - 1) & ~(page_size() - 1); }
+
+/* Device memory is made read-only before the first tracked grid of a run of
+ * kernels and writable again before anything else (a copy, the host), so a
+ * run of N kernels costs one pass over the allocations, not N: between
+ * grids only the pages written are made read-only again. */
+bool g_protected;           /* device memory read-only (but for pages written since) */
+std::vector<uintptr_t> g_written;   /* pages the running grid wrote (first write each) */
+const Ranges *g_hidden;     /* pages made inaccessible until the block's threads wait */
+std::string g_pred_name;    /* the kernel that wrote them */
+
+void protect(uintptr_t a, size_t n, int prot) {
+    if (mprotect((void *)a, n, prot)) fail("mprotect(%p, %zu): %s", (void *)a, n, strerror(errno));
+}
+
+void protect_all(int prot) {
+    for (auto &m : g_mem)
+        if (!m.second.pinned) protect(m.first, page_up(m.second.size ? m.second.size : 1), prot);
+}
+void device_unprotect() {
+    if (!g_protected) return;
+    protect_all(PROT_READ | PROT_WRITE);
+    g_protected = false;
+}
+
+/* before a grid: writes from here on are recorded */
+void grid_track_begin() {
+    if (!g_protected) {
+        protect_all(PROT_READ);
+        g_protected = true;
+    }
+    g_written.clear();
+}
+
+/* after it: the pages it wrote, as ranges; read-only again for the next */
+Ranges grid_track_end() {
+    std::sort(g_written.begin(), g_written.end());
+    g_written.erase(std::unique(g_written.begin(), g_written.end()), g_written.end());
+    Ranges r;
+    for (uintptr_t p : g_written) {
+        if (!r.empty() && r.back().second == p) r.back().second += page_size();
+        else r.push_back({p, p + page_size()});
+    }
+    for (auto &x : r) protect(x.first, x.second - x.first, PROT_READ);
+    g_written.clear();
+    return r;
+}
+
+/* a freed allocation's pages may be anyone's next: drop what refers to them */
+void forget_written() {
+    for (CUstream_st *x : g_streams) {
+        x->prev_grid = false;
+        x->prev_dirty.clear();
+    }
+}
+
+void pdl_block_hide(const Ranges &r) {
+    for (auto &x : r) protect(x.first, x.second - x.first, PROT_NONE);
+    g_hidden = &r;
+}
+/* the block's threads have all waited (or exited): the hidden pages are
+ * readable again, and their writes recorded as any other's */
+void pdl_block_release() {
+    if (!g_hidden) return;
+    for (auto &x : *g_hidden) protect(x.first, x.second - x.first, PROT_READ);
+    g_hidden = nullptr;
+}
+
+bool in_ranges(const Ranges &r, uintptr_t a) {
+    for (auto &x : r)
+        if (a >= x.first && a < x.second) return true;
+    return false;
+}
+
+void on_fault(int sig, siginfo_t *si, void *) {
+    uintptr_t a = (uintptr_t)si->si_addr, pg = a & ~(uintptr_t)(page_size() - 1);
+    if (g_protected && is_device((const void *)a, 1)) {
+        if (g_hidden && in_ranges(*g_hidden, a))
+            fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream "
+                 "serialization, it touched %p, which the kernel before it (%s) wrote, before "
+                 "cudaGridDependencySynchronize",
+                 g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z,
+                 (void *)a, g_pred_name.c_str());
+        if (g_cur && g_pdl && !g_cur->waited)
+            fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream "
+                 "serialization, it wrote device memory (%p) before cudaGridDependencySynchronize",
+                 g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z, (void *)a);
+        g_written.push_back(pg);
+        protect(pg, page_size(), PROT_READ | PROT_WRITE);
+        return;
+    }
+    /* not ours (a fiber's stack guard, a wild pointer): the default action */
+    signal(sig, SIG_DFL);
+}
+
+bool pdl_check() {
+    static int r = -1;
+    if (r < 0) {
+        r = !CUEMU_ASAN && !env_is("CUEMU_PDL_CHECK", "0");
+        if (r) {
+            static char alt[64 << 10];
+            stack_t ss = {};
+            ss.ss_sp = alt;
+            ss.ss_size = sizeof alt;
+            struct sigaction sa = {};
+            sa.sa_sigaction = on_fault;
+            sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+            sigemptyset(&sa.sa_mask);
+            if (sigaltstack(&ss, nullptr) || sigaction(SIGSEGV, &sa, nullptr)) fail("cannot install the fault handler");
+        }
+    }
+    return r;
+}
+
 void run_block(int n) {
     bool rev = reverse_order();
     int nw = (n + 31) / 32;
@@ -534,6 +699,18 @@ void run_block(int n) {
                 resolve_shuffle(lo, hi);
             }
         }
+        /* threads in cudaGridDependencySynchronize go on once none can run
+         * (before a barrier's release: the barrier waits for them too) */
+        bool pdl_waiting = false;
+        for (int i = 0; i < n; i++)
+            if (g_th[i].state == AT_PDL) {
+                g_th[i].state = READY;
+                pdl_waiting = true;
+            }
+        if (pdl_waiting) {
+            pdl_block_release();
+            continue;
+        }
         bool waiting = false;
         for (int i = 0; i < n; i++)
             if (g_th[i].state == AT_SYNC) {
@@ -542,6 +719,7 @@ void run_block(int n) {
             }
         if (!waiting) break;
     }
+    pdl_block_release();
     for (auto &s : g_shared) free(s.second);
     g_shared.clear();
     free(g_dyn);
@@ -575,10 +753,26 @@ void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, bool pdl, co
     cuemu_gdim = grid;
     bool rev = reverse_order();
     size_t nb = (size_t)grid.x * grid.y * grid.z;
+    CUstream_st *st = g_running;
+    bool track = pdl_check() && st && (g_track || pdl);   /* pdl: its own writes before the wait fault too */
+    Ranges pred;   /* what the kernel this grid may overlap wrote */
+    if (track && pdl && st->prev_grid) {
+        pred = st->prev_dirty;
+        g_pred_name = st->prev_name;
+    }
+    if (track) grid_track_begin();
     for (size_t bi = 0; bi < nb; bi++) {
         size_t b = rev ? nb - 1 - bi : bi;
         cuemu_bid = uint3{(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((size_t)grid.x * grid.y))};
+        if (!pred.empty()) pdl_block_hide(pred);
         run_block(n);
+    }
+    Ranges wrote;
+    if (g_protected) wrote = grid_track_end();   /* (an untracked grid's writes are made read-only again too) */
+    if (st) {
+        st->prev_grid = true;
+        st->prev_name = name;
+        st->prev_dirty = track ? wrote : Ranges();
     }
     cuemu_tid_ptr = nullptr;
     g_cur = nullptr;
@@ -621,11 +815,28 @@ const uint32_t *cuemu_warp_gather(const uint32_t *words, int n) {
 
 void cudaGridDependencySynchronize(void) {
     if (!g_cur) fail("cudaGridDependencySynchronize outside a kernel");
+    if (g_cur->waited) return;
     g_cur->waited = true;
+    if (g_pdl && pdl_check()) yield(AT_PDL);   /* until the block's threads are all here (run_block) */
 }
 
+void cuemu_prefetch_l2(const void *p) {
+    if (!g_cur) fail("prefetch outside a kernel");
+    if (!is_device(p, 1))
+        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): prefetch of %p, not inside a cudaMalloc allocation",
+             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z, p);
+}
+
+/* The project's rule (kernels/cuda/common.h): a kernel lets its successor
+ * launch only after its own wait, so a kernel's early part overlaps its
+ * predecessor alone, never the one before (which it could if the
+ * predecessor let it launch before waiting itself). */
 void cudaTriggerProgrammaticLaunchCompletion(void) {
     if (!g_cur) fail("cudaTriggerProgrammaticLaunchCompletion outside a kernel");
+    if (g_pdl && !g_cur->waited)
+        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): cudaTriggerProgrammaticLaunchCompletion before "
+             "cudaGridDependencySynchronize",
+             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z);
 }
 
 /* CUEMU_CP_ASYNC=now: copies land at issue instead, the other extreme: with
@@ -703,7 +914,7 @@ cudaError_t cuemu::launch(const void *fn, const char *name, dim3 grid, dim3 bloc
              block.y, block.z, smem);
     std::string nm = name;
     return enqueue(s, [nm, grid, block, smem, pdl, body]() { run_grid(nm.c_str(), grid, block, smem, pdl, body); },
-                   what);
+                   what, true, pdl);
 }
 
 /* ---- runtime API ------------------------------------------------------------ */
@@ -831,7 +1042,8 @@ const char *cudaGetErrorString(cudaError_t e) {
 cudaError_t cudaMalloc(void **p, size_t n) {
     *p = nullptr;
     if (g_dev_used + n > DEVICE_BYTES) return err(cudaErrorMemoryAllocation);
-    *p = nan_alloc(n, 256);   /* cudaMalloc's alignment; never-written bytes read as NaN */
+    /* cudaMalloc's alignment is 256; whole pages here, so that the PDL check can protect them */
+    *p = pdl_check() ? nan_alloc(page_up(n ? n : 1), page_size()) : nan_alloc(n, 256);   /* unwritten: NaN */
     g_mem[(uintptr_t)*p] = Alloc{n, false};
     g_dev_used += n;
     return cudaSuccess;
@@ -847,6 +1059,7 @@ static cudaError_t free_alloc(void *p, bool pinned, const char *call) {
     if (it == g_mem.end() || it->second.pinned != pinned)
         fail("%s(%p): not a live %s allocation (double free, or the wrong kind)", call, p, pinned ? "cudaMallocHost" : "cudaMalloc");
     wait_all();   /* cudaFree synchronises the device; pending work may still use the memory */
+    if (!pinned) forget_written();   /* the pages go back to the heap */
     if (!pinned) g_dev_used -= it->second.size;
     g_mem.erase(it);
     free(p);
@@ -940,7 +1153,7 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
 
 cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
-    *s = new CUstream_st{flags, {}, nullptr, false};
+    *s = new CUstream_st{flags, {}, nullptr, false, false, {}, {}};
     g_streams.push_back(*s);
     return cudaSuccess;
 }
@@ -995,7 +1208,10 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (!exec) return err(cudaErrorInvalidValue);
     std::vector<Op> ops = exec->ops;   /* the exec may be destroyed before it runs */
-    return enqueue(s, [ops]() { for (const Op &op : ops) op.run(); }, "cudaGraphLaunch");
+    return enqueue(s, [ops]() {
+        CUstream_st *on = g_running;
+        for (size_t i = 0; i < ops.size(); i++) run_op(on, ops[i], i + 1 < ops.size() ? &ops[i + 1] : nullptr);
+    }, "cudaGraphLaunch");
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
     delete g;

@@ -1,7 +1,8 @@
 /* selftest.cu: the emulator's own test (tests/cuemu/check.sh), a CUDA source
  * built like the project's through cu2cc. `selftest ok` checks what must work
  * (barriers, shuffles, shared memory, NaN-filled allocations, lazy streams,
- * graphs, launch limits, cudaLaunchKernelEx, cp.async landing at its wait,
+ * graphs, launch limits, cudaLaunchKernelEx (a PDL grid reading what its
+ * predecessor wrote after its wait), cp.async landing at its wait,
  * cublasGemmEx against a naive product); each other
  * mode does one thing the emulator must refuse, and check.sh expects it to
  * abort with the message named there. */
@@ -67,11 +68,17 @@ __global__ void sync_vs_shuffle_kernel(float *out) {
 
 __global__ void partial_warp_kernel(float *out) { out[threadIdx.x] = warp_sum(1.0f); }
 
-/* launched with programmatic stream serialization: must wait (wait: 1) */
+/* launched with programmatic stream serialization: x += add after the wait
+ * (wait 1). Refused: never waiting (0), letting the successor launch before
+ * waiting (2), writing x (3) or reading add (4) before waiting. */
 __global__ void pdl_kernel(int *x, const int *add, int wait) {
-    if (wait) cudaGridDependencySynchronize();
-    cudaTriggerProgrammaticLaunchCompletion();
-    *x += *add;
+    if (wait == 0) return;
+    if (wait == 2) cudaTriggerProgrammaticLaunchCompletion();
+    if (wait == 3) *x = 0;
+    int early = wait == 4 ? *(volatile const int *)add : 0;
+    cudaGridDependencySynchronize();
+    if (wait == 1) cudaTriggerProgrammaticLaunchCompletion();
+    *x += *add + early;
 }
 static cudaError_t launch_pdl(int *x, const int *add, int wait) {
     cudaLaunchAttribute at[1] = {};
@@ -161,6 +168,11 @@ static void test_ok(void) {
     EXPECT(launch_pdl(x, add, 1) == cudaSuccess);
     EXPECT(cudaMemcpy(h_cnt, x, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
     EXPECT(h_cnt[0] == 5 + 1 + 2 + 3 + 3);
+    /* after a kernel that wrote x and add: reading both after the wait is allowed */
+    inc_kernel<<<1, 1>>>(add, x);
+    EXPECT(launch_pdl(x, add, 1) == cudaSuccess);
+    EXPECT(cudaMemcpy(h_cnt, x, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
+    EXPECT(h_cnt[0] == 14 + 17);
 
     /* cp.async: a copy lands at the wait that covers it, not before */
     float src[4] = {3.0f, 4.0f, 5.0f, 6.0f};
@@ -232,7 +244,16 @@ int main(int argc, char **argv) {
         cudaMemset(xi, 0, 2 * sizeof(int));
         launch_pdl(xi, xi + 1, 0);
     }
-    else if (!strcmp(mode, "cp-async-in-flight")) cp_async_kernel<<<1, 1>>>(d, d + 32, -1);
+    else if (!strcmp(mode, "pdl-trigger-first") || !strcmp(mode, "pdl-write-early") ||
+             !strcmp(mode, "pdl-read-early")) {
+        int *xi, *add;   /* separate allocations: the check works on pages */
+        cudaMalloc(&xi, sizeof(int));
+        cudaMalloc(&add, sizeof(int));
+        cudaMemset(xi, 0, sizeof(int));
+        cudaMemset(add, 0, sizeof(int));
+        inc_kernel<<<1, 1>>>(add, xi);   /* writes add: the PDL kernel's predecessor */
+        launch_pdl(xi, add, !strcmp(mode, "pdl-trigger-first") ? 2 : !strcmp(mode, "pdl-write-early") ? 3 : 4);
+    } else if (!strcmp(mode, "cp-async-in-flight")) cp_async_kernel<<<1, 1>>>(d, d + 32, -1);
     else {
         fprintf(stderr, "selftest: unknown mode %s\n", mode);
         return 2;

@@ -203,6 +203,9 @@ void cudaGridDependencySynchronize(void);
 void cudaTriggerProgrammaticLaunchCompletion(void);
 /* cp.async (16 bytes, global to shared; valid = 0: zeros), commit_group and
  * wait_group n: a copy lands when a wait covers its group (cuemu.cc) */
+/* prefetch.global.L2: checks that p is device memory, reads nothing (a
+ * prefetch may name what the predecessor of a PDL grid writes) */
+void cuemu_prefetch_l2(const void *p);
 void cuemu_cp_async16(void *smem, const void *gmem, int valid);
 void cuemu_cp_async_commit(void);
 void cuemu_cp_async_wait(int n);
