@@ -40,9 +40,11 @@
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s, then with --full-window (the
-#             baseline of feeding only the rows that can change; same records)
-#             and with CLLM_CUDA_FIXED_ORDER=0 (the windows' products through
-#             cuBLAS, against the default fixed-order kernel);
+#             baseline of feeding only the rows that can change; same records),
+#             with CLLM_CUDA_MT_ROWS=64 (the fixed-order kernel's 64-row tiles
+#             for every product; same records) and with
+#             CLLM_CUDA_FIXED_ORDER=0 (the windows' products through cuBLAS,
+#             against the default fixed-order kernel);
 #          3d. cllm-train --device cuda on SmolLM2 with those trajectories
 #             (30 CLLM steps of 16): the trainer's tokens/s;
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models, of
@@ -204,7 +206,8 @@ pack
 #     unmeasured changes are turned off one at a time, newest first, until it
 #     passes, and the rest of the run goes with those switches, so that the
 #     other steps still say something (and the summary says which change broke):
-#     the fixed-order products' fused epilogues (CLLM_CUDA_FUSE=0),
+#     the fixed-order kernel's 128-row tiles (CLLM_CUDA_MT_ROWS=64), the
+#     fixed-order products' fused epilogues (CLLM_CUDA_FUSE=0),
 #     programmatic dependent launch (CLLM_CUDA_PDL=0), the few-row path
 #     (CLLM_CUDA_MM16=0), graph padding (CLLM_CUDA_GRAPHS=0), the fixed-order
 #     product for prompt calls (CLLM_CUDA_GEMM_ROWS=64).
@@ -212,10 +215,10 @@ if ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-default.log" 2>&1; then
     note "FAIL test_cuda on the tiny models with the default kernels:"
     grep -E 'CHECK|FAIL|error' "$log/tiny-default.log" | head -n 5 | tee -a "$sum"
     status=1
-    for sw in CLLM_CUDA_FUSE=0 CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
+    for sw in CLLM_CUDA_MT_ROWS=64 CLLM_CUDA_FUSE=0 CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
         export "${sw?}"
         if CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-${sw%%=*}.log" 2>&1; then
-            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(FUSE|PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): the rest runs so"
+            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(MT_ROWS|FUSE|PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): the rest runs so"
             break
         fi
         note "FAIL test_cuda on the tiny models also with $sw"
@@ -546,6 +549,23 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
                 note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: --full-window vs only the changing rows: $nd of $(wc -l <"$tmp/a.jsonl") records differ" 
             else
                 note "FAIL cllm-traj --batch 64 --full-window (or over 90 s)"; status=1
+            fi
+        fi
+        # the fixed-order kernel's 64-row tiles for every product (the baseline of the 128-row tiles
+        # the LM head and gate/up take by shape): the same sums, so the same records
+        if have_time 100 "cllm-traj --batch 64, CLLM_CUDA_MT_ROWS=64"; then
+            S0=$(date +%s.%N)
+            if CLLM_CUDA_MT_ROWS=64 timeout 90 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k \
+                --field question -n 16 --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512r.zst" "$data" 2>>"$cli"; then
+                S1=$(date +%s.%N)
+                awk -v a="$S0" -v b="$S1" -v n="$n" \
+                    'BEGIN { printf "BENCH cllm-traj --batch 64 with CLLM_CUDA_MT_ROWS=64 (64-row tiles; baseline, same run): %.1f s = %.0f tokens/s\n", b - a, n / (b - a) }' | tee -a "$sum"
+                "$bin/cllm-cat" --type traj -j "$tmp/t512r.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/r.jsonl"
+                "$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
+                nd=$(diff "$tmp/a.jsonl" "$tmp/r.jsonl" | grep -c '^<' || true)
+                note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: 64-row tiles vs the default: $nd of $(wc -l <"$tmp/a.jsonl") records differ (expected 0: the same sums)"
+            else
+                note "FAIL cllm-traj --batch 64 with CLLM_CUDA_MT_ROWS=64 (or over 90 s)"; status=1
             fi
         fi
         # the other route for the windows, same run: cuBLAS (CLLM_CUDA_FIXED_ORDER=0; prompt chunks in

@@ -127,6 +127,8 @@ struct cllm_cuda_state {
     int mm16_rope;                 /* ... with RoPE and the cache write fused into the
                                       QKV product (qkv_rope_fusable) */
     int att_threads;               /* attention.cu's kernel1 block (CLLM_CUDA_ATT_THREADS=128|256|512) */
+    int mt_rows;                   /* the fixed-order kernel's row tile: 0 by shape, 64, 128
+                                      (CLLM_CUDA_MT_ROWS=auto|64|128; the same bits) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
@@ -543,6 +545,12 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_ATT_THREADS=%s: 128, 256 or 512", an);
         }
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
+        const char *mr = getenv("CLLM_CUDA_MT_ROWS");
+        s->mt_rows = !mr || !*mr || !strcmp(mr, "auto") ? 0 : !strcmp(mr, "64") ? 64 : !strcmp(mr, "128") ? 128 : -1;
+        if (s->mt_rows < 0) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_ROWS=%s: auto, 64 or 128", mr);
+        }
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
         s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_BULK) != 0;
         const char *fu = getenv("CLLM_CUDA_FUSE");
@@ -716,7 +724,7 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     /* On the fixed-order route the ops after the products go into their
      * epilogues (matmul.cu; same bits): a layer is norm, qkv + RoPE,
      * attention, wo + residual, norm, gate/up + SwiGLU, down + residual */
-    int fuse = G == MATMUL_FIXED_ORDER && s->fuse, fuse_rope = fuse && s->fuse_rope;
+    int fuse = G == MATMUL_FIXED_ORDER && s->fuse, fuse_rope = fuse && s->fuse_rope, mt = s->mt_rows;
     s->stats.fused_enqueues += (unsigned long long)fuse;
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, pdl, st));
     for (int l = 0; l < L; l++) {
@@ -725,31 +733,31 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         const int *next_rows = l + 1 < L ? NULL : lm_d;
         int next_n = l + 1 < L ? R : N;
         qkv_rope_args ra = layer_rope_args(f, kv, l);
-        if (fuse_rope) STEP(P_QKV, matmul_qkv_rope_forward(&ra, s->xn, w->wqkv, R, C, pdl, st));
-        else STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, pdl, st));
+        if (fuse_rope) STEP(P_QKV, matmul_qkv_rope_forward(&ra, s->xn, w->wqkv, R, C, pdl, mt, st));
+        else STEP(P_QKV, matmul_forward(s->cublas, s->qkv, s->xn, w->wqkv, R, C, dm->QKV, G, pdl, mt, st));
         if ((rc = rope_attention(f, &ra, R, max_keys, fuse_rope, s->att_tiled, max_segs))) return rc;
         if (fuse) {
-            STEP(P_WO, matmul_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, pdl, st));
+            STEP(P_WO, matmul_residual_forward(s->x, s->ao, w->wo, R, dm->QD, C, pdl, mt, st));
             STEP(P_NORM, rmsnorm_forward(s->xn, s->x, w->ffn_norm, NULL, R, C, eps, pdl, st));
-            STEP(P_GU, matmul_swiglu_forward(s->h, s->xn, w->wgu, R, C, F, pdl, st));
-            STEP(P_DOWN, matmul_residual_forward(s->x, s->h, w->wdown, R, F, C, pdl, st));
+            STEP(P_GU, matmul_swiglu_forward(s->h, s->xn, w->wgu, R, C, F, pdl, mt, st));
+            STEP(P_DOWN, matmul_residual_forward(s->x, s->h, w->wdown, R, F, C, pdl, mt, st));
             if (next_n > 0) STEP(P_NORM, rmsnorm_forward(s->xn, s->x, next_norm, next_rows, next_n, C, eps, pdl, st));
             continue;
         }
-        STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, pdl, st));
+        STEP(P_WO, matmul_forward(s->cublas, s->proj, s->ao, w->wo, R, dm->QD, C, G, pdl, mt, st));
         STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, w->ffn_norm, NULL, R, C, eps, pdl, st));
-        STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, pdl, st));
+        STEP(P_GU, matmul_forward(s->cublas, s->gu, s->xn, w->wgu, R, C, 2 * F, G, pdl, mt, st));
         STEP(P_SWIGLU, swiglu_forward(s->h, s->gu, R, F, pdl, st));
-        STEP(P_DOWN, matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, pdl, st));
+        STEP(P_DOWN, matmul_forward(s->cublas, s->proj, s->h, w->wdown, R, F, C, G, pdl, mt, st));
         if (next_n > 0)
             STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, next_norm, next_rows, next_n, C, eps, pdl, st));
     }
     /* no logits wanted and the fixed-order route: the argmax in the
      * product's epilogue (keys zeroed above; the logits are never written) */
     if (fused_head)
-        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, st));
+        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, mt, st));
     else if (N > 0)
-        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, st));
+        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, mt, st));
     return finish_forward(f, N, fused_head, st);
 }
 

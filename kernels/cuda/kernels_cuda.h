@@ -140,11 +140,17 @@ int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, int pd
  * tensor-core kernel, one launch, batch-invariant by construction (C % 16
  * == 0; no padding). */
 enum { MATMUL_FIXED_ORDER = -1 };
-/* Once per device before the fixed-order kernel's first launch (its 54 KiB
- * of shared memory are above the default limit); 0 or the recorded error. */
+/* Once per device before the fixed-order kernel's first launch (its 54 or
+ * 81 KiB of shared memory are above the default limit); 0 or the recorded
+ * error. */
 int matmul_fixed_order_init(void);
+/* The fixed-order kernel's row tile for R rows and out_groups groups of 16
+ * outputs: rows if it is 64 or 128, else (0) by shape. The tile changes no
+ * bit of any output (the same mma chain per output either way). The `rows`
+ * argument of the products below is this choice (ignored on cuBLAS' route). */
+int matmul_fixed_order_rows(int R, int out_groups, int rows);
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, int rows_per_call, int pdl, cudaStream_t stream);
+                   int R, int C, int OC, int rows_per_call, int pdl, int rows, cudaStream_t stream);
 /* The fixed-order product with the op after it in its epilogue
  * (epilogue.h); each one's sums are matmul_forward's with
  * MATMUL_FIXED_ORDER, bit for bit, and the fused op's elements those of its
@@ -153,17 +159,17 @@ int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const f
  * caller zeroes keys first); no (R, OC) output is written (the LM head when
  * no logits are wanted). */
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC,
-                          int pdl, cudaStream_t stream);
+                          int pdl, int rows, cudaStream_t stream);
 /* residual: x (R, OC) fp32 += inp W^T */
 int matmul_residual_forward(float *x, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
-                            cudaStream_t stream);
+                            int rows, cudaStream_t stream);
 /* swiglu: h (R, F) bf16 = silu(g) u, [g u] = inp [Wgate; Wup]^T (swiglu_forward's
  * elements); Wgu (2F, C), F % 8 == 0 */
 int matmul_swiglu_forward(floatX *h, const floatX *inp, const floatX *Wgu, int R, int C, int F, int pdl,
-                          cudaStream_t stream);
+                          int rows, cudaStream_t stream);
 /* qkv + RoPE: inp Wqkv^T, then qkv_rope_forward's work (ra; qkv_rope_fusable) */
 int matmul_qkv_rope_forward(const qkv_rope_args *ra, const floatX *inp, const floatX *Wqkv, int R, int C, int pdl,
-                            cudaStream_t stream);
+                            int rows, cudaStream_t stream);
 
 /* ---- matmul16.cu: products of up to 16 rows on the tensor cores ------- */
 /* With the ops around them fused; batch-invariant by construction (a row's

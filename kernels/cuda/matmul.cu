@@ -11,20 +11,20 @@
  * (at the price of ceil(R/G) calls). G = 0: one call of R rows.
  *
  * G = MATMUL_FIXED_ORDER: kernel1 below instead of cuBLAS, one launch for any
- * R: a block of 4 warps takes 64 rows x 4 output groups (epilogue.h: 16
- * outputs each, for a plain product the 64 outputs 64 bx ..); per 64-wide
- * K chunk, in order, the inp tile and the groups' 64 W rows go to shared
- * memory (rows past R or the W rows and columns past K as zeros) and each
- * warp adds its 16 rows x 64 outputs as 4 k-steps x 8 n-tiles of mma.sync
- * m16n8k16 (bf16 in, fp32 accumulate). MT_STAGES (3) shared-memory stages
- * (54 KiB, dynamic): chunks c + 1 and c + 2 are on their way (cp.async)
+ * R: a block of 4 warps takes 64 or 128 rows (below) x 4 output groups
+ * (epilogue.h: 16 outputs each, for a plain product the 64 outputs 64 by ..);
+ * per 64-wide K chunk, in order, the inp tile and the groups' 64 W rows go
+ * to shared memory (rows past R or the W rows and columns past K as zeros)
+ * and each warp adds its 16 or 32 rows x 64 outputs as 4 k-steps x 8 n-tiles
+ * of mma.sync m16n8k16 (bf16 in, fp32 accumulate). MT_STAGES (3)
+ * shared-memory stages (54 or 81 KiB, dynamic): chunks c + 1 and c + 2 are on their way (cp.async)
  * while chunk c is multiplied, so a chunk's load latency (which at one
  * block an SM, the small products of a batched window call, is most of a
  * chunk's time) is paid once per call, not once a chunk; one barrier a
  * chunk (it also frees the stage the next copy fills). Every output is
- * summed in the same order whatever R is and whatever else is in the call:
- * batch-invariant by construction, without the launches of G-row pieces.
- * Needs K % 16 == 0.
+ * summed in the same order whatever R is, whatever else is in the call and
+ * whichever row tile the call takes: batch-invariant by construction,
+ * without the launches of G-row pieces. Needs K % 16 == 0.
  *
  * The epilogue (epilogue.h) is the plain fp32 output or the op after the
  * product: the residual add (wo, down), SwiGLU (gate/up), bias + RoPE + the
@@ -41,111 +41,141 @@
 #include "epilogue.h"
 #include "flash_tile.h"
 
-enum { MT_TILE = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8, MT_GROUPS = MT_TILE / 16, MT_STAGES = 3 };
-/* bytes of dynamic shared memory: MT_STAGES x (inp tile, W tile) */
-static const size_t MT_SMEM = (size_t)MT_STAGES * 2 * MT_TILE * MT_LD * sizeof(floatX);
-enum { MT_ROWS_PER_THREAD = MT_TILE * (MT_K / 8) / (32 * MT_WARPS) };   /* 16-byte copies a thread makes per operand */
-static_assert(MT_ROWS_PER_THREAD * 32 * MT_WARPS == MT_TILE * (MT_K / 8), "the copies divide evenly");
+enum { MT_COLS = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8, MT_GROUPS = MT_COLS / 16, MT_STAGES = 3 };
+/* A block takes 64 RF rows x 64 outputs, a warp 16 RF rows (RF row fragments
+ * of the mma's 16) x 64: RF = 2 reads each W fragment from shared memory
+ * once for two A fragments (192 bytes of shared-memory reads an mma instead
+ * of 320) and each W tile from L2 once per 128 rows, at half the blocks an SM
+ * (81 KiB of shared memory, 64 accumulators a thread). Every output's sum is
+ * the same chain of mma k-steps either way: the same bits. */
+template <int RF>
+struct mt_shape {
+    static constexpr int rows = 64 * RF;                              /* a block's rows */
+    static constexpr int a_copies = rows * (MT_K / 8) / (32 * MT_WARPS);   /* 16-byte copies a thread makes a chunk */
+    static constexpr int w_copies = MT_COLS * (MT_K / 8) / (32 * MT_WARPS);
+    static constexpr size_t stage = (size_t)(rows + MT_COLS) * MT_LD;   /* bf16: the inp tile, then the W tile */
+    static constexpr size_t smem = MT_STAGES * stage * sizeof(floatX);
+};
+static_assert(mt_shape<1>::w_copies * 32 * MT_WARPS == MT_COLS * (MT_K / 8), "the copies divide evenly");
 
-/* Chunk k0 of the block's inp and W rows into one stage (as, bs: (64, MT_LD)
- * each), zeros for rows past R or the W rows (NULL) and columns past K;
- * asynchronous (cp.async). Thread t copies columns 8 (t % 8) .. of tile rows
- * t / 8 + 16 i (i < MT_ROWS_PER_THREAD): arow[i], wrow[i]. */
+/* Chunk k0 of the block's inp and W rows into one stage (as: (64 RF, MT_LD),
+ * bs: (64, MT_LD)), zeros for rows past R or the W rows (NULL) and columns
+ * past K; asynchronous (cp.async). Thread t copies columns 8 (t % 8) .. of
+ * tile rows t / 8 + 16 i: arow[i], wrow[i]. */
+template <int RF>
 __device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floatX *const *arow,
                                               const floatX *const *wrow, const floatX *any, int k0, int K) {
     int c = (threadIdx.x % 8) * 8, kc = min(MT_K, K - k0);
 #pragma unroll
-    for (int i = 0; i < MT_ROWS_PER_THREAD; i++) {
-        int r = threadIdx.x / 8 + 16 * i, va = c < kc && arow[i], vb = c < kc && wrow[i];
+    for (int i = 0; i < mt_shape<RF>::a_copies; i++) {
+        int r = threadIdx.x / 8 + 16 * i, va = c < kc && arow[i];
         cp_async16(as + (size_t)r * MT_LD + c, va ? arow[i] + k0 + c : any, va);
+    }
+#pragma unroll
+    for (int i = 0; i < mt_shape<RF>::w_copies; i++) {
+        int r = threadIdx.x / 8 + 16 * i, vb = c < kc && wrow[i];
         cp_async16(bs + (size_t)r * MT_LD + c, vb ? wrow[i] + k0 + c : any, vb);
     }
 }
 
 /* inp (R, K) bf16, W (w_rows<OUT>(units), K) bf16; per OUT (epilogue.h):
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16 | keys (R) | ra.
- * grid (ceil(R / 64), ceil(out_groups / 4)), block 128: the row tiles of one
- * column of W tiles are neighbours in launch order, so the blocks resident
- * at once share their W tiles through L2 and each W tile comes from memory
- * about once (the LM head's 56 MB of W does not fit in L2; with the W
+ * grid (ceil(R / 64 RF), ceil(out_groups / 4)), block 128: the row tiles of
+ * one column of W tiles are neighbours in launch order, so the blocks
+ * resident at once share their W tiles through L2 and each W tile comes from
+ * memory about once (the LM head's 56 MB of W does not fit in L2; with the W
  * tiles in x, every 64 rows re-read all of it). */
-template <int OUT>
+template <int OUT, int RF>
 __global__ void __launch_bounds__(32 * MT_WARPS)
 matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
                        argmax_key_t *keys, qkv_rope_args ra, int pdl) {
-    extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): MT_SMEM bytes */
+    typedef mt_shape<RF> sh;
+    extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): sh::smem bytes */
     floatX *stage0 = reinterpret_cast<floatX *>(mt_smem);
-    int r0 = blockIdx.x * MT_TILE, grp0 = blockIdx.y * MT_GROUPS, groups = out_groups<OUT>(units, ra);
+    int r0 = blockIdx.x * sh::rows, grp0 = blockIdx.y * MT_GROUPS, groups = out_groups<OUT>(units, ra);
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     /* the tile rows this thread copies: inp rows r0 + tr, W rows of group grp0 + tr / 16 */
-    const floatX *arow[MT_ROWS_PER_THREAD], *wrow[MT_ROWS_PER_THREAD];
+    const floatX *arow[sh::a_copies], *wrow[sh::w_copies];
 #pragma unroll
-    for (int i = 0; i < MT_ROWS_PER_THREAD; i++) {
+    for (int i = 0; i < sh::a_copies; i++) {
+        int tr = threadIdx.x / 8 + 16 * i;
+        arow[i] = r0 + tr < R ? inp + (size_t)(r0 + tr) * K : NULL;
+    }
+#pragma unroll
+    for (int i = 0; i < sh::w_copies; i++) {
         int tr = threadIdx.x / 8 + 16 * i, grp = grp0 + tr / 16;
         rope_group rg = {0, 0, 0, 0};
         if (OUT == EPI_QKV_ROPE && grp < groups) rg = rope_group_at(ra, grp);
         int wr = grp < groups ? group_w_row<OUT>(grp, (tr / 8) % 2, tr % 8, units, rg) : -1;
-        arow[i] = r0 + tr < R ? inp + (size_t)(r0 + tr) * K : NULL;
         wrow[i] = wr >= 0 && wr < w_rows<OUT>(units) ? W + (size_t)wr * K : NULL;
     }
     /* launched with pdl: the weights (which nothing earlier writes) on their
      * way to L2 while the predecessor finishes */
     if (pdl && blockIdx.x == 0 && threadIdx.x % 8 == 0)
 #pragma unroll
-        for (int i = 0; i < MT_ROWS_PER_THREAD; i++)
+        for (int i = 0; i < sh::w_copies; i++)
             if (wrow[i])
                 for (int k = 0; k < K; k += 64) prefetch_l2(wrow[i] + k);
     pdl_wait();
     pdl_launch_dependents();
 
-    float acc[MT_TILE / 8][4];
+    float acc[RF][MT_COLS / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < MT_TILE / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    for (int rf = 0; rf < RF; rf++)
+#pragma unroll
+        for (int nt = 0; nt < MT_COLS / 8; nt++) acc[rf][nt][0] = acc[rf][nt][1] = acc[rf][nt][2] = acc[rf][nt][3] = 0.0f;
     int chunks = (K + MT_K - 1) / MT_K;
-    const size_t stage_elems = (size_t)2 * MT_TILE * MT_LD;
     /* chunks 0 .. MT_STAGES - 2 on their way; one commit group per chunk (empty past the last) */
 #pragma unroll
     for (int c = 0; c < MT_STAGES - 1; c++) {
-        if (c < chunks) mt_load_chunk(stage0 + c * stage_elems, stage0 + c * stage_elems + MT_TILE * MT_LD, arow, wrow, W,
-                                      c * MT_K, K);
+        if (c < chunks) mt_load_chunk<RF>(stage0 + c * sh::stage, stage0 + c * sh::stage + sh::rows * MT_LD, arow,
+                                          wrow, W, c * MT_K, K);
         cp_async_commit();
     }
     for (int ch = 0; ch < chunks; ch++) {
-        floatX *as = stage0 + (size_t)(ch % MT_STAGES) * stage_elems, *bs = as + MT_TILE * MT_LD;
+        floatX *as = stage0 + (size_t)(ch % MT_STAGES) * sh::stage, *bs = as + sh::rows * MT_LD;
         cp_async_wait<MT_STAGES - 2>();   /* groups 0 .. ch done: this chunk's copies landed */
         __syncthreads();   /* ... every thread's, visible; and chunk ch - 1's stage is no longer read */
         int nx = ch + MT_STAGES - 1;   /* into chunk ch - 1's stage */
         if (nx < chunks) {
-            floatX *an = stage0 + (size_t)(nx % MT_STAGES) * stage_elems;
-            mt_load_chunk(an, an + MT_TILE * MT_LD, arow, wrow, W, nx * MT_K, K);
+            floatX *an = stage0 + (size_t)(nx % MT_STAGES) * sh::stage;
+            mt_load_chunk<RF>(an, an + sh::rows * MT_LD, arow, wrow, W, nx * MT_K, K);
         }
         cp_async_commit();
         int kc = min(MT_K, K - ch * MT_K);
         for (int kk = 0; kk < kc / 16; kk++) {
-            const floatX *ap = as + (size_t)(16 * w + g) * MT_LD + 16 * kk + 2 * tq;
-            unsigned a[4] = {ld_bf16x2(ap), ld_bf16x2(ap + 8 * MT_LD), ld_bf16x2(ap + 8), ld_bf16x2(ap + 8 * MT_LD + 8)};
+            unsigned a[RF][4];
 #pragma unroll
-            for (int nt = 0; nt < MT_TILE / 8; nt++) {
+            for (int rf = 0; rf < RF; rf++) {
+                const floatX *ap = as + (size_t)(16 * (w * RF + rf) + g) * MT_LD + 16 * kk + 2 * tq;
+                a[rf][0] = ld_bf16x2(ap);
+                a[rf][1] = ld_bf16x2(ap + 8 * MT_LD);
+                a[rf][2] = ld_bf16x2(ap + 8);
+                a[rf][3] = ld_bf16x2(ap + 8 * MT_LD + 8);
+            }
+#pragma unroll
+            for (int nt = 0; nt < MT_COLS / 8; nt++) {
                 unsigned bf[2];
                 b_frag(bf, bs, MT_LD, 8 * nt, kk);
-                mma_bf16_16816(acc[nt], a, bf);
+#pragma unroll
+                for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[rf], bf);
             }
         }
     }
-    /* lane (g, tq) holds rows g and g + 8 of the warp's 16, columns 2 tq, 2 tq + 1 of each n-tile;
-     * n-tiles 2 i and 2 i + 1 are group grp0 + i */
+    /* lane (g, tq) holds rows g and g + 8 of each of the warp's 16-row fragments, columns 2 tq,
+     * 2 tq + 1 of each n-tile; n-tiles 2 i and 2 i + 1 are group grp0 + i */
 #pragma unroll
-    for (int e = 0; e < 2; e++) {
-        int r = r0 + 16 * w + g + 8 * e;
+    for (int fe = 0; fe < 2 * RF; fe++) {
+        int rf = fe / 2, e = fe % 2, r = r0 + 16 * (w * RF + rf) + g + 8 * e;
         if (OUT == EPI_ARGMAX) {
             /* lanes 4g .. 4g + 3 hold row r's 64 outputs: their best, then one atomic */
             argmax_key_t best = 0ull;
 #pragma unroll
-            for (int nt = 0; nt < MT_TILE / 8; nt++)
+            for (int nt = 0; nt < MT_COLS / 8; nt++)
 #pragma unroll
                 for (int j = 0; j < 2; j++) {
                     int c = grp0 * 16 + 8 * nt + 2 * tq + j;
-                    float v = acc[nt][2 * e + j];
+                    float v = acc[rf][nt][2 * e + j];
                     if (c < units && v == v) {   /* NaN is never a candidate */
                         argmax_key_t k = argmax_key(v, c);
                         if (k > best) best = k;
@@ -166,7 +196,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 int c = 2 * tq + j;
-                float d0 = acc[2 * i][2 * e + j], d1 = acc[2 * i + 1][2 * e + j];
+                float d0 = acc[rf][2 * i][2 * e + j], d1 = acc[rf][2 * i + 1][2 * e + j];
                 if (OUT == EPI_SWIGLU) {
                     h[(size_t)r * units + grp * 8 + c] = __float2bfloat16(silu_mul(d0, d1));
                 } else if (OUT == EPI_QKV_ROPE) {
@@ -187,10 +217,22 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
     }
 }
 
+static int mt_sms = 132;   /* the device's SMs (matmul_fixed_order_init), for the row tile by shape */
+
+/* The block's row tile for a call: rows (64, 128) if the caller fixed it,
+ * else 128 when the call has at least two blocks of 128 rows for each SM
+ * (the LM head and gate/up of a batch of windows), 64 when fewer (a layer's
+ * smaller products, prompt chunks: more blocks keep more SMs busy). */
+int matmul_fixed_order_rows(int R, int out_groups, int rows) {
+    if (rows == 64 || rows == 128) return rows;
+    long blocks128 = (long)ceil_div(R, 128) * ceil_div(out_groups, MT_GROUPS);
+    return blocks128 >= 2L * mt_sms ? 128 : 64;
+}
+
 /* One fixed-order product with epilogue OUT */
 template <int OUT>
 static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
-                     argmax_key_t *keys, const qkv_rope_args *ra, int pdl, cudaStream_t stream) {
+                     argmax_key_t *keys, const qkv_rope_args *ra, int pdl, int rows, cudaStream_t stream) {
     if (K % 16 || K < 16) return cllm_error(CLLM_EUNSUP, "matmul: inner size %d is not a multiple of 16", K);
     if ((OUT == EPI_SWIGLU && units % 8) ||
         (OUT == EPI_QKV_ROPE && !qkv_rope_fusable(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
@@ -199,21 +241,35 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     qkv_rope_args rargs;
     if (ra) rargs = *ra;
     else memset(&rargs, 0, sizeof rargs);
-    dim3 grid(ceil_div(R, MT_TILE), ceil_div(out_groups<OUT>(units, rargs), MT_GROUPS));
-    if (grid.y > 65535) return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
-    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT>, grid, dim3(32 * MT_WARPS), MT_SMEM,
+    int groups = out_groups<OUT>(units, rargs);
+    if (ceil_div(groups, MT_GROUPS) > 65535)
+        return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
+    if (matmul_fixed_order_rows(R, groups, rows) == 128)
+        return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, 2>,
+                             dim3(ceil_div(R, 128), ceil_div(groups, MT_GROUPS)), dim3(32 * MT_WARPS),
+                             mt_shape<2>::smem, stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
+    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, 1>,
+                         dim3(ceil_div(R, 64), ceil_div(groups, MT_GROUPS)), dim3(32 * MT_WARPS), mt_shape<1>::smem,
                          stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
 }
 
-/* the shared memory above 48 KiB every kernel1 variant asks for */
+/* the shared memory above 48 KiB both row tiles of epilogue OUT ask for */
 template <int OUT>
 static int mt_allow_smem(void) {
-    return CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)MT_SMEM));
+    int rc = CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, 1>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_shape<1>::smem));
+    if (!rc)
+        rc = CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, 2>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_shape<2>::smem));
+    return rc;
 }
 
 int matmul_fixed_order_init(void) {
-    int rc;
+    int rc, dev = 0, sms = 0;
+    if ((rc = CUDA_CHECK(cudaGetDevice(&dev))) ||
+        (rc = CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))))
+        return rc;
+    if (sms > 0) mt_sms = sms;
     if ((rc = mt_allow_smem<EPI_F32>()) || (rc = mt_allow_smem<EPI_ADD>()) || (rc = mt_allow_smem<EPI_SWIGLU>()) ||
         (rc = mt_allow_smem<EPI_QKV_ROPE>()) || (rc = mt_allow_smem<EPI_ARGMAX>()))
         return rc;
@@ -221,32 +277,32 @@ int matmul_fixed_order_init(void) {
 }
 
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
-                          cudaStream_t stream) {
-    return mt_launch<EPI_ARGMAX>(inp, weight, R, C, OC, NULL, NULL, keys, NULL, pdl, stream);
+                          int rows, cudaStream_t stream) {
+    return mt_launch<EPI_ARGMAX>(inp, weight, R, C, OC, NULL, NULL, keys, NULL, pdl, rows, stream);
 }
 
 int matmul_residual_forward(float *x, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
-                            cudaStream_t stream) {
-    return mt_launch<EPI_ADD>(inp, weight, R, C, OC, x, NULL, NULL, NULL, pdl, stream);
+                            int rows, cudaStream_t stream) {
+    return mt_launch<EPI_ADD>(inp, weight, R, C, OC, x, NULL, NULL, NULL, pdl, rows, stream);
 }
 
 int matmul_swiglu_forward(floatX *h, const floatX *inp, const floatX *Wgu, int R, int C, int F, int pdl,
-                          cudaStream_t stream) {
-    return mt_launch<EPI_SWIGLU>(inp, Wgu, R, C, F, NULL, h, NULL, NULL, pdl, stream);
+                          int rows, cudaStream_t stream) {
+    return mt_launch<EPI_SWIGLU>(inp, Wgu, R, C, F, NULL, h, NULL, NULL, pdl, rows, stream);
 }
 
 int matmul_qkv_rope_forward(const qkv_rope_args *ra, const floatX *inp, const floatX *Wqkv, int R, int C, int pdl,
-                            cudaStream_t stream) {
+                            int rows, cudaStream_t stream) {
     int QKV = (ra->NH + 2 * ra->NKV) * ra->HS;
-    return mt_launch<EPI_QKV_ROPE>(inp, Wqkv, R, C, QKV, NULL, NULL, NULL, ra, pdl, stream);
+    return mt_launch<EPI_QKV_ROPE>(inp, Wqkv, R, C, QKV, NULL, NULL, NULL, ra, pdl, rows, stream);
 }
 
 /* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16; with rows_per_call
  * G > 0, out and inp hold ceil(R/G)*G rows; MATMUL_FIXED_ORDER: kernel1 */
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, int rows_per_call, int pdl, cudaStream_t stream) {
+                   int R, int C, int OC, int rows_per_call, int pdl, int rows, cudaStream_t stream) {
     if (rows_per_call == MATMUL_FIXED_ORDER)
-        return mt_launch<EPI_F32>(inp, weight, R, C, OC, out, NULL, NULL, NULL, pdl, stream);
+        return mt_launch<EPI_F32>(inp, weight, R, C, OC, out, NULL, NULL, NULL, pdl, rows, stream);
     const float alpha = 1.0f, beta = 0.0f;
     int rc = CUBLAS_CHECK(cublasSetStream(handle, stream));
     int G = rows_per_call > 0 ? rows_per_call : R;

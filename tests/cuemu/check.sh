@@ -12,8 +12,11 @@
 #                        16-row call must still equal 16 one-row calls
 #   test_cuda_cp_now     test_cuda with cp.async copies landing at issue
 #                        (CUEMU_CP_ASYNC=now) instead of at the wait that covers
-#                        them: the default catches a read before the wait, this
-#                        one a stage refilled before every thread has read it
+#                        them (the default catches a read before the wait, this
+#                        one a stage refilled before every thread has read it),
+#                        and the fixed-order kernel's 128-row tiles for every
+#                        call (CLLM_CUDA_MT_ROWS=128; by shape the tiny models'
+#                        calls take 64)
 #   test_cuda_train      the training parity test
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
@@ -64,7 +67,7 @@ selftest() {
 run selftest selftest
 run test_cuda "$B/tests/test_cuda"
 run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM16=0 CUEMU_ORDER=rev "$B/tests/test_cuda"
-run test_cuda_cp_now env CUEMU_CP_ASYNC=now "$B/tests/test_cuda"
+run test_cuda_cp_now env CUEMU_CP_ASYNC=now CLLM_CUDA_MT_ROWS=128 "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
 run e2e sh tests/cuemu/e2e.sh "$B"
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"

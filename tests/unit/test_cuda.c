@@ -362,6 +362,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     {
         cllm_cuda_fwd xf;   /* not a block size: refused */
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_ATT_THREADS=100")) == CLLM_EINVAL);
+        CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_ROWS=96")) == CLLM_EINVAL);   /* not a row tile */
     }
     CHECK_OK(cllm_kv_rollback(&ck, 1, 70));   /* the cache as the default state writes it, for what follows */
     CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 70));
@@ -578,17 +579,18 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         size_t n = (size_t)22 * V;
         float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
         CHECK(ref && got);
-        const char *what[5] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0", "fixed-order, fused, no PDL",
-                               "cuBLAS, PDL", "cuBLAS, no PDL"};
-        for (int k = 0; ref && got && k < 5 && !check_failures; k++) {
-            int fixed = k < 3;
+        /* 0 and 4 are the references of the two routes */
+        const char *what[6] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0", "fixed-order, fused, no PDL",
+                               "fixed-order, 128-row tiles (CLLM_CUDA_MT_ROWS=128)", "cuBLAS, PDL", "cuBLAS, no PDL"};
+        for (int k = 0; ref && got && k < 6 && !check_failures; k++) {
+            int fixed = k < 4;
             cllm_cuda_fwd xf;
             const char *env[4] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
-                                  k == 1 ? "CLLM_CUDA_FUSE=0" : NULL, NULL};
-            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 4 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
+                                  k == 1 ? "CLLM_CUDA_FUSE=0" : k == 3 ? "CLLM_CUDA_MT_ROWS=128" : NULL, NULL};
+            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 5 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
             CHECK_OK(rc_x);
             if (rc_x) continue;
-            float *dst = k == 0 || k == 3 ? ref : got;
+            float *dst = k == 0 || k == 4 ? ref : got;
             CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
             CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 0, tok, 30, 29));
             memcpy(dst, xf.logits + (size_t)29 * V, (size_t)V * sizeof(float));
@@ -612,11 +614,11 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             unsigned long long want = k == 1 || pieces || off ? 0 : fixed ? 3 : 1;
             CHECK_MSG(fused == want, "%s: %s: %llu calls with fused epilogues, expected %llu", name, what[k], fused,
                       want);
-            if (k == 0 || k == 3) continue;
+            if (k == 0 || k == 4) continue;
             int same = !memcmp(ref, got, n * sizeof(float));
-            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[k < 3 ? 0 : 3],
+            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[fixed ? 0 : 4],
                    same ? "bit-identical" : "differ");
-            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[k < 3 ? 0 : 3]);
+            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[fixed ? 0 : 4]);
         }
         free(ref);
         free(got);
@@ -753,13 +755,17 @@ static int first_diff(const int *a, const int *b, int n) {
 
 /* Seconds per call of 64 sequences x T rows at positions 16.. (the cache
  * holds 16 tokens of each), through a state of its own: the fixed-order
- * route or cuBLAS', fused epilogues or not, PDL or not; a call that
- * replays a graph (after warm-up). */
+ * route or cuBLAS', fused epilogues or not, PDL or not, the fixed-order
+ * kernel's row tile (mt_rows 64 or 128; 0: by shape); a call that replays a
+ * graph (after warm-up). */
 static double batch_step_s(const cllm_cuda_model *dm, cllm_cuda_kv *kv, const int *bt, int T, int fixed, int unfused,
-                           int no_pdl) {
+                           int no_pdl, int mt_rows) {
     cllm_cuda_fwd f;
-    const char *env[3] = {fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
-                          unfused ? "CLLM_CUDA_FUSE=0" : NULL, NULL};
+    const char *env[4] = {NULL};
+    int ne = 0;
+    env[ne++] = fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0";
+    if (unfused) env[ne++] = "CLLM_CUDA_FUSE=0";
+    if (mt_rows) env[ne++] = mt_rows == 64 ? "CLLM_CUDA_MT_ROWS=64" : "CLLM_CUDA_MT_ROWS=128";
     int rc = fwd_init_with(&f, dm, 64 * 16, no_pdl ? CLLM_CUDA_FWD_NO_PDL : 0, env);
     CHECK_OK(rc);
     if (rc) return 0.0;
@@ -980,12 +986,14 @@ static void test_smollm2(int bench) {
              * and of 9 (what cllm-traj feeds on average when it skips the
              * rows that cannot change) */
             for (int T = 16; T >= 9 && !check_failures; T -= 7) {
-                double ms[5];
-                for (int k = 0; k < 5; k++)
-                    ms[k] = 1e3 * batch_step_s(dm, &bk, bt, T, k >= 2, k == 3, k == 1 || k == 4);
+                double ms[7];
+                for (int k = 0; k < 7; k++)
+                    ms[k] = 1e3 * batch_step_s(dm, &bk, bt, T, k >= 2, k == 3, k == 1 || k == 4,
+                                               k == 5 ? 64 : k == 6 ? 128 : 0);
                 printf("BENCH smollm2 batch 64 x %d rows, one call: cuBLAS %.3f ms (without PDL %.3f); fixed-order "
-                       "with fused epilogues %.3f ms (unfused %.3f, without PDL %.3f)\n",
-                       T, ms[0], ms[1], ms[2], ms[3], ms[4]);
+                       "with fused epilogues %.3f ms (unfused %.3f, without PDL %.3f; row tiles by shape, all 64: "
+                       "%.3f, all 128: %.3f)\n",
+                       T, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6]);
             }
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
