@@ -526,63 +526,58 @@ fi
 
 pack
 # 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
+traj64() { # out env-assignments... [-- options...]: cllm-traj --batch 64 on the prompts, within $limit s
+    out=$1
+    shift
+    envs=""
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do envs="$envs $1"; shift; done
+    [ $# -gt 0 ] && shift
+    # $envs: word-split on purpose (VAR=VALUE words without spaces)
+    # shellcheck disable=SC2086
+    env $envs timeout "$limit" "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
+        --max-new-tokens 256 --batch 64 "$@" -q -f -o "$out" "$data" 2>>"$cli"
+}
+traj_tokens() { # file.zst: its trajectory tokens (the fixed points' lengths)
+    "$bin/cllm-cat" --type traj -j "$1" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c
+}
+# traj64_baseline what same out env-assignments... [-- options...]: the same prompts again, a
+# baseline timed in the same run; same = 1: its records must equal the default's (the same sums)
+traj64_baseline() {
+    what=$1 same=$2 out=$3
+    shift 3
+    have_time 100 "cllm-traj --batch 64, $what" || return 0
+    S0=$(date +%s.%N)
+    limit=90
+    if ! traj64 "$out" "$@"; then
+        note "FAIL cllm-traj --batch 64, $what (or over $limit s)"; status=1
+        return 0
+    fi
+    S1=$(date +%s.%N)
+    nb=$(traj_tokens "$out")
+    awk -v a="$S0" -v b="$S1" -v n="$nb" -v w="$what" \
+        'BEGIN { printf "BENCH cllm-traj --batch 64, %s (baseline, same run): %d trajectory tokens in %.1f s = %.0f tokens/s\n", w, n, b - a, n / (b - a) }' | tee -a "$sum"
+    [ "$same" = 1 ] || return 0
+    "$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
+    "$bin/cllm-cat" --type traj -j "$out" | sed 's/"time_s":[^,]*,//' >"$tmp/b.jsonl"
+    nd=$(diff "$tmp/a.jsonl" "$tmp/b.jsonl" | grep -c '^<' || true)
+    note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: $what vs the default: $nd of $(wc -l <"$tmp/a.jsonl") records differ (expected 0: the same sums)"
+}
 if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
     S0=$(date +%s.%N)
-    if timeout 120 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
-        --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512.zst" "$data" 2>>"$cli"; then
+    limit=120
+    if traj64 "$tmp/t512.zst"; then
         S1=$(date +%s.%N)
-        n=$("$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c)
+        n=$(traj_tokens "$tmp/t512.zst")
         awk -v a="$S0" -v b="$S1" -v n="$n" 'BEGIN { printf "BENCH cllm-traj --device cuda --batch 64, 512 GSM8K train prompts: %d trajectory tokens in %.1f s = %.0f tokens/s (model load included; issue 7 asks >= 20,000)\n", n, b - a, n / (b - a) }' | tee -a "$sum"
-        # the baseline of feeding only the window rows that can change: whole windows, same prompts, same run
-        if have_time 100 "cllm-traj --batch 64 --full-window"; then
-            S0=$(date +%s.%N)
-            if timeout 90 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
-                --max-new-tokens 256 --batch 64 --full-window -q -f -o "$tmp/t512f.zst" "$data" 2>>"$cli"; then
-                S1=$(date +%s.%N)
-                awk -v a="$S0" -v b="$S1" -v n="$n" -v t="$(awk -v a="$S0" -v b="$S1" 'BEGIN { print b - a }')" \
-                    'BEGIN { printf "BENCH cllm-traj --batch 64 --full-window (baseline, same run): %.1f s = %.0f tokens/s\n", t, n / t }' | tee -a "$sum"
-                # equal by construction where the products are batch-invariant (CPU, the fixed-order
-                # default); with cuBLAS' sums a near-tie could part them
-                "$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
-                "$bin/cllm-cat" --type traj -j "$tmp/t512f.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/b.jsonl"
-                nd=$(diff "$tmp/a.jsonl" "$tmp/b.jsonl" | grep -c '^<' || true)
-                note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: --full-window vs only the changing rows: $nd of $(wc -l <"$tmp/a.jsonl") records differ" 
-            else
-                note "FAIL cllm-traj --batch 64 --full-window (or over 90 s)"; status=1
-            fi
-        fi
-        # the fixed-order kernel's 64-row tiles for every product (the baseline of the 128-row tiles
-        # the LM head and gate/up take by shape): the same sums, so the same records
-        if have_time 100 "cllm-traj --batch 64, CLLM_CUDA_MT_ROWS=64"; then
-            S0=$(date +%s.%N)
-            if CLLM_CUDA_MT_ROWS=64 timeout 90 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k \
-                --field question -n 16 --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512r.zst" "$data" 2>>"$cli"; then
-                S1=$(date +%s.%N)
-                awk -v a="$S0" -v b="$S1" -v n="$n" \
-                    'BEGIN { printf "BENCH cllm-traj --batch 64 with CLLM_CUDA_MT_ROWS=64 (64-row tiles; baseline, same run): %.1f s = %.0f tokens/s\n", b - a, n / (b - a) }' | tee -a "$sum"
-                "$bin/cllm-cat" --type traj -j "$tmp/t512r.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/r.jsonl"
-                "$bin/cllm-cat" --type traj -j "$tmp/t512.zst" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
-                nd=$(diff "$tmp/a.jsonl" "$tmp/r.jsonl" | grep -c '^<' || true)
-                note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: 64-row tiles vs the default: $nd of $(wc -l <"$tmp/a.jsonl") records differ (expected 0: the same sums)"
-            else
-                note "FAIL cllm-traj --batch 64 with CLLM_CUDA_MT_ROWS=64 (or over 90 s)"; status=1
-            fi
-        fi
-        # the other route for the windows, same run: cuBLAS (CLLM_CUDA_FIXED_ORDER=0; prompt chunks in
-        # calls of their own) against the default, matmul.cu's fixed-order products with their fused
-        # epilogues (batch-invariant by construction; windows and prompt chunks share a call)
-        if have_time 100 "cllm-traj --batch 64, CLLM_CUDA_FIXED_ORDER=0"; then
-            S0=$(date +%s.%N)
-            if CLLM_CUDA_FIXED_ORDER=0 timeout 90 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k \
-                --field question -n 16 --max-new-tokens 256 --batch 64 -q -f -o "$tmp/t512x.zst" "$data" 2>>"$cli"; then
-                S1=$(date +%s.%N)
-                nx=$("$bin/cllm-cat" --type traj -j "$tmp/t512x.zst" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c)
-                awk -v a="$S0" -v b="$S1" -v n="$nx" \
-                    'BEGIN { printf "BENCH cllm-traj --batch 64 with CLLM_CUDA_FIXED_ORDER=0 (cuBLAS; baseline, same run): %d trajectory tokens in %.1f s = %.0f tokens/s\n", n, b - a, n / (b - a) }' | tee -a "$sum"
-            else
-                note "FAIL cllm-traj --batch 64 with CLLM_CUDA_FIXED_ORDER=0 (or over 90 s)"; status=1
-            fi
-        fi
+        # whole windows (the baseline of feeding only the window rows that can change): equal by
+        # construction where the products are batch-invariant (the fixed-order default)
+        traj64_baseline "--full-window" 1 "$tmp/t512f.zst" -- --full-window
+        # the fixed-order kernel's 64-row tiles for every product (the baseline of the 128-row
+        # tiles the LM head and gate/up take by shape): the same sums
+        traj64_baseline "CLLM_CUDA_MT_ROWS=64 (64-row tiles)" 1 "$tmp/t512r.zst" CLLM_CUDA_MT_ROWS=64
+        # the other route for the windows: cuBLAS (prompt chunks in calls of their own) against the
+        # default, matmul.cu's fixed-order products with their fused epilogues (other sums)
+        traj64_baseline "CLLM_CUDA_FIXED_ORDER=0 (cuBLAS)" 0 "$tmp/t512x.zst" CLLM_CUDA_FIXED_ORDER=0
     else
         note "FAIL cllm-traj --batch 64 on 512 prompts (or over 120 s)"; status=1
     fi
