@@ -645,7 +645,7 @@ bool in_ranges(const Ranges &r, uintptr_t a) {
 void on_fault(int sig, siginfo_t *si, void *) {
     uintptr_t a = (uintptr_t)si->si_addr, pg = a & ~(uintptr_t)(page_size() - 1);
     if (g_protected && is_device((const void *)a, 1)) {
-        if (g_hidden && in_ranges(*g_hidden, a))
+        if (g_cur && g_hidden && in_ranges(*g_hidden, a))
             fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream "
                  "serialization, it touched %p, which the kernel before it (%s) wrote, before "
                  "cudaGridDependencySynchronize",
