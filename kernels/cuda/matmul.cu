@@ -229,6 +229,15 @@ int matmul_fixed_order_rows(int R, int out_groups, int rows) {
     return blocks128 >= 2L * mt_sms ? 128 : 64;
 }
 
+/* kernel1<OUT, RF> over R rows and `groups` output groups */
+template <int OUT, int RF>
+static int mt_launch_tile(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
+                          argmax_key_t *keys, const qkv_rope_args &ra, int groups, int pdl, cudaStream_t stream) {
+    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, RF>,
+                         dim3(ceil_div(R, mt_shape<RF>::rows), ceil_div(groups, MT_GROUPS)), dim3(32 * MT_WARPS),
+                         mt_shape<RF>::smem, stream, pdl, inp, W, R, K, units, out, h, keys, ra, pdl);
+}
+
 /* One fixed-order product with epilogue OUT */
 template <int OUT>
 static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
@@ -245,23 +254,21 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     if (ceil_div(groups, MT_GROUPS) > 65535)
         return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
     if (matmul_fixed_order_rows(R, groups, rows) == 128)
-        return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, 2>,
-                             dim3(ceil_div(R, 128), ceil_div(groups, MT_GROUPS)), dim3(32 * MT_WARPS),
-                             mt_shape<2>::smem, stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
-    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, 1>,
-                         dim3(ceil_div(R, 64), ceil_div(groups, MT_GROUPS)), dim3(32 * MT_WARPS), mt_shape<1>::smem,
-                         stream, pdl, inp, W, R, K, units, out, h, keys, rargs, pdl);
+        return mt_launch_tile<OUT, 2>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
+    return mt_launch_tile<OUT, 1>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
 }
 
-/* the shared memory above 48 KiB both row tiles of epilogue OUT ask for */
+/* the shared memory above 48 KiB kernel1<OUT, RF> asks for */
+template <int OUT, int RF>
+static int mt_allow_smem_tile(void) {
+    return CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, RF>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_shape<RF>::smem));
+}
+/* ... for both row tiles of epilogue OUT */
 template <int OUT>
 static int mt_allow_smem(void) {
-    int rc = CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, 1>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_shape<1>::smem));
-    if (!rc)
-        rc = CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, 2>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_shape<2>::smem));
-    return rc;
+    int rc = mt_allow_smem_tile<OUT, 1>();
+    return rc ? rc : mt_allow_smem_tile<OUT, 2>();
 }
 
 int matmul_fixed_order_init(void) {

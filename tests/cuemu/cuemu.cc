@@ -353,6 +353,17 @@ bool g_pdl;                /* the running grid was launched with programmatic st
 
 char *stack_of(int i) { return g_stacks + (size_t)i * STACK; }
 
+/* fail() for the running CUDA thread: "kernel K, block (..), thread (..): what" */
+[[noreturn]] __attribute__((format(printf, 1, 2))) void thread_fail(const char *fmt, ...) {
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): %s", g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z,
+         g_cur->idx.x, g_cur->idx.y, g_cur->idx.z, what);
+}
+
 }  // namespace
 
 #if CUEMU_ASM_SWITCH
@@ -460,16 +471,12 @@ void yield(int state) {
     g_cur->committed = 0;
     (*g_body)();
     if (!g_cur->copies.empty())
-        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): exited with %zu cp.async copies in flight "
-             "(no cp.async.wait_group covered them)",
-             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z,
-             g_cur->copies.size());
+        thread_fail("exited with %zu cp.async copies in flight (no cp.async.wait_group covered them)",
+                    g_cur->copies.size());
     /* a grid launched to overlap its predecessor must wait for it before
      * touching what it writes; the kernels' rule is that every thread waits */
     if (g_pdl && !g_cur->waited)
-        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream serialization "
-             "but never called cudaGridDependencySynchronize",
-             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z);
+        thread_fail("launched with programmatic stream serialization but never called cudaGridDependencySynchronize");
     yield(DONE);
     fail("a finished CUDA thread was resumed");
 }
@@ -646,15 +653,13 @@ void on_fault(int sig, siginfo_t *si, void *) {
     uintptr_t a = (uintptr_t)si->si_addr, pg = a & ~(uintptr_t)(page_size() - 1);
     if (g_protected && is_device((const void *)a, 1)) {
         if (g_cur && g_hidden && in_ranges(*g_hidden, a))
-            fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream "
-                 "serialization, it touched %p, which the kernel before it (%s) wrote, before "
-                 "cudaGridDependencySynchronize",
-                 g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z,
-                 (void *)a, g_pred_name.c_str());
+            thread_fail("launched with programmatic stream serialization, it touched %p, which the kernel before it "
+                        "(%s) wrote, before cudaGridDependencySynchronize",
+                        (void *)a, g_pred_name.c_str());
         if (g_cur && g_pdl && !g_cur->waited)
-            fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): launched with programmatic stream "
-                 "serialization, it wrote device memory (%p) before cudaGridDependencySynchronize",
-                 g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z, (void *)a);
+            thread_fail("launched with programmatic stream serialization, it wrote device memory (%p) before "
+                        "cudaGridDependencySynchronize",
+                        (void *)a);
         g_written.push_back(pg);
         protect(pg, page_size(), PROT_READ | PROT_WRITE);
         return;
@@ -823,8 +828,7 @@ void cudaGridDependencySynchronize(void) {
 void cuemu_prefetch_l2(const void *p) {
     if (!g_cur) fail("prefetch outside a kernel");
     if (!is_device(p, 1))
-        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): prefetch of %p, not inside a cudaMalloc allocation",
-             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z, p);
+        thread_fail("prefetch of %p, not inside a cudaMalloc allocation", p);
 }
 
 /* The project's rule (kernels/cuda/common.h): a kernel lets its successor
@@ -834,9 +838,7 @@ void cuemu_prefetch_l2(const void *p) {
 void cudaTriggerProgrammaticLaunchCompletion(void) {
     if (!g_cur) fail("cudaTriggerProgrammaticLaunchCompletion outside a kernel");
     if (g_pdl && !g_cur->waited)
-        fail("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): cudaTriggerProgrammaticLaunchCompletion before "
-             "cudaGridDependencySynchronize",
-             g_kernel, cuemu_bid.x, cuemu_bid.y, cuemu_bid.z, g_cur->idx.x, g_cur->idx.y, g_cur->idx.z);
+        thread_fail("cudaTriggerProgrammaticLaunchCompletion before cudaGridDependencySynchronize");
 }
 
 /* CUEMU_CP_ASYNC=now: copies land at issue instead, the other extreme: with
