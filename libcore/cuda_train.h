@@ -15,7 +15,10 @@
  * and the backward, adding every parameter's gradient into the device's
  * gradient buffer (+=, so accumulation over micro-batches is a loop). Only
  * the named loss rows get logits, computed in chunks of rows; no (B*T, V)
- * tensor exists on the device or the host.
+ * tensor exists on the device or the host. The caller's padding costs
+ * nothing: on the device the B sequences are packed one after another
+ * (sum of lens[b] rows), so products and element-wise passes run over real
+ * rows only.
  *
  * A loss row r = b*T + t (t < lens[b]) may carry, added together:
  *   - a cross-entropy against target with label smoothing eps (the call's),

@@ -31,7 +31,9 @@
 #             generate on the same weights (scripts/hf_baseline.py) as the
 #             baseline ratio;
 #          5. test_cuda_train: the training step GPU vs CPU; test_nccl (the
-#             devices' all-reduce, one rank); test_cuda_train --bench;
+#             devices' all-reduce, one rank); test_cuda_train --bench, and
+#             --bench 16 384 spread (CLLM records' lengths: packed rows vs
+#             the same micro-batch padded);
 #          6. cllm-train --device cuda end to end on a tiny model (the recipe
 #             of tests/sh/cllm_effect.sh, on the GPU): SFT GPU vs CPU from
 #             the same weights (loss curves), CLLM GPU vs CPU (20 steps),
@@ -62,7 +64,8 @@
 #        /root/stage, else BUILD/tests/test_cuda and $CLLM_MODEL or models/.
 #        Results in $OUT (else /tmp/gpu-check-out): summary.txt, and
 #        logs.tar.gz (nvidia-smi.txt, test_cuda.log, cli.log, bench.log,
-#        hf.log, train.log, nccl.log, train-bench.log, train-e2e.log,
+#        hf.log, train.log, nccl.log, train-bench.log,
+#        train-bench-spread.log, train-e2e.log,
 #        memcheck.log), packed after each step. Each step is
 #        time-limited; the whole run stays under GPU_CHECK_BUDGET + ~20 s
 #        (call it with timeout_s 500).
@@ -362,6 +365,12 @@ if want 5 && [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
     if have_time 100 "test_cuda_train --bench"; then
         timeout 90 "$tt" --bench 16 320 >"$log/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
         grep -E '^(bench|BENCH)' "$log/train-bench.log" | tee -a "$sum"
+    fi
+    # records of CLLM training's spread of lengths, packed vs padded to the longest
+    if have_time 70 "test_cuda_train --bench 16 384 spread"; then
+        timeout 60 "$tt" --bench 16 384 spread >"$log/train-bench-spread.log" 2>&1 ||
+            note "FAIL test_cuda_train --bench 16 384 spread (exit $?)"
+        grep -E '^(bench|BENCH)' "$log/train-bench-spread.log" | tee -a "$sum"
     fi
 fi
 

@@ -331,7 +331,39 @@ out:
 
 /* ---- throughput on SmolLM2-135M shapes ------------------------------------- */
 
-static void bench(int B, int T, int att) {
+/* Seconds per optimizer step (zero_grad, one micro-batch, clipped AdamW) over
+ * STEPS steps after WARM; *tf and *tfb: a forward-only and a forward+backward
+ * micro-batch alone. */
+static double bench_steps(cllm_cuda_train *gt, const int *tok, const int *lens, int B, int T,
+                          const cllm_cuda_loss_row *rows, int n, double *ce, double *norm,
+                          double *tf, double *tfb) {
+    enum { WARM = 2, STEPS = 10 };
+    double t0 = 0;
+    for (int s = 0; s < WARM + STEPS; s++) {
+        if (s == WARM) t0 = cllm_now_s();
+        CHECK_OK(cllm_cuda_train_zero_grad(gt));
+        CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, ce, NULL));
+        CHECK_OK(cllm_cuda_train_step(gt, 1e-4, 1.0, norm, NULL));
+        if (check_failures) return 0;
+    }
+    double dt = (cllm_now_s() - t0) / STEPS, a = cllm_now_s();
+    for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 0, NULL, NULL));
+    *tf = (cllm_now_s() - a) / 3;
+    a = cllm_now_s();
+    for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, NULL, NULL));
+    *tfb = (cllm_now_s() - a) / 3;
+    return dt;
+}
+
+/* B records of T - 40 .. T tokens (spread 0: issue 8's "~300 tokens"), or
+ * (spread 1) of 60 .. T tokens, uniform: the spread of CLLM training records
+ * (prompt + answer prefix + window; 58 .. 387 tokens, mean 207, in 667 GSM8K
+ * trajectories of SmolLM2), where a micro-batch padded to its longest record
+ * would be ~40 % padding. With spread, the same micro-batch is timed again
+ * with every record made T long (filler tokens after the real ones, the same
+ * loss rows: the real rows' results do not change, causal attention never
+ * looks ahead): the cost of the padding the trainer's packed rows avoid. */
+static void bench(int B, int T, int att, int spread) {
     cllm_config c;
     memset(&c, 0, sizeof c);
     snprintf(c.arch, sizeof c.arch, "llama");
@@ -352,7 +384,8 @@ static void bench(int B, int T, int att) {
     int n = 0;
     double att_ctx = 0;   /* sum over real rows of their position + 1 */
     for (int b = 0; b < B; b++) {
-        lens[b] = T - (int)cllm_rng_below(&r, T > 41 ? 41 : 1);
+        lens[b] = spread ? (T > 60 ? 60 + (int)cllm_rng_below(&r, (uint64_t)(T - 59)) : T)
+                         : T - (int)cllm_rng_below(&r, T > 41 ? 41 : 1);
         ntok += lens[b];
         for (int t = 0; t < T; t++) tok[b * T + t] = (int)cllm_rng_below(&r, (uint64_t)c.vocab);
         for (int t = 0; t < lens[b]; t++) att_ctx += t + 1;
@@ -363,27 +396,12 @@ static void bench(int B, int T, int att) {
     CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
     if (check_failures) goto out;
     printf("bench: SmolLM2-135M shapes, %s attention kernels, %zu parameters, %d x %d (%lld real "
-           "tokens, %d loss rows), %zu MiB on the device\n", att == 2 ? "thread-per-key" : att == 1 ? "warp-per-key" : "default (tensor-core)",
-           m.n_params, B, T, ntok, n, cllm_cuda_train_bytes(gt) >> 20);
-    enum { WARM = 2, STEPS = 10 };
-    double t0 = 0, ce = 0, norm = 0, tf = 0, tfb = 0;
-    for (int s = 0; s < WARM + STEPS; s++) {
-        if (s == WARM) t0 = cllm_now_s();
-        CHECK_OK(cllm_cuda_train_zero_grad(gt));
-        CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, &ce, NULL));
-        CHECK_OK(cllm_cuda_train_step(gt, 1e-4, 1.0, &norm, NULL));
-        if (check_failures) goto out;
-    }
-    double dt = (cllm_now_s() - t0) / STEPS;
-    /* forward only, and forward + backward without the step, for the split */
-    {
-        double a = cllm_now_s();
-        for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 0, NULL, NULL));
-        tf = (cllm_now_s() - a) / 3;
-        a = cllm_now_s();
-        for (int s = 0; s < 3; s++) CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 1, NULL, NULL));
-        tfb = (cllm_now_s() - a) / 3;
-    }
+           "tokens, %s, %d loss rows), %zu MiB on the device\n",
+           att == 2 ? "thread-per-key" : att == 1 ? "warp-per-key" : "default (tensor-core)", m.n_params, B, T,
+           ntok, spread ? "lengths 60..T" : "lengths T-40..T", n, cllm_cuda_train_bytes(gt) >> 20);
+    double ce = 0, norm = 0, tf = 0, tfb = 0;
+    double dt = bench_steps(gt, tok, lens, B, T, rows, n, &ce, &norm, &tf, &tfb);
+    if (check_failures) goto out;
     /* model FLOPs: 6 per parameter of every product per token (2 forward, 4
      * backward; the LM head on the loss rows), attention 12 QD flops per
      * (query, key) pair per layer (QK^T and PV, forward 4, backward 8) */
@@ -394,6 +412,25 @@ static void bench(int B, int T, int att) {
            dt * 1e3, tf * 1e3, tfb * 1e3, ce, norm);
     printf("bench: %.0f training tokens/s, %.1f TFLOP/s model FLOPs, MFU %.1f %% of 989 TFLOP/s "
            "(H100/H200 SXM dense bf16)\n", ntok / dt, flops / dt * 1e-12, 100.0 * flops / dt / 989e12);
+    if (spread) {   /* the same records padded to T: the baseline of packing */
+        int *full = malloc((size_t)B * sizeof(int));
+        CHECK(full != NULL);
+        if (check_failures) goto out;
+        for (int b = 0; b < B; b++) full[b] = T;
+        /* the same loss from the same weights (the products of the longer
+         * call may take other cuBLAS algorithms: equal within 1e-3, not bits) */
+        double ce_packed = 0, ce_padded = 0, ce2 = 0, norm2 = 0, tf2 = 0, tfb2 = 0;
+        CHECK_OK(cllm_cuda_train_micro(gt, tok, lens, B, T, rows, n, 0.0, 0, &ce_packed, NULL));
+        CHECK_OK(cllm_cuda_train_micro(gt, tok, full, B, T, rows, n, 0.0, 0, &ce_padded, NULL));
+        CHECK_MSG(fabs(ce_padded - ce_packed) <= 1e-3 * fabs(ce_packed), "bench: padded loss %.6f vs packed %.6f",
+                  ce_padded, ce_packed);
+        double dt2 = check_failures ? 0 : bench_steps(gt, tok, full, B, T, rows, n, &ce2, &norm2, &tf2, &tfb2);
+        free(full);
+        if (check_failures) goto out;
+        printf("bench: padded to %d rows a record (%lld rows, %.0f %% padding): step %.2f ms; packed "
+               "%.2f ms: %.2fx, %.0f training tokens/s padded\n", T, (long long)B * T,
+               100.0 * (1.0 - (double)ntok / ((double)B * T)), dt2 * 1e3, dt * 1e3, dt2 / dt, ntok / dt2);
+    }
 out:
     cllm_cuda_train_free(gt);
     free(tok);
@@ -436,9 +473,13 @@ int main(int argc, char **argv) {
     }
     if (do_bench) {
         int B = argc > 3 ? atoi(argv[2]) : 16, T = argc > 3 ? atoi(argv[3]) : 320;
-        if (B < 1 || T < 2) { fprintf(stderr, "usage: %s [--bench [B T]]\n", argv[0]); return 2; }
-        bench(B, T, 0);
-        if (!check_failures) bench(B, T, 1);
+        int spread = argc > 4 && !strcmp(argv[4], "spread");
+        if (B < 1 || T < 2 || (argc > 4 && !spread)) {
+            fprintf(stderr, "usage: %s [--bench [B T [spread]]]\n", argv[0]);
+            return 2;
+        }
+        bench(B, T, 0, spread);
+        if (!check_failures && !spread) bench(B, T, 1, 0);
     }
     TEST_END();
 #endif

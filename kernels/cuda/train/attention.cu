@@ -40,23 +40,22 @@ namespace cllm_train {
 
 enum { ATT_WARPS = 4, ATT_MAX_HS = 256 };
 
-/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; lens (B). grid (R, NH) */
+/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; starts (B + 1).
+ * grid (B*T, NH) */
 template <int DPL>
 __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX *qkv,
-                                          const int *lens, int T, int NH, int NKV, int HS) {
+                                          const int *starts, int T, int NH, int NKV, int HS) {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
-    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
+    int h = blockIdx.y, b, t, n;
+    size_t base;
+    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    size_t r = base + t;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
-    floatX *o = out + (size_t)r * QD + (size_t)h * HS;
-    if (t >= lens[b]) {
-        for (int i = threadIdx.x; i < HS; i += blockDim.x) o[i] = __float2bfloat16(0.0f);
-        if (threadIdx.x == 0) lse[(size_t)r * NH + h] = 0.0f;
-        return;
-    }
-    const floatX *qr = qkv + (size_t)r * QKV + (size_t)h * HS;
-    const floatX *kb = qkv + (size_t)b * T * QKV + QD + (size_t)g * HS;   /* key j at + j*QKV */
+    floatX *o = out + r * QD + (size_t)h * HS;
+    const floatX *qr = qkv + r * QKV + (size_t)h * HS;
+    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS;   /* key j at + j*QKV */
     const floatX *vb = kb + KD;
     float q[DPL], acc[DPL];
 #pragma unroll
@@ -108,29 +107,27 @@ __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX 
         for (int i = 0; i < ATT_WARPS; i++) a += s_acc[i][d] * f[i];
         o[d] = __float2bfloat16(a * inv);
     }
-    if (threadIdx.x == 0) lse[(size_t)r * NH + h] = M + logf(L);
+    if (threadIdx.x == 0) lse[r * NH + h] = M + logf(L);
 }
 
 /* dq part of dqkv (R, QKV) fp32 =; Dsum (R, NH) =; dout (R, QD) bf16;
- * qkv (R, QKV) bf16; lse (R, NH). grid (R, NH) */
+ * qkv (R, QKV) bf16; lse (R, NH). grid (B*T, NH) */
 template <int DPL>
 __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const floatX *dout,
                                               const floatX *qkv, const float *lse,
-                                              const int *lens, int T, int NH, int NKV, int HS) {
+                                              const int *starts, int T, int NH, int NKV, int HS) {
     __shared__ float s_red[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
-    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
+    int h = blockIdx.y, b, t, n;
+    size_t base;
+    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    size_t r = base + t;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
-    float *dq = dqkv + (size_t)r * QKV + (size_t)h * HS;
-    if (t >= lens[b]) {
-        for (int i = threadIdx.x; i < HS; i += blockDim.x) dq[i] = 0.0f;
-        if (threadIdx.x == 0) Dsum[(size_t)r * NH + h] = 0.0f;
-        return;
-    }
-    const floatX *qr = qkv + (size_t)r * QKV + (size_t)h * HS;
-    const floatX *dor = dout + (size_t)r * QD + (size_t)h * HS;
-    const floatX *kb = qkv + (size_t)b * T * QKV + QD + (size_t)g * HS;
+    float *dq = dqkv + r * QKV + (size_t)h * HS;
+    const floatX *qr = qkv + r * QKV + (size_t)h * HS;
+    const floatX *dor = dout + r * QD + (size_t)h * HS;
+    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS;
     const floatX *vb = kb + KD;
     float q[DPL], dov[DPL], acc[DPL];
 #pragma unroll
@@ -140,7 +137,7 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
         dov[k] = d < HS ? __bfloat162float(dor[d]) : 0.0f;
         acc[k] = 0.0f;
     }
-    float scale = 1.0f / sqrtf((float)HS), L = lse[(size_t)r * NH + h];
+    float scale = 1.0f / sqrtf((float)HS), L = lse[r * NH + h];
     /* pass 1: D = sum_j p_j dp_j */
     float Dw = 0.0f;
     for (int j = w; j <= t; j += ATT_WARPS) {
@@ -191,26 +188,25 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
         for (int i = 0; i < ATT_WARPS; i++) a += s_acc[i][d];
         dq[d] = a;
     }
-    if (threadIdx.x == 0) Dsum[(size_t)r * NH + h] = D;
+    if (threadIdx.x == 0) Dsum[r * NH + h] = D;
 }
 
 /* dk, dv parts of dqkv (R, QKV) fp32 =; dout (R, QD) bf16; qkv (R, QKV) bf16;
- * lse, Dsum (R, NH). grid (R, NKV): block (r, g) owns key row r, kv head g. */
+ * lse, Dsum (R, NH). grid (B*T, NKV): block (b*T + j, g) owns key row j of
+ * sequence b, kv head g. */
 template <int DPL>
 __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, const floatX *dout,
                                                const floatX *qkv, const float *lse,
-                                               const int *lens, int T, int NH, int NKV, int HS) {
+                                               const int *starts, int T, int NH, int NKV, int HS) {
     __shared__ float s_dk[ATT_WARPS][32 * DPL], s_dv[ATT_WARPS][32 * DPL];
-    int r = blockIdx.x, g = blockIdx.y, b = r / T, j = r % T;
+    int g = blockIdx.y, b, j, n;
+    size_t base;
+    if (!packed_row(starts, blockIdx.x, T, &b, &j, &n, &base)) return;
+    size_t r = base + j;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
-    int n = lens[b];
-    float *dk = dqkv + (size_t)r * QKV + QD + (size_t)g * HS, *dv = dk + KD;
-    if (j >= n) {
-        for (int i = threadIdx.x; i < HS; i += blockDim.x) dk[i] = dv[i] = 0.0f;
-        return;
-    }
-    const floatX *kj = qkv + (size_t)r * QKV + QD + (size_t)g * HS, *vj = kj + KD;
+    float *dk = dqkv + r * QKV + QD + (size_t)g * HS, *dv = dk + KD;
+    const floatX *kj = qkv + r * QKV + QD + (size_t)g * HS, *vj = kj + KD;
     float kk[DPL], vv[DPL], adk[DPL], adv[DPL];
 #pragma unroll
     for (int k = 0; k < DPL; k++) {
@@ -222,8 +218,8 @@ __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, c
     float scale = 1.0f / sqrtf((float)HS);
     int items = (n - j) * group;
     for (int it = w; it < items; it += ATT_WARPS) {
-        int t = j + it / group, h = g * group + it % group;
-        size_t rt = (size_t)b * T + t;
+        size_t rt = base + j + it / group;
+        int h = g * group + it % group;
         const floatX *qt = qkv + rt * QKV + (size_t)h * HS;
         const floatX *dot_ = dout + rt * QD + (size_t)h * HS;
         float qv[DPL], dov[DPL], s = 0.0f, dp = 0.0f;
@@ -287,22 +283,21 @@ __device__ __forceinline__ float dot_bf16_row(const float *xs, const floatX *row
     return a;
 }
 
-/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; lens (B). grid (R, NH) */
+/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; starts (B + 1).
+ * grid (B*T, NH) */
 __global__ void attention_forward_kernel2(floatX *out, float *lse, const floatX *qkv,
-                                          const int *lens, int T, int NH, int NKV, int HS) {
+                                          const int *starts, int T, int NH, int NKV, int HS) {
     extern __shared__ float smem[];
-    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
+    int h = blockIdx.y, b, t, n;
+    size_t base;
+    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    size_t r = base + t;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     int pairs = HS / 2, slices = blockDim.x / pairs;
     float *qs = smem, *red = qs + HS, *part = red + 32, *att = part + slices * HS;
-    floatX *o = out + (size_t)r * QD + (size_t)h * HS;
-    if (t >= lens[b]) {
-        for (int i = threadIdx.x; i < HS; i += blockDim.x) o[i] = __float2bfloat16(0.0f);
-        if (threadIdx.x == 0) lse[(size_t)r * NH + h] = 0.0f;
-        return;
-    }
-    const floatX *qr = qkv + (size_t)r * QKV + (size_t)h * HS;
-    const floatX *kb = qkv + (size_t)b * T * QKV + QD + (size_t)g * HS;   /* key j at + j*QKV */
+    floatX *o = out + r * QD + (size_t)h * HS;
+    const floatX *qr = qkv + r * QKV + (size_t)h * HS;
+    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS;   /* key j at + j*QKV */
     const floatX *vb = kb + KD;
     for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = __bfloat162float(qr[i]);
     __syncthreads();
@@ -338,36 +333,34 @@ __global__ void attention_forward_kernel2(floatX *out, float *lse, const floatX 
         for (int k = 0; k < slices; k++) a += part[k * HS + i];
         o[i] = __float2bfloat16(a * inv);
     }
-    if (threadIdx.x == 0) lse[(size_t)r * NH + h] = mx + logf(sum);
+    if (threadIdx.x == 0) lse[r * NH + h] = mx + logf(sum);
 }
 
 /* dq part of dqkv (R, QKV) fp32 =; Dsum (R, NH) =; dout (R, QD) bf16;
- * qkv (R, QKV) bf16; lse (R, NH). grid (R, NH) */
+ * qkv (R, QKV) bf16; lse (R, NH). grid (B*T, NH) */
 __global__ void attention_backward_dq_kernel2(float *dqkv, float *Dsum, const floatX *dout,
                                               const floatX *qkv, const float *lse,
-                                              const int *lens, int T, int NH, int NKV, int HS) {
+                                              const int *starts, int T, int NH, int NKV, int HS) {
     extern __shared__ float smem[];
-    int r = blockIdx.x, h = blockIdx.y, b = r / T, t = r % T;
+    int h = blockIdx.y, b, t, n;
+    size_t base;
+    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    size_t r = base + t;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     int pairs = HS / 2, slices = blockDim.x / pairs;
     float *qs = smem, *dos = qs + HS, *red = dos + HS, *part = red + 32;
     float *pj = part + slices * HS, *dpj = pj + T;
-    float *dq = dqkv + (size_t)r * QKV + (size_t)h * HS;
-    if (t >= lens[b]) {
-        for (int i = threadIdx.x; i < HS; i += blockDim.x) dq[i] = 0.0f;
-        if (threadIdx.x == 0) Dsum[(size_t)r * NH + h] = 0.0f;
-        return;
-    }
-    const floatX *qr = qkv + (size_t)r * QKV + (size_t)h * HS;
-    const floatX *dor = dout + (size_t)r * QD + (size_t)h * HS;
-    const floatX *kb = qkv + (size_t)b * T * QKV + QD + (size_t)g * HS;
+    float *dq = dqkv + r * QKV + (size_t)h * HS;
+    const floatX *qr = qkv + r * QKV + (size_t)h * HS;
+    const floatX *dor = dout + r * QD + (size_t)h * HS;
+    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS;
     const floatX *vb = kb + KD;
     for (int i = threadIdx.x; i < HS; i += blockDim.x) {
         qs[i] = __bfloat162float(qr[i]);
         dos[i] = __bfloat162float(dor[i]);
     }
     __syncthreads();
-    float scale = 1.0f / sqrtf((float)HS), L = lse[(size_t)r * NH + h], Dl = 0.0f;
+    float scale = 1.0f / sqrtf((float)HS), L = lse[r * NH + h], Dl = 0.0f;
     for (int j = threadIdx.x; j <= t; j += blockDim.x) {
         float p = expf(dot_bf16_row(qs, kb + (size_t)j * QKV, HS) * scale - L);
         float d = dot_bf16_row(dos, vb + (size_t)j * QKV, HS);
@@ -395,28 +388,27 @@ __global__ void attention_backward_dq_kernel2(float *dqkv, float *Dsum, const fl
         for (int k = 0; k < slices; k++) a += part[k * HS + i];
         dq[i] = a;
     }
-    if (threadIdx.x == 0) Dsum[(size_t)r * NH + h] = D;
+    if (threadIdx.x == 0) Dsum[r * NH + h] = D;
 }
 
 /* dk, dv parts of dqkv (R, QKV) fp32 =; dout (R, QD) bf16; qkv (R, QKV) bf16;
- * lse, Dsum (R, NH). grid (R, NKV): block (r, g) owns key row r, kv head g;
- * items it = (t - j) * group + (h - g*group) for query rows t = j .. n-1. */
+ * lse, Dsum (R, NH). grid (B*T, NKV): block (b*T + j, g) owns key row j of
+ * sequence b, kv head g; items it = (t - j) * group + (h - g*group) for
+ * query rows t = j .. n-1. */
 __global__ void attention_backward_dkv_kernel2(float *dqkv, const float *Dsum, const floatX *dout,
                                                const floatX *qkv, const float *lse,
-                                               const int *lens, int T, int NH, int NKV, int HS) {
+                                               const int *starts, int T, int NH, int NKV, int HS) {
     extern __shared__ float smem[];
-    int r = blockIdx.x, g = blockIdx.y, b = r / T, j = r % T;
+    int g = blockIdx.y, b, j, n;
+    size_t base;
+    if (!packed_row(starts, blockIdx.x, T, &b, &j, &n, &base)) return;
+    size_t r = base + j;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
     int pairs = HS / 2, slices = blockDim.x / pairs;
-    int n = lens[b];
     float *ks = smem, *vs = ks + HS, *partk = vs + HS, *partv = partk + slices * HS;
     float *ps = partv + slices * HS, *dss = ps + (size_t)T * group;
-    float *dk = dqkv + (size_t)r * QKV + QD + (size_t)g * HS, *dv = dk + KD;
-    if (j >= n) {
-        for (int i = threadIdx.x; i < HS; i += blockDim.x) dk[i] = dv[i] = 0.0f;
-        return;
-    }
-    const floatX *kj = qkv + (size_t)r * QKV + QD + (size_t)g * HS, *vj = kj + KD;
+    float *dk = dqkv + r * QKV + QD + (size_t)g * HS, *dv = dk + KD;
+    const floatX *kj = qkv + r * QKV + QD + (size_t)g * HS, *vj = kj + KD;
     for (int i = threadIdx.x; i < HS; i += blockDim.x) {
         ks[i] = __bfloat162float(kj[i]);
         vs[i] = __bfloat162float(vj[i]);
@@ -425,7 +417,7 @@ __global__ void attention_backward_dkv_kernel2(float *dqkv, const float *Dsum, c
     float scale = 1.0f / sqrtf((float)HS);
     int items = (n - j) * group;
     for (int it = threadIdx.x; it < items; it += blockDim.x) {
-        size_t rt = (size_t)b * T + j + it / group;
+        size_t rt = base + j + it / group;
         int h = g * group + it % group;
         float p = expf(dot_bf16_row(ks, qkv + rt * QKV + (size_t)h * HS, HS) * scale - lse[rt * NH + h]);
         float d = dot_bf16_row(vs, dout + rt * QD + (size_t)h * HS, HS);
@@ -437,7 +429,7 @@ __global__ void attention_backward_dkv_kernel2(float *dqkv, const float *Dsum, c
     if (sl < slices) {
         float2 ak = make_float2(0.0f, 0.0f), av = make_float2(0.0f, 0.0f);
         for (int it = sl; it < items; it += slices) {
-            size_t rt = (size_t)b * T + j + it / group;
+            size_t rt = base + j + it / group;
             int h = g * group + it % group;
             float2 q = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(qkv + rt * QKV + (size_t)h * HS)[dp]);
             float2 d = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(dout + rt * QD + (size_t)h * HS)[dp]);
@@ -483,53 +475,53 @@ static int dims_per_lane(int HS, int NH, int NKV, int *dpl) {
     return 0;
 }
 
-int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *lens, int B, int T,
+int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *starts, int B, int T,
                       int NH, int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
     if (variant == 0 && attention_flash_supported(HS))
-        return attention_forward_flash_launch(out, lse, qkv, lens, B, T, NH, NKV, HS, stream);
+        return attention_forward_flash_launch(out, lse, qkv, starts, B, T, NH, NKV, HS, stream);
     dim3 grid(B * T, NH);
     size_t sm = smem_fwd2(HS, T);
     if (variant == 2 && sm <= SMEM_DEFAULT) {
-        attention_forward_kernel2<<<grid, ATT_THREADS, sm, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS);
+        attention_forward_kernel2<<<grid, ATT_THREADS, sm, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS);
         return CUDA_CHECK_LAUNCH();
     }
     dim3 block(32 * ATT_WARPS);
     switch (dpl) {
-    case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
-    case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
-    case 4: attention_forward_kernel1<4><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
-    default: attention_forward_kernel1<8><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV, HS); break;
+    case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
+    case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
+    case 4: attention_forward_kernel1<4><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
+    default: attention_forward_kernel1<8><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
     }
     return CUDA_CHECK_LAUNCH();
 }
 
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                       const floatX *qkv, const float *lse, const int *lens, int B, int T, int NH,
+                       const floatX *qkv, const float *lse, const int *starts, int B, int T, int NH,
                        int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
     if (variant == 0 && attention_flash_supported(HS))
-        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, lens, B, T, NH, NKV, HS,
+        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, starts, B, T, NH, NKV, HS,
                                                stream);
     dim3 gq(B * T, NH), gkv(B * T, NKV);
     size_t sq = smem_dq2(HS, T), skv = smem_dkv2(HS, T, NH / NKV);
     if (variant == 2 && sq <= SMEM_DEFAULT && skv <= SMEM_DEFAULT) {
         attention_backward_dq_kernel2<<<gq, ATT_THREADS, sq, stream>>>(dqkv, Dsum, dout, qkv, lse,
-                                                                       lens, T, NH, NKV, HS);
+                                                                       starts, T, NH, NKV, HS);
         if ((rc = CUDA_CHECK_LAUNCH())) return rc;
         attention_backward_dkv_kernel2<<<gkv, ATT_THREADS, skv, stream>>>(dqkv, Dsum, dout, qkv, lse,
-                                                                          lens, T, NH, NKV, HS);
+                                                                          starts, T, NH, NKV, HS);
         return CUDA_CHECK_LAUNCH();
     }
     dim3 block(32 * ATT_WARPS);
 #define ATT_BWD(D)                                                                                \
-    attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, lens, \
+    attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, starts, \
                                                                T, NH, NKV, HS);                  \
     if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                    \
     attention_backward_dkv_kernel1<D><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse,     \
-                                                                 lens, T, NH, NKV, HS);          \
+                                                                 starts, T, NH, NKV, HS);          \
     break;
     switch (dpl) {
     case 1: ATT_BWD(1)

@@ -6,12 +6,13 @@
  * loads, fragment products and the forward's key-tile step are
  * flash_tile.h's, shared with the inference kernel).
  *
- * Shapes: qkv (R, QKV) bf16 after RoPE, R = B*T, row (b, t) at b*T + t,
+ * Shapes: qkv (R, QKV) bf16 after RoPE, the sequences packed (row (b, t)
+ * at starts[b] + t, R = starts[B]; T the longest),
  * QKV = QD + 2 KD, head h's q at column h*HS, kv head g's k at QD + g*HS and
  * v at QD + KD + g*HS, g = h / (NH/NKV). HS is a template parameter: 16, 32,
  * 64 or 128 (attention_flash_supported); other head sizes use attention.cu.
  *
- * Forward, grid (T/64, NH, B): a block of 4 warps owns 64 query rows of one
+ * Forward, grid (ceil(T/64), NH, B): a block of 4 warps owns 64 query rows of one
  * (sequence, head), a warp 16 of them (the mma's M). For each 64-key tile up
  * to the block's last row: the k tile (64, HS) and the v tile transposed
  * (HS, 64) go to shared memory; a warp computes S = Q K^T (16 x 64) from its
@@ -22,10 +23,10 @@
  *
  * Backward, D = do . out per (row, head) (from the bf16 output, as flash
  * attention does; attention.cu computes sum_j p_j dp_j exactly instead):
- *  dq kernel, grid (T/64, NH, B), a warp per 16 query rows: per key tile,
+ *  dq kernel, grid (ceil(T/64), NH, B), a warp per 16 query rows: per key tile,
  *    S = Q K^T, dP = dO V^T, dS = P (dP - D) / sqrt(HS), dQ += dS K
  *    (k row-major and transposed, v row-major in shared memory); writes D.
- *  dk/dv kernel, grid (T/64, NKV, B), a warp per 16 key rows: for each query
+ *  dk/dv kernel, grid (ceil(T/64), NKV, B), a warp per 16 key rows: for each query
  *    head of the group and each 32-row query tile from the key tile on,
  *    S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T/sqrt(HS) - lse), dS^T as
  *    above, dV += P^T dO, dK += dS^T Q (q and do row-major and transposed in
@@ -34,9 +35,10 @@
  * P and dS are rounded to bf16 for their products (operands of the tensor
  * cores); every score, exponential, max and sum is fp32.
  *
- * Padding: rows t >= lens[b] are zero in out, lse, dq, dk, dv, D; they are
- * loaded as zeros into every tile (so garbage in them never meets a real
- * row, not even as 0 * NaN) and masked out of P.
+ * A tile's rows past its sequence's end (t >= n, the next sequence's rows
+ * or past R) are loaded as zeros (so nothing of another sequence meets a
+ * row, not even as 0 * NaN), masked out of P and never written; blocks whose
+ * 64 rows all lie past the end do nothing.
  *
  * Shared memory (static, < 48 KiB at HS 128): forward 64 (HS + 8) + HS 72
  * bf16; dq 2 BC (HS + 8) + HS (BC + 8), BC = 64 (32 at HS 128); dk/dv
@@ -68,18 +70,20 @@ __device__ __forceinline__ void load_a_frags(unsigned a[HS / 16][4], const float
     }
 }
 
-/* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; lens (B).
+/* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; starts (B + 1).
  * grid (ceil(T / 64), NH, B), block 128. */
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
-attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *lens, int T, int NH, int NKV) {
+attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *starts, int NH, int NKV) {
     __shared__ uint4 fa_fwd_smem[(FA_TILE * (HS + 8) + HS * (FA_TILE + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(fa_fwd_smem);   /* (64, HS + 8) */
     floatX *vt = ks + FA_TILE * (HS + 8);                    /* (HS, 64 + 8) */
-    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = lens[b];
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = starts[b + 1] - starts[b];
+    if (q0 >= n) return;   /* past the sequence's end */
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, kvh = h / (NH / NKV);
-    const floatX *base = qkv + (size_t)b * T * QKV;
+    size_t rbase = (size_t)starts[b];
+    const floatX *base = qkv + rbase * QKV;
     int r0 = q0 + 16 * w, rows[2] = {r0 + g, r0 + g + 8};
     int last = min(q0 + FA_TILE, n) - 1;   /* the block's last real row */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[HS / 8][4];
@@ -89,7 +93,7 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *l
     load_a_frags<HS>(qa, base + (size_t)h * HS, QKV, r0, n);
     const float scale = 1.0f / sqrtf((float)HS);
 
-    for (int j0 = 0; q0 < n && j0 <= last; j0 += FA_TILE) {
+    for (int j0 = 0; j0 <= last; j0 += FA_TILE) {
         __syncthreads();   /* the previous tile's readers are done */
         load_tile<HS>(ks, nullptr, FA_TILE, base + (size_t)j0 * QKV + QD + (size_t)kvh * HS, QKV, n - j0);
         load_tile<HS>(nullptr, vt, FA_TILE, base + (size_t)j0 * QKV + QD + KD + (size_t)kvh * HS, QKV, n - j0);
@@ -101,15 +105,14 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *l
     for (int e = 0; e < 2; e++) {
         int row = rows[e];
         float L = quad_sum(l[e]);
-        if (row >= T) continue;
-        int real = row < n;
-        float inv = real ? 1.0f / L : 0.0f;
-        floatX *orow = out + ((size_t)b * T + row) * QD + (size_t)h * HS;
+        if (row >= n) continue;
+        float inv = 1.0f / L;
+        floatX *orow = out + (rbase + row) * QD + (size_t)h * HS;
 #pragma unroll
         for (int nd = 0; nd < HS / 8; nd++)
             *reinterpret_cast<unsigned *>(orow + 8 * nd + 2 * tq) =
                 pack_bf16x2(o[nd][2 * e] * inv, o[nd][2 * e + 1] * inv);
-        if (tq == 0) lse[((size_t)b * T + row) * NH + h] = real ? m[e] + logf(L) : 0.0f;
+        if (tq == 0) lse[(rbase + row) * NH + h] = m[e] + logf(L);
     }
 }
 
@@ -118,17 +121,18 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *l
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
 attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                            const floatX *qkv, const float *lse, const int *lens, int T, int NH, int NKV) {
+                            const floatX *qkv, const float *lse, const int *starts, int NH, int NKV) {
     constexpr int BC = HS <= 64 ? 64 : 32;   /* keys a tile */
     __shared__ uint4 fa_dq_smem[(2 * BC * (HS + 8) + HS * (BC + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(fa_dq_smem);   /* (BC, HS + 8) */
     floatX *vs = ks + BC * (HS + 8);                        /* (BC, HS + 8) */
     floatX *kt = vs + BC * (HS + 8);                        /* (HS, BC + 8) */
-    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = lens[b];
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = starts[b + 1] - starts[b];
+    if (q0 >= n) return;   /* past the sequence's end */
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, kvh = h / (NH / NKV);
-    const floatX *base = qkv + (size_t)b * T * QKV;
-    size_t rbase = (size_t)b * T;
+    size_t rbase = (size_t)starts[b];
+    const floatX *base = qkv + rbase * QKV;
     int r0 = q0 + 16 * w, rows[2] = {r0 + g, r0 + g + 8};
     int last = min(q0 + FA_TILE, n) - 1;
     unsigned qa[HS / 16][4], da[HS / 16][4];
@@ -157,7 +161,7 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
     for (int nd = 0; nd < HS / 8; nd++) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.0f;
     const float scale = 1.0f / sqrtf((float)HS);
 
-    for (int j0 = 0; q0 < n && j0 <= last; j0 += BC) {
+    for (int j0 = 0; j0 <= last; j0 += BC) {
         __syncthreads();
         const floatX *kg = base + (size_t)j0 * QKV + QD + (size_t)kvh * HS;
         load_tile<HS>(ks, kt, BC, kg, QKV, n - j0);
@@ -184,14 +188,12 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
 #pragma unroll
     for (int e = 0; e < 2; e++) {
         int row = rows[e];
-        if (row >= T) continue;
-        int real = row < n;
+        if (row >= n) continue;
         float *drow = dqkv + (rbase + row) * QKV + (size_t)h * HS;
 #pragma unroll
         for (int nd = 0; nd < HS / 8; nd++)
-            *reinterpret_cast<float2 *>(drow + 8 * nd + 2 * tq) =
-                real ? make_float2(dq[nd][2 * e], dq[nd][2 * e + 1]) : make_float2(0.0f, 0.0f);
-        if (tq == 0) Dsum[(rbase + row) * NH + h] = real ? D[e] : 0.0f;
+            *reinterpret_cast<float2 *>(drow + 8 * nd + 2 * tq) = make_float2(dq[nd][2 * e], dq[nd][2 * e + 1]);
+        if (tq == 0) Dsum[(rbase + row) * NH + h] = D[e];
     }
 }
 
@@ -200,17 +202,18 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
 attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout, const floatX *qkv,
-                             const float *lse, const int *lens, int T, int NH, int NKV) {
+                             const float *lse, const int *starts, int NH, int NKV) {
     __shared__ uint4 fa_dkv_smem[(2 * FA_BQ * (HS + 8) + 2 * HS * (FA_BQ + 8)) / 8];
     __shared__ float s_lse[FA_BQ], s_D[FA_BQ];
     floatX *qs = reinterpret_cast<floatX *>(fa_dkv_smem);   /* (BQ, HS + 8) */
     floatX *dos = qs + FA_BQ * (HS + 8);                     /* (BQ, HS + 8) */
     floatX *qt = dos + FA_BQ * (HS + 8);                     /* (HS, BQ + 8) */
     floatX *dot = qt + HS * (FA_BQ + 8);                     /* (HS, BQ + 8) */
-    int b = blockIdx.z, kvh = blockIdx.y, k0 = blockIdx.x * FA_TILE, n = lens[b];
+    int b = blockIdx.z, kvh = blockIdx.y, k0 = blockIdx.x * FA_TILE, n = starts[b + 1] - starts[b];
+    if (k0 >= n) return;   /* past the sequence's end */
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
-    size_t rbase = (size_t)b * T;
+    size_t rbase = (size_t)starts[b];
     const floatX *base = qkv + rbase * QKV;
     int r0 = k0 + 16 * w, keys[2] = {r0 + g, r0 + g + 8};
     unsigned ka[HS / 16][4], va[HS / 16][4];
@@ -260,45 +263,42 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
 #pragma unroll
     for (int e = 0; e < 2; e++) {
         int key = keys[e];
-        if (key >= T) continue;
-        int real = key < n;
+        if (key >= n) continue;
         float *dkr = dqkv + (rbase + key) * QKV + QD + (size_t)kvh * HS, *dvr = dkr + KD;
 #pragma unroll
         for (int nd = 0; nd < HS / 8; nd++) {
             int c = 8 * nd + 2 * tq;
-            *reinterpret_cast<float2 *>(dkr + c) =
-                real ? make_float2(dk[nd][2 * e], dk[nd][2 * e + 1]) : make_float2(0.0f, 0.0f);
-            *reinterpret_cast<float2 *>(dvr + c) =
-                real ? make_float2(dv[nd][2 * e], dv[nd][2 * e + 1]) : make_float2(0.0f, 0.0f);
+            *reinterpret_cast<float2 *>(dkr + c) = make_float2(dk[nd][2 * e], dk[nd][2 * e + 1]);
+            *reinterpret_cast<float2 *>(dvr + c) = make_float2(dv[nd][2 * e], dv[nd][2 * e + 1]);
         }
     }
 }
 
 int attention_flash_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 || HS == 128; }
 
-int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *lens, int B,
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *starts, int B,
                                    int T, int NH, int NKV, int HS, cudaStream_t stream) {
     dim3 grid(ceil_div(T, FA_TILE), NH, B), block(32 * FA_WARPS);
     switch (HS) {
-    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
-    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
-    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
-    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, lens, T, NH, NKV); break;
+    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
+    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
+    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
+    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
     default: return cllm_error(CLLM_EUNSUP, "training attention (tensor cores): head size %d", HS);
     }
     return CUDA_CHECK_LAUNCH();
 }
 
 int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                                    const floatX *qkv, const float *lse, const int *lens, int B, int T,
+                                    const floatX *qkv, const float *lse, const int *starts, int B, int T,
                                     int NH, int NKV, int HS, cudaStream_t stream) {
     dim3 gq(ceil_div(T, FA_TILE), NH, B), gkv(ceil_div(T, FA_TILE), NKV, B), block(32 * FA_WARPS);
     int rc;
 #define FA_BWD(S)                                                                                      \
-    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, lens, T, \
-                                                             NH, NKV);                                 \
+    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, starts, NH, \
+                                                             NKV);                                     \
     if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                         \
-    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, lens, T, NH, \
+    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, starts, NH,  \
                                                                NKV);                                   \
     break;
     switch (HS) {
