@@ -111,6 +111,10 @@ int cllm_cuda_fwd_batch_invariant(const cllm_cuda_fwd *f);
 /* Calls enqueued (op by op or into a graph) with the fixed-order route's
  * fused epilogues (matmul.cu; tests). */
 unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);
+/* The fixed-order kernel's launches so far in this process (enqueued op by
+ * op or captured into a graph), by row tile: 64 and 128 (tests: that
+ * CLLM_CUDA_MT_ROWS is honoured). */
+void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
 
 /* cllm_forward_batch's contract on the device: the ragged batch s[0..B)
  * (distinct sequences; sequence b's T tokens at positions pos..pos+T-1, pos

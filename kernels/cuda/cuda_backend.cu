@@ -454,6 +454,10 @@ extern "C" unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *
     return f && f->st ? f->st->stats.fused_enqueues : 0;
 }
 
+extern "C" void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128) {
+    matmul_fixed_order_launches(tile64, tile128);
+}
+
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;

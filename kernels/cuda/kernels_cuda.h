@@ -149,6 +149,9 @@ int matmul_fixed_order_init(void);
  * bit of any output (the same mma chain per output either way). The `rows`
  * argument of the products below is this choice (ignored on cuBLAS' route). */
 int matmul_fixed_order_rows(int R, int out_groups, int rows);
+/* Launches of the fixed-order kernel so far in this process, by row tile
+ * (counted when enqueued or captured; tests). */
+void matmul_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
                    int R, int C, int OC, int rows_per_call, int pdl, int rows, cudaStream_t stream);
 /* The fixed-order product with the op after it in its epilogue

@@ -218,6 +218,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
 }
 
 static int mt_sms = 132;   /* the device's SMs (matmul_fixed_order_init), for the row tile by shape */
+static unsigned long long mt_launches[2];   /* by row tile: 64, 128 (matmul_fixed_order_launches) */
 
 /* The block's row tile for a call: rows (64, 128) if the caller fixed it,
  * else 128 when the call has at least two blocks of 128 rows for each SM
@@ -253,9 +254,15 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     int groups = out_groups<OUT>(units, rargs);
     if (ceil_div(groups, MT_GROUPS) > 65535)
         return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
-    if (matmul_fixed_order_rows(R, groups, rows) == 128)
-        return mt_launch_tile<OUT, 2>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
+    int tile128 = matmul_fixed_order_rows(R, groups, rows) == 128;
+    mt_launches[tile128]++;
+    if (tile128) return mt_launch_tile<OUT, 2>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
     return mt_launch_tile<OUT, 1>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
+}
+
+void matmul_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128) {
+    *tile64 = mt_launches[0];
+    *tile128 = mt_launches[1];
 }
 
 /* the shared memory above 48 KiB kernel1<OUT, RF> asks for */

@@ -587,6 +587,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             cllm_cuda_fwd xf;
             const char *env[4] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
                                   k == 1 ? "CLLM_CUDA_FUSE=0" : k == 3 ? "CLLM_CUDA_MT_ROWS=128" : NULL, NULL};
+            unsigned long long t64, t128, u64, u128;
+            cllm_cuda_fixed_order_launches(&t64, &t128);
             int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 5 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
             CHECK_OK(rc_x);
             if (rc_x) continue;
@@ -601,6 +603,14 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             unsigned long long fused = cllm_cuda_fwd_fused_enqueues(&xf);
             int invariant = cllm_cuda_fwd_batch_invariant(&xf);
             cllm_cuda_fwd_free(&xf);
+            /* the fixed-order route launched matmul.cu's kernel for every product; with
+             * CLLM_CUDA_MT_ROWS=128 every launch took the 128-row tile (else this
+             * loop would compare 64-row tiles with themselves) */
+            cllm_cuda_fixed_order_launches(&u64, &u128);
+            if (fixed) CHECK_MSG(u64 + u128 > t64 + t128, "%s: %s: no fixed-order launch", name, what[k]);
+            if (k == 3)
+                CHECK_MSG(u128 > t128 && u64 == t64, "%s: %s: %llu launches with 64-row tiles, %llu with 128", name,
+                          what[k], u64 - t64, u128 - t128);
             /* every call fused on the fixed-order route; on the cuBLAS route the prompt call (fixed-order
              * products: call_gemm_rows) */
             const char *fu = getenv("CLLM_CUDA_FUSE");
