@@ -123,20 +123,20 @@ void attention_forward_batch(float *out, const float *q, const float *const *kc,
                              float *att, int B, int NH, int NKV, int HS);
 /* Backward of causal self-attention over B whole sequences (no cache: each
  * sequence's row t attends to its rows 0..t), as attention_forward with
- * P = 0 and kc = k, vc = v of that sequence computes it.
- * dq (B, T, NH, HS) =; dk, dv (B, T, NKV, HS) = (GQA: summed over the NH/NKV
- * query heads sharing a kv head); dout (B, T, NH, HS); q (B, T, NH, HS), after
- * RoPE; k, v (B, T, NKV, HS), k after RoPE. lens (B) or NULL: sequence b has
- * lens[b] <= T real rows; rows past it get zero gradient and are not read
- * from dout. The softmax probabilities are recomputed in the forward's exact
- * arithmetic (nothing (T, T) is stored):
+ * P = 0 and kc = k, vc = v of that sequence computes it. The sequences are
+ * packed: sequence b is rows row0[b] .. row0[b+1] - 1 (row0 (B + 1), R =
+ * row0[B] rows in all), each at most T long.
+ * dq (R, NH, HS) =; dk, dv (R, NKV, HS) = (GQA: summed over the NH/NKV
+ * query heads sharing a kv head); dout (R, NH, HS); q (R, NH, HS), after
+ * RoPE; k, v (R, NKV, HS), k after RoPE. The softmax probabilities are
+ * recomputed in the forward's exact arithmetic (nothing (T, T) is stored):
  *   dv[j] += p[j] do;  dp[j] = do . v[j];  ds[j] = p[j] (dp[j] - sum_k p[k] dp[k])
  *   dq    += ds[j] k[j] / sqrt(HS);  dk[j] += ds[j] q / sqrt(HS).
  * att: scratch of kernels_threads() * 2 * T floats. Work is split over
  * (sequence, kv head) pairs, each owning its dk/dv rows and its query heads'
  * dq rows, so results do not depend on the thread count. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const int *lens, float *att,
+                        const float *k, const float *v, const int *row0, float *att,
                         int B, int T, int NH, int NKV, int HS);
 
 /* ---- SwiGLU: out = silu(gate) * up, silu(z) = z / (1 + exp(-z)) -------- */

@@ -1,30 +1,32 @@
 /* train_fwd.c: the training forward pass (keeps activations) and its backward
- * pass, fp32 on the CPU kernels, over B padded sequences of T rows each.
+ * pass, fp32 on the CPU kernels, over B sequences of up to T rows each.
+ *
+ * Rows: the caller's (B, T) layout is padded; here the sequences are packed
+ * one after another, sequence b at rows row0[b] .. row0[b+1] - 1 (R =
+ * row0[B] = sum of lens rows), so no product or element-wise pass computes a
+ * padding row (CLLM records of one micro-batch differ in length by up to 6x).
+ * Every kernel computes a row from that row alone, so the packed rows give
+ * the padded layout's results (the products: BLAS with another M).
  *
  * The forward computes the same function as cllm_forward (forward.c) with an
  * empty KV cache, using the same kernels in the same order:
- *   x0 = E[tokens]                                         (B*T, C)
+ *   x0 = E[tokens]                                         (R, C)
  *   per layer l:   x = xs[l]
- *     xn = RMSNorm(x) * attn_norm          (rstd1 saved)   (B*T, C)
+ *     xn = RMSNorm(x) * attn_norm          (rstd1 saved)   (R, C)
  *     q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv), RoPE(q), RoPE(k)
- *     ao = causal GQA attention per sequence (rows < lens[b]; others 0)
+ *     ao = causal GQA attention per sequence
  *     xm[l] = x + ao Wo^T
  *     xn = RMSNorm(xm) * ffn_norm          (rstd2 saved)
  *     xs[l+1] = xm + (silu(xn Wg^T) * (xn Wu^T)) Wd^T
- *   xnf = RMSNorm(xs[L]) * out_norm; logits = xnf E'^T     (rows < lens[b], or
- *                                    each sequence's window: cllm_train_forward_lm)
+ *   xnf = RMSNorm(xs[L]) * out_norm; logits = xnf E'^T     (every row, or each
+ *                                    sequence's window: cllm_train_forward_lm)
  * Saved per layer: xs, xm, rstd1, rstd2, q, k (after RoPE), v, ao, gate, up
  * (pre-activation). The normed inputs and the SwiGLU output are recomputed in
  * the backward pass (bit for bit the same kernels), which saves about a third
  * of the memory; the attention probabilities are recomputed inside
  * attention_backward, so nothing (T, T) is stored.
  *
- * Padding: rows t >= lens[b] get token 0 in the embedding, zero attention
- * output and no logits; in the backward pass their dlogits are not read, so
- * every gradient flowing through them is exactly zero (causality: a padded row
- * only ever feeds later, padded rows).
- *
- * Backward, one buffer dx (B*T, C) for the residual stream's gradient
+ * Backward, one buffer dx (R, C) for the residual stream's gradient
  * (x_out = x_in + f(x_in) => d x_in = d x_out + df^T d x_out, so the
  * residual backward is the identity on dx and each block adds its part):
  *   dxnf = dlogits E'; dE' += dlogits^T xnf; dx = RMSNorm'(...)
@@ -43,13 +45,14 @@
 struct cllm_act {
     const cllm_model *m;
     int maxB, maxT;
-    int B, T;              /* shape of the last forward; B = 0 before one */
-    int *lens;             /* (maxB) */
+    int B, T, R;           /* shape of the last forward (R rows); B = 0 before one */
+    int *row0;             /* (maxB + 1) first row of each sequence, packed */
     int *lm_from, *lm_n;   /* (maxB) the LM head's window of rows per sequence */
     size_t *lm_base;       /* (maxB) logits row of the window's first row */
-    int *tok;              /* (maxB*maxT) tokens, padded rows 0 */
-    int *pos;              /* (maxB*maxT) position of each row: t */
-    /* saved activations; per-layer arrays are [L] of (BT, ...) with BT = maxB*maxT */
+    int *tok;              /* (maxB*maxT) tokens of the packed rows */
+    int *pos;              /* (maxB*maxT) position of each row in its sequence */
+    /* saved activations; per-layer arrays are [L] of (R, ...) of the last
+     * forward, allocated for BT = maxB*maxT rows */
     float *xs;             /* (L+1, BT, C) residual stream at each layer's input; xs[L] final */
     float *xm;             /* (L, BT, C) residual stream between attention and MLP */
     float *rstd1, *rstd2;  /* (L, BT) */
@@ -76,7 +79,7 @@ static size_t dim_kd(const cllm_config *c) { return (size_t)c->n_head_kv * c->he
 
 void cllm_act_free(cllm_act *a) {
     if (!a) return;
-    free(a->lens); free(a->lm_from); free(a->lm_n); free(a->lm_base); free(a->tok); free(a->pos);
+    free(a->row0); free(a->lm_from); free(a->lm_n); free(a->lm_base); free(a->tok); free(a->pos);
     free(a->xs); free(a->xm); free(a->rstd1); free(a->rstd2); free(a->q); free(a->k); free(a->v);
     free(a->ao); free(a->gate); free(a->up); free(a->xnf); free(a->rstdf);
     free(a->xn); free(a->proj); free(a->hsw); free(a->dx); free(a->dxn); free(a->dq); free(a->dao);
@@ -111,7 +114,7 @@ int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T) {
     a->m = m;
     a->maxB = B;
     a->maxT = T;
-    a->lens = cllm_calloc((size_t)B, sizeof(int));
+    a->row0 = cllm_calloc((size_t)B + 1, sizeof(int));
     a->lm_from = cllm_calloc((size_t)B, sizeof(int));
     a->lm_n = cllm_calloc((size_t)B, sizeof(int));
     a->lm_base = cllm_calloc((size_t)B, sizeof(size_t));
@@ -141,7 +144,7 @@ int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T) {
     a->dh = falloc(BT, F, 1);
     a->dgate = falloc(BT, F, 1);
     a->dup = falloc(BT, F, 1);
-    if (!a->lens || !a->lm_from || !a->lm_n || !a->lm_base || !a->tok || !a->pos || !a->xs || !a->xm || !a->rstd1 || !a->rstd2 || !a->q ||
+    if (!a->row0 || !a->lm_from || !a->lm_n || !a->lm_base || !a->tok || !a->pos || !a->xs || !a->xm || !a->rstd1 || !a->rstd2 || !a->q ||
         !a->k || !a->v || !a->ao || !a->gate || !a->up || !a->xnf || !a->rstdf || !a->xn ||
         !a->proj || !a->hsw || !a->dx || !a->dxn || !a->dq || !a->dao || !a->dk || !a->dv ||
         !a->dh || !a->dgate || !a->dup) {
@@ -195,22 +198,22 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
     int rc = att_scratch(a, (size_t)2 * T);   /* forward needs T, backward 2T per thread */
     if (rc) return rc;
     a->B = 0;   /* until this forward has finished */
-    int BTi = B * T;
-    size_t BT = (size_t)BTi;
     size_t base = 0;
+    int R = 0;
     for (int b = 0; b < B; b++) {
-        a->lens[b] = lens[b];
+        a->row0[b] = R;
         a->lm_from[b] = lm_from ? lm_from[b] : 0;   /* without windows: every real row, in (B, T, V) */
         a->lm_n[b] = lm_from ? lm_n[b] : lens[b];
         a->lm_base[b] = lm_from ? base : (size_t)b * T;
         base += (size_t)a->lm_n[b];
-        for (int t = 0; t < T; t++) {
-            a->tok[(size_t)b * T + t] = t < lens[b] ? tokens[(size_t)b * T + t] : 0;
-            a->pos[(size_t)b * T + t] = t;
-        }
+        memcpy(a->tok + R, tokens + (size_t)b * T, (size_t)lens[b] * sizeof(int));
+        for (int t = 0; t < lens[b]; t++) a->pos[R + t] = t;
+        R += lens[b];
     }
+    a->row0[B] = R;
+    size_t BT = (size_t)R;   /* the per-layer stride of this forward's saved arrays */
 
-    embedding_forward(a->xs, a->tok, m->tok_emb, BTi, C);
+    embedding_forward(a->xs, a->tok, m->tok_emb, R, C);
     for (int l = 0; l < L; l++) {
         const cllm_layer_weights *w = &m->layers[l];
         float *x = a->xs + (size_t)l * BT * C, *xm = a->xm + (size_t)l * BT * C;
@@ -220,37 +223,36 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
         float *gate = a->gate + (size_t)l * BT * F, *up = a->up + (size_t)l * BT * F;
 
         /* attention block */
-        rmsnorm_forward(a->xn, a->rstd1 + (size_t)l * BT, x, w->attn_norm, BTi, C, c->rms_eps);
-        matmul_forward(q, a->xn, w->wq, w->bq, BTi, C, QD);
-        matmul_forward(k, a->xn, w->wk, w->bk, BTi, C, KD);
-        matmul_forward(v, a->xn, w->wv, w->bv, BTi, C, KD);
-        rope_forward(q, a->pos, BTi, NH, HS, c->rope_dim, c->rope_theta);
-        rope_forward(k, a->pos, BTi, NKV, HS, c->rope_dim, c->rope_theta);
+        rmsnorm_forward(a->xn, a->rstd1 + (size_t)l * BT, x, w->attn_norm, R, C, c->rms_eps);
+        matmul_forward(q, a->xn, w->wq, w->bq, R, C, QD);
+        matmul_forward(k, a->xn, w->wk, w->bk, R, C, KD);
+        matmul_forward(v, a->xn, w->wv, w->bv, R, C, KD);
+        rope_forward(q, a->pos, R, NH, HS, c->rope_dim, c->rope_theta);
+        rope_forward(k, a->pos, R, NKV, HS, c->rope_dim, c->rope_theta);
         for (int b = 0; b < B; b++) {
-            size_t r0 = (size_t)b * T;
-            int n = lens[b];
+            size_t r0 = (size_t)a->row0[b];
             attention_forward(ao + r0 * QD, q + r0 * QD, k + r0 * KD, v + r0 * KD, a->att,
-                              n, 0, NH, NKV, HS);
-            memset(ao + (r0 + n) * QD, 0, (size_t)(T - n) * QD * sizeof(float));
+                              lens[b], 0, NH, NKV, HS);
         }
-        matmul_forward(a->proj, ao, w->wo, NULL, BTi, QD, C);
+        matmul_forward(a->proj, ao, w->wo, NULL, R, QD, C);
         residual_forward(xm, x, a->proj, BT * C);
 
         /* MLP block */
-        rmsnorm_forward(a->xn, a->rstd2 + (size_t)l * BT, xm, w->ffn_norm, BTi, C, c->rms_eps);
-        matmul_forward(gate, a->xn, w->w_gate, NULL, BTi, C, F);
-        matmul_forward(up, a->xn, w->w_up, NULL, BTi, C, F);
-        swiglu_forward(a->hsw, gate, up, BTi, F);
-        matmul_forward(a->proj, a->hsw, w->w_down, NULL, BTi, F, C);
+        rmsnorm_forward(a->xn, a->rstd2 + (size_t)l * BT, xm, w->ffn_norm, R, C, c->rms_eps);
+        matmul_forward(gate, a->xn, w->w_gate, NULL, R, C, F);
+        matmul_forward(up, a->xn, w->w_up, NULL, R, C, F);
+        swiglu_forward(a->hsw, gate, up, R, F);
+        matmul_forward(a->proj, a->hsw, w->w_down, NULL, R, F, C);
         residual_forward(xo, xm, a->proj, BT * C);
     }
-    rmsnorm_forward(a->xnf, a->rstdf, a->xs + (size_t)L * BT * C, m->out_norm, BTi, C, c->rms_eps);
+    rmsnorm_forward(a->xnf, a->rstdf, a->xs + (size_t)L * BT * C, m->out_norm, R, C, c->rms_eps);
     for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)b * T + (size_t)a->lm_from[b];
+        size_t r0 = (size_t)a->row0[b] + (size_t)a->lm_from[b];
         if (a->lm_n[b]) matmul_forward(logits + a->lm_base[b] * V, a->xnf + r0 * C, m->lm_head, NULL, a->lm_n[b], C, V);
     }
     a->B = B;
     a->T = T;
+    a->R = R;
     return 0;
 }
 
@@ -265,27 +267,26 @@ int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, 
         return cllm_error(CLLM_EINVAL, "training backward: no forward pass to go back through");
     if (a->m != m && memcmp(&a->m->cfg, c, sizeof *c))
         return cllm_error(CLLM_EINVAL, "training backward: activations were made for another model");
-    int B = a->B, T = a->T;
+    int B = a->B, T = a->T, R = a->R;
     int L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
     int F = c->d_ff, V = c->vocab, QD = NH * HS, KD = NKV * HS;
     int rc = att_scratch(a, (size_t)2 * T);
     if (rc) return rc;
-    int BTi = B * T;
-    size_t BT = (size_t)BTi;
+    size_t BT = (size_t)R;   /* the forward's per-layer stride */
     float *dx = a->dx, *dxn = a->dxn;
 
-    /* LM head and final norm; padded rows get dxn = 0 */
+    /* LM head and final norm; rows without logits get dxn = 0 */
     memset(dx, 0, BT * C * sizeof(float));
     memset(dxn, 0, BT * C * sizeof(float));
     float *dlm = gslot(m, grads, m->lm_head);
     for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)b * T + (size_t)a->lm_from[b];
+        size_t r0 = (size_t)a->row0[b] + (size_t)a->lm_from[b];
         if (a->lm_n[b])
             matmul_backward(dxn + r0 * C, dlm, NULL, dlogits + a->lm_base[b] * V, a->xnf + r0 * C, m->lm_head,
                             a->lm_n[b], C, V);
     }
     rmsnorm_backward(dx, gslot(m, grads, m->out_norm), dxn, a->xs + (size_t)L * BT * C, m->out_norm,
-                     a->rstdf, BTi, C);
+                     a->rstdf, R, C);
 
     for (int l = L - 1; l >= 0; l--) {
         const cllm_layer_weights *w = &m->layers[l];
@@ -296,36 +297,32 @@ int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, 
         const float *rstd1 = a->rstd1 + (size_t)l * BT, *rstd2 = a->rstd2 + (size_t)l * BT;
 
         /* MLP block: xo = xm + down(swiglu(gate(xn), up(xn))), xn = RMSNorm(xm); dxo = dx */
-        rmsnorm_forward(a->xn, NULL, xm, w->ffn_norm, BTi, C, c->rms_eps);
-        swiglu_forward(a->hsw, gate, up, BTi, F);
+        rmsnorm_forward(a->xn, NULL, xm, w->ffn_norm, R, C, c->rms_eps);
+        swiglu_forward(a->hsw, gate, up, R, F);
         memset(a->dh, 0, BT * F * sizeof(float));
-        matmul_backward(a->dh, gslot(m, grads, w->w_down), NULL, dx, a->hsw, w->w_down, BTi, F, C);
-        swiglu_backward(a->dgate, a->dup, a->dh, gate, up, BTi, F);
+        matmul_backward(a->dh, gslot(m, grads, w->w_down), NULL, dx, a->hsw, w->w_down, R, F, C);
+        swiglu_backward(a->dgate, a->dup, a->dh, gate, up, R, F);
         memset(dxn, 0, BT * C * sizeof(float));
-        matmul_backward(dxn, gslot(m, grads, w->w_gate), NULL, a->dgate, a->xn, w->w_gate, BTi, C, F);
-        matmul_backward(dxn, gslot(m, grads, w->w_up), NULL, a->dup, a->xn, w->w_up, BTi, C, F);
-        rmsnorm_backward(dx, gslot(m, grads, w->ffn_norm), dxn, xm, w->ffn_norm, rstd2, BTi, C);
+        matmul_backward(dxn, gslot(m, grads, w->w_gate), NULL, a->dgate, a->xn, w->w_gate, R, C, F);
+        matmul_backward(dxn, gslot(m, grads, w->w_up), NULL, a->dup, a->xn, w->w_up, R, C, F);
+        rmsnorm_backward(dx, gslot(m, grads, w->ffn_norm), dxn, xm, w->ffn_norm, rstd2, R, C);
 
         /* attention block: xm = x + o(attn(RoPE(q(xn)), RoPE(k(xn)), v(xn))), xn = RMSNorm(x) */
-        rmsnorm_forward(a->xn, NULL, x, w->attn_norm, BTi, C, c->rms_eps);
+        rmsnorm_forward(a->xn, NULL, x, w->attn_norm, R, C, c->rms_eps);
         memset(a->dao, 0, BT * QD * sizeof(float));
-        matmul_backward(a->dao, gslot(m, grads, w->wo), NULL, dx, ao, w->wo, BTi, QD, C);
-        attention_backward(a->dq, a->dk, a->dv, a->dao, q, k, v, a->lens, a->att, B, T, NH, NKV, HS);
-        rope_backward(a->dq, a->pos, BTi, NH, HS, c->rope_dim, c->rope_theta);
-        rope_backward(a->dk, a->pos, BTi, NKV, HS, c->rope_dim, c->rope_theta);
+        matmul_backward(a->dao, gslot(m, grads, w->wo), NULL, dx, ao, w->wo, R, QD, C);
+        attention_backward(a->dq, a->dk, a->dv, a->dao, q, k, v, a->row0, a->att, B, T, NH, NKV, HS);
+        rope_backward(a->dq, a->pos, R, NH, HS, c->rope_dim, c->rope_theta);
+        rope_backward(a->dk, a->pos, R, NKV, HS, c->rope_dim, c->rope_theta);
         memset(dxn, 0, BT * C * sizeof(float));
         matmul_backward(dxn, gslot(m, grads, w->wq), gslot(m, grads, w->bq), a->dq, a->xn, w->wq,
-                        BTi, C, QD);
+                        R, C, QD);
         matmul_backward(dxn, gslot(m, grads, w->wk), gslot(m, grads, w->bk), a->dk, a->xn, w->wk,
-                        BTi, C, KD);
+                        R, C, KD);
         matmul_backward(dxn, gslot(m, grads, w->wv), gslot(m, grads, w->bv), a->dv, a->xn, w->wv,
-                        BTi, C, KD);
-        rmsnorm_backward(dx, gslot(m, grads, w->attn_norm), dxn, x, w->attn_norm, rstd1, BTi, C);
+                        R, C, KD);
+        rmsnorm_backward(dx, gslot(m, grads, w->attn_norm), dxn, x, w->attn_norm, rstd1, R, C);
     }
-    float *demb = gslot(m, grads, m->tok_emb);
-    for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)b * T;
-        embedding_backward(demb, dx + r0 * C, a->tok + r0, a->lens[b], C);
-    }
+    embedding_backward(gslot(m, grads, m->tok_emb), dx, a->tok, R, C);
     return 0;
 }

@@ -2,7 +2,8 @@
  * pass, for training on the CPU backend (fp32).
  *
  * A micro-batch is B sequences of up to T tokens each (padded; lens[b] gives
- * the real length, rows past it are ignored and get zero gradient). There is no
+ * the real length, rows past it are ignored and get zero gradient; inside, the
+ * sequences are packed, so the padding costs no work). There is no
  * KV cache: each sequence attends causally to itself from position 0. Logits
  * come out for every row; the loss code turns them into dlogits (the gradient
  * of the loss with respect to each logit, zero for rows that carry no loss),

@@ -169,7 +169,7 @@ void attention_forward(float *out, const float *q, const float *kc, const float 
 typedef struct attb_job {
     float *dq, *dk, *dv;
     const float *dout, *q, *k, *v;
-    const int *lens;
+    const int *row0;     /* (B + 1) first row of each sequence */
     float *att;          /* 2 * T floats for this job: p, dp */
     int T, NH, NKV, HS;
     int begin, end;      /* range of b * NKV + kvh */
@@ -179,28 +179,28 @@ typedef struct attb_job {
 /* One (sequence b, kv head g) pair: its dk, dv rows and the dq rows of the
  * query heads g*group .. g*group + group - 1. */
 static void attb_range(const attb_job *j) {
-    int T = j->T, NH = j->NH, NKV = j->NKV, HS = j->HS;
+    int NH = j->NH, NKV = j->NKV, HS = j->HS;
     int group = NH / NKV;
     float scale = 1.0f / sqrtf((float)HS);
     size_t qrow = (size_t)NH * HS, krow = (size_t)NKV * HS;
-    float *p = j->att, *dp = j->att + T;
+    float *p = j->att, *dp = j->att + j->T;
     for (int w = j->begin; w < j->end; w++) {
         int b = w / NKV, g = w % NKV;
-        int n = j->lens ? j->lens[b] : T;
-        const float *kb = j->k + (size_t)b * T * krow + (size_t)g * HS;   /* row s at + s*krow */
-        const float *vb = j->v + (size_t)b * T * krow + (size_t)g * HS;
-        float *dkb = j->dk + (size_t)b * T * krow + (size_t)g * HS;
-        float *dvb = j->dv + (size_t)b * T * krow + (size_t)g * HS;
-        for (int s = 0; s < T; s++) {
+        size_t r0 = (size_t)j->row0[b];
+        int n = j->row0[b + 1] - j->row0[b];
+        const float *kb = j->k + r0 * krow + (size_t)g * HS;   /* row s at + s*krow */
+        const float *vb = j->v + r0 * krow + (size_t)g * HS;
+        float *dkb = j->dk + r0 * krow + (size_t)g * HS;
+        float *dvb = j->dv + r0 * krow + (size_t)g * HS;
+        for (int s = 0; s < n; s++) {
             memset(dkb + (size_t)s * krow, 0, (size_t)HS * sizeof(float));
             memset(dvb + (size_t)s * krow, 0, (size_t)HS * sizeof(float));
         }
         for (int h = g * group; h < (g + 1) * group; h++) {
-            for (int t = 0; t < T; t++) {
-                size_t off = ((size_t)b * T + t) * qrow + (size_t)h * HS;
+            for (int t = 0; t < n; t++) {
+                size_t off = (r0 + t) * qrow + (size_t)h * HS;
                 float *dqv = j->dq + off;
                 memset(dqv, 0, (size_t)HS * sizeof(float));
-                if (t >= n) continue;
                 const float *qv = j->q + off, *dov = j->dout + off;
                 /* recompute p exactly as attention_forward does */
                 float mx = -INFINITY;
@@ -252,14 +252,18 @@ static void attb_task(void *ctx, int task, int worker) {
     attb_range(&j);
 }
 
-/* dq (B, T, NH, HS); dk, dv (B, T, NKV, HS); dout, q (B, T, NH, HS);
- * k, v (B, T, NKV, HS); lens (B) or NULL; att (threads * 2 * T) */
+/* dq (R, NH, HS); dk, dv (R, NKV, HS); dout, q (R, NH, HS); k, v (R, NKV, HS);
+ * R = row0[B]; row0 (B + 1); att (threads * 2 * T) */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const int *lens, float *att,
+                        const float *k, const float *v, const int *row0, float *att,
                         int B, int T, int NH, int NKV, int HS) {
     int work = B * NKV;
     int nt = kernels_threads();
-    double flops = 8.0 * B * NH * (double)T * T * HS;
+    double flops = 0;   /* a bound: 8 NH HS n^2 for a sequence of n rows */
+    for (int b = 0; b < B; b++) {
+        double n = row0[b + 1] - row0[b];
+        flops += 8.0 * NH * HS * n * n;
+    }
     if (nt > work) nt = work;
     if (flops < 1e6 || nt < 2) nt = 1;
     enum { MAXT = 64 };
@@ -267,7 +271,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     /* nt tasks of whole (sequence, kv head) pairs; scratch by worker (attb_task) */
     attb_job jobs[MAXT];
     for (int i = 0; i < nt; i++)
-        jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, lens, att, T, NH, NKV, HS,
+        jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, row0, att, T, NH, NKV, HS,
                              (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt),
                              pick_dot()};
     kernels_parallel(nt, attb_task, jobs);
