@@ -40,16 +40,16 @@ namespace cllm_train {
 
 enum { ATT_WARPS = 4, ATT_MAX_HS = 256 };
 
-/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; starts (B + 1).
+/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; row0 (B + 1).
  * grid (B*T, NH) */
 template <int DPL>
 __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX *qkv,
-                                          const int *starts, int T, int NH, int NKV, int HS) {
+                                          const int *row0, int T, int NH, int NKV, int HS) {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
     int h = blockIdx.y, b, t, n;
     size_t base;
-    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &t, &n, &base)) return;
     size_t r = base + t;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
@@ -115,12 +115,12 @@ __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX 
 template <int DPL>
 __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const floatX *dout,
                                               const floatX *qkv, const float *lse,
-                                              const int *starts, int T, int NH, int NKV, int HS) {
+                                              const int *row0, int T, int NH, int NKV, int HS) {
     __shared__ float s_red[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
     int h = blockIdx.y, b, t, n;
     size_t base;
-    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &t, &n, &base)) return;
     size_t r = base + t;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
@@ -197,11 +197,11 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
 template <int DPL>
 __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, const floatX *dout,
                                                const floatX *qkv, const float *lse,
-                                               const int *starts, int T, int NH, int NKV, int HS) {
+                                               const int *row0, int T, int NH, int NKV, int HS) {
     __shared__ float s_dk[ATT_WARPS][32 * DPL], s_dv[ATT_WARPS][32 * DPL];
     int g = blockIdx.y, b, j, n;
     size_t base;
-    if (!packed_row(starts, blockIdx.x, T, &b, &j, &n, &base)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &j, &n, &base)) return;
     size_t r = base + j;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
@@ -283,14 +283,14 @@ __device__ __forceinline__ float dot_bf16_row(const float *xs, const floatX *row
     return a;
 }
 
-/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; starts (B + 1).
+/* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; row0 (B + 1).
  * grid (B*T, NH) */
 __global__ void attention_forward_kernel2(floatX *out, float *lse, const floatX *qkv,
-                                          const int *starts, int T, int NH, int NKV, int HS) {
+                                          const int *row0, int T, int NH, int NKV, int HS) {
     extern __shared__ float smem[];
     int h = blockIdx.y, b, t, n;
     size_t base;
-    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &t, &n, &base)) return;
     size_t r = base + t;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     int pairs = HS / 2, slices = blockDim.x / pairs;
@@ -340,11 +340,11 @@ __global__ void attention_forward_kernel2(floatX *out, float *lse, const floatX 
  * qkv (R, QKV) bf16; lse (R, NH). grid (B*T, NH) */
 __global__ void attention_backward_dq_kernel2(float *dqkv, float *Dsum, const floatX *dout,
                                               const floatX *qkv, const float *lse,
-                                              const int *starts, int T, int NH, int NKV, int HS) {
+                                              const int *row0, int T, int NH, int NKV, int HS) {
     extern __shared__ float smem[];
     int h = blockIdx.y, b, t, n;
     size_t base;
-    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &base)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &t, &n, &base)) return;
     size_t r = base + t;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     int pairs = HS / 2, slices = blockDim.x / pairs;
@@ -397,11 +397,11 @@ __global__ void attention_backward_dq_kernel2(float *dqkv, float *Dsum, const fl
  * query rows t = j .. n-1. */
 __global__ void attention_backward_dkv_kernel2(float *dqkv, const float *Dsum, const floatX *dout,
                                                const floatX *qkv, const float *lse,
-                                               const int *starts, int T, int NH, int NKV, int HS) {
+                                               const int *row0, int T, int NH, int NKV, int HS) {
     extern __shared__ float smem[];
     int g = blockIdx.y, b, j, n;
     size_t base;
-    if (!packed_row(starts, blockIdx.x, T, &b, &j, &n, &base)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &j, &n, &base)) return;
     size_t r = base + j;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
     int pairs = HS / 2, slices = blockDim.x / pairs;
@@ -475,53 +475,53 @@ static int dims_per_lane(int HS, int NH, int NKV, int *dpl) {
     return 0;
 }
 
-int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *starts, int B, int T,
+int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *row0, int B, int T,
                       int NH, int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
     if (variant == 0 && attention_flash_supported(HS))
-        return attention_forward_flash_launch(out, lse, qkv, starts, B, T, NH, NKV, HS, stream);
+        return attention_forward_flash_launch(out, lse, qkv, row0, B, T, NH, NKV, HS, stream);
     dim3 grid(B * T, NH);
     size_t sm = smem_fwd2(HS, T);
     if (variant == 2 && sm <= SMEM_DEFAULT) {
-        attention_forward_kernel2<<<grid, ATT_THREADS, sm, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS);
+        attention_forward_kernel2<<<grid, ATT_THREADS, sm, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS);
         return CUDA_CHECK_LAUNCH();
     }
     dim3 block(32 * ATT_WARPS);
     switch (dpl) {
-    case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
-    case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
-    case 4: attention_forward_kernel1<4><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
-    default: attention_forward_kernel1<8><<<grid, block, 0, stream>>>(out, lse, qkv, starts, T, NH, NKV, HS); break;
+    case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
+    case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
+    case 4: attention_forward_kernel1<4><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
+    default: attention_forward_kernel1<8><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
     }
     return CUDA_CHECK_LAUNCH();
 }
 
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                       const floatX *qkv, const float *lse, const int *starts, int B, int T, int NH,
+                       const floatX *qkv, const float *lse, const int *row0, int B, int T, int NH,
                        int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
     if (variant == 0 && attention_flash_supported(HS))
-        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, starts, B, T, NH, NKV, HS,
+        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, row0, B, T, NH, NKV, HS,
                                                stream);
     dim3 gq(B * T, NH), gkv(B * T, NKV);
     size_t sq = smem_dq2(HS, T), skv = smem_dkv2(HS, T, NH / NKV);
     if (variant == 2 && sq <= SMEM_DEFAULT && skv <= SMEM_DEFAULT) {
         attention_backward_dq_kernel2<<<gq, ATT_THREADS, sq, stream>>>(dqkv, Dsum, dout, qkv, lse,
-                                                                       starts, T, NH, NKV, HS);
+                                                                       row0, T, NH, NKV, HS);
         if ((rc = CUDA_CHECK_LAUNCH())) return rc;
         attention_backward_dkv_kernel2<<<gkv, ATT_THREADS, skv, stream>>>(dqkv, Dsum, dout, qkv, lse,
-                                                                          starts, T, NH, NKV, HS);
+                                                                          row0, T, NH, NKV, HS);
         return CUDA_CHECK_LAUNCH();
     }
     dim3 block(32 * ATT_WARPS);
 #define ATT_BWD(D)                                                                                \
-    attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, starts, \
+    attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, row0, \
                                                                T, NH, NKV, HS);                  \
     if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                    \
     attention_backward_dkv_kernel1<D><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse,     \
-                                                                 starts, T, NH, NKV, HS);          \
+                                                                 row0, T, NH, NKV, HS);          \
     break;
     switch (dpl) {
     case 1: ATT_BWD(1)

@@ -7,7 +7,7 @@
  * flash_tile.h's, shared with the inference kernel).
  *
  * Shapes: qkv (R, QKV) bf16 after RoPE, the sequences packed (row (b, t)
- * at starts[b] + t, R = starts[B]; T the longest),
+ * at row0[b] + t, R = row0[B]; T the longest),
  * QKV = QD + 2 KD, head h's q at column h*HS, kv head g's k at QD + g*HS and
  * v at QD + KD + g*HS, g = h / (NH/NKV). HS is a template parameter: 16, 32,
  * 64 or 128 (attention_flash_supported); other head sizes use attention.cu.
@@ -70,19 +70,19 @@ __device__ __forceinline__ void load_a_frags(unsigned a[HS / 16][4], const float
     }
 }
 
-/* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; starts (B + 1).
+/* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; row0 (B + 1).
  * grid (ceil(T / 64), NH, B), block 128. */
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
-attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *starts, int NH, int NKV) {
+attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *row0, int NH, int NKV) {
     __shared__ uint4 fa_fwd_smem[(FA_TILE * (HS + 8) + HS * (FA_TILE + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(fa_fwd_smem);   /* (64, HS + 8) */
     floatX *vt = ks + FA_TILE * (HS + 8);                    /* (HS, 64 + 8) */
-    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = starts[b + 1] - starts[b];
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = row0[b + 1] - row0[b];
     if (q0 >= n) return;   /* past the sequence's end */
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, kvh = h / (NH / NKV);
-    size_t rbase = (size_t)starts[b];
+    size_t rbase = (size_t)row0[b];
     const floatX *base = qkv + rbase * QKV;
     int r0 = q0 + 16 * w, rows[2] = {r0 + g, r0 + g + 8};
     int last = min(q0 + FA_TILE, n) - 1;   /* the block's last real row */
@@ -121,17 +121,17 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *s
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
 attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                            const floatX *qkv, const float *lse, const int *starts, int NH, int NKV) {
+                            const floatX *qkv, const float *lse, const int *row0, int NH, int NKV) {
     constexpr int BC = HS <= 64 ? 64 : 32;   /* keys a tile */
     __shared__ uint4 fa_dq_smem[(2 * BC * (HS + 8) + HS * (BC + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(fa_dq_smem);   /* (BC, HS + 8) */
     floatX *vs = ks + BC * (HS + 8);                        /* (BC, HS + 8) */
     floatX *kt = vs + BC * (HS + 8);                        /* (HS, BC + 8) */
-    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = starts[b + 1] - starts[b];
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * FA_TILE, n = row0[b + 1] - row0[b];
     if (q0 >= n) return;   /* past the sequence's end */
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, kvh = h / (NH / NKV);
-    size_t rbase = (size_t)starts[b];
+    size_t rbase = (size_t)row0[b];
     const floatX *base = qkv + rbase * QKV;
     int r0 = q0 + 16 * w, rows[2] = {r0 + g, r0 + g + 8};
     int last = min(q0 + FA_TILE, n) - 1;
@@ -202,18 +202,18 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
 attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout, const floatX *qkv,
-                             const float *lse, const int *starts, int NH, int NKV) {
+                             const float *lse, const int *row0, int NH, int NKV) {
     __shared__ uint4 fa_dkv_smem[(2 * FA_BQ * (HS + 8) + 2 * HS * (FA_BQ + 8)) / 8];
     __shared__ float s_lse[FA_BQ], s_D[FA_BQ];
     floatX *qs = reinterpret_cast<floatX *>(fa_dkv_smem);   /* (BQ, HS + 8) */
     floatX *dos = qs + FA_BQ * (HS + 8);                     /* (BQ, HS + 8) */
     floatX *qt = dos + FA_BQ * (HS + 8);                     /* (HS, BQ + 8) */
     floatX *dot = qt + HS * (FA_BQ + 8);                     /* (HS, BQ + 8) */
-    int b = blockIdx.z, kvh = blockIdx.y, k0 = blockIdx.x * FA_TILE, n = starts[b + 1] - starts[b];
+    int b = blockIdx.z, kvh = blockIdx.y, k0 = blockIdx.x * FA_TILE, n = row0[b + 1] - row0[b];
     if (k0 >= n) return;   /* past the sequence's end */
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, group = NH / NKV;
-    size_t rbase = (size_t)starts[b];
+    size_t rbase = (size_t)row0[b];
     const floatX *base = qkv + rbase * QKV;
     int r0 = k0 + 16 * w, keys[2] = {r0 + g, r0 + g + 8};
     unsigned ka[HS / 16][4], va[HS / 16][4];
@@ -276,29 +276,29 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
 
 int attention_flash_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 || HS == 128; }
 
-int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *starts, int B,
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *row0, int B,
                                    int T, int NH, int NKV, int HS, cudaStream_t stream) {
     dim3 grid(ceil_div(T, FA_TILE), NH, B), block(32 * FA_WARPS);
     switch (HS) {
-    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
-    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
-    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
-    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, starts, NH, NKV); break;
+    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
+    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
+    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
+    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
     default: return cllm_error(CLLM_EUNSUP, "training attention (tensor cores): head size %d", HS);
     }
     return CUDA_CHECK_LAUNCH();
 }
 
 int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                                    const floatX *qkv, const float *lse, const int *starts, int B, int T,
+                                    const floatX *qkv, const float *lse, const int *row0, int B, int T,
                                     int NH, int NKV, int HS, cudaStream_t stream) {
     dim3 gq(ceil_div(T, FA_TILE), NH, B), gkv(ceil_div(T, FA_TILE), NKV, B), block(32 * FA_WARPS);
     int rc;
 #define FA_BWD(S)                                                                                      \
-    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, starts, NH, \
+    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, row0, NH, \
                                                              NKV);                                     \
     if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                         \
-    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, starts, NH,  \
+    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, row0, NH,  \
                                                                NKV);                                   \
     break;
     switch (HS) {

@@ -5,7 +5,7 @@
  * launches, all on one stream, and synchronises once per API call.
  *
  * Layouts (R rows of the call: its B sequences packed one after another,
- * sequence b at rows starts[b] .. starts[b+1] - 1, so nothing is computed for
+ * sequence b at rows row0[b] .. row0[b+1] - 1, so nothing is computed for
  * the caller's padding; RM = max_B*max_T rows planned; a saved tensor of
  * layer l starts at l*RM rows):
  *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
@@ -96,7 +96,7 @@ struct cllm_cuda_train {
     /* scratch */
     float *fa, *fb, *dx, *Dsum;
     floatX *dxb, *h, *dgu, *bq;
-    int *tok, *starts;         /* (RM) packed token ids, (maxB + 1) sequence starts */
+    int *tok, *row0;           /* (RM) packed token ids, (maxB + 1) first row of each sequence */
     /* LM head */
     floatX *xg, *dlogits;
     float *dxg, *logits, *losses, *teacher;
@@ -104,7 +104,7 @@ struct cllm_cuda_train {
     float *r_ce, *r_soft;
     /* host staging */
     int *h_tok, *h_ints;       /* (RM), (4 * max_rows) */
-    int *h_starts;             /* (maxB + 1) */
+    int *h_row0;               /* (maxB + 1) */
     float *h_floats;           /* (2 * max_rows) as scales, then (2 * max_rows) losses */
     unsigned char *h_mark;     /* (max(RM, S)) */
     cuda_op_profile prof;      /* CLLM_CUDA_PROFILE */
@@ -153,7 +153,7 @@ void cllm_cuda_train_free(cllm_cuda_train *t) {
     void *dev[] = {t->p, t->g, t->m, t->v, t->pb, t->no_decay, t->inv_freq, t->dnorm, t->xs, t->xm,
                    t->rstd1, t->rstd2, t->rstdf, t->lse, t->xn1, t->xn2, t->xnf, t->qkv, t->ao,
                    t->gu, t->fa, t->fb, t->dx, t->Dsum, t->dxb, t->h, t->dgu, t->bq, t->tok,
-                   t->starts, t->xg, t->dlogits, t->dxg, t->logits, t->losses, t->teacher, t->r_row,
+                   t->row0, t->xg, t->dlogits, t->dxg, t->logits, t->losses, t->teacher, t->r_row,
                    t->r_target, t->r_teacher, t->r_save, t->r_ce, t->r_soft};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) (void)cudaFree(dev[i]);   /* nothing to report from a free */
@@ -163,7 +163,7 @@ void cllm_cuda_train_free(cllm_cuda_train *t) {
     if (t->stream) (void)cudaStreamDestroy(t->stream);
     free(t->lay);
     free(t->h_tok);
-    free(t->h_starts);
+    free(t->h_row0);
     free(t->h_ints);
     free(t->h_floats);
     free(t->h_mark);
@@ -209,11 +209,11 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
 
     t->lay = (layer_off *)calloc(L, sizeof *t->lay);
     t->h_tok = (int *)malloc(RM * sizeof(int));
-    t->h_starts = (int *)malloc(((size_t)t->maxB + 1) * sizeof(int));
+    t->h_row0 = (int *)malloc(((size_t)t->maxB + 1) * sizeof(int));
     t->h_ints = (int *)malloc(4 * N * sizeof(int));
     t->h_floats = (float *)malloc(4 * N * sizeof(float));
     t->h_mark = (unsigned char *)malloc(RM > (size_t)t->S ? RM : (size_t)t->S + 1);
-    if (!t->lay || !t->h_tok || !t->h_starts || !t->h_ints || !t->h_floats || !t->h_mark)
+    if (!t->lay || !t->h_tok || !t->h_row0 || !t->h_ints || !t->h_floats || !t->h_mark)
         return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     t->off_emb = off_of(mod, mod->tok_emb);
     t->off_norm = off_of(mod, mod->out_norm);
@@ -273,7 +273,7 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
     A(bq, RM, QKV, "scratch (q/k/v gradient)");
     A(Dsum, RM, NH, "scratch (attention)");
     A(tok, RM, 1, "token ids");
-    A(starts, t->maxB + 1, 1, "sequence starts");
+    A(row0, t->maxB + 1, 1, "sequence row0");
     A(xg, N, C, "loss rows");
     A(dxg, N, C, "loss rows' gradient");
     A(logits, t->NC, V, "logits chunk");
@@ -430,7 +430,7 @@ static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, i
     return 0;
 }
 
-/* B sequences of up to T rows, R rows in all (packed: t->starts) */
+/* B sequences of up to T rows, R rows in all (packed: t->row0) */
 static int forward(cllm_cuda_train *t, int B, int T, int R) {
     const cllm_config *c = &t->cfg;
     int rc, L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
@@ -457,9 +457,9 @@ static int forward(cllm_cuda_train *t, int B, int T, int R) {
         }
         int bias = c->qkv_bias;
         OP(T_ROPE, rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
-                                bias ? t->p + w->bv : NULL, t->inv_freq, t->starts, B, T, NH, NKV, HS,
+                                bias ? t->p + w->bv : NULL, t->inv_freq, t->row0, B, T, NH, NKV, HS,
                                 c->rope_dim, s));
-        OP(T_ATT, attention_forward(ao, lse, qkv, t->starts, B, T, NH, NKV, HS, t->att_variant, s));
+        OP(T_ATT, attention_forward(ao, lse, qkv, t->row0, B, T, NH, NKV, HS, t->att_variant, s));
         OP(T_WO, matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
         OP(T_NORM, rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
                                    t->p + w->ffn_norm, R, C, eps, s));
@@ -535,10 +535,10 @@ static int backward(cllm_cuda_train *t, int B, int T, int R, int N) {
         /* attention block */
         OP(T_WO_BWD, matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
         OP(T_WO_BWD, matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
-        OP(T_ATT_BWD, attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->starts, B, T, NH, NKV, HS,
+        OP(T_ATT_BWD, attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->row0, B, T, NH, NKV, HS,
                                          t->att_variant, s));
         int bias = c->qkv_bias;
-        OP(T_ROPE_BWD, rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, t->starts, B, T, NH,
+        OP(T_ROPE_BWD, rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, t->row0, B, T, NH,
                                      NKV, HS, c->rope_dim, s));
         if (bias) {
             OP(T_QKV_BWD, bias_backward(g + w->bq, t->fb, QKV, R, QD, s));
@@ -576,7 +576,7 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
     cudaStream_t s = t->stream;
     size_t N = (size_t)n_rows;
     /* pack: the caller's (B, T) rows without their padding */
-    int *st = t->h_starts, R = 0;
+    int *st = t->h_row0, R = 0;
     for (int b = 0; b < B; b++) {
         st[b] = R;
         memcpy(t->h_tok + R, tokens + (size_t)b * T, (size_t)lens[b] * sizeof(int));
@@ -594,7 +594,7 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
         hso[i] = rows[i].soft_scale;
     }
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->tok, t->h_tok, (size_t)R * sizeof(int), cudaMemcpyHostToDevice, s)));
-    TRY(CUDA_CHECK(cudaMemcpyAsync(t->starts, st, ((size_t)B + 1) * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->row0, st, ((size_t)B + 1) * sizeof(int), cudaMemcpyHostToDevice, s)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_row, hr, N * sizeof(int), cudaMemcpyHostToDevice, s)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_target, ht, N * sizeof(int), cudaMemcpyHostToDevice, s)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_teacher, hte, N * sizeof(int), cudaMemcpyHostToDevice, s)));

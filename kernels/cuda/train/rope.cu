@@ -1,5 +1,5 @@
 /* rope.cu: bias and HF half-split RoPE after the QKV product, and the
- * backward's transposed rotation, for training (row starts[b] + t of the
+ * backward's transposed rotation, for training (row row0[b] + t of the
  * packed rows is position t: every sequence starts at 0).
  *   forward:  z = y + bias;  for the q and k heads' first D = rope_dim dims,
  *             pairs (i, i + D/2) at angle a = (float)t * inv_freq[i]:
@@ -19,16 +19,16 @@
 namespace cllm_train {
 
 /* out (R, QKV); in (R, QKV); bq (QD), bk, bv (KD) or NULL; inv_freq (rope_dim/2);
- * starts (B + 1). sign +1: rotation (forward), -1: its transpose (backward).
+ * row0 (B + 1). sign +1: rotation (forward), -1: its transpose (backward).
  * grid (B*T) */
 template <typename TOut>
 __global__ void rope_kernel1(TOut *out, float *out32, const float *in, const float *bq,
                              const float *bk, const float *bv, const float *inv_freq,
-                             const int *starts, int T, int NH, int NKV, int HS, int rope_dim,
+                             const int *row0, int T, int NH, int NKV, int HS, int rope_dim,
                              float sign) {
     int b, t, n;
     size_t r;
-    if (!packed_row(starts, blockIdx.x, T, &b, &t, &n, &r)) return;
+    if (!packed_row(row0, blockIdx.x, T, &b, &t, &n, &r)) return;
     r += t;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, half = rope_dim / 2;
     const float *z = in + (size_t)r * QKV;
@@ -56,18 +56,18 @@ __global__ void rope_kernel1(TOut *out, float *out32, const float *in, const flo
 }
 
 int rope_forward(floatX *qkv, const float *y, const float *bq, const float *bk, const float *bv,
-                 const float *inv_freq, const int *starts, int B, int T, int NH, int NKV, int HS,
+                 const float *inv_freq, const int *row0, int B, int T, int NH, int NKV, int HS,
                  int rope_dim, cudaStream_t stream) {
     if ((bq != NULL) != (bk != NULL) || (bq != NULL) != (bv != NULL))
         return cllm_error(CLLM_EINVAL, "rope_forward: biases must be all present or all absent");
-    rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(qkv, NULL, y, bq, bk, bv, inv_freq, starts, T, NH,
+    rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(qkv, NULL, y, bq, bk, bv, inv_freq, row0, T, NH,
                                                     NKV, HS, rope_dim, 1.0f);
     return CUDA_CHECK_LAUNCH();
 }
 
-int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, const int *starts,
+int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, const int *row0,
                   int B, int T, int NH, int NKV, int HS, int rope_dim, cudaStream_t stream) {
-    rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(dzb, dz32, d, NULL, NULL, NULL, inv_freq, starts,
+    rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(dzb, dz32, d, NULL, NULL, NULL, inv_freq, row0,
                                                     T, NH, NKV, HS, rope_dim, -1.0f);
     return CUDA_CHECK_LAUNCH();
 }

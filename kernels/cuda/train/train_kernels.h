@@ -22,11 +22,11 @@
  * Letters (as kernels/kernels.h, plus):
  *   B   sequences of the micro-batch, packed one after another (no padding:
  *       a product or an element-wise pass costs the real rows only)
- *   starts (B + 1) device array: sequence b is rows starts[b] ..
- *       starts[b+1] - 1, position t at row starts[b] + t; starts[0] = 0,
+ *   row0 (B + 1) device array: sequence b is rows row0[b] ..
+ *       row0[b+1] - 1, position t at row row0[b] + t; row0[0] = 0,
  *       every sequence has 1 .. T rows
  *   T   the longest sequence (sizes the grids of the per-sequence kernels)
- *   R   rows, R = starts[B]
+ *   R   rows, R = row0[B]
  *   QD  NH*HS;  KD  NKV*HS;  QKV  QD + 2*KD (q, k, v side by side in a row)
  *   N   loss rows (rows whose logits are computed), NC of them per chunk
  */
@@ -40,12 +40,12 @@ namespace cllm_train {
 /* A grid over (B, T) in x (x = b*T + t, as the per-row kernels launch) to
  * the packed layout: sequence b, position t, its length n and its first row;
  * 0 when t is past the sequence's end (the block has nothing to do). */
-__device__ __forceinline__ int packed_row(const int *starts, int x, int T, int *b, int *t, int *n,
+__device__ __forceinline__ int packed_row(const int *row0, int x, int T, int *b, int *t, int *n,
                                           size_t *base) {
     *b = x / T;
     *t = x % T;
-    *base = (size_t)starts[*b];
-    *n = starts[*b + 1] - starts[*b];
+    *base = (size_t)row0[*b];
+    *n = row0[*b + 1] - row0[*b];
     return *t < *n;
 }
 
@@ -91,43 +91,43 @@ int bias_backward(float *dbias, const float *dout, int ldd, int R, int OC, cudaS
 /* ---- rope.cu: bias + HF half-split RoPE on q and k ----------------------- */
 /* qkv (R, QKV) bf16 = [RoPE(z_q), RoPE(z_k), z_v], z = y + bias, y (R, QKV)
  * fp32 the product's output; bq (QD), bk, bv (KD) fp32 or all NULL;
- * inv_freq (rope_dim/2) fp32 (the CPU's table); row starts[b] + t at
+ * inv_freq (rope_dim/2) fp32 (the CPU's table); row row0[b] + t at
  * position t. */
 int rope_forward(floatX *qkv, const float *y, const float *bq, const float *bk, const float *bv,
-                 const float *inv_freq, const int *starts, int B, int T, int NH, int NKV, int HS,
+                 const float *inv_freq, const int *row0, int B, int T, int NH, int NKV, int HS,
                  int rope_dim, cudaStream_t stream);
 /* The transposed rotation of dq, dk: dz = RoPE^T(d) for the q and k parts,
  * v passes. d (R, QKV) fp32; dzb (R, QKV) bf16 =; dz32 (R, QKV) fp32 = or NULL
  * (needed for the bias gradients). */
-int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, const int *starts,
+int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, const int *row0,
                   int B, int T, int NH, int NKV, int HS, int rope_dim, cudaStream_t stream);
 
 /* ---- attention.cu, attention_flash.cu: causal GQA self-attention, no cache */
 /* out (R, QD) bf16; lse (R, NH) fp32, the softmax's log-sum-exp of the
  * scaled scores (saved for the backward); qkv (R, QKV) bf16 after RoPE.
- * Row (b, t), head h reads kv head h / (NH/NKV) of rows starts[b] ..
- * starts[b] + t. Needs even HS <= 256.
+ * Row (b, t), head h reads kv head h / (NH/NKV) of rows row0[b] ..
+ * row0[b] + t. Needs even HS <= 256.
  * variant 0 (the default): the tensor-core kernels of attention_flash.cu
  * where attention_flash_supported(HS), else kernel1; 1: kernel1 (a warp per
  * key), the reference; 2: kernel2 (a thread per key, scores in shared
  * memory) when its shared memory fits the default 48 KiB, else kernel1. All
  * compute the same sums (the tensor-core ones round p and ds to bf16). */
-int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *starts, int B, int T,
+int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *row0, int B, int T,
                       int NH, int NKV, int HS, int variant, cudaStream_t stream);
 /* dqkv (R, QKV) fp32 = [dq, dk, dv]; Dsum (R, NH) fp32
  * scratch (D of each (row, head), written by the first kernel, read by the
  * second: sum_j p_j dp_j in kernels 1 and 2, do . out in the tensor-core
  * ones); dout (R, QD) bf16; out, qkv, lse as the forward saved them. */
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                       const floatX *qkv, const float *lse, const int *starts, int B, int T, int NH,
+                       const floatX *qkv, const float *lse, const int *row0, int B, int T, int NH,
                        int NKV, int HS, int variant, cudaStream_t stream);
 /* attention_flash.cu: 1 when the tensor-core kernels take head size HS (16,
  * 32, 64, 128); their launchers (arguments as above). */
 int attention_flash_supported(int HS);
-int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *starts, int B,
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *row0, int B,
                                    int T, int NH, int NKV, int HS, cudaStream_t stream);
 int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                                    const floatX *qkv, const float *lse, const int *starts, int B, int T,
+                                    const floatX *qkv, const float *lse, const int *row0, int B, int T,
                                     int NH, int NKV, int HS, cudaStream_t stream);
 
 /* ---- swiglu.cu ---------------------------------------------------------- */
