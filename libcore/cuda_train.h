@@ -69,6 +69,9 @@ typedef struct cllm_cuda_train_opts {
                              64, 128), else 1; 1, kernel1 (a warp per key); 2, kernel2 (a
                              thread per key) where its shared memory fits */
     int device;           /* CUDA device ordinal (made current by init; 0: the first) */
+    int max_tokens;       /* activations are planned for this many rows: the largest sum
+                             of lens of a call (its sequences are packed), at most
+                             max_B*max_T (0: max_B*max_T) */
 } cllm_cuda_train_opts;
 
 typedef struct cllm_cuda_loss_row {

@@ -51,6 +51,7 @@
 #include "train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,15 +561,22 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
 #if CLLM_CUDA
 /* ---- the same micro-batch on a CUDA device ------------------------------ */
 
-/* The device trainer fits B sequences of T rows and `slots` teacher rows, or
- * is made again, larger, with the weights, moments and the gradients summed
- * so far passing through the host (sizes grow by a quarter at least, so this
- * happens a few times per run; call it before a micro-batch's first call:
- * teacher rows do not survive it). */
-static int cu_fit(trainer *t, int B, int T, int slots) {
+/* The device trainer fits B sequences of T rows, `tokens` of them in all (its
+ * activations are planned for the packed tokens, not B x T), and `slots`
+ * teacher rows, or is made again, larger, with the weights, moments and the
+ * gradients summed so far passing through the host (sizes grow by a quarter
+ * at least, so this happens a few times per run; call it before a
+ * micro-batch's first call: teacher rows do not survive it). */
+static int cu_fit(trainer *t, int B, int T, int64_t tokens, int slots) {
     cllm_cuda_train_opts o = t->cuo;
-    if (t->cu && B <= o.max_B && T <= o.max_T && slots <= o.teacher_rows) return 0;
+    if (t->cu && B <= o.max_B && T <= o.max_T && tokens <= o.max_tokens && slots <= o.teacher_rows) return 0;
     if (B > o.max_B) o.max_B = B;
+    if (tokens > o.max_tokens) {
+        int64_t nk = (int64_t)o.max_tokens + o.max_tokens / 4;
+        if (nk < tokens) nk = tokens;
+        nk = (nk + 63) / 64 * 64;
+        o.max_tokens = nk < INT_MAX ? (int)nk : INT_MAX;   /* init caps it at max_B x max_T */
+    }
     if (T > o.max_T) {
         int64_t nt = (int64_t)o.max_T + o.max_T / 4;
         if (nt < T) nt = T;
@@ -629,12 +637,14 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
 
     if (o->objective == CLLM_OBJ_SFT) {
         size_t need = 0;
+        int64_t tokens = 0;
         for (int b = 0; b < B; b++) {
             s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
             need += (size_t)ex[b].m;
+            tokens += ex[b].n_ctx + ex[b].m;
         }
         T = seq_T(s, B);
-        if ((rc = cu_fit(t, B, T, 0)) || (rc = cu_rows(t, need))) return rc;
+        if ((rc = cu_fit(t, B, T, tokens, 0)) || (rc = cu_rows(t, need))) return rc;
         for (int b = 0; b < B; b++)
             for (int i = 0; i < ex[b].m; i++)
                 t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, ex[b].fixed[i], inv_r / (float)ex[b].m, -1, 0, -1);
@@ -647,6 +657,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
     const int32_t *tw[B > 0 ? B : 1];
     int te_off[B > 0 ? B : 1], slots = 0, Tmax = 1;
     size_t need = 0;
+    int64_t tokens = 0;   /* the most any of the calls below packs */
     int separate = o->loss == CLLM_CONS_LOCAL || o->use_labels;
     for (int b = 0; b < B; b++) {
         js[b] = ex[b].state;
@@ -655,11 +666,12 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
         te_off[b] = slots;
         slots += ex[b].m;
         int len = ex[b].n_ctx + ex[b].m;
+        if (o->use_labels && ex[b].n_prompt + ex[b].nl > len) len = ex[b].n_prompt + ex[b].nl;
         if (len > Tmax) Tmax = len;
-        if (o->use_labels && ex[b].n_prompt + ex[b].nl > Tmax) Tmax = ex[b].n_prompt + ex[b].nl;
+        tokens += len;
         need += (size_t)(ex[b].m > ex[b].nl ? ex[b].m : ex[b].nl);
     }
-    if ((rc = cu_fit(t, B, Tmax, slots)) || (rc = cu_rows(t, need))) return rc;
+    if ((rc = cu_fit(t, B, Tmax, tokens, slots)) || (rc = cu_rows(t, need))) return rc;
     if (separate) {  /* the teacher rows, forward only */
         for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, tw[b], ex[b].m };
         T = seq_T(s, B);
@@ -993,7 +1005,7 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
          * host copies (CUDA with --allreduce mpi), or on the host. */
 #if CLLM_CUDA
         if (on_cuda && (nccl || nranks > 1)) {
-            if (!t.cu && (rc = cu_fit(&t, 1, 1, 0))) goto out;   /* a rank with no example yet: zero gradients */
+            if (!t.cu && (rc = cu_fit(&t, 1, 1, 1, 0))) goto out;   /* a rank with no example yet: zero gradients */
             if (nccl) rc = cllm_cuda_train_allreduce(t.cu, nccl);
             else if (!(rc = cllm_cuda_train_get_grads(t.cu, t.grads)) && !(rc = cllm_dist_sum_f32(t.grads, m->n_params)))
                 rc = cllm_cuda_train_set_grads(t.cu, t.grads);

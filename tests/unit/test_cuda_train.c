@@ -162,7 +162,9 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     }
 
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att, 0};   /* 7 rows per chunk: many chunks */
+    /* 7 rows per chunk: many chunks; the default kernels with activations for
+     * the calls' 253 packed tokens only, the others for PB x PT rows */
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att, 0, att == 0 ? PT + 97 + 6 : 0};
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *p_gpu = calloc(np, sizeof(float)), *p0 = malloc(np * sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
@@ -179,6 +181,12 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     memcpy(p0, m.params, np * sizeof(float));
 
     double ce_c[2], so_c[2], ce_g[2], so_g[2];
+    if (att == 0) {   /* one token more than planned: refused, nothing changes */
+        int more[PB] = {PT, 98, 6};
+        tok1[PT + 97] = 0;
+        CHECK(cllm_cuda_train_micro(gt, tok1, more, PB, PT, r1, n1, 0.1, 1, &ce_g[0], &so_g[0]) == CLLM_EINVAL);
+        tok1[PT + 97] = V + 1000 + 97;
+    }
     CHECK_OK(cpu_micro(act, &m, tok1, lens, PB, PT, r1, n1, 0.1, teacher, g_cpu, &ce_c[0], &so_c[0]));
     CHECK_OK(cpu_micro(act, &m, tok2, lens, PB, PT, r2, n2, 0.0, teacher, g_cpu, &ce_c[1], &so_c[1]));
     CHECK_OK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, r1, n1, 0.1, 1, &ce_g[0], &so_g[0]));
@@ -375,7 +383,7 @@ static void bench(int B, int T, int att, int spread) {
     int *tok = malloc((size_t)B * T * sizeof(int)), *lens = malloc((size_t)B * sizeof(int));
     cllm_cuda_loss_row *rows = malloc((size_t)B * T * sizeof *rows);
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att, 0};
+    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att, 0, 0};
     CHECK(tok && lens && rows);
     if (check_failures) goto out;
     cllm_rng r;

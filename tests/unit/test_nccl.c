@@ -69,7 +69,7 @@ static void test_allreduce(void) {
     cllm_config cfg = small_config("llama", 2, 64, 2, 1, 32, 128, 100, 1, 0);
     cllm_model m;
     CHECK_OK(random_model(&m, &cfg, 5));
-    cllm_cuda_train_opts o = {2, 16, 0, 0, 0, 0, dev};
+    cllm_cuda_train_opts o = {2, 16, 0, 0, 0, 0, dev, 0};
     cllm_cuda_train *t = NULL;
     CHECK_OK(cllm_cuda_train_init(&t, &m, &o));
     float *g = malloc(m.n_params * sizeof *g), *back = malloc(m.n_params * sizeof *back);

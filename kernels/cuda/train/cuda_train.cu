@@ -6,8 +6,8 @@
  *
  * Layouts (R rows of the call: its B sequences packed one after another,
  * sequence b at rows row0[b] .. row0[b+1] - 1, so nothing is computed for
- * the caller's padding; RM = max_B*max_T rows planned; a saved tensor of
- * layer l starts at l*RM rows):
+ * the caller's padding; RM rows planned: max_tokens, at most max_B*max_T; a
+ * saved tensor of layer l starts at l*RM rows):
  *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
  *   xs  (L+1, RM, C) fp32  residual stream into each layer; xs[L] the last
  *   xm  (L, RM, C) fp32    residual stream between attention and MLP
@@ -78,6 +78,7 @@ struct cllm_cuda_train {
     layer_off *lay;            /* host (L) */
     int qkv_adjacent;          /* wq, wk, wv adjacent in params, every layer */
     int maxB, maxT, RM, max_rows, S, NC;
+    int BT;                    /* maxB*maxT: the caller's (B, T) layout, where loss rows are named */
     int att_variant;           /* attention kernels: 0 tensor cores (default), 1 kernel1, 2 kernel2 */
     size_t bytes;
     cudaStream_t stream;
@@ -106,7 +107,7 @@ struct cllm_cuda_train {
     int *h_tok, *h_ints;       /* (RM), (4 * max_rows) */
     int *h_row0;               /* (maxB + 1) */
     float *h_floats;           /* (2 * max_rows) as scales, then (2 * max_rows) losses */
-    unsigned char *h_mark;     /* (max(RM, S)) */
+    unsigned char *h_mark;     /* (max(BT, S) + 1) */
     cuda_op_profile prof;      /* CLLM_CUDA_PROFILE */
 };
 
@@ -212,7 +213,7 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
     t->h_row0 = (int *)malloc(((size_t)t->maxB + 1) * sizeof(int));
     t->h_ints = (int *)malloc(4 * N * sizeof(int));
     t->h_floats = (float *)malloc(4 * N * sizeof(float));
-    t->h_mark = (unsigned char *)malloc(RM > (size_t)t->S ? RM : (size_t)t->S + 1);
+    t->h_mark = (unsigned char *)malloc((t->BT > t->S ? (size_t)t->BT : (size_t)t->S) + 1);
     if (!t->lay || !t->h_tok || !t->h_row0 || !t->h_ints || !t->h_floats || !t->h_mark)
         return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     t->off_emb = off_of(mod, mod->tok_emb);
@@ -309,7 +310,7 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     *out = NULL;
     const cllm_config *c = &m->cfg;
     if (!o || o->max_B < 1 || o->max_T < 1 || o->max_rows < 0 || o->teacher_rows < 0 ||
-        o->chunk_rows < 0)
+        o->chunk_rows < 0 || o->max_tokens < 0)
         return cllm_error(CLLM_EINVAL, "CUDA training: bad sizes");
     if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->head_dim < 2 ||
         c->head_dim % 2 || c->head_dim > 256 || c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2)
@@ -332,6 +333,8 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     t->n_params = m->n_params;
     t->maxB = o->max_B;
     t->maxT = o->max_T;
+    t->BT = (int)RM;
+    if (o->max_tokens > 0 && (size_t)o->max_tokens < RM) RM = (size_t)o->max_tokens;
     t->RM = (int)RM;
     t->max_rows = o->max_rows ? o->max_rows : (int)RM;
     if (t->max_rows > (int)RM) t->max_rows = (int)RM;
@@ -389,16 +392,20 @@ static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, i
                           t->max_rows);
     if (!(eps >= 0 && eps < 1))
         return cllm_error(CLLM_EINVAL, "CUDA training: label smoothing %g outside [0, 1)", eps);
+    size_t n_tok = 0;
     for (int b = 0; b < B; b++) {
         if (lens[b] < 1 || lens[b] > T)
             return cllm_error(CLLM_EINVAL, "CUDA training: sequence %d has length %d (1..%d allowed)",
                               b, lens[b], T);
+        n_tok += (size_t)lens[b];
         for (int i = 0; i < lens[b]; i++) {
             int id = tokens[(size_t)b * T + i];
             if (id < 0 || id >= V)
                 return cllm_error(CLLM_EINVAL, "CUDA training: token id %d out of range [0, %d)", id, V);
         }
     }
+    if (n_tok > (size_t)t->RM)
+        return cllm_error(CLLM_EINVAL, "CUDA training: %zu tokens exceed the planned %d", n_tok, t->RM);
     size_t R = (size_t)B * T;
     memset(t->h_mark, 0, R > (size_t)t->S ? R : (size_t)t->S + 1);
     for (int i = 0; i < n_rows; i++) {
