@@ -167,6 +167,17 @@ static int att_scratch(cllm_act *a, size_t per_thread) {
     return 0;
 }
 
+int cllm_pack_rows(const int *tokens, const int *lens, int B, int T, int *out, int *row0) {
+    int R = 0;
+    for (int b = 0; b < B; b++) {
+        row0[b] = R;
+        memcpy(out + R, tokens + (size_t)b * T, (size_t)lens[b] * sizeof(int));
+        R += lens[b];
+    }
+    row0[B] = R;
+    return R;
+}
+
 int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
                        int B, int T, float *logits) {
     return cllm_train_forward_lm(a, m, tokens, lens, B, T, NULL, NULL, logits);
@@ -199,18 +210,14 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
     if (rc) return rc;
     a->B = 0;   /* until this forward has finished */
     size_t base = 0;
-    int R = 0;
+    int R = cllm_pack_rows(tokens, lens, B, T, a->tok, a->row0);
     for (int b = 0; b < B; b++) {
-        a->row0[b] = R;
         a->lm_from[b] = lm_from ? lm_from[b] : 0;   /* without windows: every real row, in (B, T, V) */
         a->lm_n[b] = lm_from ? lm_n[b] : lens[b];
         a->lm_base[b] = lm_from ? base : (size_t)b * T;
         base += (size_t)a->lm_n[b];
-        memcpy(a->tok + R, tokens + (size_t)b * T, (size_t)lens[b] * sizeof(int));
-        for (int t = 0; t < lens[b]; t++) a->pos[R + t] = t;
-        R += lens[b];
+        for (int t = 0; t < lens[b]; t++) a->pos[a->row0[b] + t] = t;
     }
-    a->row0[B] = R;
     size_t BT = (size_t)R;   /* the per-layer stride of this forward's saved arrays */
 
     embedding_forward(a->xs, a->tok, m->tok_emb, R, C);

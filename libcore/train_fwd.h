@@ -54,5 +54,10 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
  * (rows >= lens[b] are ignored) or packed windows; grads (n_params) +=
  * d loss / d params. 0 or CLLM_E*. */
 int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, float *grads);
+/* The packed layout both trainers (CPU and CUDA) compute on: the real tokens
+ * of the (B, T) padded rows one sequence after another into out (sum of lens
+ * ints), row0 (B + 1) the first row of each sequence. Returns the rows,
+ * row0[B]. lens must be valid (1..T). */
+int cllm_pack_rows(const int *tokens, const int *lens, int B, int T, int *out, int *row0);
 
 #endif

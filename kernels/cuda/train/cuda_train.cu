@@ -48,6 +48,7 @@
 extern "C" {
 #include "cuda_nccl.h"
 #include "cuda_train.h"
+#include "train_fwd.h"
 }
 
 using namespace cllm_train;
@@ -583,13 +584,7 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
     cudaStream_t s = t->stream;
     size_t N = (size_t)n_rows;
     /* pack: the caller's (B, T) rows without their padding */
-    int *st = t->h_row0, R = 0;
-    for (int b = 0; b < B; b++) {
-        st[b] = R;
-        memcpy(t->h_tok + R, tokens + (size_t)b * T, (size_t)lens[b] * sizeof(int));
-        R += lens[b];
-    }
-    st[B] = R;
+    int *st = t->h_row0, R = cllm_pack_rows(tokens, lens, B, T, t->h_tok, st);
     int *hr = t->h_ints, *ht = hr + N, *hte = ht + N, *hs = hte + N;
     float *hce = t->h_floats, *hso = hce + N;
     for (size_t i = 0; i < N; i++) {
