@@ -29,6 +29,8 @@ static void usage(FILE *f) {
         "      --loss global|local   consistency loss: to the fixed point, or between\n"
         "                            adjacent Jacobi states [global]\n"
         "      --consistency-mean    average the consistency rows instead of summing them\n"
+        "      --separate-passes     the student in a pass of its own, not a fork of the\n"
+        "                            AR sequence (the same result, more work; a check)\n"
         "      --ar-weight W         weight of the AR loss [10]\n"
         "      --label-smoothing E   AR label smoothing [0.1 for cllm, 0 for sft]\n"
         "      --use-labels          AR loss on the records' labels, not the fixed points\n"
@@ -92,13 +94,14 @@ static void on_step(void *ctx, const cllm_train_progress *p) {
 enum { OPT_OBJECTIVE = 256, OPT_LOSS, OPT_CMEAN, OPT_ARW, OPT_LS, OPT_LABELS, OPT_LR, OPT_WARMUP, OPT_WD, OPT_CLIP,
        OPT_EPOCHS, OPT_MAXSTEPS, OPT_BATCH, OPT_ACCUM, OPT_SHUFFLE, OPT_MAXLEN, OPT_CKEVERY, OPT_CKDIR, OPT_KEEP,
        OPT_RESUME, OPT_SEED, OPT_FIELD, OPT_ANSWER, OPT_TEMPLATE, OPT_CHAT, OPT_METRICS, OPT_PROGRESS, OPT_DEVICE,
-       OPT_DTYPE, OPT_ALLREDUCE };
+       OPT_DTYPE, OPT_ALLREDUCE, OPT_SEPARATE };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
         { "model", required_argument, 0, 'm' },           { "output", required_argument, 0, 'o' },
         { "dtype", required_argument, 0, OPT_DTYPE },      { "objective", required_argument, 0, OPT_OBJECTIVE },
         { "loss", required_argument, 0, OPT_LOSS },        { "consistency-mean", no_argument, 0, OPT_CMEAN },
+        { "separate-passes", no_argument, 0, OPT_SEPARATE },
         { "ar-weight", required_argument, 0, OPT_ARW },    { "label-smoothing", required_argument, 0, OPT_LS },
         { "use-labels", no_argument, 0, OPT_LABELS },      { "lr", required_argument, 0, OPT_LR },
         { "warmup", required_argument, 0, OPT_WARMUP },    { "weight-decay", required_argument, 0, OPT_WD },
@@ -145,6 +148,7 @@ int main(int argc, char **argv) {
             else return cllm_cli_usage_error("--loss: '%s' is not global or local", optarg);
             break;
         case OPT_CMEAN: o.cons_mean = 1; break;
+        case OPT_SEPARATE: o.separate_passes = 1; break;
         case OPT_ARW: if (cllm_cli_double("--ar-weight", optarg, 0, 1e6, &o.ar_weight)) return CLLM_EXIT_USAGE; break;
         case OPT_LS: if (cllm_cli_double("--label-smoothing", optarg, 0, 0.999, &o.label_smoothing)) return CLLM_EXIT_USAGE; break;
         case OPT_LABELS: o.use_labels = 1; break;

@@ -121,23 +121,37 @@ void attention_forward(float *out, const float *q, const float *kc, const float 
 void attention_forward_batch(float *out, const float *q, const float *const *kc,
                              const float *const *vc, const int *row0, const int *past,
                              float *att, int B, int NH, int NKV, int HS);
-/* Backward of causal self-attention over B whole sequences (no cache: each
- * sequence's row t attends to its rows 0..t), as attention_forward with
- * P = 0 and kc = k, vc = v of that sequence computes it. The sequences are
- * packed: sequence b is rows row0[b] .. row0[b+1] - 1 (row0 (B + 1), R =
- * row0[B] rows in all), each at most T long.
+/* Training attention over B packed sequences (no cache), some of which may
+ * fork from another: sequence b owns rows row0[b] .. row0[b+1] - 1 of q, k,
+ * v and out; its row t attends to the first pre[b] rows of sequence par[b]
+ * and then to its own rows 0..t, in that order: exactly what a sequence made
+ * of those pre[b] rows followed by b's own computes for these rows, without
+ * computing the shared rows twice (a CLLM student x || y(j) forking from
+ * x || y* after x). par[b] < 0 (or par NULL): no prefix, row t attends to
+ * rows 0..t of b, as attention_forward with P = 0. A fork's parent comes
+ * before it and has no parent itself (par[b] < b, par[par[b]] < 0), and
+ * pre[b] <= the parent's length.
+ * out, q (row0[B], NH, HS); k, v (row0[B], NKV, HS), after RoPE; row0 (B+1);
+ * par, pre (B) or NULL; att: kernels_threads() * (most keys of a row) floats. */
+void attention_forward_fork(float *out, const float *q, const float *k, const float *v, const int *row0,
+                            const int *par, const int *pre, float *att, int B, int NH, int NKV, int HS);
+/* Backward of attention_forward_fork (par, pre as there; NULL: no forks).
+ * Every row of a sequence is packed: sequence b is rows row0[b] .. row0[b+1]
+ * - 1 (row0 (B + 1), R = row0[B] rows in all); a row sees at most T keys.
  * dq (R, NH, HS) =; dk, dv (R, NKV, HS) = (GQA: summed over the NH/NKV
- * query heads sharing a kv head); dout (R, NH, HS); q (R, NH, HS), after
- * RoPE; k, v (R, NKV, HS), k after RoPE. The softmax probabilities are
- * recomputed in the forward's exact arithmetic (nothing (T, T) is stored):
+ * query heads sharing a kv head, and over the forks that see a row as their
+ * prefix); dout (R, NH, HS); q (R, NH, HS), after RoPE; k, v (R, NKV, HS), k
+ * after RoPE. The softmax probabilities are recomputed in the forward's exact
+ * arithmetic (nothing (T, T) is stored):
  *   dv[j] += p[j] do;  dp[j] = do . v[j];  ds[j] = p[j] (dp[j] - sum_k p[k] dp[k])
  *   dq    += ds[j] k[j] / sqrt(HS);  dk[j] += ds[j] q / sqrt(HS).
  * att: scratch of kernels_threads() * 2 * T floats. Work is split over
- * (sequence, kv head) pairs, each owning its dk/dv rows and its query heads'
- * dq rows, so results do not depend on the thread count. */
+ * (sequence without a parent, kv head) pairs, each owning the dk/dv rows of
+ * its sequence and its forks and their query heads' dq rows, so results do
+ * not depend on the thread count. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const int *row0, float *att,
-                        int B, int T, int NH, int NKV, int HS);
+                        const float *k, const float *v, const int *row0, const int *par, const int *pre,
+                        float *att, int B, int T, int NH, int NKV, int HS);
 
 /* ---- SwiGLU: out = silu(gate) * up, silu(z) = z / (1 + exp(-z)) -------- */
 /* out (T, F); gate (T, F); up (T, F). out may equal gate or up. */

@@ -29,7 +29,9 @@
  *   - save: keep this row's logits in slot save as a later call's teacher
  *     (fp32, the V logits as computed). Teacher logits therefore come from
  *     the same weights, before the optimizer step, with no second model.
- * A call may not read a slot it also saves. The loss values come back as
+ * A call may read a slot it also saves when every row saving such a slot
+ * comes before every row reading one in `rows` (the saving rows' chunks run
+ * first). The loss values come back as
  * sum over rows of scale * loss (double), per part, as loss.c adds them.
  *
  * Nothing prints or exits. Failures return a CLLM_E* code with a message
@@ -49,6 +51,7 @@
 
 #include "adamw.h"
 #include "model.h"
+#include "train_fwd.h"
 
 /* Number of usable CUDA devices in *n (0, and return 0, when there is no
  * driver or no device). Returns 0 or a CLLM_E* code for other failures. */
@@ -75,7 +78,8 @@ typedef struct cllm_cuda_train_opts {
 } cllm_cuda_train_opts;
 
 typedef struct cllm_cuda_loss_row {
-    int row;              /* b*T + t of the call's (B, T) layout, t < lens[b]; distinct */
+    int row;              /* b*T + t of the call's (B, T) layout, t < lens[b]; with forks,
+                             (B + b)*T + i is row i < fork[b].n of sequence b's fork; distinct */
     int target;           /* cross-entropy target in [0, V), or -1 */
     float ce_scale;
     int teacher;          /* teacher slot in [0, teacher_rows), or -1 */
@@ -105,6 +109,17 @@ int cllm_cuda_train_zero_grad(cllm_cuda_train *t);
 int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
                           const cllm_cuda_loss_row *rows, int n_rows, double eps, int backward,
                           double *ce_loss, double *soft_loss);
+
+/* The same with forks (train_fwd.h's cllm_fork; fork (B) or NULL): fork b
+ * of n rows branches off sequence b at at (0 <= at <= lens[b], at + n <= T)
+ * and sees its first `at` rows as its prefix, as cllm_train_forward_fork;
+ * its rows are named (B + b)*T + i in rows. The activations must hold the
+ * sequences' and the forks' rows (max_tokens). The CLLM step scores x‖y*
+ * (AR rows saving the teacher slots) and x‖y(j) (a fork whose rows read
+ * them) in one call. */
+int cllm_cuda_train_micro_fork(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
+                               const cllm_fork *fork, const cllm_cuda_loss_row *rows, int n_rows, double eps,
+                               int do_backward, double *ce_loss, double *soft_loss);
 
 /* Data parallel (cuda_nccl.h): the gradients summed over the communicator's
  * ranks, in place on the device (collective). */

@@ -15,9 +15,15 @@
  *                j = k-1); soft CE of softmax(teacher logits on x‖t) against
  *                the student's log-softmax on x‖y, rows from the first
  *                position where y and t differ (sum, or mean with cons_mean).
- *   The teacher logits are the same weights without gradient: for global
- *   consistency without labels they are the AR forward's logits, copied
- *   before the AR backward.
+ *   The teacher logits are the same weights without gradient. For global
+ *   consistency without labels (the default) one pass does it all
+ *   (one_pass): x‖y* carries the AR loss and its window's logits are the
+ *   teacher's, and the student is a fork of it (cllm_train_forward_fork)
+ *   from the first position where y(j) differs from y*, seeing x‖y*'s rows
+ *   before it as its prefix: n_ctx + 2m - d rows instead of 2 (n_ctx + m),
+ *   one backward. Otherwise (and with --separate-passes) a forward and
+ *   backward per sequence, the teacher's a forward of its own where it is
+ *   not the AR sequence.
  * The step's loss is the mean over its examples of (consistency + w * AR);
  * for SFT, the mean over examples of the answer tokens' mean CE.
  *
@@ -39,9 +45,10 @@
  *
  * On a CUDA device (o->device, cuda_train.h, docs/CUDA-TRAINING.md) the same
  * pipeline, states, schedule and metrics drive the device's training step:
- * each forward above becomes one cllm_cuda_train_micro call that names its
- * loss rows (the AR call also saves the teacher rows on the device, or a
- * separate forward-only call does), the gradients, AdamW and the weights stay
+ * each forward above becomes one cllm_cuda_train_micro(_fork) call that names
+ * its loss rows (the AR rows also save the teacher rows on the device, read
+ * by the fork's rows of the same call or by a later call; or a separate
+ * forward-only call saves them), the gradients, AdamW and the weights stay
  * on the device, and weights and moments come to the host only for a
  * checkpoint and the final save (m->params is stale in between). With R
  * ranks on CUDA each takes the device of its local rank, and the gradients
@@ -373,6 +380,8 @@ typedef struct trainer {
     size_t lg_cap;            /* floats */
     float *teacher;           /* per example of the micro-batch: m rows */
     size_t te_cap;
+    int *ftok;                /* the forks' tokens (one_pass) */
+    size_t ftok_cap;
     float *grads;
     cllm_adamw opt;
     cllm_rng rng;
@@ -443,13 +452,14 @@ static int pack_tokens(trainer *t, const seqspec *s, int B, int T) {
 }
 
 /* Forward B sequences a‖b with the LM head on the rows that predict b: the
- * window [na - 1, na - 1 + nb) of each (none when nb = 0). Their logits land
- * in t->logits packed sequence after sequence, sequence b's from row
- * base[b] = nb[0] + ... + nb[b-1] (the teacher buffers use the same layout);
- * t->dlogits gets room for as many. */
-static int forward(trainer *t, const seqspec *s, int B, size_t *base, int *T_out) {
+ * window [na - 1, na - 1 + nb) of each (none when nb = 0), and fork (B, or
+ * NULL) off them (cllm_train_forward_fork). The windows' logits land in
+ * t->logits packed sequence after sequence, sequence b's from row base[b] =
+ * nb[0] + ... + nb[b-1] (the teacher buffers use the same layout), then the
+ * forks' rows; t->dlogits gets room for as many. */
+static int forward(trainer *t, const seqspec *s, int B, const cllm_fork *fork, size_t *base, int *T_out) {
     const int V = t->m->cfg.vocab;
-    int T = seq_T(s, B);
+    int T = seq_T(s, B), fmax = 0;
     int lm_from[B > 0 ? B : 1], lm_n[B > 0 ? B : 1];
     size_t rows = 0;
     for (int b = 0; b < B; b++) {
@@ -458,8 +468,14 @@ static int forward(trainer *t, const seqspec *s, int B, size_t *base, int *T_out
         base[b] = rows;
         rows += (size_t)s[b].nb;
     }
-    if (!t->act || T > t->actT || B > t->actB) {
-        int nT = t->actT > T ? t->actT : T, nB = t->actB > B ? t->actB : B;
+    for (int b = 0; fork && b < B; b++) {
+        rows += (size_t)fork[b].n;
+        t->tokens_fwd += (uint64_t)fork[b].n;
+        if (fork[b].n > fmax) fmax = fork[b].n;
+    }
+    /* B x (T + fmax) rows hold the sequences and their forks */
+    if (!t->act || T + fmax > t->actT || B > t->actB) {
+        int nT = t->actT > T + fmax ? t->actT : T + fmax, nB = t->actB > B ? t->actB : B;
         cllm_act_free(t->act);
         t->act = NULL;
         t->actT = t->actB = 0;
@@ -478,7 +494,75 @@ static int forward(trainer *t, const seqspec *s, int B, size_t *base, int *T_out
     }
     if (rc) return rc;
     *T_out = T;
-    return cllm_train_forward_lm(t->act, t->m, t->tokens, t->lens, B, T, lm_from, lm_n, t->logits);
+    return cllm_train_forward_fork(t->act, t->m, t->tokens, t->lens, B, T, lm_from, lm_n, fork, t->logits);
+}
+
+/* The CLLM step in one pass (the global consistency loss on y* without
+ * labels): x‖y* carries the AR loss, and its window's logits are the
+ * teacher's; the student x‖y(j) is a fork of it. Student and teacher agree up
+ * to the first position d where y(j) differs from y*, and the loss skips the
+ * rows before it, so the fork starts there: its rows are the student's rows
+ * d .. m - 1, at positions n_ctx - 1 + d .., with tokens y(j)[d-1 .. m-2]
+ * (x's last token for d = 0), seeing x‖y*'s first n_ctx - 1 + d rows, which
+ * hold the tokens x‖y(j) has there. n_ctx + 2m - d rows instead of 2 (n_ctx +
+ * m), the same losses and gradients (docs/TRAINING.md, "One pass for both"). */
+/* one_pass's sequences x‖y* (s) and the students' forks: fork[b] (n = 0 for
+ * an example without a state or whose state is y*), d[b] its first
+ * difference; the forks' tokens in t->ftok. */
+static int student_forks(trainer *t, const example *ex, const int *js, int B, seqspec *s, cllm_fork *fork, int *d) {
+    size_t need = 0, at = 0;
+    for (int b = 0; b < B; b++) need += (size_t)ex[b].m;
+    if (t->ftok_cap < need) {
+        int *p = realloc(t->ftok, need * sizeof *p);
+        if (!p) return cllm_error(CLLM_ENOMEM, "out of memory");
+        t->ftok = p;
+        t->ftok_cap = need;
+    }
+    for (int b = 0; b < B; b++) {
+        s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
+        fork[b] = (cllm_fork){ NULL, 0, 0 };
+        d[b] = ex[b].m;
+        if (js[b] < 0) continue;
+        const int32_t *y = ex[b].states + (size_t)js[b] * ex[b].n;
+        d[b] = cllm_first_diff(y, ex[b].fixed, ex[b].m);
+        int *ft = t->ftok + at;
+        for (int i = d[b]; i < ex[b].m; i++) ft[i - d[b]] = i ? y[i - 1] : ex[b].ctx[ex[b].n_ctx - 1];
+        fork[b] = (cllm_fork){ ft, ex[b].n_ctx - 1 + d[b], ex[b].m - d[b] };
+        at += (size_t)fork[b].n;
+    }
+    return 0;
+}
+
+static int one_pass(trainer *t, example *ex, const int *js, int B, float inv_r, double *cons, double *ar) {
+    const cllm_train_opts *o = t->o;
+    const int V = t->m->cfg.vocab;
+    seqspec s[B > 0 ? B : 1];
+    size_t base[B > 0 ? B : 1], trunk = 0;
+    cllm_fork fork[B > 0 ? B : 1];
+    int d[B > 0 ? B : 1], T, rc;
+    if ((rc = student_forks(t, ex, js, B, s, fork, d))) return rc;
+    if ((rc = forward(t, s, B, fork, base, &T))) return rc;
+    for (int b = 0; b < B; b++) trunk += (size_t)ex[b].m;
+    double w = o->ar_weight;
+    if (w <= 0) memset(t->dlogits, 0, trunk * V * sizeof(float));
+    for (int b = 0; b < B && !rc; b++) {
+        size_t off = base[b] * V;
+        double l = 0;
+        rc = cllm_ce_loss(t->logits + off, V, s[b].b, s[b].nb, t->ar_eps, CLLM_REDUCE_MEAN,
+                          w > 0 ? (float)(w * inv_r) : inv_r, w > 0 ? t->dlogits + off : NULL, &l);
+        *ar += w > 0 ? l / w : l;
+    }
+    size_t row = trunk;   /* the forks' logits follow the windows' */
+    for (int b = 0; b < B && !rc; b++) {
+        if (!fork[b].n) continue;
+        const int32_t *y = ex[b].states + (size_t)js[b] * ex[b].n;
+        rc = cllm_consistency_loss(t->logits + row * V, t->logits + (base[b] + d[b]) * V, V, y + d[b],
+                                   ex[b].fixed + d[b], fork[b].n, o->cons_mean ? CLLM_REDUCE_MEAN : CLLM_REDUCE_SUM,
+                                   inv_r, t->dlogits + row * V, cons, NULL);
+        row += (size_t)fork[b].n;
+    }
+    if (!rc) rc = cllm_train_backward(t->act, t->m, t->dlogits, t->grads);
+    return rc;
 }
 
 /* One micro-batch of B examples; adds to *cons and *ar (already divided by R). */
@@ -492,7 +576,7 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
 
     if (o->objective == CLLM_OBJ_SFT) {
         for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
-        if ((rc = forward(t, s, B, base, &T))) return rc;
+        if ((rc = forward(t, s, B, NULL, base, &T))) return rc;
         for (int b = 0; b < B && !rc; b++) {
             size_t off = base[b] * V;
             rc = cllm_ce_loss(t->logits + off, V, ex[b].fixed, ex[b].m, t->ar_eps, CLLM_REDUCE_MEAN, inv_r,
@@ -517,17 +601,18 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
         te_off[b] = te_need;
         te_need += (size_t)ex[b].m * V;
     }
+    if (!separate && !o->separate_passes) return one_pass(t, ex, js, B, inv_r, cons, ar);
     if ((rc = grow_f(&t->teacher, &t->te_cap, te_need ? te_need : 1))) return rc;
     if (separate) {
         for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, tw[b], ex[b].m };
-        if ((rc = forward(t, s, B, base, &T))) return rc;
+        if ((rc = forward(t, s, B, NULL, base, &T))) return rc;
         memcpy(t->teacher, t->logits, te_need * sizeof(float));
     }
     /* AR */
     for (int b = 0; b < B; b++)
         s[b] = o->use_labels ? (seqspec){ ex[b].ctx, ex[b].n_prompt, ex[b].labels, ex[b].nl }
                              : (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };
-    if ((rc = forward(t, s, B, base, &T))) return rc;
+    if ((rc = forward(t, s, B, NULL, base, &T))) return rc;
     if (!separate) memcpy(t->teacher, t->logits, te_need * sizeof(float));   /* the same windows */
     double w = o->ar_weight;
     for (int b = 0; b < B && !rc; b++) {
@@ -546,7 +631,7 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     if (rc) return rc;
     /* Consistency: student on x‖y(j) (its window: the m rows; none without a state). */
     if (!student_specs(s, ex, js, B)) return 0;
-    if ((rc = forward(t, s, B, base, &T))) return rc;
+    if ((rc = forward(t, s, B, NULL, base, &T))) return rc;
     for (int b = 0; b < B && !rc; b++) {
         if (js[b] < 0) continue;
         size_t off = base[b] * V;
@@ -619,12 +704,50 @@ static cllm_cuda_loss_row cu_row(int row, int target, float ce_scale, int teache
     return r;
 }
 
-/* One device call on B sequences a‖b (T = seq_T) with the n_rows in t->rows. */
-static int cu_call(trainer *t, const seqspec *s, int B, int T, int n_rows, double eps, int backward, double *ce,
-                   double *soft) {
+/* One device call on B sequences a‖b (T = seq_T) and their forks (or NULL)
+ * with the n_rows in t->rows. */
+static int cu_call(trainer *t, const seqspec *s, int B, int T, const cllm_fork *fork, int n_rows, double eps,
+                   int backward, double *ce, double *soft) {
     int rc = pack_tokens(t, s, B, T);
     if (rc) return rc;
-    return cllm_cuda_train_micro(t->cu, t->tokens, t->lens, B, T, t->rows, n_rows, eps, backward, ce, soft);
+    for (int b = 0; fork && b < B; b++) t->tokens_fwd += (uint64_t)fork[b].n;
+    return cllm_cuda_train_micro_fork(t->cu, t->tokens, t->lens, B, T, fork, t->rows, n_rows, eps, backward, ce,
+                                      soft);
+}
+
+/* one_pass's twin on the device, one call: the AR rows save the teacher
+ * slots, the forks' rows (after them) read them. With --ar-weight 0 the AR
+ * rows would still carry a gradient: cu_micro_batch keeps separate passes. */
+static int cu_one_pass(trainer *t, example *ex, int B, float inv_r, double *cons, double *ar) {
+    const cllm_train_opts *o = t->o;
+    seqspec s[B > 0 ? B : 1];
+    cllm_fork fork[B > 0 ? B : 1];
+    int js[B > 0 ? B : 1], d[B > 0 ? B : 1], te_off[B > 0 ? B : 1], slots = 0, n = 0, rc;
+    int64_t tokens = 0;
+    size_t need = 0;
+    for (int b = 0; b < B; b++) js[b] = ex[b].state;
+    if ((rc = student_forks(t, ex, js, B, s, fork, d))) return rc;
+    for (int b = 0; b < B; b++) {
+        te_off[b] = slots;
+        slots += ex[b].m;
+        tokens += ex[b].n_ctx + ex[b].m + fork[b].n;
+        need += (size_t)(ex[b].m + fork[b].n);
+    }
+    int T = seq_T(s, B);
+    if ((rc = cu_fit(t, B, T, tokens, slots)) || (rc = cu_rows(t, need))) return rc;
+    double w = o->ar_weight, ce = 0, soft = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < ex[b].m; i++)
+            t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, ex[b].fixed[i], (float)(w * inv_r) / (float)ex[b].m, -1,
+                                  0, te_off[b] + i);
+    for (int b = 0; b < B; b++) {
+        float sc = o->cons_mean && fork[b].n ? inv_r / (float)fork[b].n : inv_r;
+        for (int i = 0; i < fork[b].n; i++) t->rows[n++] = cu_row((B + b) * T + i, -1, 0, te_off[b] + d[b] + i, sc, -1);
+    }
+    if ((rc = cu_call(t, s, B, T, fork, n, t->ar_eps, 1, &ce, &soft))) return rc;
+    *ar += ce / w;
+    *cons += soft;
+    return 0;
 }
 
 /* micro_batch's twin: the same losses, scales and sums, as loss rows. */
@@ -648,7 +771,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
         for (int b = 0; b < B; b++)
             for (int i = 0; i < ex[b].m; i++)
                 t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, ex[b].fixed[i], inv_r / (float)ex[b].m, -1, 0, -1);
-        if ((rc = cu_call(t, s, B, T, n, t->ar_eps, 1, &l, NULL))) return rc;
+        if ((rc = cu_call(t, s, B, T, NULL, n, t->ar_eps, 1, &l, NULL))) return rc;
         *ar += l;
         return 0;
     }
@@ -659,6 +782,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
     size_t need = 0;
     int64_t tokens = 0;   /* the most any of the calls below packs */
     int separate = o->loss == CLLM_CONS_LOCAL || o->use_labels;
+    if (!separate && !o->separate_passes && o->ar_weight > 0) return cu_one_pass(t, ex, B, inv_r, cons, ar);
     for (int b = 0; b < B; b++) {
         js[b] = ex[b].state;
         tw[b] = ex[b].fixed;
@@ -678,7 +802,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
         n = 0;
         for (int b = 0; b < B; b++)
             for (int i = 0; i < ex[b].m; i++) t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, -1, 0, -1, 0, te_off[b] + i);
-        if ((rc = cu_call(t, s, B, T, n, t->ar_eps, 0, NULL, NULL))) return rc;
+        if ((rc = cu_call(t, s, B, T, NULL, n, t->ar_eps, 0, NULL, NULL))) return rc;
     }
     /* AR (and the teacher rows when they are its rows) */
     double w = o->ar_weight;
@@ -692,7 +816,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
         for (int i = 0; i < s[b].nb; i++)
             t->rows[n++] = cu_row(b * T + s[b].na - 1 + i, s[b].b[i], sc, -1, 0, separate ? -1 : te_off[b] + i);
     }
-    if ((rc = cu_call(t, s, B, T, n, t->ar_eps, w > 0, &l, NULL))) return rc;
+    if ((rc = cu_call(t, s, B, T, NULL, n, t->ar_eps, w > 0, &l, NULL))) return rc;
     *ar += w > 0 ? l / w : l;
     /* Consistency: student on x‖y(j), rows from the first difference. */
     if (!student_specs(s, ex, js, B)) return 0;
@@ -706,7 +830,7 @@ static int cu_micro_batch(trainer *t, example *ex, int B, int R, double *cons, d
         for (int i = d; i < ex[b].m; i++) t->rows[n++] = cu_row(b * T + ex[b].n_ctx - 1 + i, -1, 0, te_off[b] + i, sc, -1);
     }
     l = 0;
-    if ((rc = cu_call(t, s, B, T, n, t->ar_eps, 1, NULL, &l))) return rc;
+    if ((rc = cu_call(t, s, B, T, NULL, n, t->ar_eps, 1, NULL, &l))) return rc;
     *cons += l;
     return 0;
 }
@@ -727,6 +851,7 @@ static void trainer_free(trainer *t) {
     free(t->logits);
     free(t->dlogits);
     free(t->teacher);
+    free(t->ftok);
     free(t->grads);
     cllm_adamw_free(&t->opt);
 #if CLLM_CUDA

@@ -38,6 +38,10 @@ typedef struct cllm_train_opts {
     int objective;              /* CLLM_OBJ_* [cllm] */
     int loss;                   /* CLLM_CONS_* [global] */
     int cons_mean;              /* average the consistency rows instead of summing them [0] */
+    int separate_passes;        /* cllm, global loss without labels: the student x‖y(j) in a
+                                   forward and backward pass of its own instead of a fork of
+                                   x‖y* (the same losses and gradients up to rounding, ~1.8x
+                                   the rows; for checking the fork) [0] */
     double lr;                  /* peak learning rate [2e-5] */
     double warmup;              /* warm-up fraction of the steps [0.03] */
     double clip;                /* global gradient norm limit, 0 off [1.0] */

@@ -46,9 +46,12 @@ struct cllm_act {
     const cllm_model *m;
     int maxB, maxT;
     int B, T, R;           /* shape of the last forward (R rows); B = 0 before one */
-    int *row0;             /* (maxB + 1) first row of each sequence, packed */
-    int *lm_from, *lm_n;   /* (maxB) the LM head's window of rows per sequence */
-    size_t *lm_base;       /* (maxB) logits row of the window's first row */
+    int E;                 /* packed sequences of the last forward: B, then its forks */
+    /* per packed sequence e, (2 maxB (+ 1)): the B sequences, then the forks */
+    int *row0;             /* first row of each, row0[E] = R */
+    int *par, *pre;        /* a fork's sequence and the rows of it the fork sees (par -1: none) */
+    int *lm_from, *lm_n;   /* the LM head's window of rows */
+    size_t *lm_base;       /* logits row of the window's first row */
     int *tok;              /* (maxB*maxT) tokens of the packed rows */
     int *pos;              /* (maxB*maxT) position of each row in its sequence */
     /* saved activations; per-layer arrays are [L] of (R, ...) of the last
@@ -79,7 +82,7 @@ static size_t dim_kd(const cllm_config *c) { return (size_t)c->n_head_kv * c->he
 
 void cllm_act_free(cllm_act *a) {
     if (!a) return;
-    free(a->row0); free(a->lm_from); free(a->lm_n); free(a->lm_base); free(a->tok); free(a->pos);
+    free(a->row0); free(a->par); free(a->pre); free(a->lm_from); free(a->lm_n); free(a->lm_base); free(a->tok); free(a->pos);
     free(a->xs); free(a->xm); free(a->rstd1); free(a->rstd2); free(a->q); free(a->k); free(a->v);
     free(a->ao); free(a->gate); free(a->up); free(a->xnf); free(a->rstdf);
     free(a->xn); free(a->proj); free(a->hsw); free(a->dx); free(a->dxn); free(a->dq); free(a->dao);
@@ -114,10 +117,12 @@ int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T) {
     a->m = m;
     a->maxB = B;
     a->maxT = T;
-    a->row0 = cllm_calloc((size_t)B + 1, sizeof(int));
-    a->lm_from = cllm_calloc((size_t)B, sizeof(int));
-    a->lm_n = cllm_calloc((size_t)B, sizeof(int));
-    a->lm_base = cllm_calloc((size_t)B, sizeof(size_t));
+    a->row0 = cllm_calloc((size_t)2 * B + 1, sizeof(int));
+    a->par = cllm_calloc((size_t)2 * B, sizeof(int));
+    a->pre = cllm_calloc((size_t)2 * B, sizeof(int));
+    a->lm_from = cllm_calloc((size_t)2 * B, sizeof(int));
+    a->lm_n = cllm_calloc((size_t)2 * B, sizeof(int));
+    a->lm_base = cllm_calloc((size_t)2 * B, sizeof(size_t));
     a->tok = cllm_calloc(BT, sizeof(int));
     a->pos = cllm_calloc(BT, sizeof(int));
     a->xs = falloc(L + 1, BT, C);
@@ -144,7 +149,7 @@ int cllm_act_init(cllm_act **out, const cllm_model *m, int B, int T) {
     a->dh = falloc(BT, F, 1);
     a->dgate = falloc(BT, F, 1);
     a->dup = falloc(BT, F, 1);
-    if (!a->row0 || !a->lm_from || !a->lm_n || !a->lm_base || !a->tok || !a->pos || !a->xs || !a->xm || !a->rstd1 || !a->rstd2 || !a->q ||
+    if (!a->row0 || !a->par || !a->pre || !a->lm_from || !a->lm_n || !a->lm_base || !a->tok || !a->pos || !a->xs || !a->xm || !a->rstd1 || !a->rstd2 || !a->q ||
         !a->k || !a->v || !a->ao || !a->gate || !a->up || !a->xnf || !a->rstdf || !a->xn ||
         !a->proj || !a->hsw || !a->dx || !a->dxn || !a->dq || !a->dao || !a->dk || !a->dv ||
         !a->dh || !a->dgate || !a->dup) {
@@ -185,6 +190,11 @@ int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, cons
 
 int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
                           int B, int T, const int *lm_from, const int *lm_n, float *logits) {
+    return cllm_train_forward_fork(a, m, tokens, lens, B, T, lm_from, lm_n, NULL, logits);
+}
+
+int cllm_train_forward_fork(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens, int B, int T,
+                            const int *lm_from, const int *lm_n, const cllm_fork *fork, float *logits) {
     const cllm_config *c = &m->cfg;
     if (a->m != m && memcmp(&a->m->cfg, c, sizeof *c))
         return cllm_error(CLLM_EINVAL, "training forward: activations were made for another model");
@@ -206,17 +216,54 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
             return cllm_error(CLLM_EINVAL, "training forward: LM rows %d..%d of sequence %d (length %d)", lm_from[b],
                               lm_from[b] + lm_n[b], b, lens[b]);
     }
+    size_t rows = 0;   /* packed rows, forks included */
+    for (int b = 0; b < B; b++) {
+        rows += (size_t)lens[b];
+        if (!fork || !fork[b].n) continue;
+        const cllm_fork *f = &fork[b];
+        if (f->n < 0 || f->at < 0 || f->at > lens[b] || f->n > T - f->at)
+            return cllm_error(CLLM_EINVAL, "training forward: fork of sequence %d (length %d) at %d, %d rows "
+                              "(positions must stay below %d)", b, lens[b], f->at, f->n, T);
+        for (int i = 0; i < f->n; i++)
+            if (f->tokens[i] < 0 || f->tokens[i] >= V)
+                return cllm_error(CLLM_EINVAL, "training forward: token id %d out of range [0, %d)", f->tokens[i], V);
+        rows += (size_t)f->n;
+    }
+    if (rows > (size_t)a->maxB * a->maxT)
+        return cllm_error(CLLM_EINVAL, "training forward: %zu rows exceed the activations' %d x %d", rows,
+                          a->maxB, a->maxT);
     int rc = att_scratch(a, (size_t)2 * T);   /* forward needs T, backward 2T per thread */
     if (rc) return rc;
     a->B = 0;   /* until this forward has finished */
     size_t base = 0;
     int R = cllm_pack_rows(tokens, lens, B, T, a->tok, a->row0);
     for (int b = 0; b < B; b++) {
+        a->par[b] = -1;
+        a->pre[b] = 0;
         a->lm_from[b] = lm_from ? lm_from[b] : 0;   /* without windows: every real row, in (B, T, V) */
         a->lm_n[b] = lm_from ? lm_n[b] : lens[b];
         a->lm_base[b] = lm_from ? base : (size_t)b * T;
         base += (size_t)a->lm_n[b];
         for (int t = 0; t < lens[b]; t++) a->pos[a->row0[b] + t] = t;
+    }
+    if (!lm_from) base = (size_t)B * T;
+    int E = B;   /* the forks, packed after the sequences; the LM head on every row of each */
+    for (int b = 0; fork && b < B; b++) {
+        const cllm_fork *f = &fork[b];
+        if (!f->n) continue;
+        a->row0[E] = R;
+        a->par[E] = b;
+        a->pre[E] = f->at;
+        a->lm_from[E] = 0;
+        a->lm_n[E] = f->n;
+        a->lm_base[E] = base;
+        base += (size_t)f->n;
+        for (int i = 0; i < f->n; i++) {
+            a->tok[R + i] = f->tokens[i];
+            a->pos[R + i] = f->at + i;
+        }
+        R += f->n;
+        a->row0[++E] = R;
     }
     size_t BT = (size_t)R;   /* the per-layer stride of this forward's saved arrays */
 
@@ -236,11 +283,7 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
         matmul_forward(v, a->xn, w->wv, w->bv, R, C, KD);
         rope_forward(q, a->pos, R, NH, HS, c->rope_dim, c->rope_theta);
         rope_forward(k, a->pos, R, NKV, HS, c->rope_dim, c->rope_theta);
-        for (int b = 0; b < B; b++) {
-            size_t r0 = (size_t)a->row0[b];
-            attention_forward(ao + r0 * QD, q + r0 * QD, k + r0 * KD, v + r0 * KD, a->att,
-                              lens[b], 0, NH, NKV, HS);
-        }
+        attention_forward_fork(ao, q, k, v, a->row0, a->par, a->pre, a->att, E, NH, NKV, HS);
         matmul_forward(a->proj, ao, w->wo, NULL, R, QD, C);
         residual_forward(xm, x, a->proj, BT * C);
 
@@ -253,11 +296,12 @@ int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, c
         residual_forward(xo, xm, a->proj, BT * C);
     }
     rmsnorm_forward(a->xnf, a->rstdf, a->xs + (size_t)L * BT * C, m->out_norm, R, C, c->rms_eps);
-    for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)a->row0[b] + (size_t)a->lm_from[b];
-        if (a->lm_n[b]) matmul_forward(logits + a->lm_base[b] * V, a->xnf + r0 * C, m->lm_head, NULL, a->lm_n[b], C, V);
+    for (int e = 0; e < E; e++) {
+        size_t r0 = (size_t)a->row0[e] + (size_t)a->lm_from[e];
+        if (a->lm_n[e]) matmul_forward(logits + a->lm_base[e] * V, a->xnf + r0 * C, m->lm_head, NULL, a->lm_n[e], C, V);
     }
     a->B = B;
+    a->E = E;
     a->T = T;
     a->R = R;
     return 0;
@@ -274,7 +318,7 @@ int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, 
         return cllm_error(CLLM_EINVAL, "training backward: no forward pass to go back through");
     if (a->m != m && memcmp(&a->m->cfg, c, sizeof *c))
         return cllm_error(CLLM_EINVAL, "training backward: activations were made for another model");
-    int B = a->B, T = a->T, R = a->R;
+    int E = a->E, T = a->T, R = a->R;
     int L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
     int F = c->d_ff, V = c->vocab, QD = NH * HS, KD = NKV * HS;
     int rc = att_scratch(a, (size_t)2 * T);
@@ -286,11 +330,11 @@ int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, 
     memset(dx, 0, BT * C * sizeof(float));
     memset(dxn, 0, BT * C * sizeof(float));
     float *dlm = gslot(m, grads, m->lm_head);
-    for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)a->row0[b] + (size_t)a->lm_from[b];
-        if (a->lm_n[b])
-            matmul_backward(dxn + r0 * C, dlm, NULL, dlogits + a->lm_base[b] * V, a->xnf + r0 * C, m->lm_head,
-                            a->lm_n[b], C, V);
+    for (int e = 0; e < E; e++) {
+        size_t r0 = (size_t)a->row0[e] + (size_t)a->lm_from[e];
+        if (a->lm_n[e])
+            matmul_backward(dxn + r0 * C, dlm, NULL, dlogits + a->lm_base[e] * V, a->xnf + r0 * C, m->lm_head,
+                            a->lm_n[e], C, V);
     }
     rmsnorm_backward(dx, gslot(m, grads, m->out_norm), dxn, a->xs + (size_t)L * BT * C, m->out_norm,
                      a->rstdf, R, C);
@@ -318,7 +362,8 @@ int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, 
         rmsnorm_forward(a->xn, NULL, x, w->attn_norm, R, C, c->rms_eps);
         memset(a->dao, 0, BT * QD * sizeof(float));
         matmul_backward(a->dao, gslot(m, grads, w->wo), NULL, dx, ao, w->wo, R, QD, C);
-        attention_backward(a->dq, a->dk, a->dv, a->dao, q, k, v, a->row0, a->att, B, T, NH, NKV, HS);
+        attention_backward(a->dq, a->dk, a->dv, a->dao, q, k, v, a->row0, a->par, a->pre, a->att, E, T, NH,
+                           NKV, HS);
         rope_backward(a->dq, a->pos, R, NH, HS, c->rope_dim, c->rope_theta);
         rope_backward(a->dk, a->pos, R, NKV, HS, c->rope_dim, c->rope_theta);
         memset(dxn, 0, BT * C * sizeof(float));

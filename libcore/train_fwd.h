@@ -50,8 +50,27 @@ int cllm_train_forward(cllm_act *a, const cllm_model *m, const int *tokens, cons
 int cllm_train_forward_lm(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens,
                           int B, int T, const int *lm_from, const int *lm_n, float *logits);
 
+/* A fork of a sequence: n tokens (tokens, n ints) at positions at .. at + n - 1
+ * that see the sequence's first `at` rows and then themselves (causally), as
+ * the sequence of those `at` tokens followed by these n would, without those
+ * rows computed again. n = 0: no fork. */
+typedef struct cllm_fork { const int *tokens; int at, n; } cllm_fork;
+
+/* cllm_train_forward_lm with forks (fork (B), or NULL: none): fork b of n
+ * rows branches off sequence b at 0 <= at <= lens[b], at + n <= T. The LM
+ * head runs on every row of every fork; their logits follow the windows'
+ * ((B, T, V) without windows), fork after fork, in b order. The activations
+ * must hold the rows of the sequences and the forks together (sum of lens
+ * and of n <= the B x T of cllm_act_init). The CLLM step uses it to score
+ * x || y* (the AR loss, the teacher) and x || y(j) (the student) in one
+ * pass: the student forks off after x (docs/TRAINING.md, "One pass for
+ * both"). The backward pass sums the gradients of both, also through the
+ * shared rows. */
+int cllm_train_forward_fork(cllm_act *a, const cllm_model *m, const int *tokens, const int *lens, int B, int T,
+                            const int *lm_from, const int *lm_n, const cllm_fork *fork, float *logits);
+
 /* Backward of the last forward: dlogits in that forward's layout, (B, T, V)
- * (rows >= lens[b] are ignored) or packed windows; grads (n_params) +=
+ * (rows >= lens[b] are ignored) or packed windows, then the forks' rows; grads (n_params) +=
  * d loss / d params. 0 or CLLM_E*. */
 int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, float *grads);
 /* The packed layout both trainers (CPU and CUDA) compute on: the real tokens

@@ -79,8 +79,16 @@ static dot_fn pick_dot(void) {
 typedef struct att_job {
     float *out;
     const float *q;
-    const float *const *kc, *const *vc;  /* (B) per-sequence caches */
-    const int *row0, *past;              /* (B+1), (B) */
+    /* inference: per-sequence caches, sequence b's row t sees cache rows
+     * 0 .. past[b] + t */
+    const float *const *kc, *const *vc;  /* (B) */
+    const int *past;                     /* (B) */
+    /* training (kc NULL): packed k, v (row0[B], NKV, HS); sequence b's row t
+     * sees rows 0 .. pre[b] - 1 of sequence par[b] (par NULL or par[b] < 0:
+     * none), then its own rows 0 .. t */
+    const float *k, *v;
+    const int *par, *pre;                /* (B), (B) or NULL */
+    const int *row0;                     /* (B+1) */
     float *att;                          /* (threads, att_stride) */
     size_t att_stride;
     int B, NH, NKV, HS;
@@ -90,20 +98,18 @@ typedef struct att_job {
     axpy_fn axpy;
 } att_job;
 
-/* out[r,h] for one row r of sequence b at position P + t. */
-static void att_one(const att_job *j, int b, int r, int h, float *att) {
-    int NH = j->NH, NKV = j->NKV, HS = j->HS;
-    int group = NH / NKV, kvh = h / group;
-    int t = r - j->row0[b];
+/* out (HS) for query qv (HS) over np keys/values of a prefix (rows of
+ * stride krow at kp, vp) followed by no of the sequence's own (at ko, vo):
+ * the scores in that order, so a sequence without a prefix computes exactly
+ * what it computed before prefixes existed. */
+static void att_row(const att_job *j, float *o, const float *qv, const float *kp, const float *vp, int np,
+                    const float *ko, const float *vo, int no, float *att) {
+    int HS = j->HS, n = np + no;
     float scale = 1.0f / sqrtf((float)HS);
-    size_t krow = (size_t)NKV * HS;
-    const float *qv = j->q + ((size_t)r * NH + h) * HS;
-    float *o = j->out + ((size_t)r * NH + h) * HS;
-    const float *kc = j->kc[b], *vc = j->vc[b];
-    int n = j->past[b] + t + 1;   /* keys 0 .. P + t */
+    size_t krow = (size_t)j->NKV * HS;
     float mx = -INFINITY;
     for (int s = 0; s < n; s++) {
-        const float *kv = kc + (size_t)s * krow + (size_t)kvh * HS;
+        const float *kv = s < np ? kp + (size_t)s * krow : ko + (size_t)(s - np) * krow;
         float dot = j->dot(qv, kv, HS) * scale;
         att[s] = dot;
         if (dot > mx) mx = dot;
@@ -116,7 +122,25 @@ static void att_one(const att_job *j, int b, int r, int h, float *att) {
     }
     float inv = 1.0f / sum;
     memset(o, 0, (size_t)HS * sizeof(float));
-    for (int s = 0; s < n; s++) j->axpy(o, att[s] * inv, vc + (size_t)s * krow + (size_t)kvh * HS, HS);
+    for (int s = 0; s < n; s++)
+        j->axpy(o, att[s] * inv, s < np ? vp + (size_t)s * krow : vo + (size_t)(s - np) * krow, HS);
+}
+
+/* out[r,h] for one row r of sequence b. */
+static void att_one(const att_job *j, int b, int r, int h, float *att) {
+    int NH = j->NH, HS = j->HS, kvh = h / (NH / j->NKV);
+    int t = r - j->row0[b];
+    size_t krow = (size_t)j->NKV * HS, kvo = (size_t)kvh * HS;
+    const float *qv = j->q + ((size_t)r * NH + h) * HS;
+    float *o = j->out + ((size_t)r * NH + h) * HS;
+    if (j->kc) {
+        att_row(j, o, qv, NULL, NULL, 0, j->kc[b] + kvo, j->vc[b] + kvo, j->past[b] + t + 1, att);
+        return;
+    }
+    size_t own = (size_t)j->row0[b] * krow + kvo;
+    int p = j->par ? j->par[b] : -1, np = p >= 0 ? j->pre[b] : 0;
+    size_t pre = p >= 0 ? (size_t)j->row0[p] * krow + kvo : 0;
+    att_row(j, o, qv, j->k + pre, j->v + pre, np, j->k + own, j->v + own, t + 1, att);
 }
 
 /* A contiguous range of (row, head) pairs, w = r * NH + h. */
@@ -133,28 +157,49 @@ static void att_task(void *ctx, int task, int worker) {
     }
 }
 
+/* The most keys a row of sequence b sees (its last row's). */
+static int att_keys(const att_job *j, int b) {
+    int T = j->row0[b + 1] - j->row0[b];
+    if (j->kc) return j->past[b] + T;
+    return (j->par && j->par[b] >= 0 ? j->pre[b] : 0) + T;
+}
+
+/* Split j's (row, head) pairs into tasks on the pool. The pool pays off only
+ * past ~1 MFLOP: an AR step of a short context runs inline. */
+static void att_run(att_job *j) {
+    int work = j->rows * j->NH;
+    double flops = 0;
+    for (int b = 0; b < j->B; b++) {
+        int T = j->row0[b + 1] - j->row0[b], keys = att_keys(j, b);
+        if ((size_t)keys > j->att_stride) j->att_stride = (size_t)keys;
+        flops += 4.0 * T * j->NH * keys * (double)j->HS;
+    }
+    if (work <= 0) return;
+    int nt = kernels_threads(), tasks = 1;
+    if (nt > 1 && flops >= 1e6) tasks = 4 * nt;
+    if (tasks > work) tasks = work;
+    j->per_task = (work + tasks - 1) / tasks;
+    tasks = (work + j->per_task - 1) / j->per_task;
+    kernels_parallel(tasks, att_task, j);
+}
+
 /* out, q (row0[B], NH, HS); kc, vc (B); row0 (B+1); past (B);
  * att (threads, max_b (past[b] + T_b)) */
 void attention_forward_batch(float *out, const float *q, const float *const *kc,
                              const float *const *vc, const int *row0, const int *past,
                              float *att, int B, int NH, int NKV, int HS) {
-    int rows = row0[B], work = rows * NH;
-    size_t stride = 0;
-    double flops = 0;
-    for (int b = 0; b < B; b++) {
-        int T = row0[b + 1] - row0[b];
-        if ((size_t)(past[b] + T) > stride) stride = (size_t)(past[b] + T);
-        flops += 4.0 * T * NH * (past[b] + T) * (double)HS;
-    }
-    if (work <= 0) return;
-    /* The pool pays off only past ~1 MFLOP: an AR step of a short context runs inline. */
-    int nt = kernels_threads(), tasks = 1;
-    if (nt > 1 && flops >= 1e6) tasks = 4 * nt;
-    if (tasks > work) tasks = work;
-    att_job j = {out, q, kc, vc, row0, past, att, stride, B, NH, NKV, HS, rows,
-                 (work + tasks - 1) / tasks, pick_dot(), pick_axpy()};
-    tasks = (work + j.per_task - 1) / j.per_task;
-    kernels_parallel(tasks, att_task, &j);
+    att_job j = {out, q, kc, vc, past, NULL, NULL, NULL, NULL, row0, att, 0, B, NH, NKV, HS, row0[B],
+                 0, pick_dot(), pick_axpy()};
+    att_run(&j);
+}
+
+/* out, q (row0[B], NH, HS); k, v (row0[B], NKV, HS); row0 (B+1); par, pre
+ * (B) or NULL; att (threads, most keys of a row) */
+void attention_forward_fork(float *out, const float *q, const float *k, const float *v, const int *row0,
+                            const int *par, const int *pre, float *att, int B, int NH, int NKV, int HS) {
+    att_job j = {out, q, NULL, NULL, NULL, k, v, par, pre, row0, att, 0, B, NH, NKV, HS, row0[B],
+                 0, pick_dot(), pick_axpy()};
+    att_run(&j);
 }
 
 /* out (T, NH, HS); q (T, NH, HS); kc, vc (S, NKV, HS); att (threads * (P + T)) */
@@ -170,77 +215,94 @@ typedef struct attb_job {
     float *dq, *dk, *dv;
     const float *dout, *q, *k, *v;
     const int *row0;     /* (B + 1) first row of each sequence */
+    const int *par, *pre;/* (B) each or NULL: the prefix each sequence sees */
     float *att;          /* 2 * T floats for this job: p, dp */
-    int T, NH, NKV, HS;
+    int B, T, NH, NKV, HS;
     int begin, end;      /* range of b * NKV + kvh */
     dot_fn dot;          /* the forward's dot product, so p is recomputed exactly */
 } attb_job;
 
-/* One (sequence b, kv head g) pair: its dk, dv rows and the dq rows of the
- * query heads g*group .. g*group + group - 1. */
+/* Sequence b's query head h, row t: its dq row, and its part of dk, dv of the
+ * np prefix rows (kp, vp; dkp, dvp) and own rows 0..t (ko, vo; dko, dvo). */
+static void attb_row(const attb_job *j, int b, int h, int t, const float *kp, const float *vp, float *dkp,
+                     float *dvp, int np, const float *ko, const float *vo, float *dko, float *dvo) {
+    int HS = j->HS, n = np + t + 1;
+    float scale = 1.0f / sqrtf((float)HS);
+    size_t krow = (size_t)j->NKV * HS;
+    float *p = j->att, *dp = j->att + j->T;
+    size_t off = ((size_t)j->row0[b] + t) * j->NH * HS + (size_t)h * HS;
+    float *dqv = j->dq + off;
+    memset(dqv, 0, (size_t)HS * sizeof(float));
+    const float *qv = j->q + off, *dov = j->dout + off;
+#define KEY(base, s) ((s) < np ? (base##p) + (size_t)(s) * krow : (base##o) + (size_t)((s) - np) * krow)
+    /* recompute p exactly as the forward does (att_row) */
+    float mx = -INFINITY;
+    for (int s = 0; s < n; s++) {
+        float dot = j->dot(qv, KEY(k, s), HS);
+        dot *= scale;
+        p[s] = dot;
+        if (dot > mx) mx = dot;
+    }
+    float sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        float e = expf(p[s] - mx);
+        p[s] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    float pdp = 0.0f;
+    for (int s = 0; s < n; s++) {
+        p[s] *= inv;
+        const float *vv = KEY(v, s);
+        float *dvv = KEY(dv, s);
+        float d = 0.0f;
+        for (int i = 0; i < HS; i++) {
+            d += dov[i] * vv[i];
+            dvv[i] += p[s] * dov[i];
+        }
+        dp[s] = d;
+        pdp += p[s] * d;
+    }
+    for (int s = 0; s < n; s++) {
+        float ds = p[s] * (dp[s] - pdp) * scale;
+        const float *kv = KEY(k, s);
+        float *dkv = KEY(dk, s);
+        for (int i = 0; i < HS; i++) {
+            dqv[i] += ds * kv[i];
+            dkv[i] += ds * qv[i];
+        }
+    }
+#undef KEY
+}
+
+/* One (sequence b, kv head g) pair, b without a parent: the dk, dv rows of b
+ * and of every sequence forking from it, and the dq rows of their query heads
+ * g*group .. g*group + group - 1. A family is one task, so the rows of b that
+ * its forks see as a prefix are summed in one fixed order: b's queries, then
+ * each fork's in order. */
 static void attb_range(const attb_job *j) {
     int NH = j->NH, NKV = j->NKV, HS = j->HS;
     int group = NH / NKV;
-    float scale = 1.0f / sqrtf((float)HS);
-    size_t qrow = (size_t)NH * HS, krow = (size_t)NKV * HS;
-    float *p = j->att, *dp = j->att + j->T;
+    size_t krow = (size_t)NKV * HS;
     for (int w = j->begin; w < j->end; w++) {
         int b = w / NKV, g = w % NKV;
-        size_t r0 = (size_t)j->row0[b];
-        int n = j->row0[b + 1] - j->row0[b];
-        const float *kb = j->k + r0 * krow + (size_t)g * HS;   /* row s at + s*krow */
-        const float *vb = j->v + r0 * krow + (size_t)g * HS;
-        float *dkb = j->dk + r0 * krow + (size_t)g * HS;
-        float *dvb = j->dv + r0 * krow + (size_t)g * HS;
-        for (int s = 0; s < n; s++) {
-            memset(dkb + (size_t)s * krow, 0, (size_t)HS * sizeof(float));
-            memset(dvb + (size_t)s * krow, 0, (size_t)HS * sizeof(float));
-        }
-        for (int h = g * group; h < (g + 1) * group; h++) {
-            for (int t = 0; t < n; t++) {
-                size_t off = (r0 + t) * qrow + (size_t)h * HS;
-                float *dqv = j->dq + off;
-                memset(dqv, 0, (size_t)HS * sizeof(float));
-                const float *qv = j->q + off, *dov = j->dout + off;
-                /* recompute p exactly as attention_forward does */
-                float mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float *kv = kb + (size_t)s * krow;
-                    float dot = j->dot(qv, kv, HS);
-                    dot *= scale;
-                    p[s] = dot;
-                    if (dot > mx) mx = dot;
-                }
-                float sum = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    float e = expf(p[s] - mx);
-                    p[s] = e;
-                    sum += e;
-                }
-                float inv = 1.0f / sum;
-                float pdp = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] *= inv;
-                    const float *vv = vb + (size_t)s * krow;
-                    float *dvv = dvb + (size_t)s * krow;
-                    float d = 0.0f;
-                    for (int i = 0; i < HS; i++) {
-                        d += dov[i] * vv[i];
-                        dvv[i] += p[s] * dov[i];
-                    }
-                    dp[s] = d;
-                    pdp += p[s] * d;
-                }
-                for (int s = 0; s <= t; s++) {
-                    float ds = p[s] * (dp[s] - pdp) * scale;
-                    const float *kv = kb + (size_t)s * krow;
-                    float *dkv = dkb + (size_t)s * krow;
-                    for (int i = 0; i < HS; i++) {
-                        dqv[i] += ds * kv[i];
-                        dkv[i] += ds * qv[i];
-                    }
-                }
+        if (j->par && j->par[b] >= 0) continue;   /* done with its parent */
+        size_t gofs = (size_t)g * HS, base = (size_t)j->row0[b] * krow + gofs;
+        for (int f = b; f < j->B; f++) {
+            if (f != b && !(j->par && j->par[f] == b)) continue;
+            for (int r = j->row0[f]; r < j->row0[f + 1]; r++) {
+                memset(j->dk + (size_t)r * krow + gofs, 0, (size_t)HS * sizeof(float));
+                memset(j->dv + (size_t)r * krow + gofs, 0, (size_t)HS * sizeof(float));
             }
+        }
+        for (int f = b; f < j->B; f++) {
+            if (f != b && !(j->par && j->par[f] == b)) continue;
+            int np = f != b ? j->pre[f] : 0;
+            size_t own = (size_t)j->row0[f] * krow + gofs;
+            for (int h = g * group; h < (g + 1) * group; h++)
+                for (int t = 0; t < j->row0[f + 1] - j->row0[f]; t++)
+                    attb_row(j, f, h, t, j->k + base, j->v + base, j->dk + base, j->dv + base, np, j->k + own,
+                             j->v + own, j->dk + own, j->dv + own);
         }
     }
 }
@@ -253,16 +315,16 @@ static void attb_task(void *ctx, int task, int worker) {
 }
 
 /* dq (R, NH, HS); dk, dv (R, NKV, HS); dout, q (R, NH, HS); k, v (R, NKV, HS);
- * R = row0[B]; row0 (B + 1); att (threads * 2 * T) */
+ * R = row0[B]; row0 (B + 1); par, pre (B) or NULL; att (threads * 2 * T) */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const int *row0, float *att,
-                        int B, int T, int NH, int NKV, int HS) {
+                        const float *k, const float *v, const int *row0, const int *par, const int *pre,
+                        float *att, int B, int T, int NH, int NKV, int HS) {
     int work = B * NKV;
     int nt = kernels_threads();
-    double flops = 0;   /* a bound: 8 NH HS n^2 for a sequence of n rows */
+    double flops = 0;   /* a bound: 8 NH HS n (n + prefix) for a sequence of n rows */
     for (int b = 0; b < B; b++) {
-        double n = row0[b + 1] - row0[b];
-        flops += 8.0 * NH * HS * n * n;
+        double n = row0[b + 1] - row0[b], np = par && par[b] >= 0 ? pre[b] : 0;
+        flops += 8.0 * NH * HS * n * (n + np);
     }
     if (nt > work) nt = work;
     if (flops < 1e6 || nt < 2) nt = 1;
@@ -271,7 +333,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     /* nt tasks of whole (sequence, kv head) pairs; scratch by worker (attb_task) */
     attb_job jobs[MAXT];
     for (int i = 0; i < nt; i++)
-        jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, row0, att, T, NH, NKV, HS,
+        jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, row0, par, pre, att, B, T, NH, NKV, HS,
                              (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt),
                              pick_dot()};
     kernels_parallel(nt, attb_task, jobs);

@@ -9,8 +9,9 @@
 #   4. damaged checkpoints (truncated, flipped, foreign) and other options are
 #      refused with a clear message;
 #   5. CLLM training (global, local, --use-labels) on cllm-traj output runs,
-#      writes GGUF and HF outputs that load, and a traj stream made with
-#      another tokenizer is refused.
+#      writes GGUF and HF outputs that load, the student as a fork of x||y*
+#      equals the student in a pass of its own (--separate-passes), and a
+#      traj stream made with another tokenizer is refused.
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -99,6 +100,22 @@ echo "  other input: $(cat "$T/bad.err")"
 "$B/cllm-traj" -m "$T/sft" -n 8 --max-new-tokens 24 --field question --template gsm8k --labels -q "$T/p8.jsonl" > "$T/traj.zst"
 "$B/cllm-train" -m "$T/sft" -o "$T/cllm.gguf" --lr 1e-3 --max-steps 6 --batch 2 -t 1 -q "$T/traj.zst" > "$T/c1.zst"
 "$B/cllm-cat" -j "$T/c1.zst" | grep -q '"name":"consistency"' || fail "no consistency metric"
+# The student as a fork of x||y* (the default) == the student in a pass of its
+# own: the same weights (model-diff: max relative error 1e-5 per tensor; only
+# the order of the weight gradients' sums differs) and losses (1e-6 relative),
+# also without the AR loss's gradient (--ar-weight 0) and with mean rows.
+metrics() { "$B/cllm-cat" -j "$1" | grep -E '"name":"(loss|consistency|ar)"' | sed 's/.*"name":"\([a-z]*\)","value":\([^,]*\),"step":\([0-9]*\).*/\3 \1 \2/'; }
+for extra in "" "--ar-weight 0 --consistency-mean"; do
+    "$B/cllm-train" -m "$T/sft" -o "$T/sep.gguf" --lr 1e-3 --max-steps 6 --batch 2 -t 1 -q $extra --separate-passes "$T/traj.zst" > "$T/sep.zst"
+    "$B/cllm-train" -m "$T/sft" -o "$T/fork.gguf" --lr 1e-3 --max-steps 6 --batch 2 -t 1 -q $extra "$T/traj.zst" > "$T/fork.zst"
+    "$B/tools/model-diff" -q "$T/fork.gguf" "$T/sep.gguf" > "$T/d" || { cat "$T/d"; fail "fork vs separate passes ($extra): weights differ"; }
+    metrics "$T/sep.zst" > "$T/m1"
+    metrics "$T/fork.zst" > "$T/m2"
+    [ "$(wc -l < "$T/m1")" = 18 ] || fail "fork vs separate passes: $(wc -l < "$T/m1") loss metrics, want 18"
+    paste "$T/m1" "$T/m2" | awk '$1 != $4 || $2 != $5 || ($3 - $6)^2 > 1e-12 * ($6^2 + 1e-30) { print; bad = 1 } END { exit bad }' \
+        || fail "fork vs separate passes ($extra): losses differ"
+    echo "fork == separate passes ($extra): $(tail -1 "$T/d"), losses equal to 1e-6"
+done
 "$B/cllm-train" -m "$T/sft" -o "$T/cllm-local" --loss local --use-labels --lr 1e-3 --max-steps 4 --batch 3 --grad-accum 2 -t 1 -q < "$T/traj.zst" > /dev/null
 echo "What is 2+2?" | "$B/cllm-gen" -m "$T/cllm.gguf" --lines --max-new-tokens 4 > /dev/null || fail "GGUF output does not load"
 echo "What is 2+2?" | "$B/cllm-gen" -m "$T/cllm-local" --lines --max-new-tokens 4 > /dev/null || fail "HF output does not load"

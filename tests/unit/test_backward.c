@@ -338,6 +338,97 @@ out:
     cllm_model_free(&m);
 }
 
+/* cllm_train_forward_fork: a fork b' of sequence b at `at` computes what a
+ * sequence tokens_b[0..at) || fork_b computes, in one pass with b. Reference:
+ * cllm_train_forward_lm on 2B sequences (the B, then each fork spelt out
+ * with its prefix), windows on the same rows, so both pack their logits in
+ * the same layout. Forks at the end of a sequence, in its middle, at 0 (no
+ * prefix); one sequence without a fork. Logits agree to 1e-6 (the same
+ * kernels on the same rows; only BLAS's row count differs), gradients of
+ * the same random dlogits to 1e-5 (the shared rows' gradients are summed
+ * over the sequence's and the fork's queries in one pass instead of two);
+ * both on 1 and 4 threads. Bad forks and too many rows are refused. */
+static void check_forks(void) {
+    enum { B = 4, T = 12 };
+    cllm_config c = tiny_cfg(0, 1);
+    cllm_model m;
+    if (random_model(&m, &c, 79)) { CHECK(0); return; }
+    int V = c.vocab;
+    int lens[B] = {9, 5, 7, 6}, from[B] = {3, 0, 6, 2}, n[B] = {4, 0, 1, 3};
+    int at[B] = {4, 0, 7, 0}, nf[B] = {5, 2, 5, 0};
+    int tok[B * T], ftok[B][T], rtok[2 * B * T], rlens[2 * B], rfrom[2 * B], rn[2 * B];
+    cllm_rng r;
+    cllm_rng_seed(&r, 5);
+    for (int i = 0; i < B * T; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    cllm_fork fk[B];
+    size_t rows = 0;
+    int E = B;
+    memcpy(rtok, tok, sizeof tok);
+    for (int b = 0; b < B; b++) {
+        rlens[b] = lens[b];
+        rfrom[b] = from[b];
+        rn[b] = n[b];
+        rows += (size_t)n[b];
+        for (int i = 0; i < nf[b]; i++) ftok[b][i] = (int)cllm_rng_below(&r, (uint64_t)V);
+        fk[b] = (cllm_fork){ ftok[b], at[b], nf[b] };
+        if (!nf[b]) continue;
+        int *row = rtok + (size_t)E * T;   /* the fork spelt out */
+        memcpy(row, tok + (size_t)b * T, (size_t)at[b] * sizeof(int));
+        memcpy(row + at[b], ftok[b], (size_t)nf[b] * sizeof(int));
+        rlens[E] = at[b] + nf[b];
+        rfrom[E] = at[b];
+        rn[E] = nf[b];
+        rows += (size_t)nf[b];
+        E++;
+    }
+    size_t NL = rows * V;
+    float *ref = malloc(NL * sizeof(float)), *got = malloc(NL * sizeof(float)), *dl = malloc(NL * sizeof(float));
+    float *gref = calloc(m.n_params, sizeof(float)), *g = calloc(m.n_params, sizeof(float));
+    cllm_act *a = NULL, *small = NULL;
+    CHECK_OK(cllm_act_init(&a, &m, 2 * B, T));
+    if (!ref || !got || !dl || !gref || !g || !a) { CHECK(0); goto out; }
+    fill_uniform(dl, NL, 1.0f, &r);
+    for (int threads = 1; threads <= 4; threads += 3) {
+        kernels_set_threads(threads);
+        memset(gref, 0, m.n_params * sizeof(float));
+        memset(g, 0, m.n_params * sizeof(float));
+        CHECK_OK(cllm_train_forward_lm(a, &m, rtok, rlens, E, T, rfrom, rn, ref));
+        CHECK_OK(cllm_train_backward(a, &m, dl, gref));
+        CHECK_OK(cllm_train_forward_fork(a, &m, tok, lens, B, T, from, n, fk, got));
+        CHECK_OK(cllm_train_backward(a, &m, dl, g));
+        double el = max_relerr(got, ref, NL), eg = max_relerr(g, gref, m.n_params);
+        CHECK_MSG(el <= 1e-6, "forks, %d threads: logits vs the forks spelt out: relerr %.3g", threads, el);
+        CHECK_MSG(eg <= 1e-5, "forks, %d threads: gradients vs the forks spelt out: relerr %.3g", threads, eg);
+        printf("forks (%d threads): logits relerr %.3g, gradients relerr %.3g\n", threads, el, eg);
+    }
+    kernels_set_threads(1);
+    cllm_fork bad[B];
+    memcpy(bad, fk, sizeof bad);
+    bad[1].at = 6;   /* past the end of sequence 1 (length 5) */
+    CHECK(cllm_train_forward_fork(a, &m, tok, lens, B, T, from, n, bad, got) == CLLM_EINVAL);
+    memcpy(bad, fk, sizeof bad);
+    bad[0].n = 9;    /* positions 4..12: past T */
+    CHECK(cllm_train_forward_fork(a, &m, tok, lens, B, T, from, n, bad, got) == CLLM_EINVAL);
+    memcpy(bad, fk, sizeof bad);
+    int badtok[2] = {0, V};
+    bad[1].tokens = badtok;
+    CHECK(cllm_train_forward_fork(a, &m, tok, lens, B, T, from, n, bad, got) == CLLM_EINVAL);
+    /* activations for 4 x 9 rows: sequences of 9 + 9 + 9 + 6 rows fit, not
+     * with forks of 5 + 2 + 2 more */
+    CHECK_OK(cllm_act_init(&small, &m, B, T - 3));
+    int lens9[B] = {9, 9, 9, 6};
+    memcpy(bad, fk, sizeof bad);
+    bad[2].n = 2;
+    if (small) CHECK(cllm_train_forward_fork(small, &m, tok, lens9, B, 9, from, n, NULL, got) == 0);
+    if (small) CHECK(cllm_train_forward_fork(small, &m, tok, lens9, B, 9, from, n, bad, got) == CLLM_EINVAL);
+out:
+    kernels_set_threads(1);
+    cllm_act_free(a);
+    cllm_act_free(small);
+    free(ref); free(got); free(dl); free(gref); free(g);
+    cllm_model_free(&m);
+}
+
 /* attention_backward above its threading threshold: 1 and 4 threads give the
  * same bits (each (sequence, kv head) pair is reduced by one thread); and a
  * sequence packed after another gives what it gives alone. */
@@ -357,15 +448,15 @@ static void check_attention_threads(void) {
     fill_uniform(v, nk, 1.0f, &r);
     fill_uniform(dout, nq, 1.0f, &r);
     kernels_set_threads(1);
-    attention_backward(dq1, dk1, dv1, dout, q, k, v, row0, att, B, T, NH, NKV, HS);
+    attention_backward(dq1, dk1, dv1, dout, q, k, v, row0, NULL, NULL, att, B, T, NH, NKV, HS);
     kernels_set_threads(4);
-    attention_backward(dq4, dk4, dv4, dout, q, k, v, row0, att, B, T, NH, NKV, HS);
+    attention_backward(dq4, dk4, dv4, dout, q, k, v, row0, NULL, NULL, att, B, T, NH, NKV, HS);
     kernels_set_threads(1);
     CHECK(!memcmp(dq1, dq4, nq * 4) && !memcmp(dk1, dk4, nk * 4) && !memcmp(dv1, dv4, nk * 4));
     /* sequence 1 alone (its rows moved to the front of dq4 ...) equals its rows in the pack */
     int one[2] = {0, row0[2] - row0[1]};
     size_t oq = (size_t)row0[1] * NH * HS, ok = (size_t)row0[1] * NKV * HS;
-    attention_backward(dq4, dk4, dv4, dout + oq, q + oq, k + ok, v + ok, one, att, 1, T, NH, NKV, HS);
+    attention_backward(dq4, dk4, dv4, dout + oq, q + oq, k + ok, v + ok, one, NULL, NULL, att, 1, T, NH, NKV, HS);
     CHECK(!memcmp(dq4, dq1 + oq, (nq - oq) * 4) && !memcmp(dk4, dk1 + ok, (nk - ok) * 4) &&
           !memcmp(dv4, dv1 + ok, (nk - ok) * 4));
 out:
@@ -534,6 +625,7 @@ int main(void) {
 
     check_padding_accum_threads();
     check_lm_windows();
+    check_forks();
     check_attention_threads();
     TEST_OK("padding_accum_threads");
 

@@ -26,6 +26,12 @@
  * equal to 1e-6 relative (expected bit-equal; the count of differing elements
  * is printed); argument errors.
  *
+ * Forks (test_forks): one call with forks (a student x||y(j) branching off
+ * x||y*, reading in the same call the teacher slots x||y*'s rows save)
+ * against the CPU's cllm_train_forward_fork, with the default and the
+ * warp-per-key kernels (the thread-per-key ones fall back to those with
+ * forks).
+ *
  * --bench [B T]: SmolLM2-135M shapes (random weights, 30 layers, C 576,
  * V 49,152), B records of ~T tokens (lengths T-40..T, default 16 x 320), SFT
  * loss on every real row; prints training tokens/s (forward + loss +
@@ -79,23 +85,35 @@ static double relerr(double a, double b) {
 
 /* ---- the CPU side of one micro-batch -------------------------------------- */
 
-/* Forward, the losses of rows (as cllm_cuda_train_micro defines them),
- * backward (grads +=). teacher (S, V) is read and written by slot. */
+/* Forward (with forks: fork (B) or NULL), the losses of rows (as
+ * cllm_cuda_train_micro_fork defines them), backward (grads +=). teacher
+ * (S, V) is read and written by slot: the call's saves first (the GPU runs
+ * the saving rows' chunks before the reading ones). */
 static int cpu_micro(cllm_act *act, const cllm_model *m, const int *tok, const int *lens, int B,
-                     int T, const cllm_cuda_loss_row *rows, int n, double eps, float *teacher,
-                     float *grads, double *ce, double *soft) {
+                     int T, const cllm_fork *fork, const cllm_cuda_loss_row *rows, int n, double eps,
+                     float *teacher, float *grads, double *ce, double *soft) {
     int V = m->cfg.vocab, rc;
-    size_t BTV = (size_t)B * T * V;
-    float *logits = calloc(BTV, sizeof(float)), *dl = calloc(BTV, sizeof(float));
+    size_t nrow = (size_t)B * T, foff[B];   /* logits rows: (B, T), then the forks' */
+    for (int b = 0; b < B; b++) {
+        foff[b] = nrow;
+        nrow += fork ? (size_t)fork[b].n : 0;
+    }
+    float *logits = calloc(nrow * V, sizeof(float)), *dl = calloc(nrow * V, sizeof(float));
     float *tmp = malloc((size_t)V * sizeof(float));
+    size_t *at = malloc((size_t)(n > 0 ? n : 1) * sizeof(size_t));
     *ce = *soft = 0;
-    if (!logits || !dl || !tmp) { rc = CLLM_ENOMEM; goto out; }
-    if ((rc = cllm_train_forward(act, m, tok, lens, B, T, logits))) goto out;
-    /* teacher rows are read before any row of this call saves (the GPU
-     * forbids a slot read and saved in one call, so order does not matter) */
+    if (!logits || !dl || !tmp || !at) { rc = CLLM_ENOMEM; goto out; }
+    if ((rc = cllm_train_forward_fork(act, m, tok, lens, B, T, NULL, NULL, fork, logits))) goto out;
     for (int i = 0; i < n; i++) {
-        const float *x = logits + (size_t)rows[i].row * V;
-        float *d = dl + (size_t)rows[i].row * V;
+        int q = rows[i].row / T;
+        at[i] = q < B ? (size_t)rows[i].row : foff[q - B] + (size_t)(rows[i].row % T);
+    }
+    for (int i = 0; i < n; i++)
+        if (rows[i].save >= 0)
+            memcpy(teacher + (size_t)rows[i].save * V, logits + at[i] * V, (size_t)V * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        const float *x = logits + at[i] * V;
+        float *d = dl + at[i] * V;
         if (rows[i].target >= 0) {
             *ce += (double)rows[i].ce_scale * cllm_ce_row(x, V, rows[i].target, eps, rows[i].ce_scale, tmp);
             for (int v = 0; v < V; v++) d[v] += tmp[v];
@@ -106,16 +124,52 @@ static int cpu_micro(cllm_act *act, const cllm_model *m, const int *tok, const i
             for (int v = 0; v < V; v++) d[v] += tmp[v];
         }
     }
-    for (int i = 0; i < n; i++)
-        if (rows[i].save >= 0)
-            memcpy(teacher + (size_t)rows[i].save * V, logits + (size_t)rows[i].row * V,
-                   (size_t)V * sizeof(float));
     rc = cllm_train_backward(act, m, dl, grads);
 out:
     free(logits);
     free(dl);
     free(tmp);
+    free(at);
     return rc;
+}
+
+/* Every tensor's gradient, GPU against CPU, within GRAD_TOL. */
+static void check_grads(const char *name, const cllm_model *m, const float *g_gpu, const float *g_cpu) {
+    size_t np = m->n_params;
+    /* A tensor's error is measured on its own scale, floored at 1e-2 of the
+     * largest gradient of the model. The floor is for gradients that are
+     * small sums of large terms, where bf16 rounding of the terms is large
+     * relative to the sum: the k bias (softmax is shift-invariant, so the
+     * post-RoPE key gradients of a query sum to zero and only RoPE's
+     * position-dependent rotation leaves a residue). A wrong operation still
+     * shows: its error is of the order of the tensor's own gradient. */
+    double gmax_all = 0;
+    for (size_t k = 0; k < np; k++)
+        if (fabs(g_cpu[k]) > gmax_all) gmax_all = fabs(g_cpu[k]);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m->n_tensors; i++) {
+        const cllm_tensor_info *ti = &m->tensors[i];
+        const float *a = g_gpu + ti->offset, *b = g_cpu + ti->offset;
+        double md = 0, mb = 0, dot = 0, na = 0, nb = 0;
+        for (size_t j = 0; j < ti->numel; j++) {
+            double d = fabs((double)a[j] - b[j]);
+            if (!(d <= md)) md = isnan(d) ? INFINITY : d;   /* a NaN is an infinite error, not none */
+            if (fabs(b[j]) > mb) mb = fabs(b[j]);
+            dot += (double)a[j] * b[j];
+            na += (double)a[j] * a[j];
+            nb += (double)b[j] * b[j];
+        }
+        double e = md / (mb > 1e-2 * gmax_all ? mb : 1e-2 * gmax_all);
+        double cosv = na > 0 && nb > 0 ? dot / sqrt(na * nb) : (na == nb ? 1.0 : 0.0);
+        if (e > worst) { worst = e; worst_name = ti->name; }
+        CHECK_MSG(e <= GRAD_TOL, "%s: gradient of %s: relerr %.3g (cosine %.6f, max %.3g, model max %.3g)",
+                  name, ti->name, e, cosv, mb, gmax_all);
+        if (getenv("CLLM_VERBOSE"))
+            printf("  %-48s relerr %.3g cosine %.6f max %.3g (model max %.3g)\n", ti->name, e, cosv,
+                   mb, gmax_all);
+    }
+    printf("%s: gradients: worst relerr %.3g (%s), tolerance %.g\n", name, worst, worst_name, GRAD_TOL);
 }
 
 /* ---- parity on a tiny model ------------------------------------------------ */
@@ -187,8 +241,8 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
         CHECK(cllm_cuda_train_micro(gt, tok1, more, PB, PT, r1, n1, 0.1, 1, &ce_g[0], &so_g[0]) == CLLM_EINVAL);
         tok1[PT + 97] = V + 1000 + 97;
     }
-    CHECK_OK(cpu_micro(act, &m, tok1, lens, PB, PT, r1, n1, 0.1, teacher, g_cpu, &ce_c[0], &so_c[0]));
-    CHECK_OK(cpu_micro(act, &m, tok2, lens, PB, PT, r2, n2, 0.0, teacher, g_cpu, &ce_c[1], &so_c[1]));
+    CHECK_OK(cpu_micro(act, &m, tok1, lens, PB, PT, NULL, r1, n1, 0.1, teacher, g_cpu, &ce_c[0], &so_c[0]));
+    CHECK_OK(cpu_micro(act, &m, tok2, lens, PB, PT, NULL, r2, n2, 0.0, teacher, g_cpu, &ce_c[1], &so_c[1]));
     CHECK_OK(cllm_cuda_train_micro(gt, tok1, lens, PB, PT, r1, n1, 0.1, 1, &ce_g[0], &so_g[0]));
     CHECK_OK(cllm_cuda_train_micro(gt, tok2, lens, PB, PT, r2, n2, 0.0, 1, &ce_g[1], &so_g[1]));
     if (check_failures) goto out;
@@ -203,40 +257,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
 
     /* gradients, tensor by tensor */
     CHECK_OK(cllm_cuda_train_get_grads(gt, g_gpu));
-    /* A tensor's error is measured on its own scale, floored at 1e-2 of the
-     * largest gradient of the model. The floor is for gradients that are
-     * small sums of large terms, where bf16 rounding of the terms is large
-     * relative to the sum: the k bias (softmax is shift-invariant, so the
-     * post-RoPE key gradients of a query sum to zero and only RoPE's
-     * position-dependent rotation leaves a residue). A wrong operation still
-     * shows: its error is of the order of the tensor's own gradient. */
-    double gmax_all = 0;
-    for (size_t k = 0; k < np; k++)
-        if (fabs(g_cpu[k]) > gmax_all) gmax_all = fabs(g_cpu[k]);
-    double worst = 0;
-    const char *worst_name = "";
-    for (int i = 0; i < m.n_tensors; i++) {
-        const cllm_tensor_info *ti = &m.tensors[i];
-        const float *a = g_gpu + ti->offset, *b = g_cpu + ti->offset;
-        double md = 0, mb = 0, dot = 0, na = 0, nb = 0;
-        for (size_t j = 0; j < ti->numel; j++) {
-            double d = fabs((double)a[j] - b[j]);
-            if (!(d <= md)) md = isnan(d) ? INFINITY : d;   /* a NaN is an infinite error, not none */
-            if (fabs(b[j]) > mb) mb = fabs(b[j]);
-            dot += (double)a[j] * b[j];
-            na += (double)a[j] * a[j];
-            nb += (double)b[j] * b[j];
-        }
-        double e = md / (mb > 1e-2 * gmax_all ? mb : 1e-2 * gmax_all);
-        double cosv = na > 0 && nb > 0 ? dot / sqrt(na * nb) : (na == nb ? 1.0 : 0.0);
-        if (e > worst) { worst = e; worst_name = ti->name; }
-        CHECK_MSG(e <= GRAD_TOL, "%s: gradient of %s: relerr %.3g (cosine %.6f, max %.3g, model max %.3g)",
-                  name, ti->name, e, cosv, mb, gmax_all);
-        if (getenv("CLLM_VERBOSE"))
-            printf("  %-48s relerr %.3g cosine %.6f max %.3g (model max %.3g)\n", ti->name, e, cosv,
-                   mb, gmax_all);
-    }
-    printf("%s: gradients: worst relerr %.3g (%s), tolerance %.g\n", name, worst, worst_name, GRAD_TOL);
+    check_grads(name, &m, g_gpu, g_cpu);
 
     /* one clipped AdamW step on each side */
     {
@@ -332,6 +353,83 @@ out:
     free(g_gpu);
     free(p_gpu);
     free(p0);
+    free(teacher);
+    cllm_model_free(&m);
+    TEST_OK(name);
+}
+
+/* ---- forks (cllm_cuda_train_micro_fork) --------------------------------- */
+
+/* One call with forks against the CPU's cllm_train_forward_fork, from the
+ * same weights: sequence 0 (150 rows) forks at 100 with 40 rows (a prefix of
+ * two key tiles and a bit, 64 rows each), sequence 1 (97) at its end with 20,
+ * sequence 2 (6) at 0 (no prefix) with 5. AR-like CE rows on sequence 0 save
+ * teacher slots that fork 0's first rows read in the same call (after them),
+ * CE rows on the forks and on sequence 1. Each loss part within LOSS_TOL,
+ * every gradient within GRAD_TOL; a row reading a slot saved after it, a
+ * fork row past the fork's end and a fork past its sequence are refused. */
+static void test_forks(const char *name, const cllm_config *c, uint64_t seed, int att) {
+    cllm_model m;
+    if (random_model(&m, c, seed)) { CHECK_MSG(0, "%s: alloc: %s", name, cllm_errmsg()); return; }
+    int V = c->vocab;
+    size_t np = m.n_params;
+    cllm_rng r;
+    cllm_rng_seed(&r, seed + 9);
+    int tok[PB * PT], lens[PB] = {PT, 97, 6}, ft[PB][40];
+    for (int i = 0; i < PB * PT; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    for (int b = 0; b < PB; b++)
+        for (int i = 0; i < 40; i++) ft[b][i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    cllm_fork fk[PB] = {{ft[0], 100, 40}, {ft[1], 97, 20}, {ft[2], 0, 5}};
+    cllm_cuda_loss_row rows[PROWS];
+    int n = 0;
+    for (int i = 0; i < 5; i++)   /* sequence 0 rows 95..99: CE, saved as slots 0..4 */
+        rows[n++] = (cllm_cuda_loss_row){95 + i, tok[96 + i], 2.0f, -1, 0.0f, i};
+    for (int i = 0; i < 7; i++)   /* sequence 1 rows 90..96: CE */
+        rows[n++] = (cllm_cuda_loss_row){PT + 90 + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.5f, -1, 0.0f, -1};
+    for (int i = 0; i < 5; i++)   /* fork 0 rows 0..4 against slots 0..4, rows 0 and 3 also CE */
+        rows[n++] = (cllm_cuda_loss_row){PB * PT + i, i == 0 || i == 3 ? ft[0][i + 1] : -1, 0.25f, i, 1.0f, -1};
+    for (int i = 10; i < 40; i++)
+        rows[n++] = (cllm_cuda_loss_row){PB * PT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.1f, -1, 0.0f, -1};
+    for (int i = 0; i < 20; i++)
+        rows[n++] = (cllm_cuda_loss_row){(PB + 1) * PT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.2f, -1, 0.0f, -1};
+    for (int i = 0; i < 5; i++)
+        rows[n++] = (cllm_cuda_loss_row){(PB + 2) * PT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.3f, -1, 0.0f, -1};
+    int tokens = PT + 97 + 6 + 40 + 20 + 5;
+    cllm_cuda_train *gt = NULL;
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 9, att, 0, tokens};
+    float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
+    float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
+    cllm_act *act = NULL;
+    double ce_c, so_c, ce_g, so_g;
+    CHECK(g_cpu && g_gpu && teacher);
+    CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
+    CHECK_OK(cllm_act_init(&act, &m, 2 * PB, PT));
+    if (check_failures) goto out;
+    CHECK_OK(cpu_micro(act, &m, tok, lens, PB, PT, fk, rows, n, 0.1, teacher, g_cpu, &ce_c, &so_c));
+    CHECK_OK(cllm_cuda_train_micro_fork(gt, tok, lens, PB, PT, fk, rows, n, 0.1, 1, &ce_g, &so_g));
+    if (check_failures) goto out;
+    printf("%s: CE %.6f (CPU %.6f, relerr %.2g), soft CE %.6f (CPU %.6f, relerr %.2g)\n", name, ce_g, ce_c,
+           relerr(ce_g, ce_c), so_g, so_c, relerr(so_g, so_c));
+    CHECK_MSG(relerr(ce_g, ce_c) <= LOSS_TOL, "%s: CE", name);
+    CHECK_MSG(relerr(so_g, so_c) <= LOSS_TOL, "%s: soft CE", name);
+    CHECK(ce_c > 0 && so_c > 0);
+    CHECK_OK(cllm_cuda_train_get_grads(gt, g_gpu));
+    check_grads(name, &m, g_gpu, g_cpu);
+    {   /* refused: a slot read before the row saving it, a fork row past its
+         * end, a fork past its sequence's end */
+        cllm_cuda_loss_row rr[2] = {{PB * PT, -1, 0.0f, 0, 1.0f, -1}, {0, 1, 1.0f, -1, 0.0f, 0}};
+        CHECK(cllm_cuda_train_micro_fork(gt, tok, lens, PB, PT, fk, rr, 2, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        rr[0] = (cllm_cuda_loss_row){(PB + 2) * PT + 5, 1, 1.0f, -1, 0.0f, -1};
+        CHECK(cllm_cuda_train_micro_fork(gt, tok, lens, PB, PT, fk, rr, 1, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        CHECK(cllm_cuda_train_micro(gt, tok, lens, PB, PT, rows + 12, 1, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+        cllm_fork bad[PB] = {{ft[0], 100, 40}, {ft[1], 98, 20}, {ft[2], 0, 5}};
+        CHECK(cllm_cuda_train_micro_fork(gt, tok, lens, PB, PT, bad, rows, n, 0.0, 1, NULL, NULL) == CLLM_EINVAL);
+    }
+out:
+    cllm_act_free(act);
+    cllm_cuda_train_free(gt);
+    free(g_cpu);
+    free(g_gpu);
     free(teacher);
     cllm_model_free(&m);
     TEST_OK(name);
@@ -478,6 +576,11 @@ int main(int argc, char **argv) {
         test_parity("parity_qwen2_bias_warpattn", &b, 12, 1);
         test_parity("parity_llama_tied_gqa_keyattn", &a, 11, 2);
         test_parity("parity_qwen2_bias_keyattn", &b, 12, 2);
+        test_forks("forks_llama_tied_gqa", &a, 21, 0);
+        test_forks("forks_qwen2_bias", &b, 22, 0);
+        test_forks("forks_llama_hs128", &d, 23, 0);
+        test_forks("forks_llama_tied_gqa_warpattn", &a, 21, 1);
+        test_forks("forks_qwen2_bias_warpattn", &b, 22, 1);
     }
     if (do_bench) {
         int B = argc > 3 ? atoi(argv[2]) : 16, T = argc > 3 ? atoi(argv[3]) : 320;

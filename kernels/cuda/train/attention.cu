@@ -23,6 +23,9 @@
  * exact, where the usual D = do . out would read the bf16 output); it also
  * writes D for the dk/dv kernel. Shared memory: at most 2 ATT_WARPS HS
  * floats (8 KiB at HS 256), static.
+ * Forks (train_kernels.h): a fork's row sees its prefix's keys first, then
+ * its own (key_row); a key row in the prefix of a fork also collects the
+ * fork's query rows in the dk/dv kernel, after its own sequence's.
  * This is kernel1 (variant 1, and variant 0 for head sizes the tensor-core
  * kernels do not take); kernel2 below does the same sums with a thread per
  * key (variant 2, where its shared memory fits). On an H200 at SmolLM2's
@@ -40,11 +43,13 @@ namespace cllm_train {
 
 enum { ATT_WARPS = 4, ATT_MAX_HS = 256 };
 
+
 /* out (R, QD) bf16; lse (R, NH); qkv (R, QKV) bf16; row0 (B + 1).
  * grid (B*T, NH) */
 template <int DPL>
 __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX *qkv,
-                                          const int *row0, int T, int NH, int NKV, int HS) {
+                                          const int *row0, const seq_fork *fork, int T, int NH, int NKV,
+                                          int HS) {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
     int h = blockIdx.y, b, t, n;
@@ -55,8 +60,8 @@ __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX 
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, g = h / (NH / NKV);
     floatX *o = out + r * QD + (size_t)h * HS;
     const floatX *qr = qkv + r * QKV + (size_t)h * HS;
-    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS;   /* key j at + j*QKV */
-    const floatX *vb = kb + KD;
+    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS, *pkb;   /* own key j at + j*QKV */
+    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)g * HS, &pkb);
     float q[DPL], acc[DPL];
 #pragma unroll
     for (int k = 0; k < DPL; k++) {
@@ -66,8 +71,8 @@ __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX 
     }
     float scale = 1.0f / sqrtf((float)HS);
     float m = -INFINITY, l = 0.0f;
-    for (int j = w; j <= t; j += ATT_WARPS) {
-        const floatX *kj = kb + (size_t)j * QKV, *vj = vb + (size_t)j * QKV;
+    for (int j = w; j <= np + t; j += ATT_WARPS) {
+        const floatX *kj = key_row(pkb, kb, np, j, QKV), *vj = kj + KD;
         float dot = 0.0f;
 #pragma unroll
         for (int k = 0; k < DPL; k++) {
@@ -114,8 +119,8 @@ __global__ void attention_forward_kernel1(floatX *out, float *lse, const floatX 
  * qkv (R, QKV) bf16; lse (R, NH). grid (B*T, NH) */
 template <int DPL>
 __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const floatX *dout,
-                                              const floatX *qkv, const float *lse,
-                                              const int *row0, int T, int NH, int NKV, int HS) {
+                                              const floatX *qkv, const float *lse, const int *row0,
+                                              const seq_fork *fork, int T, int NH, int NKV, int HS) {
     __shared__ float s_red[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][32 * DPL];
     int h = blockIdx.y, b, t, n;
@@ -127,8 +132,8 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
     float *dq = dqkv + r * QKV + (size_t)h * HS;
     const floatX *qr = qkv + r * QKV + (size_t)h * HS;
     const floatX *dor = dout + r * QD + (size_t)h * HS;
-    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS;
-    const floatX *vb = kb + KD;
+    const floatX *kb = qkv + base * QKV + QD + (size_t)g * HS, *pkb;
+    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)g * HS, &pkb);
     float q[DPL], dov[DPL], acc[DPL];
 #pragma unroll
     for (int k = 0; k < DPL; k++) {
@@ -140,8 +145,8 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
     float scale = 1.0f / sqrtf((float)HS), L = lse[r * NH + h];
     /* pass 1: D = sum_j p_j dp_j */
     float Dw = 0.0f;
-    for (int j = w; j <= t; j += ATT_WARPS) {
-        const floatX *kj = kb + (size_t)j * QKV, *vj = vb + (size_t)j * QKV;
+    for (int j = w; j <= np + t; j += ATT_WARPS) {
+        const floatX *kj = key_row(pkb, kb, np, j, QKV), *vj = kj + KD;
         float s = 0.0f, dp = 0.0f;
 #pragma unroll
         for (int k = 0; k < DPL; k++) {
@@ -160,8 +165,8 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
     float D = 0.0f;
     for (int i = 0; i < ATT_WARPS; i++) D += s_red[i];
     /* pass 2: dq = scale sum_j p_j (dp_j - D) k_j */
-    for (int j = w; j <= t; j += ATT_WARPS) {
-        const floatX *kj = kb + (size_t)j * QKV, *vj = vb + (size_t)j * QKV;
+    for (int j = w; j <= np + t; j += ATT_WARPS) {
+        const floatX *kj = key_row(pkb, kb, np, j, QKV), *vj = kj + KD;
         float s = 0.0f, dp = 0.0f;
 #pragma unroll
         for (int k = 0; k < DPL; k++) {
@@ -193,11 +198,12 @@ __global__ void attention_backward_dq_kernel1(float *dqkv, float *Dsum, const fl
 
 /* dk, dv parts of dqkv (R, QKV) fp32 =; dout (R, QD) bf16; qkv (R, QKV) bf16;
  * lse, Dsum (R, NH). grid (B*T, NKV): block (b*T + j, g) owns key row j of
- * sequence b, kv head g. */
+ * sequence b, kv head g: its query rows are b's rows j .. n-1 and, when j
+ * is in the prefix of b's fork, every row of the fork (items after b's). */
 template <int DPL>
 __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, const floatX *dout,
-                                               const floatX *qkv, const float *lse,
-                                               const int *row0, int T, int NH, int NKV, int HS) {
+                                               const floatX *qkv, const float *lse, const int *row0,
+                                               const seq_fork *fork, int T, int NH, int NKV, int HS) {
     __shared__ float s_dk[ATT_WARPS][32 * DPL], s_dv[ATT_WARPS][32 * DPL];
     int g = blockIdx.y, b, j, n;
     size_t base;
@@ -216,9 +222,14 @@ __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, c
         adk[k] = adv[k] = 0.0f;
     }
     float scale = 1.0f / sqrtf((float)HS);
-    int items = (n - j) * group;
+    int own = (n - j) * group, items = own, child = fork ? fork[b].child : -1;
+    size_t cbase = 0;
+    if (child >= 0 && j < fork[child].pre) {
+        cbase = (size_t)row0[child];
+        items += (row0[child + 1] - row0[child]) * group;
+    }
     for (int it = w; it < items; it += ATT_WARPS) {
-        size_t rt = base + j + it / group;
+        size_t rt = it < own ? base + j + it / group : cbase + (it - own) / group;
         int h = g * group + it % group;
         const floatX *qt = qkv + rt * QKV + (size_t)h * HS;
         const floatX *dot_ = dout + rt * QD + (size_t)h * HS;
@@ -269,7 +280,7 @@ __global__ void attention_backward_dkv_kernel1(float *dqkv, const float *Dsum, c
  * Dynamic shared memory (floats), with S = slices * HS <= 256: forward
  * HS + 32 + S + T, dq 2 HS + 32 + S + 2 T, dk/dv 2 HS + 2 S + 2 T NH/NKV
  * (p and ds per item); the launcher falls back to
- * kernel1 when that exceeds 48 KiB (T beyond ~5,000 for SmolLM2). Needs HS
+ * kernel1 for a call with forks, and when that exceeds 48 KiB (T beyond ~5,000 for SmolLM2). Needs HS
  * even (bf16x2 loads; cllm_model_alloc's check). */
 enum { ATT_THREADS = 128 };
 
@@ -475,39 +486,39 @@ static int dims_per_lane(int HS, int NH, int NKV, int *dpl) {
     return 0;
 }
 
-int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *row0, int B, int T,
-                      int NH, int NKV, int HS, int variant, cudaStream_t stream) {
+int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *row0, const seq_fork *fork,
+                      int B, int T, int NH, int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
     if (variant == 0 && attention_flash_supported(HS))
-        return attention_forward_flash_launch(out, lse, qkv, row0, B, T, NH, NKV, HS, stream);
+        return attention_forward_flash_launch(out, lse, qkv, row0, fork, B, T, NH, NKV, HS, stream);
     dim3 grid(B * T, NH);
     size_t sm = smem_fwd2(HS, T);
-    if (variant == 2 && sm <= SMEM_DEFAULT) {
+    if (variant == 2 && sm <= SMEM_DEFAULT && !fork) {
         attention_forward_kernel2<<<grid, ATT_THREADS, sm, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS);
         return CUDA_CHECK_LAUNCH();
     }
     dim3 block(32 * ATT_WARPS);
     switch (dpl) {
-    case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
-    case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
-    case 4: attention_forward_kernel1<4><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
-    default: attention_forward_kernel1<8><<<grid, block, 0, stream>>>(out, lse, qkv, row0, T, NH, NKV, HS); break;
+    case 1: attention_forward_kernel1<1><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, T, NH, NKV, HS); break;
+    case 2: attention_forward_kernel1<2><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, T, NH, NKV, HS); break;
+    case 4: attention_forward_kernel1<4><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, T, NH, NKV, HS); break;
+    default: attention_forward_kernel1<8><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, T, NH, NKV, HS); break;
     }
     return CUDA_CHECK_LAUNCH();
 }
 
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                       const floatX *qkv, const float *lse, const int *row0, int B, int T, int NH,
-                       int NKV, int HS, int variant, cudaStream_t stream) {
+                       const floatX *qkv, const float *lse, const int *row0, const seq_fork *fork, int B,
+                       int T, int NH, int NKV, int HS, int variant, cudaStream_t stream) {
     int dpl, rc = dims_per_lane(HS, NH, NKV, &dpl);
     if (rc) return rc;
     if (variant == 0 && attention_flash_supported(HS))
-        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, row0, B, T, NH, NKV, HS,
-                                               stream);
+        return attention_backward_flash_launch(dqkv, Dsum, dout, out, qkv, lse, row0, fork, B, T, NH, NKV,
+                                               HS, stream);
     dim3 gq(B * T, NH), gkv(B * T, NKV);
     size_t sq = smem_dq2(HS, T), skv = smem_dkv2(HS, T, NH / NKV);
-    if (variant == 2 && sq <= SMEM_DEFAULT && skv <= SMEM_DEFAULT) {
+    if (variant == 2 && sq <= SMEM_DEFAULT && skv <= SMEM_DEFAULT && !fork) {
         attention_backward_dq_kernel2<<<gq, ATT_THREADS, sq, stream>>>(dqkv, Dsum, dout, qkv, lse,
                                                                        row0, T, NH, NKV, HS);
         if ((rc = CUDA_CHECK_LAUNCH())) return rc;
@@ -518,10 +529,10 @@ int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const float
     dim3 block(32 * ATT_WARPS);
 #define ATT_BWD(D)                                                                                \
     attention_backward_dq_kernel1<D><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, row0, \
-                                                               T, NH, NKV, HS);                  \
+                                                               fork, T, NH, NKV, HS);            \
     if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                    \
     attention_backward_dkv_kernel1<D><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse,     \
-                                                                 row0, T, NH, NKV, HS);          \
+                                                                 row0, fork, T, NH, NKV, HS);    \
     break;
     switch (dpl) {
     case 1: ATT_BWD(1)

@@ -35,6 +35,12 @@
  * P and dS are rounded to bf16 for their products (operands of the tensor
  * cores); every score, exponential, max and sum is fp32.
  *
+ * Forks (train_kernels.h): a fork's rows first take the key tiles of their
+ * prefix (the parent's rows 0 .. pre - 1, every key visible: lim = pre - 1
+ * for every row), then their own causally; in the dk/dv kernel a key tile
+ * that reaches into the prefix of its sequence's fork also takes every
+ * query tile of the fork (keys < pre visible), after its own, in registers.
+ *
  * A tile's rows past its sequence's end (t >= n, the next sequence's rows
  * or past R) are loaded as zeros (so nothing of another sequence meets a
  * row, not even as 0 * NaN), masked out of P and never written; blocks whose
@@ -70,11 +76,75 @@ __device__ __forceinline__ void load_a_frags(unsigned a[HS / 16][4], const float
     }
 }
 
+/* One BC-key tile of the dq kernel for a warp's 16 rows: qa, da the rows'
+ * q and do (fragments), ks, vs the tile's k and v (BC, HS + 8), kt k
+ * transposed (HS, BC + 8), j0 its first key; row e (g, g + 8) sees keys <=
+ * lim[e], wlast the largest; L, D the rows' lse and D. dq += dS K. */
+template <int HS, int BC>
+__device__ __forceinline__ void dq_tile(float dq[HS / 8][4], const unsigned qa[HS / 16][4],
+                                        const unsigned da[HS / 16][4], const floatX *ks, const floatX *vs,
+                                        const floatX *kt, int j0, const int lim[2], int wlast, const float L[2],
+                                        const float D[2], float scale) {
+    int tq = threadIdx.x % 4;
+    float ds[BC / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < BC / 8; nt++) {
+        ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
+        if (j0 + 8 * nt > wlast) continue;
+        float sacc[4], pacc[4];
+        rows_times_tile<HS>(sacc, qa, ks, 8 * nt);
+        rows_times_tile<HS>(pacc, da, vs, 8 * nt);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int e = i >> 1, key = j0 + 8 * nt + 2 * tq + (i & 1);
+            float p = key <= lim[e] ? expf(sacc[i] * scale - L[e]) : 0.0f;
+            ds[nt][i] = p * (pacc[i] - D[e]) * scale;
+        }
+    }
+    acc_times_tile<HS, BC / 16>(dq, ds, kt, kk_needed(j0, wlast, BC / 16));
+}
+
+/* One BQ-query tile of the dk/dv kernel for a warp's 16 keys: ka, va the
+ * keys' k and v (fragments), qs, dos the tile's q and do (BQ, HS + 8), qt,
+ * dot transposed (HS, BQ + 8), s_lse, s_D theirs; q0 the tile's first query
+ * (in the keys' sequence: causal, query >= key) or, causal 0, a fork's
+ * query (keys < klim visible); queries >= nq are padding. dv += P^T dO,
+ * dk += dS^T Q. */
+template <int HS>
+__device__ __forceinline__ void dkv_tile(float dk[HS / 8][4], float dv[HS / 8][4], const unsigned ka[HS / 16][4],
+                                         const unsigned va[HS / 16][4], const floatX *qs, const floatX *dos,
+                                         const floatX *qt, const floatX *dot, const float *s_lse, const float *s_D,
+                                         int q0, int nq, const int keys[2], int r0, int causal, int klim,
+                                         float scale) {
+    int tq = threadIdx.x % 4;
+    float pt[FA_BQ / 8][4], dst[FA_BQ / 8][4];   /* P^T, dS^T (16 keys x BQ queries) */
+#pragma unroll
+    for (int nt = 0; nt < FA_BQ / 8; nt++) {
+        pt[nt][0] = pt[nt][1] = pt[nt][2] = pt[nt][3] = 0.0f;
+        dst[nt][0] = dst[nt][1] = dst[nt][2] = dst[nt][3] = 0.0f;
+        if (causal && q0 + 8 * nt + 7 < r0) continue;   /* queries before every key of the warp */
+        float sacc[4], pacc[4];
+        rows_times_tile<HS>(sacc, ka, qs, 8 * nt);
+        rows_times_tile<HS>(pacc, va, dos, 8 * nt);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int qi = 8 * nt + 2 * tq + (i & 1), query = q0 + qi, key = keys[i >> 1];
+            int seen = (causal ? query >= key : key < klim) && query < nq;
+            float p = seen ? expf(sacc[i] * scale - s_lse[qi]) : 0.0f;
+            pt[nt][i] = p;
+            dst[nt][i] = p * (pacc[i] - s_D[qi]) * scale;
+        }
+    }
+    acc_times_tile<HS, FA_BQ / 16>(dv, pt, dot, FA_BQ / 16);
+    acc_times_tile<HS, FA_BQ / 16>(dk, dst, qt, FA_BQ / 16);
+}
+
 /* out (R, QD) bf16 =; lse (R, NH) =; qkv (R, QKV) bf16; row0 (B + 1).
  * grid (ceil(T / 64), NH, B), block 128. */
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
-attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *row0, int NH, int NKV) {
+attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *row0, const seq_fork *fork,
+                        int NH, int NKV) {
     __shared__ uint4 fa_fwd_smem[(FA_TILE * (HS + 8) + HS * (FA_TILE + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(fa_fwd_smem);   /* (64, HS + 8) */
     floatX *vt = ks + FA_TILE * (HS + 8);                    /* (HS, 64 + 8) */
@@ -93,6 +163,16 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *r
     load_a_frags<HS>(qa, base + (size_t)h * HS, QKV, r0, n);
     const float scale = 1.0f / sqrtf((float)HS);
 
+    const floatX *pk;   /* a fork's prefix: its keys are all visible to every row */
+    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk), plim[2] = {np - 1, np - 1};
+    for (int j0 = 0; j0 < np; j0 += FA_TILE) {
+        __syncthreads();
+        load_tile<HS>(ks, nullptr, FA_TILE, pk + (size_t)j0 * QKV, QKV, np - j0);
+        load_tile<HS>(nullptr, vt, FA_TILE, pk + (size_t)j0 * QKV + KD, QKV, np - j0);
+        __syncthreads();
+        if (r0 > last) continue;
+        flash_forward_tile<HS>(qa, ks, vt, j0, plim, np - 1, scale, m, l, o);
+    }
     for (int j0 = 0; j0 <= last; j0 += FA_TILE) {
         __syncthreads();   /* the previous tile's readers are done */
         load_tile<HS>(ks, nullptr, FA_TILE, base + (size_t)j0 * QKV + QD + (size_t)kvh * HS, QKV, n - j0);
@@ -121,7 +201,8 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *r
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
 attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                            const floatX *qkv, const float *lse, const int *row0, int NH, int NKV) {
+                            const floatX *qkv, const float *lse, const int *row0, const seq_fork *fork,
+                            int NH, int NKV) {
     constexpr int BC = HS <= 64 ? 64 : 32;   /* keys a tile */
     __shared__ uint4 fa_dq_smem[(2 * BC * (HS + 8) + HS * (BC + 8)) / 8];
     floatX *ks = reinterpret_cast<floatX *>(fa_dq_smem);   /* (BC, HS + 8) */
@@ -161,6 +242,16 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
     for (int nd = 0; nd < HS / 8; nd++) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.0f;
     const float scale = 1.0f / sqrtf((float)HS);
 
+    const floatX *pk;   /* a fork's prefix first, every key visible */
+    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk), plim[2] = {np - 1, np - 1};
+    for (int j0 = 0; j0 < np; j0 += BC) {
+        __syncthreads();
+        load_tile<HS>(ks, kt, BC, pk + (size_t)j0 * QKV, QKV, np - j0);
+        load_tile<HS>(vs, nullptr, BC, pk + (size_t)j0 * QKV + KD, QKV, np - j0);
+        __syncthreads();
+        if (r0 > last) continue;
+        dq_tile<HS, BC>(dq, qa, da, ks, vs, kt, j0, plim, np - 1, L, D, scale);
+    }
     for (int j0 = 0; j0 <= last; j0 += BC) {
         __syncthreads();
         const floatX *kg = base + (size_t)j0 * QKV + QD + (size_t)kvh * HS;
@@ -168,22 +259,7 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
         load_tile<HS>(vs, nullptr, BC, kg + KD, QKV, n - j0);
         __syncthreads();
         if (r0 > last) continue;
-        float ds[BC / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < BC / 8; nt++) {
-            ds[nt][0] = ds[nt][1] = ds[nt][2] = ds[nt][3] = 0.0f;
-            if (j0 + 8 * nt > r0 + 15) continue;
-            float sacc[4], pacc[4];
-            rows_times_tile<HS>(sacc, qa, ks, 8 * nt);
-            rows_times_tile<HS>(pacc, da, vs, 8 * nt);
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int e = i >> 1, key = j0 + 8 * nt + 2 * tq + (i & 1);
-                float p = key <= rows[e] ? expf(sacc[i] * scale - L[e]) : 0.0f;
-                ds[nt][i] = p * (pacc[i] - D[e]) * scale;
-            }
-        }
-        acc_times_tile<HS, BC / 16>(dq, ds, kt, kk_needed(j0, r0 + 15, BC / 16));
+        dq_tile<HS, BC>(dq, qa, da, ks, vs, kt, j0, rows, r0 + 15, L, D, scale);
     }
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -202,7 +278,7 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
 template <int HS>
 __global__ void __launch_bounds__(32 * FA_WARPS)
 attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout, const floatX *qkv,
-                             const float *lse, const int *row0, int NH, int NKV) {
+                             const float *lse, const int *row0, const seq_fork *fork, int NH, int NKV) {
     __shared__ uint4 fa_dkv_smem[(2 * FA_BQ * (HS + 8) + 2 * HS * (FA_BQ + 8)) / 8];
     __shared__ float s_lse[FA_BQ], s_D[FA_BQ];
     floatX *qs = reinterpret_cast<floatX *>(fa_dkv_smem);   /* (BQ, HS + 8) */
@@ -225,6 +301,14 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
 #pragma unroll
         for (int i = 0; i < 4; i++) dk[nd][i] = dv[nd][i] = 0.0f;
     const float scale = 1.0f / sqrtf((float)HS);
+    /* the fork whose prefix this key tile reaches into: all its rows are queries of keys < cpre */
+    int child = fork ? fork[b].child : -1, cn = 0, cpre = 0;
+    size_t cbase = 0;
+    if (child >= 0 && k0 < fork[child].pre) {
+        cpre = fork[child].pre;
+        cbase = (size_t)row0[child];
+        cn = row0[child + 1] - row0[child];
+    }
 
     for (int hh = 0; hh < group; hh++) {
         int h = kvh * group + hh;
@@ -239,25 +323,20 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
             }
             __syncthreads();
             if (r0 >= n || q0 + FA_BQ - 1 < r0) continue;   /* padding keys; queries before the keys */
-            float pt[FA_BQ / 8][4], dst[FA_BQ / 8][4];   /* P^T, dS^T (16 keys x BQ queries) */
-#pragma unroll
-            for (int nt = 0; nt < FA_BQ / 8; nt++) {
-                pt[nt][0] = pt[nt][1] = pt[nt][2] = pt[nt][3] = 0.0f;
-                dst[nt][0] = dst[nt][1] = dst[nt][2] = dst[nt][3] = 0.0f;
-                if (q0 + 8 * nt + 7 < r0) continue;   /* queries before every key of the warp */
-                float sacc[4], pacc[4];
-                rows_times_tile<HS>(sacc, ka, qs, 8 * nt);
-                rows_times_tile<HS>(pacc, va, dos, 8 * nt);
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    int qi = 8 * nt + 2 * tq + (i & 1), query = q0 + qi;
-                    float p = query >= keys[i >> 1] && query < n ? expf(sacc[i] * scale - s_lse[qi]) : 0.0f;
-                    pt[nt][i] = p;
-                    dst[nt][i] = p * (pacc[i] - s_D[qi]) * scale;
-                }
+            dkv_tile<HS>(dk, dv, ka, va, qs, dos, qt, dot, s_lse, s_D, q0, n, keys, r0, 1, 0, scale);
+        }
+        for (int q0 = 0; q0 < cn; q0 += FA_BQ) {
+            __syncthreads();
+            load_tile<HS>(qs, qt, FA_BQ, qkv + (cbase + q0) * QKV + (size_t)h * HS, QKV, cn - q0);
+            load_tile<HS>(dos, dot, FA_BQ, dout + (cbase + q0) * QD + (size_t)h * HS, QD, cn - q0);
+            for (int i = threadIdx.x; i < FA_BQ; i += blockDim.x) {
+                int real = q0 + i < cn;
+                s_lse[i] = real ? lse[(cbase + q0 + i) * NH + h] : 0.0f;
+                s_D[i] = real ? Dsum[(cbase + q0 + i) * NH + h] : 0.0f;
             }
-            acc_times_tile<HS, FA_BQ / 16>(dv, pt, dot, FA_BQ / 16);
-            acc_times_tile<HS, FA_BQ / 16>(dk, dst, qt, FA_BQ / 16);
+            __syncthreads();
+            if (r0 >= n || r0 >= cpre) continue;   /* padding keys; keys past the prefix */
+            dkv_tile<HS>(dk, dv, ka, va, qs, dos, qt, dot, s_lse, s_D, q0, cn, keys, r0, 0, cpre, scale);
         }
     }
 #pragma unroll
@@ -276,30 +355,31 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
 
 int attention_flash_supported(int HS) { return HS == 16 || HS == 32 || HS == 64 || HS == 128; }
 
-int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *row0, int B,
-                                   int T, int NH, int NKV, int HS, cudaStream_t stream) {
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *row0,
+                                   const seq_fork *fork, int B, int T, int NH, int NKV, int HS,
+                                   cudaStream_t stream) {
     dim3 grid(ceil_div(T, FA_TILE), NH, B), block(32 * FA_WARPS);
     switch (HS) {
-    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
-    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
-    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
-    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, row0, NH, NKV); break;
+    case 16: attention_forward_flash<16><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, NH, NKV); break;
+    case 32: attention_forward_flash<32><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, NH, NKV); break;
+    case 64: attention_forward_flash<64><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, NH, NKV); break;
+    case 128: attention_forward_flash<128><<<grid, block, 0, stream>>>(out, lse, qkv, row0, fork, NH, NKV); break;
     default: return cllm_error(CLLM_EUNSUP, "training attention (tensor cores): head size %d", HS);
     }
     return CUDA_CHECK_LAUNCH();
 }
 
 int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                                    const floatX *qkv, const float *lse, const int *row0, int B, int T,
-                                    int NH, int NKV, int HS, cudaStream_t stream) {
+                                    const floatX *qkv, const float *lse, const int *row0, const seq_fork *fork,
+                                    int B, int T, int NH, int NKV, int HS, cudaStream_t stream) {
     dim3 gq(ceil_div(T, FA_TILE), NH, B), gkv(ceil_div(T, FA_TILE), NKV, B), block(32 * FA_WARPS);
     int rc;
 #define FA_BWD(S)                                                                                      \
-    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, row0, NH, \
-                                                             NKV);                                     \
+    attention_backward_dq_flash<S><<<gq, block, 0, stream>>>(dqkv, Dsum, dout, out, qkv, lse, row0, fork, \
+                                                             NH, NKV);                                   \
     if ((rc = CUDA_CHECK_LAUNCH())) return rc;                                                         \
-    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, row0, NH,  \
-                                                               NKV);                                   \
+    attention_backward_dkv_flash<S><<<gkv, block, 0, stream>>>(dqkv, Dsum, dout, qkv, lse, row0, fork, \
+                                                               NH, NKV);                                 \
     break;
     switch (HS) {
     case 16: FA_BWD(16)

@@ -6,7 +6,8 @@
  *
  * Layouts (R rows of the call: its B sequences packed one after another,
  * sequence b at rows row0[b] .. row0[b+1] - 1, so nothing is computed for
- * the caller's padding; RM rows planned: max_tokens, at most max_B*max_T; a
+ * the caller's padding, then their forks (E packed sequences in all; a
+ * fork's seq_fork names its parent and prefix, train_kernels.h); RM rows planned: max_tokens, at most max_B*max_T; a
  * saved tensor of layer l starts at l*RM rows):
  *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
  *   xs  (L+1, RM, C) fp32  residual stream into each layer; xs[L] the last
@@ -98,7 +99,8 @@ struct cllm_cuda_train {
     /* scratch */
     float *fa, *fb, *dx, *Dsum;
     floatX *dxb, *h, *dgu, *bq;
-    int *tok, *row0;           /* (RM) packed token ids, (maxB + 1) first row of each sequence */
+    int *tok, *row0;           /* (RM) packed token ids, (2 maxB + 1) first row of each sequence */
+    seq_fork *fork;            /* (2 maxB) the packed sequences' forks */
     /* LM head */
     floatX *xg, *dlogits;
     float *dxg, *logits, *losses, *teacher;
@@ -106,9 +108,11 @@ struct cllm_cuda_train {
     float *r_ce, *r_soft;
     /* host staging */
     int *h_tok, *h_ints;       /* (RM), (4 * max_rows) */
-    int *h_row0;               /* (maxB + 1) */
+    int *h_row0;               /* (2 maxB + 1) */
+    seq_fork *h_fork;          /* (2 maxB) */
+    int *h_fork_seq;           /* (maxB) the packed sequence of sequence b's fork, -1: none */
     float *h_floats;           /* (2 * max_rows) as scales, then (2 * max_rows) losses */
-    unsigned char *h_mark;     /* (max(BT, S) + 1) */
+    unsigned char *h_mark;     /* (max(2 BT, S) + 1) */
     cuda_op_profile prof;      /* CLLM_CUDA_PROFILE */
 };
 
@@ -155,7 +159,7 @@ void cllm_cuda_train_free(cllm_cuda_train *t) {
     void *dev[] = {t->p, t->g, t->m, t->v, t->pb, t->no_decay, t->inv_freq, t->dnorm, t->xs, t->xm,
                    t->rstd1, t->rstd2, t->rstdf, t->lse, t->xn1, t->xn2, t->xnf, t->qkv, t->ao,
                    t->gu, t->fa, t->fb, t->dx, t->Dsum, t->dxb, t->h, t->dgu, t->bq, t->tok,
-                   t->row0, t->xg, t->dlogits, t->dxg, t->logits, t->losses, t->teacher, t->r_row,
+                   t->row0, t->fork, t->xg, t->dlogits, t->dxg, t->logits, t->losses, t->teacher, t->r_row,
                    t->r_target, t->r_teacher, t->r_save, t->r_ce, t->r_soft};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) (void)cudaFree(dev[i]);   /* nothing to report from a free */
@@ -166,6 +170,8 @@ void cllm_cuda_train_free(cllm_cuda_train *t) {
     free(t->lay);
     free(t->h_tok);
     free(t->h_row0);
+    free(t->h_fork);
+    free(t->h_fork_seq);
     free(t->h_ints);
     free(t->h_floats);
     free(t->h_mark);
@@ -211,11 +217,14 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
 
     t->lay = (layer_off *)calloc(L, sizeof *t->lay);
     t->h_tok = (int *)malloc(RM * sizeof(int));
-    t->h_row0 = (int *)malloc(((size_t)t->maxB + 1) * sizeof(int));
+    t->h_row0 = (int *)malloc((2 * (size_t)t->maxB + 1) * sizeof(int));
+    t->h_fork = (seq_fork *)malloc(2 * (size_t)t->maxB * sizeof(seq_fork));
+    t->h_fork_seq = (int *)malloc((size_t)t->maxB * sizeof(int));
     t->h_ints = (int *)malloc(4 * N * sizeof(int));
     t->h_floats = (float *)malloc(4 * N * sizeof(float));
-    t->h_mark = (unsigned char *)malloc((t->BT > t->S ? (size_t)t->BT : (size_t)t->S) + 1);
-    if (!t->lay || !t->h_tok || !t->h_row0 || !t->h_ints || !t->h_floats || !t->h_mark)
+    t->h_mark = (unsigned char *)malloc((2 * (size_t)t->BT > (size_t)t->S ? 2 * (size_t)t->BT : (size_t)t->S) + 1);
+    if (!t->lay || !t->h_tok || !t->h_row0 || !t->h_fork || !t->h_fork_seq || !t->h_ints || !t->h_floats ||
+        !t->h_mark)
         return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     t->off_emb = off_of(mod, mod->tok_emb);
     t->off_norm = off_of(mod, mod->out_norm);
@@ -275,7 +284,8 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
     A(bq, RM, QKV, "scratch (q/k/v gradient)");
     A(Dsum, RM, NH, "scratch (attention)");
     A(tok, RM, 1, "token ids");
-    A(row0, t->maxB + 1, 1, "sequence row0");
+    A(row0, 2 * (size_t)t->maxB + 1, 1, "sequence row0");
+    A(fork, 2 * (size_t)t->maxB, 1, "sequence forks");
     A(xg, N, C, "loss rows");
     A(dxg, N, C, "loss rows' gradient");
     A(logits, t->NC, V, "logits chunk");
@@ -382,8 +392,11 @@ int cllm_cuda_train_zero_grad(cllm_cuda_train *t) {
 
 /* ---- the micro-batch ------------------------------------------------------ */
 
-static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
-                       const cllm_cuda_loss_row *rows, int n_rows, double eps) {
+/* The call's arguments; *split: the loss rows [0, split) run before the
+ * rest (their chunks first), so that rows after it may read teacher slots
+ * that rows before it save. */
+static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T, const cllm_fork *fork,
+                       const cllm_cuda_loss_row *rows, int n_rows, double eps, int *split) {
     int V = t->cfg.vocab;
     if (B < 1 || T < 1 || B > t->maxB || T > t->maxT)
         return cllm_error(CLLM_EINVAL, "CUDA training: batch %d x %d exceeds the planned %d x %d",
@@ -404,15 +417,26 @@ static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, i
             if (id < 0 || id >= V)
                 return cllm_error(CLLM_EINVAL, "CUDA training: token id %d out of range [0, %d)", id, V);
         }
+        if (!fork || !fork[b].n) continue;
+        const cllm_fork *f = &fork[b];
+        if (f->n < 0 || f->at < 0 || f->at > lens[b] || f->n > T - f->at)
+            return cllm_error(CLLM_EINVAL, "CUDA training: fork of sequence %d (length %d) at %d, %d rows "
+                              "(positions must stay below %d)", b, lens[b], f->at, f->n, T);
+        for (int i = 0; i < f->n; i++)
+            if (f->tokens[i] < 0 || f->tokens[i] >= V)
+                return cllm_error(CLLM_EINVAL, "CUDA training: token id %d out of range [0, %d)", f->tokens[i], V);
+        n_tok += (size_t)f->n;
     }
     if (n_tok > (size_t)t->RM)
         return cllm_error(CLLM_EINVAL, "CUDA training: %zu tokens exceed the planned %d", n_tok, t->RM);
-    size_t R = (size_t)B * T;
-    memset(t->h_mark, 0, R > (size_t)t->S ? R : (size_t)t->S + 1);
+    size_t R = (size_t)B * T;   /* sequences' rows b*T + i, then forks' (B + b)*T + i */
+    memset(t->h_mark, 0, 2 * R > (size_t)t->S ? 2 * R : (size_t)t->S + 1);
     for (int i = 0; i < n_rows; i++) {
         const cllm_cuda_loss_row *r = &rows[i];
-        if (r->row < 0 || (size_t)r->row >= R || r->row % T >= lens[r->row / T])
-            return cllm_error(CLLM_EINVAL, "CUDA training: loss row %d is not a real row", r->row);
+        int real = r->row >= 0 && (size_t)r->row < 2 * R;
+        if (real && (size_t)r->row < R) real = r->row % T < lens[r->row / T];
+        else if (real) real = fork && r->row % T < fork[r->row / T - B].n;
+        if (!real) return cllm_error(CLLM_EINVAL, "CUDA training: loss row %d is not a real row", r->row);
         if (t->h_mark[r->row])
             return cllm_error(CLLM_EINVAL, "CUDA training: loss row %d named twice", r->row);
         t->h_mark[r->row] = 1;
@@ -423,7 +447,8 @@ static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, i
             return cllm_error(CLLM_EINVAL, "CUDA training: teacher slot %d / save slot %d outside "
                               "[0, %d)", r->teacher, r->save, t->S);
     }
-    /* a slot read and saved in the same call would race */
+    /* a slot read in the call it is saved in: every row saving such a slot
+     * must come before every row reading one (h_mark: 1 saved, 2 also read) */
     memset(t->h_mark, 0, (size_t)t->S + 1);
     for (int i = 0; i < n_rows; i++)
         if (rows[i].save >= 0) {
@@ -431,15 +456,24 @@ static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, i
                 return cllm_error(CLLM_EINVAL, "CUDA training: teacher slot %d saved twice", rows[i].save);
             t->h_mark[rows[i].save] = 1;
         }
+    int last_save = -1, first_read = n_rows;
     for (int i = 0; i < n_rows; i++)
-        if (rows[i].teacher >= 0 && t->h_mark[rows[i].teacher])
-            return cllm_error(CLLM_EINVAL, "CUDA training: teacher slot %d is read and saved in "
-                              "one call", rows[i].teacher);
+        if (rows[i].teacher >= 0 && t->h_mark[rows[i].teacher]) {
+            t->h_mark[rows[i].teacher] = 2;
+            if (i < first_read) first_read = i;
+        }
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].save >= 0 && t->h_mark[rows[i].save] == 2) last_save = i;
+    if (last_save >= first_read)
+        return cllm_error(CLLM_EINVAL, "CUDA training: loss row %d reads a teacher slot that row %d saves "
+                          "after it", first_read, last_save);
+    *split = last_save >= 0 ? last_save + 1 : n_rows;
     return 0;
 }
 
-/* B sequences of up to T rows, R rows in all (packed: t->row0) */
-static int forward(cllm_cuda_train *t, int B, int T, int R) {
+/* B packed sequences of up to T rows, R rows in all (t->row0), forks (fork:
+ * t->fork or NULL) */
+static int forward(cllm_cuda_train *t, int B, int T, int R, const seq_fork *fork) {
     const cllm_config *c = &t->cfg;
     int rc, L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
     int F = c->d_ff, QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD;
@@ -465,9 +499,9 @@ static int forward(cllm_cuda_train *t, int B, int T, int R) {
         }
         int bias = c->qkv_bias;
         OP(T_ROPE, rope_forward(qkv, t->fa, bias ? t->p + w->bq : NULL, bias ? t->p + w->bk : NULL,
-                                bias ? t->p + w->bv : NULL, t->inv_freq, t->row0, B, T, NH, NKV, HS,
-                                c->rope_dim, s));
-        OP(T_ATT, attention_forward(ao, lse, qkv, t->row0, B, T, NH, NKV, HS, t->att_variant, s));
+                                bias ? t->p + w->bv : NULL, t->inv_freq, t->row0, fork, B, T, NH, NKV,
+                                HS, c->rope_dim, s));
+        OP(T_ATT, attention_forward(ao, lse, qkv, t->row0, fork, B, T, NH, NKV, HS, t->att_variant, s));
         OP(T_WO, matmul_forward(t->blas, t->fa, 0, C, ao, t->pb + w->wo, R, QD, C, s));
         OP(T_NORM, rmsnorm_forward(xn2, t->rstd2 + l * RM, xm, t->xs + l * RM * C, t->fa,
                                    t->p + w->ffn_norm, R, C, eps, s));
@@ -484,15 +518,16 @@ static int forward(cllm_cuda_train *t, int B, int T, int R) {
     return 0;
 }
 
-/* LM head and losses over chunks of loss rows; with backward, the LM head's
+/* LM head and losses over chunks of loss rows, those of [0, split) first
+ * (no chunk holds rows of both sides); with backward, the LM head's
  * gradients and dxg. */
-static int head(cllm_cuda_train *t, int N, float eps, int backward) {
+static int head(cllm_cuda_train *t, int N, int split, float eps, int backward) {
     const cllm_config *c = &t->cfg;
     int rc, C = c->d_model, V = c->vocab;
     cudaStream_t s = t->stream;
     OP(T_COPY, rows_gather(t->xg, t->xnf, t->r_row, N, C, s));
-    for (int i0 = 0; i0 < N; i0 += t->NC) {
-        int nc = N - i0 < t->NC ? N - i0 : t->NC;
+    for (int i0 = 0; i0 < N;) {
+        int end = i0 < split ? split : N, nc = end - i0 < t->NC ? end - i0 : t->NC;
         const floatX *xg = t->xg + (size_t)i0 * C;
         OP(T_LM, matmul_forward(t->blas, t->logits, 0, V, xg, t->pb + t->off_lm, nc, C, V, s));
         OP(T_LOSS, loss_forward_backward(backward ? t->dlogits : NULL, t->losses, t->teacher, t->logits,
@@ -503,11 +538,12 @@ static int head(cllm_cuda_train *t, int N, float eps, int backward) {
                                               t->pb + t->off_lm, nc, C, V, s));
             OP(T_LM_BWD, matmul_backward_dweight(t->blas, t->g + t->off_lm, t->dlogits, V, xg, nc, C, V, s));
         }
+        i0 += nc;
     }
     return 0;
 }
 
-static int backward(cllm_cuda_train *t, int B, int T, int R, int N) {
+static int backward(cllm_cuda_train *t, int B, int T, int R, int N, const seq_fork *fork) {
     const cllm_config *c = &t->cfg;
     int rc, L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
     int F = c->d_ff, QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD;
@@ -543,10 +579,10 @@ static int backward(cllm_cuda_train *t, int B, int T, int R, int N) {
         /* attention block */
         OP(T_WO_BWD, matmul_backward_dweight(t->blas, g + w->wo, t->dxb, C, ao, R, QD, C, s));
         OP(T_WO_BWD, matmul_backward_dinp(t->blas, t->bq, 1, 0.0f, t->dxb, C, t->pb + w->wo, R, QD, C, s));
-        OP(T_ATT_BWD, attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->row0, B, T, NH, NKV, HS,
-                                         t->att_variant, s));
+        OP(T_ATT_BWD, attention_backward(t->fa, t->Dsum, t->bq, ao, qkv, lse, t->row0, fork, B, T, NH, NKV,
+                                         HS, t->att_variant, s));
         int bias = c->qkv_bias;
-        OP(T_ROPE_BWD, rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, t->row0, B, T, NH,
+        OP(T_ROPE_BWD, rope_backward(t->bq, bias ? t->fb : NULL, t->fa, t->inv_freq, t->row0, fork, B, T, NH,
                                      NKV, HS, c->rope_dim, s));
         if (bias) {
             OP(T_QKV_BWD, bias_backward(g + w->bq, t->fb, QKV, R, QD, s));
@@ -576,19 +612,39 @@ static int backward(cllm_cuda_train *t, int B, int T, int R, int N) {
 int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
                           const cllm_cuda_loss_row *rows, int n_rows, double eps, int do_backward,
                           double *ce_loss, double *soft_loss) {
-    int rc = check_micro(t, tokens, lens, B, T, rows, n_rows, eps);
+    return cllm_cuda_train_micro_fork(t, tokens, lens, B, T, NULL, rows, n_rows, eps, do_backward, ce_loss,
+                                      soft_loss);
+}
+
+int cllm_cuda_train_micro_fork(cllm_cuda_train *t, const int *tokens, const int *lens, int B, int T,
+                               const cllm_fork *fork, const cllm_cuda_loss_row *rows, int n_rows, double eps,
+                               int do_backward, double *ce_loss, double *soft_loss) {
+    int split = n_rows, rc = check_micro(t, tokens, lens, B, T, fork, rows, n_rows, eps, &split);
     if (rc) return rc;
     if (ce_loss) *ce_loss = 0;
     if (soft_loss) *soft_loss = 0;
     if (n_rows == 0) return 0;   /* no loss: no logits, no gradient */
     cudaStream_t s = t->stream;
     size_t N = (size_t)n_rows;
-    /* pack: the caller's (B, T) rows without their padding */
-    int *st = t->h_row0, R = cllm_pack_rows(tokens, lens, B, T, t->h_tok, st);
+    /* pack: the caller's (B, T) rows without their padding, then the forks */
+    int *st = t->h_row0, R = cllm_pack_rows(tokens, lens, B, T, t->h_tok, st), E = B;
+    seq_fork *hf = t->h_fork;
+    for (int b = 0; b < B; b++) {
+        hf[b] = (seq_fork){ -1, 0, -1 };
+        t->h_fork_seq[b] = -1;
+        if (!fork || !fork[b].n) continue;
+        hf[b].child = E;
+        hf[E] = (seq_fork){ b, fork[b].at, -1 };
+        t->h_fork_seq[b] = E;
+        memcpy(t->h_tok + R, fork[b].tokens, (size_t)fork[b].n * sizeof(int));
+        R += fork[b].n;
+        st[++E] = R;
+    }
     int *hr = t->h_ints, *ht = hr + N, *hte = ht + N, *hs = hte + N;
     float *hce = t->h_floats, *hso = hce + N;
     for (size_t i = 0; i < N; i++) {
-        hr[i] = st[rows[i].row / T] + rows[i].row % T;
+        int q = rows[i].row / T;   /* sequence q, or the fork of sequence q - B */
+        hr[i] = st[q < B ? q : t->h_fork_seq[q - B]] + rows[i].row % T;
         ht[i] = rows[i].target;
         hte[i] = rows[i].teacher;
         hs[i] = rows[i].save;
@@ -596,7 +652,9 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
         hso[i] = rows[i].soft_scale;
     }
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->tok, t->h_tok, (size_t)R * sizeof(int), cudaMemcpyHostToDevice, s)));
-    TRY(CUDA_CHECK(cudaMemcpyAsync(t->row0, st, ((size_t)B + 1) * sizeof(int), cudaMemcpyHostToDevice, s)));
+    TRY(CUDA_CHECK(cudaMemcpyAsync(t->row0, st, ((size_t)E + 1) * sizeof(int), cudaMemcpyHostToDevice, s)));
+    if (E > B)
+        TRY(CUDA_CHECK(cudaMemcpyAsync(t->fork, hf, (size_t)E * sizeof(seq_fork), cudaMemcpyHostToDevice, s)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_row, hr, N * sizeof(int), cudaMemcpyHostToDevice, s)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_target, ht, N * sizeof(int), cudaMemcpyHostToDevice, s)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->r_teacher, hte, N * sizeof(int), cudaMemcpyHostToDevice, s)));
@@ -608,9 +666,10 @@ int cllm_cuda_train_micro(cllm_cuda_train *t, const int *tokens, const int *lens
     TRY(sync(t));
 
     mark_start(t);
-    TRY(forward(t, B, T, R));
-    TRY(head(t, n_rows, (float)eps, do_backward));
-    if (do_backward) TRY(backward(t, B, T, R, n_rows));
+    const seq_fork *df = E > B ? t->fork : NULL;
+    TRY(forward(t, E, T, R, df));
+    TRY(head(t, n_rows, split, (float)eps, do_backward));
+    if (do_backward) TRY(backward(t, E, T, R, n_rows, df));
     float *hl = t->h_floats + 2 * N;   /* (N, 2) losses */
     OP(T_COPY, CUDA_CHECK(cudaMemcpyAsync(hl, t->losses, 2 * N * sizeof(float), cudaMemcpyDeviceToHost, s)));
     TRY(sync(t));

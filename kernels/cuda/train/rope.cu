@@ -1,6 +1,6 @@
 /* rope.cu: bias and HF half-split RoPE after the QKV product, and the
  * backward's transposed rotation, for training (row row0[b] + t of the
- * packed rows is position t: every sequence starts at 0).
+ * packed rows is position t, after the prefix of a fork: seq_pos0 + t).
  *   forward:  z = y + bias;  for the q and k heads' first D = rope_dim dims,
  *             pairs (i, i + D/2) at angle a = (float)t * inv_freq[i]:
  *               out[i] = z[i] cos a - z[i+D/2] sin a,
@@ -19,20 +19,20 @@
 namespace cllm_train {
 
 /* out (R, QKV); in (R, QKV); bq (QD), bk, bv (KD) or NULL; inv_freq (rope_dim/2);
- * row0 (B + 1). sign +1: rotation (forward), -1: its transpose (backward).
+ * row0 (B + 1); fork (B) or NULL. sign +1: rotation (forward), -1: its transpose (backward).
  * grid (B*T) */
 template <typename TOut>
 __global__ void rope_kernel1(TOut *out, float *out32, const float *in, const float *bq,
                              const float *bk, const float *bv, const float *inv_freq,
-                             const int *row0, int T, int NH, int NKV, int HS, int rope_dim,
-                             float sign) {
+                             const int *row0, const seq_fork *fork, int T, int NH, int NKV, int HS,
+                             int rope_dim, float sign) {
     int b, t, n;
     size_t r;
     if (!packed_row(row0, blockIdx.x, T, &b, &t, &n, &r)) return;
     r += t;
     int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, half = rope_dim / 2;
     const float *z = in + (size_t)r * QKV;
-    float p = (float)t;
+    float p = (float)(seq_pos0(fork, b) + t);
     for (int j = threadIdx.x; j < QKV; j += blockDim.x) {
         float v = z[j];
         if (bq) v += j < QD ? bq[j] : j < QD + KD ? bk[j - QD] : bv[j - QD - KD];
@@ -56,19 +56,19 @@ __global__ void rope_kernel1(TOut *out, float *out32, const float *in, const flo
 }
 
 int rope_forward(floatX *qkv, const float *y, const float *bq, const float *bk, const float *bv,
-                 const float *inv_freq, const int *row0, int B, int T, int NH, int NKV, int HS,
-                 int rope_dim, cudaStream_t stream) {
+                 const float *inv_freq, const int *row0, const seq_fork *fork, int B, int T, int NH, int NKV,
+                 int HS, int rope_dim, cudaStream_t stream) {
     if ((bq != NULL) != (bk != NULL) || (bq != NULL) != (bv != NULL))
         return cllm_error(CLLM_EINVAL, "rope_forward: biases must be all present or all absent");
-    rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(qkv, NULL, y, bq, bk, bv, inv_freq, row0, T, NH,
-                                                    NKV, HS, rope_dim, 1.0f);
+    rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(qkv, NULL, y, bq, bk, bv, inv_freq, row0, fork, T,
+                                                    NH, NKV, HS, rope_dim, 1.0f);
     return CUDA_CHECK_LAUNCH();
 }
 
 int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, const int *row0,
-                  int B, int T, int NH, int NKV, int HS, int rope_dim, cudaStream_t stream) {
+                  const seq_fork *fork, int B, int T, int NH, int NKV, int HS, int rope_dim, cudaStream_t stream) {
     rope_kernel1<floatX><<<B * T, 256, 0, stream>>>(dzb, dz32, d, NULL, NULL, NULL, inv_freq, row0,
-                                                    T, NH, NKV, HS, rope_dim, -1.0f);
+                                                    fork, T, NH, NKV, HS, rope_dim, -1.0f);
     return CUDA_CHECK_LAUNCH();
 }
 

@@ -25,6 +25,11 @@
  *   row0 (B + 1) device array: sequence b is rows row0[b] ..
  *       row0[b+1] - 1, position t at row row0[b] + t; row0[0] = 0,
  *       every sequence has 1 .. T rows
+ *   fork (B) device array or NULL (no forks): sequence b may fork off an
+ *       earlier one (cllm_train_forward_fork of train_fwd.h): fork[b].par
+ *       >= 0 is that sequence, whose first fork[b].pre rows b's rows see as
+ *       their prefix (b's row t sits at position pre + t); a sequence has at
+ *       most one fork, fork[b].child (-1: none), and a fork none of its own
  *   T   the longest sequence (sizes the grids of the per-sequence kernels)
  *   R   rows, R = row0[B]
  *   QD  NH*HS;  KD  NKV*HS;  QKV  QD + 2*KD (q, k, v side by side in a row)
@@ -36,6 +41,29 @@
 #include "../common.h"
 
 namespace cllm_train {
+
+struct seq_fork { int par, pre, child; };
+
+/* The position of sequence b's row 0: its prefix's length for a fork, else 0. */
+__device__ __forceinline__ int seq_pos0(const seq_fork *fork, int b) {
+    return fork && fork[b].par >= 0 ? fork[b].pre : 0;
+}
+
+/* Keys of a row of sequence b: for a fork, the first np rows of its parent
+ * (pkb: column kofs of its row 0, e.g. the k of kv head g) come first, then the sequence's own rows
+ * (kb); key j's k row is key_row(...), its v row KD further. */
+__device__ __forceinline__ int fork_prefix(const seq_fork *fork, const int *row0, int b, const floatX *qkv,
+                                           size_t QKV, size_t kofs, const floatX **pkb) {
+    if (!fork || fork[b].par < 0) {
+        *pkb = nullptr;
+        return 0;
+    }
+    *pkb = qkv + (size_t)row0[fork[b].par] * QKV + kofs;
+    return fork[b].pre;
+}
+__device__ __forceinline__ const floatX *key_row(const floatX *pkb, const floatX *kb, int np, int j, size_t QKV) {
+    return j < np ? pkb + (size_t)j * QKV : kb + (size_t)(j - np) * QKV;
+}
 
 /* A grid over (B, T) in x (x = b*T + t, as the per-row kernels launch) to
  * the packed layout: sequence b, position t, its length n and its first row;
@@ -92,43 +120,47 @@ int bias_backward(float *dbias, const float *dout, int ldd, int R, int OC, cudaS
 /* qkv (R, QKV) bf16 = [RoPE(z_q), RoPE(z_k), z_v], z = y + bias, y (R, QKV)
  * fp32 the product's output; bq (QD), bk, bv (KD) fp32 or all NULL;
  * inv_freq (rope_dim/2) fp32 (the CPU's table); row row0[b] + t at
- * position t. */
+ * position seq_pos0(fork, b) + t. */
 int rope_forward(floatX *qkv, const float *y, const float *bq, const float *bk, const float *bv,
-                 const float *inv_freq, const int *row0, int B, int T, int NH, int NKV, int HS,
-                 int rope_dim, cudaStream_t stream);
+                 const float *inv_freq, const int *row0, const seq_fork *fork, int B, int T, int NH, int NKV,
+                 int HS, int rope_dim, cudaStream_t stream);
 /* The transposed rotation of dq, dk: dz = RoPE^T(d) for the q and k parts,
  * v passes. d (R, QKV) fp32; dzb (R, QKV) bf16 =; dz32 (R, QKV) fp32 = or NULL
  * (needed for the bias gradients). */
 int rope_backward(floatX *dzb, float *dz32, const float *d, const float *inv_freq, const int *row0,
-                  int B, int T, int NH, int NKV, int HS, int rope_dim, cudaStream_t stream);
+                  const seq_fork *fork, int B, int T, int NH, int NKV, int HS, int rope_dim, cudaStream_t stream);
 
 /* ---- attention.cu, attention_flash.cu: causal GQA self-attention, no cache */
 /* out (R, QD) bf16; lse (R, NH) fp32, the softmax's log-sum-exp of the
  * scaled scores (saved for the backward); qkv (R, QKV) bf16 after RoPE.
  * Row (b, t), head h reads kv head h / (NH/NKV) of rows row0[b] ..
- * row0[b] + t. Needs even HS <= 256.
+ * row0[b] + t, after those of the first fork[b].pre rows of sequence
+ * fork[b].par for a fork (train_fwd.h's attention_forward_fork: the same
+ * keys in the same order). Needs even HS <= 256.
  * variant 0 (the default): the tensor-core kernels of attention_flash.cu
  * where attention_flash_supported(HS), else kernel1; 1: kernel1 (a warp per
  * key), the reference; 2: kernel2 (a thread per key, scores in shared
- * memory) when its shared memory fits the default 48 KiB, else kernel1. All
- * compute the same sums (the tensor-core ones round p and ds to bf16). */
-int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *row0, int B, int T,
-                      int NH, int NKV, int HS, int variant, cudaStream_t stream);
+ * memory) when its shared memory fits the default 48 KiB and there are no
+ * forks, else kernel1. All compute the same sums (the tensor-core ones round
+ * p and ds to bf16). */
+int attention_forward(floatX *out, float *lse, const floatX *qkv, const int *row0, const seq_fork *fork,
+                      int B, int T, int NH, int NKV, int HS, int variant, cudaStream_t stream);
 /* dqkv (R, QKV) fp32 = [dq, dk, dv]; Dsum (R, NH) fp32
  * scratch (D of each (row, head), written by the first kernel, read by the
  * second: sum_j p_j dp_j in kernels 1 and 2, do . out in the tensor-core
  * ones); dout (R, QD) bf16; out, qkv, lse as the forward saved them. */
 int attention_backward(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                       const floatX *qkv, const float *lse, const int *row0, int B, int T, int NH,
-                       int NKV, int HS, int variant, cudaStream_t stream);
+                       const floatX *qkv, const float *lse, const int *row0, const seq_fork *fork, int B,
+                       int T, int NH, int NKV, int HS, int variant, cudaStream_t stream);
 /* attention_flash.cu: 1 when the tensor-core kernels take head size HS (16,
  * 32, 64, 128); their launchers (arguments as above). */
 int attention_flash_supported(int HS);
-int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *row0, int B,
-                                   int T, int NH, int NKV, int HS, cudaStream_t stream);
+int attention_forward_flash_launch(floatX *out, float *lse, const floatX *qkv, const int *row0,
+                                   const seq_fork *fork, int B, int T, int NH, int NKV, int HS,
+                                   cudaStream_t stream);
 int attention_backward_flash_launch(float *dqkv, float *Dsum, const floatX *dout, const floatX *out,
-                                    const floatX *qkv, const float *lse, const int *row0, int B, int T,
-                                    int NH, int NKV, int HS, cudaStream_t stream);
+                                    const floatX *qkv, const float *lse, const int *row0, const seq_fork *fork,
+                                    int B, int T, int NH, int NKV, int HS, cudaStream_t stream);
 
 /* ---- swiglu.cu ---------------------------------------------------------- */
 /* h (R, F) bf16 = silu(gate) * up; gu (R, 2F) bf16, row = [gate (F), up (F)]. */
