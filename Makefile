@@ -63,6 +63,11 @@ CMD_SRC  := $(wildcard cmd/cllm-*.c)
 BINS     := $(CMD_SRC:cmd/%.c=$(BUILD)/%)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Kernel-level CUDA tests (tests/unit/test_*.cu), with the CUDA backend only;
+# without a device they print "skip" (tests/cuemu runs them emulated).
+ifneq ($(CU_SRC),)
+TESTS    += $(patsubst tests/unit/%.cu,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.cu))
+endif
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 MANS     := $(wildcard man/*.1 man/*.5 man/*.7)

@@ -1163,13 +1163,14 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         step++;
         double dt = cllm_now_s() - t0;
         double loss = o->objective == CLLM_OBJ_SFT ? ar : cons + o->ar_weight * ar;
-        double tps = dt > 0 ? (double)t.tokens_fwd / dt : 0;
+        double tps = dt > 0 ? (double)t.tokens_fwd / dt : 0, eps = dt > 0 ? (double)n_ex / dt : 0;
         if (w && (rc = put_metric(w, &pb, "loss", loss, step, NULL))) goto out;
         if (w && o->objective == CLLM_OBJ_CLLM &&
             ((rc = put_metric(w, &pb, "consistency", cons, step, NULL)) || (rc = put_metric(w, &pb, "ar", ar, step, NULL))))
             goto out;
         if (w && ((rc = put_metric(w, &pb, "lr", lr, step, NULL)) || (rc = put_metric(w, &pb, "grad_norm", gn, step, NULL)) ||
-            (rc = put_metric(w, &pb, "tokens_per_s", tps, step, "tokens/s"))))
+            (rc = put_metric(w, &pb, "tokens_per_s", tps, step, "tokens/s")) ||
+            (rc = put_metric(w, &pb, "examples_per_s", eps, step, "examples/s"))))
             goto out;
         char *ck = NULL;
         int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || (cllm_interrupted && step < total));

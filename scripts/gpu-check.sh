@@ -30,7 +30,9 @@
 #             programmatic dependent launch), and HF transformers' eager
 #             generate on the same weights (scripts/hf_baseline.py) as the
 #             baseline ratio;
-#          5. test_cuda_train: the training step GPU vs CPU; test_nccl (the
+#          5. test_train_attention (the training attention kernels' forks
+#             against the sequences spelt out); test_cuda_train: the training
+#             step GPU vs CPU (with forks too); test_nccl (the
 #             devices' all-reduce, one rank); test_cuda_train --bench, and
 #             --bench 16 384 spread (CLLM records' lengths: packed rows vs
 #             the same micro-batch padded);
@@ -48,7 +50,9 @@
 #             CLLM_CUDA_FIXED_ORDER=0 (the windows' products through cuBLAS,
 #             against the default fixed-order kernel);
 #          3d. cllm-train --device cuda on SmolLM2 with those trajectories
-#             (30 CLLM steps of 16): the trainer's tokens/s;
+#             (30 CLLM steps of 16): the trainer's tokens/s and examples/s,
+#             then the same with --separate-passes (the baseline of the
+#             student as a fork of x||y*: examples/s ratio);
 #          4. compute-sanitizer memcheck of test_cuda on the tiny models, of
 #             cllm-traj --device cuda --batch 4 on the tiny model, and of 2
 #             cllm-train --device cuda steps on step 6's tiny model; racecheck
@@ -64,7 +68,7 @@
 #        /root/stage, else BUILD/tests/test_cuda and $CLLM_MODEL or models/.
 #        Results in $OUT (else /tmp/gpu-check-out): summary.txt, and
 #        logs.tar.gz (nvidia-smi.txt, test_cuda.log, cli.log, bench.log,
-#        hf.log, train.log, nccl.log, train-bench.log,
+#        hf.log, train-attention.log, train.log, nccl.log, train-bench.log,
 #        train-bench-spread.log, train-e2e.log,
 #        memcheck.log), packed after each step. Each step is
 #        time-limited; the whole run stays under GPU_CHECK_BUDGET + ~20 s
@@ -81,7 +85,8 @@ stage)
     build=${1:-build-static}
     make --no-print-directory STATIC=1 BUILD="$build" "$build/tests/test_cuda" "$build/cllm-traj" \
         "$build/cllm-gen" "$build/cllm-cat" "$build/cllm-bench" "$build/tools/cllm-model-info" \
-        "$build/tests/test_cuda_train" "$build/cllm-train" "$build/tools/make-tiny" "$build/tests/test_nccl" >&2 || exit 1
+        "$build/tests/test_cuda_train" "$build/cllm-train" "$build/tools/make-tiny" "$build/tests/test_nccl" \
+        "$build/tests/test_train_attention" >&2 || exit 1
     [ -f "${CLLM_DATA:-../shared/data}/gsm8k_train.jsonl" ] || { echo "gpu-check: no gsm8k_train.jsonl in \$CLLM_DATA" >&2; exit 1; }
     [ -f "$model_src" ] || { echo "gpu-check: $model_src missing (make setup)" >&2; exit 1; }
     rm -rf .stage/a .stage/b
@@ -90,7 +95,7 @@ stage)
     mv .stage/model.part-aa .stage/a/ && mv .stage/model.part-ab .stage/b/ || exit 1
     [ -z "$(ls .stage/model.part-* 2>/dev/null)" ] || { echo "gpu-check: model split in more than 2 parts" >&2; exit 1; }
     for p in tests/test_cuda cllm-traj cllm-gen cllm-cat cllm-bench tools/cllm-model-info tests/test_cuda_train \
-             cllm-train tools/make-tiny tests/test_nccl; do
+             cllm-train tools/make-tiny tests/test_nccl tests/test_train_attention; do
         n=$(basename "$p")
         strip -o ".stage/$n" "$build/$p" && xz -9 -c ".stage/$n" >".stage/b/$n.xz" || exit 1
         rm -f ".stage/$n"
@@ -137,6 +142,7 @@ if [ -f .stage/b/test_cuda.xz ]; then
     for n in cllm-traj cllm-gen cllm-cat cllm-bench cllm-model-info cllm-train make-tiny; do unxz_to ".stage/b/$n.xz" "/root/stage/$n"; done
     unxz_to .stage/b/test_cuda_train.xz /root/stage/tests/test_cuda_train
     unxz_to .stage/b/test_nccl.xz /root/stage/tests/test_nccl
+    unxz_to .stage/b/test_train_attention.xz /root/stage/tests/test_train_attention
     xz -dc .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl 2>/dev/null ||
         python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl
     bin=/root/stage
@@ -350,6 +356,15 @@ pack
 # 5. issue 8: the training step on the GPU vs the CPU (tiny models), then its
 #    throughput at SmolLM2 shapes (docs/CUDA-TRAINING.md)
 if want 5 && [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
+    ta=$bin/tests/test_train_attention
+    [ -x "$ta" ] || ta=$build/tests/test_train_attention
+    if [ -x "$ta" ]; then
+        timeout 30 "$ta" >"$log/train-attention.log" 2>&1
+        rc=$?
+        grep -E '^forks' "$log/train-attention.log" >>"$sum"
+        if [ $rc -eq 0 ] && ! grep -q '^skip' "$log/train-attention.log"; then note "PASS test_train_attention"
+        else note "FAIL test_train_attention (exit $rc)"; tail -n 5 "$log/train-attention.log" >>"$sum"; status=1; fi
+    fi
     CLLM_VERBOSE=1 timeout 120 "$tt" >"$log/train.log" 2>&1
     rc=$?
     grep -vE '^  model' "$log/train.log" | tail -n 30 >>"$sum"
@@ -594,17 +609,27 @@ fi
 
 pack
 # 3d. issue 8: the trainer itself on SmolLM2: cllm-train --device cuda, CLLM (global consistency + AR),
-#     on the trajectories of 3c, --batch 16, 30 steps. tokens/s per step is the trainer's metric (tokens
-#     through the forward passes of the step: the AR/teacher pass and the student pass, each with its
-#     backward, divided by the step's wall time); the median of steps 6..30 leaves out the first steps'
-#     allocations. Model FLOPs ~ 6 x 1.06e8 (SmolLM2 without its embedding) per token.
+#     on the trajectories of 3c, --batch 16, 30 steps. tokens/s per step is the trainer's metric (rows
+#     through the model, forward and backward, divided by the step's wall time: x||y* and the student's
+#     fork of it, or with --separate-passes x||y* and x||y(j), x twice); examples/s compares the two
+#     runs; the median of steps 6..30 leaves out the first steps' allocations. Model FLOPs ~ 6 x 1.06e8
+#     (SmolLM2 without its embedding) per row.
 if want 3d && [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda on SmolLM2"; then
+    # median of steps 6..30 of metric $2 in stream $1
+    med() { "$bin/cllm-cat" -j "$1" | grep "\"name\":\"$2\"" |
+        sed 's/.*"value":\([0-9.e+-]*\).*"step":\([0-9]*\).*/\2 \1/' | awk '$1 > 5 { print $2 }' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
     if timeout 75 "$bin/cllm-train" -m "$CLLM_MODEL" -o "$tmp/s135.gguf" --device cuda --batch 16 --max-steps 30 \
         --lr 1e-5 -q --metrics "$tmp/s135.zst" "$tmp/t512.zst" >>"$cli" 2>&1; then
-        tp=$("$bin/cllm-cat" -j "$tmp/s135.zst" | grep '"name":"tokens_per_s"' |
-            sed 's/.*"value":\([0-9.e+-]*\).*"step":\([0-9]*\).*/\2 \1/' | awk '$1 > 5 { print $2 }' | sort -g |
-            awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
-        awk -v t="${tp:-0}" 'BEGIN { printf "BENCH cllm-train --device cuda SmolLM2 CLLM --batch 16: %.0f training tokens/s (median of steps 6-30), ~%.1f TFLOP/s, MFU %.1f %% of 989 (issue 8 asks >= 100,000)\n", t, t * 6 * 1.06e8 / 1e12, 100 * t * 6 * 1.06e8 / 989e12 }' | tee -a "$sum"
+        tp=$(med "$tmp/s135.zst" tokens_per_s) ex=$(med "$tmp/s135.zst" examples_per_s)
+        awk -v t="${tp:-0}" -v e="${ex:-0}" 'BEGIN { printf "BENCH cllm-train --device cuda SmolLM2 CLLM --batch 16: %.0f training tokens/s (rows computed; median of steps 6-30), %.1f examples/s, ~%.1f TFLOP/s, MFU %.1f %% of 989 (issue 8 asks >= 100,000)\n", t, e, t * 6 * 1.06e8 / 1e12, 100 * t * 6 * 1.06e8 / 989e12 }' | tee -a "$sum"
+        # the baseline of the student as a fork of x||y*: separate passes, same run otherwise
+        if have_time 80 "cllm-train --separate-passes on SmolLM2" &&
+            timeout 75 "$bin/cllm-train" -m "$CLLM_MODEL" -o "$tmp/s135s.gguf" --device cuda --batch 16 --max-steps 30 \
+                --lr 1e-5 -q --separate-passes --metrics "$tmp/s135s.zst" "$tmp/t512.zst" >>"$cli" 2>&1; then
+            tps=$(med "$tmp/s135s.zst" tokens_per_s) exs=$(med "$tmp/s135s.zst" examples_per_s)
+            awk -v t="${tps:-0}" -v e="${exs:-0}" -v f="${ex:-0}" 'BEGIN { printf "BENCH cllm-train --device cuda SmolLM2 CLLM --batch 16 --separate-passes: %.0f training tokens/s, %.1f examples/s; the fork: %.2fx the examples/s\n", t, e, e > 0 ? f / e : 0 }' | tee -a "$sum"
+        fi
     else
         note "FAIL cllm-train --device cuda on SmolLM2 (exit $?; see cli.log)"; status=1
     fi

@@ -18,6 +18,7 @@
 #                        call (CLLM_CUDA_MT_ROWS=128; by shape the tiny models'
 #                        calls take 64)
 #   test_cuda_train      the training parity test
+#   test_train_attention the training attention kernels' forks, kernel by kernel
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
 #                        ranks with the emulated NCCL (libnccl-emu.so) and with
@@ -69,6 +70,7 @@ run test_cuda "$B/tests/test_cuda"
 run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM16=0 CUEMU_ORDER=rev "$B/tests/test_cuda"
 run test_cuda_cp_now env CUEMU_CP_ASYNC=now CLLM_CUDA_MT_ROWS=128 "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
+run test_train_attention "$B/tests/test_train_attention"
 run e2e sh tests/cuemu/e2e.sh "$B"
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"
 else echo "skip dp: no models/SmolLM2-135M-Instruct.Q4_1.gguf for make-tiny's tokenizer"; fi

@@ -37,7 +37,8 @@ CE_LIBS   := $(THIRD) -lstdc++ -lm -lpthread
 CE_CU     := $(wildcard kernels/cuda/*.cu kernels/cuda/train/*.cu)
 CE_OBJ    := $(LIB_SRC:%.c=$(CE)/obj/%.o) $(CE_CU:%.cu=$(CE)/obj/%.cu.o) $(CE)/obj/tests/cuemu/cuemu.o
 CE_BINS   := $(CMD_SRC:cmd/%.c=$(CE)/%)
-CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train $(CE)/tests/test_nccl
+CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train $(CE)/tests/test_nccl \
+             $(patsubst tests/unit/%.cu,$(CE)/tests/%,$(wildcard tests/unit/test_*.cu))
 CE_TOOLS  := $(CE)/tools/make-tiny
 
 cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS) $(CE)/cuemu-selftest $(CE)/libnccl-emu.so $(CE)/tools/model-diff
@@ -87,6 +88,11 @@ $(CE)/cllm-%: $(CE)/obj/cmd/cllm-%.o $(CE)/libcllm.a
 	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
 
 $(CE)/tests/%: $(CE)/obj/tests/unit/%.o $(CE)/libcllm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
+
+# kernel-level tests written in CUDA (tests/unit/test_*.cu), through cu2cc
+$(CE)/tests/%: $(CE)/obj/tests/unit/%.cu.o $(CE)/libcllm.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(CE_SAN) -o $@ $^ $(CE_LIBS)
 
