@@ -573,6 +573,7 @@ static int micro_batch(trainer *t, example *ex, int B, int R, double *cons, doub
     seqspec s[B > 0 ? B : 1];
     size_t base[B > 0 ? B : 1];   /* first logits row of each sequence's window */
     int T, rc;
+    memset(s, 0, sizeof s);   /* B >= 1, but GCC's sanitizer build cannot tell */
 
     if (o->objective == CLLM_OBJ_SFT) {
         for (int b = 0; b < B; b++) s[b] = (seqspec){ ex[b].ctx, ex[b].n_ctx, ex[b].fixed, ex[b].m };

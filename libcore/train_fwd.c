@@ -172,6 +172,30 @@ static int att_scratch(cllm_act *a, size_t per_thread) {
     return 0;
 }
 
+int cllm_check_rows(const int *tokens, const int *lens, int B, int T, const cllm_fork *fork, int V, const char *what,
+                    size_t *rows) {
+    *rows = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1 || lens[b] > T)
+            return cllm_error(CLLM_EINVAL, "%s: sequence %d has length %d (1..%d allowed)", what, b, lens[b], T);
+        for (int t = 0; t < lens[b]; t++) {
+            int id = tokens[(size_t)b * T + t];
+            if (id < 0 || id >= V) return cllm_error(CLLM_EINVAL, "%s: token id %d out of range [0, %d)", what, id, V);
+        }
+        *rows += (size_t)lens[b];
+        if (!fork || !fork[b].n) continue;
+        const cllm_fork *f = &fork[b];
+        if (f->n < 0 || f->at < 0 || f->at > lens[b] || f->n > T - f->at)
+            return cllm_error(CLLM_EINVAL, "%s: fork of sequence %d (length %d) at %d, %d rows (positions must "
+                              "stay below %d)", what, b, lens[b], f->at, f->n, T);
+        for (int i = 0; i < f->n; i++)
+            if (f->tokens[i] < 0 || f->tokens[i] >= V)
+                return cllm_error(CLLM_EINVAL, "%s: token id %d out of range [0, %d)", what, f->tokens[i], V);
+        *rows += (size_t)f->n;
+    }
+    return 0;
+}
+
 int cllm_pack_rows(const int *tokens, const int *lens, int B, int T, int *out, int *row0) {
     int R = 0;
     for (int b = 0; b < B; b++) {
@@ -203,37 +227,17 @@ int cllm_train_forward_fork(cllm_act *a, const cllm_model *m, const int *tokens,
                           B, T, a->maxB, a->maxT);
     int L = c->n_layer, C = c->d_model, NH = c->n_head, NKV = c->n_head_kv, HS = c->head_dim;
     int F = c->d_ff, V = c->vocab, QD = NH * HS, KD = NKV * HS;
-    for (int b = 0; b < B; b++) {
-        if (lens[b] < 1 || lens[b] > T)
-            return cllm_error(CLLM_EINVAL, "training forward: sequence %d has length %d (1..%d allowed)",
-                              b, lens[b], T);
-        for (int t = 0; t < lens[b]; t++) {
-            int id = tokens[(size_t)b * T + t];
-            if (id < 0 || id >= V)
-                return cllm_error(CLLM_EINVAL, "training forward: token id %d out of range [0, %d)", id, V);
-        }
-        if (lm_from && (lm_from[b] < 0 || lm_n[b] < 0 || lm_n[b] > lens[b] - lm_from[b]))
+    size_t rows;   /* packed rows, forks included */
+    int rc = cllm_check_rows(tokens, lens, B, T, fork, V, "training forward", &rows);
+    if (rc) return rc;
+    for (int b = 0; lm_from && b < B; b++)
+        if (lm_from[b] < 0 || lm_n[b] < 0 || lm_n[b] > lens[b] - lm_from[b])
             return cllm_error(CLLM_EINVAL, "training forward: LM rows %d..%d of sequence %d (length %d)", lm_from[b],
                               lm_from[b] + lm_n[b], b, lens[b]);
-    }
-    size_t rows = 0;   /* packed rows, forks included */
-    for (int b = 0; b < B; b++) {
-        rows += (size_t)lens[b];
-        if (!fork || !fork[b].n) continue;
-        const cllm_fork *f = &fork[b];
-        if (f->n < 0 || f->at < 0 || f->at > lens[b] || f->n > T - f->at)
-            return cllm_error(CLLM_EINVAL, "training forward: fork of sequence %d (length %d) at %d, %d rows "
-                              "(positions must stay below %d)", b, lens[b], f->at, f->n, T);
-        for (int i = 0; i < f->n; i++)
-            if (f->tokens[i] < 0 || f->tokens[i] >= V)
-                return cllm_error(CLLM_EINVAL, "training forward: token id %d out of range [0, %d)", f->tokens[i], V);
-        rows += (size_t)f->n;
-    }
     if (rows > (size_t)a->maxB * a->maxT)
         return cllm_error(CLLM_EINVAL, "training forward: %zu rows exceed the activations' %d x %d", rows,
                           a->maxB, a->maxT);
-    int rc = att_scratch(a, (size_t)2 * T);   /* forward needs T, backward 2T per thread */
-    if (rc) return rc;
+    if ((rc = att_scratch(a, (size_t)2 * T))) return rc;   /* forward needs T, backward 2T per thread */
     a->B = 0;   /* until this forward has finished */
     size_t base = 0;
     int R = cllm_pack_rows(tokens, lens, B, T, a->tok, a->row0);

@@ -73,6 +73,13 @@ int cllm_train_forward_fork(cllm_act *a, const cllm_model *m, const int *tokens,
  * (rows >= lens[b] are ignored) or packed windows, then the forks' rows; grads (n_params) +=
  * d loss / d params. 0 or CLLM_E*. */
 int cllm_train_backward(cllm_act *a, const cllm_model *m, const float *dlogits, float *grads);
+/* What both trainers check of a call's rows: lens[b] in 1..T, the ids of
+ * tokens (B, T) in [0, V) for rows < lens[b], forks (or NULL) as
+ * cllm_train_forward_fork asks; *rows = the sum of lens and of the forks'
+ * n. 0, or CLLM_EINVAL with a message starting with `what`. */
+int cllm_check_rows(const int *tokens, const int *lens, int B, int T, const cllm_fork *fork, int V, const char *what,
+                    size_t *rows);
+
 /* The packed layout both trainers (CPU and CUDA) compute on: the real tokens
  * of the (B, T) padded rows one sequence after another into out (sum of lens
  * ints), row0 (B + 1) the first row of each sequence. Returns the rows,

@@ -98,6 +98,28 @@ typedef struct att_job {
     axpy_fn axpy;
 } att_job;
 
+/* The softmax of query qv (HS) over n keys: np of a prefix (rows of stride
+ * krow at kp) and then the sequence's own (at ko), in that order: e (n) =
+ * exp(score - max); returns the sum of e. The forward and the backward's
+ * recomputation both call it, so p is the same to the bit. */
+static float att_softmax(dot_fn dot, const float *qv, const float *kp, int np, const float *ko, int n, size_t krow,
+                         int HS, float *e) {
+    float scale = 1.0f / sqrtf((float)HS);
+    float mx = -INFINITY;
+    for (int s = 0; s < n; s++) {
+        const float *kv = s < np ? kp + (size_t)s * krow : ko + (size_t)(s - np) * krow;
+        float d = dot(qv, kv, HS) * scale;
+        e[s] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        e[s] = expf(e[s] - mx);
+        sum += e[s];
+    }
+    return sum;
+}
+
 /* out (HS) for query qv (HS) over np keys/values of a prefix (rows of
  * stride krow at kp, vp) followed by no of the sequence's own (at ko, vo):
  * the scores in that order, so a sequence without a prefix computes exactly
@@ -105,22 +127,8 @@ typedef struct att_job {
 static void att_row(const att_job *j, float *o, const float *qv, const float *kp, const float *vp, int np,
                     const float *ko, const float *vo, int no, float *att) {
     int HS = j->HS, n = np + no;
-    float scale = 1.0f / sqrtf((float)HS);
     size_t krow = (size_t)j->NKV * HS;
-    float mx = -INFINITY;
-    for (int s = 0; s < n; s++) {
-        const float *kv = s < np ? kp + (size_t)s * krow : ko + (size_t)(s - np) * krow;
-        float dot = j->dot(qv, kv, HS) * scale;
-        att[s] = dot;
-        if (dot > mx) mx = dot;
-    }
-    float sum = 0.0f;
-    for (int s = 0; s < n; s++) {
-        float e = expf(att[s] - mx);
-        att[s] = e;
-        sum += e;
-    }
-    float inv = 1.0f / sum;
+    float inv = 1.0f / att_softmax(j->dot, qv, kp, np, ko, n, krow, HS, att);
     memset(o, 0, (size_t)HS * sizeof(float));
     for (int s = 0; s < n; s++)
         j->axpy(o, att[s] * inv, s < np ? vp + (size_t)s * krow : vo + (size_t)(s - np) * krow, HS);
@@ -220,6 +228,7 @@ typedef struct attb_job {
     int B, T, NH, NKV, HS;
     int begin, end;      /* range of b * NKV + kvh */
     dot_fn dot;          /* the forward's dot product, so p is recomputed exactly */
+    axpy_fn axpy;
 } attb_job;
 
 /* Sequence b's query head h, row t: its dq row, and its part of dk, dv of the
@@ -235,42 +244,18 @@ static void attb_row(const attb_job *j, int b, int h, int t, const float *kp, co
     memset(dqv, 0, (size_t)HS * sizeof(float));
     const float *qv = j->q + off, *dov = j->dout + off;
 #define KEY(base, s) ((s) < np ? (base##p) + (size_t)(s) * krow : (base##o) + (size_t)((s) - np) * krow)
-    /* recompute p exactly as the forward does (att_row) */
-    float mx = -INFINITY;
-    for (int s = 0; s < n; s++) {
-        float dot = j->dot(qv, KEY(k, s), HS);
-        dot *= scale;
-        p[s] = dot;
-        if (dot > mx) mx = dot;
-    }
-    float sum = 0.0f;
-    for (int s = 0; s < n; s++) {
-        float e = expf(p[s] - mx);
-        p[s] = e;
-        sum += e;
-    }
-    float inv = 1.0f / sum;
+    float inv = 1.0f / att_softmax(j->dot, qv, kp, np, ko, n, krow, HS, p);   /* as the forward */
     float pdp = 0.0f;
     for (int s = 0; s < n; s++) {
         p[s] *= inv;
-        const float *vv = KEY(v, s);
-        float *dvv = KEY(dv, s);
-        float d = 0.0f;
-        for (int i = 0; i < HS; i++) {
-            d += dov[i] * vv[i];
-            dvv[i] += p[s] * dov[i];
-        }
-        dp[s] = d;
-        pdp += p[s] * d;
+        dp[s] = j->dot(dov, KEY(v, s), HS);
+        j->axpy(KEY(dv, s), p[s], dov, HS);
+        pdp += p[s] * dp[s];
     }
     for (int s = 0; s < n; s++) {
         float ds = p[s] * (dp[s] - pdp) * scale;
-        const float *kv = KEY(k, s);
-        float *dkv = KEY(dk, s);
-        for (int i = 0; i < HS; i++) {
-            dqv[i] += ds * kv[i];
-            dkv[i] += ds * qv[i];
-        }
+        j->axpy(dqv, ds, KEY(k, s), HS);
+        j->axpy(KEY(dk, s), ds, qv, HS);
     }
 #undef KEY
 }
@@ -335,6 +320,6 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     for (int i = 0; i < nt; i++)
         jobs[i] = (attb_job){dq, dk, dv, dout, q, k, v, row0, par, pre, att, B, T, NH, NKV, HS,
                              (int)((long long)work * i / nt), (int)((long long)work * (i + 1) / nt),
-                             pick_dot()};
+                             pick_dot(), pick_axpy()};
     kernels_parallel(nt, attb_task, jobs);
 }

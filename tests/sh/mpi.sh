@@ -55,8 +55,8 @@ same_losses "$T/two.zst" "$T/one.zst" || fail "SFT: 2-rank losses differ from 1 
 "$B/tools/model-diff" -q "$T/two.gguf" "$T/half.gguf" > "$T/d" && fail "a global batch of 2 passes for 4"
 echo "  control, 1 process with a global batch of 2: $(cat "$T/d")"
 "$B/cllm-cat" --check -q "$T/two.zst" || fail "2-rank metric stream does not check"
-[ "$(count "$T/two.zst" metric)" = "$(count "$T/one.zst" metric)" ] && [ "$(count "$T/two.zst" metric)" = 20 ] ||
-    fail "2-rank metric stream: $(count "$T/two.zst" metric) metric records, want 20 (4 per step)"
+[ "$(count "$T/two.zst" metric)" = "$(count "$T/one.zst" metric)" ] && [ "$(count "$T/two.zst" metric)" = 25 ] ||
+    fail "2-rank metric stream: $(count "$T/two.zst" metric) metric records, want 25 (5 per step)"
 [ "$("$B/cllm-cat" -j "$T/two.zst" | grep -c '"name":"loss"')" = 5 ] || fail "not one loss record per step"
 echo "metric stream: $(count "$T/two.zst" metric) metric records for 5 steps on 2 ranks (one per metric and step)"
 # The shuffle buffer on, micro-batches of 2 (padded): 2 x 2 x 1 vs 1 x 4 x 1.

@@ -406,27 +406,9 @@ static int check_micro(cllm_cuda_train *t, const int *tokens, const int *lens, i
                           t->max_rows);
     if (!(eps >= 0 && eps < 1))
         return cllm_error(CLLM_EINVAL, "CUDA training: label smoothing %g outside [0, 1)", eps);
-    size_t n_tok = 0;
-    for (int b = 0; b < B; b++) {
-        if (lens[b] < 1 || lens[b] > T)
-            return cllm_error(CLLM_EINVAL, "CUDA training: sequence %d has length %d (1..%d allowed)",
-                              b, lens[b], T);
-        n_tok += (size_t)lens[b];
-        for (int i = 0; i < lens[b]; i++) {
-            int id = tokens[(size_t)b * T + i];
-            if (id < 0 || id >= V)
-                return cllm_error(CLLM_EINVAL, "CUDA training: token id %d out of range [0, %d)", id, V);
-        }
-        if (!fork || !fork[b].n) continue;
-        const cllm_fork *f = &fork[b];
-        if (f->n < 0 || f->at < 0 || f->at > lens[b] || f->n > T - f->at)
-            return cllm_error(CLLM_EINVAL, "CUDA training: fork of sequence %d (length %d) at %d, %d rows "
-                              "(positions must stay below %d)", b, lens[b], f->at, f->n, T);
-        for (int i = 0; i < f->n; i++)
-            if (f->tokens[i] < 0 || f->tokens[i] >= V)
-                return cllm_error(CLLM_EINVAL, "CUDA training: token id %d out of range [0, %d)", f->tokens[i], V);
-        n_tok += (size_t)f->n;
-    }
+    size_t n_tok;
+    int rc = cllm_check_rows(tokens, lens, B, T, fork, V, "CUDA training", &n_tok);
+    if (rc) return rc;
     if (n_tok > (size_t)t->RM)
         return cllm_error(CLLM_EINVAL, "CUDA training: %zu tokens exceed the planned %d", n_tok, t->RM);
     size_t R = (size_t)B * T;   /* sequences' rows b*T + i, then forks' (B + b)*T + i */
