@@ -310,33 +310,25 @@ attention_backward_dkv_flash(float *dqkv, const float *Dsum, const floatX *dout,
         cn = row0[child + 1] - row0[child];
     }
 
+    /* query tiles: the sequence's own from the key tile on, then the fork's */
+    int n_own = (n - k0 + FA_BQ - 1) / FA_BQ, n_tiles = n_own + (cn + FA_BQ - 1) / FA_BQ;
     for (int hh = 0; hh < group; hh++) {
         int h = kvh * group + hh;
-        for (int q0 = k0; q0 < n; q0 += FA_BQ) {
+        for (int it = 0; it < n_tiles; it++) {
+            int own = it < n_own, q0 = own ? k0 + it * FA_BQ : (it - n_own) * FA_BQ, nq = own ? n : cn;
+            size_t qb = (own ? rbase : cbase) + q0;   /* the tile's first query row */
             __syncthreads();
-            load_tile<HS>(qs, qt, FA_BQ, base + (size_t)q0 * QKV + (size_t)h * HS, QKV, n - q0);
-            load_tile<HS>(dos, dot, FA_BQ, dout + (rbase + q0) * QD + (size_t)h * HS, QD, n - q0);
+            load_tile<HS>(qs, qt, FA_BQ, qkv + qb * QKV + (size_t)h * HS, QKV, nq - q0);
+            load_tile<HS>(dos, dot, FA_BQ, dout + qb * QD + (size_t)h * HS, QD, nq - q0);
             for (int i = threadIdx.x; i < FA_BQ; i += blockDim.x) {
-                int real = q0 + i < n;
-                s_lse[i] = real ? lse[(rbase + q0 + i) * NH + h] : 0.0f;
-                s_D[i] = real ? Dsum[(rbase + q0 + i) * NH + h] : 0.0f;
+                int real = q0 + i < nq;
+                s_lse[i] = real ? lse[(qb + i) * NH + h] : 0.0f;
+                s_D[i] = real ? Dsum[(qb + i) * NH + h] : 0.0f;
             }
             __syncthreads();
-            if (r0 >= n || q0 + FA_BQ - 1 < r0) continue;   /* padding keys; queries before the keys */
-            dkv_tile<HS>(dk, dv, ka, va, qs, dos, qt, dot, s_lse, s_D, q0, n, keys, r0, 1, 0, scale);
-        }
-        for (int q0 = 0; q0 < cn; q0 += FA_BQ) {
-            __syncthreads();
-            load_tile<HS>(qs, qt, FA_BQ, qkv + (cbase + q0) * QKV + (size_t)h * HS, QKV, cn - q0);
-            load_tile<HS>(dos, dot, FA_BQ, dout + (cbase + q0) * QD + (size_t)h * HS, QD, cn - q0);
-            for (int i = threadIdx.x; i < FA_BQ; i += blockDim.x) {
-                int real = q0 + i < cn;
-                s_lse[i] = real ? lse[(cbase + q0 + i) * NH + h] : 0.0f;
-                s_D[i] = real ? Dsum[(cbase + q0 + i) * NH + h] : 0.0f;
-            }
-            __syncthreads();
-            if (r0 >= n || r0 >= cpre) continue;   /* padding keys; keys past the prefix */
-            dkv_tile<HS>(dk, dv, ka, va, qs, dos, qt, dot, s_lse, s_D, q0, cn, keys, r0, 0, cpre, scale);
+            /* padding keys; own queries before the keys; a fork's, keys past its prefix */
+            if (r0 >= n || (own ? q0 + FA_BQ - 1 < r0 : r0 >= cpre)) continue;
+            dkv_tile<HS>(dk, dv, ka, va, qs, dos, qt, dot, s_lse, s_D, q0, nq, keys, r0, own, cpre, scale);
         }
     }
 #pragma unroll

@@ -6,9 +6,10 @@
  *
  * Layouts (R rows of the call: its B sequences packed one after another,
  * sequence b at rows row0[b] .. row0[b+1] - 1, so nothing is computed for
- * the caller's padding, then their forks (E packed sequences in all; a
- * fork's seq_fork names its parent and prefix, train_kernels.h); RM rows planned: max_tokens, at most max_B*max_T; a
- * saved tensor of layer l starts at l*RM rows):
+ * the caller's padding, then their forks: E packed sequences in all, a
+ * fork's seq_fork naming its parent and prefix (train_kernels.h); RM rows
+ * planned: max_tokens, at most max_B*max_T; a saved tensor of layer l starts
+ * at l*RM rows):
  *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
  *   xs  (L+1, RM, C) fp32  residual stream into each layer; xs[L] the last
  *   xm  (L, RM, C) fp32    residual stream between attention and MLP
