@@ -58,6 +58,7 @@
 #             cllm-train --device cuda steps on step 6's tiny model; racecheck
 #             of a cllm-train step and of cllm-gen Jacobi n=8 (tiny models:
 #             the tiled attention on prompts, the fused 16-row products);
+#             memcheck and racecheck of test_train_attention (forks);
 #          then summary.txt: verdicts and BENCH lines. Steps after 2 are
 #          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
@@ -668,6 +669,16 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
             tail -n 2 "$log/racecheck.log" | tee -a "$sum"
             if [ $rc -eq 0 ]; then note "PASS racecheck cllm-train, cllm-gen Jacobi"; else note "FAIL racecheck (exit $rc)"; status=1; fi
         fi
+    fi
+    # the attention kernels with forks (the fork's prefix tiles, the dk/dv kernel's fork tiles)
+    ta=$bin/tests/test_train_attention
+    [ -x "$ta" ] || ta=$build/tests/test_train_attention
+    if [ -x "$ta" ] && have_time 60 "memcheck, racecheck test_train_attention"; then
+        timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$ta" >>"$log/memcheck.log" 2>&1 &&
+            timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$ta" >>"$log/racecheck.log" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ]; then note "PASS memcheck, racecheck test_train_attention"
+        else note "FAIL memcheck/racecheck test_train_attention (exit $rc)"; status=1; fi
     fi
 else
     note "SKIP memcheck: no compute-sanitizer on PATH"
