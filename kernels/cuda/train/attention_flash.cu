@@ -163,23 +163,20 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *r
     load_a_frags<HS>(qa, base + (size_t)h * HS, QKV, r0, n);
     const float scale = 1.0f / sqrtf((float)HS);
 
-    const floatX *pk;   /* a fork's prefix: its keys are all visible to every row */
-    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk), plim[2] = {np - 1, np - 1};
-    for (int j0 = 0; j0 < np; j0 += FA_TILE) {
-        __syncthreads();
-        load_tile<HS>(ks, nullptr, FA_TILE, pk + (size_t)j0 * QKV, QKV, np - j0);
-        load_tile<HS>(nullptr, vt, FA_TILE, pk + (size_t)j0 * QKV + KD, QKV, np - j0);
-        __syncthreads();
-        if (r0 > last) continue;
-        flash_forward_tile<HS>(qa, ks, vt, j0, plim, np - 1, scale, m, l, o);
-    }
-    for (int j0 = 0; j0 <= last; j0 += FA_TILE) {
+    /* key tiles: a fork's prefix first (every key visible to every row), then the sequence's own */
+    const floatX *pk;
+    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk);
+    int n_pre = (np + FA_TILE - 1) / FA_TILE, n_tiles = n_pre + last / FA_TILE + 1;
+    for (int it = 0; it < n_tiles; it++) {
+        int pre = it < n_pre, j0 = (pre ? it : it - n_pre) * FA_TILE;
+        const floatX *kg = (pre ? pk : base + QD + (size_t)kvh * HS) + (size_t)j0 * QKV;
         __syncthreads();   /* the previous tile's readers are done */
-        load_tile<HS>(ks, nullptr, FA_TILE, base + (size_t)j0 * QKV + QD + (size_t)kvh * HS, QKV, n - j0);
-        load_tile<HS>(nullptr, vt, FA_TILE, base + (size_t)j0 * QKV + QD + KD + (size_t)kvh * HS, QKV, n - j0);
+        load_tile<HS>(ks, nullptr, FA_TILE, kg, QKV, (pre ? np : n) - j0);
+        load_tile<HS>(nullptr, vt, FA_TILE, kg + KD, QKV, (pre ? np : n) - j0);
         __syncthreads();
         if (r0 > last) continue;   /* this warp's rows are all padding */
-        flash_forward_tile<HS>(qa, ks, vt, j0, rows, r0 + 15, scale, m, l, o);
+        int lim[2] = {pre ? np - 1 : rows[0], pre ? np - 1 : rows[1]};   /* (values, not a pointer: registers) */
+        flash_forward_tile<HS>(qa, ks, vt, j0, lim, pre ? np - 1 : r0 + 15, scale, m, l, o);
     }
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -242,24 +239,20 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
     for (int nd = 0; nd < HS / 8; nd++) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.0f;
     const float scale = 1.0f / sqrtf((float)HS);
 
-    const floatX *pk;   /* a fork's prefix first, every key visible */
-    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk), plim[2] = {np - 1, np - 1};
-    for (int j0 = 0; j0 < np; j0 += BC) {
+    /* key tiles: a fork's prefix first (every key visible), then the sequence's own */
+    const floatX *pk;
+    int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk);
+    int n_pre = (np + BC - 1) / BC, n_tiles = n_pre + last / BC + 1;
+    for (int it = 0; it < n_tiles; it++) {
+        int pre = it < n_pre, j0 = (pre ? it : it - n_pre) * BC;
+        const floatX *kg = (pre ? pk : base + QD + (size_t)kvh * HS) + (size_t)j0 * QKV;
         __syncthreads();
-        load_tile<HS>(ks, kt, BC, pk + (size_t)j0 * QKV, QKV, np - j0);
-        load_tile<HS>(vs, nullptr, BC, pk + (size_t)j0 * QKV + KD, QKV, np - j0);
-        __syncthreads();
-        if (r0 > last) continue;
-        dq_tile<HS, BC>(dq, qa, da, ks, vs, kt, j0, plim, np - 1, L, D, scale);
-    }
-    for (int j0 = 0; j0 <= last; j0 += BC) {
-        __syncthreads();
-        const floatX *kg = base + (size_t)j0 * QKV + QD + (size_t)kvh * HS;
-        load_tile<HS>(ks, kt, BC, kg, QKV, n - j0);
-        load_tile<HS>(vs, nullptr, BC, kg + KD, QKV, n - j0);
+        load_tile<HS>(ks, kt, BC, kg, QKV, (pre ? np : n) - j0);
+        load_tile<HS>(vs, nullptr, BC, kg + KD, QKV, (pre ? np : n) - j0);
         __syncthreads();
         if (r0 > last) continue;
-        dq_tile<HS, BC>(dq, qa, da, ks, vs, kt, j0, rows, r0 + 15, L, D, scale);
+        int lim[2] = {pre ? np - 1 : rows[0], pre ? np - 1 : rows[1]};
+        dq_tile<HS, BC>(dq, qa, da, ks, vs, kt, j0, lim, pre ? np - 1 : r0 + 15, L, D, scale);
     }
 #pragma unroll
     for (int e = 0; e < 2; e++) {
