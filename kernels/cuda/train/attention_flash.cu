@@ -76,6 +76,19 @@ __device__ __forceinline__ void load_a_frags(unsigned a[HS / 16][4], const float
     }
 }
 
+/* Key tile `it` of a block's loop over keys: a fork's prefix's n_pre tiles
+ * first (keys at pk, np of them), then the sequence's own (at own, n of
+ * them), `tile` keys each. Returns the tile's first key row; *j0 its first
+ * key (counted in its part), *valid the rows there are, *pre 1 in the prefix. */
+__device__ __forceinline__ const floatX *key_tile(int it, int n_pre, int tile, const floatX *pk, int np,
+                                                  const floatX *own, int n, size_t QKV, int *j0, int *valid,
+                                                  int *pre) {
+    *pre = it < n_pre;
+    *j0 = (*pre ? it : it - n_pre) * tile;
+    *valid = (*pre ? np : n) - *j0;
+    return (*pre ? pk : own) + (size_t)*j0 * QKV;
+}
+
 /* One BC-key tile of the dq kernel for a warp's 16 rows: qa, da the rows'
  * q and do (fragments), ks, vs the tile's k and v (BC, HS + 8), kt k
  * transposed (HS, BC + 8), j0 its first key; row e (g, g + 8) sees keys <=
@@ -168,11 +181,12 @@ attention_forward_flash(floatX *out, float *lse, const floatX *qkv, const int *r
     int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk);
     int n_pre = (np + FA_TILE - 1) / FA_TILE, n_tiles = n_pre + last / FA_TILE + 1;
     for (int it = 0; it < n_tiles; it++) {
-        int pre = it < n_pre, j0 = (pre ? it : it - n_pre) * FA_TILE;
-        const floatX *kg = (pre ? pk : base + QD + (size_t)kvh * HS) + (size_t)j0 * QKV;
+        int j0, valid, pre;
+        const floatX *kg =
+            key_tile(it, n_pre, FA_TILE, pk, np, base + QD + (size_t)kvh * HS, n, QKV, &j0, &valid, &pre);
         __syncthreads();   /* the previous tile's readers are done */
-        load_tile<HS>(ks, nullptr, FA_TILE, kg, QKV, (pre ? np : n) - j0);
-        load_tile<HS>(nullptr, vt, FA_TILE, kg + KD, QKV, (pre ? np : n) - j0);
+        load_tile<HS>(ks, nullptr, FA_TILE, kg, QKV, valid);
+        load_tile<HS>(nullptr, vt, FA_TILE, kg + KD, QKV, valid);
         __syncthreads();
         if (r0 > last) continue;   /* this warp's rows are all padding */
         int lim[2] = {pre ? np - 1 : rows[0], pre ? np - 1 : rows[1]};   /* (values, not a pointer: registers) */
@@ -244,11 +258,12 @@ attention_backward_dq_flash(float *dqkv, float *Dsum, const floatX *dout, const 
     int np = fork_prefix(fork, row0, b, qkv, QKV, QD + (size_t)kvh * HS, &pk);
     int n_pre = (np + BC - 1) / BC, n_tiles = n_pre + last / BC + 1;
     for (int it = 0; it < n_tiles; it++) {
-        int pre = it < n_pre, j0 = (pre ? it : it - n_pre) * BC;
-        const floatX *kg = (pre ? pk : base + QD + (size_t)kvh * HS) + (size_t)j0 * QKV;
+        int j0, valid, pre;
+        const floatX *kg = key_tile(it, n_pre, BC, pk, np, base + QD + (size_t)kvh * HS, n, QKV, &j0, &valid,
+                                    &pre);
         __syncthreads();
-        load_tile<HS>(ks, kt, BC, kg, QKV, (pre ? np : n) - j0);
-        load_tile<HS>(vs, nullptr, BC, kg + KD, QKV, (pre ? np : n) - j0);
+        load_tile<HS>(ks, kt, BC, kg, QKV, valid);
+        load_tile<HS>(vs, nullptr, BC, kg + KD, QKV, valid);
         __syncthreads();
         if (r0 > last) continue;
         int lim[2] = {pre ? np - 1 : rows[0], pre ? np - 1 : rows[1]};
