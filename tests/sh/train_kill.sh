@@ -21,24 +21,31 @@ ck="$T/run.gguf.ckpt"
 delays=$(awk 'BEGIN { srand(20261125); for (i = 0; i < 10; i++) printf "%d ", 50 + int(rand() * 650) }')
 kills=0
 steps=""
+has_ckpt() { ls "$ck" 2>/dev/null | grep -q '\.cllmckpt$'; }
+had=0
 for ms in $delays; do
     resume=""
-    [ -d "$ck" ] && resume="--resume $ck"
+    has_ckpt && resume="--resume $ck"
     "$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 $resume > /dev/null 2>"$T/err" &
     pid=$!
     sleep "$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')"
     if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
     wait $pid 2>/dev/null || true
-    # Whatever moment the kill hit, the directory holds a checkpoint that loads
-    # (cllm-train --resume DIR picks the newest valid one; a dry resume of 0
-    # further steps is not an option, so the next iteration's resume is the check).
-    if [ -d "$ck" ]; then
-        ls "$ck" | grep -q '\.cllmckpt$' || fail "kill after ${ms} ms left no checkpoint in $ck: $(ls "$ck")"
+    # Whatever moment the kill hit after the first checkpoint, the directory
+    # holds one that loads (cllm-train --resume DIR picks the newest valid one;
+    # a dry resume of 0 further steps is not an option, so the next iteration's
+    # resume is the check). A kill during the first save (the directory made,
+    # nothing renamed into it yet) leaves none: the next run starts afresh.
+    if has_ckpt; then
+        had=1
         steps="$steps $(ls "$ck" | grep '\.cllmckpt$' | tail -1 | sed 's/ckpt-0*\([0-9]*\)\.cllmckpt/\1/')"
+    elif [ $had = 1 ]; then
+        fail "kill after ${ms} ms left no checkpoint in $ck, which had one: $(ls -a "$ck")"
     fi
     [ -e "$T/run.gguf" ] && break   # the run finished before the kill
 done
 # Finish from the newest checkpoint and compare with the uninterrupted run.
+[ $had = 1 ] || fail "no run reached its first checkpoint before its kill (a machine far slower than expected)"
 rm -f "$T/run.gguf"
 "$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 --resume "$ck" > /dev/null 2>"$T/err" \
     || { cat "$T/err" >&2; fail "resume after the kills failed"; }
