@@ -260,6 +260,9 @@ static void attb_row(const attb_job *j, int b, int h, int t, const float *kp, co
 #undef KEY
 }
 
+/* Whether packed sequence f is b itself or one of b's forks. */
+static int in_family(const attb_job *j, int b, int f) { return f == b || (j->par && j->par[f] == b); }
+
 /* One (sequence b, kv head g) pair, b without a parent: the dk, dv rows of b
  * and of every sequence forking from it, and the dq rows of their query heads
  * g*group .. g*group + group - 1. A family is one task, so the rows of b that
@@ -274,14 +277,14 @@ static void attb_range(const attb_job *j) {
         if (j->par && j->par[b] >= 0) continue;   /* done with its parent */
         size_t gofs = (size_t)g * HS, base = (size_t)j->row0[b] * krow + gofs;
         for (int f = b; f < j->B; f++) {
-            if (f != b && !(j->par && j->par[f] == b)) continue;
+            if (!in_family(j, b, f)) continue;
             for (int r = j->row0[f]; r < j->row0[f + 1]; r++) {
                 memset(j->dk + (size_t)r * krow + gofs, 0, (size_t)HS * sizeof(float));
                 memset(j->dv + (size_t)r * krow + gofs, 0, (size_t)HS * sizeof(float));
             }
         }
         for (int f = b; f < j->B; f++) {
-            if (f != b && !(j->par && j->par[f] == b)) continue;
+            if (!in_family(j, b, f)) continue;
             int np = f != b ? j->pre[f] : 0;
             size_t own = (size_t)j->row0[f] * krow + gofs;
             for (int h = g * group; h < (g + 1) * group; h++)

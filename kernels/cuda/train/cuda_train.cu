@@ -111,7 +111,6 @@ struct cllm_cuda_train {
     int *h_tok, *h_ints;       /* (RM), (4 * max_rows) */
     int *h_row0;               /* (2 maxB + 1) */
     seq_fork *h_fork;          /* (2 maxB) */
-    int *h_fork_seq;           /* (maxB) the packed sequence of sequence b's fork, -1: none */
     float *h_floats;           /* (2 * max_rows) as scales, then (2 * max_rows) losses */
     unsigned char *h_mark;     /* (max(2 BT, S) + 1) */
     cuda_op_profile prof;      /* CLLM_CUDA_PROFILE */
@@ -172,7 +171,6 @@ void cllm_cuda_train_free(cllm_cuda_train *t) {
     free(t->h_tok);
     free(t->h_row0);
     free(t->h_fork);
-    free(t->h_fork_seq);
     free(t->h_ints);
     free(t->h_floats);
     free(t->h_mark);
@@ -220,11 +218,10 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
     t->h_tok = (int *)malloc(RM * sizeof(int));
     t->h_row0 = (int *)malloc((2 * (size_t)t->maxB + 1) * sizeof(int));
     t->h_fork = (seq_fork *)malloc(2 * (size_t)t->maxB * sizeof(seq_fork));
-    t->h_fork_seq = (int *)malloc((size_t)t->maxB * sizeof(int));
     t->h_ints = (int *)malloc(4 * N * sizeof(int));
     t->h_floats = (float *)malloc(4 * N * sizeof(float));
     t->h_mark = (unsigned char *)malloc((2 * (size_t)t->BT > (size_t)t->S ? 2 * (size_t)t->BT : (size_t)t->S) + 1);
-    if (!t->lay || !t->h_tok || !t->h_row0 || !t->h_fork || !t->h_fork_seq || !t->h_ints || !t->h_floats ||
+    if (!t->lay || !t->h_tok || !t->h_row0 || !t->h_fork || !t->h_ints || !t->h_floats ||
         !t->h_mark)
         return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     t->off_emb = off_of(mod, mod->tok_emb);
@@ -614,11 +611,9 @@ int cllm_cuda_train_micro_fork(cllm_cuda_train *t, const int *tokens, const int 
     seq_fork *hf = t->h_fork;
     for (int b = 0; b < B; b++) {
         hf[b] = (seq_fork){ -1, 0, -1 };
-        t->h_fork_seq[b] = -1;
         if (!fork || !fork[b].n) continue;
         hf[b].child = E;
         hf[E] = (seq_fork){ b, fork[b].at, -1 };
-        t->h_fork_seq[b] = E;
         memcpy(t->h_tok + R, fork[b].tokens, (size_t)fork[b].n * sizeof(int));
         R += fork[b].n;
         st[++E] = R;
@@ -627,7 +622,7 @@ int cllm_cuda_train_micro_fork(cllm_cuda_train *t, const int *tokens, const int 
     float *hce = t->h_floats, *hso = hce + N;
     for (size_t i = 0; i < N; i++) {
         int q = rows[i].row / T;   /* sequence q, or the fork of sequence q - B */
-        hr[i] = st[q < B ? q : t->h_fork_seq[q - B]] + rows[i].row % T;
+        hr[i] = st[q < B ? q : hf[q - B].child] + rows[i].row % T;
         ht[i] = rows[i].target;
         hte[i] = rows[i].teacher;
         hs[i] = rows[i].save;
