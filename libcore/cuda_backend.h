@@ -115,6 +115,8 @@ unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);
  * op or captured into a graph), by row tile: 64 and 128 (tests: that
  * CLLM_CUDA_MT_ROWS is honoured). */
 void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
+/* ... and how many of them had K in slices (CLLM_CUDA_MT_KSLICE; tests) */
+unsigned long long cllm_cuda_fixed_order_split_launches(void);
 
 /* cllm_forward_batch's contract on the device: the ragged batch s[0..B)
  * (distinct sequences; sequence b's T tokens at positions pos..pos+T-1, pos

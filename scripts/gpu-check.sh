@@ -15,7 +15,8 @@
 #          1. nvidia-smi;
 #          1b. test_cuda on the tiny models; if it fails, the newest changes
 #             are switched off one at a time until it passes (below), and the
-#             rest runs with those switches;
+#             rest runs with those switches; then again with K in slices of 16
+#             and calls in pieces of 16 rows;
 #          2. test_cuda --bench: CUDA vs CPU logits (tiny random models,
 #             SmolLM2), GPU AR vs CPU AR (20 prompts, CLLM_LONG=1), Jacobi
 #             == AR on the GPU, timings;
@@ -43,7 +44,8 @@
 #             then cllm-traj, CLLM training on the GPU with a checkpoint and
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
-#             prompts: trajectory tokens/s, then with --full-window (the
+#             prompts: trajectory tokens/s, then with CLLM_CUDA_MT_KSLICE=0
+#             (K in one piece: the baseline of the K slices), --full-window (the
 #             baseline of feeding only the rows that can change; same records),
 #             with CLLM_CUDA_MT_ROWS=64 (the fixed-order kernel's 64-row tiles
 #             for every product; same records) and with
@@ -222,7 +224,7 @@ pack
 #     unmeasured changes are turned off one at a time, newest first, until it
 #     passes, and the rest of the run goes with those switches, so that the
 #     other steps still say something (and the summary says which change broke):
-#     the fixed-order kernel's 128-row tiles (CLLM_CUDA_MT_ROWS=64), the
+#     the fixed-order kernel's K slices (CLLM_CUDA_MT_KSLICE=0), its 128-row tiles (CLLM_CUDA_MT_ROWS=64), the
 #     fixed-order products' fused epilogues (CLLM_CUDA_FUSE=0),
 #     programmatic dependent launch (CLLM_CUDA_PDL=0), the few-row path
 #     (CLLM_CUDA_MM16=0), graph padding (CLLM_CUDA_GRAPHS=0), the fixed-order
@@ -231,15 +233,22 @@ if ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-default.log" 2>&1; then
     note "FAIL test_cuda on the tiny models with the default kernels:"
     grep -E 'CHECK|FAIL|error' "$log/tiny-default.log" | head -n 5 | tee -a "$sum"
     status=1
-    for sw in CLLM_CUDA_MT_ROWS=64 CLLM_CUDA_FUSE=0 CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
+    for sw in CLLM_CUDA_MT_KSLICE=0 CLLM_CUDA_MT_ROWS=64 CLLM_CUDA_FUSE=0 CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
         export "${sw?}"
         if CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-${sw%%=*}.log" 2>&1; then
-            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(MT_ROWS|FUSE|PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): the rest runs so"
+            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(MT_KSLICE|MT_ROWS|FUSE|PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): the rest runs so"
             break
         fi
         note "FAIL test_cuda on the tiny models also with $sw"
         grep -E 'CHECK|FAIL|error' "$log/tiny-${sw%%=*}.log" | head -n 3 | tee -a "$sum"
     done
+fi
+# the K slices' tickets with many blocks to a tile, on hardware that runs them at once: slices of
+# 16 (every product split), calls in pieces of 16 rows
+if CLLM_MODEL=/nonexistent CLLM_CUDA_MT_KSLICE=16 CLLM_CUDA_MT_WS_ROWS=16 timeout 60 "$t" >"$log/tiny-kslice16.log" 2>&1
+then note "ok test_cuda on the tiny models with K in slices of 16 and calls in pieces of 16 rows"
+else note "FAIL test_cuda on the tiny models with CLLM_CUDA_MT_KSLICE=16 CLLM_CUDA_MT_WS_ROWS=16"; status=1
+    grep -E 'CHECK|FAIL|error' "$log/tiny-kslice16.log" | head -n 3 | tee -a "$sum"
 fi
 
 pack
@@ -600,6 +609,9 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         S1=$(date +%s.%N)
         n=$(traj_tokens "$tmp/t512.zst")
         awk -v a="$S0" -v b="$S1" -v n="$n" 'BEGIN { printf "BENCH cllm-traj --device cuda --batch 64, 512 GSM8K train prompts: %d trajectory tokens in %.1f s = %.0f tokens/s (model load included; issue 7 asks >= 20,000)\n", n, b - a, n / (b - a) }' | tee -a "$sum"
+        # K in one piece (the baseline of the fixed-order products' K slices): other sums, so other
+        # records where a near-tie falls the other way
+        traj64_baseline "CLLM_CUDA_MT_KSLICE=0 (K in one piece)" 0 "$tmp/t512k.zst" CLLM_CUDA_MT_KSLICE=0
         # whole windows (the baseline of feeding only the window rows that can change): equal by
         # construction where the products are batch-invariant (the fixed-order default)
         traj64_baseline "--full-window" 1 "$tmp/t512f.zst" -- --full-window

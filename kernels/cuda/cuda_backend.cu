@@ -127,8 +127,11 @@ struct cllm_cuda_state {
     int mm16_rope;                 /* ... with RoPE and the cache write fused into the
                                       QKV product (qkv_rope_fusable) */
     int att_threads;               /* attention.cu's kernel1 block (CLLM_CUDA_ATT_THREADS=128|256|512) */
-    int mt_rows;                   /* the fixed-order kernel's row tile: 0 by shape, 64, 128
-                                      (CLLM_CUDA_MT_ROWS=auto|64|128; the same bits) */
+    mt_cfg mt;                     /* the fixed-order kernel: its row tile (CLLM_CUDA_MT_ROWS=
+                                      auto|64|128: 0 by shape, 64, 128; the same bits), its K
+                                      slices (CLLM_CUDA_MT_KSLICE, MT_KSLICE_DEFAULT; 0: K in one
+                                      piece; other bits) and their workspace (state_layout) */
+    mt_cfg mt_head;                /* ... for the LM head: K in one piece (thousands of blocks) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
@@ -454,6 +457,8 @@ extern "C" unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *
     return f && f->st ? f->st->stats.fused_enqueues : 0;
 }
 
+extern "C" unsigned long long cllm_cuda_fixed_order_split_launches(void) { return matmul_fixed_order_split_launches(); }
+
 extern "C" void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128) {
     matmul_fixed_order_launches(tile64, tile128);
 }
@@ -480,6 +485,11 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
 }
 
 enum { PROMPT_GEMM_ROWS = 64 };
+/* K slices of the fixed-order products: SmolLM2's K of 576 in 3, its down
+ * product's 1,536 in 8 (3 chunks of 64 a block); the workspace holds calls of
+ * up to MT_WS_ROWS rows (cllm-traj at --batch 64: 1,152), larger ones go in
+ * pieces. */
+enum { MT_KSLICE_DEFAULT = 192, MT_WS_ROWS = 2048 };
 
 /* How the products of a call of R rows, N of them LM-head rows, are made
  * (matmul_forward's rows_per_call). A call with prompt rows (N < R: prompt
@@ -520,6 +530,25 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     s->logits = (float *)take(a, n * V * 4);
     s->meta_d = (int *)take(a, META_INTS((size_t)R) * 4);
     s->argmax_d = (argmax_key_t *)take(a, (size_t)R * 8);
+    /* the fixed-order products' K slices: the largest workspace and ticket count of a layer's
+     * four products (qkv, wo, gate/up, down) */
+    size_t ws = 0, tk = 0;
+    int cap = s->mt.ws_rows > 0 ? s->mt.ws_rows : MT_WS_ROWS, wr = R < cap ? R : cap, ks = s->mt.kslice;
+    if (s->fixed_order_ok && ks > 0) {
+        const int prod[4][2] = {{dm->QKV, c->d_model}, {c->d_model, dm->QD}, {2 * c->d_ff, c->d_model},
+                                {c->d_model, c->d_ff}};   /* W rows, K */
+        for (int i = 0; i < 4; i++) {
+            size_t w = matmul_fixed_order_ws_floats(wr, prod[i][0], prod[i][1], ks);
+            size_t t = matmul_fixed_order_tickets(wr, prod[i][0], prod[i][1], ks);
+            if (w > ws) ws = w;
+            if (t > tk) tk = t;
+        }
+    }
+    s->mt.ws = ws ? (float *)take(a, ws * 4) : NULL;
+    s->mt.ws_floats = ws;
+    s->mt.tickets = tk ? (unsigned *)take(a, tk * 4) : NULL;   /* zeroed with the rest at init */
+    s->mt.n_tickets = tk;
+    s->mt.ws_rows = wr;
 }
 
 extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags) {
@@ -550,10 +579,26 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         }
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
         const char *mr = getenv("CLLM_CUDA_MT_ROWS");
-        s->mt_rows = !mr || !*mr || !strcmp(mr, "auto") ? 0 : !strcmp(mr, "64") ? 64 : !strcmp(mr, "128") ? 128 : -1;
-        if (s->mt_rows < 0) {
+        s->mt.rows = !mr || !*mr || !strcmp(mr, "auto") ? 0 : !strcmp(mr, "64") ? 64 : !strcmp(mr, "128") ? 128 : -1;
+        if (s->mt.rows < 0) {
             cllm_cuda_fwd_free(f);
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_ROWS=%s: auto, 64 or 128", mr);
+        }
+        const char *ks = getenv("CLLM_CUDA_MT_KSLICE");
+        char *end = NULL;
+        long kv = ks && *ks ? strtol(ks, &end, 10) : (long)MT_KSLICE_DEFAULT;
+        if (ks && *ks && (*end || kv < 0 || kv > 65536 || kv % 16)) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_KSLICE=%s: 0 (K in one piece) or a multiple of 16 up to 65536",
+                              ks);
+        }
+        s->mt.kslice = (int)kv;
+        /* tests: a smaller workspace, so that calls go in pieces of rows */
+        const char *wr = getenv("CLLM_CUDA_MT_WS_ROWS");
+        s->mt.ws_rows = wr && *wr ? atoi(wr) : MT_WS_ROWS;
+        if (s->mt.ws_rows < 1 || s->mt.ws_rows > 65535) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_WS_ROWS=%s: 1..65535", wr);
         }
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
         s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_BULK) != 0;
@@ -602,6 +647,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     a.base = (char *)s->mem;
     a.off = 0;
     state_layout(s, dm, max_rows, &a);
+    s->mt_head = s->mt;
+    s->mt_head.kslice = 0;
     memset(s->meta_h, 0, META_INTS(R) * sizeof(int));
     /* padding rows are read by the products: finite from the start */
     if ((rc = CUDA_CHECK(cudaMemset(s->mem, 0, bytes))) || (rc = CUDA_CHECK(cudaDeviceSynchronize()))) {
@@ -728,7 +775,8 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     /* On the fixed-order route the ops after the products go into their
      * epilogues (matmul.cu; same bits): a layer is norm, qkv + RoPE,
      * attention, wo + residual, norm, gate/up + SwiGLU, down + residual */
-    int fuse = G == MATMUL_FIXED_ORDER && s->fuse, fuse_rope = fuse && s->fuse_rope, mt = s->mt_rows;
+    int fuse = G == MATMUL_FIXED_ORDER && s->fuse, fuse_rope = fuse && s->fuse_rope;
+    const mt_cfg *mt = &s->mt;
     s->stats.fused_enqueues += (unsigned long long)fuse;
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, pdl, st));
     for (int l = 0; l < L; l++) {
@@ -759,9 +807,9 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     /* no logits wanted and the fixed-order route: the argmax in the
      * product's epilogue (keys zeroed above; the logits are never written) */
     if (fused_head)
-        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, mt, st));
+        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, &s->mt_head, st));
     else if (N > 0)
-        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, mt, st));
+        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, &s->mt_head, st));
     return finish_forward(f, N, fused_head, st);
 }
 

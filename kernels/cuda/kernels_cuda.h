@@ -140,39 +140,68 @@ int argmax_forward(argmax_key_t *keys, const float *logits, int R, int V, int pd
  * tensor-core kernel, one launch, batch-invariant by construction (C % 16
  * == 0; no padding). */
 enum { MATMUL_FIXED_ORDER = -1 };
+/* How a forward state runs the fixed-order kernel. K slices: with kslice >
+ * 0 and K > kslice, ceil(K / kslice) blocks share each output tile, each
+ * summing its slice of K in order (an mma chain), and the tile's last block
+ * adds the slices' sums in slice order and runs the epilogue; so a product
+ * of few rows has that many times the blocks and a chain that many times
+ * shorter (at 555 rows, SmolLM2's down product was 81 blocks of 24 chained
+ * K chunks). The slices fix the order of every output's sum whatever R is:
+ * still batch-invariant, but other bits than K in one piece (kslice 0).
+ * The LM head's argmax epilogue always takes K in one piece. */
+typedef struct {
+    int rows;            /* row tile: 0 by shape, 64 or 128 (the same bits) */
+    int kslice;          /* K per slice, a multiple of 16; 0: K in one piece */
+    float *ws;           /* (ws_floats) the slices' partial tiles */
+    size_t ws_floats;
+    int ws_rows;         /* a call of more rows is launched in pieces of ws_rows (same bits) */
+    unsigned *tickets;   /* (n_tickets) per output tile, its slices done; zero between launches */
+    size_t n_tickets;
+} mt_cfg;
 /* Once per device before the fixed-order kernel's first launch (its 54 or
  * 81 KiB of shared memory are above the default limit); 0 or the recorded
  * error. */
 int matmul_fixed_order_init(void);
-/* The fixed-order kernel's row tile for R rows and out_groups groups of 16
- * outputs: rows if it is 64 or 128, else (0) by shape. The tile changes no
- * bit of any output (the same mma chain per output either way). The `rows`
- * argument of the products below is this choice (ignored on cuBLAS' route). */
-int matmul_fixed_order_rows(int R, int out_groups, int rows);
-/* Launches of the fixed-order kernel so far in this process, by row tile
- * (counted when enqueued or captured; tests). */
+/* The fixed-order kernel's row tile for R rows, out_groups groups of 16
+ * outputs and `slices` K slices: rows if it is 64 or 128, else (0) by
+ * shape. The tile changes no bit of any output (the same mma chain per
+ * output either way). */
+int matmul_fixed_order_rows(int R, int out_groups, int slices, int rows);
+/* K slices of a product with inner size K (1: K in one piece) */
+int matmul_fixed_order_slices(int K, int kslice);
+/* The workspace (floats) and tickets a product of up to `rows` rows with
+ * w_rows rows of W (OC; 2F for gate/up) and inner size K needs (0, 0 when
+ * K is in one piece). */
+size_t matmul_fixed_order_ws_floats(int rows, int w_rows, int K, int kslice);
+size_t matmul_fixed_order_tickets(int rows, int w_rows, int K, int kslice);
+/* Launches of the fixed-order kernel so far in this process, by row tile,
+ * and how many of them had K in slices (counted when enqueued or captured;
+ * tests). */
 void matmul_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
+unsigned long long matmul_fixed_order_split_launches(void);
+/* mt: the fixed-order kernel's configuration (ignored on cuBLAS' route;
+ * NULL: tiles by shape, K in one piece) */
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, int rows_per_call, int pdl, int rows, cudaStream_t stream);
+                   int R, int C, int OC, int rows_per_call, int pdl, const mt_cfg *mt, cudaStream_t stream);
 /* The fixed-order product with the op after it in its epilogue
  * (epilogue.h); each one's sums are matmul_forward's with
- * MATMUL_FIXED_ORDER, bit for bit, and the fused op's elements those of its
- * own kernel, so fusing changes no result. C % 16 == 0.
+ * MATMUL_FIXED_ORDER and the same mt, bit for bit, and the fused op's
+ * elements those of its own kernel, so fusing changes no result. C % 16 == 0.
  * argmax: keys (R) get each row of inp W^T's argmax_key (atomicMax: the
  * caller zeroes keys first); no (R, OC) output is written (the LM head when
- * no logits are wanted). */
+ * no logits are wanted); K in one piece whatever mt says. */
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC,
-                          int pdl, int rows, cudaStream_t stream);
+                          int pdl, const mt_cfg *mt, cudaStream_t stream);
 /* residual: x (R, OC) fp32 += inp W^T */
 int matmul_residual_forward(float *x, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
-                            int rows, cudaStream_t stream);
+                            const mt_cfg *mt, cudaStream_t stream);
 /* swiglu: h (R, F) bf16 = silu(g) u, [g u] = inp [Wgate; Wup]^T (swiglu_forward's
  * elements); Wgu (2F, C), F % 8 == 0 */
 int matmul_swiglu_forward(floatX *h, const floatX *inp, const floatX *Wgu, int R, int C, int F, int pdl,
-                          int rows, cudaStream_t stream);
+                          const mt_cfg *mt, cudaStream_t stream);
 /* qkv + RoPE: inp Wqkv^T, then qkv_rope_forward's work (ra; qkv_rope_fusable) */
 int matmul_qkv_rope_forward(const qkv_rope_args *ra, const floatX *inp, const floatX *Wqkv, int R, int C, int pdl,
-                            int rows, cudaStream_t stream);
+                            const mt_cfg *mt, cudaStream_t stream);
 
 /* ---- matmul16.cu: products of up to 16 rows on the tensor cores ------- */
 /* With the ops around them fused; batch-invariant by construction (a row's

@@ -36,8 +36,17 @@
  * the row's key with one atomicMax; the (R, OC) fp32 logits are never
  * written (at 49,152 outputs that is 200 KB a row written and read back).
  *
- * pdl (common.h): the blocks of the first row tile ask their W rows into L2,
- * then every block waits for the predecessor. */
+ * K slices (mt_cfg.kslice, kernels_cuda.h): grid z is the slice. Each block
+ * sums its slice's chunks as above, writes its partial tile to the
+ * workspace (fp32, in its threads' fragment order: coalesced), and takes a
+ * ticket for the tile (__threadfence, then atomicAdd); the block that takes
+ * the last ticket reads the S partial tiles back in slice order, adds them
+ * (slice 0 + slice 1 + ..., the same order whichever block is last, so the
+ * same bits), resets the ticket for the next launch and runs the epilogue.
+ * Batch-invariant as before: S depends on K and kslice, never on R.
+ *
+ * pdl (common.h): the blocks of the first row tile ask their W rows (their
+ * slice) into L2, then every block waits for the predecessor. */
 #include "epilogue.h"
 #include "flash_tile.h"
 
@@ -60,12 +69,13 @@ static_assert(mt_shape<1>::w_copies * 32 * MT_WARPS == MT_COLS * (MT_K / 8), "th
 
 /* Chunk k0 of the block's inp and W rows into one stage (as: (64 RF, MT_LD),
  * bs: (64, MT_LD)), zeros for rows past R or the W rows (NULL) and columns
- * past K; asynchronous (cp.async). Thread t copies columns 8 (t % 8) .. of
- * tile rows t / 8 + 16 i: arow[i], wrow[i]. */
+ * from kend (the end of K or of the block's slice); asynchronous (cp.async).
+ * Thread t copies columns 8 (t % 8) .. of tile rows t / 8 + 16 i: arow[i],
+ * wrow[i]. */
 template <int RF>
 __device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floatX *const *arow,
-                                              const floatX *const *wrow, const floatX *any, int k0, int K) {
-    int c = (threadIdx.x % 8) * 8, kc = min(MT_K, K - k0);
+                                              const floatX *const *wrow, const floatX *any, int k0, int kend) {
+    int c = (threadIdx.x % 8) * 8, kc = min(MT_K, kend - k0);
 #pragma unroll
     for (int i = 0; i < mt_shape<RF>::a_copies; i++) {
         int r = threadIdx.x / 8 + 16 * i, va = c < kc && arow[i];
@@ -80,19 +90,24 @@ __device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floa
 
 /* inp (R, K) bf16, W (w_rows<OUT>(units), K) bf16; per OUT (epilogue.h):
  * out (R, units) fp32 (F32: =, ADD: +=) | h (R, units) bf16 | keys (R) | ra.
- * grid (ceil(R / 64 RF), ceil(out_groups / 4)), block 128: the row tiles of
+ * Rows r_begin .. R - 1 (a piece of a larger call: r is the call's row).
+ * K slices (gridDim.z > 1): slice z is K columns z kslice .., ws
+ * (tiles x S x 64 RF x 64) fp32, tickets (tiles).
+ * grid (ceil((R - r_begin) / 64 RF), ceil(out_groups / 4), S), block 128: the row tiles of
  * one column of W tiles are neighbours in launch order, so the blocks
  * resident at once share their W tiles through L2 and each W tile comes from
  * memory about once (the LM head's 56 MB of W does not fit in L2; with the W
  * tiles in x, every 64 rows re-read all of it). */
 template <int OUT, int RF>
 __global__ void __launch_bounds__(32 * MT_WARPS)
-matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
-                       argmax_key_t *keys, qkv_rope_args ra, int pdl) {
+matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, int K, int units, float *out, floatX *h,
+                       argmax_key_t *keys, qkv_rope_args ra, int kslice, float *ws, unsigned *tickets, int pdl) {
     typedef mt_shape<RF> sh;
     extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): sh::smem bytes */
+    __shared__ int mt_last;              /* K slices: this block took the tile's last ticket */
     floatX *stage0 = reinterpret_cast<floatX *>(mt_smem);
-    int r0 = blockIdx.x * sh::rows, grp0 = blockIdx.y * MT_GROUPS, groups = out_groups<OUT>(units, ra);
+    int r0 = r_begin + blockIdx.x * sh::rows, grp0 = blockIdx.y * MT_GROUPS, groups = out_groups<OUT>(units, ra);
+    int S = gridDim.z, kb = S > 1 ? blockIdx.z * kslice : 0, ke = S > 1 ? min(K, kb + kslice) : K;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
     /* the tile rows this thread copies: inp rows r0 + tr, W rows of group grp0 + tr / 16 */
     const floatX *arow[sh::a_copies], *wrow[sh::w_copies];
@@ -115,7 +130,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
 #pragma unroll
         for (int i = 0; i < sh::w_copies; i++)
             if (wrow[i])
-                for (int k = 0; k < K; k += 64) prefetch_l2(wrow[i] + k);
+                for (int k = kb; k < ke; k += 64) prefetch_l2(wrow[i] + k);
     pdl_wait();
     pdl_launch_dependents();
 
@@ -124,12 +139,12 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
     for (int rf = 0; rf < RF; rf++)
 #pragma unroll
         for (int nt = 0; nt < MT_COLS / 8; nt++) acc[rf][nt][0] = acc[rf][nt][1] = acc[rf][nt][2] = acc[rf][nt][3] = 0.0f;
-    int chunks = (K + MT_K - 1) / MT_K;
+    int chunks = (ke - kb + MT_K - 1) / MT_K;
     /* chunks 0 .. MT_STAGES - 2 on their way; one commit group per chunk (empty past the last) */
 #pragma unroll
     for (int c = 0; c < MT_STAGES - 1; c++) {
         if (c < chunks) mt_load_chunk<RF>(stage0 + c * sh::stage, stage0 + c * sh::stage + sh::rows * MT_LD, arow,
-                                          wrow, W, c * MT_K, K);
+                                          wrow, W, kb + c * MT_K, ke);
         cp_async_commit();
     }
     for (int ch = 0; ch < chunks; ch++) {
@@ -139,10 +154,10 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
         int nx = ch + MT_STAGES - 1;   /* into chunk ch - 1's stage */
         if (nx < chunks) {
             floatX *an = stage0 + (size_t)(nx % MT_STAGES) * sh::stage;
-            mt_load_chunk<RF>(an, an + sh::rows * MT_LD, arow, wrow, W, nx * MT_K, K);
+            mt_load_chunk<RF>(an, an + sh::rows * MT_LD, arow, wrow, W, kb + nx * MT_K, ke);
         }
         cp_async_commit();
-        int kc = min(MT_K, K - ch * MT_K);
+        int kc = min(MT_K, ke - kb - ch * MT_K);
         for (int kk = 0; kk < kc / 16; kk++) {
             unsigned a[RF][4];
 #pragma unroll
@@ -161,6 +176,45 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
                 for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[rf], bf);
             }
         }
+    }
+    if (S > 1) {
+        /* this slice's partial tile to the workspace, in fragment order (thread t's float4 of
+         * (rf, nt) at (rf 8 + nt) 128 + t: consecutive threads, consecutive 16 bytes) */
+        int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        float4 *part = reinterpret_cast<float4 *>(ws) + ((size_t)tile * S + blockIdx.z) * (RF * 8 * 32 * MT_WARPS);
+#pragma unroll
+        for (int rf = 0; rf < RF; rf++)
+#pragma unroll
+            for (int nt = 0; nt < MT_COLS / 8; nt++)
+                part[(rf * 8 + nt) * 32 * MT_WARPS + threadIdx.x] =
+                    make_float4(acc[rf][nt][0], acc[rf][nt][1], acc[rf][nt][2], acc[rf][nt][3]);
+        __threadfence();   /* the partial visible device-wide before the ticket */
+        __syncthreads();
+        if (threadIdx.x == 0) mt_last = atomicAdd(&tickets[tile], 1u) == (unsigned)(S - 1);
+        __syncthreads();
+        if (!mt_last) return;
+        __threadfence();
+        /* the last block: the slices' sums in slice order (past L1: other SMs wrote them) */
+        const float4 *all = reinterpret_cast<const float4 *>(ws) + (size_t)tile * S * (RF * 8 * 32 * MT_WARPS);
+#pragma unroll
+        for (int rf = 0; rf < RF; rf++)
+#pragma unroll
+            for (int nt = 0; nt < MT_COLS / 8; nt++) {
+                const float4 *p = all + (rf * 8 + nt) * 32 * MT_WARPS + threadIdx.x;
+                float4 v = __ldcg(p);
+                for (int z = 1; z < S; z++) {
+                    float4 u = __ldcg(p + (size_t)z * (RF * 8 * 32 * MT_WARPS));
+                    v.x += u.x;
+                    v.y += u.y;
+                    v.z += u.z;
+                    v.w += u.w;
+                }
+                acc[rf][nt][0] = v.x;
+                acc[rf][nt][1] = v.y;
+                acc[rf][nt][2] = v.z;
+                acc[rf][nt][3] = v.w;
+            }
+        if (threadIdx.x == 0) tickets[tile] = 0u;   /* for the next launch (stream order) */
     }
     /* lane (g, tq) holds rows g and g + 8 of each of the warp's 16-row fragments, columns 2 tq,
      * 2 tq + 1 of each n-tile; n-tiles 2 i and 2 i + 1 are group grp0 + i */
@@ -219,30 +273,48 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int R, int K, int uni
 
 static int mt_sms = 132;   /* the device's SMs (matmul_fixed_order_init), for the row tile by shape */
 static unsigned long long mt_launches[2];   /* by row tile: 64, 128 (matmul_fixed_order_launches) */
+static unsigned long long mt_split;         /* ... of them with K in slices */
 
 /* The block's row tile for a call: rows (64, 128) if the caller fixed it,
  * else 128 when the call has at least two blocks of 128 rows for each SM
  * (the LM head and gate/up of a batch of windows), 64 when fewer (a layer's
  * smaller products, prompt chunks: more blocks keep more SMs busy). */
-int matmul_fixed_order_rows(int R, int out_groups, int rows) {
+int matmul_fixed_order_rows(int R, int out_groups, int slices, int rows) {
     if (rows == 64 || rows == 128) return rows;
-    long blocks128 = (long)ceil_div(R, 128) * ceil_div(out_groups, MT_GROUPS);
+    long blocks128 = (long)ceil_div(R, 128) * ceil_div(out_groups, MT_GROUPS) * (slices > 1 ? slices : 1);
     return blocks128 >= 2L * mt_sms ? 128 : 64;
 }
 
-/* kernel1<OUT, RF> over R rows and `groups` output groups */
+int matmul_fixed_order_slices(int K, int kslice) { return kslice > 0 && K > kslice ? ceil_div(K, kslice) : 1; }
+
+/* w_rows W rows make at most ceil(w_rows / 64) tiles of 64 outputs (a plain product: 16-output
+ * groups; SwiGLU: 8 gate + 8 up rows a group; qkv + RoPE: 16 W rows a group); 64 RF rows a tile */
+size_t matmul_fixed_order_ws_floats(int rows, int w_rows, int K, int kslice) {
+    int S = matmul_fixed_order_slices(K, kslice);
+    if (S < 2 || rows < 1) return 0;
+    return (size_t)ceil_div(rows, 128) * 128 * ((size_t)ceil_div(w_rows, MT_COLS) * MT_COLS) * S;
+}
+
+size_t matmul_fixed_order_tickets(int rows, int w_rows, int K, int kslice) {
+    if (matmul_fixed_order_slices(K, kslice) < 2 || rows < 1) return 0;
+    return (size_t)ceil_div(rows, 64) * ceil_div(w_rows, MT_COLS);
+}
+
+/* kernel1<OUT, RF> over rows r_begin .. R - 1, `groups` output groups and S K slices */
 template <int OUT, int RF>
-static int mt_launch_tile(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
-                          argmax_key_t *keys, const qkv_rope_args &ra, int groups, int pdl, cudaStream_t stream) {
+static int mt_launch_tile(const floatX *inp, const floatX *W, int r_begin, int R, int K, int units, float *out,
+                          floatX *h, argmax_key_t *keys, const qkv_rope_args &ra, int groups, int S, int kslice,
+                          float *ws, unsigned *tickets, int pdl, cudaStream_t stream) {
     return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, RF>,
-                         dim3(ceil_div(R, mt_shape<RF>::rows), ceil_div(groups, MT_GROUPS)), dim3(32 * MT_WARPS),
-                         mt_shape<RF>::smem, stream, pdl, inp, W, R, K, units, out, h, keys, ra, pdl);
+                         dim3(ceil_div(R - r_begin, mt_shape<RF>::rows), ceil_div(groups, MT_GROUPS), S),
+                         dim3(32 * MT_WARPS), mt_shape<RF>::smem, stream, pdl, inp, W, r_begin, R, K, units, out, h,
+                         keys, ra, kslice, ws, tickets, pdl);
 }
 
 /* One fixed-order product with epilogue OUT */
 template <int OUT>
 static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units, float *out, floatX *h,
-                     argmax_key_t *keys, const qkv_rope_args *ra, int pdl, int rows, cudaStream_t stream) {
+                     argmax_key_t *keys, const qkv_rope_args *ra, int pdl, const mt_cfg *mt, cudaStream_t stream) {
     if (K % 16 || K < 16) return cllm_error(CLLM_EUNSUP, "matmul: inner size %d is not a multiple of 16", K);
     if ((OUT == EPI_SWIGLU && units % 8) ||
         (OUT == EPI_QKV_ROPE && !qkv_rope_fusable(ra->NH, ra->NKV, ra->HS, ra->rope_dim)))
@@ -254,16 +326,38 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     int groups = out_groups<OUT>(units, rargs);
     if (ceil_div(groups, MT_GROUPS) > 65535)
         return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
-    int tile128 = matmul_fixed_order_rows(R, groups, rows) == 128;
-    mt_launches[tile128]++;
-    if (tile128) return mt_launch_tile<OUT, 2>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
-    return mt_launch_tile<OUT, 1>(inp, W, R, K, units, out, h, keys, rargs, groups, pdl, stream);
+    int S = OUT == EPI_ARGMAX || !mt ? 1 : matmul_fixed_order_slices(K, mt->kslice), kslice = S > 1 ? mt->kslice : 0;
+    int piece = S > 1 ? mt->ws_rows : R, col_tiles = ceil_div(groups, MT_GROUPS);
+    if (S > 1 && (!mt->ws || !mt->tickets || piece < 1))
+        return cllm_error(CLLM_EINVAL, "matmul: K slices of %d without a workspace", kslice);
+    /* a call of more rows than the workspace holds: pieces of rows, one launch each (a row's
+     * sums do not depend on the piece it is in) */
+    int rc = 0;
+    for (int rb = 0; rb < R && !rc; rb += piece) {
+        int re = R - rb > piece ? rb + piece : R, n = re - rb;
+        int tile128 = matmul_fixed_order_rows(n, groups, S, mt ? mt->rows : 0) == 128, tr = tile128 ? 128 : 64;
+        if (S > 1 && ((size_t)ceil_div(n, tr) * tr * col_tiles * MT_COLS * S > mt->ws_floats ||
+                      (size_t)ceil_div(n, tr) * col_tiles > mt->n_tickets))
+            return cllm_error(CLLM_EINVAL, "matmul: %d rows x %d outputs in %d K slices: the workspace is too small",
+                              n, units, S);
+        mt_launches[tile128]++;
+        mt_split += S > 1;
+        float *ws = S > 1 ? mt->ws : NULL;
+        unsigned *tk = S > 1 ? mt->tickets : NULL;
+        rc = tile128 ? mt_launch_tile<OUT, 2>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk,
+                                              pdl, stream)
+                     : mt_launch_tile<OUT, 1>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk,
+                                              pdl, stream);
+    }
+    return rc;
 }
 
 void matmul_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128) {
     *tile64 = mt_launches[0];
     *tile128 = mt_launches[1];
 }
+
+unsigned long long matmul_fixed_order_split_launches(void) { return mt_split; }
 
 /* the shared memory above 48 KiB kernel1<OUT, RF> asks for */
 template <int OUT, int RF>
@@ -291,32 +385,32 @@ int matmul_fixed_order_init(void) {
 }
 
 int matmul_argmax_forward(argmax_key_t *keys, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
-                          int rows, cudaStream_t stream) {
-    return mt_launch<EPI_ARGMAX>(inp, weight, R, C, OC, NULL, NULL, keys, NULL, pdl, rows, stream);
+                          const mt_cfg *mt, cudaStream_t stream) {
+    return mt_launch<EPI_ARGMAX>(inp, weight, R, C, OC, NULL, NULL, keys, NULL, pdl, mt, stream);
 }
 
 int matmul_residual_forward(float *x, const floatX *inp, const floatX *weight, int R, int C, int OC, int pdl,
-                            int rows, cudaStream_t stream) {
-    return mt_launch<EPI_ADD>(inp, weight, R, C, OC, x, NULL, NULL, NULL, pdl, rows, stream);
+                            const mt_cfg *mt, cudaStream_t stream) {
+    return mt_launch<EPI_ADD>(inp, weight, R, C, OC, x, NULL, NULL, NULL, pdl, mt, stream);
 }
 
 int matmul_swiglu_forward(floatX *h, const floatX *inp, const floatX *Wgu, int R, int C, int F, int pdl,
-                          int rows, cudaStream_t stream) {
-    return mt_launch<EPI_SWIGLU>(inp, Wgu, R, C, F, NULL, h, NULL, NULL, pdl, rows, stream);
+                          const mt_cfg *mt, cudaStream_t stream) {
+    return mt_launch<EPI_SWIGLU>(inp, Wgu, R, C, F, NULL, h, NULL, NULL, pdl, mt, stream);
 }
 
 int matmul_qkv_rope_forward(const qkv_rope_args *ra, const floatX *inp, const floatX *Wqkv, int R, int C, int pdl,
-                            int rows, cudaStream_t stream) {
+                            const mt_cfg *mt, cudaStream_t stream) {
     int QKV = (ra->NH + 2 * ra->NKV) * ra->HS;
-    return mt_launch<EPI_QKV_ROPE>(inp, Wqkv, R, C, QKV, NULL, NULL, NULL, ra, pdl, rows, stream);
+    return mt_launch<EPI_QKV_ROPE>(inp, Wqkv, R, C, QKV, NULL, NULL, NULL, ra, pdl, mt, stream);
 }
 
 /* out (R, OC) fp32; inp (R, C) bf16; weight (OC, C) bf16; with rows_per_call
  * G > 0, out and inp hold ceil(R/G)*G rows; MATMUL_FIXED_ORDER: kernel1 */
 int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const floatX *weight,
-                   int R, int C, int OC, int rows_per_call, int pdl, int rows, cudaStream_t stream) {
+                   int R, int C, int OC, int rows_per_call, int pdl, const mt_cfg *mt, cudaStream_t stream) {
     if (rows_per_call == MATMUL_FIXED_ORDER)
-        return mt_launch<EPI_F32>(inp, weight, R, C, OC, out, NULL, NULL, NULL, pdl, rows, stream);
+        return mt_launch<EPI_F32>(inp, weight, R, C, OC, out, NULL, NULL, NULL, pdl, mt, stream);
     const float alpha = 1.0f, beta = 0.0f;
     int rc = CUBLAS_CHECK(cublasSetStream(handle, stream));
     int G = rows_per_call > 0 ? rows_per_call : R;

@@ -8,7 +8,8 @@
 #                        (CLLM_CUDA_GEMM_ROWS), without the few-row path
 #                        (CLLM_CUDA_MM16=0: every product through
 #                        cuBLAS, attention tiled) and every block, warp and
-#                        lane run in reverse order (CUEMU_ORDER=rev); the
+#                        lane run in reverse order (CUEMU_ORDER=rev, so a
+#                        tile's first K slice takes its last ticket); the
 #                        16-row call must still equal 16 one-row calls
 #   test_cuda_cp_now     test_cuda with cp.async copies landing at issue
 #                        (CUEMU_CP_ASYNC=now) instead of at the wait that covers
@@ -16,7 +17,9 @@
 #                        one a stage refilled before every thread has read it),
 #                        and the fixed-order kernel's 128-row tiles for every
 #                        call (CLLM_CUDA_MT_ROWS=128; by shape the tiny models'
-#                        calls take 64)
+#                        calls take 64), K in slices of 64 (every product split)
+#                        and calls in pieces of 16 rows (CLLM_CUDA_MT_KSLICE,
+#                        CLLM_CUDA_MT_WS_ROWS)
 #   test_cuda_train      the training parity test
 #   test_train_attention the training attention kernels' forks, kernel by kernel
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
@@ -67,8 +70,10 @@ selftest() {
 }
 run selftest selftest
 run test_cuda "$B/tests/test_cuda"
-run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM16=0 CUEMU_ORDER=rev "$B/tests/test_cuda"
-run test_cuda_cp_now env CUEMU_CP_ASYNC=now CLLM_CUDA_MT_ROWS=128 "$B/tests/test_cuda"
+run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM16=0 CLLM_CUDA_MT_KSLICE=32 \
+    CUEMU_ORDER=rev "$B/tests/test_cuda"
+run test_cuda_cp_now env CUEMU_CP_ASYNC=now CLLM_CUDA_MT_ROWS=128 CLLM_CUDA_MT_KSLICE=64 CLLM_CUDA_MT_WS_ROWS=16 \
+    "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
 run test_train_attention "$B/tests/test_train_attention"
 run e2e sh tests/cuemu/e2e.sh "$B"

@@ -595,7 +595,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             cllm_cuda_fwd xf;
             const char *env[4] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
                                   k == 1 ? "CLLM_CUDA_FUSE=0" : k == 3 ? "CLLM_CUDA_MT_ROWS=128" : NULL, NULL};
-            unsigned long long t64, t128, u64, u128;
+            unsigned long long t64, t128, u64, u128, split0 = cllm_cuda_fixed_order_split_launches();
             cllm_cuda_fixed_order_launches(&t64, &t128);
             int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 5 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
             CHECK_OK(rc_x);
@@ -623,6 +623,15 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             if (k == 3 && !pieces)
                 CHECK_MSG(u128 > t128 && u64 == t64, "%s: %s: %llu launches with 64-row tiles, %llu with 128", name,
                           what[k], u64 - t64, u128 - t128);
+            /* K slices (CLLM_CUDA_MT_KSLICE, 192 unless set): the products whose inner size is larger
+             * took them (else the bit-identities above compare K in one piece with itself) */
+            const char *ks = getenv("CLLM_CUDA_MT_KSLICE");
+            int ksl = ks && *ks ? atoi(ks) : 192, QD = c->n_head * c->head_dim;
+            int want_split = ksl > 0 && (c->d_model > ksl || QD > ksl || c->d_ff > ksl);
+            unsigned long long split = cllm_cuda_fixed_order_split_launches() - split0;
+            if (fixed && !pieces)
+                CHECK_MSG(want_split ? split > 0 : split == 0, "%s: %s: %llu launches with K in slices of %d", name,
+                          what[k], split, ksl);
             int off = fu && !strcmp(fu, "0");   /* switched off from outside (gpu-check 1b) */
             /* what cllm-traj's mixing of prompt chunks and windows rests on: one batch-invariant route for
              * every call (fixed-order, or cuBLAS in fixed G-row pieces), never cuBLAS in one call */
@@ -774,16 +783,18 @@ static int first_diff(const int *a, const int *b, int n) {
 /* Seconds per call of 64 sequences x T rows at positions 16.. (the cache
  * holds 16 tokens of each), through a state of its own: the fixed-order
  * route or cuBLAS', fused epilogues or not, PDL or not, the fixed-order
- * kernel's row tile (mt_rows 64 or 128; 0: by shape); a call that replays a
- * graph (after warm-up). */
+ * kernel's row tile (mt_rows 64 or 128; 0: by shape), K in one piece
+ * (whole_k: CLLM_CUDA_MT_KSLICE=0) or in slices; a call that replays a graph
+ * (after warm-up). */
 static double batch_step_s(const cllm_cuda_model *dm, cllm_cuda_kv *kv, const int *bt, int T, int fixed, int unfused,
-                           int no_pdl, int mt_rows) {
+                           int no_pdl, int mt_rows, int whole_k) {
     cllm_cuda_fwd f;
-    const char *env[4] = {NULL};
+    const char *env[5] = {NULL};
     int ne = 0;
     env[ne++] = fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0";
     if (unfused) env[ne++] = "CLLM_CUDA_FUSE=0";
     if (mt_rows) env[ne++] = mt_rows == 64 ? "CLLM_CUDA_MT_ROWS=64" : "CLLM_CUDA_MT_ROWS=128";
+    if (whole_k) env[ne++] = "CLLM_CUDA_MT_KSLICE=0";
     int rc = fwd_init_with(&f, dm, 64 * 16, no_pdl ? CLLM_CUDA_FWD_NO_PDL : 0, env);
     CHECK_OK(rc);
     if (rc) return 0.0;
@@ -1004,14 +1015,14 @@ static void test_smollm2(int bench) {
              * and of 9 (what cllm-traj feeds on average when it skips the
              * rows that cannot change) */
             for (int T = 16; T >= 9 && !check_failures; T -= 7) {
-                double ms[7];
-                for (int k = 0; k < 7; k++)
+                double ms[8];
+                for (int k = 0; k < 8; k++)
                     ms[k] = 1e3 * batch_step_s(dm, &bk, bt, T, k >= 2, k == 3, k == 1 || k == 4,
-                                               k == 5 ? 64 : k == 6 ? 128 : 0);
+                                               k == 5 ? 64 : k == 6 ? 128 : 0, k == 7);
                 printf("BENCH smollm2 batch 64 x %d rows, one call: cuBLAS %.3f ms (without PDL %.3f); fixed-order "
                        "with fused epilogues %.3f ms (unfused %.3f, without PDL %.3f; row tiles by shape, all 64: "
-                       "%.3f, all 128: %.3f)\n",
-                       T, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6]);
+                       "%.3f, all 128: %.3f; K in one piece, the baseline of K slices: %.3f ms, slices %.2fx)\n",
+                       T, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7], ms[2] > 0 ? ms[7] / ms[2] : 0.0);
             }
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,

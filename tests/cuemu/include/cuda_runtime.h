@@ -266,6 +266,10 @@ static inline unsigned long long atomicMax(unsigned long long *p, unsigned long 
 static inline int atomicMin(int *p, int v) { int old = *p; if (v < old) *p = v; return old; }
 static inline int atomicExch(int *p, int v) { int old = *p; *p = v; return old; }
 static inline int atomicCAS(int *p, int cmp, int v) { int old = *p; if (old == cmp) *p = v; return old; }
+/* Memory order: one memory, and blocks run one after another, so a fence
+ * orders nothing here and a load past L1 is a load. */
+static inline void __threadfence(void) {}
+template <typename T> static inline T __ldcg(const T *p) { return *p; }
 
 /* Math intrinsics: IEEE round-to-nearest operations (the .cu files are built
  * with -ffp-contract=off, so no FMA is formed where the source has none). */
