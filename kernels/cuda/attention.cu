@@ -244,12 +244,25 @@ attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const f
     wlast = max(wlast, __shfl_xor_sync(0xffffffffu, wlast, 16));   /* the warp's last key */
     const float scale = 1.0f / sqrtf((float)HS);
 
+    /* tile j0 + 64's keys and values are loaded into registers while tile j0 is worked on (the
+     * window calls' segments are short and few per SM, so one load's latency a tile, not one a
+     * 16-byte chunk, is what the block waits for) */
+    tile_regs<HS, AT_TILE, 32 * AT_WARPS> kr, vr;
+    const floatX *kg = kc + zbase * KD + (size_t)g * HS, *vg = vc + zbase * KD + (size_t)g * HS;
+    if (nk > 0) {
+        tile_fetch(kr, kg, KD, nk);
+        tile_fetch(vr, vg, KD, nk);
+    }
     for (int j0 = 0; j0 < nk; j0 += AT_TILE) {
         __syncthreads();
-        const floatX *kg = kc + (zbase + j0) * KD + (size_t)g * HS;
-        load_tile<HS>(ks, nullptr, AT_TILE, kg, KD, nk - j0);
-        load_tile<HS>(nullptr, vt, AT_TILE, vc + (zbase + j0) * KD + (size_t)g * HS, KD, nk - j0);
+        tile_put(kr, ks, (floatX *)nullptr);
+        tile_put(vr, (floatX *)nullptr, vt);
         __syncthreads();
+        int j1 = j0 + AT_TILE;
+        if (j1 < nk) {
+            tile_fetch(kr, kg + (size_t)j1 * KD, KD, nk - j1);
+            tile_fetch(vr, vg + (size_t)j1 * KD, KD, nk - j1);
+        }
         if (!has_head || j0 > wlast) continue;
         flash_forward_tile<HS>(qa, ks, vt, j0, lim, wlast, scale, m, l, o);
     }

@@ -36,6 +36,45 @@ __device__ __forceinline__ void load_tile(floatX *dst, floatX *dstT, int n, cons
     }
 }
 
+/* load_tile in two halves, so that a tile's global loads are in flight while
+ * the block works on the previous tile: tile_fetch loads a block of THREADS
+ * threads' share of rows [0, N) (thread t: chunks t + THREADS j, as
+ * load_tile's loop) into registers, all loads issued before any is used;
+ * tile_put stores them as load_tile would. The same elements land in the
+ * same places: the kernel's results do not change. */
+template <int HS, int N, int THREADS>
+struct tile_regs {
+    static constexpr int CH = HS / 8, PER = (N * CH + THREADS - 1) / THREADS;
+    uint4 v[PER];
+};
+
+template <int HS, int N, int THREADS>
+__device__ __forceinline__ void tile_fetch(tile_regs<HS, N, THREADS> &t, const floatX *src, size_t ld, int valid) {
+    typedef tile_regs<HS, N, THREADS> T;
+#pragma unroll
+    for (int j = 0; j < T::PER; j++) {
+        int i = threadIdx.x + THREADS * j, r = i / T::CH, c = (i % T::CH) * 8;
+        t.v[j] = make_uint4(0u, 0u, 0u, 0u);
+        if (i < N * T::CH && r < valid) t.v[j] = *reinterpret_cast<const uint4 *>(src + (size_t)r * ld + c);
+    }
+}
+
+template <int HS, int N, int THREADS>
+__device__ __forceinline__ void tile_put(const tile_regs<HS, N, THREADS> &t, floatX *dst, floatX *dstT) {
+    typedef tile_regs<HS, N, THREADS> T;
+#pragma unroll
+    for (int j = 0; j < T::PER; j++) {
+        int i = threadIdx.x + THREADS * j, r = i / T::CH, c = (i % T::CH) * 8;
+        if (i >= N * T::CH) continue;
+        if (dst) *reinterpret_cast<uint4 *>(dst + (size_t)r * (HS + 8) + c) = t.v[j];
+        if (dstT) {
+            const floatX *e = reinterpret_cast<const floatX *>(&t.v[j]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) dstT[(size_t)(c + k) * (N + 8) + r] = e[k];
+        }
+    }
+}
+
 /* B fragment of the n-tile starting at row n0 of a row-major (., stride)
  * shared tile, k-step kk: B[k][n] = tile[n0 + n][16 kk + k]. */
 __device__ __forceinline__ void b_frag(unsigned b[2], const floatX *tile, int stride, int n0, int kk) {
