@@ -45,8 +45,8 @@
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s, then with CLLM_CUDA_MT_KSLICE=0
-#             (K in one piece: the baseline of the K slices), --full-window (the
-#             baseline of feeding only the rows that can change; same records),
+#             (K in one piece: the baseline of the K slices), CLLM_CUDA_FUSE=0 and
+#             CLLM_CUDA_PDL=0 (same records),
 #             with CLLM_CUDA_MT_ROWS=64 (the fixed-order kernel's 64-row tiles
 #             for every product; same records) and with
 #             CLLM_CUDA_FIXED_ORDER=0 (the windows' products through cuBLAS,
@@ -612,9 +612,12 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         # K in one piece (the baseline of the fixed-order products' K slices): other sums, so other
         # records where a near-tie falls the other way
         traj64_baseline "CLLM_CUDA_MT_KSLICE=0 (K in one piece)" 0 "$tmp/t512k.zst" CLLM_CUDA_MT_KSLICE=0
-        # whole windows (the baseline of feeding only the window rows that can change): equal by
-        # construction where the products are batch-invariant (the fixed-order default)
-        traj64_baseline "--full-window" 1 "$tmp/t512f.zst" -- --full-window
+        # the products' fused epilogues off, then programmatic dependent launch off (round 5: run A,
+        # with both off, gave 14.2k tokens/s against the defaults' 11.9-12.3k in other runs): the
+        # same sums. (--full-window, the baseline of feeding only the rows that can change, was
+        # 1.09-1.13x slower in round 5 with the same records; gpu-check no longer runs it.)
+        traj64_baseline "CLLM_CUDA_FUSE=0 (epilogues unfused)" 1 "$tmp/t512f.zst" CLLM_CUDA_FUSE=0
+        traj64_baseline "CLLM_CUDA_PDL=0 (no programmatic dependent launch)" 1 "$tmp/t512p.zst" CLLM_CUDA_PDL=0
         # the fixed-order kernel's 64-row tiles for every product (the baseline of the 128-row
         # tiles the LM head and gate/up take by shape): the same sums
         traj64_baseline "CLLM_CUDA_MT_ROWS=64 (64-row tiles)" 1 "$tmp/t512r.zst" CLLM_CUDA_MT_ROWS=64
