@@ -363,6 +363,11 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         cllm_cuda_fwd xf;   /* not a block size: refused */
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_ATT_THREADS=100")) == CLLM_EINVAL);
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_ROWS=96")) == CLLM_EINVAL);   /* not a row tile */
+        /* K slices: a multiple of 16 (the mma's k-step), 0..65536; a workspace of 1..65535 rows */
+        CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_KSLICE=100")) == CLLM_EINVAL);
+        CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_KSLICE=-16")) == CLLM_EINVAL);
+        CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_KSLICE=64x")) == CLLM_EINVAL);
+        CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_WS_ROWS=0")) == CLLM_EINVAL);
     }
     CHECK_OK(cllm_kv_rollback(&ck, 1, 70));   /* the cache as the default state writes it, for what follows */
     CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 70));
