@@ -131,7 +131,6 @@ struct cllm_cuda_state {
                                       auto|64|128: 0 by shape, 64, 128; the same bits), its K
                                       slices (CLLM_CUDA_MT_KSLICE, MT_KSLICE_DEFAULT; 0: K in one
                                       piece; other bits) and their workspace (state_layout) */
-    mt_cfg mt_head;                /* ... for the LM head: K in one piece (thousands of blocks) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
@@ -533,7 +532,7 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     /* the fixed-order products' K slices: the largest workspace and ticket count of a layer's
      * four products (qkv, wo, gate/up, down) */
     size_t ws = 0, tk = 0;
-    int cap = s->mt.ws_rows > 0 ? s->mt.ws_rows : MT_WS_ROWS, wr = R < cap ? R : cap, ks = s->mt.kslice;
+    int wr = R < s->mt.ws_rows ? R : s->mt.ws_rows, ks = s->mt.kslice;   /* ws_rows: the cap (init) */
     if (s->fixed_order_ok && ks > 0) {
         const int prod[4][2] = {{dm->QKV, c->d_model}, {c->d_model, dm->QD}, {2 * c->d_ff, c->d_model},
                                 {c->d_model, c->d_ff}};   /* W rows, K */
@@ -647,8 +646,6 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     a.base = (char *)s->mem;
     a.off = 0;
     state_layout(s, dm, max_rows, &a);
-    s->mt_head = s->mt;
-    s->mt_head.kslice = 0;
     memset(s->meta_h, 0, META_INTS(R) * sizeof(int));
     /* padding rows are read by the products: finite from the start */
     if ((rc = CUDA_CHECK(cudaMemset(s->mem, 0, bytes))) || (rc = CUDA_CHECK(cudaDeviceSynchronize()))) {
@@ -777,6 +774,8 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
      * attention, wo + residual, norm, gate/up + SwiGLU, down + residual */
     int fuse = G == MATMUL_FIXED_ORDER && s->fuse, fuse_rope = fuse && s->fuse_rope;
     const mt_cfg *mt = &s->mt;
+    mt_cfg head = s->mt;   /* the LM head: K in one piece (thousands of blocks without slices) */
+    head.kslice = 0;
     s->stats.fused_enqueues += (unsigned long long)fuse;
     STEP(P_NORM, rmsnorm_forward(s->xn, s->x, dm->layers[0].attn_norm, NULL, R, C, eps, pdl, st));
     for (int l = 0; l < L; l++) {
@@ -807,9 +806,9 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     /* no logits wanted and the fixed-order route: the argmax in the
      * product's epilogue (keys zeroed above; the logits are never written) */
     if (fused_head)
-        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, &s->mt_head, st));
+        STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, &head, st));
     else if (N > 0)
-        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, &s->mt_head, st));
+        STEP(P_LM, matmul_forward(s->cublas, s->logits, s->xn, dm->lm_head, N, C, V, G, pdl, &head, st));
     return finish_forward(f, N, fused_head, st);
 }
 

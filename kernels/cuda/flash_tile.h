@@ -19,6 +19,18 @@ enum { FLASH_TILE = 64 };   /* keys a forward tile */
 /* Rows [0, n) of a bf16 matrix with row stride ld, columns [0, HS), into
  * shared memory: dst (n, HS + 8) and/or dstT (HS, n + 8) transposed; rows at
  * or after `valid` are zeros. Every thread of the block calls it. */
+/* One 16-byte chunk v (row r, columns c .. c + 7 of an n-row tile) into dst
+ * and/or dstT, as load_tile lays them out. */
+template <int HS>
+__device__ __forceinline__ void tile_store_chunk(floatX *dst, floatX *dstT, int n, int r, int c, uint4 v) {
+    if (dst) *reinterpret_cast<uint4 *>(dst + (size_t)r * (HS + 8) + c) = v;
+    if (dstT) {
+        const floatX *e = reinterpret_cast<const floatX *>(&v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) dstT[(size_t)(c + k) * (n + 8) + r] = e[k];
+    }
+}
+
 template <int HS>
 __device__ __forceinline__ void load_tile(floatX *dst, floatX *dstT, int n, const floatX *src, size_t ld,
                                           int valid) {
@@ -27,12 +39,7 @@ __device__ __forceinline__ void load_tile(floatX *dst, floatX *dstT, int n, cons
         int r = i / CH, c = (i % CH) * 8;
         uint4 v = make_uint4(0u, 0u, 0u, 0u);
         if (r < valid) v = *reinterpret_cast<const uint4 *>(src + (size_t)r * ld + c);
-        if (dst) *reinterpret_cast<uint4 *>(dst + (size_t)r * (HS + 8) + c) = v;
-        if (dstT) {
-            const floatX *e = reinterpret_cast<const floatX *>(&v);
-#pragma unroll
-            for (int k = 0; k < 8; k++) dstT[(size_t)(c + k) * (n + 8) + r] = e[k];
-        }
+        tile_store_chunk<HS>(dst, dstT, n, r, c, v);
     }
 }
 
@@ -65,13 +72,7 @@ __device__ __forceinline__ void tile_put(const tile_regs<HS, N, THREADS> &t, flo
 #pragma unroll
     for (int j = 0; j < T::PER; j++) {
         int i = threadIdx.x + THREADS * j, r = i / T::CH, c = (i % T::CH) * 8;
-        if (i >= N * T::CH) continue;
-        if (dst) *reinterpret_cast<uint4 *>(dst + (size_t)r * (HS + 8) + c) = t.v[j];
-        if (dstT) {
-            const floatX *e = reinterpret_cast<const floatX *>(&t.v[j]);
-#pragma unroll
-            for (int k = 0; k < 8; k++) dstT[(size_t)(c + k) * (N + 8) + r] = e[k];
-        }
+        if (i < N * T::CH) tile_store_chunk<HS>(dst, dstT, N, r, c, t.v[j]);
     }
 }
 

@@ -628,8 +628,9 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             if (k == 3 && !pieces)
                 CHECK_MSG(u128 > t128 && u64 == t64, "%s: %s: %llu launches with 64-row tiles, %llu with 128", name,
                           what[k], u64 - t64, u128 - t128);
-            /* K slices (CLLM_CUDA_MT_KSLICE, 192 unless set): the products whose inner size is larger
-             * took them (else the bit-identities above compare K in one piece with itself) */
+            /* K slices (CLLM_CUDA_MT_KSLICE, else cuda_backend.cu's MT_KSLICE_DEFAULT, 192): the
+             * products whose inner size is larger took them (else the bit-identities above
+             * compare K in one piece with itself) */
             const char *ks = getenv("CLLM_CUDA_MT_KSLICE");
             int ksl = ks && *ks ? atoi(ks) : 192, QD = c->n_head * c->head_dim;
             int want_split = ksl > 0 && (c->d_model > ksl || QD > ksl || c->d_ff > ksl);
