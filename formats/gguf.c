@@ -803,12 +803,21 @@ void cllm_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
 }
 
+static uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
 void cllm_f32_to_bf16(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+}
+
+void cllm_f32_round_bf16(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        uint32_t x;
-        memcpy(&x, &src[i], 4);
-        if ((x & 0x7fffffff) > 0x7f800000u) dst[i] = (uint16_t)((x >> 16) | 0x40);
-        else dst[i] = (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+        uint32_t b = (uint32_t)f32_to_bf16(x[i]) << 16;
+        memcpy(&x[i], &b, 4);
     }
 }
 

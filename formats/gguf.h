@@ -95,6 +95,8 @@ int cllm_gguf_read_raw(cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_
  * (round to nearest even, NaN kept quiet) bit patterns. */
 void cllm_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 void cllm_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/* Round n floats in place to the nearest bf16 value (as cllm_f32_to_bf16). */
+void cllm_f32_round_bf16(float *x, size_t n);
 
 /* Writer. Metadata entries are kept in insertion order; setting a key that is
  * already there replaces its value in place. Tensors are given as fp32 and are

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "gguf.h"   /* cllm_f32_round_bf16 */
 #include "kernels.h"
 #if CLLM_CUDA
 #include "cuda_backend.h"
@@ -232,6 +233,7 @@ int cllm_fwd_init_on(cllm_fwd *f, const cllm_model *m, int max_T, int device, in
         f->vc = cllm_malloc(T * sizeof *f->vc);
         f->lm_rows = cllm_malloc(T * sizeof(int));
         f->gate_up_fused = gate_up_fused(m);
+        f->bf16 = (flags & CLLM_FWD_BF16) != 0;
         if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->ao || !f->proj || !f->gu || !f->h ||
             !f->logits || !f->pos || !f->rope || !f->argmax || !f->kc || !f->vc || !f->lm_rows)
             rc = cllm_error(CLLM_ENOMEM, "forward: out of memory for scratch of %d rows", max_T);
@@ -340,11 +342,16 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
 
         /* attention block */
         rmsnorm_forward(xn, NULL, x, w->attn_norm, R, C, c->rms_eps);
+        if (f->bf16) cllm_f32_round_bf16(xn, (size_t)R * C);
         matmul_forward(f->q, xn, w->wq, w->bq, R, C, QD);
         matmul_forward(f->k, xn, w->wk, w->bk, R, C, KD);
         matmul_forward(f->v, xn, w->wv, w->bv, R, C, KD);
         rope_apply(f->q, f->rope, R, NH, HS, c->rope_dim);
         rope_apply(f->k, f->rope, R, NKV, HS, c->rope_dim);
+        if (f->bf16) {   /* the device's cache rows */
+            cllm_f32_round_bf16(f->k, (size_t)R * KD);
+            cllm_f32_round_bf16(f->v, (size_t)R * KD);
+        }
         for (int b = 0; b < B; b++) {   /* new k, v rows into each sequence's cache */
             float *kc = kv_rows(kv, kv->k, l, s[b].seq), *vc = kv_rows(kv, kv->v, l, s[b].seq);
             size_t off = (size_t)s[b].pos * KD, n = (size_t)s[b].T * KD;
@@ -354,11 +361,13 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
             f->vc[b] = vc;
         }
         attention_forward_batch(f->ao, f->q, f->kc, f->vc, f->row0, f->past, f->att, B, NH, NKV, HS);
+        if (f->bf16) cllm_f32_round_bf16(f->ao, (size_t)R * QD);
         matmul_forward(f->proj, f->ao, w->wo, NULL, R, QD, C);
         residual_forward(x, x, f->proj, (size_t)R * C);
 
         /* MLP block */
         rmsnorm_forward(xn, NULL, x, w->ffn_norm, R, C, c->rms_eps);
+        if (f->bf16) cllm_f32_round_bf16(xn, (size_t)R * C);
         if (fused) {
             matmul_forward(f->gu, xn, w->w_gate, NULL, R, C, 2 * F);
             swiglu_forward_fused(f->h, f->gu, R, F);
@@ -367,6 +376,7 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
             matmul_forward(up, xn, w->w_up, NULL, R, C, F);
             swiglu_forward(f->h, gate, up, R, F);
         }
+        if (f->bf16) cllm_f32_round_bf16(f->h, (size_t)R * F);
         matmul_forward(f->proj, f->h, w->w_down, NULL, R, F, C);
         residual_forward(x, x, f->proj, (size_t)R * C);
     }
@@ -375,6 +385,7 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
         for (int i = 0; i < n_lm; i++)
             rmsnorm_forward(xn + (size_t)i * C, NULL, x + (size_t)f->lm_rows[i] * C, m->out_norm, 1, C,
                             c->rms_eps);
+        if (f->bf16) cllm_f32_round_bf16(xn, (size_t)n_lm * C);
         matmul_forward(f->logits, xn, m->lm_head, NULL, n_lm, C, V);
         argmax_forward(f->argmax, f->logits, n_lm, V);
         /* ... then moved to their rows, last first: lm_rows[i] >= i, so no

@@ -73,6 +73,7 @@ typedef struct cllm_fwd {
     int device;       /* enum cllm_device */
     int max_T;        /* rows per call, all sequences together */
     int gate_up_fused; /* CPU: w_up follows w_gate, so [g u] is one (2F, C) product */
+    int bf16;         /* CPU: CLLM_FWD_BF16 */
     /* CPU activations of the last call, R rows each (NULL on CUDA) */
     float *x;         /* (max_T, C) residual stream */
     float *xn;        /* (max_T, C) normed input of a block */
@@ -108,6 +109,13 @@ enum {
                              kernel), so a sequence's results do not change with the rows
                              beside it (cllm-traj: records that do not depend on --batch;
                              docs/CUDA.md) */
+    CLLM_FWD_BF16 = 4,    /* CPU: round to bf16 what the CUDA backend keeps in bf16
+                             between ops (the normed rows, attention outputs and
+                             SwiGLU outputs that enter the products; the cache's
+                             keys and values); with a model through
+                             cllm_model_round_bf16, the GPU's roundings on the CPU
+                             (test_cuda's reference for the GPU's arithmetic).
+                             CUDA: bf16 always, the flag changes nothing */
 };
 
 /* A CPU forward state for up to max_T rows per call. Returns 0 or CLLM_E*. */

@@ -161,6 +161,24 @@ const cllm_tensor_info *cllm_model_tensor(const cllm_model *m, const char *name)
     return NULL;
 }
 
+void cllm_model_round_bf16(cllm_model *m) {
+    const cllm_config *c = &m->cfg;
+    size_t C = c->d_model, QD = (size_t)c->n_head * c->head_dim, KD = (size_t)c->n_head_kv * c->head_dim;
+    size_t F = c->d_ff, V = c->vocab;
+    cllm_f32_round_bf16(m->tok_emb, V * C);
+    if (m->lm_head != m->tok_emb) cllm_f32_round_bf16(m->lm_head, V * C);
+    for (int l = 0; l < c->n_layer; l++) {
+        cllm_layer_weights *w = &m->layers[l];
+        cllm_f32_round_bf16(w->wq, QD * C);
+        cllm_f32_round_bf16(w->wk, KD * C);
+        cllm_f32_round_bf16(w->wv, KD * C);
+        cllm_f32_round_bf16(w->wo, C * QD);
+        cllm_f32_round_bf16(w->w_gate, F * C);
+        cllm_f32_round_bf16(w->w_up, F * C);
+        cllm_f32_round_bf16(w->w_down, C * F);
+    }
+}
+
 void cllm_model_free(cllm_model *m) {
     if (!m) return;
     free(m->params);

@@ -93,6 +93,13 @@ int cllm_model_save(const cllm_model *m, const char *path, const char *dtype);
 /* Find a tensor by HF name; NULL when absent. */
 const cllm_tensor_info *cllm_model_tensor(const cllm_model *m, const char *name);
 
+/* Round to bf16 (in place, to nearest even) every weight the CUDA backend
+ * keeps in bf16: the embedding, the LM head and the layers' matrices; norms
+ * and biases stay fp32, as on the device. With CLLM_FWD_BF16 (forward.h) the
+ * CPU forward of such a model rounds where the device does: a reference
+ * that tells the GPU's arithmetic from bf16's own rounding. */
+void cllm_model_round_bf16(cllm_model *m);
+
 void cllm_model_free(cllm_model *m);
 
 #endif

@@ -41,6 +41,7 @@
 extern "C" {
 #include "clock.h"
 #include "cuda_backend.h"
+#include "gguf.h"   /* cllm_f32_to_bf16 */
 }
 
 typedef struct cuda_layer {
@@ -183,15 +184,6 @@ extern "C" int cllm_cuda_device_name(char *buf, size_t size) {
 
 /* ---- model upload ------------------------------------------------------- */
 
-/* fp32 -> bf16, round to nearest even; NaN stays NaN. */
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 typedef struct arena {
     char *base;                    /* NULL: only measure */
     size_t off;
@@ -207,8 +199,10 @@ static void *take(arena *a, size_t bytes) {
 static int put_bf16(floatX *dst, const float *const *parts, const size_t *numel, int n_parts,
                     uint16_t *stage) {
     size_t k = 0;
-    for (int p = 0; p < n_parts; p++)
-        for (size_t i = 0; i < numel[p]; i++) stage[k++] = f2bf(parts[p][i]);
+    for (int p = 0; p < n_parts; p++) {
+        cllm_f32_to_bf16(parts[p], stage + k, numel[p]);
+        k += numel[p];
+    }
     return CUDA_CHECK(cudaMemcpy(dst, stage, k * sizeof(uint16_t), cudaMemcpyHostToDevice));
 }
 

@@ -1,6 +1,7 @@
 /* test_forward.c: the CPU forward pass against HF transformers (golden logits
  * from tests/golden/forward_golden.py), KV-cache rollback and several
- * sequences, thread-count invariance, argument errors.
+ * sequences, thread-count invariance, argument errors, the bf16 reference
+ * (cllm_model_round_bf16 + CLLM_FWD_BF16).
  *
  * Tolerance: relative error <= 1e-4 per logits row, with
  * relerr = max_i |ours_i - hf_i| / max_i |hf_i| (see row_relerr in
@@ -8,9 +9,12 @@
  * per position), the scale is the largest stored |hf_i|, which is <= the
  * row's, so the check is stricter than on the full row.
  */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "err.h"
@@ -323,6 +327,107 @@ static void test_smollm2_golden(void) {
     TEST_OK("smollm2_golden");
 }
 
+/* 1 when every value is a bf16 value (its low 16 bits zero). */
+static int all_bf16(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        if (u & 0xffffu) return 0;
+    }
+    return 1;
+}
+
+/* cllm_model_round_bf16 and CLLM_FWD_BF16, the CPU reference with the CUDA
+ * backend's roundings: the matrices become bf16 values within half a bf16
+ * ulp (2^-8 relative), norms and biases stay; a forward with the flag leaves
+ * bf16 values where the device keeps bf16 (the cache rows, the attention and
+ * SwiGLU outputs, the normed rows of the LM head) and its logits differ from
+ * the fp32 forward's by a bf16-sized error: > 0 and <= tol of the row's
+ * scale. The prompts: n rows of ids (each run in 64-token chunks from
+ * position 0), or with ids NULL one synthetic prompt of 24 tokens. The worst
+ * error is printed: on SmolLM2 it is bf16's own error on this measure, the
+ * floor under the GPU's (docs/CUDA.md "Parity"). */
+static void test_bf16(const char *name, const char *path, int *const *ids, const int *lens, int n, double tol) {
+    cllm_model m, m16;
+    if (cllm_model_load(&m, path)) {
+        CHECK_MSG(0, "%s: %s", path, cllm_errmsg());
+        return;
+    }
+    if (cllm_model_load(&m16, path)) {
+        CHECK_MSG(0, "%s: %s", path, cllm_errmsg());
+        cllm_model_free(&m);
+        return;
+    }
+    cllm_model_round_bf16(&m16);
+    const cllm_config *c = &m.cfg;
+    size_t C = c->d_model, V = c->vocab, KD = (size_t)c->n_head_kv * c->head_dim;
+    size_t changed = 0, off_grid = 0, too_far = 0;
+    for (int t = 0; t < m.n_tensors; t++) {
+        const cllm_tensor_info *ti = &m.tensors[t];
+        const float *a = m.params + ti->offset, *b = m16.params + ti->offset;
+        int matrix = ti->n_dims == 2;   /* embeddings and projections; norms and biases are vectors */
+        for (size_t i = 0; i < ti->numel; i++) {
+            if (!matrix) {
+                off_grid += a[i] != b[i];
+                continue;
+            }
+            changed += a[i] != b[i];
+            off_grid += !all_bf16(&b[i], 1);
+            too_far += fabs((double)a[i] - b[i]) > fabs((double)a[i]) / 256;
+        }
+    }
+    CHECK_MSG(changed > 0 && off_grid == 0 && too_far == 0, "%s round_bf16: %zu changed, %zu off the grid, %zu too far",
+              name, changed, off_grid, too_far);
+
+    enum { CH = 64 };
+    int synth[24], one = 24;
+    if (!ids) {
+        for (int i = 0; i < one; i++) synth[i] = (i * 41 + 7) % (int)V;
+        n = 1;
+        lens = &one;
+    }
+    int cap = 0;
+    for (int i = 0; i < n; i++) cap = lens[i] > cap ? lens[i] : cap;
+    cllm_fwd f, f16;
+    cllm_kv kv, kv16;
+    CHECK_OK(cllm_fwd_init(&f, &m, CH));
+    CHECK_OK(cllm_fwd_init_on(&f16, &m16, CH, CLLM_DEVICE_CPU, CLLM_FWD_BF16));
+    CHECK_OK(cllm_kv_init(&kv, c, 1, cap));
+    CHECK_OK(cllm_kv_init(&kv16, c, 1, cap));
+    double worst = 0;
+    int rows = 0;
+    for (int i = 0; i < n && !check_failures; i++) {
+        const int *tok = ids ? ids[i] : synth;
+        for (int s = 0; s < lens[i]; s += CH) {
+            int T = lens[i] - s < CH ? lens[i] - s : CH;
+            CHECK_OK(cllm_forward(&f, &kv, 0, s, tok + s, T, 0));
+            CHECK_OK(cllm_forward(&f16, &kv16, 0, s, tok + s, T, 0));
+            if (check_failures) break;
+            for (int t = 0; t < T; t++) {
+                double e = row_relerr(f16.logits + (size_t)t * V, f.logits + (size_t)t * V, (int)V);
+                if (e > worst) worst = e;
+            }
+            CHECK_MSG(all_bf16(f16.ao, (size_t)T * c->n_head * c->head_dim) && all_bf16(f16.h, (size_t)T * c->d_ff) &&
+                          all_bf16(f16.xn, (size_t)T * C),
+                      "%s bf16 forward: a product's input not bf16", name);
+            CHECK_MSG(!all_bf16(f.h, (size_t)T * c->d_ff), "%s fp32 forward: SwiGLU outputs all bf16 values", name);
+            rows += T;
+        }
+        size_t cache = (size_t)c->n_layer * kv16.n_seq * kv16.cap * KD;
+        CHECK_MSG(all_bf16(kv16.k, cache) && all_bf16(kv16.v, cache), "%s bf16 forward: cache rows not bf16", name);
+    }
+    CHECK_MSG(worst > 0 && worst <= tol, "%s bf16 forward vs fp32: worst row relerr %.3g (bar %.0e)", name, worst, tol);
+    printf("%s: the CPU with the CUDA backend's bf16 roundings vs fp32: worst row relerr %.3g over %d rows\n", name,
+           worst, rows);
+    cllm_kv_free(&kv);
+    cllm_kv_free(&kv16);
+    cllm_fwd_free(&f);
+    cllm_fwd_free(&f16);
+    cllm_model_free(&m);
+    cllm_model_free(&m16);
+    TEST_OK("bf16 reference");
+}
+
 int main(void) {
     kernels_set_threads(2);
     cllm_model m;
@@ -346,7 +451,14 @@ int main(void) {
         test_batch(&m, "tiny-qwen2 (gate/up as one product)");
         cllm_model_free(&m);
     }
+    test_bf16("tiny-qwen2", "tests/golden/tiny-qwen2", NULL, NULL, 0, 2e-2);
     test_smollm2_golden();
+    {   /* SmolLM2 (when $CLLM_MODEL loads): test_cuda's first 3 GSM8K prompts, its bar for bf16 */
+        int *ids[3], lens[3], np = read_id_lines("tests/golden/gsm8k20_ids.txt", 3, ids, lens);
+        if (np == 3 && access(test_model_path(), R_OK) == 0)
+            test_bf16("smollm2", test_model_path(), ids, lens, np, 5e-2);
+        for (int i = 0; i < np; i++) free(ids[i]);
+    }
     if (!cllm_model_load(&m, test_model_path())) {
         test_batch(&m, "smollm2");
         cllm_model_free(&m);
