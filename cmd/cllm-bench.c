@@ -128,6 +128,7 @@ int main(int argc, char **argv) {
     if (!o.output && !o.force && isatty(STDOUT_FILENO)) o.no_stream = 1;
 
     if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
+    cllm_fwd_prepare(device);   /* the device's start beside the model load */
     o.device = device;
     cllm_set_threads((int)threads);
     int nm = paths[1] ? 2 : 1;

@@ -138,6 +138,7 @@ int main(int argc, char **argv) {
     if (show_progress) o.on_progress = progress;
 
     if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
+    cllm_fwd_prepare(device);   /* the device's start beside the model load */
     o.device = device;
     cllm_set_threads((int)threads);
     cllm_model m;

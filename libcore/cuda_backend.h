@@ -36,6 +36,10 @@
 int cllm_cuda_device_count(int *n, int *driver);
 /* One line naming device 0 (name, compute capability, memory) into buf. */
 int cllm_cuda_device_name(char *buf, size_t size);
+/* Begin making device 0's context on a thread, so that it overlaps the
+ * caller's model load; cllm_cuda_model_upload waits for it (and so does the
+ * process's exit). Nothing to check: a failure shows at the upload. */
+void cllm_cuda_warm_start(void);
 
 /* A model on the device (opaque). */
 typedef struct cllm_cuda_model cllm_cuda_model;

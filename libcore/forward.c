@@ -165,6 +165,14 @@ static int gate_up_fused(const cllm_model *m) {
     return 1;
 }
 
+void cllm_fwd_prepare(int device) {
+#if CLLM_CUDA
+    if (device == CLLM_DEVICE_CUDA) cllm_cuda_warm_start();
+#else
+    (void)device;
+#endif
+}
+
 int cllm_fwd_init(cllm_fwd *f, const cllm_model *m, int max_T) {
     return cllm_fwd_init_on(f, m, max_T, CLLM_DEVICE_CPU, 0);
 }

@@ -118,6 +118,11 @@ enum {
                              CUDA: bf16 always, the flag changes nothing */
 };
 
+/* Start the device's own set-up (CUDA: its context, on a thread) so that it
+ * overlaps the model load; a program calls it once it knows the device and
+ * before cllm_model_load. Nothing on the CPU. */
+void cllm_fwd_prepare(int device);
+
 /* A CPU forward state for up to max_T rows per call. Returns 0 or CLLM_E*. */
 int cllm_fwd_init(cllm_fwd *f, const cllm_model *m, int max_T);
 /* A forward state on device (enum cllm_device). On CUDA this uploads the

@@ -31,6 +31,7 @@
  * forward can read what it wrote (found by the CPU emulation, tests/cuemu/).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,7 @@ struct cllm_cuda_model {
     cuda_layer *layers;            /* host array [L] of device pointers */
     void *mem;                     /* the one device allocation */
     size_t bytes;
+    double upload_s;               /* CLLM_CUDA_STATS: the upload's wall time */
     int max_keys;                  /* attention's limit for this HS on this device */
 };
 
@@ -173,6 +175,43 @@ extern "C" int cllm_cuda_device_count(int *n, int *driver) {
     return CUDA_CHECK(e);
 }
 
+/* ---- start-up ------------------------------------------------------------ */
+
+/* Creating device 0's primary context (CUDA's own start: the driver, the
+ * context, the module loads) needs nothing from the model, so
+ * cllm_cuda_warm_start begins it on a thread while the caller loads the
+ * model, and the model upload waits for it. The runtime is thread-safe and
+ * the context is the process's, so the main thread's calls use it. What the
+ * thread's call returns is not kept: a context that cannot be made fails
+ * again at the upload's first call, which reports it (an error is the
+ * calling thread's, so nothing is left for the main thread to trip on). If
+ * the thread cannot be started, the context is made by the first call, as
+ * without the warm-up. */
+static pthread_t warm_thread;
+static int warm_running, warm_atexit;
+static double warm_make_s, warm_wait_s;   /* CLLM_CUDA_STATS: the context's making, the upload's wait for it */
+
+static void *warm_main(void *) {
+    double t0 = cllm_now_s();
+    (void)cudaFree(0);   /* the first runtime call that needs a context makes it */
+    warm_make_s = cllm_now_s() - t0;
+    return NULL;
+}
+
+static void warm_join(void) {
+    if (!warm_running) return;
+    double t0 = cllm_now_s();
+    (void)pthread_join(warm_thread, NULL);   /* fails only for a thread that is not joinable */
+    warm_wait_s += cllm_now_s() - t0;
+    warm_running = 0;
+}
+
+extern "C" void cllm_cuda_warm_start(void) {
+    if (warm_running) return;
+    if (!warm_atexit) warm_atexit = atexit(warm_join) == 0;   /* no exit while the thread is in the driver */
+    if (warm_atexit && pthread_create(&warm_thread, NULL, warm_main, NULL) == 0) warm_running = 1;
+}
+
 extern "C" int cllm_cuda_device_name(char *buf, size_t size) {
     cudaDeviceProp p;
     int rc = CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
@@ -242,6 +281,8 @@ extern "C" size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm) { return dm->
 
 extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m) {
     *out = NULL;
+    warm_join();
+    double t_upload = cllm_now_s();
     const cllm_config *c = &m->cfg;
     int C = c->d_model, HS = c->head_dim, NH = c->n_head, NKV = c->n_head_kv, F = c->d_ff;
     if (C % 2 || HS % 8 || HS > 256 || NKV < 1 || NH % NKV || c->rope_dim % 2 || c->rope_dim > HS)
@@ -321,6 +362,7 @@ out:
         cllm_cuda_model_free(dm);
         return rc;
     }
+    dm->upload_s = cllm_now_s() - t_upload;
     *out = dm;
     return 0;
 }
@@ -423,8 +465,12 @@ fail:
 
 /* ---- forward state -------------------------------------------------------- */
 
-static void stats_print(const fwd_stats *t) {
+static void stats_print(const fwd_stats *t, const cllm_cuda_model *dm) {
     if (!t->on || !t->calls) return;
+    fprintf(stderr,
+            "cllm: CUDA start-up: context %.3f s (on a thread beside the model load; the upload waited %.3f s "
+            "for it), model upload %.3f s\n",
+            warm_make_s, warm_wait_s, dm->upload_s);
     fprintf(stderr,
             "cllm: CUDA forward: %llu calls, %llu rows (%llu of them padding): %llu graph launches (host "
             "%.3f s, launch and wait), %llu captures (%.3f s), %llu op by op (%.3f s enqueue, %.3f s wait)\n",
@@ -460,7 +506,7 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;
     if (s) {
-        stats_print(&s->stats);
+        stats_print(&s->stats, f->m);
         cuda_op_profile_free(&s->stats.prof);
         for (int i = 0; i < GRAPH_SLOTS; i++)
             if (s->graphs[i].exec) (void)cudaGraphExecDestroy(s->graphs[i].exec);
