@@ -565,7 +565,16 @@ if named p && have_time 120 "profile"; then
         P1=$(date +%s.%N)
         echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
     done
-    grep -E '^==|CUDA forward|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
+    # the fixed start-up alone: no prompts (the context, made beside the model load; the upload;
+    # the state), CLLM_CUDA_STATS for its parts
+    : >"$tmp/t0.jsonl"
+    echo "== cllm-traj --batch 64, CLLM_CUDA_STATS=1, no prompts (start-up only)" >>"$prof"
+    P0=$(date +%s.%N)
+    CLLM_CUDA_STATS=1 timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --batch 64 -q -f -o "$tmp/p0.zst" \
+        "$tmp/t0.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
+    P1=$(date +%s.%N)
+    echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
+    grep -E '^==|CUDA forward|CUDA start-up|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
     if have_time 60 "test_cuda_train --bench, profiled"; then
         CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
             note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"
@@ -621,6 +630,9 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         # K in one piece (the baseline of the fixed-order products' K slices): other sums, so other
         # records where a near-tie falls the other way
         traj64_baseline "CLLM_CUDA_MT_KSLICE=0 (K in one piece)" 0 "$tmp/t512k.zst" CLLM_CUDA_MT_KSLICE=0
+        # two other slice widths beside the default's (MT_KSLICE_DEFAULT, 192): which to keep
+        traj64_baseline "CLLM_CUDA_MT_KSLICE=96 (narrower K slices)" 0 "$tmp/t512k96.zst" CLLM_CUDA_MT_KSLICE=96
+        traj64_baseline "CLLM_CUDA_MT_KSLICE=384 (wider K slices)" 0 "$tmp/t512k384.zst" CLLM_CUDA_MT_KSLICE=384
         # the products' fused epilogues off, then programmatic dependent launch off (round 5: run A,
         # with both off, gave 14.2k tokens/s against the defaults' 11.9-12.3k in other runs): the
         # same sums. (--full-window, the baseline of feeding only the rows that can change, was

@@ -466,11 +466,12 @@ fail:
 /* ---- forward state -------------------------------------------------------- */
 
 static void stats_print(const fwd_stats *t, const cllm_cuda_model *dm) {
-    if (!t->on || !t->calls) return;
+    if (!t->on) return;
     fprintf(stderr,
             "cllm: CUDA start-up: context %.3f s (on a thread beside the model load; the upload waited %.3f s "
             "for it), model upload %.3f s\n",
             warm_make_s, warm_wait_s, dm->upload_s);
+    if (!t->calls) return;
     fprintf(stderr,
             "cllm: CUDA forward: %llu calls, %llu rows (%llu of them padding): %llu graph launches (host "
             "%.3f s, launch and wait), %llu captures (%.3f s), %llu op by op (%.3f s enqueue, %.3f s wait)\n",

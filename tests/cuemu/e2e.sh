@@ -95,6 +95,8 @@ for v in STATS PROFILE; do
     env "CLLM_CUDA_$v=1" "$B/cllm-gen" -m tests/golden/tiny-qwen2 --device cuda --max-new-tokens 8 \
         "$T/ids.jsonl" > "$T/d.zst" 2> "$T/d.err"
     grep -q '^cllm: CUDA forward: [0-9]* calls, [0-9]* rows' "$T/d.err" || fail "CLLM_CUDA_$v: no summary line"
+    grep -q '^cllm: CUDA start-up: context [0-9.]* s .* model upload [0-9.]* s$' "$T/d.err" ||
+        fail "CLLM_CUDA_$v: no start-up line"
     "$B/cllm-gen" -m tests/golden/tiny-qwen2 --device cuda --max-new-tokens 8 "$T/ids.jsonl" > "$T/n.zst"
     outputs "$T/n.zst" > "$T/n.txt"
     outputs "$T/d.zst" | cmp -s - "$T/n.txt" || fail "CLLM_CUDA_$v changes the answers"
