@@ -66,7 +66,9 @@
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
 #          call; 3d needs 3c's trajectories, so name both). Step p (only when
 #          named) profiles: per-op device times and the host's share of
-#          cllm-bench and cllm-traj --batch 64 (CLLM_CUDA_PROFILE/STATS).
+#          cllm-bench and cllm-traj --batch 64 (CLLM_CUDA_PROFILE/STATS), the
+#          start-up alone, and Nsight Compute (ncu) on the window calls'
+#          kernels where the machine has it.
 #        Without staged files it uses what an earlier call unpacked in
 #        /root/stage, else BUILD/tests/test_cuda and $CLLM_MODEL or models/.
 #        Results in $OUT (else /tmp/gpu-check-out): summary.txt, and
@@ -575,6 +577,23 @@ if named p && have_time 120 "profile"; then
     P1=$(date +%s.%N)
     echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
     grep -E '^==|CUDA forward|CUDA start-up|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
+    # Nsight Compute on the window calls' kernels, where the machine has it and lets it read the
+    # counters: duration, throughputs, occupancy and the warps' stall reasons of one launch of each
+    # fixed-order product, the attention and the norm in a --batch 64 run (64 prompts x 32: calls
+    # of ~550 rows like 3c's); the whole report in logs.tar.gz (ncu.txt)
+    if command -v ncu >/dev/null 2>&1 && have_time 100 "ncu"; then
+        head -n 64 "$data" >"$tmp/t64.jsonl"
+        timeout 90 ncu --launch-skip 600 --launch-count 12 \
+            -k 'regex:matmul_forward_kernel1|attention_forward_kernel2|rmsnorm_forward_kernel1' \
+            --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+            "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
+            --max-new-tokens 32 --batch 64 -q -f -o "$tmp/pn.zst" "$tmp/t64.jsonl" >"$log/ncu.txt" 2>&1 ||
+            note "ncu: exit $? (counters may need root or a driver setting: $log/ncu.txt)"
+        grep -E '^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Grid Size|Stall|ERR' \
+            "$log/ncu.txt" | head -n 150 | tee -a "$sum"
+    else
+        note "ncu: not on this machine (or no time left)"
+    fi
     if have_time 60 "test_cuda_train --bench, profiled"; then
         CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
             note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"
