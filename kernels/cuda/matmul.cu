@@ -194,26 +194,39 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
         __syncthreads();
         if (!mt_last) return;
         __threadfence();
-        /* the last block: the slices' sums in slice order (past L1: other SMs wrote them) */
-        const float4 *all = reinterpret_cast<const float4 *>(ws) + (size_t)tile * S * (RF * 8 * 32 * MT_WARPS);
+        /* the last block: the slices' sums in slice order (past L1: other SMs wrote them), a
+         * slice at a time with all of its 8 RF loads in flight: S trips to L2 for the block,
+         * where a loop over the slices inside each (rf, nt) made up to 8 RF S trips one
+         * after another (the branches of its remainder kept the loads apart) */
+        const float4 *all = reinterpret_cast<const float4 *>(ws) + (size_t)tile * S * (RF * 8 * 32 * MT_WARPS) +
+                            threadIdx.x;
 #pragma unroll
         for (int rf = 0; rf < RF; rf++)
 #pragma unroll
             for (int nt = 0; nt < MT_COLS / 8; nt++) {
-                const float4 *p = all + (rf * 8 + nt) * 32 * MT_WARPS + threadIdx.x;
-                float4 v = __ldcg(p);
-                for (int z = 1; z < S; z++) {
-                    float4 u = __ldcg(p + (size_t)z * (RF * 8 * 32 * MT_WARPS));
-                    v.x += u.x;
-                    v.y += u.y;
-                    v.z += u.z;
-                    v.w += u.w;
-                }
+                float4 v = __ldcg(all + (rf * 8 + nt) * 32 * MT_WARPS);
                 acc[rf][nt][0] = v.x;
                 acc[rf][nt][1] = v.y;
                 acc[rf][nt][2] = v.z;
                 acc[rf][nt][3] = v.w;
             }
+        for (int z = 1; z < S; z++) {
+            const float4 *pz = all + (size_t)z * (RF * 8 * 32 * MT_WARPS);
+            float4 u[RF][MT_COLS / 8];
+#pragma unroll
+            for (int rf = 0; rf < RF; rf++)
+#pragma unroll
+                for (int nt = 0; nt < MT_COLS / 8; nt++) u[rf][nt] = __ldcg(pz + (rf * 8 + nt) * 32 * MT_WARPS);
+#pragma unroll
+            for (int rf = 0; rf < RF; rf++)
+#pragma unroll
+                for (int nt = 0; nt < MT_COLS / 8; nt++) {
+                    acc[rf][nt][0] += u[rf][nt].x;
+                    acc[rf][nt][1] += u[rf][nt].y;
+                    acc[rf][nt][2] += u[rf][nt].z;
+                    acc[rf][nt][3] += u[rf][nt].w;
+                }
+        }
         if (threadIdx.x == 0) tickets[tile] = 0u;   /* for the next launch (stream order) */
     }
     /* lane (g, tq) holds rows g and g + 8 of each of the warp's 16-row fragments, columns 2 tq,
