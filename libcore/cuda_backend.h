@@ -45,8 +45,9 @@ void cllm_cuda_warm_start(void);
 typedef struct cllm_cuda_model cllm_cuda_model;
 
 /* Copy m to the device (fp32 -> bf16 for matrices; norms, biases and the
- * RoPE table fp32). m may be freed afterwards. Needs even C and HS % 8 == 0,
- * HS <= 256. Returns 0 or a CLLM_E* code (*out = NULL then). */
+ * RoPE table fp32). m may be freed afterwards. Needs even C <= 8192,
+ * HS % 8 == 0, HS <= 256 (else CLLM_EUNSUP). Returns 0 or a CLLM_E* code
+ * (*out = NULL then). */
 int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m);
 void cllm_cuda_model_free(cllm_cuda_model *dm);
 const cllm_config *cllm_cuda_model_config(const cllm_cuda_model *dm);

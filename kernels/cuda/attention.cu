@@ -212,9 +212,8 @@ attention_forward_kernel2(floatX *out, const float *q, const floatX *kc, const f
     floatX *vt = ks + AT_TILE * (HS + 8);                /* (HS, 64 + 8) */
     pdl_wait();
     pdl_launch_dependents();
-    int r0 = segs[blockIdx.x];
+    int r0 = segs[blockIdx.x], r1 = segs[blockIdx.x + 1];   /* both loads in one trip */
     if (r0 >= R) return;
-    int r1 = segs[blockIdx.x + 1];
     int group = NH / NKV, chunks = (group + AT_WARPS - 1) / AT_WARPS;
     int g = blockIdx.y / chunks, lane = threadIdx.x % 32, w = threadIdx.x / 32, gq = lane / 4, tq = lane % 4;
     int hh = (blockIdx.y % chunks) * AT_WARPS + w, h = g * group + hh, has_head = hh < group;

@@ -285,10 +285,10 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
     double t_upload = cllm_now_s();
     const cllm_config *c = &m->cfg;
     int C = c->d_model, HS = c->head_dim, NH = c->n_head, NKV = c->n_head_kv, F = c->d_ff;
-    if (C % 2 || HS % 8 || HS > 256 || NKV < 1 || NH % NKV || c->rope_dim % 2 || c->rope_dim > HS)
+    if (C % 2 || C > 8192 || HS % 8 || HS > 256 || NKV < 1 || NH % NKV || c->rope_dim % 2 || c->rope_dim > HS)
         return cllm_error(CLLM_EUNSUP,
-                          "CUDA: model shape not supported (d_model %d must be even; head size %d "
-                          "a multiple of 8 up to 256; %d heads over %d kv heads; rope_dim %d)",
+                          "CUDA: model shape not supported (d_model %d must be even, at most 8192 (RMSNorm's "
+                          "row); head size %d a multiple of 8 up to 256; %d heads over %d kv heads; rope_dim %d)",
                           C, HS, NH, NKV, c->rope_dim);
     cllm_cuda_model *dm = (cllm_cuda_model *)calloc(1, sizeof *dm);
     if (!dm) return cllm_error(CLLM_ENOMEM, "CUDA: out of host memory");

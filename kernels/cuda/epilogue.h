@@ -95,23 +95,41 @@ __device__ __forceinline__ float rope_rotate(float x, float partner, float sn, f
 
 /* Row r's outputs col0 + c and col1 + c of group rg, z0 and z1 (bias not
  * yet added): bias, RoPE (rotated groups), then q (fp32) or the cache row
- * (slot[r], pos[r]) (bf16), as rope.cu */
-__device__ __forceinline__ void qkv_rope_store(const qkv_rope_args &ra, int r, const rope_group &rg, int c, float z0,
-                                               float z1) {
+ * (slot, pos) (bf16), as rope.cu. What it reads from memory comes in
+ * (qkv_rope_load): the row's position and cache slot, the columns' biases
+ * and inverse frequency, so that a caller with many outputs a thread loads
+ * them all before its first store (a load after a store the compiler cannot
+ * tell apart waits for it: one trip to L2 per output). */
+typedef struct qkv_rope_in {
+    int pos, slot;
+    float b0, b1, inv;   /* bias[col0 + c], bias[col1 + c] (0 without bias), inv_freq[dim0 + c] (rotated) */
+} qkv_rope_in;
+
+/* The columns' part; a group that does not rotate reads inv_freq[0] (unused):
+ * unconditional loads, which a caller can issue together */
+__device__ __forceinline__ void qkv_rope_load_cols(const qkv_rope_args &ra, const rope_group &rg, int c,
+                                                   qkv_rope_in *in) {
+    in->b0 = ra.bias ? ra.bias[rg.col0 + c] : 0.0f;
+    in->b1 = ra.bias ? ra.bias[rg.col1 + c] : 0.0f;
+    in->inv = ra.inv_freq[rg.rotate ? rg.dim0 + c : 0];
+}
+
+__device__ __forceinline__ void qkv_rope_put(const qkv_rope_args &ra, int r, const rope_group &rg, int c, float z0,
+                                             float z1, const qkv_rope_in &in) {
     int col0 = rg.col0 + c, col1 = rg.col1 + c;
     if (ra.bias) {
-        z0 += ra.bias[col0];
-        z1 += ra.bias[col1];
+        z0 += in.b0;
+        z1 += in.b1;
     }
     if (rg.rotate) {
         float sn, cs;
-        rope_sincos(ra.pos[r], ra.inv_freq[rg.dim0 + c], &sn, &cs);
+        rope_sincos(in.pos, in.inv, &sn, &cs);
         float r0 = rope_rotate(z0, z1, sn, cs, 0), r1 = rope_rotate(z1, z0, sn, cs, 1);
         z0 = r0;
         z1 = r1;
     }
     int QD = ra.NH * ra.HS, KD = ra.NKV * ra.HS;
-    size_t crow = ((size_t)ra.slot[r] * ra.cap + ra.pos[r]) * KD;
+    size_t crow = ((size_t)in.slot * ra.cap + in.pos) * KD;
     float z[2] = {z0, z1};
     int col[2] = {col0, col1};
 #pragma unroll
@@ -120,6 +138,16 @@ __device__ __forceinline__ void qkv_rope_store(const qkv_rope_args &ra, int r, c
         else if (col[nt] < QD + KD) ra.kc[crow + (col[nt] - QD)] = __float2bfloat16(z[nt]);
         else ra.vc[crow + (col[nt] - QD - KD)] = __float2bfloat16(z[nt]);
     }
+}
+
+/* One output pair, its inputs loaded here (callers with one or two a thread). */
+__device__ __forceinline__ void qkv_rope_store(const qkv_rope_args &ra, int r, const rope_group &rg, int c, float z0,
+                                               float z1) {
+    qkv_rope_in in;
+    qkv_rope_load_cols(ra, rg, c, &in);
+    in.pos = ra.pos[r];
+    in.slot = ra.slot[r];
+    qkv_rope_put(ra, r, rg, c, z0, z1, in);
 }
 
 #endif

@@ -230,51 +230,118 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
         if (threadIdx.x == 0) tickets[tile] = 0u;   /* for the next launch (stream order) */
     }
     /* lane (g, tq) holds rows g and g + 8 of each of the warp's 16-row fragments, columns 2 tq,
-     * 2 tq + 1 of each n-tile; n-tiles 2 i and 2 i + 1 are group grp0 + i */
+     * 2 tq + 1 of each n-tile; n-tiles 2 i and 2 i + 1 are group grp0 + i.
+     * The epilogues that read memory load everything they read before their first store: a
+     * load the compiler cannot place before an earlier store waits for it, and so one trip to
+     * L2 an output (32 RF in a row, most of such a product's time at a window call's size)
+     * became one trip a thread (the residual add: one a row fragment). Same arithmetic. */
+    if (OUT == EPI_ADD) {
 #pragma unroll
-    for (int fe = 0; fe < 2 * RF; fe++) {
-        int rf = fe / 2, e = fe % 2, r = r0 + 16 * (w * RF + rf) + g + 8 * e;
-        if (OUT == EPI_ARGMAX) {
-            /* lanes 4g .. 4g + 3 hold row r's 64 outputs: their best, then one atomic */
-            argmax_key_t best = 0ull;
+        for (int rf = 0; rf < RF; rf++) {
+            float old[2][MT_GROUPS][2][2];   /* (e, group, j, n-tile): x before the add */
 #pragma unroll
-            for (int nt = 0; nt < MT_COLS / 8; nt++)
+            for (int e = 0; e < 2; e++) {
+                int r = r0 + 16 * (w * RF + rf) + g + 8 * e;
 #pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    int c = grp0 * 16 + 8 * nt + 2 * tq + j;
-                    float v = acc[rf][nt][2 * e + j];
-                    if (c < units && v == v) {   /* NaN is never a candidate */
-                        argmax_key_t k = argmax_key(v, c);
-                        if (k > best) best = k;
+                for (int i = 0; i < MT_GROUPS; i++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        /* unconditional loads (an element outside the call reads element 0,
+                         * its value unused): predicated ones, 16 predicates, were placed
+                         * beside their stores again for want of predicate registers */
+                        int o0 = (grp0 + i) * 16 + 2 * tq + j, o1 = o0 + 8, ok = r < R && grp0 + i < groups;
+                        size_t y0 = (size_t)r * units + o0, y1 = y0 + 8;
+                        old[e][i][j][0] = out[ok && o0 < units ? y0 : 0];
+                        old[e][i][j][1] = out[ok && o1 < units ? y1 : 0];
                     }
-                }
-            argmax_key_t o = __shfl_xor_sync(0xffffffffu, best, 1);
-            if (o > best) best = o;
-            o = __shfl_xor_sync(0xffffffffu, best, 2);
-            if (o > best) best = o;
-            if (tq == 0 && r < R && best) atomicMax(&keys[r], best);
-            continue;
+            }
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+#pragma unroll
+                for (int i = 0; i < MT_GROUPS; i++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        int o0 = (grp0 + i) * 16 + 2 * tq + j, o1 = o0 + 8, ok = r < R && grp0 + i < groups;
+                        float *y = out + (size_t)r * units;
+                        if (ok && o0 < units) y[o0] = old[e][i][j][0] + acc[rf][2 * i][2 * e + j];
+                        if (ok && o1 < units) y[o1] = old[e][i][j][1] + acc[rf][2 * i + 1][2 * e + j];
+                    }
+            }
         }
-        if (r >= R) continue;
+    } else if (OUT == EPI_QKV_ROPE) {
+        /* the columns' biases and inverse frequencies (the same for all of the thread's rows),
+         * the rows' positions and cache slots, then the stores */
+        rope_group rgs[MT_GROUPS];
+        qkv_rope_in in[MT_GROUPS][2];
 #pragma unroll
         for (int i = 0; i < MT_GROUPS; i++) {
-            int grp = grp0 + i;
-            if (grp >= groups) break;
+            rgs[i] = grp0 + i < groups ? rope_group_at(ra, grp0 + i) : rope_group{0, 0, 0, 0};
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
-                int c = 2 * tq + j;
-                float d0 = acc[rf][2 * i][2 * e + j], d1 = acc[rf][2 * i + 1][2 * e + j];
-                if (OUT == EPI_SWIGLU) {
-                    h[(size_t)r * units + grp * 8 + c] = __float2bfloat16(silu_mul(d0, d1));
-                } else if (OUT == EPI_QKV_ROPE) {
-                    qkv_rope_store(ra, r, rope_group_at(ra, grp), c, d0, d1);
-                } else {
-                    int o0 = grp * 16 + c, o1 = o0 + 8;
-                    float *y = out + (size_t)r * units;
-                    if (OUT == EPI_ADD) {
-                        if (o0 < units) y[o0] += d0;
-                        if (o1 < units) y[o1] += d1;
+            for (int j = 0; j < 2; j++) qkv_rope_load_cols(ra, rgs[i], 2 * tq + j, &in[i][j]);
+        }
+        int rpos[2 * RF], rslot[2 * RF];
+#pragma unroll
+        for (int fe = 0; fe < 2 * RF; fe++) {   /* a row outside the call reads row 0's (unused) */
+            int r = r0 + 16 * (w * RF + fe / 2) + g + 8 * (fe % 2), rr = r < R ? r : 0;
+            rpos[fe] = ra.pos[rr];
+            rslot[fe] = ra.slot[rr];
+        }
+#pragma unroll
+        for (int fe = 0; fe < 2 * RF; fe++) {
+            int rf = fe / 2, e = fe % 2, r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+            if (r >= R) continue;
+#pragma unroll
+            for (int i = 0; i < MT_GROUPS; i++) {
+                if (grp0 + i >= groups) break;
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    qkv_rope_in x = in[i][j];
+                    x.pos = rpos[fe];
+                    x.slot = rslot[fe];
+                    qkv_rope_put(ra, r, rgs[i], 2 * tq + j, acc[rf][2 * i][2 * e + j], acc[rf][2 * i + 1][2 * e + j], x);
+                }
+            }
+        }
+    } else {   /* the others store only (SwiGLU, plain) or take atomics (argmax) */
+#pragma unroll
+        for (int fe = 0; fe < 2 * RF; fe++) {
+            int rf = fe / 2, e = fe % 2, r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+            if (OUT == EPI_ARGMAX) {
+                /* lanes 4g .. 4g + 3 hold row r's 64 outputs: their best, then one atomic */
+                argmax_key_t best = 0ull;
+#pragma unroll
+                for (int nt = 0; nt < MT_COLS / 8; nt++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        int c = grp0 * 16 + 8 * nt + 2 * tq + j;
+                        float v = acc[rf][nt][2 * e + j];
+                        if (c < units && v == v) {   /* NaN is never a candidate */
+                            argmax_key_t k = argmax_key(v, c);
+                            if (k > best) best = k;
+                        }
+                    }
+                argmax_key_t o = __shfl_xor_sync(0xffffffffu, best, 1);
+                if (o > best) best = o;
+                o = __shfl_xor_sync(0xffffffffu, best, 2);
+                if (o > best) best = o;
+                if (tq == 0 && r < R && best) atomicMax(&keys[r], best);
+                continue;
+            }
+            if (r >= R) continue;
+#pragma unroll
+            for (int i = 0; i < MT_GROUPS; i++) {
+                int grp = grp0 + i;
+                if (grp >= groups) break;
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    int c = 2 * tq + j;
+                    float d0 = acc[rf][2 * i][2 * e + j], d1 = acc[rf][2 * i + 1][2 * e + j];
+                    if (OUT == EPI_SWIGLU) {
+                        h[(size_t)r * units + grp * 8 + c] = __float2bfloat16(silu_mul(d0, d1));
                     } else {
+                        int o0 = grp * 16 + c, o1 = o0 + 8;
+                        float *y = out + (size_t)r * units;
                         if (o0 < units) y[o0] = d0;
                         if (o1 < units) y[o1] = d1;
                     }

@@ -1120,6 +1120,26 @@ out:
     (void)V;
 }
 
+/* Shapes the device cannot run are refused at the upload, before any device
+ * memory, with CLLM_EUNSUP and a message: a head size that is not a multiple
+ * of 8, a model width past the RMSNorm's 8,192. */
+static void test_refused_shapes(void) {
+    const cllm_config bad[2] = {small_config("llama", 1, 64, 4, 2, 12, 128, 64, 1, 0),
+                                small_config("llama", 1, 8194, 2, 1, 16, 16, 16, 1, 0)};
+    for (int i = 0; i < 2; i++) {
+        cllm_model m;
+        cllm_cuda_model *dm = NULL;
+        CHECK_OK(cllm_model_alloc(&m, &bad[i]));
+        if (check_failures) return;
+        int rc = cllm_cuda_model_upload(&dm, &m);
+        CHECK_MSG(rc == CLLM_EUNSUP && !dm && strstr(cllm_errmsg(), "not supported"),
+                  "shape %d: upload returned %d (%s)", i, rc, rc ? cllm_errmsg() : "no error");
+        cllm_cuda_model_free(dm);
+        cllm_model_free(&m);
+    }
+    TEST_OK("refused shapes");
+}
+
 /* --harness: the dispatch checks (ragged batch, cllm-traj batch 8 == 1) with
  * the CPU standing in for the device, so the test's own code runs in CI. */
 static void harness(void) {
@@ -1166,6 +1186,7 @@ int main(int argc, char **argv) {
         long nc = sysconf(_SC_NPROCESSORS_ONLN);
         kernels_set_threads(nc < 1 ? 1 : nc > 16 ? 16 : (int)nc);
     }
+    test_refused_shapes();
     cllm_config c = small_config("qwen2", 2, 128, 4, 2, 32, 256, 512, 0, 1);
     c.rms_eps = 1e-6f;
     c.rope_dim = 16;   /* partial rotary: dims 16..31 of each head pass through */
