@@ -159,10 +159,15 @@ __device__ __forceinline__ void flash_forward_tile(const unsigned qa[HS / 16][4]
                                                    float scale, float m[2], float l[2], float o[HS / 8][4]) {
     int tq = threadIdx.x % 4;
     float s[FLASH_TILE / 8][4], mx[2] = {m[0], m[1]};
+    /* every n-tile, also those past the warp's last key (their scores stay -inf: a score is
+     * kept only for key <= lim, so the result is the same): with a branch around each, the
+     * compiler ran the 8 chains of HS/16 dependent mma one after another; without, it
+     * interleaves them (~HS/16 mma latencies for the tile instead of 8 HS/16). HS 128 keeps
+     * the branch: without it the inference kernel spills at 255 registers. */
 #pragma unroll
     for (int nt = 0; nt < FLASH_TILE / 8; nt++) {
         s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = -INFINITY;
-        if (j0 + 8 * nt > wlast) continue;   /* keys after every row of the warp */
+        if (HS >= 128 && j0 + 8 * nt > wlast) continue;   /* keys after every row of the warp */
         float acc[4];
         rows_times_tile<HS>(acc, qa, ks, 8 * nt);
 #pragma unroll
