@@ -238,35 +238,37 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
     if (OUT == EPI_ADD) {
 #pragma unroll
         for (int rf = 0; rf < RF; rf++) {
-            float old[2][MT_GROUPS][2][2];   /* (e, group, j, n-tile): x before the add */
+            /* (e, group, j, n-tile): whether the output is in the call, x before the add, by
+             * unconditional loads (an element outside reads element 0, unused): predicated
+             * ones, 16 conditions, went back beside their stores for want of predicate
+             * registers */
+            bool in[2][MT_GROUPS][2][2];
+            float old[2][MT_GROUPS][2][2];
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int r = r0 + 16 * (w * RF + rf) + g + 8 * e;
 #pragma unroll
                 for (int i = 0; i < MT_GROUPS; i++)
 #pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        /* unconditional loads (an element outside the call reads element 0,
-                         * its value unused): predicated ones, 16 predicates, were placed
-                         * beside their stores again for want of predicate registers */
-                        int o0 = (grp0 + i) * 16 + 2 * tq + j, o1 = o0 + 8, ok = r < R && grp0 + i < groups;
-                        size_t y0 = (size_t)r * units + o0, y1 = y0 + 8;
-                        old[e][i][j][0] = out[ok && o0 < units ? y0 : 0];
-                        old[e][i][j][1] = out[ok && o1 < units ? y1 : 0];
-                    }
+                    for (int j = 0; j < 2; j++)
+#pragma unroll
+                        for (int n = 0; n < 2; n++) {
+                            int o = (grp0 + i) * 16 + 8 * n + 2 * tq + j;
+                            in[e][i][j][n] = r < R && grp0 + i < groups && o < units;
+                            old[e][i][j][n] = out[in[e][i][j][n] ? (size_t)r * units + o : 0];
+                        }
             }
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                int r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+                float *y = out + (size_t)(r0 + 16 * (w * RF + rf) + g + 8 * e) * units;
 #pragma unroll
                 for (int i = 0; i < MT_GROUPS; i++)
 #pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        int o0 = (grp0 + i) * 16 + 2 * tq + j, o1 = o0 + 8, ok = r < R && grp0 + i < groups;
-                        float *y = out + (size_t)r * units;
-                        if (ok && o0 < units) y[o0] = old[e][i][j][0] + acc[rf][2 * i][2 * e + j];
-                        if (ok && o1 < units) y[o1] = old[e][i][j][1] + acc[rf][2 * i + 1][2 * e + j];
-                    }
+                    for (int j = 0; j < 2; j++)
+#pragma unroll
+                        for (int n = 0; n < 2; n++)
+                            if (in[e][i][j][n])
+                                y[(grp0 + i) * 16 + 8 * n + 2 * tq + j] = old[e][i][j][n] + acc[rf][2 * i + n][2 * e + j];
             }
         }
     } else if (OUT == EPI_QKV_ROPE) {
