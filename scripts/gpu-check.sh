@@ -65,7 +65,7 @@
 #          skipped when the time left (GPU_CHECK_BUDGET, 480 s) is too short;
 #          GPU_CHECK_STEPS="3c 3d 4" runs only the steps named (for a second
 #          call; 3d needs 3c's trajectories, so name both). Step p (only when
-#          named) profiles: per-op device times and the host's share of
+#          named; last, so that the budget goes to the measured bars first) profiles: per-op device times and the host's share of
 #          cllm-bench and cllm-traj --batch 64 (CLLM_CUDA_PROFILE/STATS), the
 #          start-up alone, and Nsight Compute (ncu) on the window calls'
 #          kernels where the machine has it.
@@ -80,7 +80,7 @@
 #        (call it with timeout_s 500).
 #        Exit 0 when every step passed.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mode=${1:-run}
 [ $# -gt 0 ] && shift
 model_src=models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -540,68 +540,6 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
 fi
 
 pack
-# p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
-#    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
-#    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
-#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_FIXED_ORDER=0,
-#    cuBLAS against the default fixed-order products); test_cuda_train --bench with
-#    CLLM_CUDA_PROFILE=1 (the trainer's per-op device times).
-if named p && have_time 120 "profile"; then
-    prof=$log/profile.log
-    : >"$prof"
-    awk 'NR <= 4 { printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
-        tests/golden/gsm8k20_ids.txt >"$tmp/p4.jsonl"
-    for v in PROFILE STATS; do
-        echo "== cllm-bench, CLLM_CUDA_$v=1, 4 prompts x 256" >>"$prof"
-        env "CLLM_CUDA_$v=1" timeout 60 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 4 --max-new-tokens 256 \
-            -n 16 --repeat 1 -f -o "$tmp/pb.zst" "$tmp/p4.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
-    done
-    head -n 128 "$data" >"$tmp/t128.jsonl"
-    # STATS twice: matmul.cu's fixed-order kernel for every product (the default), then cuBLAS
-    # for the decoding calls (CLLM_CUDA_FIXED_ORDER=0): same run, same prompts
-    for envs in CLLM_CUDA_PROFILE=1 CLLM_CUDA_STATS=1 "CLLM_CUDA_STATS=1 CLLM_CUDA_FIXED_ORDER=0"; do
-        echo "== cllm-traj --batch 64, $envs, 128 prompts x 64" >>"$prof"
-        P0=$(date +%s.%N)
-        env $envs timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \
-            -n 16 --max-new-tokens 64 --batch 64 -q -f -o "$tmp/pt.zst" "$tmp/t128.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
-        P1=$(date +%s.%N)
-        echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
-    done
-    # the fixed start-up alone: no prompts (the context, made beside the model load; the upload;
-    # the state), CLLM_CUDA_STATS for its parts
-    : >"$tmp/t0.jsonl"
-    echo "== cllm-traj --batch 64, CLLM_CUDA_STATS=1, no prompts (start-up only)" >>"$prof"
-    P0=$(date +%s.%N)
-    CLLM_CUDA_STATS=1 timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --batch 64 -q -f -o "$tmp/p0.zst" \
-        "$tmp/t0.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
-    P1=$(date +%s.%N)
-    echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
-    grep -E '^==|CUDA forward|CUDA start-up|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
-    # Nsight Compute on the window calls' kernels, where the machine has it and lets it read the
-    # counters: duration, throughputs, occupancy and the warps' stall reasons of one launch of each
-    # fixed-order product, the attention and the norm in a --batch 64 run (64 prompts x 32: calls
-    # of ~550 rows like 3c's); the whole report in logs.tar.gz (ncu.txt)
-    if command -v ncu >/dev/null 2>&1 && have_time 100 "ncu"; then
-        head -n 64 "$data" >"$tmp/t64.jsonl"
-        timeout 90 ncu --launch-skip 600 --launch-count 12 \
-            -k 'regex:matmul_forward_kernel1|attention_forward_kernel2|rmsnorm_forward_kernel1' \
-            --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-            "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
-            --max-new-tokens 32 --batch 64 -q -f -o "$tmp/pn.zst" "$tmp/t64.jsonl" >"$log/ncu.txt" 2>&1 ||
-            note "ncu: exit $? (counters may need root or a driver setting: $log/ncu.txt)"
-        grep -E '^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Grid Size|Stall|ERR' \
-            "$log/ncu.txt" | head -n 150 | tee -a "$sum"
-    else
-        note "ncu: not on this machine (or no time left)"
-    fi
-    if have_time 60 "test_cuda_train --bench, profiled"; then
-        CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
-            note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"
-        grep -E '^(bench|BENCH)|^cllm: ' "$log/train-profile.log" | tee -a "$sum"
-    fi
-fi
-
-pack
 # 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
 traj64() { # out env-assignments... [-- options...]: cllm-traj --batch 64 on the prompts, within $limit s
     out=$1
@@ -751,5 +689,68 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
 else
     note "SKIP memcheck: no compute-sanitizer on PATH"
 fi
+
+# p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
+#    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
+#    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
+#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_FIXED_ORDER=0,
+#    cuBLAS against the default fixed-order products); test_cuda_train --bench with
+#    CLLM_CUDA_PROFILE=1 (the trainer's per-op device times).
+if named p && have_time 120 "profile"; then
+    prof=$log/profile.log
+    : >"$prof"
+    awk 'NR <= 4 { printf "{\"id\":%d,\"tokens\":[", NR - 1; for (i = 1; i <= NF; i++) printf "%s%s", (i > 1 ? "," : ""), $i; print "]}" }' \
+        tests/golden/gsm8k20_ids.txt >"$tmp/p4.jsonl"
+    for v in PROFILE STATS; do
+        echo "== cllm-bench, CLLM_CUDA_$v=1, 4 prompts x 256" >>"$prof"
+        env "CLLM_CUDA_$v=1" timeout 60 "$bin/cllm-bench" -m "$CLLM_MODEL" --device cuda --prompts 4 --max-new-tokens 256 \
+            -n 16 --repeat 1 -f -o "$tmp/pb.zst" "$tmp/p4.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
+    done
+    head -n 128 "$data" >"$tmp/t128.jsonl"
+    # STATS twice: matmul.cu's fixed-order kernel for every product (the default), then cuBLAS
+    # for the decoding calls (CLLM_CUDA_FIXED_ORDER=0): same run, same prompts
+    for envs in CLLM_CUDA_PROFILE=1 CLLM_CUDA_STATS=1 "CLLM_CUDA_STATS=1 CLLM_CUDA_FIXED_ORDER=0"; do
+        echo "== cllm-traj --batch 64, $envs, 128 prompts x 64" >>"$prof"
+        P0=$(date +%s.%N)
+        env $envs timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \
+            -n 16 --max-new-tokens 64 --batch 64 -q -f -o "$tmp/pt.zst" "$tmp/t128.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
+        P1=$(date +%s.%N)
+        echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
+    done
+    # the fixed start-up alone: no prompts (the context, made beside the model load; the upload;
+    # the state), CLLM_CUDA_STATS for its parts
+    : >"$tmp/t0.jsonl"
+    echo "== cllm-traj --batch 64, CLLM_CUDA_STATS=1, no prompts (start-up only)" >>"$prof"
+    P0=$(date +%s.%N)
+    CLLM_CUDA_STATS=1 timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --batch 64 -q -f -o "$tmp/p0.zst" \
+        "$tmp/t0.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
+    P1=$(date +%s.%N)
+    echo "time: $(awk -v a="$P0" -v b="$P1" 'BEGIN { printf "%.2f s", b - a }')" >>"$prof"
+    grep -E '^==|CUDA forward|CUDA start-up|^cllm:  |tok/s|jacobi|^model|^time' "$prof" | tee -a "$sum"
+    # Nsight Compute on the window calls' kernels, where the machine has it and lets it read the
+    # counters: duration, throughputs, occupancy and the warps' stall reasons of one launch of each
+    # fixed-order product, the attention and the norm in a --batch 64 run (64 prompts x 32: calls
+    # of ~550 rows like 3c's); the whole report in logs.tar.gz (ncu.txt)
+    if command -v ncu >/dev/null 2>&1 && have_time 100 "ncu"; then
+        head -n 64 "$data" >"$tmp/t64.jsonl"
+        timeout 90 ncu --launch-skip 600 --launch-count 12 \
+            -k 'regex:matmul_forward_kernel1|attention_forward_kernel2|rmsnorm_forward_kernel1' \
+            --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+            "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
+            --max-new-tokens 32 --batch 64 -q -f -o "$tmp/pn.zst" "$tmp/t64.jsonl" >"$log/ncu.txt" 2>&1 ||
+            note "ncu: exit $? (counters may need root or a driver setting: $log/ncu.txt)"
+        grep -E '^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Occupancy|Registers Per|Block Limit|Grid Size|Warp Cycles Per Issued|stalled|ERR' \
+            "$log/ncu.txt" | head -n 200 | tee -a "$sum"
+    else
+        note "ncu: not on this machine (or no time left)"
+    fi
+    if have_time 60 "test_cuda_train --bench, profiled"; then
+        CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
+            note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"
+        grep -E '^(bench|BENCH)|^cllm: ' "$log/train-profile.log" | tee -a "$sum"
+    fi
+fi
+
+pack
 rm -rf "$tmp"
 exit $status
