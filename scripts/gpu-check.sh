@@ -45,7 +45,8 @@
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s, then with CLLM_CUDA_MT_KSLICE=0
-#             (K in one piece: the baseline of the K slices), CLLM_CUDA_FUSE=0 and
+#             (K in one piece: the baseline of the K slices), 96 and 384 (other
+#             slice widths), CLLM_CUDA_LDSM=0 (32-bit fragment loads), CLLM_CUDA_FUSE=0 and
 #             CLLM_CUDA_PDL=0 (same records),
 #             with CLLM_CUDA_MT_ROWS=64 (the fixed-order kernel's 64-row tiles
 #             for every product; same records) and with
@@ -228,7 +229,8 @@ pack
 #     they still say something (and the summary says which change broke); the
 #     benchmarks (3b on) run the defaults all the same (round 5's run A lost its
 #     default figures to a failing assertion of the test's own):
-#     the fixed-order kernel's K slices (CLLM_CUDA_MT_KSLICE=0), its 128-row tiles (CLLM_CUDA_MT_ROWS=64), the
+#     the fixed-order kernel's ldmatrix fragment loads (CLLM_CUDA_LDSM=0), its K
+#     slices (CLLM_CUDA_MT_KSLICE=0), its 128-row tiles (CLLM_CUDA_MT_ROWS=64), the
 #     fixed-order products' fused epilogues (CLLM_CUDA_FUSE=0),
 #     programmatic dependent launch (CLLM_CUDA_PDL=0), the few-row path
 #     (CLLM_CUDA_MM16=0), graph padding (CLLM_CUDA_GRAPHS=0), the fixed-order
@@ -238,11 +240,11 @@ if ! CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-default.log" 2>&1; then
     grep -E 'CHECK|FAIL|error' "$log/tiny-default.log" | head -n 5 | tee -a "$sum"
     status=1
     switched=""
-    for sw in CLLM_CUDA_MT_KSLICE=0 CLLM_CUDA_MT_ROWS=64 CLLM_CUDA_FUSE=0 CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
+    for sw in CLLM_CUDA_LDSM=0 CLLM_CUDA_MT_KSLICE=0 CLLM_CUDA_MT_ROWS=64 CLLM_CUDA_FUSE=0 CLLM_CUDA_PDL=0 CLLM_CUDA_MM16=0 CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=64; do
         export "${sw?}"
         switched="$switched ${sw%%=*}"
         if CLLM_MODEL=/nonexistent timeout 60 "$t" >"$log/tiny-${sw%%=*}.log" 2>&1; then
-            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(MT_KSLICE|MT_ROWS|FUSE|PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): steps 2 and 3 run so"
+            note "PASS test_cuda on the tiny models with $(env | grep -E '^CLLM_CUDA_(LDSM|MT_KSLICE|MT_ROWS|FUSE|PDL|MM16|GRAPHS|GEMM_ROWS)=' | sort | tr '\n' ' '): steps 2 and 3 run so"
             break
         fi
         note "FAIL test_cuda on the tiny models also with $sw"
@@ -594,6 +596,8 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         # with both off, gave 14.2k tokens/s against the defaults' 11.9-12.3k in other runs): the
         # same sums. (--full-window, the baseline of feeding only the rows that can change, was
         # 1.09-1.13x slower in round 5 with the same records; gpu-check no longer runs it.)
+        # the fixed-order kernel's fragments by 32-bit shared loads instead of ldmatrix: the same sums
+        traj64_baseline "CLLM_CUDA_LDSM=0 (32-bit fragment loads)" 1 "$tmp/t512l.zst" CLLM_CUDA_LDSM=0
         traj64_baseline "CLLM_CUDA_FUSE=0 (epilogues unfused)" 1 "$tmp/t512f.zst" CLLM_CUDA_FUSE=0
         traj64_baseline "CLLM_CUDA_PDL=0 (no programmatic dependent launch)" 1 "$tmp/t512p.zst" CLLM_CUDA_PDL=0
         # the fixed-order kernel's 64-row tiles for every product (the baseline of the 128-row

@@ -201,6 +201,35 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     return *reinterpret_cast<const unsigned *>(&v);
 }
 
+/* ldmatrix.x4 (sm_75): four 8x8 bf16 matrices from shared memory in one
+ * instruction, each lane receiving its mma fragment registers. Lanes 8 m ..
+ * 8 m + 7 give the addresses of matrix m's rows 0..7 (16 bytes each, 16-byte
+ * aligned); lane l gets in r[m] the two elements of matrix m's row l / 4 at
+ * columns 2 (l % 4) and 2 (l % 4) + 1, lower column in the low half: the
+ * layout ld_bf16x2 would give lane l reading that row itself, so the
+ * registers (and so every result) are the same as with four ld_bf16x2 a
+ * lane, in one instruction instead of four. Every lane of the warp must call
+ * it. The emulation gathers the warp's row addresses (cuemu_warp_gather) and
+ * reads as the PTX ISA says. */
+__device__ __forceinline__ void ldsm_x4(unsigned r[4], const floatX *row) {
+#if defined(CUEMU_CUDA_RUNTIME_H)
+    int lane = threadIdx.x % 32;
+    uintptr_t p = (uintptr_t)row;
+    uint32_t mine[2] = {(uint32_t)p, (uint32_t)((uint64_t)p >> 32)};
+    const uint32_t *all = cuemu_warp_gather(mine, 2);
+    for (int m = 0; m < 4; m++) {
+        const uint32_t *w = all + 8 * (8 * m + lane / 4);
+        const floatX *src = (const floatX *)(uintptr_t)((uint64_t)w[0] | (uint64_t)w[1] << 32);
+        r[m] = ld_bf16x2(src + 2 * (lane % 4));
+    }
+#else
+    unsigned s = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#endif
+}
+
 /* Tensor cores: d (16x8, fp32) += a (16x16, bf16, row-major) b (16x8, bf16,
  * column-major), mma.sync.m16n8k16 with fp32 accumulation. Fragments as the
  * PTX ISA lays them out for lane = 4*g + t (g = lane / 4, t = lane % 4); each

@@ -133,7 +133,9 @@ struct cllm_cuda_state {
     mt_cfg mt;                     /* the fixed-order kernel: its row tile (CLLM_CUDA_MT_ROWS=
                                       auto|64|128: 0 by shape, 64, 128; the same bits), its K
                                       slices (CLLM_CUDA_MT_KSLICE, MT_KSLICE_DEFAULT; 0: K in one
-                                      piece; other bits) and their workspace (state_layout) */
+                                      piece; other bits), their workspace (state_layout), its
+                                      fragment loads (CLLM_CUDA_LDSM=0: 32-bit loads for
+                                      ldmatrix; the same bits) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
@@ -642,6 +644,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         }
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
         s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_BULK) != 0;
+        const char *ld = getenv("CLLM_CUDA_LDSM");
+        s->mt.ldsm = !(ld && !strcmp(ld, "0"));
         const char *fu = getenv("CLLM_CUDA_FUSE");
         s->fuse = !(fu && !strcmp(fu, "0")) && c->d_ff % 8 == 0;
         s->fuse_rope = s->fuse && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);

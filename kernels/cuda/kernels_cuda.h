@@ -157,6 +157,8 @@ typedef struct {
     int ws_rows;         /* a call of more rows is launched in pieces of ws_rows (same bits) */
     unsigned *tickets;   /* (n_tickets) per output tile, its slices done; zero between launches */
     size_t n_tickets;
+    int ldsm;            /* fragments by ldmatrix (1) or 32-bit shared loads (0): the same registers,
+                            so the same bits (common.h ldsm_x4) */
 } mt_cfg;
 /* Once per device before the fixed-order kernel's first launch (its 54 or
  * 81 KiB of shared memory are above the default limit); 0 or the recorded

@@ -101,7 +101,8 @@ __device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floa
 template <int OUT, int RF>
 __global__ void __launch_bounds__(32 * MT_WARPS)
 matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, int K, int units, float *out, floatX *h,
-                       argmax_key_t *keys, qkv_rope_args ra, int kslice, float *ws, unsigned *tickets, int pdl) {
+                       argmax_key_t *keys, qkv_rope_args ra, int kslice, float *ws, unsigned *tickets, int pdl,
+                       int ldsm) {
     typedef mt_shape<RF> sh;
     extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): sh::smem bytes */
     __shared__ int mt_last;              /* K slices: this block took the tile's last ticket */
@@ -159,22 +160,41 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
         cp_async_commit();
         int kc = min(MT_K, ke - kb - ch * MT_K);
         for (int kk = 0; kk < kc / 16; kk++) {
-            unsigned a[RF][4];
+            unsigned a[RF][4], bf[MT_COLS / 8][2];
+            if (ldsm) {
+                /* one ldmatrix a 16-row A fragment and a pair of W n-tiles, where 32-bit loads
+                 * took 4 and 4 (the compiler made each mma wait for its own two): lane l gives
+                 * row l % 8 of matrix l / 8, which for A is rows + 8 (matrices 1, 3) and
+                 * columns + 8 (2, 3), for a W pair columns + 8 (1, 3) and rows + 8 (2, 3) */
+                int m = lane / 8, rr = lane % 8;
 #pragma unroll
-            for (int rf = 0; rf < RF; rf++) {
-                const floatX *ap = as + (size_t)(16 * (w * RF + rf) + g) * MT_LD + 16 * kk + 2 * tq;
-                a[rf][0] = ld_bf16x2(ap);
-                a[rf][1] = ld_bf16x2(ap + 8 * MT_LD);
-                a[rf][2] = ld_bf16x2(ap + 8);
-                a[rf][3] = ld_bf16x2(ap + 8 * MT_LD + 8);
+                for (int rf = 0; rf < RF; rf++)
+                    ldsm_x4(a[rf], as + (size_t)(16 * (w * RF + rf) + rr + 8 * (m % 2)) * MT_LD + 16 * kk + 8 * (m / 2));
+#pragma unroll
+                for (int np = 0; np < MT_COLS / 16; np++) {
+                    unsigned q[4];
+                    ldsm_x4(q, bs + (size_t)(16 * np + 8 * (m / 2) + rr) * MT_LD + 16 * kk + 8 * (m % 2));
+                    bf[2 * np][0] = q[0];
+                    bf[2 * np][1] = q[1];
+                    bf[2 * np + 1][0] = q[2];
+                    bf[2 * np + 1][1] = q[3];
+                }
+            } else {
+#pragma unroll
+                for (int rf = 0; rf < RF; rf++) {
+                    const floatX *ap = as + (size_t)(16 * (w * RF + rf) + g) * MT_LD + 16 * kk + 2 * tq;
+                    a[rf][0] = ld_bf16x2(ap);
+                    a[rf][1] = ld_bf16x2(ap + 8 * MT_LD);
+                    a[rf][2] = ld_bf16x2(ap + 8);
+                    a[rf][3] = ld_bf16x2(ap + 8 * MT_LD + 8);
+                }
+#pragma unroll
+                for (int nt = 0; nt < MT_COLS / 8; nt++) b_frag(bf[nt], bs, MT_LD, 8 * nt, kk);
             }
 #pragma unroll
-            for (int nt = 0; nt < MT_COLS / 8; nt++) {
-                unsigned bf[2];
-                b_frag(bf, bs, MT_LD, 8 * nt, kk);
+            for (int nt = 0; nt < MT_COLS / 8; nt++)
 #pragma unroll
-                for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[rf], bf);
-            }
+                for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[rf], bf[nt]);
         }
     }
     if (S > 1) {
@@ -386,11 +406,11 @@ size_t matmul_fixed_order_tickets(int rows, int w_rows, int K, int kslice) {
 template <int OUT, int RF>
 static int mt_launch_tile(const floatX *inp, const floatX *W, int r_begin, int R, int K, int units, float *out,
                           floatX *h, argmax_key_t *keys, const qkv_rope_args &ra, int groups, int S, int kslice,
-                          float *ws, unsigned *tickets, int pdl, cudaStream_t stream) {
+                          float *ws, unsigned *tickets, int pdl, int ldsm, cudaStream_t stream) {
     return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, RF>,
                          dim3(ceil_div(R - r_begin, mt_shape<RF>::rows), ceil_div(groups, MT_GROUPS), S),
                          dim3(32 * MT_WARPS), mt_shape<RF>::smem, stream, pdl, inp, W, r_begin, R, K, units, out, h,
-                         keys, ra, kslice, ws, tickets, pdl);
+                         keys, ra, kslice, ws, tickets, pdl, ldsm);
 }
 
 /* One fixed-order product with epilogue OUT */
@@ -426,10 +446,11 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
         mt_split += S > 1;
         float *ws = S > 1 ? mt->ws : NULL;
         unsigned *tk = S > 1 ? mt->tickets : NULL;
+        int ldsm = mt ? mt->ldsm : 1;
         rc = tile128 ? mt_launch_tile<OUT, 2>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk,
-                                              pdl, stream)
+                                              pdl, ldsm, stream)
                      : mt_launch_tile<OUT, 1>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk,
-                                              pdl, stream);
+                                              pdl, ldsm, stream);
     }
     return rc;
 }

@@ -592,26 +592,33 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
      * call goes through matmul.cu) the products' fused epilogues (residual
      * add, SwiGLU, bias + RoPE + cache write) against CLLM_CUDA_FUSE=0's
      * separate kernels, and programmatic dependent launch against none; on
-     * the cuBLAS route, with and without it. A 30-row prompt call, a 20-row
+     * the cuBLAS route, with and without it; the fixed-order kernel's
+     * fragments by ldmatrix against 32-bit shared loads (CLLM_CUDA_LDSM=0:
+     * on a GPU this checks ldsm_x4's lane layout). A 30-row prompt call, a 20-row
      * window call and a step reading the cache both wrote: 22 logits rows. */
     {
         size_t n = (size_t)22 * V;
         float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
         CHECK(ref && got);
-        /* 0 and 4 are the references of the two routes */
-        const char *what[6] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0", "fixed-order, fused, no PDL",
-                               "fixed-order, 128-row tiles (CLLM_CUDA_MT_ROWS=128)", "cuBLAS, PDL", "cuBLAS, no PDL"};
-        for (int k = 0; ref && got && k < 6 && !check_failures; k++) {
-            int fixed = k < 4;
+        /* 0 and 5 are the references of the two routes */
+        const char *what[7] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0", "fixed-order, fused, no PDL",
+                               "fixed-order, 128-row tiles (CLLM_CUDA_MT_ROWS=128)",
+                               "fixed-order, 32-bit fragment loads (CLLM_CUDA_LDSM=0)", "cuBLAS, PDL", "cuBLAS, no PDL"};
+        for (int k = 0; ref && got && k < 7 && !check_failures; k++) {
+            int fixed = k < 5;
             cllm_cuda_fwd xf;
             const char *env[4] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
-                                  k == 1 ? "CLLM_CUDA_FUSE=0" : k == 3 ? "CLLM_CUDA_MT_ROWS=128" : NULL, NULL};
+                                  k == 1   ? "CLLM_CUDA_FUSE=0"
+                                  : k == 3 ? "CLLM_CUDA_MT_ROWS=128"
+                                  : k == 4 ? "CLLM_CUDA_LDSM=0"
+                                           : NULL,
+                                  NULL};
             unsigned long long t64, t128, u64, u128, split0 = cllm_cuda_fixed_order_split_launches();
             cllm_cuda_fixed_order_launches(&t64, &t128);
-            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 5 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
+            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 6 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
             CHECK_OK(rc_x);
             if (rc_x) continue;
-            float *dst = k == 0 || k == 4 ? ref : got;
+            float *dst = k == 0 || k == 5 ? ref : got;
             CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
             CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 0, tok, 30, 29));
             memcpy(dst, xf.logits + (size_t)29 * V, (size_t)V * sizeof(float));
@@ -653,11 +660,11 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             unsigned long long want = k == 1 || pieces || off ? 0 : fixed ? 3 : 1;
             CHECK_MSG(fused == want, "%s: %s: %llu calls with fused epilogues, expected %llu", name, what[k], fused,
                       want);
-            if (k == 0 || k == 4) continue;
+            if (k == 0 || k == 5) continue;
             int same = !memcmp(ref, got, n * sizeof(float));
-            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[fixed ? 0 : 4],
+            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[fixed ? 0 : 5],
                    same ? "bit-identical" : "differ");
-            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[fixed ? 0 : 4]);
+            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[fixed ? 0 : 5]);
         }
         free(ref);
         free(got);
