@@ -190,7 +190,7 @@ extern "C" int cllm_cuda_device_count(int *n, int *driver) {
  * the thread cannot be started, the context is made by the first call, as
  * without the warm-up. */
 static pthread_t warm_thread;
-static int warm_running, warm_atexit;
+static int warm_running, warm_atexit, warm_made;   /* warm_made: a thread made the context */
 static double warm_make_s, warm_wait_s;   /* CLLM_CUDA_STATS: the context's making, the upload's wait for it */
 
 static void *warm_main(void *) {
@@ -206,6 +206,7 @@ static void warm_join(void) {
     (void)pthread_join(warm_thread, NULL);   /* fails only for a thread that is not joinable */
     warm_wait_s += cllm_now_s() - t0;
     warm_running = 0;
+    warm_made = 1;
 }
 
 extern "C" void cllm_cuda_warm_start(void) {
@@ -469,10 +470,13 @@ fail:
 
 static void stats_print(const fwd_stats *t, const cllm_cuda_model *dm) {
     if (!t->on) return;
-    fprintf(stderr,
-            "cllm: CUDA start-up: context %.3f s (on a thread beside the model load; the upload waited %.3f s "
-            "for it), model upload %.3f s\n",
-            warm_make_s, warm_wait_s, dm->upload_s);
+    if (warm_made)
+        fprintf(stderr,
+                "cllm: CUDA start-up: context %.3f s (on a thread beside the model load; the upload waited %.3f s "
+                "for it), model upload %.3f s\n",
+                warm_make_s, warm_wait_s, dm->upload_s);
+    else   /* no cllm_fwd_prepare: the context came with the first call */
+        fprintf(stderr, "cllm: CUDA start-up: context not made ahead, model upload %.3f s\n", dm->upload_s);
     if (!t->calls) return;
     fprintf(stderr,
             "cllm: CUDA forward: %llu calls, %llu rows (%llu of them padding): %llu graph launches (host "

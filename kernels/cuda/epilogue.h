@@ -96,7 +96,7 @@ __device__ __forceinline__ float rope_rotate(float x, float partner, float sn, f
 /* Row r's outputs col0 + c and col1 + c of group rg, z0 and z1 (bias not
  * yet added): bias, RoPE (rotated groups), then q (fp32) or the cache row
  * (slot, pos) (bf16), as rope.cu. What it reads from memory comes in
- * (qkv_rope_load): the row's position and cache slot, the columns' biases
+ * (qkv_rope_in): the row's position and cache slot, the columns' biases
  * and inverse frequency, so that a caller with many outputs a thread loads
  * them all before its first store (a load after a store the compiler cannot
  * tell apart waits for it: one trip to L2 per output). */
