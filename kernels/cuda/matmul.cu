@@ -200,8 +200,8 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
     if (S > 1) {
         /* this slice's partial tile to the workspace, in fragment order (thread t's float4 of
          * (rf, nt) at (rf 8 + nt) 128 + t: consecutive threads, consecutive 16 bytes) */
-        int tile = blockIdx.y * gridDim.x + blockIdx.x;
-        float4 *part = reinterpret_cast<float4 *>(ws) + ((size_t)tile * S + blockIdx.z) * (RF * 8 * 32 * MT_WARPS);
+        int tile = blockIdx.y * gridDim.x + blockIdx.x, part4 = RF * 8 * 32 * MT_WARPS;   /* float4s a partial */
+        float4 *part = reinterpret_cast<float4 *>(ws) + ((size_t)tile * S + blockIdx.z) * part4;
 #pragma unroll
         for (int rf = 0; rf < RF; rf++)
 #pragma unroll
@@ -218,37 +218,28 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
          * slice at a time with all of its 8 RF loads in flight: S trips to L2 for the block,
          * where a loop over the slices inside each (rf, nt) made up to 8 RF S trips one
          * after another (the branches of its remainder kept the loads apart) */
-        const float4 *all = reinterpret_cast<const float4 *>(ws) + (size_t)tile * S * (RF * 8 * 32 * MT_WARPS) +
-                            threadIdx.x;
-#pragma unroll
-        for (int rf = 0; rf < RF; rf++)
-#pragma unroll
-            for (int nt = 0; nt < MT_COLS / 8; nt++) {
-                float4 v = __ldcg(all + (rf * 8 + nt) * 32 * MT_WARPS);
-                acc[rf][nt][0] = v.x;
-                acc[rf][nt][1] = v.y;
-                acc[rf][nt][2] = v.z;
-                acc[rf][nt][3] = v.w;
-            }
-        for (int z = 1; z < S; z++) {
-            const float4 *pz = all + (size_t)z * (RF * 8 * 32 * MT_WARPS);
+        const float4 *all = reinterpret_cast<const float4 *>(ws) + (size_t)tile * S * part4 + threadIdx.x;
+        for (int z = 0; z < S; z++) {
             float4 u[RF][MT_COLS / 8];
 #pragma unroll
             for (int rf = 0; rf < RF; rf++)
 #pragma unroll
-                for (int nt = 0; nt < MT_COLS / 8; nt++) u[rf][nt] = __ldcg(pz + (rf * 8 + nt) * 32 * MT_WARPS);
+                for (int nt = 0; nt < MT_COLS / 8; nt++)
+                    u[rf][nt] = __ldcg(all + (size_t)z * part4 + (rf * 8 + nt) * 32 * MT_WARPS);
 #pragma unroll
             for (int rf = 0; rf < RF; rf++)
 #pragma unroll
-                for (int nt = 0; nt < MT_COLS / 8; nt++) {
-                    acc[rf][nt][0] += u[rf][nt].x;
-                    acc[rf][nt][1] += u[rf][nt].y;
-                    acc[rf][nt][2] += u[rf][nt].z;
-                    acc[rf][nt][3] += u[rf][nt].w;
+                for (int nt = 0; nt < MT_COLS / 8; nt++) {   /* slice 0 as it is, then + slice 1, ... */
+                    acc[rf][nt][0] = z ? acc[rf][nt][0] + u[rf][nt].x : u[rf][nt].x;
+                    acc[rf][nt][1] = z ? acc[rf][nt][1] + u[rf][nt].y : u[rf][nt].y;
+                    acc[rf][nt][2] = z ? acc[rf][nt][2] + u[rf][nt].z : u[rf][nt].z;
+                    acc[rf][nt][3] = z ? acc[rf][nt][3] + u[rf][nt].w : u[rf][nt].w;
                 }
         }
         if (threadIdx.x == 0) tickets[tile] = 0u;   /* for the next launch (stream order) */
     }
+    /* the call's row of this lane's half e of the warp's row fragment rf */
+    auto frag_row = [&](int rf, int e) { return r0 + 16 * (w * RF + rf) + g + 8 * e; };
     /* lane (g, tq) holds rows g and g + 8 of each of the warp's 16-row fragments, columns 2 tq,
      * 2 tq + 1 of each n-tile; n-tiles 2 i and 2 i + 1 are group grp0 + i.
      * The epilogues that read memory load everything they read before their first store: a
@@ -266,7 +257,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
             float old[2][MT_GROUPS][2][2];
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                int r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+                int r = frag_row(rf, e);
 #pragma unroll
                 for (int i = 0; i < MT_GROUPS; i++)
 #pragma unroll
@@ -280,7 +271,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
             }
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                float *y = out + (size_t)(r0 + 16 * (w * RF + rf) + g + 8 * e) * units;
+                float *y = out + (size_t)frag_row(rf, e) * units;
 #pragma unroll
                 for (int i = 0; i < MT_GROUPS; i++)
 #pragma unroll
@@ -305,13 +296,13 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
         int rpos[2 * RF], rslot[2 * RF];
 #pragma unroll
         for (int fe = 0; fe < 2 * RF; fe++) {   /* a row outside the call reads row 0's (unused) */
-            int r = r0 + 16 * (w * RF + fe / 2) + g + 8 * (fe % 2), rr = r < R ? r : 0;
+            int r = frag_row(fe / 2, fe % 2), rr = r < R ? r : 0;
             rpos[fe] = ra.pos[rr];
             rslot[fe] = ra.slot[rr];
         }
 #pragma unroll
         for (int fe = 0; fe < 2 * RF; fe++) {
-            int rf = fe / 2, e = fe % 2, r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+            int rf = fe / 2, e = fe % 2, r = frag_row(rf, e);
             if (r >= R) continue;
 #pragma unroll
             for (int i = 0; i < MT_GROUPS; i++) {
@@ -328,7 +319,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
     } else {   /* the others store only (SwiGLU, plain) or take atomics (argmax) */
 #pragma unroll
         for (int fe = 0; fe < 2 * RF; fe++) {
-            int rf = fe / 2, e = fe % 2, r = r0 + 16 * (w * RF + rf) + g + 8 * e;
+            int rf = fe / 2, e = fe % 2, r = frag_row(rf, e);
             if (OUT == EPI_ARGMAX) {
                 /* lanes 4g .. 4g + 3 hold row r's 64 outputs: their best, then one atomic */
                 argmax_key_t best = 0ull;
