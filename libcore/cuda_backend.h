@@ -120,6 +120,8 @@ unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);
  * op or captured into a graph), by row tile: 64 and 128 (tests: that
  * CLLM_CUDA_MT_ROWS is honoured). */
 void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
+/* ... of them with 128-output column tiles (CLLM_CUDA_MT_COLS; tests) */
+unsigned long long cllm_cuda_fixed_order_wide_launches(void);
 /* ... and how many of them had K in slices (CLLM_CUDA_MT_KSLICE; tests) */
 unsigned long long cllm_cuda_fixed_order_split_launches(void);
 

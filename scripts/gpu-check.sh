@@ -44,14 +44,14 @@
 #             then cllm-traj, CLLM training on the GPU with a checkpoint and
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
-#             prompts: trajectory tokens/s, then with CLLM_CUDA_MT_KSLICE=0
-#             (K in one piece: the baseline of the K slices), 96 and 384 (other
-#             slice widths), CLLM_CUDA_LDSM=0 (32-bit fragment loads), CLLM_CUDA_FUSE=0 and
-#             CLLM_CUDA_PDL=0 (same records),
-#             with CLLM_CUDA_MT_ROWS=64 (the fixed-order kernel's 64-row tiles
-#             for every product; same records) and with
-#             CLLM_CUDA_FIXED_ORDER=0 (the windows' products through cuBLAS,
-#             against the default fixed-order kernel);
+#             prompts: trajectory tokens/s, then the fixed-order kernel's
+#             switches, each a baseline in the same run: CLLM_CUDA_MT_COLS=64
+#             and =128 (64- or 128-output tiles for every product),
+#             CLLM_CUDA_MT_UNROLL=0 (k-steps in a loop), CLLM_CUDA_MT_ROWS=64
+#             (same records required), CLLM_CUDA_MT_KSLICE=0 (K in one
+#             piece) and =384, 384 with 64-row tiles (other sums); then
+#             CLLM_CUDA_FIXED_ORDER=0 (the windows' products through cuBLAS)
+#             and CLLM_CUDA_GEMM_ROWS=128 (cuBLAS in 128-row pieces);
 #          3d. cllm-train --device cuda on SmolLM2 with those trajectories
 #             (30 CLLM steps of 16): the trainer's tokens/s and examples/s,
 #             then the same with --separate-passes (the baseline of the
@@ -586,26 +586,30 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         S1=$(date +%s.%N)
         n=$(traj_tokens "$tmp/t512.zst")
         awk -v a="$S0" -v b="$S1" -v n="$n" 'BEGIN { printf "BENCH cllm-traj --device cuda --batch 64, 512 GSM8K train prompts: %d trajectory tokens in %.1f s = %.0f tokens/s (model load included; issue 7 asks >= 20,000)\n", n, b - a, n / (b - a) }' | tee -a "$sum"
-        # K in one piece (the baseline of the fixed-order products' K slices): other sums, so other
-        # records where a near-tie falls the other way
-        traj64_baseline "CLLM_CUDA_MT_KSLICE=0 (K in one piece)" 0 "$tmp/t512k.zst" CLLM_CUDA_MT_KSLICE=0
-        # two other slice widths beside the default's (MT_KSLICE_DEFAULT, 192): which to keep
-        traj64_baseline "CLLM_CUDA_MT_KSLICE=96 (narrower K slices)" 0 "$tmp/t512k96.zst" CLLM_CUDA_MT_KSLICE=96
-        traj64_baseline "CLLM_CUDA_MT_KSLICE=384 (wider K slices)" 0 "$tmp/t512k384.zst" CLLM_CUDA_MT_KSLICE=384
-        # the products' fused epilogues off, then programmatic dependent launch off (round 5: run A,
-        # with both off, gave 14.2k tokens/s against the defaults' 11.9-12.3k in other runs): the
-        # same sums. (--full-window, the baseline of feeding only the rows that can change, was
-        # 1.09-1.13x slower in round 5 with the same records; gpu-check no longer runs it.)
-        # the fixed-order kernel's fragments by 32-bit shared loads instead of ldmatrix: the same sums
-        traj64_baseline "CLLM_CUDA_LDSM=0 (32-bit fragment loads)" 1 "$tmp/t512l.zst" CLLM_CUDA_LDSM=0
-        traj64_baseline "CLLM_CUDA_FUSE=0 (epilogues unfused)" 1 "$tmp/t512f.zst" CLLM_CUDA_FUSE=0
-        traj64_baseline "CLLM_CUDA_PDL=0 (no programmatic dependent launch)" 1 "$tmp/t512p.zst" CLLM_CUDA_PDL=0
+        # the fixed-order kernel's tiles: 64 outputs a block (the tile before 128-output tiles were
+        # taken by shape) and 128 for every product, then its k-steps in a loop (before they were
+        # unrolled): the same sums
+        traj64_baseline "CLLM_CUDA_MT_COLS=64 (64-output tiles)" 1 "$tmp/t512c64.zst" CLLM_CUDA_MT_COLS=64
+        traj64_baseline "CLLM_CUDA_MT_COLS=128 (128-output tiles)" 1 "$tmp/t512c128.zst" CLLM_CUDA_MT_COLS=128
+        traj64_baseline "CLLM_CUDA_MT_UNROLL=0 (k-steps in a loop)" 1 "$tmp/t512u.zst" CLLM_CUDA_MT_UNROLL=0
         # the fixed-order kernel's 64-row tiles for every product (the baseline of the 128-row
         # tiles the LM head and gate/up take by shape): the same sums
         traj64_baseline "CLLM_CUDA_MT_ROWS=64 (64-row tiles)" 1 "$tmp/t512r.zst" CLLM_CUDA_MT_ROWS=64
+        # K in one piece (the baseline of the fixed-order products' K slices) and slices of 384
+        # (round 6: 384 15.5k, 0 14.8k, 192 14.6k, 96 11.9k tokens/s): other sums, so other
+        # records where a near-tie falls the other way
+        traj64_baseline "CLLM_CUDA_MT_KSLICE=0 (K in one piece)" 0 "$tmp/t512k.zst" CLLM_CUDA_MT_KSLICE=0
+        traj64_baseline "CLLM_CUDA_MT_KSLICE=384 (wider K slices)" 0 "$tmp/t512k384.zst" CLLM_CUDA_MT_KSLICE=384
+        traj64_baseline "CLLM_CUDA_MT_KSLICE=384 CLLM_CUDA_MT_ROWS=64" 0 "$tmp/t512k384r.zst" CLLM_CUDA_MT_KSLICE=384 \
+            CLLM_CUDA_MT_ROWS=64
+        # (round 6, same run: CLLM_CUDA_LDSM=0 0.98x, CLLM_CUDA_FUSE=0 0.96x, CLLM_CUDA_PDL=0 0.99x the
+        # default, the same records; round 5: --full-window 1.09-1.13x slower; no longer run)
         # the other route for the windows: cuBLAS (prompt chunks in calls of their own) against the
-        # default, matmul.cu's fixed-order products with their fused epilogues (other sums)
+        # default, matmul.cu's fixed-order products with their fused epilogues (other sums); and
+        # cuBLAS in pieces of 128 rows for every call (batch-invariant as the default is)
         traj64_baseline "CLLM_CUDA_FIXED_ORDER=0 (cuBLAS)" 0 "$tmp/t512x.zst" CLLM_CUDA_FIXED_ORDER=0
+        traj64_baseline "CLLM_CUDA_GEMM_ROWS=128 (cuBLAS in 128-row pieces)" 0 "$tmp/t512g.zst" \
+            CLLM_CUDA_GEMM_ROWS=128
     else
         note "FAIL cllm-traj --batch 64 on 512 prompts (or over 120 s)"; status=1
     fi

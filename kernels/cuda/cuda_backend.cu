@@ -131,11 +131,13 @@ struct cllm_cuda_state {
                                       QKV product (qkv_rope_fusable) */
     int att_threads;               /* attention.cu's kernel1 block (CLLM_CUDA_ATT_THREADS=128|256|512) */
     mt_cfg mt;                     /* the fixed-order kernel: its row tile (CLLM_CUDA_MT_ROWS=
-                                      auto|64|128: 0 by shape, 64, 128; the same bits), its K
+                                      auto|64|128: 0 by shape, 64, 128; the same bits), its column
+                                      tile (CLLM_CUDA_MT_COLS, likewise), its K
                                       slices (CLLM_CUDA_MT_KSLICE, MT_KSLICE_DEFAULT; 0: K in one
                                       piece; other bits), their workspace (state_layout), its
                                       fragment loads (CLLM_CUDA_LDSM=0: 32-bit loads for
-                                      ldmatrix; the same bits) */
+                                      ldmatrix; the same bits), its k-steps (CLLM_CUDA_MT_UNROLL=0:
+                                      a loop; the same bits) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
@@ -509,6 +511,8 @@ extern "C" void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsig
     matmul_fixed_order_launches(tile64, tile128);
 }
 
+extern "C" unsigned long long cllm_cuda_fixed_order_wide_launches(void) { return matmul_fixed_order_wide_launches(); }
+
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;
@@ -630,6 +634,12 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
             cllm_cuda_fwd_free(f);
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_ROWS=%s: auto, 64 or 128", mr);
         }
+        const char *mc = getenv("CLLM_CUDA_MT_COLS");
+        s->mt.cols = !mc || !*mc || !strcmp(mc, "auto") ? 0 : !strcmp(mc, "64") ? 64 : !strcmp(mc, "128") ? 128 : -1;
+        if (s->mt.cols < 0) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_COLS=%s: auto, 64 or 128", mc);
+        }
         const char *ks = getenv("CLLM_CUDA_MT_KSLICE");
         char *end = NULL;
         long kv = ks && *ks ? strtol(ks, &end, 10) : (long)MT_KSLICE_DEFAULT;
@@ -650,6 +660,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_BULK) != 0;
         const char *ld = getenv("CLLM_CUDA_LDSM");
         s->mt.ldsm = !(ld && !strcmp(ld, "0"));
+        const char *un = getenv("CLLM_CUDA_MT_UNROLL");
+        s->mt.unroll = !(un && !strcmp(un, "0"));
         const char *fu = getenv("CLLM_CUDA_FUSE");
         s->fuse = !(fu && !strcmp(fu, "0")) && c->d_ff % 8 == 0;
         s->fuse_rope = s->fuse && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);

@@ -600,25 +600,33 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         size_t n = (size_t)22 * V;
         float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
         CHECK(ref && got);
-        /* 0 and 5 are the references of the two routes */
-        const char *what[7] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0", "fixed-order, fused, no PDL",
-                               "fixed-order, 128-row tiles (CLLM_CUDA_MT_ROWS=128)",
-                               "fixed-order, 32-bit fragment loads (CLLM_CUDA_LDSM=0)", "cuBLAS, PDL", "cuBLAS, no PDL"};
-        for (int k = 0; ref && got && k < 7 && !check_failures; k++) {
-            int fixed = k < 5;
+        /* 0 and CUBLAS_REF are the references of the two routes */
+        enum { VARIANTS = 10, CUBLAS_REF = 8 };
+        const char *what[VARIANTS] = {"fixed-order, fused, PDL", "fixed-order, CLLM_CUDA_FUSE=0",
+                                      "fixed-order, fused, no PDL", "fixed-order, 128-row tiles (CLLM_CUDA_MT_ROWS=128)",
+                                      "fixed-order, 32-bit fragment loads (CLLM_CUDA_LDSM=0)",
+                                      "fixed-order, 128-output tiles (CLLM_CUDA_MT_COLS=128)",
+                                      "fixed-order, 128 x 128 tiles (CLLM_CUDA_MT_ROWS=128 CLLM_CUDA_MT_COLS=128)",
+                                      "fixed-order, k-steps in a loop (CLLM_CUDA_MT_UNROLL=0)", "cuBLAS, PDL",
+                                      "cuBLAS, no PDL"};
+        for (int k = 0; ref && got && k < VARIANTS && !check_failures; k++) {
+            int fixed = k < CUBLAS_REF;
             cllm_cuda_fwd xf;
-            const char *env[4] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
-                                  k == 1   ? "CLLM_CUDA_FUSE=0"
-                                  : k == 3 ? "CLLM_CUDA_MT_ROWS=128"
-                                  : k == 4 ? "CLLM_CUDA_LDSM=0"
-                                           : NULL,
-                                  NULL};
+            const char *env[5] = {"CLLM_CUDA_MM16=0", fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0",
+                                  k == 1            ? "CLLM_CUDA_FUSE=0"
+                                  : k == 3 || k == 6 ? "CLLM_CUDA_MT_ROWS=128"
+                                  : k == 4          ? "CLLM_CUDA_LDSM=0"
+                                  : k == 5          ? "CLLM_CUDA_MT_COLS=128"
+                                  : k == 7          ? "CLLM_CUDA_MT_UNROLL=0"
+                                                    : NULL,
+                                  k == 6 ? "CLLM_CUDA_MT_COLS=128" : NULL, NULL};
             unsigned long long t64, t128, u64, u128, split0 = cllm_cuda_fixed_order_split_launches();
+            unsigned long long wide0 = cllm_cuda_fixed_order_wide_launches();
             cllm_cuda_fixed_order_launches(&t64, &t128);
-            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 6 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
+            int rc_x = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_LOGITS | (k == 2 || k == 9 ? CLLM_CUDA_FWD_NO_PDL : 0), env);
             CHECK_OK(rc_x);
             if (rc_x) continue;
-            float *dst = k == 0 || k == 5 ? ref : got;
+            float *dst = k == 0 || k == CUBLAS_REF ? ref : got;
             CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
             CHECK_OK(cllm_cuda_forward(&xf, &gk, 2, 0, tok, 30, 29));
             memcpy(dst, xf.logits + (size_t)29 * V, (size_t)V * sizeof(float));
@@ -638,9 +646,16 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
              * loop would compare 64-row tiles with themselves) */
             cllm_cuda_fixed_order_launches(&u64, &u128);
             if (fixed && !pieces) CHECK_MSG(u64 + u128 > t64 + t128, "%s: %s: no fixed-order launch", name, what[k]);
-            if (k == 3 && !pieces)
+            if ((k == 3 || k == 6) && !pieces)
                 CHECK_MSG(u128 > t128 && u64 == t64, "%s: %s: %llu launches with 64-row tiles, %llu with 128", name,
                           what[k], u64 - t64, u128 - t128);
+            /* ... and with CLLM_CUDA_MT_COLS=128 every launch the 128-output tile (by shape, the tiny
+             * models' calls take 64: else the loop compares a tile with itself) */
+            unsigned long long wide = cllm_cuda_fixed_order_wide_launches() - wide0;
+            if (fixed && !pieces)
+                CHECK_MSG(k == 5 || k == 6 ? wide == u64 + u128 - t64 - t128 : wide == 0,
+                          "%s: %s: %llu of %llu launches with 128-output tiles", name, what[k], wide,
+                          u64 + u128 - t64 - t128);
             /* K slices (CLLM_CUDA_MT_KSLICE, else cuda_backend.cu's MT_KSLICE_DEFAULT, 192): the
              * products whose inner size is larger took them (else the bit-identities above
              * compare K in one piece with itself) */
@@ -660,11 +675,11 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
             unsigned long long want = k == 1 || pieces || off ? 0 : fixed ? 3 : 1;
             CHECK_MSG(fused == want, "%s: %s: %llu calls with fused epilogues, expected %llu", name, what[k], fused,
                       want);
-            if (k == 0 || k == 5) continue;
+            if (k == 0 || k == CUBLAS_REF) continue;
             int same = !memcmp(ref, got, n * sizeof(float));
-            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[fixed ? 0 : 5],
+            printf("%s: bulk route, %s vs %s: %s\n", name, what[k], what[fixed ? 0 : CUBLAS_REF],
                    same ? "bit-identical" : "differ");
-            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[fixed ? 0 : 5]);
+            CHECK_MSG(same, "%s: %s gives other bits than %s", name, what[k], what[fixed ? 0 : CUBLAS_REF]);
         }
         free(ref);
         free(got);
@@ -805,15 +820,11 @@ static int first_diff(const int *a, const int *b, int n) {
  * kernel's row tile (mt_rows 64 or 128; 0: by shape), K in one piece
  * (whole_k: CLLM_CUDA_MT_KSLICE=0) or in slices; a call that replays a graph
  * (after warm-up). */
-static double batch_step_s(const cllm_cuda_model *dm, cllm_cuda_kv *kv, const int *bt, int T, int fixed, int unfused,
-                           int no_pdl, int mt_rows, int whole_k) {
+static double batch_step_s(const cllm_cuda_model *dm, cllm_cuda_kv *kv, const int *bt, int T, int fixed, int no_pdl,
+                           const char *set1, const char *set2) {
     cllm_cuda_fwd f;
-    const char *env[5] = {NULL};
-    int ne = 0;
-    env[ne++] = fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0";
-    if (unfused) env[ne++] = "CLLM_CUDA_FUSE=0";
-    if (mt_rows) env[ne++] = mt_rows == 64 ? "CLLM_CUDA_MT_ROWS=64" : "CLLM_CUDA_MT_ROWS=128";
-    if (whole_k) env[ne++] = "CLLM_CUDA_MT_KSLICE=0";
+    const char *env[4] = {fixed ? "CLLM_CUDA_FIXED_ORDER=1" : "CLLM_CUDA_FIXED_ORDER=0", set1, set1 ? set2 : NULL,
+                          NULL};
     int rc = fwd_init_with(&f, dm, 64 * 16, no_pdl ? CLLM_CUDA_FWD_NO_PDL : 0, env);
     CHECK_OK(rc);
     if (rc) return 0.0;
@@ -1065,14 +1076,35 @@ static void test_smollm2(int bench, int logits_only) {
              * and of 9 (what cllm-traj feeds on average when it skips the
              * rows that cannot change) */
             for (int T = 16; T >= 9 && !check_failures; T -= 7) {
-                double ms[8];
-                for (int k = 0; k < 8; k++)
-                    ms[k] = 1e3 * batch_step_s(dm, &bk, bt, T, k >= 2, k == 3, k == 1 || k == 4,
-                                               k == 5 ? 64 : k == 6 ? 128 : 0, k == 7);
-                printf("BENCH smollm2 batch 64 x %d rows, one call: cuBLAS %.3f ms (without PDL %.3f); fixed-order "
-                       "with fused epilogues %.3f ms (unfused %.3f, without PDL %.3f; row tiles by shape, all 64: "
-                       "%.3f, all 128: %.3f; K in one piece, the baseline of K slices: %.3f ms, slices %.2fx)\n",
-                       T, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7], ms[2] > 0 ? ms[7] / ms[2] : 0.0);
+                /* the fixed-order kernel's switches one at a time (each gives the same bits but
+                 * K slices'), then its best guesses together */
+                static const struct {
+                    int fixed, no_pdl;
+                    const char *set1, *set2, *what;
+                } v[] = {
+                    {0, 0, NULL, NULL, "cuBLAS"},
+                    {0, 1, NULL, NULL, "cuBLAS without PDL"},
+                    {1, 0, NULL, NULL, "fixed-order, defaults"},
+                    {1, 0, "CLLM_CUDA_FUSE=0", NULL, "unfused"},
+                    {1, 1, NULL, NULL, "without PDL"},
+                    {1, 0, "CLLM_CUDA_MT_ROWS=64", NULL, "rows 64"},
+                    {1, 0, "CLLM_CUDA_MT_ROWS=128", NULL, "rows 128"},
+                    {1, 0, "CLLM_CUDA_MT_COLS=64", NULL, "cols 64"},
+                    {1, 0, "CLLM_CUDA_MT_COLS=128", NULL, "cols 128"},
+                    {1, 0, "CLLM_CUDA_MT_UNROLL=0", NULL, "k-steps in a loop"},
+                    {1, 0, "CLLM_CUDA_MT_KSLICE=0", NULL, "K in one piece"},
+                    {1, 0, "CLLM_CUDA_MT_KSLICE=384", NULL, "K slices of 384"},
+                    {1, 0, "CLLM_CUDA_MT_KSLICE=0", "CLLM_CUDA_MT_COLS=128", "K in one piece, cols 128"},
+                    {1, 0, "CLLM_CUDA_MT_KSLICE=384", "CLLM_CUDA_MT_COLS=128", "K slices of 384, cols 128"},
+                };
+                enum { NV = sizeof v / sizeof v[0] };
+                char line[2048];
+                int at = snprintf(line, sizeof line, "BENCH smollm2 batch 64 x %d rows, one call, ms (same run):", T);
+                for (int k = 0; k < NV && !check_failures && at < (int)sizeof line; k++) {
+                    double ms = 1e3 * batch_step_s(dm, &bk, bt, T, v[k].fixed, v[k].no_pdl, v[k].set1, v[k].set2);
+                    at += snprintf(line + at, sizeof line - at, "%s %s %.3f", k ? ";" : "", v[k].what, ms);
+                }
+                printf("%s\n", line);
             }
             free(bt);
             printf("BENCH smollm2 context %d: AR step %.3f ms, 16-token step %.3f ms, ratio %.2f\n", P,
