@@ -26,6 +26,8 @@ static void usage(FILE *f) {
         "  -n, --block N           chunk (Jacobi window) size [16]\n"
         "      --max-new-tokens N  stop after N new tokens, rounded up to whole chunks [256]\n"
         "      --batch B           prompts decoded at once (continuous batching) [1]\n"
+        "      --batch-invariant   on CUDA, records that do not depend on --batch (every\n"
+        "                          product through the fixed-order kernel; slower)\n"
         "      --init prompt|vocab|pad  initial window: random tokens of the chunk's\n"
         "                          context (prompt + prefix), random vocabulary tokens,\n"
         "                          or the pad token [prompt]\n"
@@ -34,7 +36,7 @@ static void usage(FILE *f) {
         "      --labels            attach the prompt's reference answer, tokenized\n"
         "      --full-window       feed the whole window at every iteration, as the\n"
         "                          reference does, instead of only the rows after its\n"
-        "                          final part (the same records, about twice the work)\n"
+        "                          final part (about twice the work)\n"
         "      --field NAME        prompt text field of JSONL objects and prompt records\n"
         "                          [text, prompt, question: the first present]\n"
         "      --answer-field NAME reference answer field [answer]\n"
@@ -65,7 +67,7 @@ static void progress(void *ctx, const cllm_traj_stats *s) {
     fflush(stderr);
 }
 
-enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_FULL_WINDOW, OPT_SEED, OPT_DEVICE,
+enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_BATCH_INVARIANT, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_FULL_WINDOW, OPT_SEED, OPT_DEVICE,
        OPT_PROGRESS };
 
 int main(int argc, char **argv) {
@@ -74,6 +76,7 @@ int main(int argc, char **argv) {
         { "force", no_argument, 0, 'f' },           { "block", required_argument, 0, 'n' },
         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "batch", required_argument, 0, OPT_BATCH },
+        { "batch-invariant", no_argument, 0, OPT_BATCH_INVARIANT },
         { "init", required_argument, 0, OPT_INIT }, { "aug", no_argument, 0, OPT_AUG },
         { "labels", no_argument, 0, OPT_LABELS },   { "full-window", no_argument, 0, OPT_FULL_WINDOW },
         { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
@@ -110,6 +113,7 @@ int main(int argc, char **argv) {
             o.max_new_tokens = (int)v;
             break;
         case OPT_BATCH: if (cllm_cli_int("--batch", optarg, 1, 4096, &v)) return CLLM_EXIT_USAGE; o.batch = (int)v; break;
+        case OPT_BATCH_INVARIANT: o.batch_invariant = 1; break;
         case OPT_INIT:
             if (!strcmp(optarg, "prompt")) o.init = CLLM_TRAJ_INIT_PROMPT;
             else if (!strcmp(optarg, "vocab")) o.init = CLLM_TRAJ_INIT_VOCAB;

@@ -97,12 +97,15 @@ typedef struct cllm_cuda_fwd {
 /* Flags of cllm_cuda_fwd_init. */
 enum {
     CLLM_CUDA_FWD_LOGITS = 1,  /* copy the logits to the host after each call */
-    CLLM_CUDA_FWD_BULK = 2,    /* never the few-row path (matmul16.cu): every call's
-                                  products through matmul.cu's fixed-order kernel
-                                  (CLLM_CUDA_FIXED_ORDER=0: decoding calls through cuBLAS;
-                                  docs/CUDA.md, "Batch invariance") */
+    CLLM_CUDA_FWD_BULK = 2,    /* never the few-row path (matmul16.cu): calls of decoding
+                                  rows through cuBLAS (one product a matrix), calls with
+                                  prompt rows through matmul.cu's fixed-order kernel */
     CLLM_CUDA_FWD_NO_PDL = 4,  /* launch every kernel after its predecessor (no programmatic
                                   dependent launch; as CLLM_CUDA_PDL=0) */
+    CLLM_CUDA_FWD_INVARIANT = 8, /* never the few-row path, every call's products through the
+                                    fixed-order kernel: batch-invariant by construction
+                                    (CLLM_CUDA_FIXED_ORDER=1|0 overrides; docs/CUDA.md,
+                                    "Batch invariance") */
 };
 /* Returns 0 or a CLLM_E* code. */
 int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags);
@@ -120,8 +123,6 @@ unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);
  * op or captured into a graph), by row tile: 64 and 128 (tests: that
  * CLLM_CUDA_MT_ROWS is honoured). */
 void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
-/* ... of them with 128-output column tiles (CLLM_CUDA_MT_COLS; tests) */
-unsigned long long cllm_cuda_fixed_order_wide_launches(void);
 /* ... and how many of them had K in slices (CLLM_CUDA_MT_KSLICE; tests) */
 unsigned long long cllm_cuda_fixed_order_split_launches(void);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static _Thread_local char errbuf[1024];
 
@@ -75,6 +76,27 @@ void *cllm_malloc(size_t n) {
 void *cllm_calloc(size_t n, size_t size) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) cllm_error(CLLM_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *cllm_calloc_huge(size_t n, size_t size) {
+    size_t bytes, huge = (size_t)2 << 20;
+    if (cllm_mul_size(n, size, &bytes)) {
+        cllm_error(CLLM_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
+        return NULL;
+    }
+    if (bytes < 4 * huge) return cllm_calloc(n, size);
+    size_t whole = (bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, whole)) {
+        cllm_error(CLLM_ENOMEM, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    /* a hint: where the system offers no huge pages the memory is the same, in 4 KiB pages */
+    (void)madvise(p, whole, MADV_HUGEPAGE);
+#endif
+    memset(p, 0, bytes);
     return p;
 }
 

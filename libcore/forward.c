@@ -185,7 +185,8 @@ static int fwd_init_cuda(cllm_fwd *f, const cllm_model *m, int max_T, int flags)
     if (!f->cuda) return CLLM_ENOMEM;
     if ((rc = cllm_cuda_fwd_init(f->cuda, f->cuda_model, max_T,
                                  ((flags & CLLM_FWD_LOGITS) ? CLLM_CUDA_FWD_LOGITS : 0) |
-                                     ((flags & CLLM_FWD_BULK) ? CLLM_CUDA_FWD_BULK : 0)))) {
+                                     ((flags & CLLM_FWD_BULK) ? CLLM_CUDA_FWD_BULK : 0) |
+                                     ((flags & CLLM_FWD_INVARIANT) ? CLLM_CUDA_FWD_INVARIANT : 0)))) {
         free(f->cuda);
         f->cuda = NULL;
         return rc;

@@ -105,10 +105,8 @@ typedef struct cllm_fwd {
 enum {
     CLLM_FWD_LOGITS = 1,  /* CUDA: copy the logits to the host too (the CPU always has them) */
     CLLM_FWD_BULK = 2,    /* CUDA: no few-row path for decode steps (kernels/cuda/matmul16.cu):
-                             every call's products go one way (matmul.cu's fixed-order
-                             kernel), so a sequence's results do not change with the rows
-                             beside it (cllm-traj: records that do not depend on --batch;
-                             docs/CUDA.md) */
+                             calls of decoding rows through cuBLAS, calls with prompt rows
+                             through matmul.cu's fixed-order kernel (cllm-traj) */
     CLLM_FWD_BF16 = 4,    /* CPU: round to bf16 what the CUDA backend keeps in bf16
                              between ops (the normed rows, attention outputs and
                              SwiGLU outputs that enter the products; the cache's
@@ -116,6 +114,12 @@ enum {
                              cllm_model_round_bf16, the GPU's roundings on the CPU
                              (test_cuda's reference for the GPU's arithmetic).
                              CUDA: bf16 always, the flag changes nothing */
+    CLLM_FWD_INVARIANT = 8,  /* CUDA: as CLLM_FWD_BULK, but every call's products through
+                                the fixed-order kernel, so a sequence's results do not
+                                change with the rows beside it (cllm-traj --batch-invariant:
+                                records that do not depend on --batch; 1.26-1.34x slower
+                                than cuBLAS at --batch 64, docs/CUDA.md). The CPU is
+                                batch-invariant always */
 };
 
 /* Start the device's own set-up (CUDA: its context, on a thread) so that it
@@ -161,7 +165,7 @@ int cllm_forward_batch(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
 /* 1 when a sequence's results never depend on what else is in the call: its
  * size, the other sequences, their mix of prompt chunks and decoding rows
  * (the CPU always; CUDA states on one batch-invariant route, such as
- * CLLM_FWD_BULK's), so a caller may put prompt chunks and decoding steps in
+ * CLLM_FWD_INVARIANT's), so a caller may put prompt chunks and decoding steps in
  * one call without changing any result. */
 int cllm_fwd_batch_invariant(const cllm_fwd *f);
 

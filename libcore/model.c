@@ -126,7 +126,7 @@ static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_p
         cllm_model_free(m);
         return cllm_error(CLLM_ELIMIT, "model too large (%zu parameters)", off);
     }
-    m->params = cllm_calloc(off, sizeof(float));
+    m->params = cllm_calloc_huge(off, sizeof(float));
     if (!m->params) { cllm_model_free(m); return CLLM_ENOMEM; }
 
     /* Point the typed views into params, in table order. */

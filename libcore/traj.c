@@ -53,10 +53,12 @@
  * when they exceed the call's row limit; a slot
  * whose prompt is done takes the next prompt at once. Nothing a slot computes
  * depends on its neighbours (each has its own cache sequence and random
- * generators, and the forward is batch-invariant: forward.h; on CUDA the
- * state is made with CLLM_FWD_BULK, so a window's products take the same
- * route at --batch 1 as at --batch 64), so the records do not depend on the
- * batch size. Records go out in input order: a
+ * generators), so where the forward is batch-invariant (forward.h: the CPU;
+ * CUDA with batch_invariant, CLLM_FWD_INVARIANT, where a window's products
+ * take the same route at --batch 1 as at --batch 64) the records do not
+ * depend on the batch size. By default CUDA sends the windows' calls through
+ * cuBLAS (CLLM_FWD_BULK), which picks its algorithm by shape: records can
+ * then part across batch sizes at near-ties. Records go out in input order: a
  * finished chunk of the oldest prompt in flight is written at once, later
  * prompts' chunks wait in their job until it is their turn. A slot takes no
  * new prompt while 4*batch prompts wait to be written, which bounds the
@@ -417,7 +419,7 @@ static int eng_init(eng *e) {
     if (e->pad_id >= cfg->vocab) return cllm_error(CLLM_EINVAL, "pad id %d is outside the vocabulary (%d)", e->pad_id, cfg->vocab);
     if (o->labels && !tok) return cllm_error(CLLM_EINVAL, "--labels needs a model with a tokenizer");
     int rc = cllm_fwd_init_on(&e->f, e->m, cllm_fwd_call_rows(o->device, n, o->batch, PREFILL_CHUNK), o->device,
-                            CLLM_FWD_BULK);
+                            o->batch_invariant ? CLLM_FWD_INVARIANT : CLLM_FWD_BULK);
     if (rc) return rc;
     e->slots = cllm_calloc((size_t)o->batch, sizeof *e->slots);
     if (cllm_outq_init(&e->q, 4 * o->batch + 1)) return CLLM_ENOMEM;

@@ -62,7 +62,10 @@ typedef struct cllm_traj_opts {
     int labels;                /* attach the prompt's reference answer, tokenized */
     int full_windows;          /* feed the whole window every iteration, as the
                                   reference does, instead of only the rows after its
-                                  final part (same records; a baseline) */
+                                  final part (a baseline; the same records where the
+                                  forward is batch-invariant) */
+    int batch_invariant;       /* CUDA: every call through the fixed-order products, so
+                                  records do not depend on --batch (CLLM_FWD_INVARIANT) */
     uint64_t seed;
     int batch;                 /* sequences in flight, >= 1 (1); one forward call per
                                   step for all of them */

@@ -22,8 +22,9 @@
  * Weights sit in one device allocation (256-byte aligned pieces), the
  * activations of a forward state in another.
  *
- * Set-up work (the weight upload, the cache and activation memsets, the cache
- * copies of kv_grow) runs on the legacy stream, and the forward on a
+ * Set-up work (the cache and activation memsets, the cache copies of
+ * kv_grow; the weight upload on a stream of its own) runs off the forward's
+ * stream, and the forward on a
  * non-blocking stream, which is not ordered after the legacy stream: a
  * cudaMemcpy from pageable memory may return before its DMA lands, and
  * cudaMemset and device-to-device copies do not wait at all. So every
@@ -65,6 +66,7 @@ struct cllm_cuda_model {
     void *mem;                     /* the one device allocation */
     size_t bytes;
     double upload_s;               /* CLLM_CUDA_STATS: the upload's wall time */
+    double load_s;                 /* ... and the time from cllm_fwd_prepare to it (the model load) */
     int max_keys;                  /* attention's limit for this HS on this device */
 };
 
@@ -131,13 +133,11 @@ struct cllm_cuda_state {
                                       QKV product (qkv_rope_fusable) */
     int att_threads;               /* attention.cu's kernel1 block (CLLM_CUDA_ATT_THREADS=128|256|512) */
     mt_cfg mt;                     /* the fixed-order kernel: its row tile (CLLM_CUDA_MT_ROWS=
-                                      auto|64|128: 0 by shape, 64, 128; the same bits), its column
-                                      tile (CLLM_CUDA_MT_COLS, likewise), its K
+                                      auto|64|128: 0 by shape, 64 (default), 128; the same bits), its K
                                       slices (CLLM_CUDA_MT_KSLICE, MT_KSLICE_DEFAULT; 0: K in one
                                       piece; other bits), their workspace (state_layout), its
                                       fragment loads (CLLM_CUDA_LDSM=0: 32-bit loads for
-                                      ldmatrix; the same bits), its k-steps (CLLM_CUDA_MT_UNROLL=0:
-                                      a loop; the same bits) */
+                                      ldmatrix; the same bits) */
     int att_tiled;                 /* the cuBLAS route's attention: attention.cu's tiled
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
@@ -194,6 +194,7 @@ extern "C" int cllm_cuda_device_count(int *n, int *driver) {
 static pthread_t warm_thread;
 static int warm_running, warm_atexit, warm_made;   /* warm_made: a thread made the context */
 static double warm_make_s, warm_wait_s;   /* CLLM_CUDA_STATS: the context's making, the upload's wait for it */
+static double warm_t0;                     /* when cllm_cuda_warm_start began (the model load, beside it) */
 
 static void *warm_main(void *) {
     double t0 = cllm_now_s();
@@ -213,6 +214,7 @@ static void warm_join(void) {
 
 extern "C" void cllm_cuda_warm_start(void) {
     if (warm_running) return;
+    warm_t0 = cllm_now_s();
     if (!warm_atexit) warm_atexit = atexit(warm_join) == 0;   /* no exit while the thread is in the driver */
     if (warm_atexit && pthread_create(&warm_thread, NULL, warm_main, NULL) == 0) warm_running = 1;
 }
@@ -239,19 +241,78 @@ static void *take(arena *a, size_t bytes) {
     return a->base ? a->base + at : NULL;
 }
 
-/* Upload n_parts host fp32 arrays (each numel[i]) end to end as bf16 into dst. */
-static int put_bf16(floatX *dst, const float *const *parts, const size_t *numel, int n_parts,
-                    uint16_t *stage) {
-    size_t k = 0;
-    for (int p = 0; p < n_parts; p++) {
-        cllm_f32_to_bf16(parts[p], stage + k, numel[p]);
-        k += numel[p];
-    }
-    return CUDA_CHECK(cudaMemcpy(dst, stage, k * sizeof(uint16_t), cudaMemcpyHostToDevice));
+/* The bf16 weights go up through two pinned buffers of UPLOAD_CHUNK
+ * elements: the host converts a chunk into one while the other's copy runs
+ * (asynchronous on a stream of the upload's own), where one pageable buffer
+ * had each conversion and each copy wait for the other. */
+enum { UPLOAD_CHUNK = 4 << 20 };
+typedef struct uploader {
+    uint16_t *buf[2];              /* pinned, UPLOAD_CHUNK elements each */
+    cudaEvent_t copied[2];         /* buf[i]'s last copy is done */
+    cudaStream_t stream;
+    int cur;                       /* the buffer being filled */
+    size_t fill;                   /* elements in it */
+    floatX *dst;                   /* where they go */
+} uploader;
+
+static int uploader_init(uploader *u) {
+    memset(u, 0, sizeof *u);
+    int rc;
+    for (int i = 0; i < 2; i++)
+        if ((rc = CUDA_CHECK(cudaMallocHost((void **)&u->buf[i], UPLOAD_CHUNK * sizeof(uint16_t)))) ||
+            (rc = CUDA_CHECK(cudaEventCreate(&u->copied[i]))))
+            return rc;
+    return CUDA_CHECK(cudaStreamCreateWithFlags(&u->stream, cudaStreamNonBlocking));
 }
 
-static int put_f32(float *dst, const float *src, size_t n) {
-    return CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
+/* The filled buffer's copy on its way; the other buffer free to fill */
+static int uploader_flush(uploader *u) {
+    if (!u->fill) return 0;
+    int b = u->cur, rc;
+    if ((rc = CUDA_CHECK(cudaMemcpyAsync(u->dst, u->buf[b], u->fill * sizeof(uint16_t), cudaMemcpyHostToDevice,
+                                         u->stream))) ||
+        (rc = CUDA_CHECK(cudaEventRecord(u->copied[b], u->stream))))
+        return rc;
+    u->dst += u->fill;
+    u->fill = 0;
+    u->cur = 1 - b;
+    return CUDA_CHECK(cudaEventSynchronize(u->copied[u->cur]));   /* not yet recorded: returns at once */
+}
+
+/* every copy done (rc: the upload's result so far), the buffers freed */
+static int uploader_end(uploader *u, int rc) {
+    if (u->stream) {
+        int r2 = CUDA_CHECK(cudaStreamSynchronize(u->stream));
+        if (!rc) rc = r2;
+        (void)cudaStreamDestroy(u->stream);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (u->copied[i]) (void)cudaEventDestroy(u->copied[i]);
+        if (u->buf[i]) (void)cudaFreeHost(u->buf[i]);
+    }
+    memset(u, 0, sizeof *u);
+    return rc;
+}
+
+/* Upload n_parts host fp32 arrays (each numel[i]) end to end as bf16 into dst. */
+static int put_bf16(uploader *u, floatX *dst, const float *const *parts, const size_t *numel, int n_parts) {
+    int rc = uploader_flush(u);
+    u->dst = dst;
+    for (int p = 0; p < n_parts && !rc; p++)
+        for (size_t i = 0; i < numel[p] && !rc;) {
+            size_t n = numel[p] - i < UPLOAD_CHUNK - u->fill ? numel[p] - i : UPLOAD_CHUNK - u->fill;
+            cllm_f32_to_bf16(parts[p] + i, u->buf[u->cur] + u->fill, n);
+            u->fill += n;
+            i += n;
+            if (u->fill == UPLOAD_CHUNK) rc = uploader_flush(u);
+        }
+    return rc ? rc : uploader_flush(u);
+}
+
+/* fp32 pieces (norms, biases) from the model's memory as they are, on the same stream (the
+ * model, and inv, outlive the upload's last synchronization) */
+static int put_f32(uploader *u, float *dst, const float *src, size_t n) {
+    return CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, u->stream));
 }
 
 /* Lay out (a->base NULL: measure) or fill the model's pieces. */
@@ -287,7 +348,7 @@ extern "C" size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm) { return dm->
 extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m) {
     *out = NULL;
     warm_join();
-    double t_upload = cllm_now_s();
+    double t_upload = cllm_now_s(), load_s = warm_t0 > 0 ? t_upload - warm_t0 : 0;
     const cllm_config *c = &m->cfg;
     int C = c->d_model, HS = c->head_dim, NH = c->n_head, NKV = c->n_head_kv, F = c->d_ff;
     if (C % 2 || C > 8192 || HS % 8 || HS > 256 || NKV < 1 || NH % NKV || c->rope_dim % 2 || c->rope_dim > HS)
@@ -302,14 +363,11 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
     dm->KD = NKV * HS;
     dm->QKV = dm->QD + 2 * dm->KD;
     dm->layers = (cuda_layer *)calloc((size_t)c->n_layer, sizeof(cuda_layer));
-    /* the largest bf16 piece: the embedding, a fused qkv, gate+up or down matrix */
-    size_t big = (size_t)c->vocab * C;
-    if ((size_t)dm->QKV * C > big) big = (size_t)dm->QKV * C;
-    if ((size_t)2 * F * C > big) big = (size_t)2 * F * C;
-    uint16_t *stage = (uint16_t *)malloc(big * sizeof(uint16_t));
     float *inv = (float *)malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
-    int rc = 0;
-    if (!dm->layers || !stage || !inv) {
+    uploader up;
+    int rc = uploader_init(&up);
+    if (rc) goto out;
+    if (!dm->layers || !inv) {
         rc = cllm_error(CLLM_ENOMEM, "CUDA: out of host memory for the upload");
         goto out;
     }
@@ -325,9 +383,9 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
     }
     {
         size_t nV = (size_t)c->vocab * C;
-        if ((rc = put_bf16(dm->wte, &m->tok_emb, &nV, 1, stage))) goto out;
-        if (!c->tied && (rc = put_bf16(dm->lm_head, &m->lm_head, &nV, 1, stage))) goto out;
-        if ((rc = put_f32(dm->out_norm, m->out_norm, (size_t)C))) goto out;
+        if ((rc = put_bf16(&up, dm->wte, &m->tok_emb, &nV, 1))) goto out;
+        if (!c->tied && (rc = put_bf16(&up, dm->lm_head, &m->lm_head, &nV, 1))) goto out;
+        if ((rc = put_f32(&up, dm->out_norm, m->out_norm, (size_t)C))) goto out;
         /* RoPE's inverse frequencies exactly as kernels/cpu/rope.c computes them */
         int half = c->rope_dim / 2;
         for (int i = 0; i < half; i++) {
@@ -335,7 +393,7 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
             inv[i] = 1.0f / powf(c->rope_theta, expo);
         }
         inv[half] = 0.0f;
-        if ((rc = put_f32(dm->inv_freq, inv, (size_t)half + 1))) goto out;
+        if ((rc = put_f32(&up, dm->inv_freq, inv, (size_t)half + 1))) goto out;
         size_t QD = dm->QD, KD = dm->KD;
         for (int l = 0; l < c->n_layer; l++) {
             const cllm_layer_weights *w = &m->layers[l];
@@ -345,29 +403,30 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
             const float *gu[2] = {w->w_gate, w->w_up};
             size_t ngu[2] = {(size_t)F * C, (size_t)F * C};
             size_t no = (size_t)C * QD, nd = (size_t)C * F;
-            if ((rc = put_f32(L->attn_norm, w->attn_norm, (size_t)C)) ||
-                (rc = put_f32(L->ffn_norm, w->ffn_norm, (size_t)C)) ||
-                (rc = put_bf16(L->wqkv, qkv, nqkv, 3, stage)) ||
-                (rc = put_bf16(L->wo, &w->wo, &no, 1, stage)) ||
-                (rc = put_bf16(L->wgu, gu, ngu, 2, stage)) ||
-                (rc = put_bf16(L->wdown, &w->w_down, &nd, 1, stage)))
+            if ((rc = put_f32(&up, L->attn_norm, w->attn_norm, (size_t)C)) ||
+                (rc = put_f32(&up, L->ffn_norm, w->ffn_norm, (size_t)C)) ||
+                (rc = put_bf16(&up, L->wqkv, qkv, nqkv, 3)) ||
+                (rc = put_bf16(&up, L->wo, &w->wo, &no, 1)) ||
+                (rc = put_bf16(&up, L->wgu, gu, ngu, 2)) ||
+                (rc = put_bf16(&up, L->wdown, &w->w_down, &nd, 1)))
                 goto out;
             if (L->bqkv) {
-                if ((rc = put_f32(L->bqkv, w->bq, QD)) || (rc = put_f32(L->bqkv + QD, w->bk, KD)) ||
-                    (rc = put_f32(L->bqkv + QD + KD, w->bv, KD)))
+                if ((rc = put_f32(&up, L->bqkv, w->bq, QD)) || (rc = put_f32(&up, L->bqkv + QD, w->bk, KD)) ||
+                    (rc = put_f32(&up, L->bqkv + QD + KD, w->bv, KD)))
                     goto out;
             }
         }
     }
     rc = CUDA_CHECK(cudaDeviceSynchronize());   /* the uploads' DMA has landed (see the top) */
 out:
-    free(stage);
+    rc = uploader_end(&up, rc);
     free(inv);
     if (rc) {
         cllm_cuda_model_free(dm);
         return rc;
     }
     dm->upload_s = cllm_now_s() - t_upload;
+    dm->load_s = load_s;
     *out = dm;
     return 0;
 }
@@ -474,9 +533,9 @@ static void stats_print(const fwd_stats *t, const cllm_cuda_model *dm) {
     if (!t->on) return;
     if (warm_made)
         fprintf(stderr,
-                "cllm: CUDA start-up: context %.3f s (on a thread beside the model load; the upload waited %.3f s "
-                "for it), model upload %.3f s\n",
-                warm_make_s, warm_wait_s, dm->upload_s);
+                "cllm: CUDA start-up: context %.3f s (on a thread beside the model load, %.3f s; the upload waited "
+                "%.3f s for it), model upload %.3f s\n",
+                warm_make_s, dm->load_s, warm_wait_s, dm->upload_s);
     else   /* no cllm_fwd_prepare: the context came with the first call */
         fprintf(stderr, "cllm: CUDA start-up: context not made ahead, model upload %.3f s\n", dm->upload_s);
     if (!t->calls) return;
@@ -511,8 +570,6 @@ extern "C" void cllm_cuda_fixed_order_launches(unsigned long long *tile64, unsig
     matmul_fixed_order_launches(tile64, tile128);
 }
 
-extern "C" unsigned long long cllm_cuda_fixed_order_wide_launches(void) { return matmul_fixed_order_wide_launches(); }
-
 extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
     if (!f) return;
     struct cllm_cuda_state *s = f->st;
@@ -535,11 +592,14 @@ extern "C" void cllm_cuda_fwd_free(cllm_cuda_fwd *f) {
 }
 
 enum { PROMPT_GEMM_ROWS = 64 };
-/* K slices of the fixed-order products: SmolLM2's K of 576 in 3, its down
- * product's 1,536 in 8 (3 chunks of 64 a block); the workspace holds calls of
- * up to MT_WS_ROWS rows (cllm-traj at --batch 64: 1,152), larger ones go in
- * pieces. */
-enum { MT_KSLICE_DEFAULT = 192, MT_WS_ROWS = 2048 };
+/* K slices of the fixed-order products: SmolLM2's K of 576 in 2 (384 + 192),
+ * its down product's 1,536 in 4 (6 chunks of 64 a block); the workspace
+ * holds calls of up to MT_WS_ROWS rows (cllm-traj at --batch 64: 1,152),
+ * larger ones go in pieces. Round 6 (H200, cllm-traj --batch 64, same run):
+ * slices of 384 15.5-15.9k tokens/s, 192 14.6k, 96 11.9k, K in one piece
+ * 14.8-15.2k. The row tile: 64 for every product (CLLM_CUDA_MT_ROWS=auto:
+ * 128 for the large ones), 1.06x the tiles by shape there. */
+enum { MT_KSLICE_DEFAULT = 384, MT_ROWS_DEFAULT = 64, MT_WS_ROWS = 2048 };
 
 /* How the products of a call of R rows, N of them LM-head rows, are made
  * (matmul_forward's rows_per_call). A call with prompt rows (N < R: prompt
@@ -616,7 +676,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     {
         const cllm_config *c = &dm->cfg;
         const char *mm = getenv("CLLM_CUDA_MM16");
-        s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & CLLM_CUDA_FWD_BULK) && mm16_supported(c->d_model) &&
+        s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & (CLLM_CUDA_FWD_BULK | CLLM_CUDA_FWD_INVARIANT)) && mm16_supported(c->d_model) &&
                   mm16_supported(dm->QD) && mm16_supported(c->d_ff);
         s->mm16_rope = s->mm16 && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
         const char *at = getenv("CLLM_CUDA_ATTENTION");
@@ -629,16 +689,14 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         }
         s->fixed_order_ok = c->d_model % 16 == 0 && dm->QD % 16 == 0 && c->d_ff % 16 == 0;
         const char *mr = getenv("CLLM_CUDA_MT_ROWS");
-        s->mt.rows = !mr || !*mr || !strcmp(mr, "auto") ? 0 : !strcmp(mr, "64") ? 64 : !strcmp(mr, "128") ? 128 : -1;
+        s->mt.rows = !mr || !*mr            ? MT_ROWS_DEFAULT
+                     : !strcmp(mr, "auto") ? 0
+                     : !strcmp(mr, "64")   ? 64
+                     : !strcmp(mr, "128")  ? 128
+                                           : -1;
         if (s->mt.rows < 0) {
             cllm_cuda_fwd_free(f);
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_ROWS=%s: auto, 64 or 128", mr);
-        }
-        const char *mc = getenv("CLLM_CUDA_MT_COLS");
-        s->mt.cols = !mc || !*mc || !strcmp(mc, "auto") ? 0 : !strcmp(mc, "64") ? 64 : !strcmp(mc, "128") ? 128 : -1;
-        if (s->mt.cols < 0) {
-            cllm_cuda_fwd_free(f);
-            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_COLS=%s: auto, 64 or 128", mc);
         }
         const char *ks = getenv("CLLM_CUDA_MT_KSLICE");
         char *end = NULL;
@@ -657,11 +715,9 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_WS_ROWS=%s: 1..65535", wr);
         }
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
-        s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_BULK) != 0;
+        s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_INVARIANT) != 0;
         const char *ld = getenv("CLLM_CUDA_LDSM");
         s->mt.ldsm = !(ld && !strcmp(ld, "0"));
-        const char *un = getenv("CLLM_CUDA_MT_UNROLL");
-        s->mt.unroll = !(un && !strcmp(un, "0"));
         const char *fu = getenv("CLLM_CUDA_FUSE");
         s->fuse = !(fu && !strcmp(fu, "0")) && c->d_ff % 8 == 0;
         s->fuse_rope = s->fuse && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);

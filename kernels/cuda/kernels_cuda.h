@@ -151,7 +151,6 @@ enum { MATMUL_FIXED_ORDER = -1 };
  * The LM head's argmax epilogue always takes K in one piece. */
 typedef struct {
     int rows;            /* row tile: 0 by shape, 64 or 128 (the same bits) */
-    int cols;            /* column tile (outputs): 0 by shape, 64 or 128 (the same bits) */
     int kslice;          /* K per slice, a multiple of 16; 0: K in one piece */
     float *ws;           /* (ws_floats) the slices' partial tiles */
     size_t ws_floats;
@@ -160,7 +159,6 @@ typedef struct {
     size_t n_tickets;
     int ldsm;            /* fragments by ldmatrix (1) or 32-bit shared loads (0): the same registers,
                             so the same bits (common.h ldsm_x4) */
-    int unroll;          /* a whole K chunk's k-steps unrolled (1) or a loop (0): the same bits */
 } mt_cfg;
 /* Once per device before the fixed-order kernel's first launch (its 54 or
  * 81 KiB of shared memory are above the default limit); 0 or the recorded
@@ -171,9 +169,6 @@ int matmul_fixed_order_init(void);
  * shape. The tile changes no bit of any output (the same mma chain per
  * output either way). */
 int matmul_fixed_order_rows(int R, int out_groups, int slices, int rows);
-/* ... its column tile (outputs) for that row tile: cols if it is 64 or 128,
- * else (0) by shape. The same bits either way too. */
-int matmul_fixed_order_cols(int R, int out_groups, int slices, int rows, int cols);
 /* K slices of a product with inner size K (1: K in one piece) */
 int matmul_fixed_order_slices(int K, int kslice);
 /* The workspace (floats) and tickets a product of up to `rows` rows with
@@ -185,8 +180,6 @@ size_t matmul_fixed_order_tickets(int rows, int w_rows, int K, int kslice);
  * and how many of them had K in slices (counted when enqueued or captured;
  * tests). */
 void matmul_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128);
-/* ... of them with 128-output column tiles */
-unsigned long long matmul_fixed_order_wide_launches(void);
 unsigned long long matmul_fixed_order_split_launches(void);
 /* mt: the fixed-order kernel's configuration (ignored on cuBLAS' route;
  * NULL: tiles by shape, K in one piece) */

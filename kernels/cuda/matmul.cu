@@ -51,47 +51,43 @@
 #include "flash_tile.h"
 
 enum { MT_COLS = 64, MT_K = 64, MT_WARPS = 4, MT_LD = MT_K + 8, MT_GROUPS = MT_COLS / 16, MT_STAGES = 3 };
-enum { MT_OPT_LDSM = 1, MT_OPT_UNROLL = 2 };   /* the kernel's opts: mt_cfg.ldsm, mt_cfg.unroll */
-/* A warp takes 16 RF rows (RF row fragments of the mma's 16) x 64 outputs; a
- * block 4 CW warps: 64 RF rows x 64 CW outputs (warp w: rows 16 RF (w % 4) ..,
- * outputs 64 (w / 4) ..). RF = 2 reads each W fragment from shared memory
+/* A block takes 64 RF rows x 64 outputs, a warp 16 RF rows (RF row fragments
+ * of the mma's 16) x 64: RF = 2 reads each W fragment from shared memory
  * once for two A fragments (192 bytes of shared-memory reads an mma instead
- * of 320) and each W tile from L2 once per 128 rows; CW = 2 reads each inp
- * tile from L2 once per 128 outputs instead of 64 (at a window call's size
- * the inp tiles were two thirds of the product's traffic from L2). Every
- * output's sum is the same chain of mma k-steps whatever RF and CW are: the
- * same bits. */
-template <int RF, int CW>
+ * of 320) and each W tile from L2 once per 128 rows, at half the blocks an SM
+ * (81 KiB of shared memory, 64 accumulators a thread). Every output's sum is
+ * the same chain of mma k-steps either way: the same bits. (Blocks of 8
+ * warps taking 128 outputs, each inp tile read from L2 half as often, ran
+ * no faster on an H200: round 6.) */
+template <int RF>
 struct mt_shape {
-    static constexpr int threads = 32 * MT_WARPS * CW;
+    static constexpr int threads = 32 * MT_WARPS;
     static constexpr int rows = 64 * RF;                                  /* a block's rows */
-    static constexpr int cols = MT_COLS * CW;                             /* ... W rows (outputs) */
     static constexpr int a_copies = rows * (MT_K / 8) / threads;          /* 16-byte copies a thread makes a chunk */
-    static constexpr int w_copies = cols * (MT_K / 8) / threads;
-    static constexpr size_t stage = (size_t)(rows + cols) * MT_LD;        /* bf16: the inp tile, then the W tile */
+    static constexpr int w_copies = MT_COLS * (MT_K / 8) / threads;
+    static constexpr size_t stage = (size_t)(rows + MT_COLS) * MT_LD;     /* bf16: the inp tile, then the W tile */
     static constexpr size_t smem = MT_STAGES * stage * sizeof(floatX);
 };
-static_assert(mt_shape<1, 1>::w_copies * mt_shape<1, 1>::threads == MT_COLS * (MT_K / 8), "the copies divide evenly");
-static_assert(mt_shape<1, 2>::w_copies * mt_shape<1, 2>::threads == 2 * MT_COLS * (MT_K / 8), "the copies divide evenly");
+static_assert(mt_shape<1>::w_copies * mt_shape<1>::threads == MT_COLS * (MT_K / 8), "the copies divide evenly");
 
 /* Chunk k0 of the block's inp and W rows into one stage (as: (64 RF, MT_LD),
- * bs: (64 CW, MT_LD)), zeros for rows past R or the W rows (NULL) and columns
+ * bs: (64, MT_LD)), zeros for rows past R or the W rows (NULL) and columns
  * from kend (the end of K or of the block's slice); asynchronous (cp.async).
- * Thread t copies columns 8 (t % 8) .. of tile rows t / 8 + (threads / 8) i:
- * arow[i], wrow[i]. */
-template <int RF, int CW>
+ * Thread t copies columns 8 (t % 8) .. of tile rows t / 8 + 16 i: arow[i],
+ * wrow[i]. */
+template <int RF>
 __device__ __forceinline__ void mt_load_chunk(floatX *as, floatX *bs, const floatX *const *arow,
                                               const floatX *const *wrow, const floatX *any, int k0, int kend) {
-    typedef mt_shape<RF, CW> sh;
+    typedef mt_shape<RF> sh;
     int c = (threadIdx.x % 8) * 8, kc = min(MT_K, kend - k0);
 #pragma unroll
     for (int i = 0; i < sh::a_copies; i++) {
-        int r = threadIdx.x / 8 + (sh::threads / 8) * i, va = c < kc && arow[i];
+        int r = threadIdx.x / 8 + 16 * i, va = c < kc && arow[i];
         cp_async16(as + (size_t)r * MT_LD + c, va ? arow[i] + k0 + c : any, va);
     }
 #pragma unroll
     for (int i = 0; i < sh::w_copies; i++) {
-        int r = threadIdx.x / 8 + (sh::threads / 8) * i, vb = c < kc && wrow[i];
+        int r = threadIdx.x / 8 + 16 * i, vb = c < kc && wrow[i];
         cp_async16(bs + (size_t)r * MT_LD + c, vb ? wrow[i] + k0 + c : any, vb);
     }
 }
@@ -136,18 +132,18 @@ __device__ __forceinline__ void mt_frags(unsigned a[RF][4], unsigned bf[MT_COLS 
     }
 }
 
-/* One chunk's kc / 16 k-steps into the accumulators, in order. With
- * `whole` (a whole chunk, mt_cfg.unroll) the 4 k-steps are unrolled with the
- * next k-step's fragments asked for before this one's mma: the rolled loop
- * makes every k-step wait for its own loads (ptxas: 5 LDSM, then the 8 or 16
- * HMMA that need them, a branch back). ptxas interleaves the unrolled loads
- * with the mma in its own way (one W pair's LDSM before its two HMMA), so
- * which is faster is measured (CLLM_CUDA_MT_UNROLL=0: the rolled loop). The
- * same mma chain per output either way: the same bits. */
+/* One chunk's kc / 16 k-steps into the accumulators, in order. A whole
+ * chunk (all but a slice's last, at most) is unrolled with the next
+ * k-step's fragments asked for before this one's mma, where a loop made
+ * every k-step wait for its own loads (ptxas: 5 LDSM, then the 8 or 16 HMMA
+ * that need them, a branch back); ptxas interleaves the unrolled loads with
+ * the mma its own way (a W pair's LDSM before its two HMMA). 1-2.5 % faster
+ * on an H200 (round 6: test_cuda's one-call bench, cllm-traj --batch 64).
+ * The same mma chain per output either way: the same bits. */
 template <int RF, bool LDSM>
 __device__ __forceinline__ void mt_chunk_mma(float acc[RF][MT_COLS / 8][4], const floatX *as, const floatX *bs,
-                                             int kc, int whole) {
-    if (whole) {
+                                             int kc) {
+    if (kc == MT_K) {
         unsigned a[2][RF][4], bf[2][MT_COLS / 8][2];
         mt_frags<RF, LDSM>(a[0], bf[0], as, bs, 0);
 #pragma unroll
@@ -180,35 +176,32 @@ __device__ __forceinline__ void mt_chunk_mma(float acc[RF][MT_COLS / 8][4], cons
  * resident at once share their W tiles through L2 and each W tile comes from
  * memory about once (the LM head's 56 MB of W does not fit in L2; with the W
  * tiles in x, every 64 rows re-read all of it). */
-template <int OUT, int RF, int CW>
-__global__ void __launch_bounds__(32 * MT_WARPS * CW)
+template <int OUT, int RF>
+__global__ void __launch_bounds__(32 * MT_WARPS)
 matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, int K, int units, float *out, floatX *h,
                        argmax_key_t *keys, qkv_rope_args ra, int kslice, float *ws, unsigned *tickets, int pdl,
-                       int opts) {
-    typedef mt_shape<RF, CW> sh;
+                       int ldsm) {
+    typedef mt_shape<RF> sh;
     extern __shared__ uint4 mt_smem[];   /* MT_STAGES x (inp tile, W tile): sh::smem bytes */
     __shared__ int mt_last;              /* K slices: this block took the tile's last ticket */
     floatX *stage0 = reinterpret_cast<floatX *>(mt_smem);
-    int lane = threadIdx.x % 32, w = threadIdx.x / 32, wr = w % MT_WARPS, wc = w / MT_WARPS, g = lane / 4,
-        tq = lane % 4;
-    /* the block's first group, the warp's (its 64 outputs: groups grp0 .. grp0 + 3) */
-    int gb0 = blockIdx.y * MT_GROUPS * CW, grp0 = gb0 + MT_GROUPS * wc, groups = out_groups<OUT>(units, ra);
-    int r0 = r_begin + blockIdx.x * sh::rows;
+    int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, tq = lane % 4;
+    int r0 = r_begin + blockIdx.x * sh::rows, grp0 = blockIdx.y * MT_GROUPS, groups = out_groups<OUT>(units, ra);
     int S = gridDim.z, kb = S > 1 ? blockIdx.z * kslice : 0, ke = S > 1 ? min(K, kb + kslice) : K;
-    /* the tile rows this thread copies: inp rows r0 + tr, W rows of group gb0 + tr / 16 */
+    /* the tile rows this thread copies: inp rows r0 + tr, W rows of group grp0 + tr / 16 */
     const floatX *arow[sh::a_copies], *wrow[sh::w_copies];
 #pragma unroll
     for (int i = 0; i < sh::a_copies; i++) {
-        int tr = threadIdx.x / 8 + (sh::threads / 8) * i;
+        int tr = threadIdx.x / 8 + 16 * i;
         arow[i] = r0 + tr < R ? inp + (size_t)(r0 + tr) * K : NULL;
     }
 #pragma unroll
     for (int i = 0; i < sh::w_copies; i++) {
-        int tr = threadIdx.x / 8 + (sh::threads / 8) * i, grp = gb0 + tr / 16;
+        int tr = threadIdx.x / 8 + 16 * i, grp = grp0 + tr / 16;
         rope_group rg = {0, 0, 0, 0};
         if (OUT == EPI_QKV_ROPE && grp < groups) rg = rope_group_at(ra, grp);
-        int wrw = grp < groups ? group_w_row<OUT>(grp, (tr / 8) % 2, tr % 8, units, rg) : -1;
-        wrow[i] = wrw >= 0 && wrw < w_rows<OUT>(units) ? W + (size_t)wrw * K : NULL;
+        int wr = grp < groups ? group_w_row<OUT>(grp, (tr / 8) % 2, tr % 8, units, rg) : -1;
+        wrow[i] = wr >= 0 && wr < w_rows<OUT>(units) ? W + (size_t)wr * K : NULL;
     }
     /* launched with pdl: the weights (which nothing earlier writes) on their
      * way to L2 while the predecessor finishes */
@@ -230,8 +223,8 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
 #pragma unroll
     for (int c = 0; c < MT_STAGES - 1; c++) {
         if (c < chunks)
-            mt_load_chunk<RF, CW>(stage0 + c * sh::stage, stage0 + c * sh::stage + sh::rows * MT_LD, arow, wrow, W,
-                                  kb + c * MT_K, ke);
+            mt_load_chunk<RF>(stage0 + c * sh::stage, stage0 + c * sh::stage + sh::rows * MT_LD, arow, wrow, W,
+                              kb + c * MT_K, ke);
         cp_async_commit();
     }
     for (int ch = 0; ch < chunks; ch++) {
@@ -241,19 +234,17 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
         int nx = ch + MT_STAGES - 1;   /* into chunk ch - 1's stage */
         if (nx < chunks) {
             floatX *an = stage0 + (size_t)(nx % MT_STAGES) * sh::stage;
-            mt_load_chunk<RF, CW>(an, an + sh::rows * MT_LD, arow, wrow, W, kb + nx * MT_K, ke);
+            mt_load_chunk<RF>(an, an + sh::rows * MT_LD, arow, wrow, W, kb + nx * MT_K, ke);
         }
         cp_async_commit();
         int kc = min(MT_K, ke - kb - ch * MT_K);
-        /* the warp's rows of the inp tile, its 64 rows of the W tile */
-        const floatX *aw = as + (size_t)16 * RF * wr * MT_LD, *bw = bs + (size_t)MT_COLS * wc * MT_LD;
-        int whole = kc == MT_K && (opts & MT_OPT_UNROLL);
-        if (opts & MT_OPT_LDSM) mt_chunk_mma<RF, true>(acc, aw, bw, kc, whole);
-        else mt_chunk_mma<RF, false>(acc, aw, bw, kc, whole);
+        const floatX *aw = as + (size_t)16 * RF * w * MT_LD;   /* the warp's rows of the inp tile */
+        if (ldsm) mt_chunk_mma<RF, true>(acc, aw, bs, kc);
+        else mt_chunk_mma<RF, false>(acc, aw, bs, kc);
     }
     if (S > 1) {
         /* this slice's partial tile to the workspace, in fragment order (thread t's float4 of
-         * (rf, nt) at (rf 8 + nt) threads + t: consecutive threads, consecutive 16 bytes) */
+         * (rf, nt) at (rf 8 + nt) 128 + t: consecutive threads, consecutive 16 bytes) */
         int tile = blockIdx.y * gridDim.x + blockIdx.x, part4 = RF * 8 * sh::threads;   /* float4s a partial */
         float4 *part = reinterpret_cast<float4 *>(ws) + ((size_t)tile * S + blockIdx.z) * part4;
 #pragma unroll
@@ -293,7 +284,7 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
         if (threadIdx.x == 0) tickets[tile] = 0u;   /* for the next launch (stream order) */
     }
     /* the call's row of this lane's half e of the warp's row fragment rf */
-    auto frag_row = [&](int rf, int e) { return r0 + 16 * (wr * RF + rf) + g + 8 * e; };
+    auto frag_row = [&](int rf, int e) { return r0 + 16 * (w * RF + rf) + g + 8 * e; };
     /* lane (g, tq) holds rows g and g + 8 of each of the warp's 16-row fragments, columns 2 tq,
      * 2 tq + 1 of each n-tile; n-tiles 2 i and 2 i + 1 are group grp0 + i.
      * The epilogues that read memory load everything they read before their first store: a
@@ -418,9 +409,9 @@ matmul_forward_kernel1(const floatX *inp, const floatX *W, int r_begin, int R, i
     }
 }
 
-static int mt_sms = 132;   /* the device's SMs (matmul_fixed_order_init), for the tiles by shape */
-static unsigned long long mt_launches[2][2];   /* by row tile (64, 128) and column tile (64, 128) */
-static unsigned long long mt_split;            /* ... of them with K in slices */
+static int mt_sms = 132;   /* the device's SMs (matmul_fixed_order_init), for the row tile by shape */
+static unsigned long long mt_launches[2];   /* by row tile: 64, 128 (matmul_fixed_order_launches) */
+static unsigned long long mt_split;         /* ... of them with K in slices */
 
 /* The block's row tile for a call: rows (64, 128) if the caller fixed it,
  * else 128 when the call has at least two blocks of 128 rows for each SM
@@ -432,24 +423,14 @@ int matmul_fixed_order_rows(int R, int out_groups, int slices, int rows) {
     return blocks128 >= 2L * mt_sms ? 128 : 64;
 }
 
-/* The block's column tile: cols (64, 128) if the caller fixed it, else 128
- * when the launch still has a block for every SM with it (at 64 rows an SM
- * holds two such blocks of 8 warps, as it held four of 4), 64 when fewer. */
-int matmul_fixed_order_cols(int R, int out_groups, int slices, int rows, int cols) {
-    if (cols == 64 || cols == 128) return cols;
-    long blocks = (long)ceil_div(R, rows) * ceil_div(out_groups, 2 * MT_GROUPS) * (slices > 1 ? slices : 1);
-    return blocks >= mt_sms ? 128 : 64;
-}
-
 int matmul_fixed_order_slices(int K, int kslice) { return kslice > 0 && K > kslice ? ceil_div(K, kslice) : 1; }
 
 /* w_rows W rows make at most ceil(w_rows / 64) tiles of 64 outputs (a plain product: 16-output
- * groups; SwiGLU: 8 gate + 8 up rows a group; qkv + RoPE: 16 W rows a group), or
- * ceil(w_rows / 128) of 128; 64 RF rows a tile */
+ * groups; SwiGLU: 8 gate + 8 up rows a group; qkv + RoPE: 16 W rows a group); 64 RF rows a tile */
 size_t matmul_fixed_order_ws_floats(int rows, int w_rows, int K, int kslice) {
     int S = matmul_fixed_order_slices(K, kslice);
     if (S < 2 || rows < 1) return 0;
-    return (size_t)ceil_div(rows, 128) * 128 * ((size_t)ceil_div(w_rows, 2 * MT_COLS) * 2 * MT_COLS) * S;
+    return (size_t)ceil_div(rows, 128) * 128 * ((size_t)ceil_div(w_rows, MT_COLS) * MT_COLS) * S;
 }
 
 size_t matmul_fixed_order_tickets(int rows, int w_rows, int K, int kslice) {
@@ -457,16 +438,15 @@ size_t matmul_fixed_order_tickets(int rows, int w_rows, int K, int kslice) {
     return (size_t)ceil_div(rows, 64) * ceil_div(w_rows, MT_COLS);
 }
 
-/* kernel1<OUT, RF, CW> over rows r_begin .. R - 1, `groups` output groups and S K slices */
-template <int OUT, int RF, int CW>
+/* kernel1<OUT, RF> over rows r_begin .. R - 1, `groups` output groups and S K slices */
+template <int OUT, int RF>
 static int mt_launch_tile(const floatX *inp, const floatX *W, int r_begin, int R, int K, int units, float *out,
                           floatX *h, argmax_key_t *keys, const qkv_rope_args &ra, int groups, int S, int kslice,
-                          float *ws, unsigned *tickets, int pdl, int opts, cudaStream_t stream) {
-    typedef mt_shape<RF, CW> sh;
-    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, RF, CW>,
-                         dim3(ceil_div(R - r_begin, sh::rows), ceil_div(groups, MT_GROUPS * CW), S),
-                         dim3(sh::threads), sh::smem, stream, pdl, inp, W, r_begin, R, K, units, out, h, keys, ra,
-                         kslice, ws, tickets, pdl, opts);
+                          float *ws, unsigned *tickets, int pdl, int ldsm, cudaStream_t stream) {
+    return launch_kernel("matmul_forward_kernel1", matmul_forward_kernel1<OUT, RF>,
+                         dim3(ceil_div(R - r_begin, mt_shape<RF>::rows), ceil_div(groups, MT_GROUPS), S),
+                         dim3(32 * MT_WARPS), mt_shape<RF>::smem, stream, pdl, inp, W, r_begin, R, K, units, out, h,
+                         keys, ra, kslice, ws, tickets, pdl, ldsm);
 }
 
 /* One fixed-order product with epilogue OUT */
@@ -482,10 +462,10 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     if (ra) rargs = *ra;
     else memset(&rargs, 0, sizeof rargs);
     int groups = out_groups<OUT>(units, rargs);
-    if (ceil_div(groups, MT_GROUPS) > 65535)   /* grid y at 64-output tiles */
+    if (ceil_div(groups, MT_GROUPS) > 65535)
         return cllm_error(CLLM_EUNSUP, "matmul: %d outputs are too many for one launch", units);
     int S = OUT == EPI_ARGMAX || !mt ? 1 : matmul_fixed_order_slices(K, mt->kslice), kslice = S > 1 ? mt->kslice : 0;
-    int piece = S > 1 ? mt->ws_rows : R;
+    int piece = S > 1 ? mt->ws_rows : R, col_tiles = ceil_div(groups, MT_GROUPS);
     if (S > 1 && (!mt->ws || !mt->tickets || piece < 1))
         return cllm_error(CLLM_EINVAL, "matmul: K slices of %d without a workspace", kslice);
     /* a call of more rows than the workspace holds: pieces of rows, one launch each (a row's
@@ -493,49 +473,42 @@ static int mt_launch(const floatX *inp, const floatX *W, int R, int K, int units
     int rc = 0;
     for (int rb = 0; rb < R && !rc; rb += piece) {
         int re = R - rb > piece ? rb + piece : R, n = re - rb;
-        int tr = matmul_fixed_order_rows(n, groups, S, mt ? mt->rows : 0);
-        int tc = matmul_fixed_order_cols(n, groups, S, tr, mt ? mt->cols : 0), ct = ceil_div(groups, tc / 16);
-        if (S > 1 && ((size_t)ceil_div(n, tr) * tr * ct * tc * S > mt->ws_floats ||
-                      (size_t)ceil_div(n, tr) * ct > mt->n_tickets))
+        int tile128 = matmul_fixed_order_rows(n, groups, S, mt ? mt->rows : 0) == 128, tr = tile128 ? 128 : 64;
+        if (S > 1 && ((size_t)ceil_div(n, tr) * tr * col_tiles * MT_COLS * S > mt->ws_floats ||
+                      (size_t)ceil_div(n, tr) * col_tiles > mt->n_tickets))
             return cllm_error(CLLM_EINVAL, "matmul: %d rows x %d outputs in %d K slices: the workspace is too small",
                               n, units, S);
-        mt_launches[tr == 128][tc == 128]++;
+        mt_launches[tile128]++;
         mt_split += S > 1;
         float *ws = S > 1 ? mt->ws : NULL;
         unsigned *tk = S > 1 ? mt->tickets : NULL;
-        int opts = (mt && !mt->ldsm ? 0 : MT_OPT_LDSM) | (mt && !mt->unroll ? 0 : MT_OPT_UNROLL);
-#define MT_TILE(RF, CW)                                                                                             \
-    mt_launch_tile<OUT, RF, CW>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk, pdl, opts, \
-                                stream)
-        rc = tr == 128 ? (tc == 128 ? MT_TILE(2, 2) : MT_TILE(2, 1)) : (tc == 128 ? MT_TILE(1, 2) : MT_TILE(1, 1));
-#undef MT_TILE
+        int ldsm = mt ? mt->ldsm : 1;
+        rc = tile128 ? mt_launch_tile<OUT, 2>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk,
+                                              pdl, ldsm, stream)
+                     : mt_launch_tile<OUT, 1>(inp, W, rb, re, K, units, out, h, keys, rargs, groups, S, kslice, ws, tk,
+                                              pdl, ldsm, stream);
     }
     return rc;
 }
 
 void matmul_fixed_order_launches(unsigned long long *tile64, unsigned long long *tile128) {
-    *tile64 = mt_launches[0][0] + mt_launches[0][1];
-    *tile128 = mt_launches[1][0] + mt_launches[1][1];
+    *tile64 = mt_launches[0];
+    *tile128 = mt_launches[1];
 }
-
-unsigned long long matmul_fixed_order_wide_launches(void) { return mt_launches[0][1] + mt_launches[1][1]; }
 
 unsigned long long matmul_fixed_order_split_launches(void) { return mt_split; }
 
-/* the shared memory above 48 KiB kernel1<OUT, RF, CW> asks for */
-template <int OUT, int RF, int CW>
+/* the shared memory above 48 KiB kernel1<OUT, RF> asks for */
+template <int OUT, int RF>
 static int mt_allow_smem_tile(void) {
-    return CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, RF, CW>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)mt_shape<RF, CW>::smem));
+    return CUDA_CHECK(cudaFuncSetAttribute(matmul_forward_kernel1<OUT, RF>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_shape<RF>::smem));
 }
-/* ... for every tile of epilogue OUT */
+/* ... for both row tiles of epilogue OUT */
 template <int OUT>
 static int mt_allow_smem(void) {
-    int rc = mt_allow_smem_tile<OUT, 1, 1>();
-    if (!rc) rc = mt_allow_smem_tile<OUT, 2, 1>();
-    if (!rc) rc = mt_allow_smem_tile<OUT, 1, 2>();
-    return rc ? rc : mt_allow_smem_tile<OUT, 2, 2>();
+    int rc = mt_allow_smem_tile<OUT, 1>();
+    return rc ? rc : mt_allow_smem_tile<OUT, 2>();
 }
 
 int matmul_fixed_order_init(void) {

@@ -11,9 +11,11 @@
 #     then run apart (test_cuda checks the logits themselves, with margins);
 #   cllm-gen Jacobi n = 8 on the GPU == AR on the GPU, token for token;
 #   cllm-gen --batch 4 == --batch 1 on the GPU;
-#   cllm-traj --batch 4 == --batch 1 on the GPU (records equal), and the
-#     share of records equal to the CPU's is printed; the same with every
-#     product through the fixed-order kernel (CLLM_CUDA_FIXED_ORDER=1);
+#   cllm-traj --batch 4 == --batch 1 on the GPU (records equal; by default
+#     the windows' products go through cuBLAS, whose stand-in here sums each
+#     row alone), and the share of records equal to the CPU's is printed; the
+#     same with --batch-invariant (every product through the fixed-order
+#     kernel: equal by construction, on a GPU too);
 #   CLLM_CUDA_STATS / CLLM_CUDA_PROFILE print their report and change no answer.
 set -eu
 B=${1:-build-cuemu}
@@ -64,15 +66,15 @@ check_gpu() { # name model prompts gen-options...
     trajs "$T/tc.zst" > "$T/tc.jsonl"
     same=$(paste -d'\n' "$T/t1.jsonl" "$T/tc.jsonl" | awk 'NR % 2 { a = $0; next } { t++; s += a == $0 } END { print s + 0 "/" t + 0 }')
     echo "$name: cllm-traj on the GPU: --batch 4 == --batch 1; $same records equal to the CPU's"
-    # every product through matmul.cu's fixed-order kernel: --batch 4 == --batch 1
-    # by construction (the default's decoding calls rely on cuBLAS' choice)
+    # --batch-invariant: every product through matmul.cu's fixed-order kernel, --batch 4 ==
+    # --batch 1 by construction (the default's window calls rely on cuBLAS' choice)
     for b in 1 4; do
-        CLLM_CUDA_FIXED_ORDER=1 "$B/cllm-traj" -m "$m" -n 8 --max-new-tokens 24 -q --device cuda --batch $b "$@" \
+        "$B/cllm-traj" -m "$m" -n 8 --max-new-tokens 24 -q --device cuda --batch $b --batch-invariant "$@" \
             "$p" > "$T/tf$b.zst"
         trajs "$T/tf$b.zst" > "$T/tf$b.jsonl"
     done
-    cmp -s "$T/tf1.jsonl" "$T/tf4.jsonl" || fail "$name: CLLM_CUDA_FIXED_ORDER=1: cllm-traj --batch 4 differs from --batch 1"
-    echo "$name: cllm-traj on the GPU with CLLM_CUDA_FIXED_ORDER=1: --batch 4 == --batch 1"
+    cmp -s "$T/tf1.jsonl" "$T/tf4.jsonl" || fail "$name: --batch-invariant: cllm-traj --batch 4 differs from --batch 1"
+    echo "$name: cllm-traj on the GPU with --batch-invariant: --batch 4 == --batch 1"
 }
 
 # tiny Qwen2 (q/k/v biases, untied head), prompts of 1..116 token ids
