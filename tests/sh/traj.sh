@@ -9,7 +9,7 @@
 #   answers ending in EOS at every place in a chunk): every state steps to the
 #   next (the states are a Jacobi trajectory), the EOS cuts chunks right, the
 #   same with --init vocab|pad,
-#   batch sizes 1/4/17 agree (and --full-window; prompt chunks share the
+#   batch sizes 1/4/17 agree (and --full-window, --batch-invariant; prompt chunks share the
 #   windows' calls: about one call a tick), --aug adds exactly the reference's augmented
 #   states, --seed changes the states and not the fixed points, SIGINT leaves
 #   a cut stream of whole records.
@@ -76,6 +76,8 @@ grep -q ' 7 eos, .*: ok$' "$T/v.txt" || fail "traj-verify on the tiny model (7 a
 trajs "$T/t1.zst" > "$T/t1.jsonl"
 for b in 4 17; do tiny --batch $b | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --batch $b differs from --batch 1"; done
 tiny --batch 4 --full-window | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --full-window differs from the default"
+# --batch-invariant (a CUDA route) changes nothing on the CPU, which is batch-invariant always
+tiny --batch 4 --batch-invariant | trajs | cmp - "$T/t1.jsonl" || fail "tiny: --batch-invariant differs on the CPU"
 # ... and the default does feed fewer rows: the progress line's rows per iteration
 rows() { tiny --batch 4 --progress "$@" 2>&1 >/dev/null | tr '\r' '\n' | grep -o '[0-9.]* rows/iteration' | tail -1 | cut -d' ' -f1; }
 rd=$(rows) rf=$(rows --full-window)
