@@ -553,8 +553,9 @@ fi
 
 pack
 # 3c. issue 7: cllm-traj --batch 64 on 512 GSM8K training prompts (trajectory tokens/s)
-traj64() { # out env-assignments... [-- options...]: cllm-traj --batch 64 on the prompts, within $limit s
-    out=$1
+traj64() { # file env-assignments... [-- options...]: cllm-traj --batch 64 on the prompts, within $limit s
+    # (tfile, not out: $out is where the results go, and pack writes there after this step)
+    tfile=$1
     shift
     envs=""
     while [ $# -gt 0 ] && [ "$1" != -- ]; do envs="$envs $1"; shift; done
@@ -562,31 +563,31 @@ traj64() { # out env-assignments... [-- options...]: cllm-traj --batch 64 on the
     # $envs: word-split on purpose (VAR=VALUE words without spaces)
     # shellcheck disable=SC2086
     env $envs timeout "$limit" "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question -n 16 \
-        --max-new-tokens 256 --batch 64 "$@" -q -f -o "$out" "$data" 2>>"$cli"
+        --max-new-tokens 256 --batch 64 "$@" -q -f -o "$tfile" "$data" 2>>"$cli"
 }
 traj_tokens() { # file.zst: its trajectory tokens (the fixed points' lengths)
     "$bin/cllm-cat" --type traj -j "$1" | grep -o '"fixed":\[[0-9,]*\]' | tr -cd ',]' | wc -c
 }
-# traj64_baseline what same out env-assignments... [-- options...]: the same prompts again, a
+# traj64_baseline what same file env-assignments... [-- options...]: the same prompts again, a
 # baseline timed in the same run; same = 1: its records must equal the default's (the same sums),
 # v: --batch-invariant's (t512ref.zst)
 traj64_baseline() {
-    what=$1 same=$2 out=$3
+    what=$1 same=$2 bfile=$3
     shift 3
     have_time 100 "cllm-traj --batch 64, $what" || return 0
     S0=$(date +%s.%N)
     limit=90
-    if ! traj64 "$out" "$@"; then
+    if ! traj64 "$bfile" "$@"; then
         note "FAIL cllm-traj --batch 64, $what (or over $limit s)"; status=1
         return 0
     fi
     S1=$(date +%s.%N)
-    nb=$(traj_tokens "$out")
+    nb=$(traj_tokens "$bfile")
     awk -v a="$S0" -v b="$S1" -v n="$nb" -v w="$what" \
         'BEGIN { printf "BENCH cllm-traj --batch 64, %s (baseline, same run): %d trajectory tokens in %.1f s = %.0f tokens/s\n", w, n, b - a, n / (b - a) }' | tee -a "$sum"
     case $same in 1) ref=$tmp/t512.zst refname="the default" ;; v) ref=$tmp/t512ref.zst refname="--batch-invariant" ;; *) return 0 ;; esac
     "$bin/cllm-cat" --type traj -j "$ref" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
-    "$bin/cllm-cat" --type traj -j "$out" | sed 's/"time_s":[^,]*,//' >"$tmp/b.jsonl"
+    "$bin/cllm-cat" --type traj -j "$bfile" | sed 's/"time_s":[^,]*,//' >"$tmp/b.jsonl"
     nd=$(diff "$tmp/a.jsonl" "$tmp/b.jsonl" | grep -c '^<' || true)
     note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: $what vs $refname: $nd of $(wc -l <"$tmp/a.jsonl") records differ (expected 0: the same sums)"
 }
