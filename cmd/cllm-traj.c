@@ -67,8 +67,8 @@ static void progress(void *ctx, const cllm_traj_stats *s) {
     fflush(stderr);
 }
 
-enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_BATCH_INVARIANT, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_FULL_WINDOW, OPT_SEED, OPT_DEVICE,
-       OPT_PROGRESS };
+enum { OPT_MAX_NEW = 256, OPT_BATCH, OPT_BATCH_INVARIANT, OPT_INIT, OPT_AUG, OPT_LABELS, OPT_FULL_WINDOW, OPT_SEED,
+       OPT_DEVICE, OPT_PROGRESS };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {

@@ -304,7 +304,8 @@ static double traj_batches(const char *name, const cllm_model *m, const char *js
         CHECK_MSG(eq, "%s: cllm-traj --batch-invariant --batch %d records differ from --batch 1 on the %s", name,
                   batch_b, DEV_NAME);
     else
-        printf("%s: cllm-traj engine, --batch %d records %s --batch 1's\n", name, batch_b, eq ? "equal" : "differ from");
+        printf("%s: cllm-traj engine, --batch %d records %s --batch 1's\n", name, batch_b,
+               eq ? "equal" : "differ from");
     unlink(out1);
     unlink(outb);
     return rate;
