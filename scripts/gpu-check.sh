@@ -622,7 +622,7 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         CLLM_CUDA_STATS=1 timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --batch 64 -q -f \
             -o "$tmp/p0.zst" "$tmp/t0.jsonl" 2>"$tmp/p0.err" || note "FAIL cllm-traj start-up alone (exit $?)"
         P1=$(date +%s.%N)
-        grep 'CUDA start-up' "$tmp/p0.err" | tee -a "$sum"
+        grep -E 'CUDA start-up|CUDA forward state' "$tmp/p0.err" | tee -a "$sum"
         awk -v a="$P0" -v b="$P1" 'BEGIN { printf "BENCH cllm-traj --device cuda start-up alone (no prompts): %.2f s\n", b - a }' | tee -a "$sum"
         # --batch-invariant (every product through the fixed-order kernel, its records independent of
         # --batch by construction) against the default (the windows' products through cuBLAS): what

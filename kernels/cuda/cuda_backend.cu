@@ -101,6 +101,8 @@ typedef struct fwd_stats {
     unsigned long long calls, graph_runs, captures, plain_runs, rows, pad_rows;
     unsigned long long fused_enqueues;            /* counted even when not on (tests) */
     double t_capture, t_plain, t_graph, t_wait;   /* host seconds */
+    double t_init;                                /* cllm_cuda_fwd_init's wall time */
+    size_t bytes;                                 /* the activations' device memory */
     cuda_op_profile prof;                         /* CLLM_CUDA_PROFILE */
 } fwd_stats;
 
@@ -538,6 +540,8 @@ static void stats_print(const fwd_stats *t, const cllm_cuda_model *dm) {
                 warm_make_s, dm->load_s, warm_wait_s, dm->upload_s);
     else   /* no cllm_fwd_prepare: the context came with the first call */
         fprintf(stderr, "cllm: CUDA start-up: context not made ahead, model upload %.3f s\n", dm->upload_s);
+    fprintf(stderr, "cllm: CUDA forward state: made in %.3f s (%.0f MiB of activations, cuBLAS' handle)\n",
+            t->t_init, (double)t->bytes / (1 << 20));
     if (!t->calls) return;
     fprintf(stderr,
             "cllm: CUDA forward: %llu calls, %llu rows (%llu of them padding): %llu graph launches (host "
@@ -663,6 +667,7 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
 
 extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags) {
     int want_logits = (flags & CLLM_CUDA_FWD_LOGITS) != 0;
+    double t_init = cllm_now_s();
     memset(f, 0, sizeof *f);
     if (max_rows < 1 || max_rows > 65535)
         return cllm_error(CLLM_EINVAL, "CUDA forward: bad maximum row count %d (1..65535)", max_rows);
@@ -779,6 +784,8 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         cllm_cuda_fwd_free(f);
         return rc;
     }
+    s->stats.bytes = bytes;
+    s->stats.t_init = cllm_now_s() - t_init;
     return 0;
 }
 
