@@ -28,8 +28,9 @@
  * non-blocking stream, which is not ordered after the legacy stream: a
  * cudaMemcpy from pageable memory may return before its DMA lands, and
  * cudaMemset and device-to-device copies do not wait at all. So every
- * function that queues such work ends with cudaDeviceSynchronize before the
- * forward can read what it wrote (found by the CPU emulation, tests/cuemu/).
+ * function that queues such work ends with cudaDeviceSynchronize (the upload:
+ * with its stream's synchronization) before the forward can read what it
+ * wrote (found by the CPU emulation, tests/cuemu/).
  */
 #include <math.h>
 #include <pthread.h>
@@ -296,9 +297,10 @@ static int uploader_end(uploader *u, int rc) {
     return rc;
 }
 
-/* Upload n_parts host fp32 arrays (each numel[i]) end to end as bf16 into dst. */
+/* Upload n_parts host fp32 arrays (each numel[i]) end to end as bf16 into dst
+ * (the buffer empty on entry: every call ends with a flush). */
 static int put_bf16(uploader *u, floatX *dst, const float *const *parts, const size_t *numel, int n_parts) {
-    int rc = uploader_flush(u);
+    int rc = 0;
     u->dst = dst;
     for (int p = 0; p < n_parts && !rc; p++)
         for (size_t i = 0; i < numel[p] && !rc;) {
@@ -419,9 +421,8 @@ extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m
             }
         }
     }
-    rc = CUDA_CHECK(cudaDeviceSynchronize());   /* the uploads' DMA has landed (see the top) */
 out:
-    rc = uploader_end(&up, rc);
+    rc = uploader_end(&up, rc);   /* its stream synchronized: every copy has landed (see the top) */
     free(inv);
     if (rc) {
         cllm_cuda_model_free(dm);

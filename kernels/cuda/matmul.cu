@@ -140,6 +140,15 @@ __device__ __forceinline__ void mt_frags(unsigned a[RF][4], unsigned bf[MT_COLS 
  * the mma its own way (a W pair's LDSM before its two HMMA). 1-2.5 % faster
  * on an H200 (round 6: test_cuda's one-call bench, cllm-traj --batch 64).
  * The same mma chain per output either way: the same bits. */
+/* one k-step: each of the warp's outputs gets the next link of its mma chain */
+template <int RF>
+__device__ __forceinline__ void mt_kstep(float acc[RF][MT_COLS / 8][4], const unsigned a[RF][4],
+                                         const unsigned bf[MT_COLS / 8][2]) {
+#pragma unroll
+    for (int nt = 0; nt < MT_COLS / 8; nt++)
+#pragma unroll
+        for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[rf], bf[nt]);
+}
 template <int RF, bool LDSM>
 __device__ __forceinline__ void mt_chunk_mma(float acc[RF][MT_COLS / 8][4], const floatX *as, const floatX *bs,
                                              int kc) {
@@ -149,20 +158,14 @@ __device__ __forceinline__ void mt_chunk_mma(float acc[RF][MT_COLS / 8][4], cons
 #pragma unroll
         for (int kk = 0; kk < MT_K / 16; kk++) {
             if (kk + 1 < MT_K / 16) mt_frags<RF, LDSM>(a[(kk + 1) % 2], bf[(kk + 1) % 2], as, bs, kk + 1);
-#pragma unroll
-            for (int nt = 0; nt < MT_COLS / 8; nt++)
-#pragma unroll
-                for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[kk % 2][rf], bf[kk % 2][nt]);
+            mt_kstep<RF>(acc, a[kk % 2], bf[kk % 2]);
         }
         return;
     }
     for (int kk = 0; kk < kc / 16; kk++) {
         unsigned a[RF][4], bf[MT_COLS / 8][2];
         mt_frags<RF, LDSM>(a, bf, as, bs, kk);
-#pragma unroll
-        for (int nt = 0; nt < MT_COLS / 8; nt++)
-#pragma unroll
-            for (int rf = 0; rf < RF; rf++) mma_bf16_16816(acc[rf][nt], a[rf], bf[nt]);
+        mt_kstep<RF>(acc, a, bf);
     }
 }
 
