@@ -732,17 +732,64 @@ int cllm_dequantize(int type, const void *src, float *dst, size_t n) {
     }
 }
 
+/* pread until n bytes or the end of the file (no shared file position, so
+ * threads may read one file at once) */
+static int pread_all(const cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_t n, uint64_t at) {
+    unsigned char *p = dst;
+    while (n) {
+        ssize_t k = pread(fileno(g->f), p, n, (off_t)at);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0)
+            return cllm_error(k < 0 ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", g->path, t->name,
+                              k < 0 ? strerror(errno) : "file ends early (changed while read?)");
+        p += k;
+        n -= (size_t)k;
+        at += (uint64_t)k;
+    }
+    return 0;
+}
+
 int cllm_gguf_read_raw(cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_t nbytes) {
     if (!g->f) return cllm_error(CLLM_EINVAL, "%s: file already closed", g->path);
     if (nbytes != t->nbytes)
         return cllm_error(CLLM_EINVAL, "%s: tensor %s has %" PRIu64 " bytes, caller asked for %zu", g->path,
                           t->name, t->nbytes, nbytes);
-    if (fseeko(g->f, (off_t)(g->data_start + t->offset), SEEK_SET))
-        return cllm_error(CLLM_EIO, "%s: seek to tensor %s: %s", g->path, t->name, strerror(errno));
-    if (fread(dst, 1, nbytes, g->f) != nbytes)
-        return cllm_error(ferror(g->f) ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", g->path, t->name,
-                          ferror(g->f) ? strerror(errno) : "file ends early (changed while read?)");
+    return pread_all(g, t, dst, nbytes, g->data_start + t->offset);
+}
+
+int cllm_ggml_block_elems(int type) {
+    const ggml_type_info *ti = type_info(type);
+    return ti ? ti->blck : 0;
+}
+
+size_t cllm_gguf_part_bytes(const cllm_gguf_tensor *t, size_t n) {
+    const ggml_type_info *ti = type_info(t->type);   /* known: checked at open */
+    return ti ? n / (size_t)ti->blck * (size_t)ti->size : 0;
+}
+
+static int dequantizable(const cllm_gguf *g, const cllm_gguf_tensor *t) {
+    if (t->type != GGML_T_F32 && t->type != GGML_T_F16 && t->type != GGML_T_BF16 && t->type != GGML_T_Q8_0 &&
+        t->type != GGML_T_Q4_0 && t->type != GGML_T_Q4_1)
+        return cllm_error(CLLM_EUNSUP, "%s: tensor %s has type %s, which this reader cannot dequantize "
+                          "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)", g->path, t->name, type_info(t->type)->name);
     return 0;
+}
+
+int cllm_gguf_read_part_f32(const cllm_gguf *g, const cllm_gguf_tensor *t, size_t first, size_t n, float *dst,
+                            void *raw) {
+    if (!g->f) return cllm_error(CLLM_EINVAL, "%s: file already closed", g->path);
+    int rc = dequantizable(g, t);
+    if (rc) return rc;
+    const ggml_type_info *ti = type_info(t->type);
+    uint64_t numel = (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);  /* checked at open */
+    if (first % (size_t)ti->blck || n % (size_t)ti->blck || first > numel || n > numel - first)
+        return cllm_error(CLLM_EINVAL, "%s: tensor %s: elements %zu..%zu are not whole %s blocks inside its %" PRIu64,
+                          g->path, t->name, first, first + n, ti->name, numel);
+    uint64_t at = g->data_start + t->offset + first / (size_t)ti->blck * (size_t)ti->size;
+    size_t bytes = cllm_gguf_part_bytes(t, n);
+    if (t->type == GGML_T_F32) return pread_all(g, t, dst, bytes, at);  /* little-endian host: as stored */
+    if ((rc = pread_all(g, t, raw, bytes, at))) return rc;
+    return cllm_dequantize(t->type, raw, dst, n);
 }
 
 int cllm_gguf_read_f32(cllm_gguf *g, const cllm_gguf_tensor *t, float *dst, size_t numel) {
@@ -752,28 +799,17 @@ int cllm_gguf_read_f32(cllm_gguf *g, const cllm_gguf_tensor *t, float *dst, size
     if ((uint64_t)want != (uint64_t)numel)
         return cllm_error(CLLM_EINVAL, "%s: tensor %s has %" PRId64 " elements, caller expected %zu", g->path,
                           t->name, want, numel);
-    if (t->type != GGML_T_F32 && t->type != GGML_T_F16 && t->type != GGML_T_BF16 && t->type != GGML_T_Q8_0 &&
-        t->type != GGML_T_Q4_0 && t->type != GGML_T_Q4_1)
-        return cllm_error(CLLM_EUNSUP, "%s: tensor %s has type %s, which this reader cannot dequantize "
-                          "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)", g->path, t->name, ti->name);
-    if (fseeko(g->f, (off_t)(g->data_start + t->offset), SEEK_SET))
-        return cllm_error(CLLM_EIO, "%s: seek to tensor %s: %s", g->path, t->name, strerror(errno));
-    /* Read and dequantize in chunks of whole blocks (about 1 MiB). */
-    size_t nblocks = numel / (size_t)ti->blck, chunk = ((size_t)1 << 20) / (size_t)ti->size;
-    if (chunk == 0) chunk = 1;
-    unsigned char *buf = cllm_malloc((chunk < nblocks ? chunk : nblocks) * (size_t)ti->size);
-    if (!buf) return CLLM_ENOMEM;
-    int rc = 0;
-    for (size_t b = 0; b < nblocks && !rc; b += chunk) {
-        size_t k = nblocks - b < chunk ? nblocks - b : chunk;
-        if (fread(buf, (size_t)ti->size, k, g->f) != k) {
-            rc = cllm_error(ferror(g->f) ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", g->path, t->name,
-                            ferror(g->f) ? strerror(errno) : "file ends early (changed while read?)");
-            break;
-        }
-        rc = cllm_dequantize(t->type, buf, dst + b * (size_t)ti->blck, k * (size_t)ti->blck);
-    }
-    free(buf);
+    int rc = dequantizable(g, t);
+    if (rc) return rc;
+    /* Read and dequantize in parts of whole blocks (about 1 MiB). */
+    size_t chunk = ((size_t)1 << 20) / (size_t)ti->size * (size_t)ti->blck;
+    if (chunk == 0) chunk = (size_t)ti->blck;
+    if (chunk > numel) chunk = numel;
+    void *raw = cllm_malloc(cllm_gguf_part_bytes(t, chunk));
+    if (!raw) return CLLM_ENOMEM;
+    for (size_t i = 0; i < numel && !rc; i += chunk)
+        rc = cllm_gguf_read_part_f32(g, t, i, numel - i < chunk ? numel - i : chunk, dst + i, raw);
+    free(raw);
     return rc;
 }
 

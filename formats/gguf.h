@@ -89,6 +89,16 @@ uint32_t cllm_gguf_alignment(const cllm_gguf *g);
 /* Close the file but keep every parsed value (metadata, tensor infos): a
  * cllm_gguf_read_f32 afterwards fails with CLLM_EINVAL. */
 void cllm_gguf_drop_file(cllm_gguf *g);
+/* Elements per block of a ggml type (32 for Q4_1, 1 for F32), 0 when unknown. */
+int cllm_ggml_block_elems(int type);
+/* Bytes that n elements of t take in the file (n whole blocks). */
+size_t cllm_gguf_part_bytes(const cllm_gguf_tensor *t, size_t n);
+/* Elements [first, first + n) of tensor t, in the file's order, dequantized
+ * to fp32 into dst: first and n whole blocks of t's type; raw, scratch of
+ * cllm_gguf_part_bytes(t, n) bytes (unused for F32). The tensor readers use
+ * pread, not a file position: threads may read one open file at once. */
+int cllm_gguf_read_part_f32(const cllm_gguf *g, const cllm_gguf_tensor *t, size_t first, size_t n, float *dst,
+                            void *raw);
 /* Read a tensor's raw bytes (t->nbytes of them) as stored. */
 int cllm_gguf_read_raw(cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_t nbytes);
 /* Convert n floats to F16 (IEEE binary16, round to nearest even) or BF16

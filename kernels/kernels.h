@@ -45,6 +45,10 @@ int kernels_threads(void);
  * Calls from a second thread while a job runs execute inline. */
 typedef void (*kernels_task_fn)(void *ctx, int task, int worker);
 void kernels_parallel(int n_tasks, kernels_task_fn fn, void *ctx);
+/* The same on n_threads (worker 0 .. n_threads-1) instead of kernels_threads():
+ * the pool grows for it, and goes back to its size at the next smaller job
+ * (for start-up work, libcore/startup.h). */
+void kernels_parallel_n(int n_threads, int n_tasks, kernels_task_fn fn, void *ctx);
 
 /* ---- embedding: out[t] = wte[tokens[t]] -------------------------------- */
 /* out (T, C); tokens (T), each in [0, V) (the caller checks); wte (V, C) */

@@ -79,13 +79,13 @@ void *cllm_calloc(size_t n, size_t size) {
     return p;
 }
 
-void *cllm_calloc_huge(size_t n, size_t size) {
+void *cllm_malloc_huge(size_t n, size_t size) {
     size_t bytes, huge = (size_t)2 << 20;
     if (cllm_mul_size(n, size, &bytes)) {
         cllm_error(CLLM_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
         return NULL;
     }
-    if (bytes < 4 * huge) return cllm_calloc(n, size);
+    if (bytes < 4 * huge) return cllm_malloc(bytes);
     size_t whole = (bytes + huge - 1) / huge * huge;
     void *p = NULL;
     if (posix_memalign(&p, huge, whole)) {
@@ -96,7 +96,12 @@ void *cllm_calloc_huge(size_t n, size_t size) {
     /* a hint: where the system offers no huge pages the memory is the same, in 4 KiB pages */
     (void)madvise(p, whole, MADV_HUGEPAGE);
 #endif
-    memset(p, 0, bytes);
+    return p;
+}
+
+void *cllm_calloc_huge(size_t n, size_t size) {
+    void *p = cllm_malloc_huge(n, size);
+    if (p) memset(p, 0, n * size);
     return p;
 }
 

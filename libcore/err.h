@@ -62,6 +62,9 @@ void *cllm_calloc(size_t n, size_t size);
  * that its first writes fault a page per 2 MiB instead of per 4 KiB (a
  * 540 MB model took 138k faults, most of its load). Freed with free(). */
 void *cllm_calloc_huge(size_t n, size_t size);
+/* The same not zeroed, for a block its caller writes whole: its pages are
+ * then first touched by the writers (start-up threads: startup.h). */
+void *cllm_malloc_huge(size_t n, size_t size);
 void *cllm_realloc(void *p, size_t n);
 char *cllm_strdup(const char *s);
 char *cllm_strndup(const char *s, size_t n);

@@ -11,6 +11,8 @@
 #include "model.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@
 #include "err.h"
 #include "gguf.h"
 #include "safetensors.h"
+#include "startup.h"
 #include "tokenizer.h"
 
 static void cllm_model_src_free(struct cllm_model_src *s);
@@ -64,14 +67,15 @@ static int check_config(const cllm_config *c) {
 /* cllm_model_alloc, refusing before the big allocation when the
  * hyperparameters need more than max_params parameters: a loader passes the
  * element count its file actually holds, so a few hostile header bytes cannot
- * ask for terabytes. */
-static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_params, const char *what);
+ * ask for terabytes. zero: the parameters zeroed (a loader, which writes
+ * every tensor, leaves them to its threads' first writes). */
+static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_params, const char *what, int zero);
 
 int cllm_model_alloc(cllm_model *m, const cllm_config *cfg) {
-    return model_alloc_max(m, cfg, UINT64_MAX, NULL);
+    return model_alloc_max(m, cfg, UINT64_MAX, NULL, 1);
 }
 
-static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_params, const char *what) {
+static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_params, const char *what, int zero) {
     memset(m, 0, sizeof *m);
     cllm_config c0 = *cfg;
     if (c0.rope_dim == 0) c0.rope_dim = c0.head_dim;  /* 0 means "the whole head" */
@@ -126,7 +130,7 @@ static int model_alloc_max(cllm_model *m, const cllm_config *cfg, uint64_t max_p
         cllm_model_free(m);
         return cllm_error(CLLM_ELIMIT, "model too large (%zu parameters)", off);
     }
-    m->params = cllm_calloc_huge(off, sizeof(float));
+    m->params = zero ? cllm_calloc_huge(off, sizeof(float)) : cllm_malloc_huge(off, sizeof(float));
     if (!m->params) { cllm_model_free(m); return CLLM_ENOMEM; }
 
     /* Point the typed views into params, in table order. */
@@ -250,17 +254,113 @@ static int hf_to_gguf_name(const char *hf, char *out, size_t cap, int *perm) {
     return -1;
 }
 
+/* llama.cpp stores the Q and K rows of a llama model with each head's two
+ * RoPE halves interleaved: GGUF row g = h*HS + 2i + t of a head holds HF row
+ * h*HS + t*HS/2 + i (HS even: check_config). */
+static size_t hf_row_of(size_t g, int hs) {
+    size_t h = g / (size_t)hs, w = g % (size_t)hs;
+    return h * (size_t)hs + (w % 2) * (size_t)(hs / 2) + w / 2;
+}
+
 /* Shape comment: rows = NHX*HS (NHX heads of HS rows each), cols per row.
- * to_hf: dst[h*HS + t*HS/2 + i] = src[h*HS + 2i + t]; else the inverse. */
+ * to_hf: dst in HF order from src in GGUF order; else the inverse. */
 static void permute_rows(float *dst, const float *src, int nhx, int hs, size_t cols, int to_hf) {
-    int half = hs / 2;
-    for (int h = 0; h < nhx; h++)
-        for (int i = 0; i < half; i++)
-            for (int t = 0; t < 2; t++) {
-                size_t g = (size_t)h * hs + 2 * i + t, f = (size_t)h * hs + (size_t)t * half + i;
-                if (to_hf) memcpy(dst + f * cols, src + g * cols, cols * sizeof(float));
-                else memcpy(dst + g * cols, src + f * cols, cols * sizeof(float));
-            }
+    for (size_t g = 0; g < (size_t)nhx * (size_t)hs; g++) {
+        size_t f = hf_row_of(g, hs);
+        if (to_hf) memcpy(dst + f * cols, src + g * cols, cols * sizeof(float));
+        else memcpy(dst + g * cols, src + f * cols, cols * sizeof(float));
+    }
+}
+
+/* ---- reading a GGUF's tensors: parts of about 1 MiB on the start-up threads ---- */
+
+enum { LOAD_PART_ELEMS = 1 << 18 };
+
+typedef struct load_part {
+    const cllm_gguf_tensor *t;
+    float *dst;                    /* the whole tensor, HF order */
+    size_t first, n;               /* elements of this part, in the file's order */
+    size_t cols;                   /* elements per row (1 for a vector) */
+    int hs;                        /* > 0: Q/K rows to put in HF order (hf_row_of) */
+} load_part;
+
+typedef struct load_job {
+    const cllm_gguf *g;
+    load_part *parts;
+    int n_parts;
+    size_t raw_bytes, part_elems; /* the largest part's bytes in the file and elements */
+    void **raw;                    /* [threads] the file's bytes of a part */
+    float **rows;                  /* [threads] a permuted part's rows before they go to their places */
+    atomic_int first_fail;         /* the lowest failing part (n_parts: none) */
+    int *fail_part, *fail_rc;      /* [threads] each thread's lowest failing part and its code */
+    char (*fail_msg)[256];         /* ... and its message */
+} load_job;
+
+/* Elements per part of a tensor: a matrix in parts of whole rows (a row is
+ * whole blocks: gguf.c's open checks), a vector in one part. */
+static size_t load_step(const cllm_tensor_info *ti) {
+    size_t cols = (size_t)ti->shape[1];
+    if (ti->n_dims != 2) return ti->numel;
+    return cols < LOAD_PART_ELEMS ? LOAD_PART_ELEMS / cols * cols : cols;
+}
+
+static int load_one_part(load_job *j, const load_part *p, int worker) {
+    if (!j->raw[worker] && !(j->raw[worker] = cllm_malloc(j->raw_bytes))) return CLLM_ENOMEM;
+    if (!p->hs) return cllm_gguf_read_part_f32(j->g, p->t, p->first, p->n, p->dst + p->first, j->raw[worker]);
+    if (!j->rows[worker] && !(j->rows[worker] = cllm_malloc(j->part_elems * sizeof(float)))) return CLLM_ENOMEM;
+    int rc = cllm_gguf_read_part_f32(j->g, p->t, p->first, p->n, j->rows[worker], j->raw[worker]);
+    for (size_t r = 0; !rc && r < p->n / p->cols; r++)
+        memcpy(p->dst + hf_row_of(p->first / p->cols + r, p->hs) * p->cols, j->rows[worker] + r * p->cols,
+               p->cols * sizeof(float));
+    return rc;
+}
+
+/* One part; after a failure, only the parts before it still run, so the
+ * error reported is the first part's to fail whatever the threads do. */
+static void load_task(void *ctx, int task, int worker) {
+    load_job *j = ctx;
+    if (task > atomic_load(&j->first_fail)) return;
+    int rc = load_one_part(j, &j->parts[task], worker);
+    if (!rc) return;
+    int cur = atomic_load(&j->first_fail);
+    while (task < cur && !atomic_compare_exchange_weak(&j->first_fail, &cur, task)) {}
+    if (j->fail_part[worker] < 0 || task < j->fail_part[worker]) {
+        j->fail_part[worker] = task;
+        j->fail_rc[worker] = rc;
+        snprintf(j->fail_msg[worker], sizeof j->fail_msg[worker], "%s", cllm_errmsg());
+    }
+}
+
+static int load_parts(const cllm_gguf *g, load_part *parts, int n_parts) {
+    int threads = cllm_startup_threads(), rc = 0;
+    load_job j = {.g = g, .parts = parts, .n_parts = n_parts};
+    for (int i = 0; i < n_parts; i++) {
+        size_t b = cllm_gguf_part_bytes(parts[i].t, parts[i].n);
+        if (b > j.raw_bytes) j.raw_bytes = b;
+        if (parts[i].hs && parts[i].n > j.part_elems) j.part_elems = parts[i].n;
+    }
+    atomic_init(&j.first_fail, n_parts);
+    j.raw = cllm_calloc((size_t)threads, sizeof *j.raw);
+    j.rows = cllm_calloc((size_t)threads, sizeof *j.rows);
+    j.fail_part = cllm_malloc((size_t)threads * sizeof *j.fail_part);
+    j.fail_rc = cllm_calloc((size_t)threads, sizeof *j.fail_rc);
+    j.fail_msg = cllm_calloc((size_t)threads, sizeof *j.fail_msg);
+    if (!j.raw || !j.rows || !j.fail_part || !j.fail_rc || !j.fail_msg) rc = CLLM_ENOMEM;
+    if (!rc) {
+        for (int w = 0; w < threads; w++) j.fail_part[w] = -1;
+        cllm_startup_parallel(n_parts, load_task, &j);
+        int first = -1;
+        for (int w = 0; w < threads; w++)
+            if (j.fail_part[w] >= 0 && (first < 0 || j.fail_part[w] < j.fail_part[first])) first = w;
+        if (first >= 0) rc = cllm_error(j.fail_rc[first], "%s", j.fail_msg[first]);
+    }
+    for (int w = 0; j.raw && j.rows && w < threads; w++) { free(j.raw[w]); free(j.rows[w]); }
+    free(j.raw);
+    free(j.rows);
+    free(j.fail_part);
+    free(j.fail_rc);
+    free(j.fail_msg);
+    return rc;
 }
 
 static const char *base_name(const char *path) {
@@ -323,7 +423,7 @@ static int load_gguf(cllm_model *m, const char *path) {
     cllm_config c;
     memset(&c, 0, sizeof c);
     cllm_gguf_str s;
-    float *tmp = NULL;
+    load_part *parts = NULL;
     if ((rc = cllm_gguf_get_str(g, "general.architecture", &s))) goto fail;
     if (!arch_supported(s.s)) {
         rc = cllm_error(CLLM_EUNSUP, "%s: architecture \"%.40s\" is not supported (llama, mistral, qwen2)", path, s.s);
@@ -383,7 +483,7 @@ static int load_gguf(cllm_model *m, const char *path) {
         for (int d = 0; d < t->n_dims; d++) ne = ne * (uint64_t)t->ne[d]; /* bounded by the file size */
         held += ne;
     }
-    if ((rc = model_alloc_max(m, &c, held, "the file holds"))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
+    if ((rc = model_alloc_max(m, &c, held, "the file holds", 0))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
 
     /* Every GGUF tensor must be one of the model's, and every model tensor present. */
     int permuted = arch_permuted(A);
@@ -396,8 +496,12 @@ static int load_gguf(cllm_model *m, const char *path) {
             found = !hf_to_gguf_name(m->tensors[j].name, gname, sizeof gname, &perm) && !strcmp(gname, t->name);
         if (!found) { rc = cllm_error(CLLM_EUNSUP, "%s: unexpected tensor %s for a %s model", path, t->name, A); goto fail; }
     }
-    size_t maxn = 0;
-    for (int j = 0; j < m->n_tensors; j++) if (m->tensors[j].numel > maxn) maxn = m->tensors[j].numel;
+    /* every tensor checked, then read in parts on the start-up threads */
+    size_t n_parts = 0;
+    for (int j = 0; j < m->n_tensors; j++) n_parts += (m->tensors[j].numel - 1) / load_step(&m->tensors[j]) + 1;
+    if (n_parts > INT_MAX) { rc = cllm_error(CLLM_ELIMIT, "%s: too many tensor parts to read", path); goto fail; }
+    if (!(parts = cllm_malloc(n_parts * sizeof *parts))) { rc = CLLM_ENOMEM; goto fail; }
+    n_parts = 0;
     for (int j = 0; j < m->n_tensors; j++) {
         const cllm_tensor_info *ti = &m->tensors[j];
         if (hf_to_gguf_name(ti->name, gname, sizeof gname, &perm)) { rc = cllm_error(CLLM_EINVAL, "no GGUF name for %s", ti->name); goto fail; }
@@ -412,16 +516,15 @@ static int load_gguf(cllm_model *m, const char *path) {
                             (long long)(ti->n_dims == 2 ? ti->shape[1] : ti->shape[0]), (long long)(ti->n_dims == 2 ? ti->shape[0] : 1));
             goto fail;
         }
-        float *dst = m->params + ti->offset;
-        if (perm && permuted) {
-            if (!tmp && !(tmp = cllm_malloc(maxn * sizeof(float)))) { rc = CLLM_ENOMEM; goto fail; }
-            if ((rc = cllm_gguf_read_f32(g, t, tmp, ti->numel))) goto fail;
-            permute_rows(dst, tmp, perm == 1 ? c.n_head : c.n_head_kv, c.head_dim,
-                         ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, 1);
-        } else if ((rc = cllm_gguf_read_f32(g, t, dst, ti->numel))) goto fail;
+        size_t cols = ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, step = load_step(ti);
+        int hs = perm && permuted ? c.head_dim : 0;
+        for (size_t e = 0; e < ti->numel; e += step)
+            parts[n_parts++] = (load_part){t, m->params + ti->offset, e, ti->numel - e < step ? ti->numel - e : step,
+                                           cols, hs};
     }
-    free(tmp);
-    tmp = NULL;
+    if ((rc = load_parts(g, parts, (int)n_parts))) goto fail;
+    free(parts);
+    parts = NULL;
     cllm_gguf_drop_file(g);
     if (cllm_gguf_find(g, "tokenizer.ggml.tokens") >= 0) {
         if ((rc = cllm_tokenizer_from_gguf(&m->tok, g))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
@@ -431,7 +534,7 @@ static int load_gguf(cllm_model *m, const char *path) {
     m->src->g = g;
     return 0;
 fail:
-    free(tmp);
+    free(parts);
     cllm_gguf_close(g);
     cllm_model_free(m);
     return rc;
@@ -533,7 +636,7 @@ static int load_hf(cllm_model *m, const char *dir) {
     c.qkv_bias = cllm_st_find(st, "model.layers.0.self_attn.q_proj.bias") != NULL;
     uint64_t held = 0;
     for (int i = 0; i < cllm_st_n_tensors(st); i++) held += cllm_st_tensor_at(st, i)->numel; /* bounded by the file size */
-    if ((rc = model_alloc_max(m, &c, held, "the safetensors files hold"))) { cllm_error_prefix(rc, "%s: ", cfgp); goto out; }
+    if ((rc = model_alloc_max(m, &c, held, "the safetensors files hold", 0))) { cllm_error_prefix(rc, "%s: ", cfgp); goto out; }
     for (int i = 0; i < cllm_st_n_tensors(st); i++) {
         const cllm_st_tensor *t = cllm_st_tensor_at(st, i);
         if (!cllm_model_tensor(m, t->name) && !strstr(t->name, "rotary_emb.inv_freq")) {

@@ -12,7 +12,9 @@
  * so which worker runs a task varies from run to run. Kernels therefore make
  * every task compute a fixed set of outputs in a fixed order (results never
  * depend on the thread count or on scheduling); the worker index only picks
- * a scratch row. If the pool is busy (a kernel called from two threads at
+ * a scratch row. Start-up work (libcore/startup.h) runs on the same pool,
+ * grown past the --threads size for it (kernels_parallel_n); the next
+ * compute job stops the surplus workers, once. If the pool is busy (a kernel called from two threads at
  * once) or a worker cannot be started, the tasks run on the caller.
  */
 #include <cblas.h>
@@ -109,14 +111,20 @@ void kernels_set_threads(int n) {
 
 int kernels_threads(void) { return g_threads; }
 
-void kernels_parallel(int n_tasks, kernels_task_fn fn, void *ctx) {
+void kernels_parallel(int n_tasks, kernels_task_fn fn, void *ctx) { kernels_parallel_n(g_threads, n_tasks, fn, ctx); }
+
+void kernels_parallel_n(int n_threads, int n_tasks, kernels_task_fn fn, void *ctx) {
     pool *p = &g_pool;
     if (n_tasks <= 0) return;
-    if (n_tasks == 1 || g_threads < 2 || pthread_mutex_trylock(&p->busy) != 0) {
+    if (n_threads > POOL_MAX) n_threads = POOL_MAX;
+    if (n_tasks == 1 || n_threads < 2 || pthread_mutex_trylock(&p->busy) != 0) {
         for (int i = 0; i < n_tasks; i++) fn(ctx, i, 0);
         return;
     }
-    pool_grow(p, g_threads - 1);
+    /* every started worker takes part in a job, so a pool grown for a wider
+     * job (start-up work) goes back to this job's size first */
+    if (p->n_workers > n_threads - 1) pool_stop(p);
+    pool_grow(p, n_threads - 1);
     int workers = p->n_workers;
     atomic_store(&p->next, 0);
     if (workers > 0) {

@@ -44,7 +44,7 @@
 extern "C" {
 #include "clock.h"
 #include "cuda_backend.h"
-#include "gguf.h"   /* cllm_f32_to_bf16 */
+#include "startup.h"   /* cllm_startup_f32_to_bf16 */
 }
 
 typedef struct cuda_layer {
@@ -245,9 +245,10 @@ static void *take(arena *a, size_t bytes) {
 }
 
 /* The bf16 weights go up through two pinned buffers of UPLOAD_CHUNK
- * elements: the host converts a chunk into one while the other's copy runs
- * (asynchronous on a stream of the upload's own), where one pageable buffer
- * had each conversion and each copy wait for the other. */
+ * elements: the host converts a chunk into one (on the start-up threads:
+ * startup.h) while the other's copy runs (asynchronous on a stream of the
+ * upload's own), where one pageable buffer had each conversion and each copy
+ * wait for the other. */
 enum { UPLOAD_CHUNK = 4 << 20 };
 typedef struct uploader {
     uint16_t *buf[2];              /* pinned, UPLOAD_CHUNK elements each */
@@ -305,7 +306,7 @@ static int put_bf16(uploader *u, floatX *dst, const float *const *parts, const s
     for (int p = 0; p < n_parts && !rc; p++)
         for (size_t i = 0; i < numel[p] && !rc;) {
             size_t n = numel[p] - i < UPLOAD_CHUNK - u->fill ? numel[p] - i : UPLOAD_CHUNK - u->fill;
-            cllm_f32_to_bf16(parts[p] + i, u->buf[u->cur] + u->fill, n);
+            cllm_startup_f32_to_bf16(parts[p] + i, u->buf[u->cur] + u->fill, n);
             u->fill += n;
             i += n;
             if (u->fill == UPLOAD_CHUNK) rc = uploader_flush(u);

@@ -383,10 +383,30 @@ static void test_writer(void) {
         CHECK_OK(cllm_gguf_get_float(g2, "f", &d)); CHECK((float)d == 1e-5f);
         cllm_gguf_close(g2);
     }
+    /* parts (the start-up threads' reads) equal the whole tensor's; bad bounds
+     * refused; a file cut short after its open: an error, never short data */
+    const cllm_gguf_tensor *tf = cllm_gguf_find_tensor(g, "t.f32"), *th = cllm_gguf_find_tensor(g, "t.f16");
+    float p1[96], p2v[64];
+    unsigned char raw[256];
+    CHECK_OK(cllm_gguf_read_part_f32(g, tf, 32, 64, p1 + 32, NULL));
+    CHECK_OK(cllm_gguf_read_part_f32(g, tf, 0, 32, p1, NULL));
+    CHECK(!memcmp(p1, t1, sizeof t1));
+    CHECK_EQ_INT(cllm_gguf_part_bytes(th, 40), 80);
+    CHECK_OK(cllm_gguf_read_part_f32(g, th, 24, 40, p2v + 24, raw));
+    CHECK_OK(cllm_gguf_read_part_f32(g, th, 0, 24, p2v, raw));
+    CHECK(!memcmp(p2v, r2, sizeof r2));
+    CHECK(cllm_gguf_read_part_f32(g, tf, 90, 7, p1, NULL) == CLLM_EINVAL);
+    CHECK(strstr(cllm_errmsg(), "t.f32") && strstr(cllm_errmsg(), "90..97"));
+    CHECK_EQ_INT(cllm_ggml_block_elems(GGML_T_Q4_1), 32);
+    CHECK_EQ_INT(cllm_ggml_block_elems(4), 0);
+    CHECK_OK(truncate(path, (off_t)(cllm_gguf_data_offset(g) + th->offset + 10)));
+    CHECK(cllm_gguf_read_part_f32(g, th, 0, 64, p2v, raw) == CLLM_ETRUNC);
+    CHECK(strstr(cllm_errmsg(), "t.f16") && strstr(cllm_errmsg(), "file ends early"));
+    CHECK(cllm_gguf_read_f32(g, th, p2v, 64) == CLLM_ETRUNC);
     cllm_gguf_close(g);
     unlink(path);
     unlink(p2);
-    TEST_OK("gguf writer round trip");
+    TEST_OK("gguf writer round trip; tensor parts, and a file cut after its open");
 }
 
 static void test_half(void) {

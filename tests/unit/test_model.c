@@ -12,6 +12,9 @@
  *    (except general.file_type, general.quantization_version and non-string
  *    general.* keys such as general.languages); bf16 output is the rounding of
  *    the fp32 weights;
+ *  - the loader's start-up threads: SmolLM2's parameters bit-equal on 1 and
+ *    3 threads; of two unreadable tensors the first is named, whatever the
+ *    threads do;
  *  - hostile safetensors files each fail with a clear message.
  */
 #include <inttypes.h>
@@ -24,6 +27,7 @@
 #include "gguf.h"
 #include "model.h"
 #include "safetensors.h"
+#include "startup.h"
 #include "tokenizer.h"
 
 static char tmpdir[128];
@@ -146,6 +150,56 @@ static void roundtrip_tiny(const char *arch, int bias, int tied) {
     cllm_model_free(&m);
 }
 
+/* Set the type of tensor name in a GGUF file to type, in its tensor info
+ * (u64 name length, the name, u32 n_dims, n_dims u64 ne, u32 type). */
+static int patch_tensor_type(const char *path, const char *name, uint32_t type) {
+    FILE *f = fopen(path, "r+b");
+    if (!f) return -1;
+    static unsigned char b[1 << 16];
+    size_t n = fread(b, 1, sizeof b, f), len = strlen(name);
+    int rc = -1;
+    for (size_t i = 8; i + len + 4 <= n && rc; i++) {
+        uint64_t l;
+        memcpy(&l, b + i - 8, 8);
+        if (l != len || memcmp(b + i, name, len)) continue;
+        uint32_t nd;
+        memcpy(&nd, b + i + len, 4);
+        size_t at = i + len + 4 + 8 * (size_t)nd;
+        rc = nd < 1 || nd > 4 || fseek(f, (long)at, SEEK_SET) || fwrite(&type, 4, 1, f) != 1 ? -1 : 0;
+    }
+    return fclose(f) || rc ? -1 : 0;
+}
+
+/* The loader reads in parts on the start-up threads (startup.h): with two
+ * tensors it cannot read, the error names the first in the model's order,
+ * however the threads run (I8 is a ggml type no loader dequantizes). */
+static void test_load_threads_error(void) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.arch, sizeof c.arch, "llama");
+    c.n_layer = 2; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = 40;
+    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.bos_id = 1; c.eos_id = 2; c.pad_id = 0;
+    cllm_model m, g;
+    CHECK_OK(cllm_model_alloc(&m, &c));
+    fill_random(&m, 7);
+    const char *gp = tmp("bad-types.gguf");
+    CHECK_OK(cllm_model_save(&m, gp, "f32"));
+    cllm_model_free(&m);
+    CHECK_OK(patch_tensor_type(gp, "blk.1.ffn_down.weight", 24));
+    CHECK_OK(patch_tensor_type(gp, "blk.0.attn_k.weight", 24));
+    int same = 0, tries = 20;
+    cllm_set_startup_threads(3);
+    for (int i = 0; i < tries; i++) {
+        int rc = cllm_model_load(&g, gp);
+        same += rc == CLLM_EUNSUP && strstr(cllm_errmsg(), "blk.0.attn_k.weight has type I8") != NULL;
+        if (i == 0) CHECK_MSG(same == 1, "rc %d: %s", rc, cllm_errmsg());
+        CHECK(g.params == NULL);
+    }
+    cllm_set_startup_threads(0);
+    CHECK_EQ_INT(same, tries);
+    TEST_OK("GGUF load on 3 threads: of two unreadable tensors, the first in the model's order is named");
+}
+
 static void test_tiny(void) {
     roundtrip_tiny("llama", 1, 0);
     roundtrip_tiny("llama", 0, 1);
@@ -231,6 +285,17 @@ static void test_real(void) {
     CHECK(m.tok != NULL);
     check_hf_golden(&m);
     TEST_OK("real GGUF loads; Q/K un-permutation equals HF transformers");
+
+    /* the start-up threads: every parameter bit-equal on 1 thread and on 3 */
+    for (int th = 1; th <= 3; th += 2) {
+        cllm_set_startup_threads(th);
+        CHECK_OK(cllm_model_load(&r, path));
+        CHECK_EQ_INT(cllm_startup_threads(), th);
+        if (r.params) CHECK_MSG(same_model(&m, &r, th == 1 ? "1 thread" : "3 threads"), "start-up threads %d", th);
+        cllm_model_free(&r);
+    }
+    cllm_set_startup_threads(0);
+    TEST_OK("real GGUF: the same parameters loaded on 1, 3 and the default start-up threads");
 
     /* GGUF -> HF directory -> model */
     const char *hp = tmp("smol-hf"), *gp = tmp("smol-rt.gguf"), *bp = tmp("smol-bf16.gguf");
@@ -385,6 +450,7 @@ int main(void) {
     mkdir(tmpdir, 0700);
     test_alloc();
     test_tiny();
+    test_load_threads_error();
     test_bad_safetensors();
     test_sharded();
     test_real();
