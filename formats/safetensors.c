@@ -327,32 +327,48 @@ int cllm_st_metadata_at(const cllm_st *st, size_t i, const char **key, const cha
     return 0;
 }
 
-int cllm_st_read_f32(cllm_st *st, const cllm_st_tensor *t, float *dst, size_t numel) {
-    const st_file *f = &st->files[t->file];
-    if (t->numel != numel)
-        return cllm_error(CLLM_EINVAL, "%s: tensor %s has %" PRIu64 " elements, caller expected %zu", f->path, t->name, t->numel, numel);
+size_t cllm_st_part_bytes(const cllm_st_tensor *t, size_t n) {
+    return t->dtype >= 0 && t->dtype < CLLM_ST_NDTYPE ? n * (size_t)dtypes[t->dtype].size : 0;
+}
+
+static int ggml_type_of(const cllm_st *st, const cllm_st_tensor *t) {
     int gtype = t->dtype == CLLM_ST_F32 ? GGML_T_F32 : t->dtype == CLLM_ST_F16 ? GGML_T_F16 :
                 t->dtype == CLLM_ST_BF16 ? GGML_T_BF16 : -1;
     if (gtype < 0)
-        return cllm_error(CLLM_EUNSUP, "%s: tensor %s has dtype %s (supported: F32, F16, BF16)", f->path, t->name, dtypes[t->dtype].name);
-    if (t->dtype == CLLM_ST_F32) {
-        if (read_full(f->fd, dst, numel * 4, f->data_start + t->begin))
-            return cllm_error(errno ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", f->path, t->name,
-                              errno ? strerror(errno) : "file ends early (changed while read?)");
-        return 0;
-    }
+        return cllm_error(CLLM_EUNSUP, "%s: tensor %s has dtype %s (supported: F32, F16, BF16)",
+                          st->files[t->file].path, t->name, dtypes[t->dtype].name);
+    return gtype;
+}
+
+int cllm_st_read_part_f32(const cllm_st *st, const cllm_st_tensor *t, size_t first, size_t n, float *dst, void *raw) {
+    const st_file *f = &st->files[t->file];
+    int gtype = ggml_type_of(st, t);
+    if (gtype < 0) return gtype;
+    if (first > t->numel || n > t->numel - first)
+        return cllm_error(CLLM_EINVAL, "%s: tensor %s: elements %zu..%zu are not inside its %" PRIu64, f->path,
+                          t->name, first, first + n, t->numel);
+    size_t esz = (size_t)dtypes[t->dtype].size;
+    void *to = t->dtype == CLLM_ST_F32 ? (void *)dst : raw;   /* little-endian host: F32 as stored */
+    if (read_full(f->fd, to, n * esz, f->data_start + t->begin + first * esz))
+        return cllm_error(errno ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", f->path, t->name,
+                          errno ? strerror(errno) : "file ends early (changed while read?)");
+    return t->dtype == CLLM_ST_F32 ? 0 : cllm_dequantize(gtype, raw, dst, n);
+}
+
+int cllm_st_read_f32(cllm_st *st, const cllm_st_tensor *t, float *dst, size_t numel) {
+    if (t->numel != numel)
+        return cllm_error(CLLM_EINVAL, "%s: tensor %s has %" PRIu64 " elements, caller expected %zu",
+                          st->files[t->file].path, t->name, t->numel, numel);
+    int rc = ggml_type_of(st, t);
+    if (rc < 0) return rc;
+    if (t->dtype == CLLM_ST_F32) return cllm_st_read_part_f32(st, t, 0, numel, dst, NULL);
     enum { CH = 1 << 18 };
-    uint16_t *buf = cllm_malloc(CH * sizeof *buf);
-    if (!buf) return CLLM_ENOMEM;
-    int rc = 0;
-    for (size_t i = 0; i < numel && !rc; i += CH) {
-        size_t k = numel - i < CH ? numel - i : CH;
-        if (read_full(f->fd, buf, k * 2, f->data_start + t->begin + i * 2))
-            rc = cllm_error(errno ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", f->path, t->name,
-                            errno ? strerror(errno) : "file ends early (changed while read?)");
-        else rc = cllm_dequantize(gtype, buf, dst + i, k);
-    }
-    free(buf);
+    void *raw = cllm_malloc(cllm_st_part_bytes(t, CH));
+    if (!raw) return CLLM_ENOMEM;
+    rc = 0;
+    for (size_t i = 0; i < numel && !rc; i += CH)
+        rc = cllm_st_read_part_f32(st, t, i, numel - i < CH ? numel - i : CH, dst + i, raw);
+    free(raw);
     return rc;
 }
 

@@ -58,6 +58,11 @@ int cllm_st_metadata_at(const cllm_st *st, size_t i, const char **key, const cha
 
 /* Read tensor t converted to fp32 (F32, F16, BF16 only). */
 int cllm_st_read_f32(cllm_st *st, const cllm_st_tensor *t, float *dst, size_t numel);
+/* Elements [first, first + n) of tensor t converted to fp32 into dst; raw:
+ * scratch of cllm_st_part_bytes(t, n) bytes (unused for F32). Reads with
+ * pread: threads may read parts of one open file at once. */
+int cllm_st_read_part_f32(const cllm_st *st, const cllm_st_tensor *t, size_t first, size_t n, float *dst, void *raw);
+size_t cllm_st_part_bytes(const cllm_st_tensor *t, size_t n);
 
 const char *cllm_st_dtype_name(int dtype);
 

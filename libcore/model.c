@@ -272,12 +272,13 @@ static void permute_rows(float *dst, const float *src, int nhx, int hs, size_t c
     }
 }
 
-/* ---- reading a GGUF's tensors: parts of about 1 MiB on the start-up threads ---- */
+/* ---- reading a model file's tensors: parts of about 1 MiB on the start-up threads ---- */
 
 enum { LOAD_PART_ELEMS = 1 << 18 };
 
 typedef struct load_part {
-    const cllm_gguf_tensor *t;
+    const cllm_gguf_tensor *t;     /* a GGUF tensor, or */
+    const cllm_st_tensor *st_t;    /* a safetensors one */
     float *dst;                    /* the whole tensor, HF order */
     size_t first, n;               /* elements of this part, in the file's order */
     size_t cols;                   /* elements per row (1 for a vector) */
@@ -285,7 +286,8 @@ typedef struct load_part {
 } load_part;
 
 typedef struct load_job {
-    const cllm_gguf *g;
+    const cllm_gguf *g;            /* the file the parts' tensors are in */
+    const cllm_st *st;
     load_part *parts;
     int n_parts;
     size_t raw_bytes, part_elems; /* the largest part's bytes in the file and elements */
@@ -304,11 +306,20 @@ static size_t load_step(const cllm_tensor_info *ti) {
     return cols < LOAD_PART_ELEMS ? LOAD_PART_ELEMS / cols * cols : cols;
 }
 
+static size_t part_bytes(const load_part *p) {
+    return p->t ? cllm_gguf_part_bytes(p->t, p->n) : cllm_st_part_bytes(p->st_t, p->n);
+}
+
+static int read_part(const load_job *j, const load_part *p, float *dst, void *raw) {
+    return p->t ? cllm_gguf_read_part_f32(j->g, p->t, p->first, p->n, dst, raw)
+                : cllm_st_read_part_f32(j->st, p->st_t, p->first, p->n, dst, raw);
+}
+
 static int load_one_part(load_job *j, const load_part *p, int worker) {
     if (!j->raw[worker] && !(j->raw[worker] = cllm_malloc(j->raw_bytes))) return CLLM_ENOMEM;
-    if (!p->hs) return cllm_gguf_read_part_f32(j->g, p->t, p->first, p->n, p->dst + p->first, j->raw[worker]);
+    if (!p->hs) return read_part(j, p, p->dst + p->first, j->raw[worker]);
     if (!j->rows[worker] && !(j->rows[worker] = cllm_malloc(j->part_elems * sizeof(float)))) return CLLM_ENOMEM;
-    int rc = cllm_gguf_read_part_f32(j->g, p->t, p->first, p->n, j->rows[worker], j->raw[worker]);
+    int rc = read_part(j, p, j->rows[worker], j->raw[worker]);
     for (size_t r = 0; !rc && r < p->n / p->cols; r++)
         memcpy(p->dst + hf_row_of(p->first / p->cols + r, p->hs) * p->cols, j->rows[worker] + r * p->cols,
                p->cols * sizeof(float));
@@ -331,11 +342,12 @@ static void load_task(void *ctx, int task, int worker) {
     }
 }
 
-static int load_parts(const cllm_gguf *g, load_part *parts, int n_parts) {
+/* Read every part (the tensors of g or of st) on the start-up threads. */
+static int load_parts(const cllm_gguf *g, const cllm_st *st, load_part *parts, int n_parts) {
     int threads = cllm_startup_threads(), rc = 0;
-    load_job j = {.g = g, .parts = parts, .n_parts = n_parts};
+    load_job j = {.g = g, .st = st, .parts = parts, .n_parts = n_parts};
     for (int i = 0; i < n_parts; i++) {
-        size_t b = cllm_gguf_part_bytes(parts[i].t, parts[i].n);
+        size_t b = part_bytes(&parts[i]);
         if (b > j.raw_bytes) j.raw_bytes = b;
         if (parts[i].hs && parts[i].n > j.part_elems) j.part_elems = parts[i].n;
     }
@@ -519,10 +531,10 @@ static int load_gguf(cllm_model *m, const char *path) {
         size_t cols = ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, step = load_step(ti);
         int hs = perm && permuted ? c.head_dim : 0;
         for (size_t e = 0; e < ti->numel; e += step)
-            parts[n_parts++] = (load_part){t, m->params + ti->offset, e, ti->numel - e < step ? ti->numel - e : step,
-                                           cols, hs};
+            parts[n_parts++] = (load_part){t, NULL, m->params + ti->offset, e,
+                                           ti->numel - e < step ? ti->numel - e : step, cols, hs};
     }
-    if ((rc = load_parts(g, parts, (int)n_parts))) goto fail;
+    if ((rc = load_parts(g, NULL, parts, (int)n_parts))) goto fail;
     free(parts);
     parts = NULL;
     cllm_gguf_drop_file(g);
@@ -588,6 +600,7 @@ static int load_hf(cllm_model *m, const char *dir) {
     json_error_t je;
     json_t *cfg = json_load_file(cfgp, 0, &je);
     cllm_st *st = NULL;
+    load_part *parts = NULL;
     int rc = 0;
     if (!cfg) { rc = cllm_error(CLLM_EFORMAT, "%s: %s (line %d)", cfgp, je.text, je.line); goto out; }
     if (!json_is_object(cfg)) { rc = cllm_error(CLLM_EFORMAT, "%s: not a JSON object", cfgp); goto out; }
@@ -644,6 +657,12 @@ static int load_hf(cllm_model *m, const char *dir) {
             goto out;
         }
     }
+    /* every tensor checked, then read in parts on the start-up threads */
+    size_t n_parts = 0;
+    for (int j = 0; j < m->n_tensors; j++) n_parts += (m->tensors[j].numel - 1) / load_step(&m->tensors[j]) + 1;
+    if (n_parts > INT_MAX) { rc = cllm_error(CLLM_ELIMIT, "%s: too many tensor parts to read", dir); goto out; }
+    if (!(parts = cllm_malloc(n_parts * sizeof *parts))) { rc = CLLM_ENOMEM; goto out; }
+    n_parts = 0;
     for (int j = 0; j < m->n_tensors; j++) {
         const cllm_tensor_info *ti = &m->tensors[j];
         const cllm_st_tensor *t = cllm_st_find(st, ti->name);
@@ -654,8 +673,12 @@ static int load_hf(cllm_model *m, const char *dir) {
                             (long long)ti->shape[0], (long long)ti->shape[1]);
             goto out;
         }
-        if ((rc = cllm_st_read_f32(st, t, m->params + ti->offset, ti->numel))) goto out;
+        size_t cols = ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, step = load_step(ti);
+        for (size_t e = 0; e < ti->numel; e += step)
+            parts[n_parts++] = (load_part){NULL, t, m->params + ti->offset, e,
+                                           ti->numel - e < step ? ti->numel - e : step, cols, 0};
     }
+    if ((rc = load_parts(NULL, st, parts, (int)n_parts))) goto out;
     char *tokp = path_join(dir, "tokenizer.json");
     if (!tokp) { rc = CLLM_ENOMEM; goto out; }
     int has_tok = access(tokp, R_OK) == 0;
@@ -670,6 +693,7 @@ static int load_hf(cllm_model *m, const char *dir) {
         if (!cllm_st_metadata_at(st, i, &k, &v)) json_object_set_new(m->src->meta, k, json_string(v));
     }
 out:
+    free(parts);
     cllm_st_close(st);
     json_decref(cfg);
     free(cfgp);

@@ -297,6 +297,28 @@ static void test_real(void) {
     cllm_set_startup_threads(0);
     TEST_OK("real GGUF: the same parameters loaded on 1, 3 and the default start-up threads");
 
+    /* an HF directory of bf16 tensors: the bf16 rounding of every matrix, on 1 and 3 threads */
+    const char *hbf = tmp("smol-hf-bf16");
+    CHECK_OK(cllm_model_save(&m, hbf, "bf16"));
+    for (int th = 1; th <= 3; th += 2) {
+        cllm_set_startup_threads(th);
+        CHECK_OK(cllm_model_load(&r, hbf));
+        size_t bad = 0;
+        for (int i = 0; r.params && i < m.n_tensors; i++) {
+            const cllm_tensor_info *t = &m.tensors[i];
+            float *want = malloc(t->numel * sizeof(float));
+            if (!want) { bad++; continue; }
+            memcpy(want, m.params + t->offset, t->numel * sizeof(float));
+            if (t->n_dims == 2) cllm_f32_round_bf16(want, t->numel);
+            bad += memcmp(want, r.params + t->offset, t->numel * sizeof(float)) != 0;
+            free(want);
+        }
+        CHECK_MSG(r.params && bad == 0, "start-up threads %d: %zu tensors differ", th, bad);
+        cllm_model_free(&r);
+    }
+    cllm_set_startup_threads(0);
+    TEST_OK("HF bf16 directory: every tensor the rounding of the source's, on 1 and 3 start-up threads");
+
     /* GGUF -> HF directory -> model */
     const char *hp = tmp("smol-hf"), *gp = tmp("smol-rt.gguf"), *bp = tmp("smol-bf16.gguf");
     CHECK_OK(cllm_model_save(&m, hp, "f32"));
@@ -440,9 +462,25 @@ static void test_sharded(void) {
         CHECK_OK(cllm_st_read_f32(st, cllm_st_find(st, "a"), ra, 4));
         CHECK_OK(cllm_st_read_f32(st, cllm_st_find(st, "b"), rb, 2));
         CHECK(!memcmp(ra, a, sizeof a) && rb[0] == 5 && rb[1] == 6);
+        /* parts (the loader's reads on the start-up threads) equal the whole */
+        const cllm_st_tensor *t = cllm_st_find(st, "a"), *u = cllm_st_find(st, "b");
+        uint16_t raw[2];
+        float pa[4] = {0}, pb[2] = {0};
+        CHECK_OK(cllm_st_read_part_f32(st, t, 1, 3, pa + 1, NULL));
+        CHECK_OK(cllm_st_read_part_f32(st, t, 0, 1, pa, NULL));
+        CHECK(!memcmp(pa, a, sizeof a));
+        CHECK_EQ_INT(cllm_st_part_bytes(u, 2), 4);
+        CHECK_OK(cllm_st_read_part_f32(st, u, 1, 1, pb + 1, raw));
+        CHECK(pb[0] == 0 && pb[1] == 6);
+        CHECK(cllm_st_read_part_f32(st, t, 3, 2, pa, NULL) == CLLM_EINVAL);
+        CHECK(strstr(cllm_errmsg(), "tensor a") && strstr(cllm_errmsg(), "3..5"));
+        /* a shard cut after its open: an error, never short data */
+        CHECK_OK(truncate(tmp("sharded/m-2.safetensors"), 8));
+        CHECK(cllm_st_read_part_f32(st, u, 0, 2, pb, raw) == CLLM_ETRUNC);
+        CHECK(strstr(cllm_errmsg(), "file ends early") != NULL);
         cllm_st_close(st);
     }
-    TEST_OK("safetensors shards");
+    TEST_OK("safetensors shards; tensor parts, and a shard cut after its open");
 }
 
 int main(void) {
