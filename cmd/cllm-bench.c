@@ -32,6 +32,7 @@ static void usage(FILE *f) {
         "      --init prompt|pad|last  Jacobi initial guess [prompt]\n"
         "      --seed S            seed of the initial guesses [0]\n"
         "      --field NAME        prompt text field of JSONL objects and prompt records\n"
+        "      --answer-field NAME reference answer field [answer]\n"
         "      --template T        gsm8k, raw, chat, or a string with {field} placeholders\n"
         "      --chat              wrap each prompt in the model's chat template\n"
         "      --lines             read FILE as text lines, one prompt per line\n"

@@ -1190,6 +1190,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             goto out;
         }
     }
+    if (step < total)   /* a pipe, read once, ran out before --max-steps */
+        cllm_warn("the input ended after step %lld of %lld (--max-steps): the learning-rate schedule was cut short",
+                  (long long)step, (long long)total);
 #if CLLM_CUDA
     if (on_cuda && (rc = cu_to_host(&t))) goto out;
 #endif

@@ -117,6 +117,12 @@ for extra in "" "--ar-weight 0 --consistency-mean"; do
     echo "fork == separate passes ($extra): $(tail -1 "$T/d"), losses equal to 1e-6"
 done
 "$B/cllm-train" -m "$T/sft" -o "$T/cllm-local" --loss local --use-labels --lr 1e-3 --max-steps 4 --batch 3 --grad-accum 2 -t 1 -q < "$T/traj.zst" > /dev/null
+# A pipe that runs out before --max-steps: the steps it holds, a warning, the model written.
+cat "$T/traj.zst" | "$B/cllm-train" -m "$T/sft" -o "$T/dry.gguf" --lr 1e-3 --max-steps 1000 --batch 2 -t 1 -q > "$T/dry.zst" 2> "$T/dry.err" \
+    || fail "a pipe that runs dry: exit $?"
+grep -q "warning: the input ended after step [0-9]* of 1000" "$T/dry.err" && [ -s "$T/dry.gguf" ] \
+    || fail "a pipe that runs dry: no warning or no model ($(cat "$T/dry.err"))"
+echo "pipe run dry: $(cat "$T/dry.err")"
 echo "What is 2+2?" | "$B/cllm-gen" -m "$T/cllm.gguf" --lines --max-new-tokens 4 > /dev/null || fail "GGUF output does not load"
 echo "What is 2+2?" | "$B/cllm-gen" -m "$T/cllm-local" --lines --max-new-tokens 4 > /dev/null || fail "HF output does not load"
 # A stream from a model with another tokenizer is refused.
