@@ -10,6 +10,7 @@
  * row's, so the check is stricter than on the full row.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,43 @@ static void test_threads(const cllm_model *m) {
     cllm_kv_free(&kv);
     cllm_fwd_free(&f);
     TEST_OK("threads");
+}
+
+/* The pool's sizes: a wider job (start-up work, kernels_parallel_n) grows it;
+ * the next job at the --threads size runs on that many threads only (its
+ * callers size per-thread scratch by kernels_threads()). Each task waits
+ * 0.5 ms, so that every started worker takes some. */
+typedef struct pool_probe { int runs[64]; int max_worker; pthread_mutex_t mu; } pool_probe;
+
+static void probe_task(void *ctx, int task, int worker) {
+    pool_probe *p = ctx;
+    usleep(500);
+    pthread_mutex_lock(&p->mu);
+    p->runs[task]++;
+    if (worker > p->max_worker) p->max_worker = worker;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int probe(int n_threads, int wide) {
+    pool_probe p = {.max_worker = -1, .mu = PTHREAD_MUTEX_INITIALIZER};
+    if (wide) kernels_parallel_n(n_threads, 64, probe_task, &p);
+    else kernels_parallel(64, probe_task, &p);
+    for (int i = 0; i < 64; i++) CHECK_MSG(p.runs[i] == 1, "task %d ran %d times", i, p.runs[i]);
+    return p.max_worker;
+}
+
+static void test_pool_sizes(void) {
+    kernels_set_threads(2);
+    int w = probe(5, 1);
+    CHECK_MSG(w >= 2 && w <= 4, "a job on 5 threads: workers up to %d", w);
+    w = probe(2, 0);
+    CHECK_MSG(w <= 1, "the next job at --threads 2 ran on worker %d", w);
+    CHECK_EQ_INT(probe(1, 1), 0);
+    kernels_set_threads(3);
+    w = probe(3, 0);
+    CHECK_MSG(w >= 1 && w <= 2, "--threads 3: workers up to %d", w);
+    kernels_set_threads(2);
+    TEST_OK("pool: grown for a wide job, back to --threads for the next");
 }
 
 /* A ragged batch (a Jacobi window, an AR step, a prompt chunk with only its
@@ -438,6 +476,7 @@ int main(void) {
     test_tiny_golden(&m);
     test_rollback(&m);
     test_threads(&m);
+    test_pool_sizes();
     test_errors(&m);
     test_batch(&m, "tiny-qwen2");
     test_grow(&m);
