@@ -116,6 +116,10 @@ unsigned long long cllm_cuda_fwd_pad_rows(const cllm_cuda_fwd *f);
 /* 1 when a row's results never depend on the other rows of its call, nor
  * on the call's size or its mix of prompt and decoding rows (cllm_fwd_batch_invariant) */
 int cllm_cuda_fwd_batch_invariant(const cllm_cuda_fwd *f);
+/* 1 when every call's products take one route whatever the call holds
+ * (cllm_fwd_one_route): the fixed-order kernel for every call, or cuBLAS
+ * for every call (CLLM_CUDA_GEMM_ROWS set); never with the few-row path */
+int cllm_cuda_fwd_one_route(const cllm_cuda_fwd *f);
 /* Calls enqueued (op by op or into a graph) with the fixed-order route's
  * fused epilogues (matmul.cu; tests). */
 unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f);

@@ -425,6 +425,13 @@ int cllm_fwd_batch_invariant(const cllm_fwd *f) {
     return 1;
 }
 
+int cllm_fwd_one_route(const cllm_fwd *f) {
+#if CLLM_CUDA
+    if (f->device == CLLM_DEVICE_CUDA) return cllm_cuda_fwd_one_route(f->cuda);
+#endif
+    return 1;
+}
+
 int cllm_forward(cllm_fwd *f, cllm_kv *kv, int seq, int pos, const int *tokens, int T,
                  int lm_from) {
     cllm_fwd_seq s = {seq, pos, T, lm_from};

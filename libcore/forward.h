@@ -168,6 +168,15 @@ int cllm_forward_batch(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
  * CLLM_FWD_INVARIANT's), so a caller may put prompt chunks and decoding steps in
  * one call without changing any result. */
 int cllm_fwd_batch_invariant(const cllm_fwd *f);
+/* 1 when every call's products take one route whatever the call holds, so
+ * a caller may put prompt chunks in its decoding steps' calls without a
+ * decoding sequence changing route from call to call: every batch-invariant
+ * forward, and CUDA states that send every product through cuBLAS
+ * (CLLM_CUDA_GEMM_ROWS=0: a row's bits may then depend on the call's size,
+ * whichever rows it holds). Else (cllm-traj's default on CUDA: cuBLAS for
+ * calls of decoding rows only, the fixed-order kernel for calls with prompt
+ * rows) prompt chunks need calls of their own. */
+int cllm_fwd_one_route(const cllm_fwd *f);
 
 /* The one-sequence case: tokens (T) of sequence seq at positions
  * pos..pos+T-1, LM head for rows lm_from..T-1 (row t of f->logits and

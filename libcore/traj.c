@@ -354,17 +354,17 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
 }
 
 /* One tick: every active slot one step, in as few calls as the row limit
- * allows. Where the forward is batch-invariant (cllm_fwd_batch_invariant:
- * the CPU, CUDA's fixed-order route) the Jacobi windows and the prompt
- * chunks share the calls: one call a tick, where prompt chunks would
- * otherwise cost a forward pass of their own. Else the windows go first,
- * in calls of their own (on CUDA's cuBLAS route a call with prompt rows
- * takes the fixed-order products, and a window must not change route from
- * tick to tick), then the prompt chunks. A window is never split; a prompt
+ * allows. Where every call takes one route (cllm_fwd_one_route: the CPU,
+ * CUDA's fixed-order route, CUDA with every product through cuBLAS) the
+ * Jacobi windows and the prompt chunks share the calls: one call a tick,
+ * where prompt chunks would otherwise cost a forward pass of their own.
+ * Else the windows go first, in calls of their own (cllm-traj's default on
+ * CUDA: a call with prompt rows takes the fixed-order products, and a
+ * window must not change route from tick to tick), then the prompt chunks. A window is never split; a prompt
  * chunk is shortened to the room left. (The backend pads a call to one of
  * a few row counts, so that it replays a captured graph.) */
 static int tick(eng *e, int *active) {
-    int batch = e->o->batch, rc = 0, mixed = cllm_fwd_batch_invariant(&e->f);
+    int batch = e->o->batch, rc = 0, mixed = cllm_fwd_one_route(&e->f);
     *active = 0;
     for (int i = 0; i < batch; i++) *active += e->slots[i].active;
     if (*active) e->st.ticks++;

@@ -46,7 +46,9 @@
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
 #             prompts: trajectory tokens/s (the windows' products through
 #             cuBLAS), three times (the median; the repeats' records equal
-#             to the first's), then baselines in the same run: --batch-invariant
+#             to the first's), the start-up alone, every product through
+#             cuBLAS (CLLM_CUDA_GEMM_ROWS=0: the prompt chunks in the
+#             windows' calls), then baselines in the same run: --batch-invariant
 #             (every product through the fixed-order kernel), the same with
 #             its row tiles by shape (same records required) and with round
 #             5's K slices and tiles;
@@ -624,6 +626,12 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         P1=$(date +%s.%N)
         grep -E 'CUDA start-up|CUDA forward state' "$tmp/p0.err" | tee -a "$sum"
         awk -v a="$P0" -v b="$P1" 'BEGIN { printf "BENCH cllm-traj --device cuda start-up alone (no prompts): %.2f s\n", b - a }' | tee -a "$sum"
+        # every product through cuBLAS (CLLM_CUDA_GEMM_ROWS=0): one route for every call, so a
+        # tick's prompt chunks ride in the windows' call (one call a tick) instead of a call of
+        # their own through the fixed-order kernel; not yet measured (session 14): the candidate
+        # for the default if it beats it here
+        traj64_baseline "CLLM_CUDA_GEMM_ROWS=0 (cuBLAS for every call, one call a tick)" 0 "$tmp/t512g.zst" \
+            CLLM_CUDA_GEMM_ROWS=0
         # --batch-invariant (every product through the fixed-order kernel, its records independent of
         # --batch by construction) against the default (the windows' products through cuBLAS): what
         # the guarantee costs; then its kernel's settings before round 6 (K slices of 192, row tiles

@@ -566,6 +566,13 @@ extern "C" int cllm_cuda_fwd_batch_invariant(const cllm_cuda_fwd *f) {
     return s->fixed_order_ok && s->fixed_order_all;
 }
 
+extern "C" int cllm_cuda_fwd_one_route(const cllm_cuda_fwd *f) {
+    const struct cllm_cuda_state *s = f->st;
+    if (s->mm16) return 0;                     /* calls of up to 16 decoding rows take matmul16.cu */
+    if (s->gemm_rows >= 0) return 1;           /* every product of every call through cuBLAS */
+    return s->fixed_order_ok && s->fixed_order_all;
+}
+
 extern "C" unsigned long long cllm_cuda_fwd_fused_enqueues(const cllm_cuda_fwd *f) {
     return f && f->st ? f->st->stats.fused_enqueues : 0;
 }

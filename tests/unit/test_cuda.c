@@ -263,14 +263,24 @@ out:
  * without it (the windows' calls through cuBLAS) whether they are is printed
  * (cuBLAS picks its sums by shape: near-ties may fall the other way). Returns
  * the trajectory tokens/s of the batched run (0 on failure). */
+/* route: 0 cllm-traj's default, 1 --batch-invariant, 2 every product
+ * through cuBLAS (CLLM_CUDA_GEMM_ROWS=0: one route, so the prompt chunks
+ * share the windows' calls) */
+enum { ROUTE_DEFAULT, ROUTE_INVARIANT, ROUTE_CUBLAS };
+static const char *const route_name[] = {"", " (batch-invariant)", " (cuBLAS for every call)"};
+
 static double traj_batches(const char *name, const cllm_model *m, const char *jsonl, int n, int new_tokens,
-                           int batch_b, int invariant) {
+                           int batch_b, int route) {
+    int invariant = route == ROUTE_INVARIANT, one_route = route != ROUTE_DEFAULT;
     char out1[64], outb[64];
     snprintf(out1, sizeof out1, "/tmp/test_cuda_traj1.%d", (int)getpid());
     snprintf(outb, sizeof outb, "/tmp/test_cuda_trajb.%d", (int)getpid());
     char *argv[] = {"test_cuda", NULL};
     double rate = 0;
-    for (int k = 0; k < 2; k++) {
+    /* every product through cuBLAS: only the batch's run (its calls a tick); its records may
+     * part from --batch 1's at near-ties on a GPU, as the default's may */
+    int k0 = route == ROUTE_CUBLAS;
+    for (int k = k0; k < 2; k++) {
         cllm_prompt_opts po;
         memset(&po, 0, sizeof po);
         cllm_prompts *src = NULL;
@@ -284,6 +294,7 @@ static double traj_batches(const char *name, const cllm_model *m, const char *js
         o.batch = k ? batch_b : 1;
         o.batch_invariant = invariant;
         o.device = test_device;
+        if (route == ROUTE_CUBLAS) setenv("CLLM_CUDA_GEMM_ROWS", "0", 1);
         o.output = k ? outb : out1;
         o.force = 1;
         o.argc = 1;
@@ -292,33 +303,39 @@ static double traj_batches(const char *name, const cllm_model *m, const char *js
         double t0 = cllm_now_s();
         CHECK_OK(cllm_traj_run(m, src, &o, &st));
         double dt = cllm_now_s() - t0;
+        if (route == ROUTE_CUBLAS) unsetenv("CLLM_CUDA_GEMM_ROWS");
         cllm_prompts_close(src);
         printf("%s: cllm-traj engine on the %s%s, batch %d: %llu prompts, %llu tokens, %llu forwards in %llu "
                "calls over %llu ticks, %.3f s = %.0f trajectory tokens/s\n", name, DEV_NAME,
-               invariant ? " (batch-invariant)" : "", o.batch, (unsigned long long)st.prompts,
+               route_name[route], o.batch, (unsigned long long)st.prompts,
                (unsigned long long)st.tokens, (unsigned long long)st.forwards, (unsigned long long)st.calls,
                (unsigned long long)st.ticks, dt, st.tokens / dt);
         if (k) rate = st.tokens / dt;
-        /* the route taken: a batch-invariant forward lets a tick's prompt chunks share the
-         * windows' call (one call a tick where the rows fit: 74 calls over 73 ticks for the tiny
-         * models' 12 prompts of up to 90 ids); cuBLAS' route gives them calls of their own, so a
-         * batch whose prompts start while others iterate makes about a call more per prompt
-         * (80 over 73 and 76 over 69 above, traj.c made to ignore the flag). The line: a 40th of
-         * the ticks. (On the CPU, batch-invariant always, the flag changes nothing.) */
+        /* the route taken: one route for every call (batch-invariant, or cuBLAS for all) lets a
+         * tick's prompt chunks share the windows' call (one call a tick where the rows fit: 74
+         * calls over 73 ticks for the tiny models' 12 prompts of up to 90 ids); the default's
+         * two routes give them calls of their own, so a batch whose prompts start while others
+         * iterate makes about a call more per prompt (80 over 73 and 76 over 69 above, traj.c
+         * made to ignore the flag). The line: a 40th of the ticks. (On the CPU, one route
+         * always, the flag changes nothing.) */
         unsigned long long extra = st.calls > st.ticks ? st.calls - st.ticks : 0;
-        if (k && invariant)
-            CHECK_MSG(extra * 40 <= st.ticks, "%s: --batch-invariant: %llu calls over %llu ticks", name,
+        if (k && one_route)
+            CHECK_MSG(extra * 40 <= st.ticks, "%s: one route%s: %llu calls over %llu ticks", name, route_name[route],
                       (unsigned long long)st.calls, (unsigned long long)st.ticks);
-        if (k && !invariant && test_device == CLLM_DEVICE_CUDA)
+        if (k && !one_route && test_device == CLLM_DEVICE_CUDA)
             CHECK_MSG(extra * 40 > st.ticks, "%s: the default route shared a tick's calls: %llu calls over %llu ticks",
                       name, (unsigned long long)st.calls, (unsigned long long)st.ticks);
+    }
+    if (k0) {
+        unlink(outb);
+        return rate;
     }
     int eq = streams_equal(out1, outb);
     if (invariant)
         CHECK_MSG(eq, "%s: cllm-traj --batch-invariant --batch %d records differ from --batch 1 on the %s", name,
                   batch_b, DEV_NAME);
     else
-        printf("%s: cllm-traj engine, --batch %d records %s --batch 1's\n", name, batch_b,
+        printf("%s: cllm-traj engine%s, --batch %d records %s --batch 1's\n", name, route_name[route], batch_b,
                eq ? "equal" : "differ from");
     unlink(out1);
     unlink(outb);
@@ -733,7 +750,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         }
         const char *jl = ids_jsonl(pids, plens, 12, 1);
         CHECK(jl != NULL);
-        if (jl) traj_batches(name, &m, jl, 8, 40, 8, 1);
+        if (jl) traj_batches(name, &m, jl, 8, 40, 8, ROUTE_INVARIANT);
+        if (jl) traj_batches(name, &m, jl, 8, 40, 8, ROUTE_CUBLAS);
         if (jl) unlink(jl);
         for (int i = 0; i < 12; i++) free(pids[i]);
     }
@@ -1008,7 +1026,7 @@ static void test_smollm2(int bench, int logits_only) {
     {
         const char *jl = ids_jsonl(ids, lens, np < 8 ? np : 8, 1);
         CHECK(jl != NULL);
-        if (jl) traj_batches("smollm2", &m, jl, 16, 64, 8, 1);
+        if (jl) traj_batches("smollm2", &m, jl, 16, 64, 8, ROUTE_INVARIANT);
         if (jl) unlink(jl);
         TEST_OK("smollm2_traj_batch");
     }
@@ -1149,10 +1167,14 @@ static void test_smollm2(int bench, int logits_only) {
         /* trajectory collection at --batch 64 on 256 prompts (the 20 GSM8K prompts, repeated) */
         const char *jl = ids_jsonl(ids, lens, np, (256 + np - 1) / np);
         if (jl) {
-            double rate = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, 0);
-            double inv = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, 1);
+            double rate = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_DEFAULT);
+            double inv = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_INVARIANT);
+            double one = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_CUBLAS);
             printf("BENCH smollm2 cllm-traj --batch 64: %.0f trajectory tokens/s (--batch-invariant, the baseline in "
                    "the same run: %.0f; %.2fx)\n", rate, inv, inv > 0 ? rate / inv : 0.0);
+            printf("BENCH smollm2 cllm-traj --batch 64 with every product through cuBLAS (CLLM_CUDA_GEMM_ROWS=0, "
+                   "prompt chunks in the windows' calls): %.0f trajectory tokens/s, %.2fx the default\n", one,
+                   rate > 0 ? one / rate : 0.0);
             unlink(jl);
         }
     }
@@ -1206,7 +1228,7 @@ static void harness(void) {
     }
     const char *jl = ids_jsonl(pids, plens, 12, 1);
     CHECK(jl != NULL);
-    if (jl) traj_batches("harness (CPU)", &m, jl, 8, 40, 8, 1);
+    if (jl) traj_batches("harness (CPU)", &m, jl, 8, 40, 8, ROUTE_INVARIANT);
     if (jl) unlink(jl);
     for (int i = 0; i < 12; i++) free(pids[i]);
     cllm_model_free(&m);
