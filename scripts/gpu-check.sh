@@ -624,7 +624,7 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         CLLM_CUDA_STATS=1 timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --batch 64 -q -f \
             -o "$tmp/p0.zst" "$tmp/t0.jsonl" 2>"$tmp/p0.err" || note "FAIL cllm-traj start-up alone (exit $?)"
         P1=$(date +%s.%N)
-        grep -E 'CUDA start-up|CUDA forward state' "$tmp/p0.err" | tee -a "$sum"
+        grep -E 'CUDA (start-up|forward state|model|KV cache)' "$tmp/p0.err" | tee -a "$sum"
         awk -v a="$P0" -v b="$P1" 'BEGIN { printf "BENCH cllm-traj --device cuda start-up alone (no prompts): %.2f s\n", b - a }' | tee -a "$sum"
         # every product through cuBLAS (CLLM_CUDA_GEMM_ROWS=0): one route for every call, so a
         # tick's prompt chunks ride in the windows' call (one call a tick) instead of a call of
