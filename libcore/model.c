@@ -295,7 +295,7 @@ typedef struct load_job {
     float **rows;                  /* [threads] a permuted part's rows before they go to their places */
     atomic_int first_fail;         /* the lowest failing part (n_parts: none) */
     int *fail_part, *fail_rc;      /* [threads] each thread's lowest failing part and its code */
-    char (*fail_msg)[256];         /* ... and its message */
+    char (*fail_msg)[1024];        /* ... and its message (err.c keeps 1024 bytes) */
 } load_job;
 
 /* Elements per part of a tensor: a matrix in parts of whole rows (a row is
