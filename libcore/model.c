@@ -306,6 +306,24 @@ static size_t load_step(const cllm_tensor_info *ti) {
     return cols < LOAD_PART_ELEMS ? LOAD_PART_ELEMS / cols * cols : cols;
 }
 
+/* Room for every part of m's tensors (what: the file, for the message). */
+static int parts_alloc(const cllm_model *m, const char *what, load_part **out) {
+    size_t n = 0;
+    for (int j = 0; j < m->n_tensors; j++) n += (m->tensors[j].numel - 1) / load_step(&m->tensors[j]) + 1;
+    if (n > INT_MAX) return cllm_error(CLLM_ELIMIT, "%s: too many tensor parts to read", what);
+    return (*out = cllm_malloc(n * sizeof **out)) ? 0 : CLLM_ENOMEM;
+}
+
+/* The parts of tensor ti, read from the GGUF tensor gt or the safetensors
+ * one st_t; hs > 0: Q/K rows to put in HF order. */
+static void parts_add(load_part *parts, int *n, const cllm_model *m, const cllm_tensor_info *ti,
+                      const cllm_gguf_tensor *gt, const cllm_st_tensor *st_t, int hs) {
+    size_t cols = ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, step = load_step(ti);
+    for (size_t e = 0; e < ti->numel; e += step)
+        parts[(*n)++] = (load_part){gt, st_t, m->params + ti->offset, e, ti->numel - e < step ? ti->numel - e : step,
+                                    cols, hs};
+}
+
 static size_t part_bytes(const load_part *p) {
     return p->t ? cllm_gguf_part_bytes(p->t, p->n) : cllm_st_part_bytes(p->st_t, p->n);
 }
@@ -509,11 +527,8 @@ static int load_gguf(cllm_model *m, const char *path) {
         if (!found) { rc = cllm_error(CLLM_EUNSUP, "%s: unexpected tensor %s for a %s model", path, t->name, A); goto fail; }
     }
     /* every tensor checked, then read in parts on the start-up threads */
-    size_t n_parts = 0;
-    for (int j = 0; j < m->n_tensors; j++) n_parts += (m->tensors[j].numel - 1) / load_step(&m->tensors[j]) + 1;
-    if (n_parts > INT_MAX) { rc = cllm_error(CLLM_ELIMIT, "%s: too many tensor parts to read", path); goto fail; }
-    if (!(parts = cllm_malloc(n_parts * sizeof *parts))) { rc = CLLM_ENOMEM; goto fail; }
-    n_parts = 0;
+    int n_parts = 0;
+    if ((rc = parts_alloc(m, path, &parts))) goto fail;
     for (int j = 0; j < m->n_tensors; j++) {
         const cllm_tensor_info *ti = &m->tensors[j];
         if (hf_to_gguf_name(ti->name, gname, sizeof gname, &perm)) { rc = cllm_error(CLLM_EINVAL, "no GGUF name for %s", ti->name); goto fail; }
@@ -528,13 +543,9 @@ static int load_gguf(cllm_model *m, const char *path) {
                             (long long)(ti->n_dims == 2 ? ti->shape[1] : ti->shape[0]), (long long)(ti->n_dims == 2 ? ti->shape[0] : 1));
             goto fail;
         }
-        size_t cols = ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, step = load_step(ti);
-        int hs = perm && permuted ? c.head_dim : 0;
-        for (size_t e = 0; e < ti->numel; e += step)
-            parts[n_parts++] = (load_part){t, NULL, m->params + ti->offset, e,
-                                           ti->numel - e < step ? ti->numel - e : step, cols, hs};
+        parts_add(parts, &n_parts, m, ti, t, NULL, perm && permuted ? c.head_dim : 0);
     }
-    if ((rc = load_parts(g, NULL, parts, (int)n_parts))) goto fail;
+    if ((rc = load_parts(g, NULL, parts, n_parts))) goto fail;
     free(parts);
     parts = NULL;
     cllm_gguf_drop_file(g);
@@ -658,11 +669,8 @@ static int load_hf(cllm_model *m, const char *dir) {
         }
     }
     /* every tensor checked, then read in parts on the start-up threads */
-    size_t n_parts = 0;
-    for (int j = 0; j < m->n_tensors; j++) n_parts += (m->tensors[j].numel - 1) / load_step(&m->tensors[j]) + 1;
-    if (n_parts > INT_MAX) { rc = cllm_error(CLLM_ELIMIT, "%s: too many tensor parts to read", dir); goto out; }
-    if (!(parts = cllm_malloc(n_parts * sizeof *parts))) { rc = CLLM_ENOMEM; goto out; }
-    n_parts = 0;
+    int n_parts = 0;
+    if ((rc = parts_alloc(m, dir, &parts))) goto out;
     for (int j = 0; j < m->n_tensors; j++) {
         const cllm_tensor_info *ti = &m->tensors[j];
         const cllm_st_tensor *t = cllm_st_find(st, ti->name);
@@ -673,12 +681,9 @@ static int load_hf(cllm_model *m, const char *dir) {
                             (long long)ti->shape[0], (long long)ti->shape[1]);
             goto out;
         }
-        size_t cols = ti->n_dims == 2 ? (size_t)ti->shape[1] : 1, step = load_step(ti);
-        for (size_t e = 0; e < ti->numel; e += step)
-            parts[n_parts++] = (load_part){NULL, t, m->params + ti->offset, e,
-                                           ti->numel - e < step ? ti->numel - e : step, cols, 0};
+        parts_add(parts, &n_parts, m, ti, NULL, t, 0);
     }
-    if ((rc = load_parts(NULL, st, parts, (int)n_parts))) goto out;
+    if ((rc = load_parts(NULL, st, parts, n_parts))) goto out;
     char *tokp = path_join(dir, "tokenizer.json");
     if (!tokp) { rc = CLLM_ENOMEM; goto out; }
     int has_tok = access(tokp, R_OK) == 0;

@@ -15,14 +15,11 @@ void cllm_set_startup_threads(int n) { startup_threads_set = n > 0 ? n : 0; }
 
 int cllm_startup_threads(void) {
     if (startup_threads_set) return startup_threads_set;
-    int n = 0;
+    long n = 0;
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
-    if (n < 1) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        n = online > 0 ? (int)(online < STARTUP_MAX_THREADS ? online : STARTUP_MAX_THREADS) : 1;
-    }
-    return n < STARTUP_MAX_THREADS ? n : STARTUP_MAX_THREADS;
+    if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n < STARTUP_MAX_THREADS ? (int)n : STARTUP_MAX_THREADS;
 }
 
 void cllm_startup_parallel(int n_tasks, void (*fn)(void *ctx, int task, int worker), void *ctx) {
