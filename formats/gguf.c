@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "fileio.h"
 
 #define GGUF_MAGIC 0x46554747u      /* "GGUF" read as little-endian u32 */
 #define GGUF_DEFAULT_ALIGN 32u
@@ -735,18 +736,9 @@ int cllm_dequantize(int type, const void *src, float *dst, size_t n) {
 /* pread until n bytes or the end of the file (no shared file position, so
  * threads may read one file at once) */
 static int pread_all(const cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_t n, uint64_t at) {
-    unsigned char *p = dst;
-    while (n) {
-        ssize_t k = pread(fileno(g->f), p, n, (off_t)at);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0)
-            return cllm_error(k < 0 ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", g->path, t->name,
-                              k < 0 ? strerror(errno) : "file ends early (changed while read?)");
-        p += k;
-        n -= (size_t)k;
-        at += (uint64_t)k;
-    }
-    return 0;
+    if (!cllm_pread_full(fileno(g->f), dst, n, at)) return 0;
+    return cllm_error(errno ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", g->path, t->name,
+                      errno ? strerror(errno) : "file ends early (changed while read?)");
 }
 
 int cllm_gguf_read_raw(cllm_gguf *g, const cllm_gguf_tensor *t, void *dst, size_t nbytes) {

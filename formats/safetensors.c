@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "err.h"
+#include "fileio.h"
 #include "gguf.h"   /* cllm_f32_to_f16 / bf16 and the f16 -> f32 dequantizer */
 
 #define ST_MAX_HEADER 100000000ull
@@ -61,15 +62,12 @@ void cllm_st_close(cllm_st *st) {
     free(st);
 }
 
-static int read_full(int fd, void *buf, size_t n, uint64_t off) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
-        if (r < 0) { if (errno == EINTR) continue; return -1; }
-        if (r == 0) { errno = 0; return -1; }
-        got += (size_t)r;
-    }
-    return 0;
+/* The header's n bytes at off; the file's size was checked, so a short read
+ * means it changed since. */
+static int read_header_part(int fd, const char *path, void *buf, size_t n, uint64_t off) {
+    if (!cllm_pread_full(fd, buf, n, off)) return 0;
+    return cllm_error(errno ? CLLM_EIO : CLLM_ETRUNC, "%s: header: %s", path,
+                      errno ? strerror(errno) : "file ends early (changed while read?)");
 }
 
 static int cmp_begin(const void *a, const void *b) {
@@ -151,7 +149,8 @@ static int add_file(cllm_st *st, const char *path) {
     uint64_t size = (uint64_t)sb.st_size;
     unsigned char lenb[8];
     if (size < 8) return cllm_error(CLLM_EFORMAT, "%s: %" PRIu64 " bytes is too short for a safetensors file", path, size);
-    if (read_full(f->fd, lenb, 8, 0)) return cllm_error(CLLM_EIO, "%s: read error: %s", path, strerror(errno));
+    int rc = read_header_part(f->fd, path, lenb, 8, 0);
+    if (rc) return rc;
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | lenb[i];
     if (n > ST_MAX_HEADER)
@@ -162,13 +161,12 @@ static int add_file(cllm_st *st, const char *path) {
     if (n < 2) return cllm_error(CLLM_EFORMAT, "%s: header length %" PRIu64 " is too short for a JSON object", path, n);
     char *h = cllm_malloc((size_t)n);
     if (!h) return CLLM_ENOMEM;
-    if (read_full(f->fd, h, (size_t)n, 8)) { free(h); return cllm_error(CLLM_EIO, "%s: read error: %s", path, strerror(errno)); }
+    if ((rc = read_header_part(f->fd, path, h, (size_t)n, 8))) { free(h); return rc; }
     if (h[0] != '{') { free(h); return cllm_error(CLLM_EFORMAT, "%s: header does not start with '{' (not a safetensors file?)", path); }
     json_error_t je;
     json_t *root = json_loadb(h, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     free(h);
     if (!root) return cllm_error(CLLM_EFORMAT, "%s: bad JSON header at byte %d: %s", path, je.position, je.text);
-    int rc = 0;
     if (!json_is_object(root)) { rc = cllm_error(CLLM_EFORMAT, "%s: header is not a JSON object", path); goto out; }
     f->data_start = 8 + n;
     f->data_size = size - 8 - n;
@@ -349,7 +347,7 @@ int cllm_st_read_part_f32(const cllm_st *st, const cllm_st_tensor *t, size_t fir
                           t->name, first, first + n, t->numel);
     size_t esz = (size_t)dtypes[t->dtype].size;
     void *to = t->dtype == CLLM_ST_F32 ? (void *)dst : raw;   /* little-endian host: F32 as stored */
-    if (read_full(f->fd, to, n * esz, f->data_start + t->begin + first * esz))
+    if (cllm_pread_full(f->fd, to, n * esz, f->data_start + t->begin + first * esz))
         return cllm_error(errno ? CLLM_EIO : CLLM_ETRUNC, "%s: tensor %s: %s", f->path, t->name,
                           errno ? strerror(errno) : "file ends early (changed while read?)");
     return t->dtype == CLLM_ST_F32 ? 0 : cllm_dequantize(gtype, raw, dst, n);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "fileio.h"
 
 #define HDR_SIZE 1024u
 #define PRE_SIZE 16u   /* magic + version + header size */
@@ -68,33 +69,15 @@ static void pack_header(unsigned char *b, const cllm_ckpt *c) {
 }
 
 static int write_all(int fd, const void *p, size_t n, const char *path) {
-    const char *s = p;
-    while (n) {
-        ssize_t w = write(fd, s, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return cllm_error(CLLM_EIO, "%s: write: %s (checkpoint not saved)", path, strerror(errno));
-        }
-        if (w == 0) return cllm_error(CLLM_EIO, "%s: write: no progress (checkpoint not saved)", path);
-        s += w;
-        n -= (size_t)w;
-    }
+    if (cllm_write_full(fd, p, n))
+        return cllm_error(CLLM_EIO, "%s: write: %s (checkpoint not saved)", path, strerror(errno));
     return 0;
 }
 
 static int read_all(int fd, void *p, size_t n, const char *path) {
-    char *s = p;
-    while (n) {
-        ssize_t r = read(fd, s, n > (1u << 30) ? (1u << 30) : n);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return cllm_error(CLLM_EIO, "%s: read: %s", path, strerror(errno));
-        }
-        if (r == 0) return cllm_error(CLLM_ETRUNC, "%s: checkpoint ends early", path);
-        s += r;
-        n -= (size_t)r;
-    }
-    return 0;
+    if (!cllm_read_full(fd, p, n, NULL)) return 0;
+    if (!errno) return cllm_error(CLLM_ETRUNC, "%s: checkpoint ends early", path);
+    return cllm_error(CLLM_EIO, "%s: read: %s", path, strerror(errno));
 }
 
 /* Parse "ckpt-<digits>.cllmckpt"; 1 and *step when it matches. */

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "err.h"
+#include "fileio.h"
 #include "json.h"
 #include "stream.h"
 
@@ -51,18 +52,12 @@ int cllm_prompts_open(cllm_prompts **out, const char *path, const cllm_prompt_op
     if (!s->name) { free(s); if (!is_stdin) close(fd); return CLLM_ENOMEM; }
     /* Read the first bytes to tell the kind, then hand them back to the reader. */
     unsigned char head[4];
-    size_t got = 0;
-    while (got < sizeof head) {
-        ssize_t k = read(fd, head + got, sizeof head - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            int rc = cllm_error(CLLM_EIO, "%s: read error: %s", name, strerror(errno));
-            if (!is_stdin) close(fd);
-            cllm_prompts_close(s);
-            return rc;
-        }
-        if (k == 0) break;
-        got += (size_t)k;
+    size_t got;
+    if (cllm_read_full(fd, head, sizeof head, &got) && errno) {   /* errno 0: fewer bytes in all */
+        int rc = cllm_error(CLLM_EIO, "%s: read error: %s", name, strerror(errno));
+        if (!is_stdin) close(fd);
+        cllm_prompts_close(s);
+        return rc;
     }
     s->kind = o->input != CLLM_IN_AUTO ? o->input : detect(head, got);
     int rc = 0;
@@ -79,6 +74,8 @@ int cllm_prompts_open(cllm_prompts **out, const char *path, const cllm_prompt_op
             if (ungetc(head[i - 1], f) == EOF) rc = cllm_error(CLLM_EIO, "%s: cannot push back a byte", name);
         if (!rc && s->kind == CLLM_IN_JSONL) rc = cllm_jsonl_open_file(&s->jsonl, f, name, !is_stdin);
         else if (!rc) { s->lines = f; s->own_lines = !is_stdin; }
+        /* On failure f (and so fd) belongs to no one yet. */
+        if (rc && f && !is_stdin) fclose(f);
     }
     if (rc) { cllm_prompts_close(s); return rc; }
     *out = s;

@@ -23,6 +23,7 @@
 
 #include "cli.h"
 #include "err.h"
+#include "fileio.h"
 
 /* ---------------------------------------------------------------- reader */
 
@@ -428,17 +429,11 @@ struct cllm_writer {
 };
 
 static int write_all(cllm_writer *w, const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(w->fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            w->error = cllm_error(CLLM_EIO, "%s: write error: %s", w->name, strerror(errno));
-            return w->error;
-        }
-        p += k;
-        n -= (size_t)k;
-        w->comp_bytes += (uint64_t)k;
+    if (cllm_write_full(w->fd, p, n)) {
+        w->error = cllm_error(CLLM_EIO, "%s: write error: %s", w->name, strerror(errno));
+        return w->error;
     }
+    w->comp_bytes += n;
     return 0;
 }
 

@@ -1,0 +1,22 @@
+/* fileio.h: whole reads and writes on file descriptors.
+ *
+ * read(2), write(2) and pread(2) may move fewer bytes than asked (pipes,
+ * signals, the 2 GiB a call Linux allows) and fail with EINTR; every reader
+ * and writer of the project needs the same loop around them, so it is here
+ * once. Each function returns 0 when all n bytes moved, or -1 with errno
+ * set; for the reads, -1 with errno 0 means the file ended first (*got, when
+ * asked, says how many bytes came). The callers word the error: they know
+ * the file's name and what a short file means for it.
+ */
+#ifndef CLLM_FILEIO_H
+#define CLLM_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int cllm_write_full(int fd, const void *buf, size_t n);
+int cllm_read_full(int fd, void *buf, size_t n, size_t *got);
+/* At offset off, leaving the file position alone (safe from several threads). */
+int cllm_pread_full(int fd, void *buf, size_t n, uint64_t off);
+
+#endif

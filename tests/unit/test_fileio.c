@@ -1,0 +1,213 @@
+/* test_fileio: the whole-read and whole-write loops (libcore/fileio.h).
+ *
+ * Every reader and writer of the project goes through these three functions,
+ * so their contract is checked where the kernel really splits transfers: a
+ * pipe whose other end moves a few bytes at a time while a 1 ms interval
+ * timer interrupts the calls (EINTR and short counts, checklist D), the end of
+ * a file reached early (errno 0 and the count that came), /dev/full, a bad
+ * descriptor.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "fileio.h"
+
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) { (void)sig; alarms++; }
+
+/* A 1 ms interval timer whose handler does not restart calls: reads and
+ * writes blocked on a pipe return EINTR or a short count. */
+static void interrupt_every_ms(int on) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on ? on_alarm : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;   /* no SA_RESTART */
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, on ? 1000 : 0}, {0, on ? 1000 : 0}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static unsigned char pattern(size_t i) { return (unsigned char)(i * 131 + (i >> 9)); }
+
+static void nap_us(long us) {
+    struct timespec ts = {0, us * 1000};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+/* The child's end of a pipe: write n pattern bytes `piece` at a time with a
+ * pause between pieces (so the parent's read sees many short counts). */
+static void slow_writer(int fd, size_t n, size_t piece) {
+    unsigned char buf[64];
+    for (size_t at = 0; at < n;) {
+        size_t k = n - at < piece ? n - at : piece;
+        for (size_t i = 0; i < k; i++) buf[i] = pattern(at + i);
+        ssize_t w = write(fd, buf, k);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) _exit(3);
+        at += (size_t)w;
+        if (at % 256 < piece) nap_us(1000);   /* the parent blocks, the timer fires */
+    }
+    _exit(0);
+}
+
+/* The child's end of a pipe: read n bytes `piece` at a time and check them;
+ * exit 0 when all n came, as written, and then the end of the pipe. */
+static void slow_reader(int fd, size_t n, size_t piece) {
+    unsigned char buf[64];
+    size_t at = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, piece);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) _exit(3);
+        if (r == 0) break;
+        for (ssize_t i = 0; i < r; i++)
+            if (at + (size_t)i >= n || buf[i] != pattern(at + (size_t)i)) _exit(4);
+        size_t before = at;
+        at += (size_t)r;
+        if (at / 2048 != before / 2048) nap_us(1000);   /* the pipe fills, the parent blocks */
+    }
+    _exit(at == n ? 0 : 5);
+}
+
+static int child_status(pid_t pid) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_read_from_slow_pipe(void) {
+    enum { N = 40000 };
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) { close(p[0]); slow_writer(p[1], N, 7); }
+    close(p[1]);
+    static unsigned char buf[N + 16];
+    alarms = 0;
+    interrupt_every_ms(1);
+    size_t got = 0;
+    int rc = cllm_read_full(p[0], buf, N, &got);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(got, N);
+    size_t bad = 0;
+    for (size_t i = 0; i < N; i++) bad += buf[i] != pattern(i);
+    CHECK_EQ_INT(bad, 0);
+    /* The writer is done: asking for more meets the end of the pipe. */
+    errno = EBADF;
+    rc = cllm_read_full(p[0], buf, 16, &got);
+    CHECK_EQ_INT(rc, -1);
+    CHECK_EQ_INT(errno, 0);
+    CHECK_EQ_INT(got, 0);
+    interrupt_every_ms(0);
+    CHECK_EQ_INT(child_status(pid), 0);
+    close(p[0]);
+    printf("  read: %d bytes through a pipe 7 at a time, %d timer interrupts\n", N, (int)alarms);
+    TEST_OK("read_full: short counts and EINTR from a slow pipe, then its end");
+}
+
+static void test_write_to_slow_pipe(void) {
+    /* More than a pipe holds (64 KiB), so the writes block, are interrupted
+     * and come back short. */
+    enum { N = 300000 };
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) { close(p[1]); slow_reader(p[0], N, 61); }
+    close(p[0]);
+    static unsigned char buf[N];
+    for (size_t i = 0; i < N; i++) buf[i] = pattern(i);
+    alarms = 0;
+    interrupt_every_ms(1);
+    CHECK_EQ_INT(cllm_write_full(p[1], buf, N), 0);
+    interrupt_every_ms(0);
+    close(p[1]);
+    CHECK_EQ_INT(child_status(pid), 0);
+    printf("  write: %d bytes to a reader taking 61 at a time, %d timer interrupts\n", N, (int)alarms);
+    TEST_OK("write_full: every byte, in order, through short writes and EINTR");
+}
+
+static void test_ends_early(void) {
+    char path[] = "/tmp/cllm-test-fileio-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    unlink(path);
+    unsigned char buf[128];
+    for (int i = 0; i < 100; i++) buf[i] = pattern((size_t)i);
+    CHECK_EQ_INT(cllm_write_full(fd, buf, 100), 0);
+
+    unsigned char in[128];
+    memset(in, 0, sizeof in);
+    CHECK_EQ_INT(cllm_pread_full(fd, in, 10, 90), 0);
+    CHECK(!memcmp(in, buf + 90, 10));
+    errno = EBADF;
+    CHECK_EQ_INT(cllm_pread_full(fd, in, 20, 90), -1);   /* 10 bytes short */
+    CHECK_EQ_INT(errno, 0);
+    errno = EBADF;
+    CHECK_EQ_INT(cllm_pread_full(fd, in, 1, 100), -1);   /* at the end */
+    CHECK_EQ_INT(errno, 0);
+    CHECK_EQ_INT(cllm_pread_full(fd, in, 0, 1000), 0);   /* nothing asked, nothing read */
+
+    /* pread leaves the position (at the end, after the write) alone. */
+    CHECK_EQ_INT(lseek(fd, 0, SEEK_CUR), 100);
+    CHECK_EQ_INT(lseek(fd, 40, SEEK_SET), 40);
+    size_t got = 0;
+    errno = EBADF;
+    CHECK_EQ_INT(cllm_read_full(fd, in, 100, &got), -1);
+    CHECK_EQ_INT(errno, 0);
+    CHECK_EQ_INT(got, 60);
+    CHECK(!memcmp(in, buf + 40, 60));
+    CHECK_EQ_INT(lseek(fd, 0, SEEK_SET), 0);
+    CHECK_EQ_INT(cllm_read_full(fd, in, 100, NULL), 0);
+    CHECK(!memcmp(in, buf, 100));
+    close(fd);
+    TEST_OK("read_full and pread_full: the end of a file gives -1 with errno 0 and the count that came");
+}
+
+static void test_errors(void) {
+    unsigned char buf[4096] = {0};
+    int fd = open("/dev/full", O_WRONLY);
+    if (fd >= 0) {
+        errno = 0;
+        CHECK_EQ_INT(cllm_write_full(fd, buf, sizeof buf), -1);
+        CHECK_EQ_INT(errno, ENOSPC);
+        close(fd);
+    } else {
+        printf("  (no /dev/full here: its case skipped)\n");
+    }
+    size_t got = 99;
+    errno = 0;
+    CHECK_EQ_INT(cllm_read_full(-1, buf, 1, &got), -1);
+    CHECK_EQ_INT(errno, EBADF);
+    CHECK_EQ_INT(got, 0);
+    errno = 0;
+    CHECK_EQ_INT(cllm_pread_full(-1, buf, 1, 0), -1);
+    CHECK_EQ_INT(errno, EBADF);
+    errno = 0;
+    CHECK_EQ_INT(cllm_write_full(-1, buf, 1), -1);
+    CHECK_EQ_INT(errno, EBADF);
+    int dir = open(".", O_RDONLY | O_DIRECTORY);
+    CHECK(dir >= 0);
+    errno = 0;
+    CHECK_EQ_INT(cllm_read_full(dir, buf, 1, NULL), -1);
+    CHECK_EQ_INT(errno, EISDIR);
+    close(dir);
+    TEST_OK("errors: ENOSPC, EBADF and EISDIR come back in errno");
+}
+
+int main(void) {
+    test_read_from_slow_pipe();
+    test_write_to_slow_pipe();
+    test_ends_early();
+    test_errors();
+    TEST_END();
+}
