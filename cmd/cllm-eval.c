@@ -27,6 +27,7 @@ static void usage(FILE *f) {
         "      --show ID           draw prompt ID's Jacobi trajectory on standard output, one\n"
         "                          line per pass (instead of the metrics and the table)\n"
         "      --color WHEN        colour the drawing: auto, always, never [auto]\n"
+        "                          (--colour is the same)\n"
         "  -m, --model MODEL       tokenizer for token text (.gguf or HF directory) [ids]\n"
         "      --html FILE         write a self-contained HTML report with plots\n"
         "  -o, --output FILE       write the metric records to FILE\n"
