@@ -39,6 +39,21 @@ static inline double row_relerr(const float *a, const float *b, int n) {
     return mb > 0 ? md / mb : md;
 }
 
+/* The norm-wise relative error ||a - b||_2 / ||b||_2, the measure most
+ * numerical comparisons quote (torch.testing and BLAS tests use norms; the
+ * bars here use row_relerr, the stricter). Printed beside row_relerr where
+ * bf16 logits are compared with fp32 ones, so both are on record. */
+static inline double row_l2relerr(const float *a, const float *b, int n) {
+    double dd = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        dd += d * d;
+        bb += (double)b[i] * b[i];
+    }
+    if (isnan(dd)) return dd;
+    return bb > 0 ? sqrt(dd / bb) : sqrt(dd);
+}
+
 typedef struct golden_prompt {
     int T, n_full;
     int *tokens;        /* (T) */

@@ -432,7 +432,7 @@ static void test_bf16(const char *name, const char *path, int *const *ids, const
     CHECK_OK(cllm_fwd_init_on(&f16, &m16, CH, CLLM_DEVICE_CPU, CLLM_FWD_BF16));
     CHECK_OK(cllm_kv_init(&kv, c, 1, cap));
     CHECK_OK(cllm_kv_init(&kv16, c, 1, cap));
-    double worst = 0;
+    double worst = 0, worst_l2 = 0, sum = 0;
     int rows = 0;
     for (int i = 0; i < n && !check_failures; i++) {
         const int *tok = ids ? ids[i] : synth;
@@ -444,6 +444,9 @@ static void test_bf16(const char *name, const char *path, int *const *ids, const
             for (int t = 0; t < T; t++) {
                 double e = row_relerr(f16.logits + (size_t)t * V, f.logits + (size_t)t * V, (int)V);
                 if (e > worst) worst = e;
+                sum += e;
+                double e2 = row_l2relerr(f16.logits + (size_t)t * V, f.logits + (size_t)t * V, (int)V);
+                if (e2 > worst_l2) worst_l2 = e2;
             }
             CHECK_MSG(all_bf16(f16.ao, (size_t)T * c->n_head * c->head_dim) && all_bf16(f16.h, (size_t)T * c->d_ff) &&
                           all_bf16(f16.xn, (size_t)T * C),
@@ -455,8 +458,9 @@ static void test_bf16(const char *name, const char *path, int *const *ids, const
         CHECK_MSG(all_bf16(kv16.k, cache) && all_bf16(kv16.v, cache), "%s bf16 forward: cache rows not bf16", name);
     }
     CHECK_MSG(worst > 0 && worst <= tol, "%s bf16 forward vs fp32: worst row relerr %.3g (bar %.0e)", name, worst, tol);
-    printf("%s: the CPU with the CUDA backend's bf16 roundings vs fp32: worst row relerr %.3g over %d rows\n", name,
-           worst, rows);
+    printf("%s: the CPU with the CUDA backend's bf16 roundings vs fp32: worst row relerr %.3g over %d rows "
+           "(mean %.3g; norm-wise, ||a - b|| / ||b||: worst row %.3g)\n", name, worst, rows, rows ? sum / rows : 0.0,
+           worst_l2);
     cllm_kv_free(&kv);
     cllm_kv_free(&kv16);
     cllm_fwd_free(&f);
