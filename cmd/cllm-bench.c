@@ -68,9 +68,7 @@ int main(int argc, char **argv) {
         { "block", required_argument, 0, 'n' },         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "prompts", required_argument, 0, OPT_PROMPTS }, { "repeat", required_argument, 0, OPT_REPEAT },
         { "warmup", required_argument, 0, OPT_WARMUP }, { "init", required_argument, 0, OPT_INIT },
-        { "seed", required_argument, 0, OPT_SEED },     
-         
-                 { "output", required_argument, 0, 'o' },
+        { "seed", required_argument, 0, OPT_SEED },     { "output", required_argument, 0, 'o' },
         { "force", no_argument, 0, 'f' },               { "quiet", no_argument, 0, 'q' },
         { "threads", required_argument, 0, 't' },       CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE },

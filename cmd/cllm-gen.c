@@ -57,10 +57,7 @@ int main(int argc, char **argv) {
         { "force", no_argument, 0, 'f' },           { "method", required_argument, 0, OPT_METHOD },
         { "block", required_argument, 0, 'n' },     { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "init", required_argument, 0, OPT_INIT }, { "trace", no_argument, 0, OPT_TRACE },
-        { "text", no_argument, 0, OPT_TEXT },       
-        
-         
-             
+        { "text", no_argument, 0, OPT_TEXT },
         { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
         CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE }, { "batch", required_argument, 0, OPT_BATCH },
