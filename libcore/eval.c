@@ -73,7 +73,9 @@ static int find_number(const char *t, size_t from, int first, char *out, size_t 
             found = 1;
             if (first) return 1;
         } else if (isdigit((unsigned char)t[i])) {
-            /* digits glued to a word (x2, 3rd...): skip the run */
+            /* digits glued to the word before them (x2): skip the run. Digits
+             * followed by a word (5kg, 3rd) are a number, as the usual GSM8K
+             * answer matchers read them. */
             while (isdigit((unsigned char)t[i])) i++;
         } else {
             i++;
@@ -236,7 +238,6 @@ struct cllm_eval {
     ref_ent *refs;
     size_t n_refs, cap_refs;
     cllm_eval_summary sum;
-    int finished;
 };
 
 static uint64_t hash_tokens(const cllm_tokens *t) {
@@ -354,7 +355,6 @@ int cllm_eval_add(cllm_eval *e, const cllm_gen_rec *g) {
         if (g->answer) e->has_own_ref[e->n_rows] = cllm_gsm8k_answer(g->answer, e->own_ref[e->n_rows], 48) == 1;
     }
     e->n_rows++;
-    e->finished = 0;
     return 0;
 }
 
@@ -370,7 +370,6 @@ int cllm_eval_add_baseline(cllm_eval *e, const cllm_gen_rec *g) {
     if ((rc = cllm_tokens_copy(&b->output, &g->output))) return rc;
     if (e->task == CLLM_TASK_GSM8K) b->has_pred = cllm_gsm8k_answer(g->text, b->pred, sizeof b->pred) == 1;
     e->n_base++;
-    e->finished = 0;
     return 0;
 }
 
@@ -381,7 +380,6 @@ int cllm_eval_add_ref(cllm_eval *e, int64_t id, const char *answer) {
     r->order = e->n_refs;
     r->has = cllm_gsm8k_answer(answer, r->num, sizeof r->num) == 1;
     e->n_refs++;
-    e->finished = 0;
     return 0;
 }
 
@@ -515,7 +513,6 @@ int cllm_eval_finish(cllm_eval *e) {
     if (e->task == CLLM_TASK_GSM8K && e->n_rows && !S->answered)
         return cllm_error(CLLM_EINVAL, "--task gsm8k: no reference answers (give --ref FILE, or gen records that carry "
                                        "an answer field: cllm-gen copies the prompt's)");
-    e->finished = 1;
     return 0;
 }
 

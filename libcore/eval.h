@@ -41,7 +41,8 @@ enum cllm_eval_task { CLLM_TASK_NONE = 0, CLLM_TASK_GSM8K = 1 };
 
 /* GSM8K answer of text: the first number after the last "####" when one
  * follows it, else the last number of the text. Numbers are -?d+(,ddd)*(.d+)?
- * (a '-' counts when no letter or digit precedes it); written to out
+ * (a '-' counts when no letter or digit precedes it; digits right after a
+ * letter, x2, are no number, digits before one, 5kg, are); written to out
  * normalized: group commas dropped, fractional trailing zeros and a bare '.'
  * dropped, leading zeros dropped, "-0" as "0". Returns 1 when a number was
  * found, 0 when none (out ""), CLLM_EINVAL when out is too small. */

@@ -40,6 +40,14 @@ static void test_gsm8k(void) {
         { "####18", "18", 1 },
         { "3.1400 m", "3.14", 1 },
         { "The total is $18.00.", "18", 1 },
+        { "It weighs 0.5 kg", "0.5", 1 },      /* the 0 before a decimal point stays */
+        { "so x = -0.25", "-0.25", 1 },
+        { "costs 5 for item x2", "5", 1 },    /* x2 is no number, even as the last digits */
+        { "it costs 10-3", "3", 1 },           /* a '-' after a digit is not a sign */
+        { "COVID-19 cases", "19", 1 },         /* nor after a letter */
+        { "#### x2 then 5", "5", 1 },          /* the first number after ####, x2 skipped */
+        { "she came 3rd", "3", 1 },            /* digits before a word are a number (5kg) */
+        { "#### 18th place, or 20", "18", 1 },
     };
     char out[48];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -231,6 +239,20 @@ static void test_trace(void) {
     r.g0.accepted.n = 8;
     CHECK(cllm_eval_trace_analyse(&r.g0, &t) == CLLM_ESCHEMA);
     r.g0.accepted.n = 9;
+    r.g0.accepted.ids[8] = 5;            /* the trace's last pass: more than the 4 left in block 3 */
+    CHECK(cllm_eval_trace_analyse(&r.g0, &t) == CLLM_ESCHEMA);
+    r.g0.accepted.ids[8] = 0;            /* every pass makes at least one token final */
+    CHECK(cllm_eval_trace_analyse(&r.g0, &t) == CLLM_ESCHEMA);
+    r.g0.accepted.ids[8] = 2;
+    r.g0.accepted.ids[0] = 0;
+    CHECK(cllm_eval_trace_analyse(&r.g0, &t) == CLLM_ESCHEMA);
+    r.g0.accepted.ids[0] = 1;
+    r.g0.n = 3;                          /* states of 4 tokens with n = 3 */
+    CHECK(cllm_eval_trace_analyse(&r.g0, &t) == CLLM_ESCHEMA);
+    r.g0.n = 4;
+    r.states[1].n = 3;                   /* block 0's second pass is one token shorter */
+    CHECK(cllm_eval_trace_analyse(&r.g0, &t) == CLLM_ESCHEMA);
+    r.states[1].n = 4;
     CHECK_OK(cllm_eval_trace_analyse(&r.g0, &t));
     cllm_eval_trace_free(&t);
     free_recs(&r);
@@ -342,13 +364,171 @@ static void test_eval_numbers(void) {
     CHECK_OK(cllm_eval_add(e, &r.g1));
     CHECK(cllm_eval_finish(e) == CLLM_EINVAL);             /* a task without references */
     cllm_eval_free(e);
-    cllm_gen_rec bad = r.g1;
-    bad.steps = 0;
     CHECK_OK(cllm_eval_new(&e, CLLM_TASK_NONE));
-    CHECK(cllm_eval_add(e, &bad) == CLLM_ESCHEMA);
+    CHECK_OK(cllm_eval_add(e, &r.g1));
+    CHECK_OK(cllm_eval_add_baseline(e, &r.b1));
+    CHECK_OK(cllm_eval_add_baseline(e, &r.b1));
+    CHECK(cllm_eval_finish(e) == CLLM_EINVAL);             /* two baseline records for id 1 */
+    cllm_eval_free(e);
+    /* records that are not records of a run, in either stream */
+    CHECK_OK(cllm_eval_new(&e, CLLM_TASK_NONE));
+    for (int k = 0; k < 6; k++) {
+        cllm_gen_rec bad = r.g1;
+        if (k == 0) bad.steps = 0;
+        if (k == 1) bad.id = -1;
+        if (k == 2) bad.n = 0;
+        if (k == 3) bad.time_s = NAN;
+        if (k == 4) bad.time_s = INFINITY;
+        if (k == 5) bad.time_s = -1.0;
+        CHECK_MSG(cllm_eval_add(e, &bad) == CLLM_ESCHEMA, "bad record %d accepted", k);
+        CHECK_MSG(cllm_eval_add_baseline(e, &bad) == CLLM_ESCHEMA, "bad baseline record %d accepted", k);
+    }
+    CHECK_EQ_INT(cllm_eval_rows(e), 0);
+    /* a trace whose blocks disagree with ceil((T - 1 + eos) / n): prompt 0's
+     * trace (4 blocks) on its first 13 tokens without EOS (ceil(12/4) = 3) */
+    cllm_gen_rec cut = r.g0;
+    cut.output.n = 13;
+    cut.eos = 0;
+    cllm_eval_trace t;
+    CHECK_OK(cllm_eval_trace_analyse(&cut, &t));            /* consistent on its own */
+    CHECK_EQ_INT(t.blocks, 4);
+    cllm_eval_trace_free(&t);
+    CHECK(cllm_eval_add(e, &cut) == CLLM_ESCHEMA);
+    /* accepted counts without states */
+    cllm_gen_rec half = r.g1;
+    static const int one[1] = { 1 };
+    toks(&half.accepted, one, 1);
+    CHECK(cllm_eval_add(e, &half) == CLLM_ESCHEMA);
+    cllm_tokens_free(&half.accepted);
+    CHECK_EQ_INT(cllm_eval_rows(e), 0);
     cllm_eval_free(e);
     free_recs(&r);
     TEST_OK("eval: every metric on hand-made records");
+}
+
+/* Prompts 0 and 1 against a baseline that holds only them, and prompt 2
+ * without a baseline record:
+ *   prompt 0: as above (14 tokens, steps 10, 2.0 s); baseline b0 (same
+ *     output, 3.0 s, "#### 18");
+ *   prompt 1: as above (5 6 7 8 9, steps 4, 1.0 s, says 13); its baseline
+ *     5 6 7 8 9 9 (1.0 s, says 13): the evaluated output is a proper prefix of
+ *     the baseline's, so not an exact match, common prefix 5;
+ *   prompt 2: 30 31 32, no EOS, n = 4, steps 2, 5.0 s, says "#### 4", its
+ *     answer field "#### 3": wrong; no baseline.
+ * Over the matched prompts 0 and 1 only: speedup (3 + 1) / (2 + 1) = 4/3
+ * (not over the 8 s of all three), exact match 1/2, common prefix
+ * (14 + 5) / 2 = 9.5, baseline tokens/s (14 + 6) / 4 = 5.
+ * References: 0 from its answer field (18: right), 1 from add_ref (13:
+ * right), 2 from its answer field (3: wrong): accuracy 2/3. The baseline's
+ * accuracy is over the matched prompts: 18 and 13, both right: 1.
+ * Over all three: tokens 22, steps 16, tokens/step 22/16, blocks
+ * 4 + 1 + ceil(2/4) = 6, passes after the prompts' 9 + 3 + 1 = 13,
+ * passes/block 13/6, tokens/s 22/8.
+ */
+static void test_eval_partial(void) {
+    recs r;
+    make_recs(&r);
+    static const int out1b[6] = { 5, 6, 7, 8, 9, 9 }, out2[3] = { 30, 31, 32 }, prompt2[2] = { 6, 7 };
+    cllm_gen_rec b1 = r.b1, g2;
+    toks(&b1.output, out1b, 6);
+    memset(&g2, 0, sizeof g2);
+    g2.id = 2;
+    toks(&g2.prompt, prompt2, 2);
+    toks(&g2.output, out2, 3);
+    g2.text = "#### 4";
+    g2.answer = "#### 3";
+    g2.method = "jacobi";
+    g2.n = 4;
+    g2.steps = 2;
+    g2.time_s = 5.0;
+    cllm_eval *e;
+    CHECK_OK(cllm_eval_new(&e, CLLM_TASK_GSM8K));
+    CHECK_OK(cllm_eval_add(e, &r.g0));
+    CHECK_OK(cllm_eval_add(e, &r.g1));
+    CHECK_OK(cllm_eval_add(e, &g2));
+    CHECK_OK(cllm_eval_add_baseline(e, &r.b0));
+    CHECK_OK(cllm_eval_add_baseline(e, &b1));
+    CHECK_OK(cllm_eval_add_ref(e, 1, "13"));
+    CHECK_OK(cllm_eval_finish(e));
+    const cllm_eval_row *b = cllm_eval_row_at(e, 1), *c = cllm_eval_row_at(e, 2);
+    CHECK_EQ_INT(b->has_base, 1);
+    CHECK_EQ_INT(b->exact_match, 0);
+    CHECK_EQ_INT(b->common_prefix, 5);
+    CHECK_EQ_INT(b->base_tokens, 6);
+    CHECK_EQ_INT(b->correct, 1);
+    CHECK_EQ_INT(b->base_correct, 1);
+    CHECK_EQ_INT(c->has_base, 0);
+    CHECK(isnan(c->speedup));
+    CHECK_EQ_INT(c->exact_match, -1);
+    CHECK_EQ_INT(c->common_prefix, -1);
+    CHECK_EQ_INT(c->blocks, 1);
+    CHECK_STR(c->pred, "4");
+    CHECK_STR(c->ref, "3");
+    CHECK_EQ_INT(c->correct, 0);
+    CHECK_EQ_INT(c->base_correct, -1);
+    const cllm_eval_summary *S = cllm_eval_get_summary(e);
+    CHECK_EQ_INT(S->prompts, 3);
+    CHECK_EQ_INT(S->matched, 2);
+    CHECK_NEAR(S->speedup, 4.0 / 3);
+    CHECK_NEAR(S->exact_match, 0.5);
+    CHECK_NEAR(S->common_prefix, 9.5);
+    CHECK_NEAR(S->base_tokens_per_s, 5.0);
+    CHECK_EQ_INT(S->answered, 3);
+    CHECK_NEAR(S->accuracy, 2.0 / 3);
+    CHECK_NEAR(S->base_accuracy, 1.0);
+    CHECK_EQ_INT(S->tokens, 22);
+    CHECK_EQ_INT(S->steps, 16);
+    CHECK_NEAR(S->tokens_per_step, 22.0 / 16);
+    CHECK_EQ_INT(S->blocks, 6);
+    CHECK_NEAR(S->passes_per_block, 13.0 / 6);
+    CHECK_NEAR(S->tokens_per_s, 22.0 / 8);
+    CHECK_EQ_INT(S->traced, 1);
+    CHECK_EQ_INT(S->traced_blocks, 4);
+    cllm_eval_free(e);
+
+    /* A reference given for an id replaces the record's own answer even when
+     * it holds no number: prompt 0 (answer field 18) then has no reference. */
+    CHECK_OK(cllm_eval_new(&e, CLLM_TASK_GSM8K));
+    CHECK_OK(cllm_eval_add(e, &r.g0));
+    CHECK_OK(cllm_eval_add(e, &r.g1));
+    CHECK_OK(cllm_eval_add_ref(e, 0, "not known"));
+    CHECK_OK(cllm_eval_add_ref(e, 1, "#### 13"));
+    CHECK_OK(cllm_eval_finish(e));
+    CHECK_EQ_INT(cllm_eval_row_at(e, 0)->has_ref, 0);
+    CHECK_EQ_INT(cllm_eval_row_at(e, 0)->correct, -1);
+    CHECK_EQ_INT(cllm_eval_get_summary(e)->answered, 1);
+    CHECK_NEAR(cllm_eval_get_summary(e)->accuracy, 1.0);
+    cllm_eval_free(e);
+
+    /* Mixed methods and block sizes: prompt 1 by Jacobi (n = 4), prompt 0 by
+     * AR (n = 1), then prompt 2 by Jacobi (n = 4) again. */
+    CHECK_OK(cllm_eval_new(&e, CLLM_TASK_NONE));
+    CHECK_OK(cllm_eval_add(e, &r.g1));
+    CHECK_OK(cllm_eval_add(e, &r.b0));
+    CHECK_OK(cllm_eval_add(e, &g2));
+    CHECK_OK(cllm_eval_finish(e));
+    CHECK_STR(cllm_eval_get_summary(e)->method, "mixed");
+    CHECK_EQ_INT(cllm_eval_get_summary(e)->n, -1);
+    CHECK_EQ_INT(cllm_eval_get_summary(e)->traced, 0);
+    CHECK(isnan(cllm_eval_get_summary(e)->fast_forward_per_block));
+    cllm_eval_free(e);
+
+    /* No time measured (time_s 0): rates that do not apply are NaN. */
+    cllm_gen_rec z = r.g1;
+    z.time_s = 0;
+    CHECK_OK(cllm_eval_new(&e, CLLM_TASK_NONE));
+    CHECK_OK(cllm_eval_add(e, &z));
+    CHECK_OK(cllm_eval_finish(e));
+    CHECK(isnan(cllm_eval_row_at(e, 0)->tokens_per_s));
+    CHECK(isnan(cllm_eval_get_summary(e)->tokens_per_s));
+    CHECK_NEAR(cllm_eval_row_at(e, 0)->tokens_per_step, 1.25);
+    cllm_eval_free(e);
+
+    cllm_tokens_free(&b1.output);
+    cllm_tokens_free(&g2.prompt);
+    cllm_tokens_free(&g2.output);
+    free_recs(&r);
+    TEST_OK("eval: a baseline for part of the prompts, references, mixed records, refusals");
 }
 
 /* ------------------------------------------------------------ the command, on files */
@@ -427,11 +607,15 @@ static void test_run(void) {
     const cllm_gen_rec *ins[2] = { &r.g0, &r.g1 }, *bs[3] = { &r.b0, &r.b1, &r.b7 };
     write_stream(in, ins, 2);
     write_stream(base, bs, 3);
-    /* JSONL references: line 0 (id 0) and an explicit id 1 with a numeric target */
+    /* JSONL references: line 0 (id 0 by its index) says 17; a blank line; id 1
+     * has a numeric target 14, which counts before its answer 13; an explicit
+     * id 0 then replaces the 17 with 18. So prompt 0 is right and prompt 1
+     * (which says 13) wrong, as above. */
     FILE *f = fopen(ref, "w");
     CHECK(f != NULL);
     if (f) {
-        fprintf(f, "{\"question\": \"q0\", \"answer\": \"... #### 18\"}\n\n{\"id\": 1, \"target\": 14}\n");
+        fprintf(f, "{\"question\": \"q0\", \"answer\": \"... #### 17\"}\n\n"
+                   "{\"id\": 1, \"target\": 14, \"answer\": \"#### 13\"}\n{\"id\": 0, \"answer\": \"#### 18\"}\n");
         fclose(f);
     }
     cllm_eval_opts o;
@@ -456,6 +640,9 @@ static void test_run(void) {
     CHECK_NEAR(overall(met, "baseline_accuracy"), 0.5);
     CHECK_EQ_INT(count_per_prompt(met, "tokens_per_step"), 2);
     CHECK_EQ_INT(count_per_prompt(met, "stationary"), 1);   /* only the traced prompt */
+    CHECK_EQ_INT(count_per_prompt(met, "fast_forward"), 1);
+    CHECK_EQ_INT(count_per_prompt(met, "correct"), 2);
+    CHECK_NEAR(overall(met, "baseline_prompts"), 2);
     char line[512];
     int rows = 0, has_all = 0;
     rewind(table);
@@ -469,6 +656,8 @@ static void test_run(void) {
     char *h = slurp(html);
     CHECK(h && strstr(h, "<svg") && strstr(h, "Speedup over the baseline") && strstr(h, "</html>") &&
           strstr(h, "class=\"tk s\">12<"));
+    /* passes are numbered within their block: block 3's only pass is pass 1 */
+    CHECK(h && strstr(h, "<span class=\"pn\">1 +2</span><span class=\"tk f\">22</span>"));
     free(h);
 
     /* --summary: no per-prompt records */
@@ -490,6 +679,7 @@ static void test_run(void) {
     CHECK_OK(cllm_eval_run(&o));
     fclose(ms);
     CHECK(buf && strstr(buf, "    1 +1  10|[90]|{12}|{13}\n") && strstr(buf, "    1 +2  22|23|(70)|(71)\n"));
+    CHECK(buf && strstr(buf, "    2 +3  10|11|12|13\n") && strstr(buf, "    3 +2  18|19|20|21\n"));
     free(buf);
     o.show_id = 5;
     ms = open_memstream(&buf, &len);
@@ -497,6 +687,43 @@ static void test_run(void) {
     CHECK(cllm_eval_run(&o) == CLLM_EINVAL);               /* no such prompt */
     fclose(ms);
     free(buf);
+
+    /* References from a stream: the gen records themselves (prompt 0's answer
+     * field says 18; prompt 1 has none, and no answer of its own). */
+    o.show = 0;
+    o.show_out = NULL;
+    o.ref = in;
+    CHECK_OK(cllm_eval_run(&o));
+    CHECK_NEAR(overall(met, "answered"), 1);
+    CHECK_NEAR(overall(met, "accuracy"), 1);
+    /* references without an answer field are refused */
+    f = fopen(ref, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fprintf(f, "{\"question\": \"q0\"}\n");
+        fclose(f);
+    }
+    o.ref = ref;
+    CHECK(cllm_eval_run(&o) == CLLM_EINVAL);
+
+    /* No baseline, no task, prompt 1 without a time: metrics that do not
+     * apply (tokens/s of prompt 1, baseline, answers) are left out. */
+    cllm_gen_rec z = r.g1;
+    z.time_s = 0;
+    const cllm_gen_rec *zs[2] = { &r.g0, &z };
+    write_stream(in, zs, 2);
+    memset(&o, 0, sizeof o);
+    o.input = in;
+    o.output = met;
+    CHECK_OK(cllm_eval_run(&o));
+    CHECK_EQ_INT(count_per_prompt(met, "tokens_per_step"), 2);
+    CHECK_EQ_INT(count_per_prompt(met, "tokens_per_s"), 1);
+    CHECK_NEAR(overall(met, "tokens_per_s"), 19.0 / 2);   /* a ratio of sums: (14 + 5) / (2 + 0) */
+    CHECK_EQ_INT(count_per_prompt(met, "correct"), 0);
+    CHECK_EQ_INT(count_per_prompt(met, "speedup"), 0);
+    CHECK(isnan(overall(met, "baseline_prompts")));
+    CHECK(isnan(overall(met, "speedup")));
+    CHECK(isnan(overall(met, "accuracy")));
 
     free_recs(&r);
     char cmd[300];
@@ -511,6 +738,7 @@ int main(void) {
     test_gsm8k();
     test_trace();
     test_eval_numbers();
+    test_eval_partial();
     test_run();
     test_median();
     TEST_END();
