@@ -1189,8 +1189,8 @@ static int read_refs(cllm_eval *e, const char *path, const char *field) {
         cllm_record rec;
         while (!rc && (rc = cllm_reader_next(r, &rec)) == 0) {
             if (strcmp(rec.type, "prompt") && strcmp(rec.type, "gen")) continue;
-            uint64_t idx = index++;
-            int64_t id = (int64_t)idx;
+            /* an id-less prompt gets its place among the prompts, as cllm-gen gives it */
+            int64_t id = strcmp(rec.type, "prompt") ? -1 : (int64_t)index++;
             if ((rc = cllm_rec_get_i64(rec.root, "id", &id, 0)) < 0) break;
             rc = 0;
             const cllm_value *v = NULL;

@@ -696,6 +696,40 @@ static void test_run(void) {
     CHECK_OK(cllm_eval_run(&o));
     CHECK_NEAR(overall(met, "answered"), 1);
     CHECK_NEAR(overall(met, "accuracy"), 1);
+    /* A reference stream mixing gen and prompt records: an id-less prompt is
+     * numbered among the prompts alone (as cllm-gen numbers it), so the prompt
+     * after a gen record of id 1 is prompt 0 (18), and prompt 1 keeps the gen
+     * record's 13: both right. Numbered among all records it would be id 1. */
+    {
+        char refs[256];
+        snprintf(refs, sizeof refs, "%s/refs.zst", dir);
+        cllm_writer *w;
+        cllm_packbuf b = { 0 };
+        CHECK_OK(cllm_writer_open(&w, refs, 1));
+        char *argv[1] = { "test_eval" };
+        cllm_header_rec hdr = { "test_eval", "hand-made", 100, "", 1, argv };
+        CHECK_OK(cllm_rec_header_pack(&b, &hdr));
+        CHECK_OK(cllm_writer_put_header(w, b.data, b.size));
+        cllm_gen_rec g = r.g1;
+        g.answer = "#### 13";
+        CHECK_OK(cllm_rec_gen_pack(&b, &g));
+        CHECK_OK(cllm_writer_put(w, b.data, b.size));
+        cllm_packbuf_reset(&b);
+        cllm_pack_map(&b, 3);
+        cllm_pack_cstr(&b, "type");
+        cllm_pack_cstr(&b, "prompt");
+        cllm_pack_cstr(&b, "text");
+        cllm_pack_cstr(&b, "q0");
+        cllm_pack_cstr(&b, "answer");
+        cllm_pack_cstr(&b, "#### 18");
+        CHECK_OK(cllm_writer_put(w, b.data, b.size));
+        CHECK_OK(cllm_writer_close(w));
+        cllm_packbuf_free(&b);
+        o.ref = refs;
+        CHECK_OK(cllm_eval_run(&o));
+        CHECK_NEAR(overall(met, "answered"), 2);
+        CHECK_NEAR(overall(met, "accuracy"), 1);
+    }
     /* references without an answer field are refused */
     f = fopen(ref, "w");
     CHECK(f != NULL);
