@@ -73,19 +73,29 @@ static int read_head(const uint8_t *p, size_t avail, head *h) {
     return 0;
 }
 
-int cllm_mp_scan(const uint8_t *buf, size_t len, size_t *used, size_t *n_values) {
-    /* Iterative walk: stack[d] holds how many values remain at depth d. */
-    uint64_t stack[CLLM_MP_MAX_DEPTH + 1];
-    int depth = 0;
-    size_t off = 0, nodes = 0;
-    stack[0] = 1;
+void cllm_mp_scanner_init(cllm_mp_scanner *s) {
+    s->stack[0] = 1;
+    s->depth = 0;
+    s->off = s->nodes = 0;
+}
+
+int cllm_mp_scan_more(cllm_mp_scanner *s, const uint8_t *buf, size_t len, size_t *used, size_t *n_values) {
+    /* Iterative walk: stack[d] holds how many values remain at depth d. An
+     * element is taken whole or not at all: when its bytes run out, the walk
+     * stops at its start (off0, nodes0, its count given back) and the next
+     * call reads it again from there. */
+    uint64_t *stack = s->stack;
+    int depth = s->depth;
+    size_t off = s->off, nodes = s->nodes, off0 = off, nodes0 = nodes;
     while (depth >= 0) {
         if (stack[depth] == 0) { depth--; continue; }
+        off0 = off;
+        nodes0 = nodes;
         stack[depth]--;
         uint8_t c0 = off < len ? buf[off] : 0;
         if (off < len && (c0 <= 0x7f || c0 == 0xcc || c0 == 0xcd)) { /* fast path: small unsigned */
             size_t sz = c0 <= 0x7f ? 1 : (c0 == 0xcc ? 2 : 3);
-            if (sz > len - off) return CLLM_MP_NEED_MORE;
+            if (sz > len - off) goto need_more;
             off += sz;
             nodes++;
             if (depth == 0 && stack[0] == 0) break;
@@ -93,18 +103,18 @@ int cllm_mp_scan(const uint8_t *buf, size_t len, size_t *used, size_t *n_values)
         }
         head h;
         int rc = read_head(buf + off, len - off, &h);
-        if (rc > 0) return CLLM_MP_NEED_MORE;
+        if (rc > 0) goto need_more;
         if (rc < 0) return cllm_error(CLLM_EFORMAT, "invalid msgpack byte 0x%02x at offset %zu", buf[off], off);
         off += h.hlen;
         nodes++;
-        if (h.payload > len - off) return CLLM_MP_NEED_MORE;
+        if (h.payload > len - off) goto need_more;
         off += (size_t)h.payload;
         if (h.children) {
             /* Every child takes at least one byte: a count larger than the bytes
              * left can only be satisfied by more input, never by allocation. */
             if (depth + 1 > CLLM_MP_MAX_DEPTH)
                 return cllm_error(CLLM_ELIMIT, "msgpack nesting deeper than %d at offset %zu", CLLM_MP_MAX_DEPTH, off);
-            if (h.children > len - off) return CLLM_MP_NEED_MORE;
+            if (h.children > len - off) goto need_more;
             stack[++depth] = h.children;
         }
         if (depth == 0 && stack[0] == 0) break;
@@ -112,6 +122,18 @@ int cllm_mp_scan(const uint8_t *buf, size_t len, size_t *used, size_t *n_values)
     *used = off;
     *n_values = nodes;
     return CLLM_MP_COMPLETE;
+need_more:
+    stack[depth]++;
+    s->depth = depth;
+    s->off = off0;
+    s->nodes = nodes0;
+    return CLLM_MP_NEED_MORE;
+}
+
+int cllm_mp_scan(const uint8_t *buf, size_t len, size_t *used, size_t *n_values) {
+    cllm_mp_scanner s;
+    cllm_mp_scanner_init(&s);
+    return cllm_mp_scan_more(&s, buf, len, used, n_values);
 }
 
 static double load_float(const uint8_t *p, size_t n) {

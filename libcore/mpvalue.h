@@ -45,6 +45,24 @@ enum { CLLM_MP_COMPLETE = 0, CLLM_MP_NEED_MORE = 1 };
  * which byte offset). */
 int cllm_mp_scan(const uint8_t *buf, size_t len, size_t *used, size_t *n_values);
 
+/* The same scan in steps, for a value whose bytes arrive in pieces (a record
+ * coming down a pipe): after CLLM_MP_NEED_MORE the scanner remembers where it
+ * stopped (the start of the first incomplete element and the counts still open
+ * above it), and the next call with the same value's bytes, now longer, goes
+ * on from there. So every byte is scanned about once however many pieces the
+ * value comes in, and a value can be taken the moment its last byte is there.
+ * Offsets are from the value's first byte, so the bytes may move between calls
+ * (buf is the value's start each time). Init before the first call and after
+ * each complete value. */
+typedef struct cllm_mp_scanner {
+    uint64_t stack[CLLM_MP_MAX_DEPTH + 1];   /* values still to come at each depth */
+    int depth;
+    size_t off, nodes;                       /* where the next element starts, nodes before it */
+} cllm_mp_scanner;
+
+void cllm_mp_scanner_init(cllm_mp_scanner *s);
+int cllm_mp_scan_more(cllm_mp_scanner *s, const uint8_t *buf, size_t len, size_t *used, size_t *n_values);
+
 /* Build the tree of a value already scanned as complete, using nodes[0..n_values):
  * nodes[0] is the root. Cannot fail. */
 void cllm_mp_build(const uint8_t *buf, cllm_value *nodes);

@@ -1,7 +1,9 @@
 /* stream.c: reader and writer of record streams (see stream.h, cllm-stream(5)).
  *
  * Reader invariants: `out` holds decompressed bytes [out_pos, out_len) not yet
- * consumed; a record is parsed only once cllm_mp_scan() says it is complete;
+ * consumed; a record is parsed only once its scan (cllm_mp_scan_more, resumed
+ * as its bytes arrive, so each byte is scanned about once and the record is
+ * taken the moment its last byte is decompressed) says it is complete;
  * `frame_open` is true while the zstd decoder is inside a frame (its last
  * return value was non-zero), which is how a cut frame is told from a clean
  * end. The end record's count is checked against the records actually seen.
@@ -41,7 +43,8 @@ struct cllm_reader {
     uint64_t in_total;      /* compressed bytes consumed (for offsets in messages) */
     uint8_t *out;           /* decompressed bytes */
     size_t out_cap, out_len, out_pos;
-    size_t retry_at;        /* a scan said NEED_MORE: rescan once out_len reaches this */
+    cllm_mp_scanner scan;   /* the record at out_pos, scanned as far as its bytes go */
+    size_t scanned;         /* bytes after out_pos the scan has seen (0: not begun) */
     uint64_t out_total;     /* decompressed bytes consumed before out[0] */
     size_t max_record;
     size_t max_window;      /* the decoder's window limit, for messages */
@@ -218,7 +221,6 @@ static int fill_output(cllm_reader *r, int *eof) {
         memmove(r->out, r->out + r->out_pos, r->out_len - r->out_pos);
         r->out_total += r->out_pos;
         r->out_len -= r->out_pos;
-        if (r->retry_at) r->retry_at -= r->out_pos;
         r->out_pos = 0;
     }
     if (r->out_cap - r->out_len < (1 << 16)) {
@@ -346,17 +348,22 @@ int cllm_reader_next(cllm_reader *r, cllm_record *rec) {
     if (r->error) return r->error;
     for (;;) {
         size_t avail = r->out_len - r->out_pos;
-        if (avail > 0 && (!r->retry_at || r->out_len >= r->retry_at)) {
+        /* Scan on from where the last scan stopped, once new bytes came: each
+         * byte is scanned about once, and a record is taken as soon as its
+         * last byte is here, even if the producer then pauses. */
+        if (avail > r->scanned) {
             size_t used, nvals;
             const uint8_t *p = r->out + r->out_pos;
-            int rc = cllm_mp_scan(p, avail, &used, &nvals);
+            if (!r->scanned) cllm_mp_scanner_init(&r->scan);
+            r->scanned = avail;
+            int rc = cllm_mp_scan_more(&r->scan, p, avail, &used, &nvals);
             if (rc < 0)
                 return fail(r, cllm_error_prefix(rc, "%s: record %llu at decompressed byte %llu: ", r->name,
                                                  (unsigned long long)r->count, (unsigned long long)(r->out_total + r->out_pos)));
             if (rc == CLLM_MP_COMPLETE) {
-                r->retry_at = 0;
+                r->scanned = 0;
                 if (used > r->max_record)
-                    return fail(r, cllm_error(CLLM_ELIMIT, "%s: record %llu is %zu bytes, above the limit of %zu",
+                    return fail(r, cllm_error(CLLM_ELIMIT, "%s: record %llu is %zu bytes, larger than the limit of %zu",
                                               r->name, (unsigned long long)r->count, used, r->max_record));
                 if (grow_nodes(&r->nodes, &r->nodes_cap, nvals)) return fail(r, CLLM_ENOMEM);
                 cllm_mp_build(p, r->nodes);
@@ -382,18 +389,12 @@ int cllm_reader_next(cllm_reader *r, cllm_record *rec) {
                 return 0;
             }
             if (r->out_eof) break; /* incomplete, and nothing more will come */
-            /* Incomplete: rescan only after the buffer has grown enough that the
-             * total rescanning work stays linear in the record size. */
-            r->retry_at = r->out_len + (avail > (1 << 16) ? avail : (1 << 16));
         }
         if (r->out_eof) break;
         int eof;
         int rc = fill_output(r, &eof);
         if (rc) return rc;
-        if (eof) {
-            r->out_eof = 1;
-            r->retry_at = 0; /* one final scan of what is buffered */
-        }
+        if (eof) r->out_eof = 1;
     }
     /* End of input. */
     if (!r->any_input) return fail(r, cllm_error(CLLM_EFORMAT, "%s: empty input (not a cllm stream)", r->name));
