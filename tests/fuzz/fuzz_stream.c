@@ -10,7 +10,10 @@
  * Bits 2..3 pick the record size limit (default, 1 MiB, 4 KiB, 64 bytes).
  * Properties: the reader never reads out of bounds, every record it delivers
  * is a map with a type, re-packs into msgpack that scans to the same node
- * count, and renders as JSON that jansson parses.
+ * count, and renders as JSON that jansson parses; and the msgpack bytes
+ * scanned step by step (cllm_mp_scan_more, pieces of 1-16 bytes from bits
+ * 4..7) end as the one-shot scan does: the same size and node count, the
+ * same error, or more wanted.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +144,23 @@ static void check_record(const cllm_record *rec) {
     cllm_packbuf_free(&pb);
 }
 
+/* The step-wise scan of p[0..n) in pieces of step bytes against the one-shot scan. */
+static void check_piecewise(const uint8_t *p, size_t n, size_t step) {
+    size_t used = 0, nv = 0, used2 = 0, nv2 = 0;
+    int whole = cllm_mp_scan(p, n, &used, &nv);
+    cllm_mp_scanner s;
+    cllm_mp_scanner_init(&s);
+    int rc = CLLM_MP_NEED_MORE;
+    size_t have = 0;
+    do {
+        have = n - have > step ? have + step : n;
+        rc = cllm_mp_scan_more(&s, p, have, &used2, &nv2);
+    } while (rc == CLLM_MP_NEED_MORE && have < n);
+    if (rc != whole || (rc == CLLM_MP_COMPLETE && (used2 != used || nv2 != nv)))
+        fuzz_fail("scan in pieces of %zu: rc %d, %zu bytes, %zu nodes; in one go: rc %d, %zu bytes, %zu nodes", step, rc,
+                  used2, nv2, whole, used, nv);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     init_header();
@@ -149,6 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t limit = limits[(data[0] >> 2) & 3];
     const uint8_t *body = data + 1;
     size_t n = size - 1;
+    if (mode != 0) check_piecewise(body, n, 1 + (data[0] >> 4));
 
     uint8_t *buf = NULL;
     size_t len = 0;
