@@ -525,7 +525,7 @@ int cllm_gguf_open(cllm_gguf **out, const char *path) {
     }
     g->version = le32(hdr + 4);
     if (g->version != 2 && g->version != 3) {
-        if ((g->version & 0xFFFF) == 0)
+        if (g->version != 0 && (g->version & 0xFFFF) == 0)
             rc = cllm_error(CLLM_EUNSUP, "%s: GGUF version 0x%08" PRIx32 " looks byte-swapped (big-endian file?); "
                             "only little-endian GGUF is supported", path, g->version);
         else
@@ -1089,8 +1089,10 @@ int cllm_gguf_writer_write(cllm_gguf_writer *w, const char *path) {
     uint32_t align = GGUF_DEFAULT_ALIGN;
     for (size_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->kvs[i].key, "general.alignment")) {
-            const unsigned char *b = w->kvs[i].buf + 8 + strlen("general.alignment");
-            uint32_t vt = le32(b), a = le32(b + 4);
+            /* The entry is key, type and value; only a u32 has 4 value bytes to read. */
+            size_t at = 8 + strlen("general.alignment");
+            const unsigned char *b = w->kvs[i].buf + at;
+            uint32_t vt = le32(b), a = vt == GGUF_T_U32 && w->kvs[i].len >= at + 8 ? le32(b + 4) : 0;
             if (vt != GGUF_T_U32 || a == 0 || (a & (a - 1)) || a > GGUF_MAX_ALIGN)
                 return cllm_error(CLLM_EINVAL, "%s: general.alignment must be a u32 power of two up to %u", path,
                                   GGUF_MAX_ALIGN);

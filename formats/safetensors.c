@@ -400,7 +400,9 @@ int cllm_st_write(const char *path, const cllm_st_wtensor *ts, size_t n, int dty
         }
         json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype", dtypes[dtype].name, "shape", shape, "data_offsets",
                               (json_int_t)off, (json_int_t)(off + numel * esz));
-        if (!e || json_object_get(root, ts[i].name) || json_object_set_new(root, ts[i].name, e))
+        int dup = json_object_get(root, ts[i].name) != NULL;
+        if (dup) json_decref(e);   /* json_object_set_new would have taken it */
+        if (!e || dup || json_object_set_new(root, ts[i].name, e))
             rc = cllm_error(CLLM_EINVAL, "%s: cannot add tensor %s to the header (duplicate name?)", path, ts[i].name);
         off += numel * esz;
     }

@@ -298,6 +298,200 @@ static void test_bad_files(void) {
     TEST_OK("gguf hostile files");
 }
 
+/* A file of only metadata: "GGUF", version 3, no tensors, n_kv keys, then what
+ * the caller puts. */
+static void kv_header(buf *C, uint64_t n_kv) { C->n = 0; put(C, "GGUF", 4); u32(C, 3); u64(C, 0); u64(C, n_kv); }
+
+/* More hostile and boundary files (found by mutation testing: each case below
+ * once passed with a check weakened or removed). */
+static void test_bad_files_more(void) {
+    buf B, C;
+    cllm_gguf *g = NULL;
+    /* versions: a future one, and one whose low 16 bits are 0 only in part */
+    base(&B); patch32(&B, at.version, 4); EXPECT_FAIL(&B, "unsupported GGUF version 4");
+    base(&B); patch32(&B, at.version, 256); EXPECT_FAIL(&B, "unsupported GGUF version 256");
+    base(&B); patch32(&B, at.version, 0x02000000); EXPECT_FAIL(&B, "byte-swapped");
+    /* counts that fit INT_MAX but not the bytes left: refused before any allocation */
+    base(&B); patch64(&B, at.n_kv, 1000000); EXPECT_FAIL(&B, "metadata count 1000000 is impossible");
+    base(&B); patch64(&B, at.n_t, 1000000); EXPECT_FAIL(&B, "tensor count 1000000 is impossible");
+    /* an array whose count fits the bytes left but count x element size does not */
+    base(&B); patch64(&B, at.arr_n, 200); EXPECT_FAIL(&B, "array of 200 i32 elements needs more than");
+    /* array element type 13 (one past f64) */
+    base(&B); patch32(&B, at.arr_n - 4, 13); EXPECT_FAIL(&B, "unknown array element type 13");
+    /* keys: DEL and a control byte are not printable */
+    kv_header(&C, 1); str(&C, "a\x7f"); u32(&C, GGUF_T_U8); C.b[C.n++] = 1; EXPECT_FAIL(&C, "non-ASCII byte 0x7f");
+    kv_header(&C, 1); str(&C, "a\x1f"); u32(&C, GGUF_T_U8); C.b[C.n++] = 1; EXPECT_FAIL(&C, "non-printable or non-ASCII byte 0x1f");
+    kv_header(&C, 1); str(&C, " ~"); u32(&C, GGUF_T_U8); C.b[C.n++] = 1; CHECK_OK(try_open(&C, C.n));
+    /* bool array elements must be 0 or 1 */
+    kv_header(&C, 1); str(&C, "k"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_BOOL); u64(&C, 3);
+    C.b[C.n++] = 1; C.b[C.n++] = 2; C.b[C.n++] = 0;
+    EXPECT_FAIL(&C, "bool element 1 is neither 0 nor 1");
+    /* integer arrays: the int32 view is refused when a value does not fit */
+    {
+        kv_header(&C, 4);
+        str(&C, "u32"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_U32); u64(&C, 2); u32(&C, 5); u32(&C, 0x80000000u);
+        str(&C, "u64"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_U64); u64(&C, 2); u64(&C, 5); u64(&C, 1ull << 63);
+        str(&C, "i64"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_I64); u64(&C, 2); u64(&C, (uint64_t)-5); u64(&C, (uint64_t)INT32_MIN);
+        str(&C, "u8"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_U8); u64(&C, 2); C.b[C.n++] = 200; C.b[C.n++] = 7;
+        CHECK(write_file(&C, C.n) == 0);
+        CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+        if (g) {
+            const int32_t *a;
+            size_t n;
+            CHECK(cllm_gguf_get_arr_i32(g, "u32", &a, &n) == CLLM_EFORMAT);
+            CHECK(strstr(cllm_errmsg(), "key u32 has values outside the int32 range") != NULL);
+            CHECK(cllm_gguf_get_arr_i32(g, "u64", &a, &n) == CLLM_EFORMAT);
+            CHECK_OK(cllm_gguf_get_arr_i32(g, "i64", &a, &n));
+            CHECK(n == 2 && a[0] == -5 && a[1] == INT32_MIN);
+            CHECK_OK(cllm_gguf_get_arr_i32(g, "u8", &a, &n));
+            CHECK(n == 2 && a[0] == 200 && a[1] == 7);
+            cllm_gguf_close(g);
+            g = NULL;
+        }
+    }
+    /* tensor names: 63 bytes load, an embedded NUL is refused */
+    {
+        const char *n63 = "012345678901234567890123456789012345678901234567890123456789012";
+        C.n = 0; put(&C, "GGUF", 4); u32(&C, 3); u64(&C, 1); u64(&C, 0);
+        str(&C, n63); u32(&C, 1); u64(&C, 1); u32(&C, GGML_T_F32); u64(&C, 0);
+        pad(&C, 32); float one = 1; put(&C, &one, 4);
+        CHECK_OK(try_open(&C, C.n));
+        C.n = 0; put(&C, "GGUF", 4); u32(&C, 3); u64(&C, 1); u64(&C, 0);
+        u64(&C, 3); put(&C, "a\0b", 3); u32(&C, 1); u64(&C, 1); u32(&C, GGML_T_F32); u64(&C, 0);
+        pad(&C, 32); put(&C, &one, 4);
+        EXPECT_FAIL(&C, "has a bad name (length 3");
+    }
+    /* n_dims 0 */
+    base(&B); patch32(&B, at.a_ndims, 0); EXPECT_FAIL(&B, "tensor a has n_dims 0");
+    /* tensor types: one past the end of ggml's table, a hole in it, and the
+     * accessors' answer for a negative type */
+    base(&B); patch32(&B, at.a_type, 40); EXPECT_FAIL(&B, "tensor a has unknown type 40");
+    base(&B); patch32(&B, at.a_type, 4); EXPECT_FAIL(&B, "tensor a has unknown type 4");
+    CHECK(cllm_ggml_type_name(-1) == NULL && cllm_ggml_type_name(40) == NULL);
+    CHECK_STR(cllm_ggml_type_name(39), "MXFP4");
+    CHECK_EQ_INT(cllm_ggml_block_elems(-1), 0);
+    /* alignment: 1 MiB is the largest allowed, 2 MiB is refused */
+    base(&B); patch32(&B, at.align_val, 2u << 20); EXPECT_FAIL(&B, "general.alignment 2097152 is not a power of two up to 1048576");
+    {
+        size_t big = (2u << 20) + 64;
+        unsigned char *m = calloc(1, big);
+        base(&B);
+        patch32(&B, at.align_val, 1u << 20);
+        patch64(&B, at.b_off, 1u << 20);
+        memcpy(m, B.b, at.data);                                   /* header; data at 1 MiB */
+        memcpy(m + (1u << 20), B.b + at.data, 256);                /* a at 0 */
+        memcpy(m + (2u << 20), B.b + at.data + 256, 34);           /* b at 1 MiB */
+        FILE *f = fopen(tmpfile_path(), "wb");
+        CHECK(f && fwrite(m, 1, (2u << 20) + 34, f) == (2u << 20) + 34);
+        if (f) fclose(f);
+        CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+        if (g) {
+            CHECK_EQ_INT(cllm_gguf_alignment(g), 1u << 20);
+            CHECK_EQ_INT(cllm_gguf_data_offset(g), 1u << 20);
+            float q[32];
+            CHECK_OK(cllm_gguf_read_f32(g, cllm_gguf_find_tensor(g, "b"), q, 32));
+            CHECK(q[0] == -16 && q[31] == 15);
+            cllm_gguf_close(g);
+            g = NULL;
+        }
+        free(m);
+    }
+    /* tensors listed out of offset order: fine when apart, refused when they overlap */
+    {
+        /* a: F32 [32,2] at 64 (256 bytes), b: Q8_0 [32] at 0 (34 bytes) */
+        base(&B);
+        size_t a_off = at.a_type + 4;
+        patch64(&B, a_off, 64);
+        patch64(&B, at.b_off, 0);
+        unsigned char data[290];
+        memcpy(data, B.b + at.data, 290);
+        B.n = at.data;
+        put(&B, data + 256, 34);                     /* b */
+        while (B.n < at.data + 64) B.b[B.n++] = 0;
+        put(&B, data, 256);                          /* a */
+        CHECK_OK(try_open(&B, B.n));
+        CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+        if (g) {
+            float v[64], q[32];
+            CHECK_OK(cllm_gguf_read_f32(g, cllm_gguf_find_tensor(g, "a"), v, 64));
+            CHECK_OK(cllm_gguf_read_f32(g, cllm_gguf_find_tensor(g, "b"), q, 32));
+            CHECK(v[0] == 0 && v[63] == 63 && q[0] == -16 && q[31] == 15);
+            cllm_gguf_close(g);
+            g = NULL;
+        }
+        patch64(&B, a_off, 32);                      /* a [32, 288) overlaps b [0, 34) */
+        EXPECT_FAIL(&B, "tensors b and a overlap");
+    }
+    /* the smallest tensor infos (1-byte names, I8 [1], alignment 1) are possible:
+     * the tensor-count bound must not refuse them */
+    {
+        kv_header(&C, 1);
+        str(&C, "general.alignment"); u32(&C, GGUF_T_U32); u32(&C, 1);
+        patch64(&C, 8, 40);
+        for (int i = 0; i < 40; i++) {
+            char nm[2] = {(char)('A' + i), 0};
+            str(&C, nm); u32(&C, 1); u64(&C, 1); u32(&C, 24 /* I8 */); u64(&C, (uint64_t)i);
+        }
+        for (int i = 0; i < 40; i++) C.b[C.n++] = (unsigned char)i;
+        CHECK(write_file(&C, C.n) == 0);
+        CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+        if (g) { CHECK_EQ_INT(cllm_gguf_n_tensors(g), 40); cllm_gguf_close(g); g = NULL; }
+    }
+    /* tensor reads: the element count must match; read_raw wants the exact size */
+    base(&B);
+    CHECK(write_file(&B, B.n) == 0);
+    CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+    if (g) {
+        float v[64];
+        unsigned char raw[300];
+        const cllm_gguf_tensor *ta = cllm_gguf_find_tensor(g, "a"), *tb = cllm_gguf_find_tensor(g, "b");
+        CHECK(cllm_gguf_read_f32(g, ta, v, 63) == CLLM_EINVAL);
+        CHECK(strstr(cllm_errmsg(), "tensor a has 64 elements, caller expected 63") != NULL);
+        CHECK(cllm_gguf_read_raw(g, tb, raw, 35) == CLLM_EINVAL);
+        CHECK_OK(cllm_gguf_read_raw(g, tb, raw, 34));
+        CHECK(raw[0] == 0x00 && raw[1] == 0x3c && raw[2] == (unsigned char)-16);
+        cllm_gguf_close(g);
+        g = NULL;
+    }
+    unlink(tmpfile_path());
+    TEST_OK("gguf hostile and boundary files (mutation-found gaps)");
+}
+
+/* A key of n bytes (65535 allowed, 65536 refused); built on the heap. */
+static void test_long_key(void) {
+    for (size_t n = 65535; n <= 65536; n++) {
+        size_t sz = 24 + 8 + n + 4 + 1;
+        unsigned char *m = malloc(sz), *p = m;
+        uint32_t v3 = 3;
+        uint64_t zero = 0, one = 1, len = n;
+        memcpy(p, "GGUF", 4); p += 4; memcpy(p, &v3, 4); p += 4; memcpy(p, &zero, 8); p += 8; memcpy(p, &one, 8); p += 8;
+        memcpy(p, &len, 8); p += 8; memset(p, 'k', n); p += n;
+        uint32_t t = GGUF_T_U8; memcpy(p, &t, 4); p += 4; *p++ = 1;
+        FILE *f = fopen(tmpfile_path(), "wb");
+        CHECK(f && fwrite(m, 1, sz, f) == sz);
+        if (f) fclose(f);
+        free(m);
+        cllm_gguf *g = NULL;
+        int rc = cllm_gguf_open(&g, tmpfile_path());
+        if (n == 65535) CHECK_OK(rc);
+        else CHECK(rc == CLLM_EFORMAT && strstr(cllm_errmsg(), "metadata key #0 is longer than 65535 bytes"));
+        cllm_gguf_close(g);
+    }
+    /* a string value of 1 GiB + 1 in a (sparse) file that holds it: over the cap,
+     * refused before anything is allocated or read */
+    buf C;
+    kv_header(&C, 1);
+    str(&C, "k"); u32(&C, GGUF_T_STR); u64(&C, (1ull << 30) + 1);
+    CHECK(write_file(&C, C.n) == 0);
+    CHECK_OK(truncate(tmpfile_path(), (off_t)(C.n + (1ull << 30) + 1)));
+    cllm_gguf *g = NULL;
+    CHECK(cllm_gguf_open(&g, tmpfile_path()) == CLLM_ELIMIT &&
+          strstr(cllm_errmsg(), "string length 1073741825 exceeds the limit 1073741824"));
+    cllm_gguf_close(g);
+    unlink(tmpfile_path());
+    TEST_OK("gguf key length limit 65535, string limit 1 GiB");
+}
+
 /* ---- writer ---- */
 
 static void test_writer(void) {
@@ -409,6 +603,118 @@ static void test_writer(void) {
     TEST_OK("gguf writer round trip; tensor parts, and a file cut after its open");
 }
 
+/* The writer: padding after tensors whose sizes are not multiples of the
+ * alignment, general.alignment honoured and checked, every metadata type copied
+ * byte for byte, and the argument checks (found by mutation testing). */
+static void test_writer_more(void) {
+    const char *path = tmpfile_path();
+    cllm_gguf_writer *w = NULL;
+    cllm_gguf *g = NULL;
+    float x[5] = {1, 2, 3, 4, 5}, r[5];
+    int64_t n3[1] = {3}, n5[1] = {5}, n2[1] = {2};
+    for (int align = 32; align <= 64; align += 32) {
+        CHECK_OK(cllm_gguf_writer_new(&w));
+        if (!w) return;
+        if (align != 32) CHECK_OK(cllm_gguf_writer_set_u32(w, "general.alignment", (uint32_t)align));
+        CHECK_OK(cllm_gguf_writer_add_tensor(w, "x", 1, n3, GGML_T_F32, x));     /* 12 bytes */
+        CHECK_OK(cllm_gguf_writer_add_tensor(w, "y", 1, n5, GGML_T_F16, x));     /* 10 bytes */
+        CHECK_OK(cllm_gguf_writer_add_tensor(w, "z", 1, n2, GGML_T_BF16, x + 3)); /* 4 bytes */
+        CHECK_OK(cllm_gguf_writer_write(w, path));
+        cllm_gguf_writer_free(w);
+        w = NULL;
+        CHECK_OK(cllm_gguf_open(&g, path));
+        if (!g) return;
+        CHECK_EQ_INT(cllm_gguf_alignment(g), align);
+        CHECK_EQ_INT(cllm_gguf_data_offset(g) % (uint64_t)align, 0);
+        const cllm_gguf_tensor *tx = cllm_gguf_find_tensor(g, "x"), *ty = cllm_gguf_find_tensor(g, "y"),
+                               *tz = cllm_gguf_find_tensor(g, "z");
+        CHECK(tx && ty && tz);
+        if (tx && ty && tz) {
+            CHECK(tx->offset == 0 && ty->offset == (uint64_t)align && tz->offset == 2 * (uint64_t)align);
+            CHECK_EQ_INT(cllm_gguf_file_size(g), cllm_gguf_data_offset(g) + 3 * (uint64_t)align);
+            CHECK_OK(cllm_gguf_read_f32(g, tx, r, 3)); CHECK(!memcmp(r, x, 3 * sizeof(float)));
+            CHECK_OK(cllm_gguf_read_f32(g, ty, r, 5)); CHECK(!memcmp(r, x, 5 * sizeof(float)));
+            CHECK_OK(cllm_gguf_read_f32(g, tz, r, 2)); CHECK(r[0] == 4 && r[1] == 5);
+        }
+        cllm_gguf_close(g);
+        g = NULL;
+    }
+    /* a bad general.alignment is refused, and no file is left */
+    unlink(path);
+    CHECK_OK(cllm_gguf_writer_new(&w));
+    CHECK_OK(cllm_gguf_writer_set_u32(w, "general.alignment", 13));
+    CHECK(cllm_gguf_writer_write(w, path) == CLLM_EINVAL && strstr(cllm_errmsg(), "general.alignment must be"));
+    CHECK_OK(cllm_gguf_writer_set_u32(w, "general.alignment", 2u << 20));
+    CHECK(cllm_gguf_writer_write(w, path) == CLLM_EINVAL);
+    CHECK_OK(cllm_gguf_writer_set_i32(w, "general.alignment", 32));
+    CHECK(cllm_gguf_writer_write(w, path) == CLLM_EINVAL);
+    CHECK(access(path, F_OK) != 0);
+    /* argument checks */
+    int64_t n0[1] = {0}, nneg[2] = {4, -1};
+    CHECK(cllm_gguf_writer_add_tensor(w, "0123456789012345678901234567890123456789012345678901234567890123", 1, n3,
+                                      GGML_T_F32, x) == CLLM_EINVAL);
+    CHECK_OK(cllm_gguf_writer_add_tensor(w, "012345678901234567890123456789012345678901234567890123456789012", 1, n3,
+                                         GGML_T_F32, x));
+    CHECK(cllm_gguf_writer_add_tensor(w, "e", 1, n0, GGML_T_F32, x) == CLLM_EINVAL);
+    CHECK(cllm_gguf_writer_add_tensor(w, "n", 2, nneg, GGML_T_F32, x) == CLLM_EINVAL);
+    CHECK(cllm_gguf_writer_add_tensor(w, "d", 5, n3, GGML_T_F32, x) == CLLM_EINVAL);
+    char *key = malloc(65537);
+    memset(key, 'k', 65536);
+    key[65536] = 0;
+    CHECK(cllm_gguf_writer_set_u32(w, key, 1) == CLLM_EINVAL);
+    key[65535] = 0;
+    CHECK_OK(cllm_gguf_writer_set_u32(w, key, 1));
+    free(key);
+    CHECK(cllm_gguf_writer_set_u32(w, "", 1) == CLLM_EINVAL);
+    cllm_gguf_writer_free(w);
+    w = NULL;
+    /* every value type, copied from a file: the copy's metadata bytes are the source's */
+    {
+        buf C;
+        kv_header(&C, 17);
+        str(&C, "u8"); u32(&C, GGUF_T_U8); C.b[C.n++] = 200;
+        str(&C, "i8"); u32(&C, GGUF_T_I8); C.b[C.n++] = 0x85;
+        str(&C, "u16"); u32(&C, GGUF_T_U16); put(&C, "\x01\xf0", 2);
+        str(&C, "i16"); u32(&C, GGUF_T_I16); put(&C, "\x01\x80", 2);
+        str(&C, "u32"); u32(&C, GGUF_T_U32); u32(&C, 0xfedcba98u);
+        str(&C, "i32"); u32(&C, GGUF_T_I32); u32(&C, 0x80000001u);
+        str(&C, "f32"); u32(&C, GGUF_T_F32); u32(&C, 0x3eaaaaabu);
+        str(&C, "bool"); u32(&C, GGUF_T_BOOL); C.b[C.n++] = 1;
+        str(&C, "str"); u32(&C, GGUF_T_STR); u64(&C, 3); put(&C, "a\0b", 3);
+        str(&C, "u64"); u32(&C, GGUF_T_U64); u64(&C, 0xfedcba9876543210ull);
+        str(&C, "i64"); u32(&C, GGUF_T_I64); u64(&C, 0x8000000000000001ull);
+        str(&C, "f64"); u32(&C, GGUF_T_F64); u64(&C, 0x3fd5555555555555ull);
+        str(&C, "au8"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_U8); u64(&C, 3); put(&C, "\x01\xfe\x7f", 3);
+        str(&C, "ai16"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_I16); u64(&C, 2); put(&C, "\xff\xff\x02\x00", 4);
+        str(&C, "au64"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_U64); u64(&C, 2); u64(&C, 1); u64(&C, ~0ull);
+        str(&C, "abool"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_BOOL); u64(&C, 2); put(&C, "\x01\x00", 2);
+        str(&C, "astr"); u32(&C, GGUF_T_ARR); u32(&C, GGUF_T_STR); u64(&C, 2); str(&C, ""); u64(&C, 2); put(&C, "\0z", 2);
+        CHECK(write_file(&C, C.n) == 0);
+        CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+        char p2[80];
+        snprintf(p2, sizeof p2, "%s.copy", path);
+        if (g) {
+            CHECK_OK(cllm_gguf_writer_new(&w));
+            for (int i = 0; i < cllm_gguf_n_kv(g); i++) CHECK_OK(cllm_gguf_writer_copy_kv(w, g, i));
+            CHECK_OK(cllm_gguf_writer_write(w, p2));
+            cllm_gguf_writer_free(w);
+            cllm_gguf_close(g);
+            g = NULL;
+        }
+        FILE *f = fopen(p2, "rb");
+        unsigned char out[4096];
+        size_t got = f ? fread(out, 1, sizeof out, f) : 0;
+        if (f) fclose(f);
+        CHECK_EQ_INT(got, (C.n + 31) / 32 * 32);
+        size_t diff = 0;
+        while (diff < C.n && diff < got && out[diff] == C.b[diff]) diff++;
+        CHECK_MSG(diff == C.n, "the copy differs from the source at byte %zu of %zu", diff, C.n);
+        unlink(p2);
+    }
+    unlink(path);
+    TEST_OK("gguf writer: padding, alignment, argument checks, every metadata type copied exactly");
+}
+
 static void test_half(void) {
     /* every finite half -> f32 -> half is the identity; f32 -> bf16 rounds to nearest even */
     int bad = 0;
@@ -432,10 +738,95 @@ static void test_half(void) {
     TEST_OK("f16/bf16 conversions");
 }
 
+static float bits_f32(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+
+/* Q4_0 / Q4_1 / Q8_0 blocks built by hand, against the ggml formulas (y = (q-8)*d,
+ * y = q*d + m, y = q*d; low nibbles are elements 0-15, high nibbles 16-31), and
+ * NaN, infinity and round-to-nearest-even at the f16/bf16 edges (found by
+ * mutation testing: the golden file has no Q4_0 tensor, and the half test
+ * skips NaN). */
+static void test_dequant_more(void) {
+    unsigned char q[2 * 20];
+    float y[64];
+    int bad = 0;
+    /* Q4_0: block 0 d = 0.5, qs[j] = j | (15-j) << 4; block 1 d = -2, qs = 0x9a */
+    q[0] = 0x00; q[1] = 0x38;
+    for (int j = 0; j < 16; j++) q[2 + j] = (unsigned char)(j | (15 - j) << 4);
+    q[18] = 0x00; q[19] = 0xc0;
+    for (int j = 0; j < 16; j++) q[20 + j] = 0x9a;
+    CHECK_OK(cllm_dequantize(GGML_T_Q4_0, q, y, 64));
+    for (int j = 0; j < 16; j++) {
+        if (y[j] != (float)(j - 8) * 0.5f || y[j + 16] != (float)(7 - j) * 0.5f) bad++;
+        if (y[32 + j] != -4.0f || y[48 + j] != -2.0f) bad++;
+    }
+    CHECK_MSG(bad == 0, "Q4_0: %d values wrong (y[0]=%g y[16]=%g y[32]=%g y[48]=%g)", bad, (double)y[0], (double)y[16],
+              (double)y[32], (double)y[48]);
+    /* Q4_1: d = 0.25, m = -1.5 (added), same nibbles */
+    q[0] = 0x00; q[1] = 0x34; q[2] = 0x00; q[3] = 0xbe;
+    for (int j = 0; j < 16; j++) q[4 + j] = (unsigned char)(j | (15 - j) << 4);
+    CHECK_OK(cllm_dequantize(GGML_T_Q4_1, q, y, 32));
+    bad = 0;
+    for (int j = 0; j < 16; j++)
+        if (y[j] != (float)j * 0.25f - 1.5f || y[j + 16] != (float)(15 - j) * 0.25f - 1.5f) bad++;
+    CHECK_MSG(bad == 0, "Q4_1: %d values wrong", bad);
+    /* Q8_0: d = 0.5, signed quants */
+    q[0] = 0x00; q[1] = 0x38;
+    for (int j = 0; j < 32; j++) q[2 + j] = (unsigned char)(j * 8 - 128);
+    CHECK_OK(cllm_dequantize(GGML_T_Q8_0, q, y, 32));
+    bad = 0;
+    for (int j = 0; j < 32; j++)
+        if (y[j] != (float)(j * 8 - 128) * 0.5f) bad++;
+    CHECK_MSG(bad == 0, "Q8_0: %d values wrong", bad);
+    /* f16 -> f32: NaN stays NaN, infinities and the smallest subnormal */
+    uint16_t h[4] = {0x7e00, 0x7c01, 0xfc00, 0x0001};
+    CHECK_OK(cllm_dequantize(GGML_T_F16, h, y, 4));
+    CHECK(isnan(y[0]) && isnan(y[1]) && isinf(y[2]) && y[2] < 0 && y[3] == ldexpf(1, -24));
+    /* f32 -> bf16: a NaN whose payload is only in the low bits stays NaN */
+    float nan_lo[2] = {bits_f32(0x7f800001u), bits_f32(0xff800001u)};
+    uint16_t b[2];
+    cllm_f32_to_bf16(nan_lo, b, 2);
+    CHECK((b[0] & 0x7f80) == 0x7f80 && (b[0] & 0x7f) != 0 && (b[1] & 0xff80) == 0xff80 && (b[1] & 0x7f) != 0);
+    float rb[2];
+    CHECK_OK(cllm_dequantize(GGML_T_BF16, b, rb, 2));
+    CHECK(isnan(rb[0]) && isnan(rb[1]));
+    /* f32 -> f16: NaN with a low-bit payload stays NaN; ties to even, normal and subnormal */
+    float xs[8] = {nan_lo[0], 1.0f + ldexpf(1, -11), 1.0f + 3 * ldexpf(1, -11), 1.5f * ldexpf(1, -24),
+                   2.5f * ldexpf(1, -24), ldexpf(1, -25), 65519.0f, -INFINITY};
+    uint16_t hs[8];
+    cllm_f32_to_f16(xs, hs, 8);
+    CHECK_MSG((hs[0] & 0x7c00) == 0x7c00 && (hs[0] & 0x3ff) != 0, "NaN -> %04x", hs[0]);
+    CHECK_MSG(hs[1] == 0x3c00 && hs[2] == 0x3c02, "normal ties: %04x %04x", hs[1], hs[2]);
+    CHECK_MSG(hs[3] == 0x0002 && hs[4] == 0x0002 && hs[5] == 0x0000, "subnormal ties: %04x %04x %04x", hs[3], hs[4], hs[5]);
+    CHECK_MSG(hs[6] == 0x7bff && hs[7] == 0xfc00, "65519 -> %04x, -inf -> %04x", hs[6], hs[7]);
+    TEST_OK("Q4_0/Q4_1/Q8_0 blocks by hand; f16/bf16 NaN, infinity and ties to even");
+}
+
+/* Findings of the mutation campaign, fixed in formats/gguf.c:
+ *  - version 0 was reported as "looks byte-swapped (big-endian file?)";
+ *  - the writer read 4 bytes past a 1-byte general.alignment entry (a bool set
+ *    by the caller) before refusing it: a heap overflow under ASan. */
+static void test_findings(void) {
+    buf B;
+    base(&B); patch32(&B, at.version, 0); EXPECT_FAIL(&B, "unsupported GGUF version 0 (2 and 3 are supported)");
+    cllm_gguf_writer *w = NULL;
+    CHECK_OK(cllm_gguf_writer_new(&w));
+    if (!w) return;
+    CHECK_OK(cllm_gguf_writer_set_bool(w, "general.alignment", 1));
+    CHECK(cllm_gguf_writer_write(w, tmpfile_path()) == CLLM_EINVAL && strstr(cllm_errmsg(), "general.alignment must be"));
+    cllm_gguf_writer_free(w);
+    unlink(tmpfile_path());
+    TEST_OK("gguf version 0 named as unsupported; writer refuses a bool general.alignment without reading past it");
+}
+
 int main(void) {
     test_golden();
     test_bad_files();
+    test_bad_files_more();
+    test_long_key();
     test_writer();
+    test_writer_more();
     test_half();
+    test_dequant_more();
+    test_findings();
     TEST_END();
 }

@@ -443,6 +443,122 @@ static void test_bad_safetensors(void) {
     TEST_OK("safetensors hostile files");
 }
 
+/* More hostile and boundary safetensors files (found by mutation testing: each
+ * case below once passed with a check weakened or removed). */
+static void test_bad_safetensors_more(void) {
+    const char *ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]}}";
+    char p[160];
+    snprintf(p, sizeof p, "%s", tmp("bad.safetensors"));
+    cllm_st *st = NULL;
+    {   /* 7 bytes: too short, not "file ends early" */
+        FILE *f = fopen(p, "wb");
+        if (f) { fwrite("\002\000\000\000{}x", 1, 7, f); fclose(f); }
+        CHECK(cllm_st_open(&st, p) < 0 && strstr(cllm_errmsg(), "7 bytes is too short"));
+    }
+    {   /* header length 100000001 in a (sparse) file large enough to hold it:
+         * over the limit, refused before it is read */
+        FILE *f = fopen(p, "wb");
+        uint64_t n = 100000001;
+        if (f) { fwrite(&n, 8, 1, f); fputc('{', f); fclose(f); }
+        CHECK_OK(truncate(p, 100000100));
+        CHECK(cllm_st_open(&st, p) == CLLM_ELIMIT && strstr(cllm_errmsg(), "header length 100000001 exceeds the limit"));
+        unlink(p);
+    }
+    /* header length one byte more than the file holds */
+    char frag[64];
+    snprintf(frag, sizeof frag, "header length %zu is larger than the file", strlen(ok) + 25);
+    ST_FAIL(ok, 24, (int64_t)(strlen(ok) + 25), frag);
+    CHECK_OK(st_file(ok, 24, (int64_t)strlen(ok)));
+    ST_FAIL("", 0, 0, "header length 0 is too short for a JSON object");
+    ST_FAIL("{", 0, 1, "header length 1 is too short");
+    ST_FAIL("{\"__metadata__\":[1]}", 0, -1, "__metadata__ is not an object");
+    ST_FAIL("{\"a\":1}", 0, -1, "entry a is not an object");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 8, -1, "data_offsets must be [begin, end]");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4, -1, "fields besides");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, -1, "has 9 dimensions (at most 8)");
+    CHECK_OK(st_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}}", 8, -1));
+    /* 2^62 elements fit 64 bits, their 2^64 bytes do not (they would wrap to 0) */
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[2305843009213693952,2],\"data_offsets\":[0,0]}}", 0, -1,
+            "byte size overflows 64 bits");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4, -1, "data_offsets are not non-negative integers");
+    ST_FAIL("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4.0]}}", 4, -1, "data_offsets are not non-negative integers");
+    /* a one-byte overlap */
+    ST_FAIL("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[7,8]}}",
+            8, -1, "tensors a and b overlap");
+    /* data bytes but no tensors; no data and no tensors is fine */
+    ST_FAIL("{}", 4, -1, "4 data bytes but no tensors");
+    CHECK_OK(st_file("{}", 0, -1));
+    /* an empty tensor that begins where another one does, in either order */
+    CHECK_OK(st_file("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+                     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, -1));
+    CHECK_OK(st_file("{\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+                     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, -1));
+    /* a read must ask for the tensor's own element count */
+    CHECK_OK(st_file(ok, 24, -1));
+    CHECK_OK(cllm_st_open(&st, p));
+    if (st) {
+        float v[4];
+        CHECK(cllm_st_read_f32(st, cllm_st_find(st, "a"), v, 3) == CLLM_EINVAL);
+        CHECK(strstr(cllm_errmsg(), "tensor a has 4 elements, caller expected 3") != NULL);
+        cllm_st_close(st);
+        st = NULL;
+    }
+    /* writer: the header is padded with spaces to a multiple of 8; F16 reads back;
+     * metadata kept */
+    {
+        float a[3] = {1.5f, -2.0f, 65504.0f};
+        int64_t sa[1] = {3};
+        cllm_st_wtensor ta = {"abc", 1, sa, a};
+        const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+        CHECK_OK(cllm_st_write(p, &ta, 1, CLLM_ST_F16, mk, mv, 1));
+        FILE *f = fopen(p, "rb");
+        uint64_t n = 0;
+        char h[256] = {0};
+        CHECK(f && fread(&n, 8, 1, f) == 1 && n < sizeof h && fread(h, 1, (size_t)n, f) == n);
+        if (f) fclose(f);
+        size_t jl = strlen(h);
+        while (jl && h[jl - 1] == ' ') jl--;        /* the JSON without its padding */
+        CHECK(jl % 8 != 0);                          /* (this header does need padding) */
+        CHECK_MSG(n % 8 == 0 && jl > 0 && h[jl - 1] == '}' && n - jl < 8, "header length %llu: \"%s\"",
+                  (unsigned long long)n, h);
+        CHECK_OK(cllm_st_open(&st, p));
+        if (st) {
+            float r[3];
+            const cllm_st_tensor *t = cllm_st_find(st, "abc");
+            CHECK(t && t->dtype == CLLM_ST_F16 && t->end - t->begin == 6);
+            CHECK_OK(cllm_st_read_f32(st, t, r, 3));
+            CHECK(!memcmp(r, a, sizeof a));
+            CHECK_STR(cllm_st_metadata(st, "format"), "pt");
+            cllm_st_close(st);
+            st = NULL;
+        }
+        /* duplicate names are refused, without leaking the entry (LeakSanitizer) */
+        cllm_st_wtensor td[2] = {{"d", 1, sa, a}, {"d", 1, sa, a}};
+        CHECK(cllm_st_write(p, td, 2, CLLM_ST_F32, NULL, NULL, 0) == CLLM_EINVAL);
+        CHECK(strstr(cllm_errmsg(), "cannot add tensor d") != NULL);
+    }
+    /* shards: the same tensor name in two shards; the index naming the wrong shard */
+    {
+        char d[160];
+        snprintf(d, sizeof d, "%s", tmp("dup-shards"));
+        mkdir(d, 0700);
+        float a[2] = {1, 2};
+        int64_t sa[1] = {2};
+        cllm_st_wtensor ta = {"a", 1, sa, a}, tb[2] = {{"b", 1, sa, a}, {"a", 1, sa, a}};
+        CHECK_OK(cllm_st_write(tmp("dup-shards/m-1.safetensors"), &ta, 1, CLLM_ST_F32, NULL, NULL, 0));
+        CHECK_OK(cllm_st_write(tmp("dup-shards/m-2.safetensors"), tb, 2, CLLM_ST_F32, NULL, NULL, 0));
+        FILE *f = fopen(tmp("dup-shards/model.safetensors.index.json"), "w");
+        if (f) { fputs("{\"weight_map\":{\"a\":\"m-1.safetensors\",\"b\":\"m-2.safetensors\"}}", f); fclose(f); }
+        CHECK(cllm_st_open_dir(&st, d) == CLLM_EFORMAT && strstr(cllm_errmsg(), "duplicate tensor name a"));
+        CHECK_OK(cllm_st_write(tmp("dup-shards/m-2.safetensors"), tb, 1, CLLM_ST_F32, NULL, NULL, 0));
+        f = fopen(tmp("dup-shards/model.safetensors.index.json"), "w");
+        if (f) { fputs("{\"weight_map\":{\"b\":\"m-2.safetensors\",\"a\":\"m-2.safetensors\",\"x\":\"m-1.safetensors\"}}", f); fclose(f); }
+        CHECK_MSG(cllm_st_open_dir(&st, d) == CLLM_EFORMAT && strstr(cllm_errmsg(), "tensor a is not in shard m-2.safetensors"), "%s", cllm_errmsg());
+    }
+    TEST_OK("safetensors hostile and boundary files, writer padding (mutation-found gaps)");
+}
+
 static void test_sharded(void) {
     /* two shards + index: loads like one file */
     const char *d = tmp("sharded");
@@ -490,6 +606,7 @@ int main(void) {
     test_tiny();
     test_load_threads_error();
     test_bad_safetensors();
+    test_bad_safetensors_more();
     test_sharded();
     test_real();
     char cmd[200];
