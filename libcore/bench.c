@@ -102,9 +102,8 @@ static int bench_model(const cllm_model *m, int mi, const char *name, cllm_promp
     memset(&f, 0, sizeof f);
     memset(&kv, 0, sizeof kv);
     cllm_decode_opts dec = o->dec;
-    if (dec.eos_id < 0) dec.eos_id = m->cfg.eos_id;
-    if (m->tok && dec.eos_id < 0) dec.eos_id = cllm_tokenizer_eos(m->tok);
-    if (dec.guess == CLLM_GUESS_PAD && m->cfg.pad_id >= 0) dec.pad_id = m->cfg.pad_id;
+    if (dec.eos_id < 0) dec.eos_id = cllm_model_eos_id(m);
+    if (dec.guess == CLLM_GUESS_PAD) dec.pad_id = cllm_model_pad_id(m);
     int R = o->repeat;
     double *ts = cllm_malloc((size_t)R * 4 * sizeof *ts);   /* [dec AR, dec Jacobi, e2e AR, e2e Jacobi][R] */
     if (!ts) return CLLM_ENOMEM;

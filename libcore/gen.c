@@ -255,9 +255,8 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
     if (o->text && !m->tok) return cllm_error(CLLM_EINVAL, "--text needs a model with a tokenizer");
     if (e.batch > 4096) return cllm_error(CLLM_EINVAL, "batch %d out of range", e.batch);
     cllm_decode_opts *dec = &e.dec;
-    if (dec->eos_id < 0) dec->eos_id = m->cfg.eos_id;
-    if (m->tok && dec->eos_id < 0) dec->eos_id = cllm_tokenizer_eos(m->tok);
-    if (dec->guess == CLLM_GUESS_PAD && m->cfg.pad_id >= 0) dec->pad_id = m->cfg.pad_id;
+    if (dec->eos_id < 0) dec->eos_id = cllm_model_eos_id(m);
+    if (dec->guess == CLLM_GUESS_PAD) dec->pad_id = cllm_model_pad_id(m);
     if (dec->method == CLLM_DECODE_AR) dec->n = 1;
     if (o->text && e.batch == 1) { dec->on_tokens = print_tokens; dec->cb_ctx = &e.tc; }
 

@@ -183,6 +183,16 @@ void cllm_model_round_bf16(cllm_model *m) {
     }
 }
 
+int cllm_model_eos_id(const cllm_model *m) {
+    if (m->cfg.eos_id >= 0) return m->cfg.eos_id;
+    return m->tok ? cllm_tokenizer_eos(m->tok) : -1;
+}
+
+int cllm_model_pad_id(const cllm_model *m) {
+    int pad = m->cfg.pad_id >= 0 ? m->cfg.pad_id : m->tok ? cllm_tokenizer_pad(m->tok) : -1;
+    return pad >= 0 ? pad : 0;
+}
+
 void cllm_model_free(cllm_model *m) {
     if (!m) return;
     free(m->params);

@@ -102,4 +102,11 @@ void cllm_model_round_bf16(cllm_model *m);
 
 void cllm_model_free(cllm_model *m);
 
+/* The end-of-sequence token: the config's, else the tokenizer's; -1 when
+ * neither names one. */
+int cllm_model_eos_id(const cllm_model *m);
+/* The token an initial guess of pads writes: the config's pad id, else the
+ * tokenizer's pad token, else 0 (cllm-gen, cllm-bench and cllm-traj alike). */
+int cllm_model_pad_id(const cllm_model *m);
+
 #endif

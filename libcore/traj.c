@@ -411,11 +411,8 @@ static int eng_init(eng *e) {
     const cllm_tokenizer *tok = e->m->tok;
     e->n = n;
     e->chunks = (o->max_new_tokens + n - 1) / n;
-    e->eos_id = o->eos_id >= 0 ? o->eos_id : cfg->eos_id;
-    if (e->eos_id < 0 && tok) e->eos_id = cllm_tokenizer_eos(tok);
-    e->pad_id = o->pad_id >= 0 ? o->pad_id : cfg->pad_id;
-    if (e->pad_id < 0 && tok) e->pad_id = cllm_tokenizer_pad(tok);
-    if (e->pad_id < 0) e->pad_id = 0;
+    e->eos_id = o->eos_id >= 0 ? o->eos_id : cllm_model_eos_id(e->m);
+    e->pad_id = o->pad_id >= 0 ? o->pad_id : cllm_model_pad_id(e->m);
     if (e->pad_id >= cfg->vocab) return cllm_error(CLLM_EINVAL, "pad id %d is outside the vocabulary (%d)", e->pad_id, cfg->vocab);
     if (o->labels && !tok) return cllm_error(CLLM_EINVAL, "--labels needs a model with a tokenizer");
     int rc = cllm_fwd_init_on(&e->f, e->m, cllm_fwd_call_rows(o->device, n, o->batch, PREFILL_CHUNK), o->device,

@@ -1,6 +1,6 @@
 /* traj-verify.c: check a cllm-traj stream against the model that made it.
  *
- *   build/tools/traj-verify -m MODEL [-t THREADS] [-n N] [--gen GEN] [--states] TRAJ
+ *   build/tools/traj-verify -m MODEL [-t THREADS] [-n N] [--gen GEN] [--states] [--init HOW] TRAJ
  *
  * For every traj record:
  *   - the states are as long as fixed; fixed has n tokens (-n) unless eos, and
@@ -21,6 +21,12 @@
  * per state j = 2..k-2 of BASE with w > 1 wrong tokens (in order of j), each
  * equal to that state with exactly floor(w/2) of its wrong tokens set to the
  * fixed point's.
+ * With --init prompt|vocab|pad (the run's --init, no --aug): every record's
+ * first state is y(0), the initial guess: with pad, the model's pad token
+ * (config, tokenizer, else 0) everywhere; with prompt, every token one of
+ * the chunk's context (prompt + prefix), and over the stream some drawn
+ * from the prefix alone (the draws cover the whole context); with vocab,
+ * over the stream some tokens that are nowhere in the context.
  * Prints a summary; exit 0 when every check holds, 1 otherwise.
  */
 #include <getopt.h>
@@ -109,6 +115,25 @@ static void check_aug(const cllm_traj_rec *t) {
 static gen_out *gens;
 static size_t n_gens;
 
+/* --init: the first state y(0) against the chunk's context ctx (L tokens). */
+enum { Y0_NONE, Y0_PROMPT, Y0_VOCAB, Y0_PAD };
+static long long y0_prefix_only, y0_outside;
+
+static void check_y0(int how, const cllm_traj_rec *t, const int *ctx, int L, int pad) {
+    if (how == Y0_NONE || t->n_states == 0) return;
+    long long id = (long long)t->id, ch = (long long)t->chunk;
+    const int32_t *y = t->states[0].ids;
+    for (size_t i = 0; i < t->fixed.n; i++) {
+        int in_prompt = 0, in_ctx = 0;
+        for (int q = 0; q < L; q++)
+            if (ctx[q] == y[i]) { in_ctx = 1; in_prompt |= q < (int)t->prompt.n; }
+        if (how == Y0_PAD && y[i] != pad) { FAIL("prompt %lld chunk %lld: y(0)[%zu] = %d, not the pad token %d", id, ch, i, y[i], pad); return; }
+        if (how == Y0_PROMPT && !in_ctx) { FAIL("prompt %lld chunk %lld: y(0)[%zu] = %d is not in the context", id, ch, i, y[i]); return; }
+        y0_prefix_only += in_ctx && !in_prompt;
+        y0_outside += !in_ctx;
+    }
+}
+
 static int load_gens(const char *path) {
     cllm_reader *r;
     int rc = cllm_reader_open(&r, path);
@@ -185,11 +210,12 @@ int main(int argc, char **argv) {
     static const struct option lo[] = {
         { "model", required_argument, 0, 'm' }, { "threads", required_argument, 0, 't' },
         { "block", required_argument, 0, 'n' }, { "gen", required_argument, 0, 'g' },
-        { "states", no_argument, 0, 's' }, { "aug-base", required_argument, 0, 'a' }, { 0, 0, 0, 0 },
+        { "states", no_argument, 0, 's' }, { "aug-base", required_argument, 0, 'a' },
+        { "init", required_argument, 0, 'i' }, { 0, 0, 0, 0 },
     };
     const char *model = NULL, *gen = NULL, *aug_base = NULL;
-    int threads = 1, n = 0, check_states = 0, c;
-    while ((c = getopt_long(argc, argv, "m:t:n:g:sa:", lo, NULL)) != -1) {
+    int threads = 1, n = 0, check_states = 0, y0 = Y0_NONE, c;
+    while ((c = getopt_long(argc, argv, "m:t:n:g:sa:i:", lo, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 't': threads = atoi(optarg); break;
@@ -197,6 +223,10 @@ int main(int argc, char **argv) {
         case 'g': gen = optarg; break;
         case 's': check_states = 1; break;
         case 'a': aug_base = optarg; break;
+        case 'i':
+            y0 = !strcmp(optarg, "prompt") ? Y0_PROMPT : !strcmp(optarg, "vocab") ? Y0_VOCAB : !strcmp(optarg, "pad") ? Y0_PAD : -1;
+            if (y0 < 0) { fprintf(stderr, "traj-verify: --init %s: not prompt, vocab or pad\n", optarg); return 2; }
+            break;
         default: fprintf(stderr, "usage: traj-verify -m MODEL [-t N] [-n N] [--gen GEN] [--states] [--aug-base BASE] TRAJ\n"); return 2;
         }
     }
@@ -205,6 +235,8 @@ int main(int argc, char **argv) {
     cllm_model m;
     if (cllm_model_load(&m, model)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     int eos_id = m.cfg.eos_id >= 0 ? m.cfg.eos_id : (m.tok ? cllm_tokenizer_eos(m.tok) : -1);
+    int pad_id = m.cfg.pad_id >= 0 ? m.cfg.pad_id : (m.tok ? cllm_tokenizer_pad(m.tok) : -1);
+    if (pad_id < 0) pad_id = 0;
     if (aug_base && load_bases(aug_base)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     if (gen && load_gens(gen)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     cllm_fwd f;
@@ -277,6 +309,7 @@ int main(int argc, char **argv) {
         if (!ctx) return 1;
         for (size_t i = 0; i < t.prompt.n; i++) ctx[i] = t.prompt.ids[i];
         for (size_t i = 0; i < t.prefix.n; i++) ctx[t.prompt.n + i] = t.prefix.ids[i];
+        check_y0(y0, &t, ctx, L, pad_id);
         if (step(&f, &kv, ctx, L, t.fixed.ids, (int)len, buf, out)) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
         n_steps++;
         for (size_t i = 0; i < len; i++)
@@ -304,6 +337,9 @@ int main(int argc, char **argv) {
     if (rc != CLLM_EOF) { fprintf(stderr, "traj-verify: %s\n", cllm_errmsg()); return 1; }
     if (cur >= 0 && gen) finish_prompt(cur, &prompt, &joined, cur_eos, eos_id);
     if (gen && (size_t)n_prompts != n_gens) FAIL("%lld prompts in the traj stream, %zu gen records", n_prompts, n_gens);
+    if (y0 == Y0_PROMPT && n_rec > n_prompts && !y0_prefix_only)
+        FAIL("--init prompt: no y(0) token of a later chunk was drawn from its prefix");
+    if (y0 == Y0_VOCAB && !y0_outside) FAIL("--init vocab: every y(0) token is in its context");
     printf("traj-verify: %lld records, %lld prompts, %lld states (%.2f per record), %lld eos, %lld with no state, "
            "%lld forwards checked%s, %lld augmented states checked: %s\n",
            n_rec, n_prompts, n_states, n_rec ? (double)n_states / (double)n_rec : 0.0, n_eos, n_empty, n_steps,

@@ -79,8 +79,10 @@ static void compare(const char *what, cllm_fwd *f, cllm_kv *kv, const int *promp
  * length (unless EOS ended it), and the tokens accepted by the block's last
  * pass (its state w_0..w_k, with everything before already final) are the
  * output tokens. Block b covers tokens[start_b .. start_b + len): its y_1 is
- * the token the previous pass made final. */
-static void check_trace(const char *what, const cllm_decode_result *r, int n) {
+ * the token the previous pass made final. A block is shortened so that it
+ * never runs past max_new_tokens (decode.h): the last token it makes final,
+ * tokens[start_b + len], is at most the max_new-th. */
+static void check_trace(const char *what, const cllm_decode_result *r, int n, int max_new) {
     CHECK_EQ_INT(r->trace_n, n);
     int i = 0, start = 0;
     while (i < r->n_iter) {
@@ -98,8 +100,22 @@ static void check_trace(const char *what, const cllm_decode_result *r, int n) {
             CHECK_MSG(y[j] == r->tokens[start + j], "%s: block %d state[%d] %d vs output %d", what,
                       b, j, y[j], r->tokens[start + j]);
         for (int j = len; j < n; j++) CHECK(y[j] == -1);
+        CHECK_MSG(start + len <= max_new - 1, "%s: block %d (tokens %d..%d) runs past max_new_tokens %d", what,
+                  b, start, start + len, max_new);
         start += len;
     }
+    if (!r->eos) CHECK_MSG(start == max_new - 1, "%s: blocks end at token %d, not at max_new_tokens %d", what,
+                           start, max_new);
+}
+
+/* Tokens handed to the token callback, in order. */
+typedef struct cb_log { int tokens[64], n, calls, stop_after; } cb_log;
+
+static int log_tokens(void *ctx, const int *t, int n) {
+    cb_log *l = ctx;
+    for (int i = 0; i < n && l->n < 64; i++) l->tokens[l->n++] = t[i];
+    l->calls++;
+    return l->stop_after && l->n >= l->stop_after ? 77 : 0;
 }
 
 static void test_tiny(void) {
@@ -115,7 +131,7 @@ static void test_tiny(void) {
     cllm_rng r;
     cllm_rng_seed(&r, 5);
     int sizes[] = {1, 2, 3, 4, 7, 16};
-    int total_steps = 0, total_tokens = 0;
+    int total_steps = 0, total_tokens = 0, total_calls = 0;
     for (int p = 0; p < 4; p++) {
         int P = 3 + 9 * p, prompt[40];
         for (int i = 0; i < P; i++) prompt[i] = (int)cllm_rng_below(&r, (uint64_t)c.vocab);
@@ -140,23 +156,33 @@ static void test_tiny(void) {
                     o.seed = (uint64_t)(p * 100 + g);
                     o.trace = 1;
                     cllm_decode_result ja;
+                    cb_log l;   /* the token callback sees the output, in order, never the EOS */
+                    memset(&l, 0, sizeof l);
+                    o.on_tokens = log_tokens;
+                    o.cb_ctx = &l;
                     char what[96];
                     snprintf(what, sizeof what, "tiny prompt %d eos %d n %d guess %d", p, e, o.n, g);
                     CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &o, &ja));
                     compare(what, &f, &kv, prompt, P, &ar, &ja);
                     CHECK_MSG(ja.steps <= ar.steps, "%s: %d steps vs AR %d", what, ja.steps, ar.steps);
                     CHECK_EQ_INT(ja.n_iter, ja.steps - (P + 15) / 16);
-                    check_trace(what, &ja, o.n);
+                    CHECK_EQ_INT(ja.prompt_steps, (P + 15) / 16);
+                    check_trace(what, &ja, o.n, o.max_new_tokens);
+                    CHECK_MSG(l.n == ja.n_tokens && !memcmp(l.tokens, ja.tokens, (size_t)l.n * sizeof(int)),
+                              "%s: the token callback saw %d tokens, not the output's %d", what, l.n, ja.n_tokens);
+                    total_calls += l.calls;
                     total_steps += ja.steps;
                     total_tokens += ja.n_tokens;
                     cllm_decode_result_free(&ja);
                 }
             }
             o.method = CLLM_DECODE_AR;
+            o.on_tokens = NULL;
             cllm_decode_result_free(&ar);
         }
     }
     printf("tiny: Jacobi %.3f tokens/step overall\n", (double)total_tokens / total_steps);
+    CHECK(total_calls < total_tokens);   /* some passes made several tokens final at once */
 
     /* argument errors */
     cllm_decode_opts o;
@@ -183,6 +209,219 @@ static void test_tiny(void) {
     cllm_fwd_free(&f);
     cllm_model_free(&m);
     TEST_OK("tiny_jacobi_equals_ar");
+}
+
+/* Index of the first pass of block b in the trace, or -1. */
+static int first_pass(const cllm_decode_result *r, int b) {
+    for (int i = 0; i < r->n_iter; i++)
+        if (r->iter_block[i] == b) return i;
+    return -1;
+}
+
+/* The initial guesses (decode.h: y_1 the pending token, y_2..y_n from the
+ * prompt, pad_id or the previous block's fixed point), the seed, the token
+ * callback, and the argument checks of cllm_decoder_init. */
+static void test_guesses_and_api(void) {
+    /* tests/golden/tiny-qwen2 (vocabulary 256): unlike the random model of
+     * test_tiny, whose answers soon repeat one token, its answer here has
+     * many different tokens, so a guess taken from the wrong place shows */
+    cllm_model m;
+    CHECK_OK(cllm_model_load(&m, "tests/golden/tiny-qwen2"));
+    const cllm_config c = m.cfg;
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, &m, 16));
+    CHECK_OK(cllm_kv_init(&kv, &c, 1, 128));
+    int prompt[5] = {24, 92, 49, 137, 133}, P = 5;
+    cllm_decode_opts o;
+    cllm_decode_opts_init(&o);
+    o.method = CLLM_DECODE_JACOBI;
+    o.n = 8;
+    o.max_new_tokens = 30;
+    o.trace = 1;
+    cllm_decode_result ar, r, r2;
+    {
+        cllm_decode_opts a = o;
+        a.method = CLLM_DECODE_AR;
+        CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &a, &ar));
+    }
+    /* Every block's first state starts with the pending token (the output
+     * token before the block's first new one). */
+    for (int g = 0; g < 3; g++) {
+        o.guess = g;
+        o.pad_id = 5;   /* not 0: a pad guess must show pad_id, not a default */
+        o.seed = 11;
+        CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &o, &r));
+        CHECK_EQ_INT(r.n_tokens, ar.n_tokens);
+        CHECK(r.n_tokens == ar.n_tokens && !memcmp(r.tokens, ar.tokens, (size_t)r.n_tokens * sizeof(int)));
+        int start = 0, blocks = 0;
+        for (int b = 0;; b++) {
+            int i = first_pass(&r, b);
+            if (i < 0) break;
+            blocks++;
+            const int *y = r.iter_state + (size_t)i * o.n;
+            int len = r.iter_len[i];
+            CHECK_MSG(y[0] == r.tokens[start], "guess %d block %d: y_1 %d is not the pending token %d", g, b, y[0],
+                      r.tokens[start]);
+            for (int j = 1; j < len; j++) {
+                if (g == CLLM_GUESS_PAD) {
+                    CHECK_MSG(y[j] == 5, "guess pad block %d: y_%d = %d, not pad_id 5", b, j + 1, y[j]);
+                } else if (g == CLLM_GUESS_LAST && b > 0) {
+                    /* the previous block's fixed point y*_2..: output tokens start_{b-1} + j */
+                    int prev_start = start - r.iter_len[first_pass(&r, b - 1)];
+                    CHECK_MSG(y[j] == r.tokens[prev_start + j], "guess last block %d: y_%d = %d, not y*_%d = %d", b,
+                              j + 1, y[j], j + 1, r.tokens[prev_start + j]);
+                } else {
+                    int in = 0;
+                    for (int q = 0; q < P; q++) in |= y[j] == prompt[q];
+                    CHECK_MSG(in, "guess %d block %d: y_%d = %d is not a prompt token", g, b, j + 1, y[j]);
+                }
+            }
+            start += len;
+        }
+        CHECK_EQ_INT(blocks, 4);   /* 29 tokens after the prefill's: 8 + 8 + 8 + 5 */
+        cllm_decode_result_free(&r);
+    }
+    /* The prompt guess: drawn from the whole prompt (both tokens of a
+     * 2-token prompt appear among 15 draws); the same seed gives the same
+     * states, another seed other states (and the same output). */
+    int two[2] = {7, 19};   /* neither is in the answer */
+    o.guess = CLLM_GUESS_PROMPT;
+    o.n = 16;
+    o.seed = 3;
+    CHECK_OK(cllm_decode(&f, &kv, 0, two, 2, &o, &r));
+    int seen7 = 0, seen19 = 0;
+    for (int j = 1; j < r.iter_len[0]; j++) { seen7 |= r.iter_state[j] == 7; seen19 |= r.iter_state[j] == 19; }
+    CHECK_MSG(seen7 && seen19, "prompt guess from {7, 19}: 7 %s, 19 %s", seen7 ? "drawn" : "never drawn",
+              seen19 ? "drawn" : "never drawn");
+    CHECK_OK(cllm_decode(&f, &kv, 0, two, 2, &o, &r2));
+    CHECK(r.n_iter == r2.n_iter && !memcmp(r.iter_state, r2.iter_state, (size_t)r.n_iter * o.n * sizeof(int)));
+    cllm_decode_result_free(&r2);
+    o.seed = 4;
+    CHECK_OK(cllm_decode(&f, &kv, 0, two, 2, &o, &r2));
+    CHECK_MSG(memcmp(r.iter_state, r2.iter_state, (size_t)o.n * sizeof(int)), "seeds 3 and 4 give the same first guess");
+    CHECK(r.n_tokens == r2.n_tokens && !memcmp(r.tokens, r2.tokens, (size_t)r.n_tokens * sizeof(int)));
+    cllm_decode_result_free(&r);
+    cllm_decode_result_free(&r2);
+
+    /* The token callback sees the output, in order, never the EOS; a non-zero
+     * return stops decoding and is returned. */
+    o.n = 8;
+    o.trace = 0;
+    for (int e = 0; e < 2; e++) {
+        cb_log l;
+        memset(&l, 0, sizeof l);
+        o.on_tokens = log_tokens;
+        o.cb_ctx = &l;
+        o.eos_id = e ? ar.tokens[12] : -1;
+        CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &o, &r));
+        CHECK_EQ_INT(l.n, r.n_tokens);
+        CHECK_MSG(l.n == r.n_tokens && !memcmp(l.tokens, r.tokens, (size_t)l.n * sizeof(int)),
+                  "eos %d: the callback's tokens differ from the output", e);
+        CHECK_EQ_INT(r.eos, e);
+        cllm_decode_result_free(&r);
+    }
+    cb_log l;
+    memset(&l, 0, sizeof l);
+    l.stop_after = 5;
+    o.cb_ctx = &l;
+    o.eos_id = -1;
+    CHECK_EQ_INT(cllm_decode(&f, &kv, 0, prompt, P, &o, &r), 77);
+    CHECK(r.n_tokens >= 5 && r.n_tokens < 30);
+    cllm_decode_result_free(&r);
+    o.on_tokens = NULL;
+    o.cb_ctx = NULL;
+
+    /* The EOS is never part of the output, also as the very first token. */
+    o.eos_id = ar.tokens[0];
+    CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &o, &r));
+    CHECK(r.eos == 1 && r.n_tokens == 0);
+    cllm_decode_result_free(&r);
+    o.eos_id = ar.tokens[12];
+    CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &o, &r));
+    CHECK(r.eos == 1 && r.n_tokens <= 12);
+    for (int i = 0; i < r.n_tokens; i++) CHECK_MSG(r.tokens[i] != o.eos_id, "the EOS %d is output token %d", o.eos_id, i);
+    cllm_decode_result_free(&r);
+    o.eos_id = -1;
+
+    /* Prompts fed in chunks of max_T: 17 and 32 tokens take 2 chunks at
+     * max_T 16 and one at max_T 32, and the first token is the argmax after
+     * the whole prompt (one forward of it) either way. */
+    cllm_fwd f32;
+    CHECK_OK(cllm_fwd_init(&f32, &m, 32));
+    int longp[32];
+    for (int i = 0; i < 32; i++) longp[i] = (7 * i + 3) % c.vocab;
+    for (int L = 17; L <= 32; L += 15) {
+        CHECK_OK(cllm_forward(&f32, &kv, 0, 0, longp, L, L - 1));
+        int first = f32.argmax[L - 1];
+        for (int meth = 0; meth < 2; meth++) {
+            cllm_decode_opts a = o;
+            a.method = meth;
+            a.max_new_tokens = 6;
+            cllm_decode_result r16, r32;
+            CHECK_OK(cllm_decode(&f, &kv, 0, longp, L, &a, &r16));
+            CHECK_OK(cllm_decode(&f32, &kv, 0, longp, L, &a, &r32));
+            CHECK_EQ_INT(r16.prompt_steps, 2);
+            CHECK_EQ_INT(r32.prompt_steps, 1);
+            CHECK_MSG(r16.n_tokens == 6 && r16.tokens[0] == first, "prompt of %d, max_T 16, method %d: first token %d, not %d",
+                      L, meth, r16.tokens[0], first);
+            CHECK_MSG(r32.n_tokens == 6 && r32.tokens[0] == first, "prompt of %d, max_T 32, method %d: first token %d, not %d",
+                      L, meth, r32.tokens[0], first);
+            CHECK(!memcmp(r16.tokens, r32.tokens, 6 * sizeof(int)));
+            cllm_decode_result_free(&r16);
+            cllm_decode_result_free(&r32);
+        }
+    }
+    cllm_fwd_free(&f32);
+
+    /* cllm_decoder_init's checks, before any forward */
+    cllm_decoder d;
+    CHECK_EQ_INT(cllm_decoder_init(&d, &kv, 0, prompt, 0, &o, &r, &f), CLLM_EINVAL);
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    cllm_decode_opts b = o;
+    b.max_new_tokens = 0;
+    CHECK_EQ_INT(cllm_decoder_init(&d, &kv, 0, prompt, P, &b, &r, &f), CLLM_EINVAL);
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    b = o;
+    b.n = 0;
+    CHECK_EQ_INT(cllm_decoder_init(&d, &kv, 0, prompt, P, &b, &r, &f), CLLM_EINVAL);
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    b = o;
+    b.guess = CLLM_GUESS_PAD;
+    b.pad_id = c.vocab;
+    CHECK_EQ_INT(cllm_decoder_init(&d, &kv, 0, prompt, P, &b, &r, &f), CLLM_EINVAL);
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    b.pad_id = c.vocab - 1;
+    CHECK_OK(cllm_decoder_init(&d, &kv, 0, prompt, P, &b, &r, &f));
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    b = o;
+    b.guess = CLLM_GUESS_LAST + 1;
+    CHECK_EQ_INT(cllm_decoder_init(&d, &kv, 0, prompt, P, &b, &r, &f), CLLM_EINVAL);
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    /* results taken for no step */
+    CHECK_OK(cllm_decoder_init(&d, &kv, 0, prompt, P, &o, &r, &f));
+    CHECK_EQ_INT(cllm_decoder_take(&d, &kv, f.argmax), CLLM_EINVAL);
+    CHECK_EQ_INT(r.steps, 0);
+    cllm_decoder_free(&d);
+    cllm_decode_result_free(&r);
+    /* the prompt and max_new_tokens exactly fill the cache (128) */
+    b = o;
+    b.max_new_tokens = 128 - P;
+    CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &b, &r));
+    CHECK_EQ_INT(r.n_tokens, 128 - P);
+    cllm_decode_result_free(&r);
+
+    cllm_decode_result_free(&ar);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    cllm_model_free(&m);
+    TEST_OK("guesses_callback_and_checks");
 }
 
 static void test_smollm2(void) {
@@ -247,6 +486,7 @@ static void test_smollm2(void) {
 int main(void) {
     kernels_set_threads(2);
     test_tiny();
+    test_guesses_and_api();
     test_smollm2();
     TEST_END();
 }
