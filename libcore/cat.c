@@ -193,6 +193,7 @@ static int cat_jsonl(cat_state *s, const char *path) {
     if (rc) return rc;
     json_t *obj;
     uint64_t line;
+    uint64_t section = 0; /* data records of this input since its last header or end */
     while (!cllm_interrupted && (rc = cllm_jsonl_next(j, &obj, &line)) == 0) {
         rc = cllm_json_to_record(&s->pack, obj, s->next_id++, s->o->field);
         json_decref(obj);
@@ -220,13 +221,16 @@ static int cat_jsonl(cat_state *s, const char *path) {
                 snprintf(reason, sizeof reason, "%.*s", (int)why->n, why->v.s);
                 cllm_writer_set_interrupted(s->w, reason);
             }
-            if (cllm_rec_get_i64(rec.root, "records", &n, 1) == 0 && (uint64_t)n != cllm_writer_count(s->w)) {
+            /* The count is of the section this end record closes, in this
+             * input, whatever --type dropped and whatever came before. */
+            if (cllm_rec_get_i64(rec.root, "records", &n, 1) == 0 && (uint64_t)n != section) {
                 rc = cllm_error(CLLM_EFORMAT, "%s:%llu: end record says %lld records, %llu precede it",
-                                s->input, (unsigned long long)line, (long long)n,
-                                (unsigned long long)cllm_writer_count(s->w));
+                                s->input, (unsigned long long)line, (long long)n, (unsigned long long)section);
                 break;
             }
         }
+        if (is_frame_record(type)) section = 0;
+        else section++;
         /* A header made from JSON must be one a reader accepts. */
         if (!strcmp(type, "header")) {
             int64_t ver;

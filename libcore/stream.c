@@ -256,8 +256,11 @@ static int fill_output(cllm_reader *r, int *eof) {
                 return fail(r, cllm_error(CLLM_EFORMAT, "%s: not a cllm stream (not zstd data) at byte %llu",
                                           r->name, (unsigned long long)r->in_total));
             if (ec == ZSTD_error_frameParameter_windowTooLarge)
-                return fail(r, cllm_error(CLLM_ELIMIT, "%s: a zstd frame near byte %llu needs a window above the limit of %zu MiB (cllm-cat --max-window raises it)",
-                                          r->name, (unsigned long long)r->in_total, r->max_window >> 20));
+                /* the limit is a power of two of at least 1 KiB (set_max_window) */
+                return fail(r, cllm_error(CLLM_ELIMIT, "%s: a zstd frame near byte %llu needs a window above the limit of %zu %s (cllm-cat --max-window raises it)",
+                                          r->name, (unsigned long long)r->in_total,
+                                          r->max_window >= (1u << 20) ? r->max_window >> 20 : r->max_window >> 10,
+                                          r->max_window >= (1u << 20) ? "MiB" : "KiB"));
             if (ec == ZSTD_error_checksum_wrong)
                 return fail(r, cllm_error(CLLM_EFORMAT, "%s: corrupted stream: zstd checksum mismatch near byte %llu",
                                           r->name, (unsigned long long)r->in_total));

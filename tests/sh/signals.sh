@@ -31,8 +31,9 @@ head -40 "$CLLM_DATA/gsm8k_test.jsonl" > "$T/q.jsonl"
 "$B/cllm-gen" -m "$M" --template gsm8k --max-new-tokens 16 -t 2 "$T/q.jsonl" > "$T/int.zst" 2>"$T/int.err" &
 pid=$!
 i=0
-# wait until at least one record is out, then interrupt
-while [ "$(stat -c %s "$T/int.zst")" -lt 400 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+# wait until at least one record is out (the file may not exist yet: the
+# background job makes it), then interrupt
+while [ "$(stat -c %s "$T/int.zst" 2>/dev/null || echo 0)" -lt 400 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 kill -INT $pid
 rc=0
 wait $pid || rc=$?
