@@ -29,12 +29,17 @@ struct cllm_prompts {
     uint64_t lineno;
 };
 
+static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
 /* The kind of input from its first bytes: the zstd frame magic 28 b5 2f fd or
- * a skippable frame 5? 2a 4d 18 is a stream, '{' is JSONL, the rest text. */
+ * a skippable frame 5? 2a 4d 18 is a stream, '{' after blanks is JSONL (the
+ * JSONL reader skips blank lines and indentation), the rest text. */
 static int detect(const unsigned char *b, size_t n) {
     if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd) return CLLM_IN_STREAM;
     if (n >= 4 && (b[0] & 0xf0) == 0x50 && b[1] == 0x2a && b[2] == 0x4d && b[3] == 0x18) return CLLM_IN_STREAM;
-    if (n >= 1 && b[0] == '{') return CLLM_IN_JSONL;
+    size_t i = 0;
+    while (i < n && is_blank(b[i])) i++;
+    if (i < n && b[i] == '{') return CLLM_IN_JSONL;
     return CLLM_IN_LINES;
 }
 
@@ -51,9 +56,17 @@ int cllm_prompts_open(cllm_prompts **out, const char *path, const cllm_prompt_op
     s->name = cllm_strdup(name);
     if (!s->name) { free(s); if (!is_stdin) close(fd); return CLLM_ENOMEM; }
     /* Read the first bytes to tell the kind, then hand them back to the reader. */
-    unsigned char head[4];
-    size_t got;
-    if (cllm_read_full(fd, head, sizeof head, &got) && errno) {   /* errno 0: fewer bytes in all */
+    /* Blanks before the first '{' are read on through (up to 4 KiB of them). */
+    unsigned char head[4096];
+    size_t got, more = 1, blanks = 0;
+    int bad = cllm_read_full(fd, head, 4, &got) && errno;   /* errno 0: fewer bytes in all */
+    while (blanks < got && is_blank(head[blanks])) blanks++;
+    while (!bad && o->input == CLLM_IN_AUTO && more && blanks == got && got >= 4 && got < sizeof head) {
+        bad = cllm_read_full(fd, head + got, 1, &more) && errno;
+        got += more;
+        if (more && is_blank(head[got - 1])) blanks++;
+    }
+    if (bad) {
         int rc = cllm_error(CLLM_EIO, "%s: read error: %s", name, strerror(errno));
         if (!is_stdin) close(fd);
         cllm_prompts_close(s);
@@ -142,10 +155,17 @@ static int render(cllm_prompts *s, const fields *f, const char *text, cllm_promp
     char *t = NULL;
     int rc;
     if (s->o.template) {
-        /* Named templates read the field "question": give them the chosen text under that name too. */
+        /* Named templates (no '{' in them) read the field "question": give
+         * them the chosen text under that name, in place of the object's own
+         * question when --field chose another field. Template strings name
+         * their fields themselves. */
         fields g = *f;
         g.n_owned = 0;
-        if (text && g.n < 64 && !fields_get(&g, "question")) { g.k[g.n] = "question"; g.v[g.n++] = text; }
+        int named = !strchr(s->o.template, '{');
+        size_t q = 0;
+        while (q < g.n && strcmp(g.k[q], "question")) q++;
+        if (text && q < g.n && named && s->o.field) g.v[q] = text;
+        else if (text && q == g.n && g.n < 64) { g.k[g.n] = "question"; g.v[g.n++] = text; }
         rc = cllm_template_apply(s->tok, s->o.template, g.k, g.v, g.n, &t);
         if (rc) return rc;
     } else {
@@ -192,7 +212,8 @@ static int next_stream(cllm_prompts *s, cllm_prompt *p) {
         if (p->id < 0) return cllm_error(CLLM_ESCHEMA, "%s: record %llu: negative id", s->name, (unsigned long long)rec.index);
         rc = cllm_rec_get_str(rec.root, s->o.answer_field ? s->o.answer_field : "answer", &p->answer, 0);
         if (rc < 0) return rc;
-        rc = cllm_rec_get_tokens(rec.root, "tokens", &p->tokens, 0);
+        /* tokens are used as they are, unless --field names the text to use */
+        rc = s->o.field ? 1 : cllm_rec_get_tokens(rec.root, "tokens", &p->tokens, 0);
         if (rc < 0) return rc;
         if (rc == 0) {
             if (p->tokens.n == 0) return cllm_error(CLLM_ESCHEMA, "%s: record %llu: empty tokens", s->name, (unsigned long long)rec.index);
@@ -271,7 +292,9 @@ static int next_line(cllm_prompts *s, cllm_prompt *p) {
         size_t len = (size_t)n;
         while (len && (s->line[len - 1] == '\n' || s->line[len - 1] == '\r')) len--;
         s->line[len] = 0;
-        if (len == 0) continue; /* blank lines are not prompts */
+        size_t first = 0;
+        while (first < len && is_blank((unsigned char)s->line[first])) first++;
+        if (first == len) continue; /* blank lines (empty or only blanks) are not prompts */
         uint64_t idx = s->index++;
         if (s->o.shard_n && idx % s->o.shard_n != s->o.shard_i) continue;
         p->index = idx;

@@ -433,6 +433,130 @@ static void test_json(void) {
     TEST_OK("json conversion");
 }
 
+/* The JSON text of a msgpack value (the first in b). */
+static char *json_of(const cllm_packbuf *b) {
+    size_t used, nv;
+    if (cllm_mp_scan((const uint8_t *)b->data, b->size, &used, &nv) != CLLM_MP_COMPLETE) return NULL;
+    cllm_value *nodes = malloc(nv * sizeof *nodes);
+    cllm_mp_build((const uint8_t *)b->data, nodes);
+    cllm_strbuf s = { 0 };
+    cllm_value_to_json(&s, nodes);
+    free(nodes);
+    return s.s;
+}
+
+/* A JSON object given as text, as a record (cllm-cat -J): its JSON text back,
+ * or NULL with *rc set on an error. */
+static char *record_of(const char *text, int64_t id, const char *field, int *rc) {
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    CHECK_MSG(j != NULL, "%s: %s", text, err.text);
+    cllm_packbuf b = { 0 };
+    *rc = j ? cllm_json_to_record(&b, j, id, field) : -1;
+    char *out = *rc ? NULL : json_of(&b);
+    cllm_packbuf_free(&b);
+    json_decref(j);
+    return out;
+}
+
+/* JSON quoting (valid UTF-8 kept, anything else U+FFFD per byte, control
+ * characters escaped), float round trips, the nesting limit, and the prompt
+ * record made from a JSON object. */
+static void test_json_edges(void) {
+    static const struct { const char *in; size_t n; const char *out; } q[] = {
+        { "\xe0\xa0\x80|\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf", 13, "\"\xe0\xa0\x80|\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf\"" },
+        { "\xe0\x90\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"" },          /* overlong U+0400 */
+        { "\xc1\xbf", 2, "\"\\ufffd\\ufffd\"" },                     /* overlong U+007F */
+        { "\xed\xbf\xbf", 3, "\"\\ufffd\\ufffd\\ufffd\"" },          /* surrogate U+DFFF */
+        { "\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"" },          /* surrogate U+D800 */
+        { "\xee\x80\x80", 3, "\"\xee\x80\x80\"" },                   /* U+E000 */
+        { "\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\"" }, /* U+110000 */
+        { "\xe2\x82", 2, "\"\\ufffd\\ufffd\"" },                     /* cut short */
+        { "\x01\x1f\x7f\b\f\r\t\n", 8, "\"\\u0001\\u001f\x7f\\b\\f\\r\\t\\n\"" },
+        { "a\\b\"c", 5, "\"a\\\\b\\\"c\"" },
+        { "x\0y", 3, "\"x\\u0000y\"" },
+    };
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        cllm_strbuf s = { 0 };
+        cllm_json_quote(&s, q[i].in, q[i].n);
+        CHECK_STR(s.s, q[i].out);
+        cllm_strbuf_free(&s);
+    }
+    /* doubles: the shortest text that reads back the same value, always with '.' or 'e' */
+    cllm_packbuf b = { 0 };
+    static const struct { double d; const char *out; } f[] = {
+        { 0.1 + 0.2, "0.30000000000000004" }, { 1e300, "1e+300" }, { 2.0, "2.0" }, { -0.5, "-0.5" },
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        cllm_packbuf_reset(&b);
+        cllm_pack_double(&b, f[i].d);
+        char *t = json_of(&b);
+        CHECK_STR(t, f[i].out);
+        free(t);
+    }
+    /* binary as hex: raw msgpack bin8 bytes (five one-byte values make the room) */
+    static const uint8_t bin[] = { 0xc4, 0x03, 0x0f, 0xa5, 0xf0 };
+    cllm_packbuf_reset(&b);
+    for (size_t i = 0; i < sizeof bin; i++) cllm_pack_bool(&b, 0);
+    memcpy(b.data, bin, sizeof bin);
+    char *t = json_of(&b);
+    CHECK_STR(t, "{\"$bin\":\"0fa5f0\"}");
+    free(t);
+    /* nesting: 32 levels of containers pack and scan, 33 are refused as the reader would */
+    char deep[80];
+    for (int levels = 32; levels <= 33; levels++) {
+        int k = 0;
+        for (int i = 0; i < levels; i++) deep[k++] = '[';
+        deep[k++] = '1';
+        for (int i = 0; i < levels; i++) deep[k++] = ']';
+        deep[k] = 0;
+        json_error_t err;
+        json_t *j = json_loads(deep, 0, &err);
+        cllm_packbuf_reset(&b);
+        int rc = j ? cllm_json_pack(&b, j) : -1;
+        if (levels == 32) {
+            CHECK_OK(rc);
+            size_t used, nv;
+            CHECK(cllm_mp_scan((const uint8_t *)b.data, b.size, &used, &nv) == CLLM_MP_COMPLETE);
+        } else {
+            CHECK_EQ_INT(rc, CLLM_ELIMIT);
+        }
+        json_decref(j);
+    }
+    cllm_packbuf_free(&b);
+
+    /* JSON object -> prompt record */
+    int rc;
+    char *r = record_of("{\"id\":0,\"text\":\"a\"}", 9, NULL, &rc);      /* id 0 is an id */
+    CHECK_STR(r, "{\"type\":\"prompt\",\"id\":0,\"text\":\"a\"}");
+    free(r);
+    r = record_of("{\"id\":\"x\",\"text\":\"a\"}", 9, NULL, &rc);     /* a non-integer id moves aside */
+    CHECK_STR(r, "{\"type\":\"prompt\",\"id\":9,\"source_id\":\"x\",\"text\":\"a\"}");
+    free(r);
+    r = record_of("{\"id\":-2,\"tokens\":[1]}", 3, NULL, &rc);       /* tokens need no text */
+    CHECK_STR(r, "{\"type\":\"prompt\",\"id\":3,\"source_id\":-2,\"tokens\":[1]}");
+    free(r);
+    r = record_of("{\"question\":\"q\",\"answer\":\"4\"}", 1, NULL, &rc); /* the question is the text */
+    CHECK_STR(r, "{\"type\":\"prompt\",\"id\":1,\"question\":\"q\",\"answer\":\"4\",\"text\":\"q\"}");
+    free(r);
+    r = record_of("{\"prompt\":\"p\",\"question\":\"q\"}", 1, NULL, &rc); /* prompt before question */
+    CHECK_STR(r, "{\"type\":\"prompt\",\"id\":1,\"prompt\":\"p\",\"question\":\"q\",\"text\":\"p\"}");
+    free(r);
+    r = record_of("{\"q\":\"x\"}", 1, "q", &rc);
+    CHECK_STR(r, "{\"type\":\"prompt\",\"id\":1,\"q\":\"x\",\"text\":\"x\"}");
+    free(r);
+    r = record_of("{\"a\":\"x\"}", 1, "q", &rc);
+    CHECK(!r && rc == CLLM_ESCHEMA);
+    r = record_of("{\"prompt\":3}", 1, NULL, &rc);
+    CHECK(!r && rc == CLLM_ESCHEMA);
+    r = record_of("{\"type\":\"\",\"a\":1}", 1, NULL, &rc);               /* an empty type */
+    CHECK(!r && rc == CLLM_ESCHEMA);
+    r = record_of("{\"type\":\"metric\",\"name\":\"n\"}", 1, NULL, &rc);  /* a typed record as is */
+    CHECK_STR(r, "{\"type\":\"metric\",\"name\":\"n\"}");
+    free(r);
+    TEST_OK("json edges");
+}
+
 /* ------------------------------------------------ section and record rules */
 
 /* Append one record, given as a JSON object, as msgpack to b. */
@@ -1063,6 +1187,7 @@ int main(void) {
     test_hostile();
     test_decoder_vs_msgpack_c();
     test_json();
+    test_json_edges();
     test_sections();
     test_interrupted_mark();
     test_type_field();

@@ -12,6 +12,9 @@
 #include "clock.h"
 #include "err.h"
 #include "gguf.h"
+#include "json.h"
+#include "prompts.h"
+#include "stream.h"
 #include "tokenizer.h"
 #include "tokenizer_int.h"
 
@@ -111,6 +114,16 @@ static void test_templates(void) {
     out = NULL;
     CHECK(cllm_template_apply(NULL, "{nope}", f, v, 2, &out) == CLLM_EINVAL && !out);
     CHECK(cllm_template_apply(NULL, "nosuchname", f, v, 2, &out) == CLLM_EINVAL && !out);
+    /* a bare word with '-' or '_' is a name too (a typo), not a template string */
+    CHECK(cllm_template_apply(NULL, "gsm-8k", f, v, 2, &out) == CLLM_EINVAL && !out);
+    /* {name} is the whole field name, never a prefix of one */
+    CHECK(cllm_template_apply(NULL, "{q}", f, v, 2, &out) == CLLM_EINVAL && !out);
+    CHECK(cllm_template_apply(NULL, "{questio}", f, v, 2, &out) == CLLM_EINVAL && !out);
+    /* names with '_' and digits; \t, \\ escapes; a '{' not opening a name is literal */
+    const char *f3[] = { "_x", "my_field2", "q" }, *v3[] = { "U", "M", "Q" };
+    CHECK_OK(cllm_template_apply(NULL, "{_x}\\t{my_field2}\\\\n{q}\\\\{{1} {q", f3, v3, 3, &out));
+    CHECK_STR(out, "U\tM\\nQ\\{1} {q");
+    free(out);
 
     /* default system prompt detection */
     int chatml;
@@ -131,6 +144,22 @@ static void test_templates(void) {
     CHECK(chatml && sys == NULL);
     CHECK_OK(cllm_chat_template_scan("{{ bos_token }}[INST]", &chatml, &sys));
     CHECK(!chatml && sys == NULL);
+    /* a real newline after "system" as well as an escaped one */
+    CHECK_OK(cllm_chat_template_scan("{{ '<|im_start|>system\nSys A<|im_end|>' }}", &chatml, &sys));
+    CHECK_STR(sys, "Sys A");
+    free(sys);
+    /* an empty or brace-holding text is skipped: the next literal counts */
+    CHECK_OK(cllm_chat_template_scan("'<|im_start|>system\\n<|im_end|>' '<|im_start|>system\\n{{ s }}<|im_end|>' "
+                                     "'<|im_start|>system\\nSecond<|im_end|>'", &chatml, &sys));
+    CHECK(chatml);
+    CHECK_STR(sys, "Second");
+    free(sys);
+    CHECK_OK(cllm_chat_template_scan("'<|im_start|>system\\n{{ s }}<|im_end|>'", &chatml, &sys));
+    CHECK(chatml && sys == NULL);
+    /* Jinja escapes in the text: \n \t \r and \X -> X; a final lone backslash stays */
+    CHECK_OK(cllm_chat_template_scan("'<|im_start|>system\\nA\\tB\\\\C\\rD\\nE\\<|im_end|>'", &chatml, &sys));
+    CHECK_STR(sys, "A\tB\\C\rD\nE\\");
+    free(sys);
     TEST_OK("tokenizer_templates");
 }
 
@@ -253,6 +282,275 @@ static int roundtrip(const cllm_tokenizer *t, const char *s, size_t n, const cha
     return ok;
 }
 
+
+static int write_text(const char *path, const char *text);
+
+/* ---- the prompt source (prompts.c) ---------------------------------------- */
+
+/* What one prompt came out as. */
+typedef struct got {
+    int64_t id;
+    uint64_t index;
+    char text[200];       /* "" when tokens were given */
+    char answer[40];      /* "-" when none */
+    size_t n_tok;
+    int32_t tok0;
+} got;
+
+/* Read every prompt of path under o: the count, and the last return code
+ * (CLLM_EOF at a clean end) in *last. */
+static int read_prompts(const char *path, const cllm_prompt_opts *o, const cllm_tokenizer *t, got *g, int max,
+                        int *last) {
+    cllm_prompts *s = NULL;
+    int n = 0;
+    *last = cllm_prompts_open(&s, path, o, t);
+    if (*last) return 0;
+    cllm_prompt p = { 0 };
+    while ((*last = cllm_prompts_next(s, &p)) == 0 && n < max) {
+        g[n].id = p.id;
+        g[n].index = p.index;
+        snprintf(g[n].text, sizeof g[n].text, "%s", p.text ? p.text : "");
+        snprintf(g[n].answer, sizeof g[n].answer, "%s", p.answer ? p.answer : "-");
+        g[n].n_tok = p.tokens.n;
+        g[n].tok0 = p.tokens.n ? p.tokens.ids[0] : -1;
+        n++;
+    }
+    cllm_prompt_free(&p);
+    cllm_prompts_close(s);
+    return n;
+}
+
+/* A stream of one header and the given records (JSON objects). */
+static void write_stream(const char *path, const char *const *recs, size_t n) {
+    cllm_writer *w = NULL;
+    CHECK_OK(cllm_writer_open(&w, path, 1));
+    if (!w) return;
+    cllm_packbuf b = { 0 };
+    char *argv[] = { "test" };
+    cllm_header_rec h = { "test_tokenizer", "m", 49152, "0123456789abcdef", 1, argv };
+    CHECK_OK(cllm_rec_header_pack(&b, &h));
+    CHECK_OK(cllm_writer_put_header(w, b.data, b.size));
+    for (size_t i = 0; i < n; i++) {
+        json_error_t err;
+        json_t *j = json_loads(recs[i], 0, &err);
+        CHECK_MSG(j != NULL, "%s: %s", recs[i], err.text);
+        cllm_packbuf_reset(&b);
+        if (j) CHECK_OK(cllm_json_pack(&b, j));
+        CHECK_OK(cllm_writer_put(w, b.data, b.size));
+        json_decref(j);
+    }
+    CHECK_OK(cllm_writer_close(w));
+    cllm_packbuf_free(&b);
+}
+
+static void test_prompts(const cllm_tokenizer *t) {
+    mkdir("tests/tmp", 0777);
+    got g[8];
+    int n, last;
+    cllm_prompt_opts o = { 0 };
+
+    /* JSONL (cllm-gen(1)): blank and blank-looking lines are not prompts; the
+     * text is --field, else the first of text, prompt, question; ids 0, 1, ...
+     * by position unless the object has a non-negative integer id (0 too);
+     * "tokens" are used as they are. */
+    CHECK(write_text("tests/tmp/p.jsonl",
+                     "{\"question\":\"Q0\",\"answer\":\"A0\"}\r\n"
+                     "\n"
+                     "{\"id\":7,\"prompt\":\"P1\",\"question\":\"Qx\"}\n"
+                     "  \t \n"
+                     "{\"text\":\"T2\",\"prompt\":\"x\",\"id\":-3}\n"
+                     "{\"id\":0,\"tokens\":[5,2147483647]}\n"
+                     "  {\"a\":\"1\",\"b\":\"2\",\"c\":\"3\",\"question\":\"Q4\",\"id\":\"s\"}  \n") == 0);
+    n = read_prompts("tests/tmp/p.jsonl", &o, t, g, 8, &last);
+    CHECK_EQ_INT(last, CLLM_EOF);
+    CHECK_EQ_INT(n, 5);
+    if (n == 5) {
+        static const int64_t ids[] = { 0, 7, 2, 0, 4 };
+        static const char *texts[] = { "Q0", "P1", "T2", "", "Q4" };
+        for (int i = 0; i < 5; i++) {
+            CHECK_EQ_INT(g[i].id, ids[i]);
+            CHECK_EQ_INT(g[i].index, i);
+            CHECK_STR(g[i].text, texts[i]);
+        }
+        CHECK_STR(g[0].answer, "A0");
+        CHECK_STR(g[1].answer, "-");
+        CHECK(g[3].n_tok == 2 && g[3].tok0 == 5);
+        CHECK(g[0].n_tok > 0 && g[4].n_tok > 0);
+    }
+    /* --shard i/N: exactly the prompts whose index % N == i, indexes and ids kept */
+    int seen[5] = { 0 };
+    for (uint64_t i = 0; i < 3; i++) {
+        o.shard_i = i;
+        o.shard_n = 3;
+        n = read_prompts("tests/tmp/p.jsonl", &o, t, g, 8, &last);
+        CHECK_EQ_INT(last, CLLM_EOF);
+        for (int k = 0; k < n; k++) {
+            CHECK_EQ_INT(g[k].index % 3, i);
+            if (g[k].index < 5) seen[g[k].index]++;
+        }
+    }
+    for (int k = 0; k < 5; k++) CHECK_MSG(seen[k] == 1, "prompt %d is in %d shards of 3", k, seen[k]);
+    o.shard_i = 1;
+    o.shard_n = 2;
+    n = read_prompts("tests/tmp/p.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 2 && g[0].id == 7 && g[0].index == 1 && g[1].id == 0 && g[1].index == 3);
+    o.shard_i = o.shard_n = 0;
+
+    /* --field and --answer-field */
+    o.field = "c";
+    o.answer_field = "b";
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"c\":\"C0\",\"b\":\"B0\",\"question\":\"Q\"}\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(last == CLLM_EOF && n == 1);
+    if (n == 1) { CHECK_STR(g[0].text, "C0"); CHECK_STR(g[0].answer, "B0"); }
+    /* a missing --field is an error naming the line (blank lines counted) ... */
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"c\":\"x\",\"question\":\"P\"}\n\n{\"question\":\"Q\"}\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 1 && last == CLLM_ESCHEMA);
+    CHECK_MSG(strstr(cllm_errmsg(), "tests/tmp/f.jsonl:3: ") && strstr(cllm_errmsg(), "no string field \"c\""), "%s",
+              cllm_errmsg());
+    /* ... unless a template string fills the prompt from other fields */
+    o.template = "<{question}>";
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 2 && last == CLLM_EOF && !strcmp(g[0].text, "<P>") && !strcmp(g[1].text, "<Q>"));
+    /* a named template takes the --field text as its question, over the object's own */
+    o.template = "gsm8k";
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK_MSG(n >= 1 && !strcmp(g[0].text, "Question:\nx\nAnswer:\nLet's think step by step.\n"), "%s",
+              n >= 1 ? g[0].text : cllm_errmsg());
+    o.field = o.answer_field = NULL;
+    /* a template field missing: the error names the line */
+    o.template = "{nope}";
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 0 && last == CLLM_EINVAL);
+    CHECK_MSG(strstr(cllm_errmsg(), "tests/tmp/f.jsonl:1: "), "%s", cllm_errmsg());
+    /* named templates and chat take the chosen text as {question} */
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"prompt\":\"hi\"}\n") == 0);
+    o.template = "gsm8k";
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 1 && !strcmp(g[0].text, "Question:\nhi\nAnswer:\nLet's think step by step.\n"));
+    o.template = NULL;
+    o.chat = 1;
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 1 && strstr(g[0].text, "<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
+    CHECK(n == 1 && g[0].tok0 == 1); /* <|im_start|> is its control token */
+    o.chat = 0;
+    /* a prompt with no tokens at all is an error */
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"text\":\"\"}\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 0 && last == CLLM_ESCHEMA && strstr(cllm_errmsg(), "f.jsonl:1: ") && strstr(cllm_errmsg(), "empty"));
+    /* token ids out of range */
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"tokens\":[1]}\n{\"tokens\":[-1]}\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 1 && last == CLLM_ESCHEMA && strstr(cllm_errmsg(), "f.jsonl:2: "));
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"tokens\":[2147483648]}\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 0 && last == CLLM_ESCHEMA);
+    /* not an object, bad JSON: errors with the line number */
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"text\":\"a\"}\n\n[1]\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 1 && last == CLLM_EFORMAT && strstr(cllm_errmsg(), "f.jsonl:3: not a JSON object"));
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"text\":\"a\"}\n\"s\"\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 1 && last == CLLM_EFORMAT && strstr(cllm_errmsg(), "f.jsonl:2: not a JSON object"));
+    TEST_OK("prompts_jsonl");
+
+    /* prompts.h: "'{' (after blanks) is JSONL": a JSONL file that starts with
+     * a blank line or indentation is still JSONL, not text lines. */
+    CHECK(write_text("tests/tmp/f.jsonl", "\n  {\"question\":\"Q\"}\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK_MSG(n == 1 && !strcmp(g[0].text, "Q"), "a JSONL file starting with a blank line read as text: \"%s\"",
+              n > 0 ? g[0].text : "");
+    TEST_OK("prompts_jsonl_after_blanks");
+
+    /* text lines: one prompt per non-blank line (CR LF ends a line too); ids
+     * count prompts, not lines; --lines reads JSON as text */
+    CHECK(write_text("tests/tmp/p.txt", "a\r\n\n \t\nb c\nd\r\n  \ne\n") == 0);   /* blanks only: no prompt */
+    n = read_prompts("tests/tmp/p.txt", &o, t, g, 8, &last);
+    CHECK(last == CLLM_EOF && n == 4);
+    if (n == 4) {
+        static const char *texts[] = { "a", "b c", "d", "e" };
+        for (int i = 0; i < 4; i++) { CHECK_EQ_INT(g[i].id, i); CHECK_STR(g[i].text, texts[i]); }
+    }
+    o.shard_i = 1;
+    o.shard_n = 2;
+    o.template = "<{text}>";
+    n = read_prompts("tests/tmp/p.txt", &o, t, g, 8, &last);
+    CHECK(n == 2 && g[0].id == 1 && !strcmp(g[0].text, "<b c>") && g[1].id == 3 && !strcmp(g[1].text, "<e>"));
+    o.shard_i = 0;
+    o.template = "gsm8k";
+    n = read_prompts("tests/tmp/p.txt", &o, t, g, 8, &last);
+    CHECK(n == 2 && g[0].id == 0 && g[1].id == 2 && !strcmp(g[1].text, "Question:\nd\nAnswer:\nLet's think step by step.\n"));
+    o.shard_i = o.shard_n = 0;
+    o.template = "{nope}";
+    n = read_prompts("tests/tmp/p.txt", &o, t, g, 8, &last);
+    CHECK(n == 0 && last == CLLM_EINVAL);
+    CHECK_MSG(strstr(cllm_errmsg(), "tests/tmp/p.txt:1: "), "%s", cllm_errmsg());
+    CHECK(write_text("tests/tmp/p.txt", "\n\nx\n") == 0);
+    n = read_prompts("tests/tmp/p.txt", &o, t, g, 8, &last);
+    CHECK_MSG(n == 0 && strstr(cllm_errmsg(), "tests/tmp/p.txt:3: "), "%s", cllm_errmsg());
+    o.template = NULL;
+    CHECK_EQ_INT(cllm_prompt_opt(&o, CLLM_OPT_LINES, NULL), 0);
+    CHECK(write_text("tests/tmp/f.jsonl", "{\"text\":\"a\"}\n[1]\n") == 0);
+    n = read_prompts("tests/tmp/f.jsonl", &o, t, g, 8, &last);
+    CHECK(n == 2 && !strcmp(g[0].text, "{\"text\":\"a\"}") && !strcmp(g[1].text, "[1]"));
+    o.input = CLLM_IN_AUTO;
+    TEST_OK("prompts_lines");
+
+    /* a stream: prompt records only (others pass by, uncounted); the text is
+     * --field or the first of text, prompt, question */
+    static const char *recs[] = {
+        "{\"type\":\"prompt\",\"id\":0,\"question\":\"S0\",\"answer\":\"B0\"}",
+        "{\"type\":\"metric\",\"name\":\"x\",\"value\":1}",
+        "{\"type\":\"prompt\",\"id\":5,\"prompt\":\"S1\",\"question\":\"x\",\"z\":\"Z1\"}",
+        "{\"type\":\"prompt\",\"id\":6,\"tokens\":[3,4]}",
+    };
+    write_stream("tests/tmp/p.zst", recs, 4);
+    n = read_prompts("tests/tmp/p.zst", &o, t, g, 8, &last);
+    CHECK(last == CLLM_EOF && n == 3);
+    if (n == 3) {
+        CHECK(g[0].id == 0 && g[0].index == 0 && !strcmp(g[0].text, "S0") && !strcmp(g[0].answer, "B0"));
+        CHECK(g[1].id == 5 && g[1].index == 1 && !strcmp(g[1].text, "S1") && !strcmp(g[1].answer, "-"));
+        CHECK(g[2].id == 6 && g[2].index == 2 && g[2].n_tok == 2 && g[2].tok0 == 3);
+    }
+    /* skippable zstd frames (0x184D2A50..5F) may come first: still a stream */
+    FILE *zf = fopen("tests/tmp/p.zst", "rb"), *sf = fopen("tests/tmp/skip.zst", "wb");
+    CHECK(zf && sf);
+    if (zf && sf) {
+        fwrite("\x5f\x2a\x4d\x18\x02\x00\x00\x00" "ab", 1, 10, sf);
+        char buf[4096];
+        size_t k;
+        while ((k = fread(buf, 1, sizeof buf, zf)) > 0) fwrite(buf, 1, k, sf);
+    }
+    if (zf) fclose(zf);
+    if (sf) fclose(sf);
+    n = read_prompts("tests/tmp/skip.zst", &o, t, g, 8, &last);
+    CHECK_MSG(last == CLLM_EOF && n == 3, "a stream after a skippable frame: %d prompts, %s", n, cllm_errmsg());
+    o.shard_i = 1;
+    o.shard_n = 2;
+    o.field = "z";
+    n = read_prompts("tests/tmp/p.zst", &o, t, g, 8, &last);
+    CHECK(last == CLLM_EOF && n == 1 && g[0].id == 5 && g[0].index == 1 && !strcmp(g[0].text, "Z1"));
+    o.shard_i = o.shard_n = 0;
+    /* --field names the text over a record's tokens, as for JSONL objects */
+    static const char *both[] = { "{\"type\":\"prompt\",\"id\":1,\"tokens\":[3,4],\"z\":\"Z\"}" };
+    write_stream("tests/tmp/p.zst", both, 1);
+    n = read_prompts("tests/tmp/p.zst", &o, t, g, 8, &last);
+    CHECK_MSG(n == 1 && !strcmp(g[0].text, "Z") && g[0].tok0 != 3, "--field z on a record with tokens: %s",
+              n == 1 ? g[0].text : cllm_errmsg());
+    o.field = NULL;
+    n = read_prompts("tests/tmp/p.zst", &o, t, g, 8, &last);
+    CHECK(n == 1 && g[0].n_tok == 2 && g[0].tok0 == 3);   /* without it, the tokens */
+    static const char *neg[] = { "{\"type\":\"prompt\",\"id\":-1,\"tokens\":[3]}" };
+    write_stream("tests/tmp/p.zst", neg, 1);
+    n = read_prompts("tests/tmp/p.zst", &o, t, g, 8, &last);
+    CHECK(n == 0 && last == CLLM_ESCHEMA && strstr(cllm_errmsg(), "negative id"));
+    static const char *empty[] = { "{\"type\":\"prompt\",\"id\":1,\"tokens\":[]}" };
+    write_stream("tests/tmp/p.zst", empty, 1);
+    n = read_prompts("tests/tmp/p.zst", &o, t, g, 8, &last);
+    CHECK(n == 0 && last == CLLM_ESCHEMA && strstr(cllm_errmsg(), "empty tokens"));
+    TEST_OK("prompts_stream");
+}
 
 /* ---- HF directory --------------------------------------------------------- */
 
@@ -578,8 +876,12 @@ static void test_real(void) {
     CHECK_OK(cllm_template_apply(t, "chat", fld, val, 1, &chat));
     CHECK(chat && strstr(chat, "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"));
     free(chat);
+    CHECK_OK(cllm_template_apply(t, "chatml", fld, val, 1, &chat)); /* an alias of chat */
+    CHECK(chat && strstr(chat, "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"));
+    free(chat);
     TEST_OK("tokenizer_chat_template");
 
+    test_prompts(t);
     test_other_pre(g, strs, ns);
     test_stress(t);
 
