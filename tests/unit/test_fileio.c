@@ -84,18 +84,38 @@ static int child_status(pid_t pid) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* A child on the other end of a pipe running child(its end, n, piece); the
+ * parent's end (the read end when the child writes) in *fd. */
+static pid_t spawn_on_pipe(int child_writes, void (*child)(int fd, size_t n, size_t piece), size_t n, size_t piece,
+                           int *fd) {
+    int p[2];
+    *fd = -1;
+    if (pipe(p)) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[child_writes ? 0 : 1]);
+        child(p[child_writes ? 1 : 0], n, piece);
+    }
+    close(p[child_writes ? 1 : 0]);
+    *fd = p[child_writes ? 0 : 1];
+    return pid;
+}
+
+/* The loops must have met the timer while they ran; without that the run
+ * proves nothing about EINTR (at 1 ms, a run sees 100 or more). */
+enum { MIN_INTERRUPTS = 20 };
+
 static void test_read_from_slow_pipe(void) {
     enum { N = 40000 };
-    int p[2];
-    CHECK(pipe(p) == 0);
-    pid_t pid = fork();
-    if (pid == 0) { close(p[0]); slow_writer(p[1], N, 7); }
-    close(p[1]);
+    int fd;
+    pid_t pid = spawn_on_pipe(1, slow_writer, N, 7, &fd);
+    CHECK(pid > 0 && fd >= 0);
+    if (pid <= 0) return;
     static unsigned char buf[N + 16];
     alarms = 0;
     interrupt_every_ms(1);
     size_t got = 0;
-    int rc = cllm_read_full(p[0], buf, N, &got);
+    int rc = cllm_read_full(fd, buf, N, &got);
     CHECK_EQ_INT(rc, 0);
     CHECK_EQ_INT(got, N);
     size_t bad = 0;
@@ -103,13 +123,14 @@ static void test_read_from_slow_pipe(void) {
     CHECK_EQ_INT(bad, 0);
     /* The writer is done: asking for more meets the end of the pipe. */
     errno = EBADF;
-    rc = cllm_read_full(p[0], buf, 16, &got);
+    rc = cllm_read_full(fd, buf, 16, &got);
     CHECK_EQ_INT(rc, -1);
     CHECK_EQ_INT(errno, 0);
     CHECK_EQ_INT(got, 0);
     interrupt_every_ms(0);
     CHECK_EQ_INT(child_status(pid), 0);
-    close(p[0]);
+    close(fd);
+    CHECK_MSG(alarms >= MIN_INTERRUPTS, "only %d timer interrupts while reading", (int)alarms);
     printf("  read: %d bytes through a pipe 7 at a time, %d timer interrupts\n", N, (int)alarms);
     TEST_OK("read_full: short counts and EINTR from a slow pipe, then its end");
 }
@@ -118,19 +139,19 @@ static void test_write_to_slow_pipe(void) {
     /* More than a pipe holds (64 KiB), so the writes block, are interrupted
      * and come back short. */
     enum { N = 300000 };
-    int p[2];
-    CHECK(pipe(p) == 0);
-    pid_t pid = fork();
-    if (pid == 0) { close(p[1]); slow_reader(p[0], N, 61); }
-    close(p[0]);
+    int fd;
+    pid_t pid = spawn_on_pipe(0, slow_reader, N, 61, &fd);
+    CHECK(pid > 0 && fd >= 0);
+    if (pid <= 0) return;
     static unsigned char buf[N];
     for (size_t i = 0; i < N; i++) buf[i] = pattern(i);
     alarms = 0;
     interrupt_every_ms(1);
-    CHECK_EQ_INT(cllm_write_full(p[1], buf, N), 0);
+    CHECK_EQ_INT(cllm_write_full(fd, buf, N), 0);
     interrupt_every_ms(0);
-    close(p[1]);
+    close(fd);
     CHECK_EQ_INT(child_status(pid), 0);
+    CHECK_MSG(alarms >= MIN_INTERRUPTS, "only %d timer interrupts while writing", (int)alarms);
     printf("  write: %d bytes to a reader taking 61 at a time, %d timer interrupts\n", N, (int)alarms);
     TEST_OK("write_full: every byte, in order, through short writes and EINTR");
 }
