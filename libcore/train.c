@@ -256,8 +256,7 @@ static int next_sft(source *s, example *e) {
     }
     memset(e, 0, sizeof *e);
     e->id = p.id;
-    int eos = s->m->cfg.eos_id;
-    if (s->m->tok && cllm_tokenizer_eos(s->m->tok) >= 0) eos = cllm_tokenizer_eos(s->m->tok);
+    int eos = cllm_model_eos_id(s->m);   /* the token the decoders stop at */
     int32_t *ans = NULL;
     size_t na = 0;
     if (!p.answer) rc = cllm_error(CLLM_ESCHEMA, "prompt %lld has no answer (SFT needs one; see --answer-field)", (long long)p.id);
