@@ -105,8 +105,10 @@ typedef struct cllm_fwd {
 enum {
     CLLM_FWD_LOGITS = 1,  /* CUDA: copy the logits to the host too (the CPU always has them) */
     CLLM_FWD_BULK = 2,    /* CUDA: no few-row path for decode steps (kernels/cuda/matmul16.cu):
-                             calls of decoding rows through cuBLAS, calls with prompt rows
-                             through matmul.cu's fixed-order kernel (cllm-traj) */
+                             every product of every call through cuBLAS, one call each, so
+                             prompt chunks may share the windows' calls (cllm-traj;
+                             CLLM_CUDA_GEMM_ROWS=-1: calls with prompt rows through
+                             matmul.cu's fixed-order kernel) */
     CLLM_FWD_BF16 = 4,    /* CPU: round to bf16 what the CUDA backend keeps in bf16
                              between ops (the normed rows, attention outputs and
                              SwiGLU outputs that enter the products; the cache's
@@ -172,10 +174,11 @@ int cllm_fwd_batch_invariant(const cllm_fwd *f);
  * a caller may put prompt chunks in its decoding steps' calls without a
  * decoding sequence changing route from call to call: every batch-invariant
  * forward, and CUDA states that send every product through cuBLAS
- * (CLLM_CUDA_GEMM_ROWS=0: a row's bits may then depend on the call's size,
- * whichever rows it holds). Else (cllm-traj's default on CUDA: cuBLAS for
- * calls of decoding rows only, the fixed-order kernel for calls with prompt
- * rows) prompt chunks need calls of their own. */
+ * (CLLM_FWD_BULK's by default, CLLM_CUDA_GEMM_ROWS=0: a row's bits may then
+ * depend on the call's size, whichever rows it holds). Else (CUDA's other
+ * states: cuBLAS or the few-row path for calls of decoding rows only, the
+ * fixed-order kernel for calls with prompt rows) prompt chunks need calls of
+ * their own. */
 int cllm_fwd_one_route(const cllm_fwd *f);
 
 /* The one-sequence case: tokens (T) of sequence seq at positions

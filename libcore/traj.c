@@ -35,28 +35,29 @@
  * so their cache rows are already in the cache, written by this iteration,
  * and their outputs are z_1..z_{a+1}, known. The next forward feeds rows
  * a+1..n-1 only, at positions L+a..L+n-2; the window's states and fixed
- * point are the same as with whole windows (the forward is batch-invariant:
- * a row's result depends on its inputs and context alone, not on which rows
- * share its call; on CUDA too, whose cllm-traj state takes matmul.cu's
- * fixed-order products, unless CLLM_CUDA_FIXED_ORDER=0 asks for cuBLAS,
- * whose sums may change with the call's rows: docs/CUDA.md), for about half
- * the rows: the base model fixes ~1 token an
+ * point are the same as with whole windows where the forward is
+ * batch-invariant (a row's result depends on its inputs and context alone,
+ * not on which rows share its call: the CPU, CUDA with batch_invariant; by
+ * default CUDA's products go through cuBLAS, whose sums may change with the
+ * call's rows, so a near-tie may fall the other way: docs/CUDA.md), for
+ * about half the rows: the base model fixes ~1 token an
  * iteration, so the skipped part grows by ~1 row each time. full_windows
  * feeds the whole window every time, as the reference does (a baseline).
  *
  * Continuous batching: `batch` slots, each with its own KV cache sequence
  * (prompts of any length side by side). One tick advances every active slot
  * by one step (a prompt chunk of up to PREFILL_CHUNK tokens, or one Jacobi
- * iteration of its n-token window): the windows of all slots in one ragged
- * forward call (cllm_forward_batch: every weight matrix is read once per tick
- * for the whole batch), the prompt chunks in another, or in a few calls each
- * when they exceed the call's row limit; a slot
+ * iteration of its n-token window): the windows and prompt chunks of all
+ * slots in one ragged forward call (cllm_forward_batch: every weight matrix is
+ * read once per tick for the whole batch), or in a few calls when they exceed
+ * the call's row limit, or the windows and the prompt chunks in calls of
+ * their own where the forward's route depends on the call (tick); a slot
  * whose prompt is done takes the next prompt at once. Nothing a slot computes
  * depends on its neighbours (each has its own cache sequence and random
  * generators), so where the forward is batch-invariant (forward.h: the CPU;
  * CUDA with batch_invariant, CLLM_FWD_INVARIANT, where a window's products
  * take the same route at --batch 1 as at --batch 64) the records do not
- * depend on the batch size. By default CUDA sends the windows' calls through
+ * depend on the batch size. By default CUDA sends every product through
  * cuBLAS (CLLM_FWD_BULK), which picks its algorithm by shape: records can
  * then part across batch sizes at near-ties. Records go out in input order: a
  * finished chunk of the oldest prompt in flight is written at once, later
@@ -358,9 +359,10 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
  * CUDA's fixed-order route, CUDA with every product through cuBLAS) the
  * Jacobi windows and the prompt chunks share the calls: one call a tick,
  * where prompt chunks would otherwise cost a forward pass of their own.
- * Else the windows go first, in calls of their own (cllm-traj's default on
- * CUDA: a call with prompt rows takes the fixed-order products, and a
- * window must not change route from tick to tick), then the prompt chunks. A window is never split; a prompt
+ * Else the windows go first, in calls of their own (CUDA with
+ * CLLM_CUDA_GEMM_ROWS=-1: a call with prompt rows takes the fixed-order
+ * products, and a window must not change route from tick to tick), then the
+ * prompt chunks. A window is never split; a prompt
  * chunk is shortened to the room left. (The backend pads a call to one of
  * a few row counts, so that it replays a captured graph.) */
 static int tick(eng *e, int *active) {
@@ -369,7 +371,7 @@ static int tick(eng *e, int *active) {
     for (int i = 0; i < batch; i++) *active += e->slots[i].active;
     if (*active) e->st.ticks++;
     for (int windows = 1; windows >= (mixed ? 1 : 0) && !rc; windows--) {
-        int next = 0;
+        int next = 0, route_calls = 0;
         while (!rc) {
             int B = 0, rows = 0;
             for (; next < batch; next++) {
@@ -388,6 +390,7 @@ static int tick(eng *e, int *active) {
             }
             if (B == 0) break;
             e->st.calls++;
+            if (route_calls++) e->st.limit_calls++;
             if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
             for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
                 slot *s = e->in_call[b];

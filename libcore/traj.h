@@ -48,6 +48,8 @@ typedef struct cllm_traj_stats {
     uint64_t ticks;            /* steps of the whole batch (every active slot one forward) */
     uint64_t calls;            /* forward calls (a tick's slots share them: 1 a tick where
                                   the rows fit and cllm_fwd_one_route allows mixing) */
+    uint64_t limit_calls;      /* those of them a tick made because its rows exceeded the
+                                  call's row limit (a route's calls after its first) */
     uint64_t iterations;       /* Jacobi iterations (window forwards) */
     uint64_t rows;             /* window rows fed (n per iteration with full_windows) */
     uint64_t tokens;           /* fixed-point tokens produced */

@@ -44,11 +44,12 @@
 #             then cllm-traj, CLLM training on the GPU with a checkpoint and
 #             a resume from it, Jacobi tokens/step base vs CLLM (~40 s);
 #          3c. cllm-traj --device cuda --batch 64 on 512 GSM8K training
-#             prompts: trajectory tokens/s (the windows' products through
-#             cuBLAS), three times (the median; the repeats' records equal
-#             to the first's), the start-up alone, every product through
-#             cuBLAS (CLLM_CUDA_GEMM_ROWS=0: the prompt chunks in the
-#             windows' calls), then baselines in the same run: --batch-invariant
+#             prompts: trajectory tokens/s (every product through
+#             cuBLAS, the prompt chunks in the windows' calls), three times
+#             (the median; the repeats' records equal to the first's), the
+#             start-up alone, then baselines in the same run: the route by
+#             call (CLLM_CUDA_GEMM_ROWS=-1: prompt chunks in calls of their
+#             own through the fixed-order kernel), --batch-invariant
 #             (every product through the fixed-order kernel), the same with
 #             its row tiles by shape (same records required) and with round
 #             5's K slices and tiles;
@@ -626,14 +627,14 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         P1=$(date +%s.%N)
         grep -E 'CUDA (start-up|forward state|model|KV cache)' "$tmp/p0.err" | tee -a "$sum"
         awk -v a="$P0" -v b="$P1" 'BEGIN { printf "BENCH cllm-traj --device cuda start-up alone (no prompts): %.2f s\n", b - a }' | tee -a "$sum"
-        # every product through cuBLAS (CLLM_CUDA_GEMM_ROWS=0): one route for every call, so a
-        # tick's prompt chunks ride in the windows' call (one call a tick) instead of a call of
-        # their own through the fixed-order kernel; not yet measured (session 14): the candidate
-        # for the default if it beats it here
-        traj64_baseline "CLLM_CUDA_GEMM_ROWS=0 (cuBLAS for every call, one call a tick)" 0 "$tmp/t512g.zst" \
-            CLLM_CUDA_GEMM_ROWS=0
+        # the route by call (CLLM_CUDA_GEMM_ROWS=-1, the default until round 7): the windows'
+        # products through cuBLAS, a tick's prompt chunks in a call of their own through the
+        # fixed-order kernel, where the default (every product through cuBLAS, one route) puts
+        # them in the windows' call (round 7: 1.12x this)
+        traj64_baseline "CLLM_CUDA_GEMM_ROWS=-1 (prompt calls of their own through the fixed-order kernel)" 0 \
+            "$tmp/t512g.zst" CLLM_CUDA_GEMM_ROWS=-1
         # --batch-invariant (every product through the fixed-order kernel, its records independent of
-        # --batch by construction) against the default (the windows' products through cuBLAS): what
+        # --batch by construction) against the default (every product through cuBLAS): what
         # the guarantee costs; then its kernel's settings before round 6 (K slices of 192, row tiles
         # by shape), and its 128-row tiles by shape alone (the same records as --batch-invariant)
         traj64_baseline "--batch-invariant (fixed-order products)" 0 "$tmp/t512v.zst" -- --batch-invariant
@@ -736,8 +737,8 @@ fi
 # p. where the time goes (only when named: GPU_CHECK_STEPS="p ..."): each op's
 #    device time (CLLM_CUDA_PROFILE=1: events between the ops, graphs off) and
 #    the host's share (CLLM_CUDA_STATS=1) for cllm-bench at batch 1 (AR and
-#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_FIXED_ORDER=0,
-#    cuBLAS against the default fixed-order products); test_cuda_train --bench with
+#    Jacobi n=16) and cllm-traj --batch 64 (also with CLLM_CUDA_GEMM_ROWS=-1,
+#    prompt calls of their own against the default's one call a tick); test_cuda_train --bench with
 #    CLLM_CUDA_PROFILE=1 (the trainer's per-op device times).
 if named p && have_time 120 "profile"; then
     prof=$log/profile.log
@@ -750,9 +751,9 @@ if named p && have_time 120 "profile"; then
             -n 16 --repeat 1 -f -o "$tmp/pb.zst" "$tmp/p4.jsonl" >>"$prof" 2>&1 || echo "exit $?" >>"$prof"
     done
     head -n 128 "$data" >"$tmp/t128.jsonl"
-    # STATS twice: matmul.cu's fixed-order kernel for every product (the default), then cuBLAS
-    # for the decoding calls (CLLM_CUDA_FIXED_ORDER=0): same run, same prompts
-    for envs in CLLM_CUDA_PROFILE=1 CLLM_CUDA_STATS=1 "CLLM_CUDA_STATS=1 CLLM_CUDA_FIXED_ORDER=0"; do
+    # STATS twice: every product through cuBLAS, one call a tick (the default), then prompt
+    # calls of their own through the fixed-order kernel (CLLM_CUDA_GEMM_ROWS=-1): same run, same prompts
+    for envs in CLLM_CUDA_PROFILE=1 CLLM_CUDA_STATS=1 "CLLM_CUDA_STATS=1 CLLM_CUDA_GEMM_ROWS=-1"; do
         echo "== cllm-traj --batch 64, $envs, 128 prompts x 64" >>"$prof"
         P0=$(date +%s.%N)
         env $envs timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --template gsm8k --field question \

@@ -128,7 +128,9 @@ struct cllm_cuda_state {
     int use_graphs;                /* CLLM_CUDA_GRAPHS=0 turns graphs off */
     int gemm_rows;                 /* CLLM_CUDA_GEMM_ROWS=G: every cuBLAS product in
                                       G-row pieces (batch-invariant, matmul.cu; 0: one
-                                      call); -1 (unset): call_gemm_rows decides */
+                                      call); -1: call_gemm_rows decides. Unset: 0 in bulk
+                                      states not fixed-order for every call (cllm-traj's
+                                      default), else -1 */
     int mm16;                      /* calls of up to 16 decoding rows (all through the LM
                                       head) take matmul16.cu's fused tensor-core path
                                       (CLLM_CUDA_MM16=0: never) */
@@ -641,12 +643,13 @@ enum { MT_KSLICE_DEFAULT = 384, MT_ROWS_DEFAULT = 64, MT_WS_ROWS = 2048 };
  * multiples of 16; else cuBLAS in 64-row pieces, one shape, at the price of
  * R/64 launches a product). A call of decoding steps only (N == R: windows,
  * AR steps) is one cuBLAS product per matrix, except in states that take
- * the fixed-order kernel for every call (fixed_order_all: bulk states, i.e.
- * cllm-traj, by default, since session 7; any state with
+ * the fixed-order kernel for every call (fixed_order_all: cllm-traj
+ * --batch-invariant's, CLLM_CUDA_FWD_INVARIANT; any state with
  * CLLM_CUDA_FIXED_ORDER=1; none with =0): batch-invariant by construction,
  * so a window's results do not depend on --batch, on the rows fed beside it
- * or on the prompt rows sharing its call. CLLM_CUDA_GEMM_ROWS overrides all
- * of these. */
+ * or on the prompt rows sharing its call. gemm_rows overrides all of these:
+ * cllm-traj's default state (bulk) sends every product through cuBLAS, one
+ * call each (gemm_rows 0), as does CLLM_CUDA_GEMM_ROWS=0 anywhere. */
 static int call_gemm_rows(const struct cllm_cuda_state *s, int R, int N) {
     if (s->gemm_rows >= 0) return s->gemm_rows;
     if (N == R && !(s->fixed_order_ok && s->fixed_order_all)) return 0;
@@ -771,9 +774,22 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
             return rc_mt;
         }
     }
+    /* cllm-traj's state (bulk, not fixed-order for every call): every product of every
+     * call through cuBLAS, so that a tick's prompt chunks share the windows' call
+     * (cllm_cuda_fwd_one_route): 1.12x the tokens/s of fixed-order prompt calls of their
+     * own on an H200, round 7 (docs/CUDA.md). CLLM_CUDA_GEMM_ROWS=-1 asks for those. */
     const char *gr = getenv("CLLM_CUDA_GEMM_ROWS");
-    s->gemm_rows = gr && *gr ? atoi(gr) : -1;
-    if (s->gemm_rows < 0 || s->gemm_rows > 4096) s->gemm_rows = -1;
+    s->gemm_rows = (flags & CLLM_CUDA_FWD_BULK) && !s->fixed_order_all ? 0 : -1;
+    if (gr && *gr) {
+        char *gend = NULL;
+        long g = strtol(gr, &gend, 10);
+        if (*gend || g < -1 || g > 4096) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_GEMM_ROWS=%s: -1 (the route by call), 0 (one cuBLAS call a "
+                              "product) or a piece of up to 4096 rows", gr);
+        }
+        s->gemm_rows = (int)g;
+    }
     arena a = {NULL, 0};
     state_layout(s, dm, max_rows, &a);
     size_t bytes = a.off;

@@ -260,26 +260,28 @@ out:
 
 /* cllm-traj's engine on the GPU: prompts (JSONL of token ids) at batch 1 and
  * at batch_b. With `invariant` (--batch-invariant) the records must be equal;
- * without it (the windows' calls through cuBLAS) whether they are is printed
+ * without it (every product through cuBLAS) whether they are is printed
  * (cuBLAS picks its sums by shape: near-ties may fall the other way). Returns
  * the trajectory tokens/s of the batched run (0 on failure). */
-/* route: 0 cllm-traj's default, 1 --batch-invariant, 2 every product
- * through cuBLAS (CLLM_CUDA_GEMM_ROWS=0: one route, so the prompt chunks
- * share the windows' calls) */
-enum { ROUTE_DEFAULT, ROUTE_INVARIANT, ROUTE_CUBLAS };
-static const char *const route_name[] = {"", " (batch-invariant)", " (cuBLAS for every call)"};
+/* route: 0 cllm-traj's default (every product through cuBLAS: one route, so
+ * the prompt chunks share the windows' calls), 1 --batch-invariant (the
+ * fixed-order kernel for every call: one route), 2 the route by call
+ * (CLLM_CUDA_GEMM_ROWS=-1: the windows through cuBLAS, the prompt chunks in
+ * calls of their own through the fixed-order kernel) */
+enum { ROUTE_DEFAULT, ROUTE_INVARIANT, ROUTE_SPLIT };
+static const char *const route_name[] = {"", " (batch-invariant)", " (CLLM_CUDA_GEMM_ROWS=-1: prompt calls of their own)"};
 
 static double traj_batches(const char *name, const cllm_model *m, const char *jsonl, int n, int new_tokens,
                            int batch_b, int route) {
-    int invariant = route == ROUTE_INVARIANT, one_route = route != ROUTE_DEFAULT;
+    int invariant = route == ROUTE_INVARIANT, one_route = route != ROUTE_SPLIT;
     char out1[64], outb[64];
     snprintf(out1, sizeof out1, "/tmp/test_cuda_traj1.%d", (int)getpid());
     snprintf(outb, sizeof outb, "/tmp/test_cuda_trajb.%d", (int)getpid());
     char *argv[] = {"test_cuda", NULL};
     double rate = 0;
-    /* every product through cuBLAS: only the batch's run (its calls a tick); its records may
-     * part from --batch 1's at near-ties on a GPU, as the default's may */
-    int k0 = route == ROUTE_CUBLAS;
+    /* the route by call: only the batch's run (its calls a tick); its records may part from
+     * --batch 1's at near-ties on a GPU, as the default's may */
+    int k0 = route == ROUTE_SPLIT;
     for (int k = k0; k < 2; k++) {
         cllm_prompt_opts po;
         memset(&po, 0, sizeof po);
@@ -294,7 +296,10 @@ static double traj_batches(const char *name, const cllm_model *m, const char *js
         o.batch = k ? batch_b : 1;
         o.batch_invariant = invariant;
         o.device = test_device;
-        if (route == ROUTE_CUBLAS) setenv("CLLM_CUDA_GEMM_ROWS", "0", 1);
+        /* the route by call, whatever CLLM_CUDA_GEMM_ROWS the run was given (restored below) */
+        const char *outer = getenv("CLLM_CUDA_GEMM_ROWS");
+        char *kept = outer ? strdup(outer) : NULL;
+        if (route == ROUTE_SPLIT) setenv("CLLM_CUDA_GEMM_ROWS", "-1", 1);
         o.output = k ? outb : out1;
         o.force = 1;
         o.argc = 1;
@@ -303,28 +308,34 @@ static double traj_batches(const char *name, const cllm_model *m, const char *js
         double t0 = cllm_now_s();
         CHECK_OK(cllm_traj_run(m, src, &o, &st));
         double dt = cllm_now_s() - t0;
-        if (route == ROUTE_CUBLAS) unsetenv("CLLM_CUDA_GEMM_ROWS");
+        if (route == ROUTE_SPLIT) {
+            if (kept) setenv("CLLM_CUDA_GEMM_ROWS", kept, 1);
+            else unsetenv("CLLM_CUDA_GEMM_ROWS");
+        }
+        free(kept);
         cllm_prompts_close(src);
         printf("%s: cllm-traj engine on the %s%s, batch %d: %llu prompts, %llu tokens, %llu forwards in %llu "
-               "calls over %llu ticks, %.3f s = %.0f trajectory tokens/s\n", name, DEV_NAME,
-               route_name[route], o.batch, (unsigned long long)st.prompts,
-               (unsigned long long)st.tokens, (unsigned long long)st.forwards, (unsigned long long)st.calls,
+               "calls (%llu for the row limit) over %llu ticks, %.3f s = %.0f trajectory tokens/s\n", name, DEV_NAME,
+               route_name[route], o.batch, (unsigned long long)st.prompts, (unsigned long long)st.tokens,
+               (unsigned long long)st.forwards, (unsigned long long)st.calls, (unsigned long long)st.limit_calls,
                (unsigned long long)st.ticks, dt, st.tokens / dt);
         if (k) rate = st.tokens / dt;
-        /* the route taken: one route for every call (batch-invariant, or cuBLAS for all) lets a
-         * tick's prompt chunks share the windows' call (one call a tick where the rows fit: 74
-         * calls over 73 ticks for the tiny models' 12 prompts of up to 90 ids); the default's
-         * two routes give them calls of their own, so a batch whose prompts start while others
-         * iterate makes about a call more per prompt (80 over 73 and 76 over 69 above, traj.c
-         * made to ignore the flag). The line: a 40th of the ticks. (On the CPU, one route
-         * always, the flag changes nothing.) */
-        unsigned long long extra = st.calls > st.ticks ? st.calls - st.ticks : 0;
-        if (k && one_route)
-            CHECK_MSG(extra * 40 <= st.ticks, "%s: one route%s: %llu calls over %llu ticks", name, route_name[route],
-                      (unsigned long long)st.calls, (unsigned long long)st.ticks);
+        /* the route taken: one route for every call (the default's cuBLAS, or the fixed-order
+         * kernel) lets a tick's prompt chunks share the windows' call: one call a tick, and one
+         * more for each time its rows exceeded the call's limit (limit_calls); the route by
+         * call gives them calls of their own, so a batch whose prompts start while others
+         * iterate makes more (traj.c made to ignore cllm_fwd_one_route fails one or the other).
+         * Exact counts: on a GPU, a 40th of the ticks as the margin failed on SmolLM2 (284
+         * calls over 273 ticks on the fixed-order route, round 7: the
+         * other 11 were the row limit's). (On the CPU, one route always.) */
+        if (k && (one_route || test_device != CLLM_DEVICE_CUDA))
+            CHECK_MSG(st.calls == st.ticks + st.limit_calls, "%s: one route%s: %llu calls (%llu for the row limit) "
+                      "over %llu ticks", name, route_name[route], (unsigned long long)st.calls,
+                      (unsigned long long)st.limit_calls, (unsigned long long)st.ticks);
         if (k && !one_route && test_device == CLLM_DEVICE_CUDA)
-            CHECK_MSG(extra * 40 > st.ticks, "%s: the default route shared a tick's calls: %llu calls over %llu ticks",
-                      name, (unsigned long long)st.calls, (unsigned long long)st.ticks);
+            CHECK_MSG(st.calls > st.ticks + st.limit_calls, "%s: the route by call shared a tick's calls: %llu calls "
+                      "(%llu for the row limit) over %llu ticks", name, (unsigned long long)st.calls,
+                      (unsigned long long)st.limit_calls, (unsigned long long)st.ticks);
     }
     if (k0) {
         unlink(outb);
@@ -714,16 +725,32 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     /* the few-row path and the bulk route sum differently: never batch-invariant across call sizes */
     CHECK(cllm_cuda_fwd_batch_invariant(&gf) == 0 || (getenv("CLLM_CUDA_MM16") && !strcmp(getenv("CLLM_CUDA_MM16"), "0")));
     for (int k = 0; k < 2; k++) {
-        /* a bulk state (cllm-traj's) sends decoding calls through cuBLAS unless told otherwise; an
-         * invariant one (--batch-invariant) takes one invariant route for every call */
+        /* a bulk state (cllm-traj's) sends every product through cuBLAS unless told otherwise (one
+         * route, not batch-invariant); an invariant one (--batch-invariant) takes one invariant
+         * route for every call */
         cllm_cuda_fwd bf;
-        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
-        int G = env_gemm_rows(), fixed = fo && *fo ? !strcmp(fo, "1") : k == 1, want = G >= 0 ? G > 0 : fixed;
+        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER"), *gr = getenv("CLLM_CUDA_GEMM_ROWS");
+        int fixed = fo && *fo ? !strcmp(fo, "1") : k == 1;
+        int G = gr && *gr ? env_gemm_rows() : k == 0 && !fixed ? 0 : -1;   /* the state's gemm_rows */
+        int want = G >= 0 ? G > 0 : fixed, want_one = G >= 0 || fixed;
         CHECK_OK(cllm_cuda_fwd_init(&bf, dm, 64, k ? CLLM_CUDA_FWD_INVARIANT : CLLM_CUDA_FWD_BULK));
         if (!check_failures) {
             CHECK_MSG(cllm_cuda_fwd_batch_invariant(&bf) == want, "%s: a %s state is batch-invariant: %d, expected %d",
                       name, k ? "batch-invariant" : "bulk", cllm_cuda_fwd_batch_invariant(&bf), want);
+            CHECK_MSG(cllm_cuda_fwd_one_route(&bf) == want_one, "%s: a %s state takes one route: %d, expected %d",
+                      name, k ? "batch-invariant" : "bulk", cllm_cuda_fwd_one_route(&bf), want_one);
             cllm_cuda_fwd_free(&bf);
+        }
+    }
+    {
+        /* CLLM_CUDA_GEMM_ROWS out of -1..4096, or not a number: refused */
+        static const char *const bad_rows[] = {"CLLM_CUDA_GEMM_ROWS=-2", "CLLM_CUDA_GEMM_ROWS=4097",
+                                               "CLLM_CUDA_GEMM_ROWS=64x", "CLLM_CUDA_GEMM_ROWS=x"};
+        for (int i = 0; i < 4; i++) {
+            cllm_cuda_fwd bf;
+            int rc_g = fwd_init_with(&bf, dm, 64, CLLM_CUDA_FWD_BULK, ENV(bad_rows[i]));
+            CHECK_MSG(rc_g == CLLM_EINVAL, "%s: %s: %d, expected CLLM_EINVAL", name, bad_rows[i], rc_g);
+            if (!rc_g) cllm_cuda_fwd_free(&bf);
         }
     }
     /* argument errors change nothing */
@@ -751,7 +778,8 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         const char *jl = ids_jsonl(pids, plens, 12, 1);
         CHECK(jl != NULL);
         if (jl) traj_batches(name, &m, jl, 8, 40, 8, ROUTE_INVARIANT);
-        if (jl) traj_batches(name, &m, jl, 8, 40, 8, ROUTE_CUBLAS);
+        if (jl) traj_batches(name, &m, jl, 8, 40, 8, ROUTE_DEFAULT);
+        if (jl) traj_batches(name, &m, jl, 8, 40, 8, ROUTE_SPLIT);
         if (jl) unlink(jl);
         for (int i = 0; i < 12; i++) free(pids[i]);
     }
@@ -1176,12 +1204,12 @@ static void test_smollm2(int bench, int logits_only) {
         if (jl) {
             double rate = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_DEFAULT);
             double inv = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_INVARIANT);
-            double one = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_CUBLAS);
+            double split = traj_batches("smollm2 bench", &m, jl, 16, 64, 64, ROUTE_SPLIT);
             printf("BENCH smollm2 cllm-traj --batch 64: %.0f trajectory tokens/s (--batch-invariant, the baseline in "
                    "the same run: %.0f; %.2fx)\n", rate, inv, inv > 0 ? rate / inv : 0.0);
-            printf("BENCH smollm2 cllm-traj --batch 64 with every product through cuBLAS (CLLM_CUDA_GEMM_ROWS=0, "
-                   "prompt chunks in the windows' calls): %.0f trajectory tokens/s, %.2fx the default\n", one,
-                   rate > 0 ? one / rate : 0.0);
+            printf("BENCH smollm2 cllm-traj --batch 64 with prompt calls of their own (CLLM_CUDA_GEMM_ROWS=-1, the "
+                   "default until round 7): %.0f trajectory tokens/s; the default %.2fx it\n", split,
+                   split > 0 ? rate / split : 0.0);
             unlink(jl);
         }
     }
