@@ -119,7 +119,7 @@ enum {
     CLLM_FWD_INVARIANT = 8,  /* CUDA: as CLLM_FWD_BULK, but every call's products through
                                 the fixed-order kernel, so a sequence's results do not
                                 change with the rows beside it (cllm-traj --batch-invariant:
-                                records that do not depend on --batch; 1.24x slower than
+                                records that do not depend on --batch; 1.38x slower than
                                 cuBLAS at --batch 64 on an H200, docs/CUDA.md). The CPU is
                                 batch-invariant always */
 };
