@@ -49,7 +49,8 @@
 #             (the median; the repeats' records equal to the first's), the
 #             start-up alone, then baselines in the same run: the route by
 #             call (CLLM_CUDA_GEMM_ROWS=-1: prompt chunks in calls of their
-#             own through the fixed-order kernel), --batch-invariant
+#             own through the fixed-order kernel), the LM head on the
+#             fixed-order kernel (CLLM_CUDA_LM_HEAD=fixed), --batch-invariant
 #             (every product through the fixed-order kernel), the same with
 #             its row tiles by shape (same records required) and with round
 #             5's K slices and tiles;
@@ -646,6 +647,12 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         # them in the windows' call (round 7: 1.12x this)
         traj64_baseline "CLLM_CUDA_GEMM_ROWS=-1 (prompt calls of their own through the fixed-order kernel)" 0 \
             "$tmp/t512g.zst" CLLM_CUDA_GEMM_ROWS=-1
+        # the LM head on the fixed-order kernel, its argmax in the epilogue (no logits written and
+        # read back), the layers still through cuBLAS (session 16, not yet measured: round 7's
+        # profile put cuBLAS' LM head at 708 us + 69 us of argmax a 518-row call, round 5's
+        # fixed-order one at 182 us): the candidate for the default if it beats it here
+        traj64_baseline "CLLM_CUDA_LM_HEAD=fixed (the LM head and its argmax on the fixed-order kernel)" 0 \
+            "$tmp/t512h.zst" CLLM_CUDA_LM_HEAD=fixed
         # --batch-invariant (every product through the fixed-order kernel, its records independent of
         # --batch by construction) against the default (every product through cuBLAS): what
         # the guarantee costs; then its kernel's settings before round 6 (K slices of 192, row tiles

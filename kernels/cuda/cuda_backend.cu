@@ -147,8 +147,13 @@ struct cllm_cuda_state {
                                       tensor-core kernel (CLLM_CUDA_ATTENTION=1: kernel1) */
     int fixed_order_ok;            /* matmul.cu's fixed-order kernel takes every product's
                                       inner size (for prompt calls: call_gemm_rows) */
-    int fixed_order_all;           /* ... for decoding calls too: bulk states (cllm-traj) by
-                                      default; CLLM_CUDA_FIXED_ORDER=1 every state, =0 none */
+    int fixed_order_all;           /* ... for decoding calls too: --batch-invariant states
+                                      (CLLM_CUDA_FWD_INVARIANT); CLLM_CUDA_FIXED_ORDER=1 every
+                                      state, =0 none */
+    int lm_fixed;                  /* calls that want no logits take the LM head on the
+                                      fixed-order kernel, the argmax in its epilogue, whatever
+                                      route the layers take (CLLM_CUDA_LM_HEAD=fixed; cublas:
+                                      on the layers' route, the default) */
     int fuse;                      /* on the fixed-order route, the residual adds and SwiGLU
                                       in the products' epilogues (CLLM_CUDA_FUSE=0: never) */
     int fuse_rope;                 /* ... and bias + RoPE + the cache write (qkv_rope_fusable) */
@@ -748,6 +753,18 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
             cllm_cuda_fwd_free(f);
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_WS_ROWS=%s: 1..65535", wr);
         }
+        /* The LM head of a cuBLAS call wants no logits but writes them all (fp32, rows x
+         * 49,152 for SmolLM2) for the argmax kernel to read back: round 7's profile (H200,
+         * cllm-traj --batch 64, op by op) put it at 708 us + 69 us of argmax a call of 518
+         * rows, where round 5's fixed-order LM head with the argmax in its epilogue took
+         * 182 us at 555 rows. Not yet measured side by side: gpu-check 3c and test_cuda's
+         * bench do, and then this is the candidate for the default. */
+        const char *lh = getenv("CLLM_CUDA_LM_HEAD");
+        if (lh && *lh && strcmp(lh, "fixed") && strcmp(lh, "cublas")) {
+            cllm_cuda_fwd_free(f);
+            return cllm_error(CLLM_EINVAL, "CLLM_CUDA_LM_HEAD=%s: fixed or cublas", lh);
+        }
+        s->lm_fixed = lh && !strcmp(lh, "fixed") && s->fixed_order_ok;
         const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
         s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_INVARIANT) != 0;
         const char *ld = getenv("CLLM_CUDA_LDSM");
@@ -903,7 +920,8 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
     /* the LM head's argmax keys, where its epilogue takes the argmax
      * (atomicMax): zeroed here, so that every kernel after the copies can
      * be launched with pdl */
-    int few = few_row_call(s, R, N), fused_head = N > 0 && (few || (G == MATMUL_FIXED_ORDER && !f->want_logits));
+    int few = few_row_call(s, R, N);
+    int fused_head = N > 0 && (few || ((G == MATMUL_FIXED_ORDER || s->lm_fixed) && !f->want_logits));
     if (fused_head)
         STEP(P_ARGMAX, CUDA_CHECK(cudaMemsetAsync(s->argmax_d, 0, (size_t)N * sizeof *s->argmax_d, st)));
     STEP(P_EMBED, embedding_forward(s->x, tok_d, dm->wte, R, C, st));
@@ -969,8 +987,8 @@ static int enqueue_forward(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, int
         if (next_n > 0)
             STEP(P_NORM, residual_rmsnorm_forward(s->xn, s->x, s->proj, next_norm, next_rows, next_n, C, eps, pdl, st));
     }
-    /* no logits wanted and the fixed-order route: the argmax in the
-     * product's epilogue (keys zeroed above; the logits are never written) */
+    /* no logits wanted and the fixed-order route (or lm_fixed): the argmax in
+     * the product's epilogue (keys zeroed above; the logits are never written) */
     if (fused_head)
         STEP(P_LM, matmul_argmax_forward(s->argmax_d, s->xn, dm->lm_head, N, C, V, pdl, &head, st));
     else if (N > 0)

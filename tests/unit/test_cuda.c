@@ -638,6 +638,64 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         }
         free(ref);
     }
+    /* CLLM_CUDA_LM_HEAD=fixed: a call off the fixed-order route that wants no
+     * logits (30 rows, each through the LM head) takes its LM head on the
+     * fixed-order kernel, the argmax in its epilogue. Its sums are not
+     * cuBLAS', so each row's id must be an argmax of the same call's cuBLAS
+     * logits up to a near-tie (within 1e-4 of the row's largest magnitude: the
+     * two sum the same bf16 products in fp32 in other orders, ~1e-6 apart), and
+     * cuBLAS' own id where the row's top two are further apart than that. The
+     * fixed-order kernel must have run (else this compares cuBLAS with
+     * itself); other values of the variable are refused. */
+    {
+        enum { T = 30 };
+        int am_fix[T], am_cub[T];
+        cllm_cuda_fwd lf, bf;
+        int rc_l = fwd_init_with(&lf, dm, 64, 0, ENV("CLLM_CUDA_LM_HEAD=fixed"));
+        int rc_b2 = fwd_init_with(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS, ENV("CLLM_CUDA_LM_HEAD=cublas"));
+        CHECK_OK(rc_l);
+        CHECK_OK(rc_b2);
+        if (!rc_l && !rc_b2) {
+            unsigned long long t64, t128, u64, u128;
+            cllm_cuda_fixed_order_launches(&t64, &t128);
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+            CHECK_OK(cllm_cuda_forward(&lf, &gk, 2, 0, tok, T, 0));
+            cllm_cuda_fixed_order_launches(&u64, &u128);
+            memcpy(am_fix, lf.argmax, sizeof am_fix);
+            CHECK_OK(cllm_cuda_kv_rollback(&gk, 2, 0));
+            CHECK_OK(cllm_cuda_forward(&bf, &gk, 2, 0, tok, T, 0));
+            memcpy(am_cub, bf.argmax, sizeof am_cub);
+            CHECK_MSG(u64 + u128 > t64 + t128, "%s: CLLM_CUDA_LM_HEAD=fixed launched no fixed-order product", name);
+            int same = 0;
+            for (int row_i = 0; row_i < T && !check_failures; row_i++) {
+                const float *row = bf.logits + (size_t)row_i * V;
+                float best = -INFINITY, second = -INFINITY, scale = 0;
+                for (int v = 0; v < V; v++) {
+                    if (fabsf(row[v]) > scale) scale = fabsf(row[v]);
+                    if (row[v] > best) {
+                        second = best;
+                        best = row[v];
+                    } else if (row[v] > second) second = row[v];
+                }
+                float tol = 1e-4f * scale;
+                CHECK_MSG(am_fix[row_i] >= 0 && am_fix[row_i] < V && row[am_fix[row_i]] >= best - tol,
+                          "%s: CLLM_CUDA_LM_HEAD=fixed row %d: id %d, logit %g against the best %g", name, row_i, am_fix[row_i],
+                          am_fix[row_i] >= 0 && am_fix[row_i] < V ? row[am_fix[row_i]] : 0.0f, best);
+                if (best - second > tol)
+                    CHECK_MSG(am_fix[row_i] == am_cub[row_i], "%s: CLLM_CUDA_LM_HEAD=fixed row %d: id %d, cuBLAS %d (gap %g)",
+                              name, row_i, am_fix[row_i], am_cub[row_i], best - second);
+                same += am_fix[row_i] == am_cub[row_i];
+            }
+            printf("%s: the LM head on the fixed-order kernel (CLLM_CUDA_LM_HEAD=fixed) vs cuBLAS, a %d-row call: "
+                   "%d of %d rows the same id\n", name, T, same, T);
+        }
+        if (!rc_l) cllm_cuda_fwd_free(&lf);
+        if (!rc_b2) cllm_cuda_fwd_free(&bf);
+        cllm_cuda_fwd bad;
+        int rc_b = fwd_init_with(&bad, dm, 64, 0, ENV("CLLM_CUDA_LM_HEAD=fast"));
+        CHECK_MSG(rc_b == CLLM_EINVAL, "%s: CLLM_CUDA_LM_HEAD=fast: %d, expected CLLM_EINVAL", name, rc_b);
+        if (!rc_b) cllm_cuda_fwd_free(&bad);
+    }
     /* The bulk routes' other launch modes give the same bits: on the
      * fixed-order route (CLLM_CUDA_FIXED_ORDER=1, CLLM_CUDA_MM16=0, so every
      * call goes through matmul.cu) the products' fused epilogues (residual
@@ -1148,6 +1206,7 @@ static void test_smollm2(int bench, int logits_only) {
                 } v[] = {
                     {0, 0, NULL, NULL, "cuBLAS"},
                     {0, 1, NULL, NULL, "cuBLAS without PDL"},
+                    {0, 0, "CLLM_CUDA_LM_HEAD=fixed", NULL, "cuBLAS, the LM head fixed-order"},
                     {1, 0, NULL, NULL, "fixed-order, defaults"},
                     {1, 0, "CLLM_CUDA_FUSE=0", NULL, "unfused"},
                     {1, 1, NULL, NULL, "without PDL"},
