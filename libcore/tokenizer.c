@@ -205,7 +205,16 @@ static char *rewrite_pattern(const char *p) {
             continue;
         }
         o[k++] = c;
-        if (!in_class && c == '[') {
+        if (in_class && c == '[' && i + 2 < n && (p[i + 1] == ':' || p[i + 1] == '.' || p[i + 1] == '=')) {
+            /* a POSIX class ([:punct:], [.x.], [=x=]) inside a class: copied whole, its ']' does not end the class */
+            size_t j = i + 2;
+            while (j + 1 < n && !(p[j] == p[i + 1] && p[j + 1] == ']')) j++;
+            if (j + 1 < n) {
+                memcpy(o + k, p + i + 1, j + 1 - i);
+                k += j + 1 - i;
+                i = j + 1;
+            }
+        } else if (!in_class && c == '[') {
             in_class = 1;
             if (i + 1 < n && p[i + 1] == '^') o[k++] = p[++i];
             if (i + 1 < n && p[i + 1] == ']') o[k++] = p[++i];

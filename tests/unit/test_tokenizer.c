@@ -641,6 +641,451 @@ static void test_hf_errors(void) {
     TEST_OK("tokenizer_hf_errors");
 }
 
+/* ---- gaps found by mutation testing (docs/RELIABILITY.md) ---------------- */
+
+/* Encode text and compare with the expected ids. */
+static void enc_is(const cllm_tokenizer *t, const char *s, size_t len, int ps, const int32_t *want, size_t nw,
+                   const char *what) {
+    int32_t *ids = NULL;
+    size_t n = 0, pos = 0;
+    CHECK_OK(cllm_tokenizer_encode(t, s, len, ps, &ids, &n));
+    CHECK_MSG(ids && ids_eq(ids, n, want, nw, &pos), "%s: differs at %zu (%zu ids)", what, pos, n);
+    free(ids);
+}
+#define ENC_IS(t, s, ps, what, ...) do { static const int32_t w_[] = { __VA_ARGS__ }; \
+    enc_is(t, s, sizeof s - 1, ps, w_, sizeof w_ / sizeof w_[0], what); } while (0)
+
+/* Decode one id and compare with the expected bytes. */
+static void dec_is(const cllm_tokenizer *t, int32_t id, const char *want, size_t wn) {
+    char *txt = NULL;
+    size_t len = 0;
+    CHECK_OK(cllm_tokenizer_decode(t, &id, 1, &txt, &len));
+    CHECK_MSG(txt && len == wn && !memcmp(txt, want, wn), "decode of %d: %zu bytes, want %zu", id, len, wn);
+    free(txt);
+}
+
+static void test_tiny_rules(void) {
+    /* 0 a, 1 b, 2 c, 3 ab, 4 bc, 5 abc, 6 <unk> (UNKNOWN), 7 </s> and 12 <|im_end|> (NORMAL: not end tokens),
+     * 8 "a" U+0144 and 10 "\xc4" "a" (outside the byte map: raw), 9 U+0143 (the map's last char, byte 0xad),
+     * 11 a CONTROL token holding U+0120 (special: its text as is), 13 bc again (a later duplicate wins) */
+    static const char *toks[] = { "a", "b", "c", "ab", "bc", "abc", "<unk>", "</s>", "a\xc5\x84", "\xc5\x83",
+                                  "\xc4" "a", "\xc4\xa0<t>", "<|im_end|>", "bc" };
+    static const int32_t types[] = { 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 3, 1, 1 };
+    /* (a, b) is given twice: the later rank (2) wins, as HF's merge map, so (b, c) at rank 1 goes first */
+    static const char *merges[] = { "a b", "b c", "a b" };
+    cllm_tokenizer_spec sp = { .tokens = toks, .n_tokens = 14, .token_types = types, .merges = merges,
+                               .n_merges = 3, .pre = "gpt2", .bos_id = 14, .eos_id = -5, .pad_id = 14 };
+    cllm_tokenizer *t = NULL;
+    CHECK_OK(cllm_tokenizer_new(&t, &sp));
+    if (!t) return;
+    CHECK_EQ_INT(cllm_tokenizer_find(t, "bc", 2), 13);
+    ENC_IS(t, "abc", 1, "later duplicate merge and token", 0, 13);
+    ENC_IS(t, "a<unk>b", 1, "UNKNOWN is special with parse_special", 0, 6, 1);
+    /* without parse_special an UNKNOWN token is text, whose bytes have no token here */
+    ENC_IS(t, "a<unk>b", 0, "UNKNOWN is text without parse_special", 0, 1);
+    dec_is(t, 8, "a\xc5\x84", 3);
+    dec_is(t, 9, "\xad", 1);
+    dec_is(t, 10, "\xc4" "a", 2);
+    dec_is(t, 11, "\xc4\xa0<t>", 5);
+    char buf[8];
+    size_t len = 0;
+    CHECK_OK(cllm_tokenizer_token_bytes(t, 11, buf, 5, &len)); /* an exact fit */
+    CHECK(len == 5 && !memcmp(buf, "\xc4\xa0<t>", 5));
+    CHECK(cllm_tokenizer_token_bytes(t, -1, buf, sizeof buf, &len) == CLLM_EINVAL);
+    CHECK(cllm_tokenizer_token_bytes(t, 14, buf, sizeof buf, &len) == CLLM_EINVAL);
+    int32_t neg = -1;
+    char *txt = NULL;
+    CHECK(cllm_tokenizer_decode(t, &neg, 1, &txt, &len) == CLLM_EINVAL && !txt);
+    CHECK(cllm_tokenizer_token_text(t, 14, &len) == NULL && cllm_tokenizer_token_text(t, -1, &len) == NULL);
+    CHECK_EQ_INT(cllm_tokenizer_token_type(t, 6), CLLM_TOK_UNKNOWN);
+    CHECK_EQ_INT(cllm_tokenizer_token_type(t, -1), -1);
+    CHECK_EQ_INT(cllm_tokenizer_token_type(t, 14), -1);
+    /* ids out of [0, n_vocab) in the spec are absent, never stored */
+    CHECK(cllm_tokenizer_bos(t) == -1 && cllm_tokenizer_eos(t) == -1 && cllm_tokenizer_pad(t) == -1);
+    /* end tokens are special ones only (docs/TOKENIZER.md) */
+    CHECK(!cllm_tokenizer_is_eog(t, 7) && !cllm_tokenizer_is_eog(t, 12));
+    /* ChatML needs both markers in the vocab */
+    char *out = NULL;
+    CHECK(cllm_chat_apply(t, "hi", &out) == CLLM_EUNSUP && !out);
+    /* *ids is malloc'd also when *n is 0 (tokenizer.h), and no text is fine when len is 0 */
+    int32_t *ids = NULL;
+    size_t n = 1;
+    CHECK_OK(cllm_tokenizer_encode(t, NULL, 0, 1, &ids, &n));
+    CHECK(ids && n == 0);
+    free(ids);
+    ids = NULL;
+    CHECK_OK(cllm_tokenizer_encode(t, "", 0, 1, &ids, &n));
+    CHECK(ids && n == 0);
+    free(ids);
+    cllm_tokenizer_free(t);
+
+    /* no merges at all: bytes stay single tokens */
+    cllm_tokenizer_spec s0 = { .tokens = toks, .n_tokens = 3, .pre = "gpt2", .bos_id = -1, .eos_id = -1, .pad_id = -1 };
+    CHECK_OK(cllm_tokenizer_new(&t, &s0));
+    if (t) ENC_IS(t, "ab", 1, "no merges", 0, 1);
+    cllm_tokenizer_free(t);
+
+    /* llama3 sets ignore_merges (docs/TOKENIZER.md): "abc" is a token, emitted whole; gpt2 merges it */
+    static const char *merges1[] = { "a b" };
+    cllm_tokenizer_spec s1 = { .tokens = toks, .n_tokens = 6, .merges = merges1, .n_merges = 1, .pre = "llama3",
+                               .bos_id = -1, .eos_id = -1, .pad_id = -1 };
+    CHECK_OK(cllm_tokenizer_new(&t, &s1));
+    if (t) ENC_IS(t, "abc", 1, "llama3 ignore_merges", 5);
+    cllm_tokenizer_free(t);
+    s1.pre = "gpt2";
+    CHECK_OK(cllm_tokenizer_new(&t, &s1));
+    if (t) ENC_IS(t, "abc", 1, "gpt2 merges", 3, 2);
+    cllm_tokenizer_free(t);
+
+    /* smollm: Digits(individual) first, so "12" is two pieces even though the merge "1 2" exists */
+    static const char *dtoks[] = { "1", "2", "12" }, *dmerges[] = { "1 2" };
+    cllm_tokenizer_spec s2 = { .tokens = dtoks, .n_tokens = 3, .merges = dmerges, .n_merges = 1, .pre = "smollm",
+                               .bos_id = -1, .eos_id = -1, .pad_id = -1 };
+    CHECK_OK(cllm_tokenizer_new(&t, &s2));
+    if (t) ENC_IS(t, "12", 1, "smollm digits", 0, 1);
+    cllm_tokenizer_free(t);
+    s2.pre = "gpt2";
+    CHECK_OK(cllm_tokenizer_new(&t, &s2));
+    if (t) ENC_IS(t, "12", 1, "gpt2 digits", 2);
+    cllm_tokenizer_free(t);
+    s2.pre = "qwen2";   /* \p{N}: one digit a piece */
+    CHECK_OK(cllm_tokenizer_new(&t, &s2));
+    if (t) ENC_IS(t, "1212", 1, "qwen2 digits", 0, 1, 0, 1);
+    cllm_tokenizer_free(t);
+    s2.pre = "llama3";  /* \p{N}{1,3}: "121" then "2"; "121" is no token, so merges: 12 1 */
+    CHECK_OK(cllm_tokenizer_new(&t, &s2));
+    if (t) ENC_IS(t, "1212", 1, "llama3 digits", 2, 0, 1);
+    cllm_tokenizer_free(t);
+
+    /* bad specs */
+    cllm_tokenizer_spec b = s1;
+    b.n_tokens = 0;
+    CHECK(cllm_tokenizer_new(&t, &b) == CLLM_EINVAL && !t);
+    b = s1;
+    b.merges = NULL;
+    CHECK(cllm_tokenizer_new(&t, &b) == CLLM_EINVAL && !t);
+    static const char *holey[] = { "a", NULL, "c" };
+    b = s0;
+    b.tokens = holey;
+    CHECK(cllm_tokenizer_new(&t, &b) == CLLM_EFORMAT && !t);
+    static const char *m_nospace[] = { "ab" }, *m_nores[] = { "c a" }, *m_noleft[] = { "z a" };
+    const char *const *badm[] = { m_nospace, m_nores, m_noleft };
+    for (int k = 0; k < 3; k++) {
+        b = s1;
+        b.merges = badm[k];
+        CHECK_MSG(cllm_tokenizer_new(&t, &b) == CLLM_EFORMAT && !t, "bad merge %d accepted", k);
+    }
+    /* a missing left part is an error even when the concatenation is a token (10 is "\xc4" "a") */
+    static const char *m_noleft2[] = { "\xc4 a" };
+    b = sp;
+    b.merges = m_noleft2;
+    b.n_merges = 1;
+    CHECK(cllm_tokenizer_new(&t, &b) == CLLM_EFORMAT && !t);
+    /* the internal constructor: unk id range, step patterns, at most CLLM_PRE_MAX_STEPS steps */
+    cllm_pretok_step st[CLLM_PRE_MAX_STEPS + 1];
+    for (int k = 0; k < CLLM_PRE_MAX_STEPS + 1; k++) st[k] = (cllm_pretok_step){ CLLM_PRE_DIGITS, NULL, 1 };
+    cllm_tok_opts o = { st, CLLM_PRE_MAX_STEPS, -1, 0 };
+    CHECK_OK(cllm_tokenizer_new_ex(&t, &s1, &o));
+    cllm_tokenizer_free(t);
+    o.n_steps = CLLM_PRE_MAX_STEPS + 1;
+    CHECK(cllm_tokenizer_new_ex(&t, &s1, &o) == CLLM_ELIMIT && !t);
+    o.n_steps = 1;
+    o.unk_id = 6;
+    CHECK(cllm_tokenizer_new_ex(&t, &s1, &o) == CLLM_EFORMAT && !t);
+    o.unk_id = 5;
+    CHECK_OK(cllm_tokenizer_new_ex(&t, &s1, &o));
+    cllm_tokenizer_free(t);
+    o.unk_id = -1;
+    st[0] = (cllm_pretok_step){ CLLM_PRE_REGEX, NULL, 0 };
+    CHECK(cllm_tokenizer_new_ex(&t, &s1, &o) == CLLM_EINVAL && !t);
+    TEST_OK("tokenizer_tiny_rules");
+}
+
+/* Write tests/tmp/hf-mut/tokenizer.json (and tokenizer_config.json when cfg)
+ * and load the directory. */
+static int hf_load(const char *json, const char *cfg, cllm_tokenizer **t) {
+    mkdir("tests/tmp", 0777);
+    mkdir("tests/tmp/hf-mut", 0777);
+    CHECK(write_text("tests/tmp/hf-mut/tokenizer.json", json) == 0);
+    if (cfg) CHECK(write_text("tests/tmp/hf-mut/tokenizer_config.json", cfg) == 0);
+    else remove("tests/tmp/hf-mut/tokenizer_config.json");
+    return cllm_tokenizer_from_hf_dir(t, "tests/tmp/hf-mut");
+}
+
+#define HF_AB "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}"
+#define DIG "{\"type\":\"Digits\",\"individual_digits\":true}"
+#define BL_NOREGEX "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}"
+
+static void test_hf_rules(void) {
+    static const struct { const char *json, *cfg; int rc; } cases[] = {
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"a\"},\"behavior\":\"Removed\"}}", NULL, CLLM_EUNSUP },
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"a\"},\"behavior\":\"Isolated\",\"invert\":true}}", NULL, CLLM_EUNSUP },
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Split\",\"behavior\":\"Isolated\"}}", NULL, CLLM_EFORMAT },
+        { HF_AB ",\"pre_tokenizer\":{\"individual_digits\":true}}", NULL, CLLM_EFORMAT },
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\"}}", NULL, CLLM_EFORMAT },
+        /* pre-tokenizers nest up to depth 4 (the top one is depth 0) */
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Sequence\",\"pretokenizers\":["
+          "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Sequence\",\"pretokenizers\":[" DIG "]}]}]}]}}", NULL, 0 },
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Sequence\",\"pretokenizers\":["
+          "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Sequence\","
+          "\"pretokenizers\":[" DIG "]}]}]}]}]}}", NULL, CLLM_EUNSUP },
+        /* CLLM_PRE_MAX_STEPS (8) steps, then one more of either kind */
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" DIG "," DIG "," DIG "," DIG "," DIG ","
+          DIG "," DIG "," DIG "]}}", NULL, 0 },
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" DIG "," DIG "," DIG "," DIG "," DIG ","
+          DIG "," DIG "," DIG "," DIG "]}}", NULL, CLLM_ELIMIT },
+        { HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" DIG "," DIG "," DIG "," DIG "," DIG ","
+          DIG "," DIG "," DIG ",{\"type\":\"Split\",\"pattern\":{\"String\":\"a\"},\"behavior\":\"Isolated\"}]}}",
+          NULL, CLLM_ELIMIT },
+        { HF_AB ",\"normalizer\":{\"type\":\"NFC\"}}", NULL, 0 },
+        { HF_AB ",\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[]}}", NULL, 0 },
+        { HF_AB ",\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"}]}}", NULL, 0 },
+        { HF_AB ",\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},{\"type\":\"Lowercase\"}]}}",
+          NULL, CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":0},\"merges\":[]}}", NULL, CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"BPE\",\"dropout\":0.1,\"vocab\":{\"a\":0},\"merges\":[]}}", NULL, CLLM_EUNSUP },
+        { "{\"model\":{\"type\":\"BPE\",\"dropout\":0.0,\"vocab\":{\"a\":0},\"merges\":[]}}", NULL, 0 },
+        { HF_AB ",\"added_tokens\":{}}", NULL, CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":16777216},\"merges\":[]}}", NULL, CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":\"0\"},\"merges\":[]}}", NULL, CLLM_EFORMAT },
+        { HF_AB ",\"added_tokens\":[{\"id\":3}]}", NULL, CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"unk_token\":\"a\",\"vocab\":{\"a\":0},\"merges\":[]},"
+          "\"added_tokens\":[{\"id\":1}]}", NULL, CLLM_EFORMAT },
+        { HF_AB ",\"added_tokens\":[{\"id\":-1,\"content\":\"<s>\"}]}", NULL, CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}", NULL, CLLM_EFORMAT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[[\"a\",\"b\",\"c\"]]}}", NULL,
+          CLLM_EFORMAT },
+        { HF_AB "}", "{\"bos_token\":", CLLM_EFORMAT },
+        { HF_AB "}", "[\"<s>\"]", CLLM_EFORMAT },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cllm_tokenizer *t = NULL;
+        int rc = hf_load(cases[i].json, cases[i].cfg, &t);
+        CHECK_MSG(rc == cases[i].rc, "hf rule case %zu: rc %d, want %d (%s)", i, rc, cases[i].rc,
+                  rc ? cllm_errmsg() : "");
+        CHECK(rc == 0 || !t);
+        cllm_tokenizer_free(t);
+    }
+
+    cllm_tokenizer *t = NULL;
+    /* a String pattern is literal: "." does not match "a" or "b" */
+    CHECK_OK(hf_load(HF_AB ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
+                     "\"pattern\":{\"String\":\".\"},\"behavior\":\"Isolated\"}," BL_NOREGEX "]}}", NULL, &t));
+    if (t) ENC_IS(t, "ab", 1, "String split is literal", 2);
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* unk_token: a byte without a symbol becomes it, one per byte (fuse_unk false), in a 1- and a 2-byte piece */
+    CHECK_OK(hf_load("{\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,"
+                     "\"<unk>\":3},\"merges\":[\"a b\"]},\"pre_tokenizer\":{\"type\":\"ByteLevel\","
+                     "\"add_prefix_space\":false,\"use_regex\":true}}", NULL, &t));
+    if (t) {
+        ENC_IS(t, "a\x01" "b", 1, "unk in a 1-byte piece", 0, 3, 1);
+        ENC_IS(t, "\x01\x01" "ab", 1, "unk in a 2-byte piece", 3, 3, 2);
+    }
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* ignore_merges: a piece that is a token is emitted whole */
+    const char *im = "{\"model\":{\"type\":\"BPE\",\"ignore_merges\":%s,\"vocab\":{\"a\":0,\"b\":1,\"c\":2,\"ab\":3,"
+                     "\"abc\":4},\"merges\":[\"a b\"]},\"pre_tokenizer\":{\"type\":\"ByteLevel\","
+                     "\"add_prefix_space\":false,\"use_regex\":true}}";
+    char js[1024], h1[17] = "", h2[17] = "";
+    snprintf(js, sizeof js, im, "true");
+    CHECK_OK(hf_load(js, NULL, &t));
+    if (t) { ENC_IS(t, "abc", 1, "ignore_merges true", 4); snprintf(h1, sizeof h1, "%s", cllm_tokenizer_hash(t)); }
+    cllm_tokenizer_free(t);
+    t = NULL;
+    snprintf(js, sizeof js, im, "false");
+    CHECK_OK(hf_load(js, NULL, &t));
+    if (t) { ENC_IS(t, "abc", 1, "ignore_merges false", 3, 2); snprintf(h2, sizeof h2, "%s", cllm_tokenizer_hash(t)); }
+    cllm_tokenizer_free(t);
+    t = NULL;
+    CHECK_MSG(strcmp(h1, h2) != 0, "ignore_merges does not enter the hash");
+
+    /* Digits: individual_digits true splits "12", false keeps it one piece; the default is false (HF) */
+    const char *dg = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"1\":0,\"2\":1,\"12\":2},\"merges\":[\"1 2\"]},"
+                     "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\"%s}," BL_NOREGEX "]}}";
+    const char *dv[3] = { ",\"individual_digits\":true", ",\"individual_digits\":false", "" };
+    char dh[3][17] = { "", "", "" };
+    for (int k = 0; k < 3; k++) {
+        snprintf(js, sizeof js, dg, dv[k]);
+        CHECK_OK(hf_load(js, NULL, &t));
+        if (!t) continue;
+        if (k == 0) ENC_IS(t, "12", 1, "individual digits", 0, 1);
+        else ENC_IS(t, "12", 1, "digit runs", 2);
+        snprintf(dh[k], sizeof dh[k], "%s", cllm_tokenizer_hash(t));
+        cllm_tokenizer_free(t);
+        t = NULL;
+    }
+    CHECK(strcmp(dh[0], dh[1]) != 0 && !strcmp(dh[1], dh[2]));
+    /* ByteLevel use_regex defaults to true (HF): the same tokenizer as with it set */
+    const char *bl = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":"
+                     "{\"type\":\"ByteLevel\",\"add_prefix_space\":false%s}}";
+    snprintf(js, sizeof js, bl, ",\"use_regex\":true");
+    CHECK_OK(hf_load(js, NULL, &t));
+    if (t) snprintf(h1, sizeof h1, "%s", cllm_tokenizer_hash(t));
+    cllm_tokenizer_free(t);
+    t = NULL;
+    snprintf(js, sizeof js, bl, "");
+    CHECK_OK(hf_load(js, NULL, &t));
+    if (t) CHECK_STR(cllm_tokenizer_hash(t), h1);
+    cllm_tokenizer_free(t);
+    t = NULL;
+
+    /* \S inside a class stays a class member: [\S]+ splits "ab ab" at the space, so Ġ a cannot merge */
+    const char *sp = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\xc4\xa0\":3,\"\xc4\xa0" "a\":4},"
+                     "\"merges\":[\"\xc4\xa0 a\",\"a b\"]},\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+                     "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[\\\\S]+\"},\"behavior\":\"Isolated\"}," BL_NOREGEX "]}}";
+    CHECK_OK(hf_load(sp, NULL, &t));
+    if (t) ENC_IS(t, "ab ab", 1, "[\\S]+ split", 2, 3, 2);
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* a ']' first in a class is a member, and the \s after it is still inside: "a] b" -> a, "] ", b */
+    const char *br = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"]\":2,\"\xc4\xa0\":3,\"a]\":4,"
+                     "\"]\xc4\xa0\":5},\"merges\":[\"a ]\",\"] \xc4\xa0\"]},\"pre_tokenizer\":{\"type\":\"Sequence\","
+                     "\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[]\\\\s]+\"},\"behavior\":"
+                     "\"Isolated\"}," BL_NOREGEX "]}}";
+    CHECK_OK(hf_load(br, NULL, &t));
+    if (t) ENC_IS(t, "a] b", 1, "[]\\s]+ split", 0, 5, 1);
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* and after "[^": [^]\s]+ matches a and b, "] " is the gap between them */
+    snprintf(js, sizeof js, "%s", br);
+    char *cl = strstr(js, "[]");
+    if (cl) memmove(cl + 2, cl + 1, strlen(cl + 1) + 1), cl[1] = '^';
+    CHECK_OK(hf_load(js, NULL, &t));
+    if (t) ENC_IS(t, "a] b", 1, "[^]\\s]+ split", 0, 5, 1);
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* a POSIX class inside a class does not end it: [[:punct:]\s]+ takes "] " whole (it did not: the ']' of
+     * [:punct:] ended the class for the \s rewrite, so \s became a nested class and the pattern never matched) */
+    snprintf(js, sizeof js, "%s", br);
+    cl = strstr(js, "[]");
+    if (cl) memmove(cl + 10, cl + 2, strlen(cl + 2) + 1), memcpy(cl + 1, "[:punct:]", 9); /* "[]" -> "[[:punct:]" */
+    CHECK_OK(hf_load(js, NULL, &t));
+    if (t) ENC_IS(t, "a] b", 1, "[[:punct:]\\s]+ split", 0, 5, 1);
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* a pattern that also matches empty: empty pieces are dropped (tokenizer_int.h), "bab" -> b|a|b */
+    CHECK_OK(hf_load("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ba\":2},\"merges\":[\"b a\"]},"
+                     "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                     "{\"Regex\":\"a*\"},\"behavior\":\"Isolated\"}," BL_NOREGEX "]}}", NULL, &t));
+    if (t) ENC_IS(t, "bab", 1, "a* split", 1, 0, 1);
+    cllm_tokenizer_free(t);
+    t = NULL;
+    /* \w is Unicode (Oniguruma): "é!" splits after é, so © ! (rank 0) cannot merge across */
+    const char *uw = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\xc3\x83\":0,\"\xc2\xa9\":1,\"!\":2,\"\xc3\x83\xc2\xa9\":3,"
+                     "\"\xc2\xa9!\":4},\"merges\":[\"\xc2\xa9 !\",\"\xc3\x83 \xc2\xa9\"]},\"pre_tokenizer\":{\"type\":"
+                     "\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\w+\"},"
+                     "\"behavior\":\"Isolated\"}," BL_NOREGEX "]}}";
+    CHECK_OK(hf_load(uw, NULL, &t));
+    if (t) ENC_IS(t, "\xc3\xa9!", 1, "\\w+ split", 3, 2);
+    cllm_tokenizer_free(t);
+    t = NULL;
+
+    /* tokenizer_config.json: a token named there that is only an added token; a chat_template list takes
+     * the "default" entry wherever it is, else the first */
+    const char *ad = HF_AB ",\"added_tokens\":[{\"id\":3,\"content\":\"<|im_start|>\",\"special\":true},"
+                     "{\"id\":4,\"content\":\"<|im_end|>\",\"special\":true}]}";
+    static const struct { const char *cfg, *sys; } ct[] = {
+        { "{\"bos_token\":\"<|im_start|>\",\"chat_template\":[{\"name\":\"default\",\"template\":"
+          "\"'<|im_start|>system\\\\nD<|im_end|>'\"},{\"name\":\"tool_use\",\"template\":"
+          "\"'<|im_start|>system\\\\nT<|im_end|>'\"}]}", "D" },
+        { "{\"bos_token\":\"<|im_start|>\",\"chat_template\":[{\"name\":\"tool_use\",\"template\":"
+          "\"'<|im_start|>system\\\\nT<|im_end|>'\"},{\"name\":\"default\",\"template\":"
+          "\"'<|im_start|>system\\\\nD<|im_end|>'\"}]}", "D" },
+        { "{\"bos_token\":\"<|im_start|>\",\"chat_template\":[{\"name\":\"one\",\"template\":"
+          "\"'<|im_start|>system\\\\nO<|im_end|>'\"},{\"name\":\"two\",\"template\":"
+          "\"'<|im_start|>system\\\\nW<|im_end|>'\"}]}", "O" },
+    };
+    for (size_t k = 0; k < sizeof ct / sizeof ct[0]; k++) {
+        CHECK_OK(hf_load(ad, ct[k].cfg, &t));
+        if (!t) continue;
+        int chatml = 0;
+        const char *sys = NULL;
+        CHECK_EQ_INT(cllm_tokenizer_bos(t), 3);
+        CHECK_OK(cllm_tokenizer_chat_info(t, &chatml, &sys));
+        CHECK_MSG(chatml && sys && !strcmp(sys, ct[k].sys), "chat_template list %zu: system %s", k, sys ? sys : "-");
+        cllm_tokenizer_free(t);
+        t = NULL;
+    }
+    TEST_OK("tokenizer_hf_rules");
+}
+
+/* A GGUF holding only tokenizer metadata: the base is model gpt2, no pre, no
+ * chat template, tokens a b ab <s> (CONTROL), merge "a b", bos 3; a variant
+ * changes one thing (the empty one has no token_type or bos either, so that
+ * only the emptiness is wrong). */
+enum { GV_BASE, GV_LLAMA, GV_PRE, GV_EMPTY, GV_SHORT_TYPES, GV_NO_TYPES, GV_BOS_N, GV_NO_BOS, GV_N };
+
+static int gguf_tok(int v, cllm_tokenizer **t) {
+    const char *path = "tests/tmp/tok-mut.gguf";
+    const char *toks[] = { "a", "b", "ab", "<s>" }, *merges[] = { "a b" };
+    const int32_t types[] = { 1, 1, 1, 3 };
+    cllm_gguf_writer *w = NULL;
+    cllm_gguf *g = NULL;
+    *t = NULL;
+    mkdir("tests/tmp", 0777);
+    CHECK_OK(cllm_gguf_writer_new(&w));
+    if (!w) return -1;
+    CHECK_OK(cllm_gguf_writer_set_str(w, "general.architecture", "llama", 5));
+    CHECK_OK(cllm_gguf_writer_set_str(w, "tokenizer.ggml.model", v == GV_LLAMA ? "llama" : "gpt2",
+                                      v == GV_LLAMA ? 5 : 4));
+    if (v == GV_PRE) CHECK_OK(cllm_gguf_writer_set_str(w, "tokenizer.ggml.pre", "llama3", 6));
+    CHECK_OK(cllm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, v == GV_EMPTY ? 0 : 4));
+    if (v != GV_NO_TYPES && v != GV_EMPTY) CHECK_OK(cllm_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types,
+                                                                v == GV_SHORT_TYPES ? 3 : 4));
+    CHECK_OK(cllm_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, NULL, 1));
+    if (v != GV_NO_BOS && v != GV_EMPTY) CHECK_OK(cllm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", v == GV_BOS_N ? 4 : 3));
+    CHECK_OK(cllm_gguf_writer_write(w, path));
+    cllm_gguf_writer_free(w);
+    CHECK_OK(cllm_gguf_open(&g, path));
+    if (!g) return -1;
+    int rc = cllm_tokenizer_from_gguf(t, g);
+    cllm_gguf_close(g);
+    return rc;
+}
+
+static void test_gguf_rules(void) {
+    static const int want[GV_N] = { 0, CLLM_EUNSUP, 0, CLLM_EFORMAT, CLLM_EFORMAT, 0, CLLM_EFORMAT, 0 };
+    char base_hash[17] = "";
+    for (int v = 0; v < GV_N; v++) {
+        cllm_tokenizer *t = NULL;
+        int rc = gguf_tok(v, &t);
+        CHECK_MSG(rc == want[v], "gguf variant %d: rc %d, want %d (%s)", v, rc, want[v], rc ? cllm_errmsg() : "");
+        if (!t) continue;
+        switch (v) {
+        case GV_BASE:   /* no pre: the GPT-2 regex, as "gpt2" names it */
+            CHECK_EQ_INT(cllm_tokenizer_bos(t), 3);
+            CHECK_EQ_INT(cllm_tokenizer_token_type(t, 3), CLLM_TOK_CONTROL);
+            ENC_IS(t, "a<s>ab", 1, "gguf base", 0, 3, 2);
+            snprintf(base_hash, sizeof base_hash, "%s", cllm_tokenizer_hash(t));
+            break;
+        case GV_PRE:    /* the pre name is read: llama3 hashes differently */
+            CHECK(base_hash[0] && strcmp(cllm_tokenizer_hash(t), base_hash) != 0);
+            break;
+        case GV_NO_TYPES: /* all normal: <s> is text (whose bytes have no token) */
+            CHECK_EQ_INT(cllm_tokenizer_token_type(t, 3), CLLM_TOK_NORMAL);
+            ENC_IS(t, "a<s>ab", 1, "gguf without token_type", 0, 2);
+            break;
+        case GV_NO_BOS:
+            CHECK_EQ_INT(cllm_tokenizer_bos(t), -1);
+            break;
+        }
+        CHECK(rc == 0 || !t);
+        cllm_tokenizer_free(t);
+    }
+    /* the same spec built directly with pre "gpt2" hashes as the base */
+    const char *toks[] = { "a", "b", "ab", "<s>" }, *merges[] = { "a b" };
+    const int32_t types[] = { 1, 1, 1, 3 };
+    cllm_tokenizer_spec sp = { .tokens = toks, .n_tokens = 4, .token_types = types, .merges = merges, .n_merges = 1,
+                               .pre = "gpt2", .bos_id = 3, .eos_id = -1, .pad_id = -1 };
+    cllm_tokenizer *t = NULL;
+    CHECK_OK(cllm_tokenizer_new(&t, &sp));
+    if (t) CHECK_STR(cllm_tokenizer_hash(t), base_hash);
+    cllm_tokenizer_free(t);
+    TEST_OK("tokenizer_gguf_rules");
+}
+
 
 /* The GGUF's vocab and merges under the qwen2 and llama3 pre-tokenizers, against
  * tests/golden/tokenizer_pre_ids.txt (HF Split(Regex) + ByteLevel(use_regex=False)). */
@@ -746,6 +1191,48 @@ static void test_stress(const cllm_tokenizer *t) {
     TEST_OK("tokenizer_stress");
 }
 
+/* cllm_tokenizer_find of every proper prefix of every token (the hash probes
+ * pass tokens that share a prefix with the key) against a binary search of the
+ * sorted token texts: the exact token, the later one of duplicates, or -1. */
+static const cllm_gguf_str *fp_toks;
+static int fp_cmp(const void *a, const void *b) {
+    const cllm_gguf_str *x = &fp_toks[*(const int32_t *)a], *y = &fp_toks[*(const int32_t *)b];
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->s, y->s, n);
+    if (c) return c;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return *(const int32_t *)a < *(const int32_t *)b ? -1 : *(const int32_t *)a > *(const int32_t *)b;
+}
+static int32_t fp_find(const int32_t *ord, size_t nt, const char *s, size_t len) {
+    size_t lo = 0, hi = nt;
+    int32_t found = -1;
+    while (lo < hi) { /* the last entry <= (s, len) */
+        size_t mid = (lo + hi) / 2;
+        const cllm_gguf_str *x = &fp_toks[ord[mid]];
+        size_t n = x->len < len ? x->len : len;
+        int c = memcmp(x->s, s, n);
+        if (!c) c = x->len < len ? -1 : x->len > len;
+        if (c <= 0) { if (!c) found = ord[mid]; lo = mid + 1; } else hi = mid;
+    }
+    return found;
+}
+static void check_find_prefixes(const cllm_tokenizer *t, const cllm_gguf *g) {
+    size_t nt = 0, checked = 0, bad = 0;
+    if (cllm_gguf_get_arr_str(g, "tokenizer.ggml.tokens", &fp_toks, &nt)) { CHECK_MSG(0, "%s", cllm_errmsg()); return; }
+    int32_t *ord = malloc(nt * sizeof *ord);
+    for (size_t i = 0; i < nt; i++) ord[i] = (int32_t)i;
+    qsort(ord, nt, sizeof *ord, fp_cmp);
+    for (size_t i = 0; i < nt; i++) {
+        for (size_t l = 0; l <= fp_toks[i].len; l++) {
+            int32_t want = fp_find(ord, nt, fp_toks[i].s, l), have = cllm_tokenizer_find(t, fp_toks[i].s, l);
+            if (have != want && !bad++) fprintf(stderr, "find of %zu bytes of token %zu: %d, want %d\n", l, i, have, want);
+            checked++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%zu of %zu lookups differ", bad, checked);
+    free(ord);
+}
+
 static void test_real(void) {
     cllm_gguf *g = NULL;
     cllm_tokenizer *t = NULL, *t2 = NULL;
@@ -767,6 +1254,7 @@ static void test_real(void) {
     CHECK(cllm_tokenizer_is_eog(t, 2) && cllm_tokenizer_is_eog(t, 0) && !cllm_tokenizer_is_eog(t, 1));
     CHECK_STR(cllm_tokenizer_hash(t), cllm_tokenizer_hash(t2));
     CHECK_STR(cllm_tokenizer_hash(t), SMOLLM2_HASH);
+    check_find_prefixes(t, g);
     TEST_OK("tokenizer_gguf_load_hash");
 
     size_t ng = 0, ns = 0;
@@ -899,6 +1387,9 @@ int main(void) {
     test_tiny();
     test_templates();
     test_hf_errors();
+    test_tiny_rules();
+    test_hf_rules();
+    test_gguf_rules();
     test_real();
     TEST_END();
 }
