@@ -320,7 +320,9 @@ void cllm_ckpt_free(cllm_ckpt *c) {
 static int load_file(const char *path, cllm_ckpt *c) {
     memset(c, 0, sizeof *c);
     if (!host_le()) return cllm_error(CLLM_EUNSUP, "checkpoints need a little-endian host");
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: a FIFO opens at once (to be refused below as not a regular
+     * file) instead of waiting for a writer; reads of a regular file ignore it */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
     struct stat st;
     int rc = 0;

@@ -158,8 +158,10 @@ static int check_header(source *s, const cllm_value *h, const char *name) {
     if (!h) return 0;
     char *tokh = NULL;
     int64_t vocab = 0;
+    /* Both fields are optional (cllm-stream(5)): absent (1) is not an error. */
     int rc = cllm_rec_get_str(h, "tokenizer", &tokh, 0);
-    if (!rc) rc = cllm_rec_get_i64(h, "vocab", &vocab, 0);
+    if (rc == 1) rc = 0;
+    if (!rc && (rc = cllm_rec_get_i64(h, "vocab", &vocab, 0)) == 1) rc = 0;
     if (!rc && tokh && *tokh && s->m->tok) {
         const char *mine = cllm_tokenizer_hash(s->m->tok);
         if (strcmp(tokh, mine))
@@ -1080,12 +1082,32 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         /* Gather the step's examples (never across an epoch boundary). */
         for (int i = 0; i < n_ex; i++) example_free(&ex[i]);
         n_ex = 0;
+        const uint64_t delivered0 = p.delivered, hash0 = p.hash;   /* the position before them */
+        const cllm_rng rng0 = p.rng;
         while (n_ex < per_step) {
             int r = pipe_next(&p, &ex[n_ex]);
             if (r == PIPE_EXAMPLE) { n_ex++; continue; }
             if (r == PIPE_EPOCH_END) { if (n_ex) break; continue; }
             if (r == CLLM_EOF) { ended = 1; break; }
             rc = r;
+            if (cllm_interrupted) {
+                /* A signal stopped a read that waited for input (a pipe):
+                 * between steps, so the steps done are checkpointed as after
+                 * a step, at the position before this step's examples (what
+                 * a resume replays up to). Without this the run ended as a
+                 * read error (exit 1), its last steps lost. */
+                p.delivered = delivered0;
+                p.hash = hash0;
+                p.rng = rng0;
+                rc = 0;
+                if (o->checkpoint_every > 0 && step > 0 && step % o->checkpoint_every && rank == 0) {
+#if CLLM_CUDA
+                    if (on_cuda) rc = cu_to_host(&t);
+#endif
+                    if (!rc) rc = save_ckpt(&t, &p, ckdir, step, total, opts, NULL);
+                }
+                if (!rc) rc = cllm_error(CLLM_EINTR, "interrupted after step %lld", (long long)step);
+            }
             goto out;
         }
         if (n_ex == 0) break;

@@ -61,6 +61,7 @@ static struct {
     int short_writes;     /* writes of at most 4093 bytes */
     int eintr_every;      /* every Nth write or fsync fails with EINTR first */
     int fsync_errno;      /* fsync of a regular file fails with this */
+    int dir_fsyncs;       /* fsync calls on a directory */
     unsigned calls;
 } inj = { .report_fd = -1, .enospc_at = -1 };
 
@@ -97,6 +98,7 @@ int fsync(int fd) {
         return -1;
     }
     struct stat st;
+    if (!fstat(fd, &st) && S_ISDIR(st.st_mode)) inj.dir_fsyncs++;
     if (inj.fsync_errno && !fstat(fd, &st) && S_ISREG(st.st_mode)) {
         errno = inj.fsync_errno;
         return -1;
@@ -554,8 +556,12 @@ static void disk_full_test(const char *base) {
     for (size_t i = 0; i < sizeof fe / sizeof fe[0]; i++) {
         inj.fsync_errno = fe[i];
         fill(&c, bufs, 12);
-        int rc = cllm_ckpt_save(dir, &c, KEEP, NULL);
+        char *fp = (char *)"unset";
+        int rc = cllm_ckpt_save(dir, &c, KEEP, &fp);
         inj.fsync_errno = 0;
+        /* no file, so no path: a caller must not be handed one to free or print */
+        CHECK_MSG(rc == 0 || fp == NULL, "fsync failed but path_out is %s", fp);
+        if (!rc) free(fp);
         char what[64];
         snprintf(what, sizeof what, "fsync %s", strerror(fe[i]));
         check_failed_save(dir, rc, cllm_errmsg(), 12, strerror(fe[i]), &before, what);
@@ -563,9 +569,12 @@ static void disk_full_test(const char *base) {
     }
     free_snapshot(&before);
 
-    /* After all that, a save works and prunes as usual. */
+    /* After all that, a save works and prunes as usual; the rename is made
+     * durable by an fsync of the directory (a power loss could undo it). */
     fill(&c, bufs, 12);
+    int dir_fsyncs = inj.dir_fsyncs;
     CHECK_OK(cllm_ckpt_save(dir, &c, KEEP, NULL));
+    CHECK_MSG(inj.dir_fsyncs > dir_fsyncs, "the save did not fsync its directory");
     listing l;
     list_dir(dir, &l);
     CHECK(l.n == 2 && l.steps[0] == 11 && l.steps[1] == 12 && l.n_tmp == 0);
