@@ -3,7 +3,8 @@
 # in input order, exactly what --batch 1 writes (time_s aside): greedy AR and
 # Jacobi with --trace on the tiny model (17 prompts of 1..300 token ids, some
 # answers ending in EOS, a KV cache that grows while others are in flight)
-# and on SmolLM2 (4 GSM8K prompts); --text keeps the order too.
+# and on SmolLM2 (4 GSM8K prompts); --text keeps the order too; a full output
+# queue (one long answer ahead of many short ones).
 # (cllm-traj's --batch equality is in traj.sh.)
 set -eu
 B=$CLLM_BUILD
@@ -29,6 +30,16 @@ for method in ar jacobi; do
     done
 done
 echo "tiny: cllm-gen --batch 3, 8, 17 == --batch 1 (AR and Jacobi, traces included)"
+# A long answer first, then 12 that end in EOS within 3 tokens, at --batch 2:
+# the second slot finishes prompt after prompt while the first one's output
+# holds the queue; at 4*B+1 = 9 jobs waiting it must stop taking prompts
+# (the queue is full), and all 13 records still come out in input order.
+{ head -1 "$T/tiny.jsonl"; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do tail -1 "$T/tiny.jsonl"; done; } > "$T/q.jsonl"
+"$B/cllm-gen" -m "$TM" --max-new-tokens 300 --batch 1 "$T/q.jsonl" > "$T/q1.zst"
+recs "$T/q1.zst" > "$T/q1.jsonl"
+[ "$(grep -c '"eos":true' "$T/q1.jsonl")" = 12 ] || fail "queue: expected 12 answers ending in EOS"
+"$B/cllm-gen" -m "$TM" --max-new-tokens 300 --batch 2 "$T/q.jsonl" > "$T/q2.zst"
+recs "$T/q2.zst" | cmp - "$T/q1.jsonl" || fail "queue: --batch 2 differs from --batch 1"
 
 head -4 "$CLLM_DATA/gsm8k_test.jsonl" > "$T/p.jsonl"
 for method in ar jacobi; do

@@ -1,7 +1,8 @@
 #!/bin/sh
 # gen.sh: cllm-gen end to end on SmolLM2: a chat answer as text, gen records
 # that pass --check, Jacobi output equal to AR output through the CLI, traces,
-# and prompts from every kind of input.
+# and prompts from every kind of input; on the tiny model, the gen record
+# fields by their definitions, the refusals, --batch 4096 and --init pad.
 set -eu
 B=$CLLM_BUILD
 M=$CLLM_MODEL
@@ -40,4 +41,70 @@ cmp "$T/ar.out" "$T/jac.out" || fail "Jacobi output differs from AR output"
 # 4. Text lines, sharding.
 printf 'one\n\ntwo\nthree\n' | "$B/cllm-gen" -m "$M" --lines --shard 1/2 --max-new-tokens 2 | "$B/cllm-cat" --type gen -j > "$T/l.jsonl"
 [ "$(wc -l < "$T/l.jsonl")" = 1 ] && grep -q '"id":1,' "$T/l.jsonl" || fail "--lines --shard"
+
+# 5. The tiny model (no tokenizer, vocabulary 256): gen record fields by their
+# definitions in cllm-stream(5). steps counts the prompt's pass (which yields
+# the first token, even over 128 prompt tokens: several forwards) as one, then
+# a pass per AR token, EOS included; n is 1 for ar whatever -n says; a Jacobi
+# record's accepted has one entry per iteration (pass after the prompt's) and
+# per state, and its entries add up to the tokens after the first (EOS
+# included); no state is longer than the block.
+TM=tests/golden/tiny-qwen2
+sed -n '/^cat > "\$T\/tiny.jsonl"/,/^EOF$/p' tests/sh/traj.sh | sed '1d;$d' > "$T/tiny.jsonl"
+[ "$(wc -l < "$T/tiny.jsonl")" = 17 ] || fail "could not take the 17 prompts from traj.sh"
+for method in ar jacobi; do
+    "$B/cllm-gen" -m "$TM" --method $method -n 8 --max-new-tokens 40 --trace --batch 3 "$T/tiny.jsonl" \
+        | "$B/cllm-cat" --type gen -j > "$T/tiny_$method.jsonl"
+done
+# one line per record: output length, n, steps, eos (1/0), entries of accepted,
+# their sum, entries of states, the longest state
+fields() {
+    sed 's/.*"output":\[\([^]]*\)\].*"n":\([0-9]*\),"steps":\([0-9]*\),.*"eos":\([a-z]*\)\(.*\)/\1 \2 \3 \4 \5/' "$1" \
+        | awk '{ if (NF == 4) { $0 = "- " $0 }   # an empty output
+                 n = ($1 == "-") ? 0 : split($1, a, ","); acc = 0; sum = 0; ns = 0; long = 0
+                 if (match($5, /"accepted":\[[^]]*\]/)) {
+                     x = substr($5, RSTART + 12, RLENGTH - 13); acc = split(x, b, ","); for (i = 1; i <= acc; i++) sum += b[i] }
+                 st = $5; sub(/.*"states":\[/, "", st)
+                 while (match(st, /\[[^]]*\]/)) { ns++; l = split(substr(st, RSTART + 1, RLENGTH - 2), c, ","); if (l > long) long = l
+                                                  st = substr(st, RSTART + RLENGTH) }
+                 print n, $2, $3, ($4 == "true"), acc, sum, ns, long }'
+}
+fields "$T/tiny_ar.jsonl" > "$T/f_ar"
+fields "$T/tiny_jacobi.jsonl" > "$T/f_j"
+[ "$(wc -l < "$T/f_ar")" = 17 ] && [ "$(wc -l < "$T/f_j")" = 17 ] || fail "tiny: expected 17 records each"
+grep -q ' 1 0 0 0 0$' "$T/f_ar" || fail "tiny AR: no answer ends in EOS: $(cat "$T/f_ar")"
+awk '$2 != 1 || $3 != $1 + $4 || $1 + $4 > 40' "$T/f_ar" | grep . && fail "tiny AR: n, steps = tokens + EOS, or the cap"
+awk '$2 != 8 || $3 != 1 + $5 || $5 != $7 || $6 + 1 != $1 + $4 || $8 > 8 || $1 + $4 > 40' "$T/f_j" | grep . \
+    && fail "tiny Jacobi: n, steps = 1 + iterations, accepted and states, their sum, block length or the cap"
+awk '$8 == 8' "$T/f_j" | grep -q . || fail "tiny Jacobi: no state of a whole block"
+# one iteration after the prompt's pass still has its trace (2 tokens, no EOS)
+echo '{"tokens":[5,6,7]}' | "$B/cllm-gen" -m "$TM" --method jacobi -n 4 --trace --max-new-tokens 2 \
+    | "$B/cllm-cat" --type gen -j > "$T/one.jsonl"
+fields "$T/one.jsonl" | grep -q '^2 4 2 0 1 1 1 ' || fail "one iteration: $(fields "$T/one.jsonl")"
+
+# 6. Refusals: --text without a tokenizer; a token id equal to the vocabulary
+# size (and the last id allowed); an error after a record with -o leaves no
+# file under the final name.
+rc=0; echo '{"tokens":[1]}' | "$B/cllm-gen" -m "$TM" --text --max-new-tokens 2 > /dev/null 2> "$T/err" || rc=$?
+[ $rc = 1 ] && grep -q -- "--text needs a model with a tokenizer" "$T/err" || fail "--text, no tokenizer: exit $rc: $(cat "$T/err")"
+printf '{"tokens":[1,2]}\n{"tokens":[1,256]}\n' > "$T/bad.jsonl"
+rc=0; "$B/cllm-gen" -m "$TM" --max-new-tokens 2 -o "$T/bad.zst" "$T/bad.jsonl" 2> "$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "prompt 1: token id 256 is outside the vocabulary (256)" "$T/err" || fail "id 256: exit $rc: $(cat "$T/err")"
+[ ! -e "$T/bad.zst" ] || fail "a failed run left its output file"
+echo '{"tokens":[255]}' | "$B/cllm-gen" -m "$TM" --max-new-tokens 2 | "$B/cllm-cat" --type gen -j | grep -q '"prompt":\[255\]' \
+    || fail "id 255 refused"
+# --batch 4096 (the option's upper bound) is the engine's too
+head -3 "$T/tiny.jsonl" | "$B/cllm-gen" -m "$TM" --max-new-tokens 40 --batch 4096 | "$B/cllm-cat" --type gen -j \
+    | sed 's/"time_s":[^,]*,//' > "$T/b4096"
+head -3 "$T/tiny.jsonl" | "$B/cllm-gen" -m "$TM" --max-new-tokens 40 | "$B/cllm-cat" --type gen -j \
+    | sed 's/"time_s":[^,]*,//' | cmp - "$T/b4096" || fail "--batch 4096 differs from --batch 1"
+# --init pad: "the model's pad token everywhere" (cllm-gen(1)) after the
+# block's first token, the configuration's pad (2 here), not token 0
+mkdir "$T/pad2"
+sed 's/"pad_token_id": null/"pad_token_id": 2/' "$TM/config.json" > "$T/pad2/config.json"
+grep -q '"pad_token_id": 2' "$T/pad2/config.json" || fail "could not set the tiny model's pad token"
+ln -s "$PWD/$TM/model.safetensors" "$T/pad2/model.safetensors"
+echo '{"tokens":[5,6,7]}' | "$B/cllm-gen" -m "$T/pad2" --method jacobi -n 4 --init pad --trace --max-new-tokens 6 \
+    | "$B/cllm-cat" --type gen -j | grep -q '"states":\[\[[0-9]*,2,2,2\],' || fail "--init pad: first state not pad"
+echo "tiny: record fields, refusals, --init pad"
 echo "gen tests passed"
