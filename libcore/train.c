@@ -883,6 +883,10 @@ static void opts_string(char *s, size_t cap, const cllm_train_opts *o, int64_t t
 static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t step, int64_t total, const char *opts,
                      char **path) {
     const cllm_config *c = &t->m->cfg;
+#if CLLM_CUDA
+    int rc_host = cu_to_host(t);   /* on CUDA the weights and moments live on the device */
+    if (rc_host) return rc_host;
+#endif
     cllm_ckpt k;
     memset(&k, 0, sizeof k);
     k.step = (uint64_t)step;
@@ -1100,12 +1104,8 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
                 p.hash = hash0;
                 p.rng = rng0;
                 rc = 0;
-                if (o->checkpoint_every > 0 && step > 0 && step % o->checkpoint_every && rank == 0) {
-#if CLLM_CUDA
-                    if (on_cuda) rc = cu_to_host(&t);
-#endif
-                    if (!rc) rc = save_ckpt(&t, &p, ckdir, step, total, opts, NULL);
-                }
+                if (o->checkpoint_every > 0 && step > 0 && step % o->checkpoint_every && rank == 0)
+                    rc = save_ckpt(&t, &p, ckdir, step, total, opts, NULL);
                 if (!rc) rc = cllm_error(CLLM_EINTR, "interrupted after step %lld", (long long)step);
             }
             goto out;
@@ -1196,9 +1196,6 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             goto out;
         char *ck = NULL;
         int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || (cllm_interrupted && step < total));
-#if CLLM_CUDA
-        if (want_ck && rank == 0 && on_cuda && (rc = cu_to_host(&t))) goto out;
-#endif
         if (want_ck && rank == 0 && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
         if (o->on_step) {
             cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };
