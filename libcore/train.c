@@ -1195,7 +1195,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             (rc = put_metric(w, &pb, "examples_per_s", eps, step, "examples/s"))))
             goto out;
         char *ck = NULL;
-        int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || (cllm_interrupted && step < total));
+        /* A signal during the last step checkpoints it too: the run ends without
+         * its model (cllm-train(1)), and a resume from here only writes it. */
+        int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || cllm_interrupted);
         if (want_ck && rank == 0 && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
         if (o->on_step) {
             cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };

@@ -24,7 +24,8 @@
 #   7. SIGTERM while the trainer waits on a pipe for the next step's examples
 #      (cllm-train(1): 143, "with a checkpoint when checkpointing is on"): exit
 #      143, a checkpoint of the steps done, the metric stream marked; resuming
-#      from it on the same input equals the run never stopped;
+#      from it on the same input equals the run never stopped; likewise a
+#      SIGTERM during the last step (its checkpoint; no model until a resume);
 #   8. records: a header's tokenizer and vocab are optional (cllm-stream(5)),
 #      a vocab of another size is refused (in any section); ids must be below the vocabulary;
 #      a record with an empty fixed point is skipped, one with an empty prompt
@@ -178,6 +179,32 @@ cat "$T/p8.jsonl" | "$B/cllm-train" $P -q -o "$T/term.gguf" --resume "$T/term.gg
     || fail "resume after SIGTERM on a pipe"
 cmp "$T/whole.gguf" "$T/term.gguf" || fail "SIGTERM on a pipe + resume differs from the run never stopped"
 echo "SIGTERM waiting on a pipe: 143, step-2 checkpoint, resumed == whole"
+
+# 7b. SIGTERM during the last step (cllm-train(1): the step in hand is finished
+# and checkpointed, no model). --max-steps 1, so any signal after the handler is
+# installed lands in the last step; the handler's bit in /proc's SigCgt says
+# when, and a step of 8 examples on a wider model (~1 s) leaves the time.
+# Before session 17 the last step was not checkpointed: its work was lost.
+"$B/tools/make-tiny" -o "$T/mid" --layers 4 --dim 256 --ff 1024 --heads 4 --kv-heads 2 2>/dev/null
+P="-m $T/mid --objective sft --field question --template gsm8k -t 1 --batch 8 --max-steps 1 --warmup 0 --lr 1e-3 --checkpoint-every 100"
+"$B/cllm-train" $P -q -o "$T/last1.gguf" "$T/p8.jsonl" > /dev/null
+"$B/cllm-train" $P -o "$T/last.gguf" "$T/p8.jsonl" > "$T/last.zst" 2> "$T/last.err" &
+pid=$!
+sigterm_caught() { # the handler is in: bit 15 (SIGTERM) of SigCgt
+    m=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$pid/status" 2>/dev/null) && [ -n "$m" ] && [ $(( (0x$m >> 14) & 1 )) = 1 ]
+}
+i=0
+while ! sigterm_caught && [ $i -lt 1000 ]; do sleep 0.01; i=$((i + 1)); done
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+[ $rc = 143 ] && grep -q "interrupted after step 1" "$T/last.err" \
+    || fail "SIGTERM during the last step: exit $rc, want 143 after step 1 ($(cat "$T/last.err"))"
+[ -f "$T/last.gguf.ckpt/ckpt-00000001.cllmckpt" ] || fail "SIGTERM during the last step: no step-1 checkpoint"
+[ ! -e "$T/last.gguf" ] || fail "SIGTERM during the last step: a model was written"
+"$B/cllm-train" $P -q -o "$T/last.gguf" --resume "$T/last.gguf.ckpt" "$T/p8.jsonl" > /dev/null \
+    || fail "resume from the last step's checkpoint"
+cmp "$T/last1.gguf" "$T/last.gguf" || fail "SIGTERM in the last step + resume differs from the run never stopped"
+echo "SIGTERM during the last step: 143, its checkpoint, resumed == whole"
 
 # 8. Records (tiny: vocabulary 512), JSONL turned into streams by cllm-cat -J.
 stream() { # name json-lines...
