@@ -306,12 +306,15 @@ static int build_specials(cllm_tokenizer *t) {
     for (size_t i = 0; i < t->n_vocab; i++)
         if (is_special_type(t->types[i]) && tok_len(t, (int32_t)i))
             t->special[fill[(unsigned char)tok_str(t, (int32_t)i)[0]]++] = (int32_t)i;
-    for (int b = 0; b < 256; b++) { /* insertion sort: buckets are small */
+    /* Longest first, and of equal lengths the later id first, so that of two
+     * specials with one text the later is matched, as the vocabulary map's
+     * later duplicate wins (cllm_tokenizer_find). Insertion sort: buckets are small. */
+    for (int b = 0; b < 256; b++) {
         for (uint32_t i = t->sp_first[b] + 1; i < t->sp_first[b + 1]; i++) {
             int32_t x = t->special[i];
             uint32_t j = i;
             while (j > t->sp_first[b] && (tok_len(t, t->special[j - 1]) < tok_len(t, x) ||
-                   (tok_len(t, t->special[j - 1]) == tok_len(t, x) && t->special[j - 1] > x))) {
+                   (tok_len(t, t->special[j - 1]) == tok_len(t, x) && t->special[j - 1] < x))) {
                 t->special[j] = t->special[j - 1];
                 j--;
             }

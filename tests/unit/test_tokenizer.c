@@ -801,6 +801,27 @@ static void test_tiny_rules(void) {
     TEST_OK("tokenizer_tiny_rules");
 }
 
+/* Two special tokens of the same text (a GGUF can hold them; HF cannot): the
+ * later id wins in encoding as in cllm_tokenizer_find, the one rule of the
+ * vocabulary map (a Python dict, llama.cpp's map). Before session 17 encoding
+ * took the earlier id and find the later. Also a USER_DEFINED and a CONTROL
+ * token of one text, so that the later one wins whichever type it has. */
+static void test_duplicate_specials(void) {
+    static const char *toks[] = { "a", "<x>", "b", "<x>", "<y>", "<y>" };
+    static const int32_t types[] = { 1, 3, 1, 3, 4, 3 };   /* 3 CONTROL, 4 USER_DEFINED */
+    cllm_tokenizer_spec sp = { .tokens = toks, .n_tokens = 6, .token_types = types, .pre = "gpt2",
+                               .bos_id = -1, .eos_id = -1, .pad_id = -1 };
+    cllm_tokenizer *t = NULL;
+    CHECK_OK(cllm_tokenizer_new(&t, &sp));
+    if (!t) return;
+    CHECK_EQ_INT(cllm_tokenizer_find(t, "<x>", 3), 3);
+    CHECK_EQ_INT(cllm_tokenizer_find(t, "<y>", 3), 5);
+    ENC_IS(t, "a<x>b<x>", 1, "duplicate CONTROL text", 0, 3, 2, 3);
+    ENC_IS(t, "<y>a", 1, "duplicate text, USER_DEFINED then CONTROL", 5, 0);
+    cllm_tokenizer_free(t);
+    TEST_OK("tokenizer_duplicate_specials");
+}
+
 /* Write tests/tmp/hf-mut/tokenizer.json (and tokenizer_config.json when cfg)
  * and load the directory. */
 static int hf_load(const char *json, const char *cfg, cllm_tokenizer **t) {
@@ -1388,6 +1409,7 @@ int main(void) {
     test_templates();
     test_hf_errors();
     test_tiny_rules();
+    test_duplicate_specials();
     test_hf_rules();
     test_gguf_rules();
     test_real();
