@@ -50,7 +50,7 @@
 #             start-up alone, then baselines in the same run: the route by
 #             call (CLLM_CUDA_GEMM_ROWS=-1: prompt chunks in calls of their
 #             own through the fixed-order kernel), the LM head on the
-#             fixed-order kernel (CLLM_CUDA_LM_HEAD=fixed), --batch-invariant
+#             fixed-order kernel (CLLM_CUDA_LM_HEAD=fixed), CUDA_MODULE_LOADING=EAGER, --batch-invariant
 #             (every product through the fixed-order kernel), the same with
 #             its row tiles by shape (same records required) and with round
 #             5's K slices and tiles;
@@ -653,6 +653,11 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         # fixed-order one at 182 us): the candidate for the default if it beats it here
         traj64_baseline "CLLM_CUDA_LM_HEAD=fixed (the LM head and its argmax on the fixed-order kernel)" 0 \
             "$tmp/t512h.zst" CLLM_CUDA_LM_HEAD=fixed
+        # the CUDA runtime's modules loaded at the context's creation instead of at each kernel's
+        # first launch (round 7: 27 of 146 calls ran op by op before their shape's capture, 0.277 s
+        # of enqueue, mostly cuBLAS loading its kernels lazily): whether eager loading is cheaper
+        traj64_baseline "CUDA_MODULE_LOADING=EAGER (every module loaded with the context)" 1 \
+            "$tmp/t512e.zst" CUDA_MODULE_LOADING=EAGER
         # --batch-invariant (every product through the fixed-order kernel, its records independent of
         # --batch by construction) against the default (every product through cuBLAS): what
         # the guarantee costs; then its kernel's settings before round 6 (K slices of 192, row tiles
