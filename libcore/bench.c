@@ -220,13 +220,7 @@ static int write_metrics(const bres *res, int nres, const char *const *names, co
                          int np, int interrupted) {
     cllm_writer *w = NULL;
     cllm_packbuf b = { 0 };
-    char producer[64];
-    snprintf(producer, sizeof producer, "cllm-bench %s", CLLM_VERSION);
-    cllm_header_rec h;
-    cllm_header_for_model(&h, m0, producer, o->argc, o->argv);
-    int rc = cllm_writer_open(&w, o->output, o->force);
-    if (!rc) rc = cllm_rec_header_pack(&b, &h);
-    if (!rc) rc = cllm_writer_put_header(w, b.data, b.size);
+    int rc = cllm_writer_open_for_model(&w, &b, o->output, o->force, m0, "cllm-bench", o->argc, o->argv);
     for (int i = 0; !rc && i < nres; i++) {
         const bres *r = &res[i];
         const bres *ar = &res[r->model * 2];

@@ -37,14 +37,16 @@
 enum { PREFILL_CHUNK = 128 };
 
 
-void cllm_header_for_model(cllm_header_rec *h, const cllm_model *m, const char *producer, int argc,
-                           char *const *argv) {
-    h->producer = producer;
-    h->model = m->cfg.name;
-    h->vocab = m->cfg.vocab;
-    h->tokenizer = m->tok ? cllm_tokenizer_hash(m->tok) : "";
-    h->argc = argc;
-    h->argv = argv;
+int cllm_writer_open_for_model(cllm_writer **w, cllm_packbuf *b, const char *path, int force, const cllm_model *m,
+                               const char *prog, int argc, char *const *argv) {
+    char producer[64];
+    snprintf(producer, sizeof producer, "%s %s", prog, CLLM_VERSION);
+    cllm_header_rec h = { .producer = producer, .model = m->cfg.name, .vocab = m->cfg.vocab,
+                          .tokenizer = m->tok ? cllm_tokenizer_hash(m->tok) : "", .argc = argc, .argv = argv };
+    int rc = cllm_writer_open(w, path, force);
+    if (!rc) rc = cllm_rec_header_pack(b, &h);
+    if (!rc) rc = cllm_writer_put_header(*w, b->data, b->size);
+    return rc;
 }
 
 typedef struct text_ctx {
@@ -249,8 +251,6 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
     e.batch = o->batch > 0 ? o->batch : 1;
     e.dec = o->dec;
     e.tc.tok = m->tok;
-    char producer[64];
-    snprintf(producer, sizeof producer, "cllm-gen %s", CLLM_VERSION);
 
     if (o->text && !m->tok) return cllm_error(CLLM_EINVAL, "--text needs a model with a tokenizer");
     if (e.batch > 4096) return cllm_error(CLLM_EINVAL, "batch %d out of range", e.batch);
@@ -269,11 +269,7 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         if (!e.slots || !e.calls || !e.in_call || !e.tokens || cllm_outq_init(&e.q, 4 * e.batch + 1)) rc = CLLM_ENOMEM;
     }
     if (!rc && !o->text) {
-        rc = cllm_writer_open(&e.w, o->output, o->force);
-        cllm_header_rec h;
-        cllm_header_for_model(&h, m, producer, o->argc, o->argv);
-        if (!rc) rc = cllm_rec_header_pack(&e.b, &h);
-        if (!rc) rc = cllm_writer_put_header(e.w, e.b.data, e.b.size);
+        rc = cllm_writer_open_for_model(&e.w, &e.b, o->output, o->force, m, "cllm-gen", o->argc, o->argv);
     }
     int eof = 0;
     while (!rc && !cllm_interrupted) {

@@ -6,6 +6,8 @@
 #include "decode.h"
 #include "model.h"
 #include "prompts.h"
+#include "records.h"
+#include "stream.h"
 
 typedef struct cllm_gen_opts {
     cllm_decode_opts dec;     /* method, n, max_new_tokens, guess, seed, trace */
@@ -22,8 +24,12 @@ typedef struct cllm_gen_opts {
  * with an end record marked "interrupted"), or a CLLM_E* code. */
 int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o);
 
-/* Header record fields for a stream written from model m by producer. */
-void cllm_header_for_model(cllm_header_rec *h, const cllm_model *m, const char *producer, int argc,
-                           char *const *argv);
+/* Opens the output stream of program prog's run on model m (cllm_writer_open:
+ * path NULL or "-" is stdout) and writes its header record: producer
+ * "prog VERSION", the model's name, vocabulary and tokenizer hash, the command
+ * line. b is the caller's pack buffer. On a failure after the open, *w is set
+ * and the caller aborts it (cllm_writer_abort) as on any later failure. */
+int cllm_writer_open_for_model(cllm_writer **w, cllm_packbuf *b, const char *path, int force, const cllm_model *m,
+                               const char *prog, int argc, char *const *argv);
 
 #endif

@@ -1072,12 +1072,8 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     if ((rc = cllm_dist_check_same(m->params, m->n_params * sizeof(float), "the starting weights"))) goto out;
     /* The metric stream (rank 0). */
     if (rank == 0) {
-        char producer[64];
-        snprintf(producer, sizeof producer, "cllm-train %s", CLLM_VERSION);
-        cllm_header_rec h;
-        cllm_header_for_model(&h, m, producer, o->argc, o->argv);
-        if ((rc = cllm_writer_open(&w, o->metrics, o->force))) goto out;
-        if ((rc = cllm_rec_header_pack(&pb, &h)) || (rc = cllm_writer_put_header(w, pb.data, pb.size))) goto out;
+        if ((rc = cllm_writer_open_for_model(&w, &pb, o->metrics, o->force, m, "cllm-train", o->argc, o->argv)))
+            goto out;
     }
 
     int ended = 0;

@@ -463,16 +463,8 @@ int cllm_traj_run(const cllm_model *m, cllm_prompts *src, const cllm_traj_opts *
     memset(&e, 0, sizeof e);
     e.m = m;
     e.o = o;
-    char producer[64];
-    snprintf(producer, sizeof producer, "cllm-traj %s", CLLM_VERSION);
     int rc = eng_init(&e);
-    if (!rc) rc = cllm_writer_open(&e.w, o->output, o->force);
-    if (!rc) {
-        cllm_header_rec h;
-        cllm_header_for_model(&h, m, producer, o->argc, o->argv);
-        rc = cllm_rec_header_pack(&e.b, &h);
-        if (!rc) rc = cllm_writer_put_header(e.w, e.b.data, e.b.size);
-    }
+    if (!rc) rc = cllm_writer_open_for_model(&e.w, &e.b, o->output, o->force, m, "cllm-traj", o->argc, o->argv);
     int eof = 0;
     while (!rc && !cllm_interrupted) {
         /* Fill the free slots with the next prompts, in input order. */

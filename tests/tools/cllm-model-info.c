@@ -1,5 +1,5 @@
 /* cllm-model-info: load a model (GGUF file or HF directory), print its
- * hyperparameters and tensor count; with --convert OUT save it (GGUF when OUT
+ * hyperparameters, tensor count and tokenizer hash; with --convert OUT save it (GGUF when OUT
  * ends in .gguf, else a HF directory) in --dtype f32|f16|bf16. --threads N
  * loads it on N start-up threads (libcore/startup.h; default: the CPUs of the
  * affinity mask), and --time prints the load's wall time (load_s) last
@@ -15,6 +15,7 @@
 #include "err.h"
 #include "model.h"
 #include "startup.h"
+#include "tokenizer.h"
 
 static const char *prog = "cllm-model-info";
 
@@ -60,7 +61,7 @@ int main(int argc, char **argv) {
            "qkv_bias\t%d\nbos_id\t%d\neos_id\t%d\npad_id\t%d\ntensors\t%d\nparams\t%zu\ntokenizer\t%s\n",
            c->arch, c->name, c->n_layer, c->d_model, c->n_head, c->n_head_kv, c->head_dim, c->d_ff, c->vocab,
            c->max_ctx, (double)c->rope_theta, c->rope_dim, (double)c->rms_eps, c->tied, c->qkv_bias, c->bos_id,
-           c->eos_id, c->pad_id, m.n_tensors, m.n_params, m.tok ? "yes" : "no");
+           c->eos_id, c->pad_id, m.n_tensors, m.n_params, m.tok ? cllm_tokenizer_hash(m.tok) : "none");
     if (timed) printf("startup_threads\t%d\nload_s\t%.4f\n", cllm_startup_threads(), load_s);
     int rc = 0;
     if (out && cllm_model_save(&m, out, dtype)) rc = fail(out);
