@@ -238,6 +238,76 @@ static void test_batch(const cllm_model *m, const char *name) {
     TEST_OK("batch");
 }
 
+/* The LM head's rows moved to their slots when a later sequence's rows
+ * land on slots that still hold compact results: sequence 0 wants its last
+ * row only (row 3), sequence 1 every row (rows 4..6), so the 4 compact rows
+ * 0..3 go to rows 3..6. Each sequence's logits and argmax must be those it
+ * gets alone (tolerance as test_batch's). */
+static void test_lm_rows(const cllm_model *m) {
+    int V = m->cfg.vocab;
+    double tol = __builtin_cpu_supports("avx512f") ? 0.0 : 1e-5;
+    int tok[7] = {5, 17, 3, 9, 40, 2, 11};
+    cllm_fwd f, g;
+    cllm_kv kb, ks;
+    CHECK_OK(cllm_fwd_init(&f, m, 8));
+    CHECK_OK(cllm_fwd_init(&g, m, 8));
+    CHECK_OK(cllm_kv_init(&kb, &m->cfg, 2, 8));
+    CHECK_OK(cllm_kv_init(&ks, &m->cfg, 2, 8));
+    if (check_failures) return;
+    cllm_fwd_seq s[2] = {{0, 0, 4, 3}, {1, 0, 3, 0}};
+    CHECK_OK(cllm_forward_batch(&f, &kb, s, 2, tok));
+    CHECK_OK(cllm_forward(&g, &ks, 0, 0, tok, 4, 3));
+    double e = row_relerr(f.logits + (size_t)3 * V, g.logits + (size_t)3 * V, V);
+    CHECK_MSG(e <= tol, "sequence 0 row 3: batched vs alone relerr %.3g", e);
+    CHECK_EQ_INT(f.argmax[3], g.argmax[3]);
+    CHECK_OK(cllm_forward(&g, &ks, 1, 0, tok + 4, 3, 0));
+    for (int t = 0; t < 3; t++) {
+        e = row_relerr(f.logits + (size_t)(4 + t) * V, g.logits + (size_t)t * V, V);
+        CHECK_MSG(e <= tol, "sequence 1 row %d: batched vs alone relerr %.3g", t, e);
+        CHECK_EQ_INT(f.argmax[4 + t], g.argmax[t]);
+    }
+    cllm_kv_free(&kb);
+    cllm_kv_free(&ks);
+    cllm_fwd_free(&f);
+    cllm_fwd_free(&g);
+    TEST_OK("lm rows moved over compact rows");
+}
+
+/* Gate and up apart (a model whose w_up does not follow w_gate: the
+ * unfused branch of forward_cpu, which no model of cllm_model_alloc takes)
+ * give the fused forward's logits: the same products, row by row (bit for
+ * bit on AVX-512, matmul.c; 1e-5 of the row's scale elsewhere). */
+static void test_unfused(cllm_model *m) {
+    int V = m->cfg.vocab, L = m->cfg.n_layer, T = 9;
+    size_t FC = (size_t)m->cfg.d_ff * m->cfg.d_model;
+    double tol = __builtin_cpu_supports("avx512f") ? 0.0 : 1e-5;
+    int tok[9] = {3, 1, 4, 1, 5, 9, 2, 6, 5};
+    float *up = malloc((size_t)L * FC * sizeof(float)), *a = malloc((size_t)T * V * sizeof(float));
+    float **keep = malloc((size_t)L * sizeof(float *));
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, m, T));
+    CHECK_OK(cllm_kv_init(&kv, &m->cfg, 1, T));
+    CHECK_OK(cllm_forward(&f, &kv, 0, 0, tok, T, 0));
+    memcpy(a, f.logits, (size_t)T * V * sizeof(float));
+    cllm_fwd_free(&f);
+    for (int l = 0; l < L; l++) {
+        keep[l] = m->layers[l].w_up;
+        memcpy(up + l * FC, keep[l], FC * sizeof(float));
+        m->layers[l].w_up = up + l * FC;
+    }
+    CHECK_OK(cllm_fwd_init(&f, m, T));
+    CHECK_MSG(!f.gate_up_fused, "gate and up apart, yet fused");
+    CHECK_OK(cllm_forward(&f, &kv, 0, 0, tok, T, 0));
+    double e = row_relerr(f.logits, a, T * V);
+    CHECK_MSG(e <= tol, "gate and up apart vs fused: relerr %.3g", e);
+    for (int l = 0; l < L; l++) m->layers[l].w_up = keep[l];
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    free(up); free(a); free(keep);
+    TEST_OK("gate and up as two products");
+}
+
 /* cllm_kv_grow keeps every cached sequence: continuing after a growth gives
  * what a cache made large from the start gives (bit for bit: same rows,
  * same arithmetic). */
@@ -263,6 +333,12 @@ static void test_grow(const cllm_model *m) {
     CHECK_OK(cllm_forward(&f, &big, 0, 0, tok, 10, 10));
     CHECK_OK(cllm_forward(&f, &big, 0, 10, tok + 10, 8, 0));
     CHECK_MSG(!memcmp(a, f.logits, (size_t)8 * V * sizeof(float)), "continuing after cllm_kv_grow differs");
+    /* the other sequence too (the last one of the cache) */
+    CHECK_OK(cllm_forward(&f, &small, 1, 5, tok + 8, 6, 0));
+    memcpy(a, f.logits, (size_t)6 * V * sizeof(float));
+    CHECK_OK(cllm_forward(&f, &big, 1, 0, tok + 3, 5, 5));
+    CHECK_OK(cllm_forward(&f, &big, 1, 5, tok + 8, 6, 0));
+    CHECK_MSG(!memcmp(a, f.logits, (size_t)6 * V * sizeof(float)), "sequence 1 after cllm_kv_grow differs");
     CHECK_OK(cllm_kv_grow(&small, 20));   /* smaller than it is: nothing to do */
     CHECK_EQ_INT(small.cap, 40);
     free(a);
@@ -298,6 +374,62 @@ static void test_errors(const cllm_model *m) {
     cllm_kv_free(&kv);
     cllm_fwd_free(&f);
     TEST_OK("errors");
+}
+
+/* The bounds of forward.h, each at its edge: what it allows passes, one
+ * past it is refused (and changes nothing). */
+static void test_bounds(const cllm_model *m) {
+    cllm_fwd f;
+    cllm_kv kv, other;
+    CHECK_EQ_INT(cllm_fwd_init(&f, m, 0), CLLM_EINVAL);           /* max_T >= 1 */
+    CHECK_EQ_INT(cllm_kv_init(&kv, &m->cfg, 0, 16), CLLM_EINVAL);  /* n_seq >= 1 */
+    CHECK_EQ_INT(cllm_kv_init(&kv, &m->cfg, 2, 0), CLLM_EINVAL);   /* cap >= 1 */
+    CHECK_OK(cllm_fwd_init(&f, m, 8));
+    CHECK_OK(cllm_kv_init(&kv, &m->cfg, 2, 16));
+    if (check_failures) return;
+    int tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK_OK(cllm_forward(&f, &kv, 1, 0, tok, 3, 3));
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), 3);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 2), 0);                          /* no such sequence: 0 */
+    CHECK_EQ_INT(cllm_kv_len(&kv, -1), 0);
+    /* 6 sequences: their lengths fill the allocator's chunk, so one past
+     * them is the next chunk's header (ASan's report in any case) */
+    CHECK_OK(cllm_kv_init(&other, &m->cfg, 6, 4));
+    CHECK_EQ_INT(cllm_kv_len(&other, 6), 0);
+    CHECK_EQ_INT(cllm_kv_len(&other, 5), 0);
+    cllm_kv_free(&other);
+    CHECK_OK(cllm_kv_rollback(&kv, 1, 3));                         /* len <= its length */
+    CHECK_EQ_INT(cllm_kv_rollback(&kv, 2, 0), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_kv_rollback(&kv, -1, 0), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), 3);
+    /* every refused call leaves sequence 1 at 3 */
+    cllm_fwd_seq s2[2] = {{0, 0, 4, 4}, {1, 3, 4, 4}};              /* 8 rows = max_T: allowed */
+    CHECK_EQ_INT(cllm_forward_batch(&f, &kv, s2, 0, tok), CLLM_EINVAL);   /* B >= 1 */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 1, 3, tok, 0, 0), CLLM_EINVAL);    /* T >= 1 */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, -1, 0, tok, 1, 0), CLLM_EINVAL);   /* seq >= 0 */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 1, -1, tok, 1, 0), CLLM_EINVAL);   /* pos >= 0 */
+    CHECK_EQ_INT(cllm_forward(&f, &kv, 1, 3, tok, 1, -1), CLLM_EINVAL);   /* lm_from >= 0 */
+    cllm_config c = m->cfg;
+    c.n_layer++;
+    CHECK_OK(cllm_kv_init(&other, &c, 2, 16));                     /* another model's cache */
+    CHECK_EQ_INT(cllm_forward(&f, &other, 1, 0, tok, 1, 0), CLLM_EINVAL);
+    cllm_kv_free(&other);
+    c = m->cfg;
+    c.n_head_kv = c.n_head;
+    CHECK_OK(cllm_kv_init(&other, &c, 2, 16));
+    CHECK_EQ_INT(cllm_forward(&f, &other, 1, 0, tok, 1, 0), CLLM_EINVAL);
+    cllm_kv_free(&other);
+    int tok9[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    cllm_fwd_seq s9[2] = {{0, 0, 4, 4}, {1, 3, 5, 5}};              /* 9 rows > max_T, valid ids */
+    CHECK_EQ_INT(cllm_forward_batch(&f, &kv, s9, 2, tok9), CLLM_EINVAL);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 0), 0);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), 3);
+    CHECK_OK(cllm_forward_batch(&f, &kv, s2, 2, tok));
+    CHECK_EQ_INT(cllm_kv_len(&kv, 0), 4);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), 7);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    TEST_OK("bounds of the KV cache and of a call");
 }
 
 /* SmolLM2-135M-Instruct from its GGUF against HF fp32 on the same
@@ -482,6 +614,9 @@ int main(void) {
     test_threads(&m);
     test_pool_sizes();
     test_errors(&m);
+    test_bounds(&m);
+    test_lm_rows(&m);
+    test_unfused(&m);
     test_batch(&m, "tiny-qwen2");
     test_grow(&m);
     cllm_model_free(&m);
