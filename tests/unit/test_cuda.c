@@ -33,6 +33,16 @@
  *    the share of equal positions is printed), Jacobi (n = 16) vs AR on the GPU token for token, both
  *    through decode.c's cllm_decode unchanged on the device, and the
  *    trajectories of 8 prompts at --batch 8 vs --batch 1 on the GPU;
+ *  - the argmax's rules (ties: the lowest id; all-negative rows; the
+ *    products' partial last tiles; a matmul16 block with two output groups)
+ *    on every route, expected ids from the definition (test_argmax_rules);
+ *    a 10:2 head group with partial RoPE in two layers against the CPU,
+ *    through a grown cache, a graph replayed on it, rollback's and the
+ *    capacity's bounds (test_wide_gqa); in the tiny models an embedding row
+ *    below RMSNorm's eps and attention scores past expf's range;
+ *  - CLLM_TEST_CUDA_QUICK=1 skips the tiny models' cllm-traj engine runs
+ *    (under the emulation they take most of the time: a quick look for
+ *    mutation testing; every other check still runs);
  *  - with --bench: AR step and 16-token Jacobi step times on SmolLM2, their
  *    ratio (and without programmatic dependent launch, the same run's
  *    baseline), a 256-token AR run, 64-sequence x 16- and 9-token batched
@@ -83,6 +93,9 @@ static double row_tol = TOL;
 /* The device of the forward.h-dispatch checks: CUDA, or the CPU when the
  * harness checks itself without a GPU (--harness). */
 static int test_device = CLLM_DEVICE_CUDA;
+/* CLLM_TEST_CUDA_QUICK=1: skip the tiny models' cllm-traj engine runs (most of
+ * the emulation's time) */
+static int quick;
 #define DEV_NAME (test_device == CLLM_DEVICE_CUDA ? "GPU" : "CPU")
 
 /* B sequences of T tokens each through the ragged API. */
@@ -371,6 +384,26 @@ static const char *ids_jsonl(int **ids, const int *lens, int n, int repeat) {
 static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     cllm_model m;
     if (random_model(&m, c, seed)) { CHECK_MSG(0, "%s: alloc: %s", name, cllm_errmsg()); return; }
+    /* RMSNorm's eps where it is not negligible: token SMALL_TOK's embedding
+     * scaled by 1e-2 (mean square ~2e-7, against eps 1e-6 or 1e-5), the
+     * first token of the prompt (the bulk route's rmsnorm.cu) and the AR step
+     * at 60 (the few-row path's fused norm) */
+    enum { SMALL_TOK = 3 };
+    for (int k = 0; k < c->d_model; k++) m.tok_emb[(size_t)SMALL_TOK * c->d_model + k] *= 1e-2f;
+    /* Softmax's max subtraction: with q/k biases and dims RoPE leaves alone
+     * (the Qwen2-like model), the last dim of every head gets q = k = 64
+     * exactly (zero weight rows, bias 64): every score gains 64 * 64 /
+     * sqrt(HS) (724 at HS = 32), past expf's range (88), and the softmax is
+     * the same (a constant per row cancels) */
+    if (c->qkv_bias && c->rope_dim < c->head_dim)
+        for (int l = 0; l < c->n_layer; l++) {
+            cllm_layer_weights *lw = &m.layers[l];
+            for (int h = 0; h < c->n_head + c->n_head_kv; h++) {   /* q's heads, then k's */
+                int q = h < c->n_head, d = (q ? h : h - c->n_head) * c->head_dim + c->head_dim - 1;
+                memset((q ? lw->wq : lw->wk) + (size_t)d * c->d_model, 0, (size_t)c->d_model * sizeof(float));
+                (q ? lw->bq : lw->bk)[d] = 64.0f;
+            }
+        }
     cllm_cuda_model *dm = NULL;
     int rc = cllm_cuda_model_upload(&dm, &m);
     CHECK_OK(rc);
@@ -389,6 +422,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     cllm_rng r;
     cllm_rng_seed(&r, seed + 1);
     for (int i = 0; i < N; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    tok[0] = tok[60] = SMALL_TOK;
     double worst = 0, e;
     int diff = 0;
     /* prefill in two chunks (all rows, then the last only), sequence 1 */
@@ -825,7 +859,7 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
     }
     printf("%s: worst row relerr %.3g, %d argmax differences\n", name, worst, diff);
     test_ragged(name, &m);
-    {
+    if (!quick) {
         /* 12 prompts of 1..90 random ids, batch 8 vs 1 (continuous batching refills slots) */
         int *pids[12], plens[12];
         for (int i = 0; i < 12; i++) {
@@ -1291,6 +1325,195 @@ out:
     (void)V;
 }
 
+/* The device argmax's rules on each of its routes, with expected ids from
+ * their definition (argmax.cu, kernels_cuda.h's argmax_key): the lowest id of
+ * a tie wins, and negative values order as values. A one-layer model whose
+ * final norm keeps dim 0 alone (weight 1 there, 0 elsewhere) and whose LM
+ * head's column 0 is w_i = -(1 + ((i + 5) % 12) / 8) (exact in bf16): logit
+ * i = w_i xn_0 exactly on both backends, each value shared by the ids of one
+ * residue mod 12, in every block, tile and thread. xn_0 > 0: every logit
+ * negative, the largest at the ids = 7 mod 12, so 7 wins; xn_0 < 0: 6.
+ * V = 16392 is no multiple of the products' 16- and 64-output tiles: the last
+ * tile's missing outputs (zero W rows, logit 0 above every real one when
+ * xn_0 > 0) are no candidates; and it makes 1025 groups of 16 outputs for
+ * matmul16.cu's grid of at most 1024 blocks, so its block 0 takes two (ids
+ * 0..15 and 16384..16391: a thread's best over its groups, 7 and 6 against
+ * 16391 and 16390). Routes: 40-row calls wanting logits (cuBLAS, then
+ * argmax.cu), 16- and 1-row calls (the few-row path's fused argmax,
+ * matmul16.cu), and 40-, 16- and 1-row calls on the bulk route without
+ * logits (cuBLAS and argmax.cu; with CLLM_CUDA_FIXED_ORDER=1 the fixed-order
+ * LM head's fused argmax, matmul.cu). The sign of xn_0 is the CPU's (its
+ * logit 7 is -xn_0); a row with |xn_0| < 0.1 is skipped: the GPU's x_0 may
+ * differ from the CPU's as its logits do, by up to TOL of the row's largest
+ * element (about 3 in an RMS-1 row: 0.06), so beyond 0.1 the sign is the
+ * CPU's. */
+static void test_argmax_rules(void) {
+    cllm_config c = small_config("qwen2", 1, 64, 2, 1, 32, 64, 16392, 0, 0);
+    cllm_model m;
+    if (random_model(&m, &c, 21)) { CHECK_MSG(0, "argmax rules: alloc: %s", cllm_errmsg()); return; }
+    const cllm_tensor_info *tn = cllm_model_tensor(&m, "model.norm.weight"), *th = cllm_model_tensor(&m, "lm_head.weight");
+    CHECK(tn && th);
+    if (!tn || !th) { cllm_model_free(&m); return; }
+    float *nw = m.params + tn->offset, *head = m.params + th->offset;
+    int V = c.vocab, C = c.d_model, T = 57;
+    for (int k = 0; k < C; k++) nw[k] = k == 0 ? 1.0f : 0.0f;
+    for (int i = 0; i < V; i++) head[(size_t)i * C] = -(1.0f + (float)((i + 5) % 12) / 8.0f);
+    cllm_cuda_model *dm = NULL;
+    cllm_fwd cf;
+    cllm_kv ck;
+    cllm_cuda_kv gk;
+    int rc = cllm_cuda_model_upload(&dm, &m);
+    CHECK_OK(rc);
+    CHECK_OK(cllm_fwd_init(&cf, &m, 64));
+    CHECK_OK(cllm_kv_init(&ck, &c, 1, 64));
+    if (!rc) CHECK_OK(cllm_cuda_kv_init(&gk, dm, 1, 64));
+    int tok[57], want[57], calls[3][2] = {{0, 40}, {40, 16}, {56, 1}}, pos_rows = 0, neg_rows = 0;
+    cllm_rng r;
+    cllm_rng_seed(&r, 22);
+    for (int i = 0; i < T; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    for (int k = 0; k < 3 && !check_failures; k++) {   /* the CPU's sign of xn_0 per row */
+        CHECK_OK(cllm_forward(&cf, &ck, 0, calls[k][0], tok + calls[k][0], calls[k][1], 0));
+        for (int t = 0; t < calls[k][1]; t++) {
+            float l7 = cf.logits[(size_t)t * V + 7];   /* -xn_0 */
+            int row = calls[k][0] + t;
+            want[row] = fabsf(l7) < 0.1f ? -1 : l7 < 0.0f ? 7 : 6;
+            if (want[row] >= 0) CHECK_EQ_INT(cf.argmax[t], want[row]);   /* the CPU keeps the rules too */
+            pos_rows += want[row] == 7;
+            neg_rows += want[row] == 6;
+        }
+    }
+    CHECK(pos_rows >= 10 && neg_rows >= 10);   /* both signs (this seed) */
+    printf("argmax rules: %d rows with xn_0 > 0 (all logits negative), %d with xn_0 < 0, %d skipped\n", pos_rows,
+           neg_rows, T - pos_rows - neg_rows);
+    static const char *const route[3] = {"logits (cuBLAS + argmax.cu, the few-row path)", "bulk, cuBLAS + argmax.cu",
+                                         "bulk, fixed-order LM head"};
+    for (int s = 0; s < 3 && !check_failures; s++) {
+        cllm_cuda_fwd gf;
+        int flags = s == 0 ? CLLM_CUDA_FWD_LOGITS : CLLM_CUDA_FWD_BULK;
+        CHECK_OK(s == 2 ? fwd_init_with(&gf, dm, 64, flags, ENV("CLLM_CUDA_FIXED_ORDER=1"))
+                        : fwd_init_with(&gf, dm, 64, flags, ENV("CLLM_CUDA_FIXED_ORDER=0")));
+        if (check_failures) break;
+        CHECK_OK(cllm_cuda_kv_rollback(&gk, 0, 0));
+        for (int k = 0; k < 3; k++) {
+            CHECK_OK(cllm_cuda_forward(&gf, &gk, 0, calls[k][0], tok + calls[k][0], calls[k][1], 0));
+            for (int t = 0; t < calls[k][1]; t++) {
+                int row = calls[k][0] + t;
+                if (want[row] >= 0)
+                    CHECK_MSG(gf.argmax[t] == want[row], "argmax rules, %s: row %d: %d, want %d", route[s], row,
+                              gf.argmax[t], want[row]);
+            }
+        }
+        cllm_cuda_fwd_free(&gf);
+    }
+    if (!rc) cllm_cuda_kv_free(&gk);
+    cllm_kv_free(&ck);
+    cllm_fwd_free(&cf);
+    cllm_cuda_model_free(dm);
+    cllm_model_free(&m);
+    TEST_OK("argmax rules");
+}
+
+/* A query-head group wider than the tiled attention's 4 warps (10 heads of
+ * 64 over 2 kv heads: groups of 5, so a kv head's heads take two blocks, the
+ * second with one of its 4 warps at work), RoPE on 32 of the 64 dims (two
+ * groups of 16 pass-through dims a head in the fused QKV epilogue), two
+ * layers, against the CPU, in sequence 1 of 2: a prompt of 40 rows in a cache
+ * of 64 positions, the cache grown to 128 (cllm_cuda_kv_grow: sequence 1's
+ * 40 positions copied), 60 more rows (tiled, attention.cu's kernel2, keys
+ * across two 64-key tiles), a 16-row window at 100 and an AR step (the
+ * few-row path, kernel1 at 256 threads: 32 key slices, so its loop of four
+ * keys in flight runs from 97 keys on, and with the window's 101..116 keys
+ * its bound is met exactly in slices 5..20); rollback's bounds (0 <= len <= the length) and
+ * a call one position past the cache refused (cuda_backend.h); a fresh bulk
+ * state whose first call has one row in each of sequences 0 and 1 (two
+ * one-row attention segments: the segment list's end is written by that
+ * call, not left from an earlier one); a padded call (its padding rows
+ * write the scratch sequence's cache, which must not be another layer's
+ * sequence 0), then sequence 0 read again. And a graph replayed across a
+ * cache grown under it (a new cache must not replay a graph made for the
+ * old one): one-row calls on a bulk state without logits (padded to 16 rows,
+ * replayed from a graph from their second call on), the cache grown, one
+ * more such call, then a step with logits against the CPU. TOL as
+ * test_random. */
+static void test_wide_gqa(void) {
+    cllm_config c = small_config("llama", 2, 64, 10, 2, 64, 64, 256, 0, 0);
+    c.rope_dim = 32;
+    cllm_model m;
+    if (random_model(&m, &c, 31)) { CHECK_MSG(0, "wide GQA: alloc: %s", cllm_errmsg()); return; }
+    cllm_cuda_model *dm = NULL;
+    int rc = cllm_cuda_model_upload(&dm, &m);
+    CHECK_OK(rc);
+    if (rc) { cllm_model_free(&m); return; }
+    cllm_fwd cf;
+    cllm_kv ck, hck;
+    cllm_cuda_fwd gf, bf, pf;
+    cllm_cuda_kv gk, hk;
+    CHECK_OK(cllm_fwd_init(&cf, &m, 64));
+    CHECK_OK(cllm_kv_init(&ck, &c, 2, 128));
+    CHECK_OK(cllm_kv_init(&hck, &c, 1, 32));
+    CHECK_OK(cllm_cuda_fwd_init(&gf, dm, 64, CLLM_CUDA_FWD_LOGITS));
+    CHECK_OK(cllm_cuda_fwd_init(&bf, dm, 64, CLLM_CUDA_FWD_LOGITS | CLLM_CUDA_FWD_BULK));
+    CHECK_OK(cllm_cuda_fwd_init(&pf, dm, 64, CLLM_CUDA_FWD_BULK));
+    CHECK_OK(cllm_cuda_kv_init(&gk, dm, 2, 64));
+    CHECK_OK(cllm_cuda_kv_init(&hk, dm, 1, 16));
+    if (!check_failures) {
+        int tok[124], diff = 0;
+        double worst = 0, e;
+        cllm_rng r;
+        cllm_rng_seed(&r, 32);
+        for (int i = 0; i < 124; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)c.vocab);
+        e = step_both("wide GQA: prompt", &cf, &ck, &gf, &gk, 1, 0, tok, 40, 0, &diff); if (e > worst) worst = e;
+        CHECK_OK(cllm_cuda_kv_grow(&gk, 128));
+        e = step_both("wide GQA: prompt b", &cf, &ck, &gf, &gk, 1, 40, tok + 40, 60, 0, &diff); if (e > worst) worst = e;
+        e = step_both("wide GQA: window", &cf, &ck, &gf, &gk, 1, 100, tok + 100, 16, 0, &diff); if (e > worst) worst = e;
+        e = step_both("wide GQA: ar", &cf, &ck, &gf, &gk, 1, 116, tok + 116, 1, 0, &diff); if (e > worst) worst = e;
+        CHECK(cllm_cuda_kv_rollback(&gk, 1, 118) == CLLM_EINVAL);
+        CHECK(cllm_cuda_kv_rollback(&gk, 1, -1) == CLLM_EINVAL);
+        CHECK(cllm_cuda_kv_rollback(&gk, 2, 0) == CLLM_EINVAL);
+        CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 117));
+        CHECK(cllm_cuda_forward(&gf, &gk, 1, 117, tok, 12, 0) == CLLM_ELIMIT);   /* 129 > 128 positions */
+        CHECK_EQ_INT(cllm_cuda_kv_len(&gk, 1), 117);
+        {   /* the first call of a bulk state: one row in each sequence */
+            cllm_fwd_seq sq[2] = {{0, 0, 1, 0}, {1, 117, 1, 0}};
+            int bt[2] = {tok[117], tok[118]};
+            CHECK_OK(cllm_cuda_forward_seqs(&bf, &gk, sq, 2, bt));
+            for (int b = 0; b < 2; b++) {
+                CHECK_OK(cllm_forward(&cf, &ck, sq[b].seq, sq[b].pos, bt + b, 1, 0));
+                e = cmp_rows("wide GQA: first bulk call", bf.logits + (size_t)b * c.vocab, bf.argmax + b, cf.logits,
+                             cf.argmax, 0, 1, c.vocab, &diff);
+                if (e > worst) worst = e;
+            }
+        }
+        /* a padded call in sequence 1 (its padding rows: the scratch sequence's positions 0..14), then
+         * sequence 0 (one cached position) read again */
+        CHECK_OK(cllm_cuda_forward(&pf, &gk, 1, 118, tok + 119, 1, 0));
+        CHECK_OK(cllm_forward(&cf, &ck, 1, 118, tok + 119, 1, 0));
+        e = step_both("wide GQA: after a padded call", &cf, &ck, &gf, &gk, 0, 1, tok + 120, 1, 0, &diff);
+        if (e > worst) worst = e;
+        /* a graph across a grown cache: positions 0, 1 (captured), grow, 2, then 3 with logits */
+        for (int p = 0; p < 3 && !check_failures; p++) {
+            if (p == 2) CHECK_OK(cllm_cuda_kv_grow(&hk, 32));
+            CHECK_OK(cllm_cuda_forward(&pf, &hk, 0, p, tok + p, 1, 0));
+        }
+        CHECK_OK(cllm_forward(&cf, &hck, 0, 0, tok, 3, 3));
+        e = step_both("wide GQA: after a graph replay on a grown cache", &cf, &hck, &gf, &hk, 0, 3, tok + 3, 1, 0,
+                      &diff);
+        if (e > worst) worst = e;
+        printf("wide GQA (10:2): worst row relerr %.3g, %d argmax differences\n", worst, diff);
+    }
+    cllm_cuda_kv_free(&hk);
+    cllm_cuda_kv_free(&gk);
+    cllm_cuda_fwd_free(&pf);
+    cllm_cuda_fwd_free(&bf);
+    cllm_cuda_fwd_free(&gf);
+    cllm_kv_free(&hck);
+    cllm_kv_free(&ck);
+    cllm_fwd_free(&cf);
+    cllm_cuda_model_free(dm);
+    cllm_model_free(&m);
+    TEST_OK("wide GQA");
+}
+
 /* Shapes the device cannot run are refused at the upload, before any device
  * memory, with CLLM_EUNSUP and a message: a head size that is not a multiple
  * of 8, a model width past the RMSNorm's 8,192. */
@@ -1357,6 +1580,7 @@ int main(int argc, char **argv) {
         long nc = sysconf(_SC_NPROCESSORS_ONLN);
         kernels_set_threads(nc < 1 ? 1 : nc > 16 ? 16 : (int)nc);
     }
+    quick = getenv("CLLM_TEST_CUDA_QUICK") && atoi(getenv("CLLM_TEST_CUDA_QUICK")) > 0;
     test_refused_shapes();
     cllm_config c = small_config("qwen2", 2, 128, 4, 2, 32, 256, 512, 0, 1);
     c.rms_eps = 1e-6f;
@@ -1365,6 +1589,8 @@ int main(int argc, char **argv) {
     c = small_config("llama", 3, 192, 3 * 2, 2, 64, 320, 1000, 1, 0);
     c.rope_theta = 100000.0f;
     test_random("tiny_llama_like", &c, 12);
+    test_argmax_rules();
+    test_wide_gqa();
     if (!check_failures) test_smollm2(bench, logits_only);
     TEST_END();
 }
