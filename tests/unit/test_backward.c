@@ -332,6 +332,8 @@ static void check_lm_windows(void) {
     CHECK(cllm_train_forward_lm(a, &m, tok, lens, B, T, bad_from, bad_n, packed) == CLLM_EINVAL);
     int neg_n[B] = {4, -1, 1};
     CHECK(cllm_train_forward_lm(a, &m, tok, lens, B, T, from, neg_n, packed) == CLLM_EINVAL);
+    int neg_from[B] = {-1, 0, 6}, one_n[B] = {1, 0, 1};   /* row -1: before the sequence */
+    CHECK(cllm_train_forward_lm(a, &m, tok, lens, B, T, neg_from, one_n, packed) == CLLM_EINVAL);
 out:
     cllm_act_free(a);
     free(full); free(dfull); free(packed); free(dpacked); free(g); free(gw);
@@ -357,6 +359,7 @@ static void check_forks(void) {
     int lens[B] = {9, 5, 7, 6}, from[B] = {3, 0, 6, 2}, n[B] = {4, 0, 1, 3};
     int at[B] = {4, 0, 7, 0}, nf[B] = {5, 2, 5, 0};
     int tok[B * T], ftok[B][T], rtok[2 * B * T], rlens[2 * B], rfrom[2 * B], rn[2 * B];
+    memset(ftok, 0, sizeof ftok);   /* ids past a fork's n are valid: bad[0].n below is refused by its bound alone */
     cllm_rng r;
     cllm_rng_seed(&r, 5);
     for (int i = 0; i < B * T; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
@@ -402,6 +405,19 @@ static void check_forks(void) {
         printf("forks (%d threads): logits relerr %.3g, gradients relerr %.3g\n", threads, el, eg);
     }
     kernels_set_threads(1);
+    /* without windows: the sequences' rows in (B, T, V), then the forks' rows
+     * (train_fwd.h), which equal the windowed call's fork rows (the last
+     * nf[0] + nf[1] + nf[2] rows of got) */
+    {
+        size_t nfork = (size_t)(nf[0] + nf[1] + nf[2] + nf[3]), nseq = (size_t)B * T;
+        float *nw = malloc((nseq + nfork) * V * sizeof(float));
+        if (nw) {
+            CHECK_OK(cllm_train_forward_fork(a, &m, tok, lens, B, T, NULL, NULL, fk, nw));
+            double e = max_relerr(nw + nseq * V, got + (rows - nfork) * V, nfork * V);
+            CHECK_MSG(e <= 1e-6, "forks without windows: fork rows vs windowed: relerr %.3g", e);
+            free(nw);
+        } else CHECK(0);
+    }
     cllm_fork bad[B];
     memcpy(bad, fk, sizeof bad);
     bad[1].at = 6;   /* past the end of sequence 1 (length 5) */
@@ -462,6 +478,129 @@ static void check_attention_threads(void) {
 out:
     free(q); free(k); free(v); free(dout); free(dq1); free(dk1); free(dv1);
     free(dq4); free(dk4); free(dv4); free(att);
+}
+
+/* The row checks and the packed layout (train_fwd.h), every bound on its
+ * own: ids in [0, V) at the first and the last real row; a fork of n = 0 is
+ * no fork whatever its `at`; a fork's n >= 0, at >= 0, ids in [0, V) from its
+ * first; *rows = sum of lens and forks' n. cllm_pack_rows on ragged lengths:
+ * the real tokens one sequence after another, row0 the running sums. */
+static void check_rows_pack(void) {
+    enum { B = 3, T = 5, V = 50 };
+    int lens[B] = {5, 2, 4};
+    int tok[B * T] = {1, 2, 3, 4, 5, 6, 7, -9, -9, -9, 11, 12, 13, 14, 99};
+    int ft[2] = {8, 9}, out[B * T], row0[B + 1];
+    size_t rows = 0;
+    cllm_fork fk[B] = {{ft, 5, 0}, {ft, -1, 0}, {ft, 4, 1}};   /* n = 0: no fork, at is not looked at */
+    CHECK_OK(cllm_check_rows(tok, lens, B, T, fk, V, "t", &rows));
+    CHECK_EQ_INT(rows, 5 + 2 + 4 + 1);
+    CHECK_EQ_INT(cllm_pack_rows(tok, lens, B, T, out, row0), 11);
+    int want[11] = {1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14}, want0[B + 1] = {0, 5, 7, 11};
+    CHECK(!memcmp(out, want, sizeof want) && !memcmp(row0, want0, sizeof want0));
+    tok[13] = V;   /* the last real row of sequence 2 */
+    CHECK(cllm_check_rows(tok, lens, B, T, NULL, V, "t", &rows) == CLLM_EINVAL);
+    tok[13] = 14;
+    tok[10] = -1;
+    CHECK(cllm_check_rows(tok, lens, B, T, NULL, V, "t", &rows) == CLLM_EINVAL);
+    tok[10] = 11;
+    cllm_fork bad[B] = {{ft, 5, 0}, {ft, 0, -1}, {ft, 4, 1}};
+    CHECK(cllm_check_rows(tok, lens, B, T, bad, V, "t", &rows) == CLLM_EINVAL);
+    bad[1] = (cllm_fork){ft, -1, 1};
+    CHECK(cllm_check_rows(tok, lens, B, T, bad, V, "t", &rows) == CLLM_EINVAL);
+    int ftneg[2] = {-1, 0};
+    bad[1] = (cllm_fork){ftneg, 1, 2};
+    CHECK(cllm_check_rows(tok, lens, B, T, bad, V, "t", &rows) == CLLM_EINVAL);
+    bad[1] = (cllm_fork){ft, 1, 2};
+    CHECK_OK(cllm_check_rows(tok, lens, B, T, bad, V, "t", &rows));
+}
+
+/* Models and activations (train_fwd.h): activations made for one model take
+ * another of the same config (a copy: its own weights, the same results as
+ * activations made for it, bit for bit), refuse a model of another config,
+ * and refuse head layouts the kernels cannot run; B sequences that all fork
+ * fill the 2B + 1 row starts; a backward on more threads than its forward
+ * (the attention scratch is per thread: 2T floats each; ASan sees an
+ * overrun, when a worker past the forward's scratch takes a task) gives
+ * the 1-thread gradients (to 1e-6, as check_padding_accum_threads). */
+static void check_models_acts(void) {
+    enum { B = 2, T = 64 };
+    cllm_config c = tiny_cfg(1, 1);
+    cllm_model m, m2, m3;
+    if (random_model(&m, &c, 81)) { CHECK(0); return; }
+    if (random_model(&m2, &c, 82)) { CHECK(0); cllm_model_free(&m); return; }
+    cllm_config c3 = c;
+    c3.d_ff = 48;
+    if (random_model(&m3, &c3, 83)) { CHECK(0); cllm_model_free(&m); cllm_model_free(&m2); return; }
+    int V = c.vocab;
+    int lens[B] = {T, 40}, tok[B * T], ft[B][8];
+    cllm_rng r;
+    cllm_rng_seed(&r, 6);
+    for (int i = 0; i < B * T; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < 8; i++) ft[b][i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    size_t NL = (size_t)(B * T + 16) * V;   /* (B, T, V) and 2 forks of 8 rows */
+    float *l1 = malloc(NL * sizeof(float)), *l2 = malloc(NL * sizeof(float)), *dl = malloc(NL * sizeof(float));
+    float *g1 = calloc(m.n_params, sizeof(float)), *g2 = calloc(m.n_params, sizeof(float));
+    cllm_act *a = NULL, *a2 = NULL, *bad = NULL;
+    CHECK_OK(cllm_act_init(&a, &m, B, T));
+    CHECK_OK(cllm_act_init(&a2, &m2, B, T));
+    if (!l1 || !l2 || !dl || !g1 || !g2 || !a || !a2) { CHECK(0); goto out; }
+    fill_uniform(dl, NL, 1.0f, &r);
+    /* a copy of the config, other weights */
+    CHECK_OK(cllm_train_forward(a2, &m2, tok, lens, B, T, l2));
+    CHECK_OK(cllm_train_backward(a2, &m2, dl, g2));
+    CHECK_OK(cllm_train_forward(a, &m2, tok, lens, B, T, l1));
+    CHECK_OK(cllm_train_backward(a, &m2, dl, g1));
+    for (int b = 0; b < B; b++)
+        CHECK(!memcmp(l1 + (size_t)b * T * V, l2 + (size_t)b * T * V, (size_t)lens[b] * V * sizeof(float)));
+    CHECK(!memcmp(g1, g2, m.n_params * sizeof(float)));
+    /* another config */
+    CHECK(cllm_train_forward(a, &m3, tok, lens, B, T, l1) == CLLM_EINVAL);
+    CHECK(cllm_train_backward(a, &m3, dl, g1) == CLLM_EINVAL);
+    /* head layouts */
+    cllm_model mm = m;
+    mm.cfg.n_head_kv = 3;   /* 4 heads do not group into 3 */
+    CHECK(cllm_act_init(&bad, &mm, 1, 4) == CLLM_EINVAL && !bad);
+    mm.cfg = c;
+    mm.cfg.rope_dim = c.head_dim + 2;
+    CHECK(cllm_act_init(&bad, &mm, 1, 4) == CLLM_EINVAL && !bad);
+    mm.cfg.rope_dim = c.head_dim - 1;
+    CHECK(cllm_act_init(&bad, &mm, 1, 4) == CLLM_EINVAL && !bad);
+    CHECK(cllm_act_init(&bad, &m, 1, 0) == CLLM_EINVAL && !bad);
+    /* every sequence forks: E = 2B packed sequences */
+    cllm_fork fk[B] = {{ft[0], 10, 8}, {ft[1], 40, 8}};
+    int lens2[B] = {T - 8, 40};
+    CHECK_OK(cllm_train_forward_fork(a, &m, tok, lens2, B, T, NULL, NULL, fk, l1));
+    CHECK_OK(cllm_train_backward(a, &m, dl, g1));
+    /* threads: forward on 1, backward on 4 (above attention_backward's threshold: 64 rows) */
+    memset(g1, 0, m.n_params * sizeof(float));
+    memset(g2, 0, m.n_params * sizeof(float));
+    cllm_act_free(a);
+    a = NULL;
+    CHECK_OK(cllm_act_init(&a, &m, B, T));   /* fresh: its scratch sized by this forward */
+    if (!a) goto out;
+    CHECK_OK(cllm_train_forward(a, &m, tok, lens, B, T, l1));
+    CHECK_OK(cllm_train_backward(a, &m, dl, g1));
+    CHECK_OK(cllm_train_forward(a2, &m, tok, lens, B, T, l2));   /* a2: never ran on 4 threads either */
+    kernels_set_threads(4);
+    double e = 0;
+    for (int rep = 0; rep < 8; rep++) {   /* the pool hands tasks to whichever worker is free: repeat so
+                                             that workers 2 and 3 (past a 2-thread scratch) get some */
+        memset(g2, 0, m.n_params * sizeof(float));
+        CHECK_OK(cllm_train_backward(a2, &m, dl, g2));
+        double er = max_relerr(g2, g1, m.n_params);
+        if (!(er <= e)) e = er;
+    }
+    kernels_set_threads(1);
+    CHECK_MSG(e <= 1e-6, "backward on 4 threads after a forward on 1: relerr %.3g", e);
+out:
+    kernels_set_threads(1);
+    cllm_act_free(a);
+    cllm_act_free(a2);
+    free(l1); free(l2); free(dl); free(g1); free(g2);
+    cllm_model_free(&m);
+    cllm_model_free(&m2);
+    cllm_model_free(&m3);
 }
 
 /* ---- 4. torch autograd golden --------------------------------------------- */
@@ -627,6 +766,8 @@ int main(void) {
     check_lm_windows();
     check_forks();
     check_attention_threads();
+    check_rows_pack();
+    check_models_acts();
     TEST_OK("padding_accum_threads");
 
     check_golden();

@@ -2,7 +2,9 @@
  * central finite differences of the loss value (computed in double from the
  * float logits), soft cross-entropy equals KL + the teacher's entropy, the
  * consistency loss skips the rows before the first differing token, label
- * smoothing matches its closed form, and huge logits stay finite. */
+ * smoothing matches its closed form, huge logits stay finite, the reductions'
+ * values (scale, SUM, MEAN, added to *loss) equal the rows' definitions, and
+ * every argument bound is checked. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +178,83 @@ int main(void) {
     }
     TEST_OK("stable");
 
+    /* Rows whose maximum is the last logit, and rows of only very negative
+     * logits: the maximum must be found over all V entries and taken from
+     * the row itself (not from 0), or exp overflows (to inf) or underflows
+     * (every term 0, log 0). Expected values in closed form: a row of V equal
+     * logits has -log q = log V for every target; a row with x[V-1] = 1000
+     * and 0 elsewhere has -log q[V-1] = log(1 + (V-1) e^-1000) = 0 in double.
+     * Tolerance 1e-12: a handful of double operations. */
+    {
+        float last[V], low[V], d[V];
+        for (int v = 0; v < V; v++) { last[v] = 0.0f; low[v] = -2000.0f; }
+        last[V - 1] = 1000.0f;
+        double l1 = cllm_ce_row(last, V, V - 1, 0.0, 1.0f, d);
+        CHECK_MSG(fabs(l1) < 1e-12, "max at the last logit: CE %.17g, want 0", l1);
+        for (int v = 0; v < V; v++) CHECK_MSG(fabs(d[v]) < 1e-12, "max at the last logit: dlogits[%d] %g", v, d[v]);
+        double l2 = cllm_ce_row(low, V, 3, 0.0, 1.0f, NULL);
+        CHECK_MSG(fabs(l2 - log((double)V)) < 1e-12, "all logits -2000: CE %.17g, want log V", l2);
+        double l3 = cllm_soft_ce_row(low, last, V, 1.0f, NULL);   /* p = one-hot(V-1): -log q[V-1] = log V */
+        CHECK_MSG(fabs(l3 - log((double)V)) < 1e-12, "soft CE, all student logits -2000: %.17g, want log V", l3);
+    }
+    TEST_OK("stable_extremes");
+
+    /* The reductions on values, from the row definitions computed here in
+     * double: every row's own target (a hand-made table), MEAN = SUM / m,
+     * SUM of the rows, scale multiplying both the value and the gradient,
+     * and the result added to *loss, not stored. dlogits of the soft CE at a
+     * scale other than 1 (test_cllm_grad and the MEAN x3 case above keep the
+     * row scale at 1): scale * (q - p). Tolerances: 1e-12 relative for values
+     * summed in double (MEAN: the fp32 scale / m, below); 1e-6 absolute for fp32
+     * dlogits of size <= 5. */
+    {
+        double want_sum = 0;
+        for (int i = 0; i < M; i++) {
+            const float *x = s + i * V;
+            double mx = x[0], z = 0, sl = 0;
+            for (int v = 1; v < V; v++) if (x[v] > mx) mx = x[v];
+            for (int v = 0; v < V; v++) { z += exp((double)x[v] - mx); sl += x[v]; }
+            double lse = mx + log(z);
+            want_sum += 0.8 * (lse - x[tgt[i]]) + 0.2 * (lse - sl / V);
+        }
+        double l = 1.5;
+        CHECK_OK(cllm_ce_loss(s, V, tgt, M, 0.2, CLLM_REDUCE_SUM, 2.0f, NULL, &l));
+        CHECK_MSG(fabs(l - (1.5 + 2 * want_sum)) < 1e-12 * want_sum, "CE sum x2 onto 1.5: %.15g vs %.15g", l,
+                  1.5 + 2 * want_sum);
+        l = -0.25;
+        CHECK_OK(cllm_ce_loss(s, V, tgt, M, 0.2, CLLM_REDUCE_MEAN, 3.0f, NULL, &l));
+        /* MEAN's row scale is the fp32 scale / m (loss.h: scale is a float), 2^-24 relative */
+        CHECK_MSG(fabs(l - (-0.25 + 3 * want_sum / M)) < 2e-7 * want_sum, "CE mean x3 onto -0.25: %.15g vs %.15g",
+                  l, -0.25 + 3 * want_sum / M);
+        /* consistency: rows 2..4 kept (y, ystar below differ first at 2) */
+        int32_t cy[M] = { 5, 6, 1, 2, 3 }, cys[M] = { 5, 6, 9, 2, 4 };
+        double want_c = 0;
+        for (int i = 2; i < M; i++) want_c += cllm_soft_ce_row(s + i * V, t + i * V, V, 1.0f, NULL);
+        l = 0.75;
+        CHECK_OK(cllm_consistency_loss(s, t, V, cy, cys, M, CLLM_REDUCE_SUM, 2.0f, NULL, &l, NULL));
+        CHECK_MSG(fabs(l - (0.75 + 2 * want_c)) < 1e-12 * want_c, "consistency sum x2 onto 0.75: %.15g vs %.15g", l,
+                  0.75 + 2 * want_c);
+        float d[M * V];
+        l = 0;
+        CHECK_OK(cllm_consistency_loss(s, t, V, cy, cys, M, CLLM_REDUCE_MEAN, 5.0f, d, &l, NULL));
+        for (int i = 2; i < M; i++) {
+            const float *x = s + i * V, *u = t + i * V;
+            double mx = x[0], mu = u[0], zx = 0, zu = 0;
+            for (int v = 1; v < V; v++) { if (x[v] > mx) mx = x[v]; if (u[v] > mu) mu = u[v]; }
+            for (int v = 0; v < V; v++) { zx += exp((double)x[v] - mx); zu += exp((double)u[v] - mu); }
+            for (int v = 0; v < V; v++) {
+                double want = 5.0 / 3 * (exp(x[v] - mx) / zx - exp(u[v] - mu) / zu);
+                CHECK_MSG(fabs(d[i * V + v] - want) < 1e-6, "consistency mean x5 row %d: d[%d] %.9g vs %.9g", i, v,
+                          d[i * V + v], want);
+            }
+        }
+        /* m = 0: nothing added, no gradient written */
+        l = 0.5;
+        CHECK_OK(cllm_ce_loss(s, V, tgt, 0, 0.1, CLLM_REDUCE_MEAN, 1.0f, NULL, &l));
+        CHECK(l == 0.5);
+    }
+    TEST_OK("reduce_values");
+
     /* Bad arguments are errors, not crashes. */
     {
         double l = 0;
@@ -183,6 +262,17 @@ int main(void) {
         CHECK(cllm_ce_loss(s, V, bad, 1, 0.0, CLLM_REDUCE_SUM, 1.0f, NULL, &l) == CLLM_EINVAL);
         CHECK(cllm_ce_loss(s, V, tgt, 1, 1.0, CLLM_REDUCE_SUM, 1.0f, NULL, &l) == CLLM_EINVAL);
         CHECK(cllm_consistency_loss(s, t, 0, y, y, 1, CLLM_REDUCE_SUM, 1.0f, NULL, &l, NULL) == CLLM_EINVAL);
+        /* each bound of the checks (loss.h: eps in [0, 1), targets in [0, V), sizes, SUM or MEAN) */
+        int32_t neg[1] = { -1 };
+        CHECK(cllm_ce_loss(s, V, neg, 1, 0.0, CLLM_REDUCE_SUM, 1.0f, NULL, &l) == CLLM_EINVAL);
+        CHECK(cllm_ce_loss(s, V, tgt, 1, -0.1, CLLM_REDUCE_SUM, 1.0f, NULL, &l) == CLLM_EINVAL);
+        CHECK(cllm_ce_loss(s, V, tgt, -1, 0.0, CLLM_REDUCE_SUM, 1.0f, NULL, &l) == CLLM_EINVAL);
+        CHECK(cllm_ce_loss(s, 0, tgt, 0, 0.0, CLLM_REDUCE_SUM, 1.0f, NULL, &l) == CLLM_EINVAL);
+        CHECK(cllm_ce_loss(s, V, tgt, 1, 0.0, 2, 1.0f, NULL, &l) == CLLM_EINVAL);
+        CHECK(cllm_ce_loss(s, V, tgt, 1, 0.0, -1, 1.0f, NULL, &l) == CLLM_EINVAL);
+        CHECK(cllm_consistency_loss(s, t, V, y, y, -1, CLLM_REDUCE_SUM, 1.0f, NULL, &l, NULL) == CLLM_EINVAL);
+        CHECK(cllm_consistency_loss(s, t, V, y, ystar, 1, 2, 1.0f, NULL, &l, NULL) == CLLM_EINVAL);
+        CHECK(l == 0);
     }
     TEST_OK("bad_args");
     TEST_END();
