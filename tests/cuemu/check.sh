@@ -21,6 +21,11 @@
 #                        and calls in pieces of 16 rows (CLLM_CUDA_MT_KSLICE,
 #                        CLLM_CUDA_MT_WS_ROWS)
 #   test_cuda_train      the training parity test
+#   test_cuda_train_rev  its fork tests again with every block, warp and lane
+#                        in reverse order (CUEMU_ORDER=rev; CLLM_TEST_CUDA_TRAIN_ONLY
+#                        =forks): in a chunk of loss rows where some rows save
+#                        teacher slots that others read, a launch that ignored
+#                        the host's split would read them before the write
 #   test_train_attention the training attention kernels' forks, kernel by kernel
 #   e2e                  tests/cuemu/e2e.sh: cllm-gen / cllm-traj --device cuda
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
@@ -75,6 +80,7 @@ run test_cuda_variant env CLLM_CUDA_GRAPHS=0 CLLM_CUDA_GEMM_ROWS=16 CLLM_CUDA_MM
 run test_cuda_cp_now env CUEMU_CP_ASYNC=now CLLM_CUDA_MT_ROWS=128 CLLM_CUDA_MT_KSLICE=64 CLLM_CUDA_MT_WS_ROWS=16 \
     "$B/tests/test_cuda"
 run test_cuda_train "$B/tests/test_cuda_train"
+run test_cuda_train_rev env CUEMU_ORDER=rev CLLM_TEST_CUDA_TRAIN_ONLY=forks "$B/tests/test_cuda_train"
 run test_train_attention "$B/tests/test_train_attention"
 run e2e sh tests/cuemu/e2e.sh "$B"
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"

@@ -22,15 +22,23 @@
  * Checked: each loss part of each call (relative 2e-2), every tensor's
  * gradient (GRAD_TOL below; CLLM_VERBOSE=1 prints each tensor's error), the gradient norm (2e-2), the updated weights
  * (UPDATE rules below); AdamW alone on equal inputs (CPU gradients uploaded,
- * weight decay with a no-decay mask, non-zero moments): weights and moments
- * equal to 1e-6 relative (expected bit-equal; the count of differing elements
- * is printed); argument errors.
+ * weight decay with a no-decay mask, non-zero moments), three steps: the
+ * defaults unclipped; betas, eps and a step count from set_opt, clipped
+ * without norm_out; set_opt without a mask: weights and moments equal to 1e-6
+ * relative (expected bit-equal; the count of differing elements is printed);
+ * argument errors.
  *
  * Forks (test_forks): one call with forks (a student x||y(j) branching off
  * x||y*, reading in the same call the teacher slots x||y*'s rows save)
  * against the CPU's cllm_train_forward_fork, with the default and the
  * warp-per-key kernels (the thread-per-key ones fall back to those with
- * forks).
+ * forks); once more with sequence 1 not forking (sequence 2's fork is then
+ * the second packed fork, not the third) and RMSNorm weights 1 +- 0.7, where
+ * the other tests' 1 +- 0.1 hide a norm backward's w.
+ *
+ * CLLM_TEST_CUDA_TRAIN_ONLY=s runs only the parity and fork tests whose name
+ * contains s (tests/cuemu/check.sh runs the fork tests again under
+ * CUEMU_ORDER=rev, ~10 s).
  *
  * --bench [B T]: SmolLM2-135M shapes (random weights, 30 layers, C 576,
  * V 49,152), B records of ~T tokens (lengths T-40..T, default 16 x 320), SFT
@@ -297,17 +305,38 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     }
 
     /* AdamW alone, equal inputs: weight decay with a no-decay mask (the
-     * norms), non-zero moments (the state after the step above), no clipping */
-    {
-        double lr = 3e-3;
-        oc.weight_decay = 0.1;
-        for (int i = 0; i < m.n_tensors; i++)
-            if (m.tensors[i].n_dims == 1) CHECK_OK(cllm_adamw_no_decay(&oc, m.tensors[i].offset, m.tensors[i].numel));
+     * norms), non-zero moments (the state after the step above); step 1
+     * unclipped with the default hyperparameters; step 2 with others taken
+     * from set_opt (betas, eps, a step count of 6: bias corrections of step
+     * 7) and clipping active without norm_out (the GPU must compute the
+     * norm itself; expected: cllm_grad_norm and cllm_grad_clip on the CPU,
+     * where the scale no longer cancels: the moments are not zero); step 3
+     * after set_opt without a mask (every element decays) */
+    for (int step = 1; step <= 3; step++) {
+        double lr = 3e-3, max_norm = 0.0;
+        uint8_t *mask = NULL;
+        if (step == 1) {
+            oc.weight_decay = 0.1;
+            for (int i = 0; i < m.n_tensors; i++)
+                if (m.tensors[i].n_dims == 1) CHECK_OK(cllm_adamw_no_decay(&oc, m.tensors[i].offset, m.tensors[i].numel));
+        } else if (step == 2) {
+            oc.beta1 = 0.8;
+            oc.beta2 = 0.99;
+            oc.eps = 1e-4;
+            oc.t = 6;
+            max_norm = 0.5 * cllm_grad_norm(g_gpu, np);
+        } else {
+            mask = oc.no_decay;   /* restored below, for cllm_adamw_free */
+            oc.no_decay = NULL;
+        }
+        memcpy(g_cpu, g_gpu, np * sizeof(float));   /* any gradient, the same on both */
         CHECK_OK(cllm_cuda_train_set_params(gt, m.params));
         CHECK_OK(cllm_cuda_train_set_opt(gt, &oc));
-        CHECK_OK(cllm_cuda_train_set_grads(gt, g_gpu));   /* any gradient, the same on both */
-        cllm_adamw_step(&oc, m.params, g_gpu, lr);
-        CHECK_OK(cllm_cuda_train_step(gt, lr, 0.0, NULL, NULL));
+        CHECK_OK(cllm_cuda_train_set_grads(gt, g_cpu));
+        if (max_norm > 0) CHECK(cllm_grad_clip(g_cpu, np, cllm_grad_norm(g_cpu, np), max_norm) < 0.51);
+        cllm_adamw_step(&oc, m.params, g_cpu, lr);
+        if (mask) oc.no_decay = mask;
+        CHECK_OK(cllm_cuda_train_step(gt, lr, max_norm, NULL, NULL));
         CHECK_OK(cllm_cuda_train_get_params(gt, p_gpu));
         CHECK_OK(cllm_cuda_train_get_opt(gt, &og));
         CHECK_EQ_INT(og.t, oc.t);
@@ -322,9 +351,9 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
             e = fabs((double)og.v[k] - oc.v[k]) / (fabs(oc.v[k]) + 1e-30);
             if (!(e <= worst_mv)) worst_mv = isnan(e) ? INFINITY : e;
         }
-        printf("%s: AdamW on equal inputs: %zu of %zu elements differ in any bit; worst relerr "
-               "weights %.3g, moments %.3g\n", name, diff, np, worst_p, worst_mv);
-        CHECK_MSG(worst_p <= 1e-6 && worst_mv <= 1e-6, "%s: AdamW differs from adamw.c", name);
+        printf("%s: AdamW on equal inputs, step %d: %zu of %zu elements differ in any bit; worst relerr "
+               "weights %.3g, moments %.3g\n", name, step, diff, np, worst_p, worst_mv);
+        CHECK_MSG(worst_p <= 1e-6 && worst_mv <= 1e-6, "%s: AdamW step %d differs from adamw.c", name, step);
     }
 
     /* argument errors are refused before anything runs */
@@ -367,19 +396,28 @@ out:
  * teacher slots that fork 0's first rows read in the same call (after them),
  * CE rows on the forks and on sequence 1. Each loss part within LOSS_TOL,
  * every gradient within GRAD_TOL; a row reading a slot saved after it, a
- * fork row past the fork's end and a fork past its sequence are refused. */
-static void test_forks(const char *name, const cllm_config *c, uint64_t seed, int att) {
+ * fork row past the fork's end and a fork past its sequence are refused.
+ * nofork1: sequence 1 does not fork (its rows are left out), the norms'
+ * weights are spread to 1 +- 0.7, and chunks are 13 rows. */
+static void test_forks(const char *name, const cllm_config *c, uint64_t seed, int att, int nofork1) {
     cllm_model m;
     if (random_model(&m, c, seed)) { CHECK_MSG(0, "%s: alloc: %s", name, cllm_errmsg()); return; }
     int V = c->vocab;
     size_t np = m.n_params;
+    if (nofork1)   /* RMSNorm weights 1 +- 0.7 instead of 1 +- 0.1: the norms' w terms matter */
+        for (int i = 0; i < m.n_tensors; i++)
+            if (strstr(m.tensors[i].name, "norm"))
+                for (size_t j = 0; j < m.tensors[i].numel; j++) {
+                    float *w = m.params + m.tensors[i].offset + j;
+                    *w = 1.0f + 7.0f * (*w - 1.0f);
+                }
     cllm_rng r;
     cllm_rng_seed(&r, seed + 9);
     int tok[PB * PT], lens[PB] = {PT, 97, 6}, ft[PB][40];
     for (int i = 0; i < PB * PT; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
     for (int b = 0; b < PB; b++)
         for (int i = 0; i < 40; i++) ft[b][i] = (int)cllm_rng_below(&r, (uint64_t)V);
-    cllm_fork fk[PB] = {{ft[0], 100, 40}, {ft[1], 97, 20}, {ft[2], 0, 5}};
+    cllm_fork fk[PB] = {{ft[0], 100, 40}, {ft[1], 97, nofork1 ? 0 : 20}, {ft[2], 0, 5}};
     cllm_cuda_loss_row rows[PROWS];
     int n = 0;
     for (int i = 0; i < 5; i++)   /* sequence 0 rows 95..99: CE, saved as slots 0..4 */
@@ -390,13 +428,16 @@ static void test_forks(const char *name, const cllm_config *c, uint64_t seed, in
         rows[n++] = (cllm_cuda_loss_row){PB * PT + i, i == 0 || i == 3 ? ft[0][i + 1] : -1, 0.25f, i, 1.0f, -1};
     for (int i = 10; i < 40; i++)
         rows[n++] = (cllm_cuda_loss_row){PB * PT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.1f, -1, 0.0f, -1};
-    for (int i = 0; i < 20; i++)
+    for (int i = 0; i < fk[1].n; i++)
         rows[n++] = (cllm_cuda_loss_row){(PB + 1) * PT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.2f, -1, 0.0f, -1};
     for (int i = 0; i < 5; i++)
         rows[n++] = (cllm_cuda_loss_row){(PB + 2) * PT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.3f, -1, 0.0f, -1};
-    int tokens = PT + 97 + 6 + 40 + 20 + 5;
+    int tokens = PT + 97 + 6 + 40 + fk[1].n + 5;
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 9, att, 0, tokens};
+    /* chunks of 9 rows; with nofork1 of 13, so that the first holds both rows
+     * saving teacher slots and fork rows reading them were they not split
+     * (check_micro's split: the race shows under CUEMU_ORDER=rev) */
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, nofork1 ? 13 : 9, att, 0, tokens};
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
     cllm_act *act = NULL;
@@ -546,6 +587,15 @@ out:
     TEST_OK("bench");
 }
 
+/* CLLM_TEST_CUDA_TRAIN_ONLY=s: only the parity and fork tests whose name
+ * contains s (check.sh runs the fork tests again under CUEMU_ORDER=rev) */
+static int wanted(const char *name) {
+    const char *s = getenv("CLLM_TEST_CUDA_TRAIN_ONLY");
+    return !s || !*s || strstr(name, s);
+}
+#define TEST_PARITY(name, ...) do { if (wanted(name)) test_parity(name, __VA_ARGS__); } while (0)
+#define TEST_FORKS(name, ...) do { if (wanted(name)) test_forks(name, __VA_ARGS__); } while (0)
+
 #endif
 
 int main(int argc, char **argv) {
@@ -567,20 +617,22 @@ int main(int argc, char **argv) {
     if (!do_bench || getenv("CLLM_BENCH_PARITY")) {
         cllm_config a = small_config("llama", 2, 96, 3, 1, 32, 192, 300, 1, 0);
         cllm_config b = small_config("qwen2", 2, 256, 4, 2, 64, 320, 257, 0, 1);
-        test_parity("parity_llama_tied_gqa", &a, 11, 0);
-        test_parity("parity_qwen2_bias", &b, 12, 0);
+        TEST_PARITY("parity_llama_tied_gqa", &a, 11, 0);
+        TEST_PARITY("parity_qwen2_bias", &b, 12, 0);
         /* head size 128, the tensor-core kernels' largest (other templates) */
         cllm_config d = small_config("llama", 1, 256, 2, 1, 128, 256, 300, 1, 0);
-        test_parity("parity_llama_hs128", &d, 13, 0);
-        test_parity("parity_llama_tied_gqa_warpattn", &a, 11, 1);
-        test_parity("parity_qwen2_bias_warpattn", &b, 12, 1);
-        test_parity("parity_llama_tied_gqa_keyattn", &a, 11, 2);
-        test_parity("parity_qwen2_bias_keyattn", &b, 12, 2);
-        test_forks("forks_llama_tied_gqa", &a, 21, 0);
-        test_forks("forks_qwen2_bias", &b, 22, 0);
-        test_forks("forks_llama_hs128", &d, 23, 0);
-        test_forks("forks_llama_tied_gqa_warpattn", &a, 21, 1);
-        test_forks("forks_qwen2_bias_warpattn", &b, 22, 1);
+        TEST_PARITY("parity_llama_hs128", &d, 13, 0);
+        TEST_PARITY("parity_llama_tied_gqa_warpattn", &a, 11, 1);
+        TEST_PARITY("parity_qwen2_bias_warpattn", &b, 12, 1);
+        TEST_PARITY("parity_llama_tied_gqa_keyattn", &a, 11, 2);
+        TEST_PARITY("parity_qwen2_bias_keyattn", &b, 12, 2);
+        TEST_FORKS("forks_llama_tied_gqa", &a, 21, 0, 0);
+        TEST_FORKS("forks_qwen2_bias", &b, 22, 0, 0);
+        TEST_FORKS("forks_llama_hs128", &d, 23, 0, 0);
+        TEST_FORKS("forks_llama_tied_gqa_warpattn", &a, 21, 1, 0);
+        TEST_FORKS("forks_qwen2_bias_warpattn", &b, 22, 1, 0);
+        /* sequence 1 without a fork: sequence 2's fork is the second (E = 5) */
+        TEST_FORKS("forks_qwen2_bias_nofork1", &b, 24, 0, 1);
     }
     if (do_bench) {
         int B = argc > 3 ? atoi(argv[2]) : 16, T = argc > 3 ? atoi(argv[3]) : 320;

@@ -23,6 +23,11 @@
  * 1e-4 relative, dq, dk, dv within 1e-2 of the tensor's largest element
  * (fp32 sums of bf16 products in another order; P and dS rounded to bf16 in
  * the tensor-core kernels).
+ * Three rows (sequence 0's row 120, sequence 1's last, the fork's row 6)
+ * have q = 0: every score is 0, so by the definition lse = log(keys) (within
+ * 1e-6 relative: exact sums) and out is the mean of the keys' v (1e-2 of the
+ * row's largest): a key too many in a fork's prefix, or an lse off by 1e-3,
+ * which the comparison of the two layouts cannot see.
  *
  * Kernels: variant 0 (tensor cores) at head size 64 and 128, 1 (a warp per
  * key) and 2 (a thread per key; falls back to 1 with forks) at 64.
@@ -68,6 +73,11 @@ static double normal(cllm_rng *r) {   /* Box-Muller */
 
 /* row of S holding the same query as row r of F */
 static int s_row(int r) { return r < N0 + N1 ? r : r + PRE; }
+
+/* rows of F with q = 0 (sequence 0's row 120, sequence 1's last row, the
+ * fork's row 6, position 106) and the keys each sees */
+enum { NZ = 3 };
+static const int zrow[NZ] = {120, N0 + N1 - 1, N0 + N1 + 6}, zkeys[NZ] = {121, N1, PRE + 7};
 
 struct dev {
     floatX *qkv, *out, *dout;
@@ -136,6 +146,10 @@ static void test_case(const char *name, int HS, int variant) {
                     x[(size_t)(N0 + N1 + t) * QKV + h * HS + d] =
                         3.0f * bf16_float(bf16_bits(x[(size_t)aim[t] * QKV + QD + (h / (NH / NKV)) * HS + d]));
     }
+    /* rows whose q is 0 in every head (ZROW): every score is 0, so by the
+     * definition lse = log(keys) and out = the mean of the keys' v */
+    for (int z = 0; z < NZ; z++)
+        for (int d = 0; d < QD; d++) x[(size_t)zrow[z] * QKV + d] = 0.0f;
     for (size_t i = 0; i < (size_t)RF * QD; i++) dof[i] = (float)normal(&r);
     for (int i = 0; i < RF; i++)
         for (int c = 0; c < QKV; c++) qf[(size_t)i * QKV + c] = bf16_bits(x[(size_t)i * QKV + c]);
@@ -216,6 +230,34 @@ static void test_case(const char *name, int HS, int variant) {
         CHECK_MSG(el <= 1e-4, "%s: lse differs: %.3g", name, el);
         CHECK_MSG(eq <= 1e-2 && ek <= 1e-2 && ev <= 1e-2, "%s: gradients differ: dq %.3g, dk %.3g, dv %.3g", name,
                   eq, ek, ev);
+        /* the q = 0 rows against the definition: lse = log(keys) within 1e-6
+         * relative (every score is exactly 0, the sum an exact integer);
+         * out = mean of the bf16 v rows (the prefix's rows of sequence 0,
+         * then the row's own sequence up to it) within 1e-2 of the row's
+         * largest, as above */
+        double ezl = 0, ezo = 0;
+        for (int z = 0; z < NZ; z++) {
+            int i = zrow[z], first = i < N0 ? 0 : i < N0 + N1 ? N0 : N0 + N1;
+            for (int h = 0; h < NH; h++) {
+                double e = fabs(lf[i * NH + h] - log((double)zkeys[z])) / log((double)zkeys[z]);
+                if (!(e <= ezl)) ezl = isnan(e) ? INFINITY : e;
+                double md = 0, mb = 0;
+                for (int d = 0; d < HS; d++) {
+                    double s = 0;
+                    int vc = QD + KD + (h / (NH / NKV)) * HS + d;
+                    for (int j = 0; j < (first == N0 + N1 ? PRE : 0); j++) s += bf16_float(qf[(size_t)j * QKV + vc]);
+                    for (int j = first; j <= i; j++) s += bf16_float(qf[(size_t)j * QKV + vc]);
+                    s /= zkeys[z];
+                    double u = bf16_float(of[(size_t)i * QD + h * HS + d]);
+                    if (!(fabs(u - s) <= md)) md = isnan(u - s) ? INFINITY : fabs(u - s);
+                    if (fabs(s) > mb) mb = fabs(s);
+                }
+                e = mb > 0 ? md / mb : md;
+                if (!(e <= ezo)) ezo = isnan(e) ? INFINITY : e;
+            }
+        }
+        printf("%s: q = 0 rows against the definition: lse %.3g, out %.3g\n", name, ezl, ezo);
+        CHECK_MSG(ezl <= 1e-6 && ezo <= 1e-2, "%s: q = 0 rows: lse %.3g, out %.3g", name, ezl, ezo);
     }
     goto out;
 fail:
