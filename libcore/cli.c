@@ -149,15 +149,12 @@ int cllm_cli_device_resolve(int *device) {
 
 void cllm_cli_version(void) { printf("%s (cllm) %s\n", prog_name, CLLM_VERSION); }
 
-/* A write error seen only now is reported, EPIPE too (SIGPIPE ignored: the
- * man pages say the failed write is reported); after a failure that was
- * already reported (status != 0) one line is enough. */
+/* A write error seen only now (the flush, an earlier failed write, the close)
+ * is reported, EPIPE too (SIGPIPE ignored: the man pages say the failed write
+ * is reported); after a failure that was already reported (status != 0) one
+ * line is enough. */
 int cllm_cli_finish(int status) {
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        if (!status) cllm_cli_error("write error: %s", strerror(errno));
-        return status ? status : CLLM_EXIT_FAIL;
-    }
-    if (fclose(stdout) != 0 && errno != EPIPE) {
+    if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
         if (!status) cllm_cli_error("write error: %s", strerror(errno));
         return status ? status : CLLM_EXIT_FAIL;
     }
