@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "err.h"
 #include "forward.h"
+#include "gen.h"
 #include "model.h"
 #include "prompts.h"
 
@@ -52,7 +53,7 @@ static void usage(FILE *f) {
         "See cllm-bench(1), cllm-eval(1), cllm-gen(1).\n");
 }
 
-enum { OPT_VS = 256, OPT_MAX_NEW, OPT_PROMPTS, OPT_REPEAT, OPT_WARMUP, OPT_INIT, OPT_SEED, OPT_DEVICE };
+enum { OPT_VS = 256, OPT_PROMPTS, OPT_REPEAT, OPT_WARMUP, OPT_DEVICE };
 
 static const char *base_name(const char *p) {
     size_t l = strlen(p);
@@ -65,12 +66,11 @@ static const char *base_name(const char *p) {
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
         { "model", required_argument, 0, 'm' },         { "vs", required_argument, 0, OPT_VS },
-        { "block", required_argument, 0, 'n' },         { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
         { "prompts", required_argument, 0, OPT_PROMPTS }, { "repeat", required_argument, 0, OPT_REPEAT },
-        { "warmup", required_argument, 0, OPT_WARMUP }, { "init", required_argument, 0, OPT_INIT },
-        { "seed", required_argument, 0, OPT_SEED },     { "output", required_argument, 0, 'o' },
+        { "warmup", required_argument, 0, OPT_WARMUP }, { "output", required_argument, 0, 'o' },
         { "force", no_argument, 0, 'f' },               { "quiet", no_argument, 0, 'q' },
-        { "threads", required_argument, 0, 't' },       CLLM_PROMPT_LONGOPTS,
+        { "threads", required_argument, 0, 't' },       CLLM_DECODE_LONGOPTS,
+        CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE },
         { "help", no_argument, 0, 'h' },                { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
@@ -92,24 +92,9 @@ int main(int argc, char **argv) {
         switch (c) {
         case 'm': paths[0] = optarg; break;
         case OPT_VS: paths[1] = optarg; break;
-        case 'n': if (cllm_cli_int("--block", optarg, 1, 1024, &v)) return CLLM_EXIT_USAGE; o.dec.n = (int)v; break;
-        case OPT_MAX_NEW:
-            if (cllm_cli_int("--max-new-tokens", optarg, 1, 1 << 20, &v)) return CLLM_EXIT_USAGE;
-            o.dec.max_new_tokens = (int)v;
-            break;
         case OPT_PROMPTS: if (cllm_cli_int("--prompts", optarg, 1, 1 << 30, &v)) return CLLM_EXIT_USAGE; o.max_prompts = (int)v; break;
         case OPT_REPEAT: if (cllm_cli_int("--repeat", optarg, 1, 1000, &v)) return CLLM_EXIT_USAGE; o.repeat = (int)v; break;
         case OPT_WARMUP: if (cllm_cli_int("--warmup", optarg, 0, 1000, &v)) return CLLM_EXIT_USAGE; o.warmup = (int)v; break;
-        case OPT_INIT:
-            if (!strcmp(optarg, "prompt")) o.dec.guess = CLLM_GUESS_PROMPT;
-            else if (!strcmp(optarg, "pad")) o.dec.guess = CLLM_GUESS_PAD;
-            else if (!strcmp(optarg, "last")) o.dec.guess = CLLM_GUESS_LAST;
-            else return cllm_cli_usage_error("--init: '%s' is not prompt, pad or last", optarg);
-            break;
-        case OPT_SEED:
-            if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
-            o.dec.seed = (uint64_t)v;
-            break;
         case 'o': o.output = optarg; break;
         case 'f': o.force = 1; break;
         case 'q': quiet = 1; break;
@@ -117,7 +102,10 @@ int main(int argc, char **argv) {
         case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: if ((v = cllm_prompt_opt(&po, c, optarg))) return (int)v; break;
+        default:
+            if ((v = cllm_decode_opt(&o.dec, c, optarg)) < 0) v = cllm_prompt_opt(&po, c, optarg);
+            if (v) return (int)v;
+            break;
         }
     }
     if (!paths[0]) return cllm_cli_usage_error("no model given (-m MODEL)");

@@ -49,16 +49,15 @@ static void usage(FILE *f) {
         "See cllm-gen(1), cllm-stream(5).\n");
 }
 
-enum { OPT_METHOD = 256, OPT_MAX_NEW, OPT_INIT, OPT_TRACE, OPT_TEXT, OPT_SEED, OPT_DEVICE, OPT_BATCH };
+enum { OPT_METHOD = 256, OPT_TRACE, OPT_TEXT, OPT_DEVICE, OPT_BATCH };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
         { "model", required_argument, 0, 'm' },     { "output", required_argument, 0, 'o' },
         { "force", no_argument, 0, 'f' },           { "method", required_argument, 0, OPT_METHOD },
-        { "block", required_argument, 0, 'n' },     { "max-new-tokens", required_argument, 0, OPT_MAX_NEW },
-        { "init", required_argument, 0, OPT_INIT }, { "trace", no_argument, 0, OPT_TRACE },
-        { "text", no_argument, 0, OPT_TEXT },
-        { "seed", required_argument, 0, OPT_SEED }, { "threads", required_argument, 0, 't' },
+        { "trace", no_argument, 0, OPT_TRACE },     { "text", no_argument, 0, OPT_TEXT },
+        { "threads", required_argument, 0, 't' },
+        CLLM_DECODE_LONGOPTS,
         CLLM_PROMPT_LONGOPTS,
         { "device", required_argument, 0, OPT_DEVICE }, { "batch", required_argument, 0, OPT_BATCH },
         { "help", no_argument, 0, 'h' },            { "version", no_argument, 0, 'V' },
@@ -85,29 +84,17 @@ int main(int argc, char **argv) {
             else if (!strcmp(optarg, "jacobi")) o.dec.method = CLLM_DECODE_JACOBI;
             else return cllm_cli_usage_error("--method: '%s' is not ar or jacobi", optarg);
             break;
-        case 'n': if (cllm_cli_int("--block", optarg, 1, 1024, &v)) return CLLM_EXIT_USAGE; o.dec.n = (int)v; break;
-        case OPT_MAX_NEW:
-            if (cllm_cli_int("--max-new-tokens", optarg, 1, 1 << 20, &v)) return CLLM_EXIT_USAGE;
-            o.dec.max_new_tokens = (int)v;
-            break;
-        case OPT_INIT:
-            if (!strcmp(optarg, "prompt")) o.dec.guess = CLLM_GUESS_PROMPT;
-            else if (!strcmp(optarg, "pad")) o.dec.guess = CLLM_GUESS_PAD;
-            else if (!strcmp(optarg, "last")) o.dec.guess = CLLM_GUESS_LAST;
-            else return cllm_cli_usage_error("--init: '%s' is not prompt, pad or last", optarg);
-            break;
         case OPT_TRACE: o.dec.trace = 1; break;
         case OPT_TEXT: o.text = 1; break;
         case OPT_BATCH: if (cllm_cli_int("--batch", optarg, 1, 4096, &v)) return CLLM_EXIT_USAGE; o.batch = (int)v; break;
-        case OPT_SEED:
-            if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
-            o.dec.seed = (uint64_t)v;
-            break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
         case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
-        default: if ((v = cllm_prompt_opt(&po, c, optarg))) return (int)v; break;
+        default:
+            if ((v = cllm_decode_opt(&o.dec, c, optarg)) < 0) v = cllm_prompt_opt(&po, c, optarg);
+            if (v) return (int)v;
+            break;
         }
     }
     if (!model_path) return cllm_cli_usage_error("no model given (-m MODEL)");

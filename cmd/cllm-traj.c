@@ -98,11 +98,6 @@ int main(int argc, char **argv) {
     int device = CLLM_CLI_DEVICE_AUTO;
     int show_progress = -1;   /* -1: when stderr is a terminal */
     int c;
-    /* --help and --version win over everything else on the line. */
-    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK); }
-        if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) { cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK); }
-    }
     while ((c = getopt_long(argc, argv, "m:o:fn:t:qhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;

@@ -243,6 +243,31 @@ static void eng_free(gen_eng *e) {
     cllm_kv_free(&e->kv);
 }
 
+int cllm_decode_opt(cllm_decode_opts *o, int c, const char *arg) {
+    long long v;
+    switch (c) {
+    case 'n':
+        if (cllm_cli_int("--block", arg, 1, 1024, &v)) return CLLM_EXIT_USAGE;
+        o->n = (int)v;
+        return 0;
+    case CLLM_OPT_MAX_NEW:
+        if (cllm_cli_int("--max-new-tokens", arg, 1, 1 << 20, &v)) return CLLM_EXIT_USAGE;
+        o->max_new_tokens = (int)v;
+        return 0;
+    case CLLM_OPT_INIT:
+        if (!strcmp(arg, "prompt")) o->guess = CLLM_GUESS_PROMPT;
+        else if (!strcmp(arg, "pad")) o->guess = CLLM_GUESS_PAD;
+        else if (!strcmp(arg, "last")) o->guess = CLLM_GUESS_LAST;
+        else return cllm_cli_usage_error("--init: '%s' is not prompt, pad or last", arg);
+        return 0;
+    case CLLM_OPT_SEED:
+        if (cllm_cli_int("--seed", arg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE;
+        o->seed = (uint64_t)v;
+        return 0;
+    default: return -1;
+    }
+}
+
 int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o) {
     gen_eng e;
     memset(&e, 0, sizeof e);

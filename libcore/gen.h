@@ -24,6 +24,22 @@ typedef struct cllm_gen_opts {
  * with an end record marked "interrupted"), or a CLLM_E* code. */
 int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o);
 
+/* The decoding options cllm-gen and cllm-bench share (-n/--block,
+ * --max-new-tokens, --init prompt|pad|last, --seed): splice
+ * CLLM_DECODE_LONGOPTS into a getopt_long table ("n:" in its short options)
+ * and hand each option code to cllm_decode_opt(), as with the prompt options
+ * (prompts.h). */
+enum { CLLM_OPT_MAX_NEW = 0x1100, CLLM_OPT_INIT, CLLM_OPT_SEED };
+#define CLLM_DECODE_LONGOPTS                                              \
+    { "block", required_argument, 0, 'n' },                               \
+    { "max-new-tokens", required_argument, 0, CLLM_OPT_MAX_NEW },         \
+    { "init", required_argument, 0, CLLM_OPT_INIT },                      \
+    { "seed", required_argument, 0, CLLM_OPT_SEED }
+
+/* Apply option c (with its argument) to o: 0 when handled, CLLM_EXIT_USAGE
+ * (message printed) for a bad value, -1 when c is none of these. */
+int cllm_decode_opt(cllm_decode_opts *o, int c, const char *arg);
+
 /* Opens the output stream of program prog's run on model m (cllm_writer_open:
  * path NULL or "-" is stdout) and writes its header record: producer
  * "prog VERSION", the model's name, vocabulary and tokenizer hash, the command

@@ -4,7 +4,8 @@
  *              order, a job streamed before it is done, retirement and reuse
  *              across the ring's wrap, a sink's error;
  *   cli.h      option values at and past their bounds (integers, numbers,
- *              shards, devices), the messages and statuses (1, 2, 130, 143),
+ *              shards, devices; gen.h's decoding options), the messages and
+ *              statuses (1, 2, 130, 143),
  *              a second SIGINT/SIGTERM ending the process, delayed write
  *              errors at exit, warnings printed once;
  *   startup.h  the thread count (set, reset, the affinity mask) and the
@@ -26,6 +27,7 @@
 #include "dist.h"
 #include "err.h"
 #include "forward.h"
+#include "gen.h"
 #include "gguf.h"
 #include "outq.h"
 #include "startup.h"
@@ -246,6 +248,37 @@ static void test_cli_values(void) {
     CHECK(rc == CLLM_EXIT_USAGE && dev == 99 && strstr(e, "cllm-test: --device: 'gpu' is not cpu, cuda or auto\n"));
     dev = CLLM_DEVICE_CPU;
     CHECK(cllm_cli_device_resolve(&dev) == 0 && dev == CLLM_DEVICE_CPU);
+
+    /* gen.h's decoding options (cllm-gen, cllm-bench): each sets its field,
+     * a bad value is a usage error that leaves the field as it was, any other
+     * option code is not theirs (-1). */
+    cllm_decode_opts d;
+    cllm_decode_opts_init(&d);
+    cllm_decode_opts d0 = d;
+    CHECK(cllm_decode_opt(&d, 'n', "1024") == 0 && d.n == 1024);
+    CHECK(cllm_decode_opt(&d, CLLM_OPT_MAX_NEW, "7") == 0 && d.max_new_tokens == 7);
+    CHECK(cllm_decode_opt(&d, CLLM_OPT_INIT, "pad") == 0 && d.guess == CLLM_GUESS_PAD);
+    CHECK(cllm_decode_opt(&d, CLLM_OPT_INIT, "last") == 0 && d.guess == CLLM_GUESS_LAST);
+    CHECK(cllm_decode_opt(&d, CLLM_OPT_INIT, "prompt") == 0 && d.guess == CLLM_GUESS_PROMPT);
+    CHECK(cllm_decode_opt(&d, CLLM_OPT_SEED, "9223372036854775807") == 0 && d.seed == (uint64_t)INT64_MAX);
+    d = d0;
+    const struct { int c; const char *arg, *msg; } bad[] = {
+        { 'n', "0", "option --block: 0 is out of range [1, 1024]" },
+        { 'n', "1025", "option --block: 1025 is out of range [1, 1024]" },
+        { CLLM_OPT_MAX_NEW, "0", "option --max-new-tokens: 0 is out of range [1, 1048576]" },
+        { CLLM_OPT_MAX_NEW, "1048577", "out of range" },
+        { CLLM_OPT_INIT, "vocab", "--init: 'vocab' is not prompt, pad or last" },
+        { CLLM_OPT_SEED, "-1", "option --seed: -1 is out of range" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        capture();
+        rc = cllm_decode_opt(&d, bad[i].c, bad[i].arg);
+        e = captured();
+        CHECK_MSG(rc == CLLM_EXIT_USAGE && strstr(e, bad[i].msg), "%s: %d %s", bad[i].arg, rc, e);
+    }
+    CHECK(cllm_decode_opt(&d, CLLM_OPT_SHARD, "0/2") == -1 && cllm_decode_opt(&d, 't', "2") == -1);
+    CHECK(d.n == d0.n && d.max_new_tokens == d0.max_new_tokens && d.guess == d0.guess && d.seed == d0.seed &&
+          d.method == d0.method);
 
     capture();
     rc = cllm_cli_usage_error(NULL);
