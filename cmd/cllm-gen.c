@@ -30,7 +30,7 @@ static void usage(FILE *f) {
         "      --text              print plain text as it is decoded, one answer per line\n"
         "      --batch B           prompts decoded at once, one forward pass per step for\n"
         "                          all of them (continuous batching); outputs keep the\n"
-        "                          input order and do not depend on B [1]\n"
+        "                          input order and, on the CPU, do not depend on B [1]\n"
         "      --field NAME        prompt text field of JSONL objects and prompt records\n"
         "                          [text, prompt, question: the first present]\n"
         "      --answer-field NAME reference answer field [answer]\n"

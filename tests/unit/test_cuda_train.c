@@ -235,6 +235,15 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     memset(&oc, 0, sizeof oc);
     memset(&og, 0, sizeof og);
     CHECK(g_cpu && g_gpu && p_gpu && p0 && teacher);
+    /* CLLM_CUDA_TRAIN_ATTENTION takes 0, 1 or 2 (cllm(7)); anything else is refused, not read as a number */
+    const char *bad_att[] = {"3", "-1", "1x", "01", " 1"};
+    for (size_t i = 0; i < sizeof bad_att / sizeof bad_att[0]; i++) {
+        setenv("CLLM_CUDA_TRAIN_ATTENTION", bad_att[i], 1);
+        int rc = cllm_cuda_train_init(&gt, &m, &o);
+        CHECK_MSG(rc == CLLM_EINVAL && gt == NULL && strstr(cllm_errmsg(), "CLLM_CUDA_TRAIN_ATTENTION"), "'%s': %d %s",
+                  bad_att[i], rc, cllm_errmsg());
+    }
+    unsetenv("CLLM_CUDA_TRAIN_ATTENTION");
     CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
     CHECK_OK(cllm_act_init(&act, &m, PB, PT));
     CHECK_OK(cllm_adamw_init(&oc, np));

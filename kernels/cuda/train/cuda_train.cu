@@ -363,7 +363,13 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     }
     {   /* CLLM_CUDA_TRAIN_ATTENTION=1 or 2 picks other kernels (docs/CUDA-TRAINING.md) */
         const char *a = getenv("CLLM_CUDA_TRAIN_ATTENTION");
-        if (a && *a) t->att_variant = atoi(a);
+        if (a && *a) {
+            if ((a[0] != '0' && a[0] != '1' && a[0] != '2') || a[1]) {
+                cllm_cuda_train_free(t);
+                return cllm_error(CLLM_EINVAL, "CLLM_CUDA_TRAIN_ATTENTION=%s: 0, 1 or 2", a);
+            }
+            t->att_variant = a[0] - '0';
+        }
     }
     t->beta1 = 0.9;
     t->beta2 = 0.999;
