@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -102,7 +103,10 @@ int main(int argc, char **argv) {
     if (argc - optind > 1) return cllm_cli_usage_error("one input file at most");
     o.input = optind < argc ? argv[optind] : NULL;
     if (o.ref && o.task == CLLM_TASK_NONE) return cllm_cli_usage_error("--ref needs --task");
-    if (o.baseline && o.input && !strcmp(o.baseline, o.input) && strcmp(o.input, "-"))
+    struct stat sb, si;   /* the same file under another name (./x, a link) too */
+    if (o.baseline && o.input && strcmp(o.input, "-") && strcmp(o.baseline, "-") &&
+        (!strcmp(o.baseline, o.input) || (!stat(o.baseline, &sb) && !stat(o.input, &si) && S_ISREG(sb.st_mode) &&
+                                          sb.st_dev == si.st_dev && sb.st_ino == si.st_ino)))
         return cllm_cli_usage_error("--baseline is the input itself");
     int stdin_uses = (!o.input || !strcmp(o.input, "-")) + (o.baseline && !strcmp(o.baseline, "-")) +
                      (o.ref && !strcmp(o.ref, "-"));

@@ -169,7 +169,10 @@ int main(int argc, char **argv) {
         case OPT_SEED: if (cllm_cli_int("--seed", optarg, 0, INT64_MAX, &v)) return CLLM_EXIT_USAGE; o.seed = (uint64_t)v; break;
         case OPT_FIELD: o.prompt.field = optarg; break;
         case OPT_ANSWER: o.prompt.answer_field = optarg; break;
-        case OPT_TEMPLATE: o.prompt.template = optarg; break;
+        case OPT_TEMPLATE:
+            if (cllm_template_check(optarg)) return cllm_cli_usage_error("--template: %s", cllm_errmsg());
+            o.prompt.template = optarg;
+            break;
         case OPT_CHAT: o.prompt.chat = 1; break;
         case OPT_METRICS: o.metrics = optarg; break;
         case 'f': o.force = 1; break;
@@ -189,7 +192,7 @@ int main(int argc, char **argv) {
         }
     }
     if (!model_path) return cllm_cli_usage_error("no base model given (-m BASE)");
-    if (!o.output) return cllm_cli_usage_error("no output given (-o OUT)");
+    if (!o.output || !*o.output) return cllm_cli_usage_error("no output given (-o OUT)");
     if (argc - optind > 1) return cllm_cli_usage_error("one input file at most");
     if (o.use_labels && o.objective == CLLM_OBJ_SFT) return cllm_cli_usage_error("--use-labels is for --objective cllm");
     if (o.objective == CLLM_OBJ_CLLM && (o.prompt.field || o.prompt.answer_field || o.prompt.template || o.prompt.chat))

@@ -191,6 +191,7 @@ static int cat_jsonl(cat_state *s, const char *path) {
     s->input = (!path || !strcmp(path, "-")) ? "(stdin)" : path;
     int rc = cllm_jsonl_open(&j, path);
     if (rc) return rc;
+    cllm_jsonl_allow_nul(j);   /* -j writes a string's NUL bytes as \u0000: read them back */
     json_t *obj;
     uint64_t line;
     uint64_t section = 0; /* data records of this input since its last header or end */

@@ -187,7 +187,13 @@ int cllm_decoder_take(cllm_decoder *d, cllm_kv *kv, const int *out) {
     int R = d->m - d->fixed, k = 0;                /* w_1..w_k agree with o_0..o_{k-1} */
     int *y = d->y + d->fixed;
     while (k < R - 1 && y[k + 1] == out[k]) k++;
-    if (o->trace && (rc = trace_add(d, d->block, d->y, d->m, k + 1))) return rc;
+    /* The pass makes o_0..o_k final, but decoding ends at the first EOS
+     * among them: the tokens the guess agreed on behind it are no output, so
+     * the trace counts up to the EOS (cllm-eval's fast-forwarded tokens). */
+    int made = k + 1;
+    for (int j = 0; j < made; j++)
+        if (out[j] == o->eos_id) { made = j + 1; break; }
+    if (o->trace && (rc = trace_add(d, d->block, d->y, d->m, made))) return rc;
     /* Jacobi update of the tail: y_{i+1} <- o_i (o_0..o_{k-1} change nothing). */
     for (int j = k; j < R - 1; j++) y[j + 1] = out[j];
     /* w_0..w_k are final and cached; o_k is the next final token. */

@@ -65,7 +65,8 @@ typedef struct cllm_decode_result {
     int *iter_len;         /* (n_iter) tokens in that block (n, fewer for a last short one) */
     int *iter_state;       /* (n_iter, trace_n) the whole block y as fed, committed part
                               included; -1 past iter_len */
-    int *iter_accepted;    /* (n_iter) tokens of the block made final by this pass */
+    int *iter_accepted;    /* (n_iter) tokens of the block made final by this pass (at an EOS:
+                              up to it, whatever the guess agreed on behind it) */
 } cllm_decode_result;
 
 void cllm_decode_opts_init(cllm_decode_opts *o);

@@ -277,8 +277,15 @@ void cllm_eval_free(cllm_eval *e) {
 
 static int check_gen(const cllm_gen_rec *g) {
     if (g->id < 0) return cllm_error(CLLM_ESCHEMA, "gen record id %lld: negative id", (long long)g->id);
-    if (g->steps < 1) return cllm_error(CLLM_ESCHEMA, "gen record id %lld: steps %lld < 1", (long long)g->id, (long long)g->steps);
-    if (g->n < 1) return cllm_error(CLLM_ESCHEMA, "gen record id %lld: n %lld < 1", (long long)g->id, (long long)g->n);
+    /* The limits keep the sums over records and ceil((T - 1 + eos) / n) in
+     * int64 (a record's n near INT64_MAX overflowed the block count): a
+     * decoder counts its passes in an int, and the trace takes n <= 2^20. */
+    if (g->steps < 1 || g->steps > INT32_MAX)
+        return cllm_error(CLLM_ESCHEMA, "gen record id %lld: steps %lld not in 1..%d", (long long)g->id,
+                          (long long)g->steps, INT32_MAX);
+    if (g->n < 1 || g->n > 1 << 20)
+        return cllm_error(CLLM_ESCHEMA, "gen record id %lld: n %lld not in 1..%d", (long long)g->id, (long long)g->n,
+                          1 << 20);
     if (!(g->time_s >= 0) || isinf(g->time_s))
         return cllm_error(CLLM_ESCHEMA, "gen record id %lld: time_s is not a time", (long long)g->id);
     return 0;

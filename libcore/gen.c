@@ -21,6 +21,7 @@
  */
 #include "gen.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,7 @@ static int print_tokens(void *ctx, const int *tokens, int n) {
         size_t len;
         if (cllm_tokenizer_token_bytes(c->tok, tokens[i], buf, sizeof buf, &len) == 0) fwrite(buf, 1, len, stdout);
     }
-    fflush(stdout);
-    if (ferror(stdout)) return cllm_error(CLLM_EIO, "write error on standard output");
+    if (fflush(stdout) || ferror(stdout)) return cllm_error(CLLM_EIO, "write error: %s", strerror(errno));
     return cllm_interrupted ? CLLM_EINTR : 0;
 }
 
@@ -98,9 +98,9 @@ typedef struct gen_eng {
 static int put_output(void *arg, const void *data, size_t len) {
     gen_eng *e = arg;
     if (!e->o->text) return cllm_writer_put(e->w, data, len);
-    int rc = (len && fwrite(data, 1, len, stdout) != len) ? cllm_error(CLLM_EIO, "write error on standard output") : 0;
-    fflush(stdout);
-    return rc;
+    if ((len && fwrite(data, 1, len, stdout) != len) || fflush(stdout))
+        return cllm_error(CLLM_EIO, "write error: %s", strerror(errno));
+    return 0;
 }
 
 static int ensure_kv(gen_eng *e, int need) {
@@ -297,9 +297,12 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         rc = cllm_writer_open_for_model(&e.w, &e.b, o->output, o->force, m, "cllm-gen", o->argc, o->argv);
     }
     int eof = 0;
-    while (!rc && !cllm_interrupted) {
+    while (!rc) {
+        /* A signal: no new prompt, but the prompts in hand are finished and
+         * written (cllm-gen(1)); a second signal ends the program at once. */
+        int stop = cllm_interrupted != 0;
         /* Fill the free slots with the next prompts, in input order. */
-        for (int i = 0; i < e.batch && !rc && !eof; i++) {
+        for (int i = 0; i < e.batch && !rc && !eof && !stop; i++) {
             gen_slot *s = &e.slots[i];
             if (s->active || e.q.len >= e.q.cap) continue;
             rc = cllm_prompts_next(src, &s->p);
@@ -312,7 +315,7 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         int active = 0;
         rc = tick(&e, &active);
         if (!rc) rc = cllm_outq_drain(&e.q, put_output, &e);
-        if (!active && eof) break;
+        if (!active && (eof || stop)) break;
     }
     if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");
     if (e.w) {

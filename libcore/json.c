@@ -208,6 +208,7 @@ struct cllm_jsonl {
     char *line;
     size_t cap;
     uint64_t lineno;
+    int allow_nul;            /* \u0000 in string values (not in keys: jansson refuses those) */
 };
 
 int cllm_jsonl_open(cllm_jsonl **out, const char *path) {
@@ -250,10 +251,12 @@ int cllm_jsonl_next(cllm_jsonl *j, json_t **obj, uint64_t *line) {
         size_t len = (size_t)n;
         while (len && (j->line[len - 1] == '\n' || j->line[len - 1] == '\r' || j->line[len - 1] == ' ' || j->line[len - 1] == '\t')) len--;
         size_t start = 0;
+        /* A UTF-8 byte order mark before the first line is not JSON text. */
+        if (j->lineno == 1 && len >= 3 && !memcmp(j->line, "\xef\xbb\xbf", 3)) start = 3;
         while (start < len && (j->line[start] == ' ' || j->line[start] == '\t')) start++;
         if (start == len) continue;
         json_error_t err;
-        json_t *v = json_loadb(j->line + start, len - start, JSON_DECODE_ANY, &err);
+        json_t *v = json_loadb(j->line + start, len - start, JSON_DECODE_ANY | (j->allow_nul ? JSON_ALLOW_NUL : 0), &err);
         if (!v) return cllm_error(CLLM_EFORMAT, "%s:%llu: invalid JSON: %s", j->name, (unsigned long long)j->lineno, err.text);
         if (!json_is_object(v)) {
             json_decref(v);
@@ -264,6 +267,8 @@ int cllm_jsonl_next(cllm_jsonl *j, json_t **obj, uint64_t *line) {
         return 0;
     }
 }
+
+void cllm_jsonl_allow_nul(cllm_jsonl *j) { j->allow_nul = 1; }
 
 void cllm_jsonl_close(cllm_jsonl *j) {
     if (!j) return;
@@ -277,8 +282,10 @@ int cllm_json_to_record(cllm_packbuf *b, const json_t *obj, int64_t default_id, 
     cllm_packbuf_reset(b);
     json_t *type = json_object_get(obj, "type");
     if (type) {
-        if (!json_is_string(type) || json_string_length(type) == 0)
-            return cllm_error(CLLM_ESCHEMA, "field \"type\" is not a non-empty string");
+        /* cllm-stream(5): 1 to 63 bytes without a NUL, else no reader takes the stream */
+        if (!json_is_string(type) || json_string_length(type) == 0 || json_string_length(type) > 63 ||
+            memchr(json_string_value(type), 0, json_string_length(type)))
+            return cllm_error(CLLM_ESCHEMA, "field \"type\" is not a string of 1 to 63 bytes without a NUL byte");
         return cllm_json_pack(b, obj);
     }
     json_t *id = json_object_get(obj, "id");

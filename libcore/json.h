@@ -49,6 +49,9 @@ int cllm_jsonl_open_file(cllm_jsonl **out, FILE *f, const char *name, int own);
 /* Next object (caller json_decref's it) and its 1-based line number:
  * 0, CLLM_EOF, or CLLM_EFORMAT naming file:line and jansson's reason. */
 int cllm_jsonl_next(cllm_jsonl *j, json_t **obj, uint64_t *line);
+/* Accept \u0000 in string values (their length is json_string_length, not
+ * strlen): for readers that pack strings whole. Others get jansson's refusal. */
+void cllm_jsonl_allow_nul(cllm_jsonl *j);
 void cllm_jsonl_close(cllm_jsonl *j);
 
 /* Pack a JSONL object as a record: an object with a string "type" becomes that

@@ -944,6 +944,15 @@ static int write_json(json_t *j, const char *path) {
     return rc;
 }
 
+/* The same file under two names (the source directory given as the output,
+ * spelt another way: ./dir, an absolute path, a link): copying it onto itself
+ * would truncate it first. */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!strcmp(a, b)) return 1;
+    return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");
     if (!in) return cllm_error(CLLM_EIO, "%s: %s", from, strerror(errno));
@@ -1112,7 +1121,7 @@ static int save_hf(const cllm_model *m, const char *dir, int type) {
         for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
             char *from = path_join(m->src->hf_dir, files[i]), *to = path_join(dir, files[i]);
             if (!from || !to) rc = CLLM_ENOMEM;
-            else if (access(from, R_OK) == 0 && strcmp(from, to)) rc = copy_file(from, to);
+            else if (access(from, R_OK) == 0 && !same_file(from, to)) rc = copy_file(from, to);
             free(from);
             free(to);
         }
@@ -1122,10 +1131,42 @@ static int save_hf(const cllm_model *m, const char *dir, int type) {
     return rc;
 }
 
+/* The one rule for the output's format: a name ending in .gguf is a GGUF
+ * file, anything else a HF directory. */
+static int is_gguf_name(const char *path) {
+    size_t n = strlen(path);
+    return n >= 5 && !strcmp(path + n - 5, ".gguf");
+}
+
 int cllm_model_save(const cllm_model *m, const char *path, const char *dtype) {
     int type = parse_dtype(dtype);
     if (type < 0) return cllm_error(CLLM_EINVAL, "unknown dtype \"%s\" (f32, f16 or bf16)", dtype);
+    return is_gguf_name(path) ? save_gguf(m, path, type) : save_hf(m, path, type);
+}
+
+int cllm_model_save_check(const char *path) {
+    struct stat st;
     size_t n = strlen(path);
-    if (n >= 5 && !strcmp(path + n - 5, ".gguf")) return save_gguf(m, path, type);
-    return save_hf(m, path, type);
+    if (!n) return cllm_error(CLLM_EINVAL, "the output name is empty");
+    int gguf = is_gguf_name(path);
+    if (!stat(path, &st)) {
+        if (gguf && S_ISDIR(st.st_mode))
+            return cllm_error(CLLM_EINVAL, "%s: is a directory (the output model is a .gguf file)", path);
+        if (!gguf && !S_ISDIR(st.st_mode))
+            return cllm_error(CLLM_EINVAL, "%s: exists and is not a directory (a HF model is a directory; "
+                              "a GGUF file's name ends in .gguf)", path);
+        return 0;
+    }
+    if (errno != ENOENT) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
+    /* A new name: the directory it goes into must be there. */
+    while (n > 1 && path[n - 1] == '/') n--;
+    while (n > 0 && path[n - 1] != '/') n--;
+    if (n > 1) n--;   /* "a/b" -> "a", "/b" -> "/" */
+    char *dir = n ? cllm_strndup(path, n) : cllm_strdup(".");
+    if (!dir) return CLLM_ENOMEM;
+    int rc = 0;
+    if (stat(dir, &st)) rc = cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode)) rc = cllm_error(CLLM_EIO, "%s: Not a directory", dir);
+    free(dir);
+    return rc ? cllm_error_prefix(rc, "%s: cannot be written: ", path) : 0;
 }

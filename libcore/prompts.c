@@ -60,6 +60,15 @@ int cllm_prompts_open(cllm_prompts **out, const char *path, const cllm_prompt_op
     unsigned char head[4096];
     size_t got, more = 1, blanks = 0;
     int bad = cllm_read_full(fd, head, 4, &got) && errno;   /* errno 0: fewer bytes in all */
+    /* A UTF-8 byte order mark (as some editors write) is no part of the text,
+     * and would hide a JSONL file's first brace. */
+    if (!bad && got >= 3 && head[0] == 0xef && head[1] == 0xbb && head[2] == 0xbf) {
+        head[0] = head[3];
+        got -= 3;
+        size_t more4 = 0;
+        bad = cllm_read_full(fd, head + got, 4 - got, &more4) && errno;
+        got += more4;
+    }
     while (blanks < got && is_blank(head[blanks])) blanks++;
     while (!bad && o->input == CLLM_IN_AUTO && more && blanks == got && got >= 4 && got < sizeof head) {
         bad = cllm_read_full(fd, head + got, 1, &more) && errno;
@@ -134,6 +143,8 @@ static void fields_free(fields *f) {
 }
 
 static int fields_add(fields *f, const char *k, size_t klen, const char *v, size_t vlen) {
+    /* The text goes on as a C string: a NUL byte would cut it short unseen. */
+    if (memchr(v, 0, vlen)) return cllm_error(CLLM_ESCHEMA, "field \"%.*s\" holds a NUL byte", (int)klen, k);
     if (f->n == 64 || f->n_owned + 2 > 64) return 0; /* placeholders beyond 64 fields are not filled */
     char *kc = cllm_strndup(k, klen), *vc = cllm_strndup(v, vlen);
     if (!kc || !vc) { free(kc); free(vc); return CLLM_ENOMEM; }
@@ -210,8 +221,12 @@ static int next_stream(cllm_prompts *s, cllm_prompt *p) {
         rc = cllm_rec_get_i64(rec.root, "id", &p->id, 1);
         if (rc) return rc;
         if (p->id < 0) return cllm_error(CLLM_ESCHEMA, "%s: record %llu: negative id", s->name, (unsigned long long)rec.index);
-        rc = cllm_rec_get_str(rec.root, s->o.answer_field ? s->o.answer_field : "answer", &p->answer, 0);
+        const char *af = s->o.answer_field ? s->o.answer_field : "answer";
+        rc = cllm_rec_get_str(rec.root, af, &p->answer, 0);
         if (rc < 0) return rc;
+        if (rc == 0 && strlen(p->answer) != cllm_mp_get(rec.root, af)->n)
+            return cllm_error(CLLM_ESCHEMA, "%s: record %llu: field \"%s\" holds a NUL byte", s->name,
+                              (unsigned long long)rec.index, af);
         /* tokens are used as they are, unless --field names the text to use */
         rc = s->o.field ? 1 : cllm_rec_get_tokens(rec.root, "tokens", &p->tokens, 0);
         if (rc < 0) return rc;
@@ -295,6 +310,8 @@ static int next_line(cllm_prompts *s, cllm_prompt *p) {
         size_t first = 0;
         while (first < len && is_blank((unsigned char)s->line[first])) first++;
         if (first == len) continue; /* blank lines (empty or only blanks) are not prompts */
+        if (memchr(s->line, 0, len))
+            return cllm_error(CLLM_ESCHEMA, "%s:%llu: the line holds a NUL byte", s->name, (unsigned long long)s->lineno);
         uint64_t idx = s->index++;
         if (s->o.shard_n && idx % s->o.shard_n != s->o.shard_i) continue;
         p->index = idx;
@@ -322,7 +339,10 @@ int cllm_prompt_opt(cllm_prompt_opts *o, int c, const char *arg) {
     switch (c) {
     case CLLM_OPT_FIELD: o->field = arg; return 0;
     case CLLM_OPT_ANSWER_FIELD: o->answer_field = arg; return 0;
-    case CLLM_OPT_TEMPLATE: o->template = arg; return 0;
+    case CLLM_OPT_TEMPLATE:
+        if (cllm_template_check(arg)) return cllm_cli_usage_error("--template: %s", cllm_errmsg());
+        o->template = arg;
+        return 0;
     case CLLM_OPT_CHAT: o->chat = 1; return 0;
     case CLLM_OPT_LINES: o->input = CLLM_IN_LINES; return 0;
     case CLLM_OPT_SHARD:

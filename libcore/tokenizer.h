@@ -83,5 +83,9 @@ int cllm_template_apply(const cllm_tokenizer *t, const char *template_name_or_st
                         const char *const *fields, const char *const *values, size_t n_fields,
                         char **out);
 int cllm_chat_apply(const cllm_tokenizer *t, const char *user_message, char **out);
+/* 0 when cllm_template_apply knows the template (a name it takes, or a
+ * string); CLLM_EINVAL with the message of an unknown bare name. For checking
+ * an option before any input is read. */
+int cllm_template_check(const char *template_name_or_string);
 
 #endif

@@ -136,6 +136,7 @@ static int expand(const char *tmpl, const char *const *fields, const char *const
 int cllm_template_apply(const cllm_tokenizer *t, const char *name, const char *const *fields,
                         const char *const *values, size_t n_fields, char **out) {
     *out = NULL;
+    int rc;
     if (!name) return cllm_error(CLLM_EINVAL, "no template");
     if (n_fields && (!fields || !values)) return cllm_error(CLLM_EINVAL, "template fields missing");
     if (!strcmp(name, "gsm8k"))
@@ -146,10 +147,19 @@ int cllm_template_apply(const cllm_tokenizer *t, const char *name, const char *c
         if (!q) return cllm_error(CLLM_EINVAL, "template field {question} has no value");
         return cllm_chat_apply(t, q, out);
     }
+    if ((rc = cllm_template_check(name))) return rc;
+    return expand(name, fields, values, n_fields, out);
+}
+
+int cllm_template_check(const char *name) {
+    if (!name) return cllm_error(CLLM_EINVAL, "no template");
+    if (!strcmp(name, "gsm8k") || !strcmp(name, "raw") || !strcmp(name, "chat") || !strcmp(name, "chatml")) return 0;
+    /* A bare name (or nothing at all) that is not one of those is a misspelt
+     * name, not a template string. */
     if (!strchr(name, '{')) {
         const char *p = name;
         while (*p && (isalnum((unsigned char)*p) || *p == '_' || *p == '-')) p++;
         if (!*p) return cllm_error(CLLM_EINVAL, "unknown template \"%s\" (gsm8k, raw, chat, or a string with {field})", name);
     }
-    return expand(name, fields, values, n_fields, out);
+    return 0;
 }

@@ -880,6 +880,27 @@ static void opts_string(char *s, size_t cap, const cllm_train_opts *o, int64_t t
              o->grad_accum, o->use_labels, o->shuffle_buffer, (unsigned long long)o->seed, o->max_len);
 }
 
+/* The settings of two opts_string texts that differ, as "k=OLD (now k=NEW)"
+ * joined by ", ", for a one-line message; both texts whole when their keys do
+ * not line up (a checkpoint of another version). */
+static void opts_diff(char *out, size_t cap, const char *was, const char *now) {
+    size_t len = 0;
+    int same_keys = 1;
+    out[0] = 0;
+    for (const char *p = was, *q = now; *p || *q;) {
+        size_t n = strcspn(p, " "), m = strcspn(q, " ");
+        const char *e = memchr(p, '=', n), *f = memchr(q, '=', m);
+        if (!e || !f || e - p != f - q || memcmp(p, q, (size_t)(e - p))) { same_keys = 0; break; }
+        if ((n != m || memcmp(p, q, n)) && len < cap) {
+            int w = snprintf(out + len, cap - len, "%s%.*s (now %.*s)", len ? ", " : "", (int)n, p, (int)m, q);
+            len = w < 0 ? cap : len + (size_t)w;
+        }
+        p += n + (p[n] == ' ');
+        q += m + (q[m] == ' ');
+    }
+    if (!same_keys || !len) snprintf(out, cap, "%s (now %s)", was, now);
+}
+
 static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t step, int64_t total, const char *opts,
                      char **path) {
     const cllm_config *c = &t->m->cfg;
@@ -937,6 +958,8 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     int rc = input_path(o->input, &path, &again);
     if (rc) return rc;
     const int rank = cllm_dist_rank(), nranks = cllm_dist_size();
+    /* that the model can be written is otherwise found out only after the last step */
+    if (rank == 0 && (rc = cllm_model_save_check(o->output))) return rc;
     const int on_cuda = o->device == CLLM_DEVICE_CUDA;
 #if !CLLM_CUDA
     if (on_cuda) return cllm_error(CLLM_EUNSUP, "training on CUDA: this build has no CUDA backend (make CUDA=1)");
@@ -1038,10 +1061,11 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         if (k.n_params != m->n_params || memcmp(shape, k.shape, sizeof shape))
             rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of another model shape (%llu parameters; this model has %zu)", kp,
                             (unsigned long long)k.n_params, m->n_params);
-        else if (strcmp(k.opts, opts))
-            rc = cllm_error(CLLM_EINVAL, "%s: checkpoint made with other options:\n  checkpoint: %s\n  now:        %s", kp,
-                            k.opts, opts);
-        else if (k.world != (uint32_t)nranks)
+        else if (strcmp(k.opts, opts)) {
+            char diff[2 * CLLM_CKPT_OPTS + 16];
+            opts_diff(diff, sizeof diff, k.opts, opts);
+            rc = cllm_error(CLLM_EINVAL, "%s: checkpoint made with other options: %s", kp, diff);
+        } else if (k.world != (uint32_t)nranks)
             rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of a run on %u ranks (this one has %d): resume with as many", kp,
                             k.world, nranks);
         else if (k.total_steps != (uint64_t)total)

@@ -153,3 +153,23 @@ warn_short gen "$B/cllm-gen" -m "$TM" --max-new-tokens 8 -t 1 -f "$T/ps.zst"
 warn_short train "$B/cllm-train" -m "$TM" --objective sft --answer-field answer --epochs 2 --batch 2 -t 1 -q -o "$T/sft3.gguf" "$T/ps.zst"
 "$B/cllm-eval" -q "$T/g.zst" > /dev/null 2> "$T/whole.warn" && [ ! -s "$T/whole.warn" ] || fail "cllm-eval warned on a whole stream: $(cat "$T/whole.warn")"
 echo "short inputs: one warning each from cllm-eval, cllm-traj, cllm-gen, cllm-train (2 epochs); none for a whole stream"
+
+# 7. SIGINT while cllm-gen decodes a prompt: no new prompt is taken, but the
+#    prompt in hand is finished and written (cllm-gen(1)). Prompt 0 ends in
+#    EOS after a few hundred tokens; prompt 1 runs for seconds (12000 tokens),
+#    and the signal comes as soon as prompt 0's record is out (tiny-qwen2:
+#    its answers do not soon repeat one token, so they reach the EOS).
+printf '{"tokens":[24,92,49,137,133]}\n{"tokens":[5,6,7,8]}\n{"tokens":[9,10]}\n' > "$T/hand.jsonl"
+"$B/cllm-gen" -m tests/golden/tiny-qwen2 --max-new-tokens 12000 -t 1 "$T/hand.jsonl" > "$T/hand.zst" 2> "$T/hand.err" &
+pid=$!
+i=0
+while [ "$("$B/cllm-cat" --type gen -j "$T/hand.zst" 2>/dev/null | wc -l)" -lt 1 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+kill -INT $pid
+rc=0
+wait $pid || rc=$?
+[ $rc = 130 ] || fail "SIGINT in a prompt: cllm-gen exit $rc, want 130 ($(cat "$T/hand.err"))"
+"$B/cllm-cat" --check "$T/hand.zst" 2> "$T/hand.chk" || fail "SIGINT in a prompt: $(cat "$T/hand.chk")"
+"$B/cllm-cat" --type gen -j "$T/hand.zst" > "$T/hand.jsonl.out"
+[ "$(wc -l < "$T/hand.jsonl.out")" = 2 ] && grep -q '"id":1,' "$T/hand.jsonl.out" \
+    || fail "SIGINT in a prompt: the prompt in hand was not finished: $(cut -c1-60 "$T/hand.jsonl.out")"
+echo "SIGINT while decoding: exit 130, the prompt in hand finished, no new one taken"

@@ -11,7 +11,9 @@
 #   5. CLLM training (global, local, --use-labels) on cllm-traj output runs,
 #      writes GGUF and HF outputs that load, the student as a fork of x||y*
 #      equals the student in a pass of its own (--separate-passes), and a
-#      traj stream made with another tokenizer is refused.
+#      traj stream made with another tokenizer is refused;
+#   6. an output over the base's own directory keeps its tokenizer, and an
+#      output that cannot be written is refused before training.
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -90,6 +92,10 @@ done
 rc=0
 "$B/cllm-train" $SFT --lr 1e-3 --max-steps 12 --seed 7 --shuffle-buffer 3 "$T/p8.jsonl" -o "$T/bad.gguf" --resume "$ck" > /dev/null 2> "$T/bad.err" || rc=$?
 [ $rc = 1 ] && grep -q "other options" "$T/bad.err" || fail "resume with another --lr accepted"
+# one line naming what differs (it printed both option sets on lines of their own)
+[ "$(wc -l < "$T/bad.err")" = 1 ] && grep -q "other options: lr=0.003 (now lr=0.001)\$" "$T/bad.err" \
+    || fail "resume with another --lr: $(cat "$T/bad.err")"
+echo "  other options: $(cat "$T/bad.err")"
 rc=0
 sed '1!G;h;$!d' "$T/p8.jsonl" > "$T/p8r.jsonl"
 "$B/cllm-train" $SFT --lr 3e-3 --max-steps 12 --seed 7 --shuffle-buffer 3 -o "$T/bad.gguf" --resume "$ck" "$T/p8r.jsonl" > /dev/null 2> "$T/bad.err" || rc=$?
@@ -132,7 +138,26 @@ rc=0
 "$B/cllm-train" -m "$T/sft" -o "$T/x.gguf" --max-steps 2 -q "$T/other.zst" > /dev/null 2> "$T/other.err" || rc=$?
 [ $rc = 1 ] && grep -q "another tokenizer" "$T/other.err" || fail "another tokenizer's trajectories accepted (exit $rc)"
 echo "other tokenizer: $(cat "$T/other.err")"
+# 6. The output. Saved over its own HF source named another way ("/./"), it
+# keeps the tokenizer files (they were copied onto themselves: truncated to 0
+# bytes). An output that cannot be written is refused before the first step,
+# not after the last (no metric stream at all).
+cp -r "$T/tiny" "$T/own"
+"$B/cllm-train" -m "$T/own" --objective sft --field question --template gsm8k -q --max-steps 1 -o "$T/./own" "$T/p8.jsonl" > /dev/null || fail "training into the base's own directory: exit $?"
+cmp "$T/tiny/tokenizer.json" "$T/own/tokenizer.json" && cmp "$T/tiny/tokenizer_config.json" "$T/own/tokenizer_config.json" \
+    || fail "training into the base's own directory spoilt its tokenizer files"
+echo "What is 2+2?" | "$B/cllm-gen" -m "$T/own" --lines --max-new-tokens 2 > /dev/null || fail "the model saved over its base does not load"
+cp "$T/p8.jsonl" "$T/p8.keep"
+for out in "$T/none/x.gguf" "$T/p8.jsonl" "$T/tiny/config.json/x"; do
+    rc=0
+    "$B/cllm-train" $SFT --max-steps 1 -o "$out" "$T/p8.jsonl" > "$T/out.zst" 2> "$T/out.err" || rc=$?
+    [ $rc = 1 ] && [ ! -s "$T/out.zst" ] && [ "$(wc -l < "$T/out.err")" = 1 ] || fail "-o $out: exit $rc, $(wc -c < "$T/out.zst") bytes of metrics, $(cat "$T/out.err")"
+    echo "  -o $out: $(cat "$T/out.err")"
+done
+cmp -s "$T/p8.keep" "$T/p8.jsonl" || fail "-o INPUT changed the input"
 # Usage errors.
 rc=0; "$B/cllm-train" -m "$T/sft" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "no -o: exit $rc"
+rc=0; "$B/cllm-train" -m "$T/sft" -o '' "$T/p8.jsonl" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "-o '': exit $rc"
+rc=0; "$B/cllm-train" -m "$T/sft" -o x --objective sft --template gsm8kk "$T/p8.jsonl" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "--template gsm8kk: exit $rc"
 rc=0; "$B/cllm-train" -m "$T/sft" -o x --lr -1 > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "--lr -1: exit $rc"
 echo "train tests passed"

@@ -104,6 +104,13 @@ static void check_trace(const char *what, const cllm_decode_result *r, int n, in
                   b, start, start + len, max_new);
         start += len;
     }
+    {   /* the passes make final the tokens after the prompt's, the EOS included, and no more */
+        int made = 0;
+        for (int k = 0; k < r->n_iter; k++) made += r->iter_accepted[k];
+        if (r->n_tokens > 0)
+            CHECK_MSG(made == r->n_tokens - 1 + r->eos, "%s: the passes accepted %d tokens, but %d after the "
+                      "first were made final (EOS included)", what, made, r->n_tokens - 1 + r->eos);
+    }
     if (!r->eos) CHECK_MSG(start == max_new - 1, "%s: blocks end at token %d, not at max_new_tokens %d", what,
                            start, max_new);
 }
@@ -209,6 +216,52 @@ static void test_tiny(void) {
     cllm_fwd_free(&f);
     cllm_model_free(&m);
     TEST_OK("tiny_jacobi_equals_ar");
+}
+
+/* A pass that reaches the EOS makes final the tokens up to it and no more,
+ * also when its guesses agree past it: the trace's accepted counts (and so
+ * cllm-eval's fast-forwarded tokens) stop at the EOS. A guess of pad tokens
+ * with the pad = the EOS (SmolLM2, the tiny test models) puts the EOS right
+ * behind the token the model ends on, so some pass agrees past it. */
+static void test_eos_mid_pass(void) {
+    cllm_config c = small_config("llama", 2, 48, 4, 2, 12, 96, 32, 1, 0);
+    cllm_model m;
+    if (random_model(&m, &c, 1)) { CHECK(0); return; }
+    cllm_fwd f;
+    cllm_kv kv;
+    CHECK_OK(cllm_fwd_init(&f, &m, 16));
+    CHECK_OK(cllm_kv_init(&kv, &c, 1, 128));
+    cllm_rng r;
+    cllm_rng_seed(&r, 1);
+    int runs = 0;
+    for (int p = 0; p < 3; p++) {
+        int P = 3 + p, prompt[8];
+        for (int i = 0; i < P; i++) prompt[i] = (int)cllm_rng_below(&r, (uint64_t)c.vocab);
+        for (int e = 0; e < c.vocab; e++)
+            for (int g = 0; g < 2; g++) {
+                cllm_decode_opts o;
+                cllm_decode_opts_init(&o);
+                o.method = CLLM_DECODE_JACOBI;
+                o.n = 16;
+                o.max_new_tokens = 40;
+                o.guess = g;
+                o.eos_id = o.pad_id = e;
+                o.seed = (uint64_t)p;
+                o.trace = 1;
+                cllm_decode_result ja;
+                char what[96];
+                snprintf(what, sizeof what, "eos mid-pass: prompt %d eos %d guess %d", p, e, g);
+                CHECK_OK(cllm_decode(&f, &kv, 0, prompt, P, &o, &ja));
+                check_trace(what, &ja, o.n, o.max_new_tokens);
+                runs += ja.eos;
+                cllm_decode_result_free(&ja);
+            }
+    }
+    CHECK(runs > 0);
+    cllm_kv_free(&kv);
+    cllm_fwd_free(&f);
+    cllm_model_free(&m);
+    TEST_OK("eos_mid_pass");
 }
 
 /* Index of the first pass of block b in the trace, or -1. */
@@ -487,6 +540,7 @@ int main(void) {
     kernels_set_threads(2);
     test_tiny();
     test_guesses_and_api();
+    test_eos_mid_pass();
     test_smollm2();
     TEST_END();
 }

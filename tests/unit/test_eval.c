@@ -372,9 +372,11 @@ static void test_eval_numbers(void) {
     cllm_eval_free(e);
     /* records that are not records of a run, in either stream */
     CHECK_OK(cllm_eval_new(&e, CLLM_TASK_NONE));
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < 8; k++) {
         cllm_gen_rec bad = r.g1;
         if (k == 0) bad.steps = 0;
+        if (k == 6) bad.n = INT64_MAX;          /* ceil((T - 1 + eos) / n) overflowed: -1 blocks */
+        if (k == 7) bad.steps = INT64_MAX;      /* the sum over records would overflow */
         if (k == 1) bad.id = -1;
         if (k == 2) bad.n = 0;
         if (k == 3) bad.time_s = NAN;

@@ -119,6 +119,18 @@ static void test_templates(void) {
     /* {name} is the whole field name, never a prefix of one */
     CHECK(cllm_template_apply(NULL, "{q}", f, v, 2, &out) == CLLM_EINVAL && !out);
     CHECK(cllm_template_apply(NULL, "{questio}", f, v, 2, &out) == CLLM_EINVAL && !out);
+    /* the option's check, before any prompt: the names, and any string, pass;
+     * a bare word that is no name (or nothing) does not; fields are not looked at */
+    CHECK_OK(cllm_template_check("gsm8k"));
+    CHECK_OK(cllm_template_check("raw"));
+    CHECK_OK(cllm_template_check("chat"));
+    CHECK_OK(cllm_template_check("chatml"));
+    CHECK_OK(cllm_template_check("{nope}"));
+    CHECK_OK(cllm_template_check("Say: hi"));
+    CHECK(cllm_template_check("nosuchname") == CLLM_EINVAL && strstr(cllm_errmsg(), "unknown template \"nosuchname\""));
+    CHECK(cllm_template_check("gsm-8k") == CLLM_EINVAL);
+    CHECK(cllm_template_check("") == CLLM_EINVAL);
+    CHECK(cllm_template_check(NULL) == CLLM_EINVAL);
     /* names with '_' and digits; \t, \\ escapes; a '{' not opening a name is literal */
     const char *f3[] = { "_x", "my_field2", "q" }, *v3[] = { "U", "M", "Q" };
     CHECK_OK(cllm_template_apply(NULL, "{_x}\\t{my_field2}\\\\n{q}\\\\{{1} {q", f3, v3, 3, &out));
