@@ -412,6 +412,17 @@ static int forward_cpu(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, c
 int cllm_forward_batch(cllm_fwd *f, cllm_kv *kv, const cllm_fwd_seq *s, int B, const int *tokens) {
     int rc = check_batch(f, kv, s, B, tokens);
     if (rc) return rc;
+    /* Positions past the context the model was trained for are computed (RoPE
+     * has no end), but what comes out there is extrapolation, and cllm-train
+     * refuses such sequences by default: say so (once per program, as every
+     * warning), as llama.cpp does past n_ctx_train. */
+    int ctx = f->m->cfg.max_ctx;
+    for (int b = 0; b < B && ctx > 0; b++)
+        if (s[b].pos + s[b].T > ctx) {
+            cllm_warn("decoding past the model's context length of %d tokens: outputs there are extrapolated, "
+                      "and cllm-train refuses such sequences (--max-len)", ctx);
+            break;
+        }
 #if CLLM_CUDA
     if (f->device == CLLM_DEVICE_CUDA) return cllm_cuda_forward_seqs(f->cuda, kv->cuda, s, B, tokens);
 #endif

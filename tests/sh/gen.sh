@@ -106,5 +106,19 @@ grep -q '"pad_token_id": 2' "$T/pad2/config.json" || fail "could not set the tin
 ln -s "$PWD/$TM/model.safetensors" "$T/pad2/model.safetensors"
 echo '{"tokens":[5,6,7]}' | "$B/cllm-gen" -m "$T/pad2" --method jacobi -n 4 --init pad --trace --max-new-tokens 6 \
     | "$B/cllm-cat" --type gen -j | grep -q '"states":\[\[[0-9]*,2,2,2\],' || fail "--init pad: first state not pad"
-echo "tiny: record fields, refusals, --init pad"
+# Past the model's context (512 tokens for the tiny model) decoding goes on,
+# with one warning (llama.cpp's n_ctx_train warning); up to it, none. AR and
+# Jacobi agree past it as well.
+printf '{"tokens":[5,6,7,8]}\n' > "$T/long.jsonl"
+"$B/cllm-gen" -m "$TM" --max-new-tokens 508 "$T/long.jsonl" 2> "$T/ctx.err" | "$B/cllm-cat" --check 2> /dev/null \
+    || fail "508 new tokens after 4: $(cat "$T/ctx.err")"
+[ ! -s "$T/ctx.err" ] || fail "a warning within the context: $(cat "$T/ctx.err")"
+for method in ar jacobi; do
+    "$B/cllm-gen" -m "$TM" --method $method --max-new-tokens 600 "$T/long.jsonl" 2> "$T/ctx.err" \
+        | "$B/cllm-cat" --type gen -j | sed 's/"time_s":[^,]*,//; s/"method":"[a-z]*","n":[0-9]*,"steps":[0-9]*,//' > "$T/ctx.$method"
+    [ "$(grep -c "warning: decoding past the model's context length of 512 tokens" "$T/ctx.err")" = 1 ] \
+        && [ "$(wc -l < "$T/ctx.err")" = 1 ] || fail "$method past the context: $(cat "$T/ctx.err")"
+done
+cmp -s "$T/ctx.ar" "$T/ctx.jacobi" || fail "AR and Jacobi differ past the context"
+echo "tiny: record fields, refusals, --init pad, one warning past the context"
 echo "gen tests passed"
