@@ -215,12 +215,10 @@ static void print_table(FILE *t, const bres *res, int nres, const char *const *n
     }
 }
 
-/* interrupted: no results (nres 0); the section is closed marked "interrupted" */
-static int write_metrics(const bres *res, int nres, const char *const *names, const cllm_model *m0, const cllm_bench_opts *o,
-                         int np, int interrupted) {
-    cllm_writer *w = NULL;
-    cllm_packbuf b = { 0 };
-    int rc = cllm_writer_open_for_model(&w, &b, o->output, o->force, m0, "cllm-bench", o->argc, o->argv);
+/* The metric records of nres results into w (opened by the caller). */
+static int write_metrics(cllm_writer *w, cllm_packbuf *b, const bres *res, int nres, const char *const *names,
+                         const cllm_bench_opts *o, int np) {
+    int rc = 0;
     for (int i = 0; !rc && i < nres; i++) {
         const bres *r = &res[i];
         const bres *ar = &res[r->model * 2];
@@ -242,15 +240,10 @@ static int write_metrics(const bres *res, int nres, const char *const *names, co
         for (size_t k = 0; !rc && k < sizeof M / sizeof M[0]; k++) {
             if (isnan(M[k].v)) continue;
             cllm_metric_rec mr = { M[k].name, M[k].v, -1, M[k].unit };
-            rc = cllm_metric_pack_meta(&b, &mr, meta, 5);
-            if (!rc) rc = cllm_writer_put(w, b.data, b.size);
+            rc = cllm_metric_pack_meta(b, &mr, meta, 5);
+            if (!rc) rc = cllm_writer_put(w, b->data, b->size);
         }
     }
-    if (w) {
-        if (rc || interrupted) cllm_writer_abort(w);
-        else rc = cllm_writer_close(w);
-    }
-    cllm_packbuf_free(&b);
     return rc;
 }
 
@@ -267,10 +260,16 @@ int cllm_bench_run(const cllm_model *const *models, const char *const *names, in
             strcmp(cllm_tokenizer_hash(models[0]->tok), cllm_tokenizer_hash(models[i]->tok)))
             return cllm_error(CLLM_EINVAL, "%s and %s have different tokenizers", names[0], names[i]);
     }
+    /* The output is opened (and its header written) before the measurements,
+     * so that one that cannot be written fails now, not after the run. */
+    cllm_writer *w = NULL;
+    cllm_packbuf b = { 0 };
+    int rc = o->no_stream ? 0
+                          : cllm_writer_open_for_model(&w, &b, o->output, o->force, models[0], "cllm-bench", o->argc,
+                                                       o->argv);
     cllm_prompt *P = NULL;
     size_t np = 0, cap = 0;
-    int rc = 0;
-    for (;;) {
+    for (; !rc;) {
         if (o->max_prompts > 0 && np >= (size_t)o->max_prompts) break;
         if (cllm_grow((void **)&P, &cap, np + 1, sizeof *P)) { rc = CLLM_ENOMEM; break; }
         memset(&P[np], 0, sizeof P[np]);
@@ -294,14 +293,16 @@ int cllm_bench_run(const cllm_model *const *models, const char *const *names, in
         print_table(o->table, res, 2 * n_models, names, n_models, o, (int)np);
         fflush(o->table);
     }
-    if (!rc && !o->no_stream) rc = write_metrics(res, 2 * n_models, names, models[0], o, (int)np, 0);
+    if (!rc && w) rc = write_metrics(w, &b, res, 2 * n_models, names, o, (int)np);
     /* A benchmark stopped half-way has no result worth reporting (AR may be
-     * measured and Jacobi not): an empty stream, whole and marked interrupted. */
-    if (rc == CLLM_EINTR && !o->no_stream) {
-        int wrc = write_metrics(res, 0, names, models[0], o, (int)np, 1);
-        if (wrc) rc = wrc;
-        else rc = cllm_error(CLLM_EINTR, "interrupted");
+     * measured and Jacobi not): no metrics, the stream whole and marked
+     * interrupted (cllm_writer_abort on a signal). */
+    if (w) {
+        if (rc) cllm_writer_abort(w);
+        else rc = cllm_writer_close(w);
     }
+    if (rc == CLLM_EINTR) rc = cllm_error(CLLM_EINTR, "interrupted");
+    cllm_packbuf_free(&b);
     for (size_t i = 0; i < np; i++) cllm_prompt_free(&P[i]);
     free(P);
     return rc;

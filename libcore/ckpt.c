@@ -144,7 +144,7 @@ static char *join(const char *dir, const char *name) {
     return s;
 }
 
-/* Temporary files are DIR/.ckpt-tmp-XXXXXX (6 of [A-Za-z0-9], mkstemp's form). */
+/* Temporary files are DIR/.ckpt-tmp-XXXXXX (6 of [A-Za-z0-9]: cllm_create_unique's form). */
 #define TMP_PREFIX ".ckpt-tmp-"
 #define TMP_RAND 6
 static const char tmp_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -181,30 +181,20 @@ static void remove_stale_tmps(const char *dir) {
     closedir(d);
 }
 
-/* Create and lock a new temporary file in dir. open(O_CREAT | O_EXCL, 0666)
- * rather than mkstemp: the umask (and a default ACL) then give the file the
- * permissions a plain create would, with no umask() calls racing other threads. */
+/* Create and lock a new temporary file in dir (cllm_create_unique: the
+ * umask gives it the permissions a plain create would). */
 static int open_tmp(const char *dir, const char *final, char **tmp_out, int *fd_out) {
-    static unsigned counter;
+    char *prefix = join(dir, TMP_PREFIX);
+    if (!prefix) return CLLM_ENOMEM;
     for (int attempt = 0; attempt < 1000; attempt++) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t seed[4] = { (uint64_t)getpid(), (uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec,
-                             __atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED) };
-        uint64_t h = cllm_ckpt_hash(0, seed, sizeof seed);
-        char name[sizeof TMP_PREFIX + TMP_RAND];
-        memcpy(name, TMP_PREFIX, sizeof TMP_PREFIX - 1);
-        for (int i = 0; i < TMP_RAND; i++, h /= sizeof tmp_chars - 1)
-            name[sizeof TMP_PREFIX - 1 + i] = tmp_chars[h % (sizeof tmp_chars - 1)];
-        name[sizeof name - 1] = 0;
-        char *tmp = join(dir, name);
-        if (!tmp) return CLLM_ENOMEM;
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0) {
-            int e = errno;
-            free(tmp);
-            if (e == EEXIST || e == EINTR) continue;
-            return cllm_error(CLLM_EIO, "%s: cannot create a temporary file in %s: %s", final, dir, strerror(e));
+        char *tmp = NULL;
+        int fd = -1;
+        if (cllm_create_unique(prefix, &tmp, &fd)) {
+            int rc = errno == ENOMEM ? CLLM_ENOMEM
+                                     : cllm_error(CLLM_EIO, "%s: cannot create a temporary file in %s: %s", final, dir,
+                                                  strerror(errno));
+            free(prefix);
+            return rc;
         }
         /* Ours until renamed and closed (see remove_stale_tmps). No locks on
          * this filesystem: go on without. */
@@ -217,10 +207,12 @@ static int open_tmp(const char *dir, const char *final, char **tmp_out, int *fd_
             free(tmp);
             continue;
         }
+        free(prefix);
         *tmp_out = tmp;
         *fd_out = fd;
         return 0;
     }
+    free(prefix);
     return cllm_error(CLLM_EIO, "%s: cannot create a temporary file in %s", final, dir);
 }
 

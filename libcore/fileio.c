@@ -2,6 +2,10 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* At most this many bytes a call: Linux moves at most 0x7ffff000 anyway. */
@@ -54,4 +58,38 @@ int cllm_pread_full(int fd, void *buf, size_t n, uint64_t off) {
         off += (uint64_t)k;
     }
     return 0;
+}
+
+int cllm_create_unique(const char *prefix, char **path, int *fd) {
+    static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static unsigned counter;
+    size_t lp = strlen(prefix);
+    char *p = malloc(lp + 7);
+    if (!p) return -1;   /* errno ENOMEM */
+    memcpy(p, prefix, lp);
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        /* splitmix64 of the pid, the time and a counter: names differ between
+         * processes and between calls of one process */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t h = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^
+                     ((uint64_t)__atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED) << 40);
+        h += 0x9e3779b97f4a7c15ull;
+        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+        h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+        h ^= h >> 31;
+        for (int i = 0; i < 6; i++, h /= sizeof chars - 1) p[lp + i] = chars[h % (sizeof chars - 1)];
+        p[lp + 6] = 0;
+        int f = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (f >= 0) {
+            *path = p;
+            *fd = f;
+            return 0;
+        }
+        if (errno != EEXIST && errno != EINTR) break;
+    }
+    int e = errno;
+    free(p);
+    errno = e;
+    return -1;
 }

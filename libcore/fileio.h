@@ -19,4 +19,12 @@ int cllm_read_full(int fd, void *buf, size_t n, size_t *got);
 /* At offset off, leaving the file position alone (safe from several threads). */
 int cllm_pread_full(int fd, void *buf, size_t n, uint64_t off);
 
+/* Create a new file named prefix followed by 6 characters of [A-Za-z0-9]
+ * (mkstemp's form), opened for writing with O_CREAT | O_EXCL | O_CLOEXEC and
+ * mode 0666: the umask (and a default ACL) then give it the permissions a
+ * plain create would, where mkstemp gives 0600 and a later chmod would
+ * override the umask. On success *path (malloc'd) and *fd are set; else -1
+ * with errno set (EEXIST only after many names were taken). */
+int cllm_create_unique(const char *prefix, char **path, int *fd);
+
 #endif

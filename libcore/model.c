@@ -719,6 +719,7 @@ out:
 int cllm_model_load(cllm_model *m, const char *path) {
     memset(m, 0, sizeof *m);
     struct stat sb;
+    if (!*path) return cllm_error(CLLM_EINVAL, "the model's name is empty");
     if (stat(path, &sb)) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) return load_hf(m, path);
     return load_gguf(m, path);

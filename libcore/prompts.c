@@ -274,6 +274,7 @@ static int next_jsonl(cllm_prompts *s, cllm_prompt *p) {
                 rc = cllm_error(CLLM_ESCHEMA, "\"tokens\" holds a value that is not a token id");
             else rc = cllm_tokens_push(&p->tokens, (int32_t)json_integer_value(e));
         }
+        if (!rc && p->tokens.n == 0) rc = cllm_error(CLLM_ESCHEMA, "empty tokens");   /* as in a stream's prompt */
     } else {
         fields f = { 0 };
         const char *k;

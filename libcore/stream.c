@@ -492,17 +492,16 @@ int cllm_writer_open(cllm_writer **out, const char *path, int force_tty) {
         (*out)->own_fd = 1;
         return 0;
     }
-    size_t n = strlen(path) + 16;
-    char *tmp = cllm_malloc(n);
-    if (!tmp) return CLLM_ENOMEM;
-    snprintf(tmp, n, "%s.tmpXXXXXX", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        int rc = cllm_error(CLLM_EIO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    fchmod(fd, 0644);
+    /* PATH.tmpXXXXXX, renamed over PATH when the stream is whole; created
+     * with the umask's permissions, as a plain create would be */
+    size_t n = strlen(path) + 8;
+    char *prefix = cllm_malloc(n), *tmp = NULL;
+    if (!prefix) return CLLM_ENOMEM;
+    snprintf(prefix, n, "%s.tmp", path);
+    int fd = -1;
+    int bad = cllm_create_unique(prefix, &tmp, &fd);
+    free(prefix);
+    if (bad) return cllm_error(CLLM_EIO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
     int rc = cllm_writer_open_fd(out, fd, path, 1);
     if (rc) { close(fd); unlink(tmp); free(tmp); return rc; }
     (*out)->own_fd = 1;

@@ -220,6 +220,10 @@ static int next_traj(source *s, example *e) {
         if (!rc && t.has_labels) rc = check_ids(t.labels.ids, t.labels.n, V, t.id, "label");
         if (!rc && s->o->use_labels && (!t.has_labels || t.labels.n == 0))
             rc = cllm_error(CLLM_ESCHEMA, "traj record %lld: --use-labels but the record has no labels", (long long)t.id);
+        /* the labels' AR sequence is prompt || labels: the first label is scored
+         * after the prompt's last token, so there must be one */
+        if (!rc && s->o->use_labels && t.prompt.n == 0)
+            rc = cllm_error(CLLM_ESCHEMA, "traj record %lld: --use-labels but the record's prompt is empty", (long long)t.id);
         if (!rc) {
             e->ctx = cllm_malloc(nctx * sizeof *e->ctx);
             e->fixed = dup_ids(t.fixed.ids, t.fixed.n);

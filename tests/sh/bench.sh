@@ -159,4 +159,9 @@ rc=0; "$B/cllm-bench" -m "$TM" --vs "$T/v300" --max-new-tokens 4 -q "$T/p4.jsonl
 [ $rc = 1 ] && grep -q "tiny-qwen2 and v300 have different vocabularies (256, 300)" "$T/err" || fail "--vs, other vocabulary: exit $rc: $(cat "$T/err")"
 echo '{"tokens":[1,255]}' > "$T/edge.jsonl"
 "$B/cllm-bench" -m "$TM" --max-new-tokens 4 --repeat 1 -q "$T/edge.jsonl" > /dev/null || fail "id 255 refused"
+# An output that cannot be written fails before the measurements (it failed
+# after them: the table printed, the run lost): one line, no table.
+rc=0; "$B/cllm-bench" -m "$TM" --max-new-tokens 4 --repeat 1 -o "$T/none/m.zst" "$T/edge.jsonl" 2> "$T/err" || rc=$?
+[ $rc = 1 ] && [ "$(wc -l < "$T/err")" = 1 ] && grep -q "none/m.zst: cannot create a temporary file" "$T/err" \
+    || fail "-o in a missing directory: exit $rc: $(cat "$T/err")"
 echo "bench tests passed"

@@ -57,6 +57,14 @@ if "$B/cllm-cat" --check -q "$T/f.zst" 2>/dev/null; then fail "output after a fa
 rc=0; "$B/cllm-cat" --check -q /nonexistent.zst "$T/s.zst" 2>/dev/null || rc=$?
 [ $rc = 1 ] || fail "--check with a missing first input: exit $rc"
 "$B/cllm-cat" -o "$T/o.zst" "$T/s.zst" && "$B/cllm-cat" --check -q "$T/o.zst" || fail "-o FILE"
+# -o's file gets the umask's permissions, as a plain create would (it was
+# written as a temporary file and made 0644 whatever the umask)
+for mask in 077 022 027; do
+    rm -f "$T/perm.zst"
+    (umask $mask && "$B/cllm-cat" -o "$T/perm.zst" "$T/s.zst") || fail "-o under umask $mask"
+    want=$(printf '%o' $((0666 & ~0$mask)))
+    [ "$(stat -c %a "$T/perm.zst")" = "$want" ] || fail "-o under umask $mask: mode $(stat -c %a "$T/perm.zst"), want $want"
+done
 rc=0; "$B/cllm-cat" -o "$T/o2.zst" "$T/s.zst" "$T/cut.zst" 2>/dev/null || rc=$?
 [ $rc = 1 ] || fail "-o with a cut input: exit $rc"
 [ -z "$(ls "$T" | grep o2.zst)" ] || fail "-o left a file after a failed input: $(ls "$T")"

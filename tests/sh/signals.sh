@@ -96,8 +96,7 @@ pipe_quiet train "$B/cllm-train" -m "$TM" --objective sft --field question --tem
 echo "all quiet on SIGPIPE"
 
 # SIGINT while each writes to a file through stdout, once it has written its
-# header or after 1 s (cllm-bench writes its stream at the end; cllm-gen and
-# cllm-traj: sections 2 and 2c).
+# header or after 1 s (cllm-gen and cllm-traj: sections 2 and 2c).
 int_whole() { # name command... : interrupt it once it has written something
     name=$1; shift
     "$@" > "$T/$name.zst" 2>"$T/$name.err" &

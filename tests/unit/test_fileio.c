@@ -5,11 +5,15 @@
  * pipe whose other end moves a few bytes at a time while a 1 ms interval
  * timer interrupts the calls (EINTR and short counts, checklist D), the end of
  * a file reached early (errno 0 and the count that came), /dev/full, a bad
- * descriptor.
+ * descriptor. And cllm_create_unique: new names of mkstemp's form, never an
+ * existing file, the umask's permissions (mkstemp's 0600 or a chmod would
+ * not be).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -225,10 +229,53 @@ static void test_errors(void) {
     TEST_OK("errors: ENOSPC, EBADF and EISDIR come back in errno");
 }
 
+static void test_create_unique(void) {
+    char dir[] = "/tmp/test_fileio.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s/out.tmp", dir);
+    const mode_t masks[] = { 022, 077, 027, 0 };
+    char *names[4] = { 0 };
+    for (int i = 0; i < 4; i++) {
+        mode_t old = umask(masks[i]);
+        int fd = -1;
+        int rc = cllm_create_unique(prefix, &names[i], &fd);
+        umask(old);
+        CHECK(rc == 0 && fd >= 0 && names[i]);
+        if (rc) continue;
+        struct stat st;
+        CHECK(!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size == 0);
+        CHECK_MSG((st.st_mode & 0777) == (0666 & ~masks[i]), "umask %03o: mode %03o", (unsigned)masks[i],
+                  (unsigned)(st.st_mode & 0777));
+        CHECK(write(fd, "x", 1) == 1);   /* opened for writing */
+        CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+        close(fd);
+        /* prefix + 6 of [A-Za-z0-9] */
+        size_t lp = strlen(prefix);
+        CHECK(!strncmp(names[i], prefix, lp) && strlen(names[i]) == lp + 6 &&
+              strspn(names[i] + lp, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == 6);
+        for (int j = 0; j < i; j++) CHECK(names[j] && strcmp(names[i], names[j]));
+    }
+    /* a prefix in a directory that is not there: -1 and the open's errno */
+    char *none = NULL;
+    int fd = -1;
+    char bad[80];
+    snprintf(bad, sizeof bad, "%s/no/such/dir/x", dir);
+    errno = 0;
+    CHECK(cllm_create_unique(bad, &none, &fd) == -1 && errno == ENOENT && none == NULL);
+    for (int i = 0; i < 4; i++) {
+        if (names[i]) unlink(names[i]);
+        free(names[i]);
+    }
+    CHECK(rmdir(dir) == 0);
+    TEST_OK("create_unique: new names of mkstemp's form, the umask's permissions");
+}
+
 int main(void) {
     test_read_from_slow_pipe();
     test_write_to_slow_pipe();
     test_ends_early();
     test_errors();
+    test_create_unique();
     TEST_END();
 }
