@@ -962,8 +962,6 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     int rc = input_path(o->input, &path, &again);
     if (rc) return rc;
     const int rank = cllm_dist_rank(), nranks = cllm_dist_size();
-    /* that the model can be written is otherwise found out only after the last step */
-    if (rank == 0 && (rc = cllm_model_save_check(o->output))) return rc;
     const int on_cuda = o->device == CLLM_DEVICE_CUDA;
 #if !CLLM_CUDA
     if (on_cuda) return cllm_error(CLLM_EUNSUP, "training on CUDA: this build has no CUDA backend (make CUDA=1)");
@@ -977,6 +975,8 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     }
     if (nranks > 1 && (!o->input || !strcmp(o->input, "-") || !again))
         return cllm_error(CLLM_EINVAL, "with %d ranks the input must be a file named on the command line (every rank reads it)", nranks);
+    /* that the model can be written is otherwise found out only after the last step */
+    if (rank == 0 && (rc = cllm_model_save_check(o->output))) return rc;
 
     /* The schedule's length. */
     int64_t max_epochs = o->epochs;
