@@ -73,8 +73,8 @@ typedef struct cllm_cuda_train_opts {
                              thread per key) where its shared memory fits */
     int device;           /* CUDA device ordinal (made current by init; 0: the first) */
     int max_tokens;       /* activations are planned for this many rows: the largest sum
-                             of lens of a call (its sequences are packed), at most
-                             max_B*max_T (0: max_B*max_T) */
+                             of lens (and fork rows) of a call (its sequences and forks
+                             are packed), at most 2 max_B*max_T (0: max_B*max_T) */
 } cllm_cuda_train_opts;
 
 typedef struct cllm_cuda_loss_row {

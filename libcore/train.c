@@ -666,7 +666,7 @@ static int cu_fit(trainer *t, int B, int T, int64_t tokens, int slots) {
         int64_t nk = (int64_t)o.max_tokens + o.max_tokens / 4;
         if (nk < tokens) nk = tokens;
         nk = (nk + 63) / 64 * 64;
-        o.max_tokens = nk < INT_MAX ? (int)nk : INT_MAX;   /* init caps it at max_B x max_T */
+        o.max_tokens = nk < INT_MAX ? (int)nk : INT_MAX;   /* init caps it at 2 max_B x max_T (sequences and forks) */
     }
     if (T > o.max_T) {
         int64_t nt = (int64_t)o.max_T + o.max_T / 4;

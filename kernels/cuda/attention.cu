@@ -172,11 +172,16 @@ int attention_forward(floatX *out, const float *q, const floatX *kc, const float
     if (!attention_threads_supported(threads))
         return cllm_error(CLLM_EINVAL, "attention: %d threads a block (128, 256 or 512)", threads);
     size_t smem = att_smem(HS, max_keys, threads);
-    if (smem > 48 * 1024) {
+    /* The limit is the kernel's, not the launch's: only ever raised, so that a
+     * graph captured with a larger cache, replayed after a call that needed
+     * less, still finds its shared memory allowed. (One device a process.) */
+    static size_t smem_allowed = 48 * 1024;
+    if (smem > smem_allowed) {
         int rc = CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel1,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  (int)smem));
         if (rc) return rc;
+        smem_allowed = smem;
     }
     return launch_kernel("attention_forward_kernel1", attention_forward_kernel1, dim3(NH, R), dim3(threads),
                          smem, stream, pdl, out, q, kc, vc, pos, slot, NH, NKV, HS, cap, pdl);

@@ -699,6 +699,27 @@ static void state_layout(struct cllm_cuda_state *s, const cllm_cuda_model *dm, i
     s->mt.ws_rows = wr;
 }
 
+/* A CLLM_CUDA_* switch: unset or empty leaves *v as it is (the default), "0"
+ * and "1" set it, anything else is refused (CLLM_EINVAL). Read as "1 or
+ * not", CLLM_CUDA_FIXED_ORDER=on turned --batch-invariant's fixed-order
+ * route off without a word; read as "0 or not", CLLM_CUDA_GRAPHS=off left
+ * graphs on. */
+static int env_switch(const char *name, int *v) {
+    const char *e = getenv(name);
+    if (!e || !*e) return 0;
+    if ((e[0] != '0' && e[0] != '1') || e[1]) return cllm_error(CLLM_EINVAL, "%s=%s: 0 or 1", name, e);
+    *v = e[0] == '1';
+    return 0;
+}
+
+/* A CLLM_CUDA_* number: *v = its value, or `bad` when it is not one whole
+ * decimal number (atoi took "128x" as 128 and "16k" as 16) */
+static void env_number(const char *e, long bad, long *v) {
+    char *end = NULL;
+    long x = strtol(e, &end, 10);
+    *v = end == e || *end ? bad : x;
+}
+
 extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, int max_rows, int flags) {
     int want_logits = (flags & CLLM_CUDA_FWD_LOGITS) != 0;
     double t_init = cllm_now_s();
@@ -712,16 +733,26 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
     if (!s) return cllm_error(CLLM_ENOMEM, "CUDA forward: out of host memory");
     f->st = s;
     size_t R = (size_t)max_rows, V = dm->cfg.vocab;
+    /* the on/off switches (docs/CUDA.md, cllm(7)): 0 or 1 */
+    int sw_mm16 = 1, sw_att1 = 0, sw_fixed = (flags & CLLM_CUDA_FWD_INVARIANT) != 0, sw_ldsm = 1, sw_fuse = 1,
+        sw_pdl = 1, sw_graphs = 1, rc_sw;
+    if ((rc_sw = env_switch("CLLM_CUDA_MM16", &sw_mm16)) || (rc_sw = env_switch("CLLM_CUDA_ATTENTION", &sw_att1)) ||
+        (rc_sw = env_switch("CLLM_CUDA_FIXED_ORDER", &sw_fixed)) || (rc_sw = env_switch("CLLM_CUDA_LDSM", &sw_ldsm)) ||
+        (rc_sw = env_switch("CLLM_CUDA_FUSE", &sw_fuse)) || (rc_sw = env_switch("CLLM_CUDA_PDL", &sw_pdl)) ||
+        (rc_sw = env_switch("CLLM_CUDA_GRAPHS", &sw_graphs))) {
+        cllm_cuda_fwd_free(f);
+        return rc_sw;
+    }
     {
         const cllm_config *c = &dm->cfg;
-        const char *mm = getenv("CLLM_CUDA_MM16");
-        s->mm16 = !(mm && !strcmp(mm, "0")) && !(flags & (CLLM_CUDA_FWD_BULK | CLLM_CUDA_FWD_INVARIANT)) && mm16_supported(c->d_model) &&
+        s->mm16 = sw_mm16 && !(flags & (CLLM_CUDA_FWD_BULK | CLLM_CUDA_FWD_INVARIANT)) && mm16_supported(c->d_model) &&
                   mm16_supported(dm->QD) && mm16_supported(c->d_ff);
         s->mm16_rope = s->mm16 && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
-        const char *at = getenv("CLLM_CUDA_ATTENTION");
-        s->att_tiled = !(at && !strcmp(at, "1")) && attention_tiled_supported(c->head_dim);
+        s->att_tiled = !sw_att1 && attention_tiled_supported(c->head_dim);
         const char *an = getenv("CLLM_CUDA_ATT_THREADS");
-        s->att_threads = an && *an ? atoi(an) : 256;
+        long at_n = 256;
+        if (an && *an) env_number(an, -1, &at_n);
+        s->att_threads = at_n >= 0 && at_n <= 1024 ? (int)at_n : -1;
         if (!attention_threads_supported(s->att_threads)) {
             cllm_cuda_fwd_free(f);
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_ATT_THREADS=%s: 128, 256 or 512", an);
@@ -748,8 +779,10 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         s->mt.kslice = (int)kv;
         /* tests: a smaller workspace, so that calls go in pieces of rows */
         const char *wr = getenv("CLLM_CUDA_MT_WS_ROWS");
-        s->mt.ws_rows = wr && *wr ? atoi(wr) : MT_WS_ROWS;
-        if (s->mt.ws_rows < 1 || s->mt.ws_rows > 65535) {
+        long ws_n = MT_WS_ROWS;
+        if (wr && *wr) env_number(wr, -1, &ws_n);
+        s->mt.ws_rows = ws_n >= 1 && ws_n <= 65535 ? (int)ws_n : -1;
+        if (s->mt.ws_rows < 1) {
             cllm_cuda_fwd_free(f);
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_MT_WS_ROWS=%s: 1..65535", wr);
         }
@@ -765,15 +798,11 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
             return cllm_error(CLLM_EINVAL, "CLLM_CUDA_LM_HEAD=%s: fixed or cublas", lh);
         }
         s->lm_fixed = lh && !strcmp(lh, "fixed") && s->fixed_order_ok;
-        const char *fo = getenv("CLLM_CUDA_FIXED_ORDER");
-        s->fixed_order_all = fo && *fo ? !strcmp(fo, "1") : (flags & CLLM_CUDA_FWD_INVARIANT) != 0;
-        const char *ld = getenv("CLLM_CUDA_LDSM");
-        s->mt.ldsm = !(ld && !strcmp(ld, "0"));
-        const char *fu = getenv("CLLM_CUDA_FUSE");
-        s->fuse = !(fu && !strcmp(fu, "0")) && c->d_ff % 8 == 0;
+        s->fixed_order_all = sw_fixed;
+        s->mt.ldsm = sw_ldsm;
+        s->fuse = sw_fuse && c->d_ff % 8 == 0;
         s->fuse_rope = s->fuse && qkv_rope_fusable(c->n_head, c->n_head_kv, c->head_dim, c->rope_dim);
-        const char *pd = getenv("CLLM_CUDA_PDL");
-        s->pdl = !(pd && !strcmp(pd, "0")) && !(flags & CLLM_CUDA_FWD_NO_PDL);
+        s->pdl = sw_pdl && !(flags & CLLM_CUDA_FWD_NO_PDL);
     }
     if (s->pdl) {   /* programmatic dependent launch needs sm_90 */
         int dev = 0, major = 0, rc_cc = CUDA_CHECK(cudaGetDevice(&dev));
@@ -833,8 +862,7 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         cllm_cuda_fwd_free(f);
         return rc;
     }
-    const char *g = getenv("CLLM_CUDA_GRAPHS");
-    s->use_graphs = !(g && !strcmp(g, "0"));
+    s->use_graphs = sw_graphs;
     const char *pr = getenv("CLLM_CUDA_PROFILE");
     int profile = pr && strcmp(pr, "0") && *pr;
     s->stats.on = stats_wanted();

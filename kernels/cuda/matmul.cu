@@ -554,7 +554,14 @@ int matmul_forward(cublasHandle_t handle, float *out, const floatX *inp, const f
     if (rows_per_call == MATMUL_FIXED_ORDER)
         return mt_launch<EPI_F32>(inp, weight, R, C, OC, out, NULL, NULL, NULL, pdl, mt, stream);
     const float alpha = 1.0f, beta = 0.0f;
-    int rc = CUBLAS_CHECK(cublasSetStream(handle, stream));
+    /* The handle's stream only when it is not already this one: cublasSetStream
+     * also puts cuBLAS back on its default workspace pool, dropping the
+     * workspace the forward state gave it (cublasSetWorkspace) so that its
+     * products can be captured: on the default pool every captured product
+     * allocated its workspace inside the graph */
+    cudaStream_t cur = NULL;
+    int rc = CUBLAS_CHECK(cublasGetStream(handle, &cur));
+    if (!rc && cur != stream) rc = CUBLAS_CHECK(cublasSetStream(handle, stream));
     int G = rows_per_call > 0 ? rows_per_call : R;
     for (int r0 = 0; !rc && r0 < R; r0 += G)
         rc = CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, G, C, &alpha, weight,

@@ -1294,6 +1294,10 @@ cublasStatus_t cublasDestroy(cublasHandle_t h) {
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     h->stream = s;
+    /* as cuBLAS documents: it "unconditionally resets the cuBLAS library
+     * workspace back to the default workspace pool" (cublasSetWorkspace's) */
+    h->ws = nullptr;
+    h->ws_bytes = 0;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasGetStream(cublasHandle_t h, cudaStream_t *s) {
@@ -1405,6 +1409,13 @@ extern "C" cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, c
     char what[160];
     snprintf(what, sizeof what, "cublasGemmEx %c%c m %d n %d k %d", ta == CUBLAS_OP_N ? 'N' : 'T',
              tb == CUBLAS_OP_N ? 'N' : 'T', m, n, k);
+    /* a product captured into a graph runs on the caller's workspace: on
+     * cuBLAS' default pool it allocates one inside the graph (memory nodes,
+     * or a workspace per graph), which the forward's fixed workspace is there
+     * to avoid (docs/CUDA.md, "CUDA graphs") */
+    if (known_stream(S(h->stream)) && S(h->stream)->capture && !h->ws)
+        fail("%s captured into a graph on cuBLAS' default workspace pool: cublasSetWorkspace after the handle's "
+             "last cublasSetStream (which resets it)", what);
     cudaError_t e = enqueue(h->stream, [=]() { gemm(ta, tb, m, n, k, al, A, At, lda, B, Bt, ldb, be, C, Ct, ldc); }, what);
     return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }

@@ -459,6 +459,28 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_KSLICE=-16")) == CLLM_EINVAL);
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_KSLICE=64x")) == CLLM_EINVAL);
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_MT_WS_ROWS=0")) == CLLM_EINVAL);
+        /* numbers are whole numbers (atoi read "128x" as 128, "16k" as 16), switches 0 or 1:
+         * read as "1 or not", CLLM_CUDA_FIXED_ORDER=on turned --batch-invariant's route off,
+         * read as "0 or not", CLLM_CUDA_GRAPHS=off left graphs on */
+        const char *bad_env[] = {"CLLM_CUDA_ATT_THREADS=128x", "CLLM_CUDA_MT_WS_ROWS=16k", "CLLM_CUDA_FIXED_ORDER=on",
+                                 "CLLM_CUDA_FIXED_ORDER=true", "CLLM_CUDA_GRAPHS=off", "CLLM_CUDA_MM16=false",
+                                 "CLLM_CUDA_PDL=no", "CLLM_CUDA_FUSE=2", "CLLM_CUDA_LDSM= 0", "CLLM_CUDA_ATTENTION=yes"};
+        for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
+            int rc_e = fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_INVARIANT, ENV(bad_env[i]));
+            const char *eq = strchr(bad_env[i], '=');
+            CHECK_MSG(rc_e == CLLM_EINVAL && !strncmp(cllm_errmsg(), bad_env[i], (size_t)(eq - bad_env[i])),
+                      "%s: %d (%s)", bad_env[i], rc_e, rc_e ? cllm_errmsg() : "taken");
+            if (!rc_e) cllm_cuda_fwd_free(&xf);
+        }
+        /* ... and 0, 1 and empty (the default) still mean what they did */
+        const char *fo_env[] = {"CLLM_CUDA_FIXED_ORDER=0", "CLLM_CUDA_FIXED_ORDER=1", "CLLM_CUDA_FIXED_ORDER="};
+        for (int i = 0; i < 3 && !check_failures && env_gemm_rows() < 0; i++) {
+            CHECK_OK(fwd_init_with(&xf, dm, 64, CLLM_CUDA_FWD_INVARIANT, ENV(fo_env[i])));
+            if (check_failures) break;
+            CHECK_MSG(cllm_cuda_fwd_batch_invariant(&xf) == (i > 0), "%s: batch-invariant %d", fo_env[i],
+                      cllm_cuda_fwd_batch_invariant(&xf));
+            cllm_cuda_fwd_free(&xf);
+        }
     }
     CHECK_OK(cllm_kv_rollback(&ck, 1, 70));   /* the cache as the default state writes it, for what follows */
     CHECK_OK(cllm_cuda_kv_rollback(&gk, 1, 70));

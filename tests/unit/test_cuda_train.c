@@ -485,6 +485,58 @@ out:
     TEST_OK(name);
 }
 
+/* A micro-batch whose sequences fill the planned (max_B, max_T) and fork:
+ * its packed rows (a sequence's and its fork's) outnumber max_B x max_T, as
+ * cllm-train's one-pass CLLM step makes them (cu_fit plans max_tokens for
+ * the sum of lens and forks, with max_T the longest sequence): one sequence
+ * of FT rows, a fork of FN rows at FA, planned as cu_fit plans it. It must
+ * run, and match the CPU, not be refused as more tokens than planned. */
+enum { FT = 40, FA = 30, FN = 10 };
+static void test_full_fork(const char *name, const cllm_config *c, uint64_t seed) {
+    cllm_model m;
+    if (random_model(&m, c, seed)) { CHECK_MSG(0, "%s: alloc: %s", name, cllm_errmsg()); return; }
+    int V = c->vocab;
+    size_t np = m.n_params;
+    cllm_rng r;
+    cllm_rng_seed(&r, seed + 3);
+    int tok[FT], lens[1] = {FT}, ft[FN];
+    for (int i = 0; i < FT; i++) tok[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    for (int i = 0; i < FN; i++) ft[i] = (int)cllm_rng_below(&r, (uint64_t)V);
+    cllm_fork fk[1] = {{ft, FA, FN}};
+    cllm_cuda_loss_row rows[FT + FN];
+    int n = 0;
+    for (int t = FA - 4; t < FT - 1; t++)   /* the sequence's last rows, CE */
+        rows[n++] = (cllm_cuda_loss_row){t, tok[t + 1], 0.5f, -1, 0.0f, -1};
+    for (int i = 0; i < FN; i++)   /* every fork row, CE */
+        rows[n++] = (cllm_cuda_loss_row){FT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.25f, -1, 0.0f, -1};
+    cllm_cuda_train_opts o = {1, FT, 0, 0, 0, 0, 0, FT + FN};
+    cllm_cuda_train *gt = NULL;
+    float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
+    cllm_act *act = NULL;
+    double ce_c, so_c, ce_g = 0, so_g = 0;
+    CHECK(g_cpu && g_gpu);
+    CHECK_OK(cllm_cuda_train_init(&gt, &m, &o));
+    CHECK_OK(cllm_act_init(&act, &m, 2, FT));
+    if (check_failures) goto out;
+    CHECK_OK(cpu_micro(act, &m, tok, lens, 1, FT, fk, rows, n, 0.0, NULL, g_cpu, &ce_c, &so_c));
+    int rc = cllm_cuda_train_micro_fork(gt, tok, lens, 1, FT, fk, rows, n, 0.0, 1, &ce_g, &so_g);
+    CHECK_MSG(rc == 0, "%s: %d packed rows of a %d x %d plan with max_tokens %d: %s", name, FT + FN, 1, FT, FT + FN,
+              rc ? cllm_errmsg() : "");
+    if (check_failures) goto out;
+    printf("%s: %d packed rows (plan 1 x %d): CE %.6f (CPU %.6f, relerr %.2g)\n", name, FT + FN, FT, ce_g, ce_c,
+           relerr(ce_g, ce_c));
+    CHECK_MSG(relerr(ce_g, ce_c) <= LOSS_TOL, "%s: CE", name);
+    CHECK_OK(cllm_cuda_train_get_grads(gt, g_gpu));
+    check_grads(name, &m, g_gpu, g_cpu);
+out:
+    cllm_act_free(act);
+    cllm_cuda_train_free(gt);
+    free(g_cpu);
+    free(g_gpu);
+    cllm_model_free(&m);
+    TEST_OK(name);
+}
+
 /* ---- throughput on SmolLM2-135M shapes ------------------------------------- */
 
 /* Seconds per optimizer step (zero_grad, one micro-batch, clipped AdamW) over
@@ -642,6 +694,7 @@ int main(int argc, char **argv) {
         TEST_FORKS("forks_qwen2_bias_warpattn", &b, 22, 1, 0);
         /* sequence 1 without a fork: sequence 2's fork is the second (E = 5) */
         TEST_FORKS("forks_qwen2_bias_nofork1", &b, 24, 0, 1);
+        if (wanted("full_fork")) test_full_fork("full_fork_llama_tied_gqa", &a, 25);
     }
     if (do_bench) {
         int B = argc > 3 ? atoi(argv[2]) : 16, T = argc > 3 ? atoi(argv[3]) : 320;

@@ -8,7 +8,8 @@
  * sequence b at rows row0[b] .. row0[b+1] - 1, so nothing is computed for
  * the caller's padding, then their forks: E packed sequences in all, a
  * fork's seq_fork naming its parent and prefix (train_kernels.h); RM rows
- * planned: max_tokens, at most max_B*max_T; a saved tensor of layer l starts
+ * planned: max_tokens, at most 2 max_B*max_T (the sequences' rows and as many
+ * again for their forks); a saved tensor of layer l starts
  * at l*RM rows):
  *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
  *   xs  (L+1, RM, C) fp32  residual stream into each layer; xs[L] the last
@@ -343,7 +344,14 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     t->maxB = o->max_B;
     t->maxT = o->max_T;
     t->BT = (int)RM;
-    if (o->max_tokens > 0 && (size_t)o->max_tokens < RM) RM = (size_t)o->max_tokens;
+    /* The packed rows are the sequences' (at most max_B x max_T) and their
+     * forks' (a fork's rows stay below max_T: as many again), so max_tokens
+     * may exceed max_B x max_T: cllm-train's one-pass step plans the sum of
+     * lens and forks with max_T its longest sequence, and a micro-batch of
+     * full-length sequences that fork holds more rows than max_B x max_T
+     * (capped there, such a call was refused as more tokens than planned,
+     * and cu_fit saw no reason to plan again). */
+    if (o->max_tokens > 0) RM = (size_t)o->max_tokens < 2 * RM ? (size_t)o->max_tokens : 2 * RM;
     t->RM = (int)RM;
     t->max_rows = o->max_rows ? o->max_rows : (int)RM;
     if (t->max_rows > (int)RM) t->max_rows = (int)RM;
