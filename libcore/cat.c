@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "err.h"
@@ -128,13 +130,14 @@ static int sink(cat_state *s, const cllm_record *r) {
     int frame = is_frame_record(r->type);
     if (!frame) {
         if (!wanted(o, r->type)) return 0;
-        if (o->head >= 0 && s->kept >= (uint64_t)o->head) return 1;
+        if (o->head >= 0 && s->kept >= (uint64_t)o->head) return 1;   /* --head 0 */
         s->kept++;
     } else if (o->mode != CLLM_CAT_STREAM && !wanted(o, r->type)) {
         return 0; /* a type filter shows only the asked-for types */
     }
+    int rc;
     switch (o->mode) {
-    case CLLM_CAT_COUNT: return count_type(s, r->type);
+    case CLLM_CAT_COUNT: rc = count_type(s, r->type); break;
     case CLLM_CAT_JSONL:
         s->line.len = 0;
         cllm_value_to_json(&s->line, r->root);
@@ -142,9 +145,17 @@ static int sink(cat_state *s, const cllm_record *r) {
         if (s->line.error) return cllm_error(CLLM_ENOMEM, "out of memory formatting a record");
         if (fwrite(s->line.s, 1, s->line.len, stdout) != s->line.len)
             return cllm_error(CLLM_EIO, "write error: %s", strerror(errno));
-        return 0;
-    default: return stream_sink(s, r);
+        rc = 0;
+        break;
+    default: rc = stream_sink(s, r); break;
     }
+    /* The Nth data record passed on: stop now. Waiting for the next one would
+     * block on a producer that is slow or never sends more, would read (and
+     * --count or -j show) the end record only when the input has no more
+     * data records, and would open the next input: cllm-cat(1) says input
+     * after the Nth record is not read. */
+    if (!rc && !frame && o->head >= 0 && s->kept >= (uint64_t)o->head) return 1;
+    return rc;
 }
 
 static int cat_stream(cat_state *s, const char *path) {
@@ -192,10 +203,20 @@ static int cat_jsonl(cat_state *s, const char *path) {
     int rc = cllm_jsonl_open(&j, path);
     if (rc) return rc;
     cllm_jsonl_allow_nul(j);   /* -j writes a string's NUL bytes as \u0000: read them back */
+    /* A pipe or terminal may make the next line wait: pass on what is
+     * buffered before each read, as the stream reader's wait hook does (stdio
+     * cannot tell when its read will block). A regular file never waits, so
+     * its output stays batched. */
+    struct stat st;
+    int is_stdin = !path || !strcmp(path, "-");
+    int may_wait = (is_stdin ? fstat(STDIN_FILENO, &st) : stat(path, &st)) || !S_ISREG(st.st_mode);
     json_t *obj;
     uint64_t line;
     uint64_t section = 0; /* data records of this input since its last header or end */
-    while (!cllm_interrupted && (rc = cllm_jsonl_next(j, &obj, &line)) == 0) {
+    for (;;) {
+        if (cllm_interrupted) break;
+        if (may_wait) flush_output(s);
+        if ((rc = cllm_jsonl_next(j, &obj, &line))) break;
         rc = cllm_json_to_record(&s->pack, obj, s->next_id++, s->o->field);
         json_decref(obj);
         if (rc) { cllm_error_prefix(rc, "%s:%llu: ", s->input, (unsigned long long)line); break; }
@@ -209,7 +230,9 @@ static int cat_jsonl(cat_state *s, const char *path) {
         char type[64];
         snprintf(type, sizeof type, "%.*s", (int)(t->n < 63 ? t->n : 63), t->v.s);
         cllm_record rec = { s->nodes, type, (const uint8_t *)s->pack.data, s->pack.size, line - 1 };
-        if (!strcmp(type, "end") && s->o->mode == CLLM_CAT_STREAM && s->w) {
+        /* Checked in every mode, --check included: an end record that the
+         * conversion to a stream refuses must not pass --check. */
+        if (!strcmp(type, "end")) {
             int64_t n;
             const cllm_value *why = cllm_mp_get(rec.root, "interrupted");
             if (why) {
@@ -220,7 +243,7 @@ static int cat_jsonl(cat_state *s, const char *path) {
                 }
                 char reason[32];
                 snprintf(reason, sizeof reason, "%.*s", (int)why->n, why->v.s);
-                cllm_writer_set_interrupted(s->w, reason);
+                if (s->w) cllm_writer_set_interrupted(s->w, reason);
             }
             /* The count is of the section this end record closes, in this
              * input, whatever --type dropped and whatever came before. */

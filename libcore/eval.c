@@ -1142,7 +1142,9 @@ static int read_all(const char *path, char **out, size_t *len) {
         size_t k = fread(buf + n, 1, cap - n - 1, f);
         n += k;
         if (k == 0) {
-            if (ferror(f)) rc = cllm_error(CLLM_EIO, "%s: read error", is_stdin ? "(stdin)" : path);
+            /* SIGINT/SIGTERM stop a blocked read (no SA_RESTART): not a read error */
+            if (ferror(f) && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "%s: interrupted", is_stdin ? "(stdin)" : path);
+            else if (ferror(f)) rc = cllm_error(CLLM_EIO, "%s: read error", is_stdin ? "(stdin)" : path);
             break;
         }
     }
@@ -1323,6 +1325,14 @@ int cllm_eval_run(const cllm_eval_opts *o) {
     if (interrupted) rc = 0;
     if (!rc && !interrupted && o->baseline) rc = read_gens(e, o->baseline, 1, NULL, NULL, -1, NULL);
     if (!rc && !interrupted && o->ref && o->task != CLLM_TASK_NONE) rc = read_refs(e, o->ref, o->answer_field);
+    /* A signal while the baseline or the references wait for input (pipes)
+     * is the same stop: cllm-eval(1) promises the metrics of what was read,
+     * marked interrupted. It ended with no stream at all (baseline), or as a
+     * read error with exit 1 (references). */
+    if (rc == CLLM_EINTR && !want_keep && !interrupted) {
+        interrupted = 1;
+        rc = 0;
+    }
     if (!rc && cllm_eval_rows(e) == 0 && !interrupted)
         rc = cllm_error(CLLM_EINVAL, "%s: no gen records", o->input && strcmp(o->input, "-") ? o->input : "(stdin)");
     int have_rows = cllm_eval_rows(e) > 0;

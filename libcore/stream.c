@@ -483,8 +483,8 @@ int cllm_writer_open_fd(cllm_writer **out, int fd, const char *name, int force_t
 int cllm_writer_open(cllm_writer **out, const char *path, int force_tty) {
     if (!path || !strcmp(path, "-")) return cllm_writer_open_fd(out, STDOUT_FILENO, "(stdout)", force_tty);
     struct stat st;
-    int regular = stat(path, &st) != 0 || S_ISREG(st.st_mode);
-    if (!regular) { /* a FIFO or device: write in place */
+    int exists = stat(path, &st) == 0;
+    if (exists && !S_ISREG(st.st_mode)) { /* a FIFO or device: write in place */
         int fd = open(path, O_WRONLY | O_CLOEXEC);
         if (fd < 0) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
         int rc = cllm_writer_open_fd(out, fd, path, force_tty);
@@ -492,8 +492,11 @@ int cllm_writer_open(cllm_writer **out, const char *path, int force_tty) {
         (*out)->own_fd = 1;
         return 0;
     }
-    /* PATH.tmpXXXXXX, renamed over PATH when the stream is whole; created
-     * with the umask's permissions, as a plain create would be */
+    /* PATH.tmpXXXXXX, renamed over PATH when the stream is whole: created
+     * with the mode a plain create under the umask gives (mkstemp's 0600,
+     * then a fixed 0644, ignored the umask), and replacing an existing file
+     * keeps that file's permissions rather than widening them, as "> FILE"
+     * would. */
     size_t n = strlen(path) + 8;
     char *prefix = cllm_malloc(n), *tmp = NULL;
     if (!prefix) return CLLM_ENOMEM;
@@ -502,7 +505,16 @@ int cllm_writer_open(cllm_writer **out, const char *path, int force_tty) {
     int bad = cllm_create_unique(prefix, &tmp, &fd);
     free(prefix);
     if (bad) return cllm_error(CLLM_EIO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-    int rc = cllm_writer_open_fd(out, fd, path, 1);
+    int rc = 0;
+    if (exists && fchmod(fd, st.st_mode & 0777) != 0) {
+        rc = cllm_error(CLLM_EIO, "%s: cannot give the temporary file beside it this file's mode: %s", path,
+                        strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return rc;
+    }
+    rc = cllm_writer_open_fd(out, fd, path, 1);
     if (rc) { close(fd); unlink(tmp); free(tmp); return rc; }
     (*out)->own_fd = 1;
     (*out)->tmp_path = tmp;

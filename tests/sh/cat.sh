@@ -41,6 +41,13 @@ n=$(stat -c %s "$T/s.zst")
 head -c $((n - 3)) "$T/s.zst" > "$T/cut.zst"
 "$B/cllm-cat" -n 1 "$T/cut.zst" /nonexistent.zst > "$T/h.zst" || fail "-n 1 read past its first record"
 "$B/cllm-cat" --check -q "$T/h.zst" || fail "-n 1 output is not whole"
+#    The Nth record the last data record of its input: the stop comes right
+#    after it, not at the next data record (which would read the end record,
+#    open the next input, and wait on a pipe for a record never needed).
+"$B/cllm-cat" -n 3 "$T/s.zst" /nonexistent.zst > "$T/h.zst" 2>/dev/null || fail "-n 3 opened the input after its third record"
+"$B/cllm-cat" --check -q "$T/h.zst" || fail "-n 3 output is not whole"
+"$B/cllm-cat" -c -n 3 "$T/s.zst" > "$T/c"
+[ "$(cat "$T/c")" = "$(printf 'header\t1\nprompt\t1\nmetric\t1\ncustom\t1')" ] || fail "-n 3 read on to the end record: $(cat "$T/c")"
 
 # 4. -q silences the ok lines of --check; without it there is one per input.
 "$B/cllm-cat" --check -q "$T/s.zst" "$T/s.zst" 2> "$T/err"
@@ -65,6 +72,10 @@ for mask in 077 022 027; do
     want=$(printf '%o' $((0666 & ~0$mask)))
     [ "$(stat -c %a "$T/perm.zst")" = "$want" ] || fail "-o under umask $mask: mode $(stat -c %a "$T/perm.zst"), want $want"
 done
+# replacing a file keeps its mode (the temporary file's would have widened it)
+chmod 640 "$T/perm.zst"
+(umask 022 && "$B/cllm-cat" -o "$T/perm.zst" "$T/s.zst") || fail "-o over an existing file"
+[ "$(stat -c %a "$T/perm.zst")" = 640 ] || fail "-o over a 0640 file made mode $(stat -c %a "$T/perm.zst")"
 rc=0; "$B/cllm-cat" -o "$T/o2.zst" "$T/s.zst" "$T/cut.zst" 2>/dev/null || rc=$?
 [ $rc = 1 ] || fail "-o with a cut input: exit $rc"
 [ -z "$(ls "$T" | grep o2.zst)" ] || fail "-o left a file after a failed input: $(ls "$T")"
@@ -92,7 +103,16 @@ if command -v script >/dev/null; then
     grep -q "rc=0" "$T/tty.out" && ! grep -q "refusing" "$T/tty.out" || fail "-f did not write to a terminal: $(cat "$T/tty.out")"
 fi
 
-# 9. SIGINT while cllm-cat waits for input: exit 130; the records read so far
+# 9. -J from a pipe passes each record on before it waits for the next line
+#    (cllm-cat(1): it flushes before waiting for more input); stdio's getline
+#    gave no hook, and the records waited for 64 KiB or the end of input.
+{ echo '{"text":"a"}'; sleep 3; : > "$T/late"; echo '{"text":"b"}'; } | "$B/cllm-cat" -J | "$B/cllm-cat" -j |
+    while read -r line; do
+        case $line in *'"prompt"'*) [ -e "$T/late" ] && echo held > "$T/held"; break ;; esac
+    done
+[ ! -e "$T/held" ] || fail "-J held its first record until the producer wrote the next line"
+
+# 10. SIGINT while cllm-cat waits for input: exit 130; the records read so far
 #    are closed with an end record marked interrupted.
 mkfifo "$T/fifo"
 { cat "$T/s.zst"; sleep 3; } > "$T/fifo" &
