@@ -47,6 +47,16 @@ int cuda_malloc_(void **p, size_t n, const char *what, const char *file, int lin
                       file, line, n, what, cudaGetErrorString(e), fr >> 20, tot >> 20);
 }
 
+int cuda_malloc_host_(void **p, size_t n, const char *what, const char *file, int line) {
+    *p = NULL;
+    cudaError_t e = cudaMallocHost(p, n);
+    if (e == cudaSuccess) return 0;
+    *p = NULL;
+    (void)cudaGetLastError();  /* clear a non-sticky allocation error */
+    return cllm_error(code_of(e), "%s:%d: cudaMallocHost(%zu bytes) for %s: %s (pinned host memory)", file, line, n,
+                      what, cudaGetErrorString(e));
+}
+
 /* ---- per-op device times (CLLM_CUDA_PROFILE) ------------------------------ */
 
 int cuda_op_profile_init(cuda_op_profile *p, int on, const char *const *names, int n_ops, int cap) {

@@ -32,11 +32,14 @@ int cuda_check_(cudaError_t e, const char *call, const char *file, int line);
 int cublas_check_(cublasStatus_t s, const char *call, const char *file, int line);
 /* cudaMalloc of n bytes (what: a name for the message); *p = NULL on failure. */
 int cuda_malloc_(void **p, size_t n, const char *what, const char *file, int line);
+/* cudaMallocHost (pinned host memory) of n bytes, the same way. */
+int cuda_malloc_host_(void **p, size_t n, const char *what, const char *file, int line);
 
 #define CUDA_CHECK(call) cuda_check_((call), #call, __FILE__, __LINE__)
 #define CUDA_CHECK_LAUNCH() cuda_check_(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 #define CUBLAS_CHECK(call) cublas_check_((call), #call, __FILE__, __LINE__)
 #define CUDA_MALLOC(pp, n, what) cuda_malloc_((void **)(pp), (n), (what), __FILE__, __LINE__)
+#define CUDA_MALLOC_HOST(pp, n, what) cuda_malloc_host_((void **)(pp), (n), (what), __FILE__, __LINE__)
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 

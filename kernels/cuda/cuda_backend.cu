@@ -270,7 +270,7 @@ static int uploader_init(uploader *u) {
     memset(u, 0, sizeof *u);
     int rc;
     for (int i = 0; i < 2; i++)
-        if ((rc = CUDA_CHECK(cudaMallocHost((void **)&u->buf[i], UPLOAD_CHUNK * sizeof(uint16_t)))) ||
+        if ((rc = CUDA_MALLOC_HOST(&u->buf[i], UPLOAD_CHUNK * sizeof(uint16_t), "the weights' upload")) ||
             (rc = CUDA_CHECK(cudaEventCreate(&u->copied[i]))))
             return rc;
     return CUDA_CHECK(cudaStreamCreateWithFlags(&u->stream, cudaStreamNonBlocking));
@@ -846,10 +846,10 @@ extern "C" int cllm_cuda_fwd_init(cllm_cuda_fwd *f, const cllm_cuda_model *dm, i
         (rc = CUDA_MALLOC(&s->mem, bytes, "the forward's activations")) ||
         (rc = CUDA_MALLOC(&s->cublas_ws, CUBLAS_WS_BYTES, "cuBLAS' workspace")) ||
         (rc = CUBLAS_CHECK(cublasSetWorkspace(s->cublas, s->cublas_ws, CUBLAS_WS_BYTES))) ||
-        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->meta_h, META_INTS(R) * sizeof(int)))) ||
-        (rc = CUDA_CHECK(cudaMallocHost((void **)&s->argmax_h, R * sizeof *s->argmax_h))) ||
-        (rc = CUDA_CHECK(cudaMallocHost((void **)&f->argmax, R * sizeof(int)))) ||
-        (f->want_logits && (rc = CUDA_CHECK(cudaMallocHost((void **)&f->logits, R * V * sizeof(float)))))) {
+        (rc = CUDA_MALLOC_HOST(&s->meta_h, META_INTS(R) * sizeof(int), "the calls' row tables")) ||
+        (rc = CUDA_MALLOC_HOST(&s->argmax_h, R * sizeof *s->argmax_h, "the argmax keys")) ||
+        (rc = CUDA_MALLOC_HOST(&f->argmax, R * sizeof(int), "the tokens out")) ||
+        (f->want_logits && (rc = CUDA_MALLOC_HOST(&f->logits, R * V * sizeof(float), "the logits out")))) {
         cllm_cuda_fwd_free(f);
         return rc;
     }
@@ -1079,7 +1079,11 @@ static int capture(cllm_cuda_fwd *f, cllm_cuda_kv *kv, int R, int N, fwd_graph *
     int rc = CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
     if (rc) return rc;
     int rc_work = enqueue_forward(f, kv, R, N, kv->cap);
-    rc = CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+    /* After a failed enqueue the capture is invalidated: that is no news, and
+     * its message must not replace the one that says what failed. */
+    cudaError_t end = cudaStreamEndCapture(st, &graph);
+    if (rc_work) (void)cudaGetLastError();
+    else rc = CUDA_CHECK(end);
     if (!rc && !rc_work) rc = CUDA_CHECK(cudaGraphInstantiate(&g->exec, graph, 0));
     if (graph) (void)cudaGraphDestroy(graph);
     if (rc_work || rc) g->exec = NULL;

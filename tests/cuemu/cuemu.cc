@@ -1051,6 +1051,10 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void **p, size_t n) {
+    *p = nullptr;
+    /* tests: pinned host memory that runs out (CUEMU_PINNED_FAIL=1) */
+    const char *pf = getenv("CUEMU_PINNED_FAIL");
+    if (pf && !strcmp(pf, "1")) return err(cudaErrorMemoryAllocation);
     *p = nan_alloc(n, 4096);
     g_mem[(uintptr_t)*p] = Alloc{n, true};
     return cudaSuccess;

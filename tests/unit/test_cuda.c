@@ -450,6 +450,20 @@ static void test_random(const char *name, const cllm_config *c, uint64_t seed) {
         if (e > worst) worst = e;
         cllm_cuda_fwd_free(&xf);
     }
+    {   /* pinned host memory that runs out (the emulator's fault injection; a GPU has
+         * none, so there the state is made and freed): the message names the call, the
+         * bytes asked and what for, as for device memory */
+        char dev[128] = "";
+        cllm_cuda_fwd xf;
+        int emulated = !cllm_cuda_device_name(dev, sizeof dev) && strstr(dev, "cuemu") != NULL;
+        int rc_p = fwd_init_with(&xf, dm, 64, 1, ENV("CUEMU_PINNED_FAIL=1"));
+        if (emulated)
+            CHECK_MSG(rc_p == CLLM_ENOMEM && strstr(cllm_errmsg(), "cudaMallocHost(") &&
+                          strstr(cllm_errmsg(), " bytes) for ") && strstr(cllm_errmsg(), "pinned host memory"),
+                      "%d: %s", rc_p, rc_p ? cllm_errmsg() : "made");
+        else if (!rc_p)
+            cllm_cuda_fwd_free(&xf);
+    }
     {
         cllm_cuda_fwd xf;   /* not a block size: refused */
         CHECK(fwd_init_with(&xf, dm, 64, 1, ENV("CLLM_CUDA_ATT_THREADS=100")) == CLLM_EINVAL);
