@@ -403,18 +403,29 @@ int cllm_ckpt_load(const char *path, cllm_ckpt *c, char **path_out) {
     int rc = list_ckpts(path, &e, &n);
     if (rc) return rc;
     if (n == 0) rc = cllm_error(CLLM_EINVAL, "%s: no checkpoint (ckpt-*.cllmckpt) in this directory", path);
-    /* The newest that validates; an older one when the newest is damaged. */
+    /* The newest that validates; an older one when the newest is damaged,
+     * with a warning for each one passed over (the work since the older one
+     * is lost: not silently). When none validates, the error is the
+     * newest's. */
+    char newest_err[512] = "";
+    int newest_rc = 0;
     for (size_t i = n; i-- > 0;) {
         char *p = join(path, e[i].name);
         if (!p) { rc = CLLM_ENOMEM; break; }
         rc = load_file(p, c);
+        free(p);
         if (!rc) {
-            if (path_out) *path_out = p;
-            else free(p);
+            if (path_out && !(*path_out = join(path, e[i].name))) { cllm_ckpt_free(c); rc = CLLM_ENOMEM; }
             break;
         }
-        free(p);
+        if (rc == CLLM_ENOMEM) break;
+        if (!newest_rc) {
+            newest_rc = rc;
+            snprintf(newest_err, sizeof newest_err, "%s", cllm_errmsg());
+        }
+        if (i > 0) cllm_warn("%s; trying an older checkpoint", cllm_errmsg());
     }
+    if (rc && rc != CLLM_ENOMEM && newest_rc) rc = cllm_error(newest_rc, "%s", newest_err);
     for (size_t i = 0; i < n; i++) free(e[i].name);
     free(e);
     return rc;

@@ -40,6 +40,13 @@
 #define BODY (NP * 4)
 #define FSIZE (PRE + HDR + 3 * BODY + 8)
 
+/* Warnings (cllm_warn) caught here, joined by '|'. */
+static char warned[1024];
+static void on_warn(const char *line) {
+    size_t at = strlen(warned);
+    snprintf(warned + at, sizeof warned - at, "%s|", line);
+}
+
 static float arrays[3 * NP];
 
 static void fill(cllm_ckpt *c, uint64_t step) {
@@ -272,14 +279,32 @@ int main(void) {
     cllm_ckpt_free(&g);
     free(got);
     got = NULL;
-    /* the newest damaged: the one before it */
+    /* the newest damaged: the one before it, with a warning that names the
+     * one passed over and why */
     path_in(p, sizeof p, dir, "ckpt-00000004.cllmckpt");
     CHECK(truncate(p, FSIZE - 1) == 0);
+    warned[0] = 0;
+    cllm_set_warn_handler(on_warn);
     CHECK_OK(cllm_ckpt_load(dir, &g, &got));
     CHECK_EQ_INT(g.step, 3);
+    CHECK_MSG(strstr(warned, "ckpt-00000004.cllmckpt") && strstr(warned, "trying an older checkpoint"), "warned: '%s'",
+              warned);
     cllm_ckpt_free(&g);
     free(got);
     got = NULL;
+    /* all damaged: the error is the newest's */
+    path_in(p, sizeof p, dir, "ckpt-00000003.cllmckpt");
+    char keep3[300];
+    snprintf(keep3, sizeof keep3, "%s.keep", p);
+    CHECK(link(p, keep3) == 0 && unlink(p) == 0);
+    {   /* a damaged copy in its place, the good one kept aside */
+        FILE *f = fopen(p, "wb");
+        CHECK(f && fputs("not a checkpoint", f) >= 0 && fclose(f) == 0);
+    }
+    CHECK(cllm_ckpt_load(dir, &g, &got) != 0 && got == NULL);
+    CHECK_MSG(strstr(cllm_errmsg(), "ckpt-00000004.cllmckpt"), "all damaged: %s", cllm_errmsg());
+    cllm_set_warn_handler(NULL);
+    CHECK(rename(keep3, p) == 0);
     /* rotation with keep 1 leaves the other names alone */
     fill(&c, 5);
     CHECK_OK(cllm_ckpt_save(dir, &c, 1, NULL));
