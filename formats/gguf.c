@@ -1135,6 +1135,11 @@ int cllm_gguf_writer_write(cllm_gguf_writer *w, const char *path) {
     }
     free(h.p);
     if (fflush(f) && !rc) rc = cllm_error(CLLM_EIO, "%s: write error: %s", tmp, strerror(errno));
+    /* The data on disk before the name points at it: fsync is also where a
+     * filesystem that delays allocation (NFS, quotas) reports ENOSPC/EDQUOT,
+     * and without it a crash after the rename can leave an empty or partial
+     * file under the final name. */
+    if (!rc && cllm_fsync(fileno(f))) rc = cllm_error(CLLM_EIO, "%s: fsync: %s", tmp, strerror(errno));
     if (fclose(f) && !rc) rc = cllm_error(CLLM_EIO, "%s: write error: %s", tmp, strerror(errno));
     if (!rc && rename(tmp, path)) rc = cllm_error(CLLM_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
     if (rc) remove(tmp);

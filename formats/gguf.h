@@ -112,8 +112,8 @@ void cllm_f32_round_bf16(float *x, size_t n);
  * already there replaces its value in place. Tensors are given as fp32 and are
  * converted on write to F32, F16 or BF16; the data pointer is borrowed until
  * cllm_gguf_writer_write returns. The file is written to a temporary name next
- * to path and renamed into place, GGUF v3, alignment 32 (or general.alignment
- * when set). */
+ * to path, fsync'd and renamed into place, GGUF v3, alignment 32 (or
+ * general.alignment when set). */
 typedef struct cllm_gguf_writer cllm_gguf_writer;
 int cllm_gguf_writer_new(cllm_gguf_writer **out);
 void cllm_gguf_writer_free(cllm_gguf_writer *w);

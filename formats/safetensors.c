@@ -438,6 +438,11 @@ int cllm_st_write(const char *path, const cllm_st_wtensor *ts, size_t n, int dty
         }
     }
     free(buf);
+    if (!rc && fflush(f)) rc = cllm_error(CLLM_EIO, "%s: write error: %s", tmp, strerror(errno));
+    /* On disk before the rename (as gguf.c's writer): fsync reports the
+     * ENOSPC/EDQUOT of delayed allocation, and a crash after the rename
+     * cannot leave a partial file under the final name. */
+    if (!rc && cllm_fsync(fileno(f))) rc = cllm_error(CLLM_EIO, "%s: fsync: %s", tmp, strerror(errno));
     if (fclose(f) && !rc) rc = cllm_error(CLLM_EIO, "%s: write error: %s", tmp, strerror(errno));
     if (!rc && rename(tmp, path)) rc = cllm_error(CLLM_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
     if (rc) remove(tmp);

@@ -68,7 +68,7 @@ const char *cllm_st_dtype_name(int dtype);
 
 /* Writing: tensors given as fp32, stored as dtype (F32, F16 or BF16), in the
  * order given; metadata is n_meta key/value string pairs (may be 0). Written to
- * a temporary file and renamed into place. */
+ * a temporary file, fsync'd and renamed into place. */
 typedef struct cllm_st_wtensor {
     const char *name;
     int n_dims;

@@ -60,6 +60,12 @@ int cllm_pread_full(int fd, void *buf, size_t n, uint64_t off) {
     return 0;
 }
 
+int cllm_fsync(int fd) {
+    int r;
+    while ((r = fsync(fd)) && errno == EINTR) {}
+    return r;
+}
+
 int cllm_create_unique(const char *prefix, char **path, int *fd) {
     static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     static unsigned counter;

@@ -19,6 +19,9 @@ int cllm_read_full(int fd, void *buf, size_t n, size_t *got);
 /* At offset off, leaving the file position alone (safe from several threads). */
 int cllm_pread_full(int fd, void *buf, size_t n, uint64_t off);
 
+/* fsync(2), retried on EINTR: 0, or -1 with errno set. */
+int cllm_fsync(int fd);
+
 /* Create a new file named prefix followed by 6 characters of [A-Za-z0-9]
  * (mkstemp's form), opened for writing with O_CREAT | O_EXCL | O_CLOEXEC and
  * mode 0666: the umask (and a default ACL) then give it the permissions a

@@ -27,6 +27,7 @@
 #include "safetensors.h"
 #include "startup.h"
 #include "tokenizer.h"
+#include "tokenizer_int.h"
 
 static void cllm_model_src_free(struct cllm_model_src *s);
 
@@ -754,9 +755,13 @@ static const char *tok_text(json_t *v) {
 /* GGUF tokenizer keys from a HF directory's tokenizer.json (byte-level BPE)
  * and tokenizer_config.json: tokens by id, token types (added special tokens
  * control, other added tokens user-defined), merges, the pre-tokenizer name
- * ("smollm" for Digits(individual) + ByteLevel, else "gpt2"), special ids,
- * add_bos_token and the chat template. Nothing is written without tokenizer.json. */
-static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir) {
+ * of tok's pipeline (cllm_tokenizer_pre_name; none is an error: another name
+ * would split text differently), special ids, add_bos_token and the chat
+ * template. Ids without a token up to the model's vocab rows are filled
+ * with "[PAD<id>]" tokens of type UNUSED, as llama.cpp's converter does:
+ * llama.cpp sizes token_embd by the token count. Nothing is written without
+ * tokenizer.json. */
+static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir, const cllm_tokenizer *tok, int vocab_rows) {
     char *tp = path_join(dir, "tokenizer.json"), *cp = path_join(dir, "tokenizer_config.json");
     json_t *tj = NULL, *tc = NULL;
     char **toks = NULL;
@@ -786,6 +791,7 @@ static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir) {
     }
     if (maxid < 0 || maxid >= (1 << 24)) { rc = cllm_error(CLLM_EFORMAT, "%s: bad vocabulary ids", tp); goto out; }
     n_tok = (size_t)maxid + 1;
+    if (n_tok < (size_t)vocab_rows) n_tok = (size_t)vocab_rows;
     toks = cllm_calloc(n_tok, sizeof *toks);
     lens = cllm_calloc(n_tok, sizeof *lens);
     types = cllm_calloc(n_tok, sizeof *types);
@@ -813,7 +819,12 @@ static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir) {
         types[i] = json_is_true(json_object_get(v, "special")) ? CLLM_TOK_CONTROL : CLLM_TOK_USER_DEFINED;
     }
     for (size_t i = 0; i < n_tok; i++)
-        if (!toks[i]) { rc = cllm_error(CLLM_EFORMAT, "%s: no token has id %zu", tp, i); goto out; }
+        if (!toks[i]) {
+            char pad[32];
+            lens[i] = (size_t)snprintf(pad, sizeof pad, "[PAD%zu]", i);
+            if (!(toks[i] = cllm_strdup(pad))) { rc = CLLM_ENOMEM; goto out; }
+            types[i] = CLLM_TOK_UNUSED;
+        }
     n_merges = json_array_size(jm);
     merges = cllm_calloc(n_merges ? n_merges : 1, sizeof *merges);
     if (!merges) { rc = CLLM_ENOMEM; goto out; }
@@ -826,11 +837,12 @@ static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir) {
         } else { rc = cllm_error(CLLM_EFORMAT, "%s: merge %zu is neither \"a b\" nor [a, b]", tp, ai); goto out; }
         if (!merges[ai]) { rc = CLLM_ENOMEM; goto out; }
     }
-    json_t *pt = json_object_get(tj, "pre_tokenizer"), *pts = json_object_get(pt, "pretokenizers");
-    const char *pre = "gpt2";
-    if (json_array_size(pts) == 2 && !strcmp(json_string_value(json_object_get(json_array_get(pts, 0), "type")) ? json_string_value(json_object_get(json_array_get(pts, 0), "type")) : "", "Digits") &&
-        json_is_true(json_object_get(json_array_get(pts, 0), "individual_digits")))
-        pre = "smollm";
+    const char *pre = tok ? cllm_tokenizer_pre_name(tok) : NULL;
+    if (!pre) {
+        rc = cllm_error(CLLM_EUNSUP, "%s: its pre_tokenizer is none that a GGUF tokenizer.ggml.pre names (gpt2, smollm, "
+                        "qwen2, llama-bpe); the GGUF would split text differently", tp);
+        goto out;
+    }
     if ((rc = cllm_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2", 4)) ||
         (rc = cllm_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, strlen(pre))) ||
         (rc = cllm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, lens, n_tok)) ||
@@ -876,7 +888,9 @@ static int save_gguf(const cllm_model *m, const char *path, int type) {
             rc = cllm_gguf_writer_copy_kv(w, src, i);
         }
     char key[160];
-    const char *A = c->arch;
+    /* llama.cpp has no "mistral" architecture: its converter writes Mistral
+     * models as "llama" (same tensors, same permuted Q/K), and so do we. */
+    const char *A = !strcmp(c->arch, "mistral") ? "llama" : c->arch;
 #define SETU(name, v) if (!rc) { snprintf(key, sizeof key, "%s.%s", A, name); rc = cllm_gguf_writer_set_u32(w, key, (uint32_t)(v)); }
 #define SETF(name, v) if (!rc) { snprintf(key, sizeof key, "%s.%s", A, name); rc = cllm_gguf_writer_set_f32(w, key, (v)); }
     if (!rc) rc = cllm_gguf_writer_set_str(w, "general.architecture", A, strlen(A));
@@ -906,7 +920,7 @@ static int save_gguf(const cllm_model *m, const char *path, int type) {
             if (!rc && !strncmp(k, "general.", 8) && json_is_string(v) && strcmp(k, "general.architecture"))
                 rc = cllm_gguf_writer_set_str(w, k, json_string_value(v), json_string_length(v));
     }
-    if (!src && !rc && m->src && m->src->hf_dir) rc = gguf_tokenizer_from_hf(w, m->src->hf_dir);
+    if (!src && !rc && m->src && m->src->hf_dir) rc = gguf_tokenizer_from_hf(w, m->src->hf_dir, m->tok, c->vocab);
     if (!src && !rc) {
         if (c->bos_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
         if (!rc && c->eos_id >= 0) rc = cllm_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_id);
@@ -1004,15 +1018,17 @@ static int cllm_hf_tokenizer_from_gguf(const cllm_gguf *g, const char *dir) {
                                                    "normalized", types[i] != CLLM_TOK_CONTROL, "special", types[i] == CLLM_TOK_CONTROL));
     }
     for (size_t i = 0; i < n_merges; i++) json_array_append_new(jm, json_stringn(merges[i].s, merges[i].len));
+    /* The pipeline the file names, in the form HF reads (Qwen2's and Llama 3's
+     * Split regex too: a plain ByteLevel would split text as GPT-2 does). */
+    int ignore_merges = 0;
+    json_t *pt;
+    if ((rc = cllm_hf_pre_tokenizer(pre.s, &pt, &ignore_merges))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
     json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1);
-    json_t *pt = !strcmp(pre.s, "smollm")
-        ? json_pack("{s:s, s:[{s:s, s:b}, O]}", "type", "Sequence", "pretokenizers", "type", "Digits", "individual_digits", 1, bl)
-        : json_incref(bl);
     json_t *tj = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:O, s:O, s:{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}}",
         "version", "1.0", "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer", pt,
         "post_processor", bl, "decoder", bl,
         "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
-        "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges", jm);
+        "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", ignore_merges, "vocab", vocab, "merges", jm);
     added = vocab = jm = NULL;  /* these and pt are stolen by json_pack ("o"), even on failure */
     json_decref(bl);
     char *p = path_join(dir, "tokenizer.json");
@@ -1103,6 +1119,9 @@ static int save_hf(const cllm_model *m, const char *dir, int type) {
         json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
         json_object_set_new(j, "mlp_bias", json_false());
     }
+    /* MistralConfig's default is a 4096-token sliding window; the model here
+     * attends to the whole context, so HF must not use one. */
+    if (!strcmp(c->arch, "mistral")) json_object_set_new(j, "sliding_window", json_null());
     json_object_set_new(j, "bos_token_id", c->bos_id >= 0 ? json_integer(c->bos_id) : json_null());
     json_object_set_new(j, "eos_token_id", c->eos_id >= 0 ? json_integer(c->eos_id) : json_null());
     if (c->pad_id >= 0) json_object_set_new(j, "pad_token_id", json_integer(c->pad_id));

@@ -136,6 +136,7 @@ struct cllm_tokenizer {
     pre_step steps[CLLM_PRE_MAX_STEPS];
     int bos, eos, pad, unk;
     int ignore_merges;
+    uint64_t pre_hash;       /* the pipeline and ignore_merges (pipeline_hash) */
     int32_t *eog;
     size_t n_eog;
     int chatml;
@@ -287,6 +288,15 @@ static void pre_describe_hash(uint64_t *h, const cllm_pretok_step *steps, int n_
             *h = fnv1a(*h, steps[i].pattern, strlen(steps[i].pattern) + 1);
         }
     }
+}
+
+/* Hash of a pre-tokenizer pipeline with its ignore_merges flag: equal for
+ * two tokenizers that split text alike (cllm_tokenizer_pre_name). */
+static uint64_t pipeline_hash(const cllm_pretok_step *steps, int n_steps, int ignore_merges) {
+    uint64_t h = FNV_OFFSET;
+    pre_describe_hash(&h, steps, n_steps);
+    if (ignore_merges) h = fnv1a(h, "ignore_merges", 13);
+    return h;
 }
 
 static int build_specials(cllm_tokenizer *t) {
@@ -493,15 +503,23 @@ int cllm_tokenizer_new_ex(cllm_tokenizer **out, const cllm_tokenizer_spec *spec,
         t->chatml = vocab_find(t, "<|im_start|>", 12) >= 0 && vocab_find(t, "<|im_end|>", 10) >= 0;
     }
 
-    /* content hash: pre-tokenizer, tokens with types, merges */
+    t->pre_hash = pipeline_hash(steps, n_steps, o.ignore_merges);
+    /* content hash: pre-tokenizer, tokens with types, merges. UNUSED tokens
+     * (ids without a token: "" in a HF directory's gaps, "[PAD<id>]" where a
+     * GGUF fills them up to the embedding's rows, as llama.cpp's converter
+     * and cllm's GGUF writer do) count by their type alone, and trailing ones
+     * not at all: no text reaches them (they are neither merged into nor
+     * matched as specials), so the two forms of one tokenizer hash alike. */
     uint64_t h = fnv1a(FNV_OFFSET, "cllm-tokenizer-1", 16);
     pre_describe_hash(&h, steps, n_steps);
     if (o.ignore_merges) h = fnv1a(h, "ignore_merges", 13);
-    uint64_t nv = n;
+    size_t n_used = n;
+    while (n_used && t->types[n_used - 1] == CLLM_TOK_UNUSED) n_used--;
+    uint64_t nv = n_used;
     h = fnv1a(h, &nv, sizeof nv);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t l = tok_len(t, (int32_t)i);
+    for (size_t i = 0; i < n_used; i++) {
         int32_t ty = t->types[i];
+        uint64_t l = ty == CLLM_TOK_UNUSED ? 0 : tok_len(t, (int32_t)i);
         h = fnv1a(h, &l, sizeof l);
         h = fnv1a(h, tok_str(t, (int32_t)i), (size_t)l);
         h = fnv1a(h, &ty, sizeof ty);
@@ -797,6 +815,18 @@ int cllm_tokenizer_is_eog(const cllm_tokenizer *t, int32_t id) {
 }
 
 const char *cllm_tokenizer_hash(const cllm_tokenizer *t) { return t->hash; }
+
+const char *cllm_tokenizer_pre_name(const cllm_tokenizer *t) {
+    /* The names llama.cpp's converter writes for these pipelines. */
+    static const char *const names[] = { "gpt2", "smollm", "qwen2", "llama-bpe" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        cllm_pretok_step steps[CLLM_PRE_MAX_STEPS];
+        cllm_tok_opts o;
+        int n = cllm_pretok_from_name(names[i], &o, steps);
+        if (n && pipeline_hash(steps, n, o.ignore_merges) == t->pre_hash) return names[i];
+    }
+    return NULL;
+}
 
 int cllm_tokenizer_chat_info(const cllm_tokenizer *t, int *chatml, const char **default_system) {
     *chatml = t->chatml;

@@ -68,6 +68,10 @@ int cllm_tokenizer_is_eog(const cllm_tokenizer *t, int32_t id);
 
 /* A content hash of vocab, merges, types and pre-tokenizer, as 16 hex digits. */
 const char *cllm_tokenizer_hash(const cllm_tokenizer *t);
+/* The GGUF tokenizer.ggml.pre name ("gpt2", "smollm", "qwen2", "llama-bpe")
+ * whose pipeline splits text as t's pre-tokenizer does (same steps, same
+ * ignore_merges), or NULL when none does. */
+const char *cllm_tokenizer_pre_name(const cllm_tokenizer *t);
 
 /* Prompt templates (docs/TOKENIZER.md).
  * chat: ChatML as the model's own template renders one user message with

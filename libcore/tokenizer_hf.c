@@ -100,6 +100,45 @@ static int parse_pre(hf_load *L, json_t *pre, int depth) {
     return cllm_error(CLLM_EUNSUP, "tokenizer.json: pre_tokenizer %s is not supported", type);
 }
 
+int cllm_hf_pre_tokenizer(const char *pre, json_t **out, int *ignore_merges) {
+    cllm_pretok_step steps[CLLM_PRE_MAX_STEPS];
+    cllm_tok_opts o;
+    *out = NULL;
+    int n = cllm_pretok_from_name(pre, &o, steps);
+    if (!n) return cllm_error(CLLM_EUNSUP, "unknown pre-tokenizer \"%s\"", pre);
+    *ignore_merges = o.ignore_merges;
+    /* Each step as parse_pre reads it back: the GPT-2 regex as the last step
+     * is ByteLevel's own (use_regex); any other regex a Split before a
+     * ByteLevel that only maps bytes (what HF writes for Qwen2 and Llama 3). */
+    json_t *seq = json_array();
+    int byte_level = 0;
+    for (int i = 0; seq && i < n; i++) {
+        json_t *st;
+        if (steps[i].kind == CLLM_PRE_DIGITS)
+            st = json_pack("{s:s, s:b}", "type", "Digits", "individual_digits", steps[i].individual);
+        else if (i == n - 1 && !strcmp(steps[i].pattern, cllm_pre_gpt2_pattern)) {
+            st = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,
+                           "use_regex", 1);
+            byte_level = 1;
+        } else
+            st = json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split", "pattern", "Regex", steps[i].pattern,
+                           "behavior", "Isolated", "invert", 0);
+        if (!st || json_array_append_new(seq, st)) { json_decref(seq); seq = NULL; }
+    }
+    if (seq && !byte_level &&
+        json_array_append_new(seq, json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                                             "trim_offsets", 0, "use_regex", 0))) {
+        json_decref(seq);
+        seq = NULL;
+    }
+    if (seq && json_array_size(seq) == 1) {  /* one step: itself, as HF writes GPT-2's */
+        *out = json_incref(json_array_get(seq, 0));
+        json_decref(seq);
+    } else if (seq)
+        *out = json_pack("{s:s, s:o}", "type", "Sequence", "pretokenizers", seq);
+    return *out ? 0 : cllm_error(CLLM_ENOMEM, "out of memory building a pre_tokenizer");
+}
+
 static int check_normalizer(json_t *nz) {
     if (!nz || json_is_null(nz)) return 0;
     const char *type = json_string_value(json_object_get(nz, "type"));

@@ -46,6 +46,13 @@ typedef struct cllm_tok_opts {
  * of steps, or 0 when the name is unknown. */
 int cllm_pretok_from_name(const char *name, cllm_tok_opts *opts, cllm_pretok_step *steps);
 
+/* The tokenizer.json pre_tokenizer (*out, a new reference) that HF
+ * `tokenizers` and cllm_tokenizer_from_hf_dir read as the pipeline of the
+ * GGUF tokenizer.ggml.pre name pre; *ignore_merges is what the BPE model
+ * then needs. CLLM_EUNSUP when the name is unknown. */
+struct json_t;
+int cllm_hf_pre_tokenizer(const char *pre, struct json_t **out, int *ignore_merges);
+
 /* Internal constructor: spec plus options (NULL: cllm_tokenizer_new). */
 int cllm_tokenizer_new_ex(cllm_tokenizer **out, const cllm_tokenizer_spec *spec, const cllm_tok_opts *opts);
 

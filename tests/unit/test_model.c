@@ -15,12 +15,22 @@
  *  - the loader's start-up threads: SmolLM2's parameters bit-equal on 1 and
  *    3 threads; of two unreadable tensors the first is named, whatever the
  *    threads do;
- *  - hostile safetensors files each fail with a clear message.
+ *  - hostile safetensors files each fail with a clear message;
+ *  - both writers fsync before the rename; a failing fsync is an error that
+ *    leaves no file (fsync is wrapped here);
+ *  - HF -> GGUF -> HF keeps Qwen2's and Llama 3's pre-tokenizers (same ids),
+ *    pads the GGUF token list to the embedding's rows; mistral saves as a
+ *    llama GGUF and a config.json without HF's default sliding window.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "check.h"
 #include "err.h"
@@ -31,6 +41,15 @@
 #include "tokenizer.h"
 
 static char tmpdir[128];
+
+/* fsync, failing with fsync_errno when set: the ENOSPC/EDQUOT that NFS and
+ * delayed allocation report only there. fsync_calls counts the calls. */
+static int fsync_errno, fsync_calls;
+int fsync(int fd) {
+    fsync_calls++;
+    if (fsync_errno) { errno = fsync_errno; return -1; }
+    return (int)syscall(SYS_fsync, fd);
+}
 
 static const char *tmp(const char *name) {
     static char p[4][256];
@@ -129,6 +148,9 @@ static void roundtrip_tiny(const char *arch, int bias, int tied) {
     const char *gp = tmp("tiny.gguf"), *hp = tmp("tiny-hf");
     CHECK_OK(cllm_model_save(&m, gp, "f32"));
     CHECK_OK(cllm_model_load(&g, gp));
+    /* llama.cpp knows no "mistral" architecture: a Mistral GGUF says llama */
+    CHECK_STR(g.cfg.arch, strcmp(arch, "mistral") ? arch : "llama");
+    snprintf(g.cfg.arch, sizeof g.cfg.arch, "%s", arch);
     CHECK(same_model(&m, &g, "tiny gguf"));
     CHECK_STR(g.cfg.name, "tiny");
     /* the stored Q rows are the permuted ones (llama) or not (qwen2) */
@@ -138,7 +160,7 @@ static void roundtrip_tiny(const char *arch, int bias, int tied) {
         float q[32 * 32];
         CHECK_OK(cllm_gguf_read_f32(gg, cllm_gguf_find_tensor(gg, "blk.1.attn_q.weight"), q, 32 * 32));
         /* GGUF row h*HS + 2i + t = HF row h*HS + t*HS/2 + i; head 1, i 1, t 1: gguf row 11 = hf row 13 */
-        int permuted = !strcmp(arch, "llama");
+        int permuted = strcmp(arch, "qwen2") != 0;
         CHECK(!memcmp(q + 11 * 32, m.layers[1].wq + (permuted ? 13 : 11) * 32, 32 * sizeof(float)));
         cllm_gguf_close(gg);
     }
@@ -204,7 +226,15 @@ static void test_tiny(void) {
     roundtrip_tiny("llama", 1, 0);
     roundtrip_tiny("llama", 0, 1);
     roundtrip_tiny("qwen2", 1, 1);
-    TEST_OK("tiny models: GGUF and HF save/load bit-equal (llama+bias+untied, llama tied, qwen2)");
+    roundtrip_tiny("mistral", 0, 0);
+    /* HF's MistralConfig defaults to a 4096-token sliding window: the
+     * config.json written says there is none, as the model computes. */
+    json_error_t je;
+    json_t *cfg = json_load_file(tmp("tiny-hf/config.json"), 0, &je);
+    CHECK_MSG(cfg && json_is_null(json_object_get(cfg, "sliding_window")), "mistral config.json: sliding_window %s",
+              cfg && json_object_get(cfg, "sliding_window") ? "not null" : "missing");
+    json_decref(cfg);
+    TEST_OK("tiny models: GGUF and HF save/load bit-equal (llama+bias+untied, llama tied, qwen2, mistral)");
 }
 
 /* Compare the model's tensors with the "hf" lines of the golden file. */
@@ -378,6 +408,213 @@ static void test_real(void) {
     }
     cllm_model_free(&m);
     TEST_OK("bf16 GGUF save");
+}
+
+/* Number of entries of dir whose name contains part. */
+static int count_names(const char *dir, const char *part) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) n += strstr(e->d_name, part) != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+/* A save whose fsync fails (a full disk or quota that NFS or delayed
+ * allocation reports only there) is an error, leaves no file under the final
+ * name and no temporary file; a save that succeeds fsync'd its data before
+ * the rename. */
+static void test_save_fsync(void) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.arch, "llama");
+    c.n_layer = 1; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = 40;
+    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.tied = 1; c.bos_id = 1; c.eos_id = 2; c.pad_id = -1;
+    cllm_model m;
+    CHECK_OK(cllm_model_alloc(&m, &c));
+    fill_random(&m, 3);
+    const char *gp = tmp("fsync.gguf"), *hp = tmp("fsync-hf");
+    struct stat st;
+    fsync_calls = 0;
+    CHECK_OK(cllm_model_save(&m, gp, "f32"));
+    CHECK_MSG(fsync_calls >= 1, "the GGUF writer never called fsync");
+    fsync_calls = 0;
+    CHECK_OK(cllm_model_save(&m, hp, "bf16"));
+    CHECK_MSG(fsync_calls >= 1, "the safetensors writer never called fsync");
+    remove(gp);
+    remove(tmp("fsync-hf/model.safetensors"));
+    fsync_errno = EDQUOT;
+    int rc = cllm_model_save(&m, gp, "f16");
+    CHECK_MSG(rc == CLLM_EIO && strstr(cllm_errmsg(), "fsync") && strstr(cllm_errmsg(), strerror(EDQUOT)),
+              "GGUF save with a failing fsync: rc %d: %s", rc, cllm_errmsg());
+    CHECK(stat(gp, &st) != 0);
+    rc = cllm_model_save(&m, hp, "f32");
+    CHECK_MSG(rc == CLLM_EIO && strstr(cllm_errmsg(), "fsync"), "HF save with a failing fsync: rc %d: %s", rc, cllm_errmsg());
+    CHECK(stat(tmp("fsync-hf/model.safetensors"), &st) != 0);
+    fsync_errno = 0;
+    CHECK_EQ_INT(count_names(tmpdir, ".tmp."), 0);
+    CHECK_EQ_INT(count_names(hp, ".tmp."), 0);
+    cllm_model_free(&m);
+    TEST_OK("GGUF and safetensors saves fsync before the rename; a failing fsync leaves no file");
+}
+
+/* The regexes of HF's Qwen2 and Llama 3 tokenizer.json (Split, before a
+ * ByteLevel without regex), JSON-escaped as the file holds them. */
+static const char qwen2_re[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
+                               "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
+static const char llama3_re[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
+                                "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
+
+/* Write a small byte-level BPE tokenizer.json into dir: ids 0..9 and a
+ * special token <|end|> at 10, or (hole) without ids 8 and 9; the
+ * pre_tokenizer pre (a JSON text). */
+static int write_tok(const char *dir, const char *pre, int ignore_merges, int hole) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    FILE *f = fopen(p, "w");
+    if (!f) return -1;
+    fprintf(f, "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 10, \"content\": \"<|end|>\", \"special\": true}], "
+               "\"normalizer\": null, \"pre_tokenizer\": %s, \"decoder\": {\"type\": \"ByteLevel\"}, "
+               "\"model\": {\"type\": \"BPE\", \"ignore_merges\": %s, \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, "
+               "\"1\": 3, \"2\": 4, \"\u0120\": 5, \"\u01201\": 6, \"12\": 7%s}, \"merges\": [\"a b\", \"\u0120 1\", \"1 2\"]}}",
+            pre, ignore_merges ? "true" : "false", hole ? "" : ", \"ba\": 8, \"bb\": 9");
+    if (fclose(f)) return -1;
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    f = fopen(p, "w");
+    if (!f) return -1;
+    fputs("{\"eos_token\": \"<|end|>\"}", f);
+    return fclose(f) ? -1 : 0;
+}
+
+static int same_ids(const cllm_tokenizer *a, const cllm_tokenizer *b, const char *text) {
+    int32_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int same = a && b && !cllm_tokenizer_encode(a, text, strlen(text), 1, &x, &nx) &&
+               !cllm_tokenizer_encode(b, text, strlen(text), 1, &y, &ny) && nx == ny && !memcmp(x, y, nx * sizeof *x);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A tiny qwen2 model of vocab V in a HF directory with write_tok's tokenizer,
+ * loaded into *h. */
+static int tok_model(cllm_model *h, const char *dir, int V, const char *pre, int ignore_merges, int hole) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.arch, "qwen2");
+    c.n_layer = 1; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = V;
+    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.tied = 1; c.qkv_bias = 1; c.bos_id = -1;
+    c.eos_id = 10; c.pad_id = -1;
+    cllm_model m;
+    int rc = cllm_model_alloc(&m, &c);
+    if (rc) return rc;
+    fill_random(&m, 5);
+    rc = cllm_model_save(&m, dir, "f32");
+    cllm_model_free(&m);
+    if (!rc && write_tok(dir, pre, ignore_merges, hole)) rc = CLLM_EIO;
+    return rc ? rc : cllm_model_load(h, dir);
+}
+
+/* HF directory -> GGUF -> HF directory for Qwen2's and Llama 3's
+ * pre-tokenizers: the GGUF names the pipeline (qwen2, llama-bpe; it said
+ * gpt2, splitting text as GPT-2 does), the HF directory written from it
+ * holds the Split regex (it held a plain ByteLevel), and all three
+ * tokenizers give the same ids. A pipeline no GGUF name has is refused. */
+static void test_tokenizer_pre_roundtrip(void) {
+    static const char *const names[] = { "qwen2", "llama-bpe" };
+    const char *text = "ab 12 ab12 1212<|end|>";
+    for (int k = 0; k < 2; k++) {
+        char pre[600];
+        snprintf(pre, sizeof pre, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+                 "{\"Regex\": \"%s\"}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", "
+                 "\"add_prefix_space\": false, \"trim_offsets\": false, \"use_regex\": false}]}", k ? llama3_re : qwen2_re);
+        char d[64], g[64], d2[64];
+        snprintf(d, sizeof d, "pre-%d", k);
+        snprintf(g, sizeof g, "pre-%d.gguf", k);
+        snprintf(d2, sizeof d2, "pre-%d-back", k);
+        const char *dp = tmp(d), *gp = tmp(g), *d2p = tmp(d2);
+        cllm_model h, m, h2;
+        CHECK_OK(tok_model(&h, dp, 11, pre, k, 0));
+        if (!h.tok) { cllm_model_free(&h); continue; }
+        CHECK_OK(cllm_model_save(&h, gp, "f32"));
+        cllm_gguf *gg = NULL;
+        CHECK_OK(cllm_gguf_open(&gg, gp));
+        if (gg) {
+            cllm_gguf_str s;
+            CHECK_OK(cllm_gguf_get_str(gg, "tokenizer.ggml.pre", &s));
+            CHECK_STR(s.s, names[k]);
+            cllm_gguf_close(gg);
+        }
+        CHECK_OK(cllm_model_load(&m, gp));
+        CHECK_MSG(same_ids(h.tok, m.tok, text), "%s: the GGUF tokenizes differently from its HF source", names[k]);
+        if (m.tok) CHECK_STR(cllm_tokenizer_hash(m.tok), cllm_tokenizer_hash(h.tok));
+        CHECK_OK(cllm_model_save(&m, d2p, "f32"));
+        CHECK_OK(cllm_model_load(&h2, d2p));
+        CHECK_MSG(same_ids(m.tok, h2.tok, text), "%s: the HF directory written from the GGUF tokenizes differently",
+                  names[k]);
+        cllm_model_free(&h2);
+        cllm_model_free(&m);
+        cllm_model_free(&h);
+    }
+    /* a pipeline without a GGUF name: refused, no file */
+    const char *dp = tmp("pre-custom"), *gp = tmp("pre-custom.gguf");
+    cllm_model h;
+    CHECK_OK(tok_model(&h, dp, 11, "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"[a-z]+\"}, "
+                                   "\"behavior\": \"Isolated\", \"invert\": false}", 0, 0));
+    if (h.tok) {
+        int rc = cllm_model_save(&h, gp, "f32");
+        CHECK_MSG(rc == CLLM_EUNSUP && strstr(cllm_errmsg(), "pre_tokenizer"), "rc %d: %s", rc, cllm_errmsg());
+        struct stat st;
+        CHECK(stat(gp, &st) != 0);
+    }
+    cllm_model_free(&h);
+    TEST_OK("HF -> GGUF -> HF: Qwen2 and Llama 3 pre-tokenizers kept (same ids); an unnamed one refused");
+}
+
+/* HF -> GGUF when the tokenizer has fewer tokens than the embedding has rows
+ * (Qwen2: 151646 tokens, 151936 rows) or ids without a token: llama.cpp
+ * sizes token_embd by the token count, so the GGUF lists a token for every
+ * row, the missing ones "[PAD<id>]" of type UNUSED as llama.cpp's converter
+ * writes them (the save failed on a hole, and wrote a short list otherwise). */
+static void test_tokenizer_pad(void) {
+    char pre[600];
+    snprintf(pre, sizeof pre, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+             "{\"Regex\": \"%s\"}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", "
+             "\"use_regex\": false}]}", qwen2_re);
+    for (int hole = 0; hole < 2; hole++) {
+        const char *dp = tmp(hole ? "pad-hole" : "pad"), *gp = tmp(hole ? "pad-hole.gguf" : "pad.gguf");
+        cllm_model h, m;
+        CHECK_OK(tok_model(&h, dp, 40, pre, 0, hole));
+        if (!h.tok) { cllm_model_free(&h); continue; }
+        CHECK_OK(cllm_model_save(&h, gp, "f32"));
+        cllm_gguf *gg = NULL;
+        CHECK_OK(cllm_gguf_open(&gg, gp));
+        if (gg) {
+            const cllm_gguf_str *toks;
+            const int32_t *types;
+            size_t n = 0, nt = 0;
+            CHECK_OK(cllm_gguf_get_arr_str(gg, "tokenizer.ggml.tokens", &toks, &n));
+            CHECK_OK(cllm_gguf_get_arr_i32(gg, "tokenizer.ggml.token_type", &types, &nt));
+            CHECK_EQ_INT(n, cllm_gguf_find_tensor(gg, "token_embd.weight")->ne[1]);
+            CHECK_EQ_INT(nt, 40);
+            if (n == 40 && nt == 40) {
+                CHECK_STR(toks[8].s, hole ? "[PAD8]" : "ba");
+                CHECK_STR(toks[11].s, "[PAD11]");
+                CHECK_STR(toks[39].s, "[PAD39]");
+                CHECK(types[8] == (hole ? CLLM_TOK_UNUSED : CLLM_TOK_NORMAL) && types[39] == CLLM_TOK_UNUSED);
+                CHECK(types[10] == CLLM_TOK_CONTROL && types[2] == CLLM_TOK_NORMAL);
+            }
+            cllm_gguf_close(gg);
+        }
+        CHECK_OK(cllm_model_load(&m, gp));
+        CHECK(same_ids(h.tok, m.tok, "ab 12 ab12 1212<|end|>"));
+        /* one tokenizer in two forms: the same hash (streams of one are taken with
+         * the other: cllm-train's and cllm-bench --vs's checks) */
+        if (m.tok) CHECK_STR(cllm_tokenizer_hash(m.tok), cllm_tokenizer_hash(h.tok));
+        cllm_model_free(&m);
+        cllm_model_free(&h);
+    }
+    TEST_OK("HF -> GGUF: the token list as long as the embedding, [PAD<id>] UNUSED for ids without a token, one hash");
 }
 
 /* ---- hostile safetensors ---- */
@@ -608,6 +845,9 @@ int main(void) {
     test_bad_safetensors();
     test_bad_safetensors_more();
     test_sharded();
+    test_save_fsync();
+    test_tokenizer_pre_roundtrip();
+    test_tokenizer_pad();
     test_real();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
