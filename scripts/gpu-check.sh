@@ -73,7 +73,10 @@
 #          start-up alone, and Nsight Compute (ncu) on the window calls'
 #          kernels where the machine has it.
 #        Without staged files it uses what an earlier call unpacked in
-#        /root/stage, else BUILD/tests/test_cuda and $CLLM_MODEL or models/.
+#        /root/stage, else build-static's programs; a BUILD named uses BUILD's
+#        programs whatever is staged (scripts/gpu-check-dry.sh runs it so
+#        here, without a GPU); the model: $CLLM_MODEL, else the staged one,
+#        else models/.
 #        Results in $OUT (else /tmp/gpu-check-out): summary.txt, and
 #        logs.tar.gz (nvidia-smi.txt, test_cuda.log, cli.log, bench.log,
 #        hf.log, train-attention.log, train.log, nccl.log, train-bench.log,
@@ -134,6 +137,7 @@ run) ;;
 esac
 
 build=${1:-build-static}
+build_named=$#   # 1: run BUILD uses BUILD's programs, not the staged ones (scripts/gpu-check-dry.sh)
 out=${OUT:-/tmp/gpu-check-out}
 mkdir -p "$out"
 sum=$out/summary.txt
@@ -146,7 +150,14 @@ trap pack EXIT
 trap 'pack; exit 143' TERM INT
 : >"$sum"
 status=0
-note() { echo "$*" | tee -a "$sum"; }
+note() { printf '%s\n' "$*" | tee -a "$sum"; }
+# a name GPU_CHECK_STEPS does not know would run nothing: stop before any device time goes to it
+for s in ${GPU_CHECK_STEPS:-all}; do
+    case $s in all|2|3|3b|3c|3d|4|5|6|p) ;;
+    *) note "FAIL GPU_CHECK_STEPS: no step '$s' (all 2 3 3b 3c 3d 4 5 6 p)"; exit 2 ;; esac
+done
+# compute-sanitizer and ncu live beside nvcc
+case ":$PATH:" in *:/usr/local/cuda/bin:*) ;; *) [ -d /usr/local/cuda/bin ] && PATH=$PATH:/usr/local/cuda/bin ;; esac
 t=$build/tests/test_cuda
 
 bin=$build
@@ -154,9 +165,10 @@ unxz() { # file.xz: to stdout, with xz, else python3's lzma
     if command -v xz >/dev/null 2>&1; then xz -dc "$1"
     else python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1"; fi
 }
-if [ -f .stage/b/progs.tar.xz ]; then
+if [ "$build_named" -gt 0 ]; then :
+elif [ -f .stage/b/progs.tar.xz ]; then
     mkdir -p /root/stage && cp .stage/b/commit /root/stage/commit &&
-        unxz .stage/b/progs.tar.xz | tar -xf - -C /root/stage || note "FAIL: unpacking .stage/b/progs.tar.xz"
+        unxz .stage/b/progs.tar.xz | tar -xf - -C /root/stage || { note "FAIL: unpacking .stage/b/progs.tar.xz"; status=1; }
     [ -x /root/stage/tests/test_cuda ] && t=/root/stage/tests/test_cuda
     unxz .stage/b/train512.jsonl.xz >/root/stage/train512.jsonl
     bin=/root/stage
@@ -166,8 +178,11 @@ elif [ -x /root/stage/tests/test_cuda ]; then   # a later call on the same warm 
 fi
 if [ -f .stage/b/model.part-ab ] && [ -f /root/stage/model.part-aa ]; then
     cat /root/stage/model.part-aa .stage/b/model.part-ab >/root/stage/model.gguf
-    want=$(cut -d' ' -f1 scripts/model.sha256)
-    [ "$(sha256sum /root/stage/model.gguf | cut -d' ' -f1)" = "$want" ] || note "staged model: sha256 mismatch"
+    sha=$(cut -d' ' -f1 scripts/model.sha256)
+    [ "$(sha256sum /root/stage/model.gguf | cut -d' ' -f1)" = "$sha" ] || { note "FAIL staged model: sha256 mismatch"; status=1; }
+elif [ -f .stage/b/model.part-ab ] && [ -z "${CLLM_MODEL:-}" ]; then
+    note "FAIL staged model: no /root/stage/model.part-aa (this machine did not run the put call: redo put, then run at once); the SmolLM2 steps fail"
+    status=1
 fi
 if [ -z "${CLLM_MODEL:-}" ]; then
     for m in /root/stage/model.gguf "$model_src"; do
@@ -181,6 +196,16 @@ note "gpu-check: $(date -u +%FT%TZ) test=$t model=$CLLM_MODEL"
 # than it may take, so a call with timeout_s >= GPU_CHECK_BUDGET + 20 always
 # returns its logs (default budget 480 s).
 deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET:-480} ))
+# Every command below runs under timeout N; N is cut to the time left + 15 s, so that a step that
+# runs over its estimate (have_time) ends there and the call still returns its logs within
+# GPU_CHECK_BUDGET + ~20 s ("env ... timeout" in 3c and p calls timeout(1) itself).
+timeout() { # seconds command...
+    tmo_n=$(( deadline + 15 - $(date +%s) ))
+    [ "$tmo_n" -lt "$1" ] || tmo_n=$1
+    [ "$tmo_n" -ge 1 ] || tmo_n=1
+    shift
+    command timeout "$tmo_n" "$@"
+}
 have_time() { # seconds what
     if [ $(( deadline - $(date +%s) )) -lt "$1" ]; then note "SKIP $2: less than $1 s left"; return 1; fi
 }
@@ -287,7 +312,8 @@ awk 'NR <= 8 { printf "{\"tokens\":["; for (i = 1; i <= NF; i++) printf "%s%d", 
 cli_ok=1
 clirun() { # what command...
     what=$1; shift
-    if ! timeout 120 "$@" 2>>"$cli"; then note "FAIL $what"; cli_ok=0; return 1; fi
+    timeout 120 "$@" 2>>"$cli" && return 0
+    note "FAIL $what (exit $?)"; cli_ok=0; return 1
 }
 same() { # what a.zst b.zst type [info]: the records must be equal (info: whether they are is noted)
     [ -s "$2" ] && [ -s "$3" ] || { note "FAIL $1 (an output is missing)"; cli_ok=0; return; }
@@ -332,7 +358,11 @@ done
 same "cllm-traj --device cuda --batch-invariant: tiny model --batch 4 == --batch 1" "$tmp/tiny1.zst" "$tmp/tiny4.zst" traj
 # auto picks the GPU and says nothing; --batch 8 == --batch 1; Jacobi == AR
 G0=$(date +%s.%N)
-clirun "cllm-gen auto" "$bin/cllm-gen" -m "$CLLM_MODEL" --max-new-tokens 64 -f -o "$tmp/g1.zst" "$tmp/p.jsonl" 2>"$tmp/g.err"
+# (not through clirun, whose command writes its stderr to cli.log: g.err would stay empty)
+if ! timeout 120 "$bin/cllm-gen" -m "$CLLM_MODEL" --max-new-tokens 64 -f -o "$tmp/g1.zst" "$tmp/p.jsonl" 2>"$tmp/g.err"; then
+    note "FAIL cllm-gen auto"; cli_ok=0
+fi
+cat "$tmp/g.err" >>"$cli"
 G1=$(date +%s.%N)
 CLLM_CUDA_GRAPHS=0 clirun "cllm-gen no graphs" "$bin/cllm-gen" -m "$CLLM_MODEL" --device cuda --max-new-tokens 64 -f \
     -o "$tmp/g0.zst" "$tmp/p.jsonl"
@@ -398,14 +428,17 @@ if want 3b && have_time 220 "cllm-bench + HF baseline"; then
     else
         note "FAIL cllm-bench --device cuda"; tail -n 5 "$log/bench.log" | tee -a "$sum"; status=1
     fi
-    if timeout 60 "$bin/cllm-model-info" "$CLLM_MODEL" --convert "$tmp/hf" --dtype bf16 >/dev/null 2>>"$log/bench.log" &&
+    mi=$bin/cllm-model-info
+    [ -x "$mi" ] || mi=$build/tools/cllm-model-info
+    if timeout 60 "$mi" "$CLLM_MODEL" --convert "$tmp/hf" --dtype bf16 >/dev/null 2>>"$log/bench.log" &&
         timeout 150 python3 scripts/hf_baseline.py "$tmp/hf" tests/golden/gsm8k20_ids.txt 5 256 >"$log/hf.log" 2>&1; then
         hf=$(sed -n 's/^BENCH hf-eager.* = \([0-9.]*\) tokens\/s.*/\1/p' "$log/hf.log")
         grep '^BENCH' "$log/hf.log" | tee -a "$sum"
         [ -n "${ar:-}" ] && [ -n "$hf" ] && awk -v a="$ar" -v j="${jac:-0}" -v h="$hf" \
             'BEGIN { printf "BENCH ratio vs HF eager generate: AR %.1fx, Jacobi %.1fx (issue 7 asks >= 25x)\n", a / h, j / h }' | tee -a "$sum"
     else
-        note "FAIL HF baseline (see hf.log)"; tail -n 5 "$log/hf.log" 2>/dev/null | tee -a "$sum"; status=1
+        note "FAIL HF baseline (see hf.log, bench.log)"; status=1
+        if [ -f "$log/hf.log" ]; then tail -n 5 "$log/hf.log"; else tail -n 2 "$log/bench.log"; fi | tee -a "$sum"
     fi
 fi
 
@@ -435,13 +468,13 @@ if want 5 && [ -x "$tt" ] && have_time 150 "test_cuda_train"; then
         if [ $rc -eq 0 ] && ! grep -q '^skip' "$log/nccl.log"; then note "PASS test_nccl"; else note "FAIL test_nccl (exit $rc)"; status=1; fi
     fi
     if have_time 100 "test_cuda_train --bench"; then
-        timeout 90 "$tt" --bench 16 320 >"$log/train-bench.log" 2>&1 || note "FAIL test_cuda_train --bench (exit $?)"
+        timeout 90 "$tt" --bench 16 320 >"$log/train-bench.log" 2>&1 || { note "FAIL test_cuda_train --bench (exit $?)"; status=1; }
         grep -E '^(bench|BENCH)' "$log/train-bench.log" | tee -a "$sum"
     fi
     # records of CLLM training's spread of lengths, packed vs padded to the longest
     if have_time 70 "test_cuda_train --bench 16 384 spread"; then
         timeout 60 "$tt" --bench 16 384 spread >"$log/train-bench-spread.log" 2>&1 ||
-            note "FAIL test_cuda_train --bench 16 384 spread (exit $?)"
+            { note "FAIL test_cuda_train --bench 16 384 spread (exit $?)"; status=1; }
         grep -E '^(bench|BENCH)' "$log/train-bench-spread.log" | tee -a "$sum"
     fi
 fi
@@ -520,6 +553,7 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
             echo "CLLM $k, step: GPU CPU" >>"$e2e"; pair "$e/g" "$e/c" >>"$e2e"
             pair "$e/g" "$e/c" | awk -v k=$k '{ d = ($2 - $3) / ($3 > 1 || $3 < -1 ? $3 : 1); if (d < 0) d = -d; if ($1 == 1) f = d; if (d > w) w = d }
                 END { printf "%s CLLM %s GPU vs CPU, 20 steps: step 1 rel %.2e, worst rel %.2e (bars 2e-2, 0.2; absolute below 1)\n", (f <= 2e-2 && w <= 0.2) ? "ok" : "DIFF", k, f, w }' | tee -a "$sum"
+            [ "$(tail -n 1 "$sum" | cut -c1-2)" = ok ] || status=1
         done
         # issue 9: a 1-rank NCCL run (gradients through ncclAllReduce on the device) equals the plain GPU run.
         # The GPU step is not bit-reproducible (atomic sums), so a second plain run gives the noise floor:
@@ -563,7 +597,8 @@ if want 6 && [ -x "$bin/cllm-train" ] && [ -x "$mt" ] && have_time 75 "cllm-trai
         awk -v a="$C0" -v b="$C1" -v tb="$tb" -v tc="$tc" -v tr="$tr" -v la="$la" -v lr="$lr" -v j="$jeq" 'BEGIN {
             printf "BENCH cllm-train --device cuda CLLM tiny 600 steps x 4: %.1f s; final loss %s (resumed at 300: %s)\n", b - a, la, lr
             printf "%s CLLM effect on the GPU: Jacobi tokens/step base %s -> CLLM %s (ratio %.2f, CPU bar 1.5), resumed run %s; CLLM Jacobi == AR: %s\n",
-                (tc / tb >= 1.5 && j == "yes") ? "ok" : "DIFF", tb, tc, tc / tb, tr, j }' | tee -a "$sum"
+                (tb > 0 && tc / tb >= 1.5 && j == "yes") ? "ok" : "DIFF", tb, tc, (tb > 0 ? tc / tb : 0), tr, j }' | tee -a "$sum"
+        [ "$(tail -n 1 "$sum" | cut -c1-2)" = ok ] || status=1
         ls "$e/cllm.gguf.ckpt" >>"$e2e" 2>&1
     fi
     [ $e2e_ok = 1 ] && note "PASS cllm-train --device cuda end to end (verdicts above)" || status=1
@@ -607,7 +642,8 @@ traj64_baseline() {
     "$bin/cllm-cat" --type traj -j "$ref" | sed 's/"time_s":[^,]*,//' >"$tmp/a.jsonl"
     "$bin/cllm-cat" --type traj -j "$bfile" | sed 's/"time_s":[^,]*,//' >"$tmp/b.jsonl"
     nd=$(diff "$tmp/a.jsonl" "$tmp/b.jsonl" | grep -c '^<' || true)
-    note "$([ "$nd" = 0 ] && echo ok || echo DIFF) cllm-traj --batch 64: $what vs $refname: $nd of $(wc -l <"$tmp/a.jsonl") records differ (expected 0: the same sums)"
+    if [ -s "$tmp/a.jsonl" ] && cmp -s "$tmp/a.jsonl" "$tmp/b.jsonl"; then v=ok; else v=DIFF; status=1; fi
+    note "$v cllm-traj --batch 64: $what vs $refname: $nd of $(wc -l <"$tmp/a.jsonl") records differ, $(wc -l <"$tmp/b.jsonl") records (expected 0 and as many: the same sums)"
 }
 if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
     S0=$(date +%s.%N)
@@ -637,7 +673,7 @@ if want 3c && [ -f "$data" ] && have_time 130 "cllm-traj --batch 64"; then
         : >"$tmp/t0.jsonl"
         P0=$(date +%s.%N)
         CLLM_CUDA_STATS=1 timeout 60 "$bin/cllm-traj" -m "$CLLM_MODEL" --device cuda --batch 64 -q -f \
-            -o "$tmp/p0.zst" "$tmp/t0.jsonl" 2>"$tmp/p0.err" || note "FAIL cllm-traj start-up alone (exit $?)"
+            -o "$tmp/p0.zst" "$tmp/t0.jsonl" 2>"$tmp/p0.err" || { note "FAIL cllm-traj start-up alone (exit $?)"; status=1; }
         P1=$(date +%s.%N)
         grep -E 'CUDA (start-up|forward state|model|KV cache)' "$tmp/p0.err" | tee -a "$sum"
         awk -v a="$P0" -v b="$P1" 'BEGIN { printf "BENCH cllm-traj --device cuda start-up alone (no prompts): %.2f s\n", b - a }' | tee -a "$sum"
@@ -683,7 +719,9 @@ pack
 #     fork of it, or with --separate-passes x||y* and x||y(j), x twice); examples/s compares the two
 #     runs; the median of steps 6..30 leaves out the first steps' allocations. Model FLOPs ~ 6 x 1.06e8
 #     (SmolLM2 without its embedding) per row.
-if want 3d && [ -s "$tmp/t512.zst" ] && have_time 80 "cllm-train --device cuda on SmolLM2"; then
+if want 3d && [ ! -s "$tmp/t512.zst" ]; then
+    note "SKIP cllm-train --device cuda on SmolLM2 (3d): no trajectories from 3c in this call"
+elif want 3d && have_time 80 "cllm-train --device cuda on SmolLM2"; then
     # median of steps 6..30 of metric $2 in stream $1
     med() { "$bin/cllm-cat" -j "$1" | grep "\"name\":\"$2\"" |
         sed 's/.*"value":\([0-9.e+-]*\).*"step":\([0-9]*\).*/\2 \1/' | awk '$1 > 5 { print $2 }' | sort -g |
@@ -720,15 +758,18 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
     rc=$?
     tail -n 3 "$log/memcheck.log" | tee -a "$sum"
     if [ $rc -eq 0 ]; then note "PASS memcheck test_cuda"; else note "FAIL memcheck test_cuda (exit $rc)"; status=1; fi
-    timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cllm-traj" -m tests/golden/tiny-qwen2 \
-        --device cuda -n 8 --max-new-tokens 24 --batch 4 -q -f -o "$tmp/mc.zst" "$tmp/tiny.jsonl" >>"$log/memcheck.log" 2>&1
-    rc=$?
-    if [ $rc -eq 0 ]; then note "PASS memcheck cllm-traj"; else note "FAIL memcheck cllm-traj (exit $rc)"; status=1; fi
+    if have_time 60 "memcheck cllm-traj"; then
+        timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cllm-traj" -m tests/golden/tiny-qwen2 \
+            --device cuda -n 8 --max-new-tokens 24 --batch 4 -q -f -o "$tmp/mc.zst" "$tmp/tiny.jsonl" >>"$log/memcheck.log" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ]; then note "PASS memcheck cllm-traj"; else note "FAIL memcheck cllm-traj (exit $rc)"; status=1; fi
+    fi
+    [ -d "$tmp/e2e/tiny" ] || note "SKIP memcheck cllm-train, racecheck: no tiny model (step 6 did not run in this call)"
     # the trainer (tensor-core attention, losses, AdamW): 2 SFT steps on step 6's tiny model
     if [ -d "$tmp/e2e/tiny" ] && have_time 60 "memcheck cllm-train"; then
         timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cllm-train" -m "$tmp/e2e/tiny" \
             -o "$tmp/mc.gguf" --device cuda --objective sft --field question --template gsm8k --lr 1e-3 --warmup 0 \
-            --max-steps 2 --batch 4 -q "$tmp/e2e/p.jsonl" >>"$log/memcheck.log" 2>&1
+            --max-steps 2 --batch 4 -q --metrics "$tmp/mc-metrics.zst" "$tmp/e2e/p.jsonl" >>"$log/memcheck.log" 2>&1
         rc=$?
         if [ $rc -eq 0 ]; then note "PASS memcheck cllm-train"; else note "FAIL memcheck cllm-train (exit $rc)"; status=1; fi
         # shared-memory races in the tiled kernels (the emulator switches threads
@@ -736,7 +777,7 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
         if have_time 60 "racecheck"; then
             timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cllm-train" -m "$tmp/e2e/tiny" \
                 -o "$tmp/rc.gguf" --device cuda --objective sft --field question --template gsm8k --lr 1e-3 --warmup 0 \
-                --max-steps 1 --batch 4 -q "$tmp/e2e/p.jsonl" >"$log/racecheck.log" 2>&1 &&
+                --max-steps 1 --batch 4 -q --metrics "$tmp/rc-metrics.zst" "$tmp/e2e/p.jsonl" >"$log/racecheck.log" 2>&1 &&
             timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cllm-gen" -m tests/golden/tiny-qwen2 \
                 --device cuda --method jacobi -n 8 --max-new-tokens 16 -f -o "$tmp/rc.zst" "$tmp/tiny.jsonl" \
                 >>"$log/racecheck.log" 2>&1
@@ -815,7 +856,7 @@ if named p && have_time 120 "profile"; then
     fi
     if have_time 60 "test_cuda_train --bench, profiled"; then
         CLLM_CUDA_PROFILE=1 timeout 50 "$tt" --bench 16 320 >"$log/train-profile.log" 2>&1 ||
-            note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"
+            { note "FAIL test_cuda_train --bench, CLLM_CUDA_PROFILE=1 (exit $?)"; status=1; }
         grep -E '^(bench|BENCH)|^cllm: ' "$log/train-profile.log" | tee -a "$sum"
     fi
 fi

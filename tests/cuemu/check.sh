@@ -31,6 +31,11 @@
 #   dp                   tests/cuemu/dp.sh: cllm-train --device cuda on 1 and 2
 #                        ranks with the emulated NCCL (libnccl-emu.so) and with
 #                        --allreduce mpi
+#   gpu-check-dry        scripts/gpu-check-dry.sh: scripts/gpu-check.sh's every
+#                        step run here with stand-ins for the GPU (its paths,
+#                        options, parsing of the programs' output, comparisons,
+#                        exit status), so that a change to a program cannot
+#                        break the script unseen before a rare GPU session
 # A run also fails when the emulator printed a note (work waited for on one
 # stream while an unordered stream held earlier work: a missing ordering).
 set -u
@@ -85,5 +90,7 @@ run test_train_attention "$B/tests/test_train_attention"
 run e2e sh tests/cuemu/e2e.sh "$B"
 if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run dp sh tests/cuemu/dp.sh "$B"
 else echo "skip dp: no models/SmolLM2-135M-Instruct.Q4_1.gguf for make-tiny's tokenizer"; fi
+if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then run gpu-check-dry env CUEMU_BUILD="$B" sh scripts/gpu-check-dry.sh
+else echo "skip gpu-check-dry: no models/SmolLM2-135M-Instruct.Q4_1.gguf for make-tiny's tokenizer"; fi
 echo "cuemu: $pass passed, $fail failed${failed:+:$failed}"
 [ "$fail" -eq 0 ]

@@ -39,7 +39,7 @@ CE_OBJ    := $(LIB_SRC:%.c=$(CE)/obj/%.o) $(CE_CU:%.cu=$(CE)/obj/%.cu.o) $(CE)/o
 CE_BINS   := $(CMD_SRC:cmd/%.c=$(CE)/%)
 CE_TESTS  := $(CE)/tests/test_cuda $(CE)/tests/test_cuda_train $(CE)/tests/test_nccl \
              $(patsubst tests/unit/%.cu,$(CE)/tests/%,$(wildcard tests/unit/test_*.cu))
-CE_TOOLS  := $(CE)/tools/make-tiny
+CE_TOOLS  := $(CE)/tools/make-tiny $(CE)/tools/cllm-model-info
 
 cuemu: $(CE_TESTS) $(CE_BINS) $(CE_TOOLS) $(CE)/cuemu-selftest $(CE)/libnccl-emu.so $(CE)/tools/model-diff
 
