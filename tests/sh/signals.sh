@@ -117,36 +117,22 @@ int_whole train "$B/cllm-train" -m "$TM" --objective sft --field question --temp
 echo "all whole after SIGINT"
 
 # cllm-eval reduces its whole input: interrupted while it waits for more, it
-# writes the metrics of the records read so far, marked interrupted.
-mkfifo "$T/fifo"
-{ cat "$T/g.zst"; sleep 5; } > "$T/fifo" &
-feeder=$!
-"$B/cllm-eval" "$T/fifo" > "$T/ev.zst" 2> "$T/ev.err" &
-pid=$!
-sleep 1
-kill -INT $pid
-rc=0; wait $pid || rc=$?
-kill $feeder 2>/dev/null || true
-[ $rc = 130 ] || fail "cllm-eval: SIGINT: exit $rc, want 130 ($(cat "$T/ev.err"))"
-grep -q "(interrupted: 6 gen records read)" "$T/ev.err" || fail "cllm-eval: SIGINT: table: $(cat "$T/ev.err")"
-"$B/cllm-cat" --check "$T/ev.zst" 2> "$T/ev.chk" || fail "cllm-eval: SIGINT: $(cat "$T/ev.chk")"
-grep -q "interrupted (SIGINT)" "$T/ev.chk" || fail "cllm-eval: --check says $(cat "$T/ev.chk")"
-"$B/cllm-cat" -j "$T/ev.zst" | grep -q '"name":"tokens_per_step"' || fail "cllm-eval: SIGINT: no metrics"
-echo "cllm-eval: 130, metrics of the 6 records read, marked interrupted"
-# The same when the wait is for the baseline or the references: it was no
-# stream at all (baseline) or "read error", exit 1 (references).
-for what in baseline ref; do
+# writes the metrics of the records read so far, marked interrupted. The same
+# when the wait is for the baseline or the references (that was no stream at
+# all for the baseline, "read error" and exit 1 for the references).
+for what in input baseline ref; do
     rm -f "$T/fifo"
     mkfifo "$T/fifo"
-    if [ $what = baseline ]; then
-        { head -c 100 "$T/g.zst"; sleep 5; } > "$T/fifo" &
-        set -- --baseline "$T/fifo"
-    else
-        { head -3 "$CLLM_DATA/gsm8k_test.jsonl"; sleep 5; } > "$T/fifo" &
-        set -- --task gsm8k --ref "$T/fifo"
-    fi
+    case $what in
+    input) { cat "$T/g.zst"; sleep 5; } > "$T/fifo" &
+        set -- "$T/fifo" ;;
+    baseline) { head -c 100 "$T/g.zst"; sleep 5; } > "$T/fifo" &
+        set -- --baseline "$T/fifo" "$T/g.zst" ;;
+    ref) { head -3 "$CLLM_DATA/gsm8k_test.jsonl"; sleep 5; } > "$T/fifo" &
+        set -- --task gsm8k --ref "$T/fifo" "$T/g.zst" ;;
+    esac
     feeder=$!
-    "$B/cllm-eval" "$@" "$T/g.zst" > "$T/ev.zst" 2> "$T/ev.err" &
+    "$B/cllm-eval" "$@" > "$T/ev.zst" 2> "$T/ev.err" &
     pid=$!
     sleep 1
     kill -INT $pid
@@ -156,8 +142,9 @@ for what in baseline ref; do
     grep -q "(interrupted: 6 gen records read)" "$T/ev.err" || fail "cllm-eval: SIGINT reading the $what: table: $(cat "$T/ev.err")"
     "$B/cllm-cat" --check "$T/ev.zst" 2> "$T/ev.chk" || fail "cllm-eval: SIGINT reading the $what: $(cat "$T/ev.chk")"
     grep -q "interrupted (SIGINT)" "$T/ev.chk" || fail "cllm-eval: SIGINT reading the $what: --check says $(cat "$T/ev.chk")"
+    "$B/cllm-cat" -j "$T/ev.zst" | grep -q '"name":"tokens_per_step"' || fail "cllm-eval: SIGINT reading the $what: no metrics"
 done
-echo "cllm-eval: the same while it waits for the baseline or the references"
+echo "cllm-eval: 130, metrics of the 6 records read, marked interrupted, whether it waits for its input, the baseline or the references"
 
 # 6. A consumer of a short stream says so: cllm-eval on the gen stream cut by
 #    SIGINT above, and cllm-traj, cllm-gen and cllm-train (SFT) on a prompt
