@@ -216,19 +216,13 @@ static int open_tmp(const char *dir, const char *final, char **tmp_out, int *fd_
     return cllm_error(CLLM_EIO, "%s: cannot create a temporary file in %s", final, dir);
 }
 
-static int fsync_retry(int fd) {
-    int r;
-    while ((r = fsync(fd)) && errno == EINTR) {}
-    return r;
-}
-
 /* The rename is durable only once the directory is. EINVAL: a filesystem
  * that cannot fsync directories (nothing to wait for). */
 static int fsync_dir(const char *dir, const char *final) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return cllm_error(CLLM_EIO, "%s: fsync of its directory: %s", final, strerror(errno));
     int rc = 0;
-    if (fsync_retry(fd) && errno != EINVAL)
+    if (cllm_fsync(fd) && errno != EINVAL)
         rc = cllm_error(CLLM_EIO, "%s: fsync of its directory: %s (written, but may not survive a power loss)", final,
                         strerror(errno));
     close(fd);
@@ -267,7 +261,7 @@ int cllm_ckpt_save(const char *dir, const cllm_ckpt *c, int keep, char **path_ou
     if (!rc) rc = write_all(fd, tail, 8, final);
     /* fsync is where a filesystem that delays allocation (NFS, some quotas)
      * reports ENOSPC or EDQUOT. */
-    if (!rc && fsync_retry(fd))
+    if (!rc && cllm_fsync(fd))
         rc = cllm_error(CLLM_EIO, "%s: fsync: %s (checkpoint not saved)", final, strerror(errno));
     /* Renamed while still open and locked, so that no remove_stale_tmps can
      * take it between our close and the rename. */

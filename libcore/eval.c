@@ -1317,22 +1317,15 @@ int cllm_eval_run(const cllm_eval_opts *o) {
     int kept = 0;
     int want_keep = o->show || o->html;
     rc = read_gens(e, o->input, 0, &h, want_keep ? &keep : NULL, o->show ? o->show_id : -1, &kept);
-    /* Stopped by a signal while reading a long input: the metrics of the
-     * records read so far are still written (stderr table, metric stream),
-     * and the stream's end record says they are partial. --show and --html
-     * need the whole input and are skipped. */
+    if (!rc && o->baseline) rc = read_gens(e, o->baseline, 1, NULL, NULL, -1, NULL);
+    if (!rc && o->ref && o->task != CLLM_TASK_NONE) rc = read_refs(e, o->ref, o->answer_field);
+    /* Stopped by a signal while waiting for its input, the baseline or the
+     * references (pipes): the metrics of the records read so far are still
+     * written (stderr table, metric stream), and the stream's end record says
+     * they are partial. --show and --html need the whole input and are
+     * skipped. */
     int interrupted = rc == CLLM_EINTR && !want_keep;
     if (interrupted) rc = 0;
-    if (!rc && !interrupted && o->baseline) rc = read_gens(e, o->baseline, 1, NULL, NULL, -1, NULL);
-    if (!rc && !interrupted && o->ref && o->task != CLLM_TASK_NONE) rc = read_refs(e, o->ref, o->answer_field);
-    /* A signal while the baseline or the references wait for input (pipes)
-     * is the same stop: cllm-eval(1) promises the metrics of what was read,
-     * marked interrupted. It ended with no stream at all (baseline), or as a
-     * read error with exit 1 (references). */
-    if (rc == CLLM_EINTR && !want_keep && !interrupted) {
-        interrupted = 1;
-        rc = 0;
-    }
     if (!rc && cllm_eval_rows(e) == 0 && !interrupted)
         rc = cllm_error(CLLM_EINVAL, "%s: no gen records", o->input && strcmp(o->input, "-") ? o->input : "(stdin)");
     int have_rows = cllm_eval_rows(e) > 0;

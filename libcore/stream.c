@@ -605,7 +605,7 @@ int cllm_writer_close(cllm_writer *w) {
     int rc = w->error;
     if (!rc && w->in_section) rc = put_end(w);
     if (!rc) rc = compress_feed(w, NULL, 0, ZSTD_e_end);
-    if (!rc && w->tmp_path && fsync(w->fd) != 0)
+    if (!rc && w->tmp_path && cllm_fsync(w->fd) != 0)
         rc = cllm_error(CLLM_EIO, "%s: fsync: %s", w->name, strerror(errno));
     if (w->own_fd) {
         if (close(w->fd) != 0 && !rc) rc = cllm_error(CLLM_EIO, "%s: close: %s", w->name, strerror(errno));
