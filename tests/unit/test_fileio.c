@@ -28,15 +28,24 @@ static volatile sig_atomic_t alarms;
 static void on_alarm(int sig) { (void)sig; alarms++; }
 
 /* A 1 ms interval timer whose handler does not restart calls: reads and
- * writes blocked on a pipe return EINTR or a short count. */
+ * writes blocked on a pipe return EINTR or a short count. The handler is
+ * installed before the timer starts and kept until it has stopped: a tick
+ * that came between restoring SIG_DFL and stopping the timer would kill the
+ * test ("Alarm clock"). */
 static void interrupt_every_ms(int on) {
     struct sigaction sa = {0};
-    sa.sa_handler = on ? on_alarm : SIG_DFL;
+    sa.sa_handler = on_alarm;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;   /* no SA_RESTART */
-    sigaction(SIGALRM, &sa, NULL);
+    if (on && sigaction(SIGALRM, &sa, NULL)) { perror("sigaction"); exit(2); }
     struct itimerval it = {{0, on ? 1000 : 0}, {0, on ? 1000 : 0}};
-    setitimer(ITIMER_REAL, &it, NULL);
+    if (setitimer(ITIMER_REAL, &it, NULL)) { perror("setitimer"); exit(2); }
+    if (!on) {
+        /* Stopped: a tick already sent has been handled by now (SIGALRM is
+         * not blocked), so the default comes back with none pending. */
+        sa.sa_handler = SIG_DFL;
+        if (sigaction(SIGALRM, &sa, NULL)) { perror("sigaction"); exit(2); }
+    }
 }
 
 static unsigned char pattern(size_t i) { return (unsigned char)(i * 131 + (i >> 9)); }
