@@ -857,8 +857,11 @@ static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir, const cl
         for (size_t j = 0; t && j < n_tok; j++)
             if (lens[j] == strlen(t) && !memcmp(toks[j], t, lens[j])) { rc = cllm_gguf_writer_set_u32(w, ids[i][1], (uint32_t)j); break; }
     }
+    /* as tok reads it: tokenizer_config's add_bos_token, else a post-processor
+     * that prepends BOS (Llama 3's tokenizer.json, which has no such key) */
     json_t *ab = tc ? json_object_get(tc, "add_bos_token") : NULL;
-    if (!rc && json_is_boolean(ab)) rc = cllm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", json_is_true(ab));
+    int add_bos = tok ? cllm_tokenizer_add_bos(tok) : json_is_true(ab);
+    if (!rc && (json_is_boolean(ab) || add_bos)) rc = cllm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
     json_t *ct = tc ? json_object_get(tc, "chat_template") : NULL;
     if (!rc && json_is_string(ct)) rc = cllm_gguf_writer_set_str(w, "tokenizer.chat_template", json_string_value(ct), json_string_length(ct));
 out:

@@ -198,6 +198,18 @@ static int render(cllm_prompts *s, const fields *f, const char *text, cllm_promp
      * their control tokens. */
     rc = cllm_tokenizer_encode(s->tok, t, strlen(t), 1, &ids, &n);
     if (rc) { free(t); return rc; }
+    /* A model that starts every text with BOS (Llama 3) gets it as HF's
+     * encode and llama.cpp give it, once: a text that already begins with the
+     * BOS token's text (a template that writes it) keeps just that one. */
+    int32_t bos = cllm_tokenizer_bos(s->tok);
+    if (cllm_tokenizer_add_bos(s->tok) && (n == 0 || ids[0] != bos)) {
+        int32_t *w = cllm_realloc(ids, (n + 1) * sizeof *ids);
+        if (!w) { free(ids); free(t); return CLLM_ENOMEM; }
+        memmove(w + 1, w, n * sizeof *w);
+        w[0] = bos;
+        ids = w;
+        n++;
+    }
     p->tokens.ids = ids;
     p->tokens.n = p->tokens.cap = n;
     p->text = t;

@@ -10,7 +10,8 @@
  *     tokenizer_int.h): PCRE2 with PCRE2_UTF|PCRE2_UCP|PCRE2_MATCH_INVALID_UTF.
  *     `\s`/`\S` in patterns are rewritten to Unicode White_Space, which is what
  *     Oniguruma (HF's regex engine) means by `\s` (PCRE2's UCP `\s` also takes
- *     U+180E). Invalid UTF-8 never matches a pattern, so bytes of an invalid
+ *     U+180E), and `\p{L}`/`\p{N}` are widened by the Unicode 15-16 letters
+ *     and numbers an older PCRE2 does not know (L_NEW, N_NEW). Invalid UTF-8 never matches a pattern, so bytes of an invalid
  *     sequence end up in the gap pieces between matches and are then tokenized
  *     as bytes like any other: the input is bytes, nothing is rejected.
  *  3. Each piece is mapped byte -> GPT-2 unicode char, one symbol per byte;
@@ -51,6 +52,26 @@ static const char pre_qwen2_pattern[] =
 
 /* Unicode White_Space, the body of a character class. */
 #define WS_BODY "\\t-\\r\\x20\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+
+/* Letters (L_NEW) and numbers (N_NEW) of Unicode 15.0 to 16.0, which HF's
+ * Oniguruma classes as \p{L} / \p{N} and PCRE2 before 10.43 (Unicode 14;
+ * Debian 12 has 10.42) as unassigned: \p{L} and \p{N} in patterns are
+ * widened by them, so that text in these scripts splits as in HF whichever
+ * PCRE2 is linked (a newer one has them already; the union is the same).
+ * Made with tokenizers 0.23.3: each code point that is Cn in Unicode 14 tested
+ * against HF's \p{L} and \p{N}. */
+#define L_NEW \
+    "\\x{1c89}-\\x{1c8a}\\x{a7cb}-\\x{a7cd}\\x{a7da}-\\x{a7dc}\\x{105c0}-\\x{105f3}" \
+    "\\x{10d4a}-\\x{10d65}\\x{10d6f}-\\x{10d85}\\x{10ec2}-\\x{10ec4}\\x{1123f}-\\x{11240}" \
+    "\\x{11380}-\\x{11389}\\x{1138b}\\x{1138e}\\x{11390}-\\x{113b5}\\x{113b7}\\x{113d1}\\x{113d3}" \
+    "\\x{11bc0}-\\x{11be0}\\x{11f02}\\x{11f04}-\\x{11f10}\\x{11f12}-\\x{11f33}\\x{1342f}" \
+    "\\x{13441}-\\x{13446}\\x{13460}-\\x{143fa}\\x{16100}-\\x{1611d}\\x{16d40}-\\x{16d6c}\\x{18cff}" \
+    "\\x{1b132}\\x{1b155}\\x{1df25}-\\x{1df2a}\\x{1e030}-\\x{1e06d}\\x{1e4d0}-\\x{1e4eb}" \
+    "\\x{1e5d0}-\\x{1e5ed}\\x{1e5f0}\\x{2b739}\\x{2ebf0}-\\x{2ee5d}\\x{31350}-\\x{323af}"
+#define N_NEW \
+    "\\x{10d40}-\\x{10d49}\\x{116d0}-\\x{116e3}\\x{11bf0}-\\x{11bf9}\\x{11f50}-\\x{11f59}" \
+    "\\x{16130}-\\x{16139}\\x{16d70}-\\x{16d79}\\x{1ccf0}-\\x{1ccf9}\\x{1d2c0}-\\x{1d2d3}" \
+    "\\x{1e4f0}-\\x{1e4f9}\\x{1e5f1}-\\x{1e5fa}"
 
 int cllm_pretok_from_name(const char *name, cllm_tok_opts *o, cllm_pretok_step *steps) {
     o->steps = steps;
@@ -135,6 +156,7 @@ struct cllm_tokenizer {
     int n_steps;
     pre_step steps[CLLM_PRE_MAX_STEPS];
     int bos, eos, pad, unk;
+    int add_bos;             /* spec add_bos, and bos >= 0 */
     int ignore_merges;
     uint64_t pre_hash;       /* the pipeline and ignore_merges (pipeline_hash) */
     int32_t *eog;
@@ -180,10 +202,12 @@ static size_t pow2_at_least(size_t n) {
     return c;
 }
 
-/* Rewrite \s and \S to Unicode White_Space (see the file comment). */
+/* Rewrite \s and \S to Unicode White_Space (see the file comment), and
+ * widen \p{L} and \p{N} by L_NEW and N_NEW. */
 static char *rewrite_pattern(const char *p) {
     size_t n = strlen(p), cap;
-    if (cllm_mul_size(n, sizeof WS_BODY + 4, &cap) || cllm_add_size(cap, 1, &cap)) {
+    /* the longest expansion per pattern byte: \p{L} (5 bytes) to [\p{L}L_NEW] */
+    if (cllm_mul_size(n, sizeof WS_BODY + sizeof L_NEW + 4, &cap) || cllm_add_size(cap, 1, &cap)) {
         cllm_error(CLLM_ELIMIT, "pre-tokenizer pattern too long");
         return NULL;
     }
@@ -199,6 +223,11 @@ static char *rewrite_pattern(const char *p) {
                 k += (size_t)sprintf(o + k, in_class ? "%s" : "[%s]", WS_BODY);
             } else if (d == 'S' && !in_class) {
                 k += (size_t)sprintf(o + k, "[^%s]", WS_BODY);
+            } else if (d == 'p' && i + 3 < n && p[i + 1] == '{' && (p[i + 2] == 'L' || p[i + 2] == 'N') &&
+                       p[i + 3] == '}') {
+                char cl = p[i + 2];
+                k += (size_t)sprintf(o + k, in_class ? "\\p{%c}%s" : "[\\p{%c}%s]", cl, cl == 'L' ? L_NEW : N_NEW);
+                i += 3;
             } else {
                 o[k++] = c;
                 o[k++] = d;
@@ -494,6 +523,7 @@ int cllm_tokenizer_new_ex(cllm_tokenizer **out, const cllm_tokenizer_spec *spec,
     t->bos = spec->bos_id >= 0 && (size_t)spec->bos_id < n ? spec->bos_id : -1;
     t->eos = spec->eos_id >= 0 && (size_t)spec->eos_id < n ? spec->eos_id : -1;
     t->pad = spec->pad_id >= 0 && (size_t)spec->pad_id < n ? spec->pad_id : -1;
+    t->add_bos = spec->add_bos && t->bos >= 0;
     if (unk_id >= 0 && (size_t)unk_id >= n) { rc = cllm_error(CLLM_EFORMAT, "unknown token id %d out of range", unk_id); goto fail; }
     if ((rc = build_eog(t))) goto fail;
 
@@ -807,6 +837,7 @@ size_t cllm_tokenizer_vocab(const cllm_tokenizer *t) { return t->n_vocab; }
 int cllm_tokenizer_eos(const cllm_tokenizer *t) { return t->eos; }
 int cllm_tokenizer_bos(const cllm_tokenizer *t) { return t->bos; }
 int cllm_tokenizer_pad(const cllm_tokenizer *t) { return t->pad; }
+int cllm_tokenizer_add_bos(const cllm_tokenizer *t) { return t->add_bos; }
 
 int cllm_tokenizer_is_eog(const cllm_tokenizer *t, int32_t id) {
     for (size_t i = 0; i < t->n_eog; i++)

@@ -29,6 +29,8 @@ typedef struct cllm_tokenizer_spec {
     const char *pre;            /* pre-tokenizer name: "smollm", "gpt2", "qwen2", "llama3", ... */
     const char *chat_template;  /* the model's Jinja template text, or NULL */
     int bos_id, eos_id, pad_id; /* -1 when absent */
+    int add_bos;                /* the model starts every text with BOS (GGUF
+                                   tokenizer.ggml.add_bos_token; Llama 3: 1) */
 } cllm_tokenizer_spec;
 
 int cllm_tokenizer_new(cllm_tokenizer **out, const cllm_tokenizer_spec *spec);
@@ -63,6 +65,10 @@ size_t cllm_tokenizer_vocab(const cllm_tokenizer *t);
 int cllm_tokenizer_eos(const cllm_tokenizer *t);
 int cllm_tokenizer_bos(const cllm_tokenizer *t);
 int cllm_tokenizer_pad(const cllm_tokenizer *t);
+/* 1 when a prompt must start with BOS, as HF's encode(add_special_tokens=True)
+ * and llama.cpp do for this model (spec add_bos and a BOS id); 0 otherwise
+ * (SmolLM2, Qwen2). cllm_tokenizer_encode never adds it: the prompt reader does. */
+int cllm_tokenizer_add_bos(const cllm_tokenizer *t);
 /* True for tokens generation stops at (EOS and the model's other end tokens). */
 int cllm_tokenizer_is_eog(const cllm_tokenizer *t, int32_t id);
 

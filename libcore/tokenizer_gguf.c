@@ -1,5 +1,6 @@
 /* tokenizer_gguf.c: build the tokenizer from a GGUF file's tokenizer.ggml.*
- * metadata (model, pre, tokens, token_type, merges, bos/eos/padding ids) and
+ * metadata (model, pre, tokens, token_type, merges, bos/eos/padding ids,
+ * add_bos_token) and
  * tokenizer.chat_template.
  *
  * Only tokenizer.ggml.model = "gpt2" (byte-level BPE) is supported. The token
@@ -61,6 +62,11 @@ int cllm_tokenizer_from_gguf(cllm_tokenizer **out, const cllm_gguf *g) {
     if ((rc = opt_id(g, "tokenizer.ggml.bos_token_id", n_tok, &spec.bos_id)) ||
         (rc = opt_id(g, "tokenizer.ggml.eos_token_id", n_tok, &spec.eos_id)) ||
         (rc = opt_id(g, "tokenizer.ggml.padding_token_id", n_tok, &spec.pad_id)))
+        return rc;
+    /* llama.cpp's converter writes it true for Llama 3 (its tokenizer.json
+     * post-processor prepends <|begin_of_text|>), false for SmolLM2 and Qwen2 */
+    if (cllm_gguf_find(g, "tokenizer.ggml.add_bos_token") >= 0 &&
+        (rc = cllm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &spec.add_bos)))
         return rc;
 
     const char **tp = cllm_malloc(n_tok * sizeof *tp);

@@ -1,16 +1,19 @@
 /* tokenizer_hf.c: build the tokenizer from a HF model directory:
  * tokenizer.json (model BPE: vocab, merges as "a b" strings or [a, b] pairs,
- * unk_token, ignore_merges; added_tokens; normalizer; pre_tokenizer) and
- * tokenizer_config.json (bos/eos/pad tokens, chat_template), both optional
- * except tokenizer.json.
+ * unk_token, ignore_merges; added_tokens; normalizer; pre_tokenizer;
+ * post_processor, for a TemplateProcessing that prepends BOS) and
+ * tokenizer_config.json (bos/eos/pad tokens, add_bos_token, chat_template),
+ * both optional except tokenizer.json.
  *
  * Supported pre_tokenizer: null, ByteLevel (add_prefix_space false), Digits,
  * Split (Regex or String pattern, behavior Isolated, invert false), and a
  * Sequence of these. Normalizer: null, or NFC which is accepted and NOT applied
  * (like llama.cpp; text that is already NFC, as almost all is, is unaffected).
  * Anything else is CLLM_EUNSUP with the name of what is unsupported, never a
- * silently different tokenizer. Added tokens become CONTROL (special) or
- * USER_DEFINED types, so a HF directory and the GGUF made from it hash alike.
+ * silently different tokenizer; so is an added token with lstrip, rstrip or
+ * single_word set (all false in SmolLM2, Qwen2 and Llama 3). Added tokens
+ * become CONTROL (special) or USER_DEFINED types, so a HF directory and the
+ * GGUF made from it hash alike.
  * Ids are checked: each in [0, 2^24), holes in the id space become empty
  * UNUSED tokens.
  */
@@ -139,6 +142,34 @@ int cllm_hf_pre_tokenizer(const char *pre, json_t **out, int *ignore_merges) {
     return *out ? 0 : cllm_error(CLLM_ENOMEM, "out of memory building a pre_tokenizer");
 }
 
+/* The token id a TemplateProcessing post-processor (alone, or in a Sequence,
+ * as Llama 3.1 writes it) puts before a single text: what HF's
+ * encode(add_special_tokens=True) prepends, e.g. Llama 3's <|begin_of_text|>.
+ * -1 when there is none. */
+static int template_prefix_id(json_t *pp, int depth) {
+    const char *type = json_string_value(json_object_get(pp, "type"));
+    if (!type || depth > 4) return -1;
+    if (!strcmp(type, "Sequence")) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(pp, "processors"), i, e) {
+            int id = template_prefix_id(e, depth + 1);
+            if (id >= 0) return id;
+        }
+        return -1;
+    }
+    if (strcmp(type, "TemplateProcessing")) return -1;
+    json_t *first = json_array_get(json_object_get(pp, "single"), 0);
+    const char *name = json_string_value(json_object_get(json_object_get(first, "SpecialToken"), "id"));
+    if (!name) return -1;
+    json_t *ids = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), name), "ids");
+    json_t *id = json_array_get(ids, 0);
+    if (json_array_size(ids) != 1 || !json_is_integer(id) || json_integer_value(id) < 0 ||
+        json_integer_value(id) >= HF_MAX_VOCAB)
+        return -1;
+    return (int)json_integer_value(id);
+}
+
 static int check_normalizer(json_t *nz) {
     if (!nz || json_is_null(nz)) return 0;
     const char *type = json_string_value(json_object_get(nz, "type"));
@@ -245,6 +276,16 @@ int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir) {
             rc = cllm_error(CLLM_EFORMAT, "tokenizer.json: added token %zu lacks a valid id or content", i);
             goto done;
         }
+        /* HF moves the whitespace around such a token into it (lstrip/rstrip)
+         * or matches it only between non-word chars (single_word): text
+         * would encode differently, so it is refused, not ignored */
+        static const char *const opt[] = { "lstrip", "rstrip", "single_word" };
+        for (int k = 0; k < 3; k++)
+            if (bool_field(e, opt[k], 0)) {
+                rc = cllm_error(CLLM_EUNSUP, "tokenizer.json: added token \"%.64s\" has %s, which is not supported",
+                                json_string_value(json_object_get(e, "content")), opt[k]);
+                goto done;
+            }
         if ((size_t)id + 1 > n_tok) n_tok = (size_t)id + 1;
     }
     if (!n_tok) { rc = cllm_error(CLLM_EFORMAT, "tokenizer.json: empty vocab"); goto done; }
@@ -308,6 +349,14 @@ int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir) {
     cllm_tokenizer_spec spec = { .tokens = toks, .token_lens = tlen, .n_tokens = n_tok, .token_types = types,
                                  .merges = mrg, .merge_lens = mlen, .n_merges = n_m, .pre = NULL,
                                  .bos_id = -1, .eos_id = -1, .pad_id = -1 };
+    /* BOS before every text: tokenizer_config's add_bos_token when it has
+     * one (transformers' Llama tokenizers rebuild the post-processor from
+     * it), else the post-processor's own template (Llama 3 has no
+     * add_bos_token and prepends <|begin_of_text|> there). */
+    int pre_id = template_prefix_id(json_object_get(tj, "post_processor"), 0);
+    json_t *ab = cfg ? json_object_get(cfg, "add_bos_token") : NULL;
+    if (json_is_boolean(ab)) spec.add_bos = json_is_true(ab);
+    else if (pre_id >= 0 && (size_t)pre_id < n_tok) spec.add_bos = 1;
     if (cfg) {
         spec.bos_id = config_token(cfg, "bos_token", vocab, added);
         spec.eos_id = config_token(cfg, "eos_token", vocab, added);
@@ -322,6 +371,8 @@ int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir) {
             }
         }
     }
+    /* the token the template prepends is the one added, whatever bos_token says */
+    if (spec.add_bos && pre_id >= 0 && (!json_is_boolean(ab) || spec.bos_id < 0)) spec.bos_id = pre_id;
     rc = cllm_tokenizer_new_ex(out, &spec, &o);
     if (rc) cllm_error_prefix(rc, "%s: ", dir);
 done:

@@ -130,6 +130,8 @@ hard = [
     "mixed123abc456def 7a8b9c",
     "x!\u0004!y \u0006\u0006 z\u0013\u0014\u0016 bytes with no token",
     "END.",
+    # letters and numbers of Unicode 15-16 (HF: \p{L}/\p{N}; PCRE2 10.42, Unicode 14: unassigned)
+    "\U00031350't \U0001e4d0\U0001e4d1 x\U0001e4f0\U0001e4f1 \U00011f04\U00011f50 \ua7cb'd \U0002ebf0! \U00010d4a\U00010d40",
 ]
 assert len(hard) >= 50, len(hard)
 

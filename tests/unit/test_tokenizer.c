@@ -888,6 +888,13 @@ static void test_hf_rules(void) {
         { "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}", NULL, CLLM_EFORMAT },
         { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[[\"a\",\"b\",\"c\"]]}}", NULL,
           CLLM_EFORMAT },
+        /* added-token options that change where the token matches (HF: 'a  <L>  b' -> a, '  <L>', ' ', ' b'):
+         * refused, not ignored; false ones are fine */
+        { HF_AB ",\"added_tokens\":[{\"id\":3,\"content\":\"<L>\",\"lstrip\":true}]}", NULL, CLLM_EUNSUP },
+        { HF_AB ",\"added_tokens\":[{\"id\":3,\"content\":\"<R>\",\"rstrip\":true}]}", NULL, CLLM_EUNSUP },
+        { HF_AB ",\"added_tokens\":[{\"id\":3,\"content\":\"<W>\",\"single_word\":true}]}", NULL, CLLM_EUNSUP },
+        { HF_AB ",\"added_tokens\":[{\"id\":3,\"content\":\"<s>\",\"lstrip\":false,\"rstrip\":false,"
+          "\"single_word\":false,\"normalized\":false,\"special\":true}]}", NULL, 0 },
         { HF_AB "}", "{\"bos_token\":", CLLM_EFORMAT },
         { HF_AB "}", "[\"<s>\"]", CLLM_EFORMAT },
     };
@@ -1041,6 +1048,46 @@ static void test_hf_rules(void) {
         cllm_tokenizer_free(t);
         t = NULL;
     }
+
+    /* BOS before every text (HF encode with add_special_tokens): a TemplateProcessing post-processor that
+     * starts with a special token, alone or in a Sequence (Llama 3.1), unless tokenizer_config's
+     * add_bos_token says otherwise; the prompt reader prepends it once. It was never added. */
+    const char *pp = HF_AB ",\"added_tokens\":[{\"id\":3,\"content\":\"<s>\",\"special\":true}],"
+                     "\"post_processor\":{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\"},"
+                     "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+                     "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\","
+                     "\"ids\":[3],\"tokens\":[\"<s>\"]}}}]}}";
+    static const struct { const char *cfg; int add, bos; } bc[] = {
+        { NULL, 1, 3 },                                        /* the post-processor's token, no config */
+        { "{\"add_bos_token\":false,\"bos_token\":\"<s>\"}", 0, 3 },
+        { "{\"add_bos_token\":true,\"bos_token\":\"a\"}", 1, 0 },  /* the config's own bos_token */
+    };
+    for (size_t k = 0; k < sizeof bc / sizeof bc[0]; k++) {
+        CHECK_OK(hf_load(pp, bc[k].cfg, &t));
+        if (!t) continue;
+        CHECK_MSG(cllm_tokenizer_add_bos(t) == bc[k].add && cllm_tokenizer_bos(t) == bc[k].bos,
+                  "bos case %zu: add_bos %d bos %d", k, cllm_tokenizer_add_bos(t), cllm_tokenizer_bos(t));
+        if (k == 0) {
+            got g[4];
+            int last;
+            cllm_prompt_opts po = { 0 };
+            po.input = CLLM_IN_LINES;
+            CHECK(write_text("tests/tmp/bos.txt", "ab\n<s>ab\n") == 0);
+            int n = read_prompts("tests/tmp/bos.txt", &po, t, g, 4, &last);
+            CHECK(last == CLLM_EOF && n == 2);
+            if (n == 2) {
+                CHECK_MSG(g[0].n_tok == 2 && g[0].tok0 == 3, "BOS prompt: %zu tokens, first %d", g[0].n_tok, g[0].tok0);
+                CHECK_MSG(g[1].n_tok == 2 && g[1].tok0 == 3, "text with BOS: %zu tokens, first %d", g[1].n_tok, g[1].tok0);
+            }
+        }
+        cllm_tokenizer_free(t);
+        t = NULL;
+    }
+    /* a post-processor without a leading special token (SmolLM2's ByteLevel one) adds nothing */
+    CHECK_OK(hf_load(HF_AB ",\"post_processor\":{\"type\":\"ByteLevel\"}}", NULL, &t));
+    if (t) CHECK_EQ_INT(cllm_tokenizer_add_bos(t), 0);
+    cllm_tokenizer_free(t);
+    t = NULL;
     TEST_OK("tokenizer_hf_rules");
 }
 
@@ -1048,7 +1095,8 @@ static void test_hf_rules(void) {
  * chat template, tokens a b ab <s> (CONTROL), merge "a b", bos 3; a variant
  * changes one thing (the empty one has no token_type or bos either, so that
  * only the emptiness is wrong). */
-enum { GV_BASE, GV_LLAMA, GV_PRE, GV_EMPTY, GV_SHORT_TYPES, GV_NO_TYPES, GV_BOS_N, GV_NO_BOS, GV_N };
+enum { GV_BASE, GV_LLAMA, GV_PRE, GV_EMPTY, GV_SHORT_TYPES, GV_NO_TYPES, GV_BOS_N, GV_NO_BOS, GV_ADD_BOS,
+       GV_ADD_BOS_NO_BOS, GV_N };
 
 static int gguf_tok(int v, cllm_tokenizer **t) {
     const char *path = "tests/tmp/tok-mut.gguf";
@@ -1068,7 +1116,10 @@ static int gguf_tok(int v, cllm_tokenizer **t) {
     if (v != GV_NO_TYPES && v != GV_EMPTY) CHECK_OK(cllm_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types,
                                                                 v == GV_SHORT_TYPES ? 3 : 4));
     CHECK_OK(cllm_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, NULL, 1));
-    if (v != GV_NO_BOS && v != GV_EMPTY) CHECK_OK(cllm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", v == GV_BOS_N ? 4 : 3));
+    if (v != GV_NO_BOS && v != GV_EMPTY && v != GV_ADD_BOS_NO_BOS)
+        CHECK_OK(cllm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", v == GV_BOS_N ? 4 : 3));
+    if (v == GV_ADD_BOS || v == GV_ADD_BOS_NO_BOS) CHECK_OK(cllm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1));
+    if (v == GV_BASE) CHECK_OK(cllm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0));
     CHECK_OK(cllm_gguf_writer_write(w, path));
     cllm_gguf_writer_free(w);
     CHECK_OK(cllm_gguf_open(&g, path));
@@ -1079,7 +1130,7 @@ static int gguf_tok(int v, cllm_tokenizer **t) {
 }
 
 static void test_gguf_rules(void) {
-    static const int want[GV_N] = { 0, CLLM_EUNSUP, 0, CLLM_EFORMAT, CLLM_EFORMAT, 0, CLLM_EFORMAT, 0 };
+    static const int want[GV_N] = { 0, CLLM_EUNSUP, 0, CLLM_EFORMAT, CLLM_EFORMAT, 0, CLLM_EFORMAT, 0, 0, 0 };
     char base_hash[17] = "";
     for (int v = 0; v < GV_N; v++) {
         cllm_tokenizer *t = NULL;
@@ -1089,6 +1140,7 @@ static void test_gguf_rules(void) {
         switch (v) {
         case GV_BASE:   /* no pre: the GPT-2 regex, as "gpt2" names it */
             CHECK_EQ_INT(cllm_tokenizer_bos(t), 3);
+            CHECK_EQ_INT(cllm_tokenizer_add_bos(t), 0);   /* add_bos_token false */
             CHECK_EQ_INT(cllm_tokenizer_token_type(t, 3), CLLM_TOK_CONTROL);
             ENC_IS(t, "a<s>ab", 1, "gguf base", 0, 3, 2);
             snprintf(base_hash, sizeof base_hash, "%s", cllm_tokenizer_hash(t));
@@ -1102,6 +1154,14 @@ static void test_gguf_rules(void) {
             break;
         case GV_NO_BOS:
             CHECK_EQ_INT(cllm_tokenizer_bos(t), -1);
+            CHECK_EQ_INT(cllm_tokenizer_add_bos(t), 0);
+            break;
+        case GV_ADD_BOS:        /* llama.cpp's converter writes it for Llama 3; it was not read */
+            CHECK_EQ_INT(cllm_tokenizer_add_bos(t), 1);
+            CHECK_STR(cllm_tokenizer_hash(t), base_hash);   /* it does not change how text splits */
+            break;
+        case GV_ADD_BOS_NO_BOS: /* nothing to add */
+            CHECK_EQ_INT(cllm_tokenizer_add_bos(t), 0);
             break;
         }
         CHECK(rc == 0 || !t);
@@ -1169,7 +1229,7 @@ static void test_other_pre(const cllm_gguf *g, const str *strs, size_t ns) {
         cllm_tokenizer_free(t);
     }
     CHECK_MSG(bad == 0, "%zu of %zu strings differ under qwen2/llama3 pre-tokenizers", bad, checked);
-    CHECK_EQ_INT(checked, 2 * (52 + 200));
+    CHECK_EQ_INT(checked, 2 * (53 + 200));
     for (size_t i = 0; i < ng; i++) free(gold[i].ids);
     free(gold); free(tp); free(tl); free(mp); free(ml);
     TEST_OK("tokenizer_qwen2_llama3_pre");
@@ -1284,6 +1344,7 @@ static void test_real(void) {
     CHECK_EQ_INT(cllm_tokenizer_bos(t), 1);
     CHECK_EQ_INT(cllm_tokenizer_eos(t), 2);
     CHECK_EQ_INT(cllm_tokenizer_pad(t), 2);
+    CHECK_EQ_INT(cllm_tokenizer_add_bos(t), 0);   /* add_bos_token false: bos 1 is <|im_start|>, not prepended */
     CHECK(cllm_tokenizer_is_eog(t, 2) && cllm_tokenizer_is_eog(t, 0) && !cllm_tokenizer_is_eog(t, 1));
     CHECK_STR(cllm_tokenizer_hash(t), cllm_tokenizer_hash(t2));
     CHECK_STR(cllm_tokenizer_hash(t), SMOLLM2_HASH);
@@ -1293,7 +1354,7 @@ static void test_real(void) {
     size_t ng = 0, ns = 0;
     golden *gold = read_golden("tests/golden/tokenizer_ids.txt", &ng);
     str *strs = read_strings(&ns);
-    CHECK_MSG(ns == 2 * 1319 + 52, "read %zu strings", ns);
+    CHECK_MSG(ns == 2 * 1319 + 53, "read %zu strings", ns);
     CHECK_MSG(ng == ns + 1, "read %zu golden lines for %zu strings", ng, ns);
     size_t mism = 0, ntok = 0, nbytes = 0, rt_bad = 0;
     double t0 = cllm_now_s();
