@@ -25,8 +25,9 @@ typedef struct cllm_nccl cllm_nccl;   /* opaque */
 
 /* The CUDA device for this rank: its local rank (dist.h) modulo the visible
  * devices, in *device (a scheduler that gives each rank its own
- * CUDA_VISIBLE_DEVICES makes that 0). exclusive: fewer visible devices than
- * ranks on this machine is CLLM_EINVAL (NCCL needs one device per rank). */
+ * CUDA_VISIBLE_DEVICES makes that 0). exclusive: collective over the ranks,
+ * which compare their picks' UUIDs; two ranks on one device is CLLM_EINVAL
+ * (NCCL needs one device per rank). */
 int cllm_nccl_pick_device(int *device, int exclusive);
 
 /* A communicator over all dist.h ranks on CUDA device `device` (made the

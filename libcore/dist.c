@@ -25,6 +25,28 @@ static long launcher_size(void) {
     return 1;
 }
 
+/* srun's tasks of a step (SLURM_STEP_NUM_TASKS, a whole number; 0 when unset
+ * or 1). srun starts them with an MPI process manager interface only when its
+ * MPI plugin says so (--mpi=pmix, or the site's MpiDefault); without one
+ * none of the variables above is set, and each task would train alone into
+ * the same output. The batch script itself has no step count. */
+static long srun_tasks(void) {
+    const char *v = getenv("SLURM_STEP_NUM_TASKS");
+    char *end;
+    if (!v || !*v) return 0;
+    long n = strtol(v, &end, 10);
+    return *end || n < 2 ? 0 : n;
+}
+
+static int check_srun(void) {
+    long n = launcher_size() ? 0 : srun_tasks();
+    if (n > 1)
+        return cllm_error(CLLM_EINVAL, "started by srun as one of %ld tasks, but with no MPI process manager (no "
+                          "PMIX_RANK or PMI_RANK): each would train alone into the same output; run srun --mpi=pmix "
+                          "(srun --mpi=list shows what the site has) or mpirun", n);
+    return 0;
+}
+
 static uint64_t hash_u64(const void *buf, size_t bytes) { return cllm_ckpt_hash(0, buf, bytes); }
 
 #if CLLM_MPI
@@ -67,6 +89,7 @@ int cllm_dist_init(void) {
         return 0;
     }
     const char *force = getenv("CLLM_MPI");
+    if (check_srun()) return CLLM_EINVAL;
     if (force && !strcmp(force, "0")) return launcher_size() > 1 ? cllm_error(CLLM_EINVAL, "CLLM_MPI=0 but a launcher started several processes") : 0;
     if (!launcher_size() && !(force && !strcmp(force, "1"))) return 0;
     int provided = 0, e = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
@@ -141,6 +164,7 @@ int cllm_dist_compiled(void) { return 0; }
 
 int cllm_dist_init(void) {
     long n = launcher_size();
+    if (check_srun()) return CLLM_EINVAL;
     if (n > 1)
         return cllm_error(CLLM_EUNSUP, "started as one of %ld MPI processes, but this build has no MPI (rebuild with make MPI=1)", n);
     return 0;

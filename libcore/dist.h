@@ -7,7 +7,10 @@
  * process started on its own stays a single rank and never calls MPI_Init.
  * Built without MPI every call is a no-op for one rank (rank 0, size 1), and
  * cllm_dist_init refuses to run when a launcher started several processes,
- * so that they cannot train N independent copies into the same output.
+ * so that they cannot train N independent copies into the same output; so
+ * does either build under srun with several tasks but no MPI process manager
+ * (SLURM_STEP_NUM_TASKS > 1 and none of the variables above: srun without
+ * --mpi=pmix where the site's default is none).
  *
  * Every function except rank/size/active is collective: all ranks call it, in
  * the same order, with the same sizes. Buffers of any length (chunks of 2^30

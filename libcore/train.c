@@ -1184,14 +1184,21 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         } else
 #endif
         if (nranks > 1 && (rc = cllm_dist_sum_f32(t.grads, m->n_params))) goto out;
+        /* Whether to stop after this step. With several ranks only the signal
+         * shared here counts: one that arrives later (say while rank 0 writes
+         * a checkpoint and the others already compute the next step) is
+         * shared at the next step's sum. Acted on where it landed, it sent
+         * that rank to the barrier below while the others summed the next
+         * step's gradients, and the job hung (tests/sh/mpi.sh 5). */
+        int64_t stop_sig = 0;
         if (nranks > 1) {  /* loss sums over the ranks; a signal on any rank stops all after this step */
             double sums[3] = { cons, ar, (double)t.tokens_fwd };
-            int64_t sig = cllm_interrupted;
-            if ((rc = cllm_dist_sum_f64(sums, 3)) || (rc = cllm_dist_max_i64(&sig, 1))) goto out;
+            stop_sig = cllm_interrupted;
+            if ((rc = cllm_dist_sum_f64(sums, 3)) || (rc = cllm_dist_max_i64(&stop_sig, 1))) goto out;
             cons = sums[0];
             ar = sums[1];
             t.tokens_fwd = (uint64_t)sums[2];
-            if (sig && !cllm_interrupted) cllm_interrupted = (sig_atomic_t)sig;
+            if (stop_sig && !cllm_interrupted) cllm_interrupted = (sig_atomic_t)stop_sig;
         }
         double gn, lr = o->lr * cllm_lr_cosine(step, warm, total);
 #if CLLM_CUDA
@@ -1221,14 +1228,15 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         char *ck = NULL;
         /* A signal during the last step checkpoints it too: the run ends without
          * its model (cllm-train(1)), and a resume from here only writes it. */
-        int want_ck = o->checkpoint_every > 0 && (step % o->checkpoint_every == 0 || cllm_interrupted);
+        int want_ck = o->checkpoint_every > 0 &&
+                      (step % o->checkpoint_every == 0 || (nranks > 1 ? stop_sig != 0 : cllm_interrupted != 0));
         if (want_ck && rank == 0 && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
         if (o->on_step) {
             cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };
             o->on_step(o->cb_ctx, &pr);
         }
         free(ck);
-        if (cllm_interrupted) {
+        if (nranks > 1 ? stop_sig != 0 : cllm_interrupted != 0) {
             if ((rc = cllm_dist_barrier())) goto out;  /* rank 0's checkpoint is written */
             rc = cllm_error(CLLM_EINTR, "interrupted after step %lld", (long long)step);
             goto out;

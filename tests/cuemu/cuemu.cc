@@ -29,7 +29,8 @@
  *    by cudaGraphLaunch. Synchronising a capturing stream or copying pageable
  *    memory into the capture invalidates it.
  *  - One device, sm_90, 132 SMs, 80 GiB (an H100 SXM). CUEMU_DEVICES=0:
- *    cudaGetDeviceCount reports no device; CUEMU_DEVICES=N, N alike.
+ *    cudaGetDeviceCount reports no device; CUEMU_DEVICES=N, N alike, each
+ *    with its own UUID; CUDA_VISIBLE_DEVICES selects among them as in CUDA.
  *  - cp.async copies (cuemu_cp_async16) land as late as the rules allow: at
  *    the cp.async.wait_group that makes their group complete, not at issue
  *    and not at __syncthreads, so a kernel that reads a stage before waiting
@@ -924,11 +925,36 @@ cudaError_t cuemu::launch(const void *fn, const char *name, dim3 grid, dim3 bloc
 extern "C" {
 
 /* CUEMU_DEVICES=N (0..16, default 1) devices, all the same emulated one: N
- * ranks of a data-parallel run each take their own (tests/cuemu/dp.sh). */
-static int emu_devices(void) {
+ * ranks of a data-parallel run each take their own (tests/cuemu/dp.sh).
+ * CUDA_VISIBLE_DEVICES, as CUDA reads it (indices, up to the first that is
+ * not one), shows a process only those, renumbered from 0: what a scheduler
+ * does to give each rank its own GPU. A device's UUID names the machine's
+ * device (its index among the N), not the number the process sees. */
+static int machine_devices(void) {
     const char *v = getenv("CUEMU_DEVICES");
     int n = v && *v ? atoi(v) : 1;
     return n < 0 ? 0 : n > 16 ? 16 : n;
+}
+static int visible_map(int *map) {
+    int n = machine_devices();
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) {
+        for (int i = 0; i < n; i++) map[i] = i;
+        return n;
+    }
+    int k = 0;
+    while (*v && k < 16) {
+        char *end;
+        long d = strtol(v, &end, 10);
+        if (end == v || d < 0 || d >= n || (*end && *end != ',')) break;
+        map[k++] = (int)d;
+        v = *end ? end + 1 : end;
+    }
+    return k;
+}
+static int emu_devices(void) {
+    int map[16];
+    return visible_map(map);
 }
 static int current_device;
 
@@ -955,9 +981,11 @@ cudaError_t cudaRuntimeGetVersion(int *v) {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
-    if (dev != 0) return err(cudaErrorInvalidDevice);
+    int map[16], n = visible_map(map);
+    if (dev < 0 || dev >= n) return err(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "cuemu (CPU emulation of an H100)");
+    snprintf(p->uuid.bytes, sizeof p->uuid.bytes, "cuemu-gpu-%d", map[dev]);
     p->totalGlobalMem = DEVICE_BYTES;
     p->sharedMemPerBlock = SMEM_DEFAULT;
     p->sharedMemPerBlockOptin = SMEM_OPTIN;

@@ -16,7 +16,10 @@
 #   3. mpirun -np 2, --allreduce mpi (host copies) == the NCCL run, byte for byte;
 #   4. 2 ranks on 1 device with NCCL: refused at start; NCCL that cannot be
 #      loaded: refused at start, naming the file;
-#   5. tests/unit/test_nccl's device part on 1 rank and on 2.
+#   5. tests/unit/test_nccl's device part on 1 rank and on 2;
+#   6. 2 ranks each shown only its own device (CUDA_VISIBLE_DEVICES, as
+#      SLURM's --gpus-per-task=1 does) == 1 process; both shown the same
+#      device: refused.
 set -eu
 B=${1:-build-cuemu}
 CLLM_DATA=${CLLM_DATA:-$(cd .. && pwd)/shared/data}   # as tests/run.sh (run from the repository root)
@@ -103,4 +106,20 @@ CLLM_NCCL_LIB=$NCCL $MPI -x CLLM_NCCL_LIB "$B/cllm-train" $SFT --batch 1 -o "$T/
     "$T/p8.jsonl" > "$T/y.out" 2>&1 || rc=$?
 [ $rc != 0 ] && grep -q "one device per rank" "$T/y.out" || fail "2 ranks on 1 device with NCCL: exit $rc, $(cat "$T/y.out")"
 echo "2 ranks on 1 device with NCCL: refused"
+# 6. One GPU per rank the way SLURM's --gpus-per-task=1 gives it: two devices
+# on the machine, each rank shown only its own (CUDA_VISIBLE_DEVICES), so each
+# sees one device while the machine runs two ranks. That is one device per
+# rank and trains as above (it was refused: "2 ranks on this machine but 1
+# CUDA device visible"); both ranks shown the same device is refused.
+own_gpu() { CUEMU_DEVICES=2 CLLM_NCCL_LIB=$NCCL $MPI -x CUEMU_DEVICES -x CLLM_NCCL_LIB -x GPU_OF_RANK \
+    sh -c 'CUDA_VISIBLE_DEVICES=${GPU_OF_RANK:-$OMPI_COMM_WORLD_LOCAL_RANK} exec "$@"' sh "$B/cllm-train" $SFT \
+    --batch 1 --grad-accum 2 -o "$T/$1.gguf" --metrics "$T/$1.zst" "$T/p8.jsonl"; }
+own_gpu v2 > "$T/v2.out" 2>&1 || { cat "$T/v2.out"; fail "2 ranks, each shown its own device: refused"; }
+"$B/tools/model-diff" -q "$T/v2.gguf" "$T/one.gguf" > "$T/d" || { cat "$T/d"; fail "2 ranks on their own devices differ from 1 process"; }
+echo "2 ranks, each shown only its own device (CUDA_VISIBLE_DEVICES) == 1 process: $(cat "$T/d")"
+rc=0
+GPU_OF_RANK=1 own_gpu v1 > "$T/v1.out" 2>&1 || rc=$?
+[ $rc != 0 ] && grep -q "ranks 0 and 1 use the same CUDA device" "$T/v1.out" && [ ! -e "$T/v1.gguf" ] ||
+    fail "2 ranks both shown device 1: exit $rc, $(cat "$T/v1.out")"
+echo "2 ranks both shown the same device: refused"
 echo "dp tests passed"

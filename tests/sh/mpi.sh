@@ -11,8 +11,14 @@
 #   3. resume: 2 ranks, checkpoint at step 3, resume on 2 ranks == the
 #      straight 2-rank run byte for byte; resuming on 1 rank is refused;
 #      a pipe as input is refused with 2 ranks;
+#   3b. srun's environment for 2 tasks without an MPI process manager
+#      (SLURM_STEP_NUM_TASKS=2, no PMI variables): refused, not one rank each;
 #   4. cllm-traj --shard i/3 as 3 processes started together, joined with
-#      cat: passes cllm-cat --check and holds the records of the unsharded run.
+#      cat: passes cllm-cat --check and holds the records of the unsharded run;
+#   5. SIGTERM to both ranks (as SLURM sends it) while rank 0 writes a
+#      checkpoint (an LD_PRELOAD fsync that sleeps, built here with cc): both
+#      stop after the next step, exit 143, with its checkpoint (was: rank 0 in
+#      the barrier, rank 1 in the next step's all-reduce, a hang).
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -93,6 +99,17 @@ rc=0
 $MPI 2 "$B/cllm-train" $SFT -o "$T/bad.gguf" --metrics /dev/null < "$T/p8.jsonl" > "$T/bad.err" 2>&1 || rc=$?
 [ $rc != 0 ] && grep -q "must be a file named on the command line" "$T/bad.err" || fail "2 ranks reading stdin accepted"
 
+# 3b. srun -n 2 without --mpi=pmix (a site whose MpiDefault is none) starts
+# two tasks with SLURM_STEP_NUM_TASKS=2 and no PMI variables: each used to
+# train alone, as one rank, into the same output.
+rc=0
+SLURM_STEP_NUM_TASKS=2 SLURM_PROCID=1 "$B/cllm-train" $SFT -o "$T/srun.gguf" "$T/p8.jsonl" > /dev/null 2> "$T/srun.err" || rc=$?
+[ $rc = 1 ] && grep -q "started by srun as one of 2 tasks, but with no MPI process manager" "$T/srun.err" &&
+    [ ! -e "$T/srun.gguf" ] || fail "srun's 2 tasks without PMI: exit $rc, $(cat "$T/srun.err")"
+SLURM_STEP_NUM_TASKS=1 SLURM_PROCID=0 "$B/cllm-train" $SFT -o "$T/srun1.gguf" "$T/p8.jsonl" > /dev/null ||
+    fail "srun -n 1 refused"
+echo "srun's 2 tasks without an MPI process manager: $(cat "$T/srun.err")"
+
 # 4. Sharded collection: 3 processes at once, joined with cat.
 TR="-m $T/tiny -n 8 --max-new-tokens 16 --field question --template gsm8k -q $T/p8.jsonl"
 "$B/cllm-traj" $TR > "$T/all.zst"
@@ -103,6 +120,63 @@ cat "$T/s0.zst" "$T/s1.zst" "$T/s2.zst" > "$T/joined.zst"
 "$B/cllm-cat" --type traj -j "$T/joined.zst" | sort > "$T/j.jsonl"
 "$B/cllm-cat" --type traj -j "$T/all.zst" | sort | cmp - "$T/j.jsonl" || fail "joined shards differ from the unsharded run"
 echo "cllm-traj --shard 0..2/3 in parallel, joined: $(wc -l < "$T/j.jsonl") records == the unsharded run, check passes"
+# 5. A signal that lands on rank 0 after the step's shared signal flag was
+# summed, here while it writes a checkpoint and rank 1 goes on to the next
+# step: the ranks must still stop after the same step. The shim makes rank
+# 0's first fsync (its first checkpoint's) wait 3 s; SIGTERM then goes to
+# both ranks.
+if command -v "${CC:-cc}" > /dev/null 2>&1; then
+    cat > "$T/slowsync.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+/* Each rank's pid in $SLOWSYNC_DIR/pid.RANK; the first fsync leaves
+ * $SLOWSYNC_DIR/slow and sleeps 3 s. */
+__attribute__((constructor)) static void note_pid(void) {
+    const char *d = getenv("SLOWSYNC_DIR"), *r = getenv("OMPI_COMM_WORLD_RANK");
+    char p[4096];
+    if (!d || !r) return;
+    snprintf(p, sizeof p, "%s/pid.%s", d, r);
+    FILE *f = fopen(p, "w");
+    if (f) { fprintf(f, "%d\n", (int)getpid()); fclose(f); }
+}
+int fsync(int fd) {
+    static int calls;
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    const char *d = getenv("SLOWSYNC_DIR");
+    if (d && calls++ == 0) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/slow", d);
+        FILE *f = fopen(p, "w");
+        if (f) fclose(f);
+        sleep(3);
+    }
+    return real(fd);
+}
+EOF
+    "${CC:-cc}" -shared -fPIC -o "$T/slowsync.so" "$T/slowsync.c" -ldl
+    mkdir "$T/ss"
+    SLOWSYNC_DIR="$T/ss" timeout 60 $MPI 2 -x SLOWSYNC_DIR -x LD_PRELOAD="$T/slowsync.so" "$B/cllm-train" $SFT \
+        --max-steps 200 --batch 1 --shuffle-buffer 1 --checkpoint-every 2 -o "$T/sig.gguf" --metrics "$T/sig.zst" \
+        "$T/p8.jsonl" > "$T/sig.out" 2>&1 &
+    job=$!
+    i=0
+    while [ ! -f "$T/ss/slow" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -f "$T/ss/slow" ] && [ -f "$T/ss/pid.0" ] && [ -f "$T/ss/pid.1" ] || { kill $job; fail "the fsync shim did not run"; }
+    sleep 0.5   # rank 1 is past the step's end by now, rank 0 still in its checkpoint
+    kill -TERM "$(cat "$T/ss/pid.0")" "$(cat "$T/ss/pid.1")"
+    rc=0
+    wait $job || rc=$?
+    [ $rc != 124 ] || fail "SIGTERM to both ranks during rank 0's checkpoint: the job hung (killed after 60 s)"
+    [ $rc = 143 ] || { cat "$T/sig.out"; fail "SIGTERM to both ranks during a checkpoint: exit $rc, want 143"; }
+    [ -f "$T/sig.gguf.ckpt/ckpt-00000003.cllmckpt" ] || fail "SIGTERM during the step-2 checkpoint: no step-3 checkpoint"
+    [ ! -e "$T/sig.gguf" ] || fail "an interrupted run wrote its model"
+    echo "SIGTERM to both ranks while rank 0 writes a checkpoint: both stop after the next step (exit 143, its checkpoint)"
+else
+    echo "skip 5: no C compiler for the fsync shim"
+fi
 # The local rank (a rank's GPU under NCCL) and the device-side checks of test_nccl (skipped without a GPU).
 CLLM_TEST_ONE_NODE=1 $MPI 3 "$B/tests/test_nccl" > "$T/nccl.out" 2>&1 || { cat "$T/nccl.out"; fail "mpirun -np 3 test_nccl"; }
 [ "$(grep -c '^rank [0-2] of 3, local rank [0-2] of 3' "$T/nccl.out")" = 3 ] || { cat "$T/nccl.out"; fail "local ranks"; }

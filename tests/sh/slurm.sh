@@ -1,7 +1,8 @@
 #!/bin/sh
 # slurm.sh: the SLURM examples parse (bash -n / sh -n) and carry the #SBATCH
 # lines they need; with sbatch present, sbatch --test-only accepts them; join.sh
-# joins shard streams made here and rejects a missing shard.
+# joins shard streams made here and rejects a missing shard; the training
+# scripts under a stand-in srun start afresh or resume as they should.
 set -eu
 B=$CLLM_BUILD
 D=examples/slurm
@@ -48,3 +49,34 @@ counts=$(grep "^traj" "$T/join.err" | tr "\t" " ")
 rc=0; CLLM_BIN="$B" sh "$D/join.sh" "$T/out" 3 > /dev/null 2> "$T/join.err" || rc=$?
 [ $rc = 1 ] && grep -q missing "$T/join.err" || fail "join.sh accepted a missing shard"
 echo "slurm examples: parse, #SBATCH lines present, array tasks + join.sh: $counts records"
+# The training scripts under a stand-in srun (its own options dropped, its
+# command line logged, the command run as one process, or not at all with
+# SRUN_DRY): a fresh run trains. A job stopped while writing its first
+# checkpoint leaves OUT.ckpt without one: the requeued script must start
+# afresh (it passed --resume OUT.ckpt, refused at every requeue: "no
+# checkpoint"). With a checkpoint there it resumes, also when OUT is a
+# directory named with a trailing slash (cllm-train's OUT.ckpt is then DIR.ckpt).
+mkdir "$T/bin"
+cat > "$T/bin/srun" <<'EOF'
+#!/bin/sh
+while [ $# -gt 0 ]; do case $1 in --*) shift ;; *) break ;; esac; done
+printf '%s\n' "$*" >> "$SRUN_LOG"
+[ -n "${SRUN_DRY:-}" ] || exec "$@"
+EOF
+chmod +x "$T/bin/srun"
+run_sbatch() { # SCRIPT OUT [dry]
+    : > "$T/srun.log"
+    PATH="$T/bin:$PATH" SRUN_LOG="$T/srun.log" SRUN_DRY=${3:-} SLURM_CPUS_PER_TASK=1 CLLM_BIN="$B" \
+        bash "$D/$1.sbatch" "$T/tiny" "$T/joined.zst" "$2"
+}
+mkdir "$T/m.gguf.ckpt"
+: > "$T/m.gguf.ckpt/.ckpt-tmp-AbC123"   # the first save's temporary file, never renamed
+run_sbatch train-multinode "$T/m.gguf" > "$T/sb.out" 2>&1 || { cat "$T/sb.out"; fail "train-multinode.sbatch after a stop in its first checkpoint"; }
+[ -s "$T/m.gguf" ] && ! grep -q -- --resume "$T/srun.log" || fail "train-multinode.sbatch: no model, or resumed from no checkpoint: $(cat "$T/srun.log")"
+for s in train-multinode train-gpu; do
+    rm -rf "$T/hf.ckpt"; mkdir "$T/hf.ckpt"
+    : > "$T/hf.ckpt/ckpt-00000100.cllmckpt"
+    run_sbatch $s "$T/hf/" dry || fail "$s.sbatch (dry)"
+    grep -q -- "--resume $T/hf.ckpt " "$T/srun.log" || fail "$s.sbatch, OUT=DIR/ with DIR.ckpt: not resumed: $(cat "$T/srun.log")"
+done
+echo "train scripts (stand-in srun): a fresh start after a stop in the first checkpoint; resume from DIR.ckpt for OUT=DIR/"

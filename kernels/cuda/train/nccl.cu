@@ -188,11 +188,27 @@ extern "C" int cllm_nccl_pick_device(int *device, int exclusive) {
     int n = 0, rc = CUDA_CHECK(cudaGetDeviceCount(&n));
     if (rc) return rc;
     if (n < 1) return cllm_error(CLLM_EUNSUP, "no CUDA device");
-    int local = cllm_dist_local_rank(), local_n = cllm_dist_local_size();
-    if (exclusive && local_n > n)
-        return cllm_error(CLLM_EINVAL, "%d ranks on this machine but %d CUDA device%s visible: one device per rank "
-                          "(start fewer ranks per node, or sum on the host with --allreduce mpi)",
-                          local_n, n, n == 1 ? "" : "s");
+    int local = cllm_dist_local_rank(), local_n = cllm_dist_local_size(), size = cllm_dist_size();
     *device = local % n;
-    return 0;
+    if (!exclusive || size == 1) return 0;
+    /* One device per rank, told by the devices' UUIDs, not by counting: a
+     * scheduler that gives each rank its own GPU (SLURM's --gpus-per-task=1)
+     * shows each rank one device while the machine runs several ranks, and
+     * that is fine; two ranks whose picks are the same GPU are not. */
+    cudaDeviceProp pr;
+    if ((rc = CUDA_CHECK(cudaGetDeviceProperties(&pr, *device)))) return rc;
+    int64_t *ids = (int64_t *)malloc((size_t)size * 2 * sizeof *ids);
+    if (!ids) return cllm_error(CLLM_ENOMEM, "out of memory (device UUIDs of %d ranks)", size);
+    for (int i = 0; i < 2 * size; i++) ids[i] = INT64_MIN;   /* the max over ranks is each rank's own */
+    const int me = cllm_dist_rank();
+    memcpy(&ids[2 * me], pr.uuid.bytes, 16);
+    if ((rc = cllm_dist_max_i64(ids, (size_t)size * 2))) { free(ids); return rc; }
+    for (int i = 0; i < size && !rc; i++)
+        if (i != me && ids[2 * i] == ids[2 * me] && ids[2 * i + 1] == ids[2 * me + 1])
+            rc = cllm_error(CLLM_EINVAL, "ranks %d and %d use the same CUDA device (%d ranks on this machine, %d "
+                            "device%s visible to this one): one device per rank (start fewer ranks per node, give each "
+                            "rank its own GPU, or sum on the host with --allreduce mpi)",
+                            i < me ? i : me, i < me ? me : i, local_n, n, n == 1 ? "" : "s");
+    free(ids);
+    return rc;
 }
