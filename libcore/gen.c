@@ -57,11 +57,14 @@ typedef struct text_ctx {
 /* --text: print tokens as they become final. */
 static int print_tokens(void *ctx, const int *tokens, int n) {
     text_ctx *c = ctx;
-    char buf[256];
-    for (int i = 0; i < n; i++) {
-        size_t len;
-        if (cllm_tokenizer_token_bytes(c->tok, tokens[i], buf, sizeof buf, &len) == 0) fwrite(buf, 1, len, stdout);
-    }
+    /* The tokens' bytes whatever their length (a fixed buffer skipped a
+     * long added token's text) and an id out of range is an error, not a gap. */
+    char *text;
+    size_t len;
+    int rc = cllm_tokenizer_decode(c->tok, (const int32_t *)tokens, (size_t)n, &text, &len);
+    if (rc) return rc;
+    fwrite(text, 1, len, stdout);
+    free(text);
     if (fflush(stdout) || ferror(stdout)) return cllm_error(CLLM_EIO, "write error: %s", strerror(errno));
     return cllm_interrupted ? CLLM_EINTR : 0;
 }

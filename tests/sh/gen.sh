@@ -14,6 +14,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 ans=$(echo "What is 2+2?" | "$B/cllm-gen" -m "$M" --chat --text --max-new-tokens 40 -t 2)
 echo "answer: $ans"
 echo "$ans" | grep -q 4 || fail "no 4 in the answer to 2+2"
+# The streamed text is the record's text: every token's bytes, none skipped.
+rec=$(echo "What is 2+2?" | "$B/cllm-gen" -m "$M" --chat --max-new-tokens 40 -t 2 | "$B/cllm-cat" --type gen -j |
+      sed -n 's/.*"text":"\([^"\\]*\)".*/\1/p')
+[ -n "$rec" ] && [ "$ans" = "$rec" ] || fail "--text printed '$ans', the record's text is '$rec'"
 
 # 2. GSM8K prompts, AR and Jacobi (n = 16, traced): both streams check, and the
 # outputs are equal token for token.
