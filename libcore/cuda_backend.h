@@ -34,7 +34,8 @@
  * the runtime found none: a machine without a GPU stack). Returns 0, or a
  * CLLM_E* code for any other failure. */
 int cllm_cuda_device_count(int *n, int *driver);
-/* One line naming device 0 (name, compute capability, memory) into buf. */
+/* One line naming the current device (name, compute capability, SMs, memory)
+ * into buf: device 0, or the one a training rank set. */
 int cllm_cuda_device_name(char *buf, size_t size);
 /* Begin making device 0's context on a thread, so that it overlaps the
  * caller's model load; cllm_cuda_model_upload waits for it (and so does the

@@ -57,9 +57,6 @@
  * driver or no device). Returns 0 or a CLLM_E* code for other failures. */
 int cllm_cuda_train_devices(int *n);
 
-/* One line naming device 0 (name, compute capability, memory, SMs) into buf. */
-int cllm_cuda_train_device_name(char *buf, size_t size);
-
 typedef struct cllm_cuda_train cllm_cuda_train;   /* opaque */
 
 typedef struct cllm_cuda_train_opts {

@@ -230,8 +230,10 @@ extern "C" void cllm_cuda_warm_start(void) {
 }
 
 extern "C" int cllm_cuda_device_name(char *buf, size_t size) {
+    /* the device this thread uses (a rank's own under NCCL), not device 0 */
     cudaDeviceProp p;
-    int rc = CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+    int dev = 0, rc = CUDA_CHECK(cudaGetDevice(&dev));
+    if (!rc) rc = CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
     if (rc) return rc;
     snprintf(buf, size, "%s (sm_%d%d, %d SMs, %zu MiB)", p.name, p.major, p.minor,
              p.multiProcessorCount, (size_t)(p.totalGlobalMem >> 20));

@@ -65,6 +65,7 @@
 #include "train_fwd.h"
 
 #if CLLM_CUDA
+#include "cuda_backend.h"
 #include "cuda_train.h"
 
 #define LOSS_TOL 2e-2
@@ -672,7 +673,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     char name[256];
-    CHECK_OK(cllm_cuda_train_device_name(name, sizeof name));
+    CHECK_OK(cllm_cuda_device_name(name, sizeof name));
     printf("device: %s\n", name);
     int do_bench = argc > 1 && !strcmp(argv[1], "--bench");
     if (!do_bench || getenv("CLLM_BENCH_PARITY")) {

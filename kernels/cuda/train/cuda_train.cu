@@ -146,15 +146,6 @@ int cllm_cuda_train_devices(int *n) {
     return 0;
 }
 
-int cllm_cuda_train_device_name(char *buf, size_t size) {
-    cudaDeviceProp pr;
-    int rc = CUDA_CHECK(cudaGetDeviceProperties(&pr, 0));
-    if (rc) return rc;
-    snprintf(buf, size, "%s (sm_%d%d, %zu MiB, %d SMs)", pr.name, pr.major, pr.minor,
-             pr.totalGlobalMem >> 20, pr.multiProcessorCount);
-    return 0;
-}
-
 void cllm_cuda_train_free(cllm_cuda_train *t) {
     if (!t) return;
     void *dev[] = {t->p, t->g, t->m, t->v, t->pb, t->no_decay, t->inv_freq, t->dnorm, t->xs, t->xm,
