@@ -49,6 +49,22 @@ counts=$(grep "^traj" "$T/join.err" | tr "\t" " ")
 rc=0; CLLM_BIN="$B" sh "$D/join.sh" "$T/out" 3 > /dev/null 2> "$T/join.err" || rc=$?
 [ $rc = 1 ] && grep -q missing "$T/join.err" || fail "join.sh accepted a missing shard"
 echo "slurm examples: parse, #SBATCH lines present, array tasks + join.sh: $counts records"
+# Rerunning one failed task (sbatch --array=1: SLURM says task 1 of 1, min 1)
+# with SHARDS=2 redoes shard 1 of 2, records equal to the first run's; without
+# SHARDS the same task collected every prompt as shard 0 of 1. An id past the
+# shard count (--array=1,3,5 is 3 tasks, min 1) is refused by the script.
+mv "$T/out/traj-00001-of-00002.zst" "$T/first1.zst"
+SHARDS=2 SLURM_ARRAY_TASK_ID=1 SLURM_ARRAY_TASK_COUNT=1 SLURM_ARRAY_TASK_MIN=1 SLURM_CPUS_PER_TASK=1 CLLM_BIN="$B" \
+    bash "$D/traj-array.sbatch" "$T/tiny" "$T/p.jsonl" "$T/out" || fail "SHARDS=2, task 1: rerun failed"
+[ "$(ls "$T/out")" = "$(printf 'traj-00000-of-00002.zst\ntraj-00001-of-00002.zst')" ] || fail "rerun of task 1 wrote: $(ls "$T/out")"
+"$B/cllm-cat" --type traj -j "$T/first1.zst" | sed 's/"time_s":[^,}]*//' > "$T/a.j"
+"$B/cllm-cat" --type traj -j "$T/out/traj-00001-of-00002.zst" | sed 's/"time_s":[^,}]*//' > "$T/b.j"
+[ -s "$T/a.j" ] && cmp -s "$T/a.j" "$T/b.j" || fail "the rerun shard 1 of 2 differs from the first run's"
+rc=0
+SLURM_ARRAY_TASK_ID=5 SLURM_ARRAY_TASK_COUNT=3 SLURM_ARRAY_TASK_MIN=1 SLURM_CPUS_PER_TASK=1 CLLM_BIN="$B" \
+    bash "$D/traj-array.sbatch" "$T/tiny" "$T/p.jsonl" "$T/gap" 2> "$T/gap.err" || rc=$?
+[ $rc = 2 ] && grep -q "task 5 is no shard of 3" "$T/gap.err" || fail "--array=1,3,5: exit $rc: $(cat "$T/gap.err")"
+echo "traj-array.sbatch: SHARDS=2 reruns task 1 as shard 1 of 2; an id past the count refused"
 # The training scripts under a stand-in srun (its own options dropped, its
 # command line logged, the command run as one process, or not at all with
 # SRUN_DRY): a fresh run trains. A job stopped while writing its first
