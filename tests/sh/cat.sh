@@ -106,20 +106,32 @@ fi
 # 9. -J from a pipe passes each record on before it waits for the next line
 #    (cllm-cat(1): it flushes before waiting for more input); stdio's getline
 #    gave no hook, and the records waited for 64 KiB or the end of input.
-{ echo '{"text":"a"}'; sleep 3; : > "$T/late"; echo '{"text":"b"}'; } | "$B/cllm-cat" -J | "$B/cllm-cat" -j |
+#    The producer writes the second line only once the first record has come
+#    out of the pipe ($T/got), or after 60 s: a record held back until the
+#    next line comes out after $T/late, whatever the machine's speed. (A fixed
+#    3 s pause failed when the two programs took longer to start.)
+{ echo '{"text":"a"}'
+  i=0; while [ ! -e "$T/got" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+  : > "$T/late"; echo '{"text":"b"}'; } | "$B/cllm-cat" -J | "$B/cllm-cat" -j |
     while read -r line; do
-        case $line in *'"prompt"'*) [ -e "$T/late" ] && echo held > "$T/held"; break ;; esac
+        case $line in *'"prompt"'*) [ -e "$T/late" ] && echo held > "$T/held"; : > "$T/got"; break ;; esac
     done
 [ ! -e "$T/held" ] || fail "-J held its first record until the producer wrote the next line"
 
 # 10. SIGINT while cllm-cat waits for input: exit 130; the records read so far
 #    are closed with an end record marked interrupted.
+#    The signal comes once the last data record is out (cllm-cat flushes
+#    before it waits for more input), so cllm-cat has read all 3 and waits;
+#    the feeder keeps the FIFO open until it is killed. (A fixed 0.5 s, with
+#    the FIFO closed after 3 s, failed on a loaded machine: the signal came
+#    before cllm-cat had started, or after the end of its input.)
 mkfifo "$T/fifo"
-{ cat "$T/s.zst"; sleep 3; } > "$T/fifo" &
+{ cat "$T/s.zst"; exec sleep 60; } > "$T/fifo" &
 feeder=$!
 "$B/cllm-cat" "$T/fifo" > "$T/int.zst" 2>"$T/int.err" &
 pid=$!
-sleep 0.5
+i=0
+while ! "$B/cllm-cat" -j "$T/int.zst" 2>/dev/null | grep -q '"type":"custom"' && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 kill -INT $pid
 rc=0; wait $pid || rc=$?
 kill $feeder 2>/dev/null || true

@@ -96,13 +96,17 @@ pipe_quiet train "$B/cllm-train" -m "$TM" --objective sft --field question --tem
 echo "all quiet on SIGPIPE"
 
 # SIGINT while each writes to a file through stdout, once it has written its
-# header or after 1 s (cllm-gen and cllm-traj: sections 2 and 2c).
+# header (cllm-gen and cllm-traj: sections 2 and 2c). The header comes after
+# the handlers are in (cllm_cli_init, first thing in main); the wait is bounded
+# by 30 s, not the 1 s it was: a program's start alone (exec, libraries) took
+# 0.2 s on an idle machine and up to 0.7 s under load, and a signal before the
+# handler ends it with no stream at all.
 int_whole() { # name command... : interrupt it once it has written something
     name=$1; shift
     "$@" > "$T/$name.zst" 2>"$T/$name.err" &
     pid=$!
     i=0
-    while [ "$(stat -c %s "$T/$name.zst" 2>/dev/null || echo 0)" -lt 100 ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i + 1)); done
+    while [ "$(stat -c %s "$T/$name.zst" 2>/dev/null || echo 0)" -lt 100 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
     kill -INT $pid 2>/dev/null || true
     rc=0; wait $pid || rc=$?
     # each run is sized to last far longer than the wait: finishing first would test nothing
@@ -120,22 +124,33 @@ echo "all whole after SIGINT"
 # writes the metrics of the records read so far, marked interrupted. The same
 # when the wait is for the baseline or the references (that was no stream at
 # all for the baseline, "read error" and exit 1 for the references).
+# The signal comes once the feeder has written all it has ($T/fed) and
+# cllm-eval sleeps reading the FIFO (its /proc wchan names a pipe function):
+# the pipe is then empty, all of it read. The feeder closes the FIFO only after
+# the signal ($T/sent): the references are read to their end before the mark
+# is decided. (A fixed 1 s, with the FIFO closed after 5 s, was a race with
+# cllm-eval's start: 0.2 s on an idle machine, up to 0.7 s under load.) Where
+# /proc has no wchan the 30 s bound is the wait.
+reads_pipe() { case $(cat "/proc/$1/wchan" 2>/dev/null) in *pipe*) return 0 ;; esac; return 1; }
+hold() { : > "$T/fed"; i=0; while [ ! -e "$T/sent" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; }
 for what in input baseline ref; do
-    rm -f "$T/fifo"
+    rm -f "$T/fifo" "$T/fed" "$T/sent"
     mkfifo "$T/fifo"
     case $what in
-    input) { cat "$T/g.zst"; sleep 5; } > "$T/fifo" &
+    input) { cat "$T/g.zst"; hold; } > "$T/fifo" &
         set -- "$T/fifo" ;;
-    baseline) { head -c 100 "$T/g.zst"; sleep 5; } > "$T/fifo" &
+    baseline) { head -c 100 "$T/g.zst"; hold; } > "$T/fifo" &
         set -- --baseline "$T/fifo" "$T/g.zst" ;;
-    ref) { head -3 "$CLLM_DATA/gsm8k_test.jsonl"; sleep 5; } > "$T/fifo" &
+    ref) { head -3 "$CLLM_DATA/gsm8k_test.jsonl"; hold; } > "$T/fifo" &
         set -- --task gsm8k --ref "$T/fifo" "$T/g.zst" ;;
     esac
     feeder=$!
     "$B/cllm-eval" "$@" > "$T/ev.zst" 2> "$T/ev.err" &
     pid=$!
-    sleep 1
+    i=0
+    while ! { [ -e "$T/fed" ] && reads_pipe $pid; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     kill -INT $pid
+    : > "$T/sent"
     rc=0; wait $pid || rc=$?
     kill $feeder 2>/dev/null || true
     [ $rc = 130 ] || fail "cllm-eval: SIGINT reading the $what: exit $rc, want 130 ($(cat "$T/ev.err"))"

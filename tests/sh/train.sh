@@ -64,7 +64,12 @@ perm=$(stat -c %a "$T/every1.gguf.ckpt/ckpt-00000012.cllmckpt")
 # 3. SIGTERM: exit 143 after a checkpoint; the metric stream is whole but marked short.
 "$B/cllm-train" $SFT --lr 3e-3 --max-steps 100000 --checkpoint-every 100000 -o "$T/term.gguf" "$T/p8.jsonl" > "$T/term.zst" 2> "$T/term.err" &
 pid=$!
-sleep 2
+# The signal once the metric stream's header is out: the handler is in by then
+# (a signal before it ends the run with no checkpoint; a fixed 2 s left that to
+# the machine's speed), and a signal at any later moment still finishes a step
+# and checkpoints it. Bounded: 30 s.
+i=0
+while [ "$(stat -c %s "$T/term.zst" 2>/dev/null || echo 0)" -lt 100 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
 kill -TERM $pid
 rc=0
 wait $pid || rc=$?

@@ -1,9 +1,10 @@
 #!/bin/sh
 # train_kill.sh: crash safety of cllm-train. A run that checkpoints every step
-# is killed with SIGKILL at 10 random moments (anywhere: in a step, in the
-# middle of writing a checkpoint, between rename and fsync); after every kill
-# the newest checkpoint in the directory must load, and resuming from it must
-# still end with the same weights as a run never interrupted (byte for byte).
+# is killed with SIGKILL at 10 random moments after its first step (anywhere:
+# in a step, in the middle of writing a checkpoint, between rename and fsync);
+# after every kill the newest checkpoint in the directory must load, and
+# resuming from it must still end with the same weights as a run never
+# interrupted (byte for byte).
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -12,9 +13,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$B/tools/make-tiny" -o "$T/tiny" 2>/dev/null
 head -8 "$CLLM_DATA/gsm8k_train.jsonl" > "$T/p8.jsonl"
-R="-m $T/tiny --objective sft --field question --template gsm8k --batch 4 --shuffle-buffer 3 -t 1 -q
+R="-m $T/tiny --objective sft --field question --template gsm8k --batch 4 --shuffle-buffer 3 -t 1
    --lr 3e-3 --max-steps 40 --seed 3 $T/p8.jsonl"
-"$B/cllm-train" $R -o "$T/straight.gguf" > /dev/null
+"$B/cllm-train" $R -q -o "$T/straight.gguf" > /dev/null
 
 ck="$T/run.gguf.ckpt"
 # A seeded sequence of kill delays (ms) between 50 and 700, the same every run.
@@ -26,8 +27,17 @@ had=0
 for ms in $delays; do
     resume=""
     has_ckpt && resume="--resume $ck"
-    "$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 $resume > /dev/null 2>"$T/err" &
+    # --progress: a line on stderr after each step (and its checkpoint)
+    "$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 --progress $resume > /dev/null 2>"$T/err" &
     pid=$!
+    # The delay counts from the run's first step done, not from its start: the
+    # start (exec, libraries, the model, a resume) took 0.2 s on an idle
+    # machine and 0.6-0.8 s under load, longer than most delays, so that no
+    # kill came after a first checkpoint and the test failed below (3 runs in
+    # 10 with two busy loops beside it). The wait is bounded (30 s): a run that
+    # failed before its first step fails the resume below.
+    i=0
+    while ! grep -q ': step [0-9]' "$T/err" && [ $i -lt 3000 ]; do sleep 0.01; i=$((i + 1)); done
     sleep "$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')"
     if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
     wait $pid 2>/dev/null || true
@@ -47,7 +57,7 @@ done
 # Finish from the newest checkpoint and compare with the uninterrupted run.
 [ $had = 1 ] || fail "no run reached its first checkpoint before its kill (a machine far slower than expected)"
 rm -f "$T/run.gguf"
-"$B/cllm-train" $R -o "$T/run.gguf" --checkpoint-every 1 --keep 2 --resume "$ck" > /dev/null 2>"$T/err" \
+"$B/cllm-train" $R -q -o "$T/run.gguf" --checkpoint-every 1 --keep 2 --resume "$ck" > /dev/null 2>"$T/err" \
     || { cat "$T/err" >&2; fail "resume after the kills failed"; }
 cmp "$T/straight.gguf" "$T/run.gguf" || fail "weights after $kills kills and resumes differ from the straight run"
 echo "train_kill: $kills SIGKILLs at $(echo $delays | tr ' ' ',') ms; newest checkpoint after each:$steps"

@@ -134,7 +134,11 @@ sed 's/"states":.*"fixed"/"fixed"/' "$T/t1.jsonl" | cmp - "$T/a" || fail "fixed 
 for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do cat "$T/tiny.jsonl"; done > "$T/many.jsonl"
 "$B/cllm-traj" -m "$TM" -n 16 --max-new-tokens 400 --batch 4 -q "$T/many.jsonl" > "$T/int.zst" 2> "$T/int.err" &
 pid=$!
-sleep 1
+# The signal once a first record is out (the handler is in by then; a fixed
+# 1 s could come before it on a loaded machine, where a program's start alone
+# took up to 0.7 s, and end the run with no stream at all). Bounded: 30 s.
+i=0
+while ! "$B/cllm-cat" --type traj -j "$T/int.zst" 2>/dev/null | grep -q . && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 kill -INT $pid
 rc=0; wait $pid || rc=$?
 [ $rc = 130 ] || fail "SIGINT: exit $rc, expected 130"

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clock.h"
 #include "kernels.h"
 #include "rng.h"
 
@@ -326,27 +327,41 @@ static void test_attention(void) {
 
 /* ---- the pool: worker indices (kernels.h) ------------------------------- */
 /* worker is in 0 .. n_threads - 1 and names one thread: two threads never
- * share an index (per-thread scratch depends on it). Each task waits 0.5 ms
- * so that every started worker takes some (as test_forward's pool test). */
+ * share an index (per-thread scratch depends on it). Every started worker
+ * must take part: a worker's first task waits until all n_threads indices
+ * have been seen (or WAIT_S has passed). A worker parked in that wait takes
+ * no other task, so n_threads workers end up holding n_threads tasks at once,
+ * whatever the scheduler does. (Each task used to sleep 0.5 ms and hope that
+ * every worker came in time: on a loaded machine a newly started worker was
+ * sometimes not run before the others had taken all 64 tasks, "5 threads:
+ * 4 workers took tasks", 17 runs in 400 with two busy loops beside it.) A
+ * pool that never starts a worker still fails, after WAIT_S. */
+enum { WAIT_S = 30 };
 typedef struct pool_log {
     pthread_mutex_t mu;
     pthread_t who[64];
-    int seen[64], runs[64], bad;
+    int seen[64], runs[64], bad, want, n_seen;
 } pool_log;
 
 static void log_task(void *ctx, int task, int worker) {
     pool_log *p = ctx;
-    usleep(500);
     pthread_mutex_lock(&p->mu);
     p->runs[task]++;
+    int first = 0;
     if (worker < 0 || worker >= 64) p->bad++;
-    else if (!p->seen[worker]) { p->seen[worker] = 1; p->who[worker] = pthread_self(); }
+    else if (!p->seen[worker]) { p->seen[worker] = 1; p->who[worker] = pthread_self(); p->n_seen++; first = 1; }
     else if (!pthread_equal(p->who[worker], pthread_self())) p->bad++;
+    double until = cllm_now_s() + WAIT_S;
+    while (first && p->n_seen < p->want && cllm_now_s() < until) {
+        pthread_mutex_unlock(&p->mu);
+        usleep(200);
+        pthread_mutex_lock(&p->mu);
+    }
     pthread_mutex_unlock(&p->mu);
 }
 
 static void check_pool(int n_threads, int wide) {
-    pool_log p = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pool_log p = {.mu = PTHREAD_MUTEX_INITIALIZER, .want = n_threads};
     if (wide) kernels_parallel_n(n_threads, 64, log_task, &p);
     else kernels_parallel(64, log_task, &p);
     int used = 0;

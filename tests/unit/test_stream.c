@@ -23,6 +23,13 @@
 /* Write records into a memory buffer through a pipe-free path: a temp file. */
 typedef struct membuf { uint8_t *p; size_t n; } membuf;
 
+/* The sample files, in a directory of this run's own (main): fixed names in
+ * /tmp were shared by every run on the machine (a build and a build-san run
+ * side by side, two checkouts, two users), one run reading the file another
+ * had just rewritten ("n == 1 + 4 * 3 + 1 (10 vs 14)": 2 runs in 60 with two
+ * at once), or not allowed to replace another user's. */
+static char tmp_dir[1024], path_a[1100], path_b[1100];
+
 static membuf slurp(const char *path) {
     membuf m = { 0 };
     FILE *f = fopen(path, "rb");
@@ -158,7 +165,7 @@ static int read_all(const membuf *m, int *final, int verify) {
 }
 
 static void test_round_trip(void) {
-    membuf m = write_sample("/tmp/cllm_test_stream_a.zst", 0, 3);
+    membuf m = write_sample(path_a, 0, 3);
     int final;
     int n = read_all(&m, &final, 1);
     CHECK_EQ_INT(n, 1 + 4 * 3 + 1);
@@ -168,8 +175,8 @@ static void test_round_trip(void) {
 }
 
 static void test_concat(void) {
-    membuf a = write_sample("/tmp/cllm_test_stream_a.zst", 0, 2);
-    membuf b = write_sample("/tmp/cllm_test_stream_b.zst", 100, 3);
+    membuf a = write_sample(path_a, 0, 2);
+    membuf b = write_sample(path_b, 100, 3);
     membuf ab = { malloc(a.n + b.n), a.n + b.n };
     memcpy(ab.p, a.p, a.n);
     memcpy(ab.p + a.n, b.p, b.n);
@@ -194,7 +201,7 @@ static void test_concat(void) {
  * delivered (so the count never drops below what the bytes held), then a
  * truncation error; never a clean EOF. */
 static void test_truncation(void) {
-    membuf m = write_sample("/tmp/cllm_test_stream_a.zst", 0, 2);
+    membuf m = write_sample(path_a, 0, 2);
     int full_final;
     int full = read_all(&m, &full_final, 0);
     int prev = 0, bad = 0;
@@ -234,7 +241,7 @@ static uint64_t content_hash(const membuf *m) {
  * Some flips are harmless to zstd (the window size byte, reserved bits that
  * decoders ignore): those decode to the very same records, which is fine. */
 static void test_flips(void) {
-    membuf m = write_sample("/tmp/cllm_test_stream_a.zst", 0, 2);
+    membuf m = write_sample(path_a, 0, 2);
     uint64_t good = content_hash(&m);
     CHECK(good != 0);
     int wrong = 0, caught = 0, harmless = 0;
@@ -960,7 +967,10 @@ static void test_pipe_delivery(size_t blob, int split) {
         usleep(20000);
         ok &= write(data[1], m.p + cut, (size_t)rec_end - cut) == (ssize_t)((size_t)rec_end - cut);
         struct pollfd pf = { ack[0], POLLIN, 0 };
-        int acked = poll(&pf, 1, 3000) == 1;
+        /* A bound for a reader that holds the record back (it then gets it
+         * only after this): 30 s, not the 3 s it was, which a reader merely
+         * slow to be scheduled (ASan, a loaded machine) could overrun. */
+        int acked = poll(&pf, 1, 30000) == 1;
         ok &= write(data[1], m.p + rec_end, m.n - (size_t)rec_end) == (ssize_t)(m.n - (size_t)rec_end);
         close(data[1]);
         _exit(!ok ? 2 : acked ? 0 : 1);
@@ -1180,6 +1190,11 @@ static void test_record_fields(void) {
 }
 
 int main(void) {
+    const char *td = getenv("TMPDIR");
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/cllm_test_stream.XXXXXX", td && *td ? td : "/tmp");
+    if (!mkdtemp(tmp_dir)) { perror(tmp_dir); return 1; }
+    snprintf(path_a, sizeof path_a, "%s/a.zst", tmp_dir);
+    snprintf(path_b, sizeof path_b, "%s/b.zst", tmp_dir);
     test_round_trip();
     test_concat();
     test_truncation();
@@ -1197,8 +1212,8 @@ int main(void) {
     test_schemas();
     test_record_fields();
     test_pipe();
-    unlink("/tmp/cllm_test_stream_a.zst");
-    unlink("/tmp/cllm_test_stream_b.zst");
-    unlink("/tmp/cllm_test_stream_raw.zst");
+    unlink(path_a);
+    unlink(path_b);
+    rmdir(tmp_dir);
     TEST_END();
 }
