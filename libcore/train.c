@@ -905,6 +905,40 @@ static void opts_diff(char *out, size_t cap, const char *was, const char *now) {
     if (!same_keys || !len) snprintf(out, cap, "%s (now %s)", was, now);
 }
 
+/* The checkpoint to resume from (a file, or a directory's newest valid
+ * one). With several ranks rank 0 picks it and the others load the file it
+ * picked: each picking for itself could choose differently where a shared
+ * filesystem shows a new file late on some nodes (NFS caches directory
+ * listings), and the run then stopped with "ranks disagree on the starting
+ * weights" (tests/sh/mpi.sh 3a). Rank 0's failure returns before the
+ * broadcast; cllm-train's cllm_dist_abort then ends the others. */
+static int load_resume_ckpt(const char *from, int rank, int nranks, cllm_ckpt *k, char **kp) {
+    *kp = NULL;
+    if (nranks == 1) return cllm_ckpt_load(from, k, kp);
+    int64_t len = 0;
+    int rc = 0;
+    if (rank == 0) {
+        if ((rc = cllm_ckpt_load(from, k, kp))) return rc;
+        len = (int64_t)strlen(*kp);
+    }
+    char *path = NULL;
+    if (!(rc = cllm_dist_bcast(&len, sizeof len, 0))) {
+        path = rank == 0 ? *kp : cllm_malloc((size_t)len + 1);
+        if (!path) rc = CLLM_ENOMEM;
+    }
+    if (!rc) rc = cllm_dist_bcast(path, (size_t)len + 1, 0);
+    if (rank == 0) {
+        if (rc) { cllm_ckpt_free(k); free(*kp); *kp = NULL; }
+        return rc;
+    }
+    if (!rc) {
+        rc = cllm_ckpt_load(path, k, kp);
+        if (rc) cllm_error_prefix(rc, "rank %d, loading rank 0's choice: ", rank);
+    }
+    free(path);
+    return rc;
+}
+
 static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t step, int64_t total, const char *opts,
                      char **path) {
     const cllm_config *c = &t->m->cfg;
@@ -1060,7 +1094,7 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     if (o->resume) {
         cllm_ckpt k;
         char *kp = NULL;
-        if ((rc = cllm_ckpt_load(o->resume, &k, &kp))) goto out;
+        if ((rc = load_resume_ckpt(o->resume, rank, nranks, &k, &kp))) goto out;
         int32_t shape[7] = { c->n_layer, c->d_model, c->n_head, c->n_head_kv, c->head_dim, c->d_ff, c->vocab };
         if (k.n_params != m->n_params || memcmp(shape, k.shape, sizeof shape))
             rc = cllm_error(CLLM_EINVAL, "%s: checkpoint of another model shape (%llu parameters; this model has %zu)", kp,

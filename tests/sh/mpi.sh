@@ -11,6 +11,8 @@
 #   3. resume: 2 ranks, checkpoint at step 3, resume on 2 ranks == the
 #      straight 2-rank run byte for byte; resuming on 1 rank is refused;
 #      a pipe as input is refused with 2 ranks;
+#   3a. --resume DIR with the newest checkpoint hidden from rank 1 (a readdir
+#      shim): rank 0 picks and rank 1 loads its pick; == the straight run;
 #   3b. srun's environment for 2 tasks without an MPI process manager
 #      (SLURM_STEP_NUM_TASKS=2, no PMI variables): refused, not one rank each;
 #   4. cllm-traj --shard i/3 as 3 processes started together, joined with
@@ -95,6 +97,47 @@ rc=0
 "$B/cllm-train" $R -o "$T/bad.gguf" --resume "$T/first.gguf.ckpt/ckpt-00000003.cllmckpt" > /dev/null 2> "$T/bad.err" || rc=$?
 [ $rc = 1 ] && grep -q "on 2 ranks (this one has 1)" "$T/bad.err" || fail "resume on 1 rank accepted (exit $rc)"
 echo "resume: 2 ranks 3 + 3 == 6 straight (byte for byte); on 1 rank: $(cat "$T/bad.err")"
+# 3a. --resume DIR where rank 1 does not see the newest checkpoint yet (as a
+# node whose NFS client caches the directory's listing): rank 0 picks, the
+# others load its pick. (Each picking for itself, rank 1 took step 3 and
+# rank 0 step 6, and the run stopped: "ranks disagree on the starting
+# weights".) A readdir shim, built here with cc, hides step 6 from rank 1.
+if command -v "${CC:-cc}" > /dev/null 2>&1; then
+    [ -f "$T/first.gguf.ckpt/ckpt-00000006.cllmckpt" ] || fail "no step-6 checkpoint"
+    cat > "$T/hide.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+/* On rank 1 (OMPI_COMM_WORLD_RANK), readdir skips the entry named $HIDE_NAME. */
+static int hidden(const char *name) {
+    const char *h = getenv("HIDE_NAME"), *r = getenv("OMPI_COMM_WORLD_RANK");
+    return h && r && !strcmp(r, "1") && !strcmp(name, h);
+}
+struct dirent *readdir(DIR *d) {
+    struct dirent *(*real)(DIR *) = (struct dirent *(*)(DIR *))dlsym(RTLD_NEXT, "readdir");
+    struct dirent *e;
+    while ((e = real(d)) && hidden(e->d_name)) {}
+    return e;
+}
+struct dirent64 *readdir64(DIR *d) {
+    struct dirent64 *(*real)(DIR *) = (struct dirent64 *(*)(DIR *))dlsym(RTLD_NEXT, "readdir64");
+    struct dirent64 *e;
+    while ((e = real(d)) && hidden(e->d_name)) {}
+    return e;
+}
+EOF
+    "${CC:-cc}" -shared -fPIC -o "$T/hide.so" "$T/hide.c" -ldl
+    rc=0
+    $MPI 2 -x HIDE_NAME=ckpt-00000006.cllmckpt -x LD_PRELOAD="$T/hide.so" "$B/cllm-train" $R -o "$T/picked.gguf" \
+        --metrics /dev/null --resume "$T/first.gguf.ckpt" > "$T/picked.err" 2>&1 || rc=$?
+    [ $rc = 0 ] || { cat "$T/picked.err"; fail "--resume DIR, rank 1 not seeing the newest checkpoint: exit $rc"; }
+    cmp "$T/straight.gguf" "$T/picked.gguf" || fail "--resume DIR from rank 0's pick (step 6) differs from the straight run"
+    echo "--resume DIR with the newest checkpoint hidden from rank 1: rank 0's pick loaded on both (== straight)"
+else
+    echo "skip 3a: no C compiler for the readdir shim"
+fi
 rc=0
 $MPI 2 "$B/cllm-train" $SFT -o "$T/bad.gguf" --metrics /dev/null < "$T/p8.jsonl" > "$T/bad.err" 2>&1 || rc=$?
 [ $rc != 0 ] && grep -q "must be a file named on the command line" "$T/bad.err" || fail "2 ranks reading stdin accepted"
