@@ -54,6 +54,9 @@ void cllm_cuda_model_free(cllm_cuda_model *dm);
 const cllm_config *cllm_cuda_model_config(const cllm_cuda_model *dm);
 /* Device bytes held by the weights. */
 size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm);
+/* The most positions a KV cache of this model may hold: the attention
+ * kernel's limit for its head size on this device. */
+int cllm_cuda_model_max_keys(const cllm_cuda_model *dm);
 
 /* KV cache on the device: keys (after RoPE) and values in bf16, (L, S + 1,
  * CAP, KD) each: the caller's S sequences and a scratch one (index S, never

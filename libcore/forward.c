@@ -104,6 +104,32 @@ int cllm_kv_len(const cllm_kv *kv, int seq) {
     return (seq >= 0 && seq < kv->n_seq) ? kv->len[seq] : 0;
 }
 
+long long cllm_kv_next_cap(long long cap, long long need, long long limit) {
+    if (need > limit) return -1;
+    if (cap >= need) return cap;
+    long long c = cap > 0 ? cap : 512;
+    while (c < need) c *= 2;
+    return c > limit ? limit : c;
+}
+
+int cllm_kv_reserve(cllm_kv *kv, const cllm_fwd *f, int n_seq, int need) {
+    if (kv->len && kv->cap >= need) return 0;
+    long long limit = 1 << 30;   /* the CPU's: a bound on the sizes' arithmetic */
+    int cuda = 0;
+#if CLLM_CUDA
+    if (f->device == CLLM_DEVICE_CUDA) {
+        limit = cllm_cuda_model_max_keys(f->cuda_model);
+        cuda = 1;
+    }
+#endif
+    long long cap = cllm_kv_next_cap(kv->len ? kv->cap : 0, need, limit);
+    if (cap < 0)
+        return cllm_error(CLLM_ELIMIT, "a context of %d tokens is too long (%s holds %lld)", need,
+                          cuda ? "the CUDA attention kernel on this device" : "the KV cache", limit);
+    if (!kv->len) return cllm_kv_init_for(kv, f, n_seq, (int)cap);
+    return cllm_kv_grow(kv, (int)cap);
+}
+
 int cllm_kv_grow(cllm_kv *kv, int cap) {
     if (cap <= kv->cap) return 0;
 #if CLLM_CUDA

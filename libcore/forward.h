@@ -67,6 +67,16 @@ int cllm_kv_rollback(cllm_kv *kv, int seq, int len);
 /* Grow every sequence to cap positions (no-op when it already has them),
  * keeping what is cached. On failure the cache is unchanged. */
 int cllm_kv_grow(cllm_kv *kv, int cap);
+/* The capacity to give a cache of capacity cap (0: none yet) that must hold
+ * need positions, where the device holds at most limit: doubled from 512 (a
+ * context grown a token at a time is copied O(log n) times), but clamped to
+ * limit when need fits under it, so no context that fits is refused for
+ * the doubling's sake. -1 when need exceeds limit. */
+long long cllm_kv_next_cap(long long cap, long long need, long long limit);
+/* Make sure kv (made by cllm_kv_init_for with n_seq sequences on first use:
+ * kv zeroed before) holds need positions per sequence, keeping what is
+ * cached; a context above the device's limit is CLLM_ELIMIT, naming both. */
+int cllm_kv_reserve(cllm_kv *kv, const struct cllm_fwd *f, int n_seq, int need);
 
 typedef struct cllm_fwd {
     const cllm_model *m;

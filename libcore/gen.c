@@ -106,16 +106,6 @@ static int put_output(void *arg, const void *data, size_t len) {
     return 0;
 }
 
-static int ensure_kv(gen_eng *e, int need) {
-    cllm_kv *kv = &e->kv;
-    if (kv->cap >= need) return 0;
-    long long cap = kv->cap ? kv->cap : 512;
-    while (cap < need) cap *= 2;
-    if (cap > (1 << 30)) return cllm_error(CLLM_ELIMIT, "a context of %d tokens is too long", need);
-    if (!kv->len) return cllm_kv_init_for(kv, &e->f, e->batch, (int)cap);
-    return cllm_kv_grow(kv, (int)cap);
-}
-
 /* Start slot s on the prompt in s->p (its job is queued). */
 static int slot_start(gen_eng *e, gen_slot *s) {
     const cllm_prompt *p = &s->p;
@@ -126,7 +116,7 @@ static int slot_start(gen_eng *e, gen_slot *s) {
         if (p->tokens.ids[i] < 0 || p->tokens.ids[i] >= V)
             return cllm_error(CLLM_EINVAL, "prompt %lld: token id %d is outside the vocabulary (%d)",
                               (long long)p->id, p->tokens.ids[i], V);
-    int rc = ensure_kv(e, (int)p->tokens.n + e->dec.max_new_tokens + e->dec.n);
+    int rc = cllm_kv_reserve(&e->kv, &e->f, e->batch, (int)p->tokens.n + e->dec.max_new_tokens + e->dec.n);
     if (rc) return rc;
     s->dec = e->dec;
     /* Same seed, same output: each prompt's guesses come from the seed and its id. */

@@ -166,18 +166,6 @@ typedef struct eng {
 
 static int put_record(void *w, const void *data, size_t len) { return cllm_writer_put(w, data, len); }
 
-/* ---- the KV cache, grown without losing the sequences in flight ----------- */
-
-static int kv_ensure(eng *e, int need) {
-    cllm_kv *kv = &e->kv;
-    if (kv->cap >= need) return 0;
-    long long cap = kv->cap ? kv->cap : 512;
-    while (cap < need) cap *= 2;
-    if (cap > (1 << 30)) return cllm_error(CLLM_ELIMIT, "a context of %d tokens is too long", need);
-    if (!kv->len) return cllm_kv_init_for(kv, &e->f, e->o->batch, (int)cap);
-    return cllm_kv_grow(kv, (int)cap);
-}
-
 /* ---- one slot ----------------------------------------------------------- */
 
 static uint64_t prompt_seed(uint64_t seed, int64_t id, uint64_t stream) {
@@ -210,7 +198,7 @@ static int slot_start(eng *e, slot *s) {
         free(ids);
         if (rc) return rc;
     }
-    int rc = kv_ensure(e, total);
+    int rc = cllm_kv_reserve(&e->kv, &e->f, e->o->batch, total);
     if (rc) return rc;
     if ((rc = cllm_kv_rollback(&e->kv, s->seq, 0))) return rc;
     if (total > s->cap_ctx) {

@@ -366,6 +366,7 @@ extern "C" void cllm_cuda_model_free(cllm_cuda_model *dm) {
 
 extern "C" const cllm_config *cllm_cuda_model_config(const cllm_cuda_model *dm) { return &dm->cfg; }
 extern "C" size_t cllm_cuda_model_bytes(const cllm_cuda_model *dm) { return dm->bytes; }
+extern "C" int cllm_cuda_model_max_keys(const cllm_cuda_model *dm) { return dm->max_keys; }
 
 extern "C" int cllm_cuda_model_upload(cllm_cuda_model **out, const cllm_model *m) {
     *out = NULL;

@@ -344,8 +344,42 @@ static void test_grow(const cllm_model *m) {
     free(a);
     cllm_kv_free(&small);
     cllm_kv_free(&big);
+
+    /* cllm_kv_reserve: made on first use, then grown by doubling, keeping
+     * what is cached */
+    cllm_kv kv = {0};
+    CHECK_OK(cllm_kv_reserve(&kv, &f, 2, 30));
+    CHECK_EQ_INT(kv.cap, 512);
+    CHECK_EQ_INT(kv.n_seq, 2);
+    CHECK_OK(cllm_forward(&f, &kv, 1, 0, tok, 7, 7));
+    CHECK_OK(cllm_kv_reserve(&kv, &f, 2, 512));   /* it fits: unchanged */
+    CHECK_EQ_INT(kv.cap, 512);
+    CHECK_OK(cllm_kv_reserve(&kv, &f, 2, 513));
+    CHECK_EQ_INT(kv.cap, 1024);
+    CHECK_EQ_INT(cllm_kv_len(&kv, 1), 7);
+    CHECK(cllm_kv_reserve(&kv, &f, 2, (1 << 30) + 1) == CLLM_ELIMIT && strstr(cllm_errmsg(), "too long"));
+    CHECK_EQ_INT(kv.cap, 1024);
+    cllm_kv_free(&kv);
     cllm_fwd_free(&f);
-    TEST_OK("kv_grow");
+    TEST_OK("kv_grow, kv_reserve");
+}
+
+/* The doubling stops at the device's limit: a context between the last
+ * power of two and the limit fits (the CUDA attention holds some 50k keys
+ * of head size 64 on an H100; doubled, 40,000 became 65,536 and was
+ * refused). */
+static void test_kv_next_cap(void) {
+    CHECK_EQ_INT(cllm_kv_next_cap(0, 1, 1 << 30), 512);
+    CHECK_EQ_INT(cllm_kv_next_cap(0, 600, 1 << 30), 1024);
+    CHECK_EQ_INT(cllm_kv_next_cap(512, 513, 1 << 30), 1024);
+    CHECK_EQ_INT(cllm_kv_next_cap(1024, 700, 1 << 30), 1024);    /* holds it already */
+    CHECK_EQ_INT(cllm_kv_next_cap(0, 40000, 50000), 50000);       /* clamped, not refused */
+    CHECK_EQ_INT(cllm_kv_next_cap(32768, 32769, 50000), 50000);
+    CHECK_EQ_INT(cllm_kv_next_cap(32768, 50000, 50000), 50000);
+    CHECK_EQ_INT(cllm_kv_next_cap(0, 300, 400), 400);             /* a limit under 512 */
+    CHECK_EQ_INT(cllm_kv_next_cap(50000, 50001, 50000), -1);
+    CHECK_EQ_INT(cllm_kv_next_cap(0, 1 << 30, 1 << 30), 1 << 30);
+    TEST_OK("kv_next_cap: doubling, clamped to the device's limit");
 }
 
 static void test_errors(const cllm_model *m) {
@@ -619,6 +653,7 @@ int main(void) {
     test_unfused(&m);
     test_batch(&m, "tiny-qwen2");
     test_grow(&m);
+    test_kv_next_cap();
     cllm_model_free(&m);
     /* the same model through the project's HF loader */
     int rc = cllm_model_load(&m, "tests/golden/tiny-qwen2");
