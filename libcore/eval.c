@@ -1141,12 +1141,16 @@ static int read_all(const char *path, char **out, size_t *len) {
         if (n + 1 >= cap && cllm_grow((void **)&buf, &cap, n + 2, 1)) { rc = CLLM_ENOMEM; break; }
         size_t k = fread(buf + n, 1, cap - n - 1, f);
         n += k;
-        if (k == 0) {
-            /* SIGINT/SIGTERM stop a blocked read (no SA_RESTART): not a read error */
-            if (ferror(f) && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "%s: interrupted", is_stdin ? "(stdin)" : path);
-            else if (ferror(f)) rc = cllm_error(CLLM_EIO, "%s: read error", is_stdin ? "(stdin)" : path);
+        /* SIGINT/SIGTERM stop a blocked read (no SA_RESTART): not a read
+         * error. Checked after every fread, not only an empty one: a read cut
+         * short after some bytes came returns them with the error set, and
+         * the next fread blocked again, until the pipe's writer closed it. */
+        if (ferror(f)) {
+            if (cllm_interrupted) rc = cllm_error(CLLM_EINTR, "%s: interrupted", is_stdin ? "(stdin)" : path);
+            else rc = cllm_error(CLLM_EIO, "%s: read error", is_stdin ? "(stdin)" : path);
             break;
         }
+        if (k == 0) break;
     }
     if (!is_stdin) fclose(f);
     if (rc) { free(buf); return rc; }

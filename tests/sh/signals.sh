@@ -126,15 +126,17 @@ echo "all whole after SIGINT"
 # all for the baseline, "read error" and exit 1 for the references).
 # The signal comes once the feeder has written all it has ($T/fed) and
 # cllm-eval sleeps reading the FIFO (its /proc wchan names a pipe function):
-# the pipe is then empty, all of it read. The feeder closes the FIFO only after
-# the signal ($T/sent): the references are read to their end before the mark
-# is decided. (A fixed 1 s, with the FIFO closed after 5 s, was a race with
+# the pipe is then empty, all of it read. The feeder keeps the FIFO open until
+# cllm-eval has exited ($T/done, at most 30 s): the signal alone must end the
+# wait. (For the references it did not: a read cut short after some bytes
+# came returned them, and the next read blocked until the writer closed the
+# pipe.) (A fixed 1 s, with the FIFO closed after 5 s, was a race with
 # cllm-eval's start: 0.2 s on an idle machine, up to 0.7 s under load.) Where
 # /proc has no wchan the 30 s bound is the wait.
 reads_pipe() { case $(cat "/proc/$1/wchan" 2>/dev/null) in *pipe*) return 0 ;; esac; return 1; }
-hold() { : > "$T/fed"; i=0; while [ ! -e "$T/sent" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; }
+hold() { : > "$T/fed"; i=0; while [ ! -e "$T/done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }
 for what in input baseline ref; do
-    rm -f "$T/fifo" "$T/fed" "$T/sent"
+    rm -f "$T/fifo" "$T/fed" "$T/done"
     mkfifo "$T/fifo"
     case $what in
     input) { cat "$T/g.zst"; hold; } > "$T/fifo" &
@@ -150,9 +152,13 @@ for what in input baseline ref; do
     i=0
     while ! { [ -e "$T/fed" ] && reads_pipe $pid; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     kill -INT $pid
-    : > "$T/sent"
+    t0=$(date +%s)
     rc=0; wait $pid || rc=$?
+    waited=$(( $(date +%s) - t0 ))
+    echo "  $what: stopped ${waited}s after SIGINT"
+    : > "$T/done"
     kill $feeder 2>/dev/null || true
+    [ $waited -lt 10 ] || fail "cllm-eval: SIGINT reading the $what: it stopped only ${waited}s later, when the pipe's writer closed"
     [ $rc = 130 ] || fail "cllm-eval: SIGINT reading the $what: exit $rc, want 130 ($(cat "$T/ev.err"))"
     grep -q "(interrupted: 6 gen records read)" "$T/ev.err" || fail "cllm-eval: SIGINT reading the $what: table: $(cat "$T/ev.err")"
     "$B/cllm-cat" --check "$T/ev.zst" 2> "$T/ev.chk" || fail "cllm-eval: SIGINT reading the $what: $(cat "$T/ev.chk")"
