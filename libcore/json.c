@@ -244,6 +244,8 @@ int cllm_jsonl_next(cllm_jsonl *j, json_t **obj, uint64_t *line) {
         errno = 0;
         ssize_t n = getline(&j->line, &j->cap, j->f);
         if (n < 0) {
+            /* a signal's EINTR (no SA_RESTART) is the program's interruption */
+            if (ferror(j->f) && errno == EINTR) return cllm_error(CLLM_EINTR, "%s: interrupted", j->name);
             if (ferror(j->f)) return cllm_error(CLLM_EIO, "%s: read error: %s", j->name, strerror(errno));
             return CLLM_EOF;
         }

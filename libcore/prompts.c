@@ -313,6 +313,9 @@ static int next_line(cllm_prompts *s, cllm_prompt *p) {
         errno = 0;
         ssize_t n = getline(&s->line, &s->line_cap, s->lines);
         if (n < 0) {
+            /* SIGINT/SIGTERM stop a read blocked on a pipe (no SA_RESTART):
+             * the program's interruption, not a read error (exit 130/143) */
+            if (ferror(s->lines) && errno == EINTR) return cllm_error(CLLM_EINTR, "%s: interrupted", s->name);
             if (ferror(s->lines)) return cllm_error(CLLM_EIO, "%s: read error: %s", s->name, strerror(errno));
             return CLLM_EOF;
         }

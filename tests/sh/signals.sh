@@ -166,6 +166,31 @@ for what in input baseline ref; do
     "$B/cllm-cat" -j "$T/ev.zst" | grep -q '"name":"tokens_per_step"' || fail "cllm-eval: SIGINT reading the $what: no metrics"
 done
 echo "cllm-eval: 130, metrics of the 6 records read, marked interrupted, whether it waits for its input, the baseline or the references"
+# cllm-gen and cllm-traj waiting for more JSONL prompts on a pipe: SIGINT is
+# exit 130 and a stream of the answers so far, marked interrupted (the
+# interrupted read was "read error: Interrupted system call", exit 1).
+for prog in gen traj; do
+    rm -f "$T/fifo" "$T/fed" "$T/done"
+    mkfifo "$T/fifo"
+    { head -2 "$CLLM_DATA/gsm8k_test.jsonl"; hold; } > "$T/fifo" &
+    feeder=$!
+    if [ $prog = gen ]; then
+        "$B/cllm-gen" -m "$TM" --template gsm8k --max-new-tokens 4 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" &
+    else
+        "$B/cllm-traj" -m "$TM" --template gsm8k -n 4 --max-new-tokens 8 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" &
+    fi
+    pid=$!
+    i=0
+    while ! { [ -e "$T/fed" ] && reads_pipe $pid; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -INT $pid
+    rc=0; wait $pid || rc=$?
+    : > "$T/done"
+    kill $feeder 2>/dev/null || true
+    [ $rc = 130 ] || fail "cllm-$prog: SIGINT waiting for JSONL prompts: exit $rc, want 130 ($(cat "$T/wp.err"))"
+    "$B/cllm-cat" --check "$T/wp.zst" 2> "$T/wp.chk" && grep -q "interrupted (SIGINT)" "$T/wp.chk" ||
+        fail "cllm-$prog: SIGINT waiting for JSONL prompts: --check says $(cat "$T/wp.chk")"
+done
+echo "cllm-gen, cllm-traj: 130 and a stream marked interrupted when SIGINT comes as they wait for JSONL prompts"
 
 # 6. A consumer of a short stream says so: cllm-eval on the gen stream cut by
 #    SIGINT above, and cllm-traj, cllm-gen and cllm-train (SFT) on a prompt
