@@ -127,12 +127,9 @@ int main(int argc, char **argv) {
     for (; loaded < nm; loaded++)
         if (cllm_model_load(&m[loaded], paths[loaded])) { status = cllm_cli_fail(); break; }
     cllm_prompts *src = NULL;
-    if (!status && cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m[0].tok)) status = cllm_cli_fail();
-    if (!status) {
-        int rc = cllm_bench_run(mp, names, nm, src, &o);
-        if (rc == CLLM_EINTR) status = cllm_cli_interrupted_status();
-        else if (rc) status = cllm_cli_fail();
-    }
+    /* a signal while the first bytes are awaited: 130/143, no stream */
+    if (!status) status = cllm_cli_status(cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m[0].tok));
+    if (!status) status = cllm_cli_status(cllm_bench_run(mp, names, nm, src, &o));
     cllm_prompts_close(src);
     for (int i = 0; i < loaded; i++) cllm_model_free(&m[i]);
     return cllm_cli_finish(status);

@@ -120,9 +120,7 @@ int main(int argc, char **argv) {
     if (model && cllm_eval_load_tokenizer(model, &tok)) return cllm_cli_finish(cllm_cli_fail());
     o.tok = tok;
     int status = 0;
-    int rc = cllm_eval_run(&o);
-    if (rc == CLLM_EINTR) status = cllm_cli_interrupted_status();
-    else if (rc) status = cllm_cli_fail();
+    status = cllm_cli_status(cllm_eval_run(&o));
     cllm_tokenizer_free(tok);
     return cllm_cli_finish(status);
 }

@@ -144,18 +144,17 @@ int main(int argc, char **argv) {
     cllm_model m;
     if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());
     cllm_prompts *src;
-    int status = 0;
-    if (cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m.tok)) {
-        status = cllm_cli_fail();
-    } else {
+    /* a signal while the first bytes are awaited: 130/143 and no stream,
+     * as a signal before the program started */
+    int status = cllm_cli_status(cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m.tok));
+    if (!status) {
         cllm_traj_stats st;
         int rc = cllm_traj_run(&m, src, &o, &st);
         if (show_progress) {
             progress(NULL, &st);
             fputc('\n', stderr);
         }
-        if (rc == CLLM_EINTR) status = cllm_cli_interrupted_status();
-        else if (rc) status = cllm_cli_fail();
+        status = cllm_cli_status(rc);
         cllm_prompts_close(src);
     }
     cllm_model_free(&m);

@@ -162,3 +162,8 @@ int cllm_cli_finish(int status) {
 }
 
 int cllm_cli_interrupted_status(void) { return 128 + (int)cllm_interrupted; }
+
+int cllm_cli_status(int rc) {
+    if (!rc) return 0;
+    return rc == CLLM_EINTR ? cllm_cli_interrupted_status() : cllm_cli_fail();
+}

@@ -65,5 +65,9 @@ int cllm_cli_finish(int status);
 
 /* Exit status for an interrupted run: 128 + signal. */
 int cllm_cli_interrupted_status(void);
+/* The exit status for a library call's result: 0, 128 + signal for
+ * CLLM_EINTR (quietly: the program was told to stop), else the error's
+ * message on stderr and CLLM_EXIT_FAIL. */
+int cllm_cli_status(int rc);
 
 #endif

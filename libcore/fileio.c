@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"   /* cllm_interrupted */
+
 /* At most this many bytes a call: Linux moves at most 0x7ffff000 anyway. */
 #define IO_STEP ((size_t)1 << 30)
 
@@ -32,7 +34,7 @@ int cllm_read_full(int fd, void *buf, size_t n, size_t *got) {
     int rc = 0;
     while (done < n) {
         ssize_t k = read(fd, p + done, step(n - done));
-        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EINTR && !cllm_interrupted) continue;
         if (k <= 0) {
             if (k == 0) errno = 0;
             rc = -1;
@@ -48,7 +50,7 @@ int cllm_pread_full(int fd, void *buf, size_t n, uint64_t off) {
     char *p = buf;
     while (n) {
         ssize_t k = pread(fd, p, step(n), (off_t)off);
-        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EINTR && !cllm_interrupted) continue;
         if (k <= 0) {
             if (k == 0) errno = 0;
             return -1;

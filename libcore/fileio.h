@@ -7,6 +7,12 @@
  * set; for the reads, -1 with errno 0 means the file ended first (*got, when
  * asked, says how many bytes came). The callers word the error: they know
  * the file's name and what a short file means for it.
+ *
+ * EINTR is retried, except by the reads once the program has been told to
+ * stop (cllm_interrupted, cli.h: SIGINT/SIGTERM): a read blocked on a pipe
+ * then returns -1 with errno EINTR, so that the program stops rather than
+ * wait for the pipe's writer. Writes always finish (an interrupted program
+ * still writes its end record).
  */
 #ifndef CLLM_FILEIO_H
 #define CLLM_FILEIO_H

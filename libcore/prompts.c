@@ -76,7 +76,9 @@ int cllm_prompts_open(cllm_prompts **out, const char *path, const cllm_prompt_op
         if (more && is_blank(head[got - 1])) blanks++;
     }
     if (bad) {
-        int rc = cllm_error(CLLM_EIO, "%s: read error: %s", name, strerror(errno));
+        /* a SIGINT/SIGTERM while the first bytes are awaited on a pipe */
+        int rc = errno == EINTR ? cllm_error(CLLM_EINTR, "%s: interrupted", name)
+                                : cllm_error(CLLM_EIO, "%s: read error: %s", name, strerror(errno));
         if (!is_stdin) close(fd);
         cllm_prompts_close(s);
         return rc;

@@ -168,29 +168,41 @@ done
 echo "cllm-eval: 130, metrics of the 6 records read, marked interrupted, whether it waits for its input, the baseline or the references"
 # cllm-gen and cllm-traj waiting for more JSONL prompts on a pipe: SIGINT is
 # exit 130 and a stream of the answers so far, marked interrupted (the
-# interrupted read was "read error: Interrupted system call", exit 1).
-for prog in gen traj; do
+# interrupted read was "read error: Interrupted system call", exit 1). Waiting
+# for the input's first bytes (a writer that has written nothing yet), also
+# cllm-bench: 130 at once and no stream (they waited for the writer to close
+# the pipe).
+for case in gen traj gen0 traj0 bench0; do
     rm -f "$T/fifo" "$T/fed" "$T/done"
     mkfifo "$T/fifo"
-    { head -2 "$CLLM_DATA/gsm8k_test.jsonl"; hold; } > "$T/fifo" &
+    case $case in
+    *0) { hold; } > "$T/fifo" & ;;
+    *) { head -2 "$CLLM_DATA/gsm8k_test.jsonl"; hold; } > "$T/fifo" & ;;
+    esac
     feeder=$!
-    if [ $prog = gen ]; then
-        "$B/cllm-gen" -m "$TM" --template gsm8k --max-new-tokens 4 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" &
-    else
-        "$B/cllm-traj" -m "$TM" --template gsm8k -n 4 --max-new-tokens 8 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" &
-    fi
+    case $case in
+    gen*) "$B/cllm-gen" -m "$TM" --template gsm8k --max-new-tokens 4 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" & ;;
+    traj*) "$B/cllm-traj" -m "$TM" --template gsm8k -n 4 --max-new-tokens 8 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" & ;;
+    bench0) "$B/cllm-bench" -m "$TM" --template gsm8k --max-new-tokens 4 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" & ;;
+    esac
     pid=$!
     i=0
     while ! { [ -e "$T/fed" ] && reads_pipe $pid; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     kill -INT $pid
+    t0=$(date +%s)
     rc=0; wait $pid || rc=$?
+    waited=$(( $(date +%s) - t0 ))
     : > "$T/done"
     kill $feeder 2>/dev/null || true
-    [ $rc = 130 ] || fail "cllm-$prog: SIGINT waiting for JSONL prompts: exit $rc, want 130 ($(cat "$T/wp.err"))"
-    "$B/cllm-cat" --check "$T/wp.zst" 2> "$T/wp.chk" && grep -q "interrupted (SIGINT)" "$T/wp.chk" ||
-        fail "cllm-$prog: SIGINT waiting for JSONL prompts: --check says $(cat "$T/wp.chk")"
+    [ $waited -lt 10 ] || fail "$case: SIGINT waiting for prompts: it stopped only ${waited}s later, when the pipe's writer closed"
+    [ $rc = 130 ] || fail "$case: SIGINT waiting for prompts: exit $rc, want 130 ($(cat "$T/wp.err"))"
+    case $case in
+    *0) [ ! -s "$T/wp.zst" ] || fail "$case: SIGINT before any prompt: a stream was written" ;;
+    *) "$B/cllm-cat" --check "$T/wp.zst" 2> "$T/wp.chk" && grep -q "interrupted (SIGINT)" "$T/wp.chk" ||
+        fail "$case: SIGINT waiting for JSONL prompts: --check says $(cat "$T/wp.chk")" ;;
+    esac
 done
-echo "cllm-gen, cllm-traj: 130 and a stream marked interrupted when SIGINT comes as they wait for JSONL prompts"
+echo "cllm-gen, cllm-traj: 130 and a stream marked interrupted when SIGINT comes as they wait for JSONL prompts; with bench, 130 at once before the first bytes"
 
 # 6. A consumer of a short stream says so: cllm-eval on the gen stream cut by
 #    SIGINT above, and cllm-traj, cllm-gen and cllm-train (SFT) on a prompt

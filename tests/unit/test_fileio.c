@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli.h"
 #include "fileio.h"
 
 static volatile sig_atomic_t alarms;
@@ -169,6 +170,48 @@ static void test_write_to_slow_pipe(void) {
     TEST_OK("write_full: every byte, in order, through short writes and EINTR");
 }
 
+/* A signal the program acts on (the handler sets cllm_interrupted, as
+ * cllm_cli_init's does) stops a read blocked on a pipe: -1 with errno EINTR,
+ * not a wait for the writer. The writer (a child) writes everything only
+ * after 3 s, so a read that waits for it ends (and fails here) rather than
+ * hang the suite. */
+static void on_stop(int sig) { cllm_interrupted = sig; }
+
+static void test_read_stops_when_interrupted(void) {
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t late = fork();
+    if (late == 0) {
+        close(p[0]);
+        sleep(3);
+        _exit(write(p[1], "12345678", 8) == 8 ? 0 : 1);
+    }
+    close(p[1]);
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGALRM, &sa, &old) == 0);
+    struct itimerval once = {{0, 0}, {0, 50000}};   /* one tick after 50 ms */
+    CHECK(setitimer(ITIMER_REAL, &once, NULL) == 0);
+    unsigned char buf[8];
+    size_t got = 99;
+    errno = 0;
+    int rc = cllm_read_full(p[0], buf, sizeof buf, &got);
+    int err = errno;
+    CHECK_EQ_INT(rc, -1);
+    CHECK_EQ_INT(err, EINTR);
+    CHECK_EQ_INT(got, 0);
+    CHECK_EQ_INT(cllm_interrupted, SIGALRM);
+    cllm_interrupted = 0;
+    sigaction(SIGALRM, &old, NULL);
+    close(p[0]);
+    if (late > 0) {
+        kill(late, SIGKILL);
+        child_status(late);
+    }
+    TEST_OK("read_full: a signal that sets cllm_interrupted stops a blocked read (EINTR)");
+}
+
 static void test_ends_early(void) {
     char path[] = "/tmp/cllm-test-fileio-XXXXXX";
     int fd = mkstemp(path);
@@ -283,6 +326,7 @@ static void test_create_unique(void) {
 int main(void) {
     test_read_from_slow_pipe();
     test_write_to_slow_pipe();
+    test_read_stops_when_interrupted();
     test_ends_early();
     test_errors();
     test_create_unique();
