@@ -15,7 +15,7 @@
  * become CONTROL (special) or USER_DEFINED types, so a HF directory and the
  * GGUF made from it hash alike.
  * Ids are checked: each in [0, 2^24), holes in the id space become empty
- * UNUSED tokens.
+ * UNUSED tokens, at most as many as there are tokens plus 2^16.
  */
 #include "tokenizer_int.h"
 
@@ -27,6 +27,11 @@
 #include <string.h>
 
 #define HF_MAX_VOCAB (1 << 24)
+/* Ids without a token (holes) beyond as many as there are tokens: each id
+ * costs some 50 bytes of tables, so without a bound one id near 2^24 in a
+ * 50-byte file made the loader allocate 540 MB. Real vocabularies are dense
+ * or nearly so. */
+#define HF_MAX_HOLES (1 << 16)
 
 typedef struct hf_load {
     cllm_pretok_step steps[CLLM_PRE_MAX_STEPS];
@@ -289,6 +294,12 @@ int cllm_tokenizer_from_hf_dir(cllm_tokenizer **out, const char *dir) {
         if ((size_t)id + 1 > n_tok) n_tok = (size_t)id + 1;
     }
     if (!n_tok) { rc = cllm_error(CLLM_EFORMAT, "tokenizer.json: empty vocab"); goto done; }
+    size_t n_given = json_object_size(vocab) + json_array_size(added);
+    if (n_tok > n_given && n_tok - n_given > n_given + HF_MAX_HOLES) {
+        rc = cllm_error(CLLM_ELIMIT, "tokenizer.json: ids reach %zu with %zu tokens (more than %zu ids without a token)",
+                        n_tok - 1, n_given, n_given + HF_MAX_HOLES);
+        goto done;
+    }
     toks = cllm_calloc(n_tok, sizeof *toks);
     tlen = cllm_calloc(n_tok, sizeof *tlen);
     types = cllm_calloc(n_tok, sizeof *types);

@@ -880,6 +880,13 @@ static void test_hf_rules(void) {
         { "{\"model\":{\"type\":\"BPE\",\"dropout\":0.0,\"vocab\":{\"a\":0},\"merges\":[]}}", NULL, 0 },
         { HF_AB ",\"added_tokens\":{}}", NULL, CLLM_EFORMAT },
         { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":16777216},\"merges\":[]}}", NULL, CLLM_EFORMAT },
+        /* ids without a token: at most as many as the tokens given plus 2^16 (one id near 2^24 in a
+         * 50-byte file made 16M-entry tables, 540 MB: found by fuzz_hf_tokenizer) */
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":16777215},\"merges\":[]}}", NULL, CLLM_ELIMIT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":65539},\"merges\":[]}}", NULL, 0 },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":65540},\"merges\":[]}}", NULL, CLLM_ELIMIT },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+          "\"added_tokens\":[{\"id\":65539,\"content\":\"<s>\"}]}", NULL, 0 },
         { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":\"0\"},\"merges\":[]}}", NULL, CLLM_EFORMAT },
         { HF_AB ",\"added_tokens\":[{\"id\":3}]}", NULL, CLLM_EFORMAT },
         { "{\"model\":{\"type\":\"BPE\",\"unk_token\":\"a\",\"vocab\":{\"a\":0},\"merges\":[]},"
