@@ -129,7 +129,8 @@ clean:
 #   make fuzz [FUZZ_TIME=60] [FUZZ_TARGETS="stream gguf"]   libFuzzer + ASan + UBSan
 # The targets are built with clang into build-fuzz/ and each runs FUZZ_TIME
 # seconds on a copy of its corpus (new finds go to build-fuzz/corpus/, crashes
-# to build-fuzz/crash-*). The normal build links each target to a replay driver
+# to build-fuzz/crash-*), with tests/fuzz/TARGET.dict as its dictionary when
+# there is one (the JSON targets: random bytes rarely make a key it knows). The normal build links each target to a replay driver
 # (BUILD/tools/fuzz-replay-TARGET) that tests/sh/fuzz_replay.sh runs on the
 # committed corpora.
 FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -156,7 +157,8 @@ fuzz-build:
 fuzz: fuzz-build
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build-fuzz/corpus/$$t && \
-	  build-fuzz/fuzz_$$t $(FUZZ_FLAGS) -artifact_prefix=build-fuzz/crash-$$t- \
+	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	  build-fuzz/fuzz_$$t $(FUZZ_FLAGS) $$dict -artifact_prefix=build-fuzz/crash-$$t- \
 	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t || exit 1; \
 	done
 
