@@ -134,7 +134,8 @@ echo "all whole after SIGINT"
 # cllm-eval's start: 0.2 s on an idle machine, up to 0.7 s under load.) Where
 # /proc has no wchan the 30 s bound is the wait.
 reads_pipe() { case $(cat "/proc/$1/wchan" 2>/dev/null) in *pipe*) return 0 ;; esac; return 1; }
-hold() { : > "$T/fed"; i=0; while [ ! -e "$T/done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }
+# bounded at twice the signaller's 30 s: with no wchan the signal comes at 30 s, before the writer closes
+hold() { : > "$T/fed"; i=0; while [ ! -e "$T/done" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; }
 for what in input baseline ref; do
     rm -f "$T/fifo" "$T/fed" "$T/done"
     mkfifo "$T/fifo"

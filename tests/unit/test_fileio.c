@@ -191,8 +191,10 @@ static void test_read_stops_when_interrupted(void) {
     sa.sa_handler = on_stop;
     sigemptyset(&sa.sa_mask);
     CHECK(sigaction(SIGALRM, &sa, &old) == 0);
-    struct itimerval once = {{0, 0}, {0, 50000}};   /* one tick after 50 ms */
-    CHECK(setitimer(ITIMER_REAL, &once, NULL) == 0);
+    /* a tick every 50 ms: one that came before read() blocked (a loaded
+     * machine can deschedule the test that long) is followed by another */
+    struct itimerval every = {{0, 50000}, {0, 50000}};
+    CHECK(setitimer(ITIMER_REAL, &every, NULL) == 0);
     unsigned char buf[8];
     size_t got = 99;
     errno = 0;
@@ -202,6 +204,8 @@ static void test_read_stops_when_interrupted(void) {
     CHECK_EQ_INT(err, EINTR);
     CHECK_EQ_INT(got, 0);
     CHECK_EQ_INT(cllm_interrupted, SIGALRM);
+    struct itimerval stop = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &stop, NULL);   /* stopped before the old handler is back */
     cllm_interrupted = 0;
     sigaction(SIGALRM, &old, NULL);
     close(p[0]);
