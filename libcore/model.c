@@ -852,7 +852,12 @@ static int gguf_tokenizer_from_hf(cllm_gguf_writer *w, const char *dir, const cl
         goto out;
     static const char *const ids[][2] = {{"bos_token", "tokenizer.ggml.bos_token_id"}, {"eos_token", "tokenizer.ggml.eos_token_id"},
                                          {"unk_token", "tokenizer.ggml.unknown_token_id"}, {"pad_token", "tokenizer.ggml.padding_token_id"}};
-    for (size_t i = 0; tc && i < 4 && !rc; i++) {
+    /* BOS as tok reads it (a post-processor's prefix may name it where the
+     * config has no bos_token, or another one): the GGUF must prepend the
+     * same token its HF source does */
+    int32_t bos = tok ? cllm_tokenizer_bos(tok) : -1;
+    if (bos >= 0) rc = cllm_gguf_writer_set_u32(w, ids[0][1], (uint32_t)bos);
+    for (size_t i = bos >= 0 ? 1 : 0; tc && i < 4 && !rc; i++) {
         const char *t = tok_text(json_object_get(tc, ids[i][0]));
         for (size_t j = 0; t && j < n_tok; j++)
             if (lens[j] == strlen(t) && !memcmp(toks[j], t, lens[j])) { rc = cllm_gguf_writer_set_u32(w, ids[i][1], (uint32_t)j); break; }

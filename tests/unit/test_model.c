@@ -617,6 +617,45 @@ static void test_tokenizer_pad(void) {
     TEST_OK("HF -> GGUF: the token list as long as the embedding, [PAD<id>] UNUSED for ids without a token, one hash");
 }
 
+/* HF -> GGUF of a tokenizer whose post-processor prepends BOS and whose
+ * tokenizer_config names no bos_token (Llama 3's form without the config
+ * key): the GGUF prepends the same token (it got add_bos_token with no BOS
+ * id, so prompts from it had none). */
+static void test_tokenizer_bos_from_template(void) {
+    const char *dp = tmp("bos-tpl"), *gp = tmp("bos-tpl.gguf");
+    cllm_model h, m;
+    CHECK_OK(tok_model(&h, dp, 11, "{\"type\": \"ByteLevel\", \"add_prefix_space\": false}", 0, 0));
+    cllm_model_free(&h);
+    char p[300];
+    snprintf(p, sizeof p, "%s/tokenizer.json", dp);
+    FILE *f = fopen(p, "r");
+    char buf[4096];
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    CHECK(n > 0 && buf[0] == '{');
+    f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (!f || n == 0) return;
+    fprintf(f, "{\"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": "
+               "{\"id\": \"<|end|>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], "
+               "\"special_tokens\": {\"<|end|>\": {\"id\": \"<|end|>\", \"ids\": [10], \"tokens\": [\"<|end|>\"]}}}, %s",
+            buf + 1);
+    CHECK(fclose(f) == 0);
+    CHECK_OK(cllm_model_load(&h, dp));
+    if (!h.tok) { cllm_model_free(&h); return; }
+    CHECK(cllm_tokenizer_add_bos(h.tok) == 1 && cllm_tokenizer_bos(h.tok) == 10);
+    CHECK_OK(cllm_model_save(&h, gp, "f32"));
+    CHECK_OK(cllm_model_load(&m, gp));
+    if (m.tok)
+        CHECK_MSG(cllm_tokenizer_add_bos(m.tok) == 1 && cllm_tokenizer_bos(m.tok) == 10,
+                  "the GGUF: add_bos %d, bos %d (its HF source: 1, 10)", cllm_tokenizer_add_bos(m.tok),
+                  cllm_tokenizer_bos(m.tok));
+    cllm_model_free(&m);
+    cllm_model_free(&h);
+    TEST_OK("HF -> GGUF: a post-processor's BOS (no bos_token in the config) is the GGUF's BOS, prepended");
+}
+
 /* ---- hostile safetensors ---- */
 
 static int st_file(const char *hdr, size_t data_bytes, int64_t len_override) {
@@ -848,6 +887,7 @@ int main(void) {
     test_save_fsync();
     test_tokenizer_pre_roundtrip();
     test_tokenizer_pad();
+    test_tokenizer_bos_from_template();
     test_real();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
