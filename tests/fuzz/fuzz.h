@@ -36,6 +36,24 @@ static inline void fuzz_fail(const char *fmt, ...) {
     abort();
 }
 
+/* A file at path holding the n bytes at p: 0, or -1. */
+static inline int fuzz_write_file(const char *path, const uint8_t *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int ok = fwrite(p, 1, n, f) == n;
+    return (fclose(f) == 0 && ok) ? 0 : -1;
+}
+
+/* A new private directory under $TMPDIR (/tmp when unset or long) named into
+ * dir (at least 64 bytes), for the targets whose parsers read a directory:
+ * 0, or -1 with dir[0] = 0. */
+static inline int fuzz_make_dir(char *dir, size_t cap) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, cap, "%s/cllm-fuzz-XXXXXX", tmp && strlen(tmp) < 32 ? tmp : "/tmp");
+    if (!mkdtemp(dir)) { dir[0] = 0; return -1; }
+    return 0;
+}
+
 /* The bytes as a file the parsers can open by path: a memfd, named through
  * /proc/self/fd (a regular, seekable file that never touches the disk).
  * Returns the fd (close it when done) and fills path, or -1. */

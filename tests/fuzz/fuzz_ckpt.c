@@ -49,13 +49,6 @@ static uint32_t get32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static int write_file(const char *path, const uint8_t *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    int ok = fwrite(p, 1, n, f) == n;
-    return (fclose(f) == 0 && ok) ? 0 : -1;
-}
-
 /* Remove every entry of d (files and the empty directories of kind 3). */
 static void empty_dir(const char *d) {
     char p[160];
@@ -76,9 +69,7 @@ static void cleanup(void) {
 
 static int make_dirs(void) {
     if (dir[0]) return 0;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/cllm-fuzz-XXXXXX", tmp && strlen(tmp) < 32 ? tmp : "/tmp");
-    if (!mkdtemp(dir)) { dir[0] = 0; return -1; }
+    if (fuzz_make_dir(dir, sizeof dir)) return -1;
     /* Saves go to their own directory: a save rotates the checkpoints of
      * the directory it writes into. */
     snprintf(save_dir, sizeof save_dir, "%s.save", dir);
@@ -227,7 +218,7 @@ static void directory(uint8_t *data, size_t size, int fix) {
         snprintf(p, sizeof p, "%s/%.47s", dir, x->name);
         if (unlink(p) && errno == EISDIR) rmdir(p);
         if (fix) fix_checksum(data + off, l);
-        if (x->kind == 3 ? mkdir(p, 0700) : write_file(p, data + off, l)) return;
+        if (x->kind == 3 ? mkdir(p, 0700) : fuzz_write_file(p, data + off, l)) return;
         if (x->kind == 0 || x->kind == 1) {
             cllm_ckpt c;
             int rc = cllm_ckpt_load(p, &c, NULL);

@@ -30,13 +30,6 @@
 
 static char dir[64];
 
-static int write_file(const char *path, const uint8_t *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    int ok = fwrite(p, 1, n, f) == n;
-    return (fclose(f) == 0 && ok) ? 0 : -1;
-}
-
 static void cleanup(void) {
     char p[128];
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);
@@ -208,9 +201,7 @@ static void exercise(const cllm_tokenizer *tok, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!dir[0]) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/cllm-fuzz-XXXXXX", tmp && strlen(tmp) < 32 ? tmp : "/tmp");
-        if (!mkdtemp(dir)) { dir[0] = 0; return 0; }
+        if (fuzz_make_dir(dir, sizeof dir)) return 0;
         atexit(cleanup);
     }
     if (size < 2) return 0;
@@ -220,10 +211,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (l > size) l = size;
     char p[128];
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-    if (write_file(p, data, l)) return 0;
+    if (fuzz_write_file(p, data, l)) return 0;
     snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
     unlink(p);
-    if (size > l && write_file(p, data + l, size - l)) return 0;
+    if (size > l && fuzz_write_file(p, data + l, size - l)) return 0;
     cllm_tokenizer *tok;
     if (cllm_tokenizer_from_hf_dir(&tok, dir)) {
         if (!*cllm_errmsg()) fuzz_fail("refused without a message");

@@ -23,13 +23,6 @@
 
 static char dir[64];
 
-static int write_file(const char *path, const uint8_t *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    int ok = fwrite(p, 1, n, f) == n;
-    return (fclose(f) == 0 && ok) ? 0 : -1;
-}
-
 static void cleanup(void) {
     char p[128];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -41,9 +34,7 @@ static void cleanup(void) {
 
 static void hf_dir(const uint8_t *data, size_t size) {
     if (!dir[0]) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/cllm-fuzz-XXXXXX", tmp && strlen(tmp) < 32 ? tmp : "/tmp");
-        if (!mkdtemp(dir)) { dir[0] = 0; return; }
+        if (fuzz_make_dir(dir, sizeof dir)) return;
         atexit(cleanup);
     }
     if (size < 3) return;
@@ -53,9 +44,9 @@ static void hf_dir(const uint8_t *data, size_t size) {
     if (l > size) l = size;
     char p[128];
     snprintf(p, sizeof p, "%s/config.json", dir);
-    if (write_file(p, data, l)) return;
+    if (fuzz_write_file(p, data, l)) return;
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    if (write_file(p, data + l, size - l)) return;
+    if (fuzz_write_file(p, data + l, size - l)) return;
     cllm_model m;
     if (!cllm_model_load(&m, dir)) cllm_model_free(&m);
 }

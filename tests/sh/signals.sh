@@ -136,6 +136,18 @@ echo "all whole after SIGINT"
 reads_pipe() { case $(cat "/proc/$1/wchan" 2>/dev/null) in *pipe*) return 0 ;; esac; return 1; }
 # bounded at twice the signaller's 30 s: with no wchan the signal comes at 30 s, before the writer closes
 hold() { : > "$T/fed"; i=0; while [ ! -e "$T/done" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; }
+# SIGINT to PID once the feeder has written all ($T/fed) and PID sleeps
+# reading the pipe; then its exit status in rc, the seconds it took in
+# waited, and the feeder let go ($T/done).
+int_reading() {
+    i=0
+    while ! { [ -e "$T/fed" ] && reads_pipe $1; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -INT $1
+    t0=$(date +%s)
+    rc=0; wait $1 || rc=$?
+    waited=$(( $(date +%s) - t0 ))
+    : > "$T/done"
+}
 for what in input baseline ref; do
     rm -f "$T/fifo" "$T/fed" "$T/done"
     mkfifo "$T/fifo"
@@ -149,15 +161,8 @@ for what in input baseline ref; do
     esac
     feeder=$!
     "$B/cllm-eval" "$@" > "$T/ev.zst" 2> "$T/ev.err" &
-    pid=$!
-    i=0
-    while ! { [ -e "$T/fed" ] && reads_pipe $pid; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -INT $pid
-    t0=$(date +%s)
-    rc=0; wait $pid || rc=$?
-    waited=$(( $(date +%s) - t0 ))
+    int_reading $!
     echo "  $what: stopped ${waited}s after SIGINT"
-    : > "$T/done"
     kill $feeder 2>/dev/null || true
     [ $waited -lt 10 ] || fail "cllm-eval: SIGINT reading the $what: it stopped only ${waited}s later, when the pipe's writer closed"
     [ $rc = 130 ] || fail "cllm-eval: SIGINT reading the $what: exit $rc, want 130 ($(cat "$T/ev.err"))"
@@ -186,14 +191,7 @@ for case in gen traj gen0 traj0 bench0; do
     traj*) "$B/cllm-traj" -m "$TM" --template gsm8k -n 4 --max-new-tokens 8 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" & ;;
     bench0) "$B/cllm-bench" -m "$TM" --template gsm8k --max-new-tokens 4 -t 1 "$T/fifo" > "$T/wp.zst" 2> "$T/wp.err" & ;;
     esac
-    pid=$!
-    i=0
-    while ! { [ -e "$T/fed" ] && reads_pipe $pid; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -INT $pid
-    t0=$(date +%s)
-    rc=0; wait $pid || rc=$?
-    waited=$(( $(date +%s) - t0 ))
-    : > "$T/done"
+    int_reading $!
     kill $feeder 2>/dev/null || true
     [ $waited -lt 10 ] || fail "$case: SIGINT waiting for prompts: it stopped only ${waited}s later, when the pipe's writer closed"
     [ $rc = 130 ] || fail "$case: SIGINT waiting for prompts: exit $rc, want 130 ($(cat "$T/wp.err"))"
