@@ -54,6 +54,16 @@ static inline int fuzz_make_dir(char *dir, size_t cap) {
     return 0;
 }
 
+/* Remove dir/NAME for each NAME of names (NULL-terminated), then dir. */
+static inline void fuzz_remove_dir(const char *dir, const char *const *names) {
+    char p[160];
+    for (; *names; names++) {
+        snprintf(p, sizeof p, "%s/%s", dir, *names);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 /* The bytes as a file the parsers can open by path: a memfd, named through
  * /proc/self/fd (a regular, seekable file that never touches the disk).
  * Returns the fd (close it when done) and fills path, or -1. */

@@ -31,12 +31,8 @@
 static char dir[64];
 
 static void cleanup(void) {
-    char p[128];
-    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
-    unlink(p);
-    rmdir(dir);
+    static const char *const files[] = { "tokenizer.json", "tokenizer_config.json", NULL };
+    fuzz_remove_dir(dir, files);
 }
 
 typedef struct tcase {

@@ -24,12 +24,8 @@
 static char dir[64];
 
 static void cleanup(void) {
-    char p[128];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    unlink(p);
-    rmdir(dir);
+    static const char *const files[] = { "config.json", "model.safetensors", NULL };
+    fuzz_remove_dir(dir, files);
 }
 
 static void hf_dir(const uint8_t *data, size_t size) {
