@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
         if (cllm_model_load(&m[loaded], paths[loaded])) { status = cllm_cli_fail(); break; }
     cllm_prompts *src = NULL;
     /* a signal while the first bytes are awaited: 130/143, no stream */
-    if (!status) status = cllm_cli_status(cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m[0].tok));
+    if (!status) status = cllm_cli_status(cllm_interrupted ? CLLM_EINTR : cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m[0].tok));
     if (!status) status = cllm_cli_status(cllm_bench_run(mp, names, nm, src, &o));
     cllm_prompts_close(src);
     for (int i = 0; i < loaded; i++) cllm_model_free(&m[i]);

@@ -109,9 +109,10 @@ int main(int argc, char **argv) {
     cllm_model m;
     if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());
     cllm_prompts *src;
-    /* a signal while the first bytes are awaited: 130/143 and no stream,
-     * as a signal before the program started */
-    int status = cllm_cli_status(cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m.tok));
+    /* a signal during the model's load or while the first bytes are
+     * awaited: 130/143 and no stream, as a signal before the program started
+     * (a read begun after the signal would wait for a pipe's writer) */
+    int status = cllm_cli_status(cllm_interrupted ? CLLM_EINTR : cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m.tok));
     if (!status) {
         status = cllm_cli_status(cllm_gen_run(&m, src, &o));
         cllm_prompts_close(src);

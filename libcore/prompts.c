@@ -47,13 +47,9 @@ int cllm_prompts_open(cllm_prompts **out, const char *path, const cllm_prompt_op
                       const cllm_tokenizer *tok) {
     int is_stdin = !path || !strcmp(path, "-");
     const char *name = is_stdin ? "(stdin)" : path;
-    /* A signal that came before the input is opened (the model's load takes
-     * seconds) stops here: the read below retries nothing once interrupted,
-     * but it blocks until a pipe's writer writes or closes when the signal
-     * came before it. (Between this check and the syscall a window of
-     * microseconds remains.) open() of a FIFO with no writer yet is cut
-     * short by the signal too. */
-    if (cllm_interrupted) return cllm_error(CLLM_EINTR, "%s: interrupted", name);
+    /* open() of a FIFO with no writer yet is cut short by a signal: the
+     * program's interruption. (A signal before this call is the caller's to
+     * act on: cllm-gen stops, cllm-train finishes its step.) */
     int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno == EINTR && cllm_interrupted) return cllm_error(CLLM_EINTR, "%s: interrupted", name);
     if (fd < 0) return cllm_error(CLLM_EIO, "%s: %s", path, strerror(errno));
