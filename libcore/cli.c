@@ -84,11 +84,21 @@ int cllm_cli_usage_error(const char *fmt, ...) {
     return CLLM_EXIT_USAGE;
 }
 
+/* Whether s starts as a number is written: a digit, or '-' then a digit (or a
+ * '.' then a digit where fractions are allowed). strtoll and strtod also take
+ * leading blanks and a '+', so " 8" and "+8" passed as 8: a value quoted with
+ * a stray space in a script, or a typo, should be refused, not guessed at. */
+static int plain_number_start(const char *s, int fraction) {
+    if (*s == '-') s++;
+    if (fraction && *s == '.') s++;
+    return *s >= '0' && *s <= '9';
+}
+
 int cllm_cli_int(const char *opt, const char *s, long long min, long long max, long long *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
+    if (errno || end == s || *end || !plain_number_start(s, 0))
         return cllm_cli_usage_error("option %s: '%s' is not an integer", opt, s);
     if (v < min || v > max)
         return cllm_cli_usage_error("option %s: %lld is out of range [%lld, %lld]", opt, v, min, max);
@@ -100,7 +110,7 @@ int cllm_cli_double(const char *opt, const char *s, double min, double max, doub
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
+    if (errno || end == s || *end || !isfinite(v) || !plain_number_start(s, 1))
         return cllm_cli_usage_error("option %s: '%s' is not a number", opt, s);
     if (v < min || v > max)
         return cllm_cli_usage_error("option %s: %g is out of range [%g, %g]", opt, v, min, max);
@@ -112,10 +122,10 @@ int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n) {
     char *end;
     errno = 0;
     long long a = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '/') return cllm_cli_usage_error("option %s: '%s' is not of the form i/N", opt, s);
+    if (errno || end == s || *end != '/' || !plain_number_start(s, 0)) return cllm_cli_usage_error("option %s: '%s' is not of the form i/N", opt, s);
     const char *q = end + 1;
     long long b = strtoll(q, &end, 10);
-    if (errno || end == q || *end) return cllm_cli_usage_error("option %s: '%s' is not of the form i/N", opt, s);
+    if (errno || end == q || *end || !plain_number_start(q, 0)) return cllm_cli_usage_error("option %s: '%s' is not of the form i/N", opt, s);
     if (b < 1 || a < 0 || a >= b) return cllm_cli_usage_error("option %s: shard %lld/%lld needs 0 <= i < N", opt, a, b);
     *i = a;
     *n = b;
