@@ -11,6 +11,7 @@
  *  - the writer round-trips every metadata value type and F32/F16/BF16 tensors;
  *  - f32 -> f16 -> f32 is exact for every representable half.
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -492,6 +493,44 @@ static void test_long_key(void) {
     TEST_OK("gguf key length limit 65535, string limit 1 GiB");
 }
 
+/* A tensor 5 GiB into the data section of a (sparse) file: offsets, the
+ * bounds check and the reads are 64-bit (a 32-bit offset or off_t anywhere
+ * would read the tensor from the wrong place or refuse the file). One byte
+ * short, the same file is refused as truncated. */
+static void test_offset_past_4gib(void) {
+    const uint64_t far = 5ull << 30;
+    buf B;
+    base(&B);
+    patch64(&B, at.b_off, far);
+    size_t b_bytes = 2 + 32;                      /* b: one Q8_0 block */
+    size_t head = at.data + 256;                  /* the header and a's data */
+    CHECK(write_file(&B, head) == 0);
+    int fd = open(tmpfile_path(), O_WRONLY);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK(pwrite(fd, B.b + at.data + 256, b_bytes, (off_t)(at.data + far)) == (ssize_t)b_bytes);
+    close(fd);
+    cllm_gguf *g = NULL;
+    CHECK_OK(cllm_gguf_open(&g, tmpfile_path()));
+    if (g) {
+        const cllm_gguf_tensor *t = cllm_gguf_find_tensor(g, "b");
+        CHECK(t && t->offset == far);
+        float v[32] = { 0 };
+        if (t) CHECK_OK(cllm_gguf_read_f32(g, t, v, 32));
+        int same = 1;
+        for (int i = 0; i < 32; i++) same &= v[i] == (float)(i - 16);
+        CHECK_MSG(same, "tensor b read from the wrong place: v[0] = %g, v[31] = %g", v[0], v[31]);
+        cllm_gguf_close(g);
+    }
+    CHECK_OK(truncate(tmpfile_path(), (off_t)(at.data + far + b_bytes - 1)));
+    g = NULL;
+    int rc = cllm_gguf_open(&g, tmpfile_path());
+    CHECK_MSG(rc == CLLM_ETRUNC && strstr(cllm_errmsg(), "tensor b (offset 5368709120, 34 bytes) lies beyond end of file"), "got %d \"%s\"", rc, cllm_errmsg());
+    cllm_gguf_close(g);
+    unlink(tmpfile_path());
+    TEST_OK("gguf tensor 5 GiB into the file read from its place; one byte short refused");
+}
+
 /* ---- writer ---- */
 
 static void test_writer(void) {
@@ -823,6 +862,7 @@ int main(void) {
     test_bad_files();
     test_bad_files_more();
     test_long_key();
+    test_offset_past_4gib();
     test_writer();
     test_writer_more();
     test_half();
