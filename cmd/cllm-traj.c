@@ -137,17 +137,10 @@ int main(int argc, char **argv) {
     if (show_progress < 0) show_progress = isatty(STDERR_FILENO);
     if (show_progress) o.on_progress = progress;
 
-    if ((v = cllm_cli_device_resolve(&device))) return cllm_cli_finish((int)v);
-    cllm_fwd_prepare(device);   /* the device's start beside the model load */
-    o.device = device;
-    cllm_set_threads((int)threads);
     cllm_model m;
-    if (cllm_model_load(&m, model_path)) return cllm_cli_finish(cllm_cli_fail());
     cllm_prompts *src;
-    /* a signal during the model's load or while the first bytes are
-     * awaited: 130/143 and no stream, as a signal before the program started
-     * (a read begun after the signal would wait for a pipe's writer) */
-    int status = cllm_cli_status(cllm_interrupted ? CLLM_EINTR : cllm_prompts_open(&src, optind < argc ? argv[optind] : NULL, &po, m.tok));
+    int status = cllm_cli_start(model_path, &device, (int)threads, &m, optind < argc ? argv[optind] : NULL, &po, &src);
+    o.device = device;
     if (!status) {
         cllm_traj_stats st;
         int rc = cllm_traj_run(&m, src, &o, &st);
@@ -157,7 +150,7 @@ int main(int argc, char **argv) {
         }
         status = cllm_cli_status(rc);
         cllm_prompts_close(src);
+        cllm_model_free(&m);
     }
-    cllm_model_free(&m);
     return cllm_cli_finish(status);
 }

@@ -11,6 +11,8 @@
 
 #include "err.h"
 #include "forward.h"
+#include "model.h"
+#include "prompts.h"
 
 volatile sig_atomic_t cllm_interrupted = 0;
 static const char *prog_name = "cllm";
@@ -130,6 +132,18 @@ int cllm_cli_shard(const char *opt, const char *s, long long *i, long long *n) {
     *i = a;
     *n = b;
     return 0;
+}
+
+int cllm_cli_start(const char *model_path, int *device, int threads, cllm_model *m, const char *path,
+                   const cllm_prompt_opts *po, cllm_prompts **src) {
+    int status = cllm_cli_device_resolve(device);
+    if (status) return status;
+    cllm_fwd_prepare(*device);   /* the device's start beside the model load */
+    cllm_set_threads(threads);
+    if (cllm_model_load(m, model_path)) return cllm_cli_fail();
+    if ((status = cllm_cli_status(cllm_interrupted ? CLLM_EINTR : cllm_prompts_open(src, path, po, m->tok))))
+        cllm_model_free(m);
+    return status;
 }
 
 int cllm_cli_device(const char *arg, int *device) {

@@ -56,6 +56,20 @@ int cllm_cli_device(const char *arg, int *device);
  * exit status. */
 int cllm_cli_device_resolve(int *device);
 
+/* The start of a program that decodes prompts (cllm-gen, cllm-traj), after
+ * its options: the device settled (cllm_cli_device_resolve) and started
+ * beside the model's load, the CPU threads, the model, then the prompts of
+ * path (NULL: standard input). After a signal during the load the prompts
+ * are not opened (a read begun then would wait for a pipe's writer): the
+ * program ends 130/143 with no stream, as if signalled before it started.
+ * Returns 0 with *m loaded and *src open (the caller frees both), or an exit
+ * status with nothing to free. */
+struct cllm_model;
+struct cllm_prompts;
+struct cllm_prompt_opts;
+int cllm_cli_start(const char *model_path, int *device, int threads, struct cllm_model *m, const char *path,
+                   const struct cllm_prompt_opts *po, struct cllm_prompts **src);
+
 /* Print "prog (cllm) VERSION" to stdout. */
 void cllm_cli_version(void);
 
