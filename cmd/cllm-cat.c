@@ -34,7 +34,8 @@ static void usage(FILE *f) {
         "  -h, --help            show this help and exit\n"
         "  -V, --version         show the version and exit\n"
         "\n"
-        "Exit status: 0 success, 1 bad or truncated input or an I/O error, 2 usage error.\n"
+        "Exit status: 0 success, 1 bad or truncated input or an I/O error, 2 usage error,\n"
+        "130/143 interrupted.\n"
         "See cllm-cat(1) and cllm-stream(5).\n", CLLM_STREAM_MAX_RECORD_DEFAULT);
 }
 
