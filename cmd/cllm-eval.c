@@ -24,8 +24,8 @@ static void usage(FILE *f) {
         "                          last number, against the reference's; none: no scoring\n"
         "      --ref FILE          reference answers: JSONL or a stream of prompt/gen records,\n"
         "                          matched by id [the gen records' own answer field]\n"
-        "      --answer-field NAME field of the --ref answers [target when present, else\n"
-        "                          answer]\n"
+        "      --answer-field NAME field of the --ref answers (needs --ref) [target when\n"
+        "                          present, else answer]\n"
         "      --show ID           draw prompt ID's Jacobi trajectory on standard output, one\n"
         "                          line per pass (instead of the metrics and the table)\n"
         "      --color WHEN        colour the drawing: auto, always, never [auto]\n"
@@ -104,6 +104,9 @@ int main(int argc, char **argv) {
     if (argc - optind > 1) return cllm_cli_usage_error("one input file at most");
     o.input = optind < argc ? argv[optind] : NULL;
     if (o.ref && o.task == CLLM_TASK_NONE) return cllm_cli_usage_error("--ref needs --task");
+    /* without --ref the reference is each gen record's own answer: the option
+     * would change nothing, and a user who gave it meant something else */
+    if (o.answer_field && !o.ref) return cllm_cli_usage_error("--answer-field names a field of the --ref answers: it needs --ref");
     struct stat sb, si;   /* the same file under another name (./x, a link) too */
     if (o.baseline && o.input && strcmp(o.input, "-") && strcmp(o.baseline, "-") &&
         (!strcmp(o.baseline, o.input) || (!stat(o.baseline, &sb) && !stat(o.input, &si) && S_ISREG(sb.st_mode) &&

@@ -177,8 +177,8 @@ int main(int argc, char **argv) {
         case OPT_CHAT: o.prompt.chat = 1; break;
         case OPT_METRICS: o.metrics = optarg; break;
         case 'f': o.force = 1; break;
-        case 'q': quiet = 1; break;
-        case OPT_PROGRESS: progress = 1; break;
+        case 'q': quiet = 1; progress = 0; break;              /* the last of -q and --progress counts */
+        case OPT_PROGRESS: progress = 1; quiet = 0; break;
         case 't': if (cllm_cli_int("--threads", optarg, 1, 1024, &threads)) return CLLM_EXIT_USAGE; break;
         case OPT_DEVICE: if ((v = cllm_cli_device(optarg, &device))) return (int)v; break;
         case OPT_ALLREDUCE:

@@ -34,6 +34,13 @@ echo "SFT loss: step 1 $first, step 30 $last"
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.75 * a) }' || fail "SFT loss did not fall ($first -> $last)"
 [ -f "$T/sft/model.safetensors" ] && [ -f "$T/sft/tokenizer.json" ] || fail "HF output directory incomplete"
 
+# -q and --progress: the last one given counts (as cllm-traj's); $SFT ends in -q.
+"$B/cllm-train" $SFT --lr 3e-3 --max-steps 3 --progress -o "$T/pq.gguf" "$T/p8.jsonl" > /dev/null 2> "$T/pq.err"
+[ "$(grep -c ': step [0-9]*/3 loss' "$T/pq.err")" = 3 ] || fail "-q --progress: not a line per step: $(cat "$T/pq.err")"
+"$B/cllm-train" $SFT --lr 3e-3 --max-steps 3 --progress -q -o "$T/pq.gguf" "$T/p8.jsonl" > /dev/null 2> "$T/pq.err"
+[ ! -s "$T/pq.err" ] || fail "--progress -q: progress shown: $(cat "$T/pq.err")"
+echo "-q and --progress: the last one counts"
+
 # 2. Resume equals the straight run.
 R="$SFT --lr 3e-3 --max-steps 12 --seed 7 --shuffle-buffer 3 $T/p8.jsonl"
 "$B/cllm-train" $R -o "$T/straight.gguf" > "$T/straight.zst"
