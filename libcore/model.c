@@ -645,16 +645,37 @@ static int load_hf(cllm_model *m, const char *dir) {
         goto out;
     /* rope_theta at the top (transformers 4) or in rope_parameters (transformers 5). */
     json_t *rp = json_object_get(cfg, "rope_parameters");
-    if (json_is_object(rp) && json_object_get(rp, "rope_theta")) {
-        if ((rc = json_float_field(rp, cfgp, "rope_theta", 10000.0, &c.rope_theta))) goto out;
+    if (rp && !json_is_null(rp)) {
+        if (!json_is_object(rp)) { rc = cllm_error(CLLM_EFORMAT, "%s: rope_parameters is not an object", cfgp); goto out; }
         const char *rt = json_string_value(json_object_get(rp, "rope_type"));
         if (rt && strcmp(rt, "default")) { rc = cllm_error(CLLM_EUNSUP, "%s: rope_type \"%.40s\" is not supported", cfgp, rt); goto out; }
+    }
+    if (json_is_object(rp) && json_object_get(rp, "rope_theta")) {
+        if ((rc = json_float_field(rp, cfgp, "rope_theta", 10000.0, &c.rope_theta))) goto out;
     } else if ((rc = json_float_field(cfg, cfgp, "rope_theta", 10000.0, &c.rope_theta))) goto out;
     json_t *rs = json_object_get(cfg, "rope_scaling");
     if (rs && !json_is_null(rs)) {
         const char *rt = json_string_value(json_object_get(rs, "rope_type"));
         if (!rt) rt = json_string_value(json_object_get(rs, "type"));
-        if (!rt || strcmp(rt, "default")) { rc = cllm_error(CLLM_EUNSUP, "%s: rope_scaling is not supported", cfgp); goto out; }
+        if (!rt || strcmp(rt, "default")) {
+            rc = cllm_error(CLLM_EUNSUP, "%s: rope_scaling \"%.40s\" is not supported (RoPE without scaling only)", cfgp,
+                            rt ? rt : "(no type)");
+            goto out;
+        }
+    }
+    /* partial RoPE (transformers' partial_rotary_factor, at the top or in
+     * rope_parameters / rope_scaling): the rotation would cover part of each
+     * head, which this loader cannot say (rope_dim is the whole head) */
+    json_t *const rope_in[] = { cfg, json_is_object(rp) ? rp : NULL, json_is_object(rs) ? rs : NULL };
+    for (size_t i = 0; i < sizeof rope_in / sizeof rope_in[0]; i++) {
+        json_t *f = rope_in[i] ? json_object_get(rope_in[i], "partial_rotary_factor") : NULL;
+        if (!f || json_is_null(f)) continue;
+        if (!json_is_number(f)) { rc = cllm_error(CLLM_EFORMAT, "%s: partial_rotary_factor is not a number", cfgp); goto out; }
+        if (json_number_value(f) != 1.0) {
+            rc = cllm_error(CLLM_EUNSUP, "%s: partial_rotary_factor %g is not supported (RoPE over the whole head only)",
+                            cfgp, json_number_value(f));
+            goto out;
+        }
     }
     c.rope_dim = c.head_dim;
     json_token_field(cfg, "bos_token_id", &c.bos_id);
@@ -1032,9 +1053,46 @@ static int cllm_hf_tokenizer_from_gguf(const cllm_gguf *g, const char *dir) {
     json_t *pt;
     if ((rc = cllm_hf_pre_tokenizer(pre.s, &pt, &ignore_merges))) { cllm_error_prefix(rc, "%s: ", path); goto fail; }
     json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1);
-    json_t *tj = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:O, s:O, s:{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}}",
+    /* BOS before every text (Llama 3): HF's fast tokenizers prepend what
+     * tokenizer.json's post-processor says (transformers 4's
+     * PreTrainedTokenizerFast and GPT2TokenizerFast ignore
+     * tokenizer_config's add_bos_token; the tokenizers library reads only
+     * tokenizer.json), so say it there, as Llama 3's file does: a Sequence of
+     * ByteLevel and a TemplateProcessing "BOS $A" ("BOS $A BOS $B" for a
+     * pair). Without add_bos_token or a BOS id: ByteLevel alone. */
+    json_t *pp = NULL;
+    int add_bos = 0;
+    int64_t bos = -1;
+    if (cllm_gguf_find(g, "tokenizer.ggml.add_bos_token") >= 0 && (rc = cllm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))) {
+        json_decref(pt);
+        json_decref(bl);
+        goto fail;
+    }
+    if (add_bos && cllm_gguf_find(g, "tokenizer.ggml.bos_token_id") >= 0 &&
+        !cllm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos) && bos >= 0 && (uint64_t)bos < n_tok) {
+        const cllm_gguf_str *b = &toks[bos];
+        json_t *st = json_object();
+        if (st) json_object_setn_new(st, b->s, b->len, json_pack("{s:s%, s:[I], s:[s%]}", "id", b->s, b->len, "ids", (json_int_t)bos,
+                                                                  "tokens", b->s, b->len));
+        json_t *tp = json_pack("{s:s, s:[{s:{s:s%, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s%, s:i}}, {s:{s:s, s:i}}, {s:{s:s%, s:i}}, "
+                               "{s:{s:s, s:i}}], s:o}",
+                               "type", "TemplateProcessing",
+                               "single", "SpecialToken", "id", b->s, b->len, "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+                               "pair", "SpecialToken", "id", b->s, b->len, "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+                               "SpecialToken", "id", b->s, b->len, "type_id", 1, "Sequence", "id", "B", "type_id", 1,
+                               "special_tokens", st);
+        pp = tp ? json_pack("{s:s, s:[O, o]}", "type", "Sequence", "processors", bl, tp) : NULL;
+        if (!pp) {
+            json_decref(pt);
+            json_decref(bl);
+            rc = cllm_error(CLLM_ENOMEM, "out of memory building tokenizer.json");
+            goto fail;
+        }
+    } else
+        pp = json_incref(bl);
+    json_t *tj = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:O, s:{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}}",
         "version", "1.0", "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer", pt,
-        "post_processor", bl, "decoder", bl,
+        "post_processor", pp, "decoder", bl,
         "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix",
         "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", ignore_merges, "vocab", vocab, "merges", jm);
     added = vocab = jm = NULL;  /* these and pt are stolen by json_pack ("o"), even on failure */
@@ -1069,8 +1127,23 @@ fail:
     return rc;
 }
 
+/* What a HF config.json cannot say of m, as an error naming path: partial
+ * RoPE (rope_dim < head_dim, GGUF's rope.dimension_count): transformers'
+ * Llama, Mistral and Qwen2 rotate the whole head, so the saved model would
+ * compute something else. 0 when m can be saved as HF. */
+static int hf_can_say(const cllm_model *m, const char *path) {
+    const cllm_config *c = &m->cfg;
+    if (c->rope_dim > 0 && c->rope_dim < c->head_dim)
+        return cllm_error(CLLM_EUNSUP, "%s: the model cannot be saved as a HF directory: its RoPE is partial (%d of each "
+                          "head's %d dimensions) and HF %s rotates the whole head (save it as GGUF: a name ending in .gguf)",
+                          path, c->rope_dim, c->head_dim, !strcmp(c->arch, "qwen2") ? "Qwen2" : !strcmp(c->arch, "mistral") ? "Mistral" : "Llama");
+    return 0;
+}
+
 static int save_hf(const cllm_model *m, const char *dir, int type) {
     const cllm_config *c = &m->cfg;
+    int crc = hf_can_say(m, dir);  /* before anything is written */
+    if (crc) return crc;
     if (mkdir(dir, 0777) && errno != EEXIST) return cllm_error(CLLM_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
     int rc = 0;
     cllm_st_wtensor *ts = cllm_calloc((size_t)m->n_tensors, sizeof *ts);
@@ -1172,11 +1245,13 @@ int cllm_model_save(const cllm_model *m, const char *path, const char *dtype) {
     return is_gguf_name(path) ? save_gguf(m, path, type) : save_hf(m, path, type);
 }
 
-int cllm_model_save_check(const char *path) {
+int cllm_model_save_check(const cllm_model *m, const char *path) {
     struct stat st;
     size_t n = strlen(path);
     if (!n) return cllm_error(CLLM_EINVAL, "the output name is empty");
     int gguf = is_gguf_name(path);
+    int rc = m && !gguf ? hf_can_say(m, path) : 0;
+    if (rc) return rc;
     if (!stat(path, &st)) {
         if (gguf && S_ISDIR(st.st_mode))
             return cllm_error(CLLM_EINVAL, "%s: is a directory (the output model is a .gguf file)", path);
@@ -1192,7 +1267,6 @@ int cllm_model_save_check(const char *path) {
     if (n > 1) n--;   /* "a/b" -> "a", "/b" -> "/" */
     char *dir = n ? cllm_strndup(path, n) : cllm_strdup(".");
     if (!dir) return CLLM_ENOMEM;
-    int rc = 0;
     if (stat(dir, &st)) rc = cllm_error(CLLM_EIO, "%s: %s", dir, strerror(errno));
     else if (!S_ISDIR(st.st_mode)) rc = cllm_error(CLLM_EIO, "%s: Not a directory", dir);
     free(dir);

@@ -89,11 +89,14 @@ int cllm_model_load(cllm_model *m, const char *path);
 /* Save as GGUF (path ends in .gguf; dtype "f32", "f16" or "bf16") or as a HF
  * directory (anything else). */
 int cllm_model_save(const cllm_model *m, const char *path, const char *dtype);
-/* Whether cllm_model_save(path) can be tried, checked before a long run that
- * ends in it: path not empty; an existing path a directory for a HF model
- * and not one for GGUF; a new one in an existing directory. Write
- * permission is left to the save. Returns 0, CLLM_EINVAL or CLLM_EIO. */
-int cllm_model_save_check(const char *path);
+/* Whether cllm_model_save(m, path) can be tried, checked before a long run
+ * that ends in it: path not empty; an existing path a directory for a HF
+ * model and not one for GGUF; a new one in an existing directory; for a HF
+ * directory, m (when not NULL) one that HF can say (no partial RoPE:
+ * rope_dim < head_dim is refused, CLLM_EUNSUP, as cllm_model_save refuses
+ * it). Write permission is left to the save. Returns 0, CLLM_EINVAL,
+ * CLLM_EIO or CLLM_EUNSUP. */
+int cllm_model_save_check(const cllm_model *m, const char *path);
 
 /* Find a tensor by HF name; NULL when absent. */
 const cllm_tensor_info *cllm_model_tensor(const cllm_model *m, const char *name);

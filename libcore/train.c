@@ -1010,7 +1010,7 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
     if (nranks > 1 && (!o->input || !strcmp(o->input, "-") || !again))
         return cllm_error(CLLM_EINVAL, "with %d ranks the input must be a file named on the command line (every rank reads it)", nranks);
     /* that the model can be written is otherwise found out only after the last step */
-    if (rank == 0 && (rc = cllm_model_save_check(o->output))) return rc;
+    if (rank == 0 && (rc = cllm_model_save_check(m, o->output))) return rc;
 
     /* The schedule's length. */
     int64_t max_epochs = o->epochs;

@@ -13,7 +13,8 @@
 #      equals the student in a pass of its own (--separate-passes), and a
 #      traj stream made with another tokenizer is refused;
 #   6. an output over the base's own directory keeps its tokenizer, and an
-#      output that cannot be written is refused before training.
+#      output that cannot be written (or a HF one of a partial-RoPE model,
+#      which HF cannot say) is refused before training.
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -167,6 +168,19 @@ for out in "$T/none/x.gguf" "$T/p8.jsonl" "$T/tiny/config.json/x"; do
     echo "  -o $out: $(cat "$T/out.err")"
 done
 cmp -s "$T/p8.keep" "$T/p8.jsonl" || fail "-o INPUT changed the input"
+# A model with partial RoPE (GGUF rope.dimension_count < the head size) is
+# refused as a HF output before the first step (HF Llama rotates the whole
+# head: the save dropped it); as GGUF it trains and keeps it.
+"$B/tools/cllm-model-info" "$T/tiny" --rope-dim 4 --convert "$T/partial.gguf" > /dev/null || fail "no partial-RoPE GGUF"
+rc=0
+"$B/cllm-train" -m "$T/partial.gguf" --objective sft --field question --template gsm8k -q -t 1 --max-steps 1 \
+    -o "$T/partial-hf" "$T/p8.jsonl" > "$T/out.zst" 2> "$T/out.err" || rc=$?
+[ $rc = 1 ] && [ ! -s "$T/out.zst" ] && [ ! -e "$T/partial-hf" ] && [ "$(wc -l < "$T/out.err")" = 1 ] && grep -q "partial" "$T/out.err" \
+    || fail "partial RoPE to HF: exit $rc, $(wc -c < "$T/out.zst") bytes of metrics, $(cat "$T/out.err")"
+echo "  partial RoPE -o DIR: $(cat "$T/out.err")"
+"$B/cllm-train" -m "$T/partial.gguf" --objective sft --field question --template gsm8k -q -t 1 --max-steps 1 \
+    -o "$T/partial-out.gguf" "$T/p8.jsonl" > /dev/null || fail "partial RoPE to GGUF: exit $?"
+"$B/tools/cllm-model-info" "$T/partial-out.gguf" | grep -qx "rope_dim	4" || fail "partial RoPE lost in the GGUF output"
 # Usage errors.
 rc=0; "$B/cllm-train" -m "$T/sft" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "no -o: exit $rc"
 rc=0; "$B/cllm-train" -m "$T/sft" -o '' "$T/p8.jsonl" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "-o '': exit $rc"

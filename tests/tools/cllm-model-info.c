@@ -1,6 +1,8 @@
 /* cllm-model-info: load a model (GGUF file or HF directory), print its
  * hyperparameters, tensor count and tokenizer hash; with --convert OUT save it (GGUF when OUT
- * ends in .gguf, else a HF directory) in --dtype f32|f16|bf16. --threads N
+ * ends in .gguf, else a HF directory) in --dtype f32|f16|bf16; --rope-dim N
+ * first sets the RoPE to cover N of each head's dimensions (a partial-RoPE
+ * model for the tests: tests/sh/train.sh). --threads N
  * loads it on N start-up threads (libcore/startup.h; default: the CPUs of the
  * affinity mask), and --time prints the load's wall time (load_s) last
  * (tests/tools/bench-load.sh).
@@ -28,13 +30,13 @@ static int fail(const char *file) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: %s MODEL [--convert OUT] [--dtype f32|f16|bf16] [--threads N] [--time]\n", prog);
+    fprintf(stderr, "usage: %s MODEL [--convert OUT] [--dtype f32|f16|bf16] [--rope-dim N] [--threads N] [--time]\n", prog);
     return 2;
 }
 
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *dtype = "f32";
-    int timed = 0;
+    int timed = 0, rope_dim = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--convert") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -42,6 +44,11 @@ int main(int argc, char **argv) {
             long n = strtol(argv[++i], &end, 10);
             if (*end || n < 1 || n > 64) return usage();
             cllm_set_startup_threads((int)n);
+        } else if (!strcmp(argv[i], "--rope-dim") && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 2 || n % 2 || n > 1 << 16) return usage();
+            rope_dim = (int)n;
         } else if (!strcmp(argv[i], "--time")) timed = 1;
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype = argv[++i];
         else if (!strcmp(argv[i], "--help")) { usage(); return 0; }
@@ -55,6 +62,14 @@ int main(int argc, char **argv) {
     double t0 = cllm_now_s();
     if (cllm_model_load(&m, in)) return fail(in);
     double load_s = cllm_now_s() - t0;
+    if (rope_dim) {
+        if (rope_dim > m.cfg.head_dim) {
+            fprintf(stderr, "%s: --rope-dim %d: the head has %d dimensions\n", prog, rope_dim, m.cfg.head_dim);
+            cllm_model_free(&m);
+            return 2;
+        }
+        m.cfg.rope_dim = rope_dim;
+    }
     const cllm_config *c = &m.cfg;
     printf("arch\t%s\nname\t%s\nn_layer\t%d\nd_model\t%d\nn_head\t%d\nn_head_kv\t%d\nhead_dim\t%d\n"
            "d_ff\t%d\nvocab\t%d\nmax_ctx\t%d\nrope_theta\t%g\nrope_dim\t%d\nrms_eps\t%g\ntied\t%d\n"

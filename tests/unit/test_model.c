@@ -20,7 +20,11 @@
  *    leaves no file (fsync is wrapped here);
  *  - HF -> GGUF -> HF keeps Qwen2's and Llama 3's pre-tokenizers (same ids),
  *    pads the GGUF token list to the embedding's rows; mistral saves as a
- *    llama GGUF and a config.json without HF's default sliding window.
+ *    llama GGUF and a config.json without HF's default sliding window;
+ *  - a GGUF's add_bos_token becomes a TemplateProcessing post-processor in
+ *    the HF tokenizer.json written from it (same ids, BOS first);
+ *  - partial RoPE is refused as a HF output (before writing) and kept in a
+ *    GGUF; the HF loader refuses partial_rotary_factor and RoPE scaling.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -617,6 +621,84 @@ static void test_tokenizer_pad(void) {
     TEST_OK("HF -> GGUF: the token list as long as the embedding, [PAD<id>] UNUSED for ids without a token, one hash");
 }
 
+/* The ids a model's tokenizer gives text, with BOS first when it adds one
+ * (what the prompt reader and HF's encode(add_special_tokens=True) give). */
+static int ids_with_bos(const cllm_tokenizer *t, const char *text, int32_t **ids, size_t *n) {
+    int32_t *x = NULL;
+    size_t nx = 0;
+    int rc = cllm_tokenizer_encode(t, text, strlen(text), 1, &x, &nx);
+    if (rc) return rc;
+    int b = cllm_tokenizer_add_bos(t);
+    *ids = malloc((nx + 1) * sizeof **ids);
+    if (!*ids) { free(x); return CLLM_ENOMEM; }
+    if (b) (*ids)[0] = cllm_tokenizer_bos(t);
+    memcpy(*ids + b, x, nx * sizeof *x);
+    *n = nx + (size_t)b;
+    free(x);
+    return 0;
+}
+
+static int same_ids_bos(const cllm_tokenizer *a, const cllm_tokenizer *b, const char *text) {
+    int32_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int same = a && b && !ids_with_bos(a, text, &x, &nx) && !ids_with_bos(b, text, &y, &ny) && nx == ny &&
+               !memcmp(x, y, nx * sizeof *x);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* GGUF (add_bos_token, BOS 10) -> HF directory: tokenizer.json's
+ * post-processor prepends BOS, as Llama 3's does (a Sequence of ByteLevel
+ * and a TemplateProcessing), since HF's fast tokenizers go by it, not by
+ * tokenizer_config.json's add_bos_token (it got a ByteLevel alone, so HF
+ * added no BOS); loaded back, with or without tokenizer_config.json's
+ * add_bos_token, it gives the GGUF's ids, BOS first. */
+static void bos_gguf_to_hf(const cllm_model *m) {
+    const char *dp = tmp("bos-tpl-back"), *text = "ab 12 ab12<|end|> 1212";
+    cllm_model h;
+    CHECK_OK(cllm_model_save(m, dp, "f32"));
+    char p[300];
+    snprintf(p, sizeof p, "%s/tokenizer.json", dp);
+    json_error_t je;
+    json_t *tj = json_load_file(p, 0, &je);
+    json_t *pp = json_object_get(tj, "post_processor"), *procs = json_object_get(pp, "processors");
+    json_t *tp = json_array_get(procs, 1);
+    CHECK_MSG(json_is_string(json_object_get(pp, "type")) && !strcmp(json_string_value(json_object_get(pp, "type")), "Sequence") &&
+              json_array_size(procs) == 2 && !strcmp(json_string_value(json_object_get(json_array_get(procs, 0), "type")), "ByteLevel") &&
+              json_is_string(json_object_get(tp, "type")) && !strcmp(json_string_value(json_object_get(tp, "type")), "TemplateProcessing"),
+              "tokenizer.json: post_processor is not Sequence[ByteLevel, TemplateProcessing]");
+    json_t *single = json_object_get(tp, "single"), *pair = json_object_get(tp, "pair");
+    CHECK(json_array_size(single) == 2 && json_array_size(pair) == 4);
+    CHECK_STR(json_string_value(json_object_get(json_object_get(json_array_get(single, 0), "SpecialToken"), "id")), "<|end|>");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(json_array_get(single, 1), "Sequence"), "id")), "A");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(json_array_get(pair, 3), "Sequence"), "id")), "B");
+    json_t *ids = json_object_get(json_object_get(json_object_get(tp, "special_tokens"), "<|end|>"), "ids");
+    CHECK(json_array_size(ids) == 1 && json_integer_value(json_array_get(ids, 0)) == 10);
+    json_decref(tj);
+    CHECK_OK(cllm_model_load(&h, dp));
+    if (h.tok) {
+        CHECK(cllm_tokenizer_add_bos(h.tok) == 1 && cllm_tokenizer_bos(h.tok) == 10);
+        CHECK_MSG(same_ids_bos(m->tok, h.tok, text), "GGUF -> HF: the HF directory tokenizes differently (BOS first)");
+    }
+    cllm_model_free(&h);
+    /* tokenizer.json alone says it (what HF's fast tokenizer reads) */
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dp);
+    json_t *tc = json_load_file(p, 0, &je);
+    CHECK(json_is_true(json_object_get(tc, "add_bos_token")));
+    json_object_del(tc, "add_bos_token");
+    CHECK(tc && json_dump_file(tc, p, 0) == 0);
+    json_decref(tc);
+    cllm_tokenizer *t = NULL;
+    CHECK_OK(cllm_tokenizer_from_hf_dir(&t, dp));
+    if (t) {
+        CHECK_MSG(cllm_tokenizer_add_bos(t) == 1 && cllm_tokenizer_bos(t) == 10,
+                  "tokenizer.json alone: add_bos %d, bos %d (the GGUF: 1, 10)", cllm_tokenizer_add_bos(t), cllm_tokenizer_bos(t));
+        CHECK(same_ids_bos(m->tok, t, text));
+    }
+    cllm_tokenizer_free(t);
+}
+
 /* HF -> GGUF of a tokenizer whose post-processor prepends BOS and whose
  * tokenizer_config names no bos_token (Llama 3's form without the config
  * key): the GGUF prepends the same token (it got add_bos_token with no BOS
@@ -651,9 +733,103 @@ static void test_tokenizer_bos_from_template(void) {
         CHECK_MSG(cllm_tokenizer_add_bos(m.tok) == 1 && cllm_tokenizer_bos(m.tok) == 10,
                   "the GGUF: add_bos %d, bos %d (its HF source: 1, 10)", cllm_tokenizer_add_bos(m.tok),
                   cllm_tokenizer_bos(m.tok));
+    if (m.tok) bos_gguf_to_hf(&m);
     cllm_model_free(&m);
     cllm_model_free(&h);
-    TEST_OK("HF -> GGUF: a post-processor's BOS (no bos_token in the config) is the GGUF's BOS, prepended");
+    TEST_OK("HF -> GGUF -> HF: a post-processor's BOS (no bos_token in the config) is the GGUF's BOS, prepended; "
+            "the HF directory written from the GGUF prepends it in tokenizer.json's post-processor");
+}
+
+/* Rewrite dir/config.json with key set to the JSON text val (NULL: removed). */
+static int set_config(const char *dir, const char *key, const char *val) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_error_t je;
+    json_t *cfg = json_load_file(p, 0, &je);
+    if (!cfg) return -1;
+    json_t *v = val ? json_loads(val, JSON_DECODE_ANY, &je) : NULL;
+    int rc = val ? (v ? json_object_set_new(cfg, key, v) : -1) : json_object_del(cfg, key);
+    if (!rc) rc = json_dump_file(cfg, p, JSON_INDENT(2));
+    json_decref(cfg);
+    return rc;
+}
+
+/* Partial RoPE (rope_dim < head_dim, GGUF's rope.dimension_count): HF's
+ * Llama, Mistral and Qwen2 rotate the whole head, so a HF save is refused
+ * before anything is written (it dropped the partial RoPE: the saved model
+ * computed something else), by cllm_model_save_check too (cllm-train's
+ * check before its first step); GGUF keeps it. The HF loader refuses what
+ * it cannot compute: partial_rotary_factor other than 1 (at the top or in
+ * transformers 5's rope_parameters) and a rope_parameters rope_type other
+ * than default without rope_theta (both were ignored), rope_scaling. */
+static void test_partial_rope(void) {
+    cllm_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.arch, "llama");
+    c.n_layer = 1; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = 40;
+    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.bos_id = 1; c.eos_id = 2; c.pad_id = -1;
+    c.rope_dim = 4;
+    cllm_model m, g, h;
+    CHECK_OK(cllm_model_alloc(&m, &c));
+    CHECK_EQ_INT(m.cfg.rope_dim, 4);
+    fill_random(&m, 11);
+    const char *hp = tmp("partial-hf"), *gp = tmp("partial.gguf"), *fp = tmp("full-hf");
+    int rc = cllm_model_save(&m, hp, "f32");
+    CHECK_MSG(rc == CLLM_EUNSUP && strstr(cllm_errmsg(), "partial") && strstr(cllm_errmsg(), "4 of each head's 8") &&
+              strstr(cllm_errmsg(), "save it as GGUF"), "HF save of partial RoPE: rc %d: %s", rc, cllm_errmsg());
+    struct stat st;
+    CHECK_MSG(stat(hp, &st) != 0, "the refused HF save left %s", hp);
+    rc = cllm_model_save_check(&m, hp);
+    CHECK_MSG(rc == CLLM_EUNSUP && strstr(cllm_errmsg(), "partial"), "save_check: rc %d: %s", rc, cllm_errmsg());
+    CHECK_OK(cllm_model_save_check(&m, gp));
+    CHECK_OK(cllm_model_save_check(NULL, hp));
+    CHECK_OK(cllm_model_save(&m, gp, "f32"));
+    CHECK_OK(cllm_model_load(&g, gp));
+    CHECK_EQ_INT(g.cfg.rope_dim, 4);
+    CHECK(same_model(&m, &g, "partial rope gguf"));
+    cllm_model_free(&g);
+    cllm_model_free(&m);
+
+    /* the HF loader */
+    c.rope_dim = 0;
+    CHECK_OK(cllm_model_alloc(&m, &c));
+    fill_random(&m, 12);
+    CHECK_OK(cllm_model_save_check(&m, fp));
+    CHECK_OK(cllm_model_save(&m, fp, "f32"));
+    cllm_model_free(&m);
+    static const struct { const char *key, *val, *msg; } cases[] = {
+        { "partial_rotary_factor", "0.5", "partial_rotary_factor 0.5 is not supported" },
+        { "partial_rotary_factor", "\"half\"", "partial_rotary_factor is not a number" },
+        { "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.25}",
+          "partial_rotary_factor 0.25" },
+        { "rope_parameters", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "rope_type \"llama3\" is not supported" },
+        { "rope_parameters", "[10000]", "rope_parameters is not an object" },
+        { "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", "rope_scaling \"linear\" is not supported" },
+        { "rope_scaling", "{\"factor\": 2.0}", "rope_scaling \"(no type)\"" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        CHECK_OK(set_config(fp, cases[i].key, cases[i].val));
+        rc = cllm_model_load(&h, fp);
+        CHECK_MSG(rc != 0 && strstr(cllm_errmsg(), "config.json") && strstr(cllm_errmsg(), cases[i].msg),
+                  "%s = %s: rc %d: %s", cases[i].key, cases[i].val, rc, cllm_errmsg());
+        if (!rc) cllm_model_free(&h);
+        CHECK_OK(set_config(fp, cases[i].key, NULL));
+    }
+    /* what the whole head's RoPE may say */
+    static const struct { const char *key, *val; } fine[] = {
+        { "partial_rotary_factor", "1.0" }, { "partial_rotary_factor", "null" }, { "rope_scaling", "null" },
+        { "rope_scaling", "{\"rope_type\": \"default\"}" },
+        { "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 10000.0, \"partial_rotary_factor\": 1}" },
+    };
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        CHECK_OK(set_config(fp, fine[i].key, fine[i].val));
+        rc = cllm_model_load(&h, fp);
+        CHECK_MSG(rc == 0, "%s = %s: rc %d: %s", fine[i].key, fine[i].val, rc, cllm_errmsg());
+        if (!rc) { CHECK_EQ_INT(h.cfg.rope_dim, 8); cllm_model_free(&h); }
+        CHECK_OK(set_config(fp, fine[i].key, NULL));
+    }
+    TEST_OK("partial RoPE: HF save refused before writing (save_check too), GGUF keeps it; HF loader refuses "
+            "partial_rotary_factor != 1 and RoPE scaling");
 }
 
 /* ---- hostile safetensors ---- */
@@ -888,6 +1064,7 @@ int main(void) {
     test_tokenizer_pre_roundtrip();
     test_tokenizer_pad();
     test_tokenizer_bos_from_template();
+    test_partial_rope();
     test_real();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
