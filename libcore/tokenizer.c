@@ -73,6 +73,12 @@ static const char pre_qwen2_pattern[] =
     "\\x{16130}-\\x{16139}\\x{16d70}-\\x{16d79}\\x{1ccf0}-\\x{1ccf9}\\x{1d2c0}-\\x{1d2d3}" \
     "\\x{1e4f0}-\\x{1e4f9}\\x{1e5f1}-\\x{1e5fa}"
 
+/* HF's Digits step asks Rust's char::is_numeric, which knows Unicode 17
+ * (tokenizers 0.23.3), where its regexes (Oniguruma) and N_NEW stop at 16:
+ * the digits added in 17 (Tolong Siki, and U+16FF4-16FF6), each code point
+ * compared with HF. \p{N} is widened by N_NEW when the pattern is compiled. */
+#define DIGITS_CLASS "[\\p{N}\\x{11de0}-\\x{11de9}\\x{16ff4}-\\x{16ff6}]"
+
 int cllm_pretok_from_name(const char *name, cllm_tok_opts *o, cllm_pretok_step *steps) {
     o->steps = steps;
     o->unk_id = -1;
@@ -510,7 +516,7 @@ int cllm_tokenizer_new_ex(cllm_tokenizer **out, const cllm_tokenizer_spec *spec,
     if ((rc = build_specials(t))) goto fail;
 
     for (int i = 0; i < n_steps; i++) {
-        const char *pat = steps[i].kind == CLLM_PRE_DIGITS ? (steps[i].individual ? "\\p{N}" : "\\p{N}+")
+        const char *pat = steps[i].kind == CLLM_PRE_DIGITS ? (steps[i].individual ? DIGITS_CLASS : DIGITS_CLASS "+")
                                                             : steps[i].pattern;
         if (steps[i].kind != CLLM_PRE_DIGITS && steps[i].kind != CLLM_PRE_REGEX) {
             rc = cllm_error(CLLM_EINVAL, "bad pre-tokenizer step kind %d", steps[i].kind); goto fail;

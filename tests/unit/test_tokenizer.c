@@ -964,6 +964,19 @@ static void test_hf_rules(void) {
         t = NULL;
     }
     CHECK(strcmp(dh[0], dh[1]) != 0 && !strcmp(dh[1], dh[2]));
+    /* Digits knows the digits of Unicode 17 (HF: Rust's char::is_numeric):
+     * U+11DE0 U+11DE1 split apart, so the merge of their bytes across the two
+     * cannot apply (HF tokenizers 0.23.3: [7, 8]; as one piece it gave [9]) */
+    const char *d17 = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\xc3\xb0\":0,\"\xc4\xb3\":1,\"\xc2\xb7\":2,\"\xc5\x82\":3,"
+                      "\"\xc2\xa1\":4,\"\xc3\xb0\xc4\xb3\":5,\"\xc3\xb0\xc4\xb3\xc2\xb7\":6,\"\xc3\xb0\xc4\xb3\xc2\xb7\xc5\x82\":7,"
+                      "\"\xc3\xb0\xc4\xb3\xc2\xb7\xc2\xa1\":8,\"\xc3\xb0\xc4\xb3\xc2\xb7\xc5\x82\xc3\xb0\xc4\xb3\xc2\xb7\xc2\xa1\":9},"
+                      "\"merges\":[\"\xc3\xb0 \xc4\xb3\",\"\xc3\xb0\xc4\xb3 \xc2\xb7\",\"\xc3\xb0\xc4\xb3\xc2\xb7 \xc5\x82\","
+                      "\"\xc3\xb0\xc4\xb3\xc2\xb7 \xc2\xa1\",\"\xc3\xb0\xc4\xb3\xc2\xb7\xc5\x82 \xc3\xb0\xc4\xb3\xc2\xb7\xc2\xa1\"]},"
+                      "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" DIG "," BL_NOREGEX "]}}";
+    CHECK_OK(hf_load(d17, NULL, &t));
+    if (t) ENC_IS(t, "\xf0\x91\xb7\xa0\xf0\x91\xb7\xa1", 1, "Unicode 17 digits, individual", 7, 8);
+    cllm_tokenizer_free(t);
+    t = NULL;
     /* ByteLevel use_regex defaults to true (HF): the same tokenizer as with it set */
     const char *bl = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":"
                      "{\"type\":\"ByteLevel\",\"add_prefix_space\":false%s}}";
