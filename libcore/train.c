@@ -150,8 +150,6 @@ typedef struct source {
     const char *path;         /* what to open: NULL (stdin), a file, /dev/stdin */
     cllm_reader *r;           /* cllm: traj records */
     cllm_prompts *p;          /* sft */
-    const cllm_value *seen_header;
-    uint64_t headers;
 } source;
 
 static int check_header(source *s, const cllm_value *h, const char *name) {
@@ -184,7 +182,6 @@ static void source_close(source *s) {
     if (s->p) cllm_prompts_close(s->p);
     s->r = NULL;
     s->p = NULL;
-    s->seen_header = NULL;
 }
 
 static int next_traj(source *s, example *e) {
@@ -255,11 +252,11 @@ static int next_sft(source *s, example *e) {
     memset(&p, 0, sizeof p);
     int rc = cllm_prompts_next(s->p, &p);
     if (rc) return rc;
+    /* The header of the prompt's section, checked for every prompt: a new
+     * section's header cannot be told by its address (the reader frees the
+     * last one, and an allocation may land where an older one was). */
     const cllm_value *h = cllm_prompts_header(s->p);
-    if (h && h != s->seen_header) {
-        s->seen_header = h;
-        if ((rc = check_header(s, h, s->path ? s->path : "(stdin)"))) { cllm_prompt_free(&p); return rc; }
-    }
+    if (h && (rc = check_header(s, h, s->path ? s->path : "(stdin)"))) { cllm_prompt_free(&p); return rc; }
     memset(e, 0, sizeof *e);
     e->id = p.id;
     int eos = cllm_model_eos_id(s->m);   /* the token the decoders stop at */

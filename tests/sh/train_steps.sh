@@ -12,7 +12,8 @@
 #      lr·1e-12/ε = lr·1e-4 a step, so the loss stays put; without clipping
 #      it falls;
 #   5. inputs: a pipe (or a named FIFO) needs --max-steps and cannot do --epochs 2; a pipe that
-#      runs dry stops at the last step it fills; `< file` is read again; an
+#      runs dry stops at the last step it fills; `< file` is read again; a file
+#      with --max-steps is read as often as needed unless --epochs caps it; an
 #      input without examples is an error with or without --max-steps;
 #      --max-len N refuses N+1 tokens and takes N; the default limit is the
 #      model's context;
@@ -30,7 +31,8 @@
 #      a vocab of another size is refused (in any section); ids must be below the vocabulary;
 #      a record with an empty fixed point is skipped, one with an empty prompt
 #      refused, --use-labels needs labels; the state j is uniform in [0, k)
-#      (so the last state is drawn too); SFT: no label smoothing by default,
+#      (so the last state is drawn too); SFT: every section's header is
+#      checked (also after a section without prompts), no label smoothing by default,
 #      and the EOS appended to the answer is a target (an empty answer still
 #      has one token to learn: about ln 512 for the random tiny model).
 set -eu
@@ -102,6 +104,12 @@ rc=0; cat "$T/p8.jsonl" | "$B/cllm-train" $SFT --epochs 2 -o "$T/x.gguf" > /dev/
 cat "$T/p8.jsonl" | "$B/cllm-train" $SFT --batch 3 --shuffle-buffer 1 --max-steps 1000 -o "$T/x.gguf" > "$T/dry.zst" 2> "$T/err"
 grep -q "the input ended after step 3 of 1000" "$T/err" && [ "$(nsteps "$T/dry.zst")" = 3 ] \
     || fail "8 examples in batches of 3 from a pipe: $(nsteps "$T/dry.zst") steps, $(cat "$T/err")"
+# A file with --max-steps is read as often as the steps need; --epochs, even
+# 1 (its default without --max-steps), caps the passes (cllm-train(1)).
+"$B/cllm-train" $SFT --lr 0 --max-steps 12 -o "$T/x.gguf" "$T/p8.jsonl" > "$T/again.zst"
+"$B/cllm-train" $SFT --lr 0 --epochs 1 --max-steps 12 -o "$T/x.gguf" "$T/p8.jsonl" > "$T/cap.zst" 2> "$T/err"
+[ "$(nsteps "$T/again.zst")" = 12 ] && [ "$(nsteps "$T/cap.zst")" = 8 ] && grep -q "ended after step 8 of 12" "$T/err" \
+    || fail "--max-steps 12 on 8 examples: $(nsteps "$T/again.zst") steps, with --epochs 1 $(nsteps "$T/cap.zst"), want 12 and 8"
 "$B/cllm-train" $SFT --batch 3 --epochs 2 -o "$T/x.gguf" < "$T/p8.jsonl" > "$T/redir.zst" || fail "< file with --epochs 2"
 [ "$(nsteps "$T/redir.zst")" = 6 ] || fail "< file, 2 epochs: $(nsteps "$T/redir.zst") steps, want 6"
 : > "$T/empty.jsonl"
@@ -246,6 +254,19 @@ stream sec1 "{$H}" '{"type":"prompt","id":0,"text":"What is 1+1?","answer":"2"}'
 stream sec2 "{$H,\"vocab\":600,\"tokenizer\":\"\"}" '{"type":"prompt","id":1,"text":"What is 2+2?","answer":"4"}'
 cat "$T/sec1.zst" "$T/sec2.zst" > "$T/secs.zst"
 refused "made for a vocabulary of 600 tokens" secs --objective sft
+# ... also after a section without prompts (a header and its end): the SFT
+# reader took a header it had not seen by its address, and the freed header of
+# an earlier section could give the new one that address, so a stream of
+# another vocabulary trained unchecked (exit 0 in 5 of these 12 runs).
+stream secA "{$H,\"vocab\":512,\"tokenizer\":\"\"}" '{"type":"prompt","id":0,"text":"What is 1+1?","answer":"2"}'
+stream secB "{$H,\"vocab\":512,\"tokenizer\":\"\"}"
+stream secC "{$H,\"vocab\":600,\"tokenizer\":\"\"}" '{"type":"prompt","id":2,"text":"What is 3+3?","answer":"6"}'
+for order in "A B C" "A B A B C" "A A B C" "A B B C"; do
+    for s in $order; do cat "$T/sec$s.zst"; done > "$T/order.zst"
+    for extra in "" "--max-steps 3" "--batch 2"; do
+        refused "made for a vocabulary of 600 tokens" order --objective sft $extra
+    done
+done
 S1="$SFT --lr 0 --batch 8 --max-steps 1"
 "$B/cllm-train" $S1 -o "$T/x.gguf" "$T/p8.jsonl" > "$T/ls-def.zst"
 "$B/cllm-train" $S1 --label-smoothing 0 -o "$T/x.gguf" "$T/p8.jsonl" > "$T/ls0.zst"
