@@ -355,7 +355,20 @@ static void pipe_free(pipeline *p) {
     p->buf = NULL;
 }
 
-/* Count the examples of one pass (for the schedule's length). */
+/* An example longer than --max-len (or the model's context): an error naming it. */
+static int check_example_len(const cllm_train_opts *o, const cllm_model *m, const example *e) {
+    int maxlen = o->max_len > 0 ? o->max_len : m->cfg.max_ctx;
+    int len = e->n_ctx + e->m;
+    if (o->use_labels && e->n_prompt + e->nl > len) len = e->n_prompt + e->nl;
+    if (maxlen > 0 && len > maxlen)
+        return cllm_error(CLLM_ELIMIT, "example %lld: %d tokens, more than the limit of %d (--max-len)", (long long)e->id,
+                          len, maxlen);
+    return 0;
+}
+
+/* Count the examples of one pass (for the schedule's length). An example too
+ * long is refused here, before the first step, not when its step comes
+ * (possibly hours into the run). */
 static int count_examples(const cllm_train_opts *o, const cllm_model *m, const char *path, uint64_t *n) {
     source s = { .o = o, .m = m, .path = path };
     *n = 0;
@@ -363,6 +376,7 @@ static int count_examples(const cllm_train_opts *o, const cllm_model *m, const c
     example e;
     while (!rc && (rc = source_next(&s, &e)) == 0) {
         (*n)++;
+        rc = check_example_len(o, m, &e);
         example_free(&e);
     }
     source_close(&s);
@@ -1166,16 +1180,8 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             goto out;
         }
         if (n_ex == 0) break;
-        int maxlen = o->max_len > 0 ? o->max_len : c->max_ctx;
-        for (int i = 0; i < n_ex; i++) {
-            int len = ex[i].n_ctx + ex[i].m;
-            if (o->use_labels && ex[i].n_prompt + ex[i].nl > len) len = ex[i].n_prompt + ex[i].nl;
-            if (maxlen > 0 && len > maxlen) {
-                rc = cllm_error(CLLM_ELIMIT, "example %lld: %d tokens, more than the limit of %d (--max-len)",
-                                (long long)ex[i].id, len, maxlen);
-                goto out;
-            }
-        }
+        for (int i = 0; i < n_ex; i++)   /* a pipe, or a file with --max-steps, had no counting pass */
+            if ((rc = check_example_len(o, m, &ex[i]))) goto out;
         /* States for the global batch in its order, then this rank's share. */
         int n_loc = 0;
         for (int i = 0; i < n_ex; i++) {

@@ -15,8 +15,8 @@
 #      runs dry stops at the last step it fills; `< file` is read again; a file
 #      with --max-steps is read as often as needed unless --epochs caps it; an
 #      input without examples is an error with or without --max-steps;
-#      --max-len N refuses N+1 tokens and takes N; the default limit is the
-#      model's context;
+#      --max-len N refuses N+1 tokens and takes N (in a file, before the
+#      first step); the default limit is the model's context;
 #   6. checkpoints: --checkpoint-dir, OUT/ → OUT.ckpt; a CLLM run resumed
 #      from its step-3 checkpoint equals the straight run (the training RNG
 #      draws the Jacobi states, so it must come back); a checkpoint of another
@@ -127,6 +127,14 @@ rc=0; "$B/cllm-train" $SFT --max-len $((n - 1)) -o "$T/x.gguf" "$T/p1.jsonl" > /
 "$B/tools/make-tiny" -o "$T/ctx" --ctx $((n - 1)) 2>/dev/null
 rc=0; "$B/cllm-train" $SFT -m "$T/ctx" -o "$T/x.gguf" "$T/p1.jsonl" > /dev/null 2> "$T/err" || rc=$?
 [ $rc = 1 ] && grep -q "more than the limit of $((n - 1))" "$T/err" || fail "a model of context $((n - 1)) took $n tokens: exit $rc"
+# An example too long is refused by the counting pass, before the first step
+# (it ended the run when its step came, possibly hours in): 8 examples, the
+# long one last, in input order.
+{ cat "$T/p8.jsonl"; awk 'NR == 1 { q = $0; sub(/^.*"question": *"/, "", q); sub(/".*$/, "", q); l = q;
+    for (i = 0; i < 30; i++) l = l " " q; printf "{\"question\": \"%s\", \"answer\": \"1\"}\n", l }' "$T/p8.jsonl"; } > "$T/p9.jsonl"
+rc=0; "$B/cllm-train" $SFT --shuffle-buffer 1 --batch 1 --max-len 1000 -o "$T/x.gguf" "$T/p9.jsonl" > "$T/long.zst" 2> "$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "example 8: [0-9]* tokens, more than the limit of 1000" "$T/err" && { [ ! -s "$T/long.zst" ] || [ "$(nsteps "$T/long.zst")" = 0 ]; } \
+    || fail "a long 9th example: exit $rc after $(nsteps "$T/long.zst") steps, $(cat "$T/err")"
 # A named FIFO is a pipe too: read once, so without --max-steps it is refused.
 mkfifo "$T/in.fifo"
 cat "$T/p8.jsonl" > "$T/in.fifo" &
