@@ -4,7 +4,8 @@
 #   make check            the whole CPU test suite (unit tests under ASan+UBSan too)
 #   make setup            Debian packages the build needs, and the default model
 #   make install PREFIX=/usr/local [DESTDIR=...]
-#   make STATIC=1         third-party libraries linked statically (for a bare GPU machine)
+#   make STATIC=1         third-party libraries linked statically (for a bare GPU machine;
+#                         another setting in the same BUILD directory rebuilds it all)
 #   make SAN=1            ASan+UBSan build (into build-san/)
 #   make CUDA=0|1         force the CUDA backend off or on (default: on when nvcc exists)
 
@@ -74,11 +75,12 @@ MANS     := $(wildcard man/*.1 man/*.5 man/*.7)
 
 all: $(BINS) $(TESTS) $(TOOLS)
 
-$(BUILD)/obj/%.o: %.c
+# Every object depends on BUILD/config too (the build's settings, below).
+$(BUILD)/obj/%.o: %.c $(BUILD)/config
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.cu
+$(BUILD)/obj/%.o: %.cu $(BUILD)/config
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
@@ -181,11 +183,20 @@ endif
 $(BUILD)/obj/libcore/dist.o: CFLAGS += -DCLLM_MPI=1 $(shell $(MPICC) --showme:compile)
 LIBS     += -Wl,--as-needed $(shell $(MPICC) --showme:link) -Wl,--no-as-needed
 endif
-# dist.o is rebuilt when MPI is switched on or off.
-$(BUILD)/obj/libcore/dist.o: $(BUILD)/.mpi-$(MPI)
-$(BUILD)/.mpi-%:
-	@mkdir -p $(BUILD) && rm -f $(BUILD)/.mpi-* && touch $@
 # ---- end of MPI --------------------------------------------------------------
+
+# The build's settings, in BUILD/config: a build with other ones (make STATIC=1,
+# CUDA=0, MPI=0, other CFLAGS) into the same directory rebuilds everything
+# instead of finding it up to date and keeping what the old settings made. The
+# file is rewritten only when the settings differ, so its time says when they
+# last changed.
+BUILD_CONFIG := CC=$(CC) CFLAGS=$(CFLAGS) NVCC=$(NVCC) NVFLAGS=$(NVFLAGS) LDFLAGS=$(LDFLAGS) LIBS=$(LIBS) MPI=$(MPI)
+ifneq ($(file < $(BUILD)/config),$(BUILD_CONFIG))
+ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),)   # not under make -n
+$(shell mkdir -p $(BUILD))
+$(file > $(BUILD)/config,$(BUILD_CONFIG))
+endif
+endif
 
 # CPU emulation of the CUDA subset the kernels use (tests/cuemu/, docs/CUDA.md).
 -include tests/cuemu/cuemu.mk
