@@ -288,7 +288,7 @@ int cllm_bench_run(const cllm_model *const *models, const char *const *names, in
     memset(res, 0, sizeof res);
     for (int i = 0; !rc && i < n_models; i++) rc = bench_model(models[i], i, names[i], P, (int)np, o, &res[2 * i]);
     if (!rc && o->table) {
-        fprintf(o->table, "cllm-bench: %zu prompts, <= %d new tokens, n = %d, %d repeat%s (median), %d warm-up\n", np,
+        fprintf(o->table, "cllm-bench: %zu prompt%s, <= %d new tokens, n = %d, %d repeat%s (median), %d warm-up\n", np, np == 1 ? "" : "s",
                 o->dec.max_new_tokens, o->dec.n, o->repeat, o->repeat > 1 ? "s" : "", o->warmup);
         print_table(o->table, res, 2 * n_models, names, n_models, o, (int)np);
         fflush(o->table);
