@@ -67,6 +67,8 @@ static void usage(FILE *f) {
         "      --allreduce auto|nccl|mpi  how ranks sum gradients: nccl on the GPUs (also\n"
         "                            with one rank), mpi on the host; auto is nccl on\n"
         "                            CUDA with several ranks, else mpi [auto]\n"
+        "      --shard-optimizer     with several ranks each keeps the optimizer state of\n"
+        "                            its slice of the weights only (ZeRO-1)\n"
         "  -h, --help                show this help and exit\n"
         "  -V, --version             show the version and exit\n"
         "\n"
@@ -96,7 +98,7 @@ static void on_step(void *ctx, const cllm_train_progress *p) {
 enum { OPT_OBJECTIVE = 256, OPT_LOSS, OPT_CMEAN, OPT_ARW, OPT_LS, OPT_LABELS, OPT_LR, OPT_WARMUP, OPT_WD, OPT_CLIP,
        OPT_EPOCHS, OPT_MAXSTEPS, OPT_BATCH, OPT_ACCUM, OPT_SHUFFLE, OPT_MAXLEN, OPT_CKEVERY, OPT_CKDIR, OPT_KEEP,
        OPT_RESUME, OPT_SEED, OPT_FIELD, OPT_ANSWER, OPT_TEMPLATE, OPT_CHAT, OPT_METRICS, OPT_PROGRESS, OPT_DEVICE,
-       OPT_DTYPE, OPT_ALLREDUCE, OPT_SEPARATE };
+       OPT_DTYPE, OPT_ALLREDUCE, OPT_SEPARATE, OPT_SHARD };
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -118,7 +120,7 @@ int main(int argc, char **argv) {
         { "metrics", required_argument, 0, OPT_METRICS },  { "force", no_argument, 0, 'f' },
         { "quiet", no_argument, 0, 'q' },                  { "progress", no_argument, 0, OPT_PROGRESS },
         { "threads", required_argument, 0, 't' },          { "device", required_argument, 0, OPT_DEVICE },
-        { "allreduce", required_argument, 0, OPT_ALLREDUCE },
+        { "allreduce", required_argument, 0, OPT_ALLREDUCE }, { "shard-optimizer", no_argument, 0, OPT_SHARD },
         { "help", no_argument, 0, 'h' },                   { "version", no_argument, 0, 'V' },
         { 0, 0, 0, 0 },
     };
@@ -188,6 +190,7 @@ int main(int argc, char **argv) {
             else if (!strcmp(optarg, "mpi")) o.allreduce = CLLM_ALLREDUCE_MPI;
             else return cllm_cli_usage_error("--allreduce: '%s' is not auto, nccl or mpi", optarg);
             break;
+        case OPT_SHARD: o.shard_optimizer = 1; break;
         case 'h': usage(stdout); return cllm_cli_finish(CLLM_EXIT_OK);
         case 'V': cllm_cli_version(); return cllm_cli_finish(CLLM_EXIT_OK);
         default: return cllm_cli_usage_error(NULL);

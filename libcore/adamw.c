@@ -65,11 +65,13 @@ void cllm_adamw_step(cllm_adamw *o, float *params, const float *grads, double lr
     }
 }
 
-double cllm_grad_norm(const float *grads, size_t n) {
+double cllm_grad_sumsq(const float *grads, size_t n) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)grads[i] * grads[i];
-    return sqrt(s);
+    return s;
 }
+
+double cllm_grad_norm(const float *grads, size_t n) { return sqrt(cllm_grad_sumsq(grads, n)); }
 
 double cllm_grad_clip(float *grads, size_t n, double norm, double max_norm) {
     if (max_norm <= 0) return 1.0;

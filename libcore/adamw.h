@@ -34,8 +34,11 @@ int cllm_adamw_no_decay(cllm_adamw *o, size_t off, size_t len);
 /* One step with learning rate lr on params given grads (both n floats). */
 void cllm_adamw_step(cllm_adamw *o, float *params, const float *grads, double lr);
 
-/* The L2 norm of grads (n floats), summed in double. */
+/* The L2 norm of grads (n floats), summed in double: sqrt(cllm_grad_sumsq). */
 double cllm_grad_norm(const float *grads, size_t n);
+/* The sum of squares of grads (n floats) in double, in index order: a slice's
+ * part of the norm when the gradient is sharded over ranks. */
+double cllm_grad_sumsq(const float *grads, size_t n);
 
 /* torch.nn.utils.clip_grad_norm_(max_norm): given the total norm, multiply
  * grads by min(1, max_norm / (norm + 1e-6)). max_norm <= 0: no clipping.

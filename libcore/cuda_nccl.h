@@ -40,6 +40,15 @@ void cllm_nccl_free(cllm_nccl *c);
  * stream); returns after the stream has finished the sum. */
 int cllm_nccl_sum_f32(cllm_nccl *c, float *buf, size_t n, void *stream);
 
+/* ZeRO-1 (docs/SCALING.md): buf (device memory) holds size * per floats, rank
+ * r's slice at r * per (dist.h's cllm_dist_slice: per is rank 0's length,
+ * the buffer padded to equal slices, as NCCL's collectives want them). In
+ * place, returning after the stream has finished: sum_scatter leaves in rank
+ * r's slice the sum over ranks of that slice (the rest undefined);
+ * allgather gives every rank every slice from its owner. */
+int cllm_nccl_sum_scatter_f32(cllm_nccl *c, float *buf, size_t per, void *stream);
+int cllm_nccl_allgather_f32(cllm_nccl *c, float *buf, size_t per, void *stream);
+
 /* "NCCL 2.x.y (path)" of the library in use, for logs. */
 const char *cllm_nccl_describe(const cllm_nccl *c);
 

@@ -72,6 +72,11 @@ typedef struct cllm_cuda_train_opts {
     int max_tokens;       /* activations are planned for this many rows: the largest sum
                              of lens (and fork rows) of a call (its sequences and forks
                              are packed), at most 2 max_B*max_T (0: max_B*max_T) */
+    int shard_rank, shard_ranks;   /* ZeRO-1 (docs/SCALING.md) when shard_ranks > 1: this
+                             rank's slice of the parameters is cllm_dist_slice(n_params,
+                             shard_rank, shard_ranks); the moments and no-decay mask are
+                             the slice's only, the weight and gradient buffers padded to
+                             shard_ranks equal slices (NCCL's layout) [0, 0: none] */
 } cllm_cuda_train_opts;
 
 typedef struct cllm_cuda_loss_row {
@@ -119,18 +124,25 @@ int cllm_cuda_train_micro_fork(cllm_cuda_train *t, const int *tokens, const int 
                                int do_backward, double *ce_loss, double *soft_loss);
 
 /* Data parallel (cuda_nccl.h): the gradients summed over the communicator's
- * ranks, in place on the device (collective). */
+ * ranks, in place on the device (collective). Sharded: a reduce-scatter,
+ * only this rank's slice summed (the rest of the gradients undefined). */
 struct cllm_nccl;
 int cllm_cuda_train_allreduce(cllm_cuda_train *t, struct cllm_nccl *c);
+/* Sharded: every rank's slice of the weights from its owner after a step
+ * (NCCL all-gather, collective), and their bf16 copy. Else nothing. */
+int cllm_cuda_train_gather(cllm_cuda_train *t, struct cllm_nccl *c);
 
-/* The L2 norm of the gradients (summed in double). */
+/* The L2 norm of the gradients (summed in double). Sharded: of the whole
+ * gradient, the slices' sums of squares summed over the dist.h ranks
+ * (collective). */
 int cllm_cuda_train_grad_norm(cllm_cuda_train *t, double *norm);
 
 /* One optimizer step: the gradient norm (*norm, before clipping; may be
  * NULL), clipping to max_norm (<= 0: none; *coef the factor, may be NULL) as
  * cllm_grad_clip, AdamW with learning rate lr as cllm_adamw_step (step count
- * +1), and the bf16 copy of the new weights. Gradients are left as they
- * were (unclipped); zero them before the next accumulation. */
+ * +1), and the bf16 copy of the new weights. Sharded: of this rank's slice
+ * (the norm collective as above; cllm_cuda_train_gather next). Gradients
+ * are left as they were (unclipped); zero them before the next accumulation. */
 int cllm_cuda_train_step(cllm_cuda_train *t, double lr, double max_norm, double *norm,
                          double *coef);
 
@@ -144,8 +156,9 @@ int cllm_cuda_train_set_grads(cllm_cuda_train *t, const float *grads);
 
 /* The optimizer state. set_opt copies o's hyperparameters (betas, eps,
  * weight decay), step count, moments and no_decay mask (o->n must equal
- * n_params); get_opt writes the moments and step count into o (allocated
- * by cllm_adamw_init for n_params), e.g. for ckpt.c. */
+ * n_params; sharded, the slice's length, o holding the slice); get_opt
+ * writes the moments and step count into o (allocated by cllm_adamw_init
+ * for as many), e.g. for ckpt.c. */
 int cllm_cuda_train_set_opt(cllm_cuda_train *t, const cllm_adamw *o);
 int cllm_cuda_train_get_opt(cllm_cuda_train *t, cllm_adamw *o);
 

@@ -9,6 +9,24 @@
 #include "err.h"
 
 static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
+/* The most elements one MPI call carries: its counts are ints. */
+enum { CHUNK = 1 << 30 };
+static size_t g_chunk = CHUNK;
+
+void cllm_dist_set_chunk(size_t elems) { g_chunk = elems >= 1 && elems <= CHUNK ? elems : CHUNK; }
+
+/* The next piece of a buffer with `left` elements to go. */
+static int chunk_len(size_t left) { return (int)(left > g_chunk ? g_chunk : left); }
+
+void cllm_dist_slice(size_t n, int rank, int size, size_t *off, size_t *len) {
+    size_t per = n;
+    if (size > 1) per = ((n + (size_t)size - 1) / (size_t)size + CLLM_DIST_ALIGN - 1) / CLLM_DIST_ALIGN * CLLM_DIST_ALIGN;
+    size_t lo = per * (size_t)rank, hi = lo + per;
+    if (lo > n) lo = n;
+    if (hi > n) hi = n;
+    *off = lo;
+    *len = hi - lo;
+}
 
 int cllm_dist_rank(void) { return g_rank; }
 int cllm_dist_size(void) { return g_size; }
@@ -54,7 +72,6 @@ static uint64_t hash_u64(const void *buf, size_t bytes) { return cllm_ckpt_hash(
 
 static int g_joined = 0;   /* we called MPI_Init */
 static int g_adopted = 0;  /* the caller did, and we took its world */
-enum { CHUNK = 1 << 30 };
 
 static int mpi_err(int e, const char *what) {
     char s[MPI_MAX_ERROR_STRING];
@@ -105,7 +122,7 @@ static int allreduce(void *buf, size_t n, MPI_Datatype t, size_t elem, MPI_Op op
     if (g_size == 1) return 0;
     char *p = buf;
     while (n) {
-        int c = n > CHUNK ? CHUNK : (int)n;
+        int c = chunk_len(n);
         int e = MPI_Allreduce(MPI_IN_PLACE, p, c, t, op, MPI_COMM_WORLD);
         if (e != MPI_SUCCESS) return mpi_err(e, what);
         p += (size_t)c * elem;
@@ -118,6 +135,53 @@ int cllm_dist_sum_f32(float *buf, size_t n) { return allreduce(buf, n, MPI_FLOAT
 int cllm_dist_sum_f64(double *buf, size_t n) { return allreduce(buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM, "allreduce"); }
 int cllm_dist_max_i64(int64_t *buf, size_t n) { return allreduce(buf, n, MPI_INT64_T, sizeof(int64_t), MPI_MAX, "allreduce"); }
 
+/* Each rank's part of the piece [c0, c0 + c) of a sliced vector of n:
+ * element counts and displacements from c0 (0 where its slice misses it). */
+static void piece_slices(size_t n, size_t c0, int c, int *counts, int *displs) {
+    const size_t end = c0 + (size_t)c;
+    for (int r = 0; r < g_size; r++) {
+        size_t off, len;
+        cllm_dist_slice(n, r, g_size, &off, &len);
+        size_t lo = off < c0 ? c0 : off > end ? end : off, hi = off + len < lo ? lo : off + len > end ? end : off + len;
+        counts[r] = (int)(hi - lo);
+        displs[r] = (int)(lo - c0);
+    }
+}
+
+enum { REDUCE_SCATTER, ALLGATHER, GATHER };
+
+/* The collectives on sliced vectors, piece by piece as allreduce: buf is
+ * the whole vector (GATHER: the root's result), mine this rank's slice
+ * (GATHER only). */
+static int sliced(int kind, float *buf, const float *mine, size_t n, int root) {
+    static const char *what[] = { "reduce-scatter", "allgather", "gather" };
+    int *counts = cllm_malloc(2 * (size_t)g_size * sizeof *counts), *displs = counts + g_size;
+    if (!counts) return CLLM_ENOMEM;
+    size_t off, len;
+    cllm_dist_slice(n, g_rank, g_size, &off, &len);
+    int rc = 0;
+    for (size_t c0 = 0; c0 < n && !rc;) {
+        int c = chunk_len(n - c0), e = MPI_SUCCESS;
+        piece_slices(n, c0, c, counts, displs);
+        const int k = counts[g_rank], at = displs[g_rank];
+        if (kind == REDUCE_SCATTER) {
+            /* In place the sum of rank r's part lands at the start of the piece on rank r. */
+            e = MPI_Reduce_scatter(MPI_IN_PLACE, buf + c0, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            if (e == MPI_SUCCESS && k && at) memmove(buf + c0 + at, buf + c0, (size_t)k * sizeof *buf);
+        } else if (kind == ALLGATHER) {
+            e = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + c0, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+        } else {
+            const float *from = k ? mine + (c0 + (size_t)at - off) : mine;
+            e = MPI_Gatherv(from, k, MPI_FLOAT, g_rank == root ? buf + c0 : NULL, counts, displs, MPI_FLOAT, root,
+                            MPI_COMM_WORLD);
+        }
+        if (e != MPI_SUCCESS) rc = mpi_err(e, what[kind]);
+        c0 += (size_t)c;
+    }
+    free(counts);
+    return rc;
+}
+
 int cllm_dist_barrier(void) {
     if (g_size == 1) return 0;
     int e = MPI_Barrier(MPI_COMM_WORLD);
@@ -128,7 +192,7 @@ int cllm_dist_bcast(void *buf, size_t bytes, int root) {
     if (g_size == 1) return 0;
     char *p = buf;
     while (bytes) {
-        int c = bytes > CHUNK ? CHUNK : (int)bytes;
+        int c = chunk_len(bytes);
         int e = MPI_Bcast(p, c, MPI_BYTE, root, MPI_COMM_WORLD);
         if (e != MPI_SUCCESS) return mpi_err(e, "broadcast");
         p += c;
@@ -162,6 +226,13 @@ void cllm_dist_abort(int status) {
 
 int cllm_dist_compiled(void) { return 0; }
 
+enum { REDUCE_SCATTER, ALLGATHER, GATHER };
+/* One rank: the slice is the whole vector, and the callers below never get here. */
+static int sliced(int kind, float *buf, const float *mine, size_t n, int root) {
+    (void)kind; (void)buf; (void)mine; (void)n; (void)root; (void)chunk_len;
+    return cllm_error(CLLM_EINVAL, "sliced collective without MPI");
+}
+
 int cllm_dist_init(void) {
     long n = launcher_size();
     if (check_srun()) return CLLM_EINVAL;
@@ -187,5 +258,14 @@ int cllm_dist_mean_f32(float *buf, size_t n, double count) {
     if (!(count > 0)) return cllm_error(CLLM_EINVAL, "average over %g items", count);
     const float s = (float)(1.0 / count);
     for (size_t i = 0; i < n; i++) buf[i] *= s;
+    return 0;
+}
+
+int cllm_dist_sum_slice_f32(float *buf, size_t n) { return g_size == 1 ? 0 : sliced(REDUCE_SCATTER, buf, NULL, n, 0); }
+int cllm_dist_allgather_f32(float *buf, size_t n) { return g_size == 1 ? 0 : sliced(ALLGATHER, buf, NULL, n, 0); }
+
+int cllm_dist_gather_f32(const float *mine, float *full, size_t n, int root) {
+    if (g_size > 1) return sliced(GATHER, full, mine, n, root);
+    if (full != mine && n) memcpy(full, mine, n * sizeof *full);
     return 0;
 }

@@ -46,6 +46,26 @@ int cllm_dist_max_i64(int64_t *buf, size_t n);
  * The division happens once, after the sum, so the result does not depend on
  * how the examples were split among the ranks. */
 int cllm_dist_mean_f32(float *buf, size_t n, double count);
+/* Sharded vectors (ZeRO-1, docs/SCALING.md): rank r of `size` owns the slice
+ * [*off, *off + *len) of a vector of n elements. The slices follow from n and
+ * size alone: ceil(n / size) rounded up to CLLM_DIST_ALIGN elements each
+ * (whole cache lines, and aligned device buffers), the last ones shorter or
+ * empty; together they cover [0, n) in rank order. */
+enum { CLLM_DIST_ALIGN = 64 };
+void cllm_dist_slice(size_t n, int rank, int size, size_t *off, size_t *len);
+/* Reduce-scatter, in place: afterwards this rank's slice of buf holds the
+ * elementwise sum over ranks of that slice (with 2 ranks bit for bit what
+ * cllm_dist_sum_f32 gives: a sum of two floats does not depend on order); the
+ * rest of buf is left undefined. */
+int cllm_dist_sum_slice_f32(float *buf, size_t n);
+/* All-gather, in place: every rank's slice of buf (n elements) from its owner. */
+int cllm_dist_allgather_f32(float *buf, size_t n);
+/* Gather to root: mine (this rank's slice of a vector of n, its len elements)
+ * into full (n elements; read only on root, may be NULL elsewhere). */
+int cllm_dist_gather_f32(const float *mine, float *full, size_t n, int root);
+/* For tests: the most elements one MPI call carries (default and maximum
+ * 2^30; smaller makes small buffers go in several pieces). */
+void cllm_dist_set_chunk(size_t elems);
 /* Wait for every rank. */
 int cllm_dist_barrier(void);
 /* Copy `bytes` bytes of root's buf to every rank. */

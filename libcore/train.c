@@ -42,6 +42,12 @@
  * loss sums) are summed over the ranks before clipping and AdamW, so R ranks
  * give the model one process gives with the same global batch. Rank 0 alone
  * writes metrics, checkpoints (with R in them) and the output model.
+ * With shard_optimizer (ZeRO-1) each rank keeps the AdamW moments of its
+ * slice of the parameters (cllm_dist_slice): the gradients are
+ * reduce-scattered instead of all-reduced, the norm is the sum of the
+ * slices' sums of squares, each rank clips and updates its slice, and the
+ * weights are all-gathered; for a checkpoint rank 0 gathers the moments, so
+ * the file is the same as without sharding and resumes either way.
  *
  * On a CUDA device (o->device, cuda_train.h, docs/CUDA-TRAINING.md) the same
  * pipeline, states, schedule and metrics drive the device's training step:
@@ -399,7 +405,9 @@ typedef struct trainer {
     int *ftok;                /* the forks' tokens (one_pass) */
     size_t ftok_cap;
     float *grads;
-    cllm_adamw opt;
+    cllm_adamw opt;           /* for params[off, off + len) */
+    int shard;                /* ZeRO-1 over several ranks: opt holds this rank's slice only */
+    size_t off, len;          /* the slice this rank updates (all of the parameters unless shard) */
     cllm_rng rng;
     double ar_eps;
     uint64_t tokens_fwd;      /* tokens through the model this step */
@@ -950,13 +958,38 @@ static int load_resume_ckpt(const char *from, int rank, int nranks, cllm_ckpt *k
     return rc;
 }
 
+/* Rank 0's copy of the whole moments, sent by every rank's slice (the file
+ * holds them whole, so that it resumes with or without sharding). Called by
+ * every rank; *m and *v are malloc'd on rank 0 only. A failed allocation on
+ * rank 0 returns before the gather: cllm-train's cllm_dist_abort then ends
+ * the ranks that wait in it. */
+static int gather_moments(trainer *t, float **m, float **v) {
+    const size_t n = t->m->n_params;
+    *m = *v = NULL;
+    if (cllm_dist_rank() == 0 && (!(*m = cllm_malloc(n * sizeof(float))) || !(*v = cllm_malloc(n * sizeof(float))))) {
+        free(*m);
+        *m = NULL;
+        return cllm_error(CLLM_ENOMEM, "out of memory gathering the optimizer state for a checkpoint (%zu parameters)", n);
+    }
+    int rc = cllm_dist_gather_f32(t->opt.m, *m, n, 0);
+    if (!rc) rc = cllm_dist_gather_f32(t->opt.v, *v, n, 0);
+    if (rc) { free(*m); free(*v); *m = *v = NULL; }
+    return rc;
+}
+
+/* Rank 0 writes a checkpoint. Every rank calls this: with sharded moments
+ * the others send their slices first. */
 static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t step, int64_t total, const char *opts,
                      char **path) {
     const cllm_config *c = &t->m->cfg;
+    float *fm = NULL, *fv = NULL;   /* the gathered moments (shard) */
+    int rc = 0;
+    if (!t->shard && cllm_dist_rank() != 0) return 0;
 #if CLLM_CUDA
-    int rc_host = cu_to_host(t);   /* on CUDA the weights and moments live on the device */
-    if (rc_host) return rc_host;
+    if ((rc = cu_to_host(t))) return rc;   /* on CUDA the weights and moments (or the slice's) live on the device */
 #endif
+    if (t->shard && (rc = gather_moments(t, &fm, &fv))) return rc;
+    if (cllm_dist_rank() != 0) return 0;
     cllm_ckpt k;
     memset(&k, 0, sizeof k);
     k.step = (uint64_t)step;
@@ -972,9 +1005,12 @@ static int save_ckpt(trainer *t, const pipeline *p, const char *dir, int64_t ste
     memcpy(k.shape, shape, sizeof shape);
     snprintf(k.opts, sizeof k.opts, "%s", opts);
     k.params = t->m->params;
-    k.m = t->opt.m;
-    k.v = t->opt.v;
-    return cllm_ckpt_save(dir, &k, t->o->keep, path);
+    k.m = fm ? fm : t->opt.m;
+    k.v = fv ? fv : t->opt.v;
+    rc = cllm_ckpt_save(dir, &k, t->o->keep, path);
+    free(fm);
+    free(fv);
+    return rc;
 }
 
 /* Is the input one we can read again (a file, or standard input redirected
@@ -1013,9 +1049,10 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
 #endif
     if (o->allreduce == CLLM_ALLREDUCE_NCCL && !on_cuda)
         return cllm_error(CLLM_EINVAL, "--allreduce nccl sums gradients on CUDA devices: it needs --device cuda");
-    {   /* every rank on the same kind of device, summing the same way (else some wait forever) */
-        int32_t how[2] = { o->device, o->allreduce };
-        if ((rc = cllm_dist_check_same(how, sizeof how, "the device and --allreduce (is a GPU missing on a node?)")))
+    {   /* every rank on the same kind of device, summing and updating the same way (else some wait forever) */
+        int32_t how[3] = { o->device, o->allreduce, o->shard_optimizer };
+        if ((rc = cllm_dist_check_same(how, sizeof how,
+                                       "the device, --allreduce and --shard-optimizer (is a GPU missing on a node?)")))
             return rc;
     }
     if (nranks > 1 && (!o->input || !strcmp(o->input, "-") || !again))
@@ -1076,17 +1113,31 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         rc = CLLM_ENOMEM;
         goto out;
     }
-    if ((rc = cllm_adamw_init(&t.opt, m->n_params))) goto out;
+    /* The optimizer state for this rank's slice (ZeRO-1), or for all of it. */
+    t.shard = o->shard_optimizer && nranks > 1;
+    cllm_dist_slice(m->n_params, t.shard ? rank : 0, t.shard ? nranks : 1, &t.off, &t.len);
+    if ((rc = cllm_adamw_init(&t.opt, t.len))) goto out;
     t.opt.beta1 = o->beta1;
     t.opt.beta2 = o->beta2;
     t.opt.eps = o->eps;
     t.opt.weight_decay = o->weight_decay;
-    for (int i = 0; i < m->n_tensors && !rc && o->weight_decay != 0; i++)
-        if (m->tensors[i].n_dims == 1) rc = cllm_adamw_no_decay(&t.opt, m->tensors[i].offset, m->tensors[i].numel);
+    for (int i = 0; i < m->n_tensors && !rc && o->weight_decay != 0; i++) {   /* norms: the part in the slice */
+        size_t lo = m->tensors[i].offset, hi = lo + m->tensors[i].numel;
+        if (lo < t.off) lo = t.off;
+        if (hi > t.off + t.len) hi = t.off + t.len;
+        if (m->tensors[i].n_dims == 1 && lo < hi) rc = cllm_adamw_no_decay(&t.opt, lo - t.off, hi - lo);
+    }
     if (rc) goto out;
 #if CLLM_CUDA
     if (on_cuda) {  /* this rank's device; NCCL on it when the gradients are summed on the devices */
         int use_nccl = o->allreduce == CLLM_ALLREDUCE_NCCL || (o->allreduce == CLLM_ALLREDUCE_AUTO && nranks > 1);
+        if (t.shard && !use_nccl) {   /* every rank: --allreduce is the same on all */
+            rc = cllm_error(CLLM_EUNSUP, "--shard-optimizer on CUDA: NCCL reduce-scatters the gradients and gathers the "
+                            "weights (not --allreduce mpi)");
+            goto out;
+        }
+        t.cuo.shard_rank = rank;   /* the device trainer's slice: the host's (cllm_dist_slice) */
+        t.cuo.shard_ranks = t.shard ? nranks : 0;
         if ((rc = cllm_nccl_pick_device(&t.cuo.device, use_nccl))) goto out;
         if (use_nccl && (rc = cllm_nccl_init(&nccl, t.cuo.device))) goto out;
     }
@@ -1122,8 +1173,8 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
                             (unsigned long long)k.total_steps, (long long)total);
         if (!rc) {
             memcpy(m->params, k.params, m->n_params * sizeof(float));
-            memcpy(t.opt.m, k.m, m->n_params * sizeof(float));
-            memcpy(t.opt.v, k.v, m->n_params * sizeof(float));
+            memcpy(t.opt.m, k.m + t.off, t.len * sizeof(float));   /* this rank's slice (all: not sharded) */
+            memcpy(t.opt.v, k.v + t.off, t.len * sizeof(float));
             t.opt.t = (int64_t)k.adam_t;
             memcpy(t.rng.s, k.rng, sizeof k.rng);
             step = (int64_t)k.step;
@@ -1173,7 +1224,10 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
                 p.hash = hash0;
                 p.rng = rng0;
                 rc = 0;
-                if (o->checkpoint_every > 0 && step > 0 && step % o->checkpoint_every && rank == 0)
+                /* Not with sharded moments: gathering them needs every rank, and
+                 * only this one is here. (With several ranks the input is a
+                 * file, whose reads a signal does not interrupt.) */
+                if (o->checkpoint_every > 0 && step > 0 && step % o->checkpoint_every && rank == 0 && !t.shard)
                     rc = save_ckpt(&t, &p, ckdir, step, total, opts, NULL);
                 if (!rc) rc = cllm_error(CLLM_EINTR, "interrupted after step %lld", (long long)step);
             }
@@ -1220,7 +1274,9 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
             if (rc) goto out;
         } else
 #endif
-        if (nranks > 1 && (rc = cllm_dist_sum_f32(t.grads, m->n_params))) goto out;
+        if (nranks > 1 &&   /* sharded: each rank gets the sum of its slice only */
+            (rc = t.shard ? cllm_dist_sum_slice_f32(t.grads, m->n_params) : cllm_dist_sum_f32(t.grads, m->n_params)))
+            goto out;
         /* Whether to stop after this step. With several ranks only the signal
          * shared here counts: one that arrives later (say while rank 0 writes
          * a checkpoint and the others already compute the next step) is
@@ -1242,13 +1298,19 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
         if (on_cuda) {  /* norm, clipping, AdamW on the device; a non-finite norm ends the run unsaved */
             if ((rc = cllm_cuda_train_step(t.cu, lr, o->clip, &gn, NULL))) goto out;
             if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
+            if (t.shard && (rc = cllm_cuda_train_gather(t.cu, nccl))) goto out;   /* the other ranks' slices */
         } else
 #endif
-        {
-            gn = cllm_grad_norm(t.grads, m->n_params);
+        {   /* Sharded: the norm from the slices' sums of squares (the same value up to
+             * the order of the double sum, so clipping may differ in the last bit),
+             * each rank updates its slice, and all take the others' from them. */
+            double ss = cllm_grad_sumsq(t.grads + t.off, t.len);
+            if (t.shard && (rc = cllm_dist_sum_f64(&ss, 1))) goto out;
+            gn = sqrt(ss);
             if (!isfinite(gn)) { rc = cllm_error(CLLM_EINVAL, "step %lld: the gradient is not finite", (long long)step + 1); goto out; }
-            cllm_grad_clip(t.grads, m->n_params, gn, o->clip);
-            cllm_adamw_step(&t.opt, m->params, t.grads, lr);
+            cllm_grad_clip(t.grads + t.off, t.len, gn, o->clip);
+            cllm_adamw_step(&t.opt, m->params + t.off, t.grads + t.off, lr);
+            if (t.shard && (rc = cllm_dist_allgather_f32(m->params, m->n_params))) goto out;
         }
         step++;
         double dt = cllm_now_s() - t0;
@@ -1267,7 +1329,7 @@ int cllm_train_run(cllm_model *m, const cllm_train_opts *o) {
          * its model (cllm-train(1)), and a resume from here only writes it. */
         int want_ck = o->checkpoint_every > 0 &&
                       (step % o->checkpoint_every == 0 || (nranks > 1 ? stop_sig != 0 : cllm_interrupted != 0));
-        if (want_ck && rank == 0 && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;
+        if (want_ck && (rc = save_ckpt(&t, &p, ckdir, step, total, opts, &ck))) goto out;   /* every rank: see save_ckpt */
         if (o->on_step) {
             cllm_train_progress pr = { step, total, loss, cons, ar, lr, gn, tps, n_ex, ck };
             o->on_step(o->cb_ctx, &pr);

@@ -71,6 +71,13 @@ typedef struct cllm_train_opts {
                                    step of cuda_train.h, in a build with CUDA; with several
                                    ranks each takes the device of cllm_nccl_pick_device) [CPU] */
     int allreduce;              /* CLLM_ALLREDUCE_* [AUTO] */
+    int shard_optimizer;        /* ZeRO-1 (docs/SCALING.md): each rank keeps AdamW's moments
+                                   for its slice of the parameters only; the gradients are
+                                   reduce-scattered, each rank updates its slice, the weights
+                                   are all-gathered. The same weights as without it (bit for
+                                   bit with 2 ranks when clipping does not act), checkpoints
+                                   unchanged. One rank: no effect. On CUDA with NCCL
+                                   (ncclReduceScatter, ncclAllGather) [0] */
     int argc;                   /* the command line, for the header */
     char *const *argv;
     void (*on_step)(void *ctx, const cllm_train_progress *p);

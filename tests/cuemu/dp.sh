@@ -19,7 +19,13 @@
 #   5. tests/unit/test_nccl's device part on 1 rank and on 2;
 #   6. 2 ranks each shown only its own device (CUDA_VISIBLE_DEVICES, as
 #      SLURM's --gpus-per-task=1 does) == 1 process; both shown the same
-#      device: refused.
+#      device: refused;
+#   7. --shard-optimizer (ZeRO-1: ncclReduceScatter, the slice's AdamW,
+#      ncclAllGather; the emulated NCCL's MPI_Reduce_scatter_block and
+#      MPI_Allgather) on 2 devices, no clipping, weight decay == the plain
+#      NCCL run byte for byte, checkpoint file included; a sharded checkpoint
+#      resumed without the option == the straight plain run, and the other
+#      way round; with --allreduce mpi: refused.
 set -eu
 B=${1:-build-cuemu}
 CLLM_DATA=${CLLM_DATA:-$(cd .. && pwd)/shared/data}   # as tests/run.sh (run from the repository root)
@@ -122,4 +128,25 @@ GPU_OF_RANK=1 own_gpu v1 > "$T/v1.out" 2>&1 || rc=$?
 [ $rc != 0 ] && grep -q "ranks 0 and 1 use the same CUDA device" "$T/v1.out" && [ ! -e "$T/v1.gguf" ] ||
     fail "2 ranks both shown device 1: exit $rc, $(cat "$T/v1.out")"
 echo "2 ranks both shown the same device: refused"
+# 7. ZeRO-1 on the devices.
+zrun() { # NAME OPTIONS...: 2 ranks on 2 devices, NCCL
+    name=$1; shift
+    CUEMU_DEVICES=2 CLLM_NCCL_LIB=$NCCL $MPI -x CUEMU_DEVICES -x CLLM_NCCL_LIB "$B/cllm-train" $SFT --batch 1 --clip 0 \
+        --weight-decay 0.1 --keep 0 -o "$T/$name.gguf" --metrics "$T/$name.zst" "$@" "$T/p8.jsonl" > "$T/$name.out" 2>&1 ||
+        { cat "$T/$name.out"; fail "2 ranks, $name"; }
+}
+zrun zp --checkpoint-every 2
+zrun zs --checkpoint-every 2 --shard-optimizer
+cmp -s "$T/zp.gguf" "$T/zs.gguf" || fail "ZeRO-1 on 2 devices differs from the plain NCCL run"
+cmp -s "$T/zp.gguf.ckpt/ckpt-00000002.cllmckpt" "$T/zs.gguf.ckpt/ckpt-00000002.cllmckpt" ||
+    fail "ZeRO-1 checkpoint on the devices differs from the plain run's"
+zrun zsp --resume "$T/zs.gguf.ckpt/ckpt-00000002.cllmckpt"
+zrun zps --resume "$T/zp.gguf.ckpt/ckpt-00000002.cllmckpt" --shard-optimizer
+cmp -s "$T/zp.gguf" "$T/zsp.gguf" && cmp -s "$T/zp.gguf" "$T/zps.gguf" || fail "resume across --shard-optimizer on the devices"
+echo "ZeRO-1 on 2 devices (reduce-scatter, all-gather) == plain NCCL byte for byte (model, checkpoint); resume across the option =="
+rc=0
+CUEMU_DEVICES=2 $MPI -x CUEMU_DEVICES "$B/cllm-train" $SFT --batch 1 --allreduce mpi --shard-optimizer -o "$T/zm.gguf" \
+    --metrics "$T/zm.zst" "$T/p8.jsonl" > "$T/zm.out" 2>&1 || rc=$?
+[ $rc != 0 ] && grep -q "shard-optimizer on CUDA: NCCL" "$T/zm.out" || fail "--shard-optimizer with --allreduce mpi: exit $rc, $(cat "$T/zm.out")"
+echo "--shard-optimizer with --allreduce mpi on CUDA: refused"
 echo "dp tests passed"

@@ -5,7 +5,8 @@
  * runs in make check.
  *
  * "Device" memory is host memory in the emulator, so the all-reduce is
- * MPI_Allreduce on the buffer itself when the process is an MPI rank (built
+ * MPI_Allreduce on the buffer itself (the reduce-scatter and all-gather of
+ * ZeRO-1 MPI_Reduce_scatter_block and MPI_Allgather) when the process is an MPI rank (built
  * with CUEMU_MPI), a copy otherwise. It runs at once, not in stream order:
  * the caller's stream must be idle, as it is after every cllm_cuda_train
  * call (they synchronise before returning).
@@ -114,6 +115,54 @@ extern "C" ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size
 #else
     if (comm->nranks > 1) return ncclInvalidUsage;
 #endif
+    return ncclSuccess;
+}
+
+/* recvbuff == sendbuff + rank * recvcount is NCCL's in-place form; MPI's in
+ * place puts rank r's block at the start of the buffer instead. */
+extern "C" ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount,
+                                          ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+    (void)stream;
+    if (!comm || datatype != ncclFloat32 || op != ncclSum || recvcount > (1u << 30) ||
+        (recvcount && (!sendbuff || !recvbuff)))
+        return ncclInvalidArgument;
+    const float *send = (const float *)sendbuff;
+    float *recv = (float *)recvbuff;
+    const int in_place = send + (size_t)comm->rank * recvcount == recv;
+#if CUEMU_MPI
+    if (comm->nranks > 1) {
+        int e = in_place ? MPI_Reduce_scatter_block(MPI_IN_PLACE, (void *)send, (int)recvcount, MPI_FLOAT, MPI_SUM,
+                                                    MPI_COMM_WORLD)
+                         : MPI_Reduce_scatter_block(send, recv, (int)recvcount, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (e != MPI_SUCCESS) return ncclSystemError;
+        if (in_place && recvcount) memmove(recv, send, recvcount * sizeof(float));
+        return ncclSuccess;
+    }
+#else
+    if (comm->nranks > 1) return ncclInvalidUsage;
+#endif
+    if (!in_place) memmove(recv, send, recvcount * sizeof(float));
+    return ncclSuccess;
+}
+
+extern "C" ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
+                                      ncclComm_t comm, cudaStream_t stream) {
+    (void)stream;
+    if (!comm || datatype != ncclFloat32 || sendcount > (1u << 30) || (sendcount && (!sendbuff || !recvbuff)))
+        return ncclInvalidArgument;
+    const float *send = (const float *)sendbuff;
+    float *recv = (float *)recvbuff;
+    const int in_place = recv + (size_t)comm->rank * sendcount == send;
+#if CUEMU_MPI
+    if (comm->nranks > 1) {
+        int e = in_place ? MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, (int)sendcount, MPI_FLOAT, MPI_COMM_WORLD)
+                         : MPI_Allgather(send, (int)sendcount, MPI_FLOAT, recv, (int)sendcount, MPI_FLOAT, MPI_COMM_WORLD);
+        return e == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
+    }
+#else
+    if (comm->nranks > 1) return ncclInvalidUsage;
+#endif
+    if (!in_place) memmove(recv, send, sendcount * sizeof(float));
     return ncclSuccess;
 }
 

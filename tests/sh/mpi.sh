@@ -20,7 +20,16 @@
 #   5. SIGTERM to both ranks (as SLURM sends it) while rank 0 writes a
 #      checkpoint (an LD_PRELOAD fsync that sleeps, built here with cc): both
 #      stop after the next step, exit 143, with its checkpoint (was: rank 0 in
-#      the barrier, rank 1 in the next step's all-reduce, a hang).
+#      the barrier, rank 1 in the next step's all-reduce, a hang); the same
+#      with --shard-optimizer (all ranks gather the moments first);
+#   6. --shard-optimizer (ZeRO-1): test_dist's collectives on 3 ranks (an
+#      empty slice, pieces that split slices); SFT with weight decay (the
+#      no-decay mask cut into slices) and CLLM on 2 ranks without clipping ==
+#      the plain 2-rank runs byte for byte, checkpoints included; with
+#      clipping acting within 1e-6 (the norm's double sum runs in another
+#      order); 3 ranks (uneven slices) within 1e-5; resume sharded -> plain
+#      and plain -> sharded == the straight runs byte for byte; one process
+#      with the option == without it; ranks that disagree on it are refused.
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -200,26 +209,92 @@ int fsync(int fd) {
 }
 EOF
     "${CC:-cc}" -shared -fPIC -o "$T/slowsync.so" "$T/slowsync.c" -ldl
-    mkdir "$T/ss"
-    SLOWSYNC_DIR="$T/ss" timeout 60 $MPI 2 -x SLOWSYNC_DIR -x LD_PRELOAD="$T/slowsync.so" "$B/cllm-train" $SFT \
-        --max-steps 200 --batch 1 --shuffle-buffer 1 --checkpoint-every 2 -o "$T/sig.gguf" --metrics "$T/sig.zst" \
-        "$T/p8.jsonl" > "$T/sig.out" 2>&1 &
-    job=$!
-    i=0
-    while [ ! -f "$T/ss/slow" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-    [ -f "$T/ss/slow" ] && [ -f "$T/ss/pid.0" ] && [ -f "$T/ss/pid.1" ] || { kill $job; fail "the fsync shim did not run"; }
-    sleep 0.5   # rank 1 is past the step's end by now, rank 0 still in its checkpoint
-    kill -TERM "$(cat "$T/ss/pid.0")" "$(cat "$T/ss/pid.1")"
-    rc=0
-    wait $job || rc=$?
-    [ $rc != 124 ] || fail "SIGTERM to both ranks during rank 0's checkpoint: the job hung (killed after 60 s)"
-    [ $rc = 143 ] || { cat "$T/sig.out"; fail "SIGTERM to both ranks during a checkpoint: exit $rc, want 143"; }
-    [ -f "$T/sig.gguf.ckpt/ckpt-00000003.cllmckpt" ] || fail "SIGTERM during the step-2 checkpoint: no step-3 checkpoint"
-    [ ! -e "$T/sig.gguf" ] || fail "an interrupted run wrote its model"
-    echo "SIGTERM to both ranks while rank 0 writes a checkpoint: both stop after the next step (exit 143, its checkpoint)"
+    k=0
+    for ZF in "" --shard-optimizer; do   # sharded: every rank sends its moments before rank 0 writes
+        k=$((k + 1))
+        mkdir "$T/ss$k"
+        SLOWSYNC_DIR="$T/ss$k" timeout 60 $MPI 2 -x SLOWSYNC_DIR -x LD_PRELOAD="$T/slowsync.so" "$B/cllm-train" $SFT \
+            --max-steps 200 $ZF --batch 1 --shuffle-buffer 1 --checkpoint-every 2 -o "$T/sig$k.gguf" --metrics "$T/sig$k.zst" \
+            "$T/p8.jsonl" > "$T/sig$k.out" 2>&1 &
+        job=$!
+        i=0
+        while [ ! -f "$T/ss$k/slow" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+        [ -f "$T/ss$k/slow" ] && [ -f "$T/ss$k/pid.0" ] && [ -f "$T/ss$k/pid.1" ] || { kill $job; fail "the fsync shim did not run"; }
+        sleep 0.5   # rank 1 is past the step's end by now, rank 0 still in its checkpoint
+        kill -TERM "$(cat "$T/ss$k/pid.0")" "$(cat "$T/ss$k/pid.1")"
+        rc=0
+        wait $job || rc=$?
+        [ $rc != 124 ] || fail "SIGTERM to both ranks during rank 0's checkpoint: the job hung (killed after 60 s)"
+        [ $rc = 143 ] || { cat "$T/sig$k.out"; fail "SIGTERM to both ranks during a checkpoint: exit $rc, want 143"; }
+        [ -f "$T/sig$k.gguf.ckpt/ckpt-00000003.cllmckpt" ] || fail "SIGTERM during the step-2 checkpoint: no step-3 checkpoint"
+        [ ! -e "$T/sig$k.gguf" ] || fail "an interrupted run wrote its model"
+        echo "SIGTERM to both ranks while rank 0 writes a checkpoint: both stop after the next step (exit 143, its checkpoint)${ZF:+ with $ZF: its moments gathered first}"
+    done
 else
     echo "skip 5: no C compiler for the fsync shim"
 fi
+# 6. ZeRO-1. Without clipping (--clip 0) the step is elementwise after the
+# gradient sum, and with 2 ranks the reduce-scatter's sums are the
+# all-reduce's (a + b == b + a): bit for bit. Clipping multiplies by
+# max/(norm + 1e-6), and the sharded norm adds the slices' sums of squares
+# (double) in another order than one pass over the vector: equal to ~1e-15,
+# which can move the fp32 factor by one ulp, so there a tolerance.
+$MPI 3 "$B/tests/test_dist" > "$T/dist.out" 2>&1 || { cat "$T/dist.out"; fail "mpirun -np 3 test_dist"; }
+grep -q "^3 rank(s)" "$T/dist.out" || { cat "$T/dist.out"; fail "test_dist did not run on 3 ranks"; }
+Z="$SFT --batch 1 --shuffle-buffer 3 --seed 7 --weight-decay 0.1 --clip 0 --checkpoint-every 5 --keep 0"
+$MPI 2 "$B/cllm-train" $Z -o "$T/zp.gguf" --metrics "$T/zp.zst" "$T/p8.jsonl"
+$MPI 2 "$B/cllm-train" $Z --shard-optimizer -o "$T/zs.gguf" --metrics "$T/zs.zst" "$T/p8.jsonl"
+cmp "$T/zp.gguf" "$T/zs.gguf" || fail "ZeRO-1 SFT on 2 ranks differs from the plain 2-rank run"
+cmp "$T/zp.gguf.ckpt/ckpt-00000005.cllmckpt" "$T/zs.gguf.ckpt/ckpt-00000005.cllmckpt" ||
+    fail "ZeRO-1 checkpoint differs from the plain run's"
+same_losses "$T/zs.zst" "$T/zp.zst" || fail "ZeRO-1 losses differ"
+norms() { "$B/cllm-cat" -j "$1" | grep '"name":"grad_norm"' | sed 's/.*"value":\([^,]*\),"step":\([0-9]*\).*/\2 \1/'; }
+norms "$T/zp.zst" > "$T/na"; norms "$T/zs.zst" > "$T/nb"
+[ "$(wc -l < "$T/na")" = 5 ] && paste "$T/na" "$T/nb" |
+    awk '{ d = $2 - $4; if (d < 0) d = -d; if ($1 != $3 || d > 1e-12 * $2) bad = 1 } END { exit bad }' ||
+    fail "ZeRO-1 grad_norm differs: $(paste "$T/na" "$T/nb")"
+echo "ZeRO-1, SFT + weight decay, 2 ranks, no clipping: == plain 2 ranks byte for byte (model, checkpoint), grad_norm to 1e-12"
+"$B/cllm-train" $Z --batch 2 -o "$T/z1.gguf" "$T/p8.jsonl" > /dev/null
+"$B/cllm-train" $Z --batch 2 --shard-optimizer -o "$T/z1s.gguf" "$T/p8.jsonl" > /dev/null
+cmp "$T/z1.gguf" "$T/z1s.gguf" || fail "--shard-optimizer changes a 1-process run"
+$MPI 2 "$B/cllm-train" $CL --batch 2 --clip 0 -o "$T/zc.gguf" --metrics /dev/null "$T/traj.zst"
+$MPI 2 "$B/cllm-train" $CL --batch 2 --clip 0 --shard-optimizer -o "$T/zcs.gguf" --metrics /dev/null "$T/traj.zst"
+cmp "$T/zc.gguf" "$T/zcs.gguf" || fail "ZeRO-1 CLLM on 2 ranks differs from the plain 2-rank run"
+echo "ZeRO-1, CLLM, 2 ranks, no clipping: == plain byte for byte; 1 process: the option changes nothing"
+# Clipping acting (the default limit 1 under norms of 1.2-1.5 here).
+$MPI 2 "$B/cllm-train" $SFT --batch 1 --shuffle-buffer 1 -o "$T/zk.gguf" --metrics "$T/zk.zst" "$T/p8.jsonl"
+$MPI 2 "$B/cllm-train" $SFT --batch 1 --shuffle-buffer 1 --shard-optimizer -o "$T/zks.gguf" --metrics /dev/null "$T/p8.jsonl"
+norms "$T/zk.zst" | awk '$2 <= 1 { bad = 1 } END { exit bad }' || fail "clipping does not act in the clipping test"
+"$B/tools/model-diff" -q --tol 1e-6 "$T/zk.gguf" "$T/zks.gguf" > "$T/d" || { cat "$T/d"; fail "ZeRO-1 with clipping: beyond 1e-6"; }
+echo "ZeRO-1 with clipping acting, 2 ranks vs plain: $(cat "$T/d") (bar 1e-6)"
+$MPI 3 "$B/cllm-train" $SFT --batch 1 --shuffle-buffer 1 --shard-optimizer -o "$T/z3s.gguf" --metrics /dev/null "$T/p8.jsonl"
+$MPI 3 "$B/cllm-train" $SFT --batch 1 --shuffle-buffer 1 -o "$T/z3.gguf" --metrics /dev/null "$T/p8.jsonl"
+"$B/tools/model-diff" -q "$T/z3.gguf" "$T/z3s.gguf" > "$T/d" || { cat "$T/d"; fail "ZeRO-1 on 3 ranks differs"; }
+echo "ZeRO-1, 3 ranks (uneven slices; 3 summands in another order) vs plain: $(cat "$T/d")"
+# Resume across the option: the checkpoint holds whole moments either way.
+ZR="$SFT --max-steps 6 --batch 1 --shuffle-buffer 3 --seed 7 --weight-decay 0.1 --clip 0 --metrics /dev/null $T/p8.jsonl"
+$MPI 2 "$B/cllm-train" $ZR -o "$T/zr-plain.gguf"
+$MPI 2 "$B/cllm-train" $ZR --shard-optimizer -o "$T/zr-shard.gguf"
+cmp "$T/zr-plain.gguf" "$T/zr-shard.gguf" || fail "ZeRO-1 6 steps differ from plain"
+$MPI 2 "$B/cllm-train" $ZR --shard-optimizer -o "$T/zr-a.gguf" --checkpoint-every 3 --keep 0
+$MPI 2 "$B/cllm-train" $ZR -o "$T/zr-a2.gguf" --resume "$T/zr-a.gguf.ckpt/ckpt-00000003.cllmckpt"
+cmp "$T/zr-plain.gguf" "$T/zr-a2.gguf" || fail "sharded checkpoint resumed without sharding differs from the straight run"
+$MPI 2 "$B/cllm-train" $ZR -o "$T/zr-b.gguf" --checkpoint-every 3 --keep 0
+$MPI 2 "$B/cllm-train" $ZR --shard-optimizer -o "$T/zr-b2.gguf" --resume "$T/zr-b.gguf.ckpt/ckpt-00000003.cllmckpt"
+cmp "$T/zr-shard.gguf" "$T/zr-b2.gguf" || fail "plain checkpoint resumed with sharding differs from the straight run"
+# With clipping on, sharded 3 + 3 == sharded 6 (the same arithmetic either way).
+ZK="$SFT --max-steps 6 --batch 1 --shuffle-buffer 3 --seed 7 --metrics /dev/null --shard-optimizer $T/p8.jsonl"
+$MPI 2 "$B/cllm-train" $ZK -o "$T/zk6.gguf" --checkpoint-every 3 --keep 0
+$MPI 2 "$B/cllm-train" $ZK -o "$T/zk3.gguf" --resume "$T/zk6.gguf.ckpt/ckpt-00000003.cllmckpt"
+cmp "$T/zk6.gguf" "$T/zk3.gguf" || fail "sharded resume with clipping differs from the straight sharded run"
+echo "ZeRO-1 resume: sharded 3 + plain 3 == plain 6, plain 3 + sharded 3 == sharded 6, sharded 3 + 3 == 6 (byte for byte)"
+rc=0
+$MPI 1 "$B/cllm-train" $SFT -o "$T/mix.gguf" --metrics /dev/null "$T/p8.jsonl" : \
+    -np 1 "$B/cllm-train" $SFT --shard-optimizer -o "$T/mix.gguf" --metrics /dev/null "$T/p8.jsonl" > "$T/mix.err" 2>&1 || rc=$?
+[ $rc != 0 ] && grep -q "ranks disagree on the device, --allreduce and --shard-optimizer" "$T/mix.err" ||
+    { cat "$T/mix.err"; fail "ranks that disagree on --shard-optimizer: exit $rc"; }
+echo "ranks that disagree on --shard-optimizer: refused"
+
 # The local rank (a rank's GPU under NCCL) and the device-side checks of test_nccl (skipped without a GPU).
 CLLM_TEST_ONE_NODE=1 $MPI 3 "$B/tests/test_nccl" > "$T/nccl.out" 2>&1 || { cat "$T/nccl.out"; fail "mpirun -np 3 test_nccl"; }
 [ "$(grep -c '^rank [0-2] of 3, local rank [0-2] of 3' "$T/nccl.out")" = 3 ] || { cat "$T/nccl.out"; fail "local ranks"; }

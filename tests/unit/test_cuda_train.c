@@ -227,7 +227,7 @@ static void test_parity(const char *name, const cllm_config *c, uint64_t seed, i
     cllm_cuda_train *gt = NULL;
     /* 7 rows per chunk: many chunks; the default kernels with activations for
      * the calls' 253 packed tokens only, the others for PB x PT rows */
-    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att, 0, att == 0 ? PT + 97 + 6 : 0};
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, 7, att, 0, att == 0 ? PT + 97 + 6 : 0, 0, 0};
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *p_gpu = calloc(np, sizeof(float)), *p0 = malloc(np * sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
@@ -447,7 +447,7 @@ static void test_forks(const char *name, const cllm_config *c, uint64_t seed, in
     /* chunks of 9 rows; with nofork1 of 13, so that the first holds both rows
      * saving teacher slots and fork rows reading them were they not split
      * (check_micro's split: the race shows under CUEMU_ORDER=rev) */
-    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, nofork1 ? 13 : 9, att, 0, tokens};
+    cllm_cuda_train_opts o = {PB, PT, PROWS, NSLOT, nofork1 ? 13 : 9, att, 0, tokens, 0, 0};
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     float *teacher = calloc((size_t)NSLOT * V, sizeof(float));
     cllm_act *act = NULL;
@@ -510,7 +510,7 @@ static void test_full_fork(const char *name, const cllm_config *c, uint64_t seed
         rows[n++] = (cllm_cuda_loss_row){t, tok[t + 1], 0.5f, -1, 0.0f, -1};
     for (int i = 0; i < FN; i++)   /* every fork row, CE */
         rows[n++] = (cllm_cuda_loss_row){FT + i, (int)cllm_rng_below(&r, (uint64_t)V), 0.25f, -1, 0.0f, -1};
-    cllm_cuda_train_opts o = {1, FT, 0, 0, 0, 0, 0, FT + FN};
+    cllm_cuda_train_opts o = {1, FT, 0, 0, 0, 0, 0, FT + FN, 0, 0};
     cllm_cuda_train *gt = NULL;
     float *g_cpu = calloc(np, sizeof(float)), *g_gpu = calloc(np, sizeof(float));
     cllm_act *act = NULL;
@@ -584,7 +584,7 @@ static void bench(int B, int T, int att, int spread) {
     int *tok = malloc((size_t)B * T * sizeof(int)), *lens = malloc((size_t)B * sizeof(int));
     cllm_cuda_loss_row *rows = malloc((size_t)B * T * sizeof *rows);
     cllm_cuda_train *gt = NULL;
-    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att, 0, 0};
+    cllm_cuda_train_opts o = {B, T, B * T, 0, 0, att, 0, 0, 0, 0};
     CHECK(tok && lens && rows);
     if (check_failures) goto out;
     cllm_rng r;

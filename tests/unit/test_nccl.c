@@ -11,7 +11,10 @@
  * cllm_cuda_train_allreduce equal R times what each rank set (values that
  * are exact in fp32 at any summation order), then the trainer's own gradients
  * summed: a micro-batch on each rank, all-reduced, against the host sum of
- * the same micro-batches (within 1e-6 of the scale: one fp32 rounding per add).
+ * the same micro-batches (within 1e-6 of the scale: one fp32 rounding per add);
+ * and ZeRO-1: a trainer of the rank's slice holds the slice's moments only
+ * (its device bytes, exactly), reduce-scatters exact sums into its slice,
+ * and its step + all-gather equal the whole trainer's step bit for bit.
  * Without a build with CUDA or without a device it says "skip" for the
  * device part and exits 0.
  */
@@ -53,6 +56,62 @@ static void test_loader_errors(void) {
 }
 
 
+/* 3. ZeRO-1: a trainer of this rank's slice (cllm_dist_slice) next to the
+ * whole one t. Its device memory lacks the other slices' moments (and pads
+ * weights and gradients to equal slices); from the same weights and
+ * gradients whose sums are exact, reduce-scatter + step + all-gather give t's all-reduce + step
+ * bit for bit, and its moments are t's for the slice. */
+static void test_sharded(cllm_cuda_train *t, const cllm_model *m, const cllm_cuda_train_opts *o, cllm_nccl *c,
+                         float *g, float *back) {
+    const int R = cllm_dist_size(), rank = cllm_dist_rank();
+    const size_t n = m->n_params;
+    size_t off, len, off0, per;
+    cllm_dist_slice(n, rank, R, &off, &len);
+    cllm_dist_slice(n, 0, R, &off0, &per);
+    cllm_cuda_train_opts so = *o;
+    so.shard_rank = rank;
+    so.shard_ranks = R;
+    cllm_cuda_train *ts = NULL;
+    cllm_adamw whole, part;
+    memset(&whole, 0, sizeof whole);
+    memset(&part, 0, sizeof part);
+    CHECK_OK(cllm_cuda_train_init(&ts, m, &so));
+    if (!ts) return;
+    size_t want = cllm_cuda_train_bytes(t) - 8 * (n - len) + (R > 1 ? 8 * (per * (size_t)R - n) : 0);
+    CHECK_MSG(cllm_cuda_train_bytes(ts) == want, "sharded trainer: %zu device bytes, want %zu (whole: %zu)",
+              cllm_cuda_train_bytes(ts), want, cllm_cuda_train_bytes(t));
+    CHECK_OK(cllm_cuda_train_set_params(t, m->params));
+    for (size_t i = 0; i < n; i++) g[i] = (float)(i % 1000) + (float)rank;   /* sums exact in any order */
+    CHECK_OK(cllm_cuda_train_set_grads(t, g));
+    CHECK_OK(cllm_cuda_train_set_grads(ts, g));
+    CHECK_OK(cllm_cuda_train_allreduce(t, c));
+    CHECK_OK(cllm_cuda_train_allreduce(ts, c));
+    CHECK_OK(cllm_cuda_train_get_grads(ts, back));
+    size_t bad = 0;
+    for (size_t i = off; i < off + len; i++)
+        if (back[i] != (float)R * (float)(i % 1000) + (float)(R * (R - 1) / 2)) bad++;
+    CHECK_MSG(bad == 0, "reduce-scatter: %zu of the slice's %zu sums differ", bad, len);
+    double n1 = 0, n2 = 0;
+    CHECK_OK(cllm_cuda_train_step(t, 1e-3, 0, &n1, NULL));
+    CHECK_OK(cllm_cuda_train_step(ts, 1e-3, 0, &n2, NULL));
+    CHECK_OK(cllm_cuda_train_gather(ts, c));
+    CHECK_MSG(fabs(n1 - n2) <= 1e-12 * n1, "norm %.17g vs sharded %.17g", n1, n2);
+    CHECK_OK(cllm_cuda_train_get_params(t, g));
+    CHECK_OK(cllm_cuda_train_get_params(ts, back));
+    CHECK_MSG(!memcmp(g, back, n * sizeof *g), "sharded step + all-gather differ from the whole step");
+    CHECK_OK(cllm_adamw_init(&whole, n));
+    CHECK_OK(cllm_adamw_init(&part, len));
+    CHECK_OK(cllm_cuda_train_get_opt(t, &whole));
+    CHECK_OK(cllm_cuda_train_get_opt(ts, &part));
+    CHECK(!memcmp(whole.m + off, part.m, len * sizeof(float)) && !memcmp(whole.v + off, part.v, len * sizeof(float)));
+    CHECK_EQ_INT(part.t, whole.t);
+    printf("sharded trainer, rank %d: slice %zu+%zu of %zu, %zu device bytes (whole: %zu), step == whole step\n", rank,
+           off, len, n, cllm_cuda_train_bytes(ts), cllm_cuda_train_bytes(t));
+    cllm_adamw_free(&whole);
+    cllm_adamw_free(&part);
+    cllm_cuda_train_free(ts);
+}
+
 /* Gradients through the device all-reduce against the same sums on the host. */
 static void test_allreduce(void) {
     const int R = cllm_dist_size(), rank = cllm_dist_rank();
@@ -69,7 +128,7 @@ static void test_allreduce(void) {
     cllm_config cfg = small_config("llama", 2, 64, 2, 1, 32, 128, 100, 1, 0);
     cllm_model m;
     CHECK_OK(random_model(&m, &cfg, 5));
-    cllm_cuda_train_opts o = {2, 16, 0, 0, 0, 0, dev, 0};
+    cllm_cuda_train_opts o = {2, 16, 0, 0, 0, 0, dev, 0, 0, 0};
     cllm_cuda_train *t = NULL;
     CHECK_OK(cllm_cuda_train_init(&t, &m, &o));
     float *g = malloc(m.n_params * sizeof *g), *back = malloc(m.n_params * sizeof *back);
@@ -106,6 +165,7 @@ static void test_allreduce(void) {
     printf("micro-batch gradients summed over %d rank(s): NCCL vs host max error %.3g of scale %.3g\n", R, md, mg);
     CHECK(mg > 0);
     CHECK_MSG(md <= 1e-6 * mg * (R > 1 ? R : 1), "%.3g > 1e-6 x %.3g", md, mg);
+    test_sharded(t, &m, &o, c, g, back);
 out:
     free(g);
     free(back);

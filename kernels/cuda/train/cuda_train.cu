@@ -11,7 +11,10 @@
  * planned: max_tokens, at most 2 max_B*max_T (the sequences' rows and as many
  * again for their forks); a saved tensor of layer l starts
  * at l*RM rows):
- *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params
+ *   p, g, m, v (n_params) fp32, pb (n_params) bf16: the layout of model->params;
+ *   sharded (ZeRO-1, opts shard_ranks > 1): m, v and no_decay hold this rank's
+ *   slice [sh_off, sh_off + sh_len) only, p and g are padded to shard_ranks
+ *   slices of sh_per (NCCL's reduce-scatter and all-gather take equal ones)
  *   xs  (L+1, RM, C) fp32  residual stream into each layer; xs[L] the last
  *   xm  (L, RM, C) fp32    residual stream between attention and MLP
  *   xn1, xn2 (L, RM, C) bf16  normed inputs of the attention and MLP blocks
@@ -50,6 +53,7 @@
 
 extern "C" {
 #include "cuda_nccl.h"
+#include "dist.h"
 #include "cuda_train.h"
 #include "train_fwd.h"
 }
@@ -88,6 +92,8 @@ struct cllm_cuda_train {
     cudaStream_t stream;
     cublasHandle_t blas;
     /* parameters, gradients, optimizer */
+    size_t sh_off, sh_len, sh_per, n_pad;   /* this rank's slice (all: not sharded); p and g hold n_pad */
+    int sharded;
     float *p, *g, *m, *v;
     floatX *pb;
     unsigned char *no_decay;
@@ -246,11 +252,11 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
 
     size_t np = t->n_params;
 #define A(ptr, n1, n2, what) TRY(dalloc(t, (void **)&t->ptr, (n1), (n2), sizeof(*t->ptr), what))
-    A(p, np, 1, "master weights");
+    A(p, t->n_pad, 1, "master weights");
     A(pb, np, 1, "bf16 weights");
-    A(g, np, 1, "gradients");
-    A(m, np, 1, "AdamW first moments");
-    A(v, np, 1, "AdamW second moments");
+    A(g, t->n_pad, 1, "gradients");
+    A(m, t->sh_len, 1, "AdamW first moments");
+    A(v, t->sh_len, 1, "AdamW second moments");
     A(inv_freq, c->rope_dim / 2, 1, "RoPE table");
     A(dnorm, 1, 1, "gradient norm");
     A(xs, (L + 1) * RM, C, "activations (residual stream)");
@@ -301,9 +307,10 @@ static int init_inner(cllm_cuda_train *t, const cllm_model *mod, const cllm_cuda
     rc = copy(t, t->inv_freq, inv, (size_t)(c->rope_dim / 2) * sizeof(float), cudaMemcpyHostToDevice);
     free(inv);
     if (rc) return rc;
-    TRY(CUDA_CHECK(cudaMemsetAsync(t->g, 0, np * sizeof(float), t->stream)));
-    TRY(CUDA_CHECK(cudaMemsetAsync(t->m, 0, np * sizeof(float), t->stream)));
-    TRY(CUDA_CHECK(cudaMemsetAsync(t->v, 0, np * sizeof(float), t->stream)));
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->p, 0, t->n_pad * sizeof(float), t->stream)));   /* the padding */
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->g, 0, t->n_pad * sizeof(float), t->stream)));
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->m, 0, t->sh_len * sizeof(float), t->stream)));
+    TRY(CUDA_CHECK(cudaMemsetAsync(t->v, 0, t->sh_len * sizeof(float), t->stream)));
     return upload_all(t, mod->params);
 }
 
@@ -332,6 +339,15 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
     if (!t) return cllm_error(CLLM_ENOMEM, "CUDA training: out of host memory");
     t->cfg = *c;
     t->n_params = m->n_params;
+    {   /* the slice this rank updates: dist.h's, so that the host's agrees */
+        int R = o->shard_ranks > 1 ? o->shard_ranks : 1, r = R > 1 ? o->shard_rank : 0;
+        size_t off0, per;
+        cllm_dist_slice(t->n_params, 0, R, &off0, &per);
+        cllm_dist_slice(t->n_params, r, R, &t->sh_off, &t->sh_len);
+        t->sharded = R > 1;
+        t->sh_per = per;
+        t->n_pad = per * (size_t)R > t->n_params ? per * (size_t)R : t->n_params;
+    }
     t->maxB = o->max_B;
     t->maxT = o->max_T;
     t->BT = (int)RM;
@@ -384,7 +400,17 @@ int cllm_cuda_train_init(cllm_cuda_train **out, const cllm_model *m, const cllm_
 }
 
 int cllm_cuda_train_allreduce(cllm_cuda_train *t, cllm_nccl *c) {
+    if (t->sharded) return cllm_nccl_sum_scatter_f32(c, t->g, t->sh_per, t->stream);
     return cllm_nccl_sum_f32(c, t->g, t->n_params, t->stream);
+}
+
+int cllm_cuda_train_gather(cllm_cuda_train *t, cllm_nccl *c) {
+    int rc;
+    if (!t->sharded) return 0;
+    TRY(cllm_nccl_allgather_f32(c, t->p, t->sh_per, t->stream));
+    mark_start(t);
+    OP(T_OPT, cast_bf16(t->pb, t->p, t->n_params, t->stream));   /* the other slices' bf16 copy */
+    return sync(t);
 }
 
 int cllm_cuda_train_zero_grad(cllm_cuda_train *t) {
@@ -673,9 +699,10 @@ int cllm_cuda_train_grad_norm(cllm_cuda_train *t, double *norm) {
     double ss = 0;
     mark_start(t);
     TRY(CUDA_CHECK(cudaMemsetAsync(t->dnorm, 0, sizeof(double), t->stream)));
-    OP(T_OPT, grad_sumsq(t->dnorm, t->g, t->n_params, t->stream));
+    OP(T_OPT, grad_sumsq(t->dnorm, t->g + t->sh_off, t->sh_len, t->stream));
     OP(T_COPY, CUDA_CHECK(cudaMemcpyAsync(&ss, t->dnorm, sizeof(double), cudaMemcpyDeviceToHost, t->stream)));
     TRY(sync(t));
+    if (t->sharded) TRY(cllm_dist_sum_f64(&ss, 1));   /* the slices' parts of the global norm */
     *norm = sqrt(ss);
     return 0;
 }
@@ -703,7 +730,7 @@ int cllm_cuda_train_step(cllm_cuda_train *t, double lr, double max_norm, double 
     float w1 = (float)(1.0 - t->beta1);
     float b2 = (float)t->beta2, w2 = (float)(1.0 - t->beta2);
     mark_start(t);
-    OP(T_OPT, adamw_update(t->p, t->pb, t->m, t->v, t->g, t->no_decay, t->n_params, gscale,
+    OP(T_OPT, adamw_update(t->p + t->sh_off, t->pb + t->sh_off, t->m, t->v, t->g + t->sh_off, t->no_decay, t->sh_len, gscale,
                                  t->wd != 0.0, decay, w1, b2, w2, step_size, bc2_sqrt, (float)t->eps, t->stream));
     TRY(sync(t));
     t->step = step;
@@ -727,19 +754,19 @@ int cllm_cuda_train_set_grads(cllm_cuda_train *t, const float *grads) {
 
 int cllm_cuda_train_set_opt(cllm_cuda_train *t, const cllm_adamw *o) {
     int rc;
-    if (o->n != t->n_params)
-        return cllm_error(CLLM_EINVAL, "CUDA training: optimizer state for %zu parameters, model has %zu",
-                          o->n, t->n_params);
-    size_t nb = t->n_params * sizeof(float);
+    if (o->n != t->sh_len)
+        return cllm_error(CLLM_EINVAL, "CUDA training: optimizer state for %zu parameters, the trainer updates %zu",
+                          o->n, t->sh_len);
+    size_t nb = t->sh_len * sizeof(float);
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->m, o->m, nb, cudaMemcpyHostToDevice, t->stream)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(t->v, o->v, nb, cudaMemcpyHostToDevice, t->stream)));
     if (o->no_decay) {
         if (!t->no_decay)
-            TRY(dalloc(t, (void **)&t->no_decay, t->n_params, 1, 1, "AdamW no-decay mask"));
-        TRY(CUDA_CHECK(cudaMemcpyAsync(t->no_decay, o->no_decay, t->n_params, cudaMemcpyHostToDevice,
+            TRY(dalloc(t, (void **)&t->no_decay, t->sh_len, 1, 1, "AdamW no-decay mask"));
+        TRY(CUDA_CHECK(cudaMemcpyAsync(t->no_decay, o->no_decay, t->sh_len, cudaMemcpyHostToDevice,
                                        t->stream)));
     } else if (t->no_decay) {
-        TRY(CUDA_CHECK(cudaMemsetAsync(t->no_decay, 0, t->n_params, t->stream)));
+        TRY(CUDA_CHECK(cudaMemsetAsync(t->no_decay, 0, t->sh_len, t->stream)));
     }
     TRY(sync(t));
     t->beta1 = o->beta1;
@@ -752,10 +779,10 @@ int cllm_cuda_train_set_opt(cllm_cuda_train *t, const cllm_adamw *o) {
 
 int cllm_cuda_train_get_opt(cllm_cuda_train *t, cllm_adamw *o) {
     int rc;
-    if (o->n != t->n_params)
-        return cllm_error(CLLM_EINVAL, "CUDA training: optimizer state for %zu parameters, model has %zu",
-                          o->n, t->n_params);
-    size_t nb = t->n_params * sizeof(float);
+    if (o->n != t->sh_len)
+        return cllm_error(CLLM_EINVAL, "CUDA training: optimizer state for %zu parameters, the trainer updates %zu",
+                          o->n, t->sh_len);
+    size_t nb = t->sh_len * sizeof(float);
     TRY(CUDA_CHECK(cudaMemcpyAsync(o->m, t->m, nb, cudaMemcpyDeviceToHost, t->stream)));
     TRY(CUDA_CHECK(cudaMemcpyAsync(o->v, t->v, nb, cudaMemcpyDeviceToHost, t->stream)));
     TRY(sync(t));

@@ -1,5 +1,6 @@
 /* nccl.cu: libcore/cuda_nccl.h: the gradient all-reduce of data-parallel
- * training on CUDA devices, over NCCL loaded at run time.
+ * training on CUDA devices (and ZeRO-1's reduce-scatter and all-gather),
+ * over NCCL loaded at run time.
  *
  * Why dlopen and not -lnccl: every cllm binary links libcllm, and a CUDA
  * build must still run where NCCL is not installed (a laptop, CI, a machine
@@ -38,6 +39,8 @@ struct nccl_api {
     decltype(&ncclCommInitRank) comm_init_rank;
     decltype(&ncclCommDestroy) comm_destroy;
     decltype(&ncclAllReduce) all_reduce;
+    decltype(&ncclReduceScatter) reduce_scatter;
+    decltype(&ncclAllGather) all_gather;
     decltype(&ncclGetErrorString) error_string;
 };
 
@@ -70,7 +73,8 @@ int load_api(nccl_api **out) {
     struct { void **fn; const char *name; } syms[] = {
         {(void **)&a->get_version, "ncclGetVersion"},   {(void **)&a->get_unique_id, "ncclGetUniqueId"},
         {(void **)&a->comm_init_rank, "ncclCommInitRank"}, {(void **)&a->comm_destroy, "ncclCommDestroy"},
-        {(void **)&a->all_reduce, "ncclAllReduce"},
+        {(void **)&a->all_reduce, "ncclAllReduce"},     {(void **)&a->reduce_scatter, "ncclReduceScatter"},
+        {(void **)&a->all_gather, "ncclAllGather"},
         {(void **)&a->error_string, "ncclGetErrorString"},
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
@@ -162,6 +166,22 @@ extern "C" int cllm_nccl_sum_f32(cllm_nccl *c, float *buf, size_t n, void *strea
     return CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
+/* In place as NCCL defines it: the receive buffer of the reduce-scatter and
+ * the send buffer of the all-gather are this rank's slice of buf. */
+extern "C" int cllm_nccl_sum_scatter_f32(cllm_nccl *c, float *buf, size_t per, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    ncclResult_t r = c->api->reduce_scatter(buf, buf + (size_t)c->rank * per, per, ncclFloat32, ncclSum, c->comm, s);
+    if (r != ncclSuccess) return nccl_fail(c, r, "reduce-scatter");
+    return CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+extern "C" int cllm_nccl_allgather_f32(cllm_nccl *c, float *buf, size_t per, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    ncclResult_t r = c->api->all_gather(buf + (size_t)c->rank * per, buf, per, ncclFloat32, c->comm, s);
+    if (r != ncclSuccess) return nccl_fail(c, r, "all-gather");
+    return CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
 extern "C" const char *cllm_nccl_describe(const cllm_nccl *c) { return c->desc; }
 
 #else /* no nccl.h at build time */
@@ -178,6 +198,12 @@ extern "C" void cllm_nccl_free(cllm_nccl *c) { (void)c; }
 extern "C" int cllm_nccl_sum_f32(cllm_nccl *c, float *buf, size_t n, void *stream) {
     (void)c; (void)buf; (void)n; (void)stream;
     return cllm_error(CLLM_EUNSUP, "NCCL: not in this build");
+}
+extern "C" int cllm_nccl_sum_scatter_f32(cllm_nccl *c, float *buf, size_t per, void *stream) {
+    return cllm_nccl_sum_f32(c, buf, per, stream);
+}
+extern "C" int cllm_nccl_allgather_f32(cllm_nccl *c, float *buf, size_t per, void *stream) {
+    return cllm_nccl_sum_f32(c, buf, per, stream);
 }
 extern "C" const char *cllm_nccl_describe(const cllm_nccl *c) { (void)c; return "no NCCL"; }
 
