@@ -5,7 +5,7 @@
  * prompt chunk, an AR token or a Jacobi iteration): the decoding steps in one
  * ragged forward call (cllm_forward_batch), the prompt chunks in another, or a
  * few each when they exceed the call's row limit. A slot whose prompt is done takes the next one
- * at once (continuous batching). Outputs go out in input order: a finished
+ * at once (continuous batching, slots.h). Outputs go out in input order: a finished
  * prompt's record waits in its job until every earlier one is out, and a slot
  * takes no new prompt while 4*batch jobs wait. A prompt's output is what
  * batch 1 gives it: its own cache sequence, its own seed, and a
@@ -32,6 +32,7 @@
 #include "err.h"
 #include "outq.h"
 #include "records.h"
+#include "slots.h"
 #include "stream.h"
 
 /* Prompt tokens a slot feeds per step (a step budget, forward.h rows). */
@@ -71,13 +72,11 @@ static int print_tokens(void *ctx, const int *tokens, int n) {
 
 /* One prompt in flight. */
 typedef struct gen_slot {
-    int active;
-    cllm_prompt p;
+    cllm_slot c;               /* its prompt and its output's job (input order) */
     cllm_decode_opts dec;      /* the run's options with this prompt's seed */
     cllm_decoder d;
     cllm_decode_result r;
     double t0;
-    cllm_outq_job *j;          /* its output, waiting for its turn (input order) */
 } gen_slot;
 
 typedef struct gen_eng {
@@ -88,10 +87,7 @@ typedef struct gen_eng {
     cllm_fwd f;
     cllm_kv kv;
     gen_slot *slots;
-    cllm_fwd_seq *calls;       /* (batch) one call's sequences */
-    gen_slot **in_call;        /* (batch) their slots */
-    int *tokens;               /* (f.max_T) one call's tokens */
-    cllm_outq q;               /* outputs of the prompts in flight, in input order */
+    cllm_slots sl;             /* the slots' scheduler and output ring */
     cllm_writer *w;
     cllm_packbuf b;
     text_ctx tc;
@@ -106,9 +102,9 @@ static int put_output(void *arg, const void *data, size_t len) {
     return 0;
 }
 
-/* Start slot s on the prompt in s->p (its job is queued). */
+/* Start slot s on the prompt in s->c.p (its job is queued). */
 static int slot_start(gen_eng *e, gen_slot *s) {
-    const cllm_prompt *p = &s->p;
+    const cllm_prompt *p = &s->c.p;
     int V = e->m->cfg.vocab;
     if (p->tokens.n > (size_t)(1 << 30))
         return cllm_error(CLLM_ELIMIT, "prompt %lld: %zu tokens is too long", (long long)p->id, p->tokens.n);
@@ -124,10 +120,8 @@ static int slot_start(gen_eng *e, gen_slot *s) {
     cllm_decode_result_free(&s->r);
     cllm_decoder_free(&s->d);
     s->t0 = cllm_now_s();
-    rc = cllm_decoder_init(&s->d, &e->kv, (int)(s - e->slots), p->tokens.ids, (int)p->tokens.n, &s->dec, &s->r,
-                           &e->f);
-    if (!rc) s->active = 1;
-    return rc;
+    return cllm_decoder_init(&s->d, &e->kv, (int)(s - e->slots), p->tokens.ids, (int)p->tokens.n, &s->dec, &s->r,
+                             &e->f);
 }
 
 /* Slot s's prompt is decoded: its output into its job. */
@@ -137,22 +131,23 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     const cllm_decode_opts *dec = &s->dec;
     double dt = cllm_now_s() - s->t0;
     int rc = 0;
-    s->active = 0;
-    s->j->done = 1;
+    cllm_outq_job *j = s->c.j;
+    s->c.active = 0;
+    j->done = 1;
     if (e->o->text) {
-        if (e->batch == 1) return cllm_outq_add(s->j, "\n", 1);   /* the tokens are out already */
+        if (e->batch == 1) return cllm_outq_add(j, "\n", 1);   /* the tokens are out already */
         char *text = NULL;
         size_t tlen = 0;
         rc = cllm_tokenizer_decode(m->tok, r->tokens, (size_t)r->n_tokens, &text, &tlen);
-        if (!rc) rc = cllm_outq_add(s->j, text, tlen);
-        if (!rc) rc = cllm_outq_add(s->j, "\n", 1);
+        if (!rc) rc = cllm_outq_add(j, text, tlen);
+        if (!rc) rc = cllm_outq_add(j, "\n", 1);
         free(text);
         return rc;
     }
     cllm_gen_rec g;
     memset(&g, 0, sizeof g);
-    g.id = s->p.id;
-    g.prompt = s->p.tokens;
+    g.id = s->c.p.id;
+    g.prompt = s->c.p.tokens;
     g.output.ids = r->tokens;
     g.output.n = (size_t)r->n_tokens;
     size_t tlen = 0;
@@ -164,7 +159,7 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     g.steps = r->steps - (r->prompt_steps - 1);
     g.time_s = dt;
     g.eos = r->eos;
-    g.answer = s->p.answer;   /* the reference travels with the output (cllm-eval --task) */
+    g.answer = s->c.p.answer;   /* the reference travels with the output (cllm-eval --task) */
     cllm_tokens *states = NULL;
     if (dec->trace && r->n_iter > 0) {
         states = cllm_calloc((size_t)r->n_iter, sizeof *states);
@@ -177,7 +172,7 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
         g.n_states = (size_t)r->n_iter;
     }
     if (!rc) rc = cllm_rec_gen_pack(&e->b, &g);
-    if (!rc) rc = cllm_outq_add(s->j, e->b.data, e->b.size);
+    if (!rc) rc = cllm_outq_add(j, e->b.data, e->b.size);
     free(text);
     cllm_tokens_free(&g.accepted);
     for (int i = 0; states && i < r->n_iter; i++) cllm_tokens_free(&states[i]);
@@ -185,52 +180,45 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     return rc;
 }
 
-/* One tick: every active slot one step, in as few forward calls as fit: the
- * decoding steps first, in calls of their own, then the prompt chunks. So a
- * sequence's decoding steps never share a call with another's prompt: on
- * CUDA a step of up to 16 rows then takes the same route (matmul16.cu) at
- * --batch 1 as at --batch 8, and the decode calls' layouts repeat from tick
- * to tick, which replays their CUDA graphs. */
-static int tick(gen_eng *e, int *active) {
-    int rc = 0;
-    *active = 0;
-    for (int i = 0; i < e->batch; i++) *active += e->slots[i].active;
-    for (int prompt = 0; prompt <= 1 && !rc; prompt++) {
-        int next = 0;
-        while (!rc) {
-            int B = 0, rows = 0;
-            for (; next < e->batch; next++) {
-                gen_slot *s = &e->slots[next];
-                if (!s->active || s->d.done || cllm_decoder_in_prompt(&s->d) != prompt) continue;
-                int T = cllm_decoder_next(&s->d, e->f.max_T - rows, &e->calls[B], e->tokens + rows);
-                if (T == 0) break;          /* no room left in this call */
-                e->in_call[B++] = s;
-                rows += T;
-            }
-            if (B == 0) break;
-            if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
-            for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
-                gen_slot *s = e->in_call[b];
-                rc = cllm_decoder_take(&s->d, &e->kv, e->f.argmax + r);
-                if (!rc && s->d.done) rc = slot_finish(e, s);
-            }
-        }
-    }
+/* The slots' side of a tick (slots.h). The decoding steps always have calls
+ * of their own (sl.mixed stays 0): a sequence's decoding steps never share a
+ * call with another's prompt, so on CUDA a step of up to 16 rows takes the
+ * same route (matmul16.cu) at --batch 1 as at --batch 8, and the decode
+ * calls' layouts repeat from tick to tick, which replays their CUDA graphs. */
+static int ops_start(void *arg, int i) {
+    gen_eng *e = arg;
+    return slot_start(e, &e->slots[i]);
+}
+
+static int ops_step(void *arg, int i) {
+    const cllm_decoder *d = &((gen_eng *)arg)->slots[i].d;
+    if (d->done) return CLLM_SLOT_IDLE;
+    return cllm_decoder_in_prompt(d) ? CLLM_SLOT_PROMPT : CLLM_SLOT_DECODE;
+}
+
+static int ops_feed(void *arg, int i, int room, cllm_fwd_seq *d, int *tokens) {
+    return cllm_decoder_next(&((gen_eng *)arg)->slots[i].d, room, d, tokens);
+}
+
+static int ops_take(void *arg, int i, const cllm_fwd_seq *d, const int *argmax) {
+    gen_eng *e = arg;
+    gen_slot *s = &e->slots[i];
+    int rc = cllm_decoder_take(&s->d, &e->kv, argmax);
+    if (!rc && s->d.done) rc = slot_finish(e, s);
     return rc;
 }
+
+static const cllm_slots_ops gen_ops = { ops_start, ops_step, ops_feed, ops_take };
 
 static void eng_free(gen_eng *e) {
     for (int i = 0; e->slots && i < e->batch; i++) {
         gen_slot *s = &e->slots[i];
-        cllm_prompt_free(&s->p);
+        cllm_prompt_free(&s->c.p);
         cllm_decoder_free(&s->d);
         cllm_decode_result_free(&s->r);
     }
     free(e->slots);
-    cllm_outq_free(&e->q);
-    free(e->calls);
-    free(e->in_call);
-    free(e->tokens);
+    cllm_slots_free(&e->sl);
     cllm_packbuf_free(&e->b);
     cllm_fwd_free(&e->f);
     cllm_kv_free(&e->kv);
@@ -281,36 +269,16 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
     int rc = cllm_fwd_init_on(&e.f, m, cllm_fwd_call_rows(o->device, dec->n, e.batch, PREFILL_CHUNK), o->device, 0);
     if (!rc) {
         e.slots = cllm_calloc((size_t)e.batch, sizeof *e.slots);
-        e.calls = cllm_calloc((size_t)e.batch, sizeof *e.calls);
-        e.in_call = cllm_calloc((size_t)e.batch, sizeof *e.in_call);
-        e.tokens = cllm_calloc((size_t)e.f.max_T, sizeof *e.tokens);
-        if (!e.slots || !e.calls || !e.in_call || !e.tokens || cllm_outq_init(&e.q, 4 * e.batch + 1)) rc = CLLM_ENOMEM;
+        rc = e.slots ? cllm_slots_init(&e.sl, e.batch, &e.f, &e.kv, &gen_ops, &e) : CLLM_ENOMEM;
+        for (int i = 0; !rc && i < e.batch; i++) e.sl.slot[i] = &e.slots[i].c;
+        /* A signal: no new prompt, but the prompts in hand are finished and
+         * written (cllm-gen(1)); a second signal ends the program at once. */
+        e.sl.finish = 1;
     }
     if (!rc && !o->text) {
         rc = cllm_writer_open_for_model(&e.w, &e.b, o->output, o->force, m, "cllm-gen", o->argc, o->argv);
     }
-    int eof = 0;
-    while (!rc) {
-        /* A signal: no new prompt, but the prompts in hand are finished and
-         * written (cllm-gen(1)); a second signal ends the program at once. */
-        int stop = cllm_interrupted != 0;
-        /* Fill the free slots with the next prompts, in input order. */
-        for (int i = 0; i < e.batch && !rc && !eof && !stop; i++) {
-            gen_slot *s = &e.slots[i];
-            if (s->active || e.q.len >= e.q.cap) continue;
-            rc = cllm_prompts_next(src, &s->p);
-            if (rc == CLLM_EOF) { rc = 0; eof = 1; break; }
-            if (rc) break;
-            s->j = cllm_outq_push(&e.q);
-            rc = slot_start(&e, s);
-        }
-        if (rc) break;
-        int active = 0;
-        rc = tick(&e, &active);
-        if (!rc) rc = cllm_outq_drain(&e.q, put_output, &e);
-        if (!active && (eof || stop)) break;
-    }
-    if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");
+    if (!rc) rc = cllm_slots_run(&e.sl, src, put_output, &e);
     if (e.w) {
         if (rc) cllm_writer_abort(e.w);
         else rc = cllm_writer_close(e.w);

@@ -51,7 +51,7 @@
  * slots in one ragged forward call (cllm_forward_batch: every weight matrix is
  * read once per tick for the whole batch), or in a few calls when they exceed
  * the call's row limit, or the windows and the prompt chunks in calls of
- * their own where the forward's route depends on the call (tick); a slot
+ * their own where the forward's route depends on the call (slots.h); a slot
  * whose prompt is done takes the next prompt at once. Nothing a slot computes
  * depends on its neighbours (each has its own cache sequence and random
  * generators), so where the forward is batch-invariant (forward.h: the CPU;
@@ -77,6 +77,7 @@
 #include "gen.h"
 #include "outq.h"
 #include "records.h"
+#include "slots.h"
 #include "stream.h"
 #include "tokenizer.h"
 
@@ -128,10 +129,8 @@ int cllm_traj_augment(const int *states, int k, int stride, const int *fixed, in
 }
 
 typedef struct slot {
-    int active;
+    cllm_slot c;              /* its prompt and its records' job (their turn) */
     int seq;                  /* KV cache sequence */
-    cllm_outq_job *j;          /* its records, waiting for their turn */
-    cllm_prompt p;
     int *ctx;                 /* prompt + prefix (the fixed points so far) */
     int n_ctx, cap_ctx, P;
     int fed;                  /* context tokens in the cache */
@@ -153,12 +152,9 @@ typedef struct eng {
     const cllm_traj_opts *o;
     int n, chunks, eos_id, pad_id;
     cllm_fwd f;
-    cllm_fwd_seq *calls;      /* (batch) the sequences of one forward call */
-    slot **in_call;           /* (batch) their slots */
-    int *tokens;              /* (f.max_T) the call's tokens, row order */
     cllm_kv kv;
     slot *slots;
-    cllm_outq q;              /* outputs of the prompts in flight, in input order */
+    cllm_slots sl;            /* the slots' scheduler and output ring */
     cllm_writer *w;
     cllm_packbuf b;
     cllm_traj_stats st;
@@ -166,15 +162,23 @@ typedef struct eng {
 
 static int put_record(void *w, const void *data, size_t len) { return cllm_writer_put(w, data, len); }
 
+/* The totals so far, the scheduler's counts included. */
+static const cllm_traj_stats *totals(eng *e) {
+    e->st.ticks = e->sl.ticks;
+    e->st.calls = e->sl.calls;
+    e->st.limit_calls = e->sl.limit_calls;
+    return &e->st;
+}
+
 /* ---- one slot ----------------------------------------------------------- */
 
 static uint64_t prompt_seed(uint64_t seed, int64_t id, uint64_t stream) {
     return (seed * 0x9E3779B97F4A7C15ull + (uint64_t)id) ^ (stream * 0xD1B54A32D192ED03ull);
 }
 
-/* Start the prompt in s->p in slot s (its job is already queued). */
+/* Start the prompt in s->c.p in slot s (its job is already queued). */
 static int slot_start(eng *e, slot *s) {
-    const cllm_prompt *p = &s->p;
+    const cllm_prompt *p = &s->c.p;
     int V = e->m->cfg.vocab;
     if (p->tokens.n < 1) return cllm_error(CLLM_EINVAL, "prompt %lld has no tokens", (long long)p->id);
     if (p->tokens.n > (size_t)(1 << 30))
@@ -214,7 +218,6 @@ static int slot_start(eng *e, slot *s) {
     s->k = 0;
     cllm_rng_seed(&s->rinit, prompt_seed(e->o->seed, p->id, 0));
     cllm_rng_seed(&s->raug, prompt_seed(e->o->seed, p->id, 1));
-    s->active = 1;
     return 0;
 }
 
@@ -244,9 +247,9 @@ static int finish_chunk(eng *e, slot *s, int len, int eos) {
         s->views[n_aug + i] = (cllm_tokens){ s->st + (size_t)i * n, (size_t)len, 0 };
     cllm_traj_rec t;
     memset(&t, 0, sizeof t);
-    t.id = s->p.id;
+    t.id = s->c.p.id;
     t.chunk = s->chunk;
-    t.prompt = s->p.tokens;
+    t.prompt = s->c.p.tokens;
     t.prefix = (cllm_tokens){ s->ctx + s->P, (size_t)(s->n_ctx - s->P), 0 };
     t.states = s->views;
     t.n_states = (size_t)(n_aug + k);
@@ -254,7 +257,7 @@ static int finish_chunk(eng *e, slot *s, int len, int eos) {
     t.eos = eos;
     if (e->o->labels) { t.labels = s->labels; t.has_labels = 1; }
     int rc = cllm_rec_traj_pack(&e->b, &t);
-    if (!rc) rc = cllm_outq_add(s->j, e->b.data, e->b.size);
+    if (!rc) rc = cllm_outq_add(s->c.j, e->b.data, e->b.size);
     if (rc) return rc;
     e->st.records++;
     e->st.tokens += (uint64_t)len;
@@ -269,12 +272,15 @@ static int finish_chunk(eng *e, slot *s, int len, int eos) {
     s->chunk++;
     s->in_chunk = 0;
     if (eos || s->n_new >= e->o->max_new_tokens) {
-        s->j->done = 1;
-        s->active = 0;
+        s->c.j->done = 1;
+        s->c.active = 0;
         e->st.prompts++;
     }
     return 0;
 }
+
+/* Whether slot s's next step is its Jacobi window (else a prompt chunk). */
+static int in_window(const slot *s) { return s->fed >= s->n_ctx - 1; }
 
 /* Rows slot s feeds in its next step: a prompt chunk or its Jacobi window. */
 static int slot_want(const eng *e, const slot *s) {
@@ -284,14 +290,19 @@ static int slot_want(const eng *e, const slot *s) {
     return e->n - (s->in_chunk ? s->skip : 0);
 }
 
-/* Slot s's next step as sequence d of a call, T rows (T <= slot_want; fewer
- * only for a prompt chunk), its tokens to in. */
-static void slot_feed(eng *e, slot *s, int T, cllm_fwd_seq *d, int *in) {
-    int n = e->n, L = s->n_ctx;
-    if (s->fed < L - 1) {                       /* prompt chunk: no LM head */
+/* Slot s's next step as sequence d of a call with room rows left, its
+ * tokens to in: returns its rows T, or 0 when it does not fit (a window is
+ * never split; a prompt chunk is shortened to the room left). */
+static int slot_feed(eng *e, slot *s, int room, cllm_fwd_seq *d, int *in) {
+    int n = e->n, L = s->n_ctx, T = slot_want(e, s);
+    if (T > room) {
+        if (in_window(s) || room < 1) return 0;
+        T = room;
+    }
+    if (!in_window(s)) {                        /* prompt chunk: no LM head */
         *d = (cllm_fwd_seq){ s->seq, s->fed, T, T };
         memcpy(in, s->ctx + s->fed, (size_t)T * sizeof(int));
-        return;
+        return T;
     }
     if (!s->in_chunk) {
         init_guess(e, s, s->st);
@@ -304,6 +315,7 @@ static void slot_feed(eng *e, slot *s, int T, cllm_fwd_seq *d, int *in) {
     int i0 = s->skip;
     for (int i = i0; i < n; i++) in[i - i0] = i ? y[i - 1] : s->ctx[L - 1];
     *d = (cllm_fwd_seq){ s->seq, L - 1 + i0, n - i0, 0 };
+    return n - i0;
 }
 
 /* After the call: d was slot s's part, z its rows' argmax. */
@@ -334,7 +346,7 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
     }
     if (s->k >= n)
         return cllm_error(CLLM_EINVAL, "prompt %lld, chunk %d: no fixed point after %d iterations "
-                          "(the forward pass is not deterministic)", (long long)s->p.id, s->chunk, n);
+                          "(the forward pass is not deterministic)", (long long)s->c.p.id, s->chunk, n);
     memcpy(s->st + (size_t)s->k * n, z, (size_t)n * sizeof(int));
     s->k++;
     /* rows 0..a of the next window have this window's inputs (y_<=a = z_<=a) */
@@ -342,53 +354,38 @@ static int slot_take(eng *e, slot *s, const cllm_fwd_seq *d, const int *z) {
     return 0;
 }
 
-/* One tick: every active slot one step, in as few calls as the row limit
- * allows. Where every call takes one route (cllm_fwd_one_route: the CPU,
- * CUDA's fixed-order route, CUDA with every product through cuBLAS) the
- * Jacobi windows and the prompt chunks share the calls: one call a tick,
- * where prompt chunks would otherwise cost a forward pass of their own.
- * Else the windows go first, in calls of their own (CUDA with
- * CLLM_CUDA_GEMM_ROWS=-1: a call with prompt rows takes the fixed-order
- * products, and a window must not change route from tick to tick), then the
- * prompt chunks. A window is never split; a prompt
- * chunk is shortened to the room left. (The backend pads a call to one of
- * a few row counts, so that it replays a captured graph.) */
-static int tick(eng *e, int *active) {
-    int batch = e->o->batch, rc = 0, mixed = cllm_fwd_one_route(&e->f);
-    *active = 0;
-    for (int i = 0; i < batch; i++) *active += e->slots[i].active;
-    if (*active) e->st.ticks++;
-    for (int windows = 1; windows >= (mixed ? 1 : 0) && !rc; windows--) {
-        int next = 0, route_calls = 0;
-        while (!rc) {
-            int B = 0, rows = 0;
-            for (; next < batch; next++) {
-                slot *s = &e->slots[next];
-                int window = s->fed >= s->n_ctx - 1;
-                if (!s->active || (!mixed && window != windows)) continue;
-                int T = slot_want(e, s);
-                if (rows + T > e->f.max_T) {
-                    int room = e->f.max_T - rows;
-                    if (window || room < 1) break;
-                    T = room;
-                }
-                slot_feed(e, s, T, &e->calls[B], e->tokens + rows);
-                e->in_call[B++] = s;
-                rows += T;
-            }
-            if (B == 0) break;
-            e->st.calls++;
-            if (route_calls++) e->st.limit_calls++;
-            if ((rc = cllm_forward_batch(&e->f, &e->kv, e->calls, B, e->tokens))) break;
-            for (int b = 0, r = 0; b < B && !rc; r += e->calls[b].T, b++) {
-                slot *s = e->in_call[b];
-                rc = slot_take(e, s, &e->calls[b], e->f.argmax + r);
-                if (!rc && !s->active && e->o->on_progress) e->o->on_progress(e->o->progress_ctx, &e->st);
-            }
-        }
-    }
+/* The slots' side of a tick (slots.h). Where every call takes one route
+ * (cllm_fwd_one_route: the CPU, CUDA's fixed-order route, CUDA with every
+ * product through cuBLAS) the Jacobi windows and the prompt chunks share the
+ * calls (sl.mixed): one call a tick, where prompt chunks would otherwise cost
+ * a forward pass of their own. Else the windows go first, in calls of their
+ * own (CUDA with CLLM_CUDA_GEMM_ROWS=-1: a call with prompt rows takes the
+ * fixed-order products, and a window must not change route from tick to
+ * tick), then the prompt chunks. (The backend pads a call to one of a few
+ * row counts, so that it replays a captured graph.) */
+static int ops_start(void *arg, int i) {
+    eng *e = arg;
+    return slot_start(e, &e->slots[i]);
+}
+
+static int ops_step(void *arg, int i) {
+    return in_window(&((eng *)arg)->slots[i]) ? CLLM_SLOT_DECODE : CLLM_SLOT_PROMPT;
+}
+
+static int ops_feed(void *arg, int i, int room, cllm_fwd_seq *d, int *in) {
+    eng *e = arg;
+    return slot_feed(e, &e->slots[i], room, d, in);
+}
+
+static int ops_take(void *arg, int i, const cllm_fwd_seq *d, const int *z) {
+    eng *e = arg;
+    slot *s = &e->slots[i];
+    int rc = slot_take(e, s, d, z);
+    if (!rc && !s->c.active && e->o->on_progress) e->o->on_progress(e->o->progress_ctx, totals(e));
     return rc;
 }
+
+static const cllm_slots_ops traj_ops = { ops_start, ops_step, ops_feed, ops_take };
 
 static int eng_init(eng *e) {
     const cllm_traj_opts *o = e->o;
@@ -410,13 +407,12 @@ static int eng_init(eng *e) {
                             o->batch_invariant ? CLLM_FWD_INVARIANT : CLLM_FWD_BULK);
     if (rc) return rc;
     e->slots = cllm_calloc((size_t)o->batch, sizeof *e->slots);
-    if (cllm_outq_init(&e->q, 4 * o->batch + 1)) return CLLM_ENOMEM;
-    e->calls = cllm_calloc((size_t)o->batch, sizeof *e->calls);
-    e->in_call = cllm_calloc((size_t)o->batch, sizeof *e->in_call);
-    e->tokens = cllm_calloc((size_t)e->f.max_T, sizeof *e->tokens);
-    if (!e->slots || !e->calls || !e->in_call || !e->tokens) return CLLM_ENOMEM;
+    if (!e->slots) return CLLM_ENOMEM;
+    if ((rc = cllm_slots_init(&e->sl, o->batch, &e->f, &e->kv, &traj_ops, e))) return rc;
+    e->sl.mixed = cllm_fwd_one_route(&e->f);
     for (int i = 0; i < o->batch; i++) {
         slot *s = &e->slots[i];
+        e->sl.slot[i] = &s->c;
         s->seq = i;
         s->st = cllm_malloc((size_t)n * n * sizeof(int));
         s->aug = cllm_malloc((size_t)n * n * sizeof(int));
@@ -431,15 +427,12 @@ static int eng_init(eng *e) {
 static void eng_free(eng *e) {
     for (int i = 0; e->slots && i < e->o->batch; i++) {
         slot *s = &e->slots[i];
-        cllm_prompt_free(&s->p);
+        cllm_prompt_free(&s->c.p);
         cllm_tokens_free(&s->labels);
         free(s->ctx); free(s->st); free(s->aug); free(s->fixed); free(s->z); free(s->views);
     }
     free(e->slots);
-    free(e->calls);
-    free(e->in_call);
-    free(e->tokens);
-    cllm_outq_free(&e->q);
+    cllm_slots_free(&e->sl);
     cllm_packbuf_free(&e->b);
     cllm_fwd_free(&e->f);
     cllm_kv_free(&e->kv);
@@ -453,30 +446,12 @@ int cllm_traj_run(const cllm_model *m, cllm_prompts *src, const cllm_traj_opts *
     e.o = o;
     int rc = eng_init(&e);
     if (!rc) rc = cllm_writer_open_for_model(&e.w, &e.b, o->output, o->force, m, "cllm-traj", o->argc, o->argv);
-    int eof = 0;
-    while (!rc && !cllm_interrupted) {
-        /* Fill the free slots with the next prompts, in input order. */
-        for (int i = 0; i < o->batch && !rc && !eof; i++) {
-            slot *s = &e.slots[i];
-            if (s->active || e.q.len >= e.q.cap) continue;
-            rc = cllm_prompts_next(src, &s->p);
-            if (rc == CLLM_EOF) { rc = 0; eof = 1; break; }
-            if (rc) break;
-            s->j = cllm_outq_push(&e.q);
-            rc = slot_start(&e, s);
-        }
-        if (rc) break;
-        int active = 0;
-        rc = tick(&e, &active);
-        if (!rc) rc = cllm_outq_drain(&e.q, put_record, e.w);
-        if (!active && eof) break;
-    }
-    if (!rc && cllm_interrupted) rc = cllm_error(CLLM_EINTR, "interrupted");
+    if (!rc) rc = cllm_slots_run(&e.sl, src, put_record, e.w);
     if (e.w) {
         if (rc) cllm_writer_abort(e.w);
         else rc = cllm_writer_close(e.w);
     }
-    if (stats) *stats = e.st;
+    if (stats) *stats = *totals(&e);
     eng_free(&e);
     return rc;
 }
