@@ -180,11 +180,14 @@ static int slot_finish(gen_eng *e, gen_slot *s) {
     return rc;
 }
 
-/* The slots' side of a tick (slots.h). The decoding steps always have calls
- * of their own (sl.mixed stays 0): a sequence's decoding steps never share a
- * call with another's prompt, so on CUDA a step of up to 16 rows takes the
- * same route (matmul16.cu) at --batch 1 as at --batch 8, and the decode
- * calls' layouts repeat from tick to tick, which replays their CUDA graphs. */
+/* The slots' side of a tick (slots.h). Where every call takes one route
+ * (cllm_fwd_one_route: the CPU, CUDA's fixed-order route) the prompt chunks
+ * share the decoding steps' calls (sl.mixed, as in cllm-traj): one pass over
+ * the weights a tick instead of two. Else the decoding steps have calls of
+ * their own: a sequence's decoding steps never share a call with another's
+ * prompt, so on CUDA a step of up to 16 rows takes the same route
+ * (matmul16.cu) at --batch 1 as at --batch 8, and the decode calls' layouts
+ * repeat from tick to tick, which replays their CUDA graphs. */
 static int ops_start(void *arg, int i) {
     gen_eng *e = arg;
     return slot_start(e, &e->slots[i]);
@@ -274,6 +277,7 @@ int cllm_gen_run(const cllm_model *m, cllm_prompts *src, const cllm_gen_opts *o)
         /* A signal: no new prompt, but the prompts in hand are finished and
          * written (cllm-gen(1)); a second signal ends the program at once. */
         e.sl.finish = 1;
+        e.sl.mixed = cllm_fwd_one_route(&e.f);
     }
     if (!rc && !o->text) {
         rc = cllm_writer_open_for_model(&e.w, &e.b, o->output, o->force, m, "cllm-gen", o->argc, o->argv);
