@@ -9,7 +9,9 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 obj="$T/b/obj/libcore/rng.o"
-mk() { make --no-print-directory BUILD="$T/b" MPI=0 "$@" "$obj" 2>&1; }
+# (a make of its own: under make check the parent's MAKEFLAGS would pass on
+# its options and variables)
+mk() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory BUILD="$T/b" MPI=0 "$@" "$obj" 2>&1; }
 
 mk CUDA=0 > "$T/1"
 grep -q -- "-c libcore/rng.c" "$T/1" || fail "first build did not compile: $(cat "$T/1")"
