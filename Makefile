@@ -103,7 +103,7 @@ $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcllm.a
 # unit tests and the bad-input tests again under ASan+UBSan.
 check: all
 	tests/run.sh $(BUILD)
-	$(MAKE) --no-print-directory SAN=1 all
+	$(MAKE) --no-print-directory SAN=1 BUILD=build-san all
 	CLLM_SAN=1 tests/run.sh build-san unit bad
 
 # Benchmarks print ratios and rates; they are not tests.
@@ -191,12 +191,19 @@ endif
 # file is rewritten only when the settings differ, so its time says when they
 # last changed.
 BUILD_CONFIG := CC=$(CC) CFLAGS=$(CFLAGS) NVCC=$(NVCC) NVFLAGS=$(NVFLAGS) LDFLAGS=$(LDFLAGS) LIBS=$(LIBS) MPI=$(MPI)
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
 ifneq ($(file < $(BUILD)/config),$(BUILD_CONFIG))
-ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),)   # not under make -n
+ifeq ($(DRY_RUN),)   # not under make -n
 $(shell mkdir -p $(BUILD))
 $(file > $(BUILD)/config,$(BUILD_CONFIG))
 endif
 endif
+# A config missing when the objects are considered (make -n in a new build
+# directory, which writes nothing above): without a rule every object was
+# "No rule to make target"; written here unless under make -n.
+$(BUILD)/config:
+	@mkdir -p $(@D)
+	$(if $(DRY_RUN),,$(file > $@,$(BUILD_CONFIG)))
 
 # CPU emulation of the CUDA subset the kernels use (tests/cuemu/, docs/CUDA.md).
 -include tests/cuemu/cuemu.mk

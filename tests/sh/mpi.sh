@@ -29,7 +29,10 @@
 #      clipping acting within 1e-6 (the norm's double sum runs in another
 #      order); 3 ranks (uneven slices) within 1e-5; resume sharded -> plain
 #      and plain -> sharded == the straight runs byte for byte; one process
-#      with the option == without it; ranks that disagree on it are refused.
+#      with the option == without it; ranks that disagree on it are refused;
+#      a PMPI shim sees the sharded run's reduce-scatters, all-gathers and
+#      checkpoint gathers (none in the plain run: the equalities alone pass
+#      with the option ignored).
 set -eu
 B=$CLLM_BUILD
 T=$(mktemp -d)
@@ -242,8 +245,47 @@ fi
 $MPI 3 "$B/tests/test_dist" > "$T/dist.out" 2>&1 || { cat "$T/dist.out"; fail "mpirun -np 3 test_dist"; }
 grep -q "^3 rank(s)" "$T/dist.out" || { cat "$T/dist.out"; fail "test_dist did not run on 3 ranks"; }
 Z="$SFT --batch 1 --shuffle-buffer 3 --seed 7 --weight-decay 0.1 --clip 0 --checkpoint-every 5 --keep 0"
-$MPI 2 "$B/cllm-train" $Z -o "$T/zp.gguf" --metrics "$T/zp.zst" "$T/p8.jsonl"
-$MPI 2 "$B/cllm-train" $Z --shard-optimizer -o "$T/zs.gguf" --metrics "$T/zs.zst" "$T/p8.jsonl"
+# The equalities below hold as well for a run that ignored the option: a
+# PMPI shim counts each rank's reduce-scatters, all-gathers and gathers (the
+# sharded step and checkpoint; the plain run makes none of them).
+cat > "$T/pmpi.c" <<'EOF'
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static long rs, ag, ga;
+int MPI_Reduce_scatter(const void *s, void *r, const int c[], MPI_Datatype t, MPI_Op o, MPI_Comm m) {
+    rs++;
+    return PMPI_Reduce_scatter(s, r, c, t, o, m);
+}
+int MPI_Allgatherv(const void *s, int sc, MPI_Datatype st, void *r, const int rc[], const int d[], MPI_Datatype rt,
+                   MPI_Comm m) {
+    ag++;
+    return PMPI_Allgatherv(s, sc, st, r, rc, d, rt, m);
+}
+int MPI_Gatherv(const void *s, int sc, MPI_Datatype st, void *r, const int rc[], const int d[], MPI_Datatype rt,
+                int root, MPI_Comm m) {
+    ga++;
+    return PMPI_Gatherv(s, sc, st, r, rc, d, rt, root, m);
+}
+__attribute__((destructor)) static void report(void) {
+    const char *dir = getenv("PMPI_DIR");
+    char path[4096];
+    if (!dir) return;
+    snprintf(path, sizeof path, "%s/%ld", dir, (long)getpid());
+    FILE *f = fopen(path, "w");
+    if (f) { fprintf(f, "%ld %ld %ld\n", rs, ag, ga); fclose(f); }
+}
+EOF
+"${MPICC:-mpicc}" -shared -fPIC -o "$T/pmpi.so" "$T/pmpi.c" || fail "cannot build the PMPI shim with ${MPICC:-mpicc}"
+mkdir "$T/pmpi-p" "$T/pmpi-s"
+PMPI_DIR="$T/pmpi-p" $MPI 2 -x PMPI_DIR -x LD_PRELOAD="$T/pmpi.so" "$B/cllm-train" $Z -o "$T/zp.gguf" --metrics "$T/zp.zst" "$T/p8.jsonl"
+PMPI_DIR="$T/pmpi-s" $MPI 2 -x PMPI_DIR -x LD_PRELOAD="$T/pmpi.so" "$B/cllm-train" $Z --shard-optimizer -o "$T/zs.gguf" \
+    --metrics "$T/zs.zst" "$T/p8.jsonl"
+[ "$(cat "$T"/pmpi-p/* | sort -u)" = "0 0 0" ] && [ "$(ls "$T/pmpi-p" | wc -l)" = 2 ] ||
+    fail "the plain run: reduce-scatters, all-gathers, gathers per rank: $(cat "$T"/pmpi-p/*)"
+[ "$(cat "$T"/pmpi-s/* | sort -u)" = "5 5 2" ] && [ "$(ls "$T/pmpi-s" | wc -l)" = 2 ] ||
+    fail "--shard-optimizer on 2 ranks, 5 steps, 1 checkpoint: reduce-scatters, all-gathers, gathers per rank: $(cat "$T"/pmpi-s/*), want 5 5 2"
 cmp "$T/zp.gguf" "$T/zs.gguf" || fail "ZeRO-1 SFT on 2 ranks differs from the plain 2-rank run"
 cmp "$T/zp.gguf.ckpt/ckpt-00000005.cllmckpt" "$T/zs.gguf.ckpt/ckpt-00000005.cllmckpt" ||
     fail "ZeRO-1 checkpoint differs from the plain run's"
