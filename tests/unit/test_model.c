@@ -424,16 +424,23 @@ static int count_names(const char *dir, const char *part) {
     return n;
 }
 
+/* A one-layer model's config (width 32, 4 heads of 8, 2 KV heads, FFN 64),
+ * vocab V, BOS 1, EOS 2: the tests change what they need. */
+static void tiny_config(cllm_config *c, const char *arch, int V) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    c->n_layer = 1; c->d_model = 32; c->n_head = 4; c->n_head_kv = 2; c->head_dim = 8; c->d_ff = 64; c->vocab = V;
+    c->max_ctx = 128; c->rope_theta = 10000; c->rms_eps = 1e-6f; c->bos_id = 1; c->eos_id = 2; c->pad_id = -1;
+}
+
 /* A save whose fsync fails (a full disk or quota that NFS or delayed
  * allocation reports only there) is an error, leaves no file under the final
  * name and no temporary file; a save that succeeds fsync'd its data before
  * the rename. */
 static void test_save_fsync(void) {
     cllm_config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.arch, "llama");
-    c.n_layer = 1; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = 40;
-    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.tied = 1; c.bos_id = 1; c.eos_id = 2; c.pad_id = -1;
+    tiny_config(&c, "llama", 40);
+    c.tied = 1;
     cllm_model m;
     CHECK_OK(cllm_model_alloc(&m, &c));
     fill_random(&m, 3);
@@ -504,11 +511,8 @@ static int same_ids(const cllm_tokenizer *a, const cllm_tokenizer *b, const char
  * loaded into *h. */
 static int tok_model(cllm_model *h, const char *dir, int V, const char *pre, int ignore_merges, int hole) {
     cllm_config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.arch, "qwen2");
-    c.n_layer = 1; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = V;
-    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.tied = 1; c.qkv_bias = 1; c.bos_id = -1;
-    c.eos_id = 10; c.pad_id = -1;
+    tiny_config(&c, "qwen2", V);
+    c.tied = 1; c.qkv_bias = 1; c.bos_id = -1; c.eos_id = 10;
     cllm_model m;
     int rc = cllm_model_alloc(&m, &c);
     if (rc) return rc;
@@ -764,10 +768,7 @@ static int set_config(const char *dir, const char *key, const char *val) {
  * than default without rope_theta (both were ignored), rope_scaling. */
 static void test_partial_rope(void) {
     cllm_config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.arch, "llama");
-    c.n_layer = 1; c.d_model = 32; c.n_head = 4; c.n_head_kv = 2; c.head_dim = 8; c.d_ff = 64; c.vocab = 40;
-    c.max_ctx = 128; c.rope_theta = 10000; c.rms_eps = 1e-6f; c.bos_id = 1; c.eos_id = 2; c.pad_id = -1;
+    tiny_config(&c, "llama", 40);
     c.rope_dim = 4;
     cllm_model m, g, h;
     CHECK_OK(cllm_model_alloc(&m, &c));
